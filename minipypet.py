@@ -1,0 +1,4984 @@
+# minipypet - parameter exploration in one file. MIT licence; copy it into your project freely.
+"""minipypet: pypet's workflow (trajectory tree, exploration, runs, storage) in one module.
+
+Quick start::
+
+    import minipypet as pypet
+
+    def multiply(traj):
+        traj.f_add_result('z', traj.x * traj.y, comment='product')
+
+    env = pypet.Environment(trajectory='example', filename='./hdf5/example.hdf5')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1.0, comment='first factor')
+    traj.f_add_parameter('y', 1.0, comment='second factor')
+    traj.f_explore(pypet.cartesian_product({'x': [1.0, 2.0], 'y': [3.0, 4.0]}))
+    env.f_run(multiply)
+
+Data flow::
+
+    Environment.f_run(job)
+      |  store the trajectory (parameters, exploration)  -> file (atomic rewrite)
+      |  for every pending run index (serially, in a pool, per process or on an Executor):
+      |      job(traj)  -> new results/derived parameters -> run record (plain data)
+      |      run record -> journal beside the file (append; fsync every `fsync_interval` s)
+      v  at the end: file + journal -> new file (temp, fsync, rename); journal removed
+
+The journal is what makes a finished run survive `kill -9`; the file itself is only ever
+replaced whole, so it is never left half written. Loading reads the file and replays the journal.
+"""
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'Environment', 'Trajectory', 'load_trajectory', 'cartesian_product', 'progressbar',
+    'Parameter', 'ArrayParameter', 'PickleParameter', 'BaseParameter',
+    'Result', 'PickleResult', 'BaseResult', 'NNGroupNode', 'NNLeafNode',
+    'LazyStorageService', 'PickleStorageService', 'HDF5StorageService', 'StorageService',
+    'pypetconstants', 'PypetError', 'NotUniqueNodeError', 'ParameterLockedError',
+    'ParameterLockedException', 'DataNotInStorageError', 'MissingDependencyError',
+    'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
+    'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
+    'WorkerDiedError', 'RunFailedError', 'ConfigurationError',
+]
+
+# ============================================================================================
+# Imports and optional dependencies
+# ============================================================================================
+import base64
+import binascii
+import collections
+import datetime
+import functools
+import hashlib
+import importlib
+import io
+import itertools
+import json
+import logging
+import os
+import pickle
+import platform
+import re
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
+import zlib
+
+logger = logging.getLogger('minipypet')
+
+_EXTRAS = {'tables': 'hdf5', 'numpy': 'numpy', 'git': 'git', 'pandas': 'pandas',
+           'dask': 'dask', 'distributed': 'dask'}
+
+
+def _require(module, extra=None):
+    """Import an optional dependency, or raise MissingDependencyError with the pip hint."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra = extra or _EXTRAS.get(module.split('.')[0], module)
+        raise MissingDependencyError(
+            '%s is needed for this feature but is not installed; install it with '
+            '`pip install "minipypet[%s]"` (or `pip install %s`)' % (module, extra, module)
+        ) from exc
+
+
+def _have(module):
+    """True if `module` can be imported (it is imported only when asked for, never probed early)."""
+    if module in sys.modules:
+        return True
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
+
+
+def _is_numpy(value):
+    # A numpy value can only exist if numpy is imported already, so this never imports numpy.
+    return type(value).__module__ == 'numpy'
+
+# ============================================================================================
+# Constants
+# ============================================================================================
+WRAP_MODE_QUEUE = 'QUEUE'
+WRAP_MODE_LOCK = 'LOCK'
+WRAP_MODE_NONE = 'NONE'
+WRAP_MODES = (WRAP_MODE_QUEUE, WRAP_MODE_LOCK, WRAP_MODE_NONE)
+
+LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
+STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
+
+# Messages of the storage protocol (store(msg, item, **kw) / load(msg, item, **kw)).
+TRAJECTORY, SINGLE_RUN, LEAF, LIST, DELETE, GROUP, FLUSH, CLOSE_FILE, OPEN_FILE, TREE = (
+    'TRAJECTORY', 'SINGLE_RUN', 'LEAF', 'LIST', 'DELETE', 'GROUP', 'FLUSH', 'CLOSE_FILE',
+    'OPEN_FILE', 'TREE')
+
+FORMAT_ZEROS = 8
+RUN_NAME = 'run_'
+FORMATTED_RUN_NAME = RUN_NAME + '%0' + str(FORMAT_ZEROS) + 'd'
+RUN_NAME_DUMMY = 'run_ALL'
+SET_NAME = 'run_set_'
+FORMATTED_SET_NAME = SET_NAME + '%05d'
+SET_NAME_DUMMY = 'run_set_ALL'
+RUN_SET_SIZE = 1000
+TIME_FORMAT = '%Y_%m_%d_%Hh%Mm%Ss'
+FORMAT_VERSION = 1  # of the files minipypet writes; a newer one is refused on load
+BRANCHES = ('config', 'parameters', 'derived_parameters', 'results')
+ABBREVIATIONS = {'conf': 'config', 'par': 'parameters', 'dpar': 'derived_parameters',
+                 'res': 'results'}
+_RUN_RE = re.compile(r'^run_(\d{%d})$' % FORMAT_ZEROS)
+_SET_RE = re.compile(r'^run_set_(\d{5})$')
+_NAME_RE = re.compile(r'^[A-Za-z0-9_-]+$')
+
+
+class pypetconstants:  # noqa: N801 - spelled as pypet users import it
+    """pypet's constants namespace (`pypetconstants.WRAP_MODE_QUEUE`, `LOAD_DATA`, ...)."""
+    WRAP_MODE_QUEUE = MULTIPROC_MODE_QUEUE = WRAP_MODE_QUEUE
+    WRAP_MODE_LOCK = MULTIPROC_MODE_LOCK = WRAP_MODE_LOCK
+    WRAP_MODE_NONE = MULTIPROC_MODE_NONE = WRAP_MODE_NONE
+    LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
+    STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
+    TRAJECTORY, SINGLE_RUN, LEAF, LIST, DELETE, GROUP = (
+        TRAJECTORY, SINGLE_RUN, LEAF, LIST, DELETE, GROUP)
+    FLUSH, CLOSE_FILE, OPEN_FILE, TREE = FLUSH, CLOSE_FILE, OPEN_FILE, TREE
+    FORMAT_ZEROS, RUN_NAME, FORMATTED_RUN_NAME = FORMAT_ZEROS, RUN_NAME, FORMATTED_RUN_NAME
+    RUN_NAME_DUMMY, SET_NAME, FORMATTED_SET_NAME = RUN_NAME_DUMMY, SET_NAME, FORMATTED_SET_NAME
+    SET_NAME_DUMMY = SET_NAME_DUMMY
+    TIME_FORMAT = FORMAT_TIME = TIME_FORMAT
+    LOG_LEVEL = logging.INFO
+
+
+# ============================================================================================
+# Exceptions: one root, each mixed with the builtin a caller would expect
+# ============================================================================================
+class PypetError(Exception):
+    """Root of every error minipypet raises on purpose."""
+
+
+class ConfigurationError(PypetError, ValueError):
+    """An argument or a combination of arguments that cannot work."""
+
+
+class InvalidNameError(PypetError, ValueError):
+    """A node name that is not allowed."""
+
+
+class UnsupportedTypeError(PypetError, TypeError):
+    """Data of a type that the leaf cannot hold or store."""
+
+
+class NoSuchNodeError(PypetError, AttributeError, KeyError):
+    """A name that does not resolve to any node."""
+
+    def __str__(self):  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ''
+
+
+class NotUniqueNodeError(NoSuchNodeError):
+    """A shortcut that matches several nodes at the same depth."""
+
+
+class ParameterLockedError(PypetError, TypeError):
+    """f_set on a parameter that was read (locked) or is explored."""
+
+
+ParameterLockedException = ParameterLockedError  # pypet's spelling
+
+
+class MissingDependencyError(PypetError, ImportError):
+    """An optional package is needed and missing."""
+
+
+class StorageError(PypetError, IOError):
+    """A file that is missing, foreign, corrupt or written by a newer version."""
+
+
+class DataNotInStorageError(StorageError):
+    """The requested trajectory or item is not in the file."""
+
+
+class VersionMismatchError(StorageError):
+    """The file was written by a newer minipypet format."""
+
+
+class PickleRefusedError(PypetError, ValueError):
+    """Data that would have to be unpickled while allow_pickle=False."""
+
+
+class GitDiffError(PypetError, RuntimeError):
+    """git_fail=True and the repository has uncommitted changes."""
+
+
+class ResumeError(PypetError, RuntimeError):
+    """A .cnt file that cannot resume the trajectory it names."""
+
+
+class RunFailedError(PypetError, RuntimeError):
+    """A run's job raised; the original exception is the __cause__."""
+
+
+class WorkerDiedError(PypetError, RuntimeError):
+    """A worker process died (killed, os._exit, out of memory) while carrying out a run."""
+
+
+# ============================================================================================
+# Plain data: what leaves may hold, and a tagged JSON encoding of it
+# ============================================================================================
+_SCALARS = (bool, int, float, complex, str, bytes)
+
+
+def _type_name(value):
+    t = type(value)
+    return t.__name__ if t.__module__ == 'builtins' else '%s.%s' % (t.__module__, t.__name__)
+
+
+def _check_plain(value, where):
+    """Raise UnsupportedTypeError unless `value` is storable plain data (no pickling needed)."""
+    t = type(value)
+    if t in _SCALARS or value is None:
+        return
+    if t is list or t is tuple or t is set or t is frozenset:
+        for v in value:
+            _check_plain(v, where)
+        return
+    if t is dict:
+        for k, v in value.items():
+            _check_plain(k, where)
+            _check_plain(v, where)
+        return
+    if _is_numpy(value):
+        kind = getattr(getattr(value, 'dtype', None), 'kind', 'O')
+        if kind in 'biufcSUM' or (kind == 'V' and value.dtype.names):
+            return
+    raise UnsupportedTypeError(
+        '%s: cannot store a value of type %s (%r); use plain data (numbers, str, bytes, lists, '
+        'tuples, dicts, numpy arrays) or a PickleResult/PickleParameter for other objects'
+        % (where, _type_name(value), _short_repr(value)))
+
+
+def _short_repr(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _encode(value):
+    """Plain data -> JSON-compatible object, with type tags where JSON would lose the type."""
+    t = type(value)
+    if t in (bool, int, float, str) or value is None:
+        return value
+    if t is list:
+        return [_encode(v) for v in value]
+    if t is dict:
+        if all(type(k) is str for k in value) and '__t' not in value:
+            return {k: _encode(v) for k, v in value.items()}
+        return {'__t': 'dict', 'v': [[_encode(k), _encode(v)] for k, v in value.items()]}
+    if t is tuple:
+        return {'__t': 'tuple', 'v': [_encode(v) for v in value]}
+    if t in (set, frozenset):
+        return {'__t': t.__name__, 'v': [_encode(v) for v in value]}
+    if t is bytes:
+        return {'__t': 'bytes', 'v': base64.b64encode(value).decode('ascii')}
+    if t is complex:
+        return {'__t': 'complex', 'v': [value.real, value.imag]}
+    if _is_numpy(value):
+        np = sys.modules['numpy']
+        if isinstance(value, np.ndarray):
+            arr = np.ascontiguousarray(value)
+            return {'__t': 'ndarray', 'dtype': arr.dtype.str if not arr.dtype.names
+                    else arr.dtype.descr, 'shape': list(arr.shape),
+                    'v': base64.b64encode(arr.tobytes()).decode('ascii')}
+        return {'__t': 'npscalar', 'dtype': value.dtype.str,
+                'v': base64.b64encode(value.tobytes()).decode('ascii')}
+    raise UnsupportedTypeError('cannot encode a value of type %s' % _type_name(value))
+
+
+def _decode(obj):
+    """Inverse of _encode."""
+    t = type(obj)
+    if t is list:
+        return [_decode(v) for v in obj]
+    if t is not dict:
+        return obj
+    tag = obj.get('__t')
+    if tag is None:
+        return {k: _decode(v) for k, v in obj.items()}
+    v = obj['v']
+    if tag == 'tuple':
+        return tuple(_decode(x) for x in v)
+    if tag == 'dict':
+        return {_freeze(_decode(k)): _decode(x) for k, x in v}
+    if tag == 'set':
+        return {_freeze(_decode(x)) for x in v}
+    if tag == 'frozenset':
+        return frozenset(_freeze(_decode(x)) for x in v)
+    if tag == 'bytes':
+        return base64.b64decode(v)
+    if tag == 'complex':
+        return complex(v[0], v[1])
+    np = _require('numpy')
+    if tag == 'ndarray':
+        dtype = np.dtype(obj['dtype'] if isinstance(obj['dtype'], str)
+                         else [tuple(f) for f in obj['dtype']])
+        return np.frombuffer(base64.b64decode(v), dtype=dtype).reshape(obj['shape']).copy()
+    if tag == 'npscalar':
+        return np.frombuffer(base64.b64decode(v), dtype=np.dtype(obj['dtype']))[0]
+    raise StorageError('unknown type tag %r in stored data' % tag)
+
+
+def _freeze(value):
+    # JSON turns tuples used as dict keys or set members into tagged lists; they decode back
+    # to tuples, but a nested list would not be hashable, so make it a tuple.
+    return tuple(value) if type(value) is list else value
+
+
+def _to_json(value):
+    return json.dumps(_encode(value), separators=(',', ':'))
+
+
+def _from_json(text):
+    return _decode(json.loads(text))
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles only plain data and numpy arrays: journal and pickle-backend files never hold
+    anything else, so a crafted payload in them cannot run code."""
+    _ALLOWED = {
+        ('builtins', 'complex'), ('builtins', 'set'), ('builtins', 'frozenset'),
+        ('builtins', 'bytearray'), ('builtins', 'slice'),
+        ('numpy', 'dtype'), ('numpy', 'ndarray'), ('numpy.core.multiarray', '_reconstruct'),
+        ('numpy._core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
+        ('numpy._core.multiarray', 'scalar'), ('numpy.core.numeric', '_frombuffer'),
+        ('numpy._core.numeric', '_frombuffer'), ('_codecs', 'encode'),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise PickleRefusedError(
+            'refused to unpickle %s.%s: minipypet files hold only plain data' % (module, name))
+
+
+def _safe_loads(data):
+    return _SafeUnpickler(io.BytesIO(data)).load()
+
+
+# ============================================================================================
+# Tree and natural naming
+# ============================================================================================
+class Annotations:
+    """Free-form metadata on a node (`node.v_annotations.author = 'me'`), stored with it."""
+
+    def __init__(self, owner=''):
+        object.__setattr__(self, '_owner', owner)
+        object.__setattr__(self, '_dict', {})
+
+    def f_set(self, *args, **kwargs):
+        for i, value in enumerate(args):
+            self.f_set_single('annotation' if i == 0 else 'annotation_%d' % i, value)
+        for key, value in kwargs.items():
+            self.f_set_single(key, value)
+
+    def f_set_single(self, name, value):
+        _check_plain(value, '%s annotation %r' % (self._owner, name))
+        self._dict[name] = value
+
+    def f_get(self, *names):
+        if not names:
+            if len(self._dict) != 1:
+                raise ValueError('%s has %d annotations; name the one you want'
+                                 % (self._owner, len(self._dict)))
+            return next(iter(self._dict.values()))
+        values = [self._dict[n] for n in names]
+        return values[0] if len(values) == 1 else values
+
+    def f_remove(self, *names):
+        for name in names:
+            del self._dict[name]
+
+    def f_to_dict(self, copy=True):
+        return dict(self._dict) if copy else self._dict
+
+    def f_is_empty(self):
+        return not self._dict
+
+    def f_empty(self):
+        self._dict.clear()
+
+    def f_ann_to_str(self):
+        return '; '.join('%s=%s' % (k, _short_repr(v)) for k, v in sorted(self._dict.items()))
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__['_dict'][name]
+        except KeyError:
+            raise AttributeError('%s has no annotation %r' % (self._owner, name)) from None
+
+    def __setattr__(self, name, value):
+        self.f_set_single(name, value)
+
+    def __delattr__(self, name):
+        self.f_remove(name)
+
+    def __contains__(self, name):
+        return name in self._dict
+
+    def __iter__(self):
+        return iter(self._dict)
+
+    def __len__(self):
+        return len(self._dict)
+
+
+class NNTreeNode:
+    """A node of the trajectory tree: name, parent, comment and annotations."""
+
+    def __init__(self, full_name='', comment=''):
+        d = self.__dict__
+        d['_full_name'] = full_name
+        d['_name'] = full_name.rpartition('.')[2]
+        d['_comment'] = comment if comment is not None else ''
+        d['_parent'] = None
+        d['_traj'] = None
+        d['_annotations'] = None
+
+    v_name = property(lambda self: self._name, doc='The last part of the full name.')
+    v_full_name = property(lambda self: self._full_name, doc='Dotted path from the root.')
+    v_location = property(lambda self: self._full_name.rpartition('.')[0],
+                          doc='Full name of the parent.')
+    v_is_leaf = property(lambda self: False)
+    v_is_group = property(lambda self: not self.v_is_leaf)
+    v_is_root = property(lambda self: False)
+    v_depth = property(lambda self: self._full_name.count('.') + 1 if self._full_name else 0)
+    v_branch = property(lambda self: self._full_name.partition('.')[0])
+    v_root = property(lambda self: self._traj)
+
+    @property
+    def v_comment(self):
+        """Free text describing the node; stored with it."""
+        return self._comment
+
+    @v_comment.setter
+    def v_comment(self, value):
+        if not isinstance(value, str):
+            raise UnsupportedTypeError('%s: a comment must be a str, not %s'
+                                       % (self._full_name, _type_name(value)))
+        self.__dict__['_comment'] = value
+
+    @property
+    def v_annotations(self):
+        """The node's Annotations (created on first use)."""
+        if self._annotations is None:
+            self.__dict__['_annotations'] = Annotations(self._full_name)
+        return self._annotations
+
+    def f_get_parent(self):
+        return self._parent
+
+    def f_set_annotations(self, *args, **kwargs):
+        self.v_annotations.f_set(*args, **kwargs)
+
+    def f_get_annotations(self, *names):
+        return self.v_annotations.f_get(*names)
+
+    def _rename(self, full_name):
+        self.__dict__['_full_name'] = full_name
+        self.__dict__['_name'] = full_name.rpartition('.')[2]
+
+    def __repr__(self):
+        return '<%s %s>' % (type(self).__name__, self._full_name or self._name or '(root)')
+
+
+def _check_name(component, where):
+    if not _NAME_RE.match(component) or component.startswith(('f_', 'v_')):
+        raise InvalidNameError(
+            '%r is not a valid node name in %r: use letters, digits, "_" and "-" only, and do '
+            'not start with "f_" or "v_" (reserved for methods and properties)'
+            % (component, where))
+
+
+class NNGroupNode(NNTreeNode):
+    """A group of the tree; children are reached by natural naming (`group.child`)."""
+
+    def __init__(self, full_name='', comment=''):
+        super().__init__(full_name, comment)
+        self.__dict__['_children'] = {}
+        self.__dict__['_links'] = {}
+
+    # -- natural naming ----------------------------------------------------------------------
+    def __getattr__(self, name):
+        if name.startswith('_') or name.startswith(('f_', 'v_')):
+            raise AttributeError('%r object has no attribute %r' % (type(self).__name__, name))
+        return self.f_get(name, fast_access=None)
+
+    def __setattr__(self, name, value):
+        if name.startswith('_') or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+        elif isinstance(value, NNTreeNode):
+            if value._traj is not None and value._traj is self._root():
+                self.f_add_link(name, value)
+            else:
+                if not value._full_name:
+                    value._rename(name)
+                elif value._name != name:
+                    value._rename(name + '.' + value._full_name)
+                self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
+        else:
+            child = self._children.get(name)
+            if isinstance(child, BaseParameter):
+                child.f_set(value)
+            elif isinstance(child, BaseResult):
+                child.f_set_single(child.v_name, value)
+            else:
+                raise PypetError(
+                    'cannot assign a plain value to %s.%s; add a leaf instead, e.g. '
+                    'f_add_parameter(%r, value) or %s.%s = Parameter(%r, value)'
+                    % (self._full_name or 'traj', name, name, self._full_name or 'traj',
+                       name, name))
+
+    def __delattr__(self, name):
+        if name in self._children or name in self._links:
+            self.f_remove_child(name, recursive=True)
+        else:
+            object.__delattr__(self, name)
+
+    def __getitem__(self, name):
+        return self.f_get(name, fast_access=None)
+
+    def __contains__(self, item):
+        return self.f_contains(item)
+
+    def __iter__(self):
+        return iter(list(self._children.values()))
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self._children) + list(self._links)
+
+    def _root(self):
+        return self._traj if self._traj is not None else self
+
+    # -- lookup ------------------------------------------------------------------------------
+    def f_get(self, name, fast_access=False, shortcuts=None, max_depth=None, auto_load=False,
+              with_links=True):
+        """The node at `name` (dotted, relative to this group); a value if fast_access."""
+        root = self._root()
+        node = root._resolve(self, name, shortcuts, max_depth, with_links)
+        if node is None:
+            if auto_load and root._storage_service is not None:
+                root.f_load_item(self._join(name))
+                node = root._resolve(self, name, shortcuts, max_depth, with_links)
+            if node is None:
+                raise NoSuchNodeError('%s has no node %r%s' % (
+                    self._full_name or 'the trajectory', name, root._hint(name)))
+        if node.v_is_leaf:
+            if auto_load and node.f_is_empty() and root._storage_service is not None:
+                root.f_load_item(node)
+            if fast_access is None:
+                fast_access = root.v_fast_access
+            if fast_access and node.f_supports_fast_access():
+                return node._fast_value()
+        return node
+
+    def _join(self, name):
+        return self._full_name + '.' + name if self._full_name else name
+
+    def f_get_default(self, name, default=None, fast_access=False, **kwargs):
+        try:
+            return self.f_get(name, fast_access=fast_access, **kwargs)
+        except NoSuchNodeError:
+            return default
+
+    def f_contains(self, item, with_links=True, shortcuts=False, max_depth=None):
+        """True if `item` (a name or a node) is in this group's subtree."""
+        root = self._root()
+        if isinstance(item, NNTreeNode):
+            prefix = self._full_name + '.' if self._full_name else ''
+            return item._traj is root and item._full_name.startswith(prefix) and \
+                root._nodes.get(item._full_name) is item
+        try:
+            return root._resolve(self, item, shortcuts, max_depth, with_links) is not None
+        except NotUniqueNodeError:
+            return True
+
+    def f_get_all(self, name, max_depth=None, shortcuts=True):
+        """Every node named `name` in this subtree."""
+        root = self._root()
+        prefix = self._full_name + '.' if self._full_name else ''
+        return [n for fn, n in root._by_name.get(name.rpartition('.')[2], {}).items()
+                if fn.startswith(prefix) and fn.endswith(name)]
+
+    # -- iteration ---------------------------------------------------------------------------
+    def f_children(self):
+        return dict(self._children)
+
+    f_get_children = f_children
+
+    def f_has_children(self):
+        return bool(self._children)
+
+    def f_groups(self):
+        return {k: v for k, v in self._children.items() if not v.v_is_leaf}
+
+    def f_leaves(self):
+        return {k: v for k, v in self._children.items() if v.v_is_leaf}
+
+    def f_links(self):
+        return dict(self._links)
+
+    f_get_links = f_links
+
+    def f_iter_nodes(self, recursive=True, max_depth=None, predicate=None, with_links=False):
+        """Breadth-first iterator over the nodes below this group."""
+        queue = collections.deque([(self, 0)])
+        while queue:
+            group, depth = queue.popleft()
+            if max_depth is not None and depth >= max_depth:
+                continue
+            children = list(group._children.values())
+            if with_links:
+                children += list(group._links.values())
+            for child in children:
+                if predicate is None or predicate(child):
+                    yield child
+                if recursive and not child.v_is_leaf and child._parent is group:
+                    queue.append((child, depth + 1))
+
+    def f_iter_leaves(self, with_links=False):
+        for node in self.f_iter_nodes(with_links=with_links):
+            if node.v_is_leaf:
+                yield node
+
+    def f_to_dict(self, fast_access=False, short_names=False, nested=False, copy=True,
+                  with_links=False):
+        """The leaves below this group as {full name: leaf or value}."""
+        result = {}
+        for leaf in self.f_iter_leaves(with_links=with_links):
+            value = leaf._fast_value() if fast_access and leaf.f_supports_fast_access() else leaf
+            key = leaf.v_name if short_names else leaf.v_full_name
+            if short_names and key in result:
+                raise ValueError('short name %r is not unique below %s; use short_names=False'
+                                 % (key, self._full_name or 'the trajectory'))
+            if nested:
+                target = result
+                parts = key.split('.')
+                for part in parts[:-1]:
+                    target = target.setdefault(part, {})
+                target[parts[-1]] = value
+            else:
+                result[key] = value
+        return result
+
+    # -- adding ------------------------------------------------------------------------------
+    def f_add_group(self, name, comment=''):
+        """Add a (possibly dotted) group below this one."""
+        return self._root()._add_path(self, name, None, comment)
+
+    def f_add_leaf(self, *args, **kwargs):
+        """Add a leaf: (name, data, comment=...), (Class, name, ...) or (instance)."""
+        branch = self.v_branch
+        default = {'parameters': Parameter, 'config': Parameter,
+                   'derived_parameters': Parameter}.get(branch, Result)
+        return self._add_leaf(branch or 'results', default, args, kwargs)
+
+    def f_add_parameter(self, *args, **kwargs):
+        """Add a parameter: (name, value, comment=...), (Class, name, ...) or (instance)."""
+        return self._add_leaf('parameters', Parameter, args, kwargs)
+
+    def f_add_config(self, *args, **kwargs):
+        return self._add_leaf('config', Parameter, args, kwargs)
+
+    def f_add_derived_parameter(self, *args, **kwargs):
+        return self._add_leaf('derived_parameters', Parameter, args, kwargs)
+
+    def f_add_result(self, *args, **kwargs):
+        """Add a result: (name, *items, comment=..., **named_items), (Class, name, ...)
+        or (instance). Inside a run it goes below results.runs.run_XXXXXXXX."""
+        return self._add_leaf('results', Result, args, kwargs)
+
+    def f_add_parameter_group(self, name, comment=''):
+        return self._add_branch_group('parameters', name, comment)
+
+    def f_add_config_group(self, name, comment=''):
+        return self._add_branch_group('config', name, comment)
+
+    def f_add_derived_parameter_group(self, name, comment=''):
+        return self._add_branch_group('derived_parameters', name, comment)
+
+    def f_add_result_group(self, name, comment=''):
+        return self._add_branch_group('results', name, comment)
+
+    def _add_branch_group(self, branch, name, comment):
+        start = self._branch_start(branch, 'group %r' % name)
+        return self._root()._add_path(start, _strip_branch(name, branch, start), None, comment)
+
+    def _branch_start(self, branch, what):
+        root = self._root()
+        if self is root:
+            return root._children[branch]
+        if self.v_branch != branch:
+            raise PypetError('cannot add %s below %s: it belongs below %s'
+                             % (what, self._full_name, branch))
+        return self
+
+    def _add_leaf(self, branch, default_cls, args, kwargs):
+        if args and isinstance(args[0], NNLeafNode):
+            if len(args) > 1 or kwargs:
+                raise TypeError('f_add_* with a leaf instance takes no further arguments')
+            leaf = args[0]
+        elif args and isinstance(args[0], type) and issubclass(args[0], NNLeafNode):
+            leaf = args[0](*args[1:], **kwargs)
+        else:
+            if not args or not isinstance(args[0], str):
+                raise TypeError('f_add_* needs a name (str), a leaf class or a leaf instance '
+                                'first, got %r' % (args[:1],))
+            leaf = default_cls(*args, **kwargs)
+        root = self._root()
+        if branch in ('parameters', 'config') and root._is_run:
+            raise PypetError(
+                'cannot add %s %r during run %d: parameters and config must be added before '
+                'the runs; use f_add_derived_parameter or f_add_result inside a run'
+                % (branch, leaf._full_name, root._idx))
+        start = self._branch_start(branch, '%s %r' % (branch, leaf._full_name))
+        return root._add_path(start, _strip_branch(leaf._full_name, branch, start), leaf,
+                              leaf._comment)
+
+    def _add_group_node(self, group):
+        return self._root()._add_path(self, group._full_name, None, group._comment)
+
+    def f_add_link(self, name, target=None):
+        """Link `name` in this group to `target` (a node of the same trajectory)."""
+        if target is None:
+            target, name = name, name.v_name
+        _check_name(name, self._full_name)
+        root = self._root()
+        if isinstance(target, str):
+            target = root.f_get(target)
+        if not isinstance(target, NNTreeNode) or target._traj is not root or target is root:
+            raise PypetError('a link target must be a node of this trajectory, got %r'
+                             % (target,))
+        if name in self._children:
+            raise InvalidNameError('%s already has a child %r' % (self._full_name, name))
+        self._links[name] = target
+        root._link_count += 1
+        return target
+
+    def f_remove_link(self, name):
+        del self._links[name]
+
+    # -- removal -----------------------------------------------------------------------------
+    def f_remove_child(self, name, recursive=False, predicate=None):
+        """Remove the child `name` from memory (not from the file)."""
+        if name in self._links:
+            del self._links[name]
+            return
+        child = self._children.get(name)
+        if child is None:
+            raise NoSuchNodeError('%s has no child %r' % (self._full_name or 'trajectory', name))
+        if not child.v_is_leaf and child._children and not recursive:
+            raise PypetError('%s has children; pass recursive=True to remove it'
+                             % child._full_name)
+        self._root()._remove_subtree(child, predicate)
+
+    def f_remove(self, recursive=True, predicate=None):
+        if self._parent is None:
+            raise PypetError('the trajectory root cannot be removed')
+        self._parent.f_remove_child(self._name, recursive, predicate)
+
+    def f_store_child(self, name, recursive=False, store_data=STORE_DATA):
+        root = self._root()
+        root.f_store_item(self.f_get(name), recursive=recursive, store_data=store_data)
+
+    def f_load_child(self, name, recursive=False, load_data=LOAD_DATA):
+        root = self._root()
+        root.f_load_item(self._join(name), recursive=recursive, load_data=load_data)
+        return self.f_get(name)
+
+
+def _strip_branch(name, branch, start):
+    """Names given to f_add_* on the root are relative to the branch: drop a leading branch."""
+    if start._full_name == branch:
+        head, _, rest = name.partition('.')
+        if rest and (head == branch or ABBREVIATIONS.get(head) == branch):
+            return rest
+    return name
+
+
+# ============================================================================================
+# Parameters and results
+# ============================================================================================
+class _LoadPolicy(threading.local):
+    allow_pickle = True
+
+
+_LOAD_POLICY = _LoadPolicy()
+
+
+def _unpickle(data, where):
+    if not _LOAD_POLICY.allow_pickle:
+        raise PickleRefusedError('%s holds pickled data and allow_pickle=False; it was not '
+                                 'unpickled (load with allow_pickle=True if you trust the file)'
+                                 % where)
+    return pickle.loads(data)
+
+
+class NNLeafNode(NNTreeNode):
+    """A leaf. Subclasses hold data and convert it to plain data for storage.
+
+    The contract for your own leaf classes: implement `f_supports(data)`, `_store()` returning
+    a dict of plain data (numbers, str, bytes, lists, tuples, dicts, numpy arrays) and
+    `_load(dict)` that restores the leaf from it; register the class with `dynamic_imports`
+    (or keep it importable under its module path, which is stored too)."""
+
+    v_is_leaf = property(lambda self: True)
+
+    def f_supports_fast_access(self):
+        return False
+
+    def _fast_value(self):
+        return self
+
+    def f_is_empty(self):
+        raise NotImplementedError
+
+    def f_empty(self):
+        raise NotImplementedError
+
+    def f_supports(self, data):
+        return True
+
+    def _store(self):
+        raise NotImplementedError
+
+    def _load(self, data):
+        raise NotImplementedError
+
+    def f_val_to_str(self):
+        return _short_repr(self._store() if not self.f_is_empty() else '', 64)
+
+    @property
+    def v_class_name(self):
+        return type(self).__name__
+
+
+class BaseParameter(NNLeafNode):
+    """A parameter: a default value, optionally explored over a range of values."""
+
+    def __init__(self, full_name, data=None, comment=''):
+        super().__init__(full_name, comment)
+        d = self.__dict__
+        d['_data'] = d['_default'] = None
+        d['_explored_range'] = None
+        d['_locked'] = False
+        d['_empty'] = True
+        d['_refused'] = None
+        if data is not None:
+            self.f_set(data)
+
+    # -- value -------------------------------------------------------------------------------
+    def f_set(self, data):
+        """Set the default value (only before it is read or explored)."""
+        if self._locked:
+            raise ParameterLockedError(
+                '%s is locked (its value was read, e.g. during a run); call f_unlock() first '
+                'if you really want to change it' % self._full_name)
+        if self._explored_range is not None:
+            raise ParameterLockedError(
+                '%s is explored; change its values with f_explore/f_expand, or f_shrink() the '
+                'exploration first' % self._full_name)
+        if data is None:
+            raise UnsupportedTypeError('%s: None is not a parameter value; use f_empty() to '
+                                       'clear it' % self._full_name)
+        data = self._check_value(data)
+        self._data = self._default = data
+        self._empty = False
+
+    def f_get(self):
+        """The value (of the current run if explored); reading locks the parameter."""
+        if self._empty:
+            raise PypetError('%s is empty%s' % (self._full_name, self._refused or
+                             ' (no value set or loaded); set it with f_set(value) or load it '
+                             'with traj.f_load_item(...)'))
+        self._locked = True
+        return self._data
+
+    data = property(lambda self: self.f_get(), doc='The value (pypet 0.7 spelling).')
+
+    def f_get_default(self):
+        return self._default
+
+    def f_supports(self, data):
+        try:
+            self._check_value(data)
+            return True
+        except PypetError:
+            return False
+
+    def _check_value(self, data):
+        return data
+
+    def _coerce(self, value, position):
+        return self._check_value(value)
+
+    def f_is_empty(self):
+        return self._empty
+
+    def f_empty(self):
+        if self._locked:
+            raise ParameterLockedError('%s is locked; call f_unlock() before f_empty()'
+                                       % self._full_name)
+        self._data = self._default = None
+        self._explored_range = None
+        self._empty = True
+
+    def f_supports_fast_access(self):
+        return not self._empty
+
+    def _fast_value(self):
+        return self.f_get()
+
+    def f_lock(self):
+        self._locked = True
+
+    def f_unlock(self):
+        self._locked = False
+
+    v_locked = property(lambda self: self._locked)
+    v_explored = property(lambda self: self._explored_range is not None)
+
+    # -- exploration -------------------------------------------------------------------------
+    def f_has_range(self):
+        return self._explored_range is not None
+
+    def f_get_range(self, copy=True):
+        if self._explored_range is None:
+            raise PypetError('%s is not explored, it has no range' % self._full_name)
+        return list(self._explored_range) if copy else self._explored_range
+
+    def f_get_range_length(self):
+        return len(self._explored_range) if self._explored_range is not None else 1
+
+    def __len__(self):
+        return self.f_get_range_length()
+
+    def _explore(self, values):
+        if self._locked:
+            raise ParameterLockedError('%s is locked; call f_unlock() before exploring it'
+                                       % self._full_name)
+        values = list(values)
+        if not values:
+            raise ConfigurationError('%s: an exploration range must not be empty'
+                                     % self._full_name)
+        if self._empty:  # the first value sets the type
+            self.f_set(values[0])
+        coerced = [self._coerce(v, i) for i, v in enumerate(values)]
+        self._explored_range = coerced
+        self._data = coerced[0]
+
+    def _expand(self, values):
+        coerced = [self._coerce(v, len(self._explored_range) + i)
+                   for i, v in enumerate(values)]
+        self._explored_range.extend(coerced)
+
+    def _shrink(self):
+        self._explored_range = None
+        self._data = self._default
+
+    def _set_parameter_access(self, idx):
+        self.__dict__['_data'] = self._explored_range[idx]
+
+    def _restore_default(self):
+        self.__dict__['_data'] = self._default
+
+    def f_val_to_str(self):
+        return '' if self._empty else _short_repr(self._data, 64)
+
+    # -- storage -----------------------------------------------------------------------------
+    def _store(self):
+        data = {'data': self._default}
+        if self._explored_range is not None:
+            data['explored_data'] = list(self._explored_range)
+        return data
+
+    def _load(self, data):
+        self._data = self._default = data['data']
+        explored = data.get('explored_data')
+        self._explored_range = list(explored) if explored is not None else None
+        self._empty = False
+
+
+_PY_KINDS = {bool: 'b', int: 'iu', float: 'fiu', complex: 'cfiu', str: 'U', bytes: 'S'}
+
+
+class Parameter(BaseParameter):
+    """A parameter holding a bool, int, float, complex, str, bytes, a homogeneous non-empty
+    list/tuple of these, or (with numpy) a numpy scalar or array."""
+
+    def _check_value(self, data):
+        t = type(data)
+        if t in _SCALARS:
+            return data
+        if t in (list, tuple):
+            if not data:
+                raise UnsupportedTypeError('%s: an empty %s is not a parameter value'
+                                           % (self._full_name, t.__name__))
+            first = type(data[0])
+            if first not in _SCALARS or any(type(v) is not first for v in data):
+                raise UnsupportedTypeError(
+                    '%s: a list/tuple parameter must hold values of one scalar type, got %r; '
+                    'use a PickleParameter for mixed or nested data'
+                    % (self._full_name, _short_repr(data)))
+            return data
+        if _is_numpy(data):
+            kind = getattr(getattr(data, 'dtype', None), 'kind', 'O')
+            if kind in 'biufcSU' and (getattr(data, 'size', 1) > 0):
+                return data
+        raise UnsupportedTypeError(
+            '%s: cannot hold %s %r; a Parameter takes bool, int, float, complex, str, bytes, '
+            'homogeneous lists/tuples of them or numpy data; use PickleParameter for anything '
+            'else' % (self._full_name, _type_name(data), _short_repr(data)))
+
+    def _coerce(self, value, position):
+        default = self._default
+        dt, vt = type(default), type(value)
+        if vt is dt and dt in _SCALARS:
+            return value
+        if dt in _SCALARS:
+            if _is_numpy(value) and getattr(value, 'ndim', 1) == 0 and \
+                    value.dtype.kind in _PY_KINDS[dt]:
+                return dt(value.item() if dt is not bytes else value.tobytes())
+            if vt in (int,) and dt in (float, complex) or (vt is float and dt is complex):
+                return dt(value)
+        elif dt in (list, tuple) and vt is dt:
+            return self._check_value(value)
+        elif _is_numpy(default) and _is_numpy(value):
+            if type(default) is type(value) or (
+                    getattr(value, 'dtype', None) is not None and
+                    value.dtype.kind == default.dtype.kind):
+                return self._check_value(value)
+        elif _is_numpy(default) and vt in _SCALARS and getattr(default, 'ndim', 1) == 0:
+            coerced = default.dtype.type(value)
+            if coerced == value:
+                return coerced
+        raise UnsupportedTypeError(
+            '%s: explored value %s at position %d is a %s but the parameter holds %s; explore '
+            'it with values of the same type' % (
+                self._full_name, _short_repr(value), position, _type_name(value), _type_name(
+                    default)))
+
+
+class ArrayParameter(Parameter):
+    """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility)."""
+
+
+class PickleParameter(BaseParameter):
+    """A parameter holding anything picklable; it is stored pickled."""
+
+    def __init__(self, full_name, data=None, comment='', protocol=pickle.HIGHEST_PROTOCOL):
+        self.__dict__['_protocol'] = protocol
+        super().__init__(full_name, data, comment)
+
+    def _check_value(self, data):
+        try:
+            pickle.dumps(data, protocol=self._protocol)
+        except Exception as exc:
+            raise UnsupportedTypeError('%s: %r cannot be pickled (%s)'
+                                       % (self._full_name, _short_repr(data), exc)) from exc
+        return data
+
+    def _coerce(self, value, position):
+        return self._check_value(value)
+
+    def _store(self):
+        dump = functools.partial(pickle.dumps, protocol=self._protocol)
+        data = {'data': dump(self._default), 'protocol': self._protocol}
+        if self._explored_range is not None:
+            data['explored_data'] = [dump(v) for v in self._explored_range]
+        return data
+
+    def _load(self, data):
+        where = self._full_name
+        try:
+            default = _unpickle(data['data'], where)
+            explored = data.get('explored_data')
+            explored = [_unpickle(v, where) for v in explored] if explored is not None else None
+        except PickleRefusedError as exc:
+            self._refused = ': %s' % exc
+            return
+        self._protocol = data.get('protocol', self._protocol)
+        self._data = self._default = default
+        self._explored_range = explored
+        self._empty = False
+
+
+class BaseResult(NNLeafNode):
+    """Base class of results."""
+
+
+class Result(BaseResult):
+    """Several named data items: positional items are named `name`, `name_1`, ...
+
+    `res.item`, `res['item']` and `res.f_get('item')` read an item; `res.item = v` sets one."""
+
+    def __init__(self, full_name, *args, comment='', **kwargs):
+        super().__init__(full_name, comment)
+        self.__dict__['_data'] = {}
+        self.__dict__['_refused'] = None
+        if args or kwargs:
+            self.f_set(*args, **kwargs)
+
+    def f_set(self, *args, **kwargs):
+        for i, item in enumerate(args):
+            self.f_set_single(self._name if i == 0 else '%s_%d' % (self._name, i), item)
+        for name, item in kwargs.items():
+            self.f_set_single(name, item)
+
+    def f_set_single(self, name, item):
+        if name.startswith(('_', 'f_', 'v_')) or not name:
+            raise InvalidNameError('%s: %r is not a valid item name (it must not start with '
+                                   '"_", "f_" or "v_")' % (self._full_name, name))
+        if type(item) not in _SCALARS:
+            self._check_item(name, item)
+        self._data[name] = item
+
+    def _check_item(self, name, item):
+        _check_plain(item, '%s item %r' % (self._full_name or self._name, name))
+
+    def f_translate_key(self, key):
+        if isinstance(key, int):
+            return self._name if key == 0 else '%s_%d' % (self._name, key)
+        return key
+
+    def f_get(self, *names):
+        """One item (the only one if no name is given) or a list of several."""
+        if not names:
+            if len(self._data) != 1:
+                raise ValueError('%s has %d items %s; name the one you want' % (
+                    self._full_name, len(self._data), sorted(self._data)))
+            return next(iter(self._data.values()))
+        values = []
+        for key in names:
+            key = self.f_translate_key(key)
+            try:
+                values.append(self._data[key])
+            except KeyError:
+                raise NoSuchNodeError('%s has no item %r; it has %s'
+                                      % (self._full_name, key, sorted(self._data))) from None
+        return values[0] if len(values) == 1 else values
+
+    def f_to_dict(self, copy=True):
+        return dict(self._data) if copy else self._data
+
+    def f_remove(self, *names):
+        if not names:  # pypet: remove the result itself from the tree
+            return self._parent.f_remove_child(self._name)
+        for name in names:
+            del self._data[self.f_translate_key(name)]
+
+    def f_is_empty(self):
+        return not self._data
+
+    def f_empty(self):
+        self._data.clear()
+
+    def f_supports_fast_access(self):
+        return len(self._data) == 1 and self._name in self._data
+
+    def _fast_value(self):
+        return self._data[self._name]
+
+    def f_val_to_str(self):
+        return ', '.join('%s=%s' % (k, _short_repr(v, 40)) for k, v in self._data.items())
+
+    def __getattr__(self, name):
+        if name.startswith('_'):
+            raise AttributeError(name)
+        try:
+            return self.__dict__['_data'][name]
+        except KeyError:
+            raise NoSuchNodeError('%s has no item %r; it has %s' % (
+                self._full_name, name, sorted(self.__dict__['_data']))) from None
+
+    def __setattr__(self, name, value):
+        if name.startswith('_') or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+        else:
+            self.f_set_single(name, value)
+
+    def __delattr__(self, name):
+        if name in self._data:
+            del self._data[name]
+        else:
+            object.__delattr__(self, name)
+
+    def __getitem__(self, key):
+        return self.f_get(key)
+
+    def __setitem__(self, key, value):
+        self.f_set_single(self.f_translate_key(key), value)
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def _store(self):
+        return dict(self._data)
+
+    def _load(self, data):
+        self._data.update(data)
+
+
+class PickleResult(Result):
+    """A result whose items may be anything picklable; they are stored pickled."""
+
+    def __init__(self, full_name, *args, comment='', protocol=pickle.HIGHEST_PROTOCOL, **kwargs):
+        self.__dict__['_protocol'] = protocol
+        super().__init__(full_name, *args, comment=comment, **kwargs)
+
+    def _check_item(self, name, item):
+        try:
+            pickle.dumps(item, protocol=self._protocol)
+        except Exception as exc:
+            raise UnsupportedTypeError('%s item %r: %s cannot be pickled (%s)' % (
+                self._full_name, name, _type_name(item), exc)) from exc
+
+    def _store(self):
+        data = {k: pickle.dumps(v, protocol=self._protocol) for k, v in self._data.items()}
+        data['__pickle_protocol__'] = self._protocol
+        return data
+
+    def _load(self, data):
+        where = self._full_name
+        data = dict(data)
+        self._protocol = data.pop('__pickle_protocol__', self._protocol)
+        try:
+            self._data.update({k: _unpickle(v, where) for k, v in data.items()})
+        except PickleRefusedError as exc:
+            self._refused = str(exc)
+
+
+_BUILTIN_LEAVES = {cls.__name__: cls for cls in (
+    Parameter, ArrayParameter, PickleParameter, Result, PickleResult)}
+
+
+def _class_tag(cls):
+    """The stored name of a leaf class: bare for ours, 'module:qualname' for user classes."""
+    if _BUILTIN_LEAVES.get(cls.__name__) is cls:
+        return cls.__name__
+    return '%s:%s' % (cls.__module__, cls.__qualname__)
+
+
+def _resolve_class(tag, dynamic_imports):
+    """Rebuild a leaf class from its stored tag (see _class_tag)."""
+    if tag in _BUILTIN_LEAVES:
+        return _BUILTIN_LEAVES[tag]
+    if tag in dynamic_imports:
+        return dynamic_imports[tag]
+    module, _, qualname = tag.partition(':')
+    bare = qualname.rpartition('.')[2]
+    if bare in _BUILTIN_LEAVES and module.split('.')[-1] in ('pypet', 'minipypet') or \
+            module == __name__:
+        return _BUILTIN_LEAVES[bare]
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split('.'):
+            obj = getattr(obj, part)
+        return obj
+    except (ImportError, AttributeError, ValueError):
+        if bare in dynamic_imports:
+            return dynamic_imports[bare]
+    raise StorageError('cannot rebuild leaf class %r: pass it in dynamic_imports (or '
+                       'dynamically_imported_classes) when loading' % tag)
+
+
+def _import_classes(classes):
+    """dynamic_imports -> {tag: class, bare name: class}; strings are imported."""
+    if classes is None:
+        return {}
+    if not isinstance(classes, (list, tuple, set)):
+        classes = [classes]
+    result = {}
+    for cls in classes:
+        if isinstance(cls, str):
+            module, _, name = cls.rpartition('.')
+            try:
+                cls = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise ConfigurationError('cannot import dynamic import %r: %s'
+                                         % (cls, exc)) from exc
+        if not (isinstance(cls, type) and issubclass(cls, NNLeafNode)):
+            raise ConfigurationError('dynamic imports must be leaf classes (subclasses of '
+                                     'BaseParameter or BaseResult), got %r' % (cls,))
+        result[_class_tag(cls)] = cls
+        result[cls.__name__] = cls
+    return result
+
+
+# ============================================================================================
+# Trajectory
+# ============================================================================================
+def _now_strings(timestamp=None):
+    timestamp = time.time() if timestamp is None else timestamp
+    return datetime.datetime.fromtimestamp(timestamp).strftime(TIME_FORMAT), timestamp
+
+
+def _run_name(idx):
+    return FORMATTED_RUN_NAME % idx if idx >= 0 else RUN_NAME_DUMMY
+
+
+def _set_name(idx):
+    return FORMATTED_SET_NAME % (idx // RUN_SET_SIZE) if idx >= 0 else SET_NAME_DUMMY
+
+
+def _split_run(full_name):
+    """'results.runs.run_00000003.z' -> ('results.runs.$.z', 3); None outside run groups."""
+    if 'run_' not in full_name:
+        return None
+    parts = full_name.split('.')
+    for i, part in enumerate(parts):
+        m = _RUN_RE.match(part)
+        if m:
+            parts[i] = '$'
+            if i and _SET_RE.match(parts[i - 1]):
+                parts[i - 1] = '$set'
+            return '.'.join(parts), int(m.group(1))
+    return None
+
+
+def _join_run(template, idx):
+    parts = template.split('.')
+    return '.'.join(_run_name(idx) if p == '$' else _set_name(idx) if p == '$set' else p
+                    for p in parts)
+
+
+class _RunTable:
+    """Run information as columns (a dict per run would cost ~1 KB each at 100k runs)."""
+    FIELDS = ('timestamp', 'finish_timestamp', 'completed', 'hexsha', 'error')
+
+    def __init__(self, n=1):
+        self.timestamp, self.finish_timestamp = [0.0] * n, [0.0] * n
+        self.completed, self.hexsha, self.error = [0] * n, [''] * n, [''] * n
+
+    def __len__(self):
+        return len(self.completed)
+
+    def resize(self, n):
+        for field, blank in zip(self.FIELDS, (0.0, 0.0, 0, '', '')):
+            column = getattr(self, field)
+            if n > len(column):
+                column.extend([blank] * (n - len(column)))
+            else:
+                del column[n:]
+
+    def set(self, idx, timestamp, finish, completed, hexsha, error):
+        self.timestamp[idx], self.finish_timestamp[idx] = timestamp, finish
+        self.completed[idx], self.hexsha[idx], self.error[idx] = completed, hexsha, error
+
+    def to_plain(self):
+        return {f: list(getattr(self, f)) for f in self.FIELDS}
+
+    @classmethod
+    def from_plain(cls, data):
+        table = cls(0)
+        for f in cls.FIELDS:
+            setattr(table, f, list(data.get(f, [])))
+        table.resize(len(data.get('completed', [])))
+        return table
+
+
+class Trajectory(NNGroupNode):
+    """The tree of config, parameters, derived parameters and results, plus the exploration.
+
+    Args:
+        name: the trajectory's name (letters, digits, `_`, `-`).
+        add_time: append `_YYYY_MM_DD_HHhMMmSSs` to the name.
+        comment: free text stored with the trajectory.
+        dynamic_imports: your own leaf classes (classes or dotted strings) needed on load.
+        storage_service: a service instance (or class); `filename` picks HDF5 (or pickle).
+    """
+
+    def __init__(self, name='my_trajectory', add_time=False, comment='', dynamic_imports=None,
+                 wildcard_functions=None, storage_service=None, filename=None,
+                 dynamically_imported_classes=None, file_title=None, overwrite_file=False,
+                 complevel=9, complib='zlib', fsync_interval=1.0, **storage_kwargs):
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise InvalidNameError('trajectory name %r is not valid: use letters, digits, "_" '
+                                   'and "-" only' % (name,))
+        timestr, timestamp = _now_strings()
+        super().__init__('', comment)
+        d = self.__dict__
+        d['_name'] = name + '_' + timestr if add_time else name
+        d['_time'], d['_timestamp'] = timestr, timestamp
+        d['_traj'] = None
+        d['_nodes'] = {}
+        d['_by_name'] = {}
+        d['_link_count'] = 0
+        d['_explored'] = {}
+        d['_length'] = 1
+        d['_runs'] = _RunTable(1)
+        d['_idx'] = -1
+        d['_is_run'] = False
+        d['_new_leaves'] = []
+        d['_stored'] = False
+        d['_version'] = __version__
+        d['_python'] = platform.python_version()
+        d['_environment_hexsha'] = None
+        d['_environment_name'] = None
+        d['_dynamic_imports'] = _import_classes(dynamic_imports)
+        d['_dynamic_imports'].update(_import_classes(dynamically_imported_classes))
+        d['_wildcards'] = {}
+        d['_props'] = {'fast_access': True, 'shortcuts': True, 'auto_load': False,
+                       'max_depth': None, 'iter_recursive': False, 'auto_run_prepend': True,
+                       'full_copy': False, 'with_links': True}
+        d['_storage_service'] = None
+        for branch in BRANCHES:
+            group = NNGroupNode(branch)
+            self._insert(self, group)
+        if wildcard_functions:
+            self.f_add_wildcard_functions(wildcard_functions)
+        if storage_service is None and filename is not None:
+            storage_service = _make_service(
+                True, filename, name=self._name, file_title=file_title,
+                overwrite_file=overwrite_file, complevel=complevel, complib=complib,
+                fsync_interval=fsync_interval, **storage_kwargs)
+        elif isinstance(storage_service, type):
+            storage_service = storage_service()
+        d['_storage_service'] = storage_service
+
+    # -- properties --------------------------------------------------------------------------
+    v_is_root = property(lambda self: True)
+    v_time = property(lambda self: self._time)
+    v_timestamp = property(lambda self: self._timestamp)
+    v_version = property(lambda self: self._version)
+    v_python = property(lambda self: self._python)
+    v_stored = property(lambda self: self._stored)
+    v_is_run = property(lambda self: self._is_run)
+    v_environment_hexsha = property(lambda self: self._environment_hexsha)
+    v_environment_name = property(lambda self: self._environment_name)
+    v_crun = property(lambda self: _run_name(self._idx) if self._idx >= 0 else None,
+                      doc='The current run name, or None.')
+    v_crun_ = property(lambda self: _run_name(self._idx),
+                       doc='The current run name, or run_ALL.')
+
+    @property
+    def v_name(self):
+        return self._name
+
+    @property
+    def v_storage_service(self):
+        """The storage service (store/load); assign your own with use_hdf5=False."""
+        return self._storage_service
+
+    @v_storage_service.setter
+    def v_storage_service(self, service):
+        self.__dict__['_storage_service'] = service() if isinstance(service, type) else service
+
+    @property
+    def v_idx(self):
+        """The current run index, -1 for none; setting it sets the run."""
+        return self._idx
+
+    @v_idx.setter
+    def v_idx(self, idx):
+        self.f_set_crun(idx)
+
+    def _prop(name, doc):  # noqa: N805 - a property factory used in the class body
+        def getter(self):
+            return self._props[name]
+
+        def setter(self, value):
+            self._props[name] = value
+        return property(getter, setter, doc=doc)
+
+    v_fast_access = _prop('fast_access', 'Natural naming returns values of parameters and '
+                                         'single-item results instead of the leaves.')
+    v_shortcuts = _prop('shortcuts', 'Natural naming may skip groups (traj.x).')
+    v_auto_load = _prop('auto_load', 'Load missing data from storage on access.')
+    v_max_depth = _prop('max_depth', 'Maximum depth of shortcut searches.')
+    v_iter_recursive = _prop('iter_recursive', 'Iterating the trajectory is recursive.')
+    v_auto_run_prepend = _prop('auto_run_prepend',
+                               'In a run, results go below results.runs.run_XXXXXXXX.')
+    v_full_copy = _prop('full_copy', 'Kept for pypet compatibility (pickles are full copies).')
+    v_with_links = _prop('with_links', 'Natural naming follows links.')
+    del _prop
+
+    def f_set_properties(self, **kwargs):
+        for key, value in kwargs.items():
+            key = key[2:] if key.startswith('v_') else key
+            if key not in self._props:
+                raise TypeError('unknown trajectory property %r; known: %s'
+                                % (key, sorted(self._props)))
+            self._props[key] = value
+
+    def __len__(self):
+        return self._length
+
+    def __repr__(self):
+        return '<Trajectory %s: %d run(s), %d explored>' % (
+            self._name, self._length, len(self._explored))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state['_storage_service'] = None  # services hold files and locks; workers get their own
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    # -- tree bookkeeping --------------------------------------------------------------------
+    def _insert(self, parent, node):
+        name = node._name
+        full = parent._full_name + '.' + name if parent._full_name else name
+        d = node.__dict__
+        d['_full_name'], d['_parent'], d['_traj'] = full, parent, self
+        parent._children[name] = node
+        self._nodes[full] = node
+        index = self._by_name.get(name)
+        if index is None:
+            self._by_name[name] = {full: node}
+        else:
+            index[full] = node
+        return node
+
+    def _remove_subtree(self, node, predicate=None):
+        if predicate is not None and not predicate(node):
+            return
+        if node.v_is_leaf and node._full_name in self._explored:
+            raise PypetError('%s is explored and cannot be removed' % node._full_name)
+        if not node.v_is_leaf:
+            for child in list(node._children.values()):
+                self._remove_subtree(child, predicate)
+            if predicate is not None and node._children:
+                return
+        del node._parent._children[node._name]
+        self._nodes.pop(node._full_name, None)
+        index = self._by_name.get(node._name)
+        if index is not None:
+            index.pop(node._full_name, None)
+            if not index:
+                del self._by_name[node._name]
+
+    def _translate(self, comp):
+        if comp in ABBREVIATIONS:
+            return ABBREVIATIONS[comp]
+        if comp in ('$', 'crun'):
+            return self.v_crun_
+        if comp in ('$set', 'crunset'):
+            return _set_name(self._idx)
+        if comp.startswith(('r_', 'run_')):
+            tail = comp.partition('_')[2]
+            if tail in ('A', 'ALL'):
+                return RUN_NAME_DUMMY
+            if tail.isdigit() and (comp.startswith('r_') or len(tail) != FORMAT_ZEROS):
+                return _run_name(int(tail))
+        if comp.startswith(('rts_', 'runtoset_')):
+            tail = comp.partition('_')[2]
+            if tail.isdigit():
+                return _set_name(int(tail))
+        for keys, func in self._wildcards.items():
+            if comp in keys:
+                return func(self._idx)
+        return comp
+
+    def _resolve(self, start, name, shortcuts=None, max_depth=None, with_links=True):
+        if not isinstance(name, str):
+            raise TypeError('node names are str, got %r' % (name,))
+        if start is self:
+            node = self._nodes.get(name)
+            if node is not None:
+                return node
+        if shortcuts is None:
+            shortcuts = self._props['shortcuts']
+        node = start
+        for comp in name.split('.'):
+            if node.v_is_leaf:
+                return None
+            child = node._children.get(comp)
+            if child is None and with_links and node._links:
+                child = node._links.get(comp)
+            if child is None:
+                tr = self._translate(comp)
+                child = node._children.get(tr)
+                if child is None and tr != comp and comp in ('$', 'crun'):
+                    child = node._children.get(RUN_NAME_DUMMY)
+                if child is None and _RUN_RE.match(tr) and node._full_name in (
+                        'results', 'derived_parameters') and 'runs' in node._children:
+                    child = node._children['runs']._children.get(tr)  # seed: results.run_X
+                if child is None and shortcuts:
+                    child = self._search(node, tr, max_depth or self._props['max_depth'])
+                if child is None:
+                    return None
+            node = child
+        return node
+
+    def _search(self, start, name, max_depth=None):
+        candidates = self._by_name.get(name)
+        if not candidates:
+            return None
+        prefix = start._full_name + '.' if start._full_name else ''
+        base = start._full_name.count('.') + 1 if start._full_name else 0
+        crun = _run_name(self._idx) if self._idx >= 0 else None
+        best, best_depth, other = None, 1 << 30, None
+        for full, node in candidates.items():
+            if prefix and not full.startswith(prefix):
+                continue
+            if crun is not None and 'run_' in full and not _in_run(full, crun):
+                continue
+            depth = full.count('.')
+            if max_depth is not None and depth - base >= max_depth:
+                continue
+            if depth < best_depth:
+                best, best_depth, other = node, depth, None
+            elif depth == best_depth:
+                other = node
+        if other is not None:
+            raise NotUniqueNodeError(
+                '%r is not unique below %s: %s and %s (and maybe more) match at the same '
+                'depth; use a longer name' % (name, start._full_name or 'the trajectory',
+                                              best._full_name, other._full_name))
+        return best
+
+    def _hint(self, name):
+        import difflib
+        close = difflib.get_close_matches(name.rpartition('.')[2], list(self._by_name), n=3)
+        return '; did you mean %s?' % ', '.join(close) if close else ''
+
+    def _add_path(self, start, rel_name, leaf, comment):
+        if not rel_name:
+            raise InvalidNameError('a node needs a name (got an empty one)')
+        parts = (start._full_name + '.' + rel_name if start._full_name else rel_name).split('.')
+        parts = [self._translate(p) if p in ('$', 'crun', '$set', 'crunset') else p
+                 for p in parts]
+        if self._is_run and leaf is not None and parts[0] in ('results', 'derived_parameters') \
+                and self._props['auto_run_prepend'] and \
+                not any(_RUN_RE.match(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
+            parts[1:1] = ['runs', _run_name(self._idx)]
+        group = self
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            child = group._children.get(part)
+            if i == last:
+                break
+            if child is None:
+                _check_name(part, rel_name)
+                child = self._insert(group, NNGroupNode(part))
+            elif child.v_is_leaf:
+                raise InvalidNameError('cannot add %r below leaf %s' % (rel_name,
+                                                                        child._full_name))
+            group = child
+        name = parts[-1]
+        _check_name(name, rel_name)
+        existing = group._children.get(name)
+        if leaf is None:
+            if existing is not None and not existing.v_is_leaf:
+                if comment:
+                    existing._comment = comment
+                return existing
+            if existing is not None:
+                raise InvalidNameError('%s is a leaf already' % existing._full_name)
+            node = NNGroupNode(name, comment)
+            return self._insert(group, node)
+        if existing is not None:
+            raise InvalidNameError(
+                '%s exists already; change its value with f_set, or remove it first with '
+                'f_remove_child(%r)' % (existing._full_name, name))
+        if name in group._links:
+            raise InvalidNameError('%s.%s is a link already' % (group._full_name, name))
+        leaf._rename(name)
+        self._insert(group, leaf)
+        if self._is_run:
+            self._new_leaves.append(leaf)
+        return leaf
+
+    # -- wildcards ---------------------------------------------------------------------------
+    def f_add_wildcard_functions(self, func_dict):
+        """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1)."""
+        for keys, func in func_dict.items():
+            keys = (keys,) if isinstance(keys, str) else tuple(keys)
+            if set(keys) & {'$', 'crun', '$set', 'crunset'}:
+                raise ConfigurationError('%s are built-in wildcards and cannot be replaced'
+                                         % (keys,))
+            self._wildcards[keys] = func
+
+    def f_wildcard(self, wildcard='$', run_idx=None):
+        idx = self._idx if run_idx is None else run_idx
+        if wildcard in ('$', 'crun'):
+            return _run_name(idx)
+        if wildcard in ('$set', 'crunset'):
+            return _set_name(idx)
+        for keys, func in self._wildcards.items():
+            if wildcard in keys:
+                return func(idx)
+        raise ValueError('unknown wildcard %r' % wildcard)
+
+    def f_get_wildcards(self):
+        return [('$', 'crun'), ('$set', 'crunset')] + list(self._wildcards)
+
+    def f_is_wildcard(self, name):
+        return name in ('$', 'crun', '$set', 'crunset') or any(
+            name in keys for keys in self._wildcards)
+
+    # -- collections -------------------------------------------------------------------------
+    def _branch_dict(self, branch, fast_access, copy):
+        group = self._children[branch]
+        return group.f_to_dict(fast_access=fast_access)
+
+    def f_get_config(self, fast_access=False, copy=True):
+        return self._branch_dict('config', fast_access, copy)
+
+    def f_get_parameters(self, fast_access=False, copy=True):
+        return self._branch_dict('parameters', fast_access, copy)
+
+    def f_get_derived_parameters(self, fast_access=False, copy=True):
+        return self._branch_dict('derived_parameters', fast_access, copy)
+
+    def f_get_results(self, fast_access=False, copy=True):
+        return self._branch_dict('results', fast_access, copy)
+
+    def f_get_explored_parameters(self, fast_access=False, copy=True):
+        return {k: (p.f_get() if fast_access else p) for k, p in self._explored.items()}
+
+    # -- exploration -------------------------------------------------------------------------
+    def _explorable(self, key):
+        node = self.f_get(key) if not isinstance(key, BaseParameter) else key
+        if not isinstance(node, BaseParameter) or node.v_branch != 'parameters':
+            raise ConfigurationError(
+                'cannot explore %r: only parameters (below traj.parameters) can be explored; '
+                'add it with f_add_parameter first' % (key,))
+        return node
+
+    def f_explore(self, build_dict):
+        """Explore parameters: {name: iterable}; all ranges must be of equal length."""
+        if any(self._runs.completed):
+            raise PypetError('runs of %s are completed already; use f_expand to add runs'
+                             % self._name)
+        self._explore(build_dict, expand=False)
+
+    def f_expand(self, build_dict, fail_safe=True):
+        """Add runs: extend every explored parameter by the values in `build_dict`."""
+        if not self._explored:
+            return self._explore(build_dict, expand=False)
+        self._explore(build_dict, expand=True)
+
+    def _explore(self, build_dict, expand):
+        if not isinstance(build_dict, dict) or not build_dict:
+            raise ConfigurationError('f_explore/f_expand take a non-empty dict {name: values}, '
+                                     'got %r' % (_short_repr(build_dict),))
+        if self._is_run:
+            raise PypetError('cannot explore during run %d' % self._idx)
+        items = []
+        for key, values in build_dict.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, '__iter__'):
+                raise ConfigurationError('%s: the values to explore must be a list or another '
+                                         'iterable, got %r' % (key, _short_repr(values)))
+            items.append((self._explorable(key), list(values)))
+        lengths = {p._full_name: len(v) for p, v in items}
+        if len(set(lengths.values())) != 1:
+            raise ConfigurationError('all explored ranges must have the same length, got %s; '
+                                     'use cartesian_product for all combinations' % lengths)
+        n = next(iter(lengths.values()))
+        names = {p._full_name for p, _ in items}
+        if expand:
+            missing = set(self._explored) - names
+            if missing:
+                raise ConfigurationError('f_expand must extend every explored parameter; '
+                                         'missing %s' % sorted(missing))
+            new_length = self._length + n
+        else:
+            others = [p for p in self._explored if p not in names]
+            if others and n != self._length:
+                raise ConfigurationError(
+                    'the new ranges have length %d but %s are explored with length %d'
+                    % (n, others, self._length))
+            new_length = n
+        saved = [(p, dict(p.__dict__), list(p._explored_range or [])) for p, _ in items]
+        try:
+            for param, values in items:
+                if expand and param._explored_range is not None:
+                    param._expand(values)
+                else:
+                    param._explore(values)
+        except Exception:
+            for param, state, rng in saved:  # leave nothing half-explored
+                param.__dict__.update(state)
+                param.__dict__['_explored_range'] = rng if state['_explored_range'] else None
+            raise
+        for param, _ in items:
+            self._explored[param._full_name] = param
+        self._length = new_length
+        self._runs.resize(new_length)
+
+    def f_shrink(self, force=False):
+        if self._stored and not force:
+            raise PypetError('%s is stored; pass force=True to drop its exploration'
+                             % self._name)
+        for param in self._explored.values():
+            param._shrink()
+        self._explored.clear()
+        self._length = 1
+        self._runs = _RunTable(1)
+
+    # -- runs --------------------------------------------------------------------------------
+    def _to_idx(self, name_or_idx):
+        if isinstance(name_or_idx, str):
+            m = _RUN_RE.match(name_or_idx)
+            if not m:
+                raise ValueError('%r is not a run name (run_XXXXXXXX)' % name_or_idx)
+            name_or_idx = int(m.group(1))
+        if not isinstance(name_or_idx, int) or not -1 <= name_or_idx < self._length:
+            raise ValueError('run index %r is out of range (the trajectory has %d runs)'
+                             % (name_or_idx, self._length))
+        return name_or_idx
+
+    def f_set_crun(self, name_or_idx):
+        """Make explored parameters return the values of this run (-1/None: defaults)."""
+        idx = -1 if name_or_idx is None else self._to_idx(name_or_idx)
+        self.__dict__['_idx'] = idx
+        if idx < 0:
+            for param in self._explored.values():
+                param._restore_default()
+        else:
+            for param in self._explored.values():
+                param._set_parameter_access(idx)
+
+    def f_restore_default(self):
+        self.f_set_crun(-1)
+
+    def f_iter_runs(self, start=0, stop=None, step=1, yields='name'):
+        """Set each run in turn and yield its name, index, the trajectory or a copy."""
+        if yields not in ('name', 'idx', 'self', 'copy'):
+            raise ValueError("yields must be 'name', 'idx', 'self' or 'copy'")
+        try:
+            for idx in range(start, self._length if stop is None else stop, step):
+                self.f_set_crun(idx)
+                yield {'name': _run_name(idx), 'idx': idx, 'self': self}.get(yields) \
+                    if yields != 'copy' else pickle.loads(pickle.dumps(self))
+        finally:
+            self.f_restore_default()
+
+    def f_idx_to_run(self, name_or_idx):
+        return _run_name(self._to_idx(name_or_idx))
+
+    def f_get_run_names(self, sort=True):
+        return [_run_name(i) for i in range(self._length)]
+
+    def _parameter_summary(self, idx):
+        return ', '.join('%s: %s' % (name.rpartition('.')[2], _short_repr(p._explored_range[idx],
+                                                                           40))
+                         for name, p in self._explored.items())
+
+    def f_get_run_information(self, name_or_idx=None, copy=True):
+        """A run's information dict; all runs' {name: info} without an argument."""
+        if name_or_idx is None:
+            return collections.OrderedDict((_run_name(i), self._run_info(i))
+                                           for i in range(self._length))
+        return self._run_info(self._to_idx(name_or_idx))
+
+    def _run_info(self, idx):
+        r = self._runs
+        start, finish = r.timestamp[idx], r.finish_timestamp[idx]
+        return {'idx': idx, 'name': _run_name(idx),
+                'time': _now_strings(start)[0] if start else '',
+                'timestamp': start, 'finish_timestamp': finish,
+                'runtime': str(datetime.timedelta(seconds=finish - start)) if finish else '',
+                'completed': r.completed[idx], 'parameter_summary': self._parameter_summary(idx),
+                'short_environment_hexsha': r.hexsha[idx], 'error': r.error[idx]}
+
+    def f_is_completed(self, name_or_idx=None):
+        if name_or_idx is None:
+            return all(self._runs.completed)
+        return bool(self._runs.completed[self._to_idx(name_or_idx)])
+
+    def _run_group(self, branch, idx):
+        runs = self._nodes.get(branch + '.runs')
+        if runs is None:
+            return None
+        name = _run_name(idx)
+        group = runs._children.get(name)
+        if group is None:
+            bucket = runs._children.get(_set_name(idx))
+            group = bucket._children.get(name) if bucket is not None else None
+        return group
+
+    def f_get_from_runs(self, name, include_default_run=True, use_indices=False,
+                        fast_access=False, with_links=True, shortcuts=True, max_depth=None,
+                        auto_load=False):
+        """{run name (or index): node or value} of `name` found below each run's group."""
+        result = collections.OrderedDict()
+        for idx in range(self._length):
+            node = None
+            for branch in ('results', 'derived_parameters'):
+                group = self._run_group(branch, idx)
+                if group is not None:
+                    node = self._resolve(group, name, shortcuts, max_depth, with_links)
+                if node is None and include_default_run:
+                    group = self._nodes.get(branch + '.runs.' + RUN_NAME_DUMMY)
+                    if group is not None:
+                        node = self._resolve(group, name, shortcuts, max_depth, with_links)
+                if node is not None:
+                    break
+            if node is None:
+                continue
+            if auto_load and node.v_is_leaf and node.f_is_empty():
+                self.f_load_item(node)
+            if fast_access and node.v_is_leaf and node.f_supports_fast_access():
+                node = node._fast_value()
+            result[idx if use_indices else _run_name(idx)] = node
+        return result
+
+    def f_find_idx(self, name_list, predicate):
+        """Yield the run indices whose parameter values satisfy predicate(*values)."""
+        names = [name_list] if isinstance(name_list, str) else list(name_list)
+        params = [self._explorable(n) for n in names]
+        for idx in range(self._length):
+            values = [p._explored_range[idx] if p._explored_range is not None else p._default
+                      for p in params]
+            if predicate(*values):
+                yield idx
+
+    def f_lock_parameters(self):
+        for leaf in self._children['parameters'].f_iter_leaves():
+            leaf.f_lock()
+
+    def f_lock_derived_parameters(self):
+        for leaf in self._children['derived_parameters'].f_iter_leaves():
+            leaf.f_lock()
+
+    def f_add_to_dynamic_imports(self, dynamic_imports):
+        self._dynamic_imports.update(_import_classes(dynamic_imports))
+
+    # -- run bookkeeping used by the environment ---------------------------------------------
+    def _start_run(self, idx, values=None):
+        if values is None:
+            self.f_set_crun(idx)
+        else:  # a worker's copy has no ranges: the run's values came with the task
+            self.__dict__['_idx'] = idx
+            for name, value in values.items():
+                self._explored[name].__dict__['_data'] = value
+        d = self.__dict__
+        d['_is_run'] = True
+        d['_new_leaves'] = []
+
+    def _run_record(self, idx, start, finish, completed, error=''):
+        """The plain-data record of a finished run: what the journal stores."""
+        leaves = []
+        for leaf in self._new_leaves:
+            data = leaf._store()
+            if type(leaf) not in _BUILTIN_TYPES:
+                _check_plain(data, leaf._full_name)
+            ann = leaf._annotations._dict if leaf._annotations else None
+            leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
+        hexsha = (self._environment_hexsha or '')[:7]
+        return ('run', self._name, idx, (start, finish, completed, hexsha, error), leaves)
+
+    def _finish_run(self, record, clean_up):
+        _, _, idx, info, _ = record
+        self._runs.set(idx, *info)
+        d = self.__dict__
+        d['_is_run'] = False
+        d['_new_leaves'] = []
+        if clean_up:
+            for branch in ('results', 'derived_parameters'):
+                group = self._run_group(branch, idx)
+                if group is not None:
+                    self._remove_subtree(group)
+        self.f_set_crun(-1)
+
+    def _apply_run_record(self, record):
+        """Put a run record made elsewhere (a worker) into this trajectory's tree."""
+        _, _, idx, info, leaves = record
+        self._runs.set(idx, *info)
+        for full_name, tag, comment, data, ann in leaves:
+            self._place_leaf(full_name, tag, comment, data, ann)
+
+    def _place_leaf(self, full_name, tag, comment, data, ann, overwrite=True):
+        node = self._nodes.get(full_name)
+        if node is None:
+            cls = _resolve_class(tag, self._dynamic_imports)
+            node = cls.__new__(cls)
+            cls.__init__(node, full_name.rpartition('.')[2]) if not issubclass(
+                cls, BaseParameter) else BaseParameter.__init__(node, full_name)
+            if isinstance(node, PickleParameter) or isinstance(node, PickleResult):
+                node.__dict__.setdefault('_protocol', pickle.HIGHEST_PROTOCOL)
+            branch, _, rest = full_name.partition('.')
+            parent = self._nodes.get(full_name.rpartition('.')[0]) if rest else None
+            if parent is None:
+                parent = self._add_path(self._children[branch], rest.rpartition('.')[0],
+                                        None, '') if '.' in rest else self._children[branch]
+            node._rename(full_name.rpartition('.')[2])
+            self._insert(parent, node)
+        elif not node.v_is_leaf:
+            raise StorageError('%s is a group in memory but a leaf in the file' % full_name)
+        elif not overwrite and not node.f_is_empty():
+            return node
+        node.__dict__['_comment'] = comment or node._comment
+        if ann:
+            node.v_annotations._dict.update(ann)
+        if data is not None:
+            if not node.f_is_empty():
+                node.__dict__['_locked'] = False
+                node.f_empty()
+            node._load(data)
+        return node
+
+    def _place_group(self, full_name, comment, ann):
+        branch, _, rest = full_name.partition('.')
+        group = self._add_path(self._children[branch], rest, None, comment) if rest else \
+            self._children[branch]
+        if comment:
+            group.__dict__['_comment'] = comment
+        if ann:
+            group.v_annotations._dict.update(ann)
+        return group
+
+    # -- storing and loading -----------------------------------------------------------------
+    def _service(self):
+        if self._storage_service is None:
+            raise PypetError('%s has no storage service; pass filename=... or assign '
+                             'traj.v_storage_service' % self._name)
+        return self._storage_service
+
+    def f_store(self, only_init=False, store_data=STORE_DATA, max_depth=None):
+        """Store the whole trajectory (outside a run) or what the current run added."""
+        if self._is_run:
+            self._service().store(LIST, [(LEAF, leaf) for leaf in self._new_leaves],
+                                  trajectory=self)
+            return
+        self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
+        self.__dict__['_stored'] = True
+
+    def f_store_item(self, item, *args, **kwargs):
+        self.f_store_items([item], *args, **kwargs)
+
+    def f_store_items(self, iterator, recursive=False, store_data=STORE_DATA, **kwargs):
+        """Store single leaves or groups (with recursive=True, their subtree)."""
+        if not self._stored and not self._is_run:
+            raise PypetError('store the trajectory once with f_store() before f_store_item')
+        msgs = []
+        for item in iterator:
+            node = self.f_get(item) if isinstance(item, str) else item
+            if node.v_is_leaf:
+                msgs.append((LEAF, node))
+            else:
+                msgs.append((GROUP, node))
+                if recursive:
+                    msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes())
+        self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
+
+    def f_load(self, name=None, index=None, as_new=False, load_parameters=LOAD_DATA,
+               load_derived_parameters=LOAD_SKELETON, load_results=LOAD_SKELETON,
+               load_other_data=LOAD_SKELETON, recursive=True, load_data=None, max_depth=None,
+               force=False, dynamic_imports=None, with_run_information=True,
+               with_meta_data=True, storage_service=None, filename=None, allow_pickle=True,
+               load_all=None):
+        """Load a trajectory from storage by name or index (-1: the newest) into this one.
+
+        Each load_* is LOAD_NOTHING (0), LOAD_SKELETON (1, empty leaves), LOAD_DATA (2) or
+        OVERWRITE_DATA (3); load_data sets all four. as_new loads only the parameters so that
+        the trajectory can be run again. allow_pickle=False never unpickles anything."""
+        if load_all is not None:
+            load_data = load_all
+        if load_data is not None:
+            load_parameters = load_derived_parameters = load_results = load_other_data = \
+                load_data
+        if storage_service is not None:
+            self.v_storage_service = storage_service
+        elif filename is not None:
+            self.v_storage_service = _make_service(True, filename, name=name or self._name,
+                                                   mode='load')
+        if dynamic_imports is not None:
+            self.f_add_to_dynamic_imports(dynamic_imports)
+        if name is None and index is None:
+            name = self._name if self._name != 'my_trajectory' or self._stored else None
+            index = -1 if name is None else None
+        modes = {'config': load_other_data if not as_new else LOAD_DATA,
+                 'parameters': load_parameters,
+                 'derived_parameters': load_derived_parameters if not as_new else LOAD_NOTHING,
+                 'results': load_results if not as_new else LOAD_NOTHING}
+        for mode in modes.values():
+            if mode not in (0, 1, 2, 3):
+                raise ConfigurationError('load modes are 0 (nothing), 1 (skeleton), 2 (data) '
+                                         'or 3 (overwrite), got %r' % (mode,))
+        old = _LOAD_POLICY.allow_pickle
+        _LOAD_POLICY.allow_pickle = allow_pickle
+        try:
+            state = self._service().load(TRAJECTORY, self, name=name, index=index,
+                                         modes=modes, force=force)
+            self._from_state(state, modes, as_new, with_run_information)
+        finally:
+            _LOAD_POLICY.allow_pickle = old
+
+    def _from_state(self, state, modes, as_new=False, with_run_information=True):
+        d = self.__dict__
+        if not as_new:
+            d['_name'] = state['name']
+            d['_time'], d['_timestamp'] = state['time'], state['timestamp']
+            d['_comment'] = state.get('comment', '')
+            d['_stored'] = True
+        d['_version'], d['_python'] = state.get('version', ''), state.get('python', '')
+        place = self._place_leaf
+        for full_name, rec in state['nodes'].items():
+            branch = full_name.partition('.')[0]
+            mode = modes.get(branch, LOAD_NOTHING)
+            if mode == LOAD_NOTHING:
+                continue
+            kind = rec['kind']
+            if kind == 'group':
+                self._place_group(full_name, rec.get('comment', ''), rec.get('ann'))
+            elif kind == 'leaf':
+                data = rec.get('data') if mode >= LOAD_DATA else None
+                place(full_name, rec['class'], rec.get('comment', ''), data, rec.get('ann'),
+                      overwrite=mode == OVERWRITE_DATA)
+        for template, rows in state.get('columns', {}).items():
+            mode = modes.get(template.partition('.')[0], LOAD_NOTHING)
+            if mode == LOAD_NOTHING:
+                continue
+            for idx, (tag, comment, ann, data) in rows.items():
+                place(_join_run(template, idx), tag, comment,
+                      data if mode >= LOAD_DATA else None, ann,
+                      overwrite=mode == OVERWRITE_DATA)
+        for full_name, rec in state['nodes'].items():
+            if rec['kind'] == 'link' and modes.get(full_name.partition('.')[0]):
+                target = self._nodes.get(rec['target'])
+                if target is not None:
+                    parent, _, lname = full_name.rpartition('.')
+                    group = self._nodes.get(parent) or self._place_group(parent, '', None)
+                    group._links[lname] = target
+        explored = [n for n in state.get('explored', []) if n in self._nodes]
+        d['_explored'] = {n: self._nodes[n] for n in explored}
+        if as_new:
+            d['_length'] = state.get('length', 1)
+            d['_runs'] = _RunTable(d['_length'])
+        elif with_run_information:
+            d['_length'] = state.get('length', 1)
+            d['_runs'] = _RunTable.from_plain(state['runs'])
+        for param in self._explored.values():
+            if param._explored_range is not None:
+                param._restore_default()
+
+    def _worker_copy(self):
+        """A copy for other processes: no explored ranges (each run's values travel with the
+        run), no run data, no storage service."""
+        copy = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        for param in copy._explored.values():
+            param.__dict__['_explored_range'] = None
+        return copy
+
+    def _run_values(self, idx):
+        return {name: p._explored_range[idx] for name, p in self._explored.items()}
+
+    def f_load_skeleton(self):
+        self.f_load(load_parameters=LOAD_SKELETON, load_derived_parameters=LOAD_SKELETON,
+                    load_results=LOAD_SKELETON, load_other_data=LOAD_SKELETON)
+
+    def f_load_item(self, item, *args, **kwargs):
+        self.f_load_items([item], *args, **kwargs)
+
+    def f_load_items(self, iterator, load_data=LOAD_DATA, recursive=True, load_only=None,
+                     only_empties=False, allow_pickle=True, **kwargs):
+        """Load the data of leaves (names or nodes); groups load their subtree.
+
+        load_only: load only these item names of a result (others stay as they are)."""
+        names = []
+        for item in iterator:
+            if isinstance(item, NNTreeNode):
+                names.append(item._full_name)
+            else:
+                node = self._resolve(self, item)
+                names.append(node._full_name if node is not None else item)
+        old = _LOAD_POLICY.allow_pickle
+        _LOAD_POLICY.allow_pickle = allow_pickle
+        try:
+            state = self._service().load(LIST, self, names=names, recursive=recursive)
+            only = {load_only} if isinstance(load_only, str) else (
+                set(load_only) if load_only is not None else None)
+            for full_name, (tag, comment, ann, data) in state.items():
+                node = self._nodes.get(full_name)
+                if only_empties and node is not None and not node.f_is_empty():
+                    continue
+                if only is not None and data is not None:
+                    data = {k: v for k, v in data.items() if k in only}
+                    if node is not None and not node.f_is_empty():
+                        node._load(data)
+                        continue
+                self._place_leaf(full_name, tag, comment, data, ann,
+                                 overwrite=load_data >= LOAD_DATA)
+        finally:
+            _LOAD_POLICY.allow_pickle = old
+
+    def f_delete_item(self, item, *args, **kwargs):
+        self.f_delete_items([item], *args, **kwargs)
+
+    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False):
+        """Delete items from storage (and from memory with remove_from_trajectory)."""
+        nodes = [self.f_get(i) if isinstance(i, str) else i for i in iterator]
+        for node in nodes:
+            if node._full_name in self._explored:
+                raise PypetError('%s is explored and cannot be deleted' % node._full_name)
+        self._service().store(DELETE, [n._full_name for n in nodes], trajectory=self,
+                              recursive=recursive)
+        if remove_from_trajectory:
+            self.f_remove_items(nodes, recursive=recursive)
+
+    def f_remove_item(self, item, recursive=False):
+        self.f_remove_items([item], recursive)
+
+    def f_remove_items(self, iterator, recursive=False):
+        """Remove items from memory only."""
+        for item in iterator:
+            node = self.f_get(item) if isinstance(item, str) else item
+            node._parent.f_remove_child(node._name, recursive=recursive)
+
+    # -- plain-data state (what storage services read and write) ----------------------------
+    def _to_state(self, only_init=False):
+        """The whole trajectory as plain data: nodes, run columns, run table."""
+        nodes, columns = {}, {}
+        for node in self.f_iter_nodes(recursive=True):
+            full = node._full_name
+            if full.partition('.')[2] == '' and not node.v_is_leaf:
+                if node._comment or node._annotations:
+                    nodes[full] = {'kind': 'group', 'comment': node._comment,
+                                   'ann': _ann(node)}
+                continue
+            split = _split_run(full)
+            if node.v_is_leaf:
+                data = None if node.f_is_empty() else node._store()
+                if data is not None and type(node) not in _BUILTIN_TYPES:
+                    _check_plain(data, full)
+                if split is not None:
+                    columns.setdefault(split[0], {})[split[1]] = (
+                        _class_tag(type(node)), node._comment, _ann(node), data)
+                else:
+                    nodes[full] = {'kind': 'leaf', 'class': _class_tag(type(node)),
+                                   'comment': node._comment, 'ann': _ann(node), 'data': data}
+            elif split is None:
+                nodes[full] = {'kind': 'group', 'comment': node._comment, 'ann': _ann(node)}
+            for lname, target in node._links.items() if not node.v_is_leaf else ():
+                nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
+        for lname, target in self._links.items():
+            nodes[lname] = {'kind': 'link', 'target': target._full_name}
+        return {'format': FORMAT_VERSION, 'name': self._name, 'time': self._time,
+                'timestamp': self._timestamp, 'comment': self._comment,
+                'version': __version__, 'python': self._python, 'length': self._length,
+                'explored': list(self._explored), 'runs': self._runs.to_plain(),
+                'nodes': nodes, 'columns': columns,
+                'parameter_summary': [self._parameter_summary(i) for i in range(self._length)]
+                if self._explored else [''] * self._length}
+
+
+def _ann(node):
+    return dict(node._annotations._dict) if node._annotations else None
+
+
+def _in_run(full_name, crun):
+    for part in full_name.split('.'):
+        if part.startswith('run_') and part != crun and _RUN_RE.match(part):
+            return False
+    return True
+
+
+_BUILTIN_TYPES = frozenset(_BUILTIN_LEAVES.values())
+
+
+def cartesian_product(parameter_dict, combined_parameters=()):
+    """All combinations of the values; the last key varies fastest. A tuple of keys in
+    `combined_parameters` (or as a key of the dict) is zipped instead of combined."""
+    if combined_parameters:
+        groups = [tuple(c) if isinstance(c, (tuple, list)) else (c,)
+                  for c in combined_parameters]
+    else:
+        groups = [k if isinstance(k, tuple) else (k,) for k in parameter_dict]
+    flat = {}
+    for key, values in parameter_dict.items():
+        if isinstance(key, tuple):
+            for i, sub in enumerate(key):
+                flat[sub] = [v[i] for v in values]
+        else:
+            flat[key] = list(values)
+    for group in groups:
+        lengths = {k: len(flat[k]) for k in group}
+        if len(set(lengths.values())) > 1:
+            raise ConfigurationError('combined parameters must have ranges of equal length, '
+                                     'got %s' % lengths)
+    listed = {k for g in groups for k in g}
+    groups += [(k,) for k in flat if k not in listed]
+    result = {k: [] for g in groups for k in g}
+    for combo in itertools.product(*[range(len(flat[g[0]])) for g in groups]):
+        for group, i in zip(groups, combo):
+            for key in group:
+                result[key].append(flat[key][i])
+    return result
+
+
+def load_trajectory(name=None, index=None, as_new=False, load_parameters=LOAD_DATA,
+                    load_derived_parameters=LOAD_SKELETON, load_results=LOAD_SKELETON,
+                    load_other_data=LOAD_SKELETON, load_data=None, load_all=None, force=False,
+                    dynamic_imports=None, storage_service=None, filename=None,
+                    allow_pickle=True, **kwargs):
+    """Load a trajectory from a file by name or index and return it."""
+    if filename is None and storage_service is None:
+        raise ConfigurationError('load_trajectory needs filename=... (or storage_service=...)')
+    traj = Trajectory(name or 'my_trajectory', dynamic_imports=dynamic_imports,
+                      storage_service=storage_service or _make_service(
+                          True, filename, name=name or 'my_trajectory', mode='load'))
+    traj.f_load(name=name, index=-1 if name is None and index is None else index,
+                as_new=as_new, load_parameters=load_parameters,
+                load_derived_parameters=load_derived_parameters, load_results=load_results,
+                load_other_data=load_other_data, load_data=load_data, load_all=load_all,
+                force=force, allow_pickle=allow_pickle)
+    return traj
+
+
+# ============================================================================================
+# Storage services
+# ============================================================================================
+class StorageService:
+    """The storage protocol: `store(msg, item, **kw)` and `load(msg, item, **kw)`.
+
+    Messages: TRAJECTORY (the whole trajectory; kw only_init, store_data), SINGLE_RUN (a run
+    record: plain data, see Trajectory._run_record), LIST (a list of (LEAF|GROUP, node)),
+    DELETE (a list of full names), FLUSH, CLOSE_FILE. `load(TRAJECTORY, traj, name=, index=,
+    modes=)` returns the trajectory's plain-data state; `load(LIST, traj, names=)` returns
+    {full name: (class tag, comment, annotations, data)}. A service used by several processes
+    at once without wrapping sets `multiproc_safe = True`; one that keeps run data in memory
+    (so the environment must not clean it up) sets `keeps_runs = True`."""
+
+    multiproc_safe = False
+    keeps_runs = False
+    _STORE = {TRAJECTORY: '_store_trajectory', SINGLE_RUN: '_store_run', LIST: '_store_list',
+              DELETE: '_delete', FLUSH: 'flush', CLOSE_FILE: 'close', OPEN_FILE: '_noop'}
+    _LOAD = {TRAJECTORY: '_load_trajectory', LIST: '_load_list'}
+
+    def store(self, msg, item, *args, **kwargs):
+        try:
+            method = self._STORE[msg]
+        except KeyError:
+            raise ConfigurationError('%s does not know the store message %r'
+                                     % (type(self).__name__, msg)) from None
+        return getattr(self, method)(item, *args, **kwargs) if item is not None or \
+            method in ('flush', 'close', '_noop') else getattr(self, method)()
+
+    def load(self, msg, item, *args, **kwargs):
+        try:
+            method = self._LOAD[msg]
+        except KeyError:
+            raise ConfigurationError('%s does not know the load message %r'
+                                     % (type(self).__name__, msg)) from None
+        return getattr(self, method)(item, *args, **kwargs)
+
+    def _noop(self, *args, **kwargs):
+        pass
+
+    def flush(self, *args, **kwargs):
+        pass
+
+    def close(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LazyStorageService(StorageService):
+    """Writes nothing. Run results stay in the trajectory in memory, so a quick script or a
+    lesson can still look at them after the runs."""
+
+    multiproc_safe = True
+    keeps_runs = True
+
+    def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA):
+        pass
+
+    def _store_run(self, record):
+        pass
+
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
+        pass
+
+    def _delete(self, names, trajectory=None, recursive=False):
+        pass
+
+    def _load_trajectory(self, traj, **kwargs):
+        raise DataNotInStorageError('LazyStorageService keeps nothing on disk; there is '
+                                    'nothing to load (use HDF5 or pickle storage)')
+
+    _load_list = _load_trajectory
+
+
+class _Journal:
+    """An append-only file of checksummed records beside the data file.
+
+    A record is one os.write() of [length, crc32, pickle of plain data], so a killed process
+    leaves at most one torn record at the end, which readers detect and ignore. fsync runs at
+    most every `fsync_interval` seconds (0: after every record), so a power cut costs at most
+    that interval's runs."""
+
+    MAGIC = b'MPJOURNAL1\n'
+    _HEAD = struct.Struct('<II')
+
+    def __init__(self, path, fsync_interval=1.0):
+        self.path, self.fsync_interval = path, fsync_interval
+        self._fd, self._last_sync = None, 0.0
+
+    def __getstate__(self):
+        return {'path': self.path, 'fsync_interval': self.fsync_interval, '_fd': None,
+                '_last_sync': 0.0}
+
+    def _open(self):
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)
+        fd = os.open(self.path, flags, 0o644)
+        if os.fstat(fd).st_size == 0:
+            # Two processes may race to write the header: only the first write lands first,
+            # and readers accept exactly one header, so write it under an exclusive lock.
+            _lock_fd(fd)
+            try:
+                if os.fstat(fd).st_size == 0:
+                    os.write(fd, self.MAGIC + os.urandom(8).hex().encode() + b'\n')
+            finally:
+                _unlock_fd(fd)
+        self._fd = fd
+        self._last_sync = time.monotonic()
+
+    def append(self, record):
+        payload = pickle.dumps(record, protocol=4)
+        if self._fd is None:
+            self._open()
+        os.write(self._fd, self._HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
+        if self.fsync_interval is not None:
+            now = time.monotonic()
+            if now - self._last_sync >= self.fsync_interval:
+                os.fsync(self._fd)
+                self._last_sync = now
+
+    def sync(self):
+        if self._fd is not None:
+            os.fsync(self._fd)
+            self._last_sync = time.monotonic()
+
+    def close(self):
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    @classmethod
+    def read(cls, path, start=0):
+        """(journal id, [records], end offset of the last good record, torn bytes)."""
+        try:
+            with open(path, 'rb') as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None, [], 0, 0
+        head = len(cls.MAGIC) + 17
+        if len(data) < head or not data.startswith(cls.MAGIC):
+            if len(data) < head and cls.MAGIC.startswith(data[:len(cls.MAGIC)]):
+                return None, [], 0, len(data)  # killed while writing the header
+            raise StorageError('%s is not a minipypet journal (bad header)' % path)
+        jid = data[len(cls.MAGIC):head - 1].decode('ascii')
+        pos, records, size = max(start, head), [], len(data)
+        while pos + 8 <= size:
+            length, crc = cls._HEAD.unpack_from(data, pos)
+            end = pos + 8 + length
+            if end > size or zlib.crc32(data[pos + 8:end]) != crc:
+                break
+            records.append(_safe_loads(data[pos + 8:end]))
+            pos = end
+        return jid, records, pos, size - pos
+
+    @classmethod
+    def repair(cls, path):
+        """Cut a torn record off the end so that new records follow the last good one."""
+        jid, _, end, torn = cls.read(path)
+        if torn:
+            logger.warning('journal %s: dropped %d bytes of an interrupted write at its end',
+                           path, torn)
+            if jid is None:
+                os.remove(path)
+            else:
+                with open(path, 'r+b') as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+        return jid
+
+
+def _lock_fd(fd):
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except ImportError:  # Windows: the header race is harmless enough there
+        pass
+
+
+def _unlock_fd(fd):
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except ImportError:
+        pass
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _new_state(name):
+    return {'format': FORMAT_VERSION, 'name': name, 'time': '', 'timestamp': 0.0,
+            'comment': '', 'version': __version__, 'python': '', 'length': 0,
+            'explored': [], 'runs': _RunTable(0).to_plain(), 'nodes': {}, 'columns': {},
+            'parameter_summary': []}
+
+
+def _state_set_run(state, idx, info):
+    runs = state['runs']
+    n = len(runs['completed'])
+    if idx >= n:
+        for field, blank in zip(_RunTable.FIELDS, (0.0, 0.0, 0, '', '')):
+            runs[field].extend([blank] * (idx + 1 - n))
+    for field, value in zip(_RunTable.FIELDS, info):
+        runs[field][idx] = value
+
+
+def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
+    split = _split_run(full_name)
+    if split is not None:
+        rows = state['columns'].setdefault(split[0], {})
+        old = rows.get(split[1])
+        if old is None or overwrite or old[3] is None:
+            rows[split[1]] = (tag, comment, ann, data if data is not None or old is None
+                              else old[3])
+        return
+    old = state['nodes'].get(full_name)
+    if old is None or old.get('kind') != 'leaf' or overwrite or old.get('data') is None:
+        state['nodes'][full_name] = {'kind': 'leaf', 'class': tag, 'comment': comment,
+                                     'ann': ann, 'data': data if data is not None or old is None
+                                     else old.get('data')}
+
+
+def _apply_record(states, record):
+    """Fold one journal record into {trajectory name: state}."""
+    kind, name = record[0], record[1]
+    state = states.get(name)
+    if state is None:
+        state = states[name] = _new_state(name)
+    if kind == 'run':
+        _, _, idx, info, leaves = record
+        _state_set_run(state, idx, info)
+        state['length'] = max(state['length'], idx + 1)
+        for full_name, tag, comment, data, ann in leaves:
+            _state_put_leaf(state, full_name, tag, comment, data, ann)
+    elif kind == 'leaf':
+        _, _, full_name, tag, comment, data, ann, overwrite = record
+        _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite)
+    elif kind == 'group':
+        _, _, full_name, comment, ann = record
+        state['nodes'].setdefault(full_name, {'kind': 'group', 'comment': comment, 'ann': ann})
+    elif kind == 'delete':
+        _, _, names, recursive = record
+        _state_delete(state, names, recursive)
+    else:
+        raise StorageError('unknown journal record %r' % (kind,))
+
+
+def _state_delete(state, names, recursive):
+    for full_name in names:
+        prefix = full_name + '.'
+        for key in [k for k in state['nodes'] if k == full_name or
+                    (recursive and k.startswith(prefix))]:
+            del state['nodes'][key]
+        split = _split_run(full_name)
+        if split is not None:
+            rows = state['columns'].get(split[0])
+            if rows is not None:
+                rows.pop(split[1], None)
+        elif recursive:
+            for template in [t for t in state['columns'] if t.startswith(prefix)]:
+                del state['columns'][template]
+
+
+def _merge_memory(state, mem, store_data, only_init):
+    """Fold an in-memory trajectory's state over a stored one (see f_store's modes)."""
+    overwrite = store_data >= OVERWRITE_DATA
+    explored = set(mem['explored'])
+    for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'explored',
+                'parameter_summary', 'format'):
+        state[key] = mem[key]
+    for full_name, rec in mem['nodes'].items():
+        if rec['kind'] != 'leaf':
+            if full_name not in state['nodes'] or rec.get('comment'):
+                state['nodes'][full_name] = rec
+            continue
+        if store_data == STORE_DATA_SKIPPING and full_name in state['nodes']:
+            continue
+        _state_put_leaf(state, full_name, rec['class'], rec['comment'], rec['data'],
+                        rec['ann'], overwrite or full_name in explored)
+    if not only_init:
+        for template, rows in mem['columns'].items():
+            for idx, (tag, comment, ann, data) in rows.items():
+                _state_put_leaf(state, _join_run(template, idx), tag, comment, data, ann,
+                                overwrite)
+    n = mem['length']
+    old = state['runs']
+    runs = {f: list(mem['runs'][f]) for f in _RunTable.FIELDS}
+    for i in range(min(n, len(old['completed']))):
+        if old['completed'][i] and not runs['completed'][i]:
+            for f in _RunTable.FIELDS:
+                runs[f][i] = old[f][i]
+    state['runs'], state['length'] = runs, n
+
+
+def _purge_comments(rows):
+    """The seed's rule: a run leaf keeps its comment only if it differs from the comment of
+    the instance with the lowest run index (whatever order the runs finished in)."""
+    first = None
+    out = {}
+    for idx in sorted(rows):
+        tag, comment, ann, data = rows[idx]
+        if first is None:
+            first = comment
+        elif comment == first:
+            comment = ''
+        out[idx] = (tag, comment, ann, data)
+    return out
+
+
+class _FileService(StorageService):
+    """What the pickle and HDF5 services share: the journal, checkpoints and loading."""
+
+    multiproc_safe = True
+    SUFFIX = ''
+
+    def __init__(self, filename, file_title=None, overwrite_file=False,
+                 purge_duplicate_comments=True, summary_tables=True, small_overview_tables=True,
+                 large_overview_tables=True, results_per_run=0, derived_parameters_per_run=0,
+                 fsync_interval=1.0, trajectory_name=None):
+        if not summary_tables and purge_duplicate_comments:
+            raise ConfigurationError('purge_duplicate_comments needs summary_tables=True (the '
+                                     'summary keeps the first comment); set one of them off')
+        for key, value in (('results_per_run', results_per_run),
+                           ('derived_parameters_per_run', derived_parameters_per_run)):
+            if not isinstance(value, int) or value < 0:
+                raise ConfigurationError('%s must be an int >= 0, got %r' % (key, value))
+        if fsync_interval is not None and (not isinstance(fsync_interval, (int, float)) or
+                                           fsync_interval < 0):
+            raise ConfigurationError('fsync_interval must be seconds >= 0 or None, got %r'
+                                     % (fsync_interval,))
+        self.filename = _default_filename(filename, trajectory_name, self.SUFFIX)
+        self.file_title = file_title
+        self.purge_duplicate_comments = purge_duplicate_comments
+        self.summary_tables = summary_tables
+        self.small_overview_tables = small_overview_tables
+        self.large_overview_tables = large_overview_tables
+        self.results_per_run = results_per_run
+        self.derived_parameters_per_run = derived_parameters_per_run
+        self._overwrite_pending = overwrite_file
+        self._journal = _Journal(self.filename + '.journal', fsync_interval)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state['_overwrite_pending'] = False
+        return state
+
+    journal_path = property(lambda self: self._journal.path)
+
+    # -- storing -----------------------------------------------------------------------------
+    def _prepare_overwrite(self):
+        if self._overwrite_pending:
+            for path in (self.filename, self._journal.path):
+                if os.path.exists(path):
+                    os.remove(path)
+            self._overwrite_pending = False
+
+    def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA):
+        """A checkpoint: file + journal + memory -> a new file, swapped in atomically."""
+        self._prepare_overwrite()
+        mem = traj._to_state(only_init)
+        self.checkpoint(extra=(mem, store_data, only_init))
+
+    def checkpoint(self, extra=None):
+        """Fold the journal (and an in-memory state) into the file; then drop the journal."""
+        self._journal.close()
+        _Journal.repair(self._journal.path)
+        folded, jid, records, end = self._read_journal()
+        names = {r[1] for r in records}
+        if extra is not None:
+            names.add(extra[0]['name'])
+        if not names:
+            return
+        states = self._read_states(names, data=True)
+        for record in records:
+            _apply_record(states, record)
+        if extra is not None:
+            mem, store_data, only_init = extra
+            state = states.setdefault(mem['name'], _new_state(mem['name']))
+            _merge_memory(state, mem, store_data, only_init)
+        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
+        self._write_states(states, '%s:%d' % (jid, end) if jid else '')
+        if jid is not None:
+            os.remove(self._journal.path)
+            _fsync_dir(self._journal.path)
+
+    def _read_journal(self):
+        """Records of the journal not yet folded into the file."""
+        jid, records, end, _ = _Journal.read(self._journal.path)
+        if jid is None:
+            return None, None, [], 0
+        folded = self._folded_marker()
+        start = 0
+        if folded and folded.partition(':')[0] == jid:
+            start = int(folded.partition(':')[2])
+        if start:
+            jid2, records, end, _ = _Journal.read(self._journal.path, start)
+        return folded, jid, records, end
+
+    def _store_run(self, record):
+        self._journal.append(record)
+
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
+        name = trajectory._name
+        for msg, node in msgs:
+            if msg == LEAF:
+                data = None if node.f_is_empty() else node._store()
+                if data is not None and type(node) not in _BUILTIN_TYPES:
+                    _check_plain(data, node._full_name)
+                self._journal.append(('leaf', name, node._full_name, _class_tag(type(node)),
+                                      node._comment, data, _ann(node),
+                                      store_data >= OVERWRITE_DATA))
+            elif msg == GROUP:
+                self._journal.append(('group', name, node._full_name, node._comment,
+                                      _ann(node)))
+            else:
+                raise ConfigurationError('unknown item message %r' % (msg,))
+        self._journal.sync()
+
+    def _delete(self, names, trajectory=None, recursive=False):
+        self._journal.append(('delete', trajectory._name, list(names), recursive))
+        self._journal.sync()
+
+    def flush(self, *args, **kwargs):
+        self._journal.sync()
+
+    def close(self, *args, **kwargs):
+        self._journal.close()
+
+    # -- loading -----------------------------------------------------------------------------
+    def _load_state(self, name=None, index=None, data=True, force=False):
+        if not os.path.exists(self.filename) and not os.path.exists(self._journal.path):
+            raise DataNotInStorageError('cannot load: %s does not exist' % self.filename)
+        names = self._list_names() if os.path.exists(self.filename) else []
+        folded, jid, records, _ = self._read_journal()
+        for record in records:
+            if record[1] not in names:
+                names.append(record[1])
+        if name is None:
+            if not names:
+                raise DataNotInStorageError('%s holds no trajectory' % self.filename)
+            try:
+                name = names[-1 if index is None else index]
+            except (IndexError, TypeError):
+                raise DataNotInStorageError('%s holds %d trajectories; index %r is out of '
+                                            'range' % (self.filename, len(names), index)) \
+                    from None
+        if name not in names:
+            raise DataNotInStorageError('%s holds no trajectory %r; it holds %s'
+                                        % (self.filename, name, names))
+        states = self._read_states({name}, data=data) if os.path.exists(self.filename) \
+            else {}
+        for record in records:
+            if record[1] == name:
+                _apply_record(states, record)
+        return states[name]
+
+    def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
+        data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
+        return self._load_state(name, index, data=data)
+
+    def _load_list(self, traj, names=(), recursive=True):
+        state = self._load_state(traj._name, data=True)
+        out = {}
+        for full_name in names:
+            prefix = full_name + '.'
+            rec = state['nodes'].get(full_name)
+            if rec is not None and rec['kind'] == 'leaf':
+                out[full_name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
+            split = _split_run(full_name)
+            for template, rows in state['columns'].items():
+                for idx, row in rows.items():
+                    fn = _join_run(template, idx)
+                    if fn == full_name or (recursive and fn.startswith(prefix)):
+                        out[fn] = row
+            if rec is None or rec['kind'] == 'group':
+                for key, rec2 in state['nodes'].items():
+                    if rec2['kind'] == 'leaf' and key.startswith(prefix) and recursive:
+                        out[key] = (rec2['class'], rec2['comment'], rec2['ann'], rec2['data'])
+            if not out and split is None and full_name not in state['nodes']:
+                raise DataNotInStorageError('%s is not in %s' % (full_name, self.filename))
+        return out
+
+    def list_trajectories(self):
+        """Names of the trajectories in the file, oldest first."""
+        names = self._list_names() if os.path.exists(self.filename) else []
+        _, _, records, _ = self._read_journal()
+        for record in records:
+            if record[1] not in names:
+                names.append(record[1])
+        return names
+
+    # -- backend hooks -----------------------------------------------------------------------
+    def _list_names(self):
+        raise NotImplementedError
+
+    def _folded_marker(self):
+        raise NotImplementedError
+
+    def _read_states(self, names, data=True):
+        raise NotImplementedError
+
+    def _write_states(self, states, folded):
+        raise NotImplementedError
+
+
+def _default_filename(filename, trajectory_name, suffix):
+    """None -> ./hdf5/<traj>.hdf5; a folder ('./dir/') -> ./dir/<traj>.hdf5."""
+    name = (trajectory_name or 'trajectory') + (suffix or '.hdf5')
+    if filename is None:
+        return os.path.join('.', 'hdf5', name)
+    filename = os.fspath(filename)
+    if filename.endswith(('/', os.sep)) or os.path.isdir(filename):
+        return os.path.join(filename, name)
+    return filename
+
+
+def _atomic_write(path, write):
+    """write(tmp_path) then fsync and rename over `path`: the file is old or new, never torn."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                               dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class PickleStorageService(_FileService):
+    """Stores trajectories with the stdlib only: a pickle of plain data (never of minipypet
+    classes) that is rewritten atomically at checkpoints, plus the journal between them."""
+
+    MAGIC = b'MINIPYPET-PICKLE\n'
+    SUFFIX = '.pkl'
+
+    def __init__(self, filename=None, complevel=None, complib=None, **kwargs):
+        super().__init__(filename, **kwargs)
+        self._cache = None  # (mtime, size, content) of the last file read
+
+    def _read_file(self):
+        try:
+            st = os.stat(self.filename)
+        except FileNotFoundError:
+            return {'format': FORMAT_VERSION, 'order': [], 'trajectories': {}, 'folded': ''}
+        if self._cache is not None and self._cache[:2] == (st.st_mtime_ns, st.st_size):
+            return self._cache[2]
+        with open(self.filename, 'rb') as f:
+            head = f.read(len(self.MAGIC))
+            if head != self.MAGIC:
+                raise StorageError('%s is not a minipypet pickle file (it does not start with '
+                                   '%r)' % (self.filename, self.MAGIC))
+            try:
+                content = _SafeUnpickler(f).load()
+            except PickleRefusedError:
+                raise
+            except Exception as exc:
+                raise StorageError('%s cannot be read (truncated or corrupt?): %s: %s'
+                                   % (self.filename, type(exc).__name__, exc)) from exc
+        if not isinstance(content, dict) or 'trajectories' not in content:
+            raise StorageError('%s is not a minipypet pickle file' % self.filename)
+        if content.get('format', 0) > FORMAT_VERSION:
+            raise VersionMismatchError('%s was written in file format %s by a newer minipypet; '
+                                       'this version (%s) reads format %d and older'
+                                       % (self.filename, content['format'], __version__,
+                                          FORMAT_VERSION))
+        self._cache = (st.st_mtime_ns, st.st_size, content)
+        return content
+
+    def _list_names(self):
+        return list(self._read_file()['order'])
+
+    def _folded_marker(self):
+        return self._read_file().get('folded', '')
+
+    def _read_states(self, names, data=True):
+        content = self._read_file()
+        # Copy the top levels so that folding records in does not alter the cache.
+        states = {}
+        for name in names:
+            if name in content['trajectories']:
+                old = content['trajectories'][name]
+                states[name] = dict(old, nodes=dict(old['nodes']),
+                                    columns={t: dict(r) for t, r in old['columns'].items()},
+                                    runs={f: list(v) for f, v in old['runs'].items()})
+        return states
+
+    def _write_states(self, states, folded):
+        content = self._read_file()
+        trajectories = dict(content['trajectories'])
+        order = list(content['order'])
+        for name, state in states.items():
+            state = dict(state)
+            if self.purge_duplicate_comments:
+                state['columns'] = {t: _purge_comments(rows)
+                                    for t, rows in state['columns'].items()}
+            trajectories[name] = state
+            if name not in order:
+                order.append(name)
+        new = {'format': FORMAT_VERSION, 'version': __version__, 'order': order,
+               'trajectories': trajectories, 'folded': folded,
+               'title': self.file_title or ''}
+
+        def write(tmp):
+            with open(tmp, 'wb') as f:
+                f.write(self.MAGIC)
+                pickle.dump(new, f, protocol=4)
+        _atomic_write(self.filename, write)
+        self._cache = None
+
+
+class HDF5StorageService(_FileService):
+    """Stores trajectories in HDF5 through PyTables (the `hdf5` extra), in a columnar layout
+    that plain PyTables or h5py can read (see the README, "File layout"): a run leaf is one
+    group whose datasets hold that item for every run. The file is rewritten whole (temp
+    file, fsync, rename) at checkpoints; between them finished runs go to the journal."""
+
+    SUFFIX = '.hdf5'
+    _BIG = 4096  # bytes; smaller datasets are not chunked or compressed (it would cost more)
+
+    def __init__(self, filename=None, file_title=None, overwrite_file=False, complevel=9,
+                 complib='zlib', shuffle=True, fletcher32=False, encoding='utf8',
+                 display_time=20, **kwargs):
+        tables = _require('tables', 'hdf5')
+        if not isinstance(complevel, int) or not 0 <= complevel <= 9:
+            raise ConfigurationError('complevel must be an int from 0 to 9, got %r'
+                                     % (complevel,))
+        if complib not in tables.filters.all_complibs:
+            raise ConfigurationError('complib %r is not available; PyTables knows %s'
+                                     % (complib, tables.filters.all_complibs))
+        super().__init__(filename, file_title=file_title, overwrite_file=overwrite_file,
+                         **kwargs)
+        self.complevel, self.complib = complevel, complib
+        self.shuffle, self.fletcher32 = shuffle, fletcher32
+
+    # -- file access -------------------------------------------------------------------------
+    def _open(self, path=None):
+        tables = _require('tables', 'hdf5')
+        path = path or self.filename
+        try:
+            with open(path, 'rb') as probe:
+                if probe.read(8) != b'\x89HDF\r\n\x1a\n':
+                    raise StorageError('%s is not an HDF5 file' % path)
+            f = tables.open_file(path, 'r')
+        except StorageError:
+            raise
+        except FileNotFoundError:
+            raise DataNotInStorageError('%s does not exist' % path) from None
+        except Exception as exc:
+            raise StorageError('%s cannot be opened (truncated or corrupt?): %s: %s'
+                               % (path, type(exc).__name__, exc)) from exc
+        attrs = f.root._v_attrs
+        if 'minipypet_format' not in attrs._v_attrnames:
+            f.close()
+            raise StorageError('%s is an HDF5 file but was not written by minipypet (no '
+                               'minipypet_format attribute); pypet files load with '
+                               'load_trajectory(filename=...)' % path)
+        if int(attrs.minipypet_format) > FORMAT_VERSION:
+            f.close()
+            raise VersionMismatchError(
+                '%s was written in file format %d by minipypet %s; this minipypet (%s) reads '
+                'format %d and older' % (path, int(attrs.minipypet_format),
+                                         attrs.minipypet_version, __version__, FORMAT_VERSION))
+        return f
+
+    def _list_names(self):
+        with self._open() as f:
+            return json.loads(f.root._v_attrs.minipypet_trajectories)
+
+    def _folded_marker(self):
+        if not os.path.exists(self.filename):
+            return ''
+        with self._open() as f:
+            return str(f.root._v_attrs.minipypet_folded)
+
+    def _filters(self):
+        tables = _require('tables')
+        if not self.complevel:
+            return None
+        return tables.Filters(complevel=self.complevel, complib=self.complib,
+                              shuffle=self.shuffle, fletcher32=self.fletcher32)
+
+    # -- writing -----------------------------------------------------------------------------
+    def _write_states(self, states, folded):
+        tables = _require('tables', 'hdf5')
+        old_exists = os.path.exists(self.filename)
+
+        def write(tmp):
+            order, title = [], self.file_title
+            with tables.open_file(tmp, 'w', title=title or '') as out:
+                if old_exists:
+                    with self._open() as old:
+                        order = json.loads(old.root._v_attrs.minipypet_trajectories)
+                        out.title = old.title
+                        for name in order:
+                            if name not in states:
+                                old.get_node('/' + name)._f_copy(out.root, recursive=True)
+                for name, state in states.items():
+                    if not title and not old_exists and not order:
+                        out.title = name
+                    self._write_trajectory(out, state)
+                    if name not in order:
+                        order.append(name)
+                attrs = out.root._v_attrs
+                attrs.minipypet_format = FORMAT_VERSION
+                attrs.minipypet_version = __version__
+                attrs.minipypet_trajectories = json.dumps(order)
+                attrs.minipypet_folded = folded
+        _atomic_write(self.filename, write)
+
+    def _write_trajectory(self, f, state):
+        np = _require('numpy', 'hdf5')
+        name = state['name']
+        root = f.create_group('/', name, title=state.get('comment', '')[:255])
+        attrs = root._v_attrs
+        for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'length'):
+            setattr(attrs, key, state[key])
+        attrs.minipypet_format = FORMAT_VERSION
+        attrs.explored = json.dumps(state['explored'])
+        filters = self._filters()
+        links = []
+        for full_name in sorted(state['nodes']):
+            rec = state['nodes'][full_name]
+            if rec['kind'] == 'link':
+                links.append((full_name, rec['target']))
+                continue
+            parts = full_name.split('.')
+            data = rec.get('data') if rec['kind'] == 'leaf' else None
+            if data is not None and len(data) == 1 and 'explored_data' not in data:
+                # One item (most leaves): the leaf is a single dataset, ~0.4 KB instead of
+                # the ~1.4 KB of a group holding a dataset.
+                item, value = next(iter(data.items()))
+                node = self._put_value(f, self._ensure_group(f, root, parts[:-1]),
+                                       parts[-1], value, filters, np)
+                node._v_attrs.mp_item = item
+                _leaf_attrs(node._v_attrs, rec)
+                continue
+            group = self._ensure_group(f, root, parts)
+            a = group._v_attrs
+            if rec['kind'] == 'leaf':
+                _leaf_attrs(a, rec)
+                if data is None:
+                    a.mp_empty = True
+                    continue
+                for item, value in data.items():
+                    if item == 'explored_data' and isinstance(value, list):
+                        self._put_column(f, group, item, value, filters, np)
+                    else:
+                        self._put_value(f, group, item, value, filters, np)
+            else:
+                _leaf_attrs(a, rec)
+        taken = set()
+        for template in sorted(state['columns']):
+            rows = state['columns'][template]
+            if self.purge_duplicate_comments:
+                rows = _purge_comments(rows)
+            parts = [p for p in template.split('.') if p not in ('$', '$set')]
+            path = '.'.join(parts)
+            while path in state['nodes'] or path in taken:
+                path += '_'
+            taken.add(path)
+            group = self._ensure_group(f, root, path.split('.'))
+            self._write_rows(f, group, template, rows, filters, np)
+        for full_name, target in links:
+            parent, _, lname = full_name.rpartition('.')
+            group = self._ensure_group(f, root, parent.split('.')) if parent else root
+            f.create_soft_link(group, lname, '/%s/%s' % (name, target.replace('.', '/')))
+        self._write_overview(f, root, state, filters, np)
+
+    @staticmethod
+    def _ensure_group(f, root, parts):
+        group = root
+        for part in parts:
+            try:
+                group = group._f_get_child(part)
+            except Exception:
+                group = f.create_group(group, part)
+        return group
+
+    def _put_array(self, f, group, name, arr, kind, filters):
+        if filters is not None and arr.ndim and arr.nbytes > self._BIG:
+            node = f.create_carray(group, name, obj=arr, filters=filters)
+        else:
+            node = f.create_array(group, name, obj=arr)
+        node._v_attrs.mp_type = kind
+        return node
+
+    def _put_value(self, f, group, name, value, filters, np):
+        kind, arr = _value_array(value, np)
+        return self._put_array(f, group, name, arr, kind, filters)
+
+    def _put_column(self, f, group, name, values, filters, np):
+        kind, arr, offsets = _column_array(values, np)
+        self._put_array(f, group, name, arr, kind, filters)
+        if offsets is not None:
+            self._put_array(f, group, name + '__offsets', offsets, 'offsets', filters)
+
+    def _write_rows(self, f, group, template, rows, filters, np):
+        idxs = sorted(rows)
+        first = rows[idxs[0]]
+        a = group._v_attrs
+        a.mp_kind, a.mp_template, a.mp_class = 'column', template, first[0]
+        a.mp_comment = first[1]
+        a.mp_purged = bool(self.purge_duplicate_comments)
+        self._put_array(f, group, '_idx', np.array(idxs, dtype=np.int64), 'int', filters)
+        classes = {i: rows[i][0] for i in idxs if rows[i][0] != first[0]}
+        if classes:
+            a.mp_classes = json.dumps(classes)
+        default_comment = '' if self.purge_duplicate_comments else first[1]
+        odd = [(i, rows[i][1]) for i in idxs[1:] if rows[i][1] != default_comment]
+        if odd:
+            self._put_array(f, group, '_comment_idx', np.array([i for i, _ in odd], np.int64),
+                            'int', filters)
+            self._put_column(f, group, '_comments', [c for _, c in odd], filters, np)
+        anns = [(i, rows[i][2]) for i in idxs if rows[i][2]]
+        if anns:
+            self._put_array(f, group, '_ann_idx', np.array([i for i, _ in anns], np.int64),
+                            'int', filters)
+            self._put_column(f, group, '_ann', [x for _, x in anns], filters, np)
+        empty = [i for i in idxs if rows[i][3] is None]
+        if empty:
+            self._put_array(f, group, '_empty_idx', np.array(empty, np.int64), 'int', filters)
+        items = {}
+        for i in idxs:
+            data = rows[i][3]
+            if data:
+                for key, value in data.items():
+                    col = items.get(key)
+                    if col is None:
+                        col = items[key] = ([], [])
+                    col[0].append(i)
+                    col[1].append(value)
+        if any(k.startswith('_') or k.endswith(('__idx', '__offsets')) for k in items):
+            raise StorageError('%s: item names must not start with "_" or end with "__idx"'
+                               % template)
+        for key, (col_idx, values) in items.items():
+            self._put_column(f, group, key, values, filters, np)
+            if len(col_idx) != len(idxs):
+                self._put_array(f, group, key + '__idx', np.array(col_idx, np.int64), 'int',
+                                filters)
+
+    def _write_overview(self, f, root, state, filters, np):
+        ov = f.create_group(root, 'overview', title='overview tables (for reading; minipypet '
+                                                    'itself loads from the nodes)')
+        n = state['length']
+        runs = state['runs']
+        summary = state.get('parameter_summary') or [''] * n
+        t0, t1 = runs['timestamp'], runs['finish_timestamp']
+        _h5_table(f, ov, 'info', [
+            ('name', [state['name']]), ('time', [state['time']]),
+            ('timestamp', [state['timestamp']]), ('comment', [state['comment']]),
+            ('length', [n]), ('version', [state['version']]), ('python', [state['python']])],
+            None, np)
+        _h5_table(f, ov, 'runs', [
+            ('idx', list(range(n))), ('name', [_run_name(i) for i in range(n)]),
+            ('time', [_now_strings(t)[0] if t else '' for t in t0]), ('timestamp', t0),
+            ('finish_timestamp', t1),
+            ('runtime', [str(datetime.timedelta(seconds=b - a)) if b else ''
+                         for a, b in zip(t0, t1)]),
+            ('completed', runs['completed']), ('parameter_summary', summary[:n] + [''] * (
+                n - len(summary))),
+            ('short_environment_hexsha', runs['hexsha'])], filters, np)  # errors: run_errors
+        errors = [(i, e) for i, e in enumerate(runs['error']) if e]
+        if errors:
+            _h5_table(f, ov, 'run_errors', [('idx', [i for i, _ in errors]),
+                                            ('error', [e for _, e in errors])], filters, np)
+        nodes = state['nodes']
+        leaves = [(k, r) for k, r in sorted(nodes.items()) if r['kind'] == 'leaf']
+
+        def rows_of(branch):
+            return [(k, r) for k, r in leaves if k.startswith(branch + '.')]
+
+        def node_table(table, items):
+            _h5_table(f, ov, table, [
+                ('location', [k.rpartition('.')[0] for k, _ in items]),
+                ('name', [k.rpartition('.')[2] for k, _ in items]),
+                ('value', [_value_summary(r['data']) for _, r in items]),
+                ('comment', [r.get('comment', '') for _, r in items])], filters, np)
+        if self.small_overview_tables:
+            node_table('parameters', rows_of('parameters'))
+            node_table('config', rows_of('config'))
+            node_table('results_trajectory', rows_of('results'))
+            node_table('derived_parameters_trajectory', rows_of('derived_parameters'))
+            explored = [(k, nodes[k]) for k in state['explored'] if k in nodes]
+            _h5_table(f, ov, 'explored_parameters', [
+                ('location', [k.rpartition('.')[0] for k, _ in explored]),
+                ('name', [k.rpartition('.')[2] for k, _ in explored]),
+                ('value', [_value_summary(r['data']) for _, r in explored]),
+                ('comment', [r.get('comment', '') for _, r in explored]),
+                ('length', [len((r['data'] or {}).get('explored_data') or ())
+                            for _, r in explored]),
+                ('range', [_short_repr((r['data'] or {}).get('explored_data'), 1 << 30)
+                           for _, r in explored])], filters, np)
+        columns = state['columns']
+        for branch in ('results', 'derived_parameters'):
+            templates = sorted(t for t in columns if t.startswith(branch + '.'))
+            if self.large_overview_tables:
+                idx_col, name_col, value_col = [], [], []
+                for t in templates:
+                    for i, row in sorted(columns[t].items()):
+                        idx_col.append(i)
+                        name_col.append(t)
+                        value_col.append(_value_summary(row[3]))
+                _h5_table(f, ov, branch + '_runs', [('idx', idx_col), ('name', name_col),
+                                                    ('value', value_col)], filters, np)
+            if self.summary_tables:
+                firsts = [(t, min(columns[t])) for t in templates]
+                _h5_table(f, ov, branch + '_runs_summary', [
+                    ('name', [t for t, _ in firsts]),
+                    ('value', [_value_summary(columns[t][i][3]) for t, i in firsts]),
+                    ('comment', [columns[t][i][1] for t, i in firsts]),
+                    ('number_of_items', [len(columns[t]) for t, _ in firsts]),
+                    ('example_item_run_name', [_run_name(i) for _, i in firsts])], None, np)
+        if self.large_overview_tables and state['explored']:
+            cols = [('idx', list(range(n)))]
+            for k in state['explored']:
+                data = (nodes.get(k) or {}).get('data') or {}
+                rng = list(data.get('explored_data') or [])[:n]
+                if not rng or {type(v) for v in rng} - {int, float, bool} or \
+                        len({type(v) for v in rng}) > 1:
+                    rng = [_short_repr(v, 64) for v in rng]
+                cols.append((k.rpartition('.')[2] if k.rpartition('.')[2] not in
+                             [c for c, _ in cols] else k.replace('.', '_'), rng))
+            _h5_table(f, ov, 'explored_parameters_runs', cols, filters, np)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _read_states(self, names, data=True):
+        if not os.path.exists(self.filename):
+            return {}
+        states = {}
+        with self._open() as f:
+            for name in names:
+                if '/' + name not in f:
+                    continue
+                states[name] = self._read_trajectory(f, name, data)
+        return states
+
+    def _read_trajectory(self, f, name, data):
+        np = _require('numpy', 'hdf5')
+        root = f.get_node('/' + name)
+        a = root._v_attrs
+        state = _new_state(name)
+        for key in ('time', 'timestamp', 'comment', 'version', 'python', 'length'):
+            value = getattr(a, key)
+            state[key] = value.item() if hasattr(value, 'item') else value
+        state['length'] = int(state['length'])
+        state['timestamp'] = float(state['timestamp'])
+        state['explored'] = json.loads(a.explored)
+        runs = f.get_node(root, 'overview/runs').read()
+        state['runs'] = {
+            'timestamp': runs['timestamp'].tolist(),
+            'finish_timestamp': runs['finish_timestamp'].tolist(),
+            'completed': runs['completed'].tolist(),
+            'hexsha': [x.decode() for x in runs['short_environment_hexsha'].tolist()],
+            'error': [''] * len(runs)}
+        state['parameter_summary'] = [x.decode('utf-8')
+                                      for x in runs['parameter_summary'].tolist()]
+        if 'run_errors' in root.overview:
+            for i, e in f.get_node(root, 'overview/run_errors').read().tolist():
+                state['runs']['error'][i] = e.decode('utf-8')
+        prefix = len(root._v_pathname) + 1
+        for node in f.walk_nodes(root):
+            ga = node._v_attrs
+            if 'mp_kind' not in ga._v_attrnames:
+                continue
+            kind = str(ga.mp_kind)
+            full_name = node._v_pathname[prefix:].replace('/', '.')
+            want = data is True or full_name.partition('.')[0] in data
+            if kind == 'column':
+                template = str(ga.mp_template)
+                want = data is True or template.partition('.')[0] in data
+                state['columns'][template] = self._read_rows(node, want, np)
+                continue
+            rec = {'kind': kind, 'comment': _attr(ga, 'mp_comment', ''),
+                   'ann': _from_json(ga.mp_annotations) if 'mp_annotations' in
+                   ga._v_attrnames else None}
+            if kind == 'leaf':
+                rec['class'] = str(ga.mp_class)
+                rec['data'] = None
+                if 'mp_item' in ga._v_attrnames:  # a one-item leaf stored as one dataset
+                    if want:
+                        rec['data'] = {_attr(ga, 'mp_item', ''): _decode_node(node, None, np,
+                                                                             True)}
+                elif want and 'mp_empty' not in ga._v_attrnames:
+                    rec['data'] = {}
+                    for leaf in node._f_iter_nodes('Leaf'):
+                        item = leaf._v_name
+                        if item.endswith('__offsets'):
+                            continue
+                        rec['data'][item] = _read_node(node, item, np, single=item !=
+                                                       'explored_data')
+            state['nodes'][full_name] = rec
+        for link in f.walk_nodes(root, classname='SoftLink'):
+            target = link.target
+            if target.startswith('/' + name + '/'):
+                state['nodes'][link._v_pathname[prefix:].replace('/', '.')] = {
+                    'kind': 'link', 'target': target[prefix:].replace('/', '.')}
+        return state
+
+    @staticmethod
+    def _read_rows(group, want, np):
+        a = group._v_attrs
+        idxs = group._idx.read().tolist()
+        tag, first_comment = str(a.mp_class), _attr(a, 'mp_comment', '')
+        default_comment = '' if a.mp_purged else first_comment
+        classes = {int(k): v for k, v in json.loads(a.mp_classes).items()} if \
+            'mp_classes' in a._v_attrnames else {}
+        comments = {}
+        if '_comment_idx' in group:
+            comments = dict(zip(group._comment_idx.read().tolist(),
+                                _read_node(group, '_comments', np)))
+        anns = {}
+        if '_ann_idx' in group:
+            anns = dict(zip(group._ann_idx.read().tolist(), _read_node(group, '_ann', np)))
+        empty = set(group._empty_idx.read().tolist()) if '_empty_idx' in group else set()
+        datas = {i: ({} if i not in empty else None) for i in idxs} if want else \
+            dict.fromkeys(idxs)
+        if want:
+            for leaf in group._f_iter_nodes('Leaf'):
+                item = leaf._v_name
+                if item.startswith('_') or item.endswith(('__idx', '__offsets')):
+                    continue
+                values = _read_node(group, item, np)
+                col_idx = group._f_get_child(item + '__idx').read().tolist() \
+                    if item + '__idx' in group else idxs
+                for i, v in zip(col_idx, values):
+                    datas[i][item] = v
+        first = idxs[0] if idxs else None
+        return {i: (classes.get(i, tag),
+                    first_comment if i == first else comments.get(i, default_comment),
+                    anns.get(i), datas[i]) for i in idxs}
+
+
+def _leaf_attrs(a, rec):
+    a.mp_kind = rec['kind']
+    if rec.get('class'):
+        a.mp_class = rec['class']
+    if rec.get('comment'):
+        a.mp_comment = rec['comment']
+    if rec.get('ann'):
+        a.mp_annotations = _to_json(rec['ann'])
+
+
+def _attr(attrs, key, default):
+    if key not in attrs._v_attrnames:
+        return default
+    value = getattr(attrs, key)
+    return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _value_summary(data, limit=64):
+    if data is None:
+        return ''
+    if set(data) <= {'data', 'explored_data'} and 'data' in data:
+        text = repr(data['data'])
+    else:
+        text = ', '.join('%s=%r' % kv for kv in data.items() if not kv[0].startswith('__'))
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _value_array(value, np):
+    """(kind, numpy array) for one value; 'json' holds the tagged JSON as uint8."""
+    t = type(value)
+    if t is bool:
+        return 'bool', np.array(value)
+    if t is int and -2 ** 63 <= value < 2 ** 63:
+        return 'int', np.array(value, dtype=np.int64)
+    if t is float:
+        return 'float', np.array(value, dtype=np.float64)
+    if t is complex:
+        return 'complex', np.array(value, dtype=np.complex128)
+    if t is str and '\x00' not in value and value:
+        return 'str', np.array(value.encode('utf-8'))
+    if t is bytes and value and not value.endswith(b'\x00'):
+        return 'bytes', np.array(value)
+    if _is_numpy(value) and getattr(value, 'dtype', None) is not None and \
+            value.dtype.kind in 'biufc':
+        if isinstance(value, np.ndarray) and value.size:
+            return 'ndarray', value
+        if not isinstance(value, np.ndarray):
+            return 'npscalar', np.array(value)
+    return 'json', np.frombuffer(_to_json(value).encode('utf-8'), dtype=np.uint8)
+
+
+def _column_array(values, np):
+    """(kind, array, offsets or None) holding a list of values, one row each."""
+    types = {type(v) for v in values}
+    if len(types) == 1 and values:
+        t = types.pop()
+        try:
+            if t is float:
+                return 'float', np.array(values, dtype=np.float64), None
+            if t is bool:
+                return 'bool', np.array(values, dtype=np.bool_), None
+            if t is int:
+                return 'int', np.array(values, dtype=np.int64), None
+            if t is complex:
+                return 'complex', np.array(values, dtype=np.complex128), None
+        except OverflowError:
+            pass
+        if t is str and not any('\x00' in v for v in values):
+            return 'str', np.array([v.encode('utf-8') for v in values] or [b'']), None
+        if t is bytes and all(v and not v.endswith(b'\x00') for v in values):
+            return 'bytes', np.array(values), None
+        if t.__module__ == 'numpy' and t is not np.ndarray and \
+                np.dtype(t).kind in 'biufc':
+            return 'npscalar', np.array(values), None
+        if t is np.ndarray:
+            first = values[0]
+            if first.dtype.kind in 'biufc' and first.size and all(
+                    v.shape == first.shape and v.dtype == first.dtype for v in values):
+                return 'ndarray', np.stack(values), None
+    parts = [_to_json(v).encode('utf-8') for v in values]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return 'json', np.frombuffer(b''.join(parts) or b' ', dtype=np.uint8), offsets
+
+
+def _read_node(group, name, np, single=False):
+    """Inverse of _value_array (single=True) / _column_array."""
+    offsets = group._f_get_child(name + '__offsets') if name + '__offsets' in group else None
+    return _decode_node(group._f_get_child(name), offsets, np, single and offsets is None)
+
+
+def _decode_node(node, offsets, np, single):
+    kind = str(node._v_attrs.mp_type)
+    arr = node.read()
+    if kind == 'json':
+        raw = arr.tobytes()
+        if offsets is None:
+            return _from_json(raw.decode('utf-8'))
+        offsets = offsets.read().tolist()
+        return [_from_json(raw[a:b].decode('utf-8')) for a, b in zip(offsets, offsets[1:])]
+    if single:
+        if kind == 'str':
+            return arr.item().decode('utf-8')
+        if kind in ('bool', 'int', 'float', 'complex', 'bytes'):
+            return arr.item() if hasattr(arr, 'item') else arr
+        if kind == 'npscalar':
+            return arr[()]
+        return arr
+    if kind == 'str':
+        return [v.decode('utf-8') for v in arr.tolist()]
+    if kind in ('bool', 'int', 'float', 'complex', 'bytes'):
+        return arr.tolist()
+    return list(arr)
+
+
+def _h5_table(f, group, name, columns, filters, np):
+    """A table from [(column, values)]: strings as utf-8 of their full length, never cut."""
+    n = len(columns[0][1]) if columns else 0
+    dtype, arrays = [], []
+    for col, values in columns:
+        if values and all(isinstance(v, str) for v in values) or not values and col in (
+                'name', 'location', 'value', 'comment', 'range', 'time', 'error'):
+            enc = [v.encode('utf-8') for v in values]
+            arr = np.array(enc or [b''], dtype='S%d' % max([1] + [len(e) for e in enc]))[:n]
+        else:
+            arr = np.array(values)
+            if arr.dtype.kind == 'U':
+                arr = np.array([str(v).encode('utf-8') for v in values])
+        dtype.append((col, arr.dtype))
+        arrays.append(arr)
+    table = np.empty(n, dtype=dtype)
+    for (col, _), arr in zip(dtype, arrays):
+        table[col] = arr
+    # One chunk of at most 64 KB: PyTables' default chunk would be allocated whole even for
+    # a table of three rows.
+    rows = max(1, min(n, 65536 // max(1, table.dtype.itemsize)))
+    if n:
+        f.create_table(group, name, obj=table, filters=filters, chunkshape=(rows,))
+    else:
+        f.create_table(group, name, description=table.dtype, chunkshape=(1,))
+
+
+STORAGE_SERVICES = {'hdf5': HDF5StorageService, 'pickle': PickleStorageService,
+                    'lazy': LazyStorageService}
+
+
+def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
+    """The service for a file: HDF5 when PyTables is there, else pickle (said once)."""
+    if mode == 'load' and filename is not None:
+        filename = os.fspath(filename)
+        for path in (filename, os.path.splitext(filename)[0] + '.pkl'):
+            if os.path.isfile(path):
+                with open(path, 'rb') as probe:
+                    head = probe.read(len(PickleStorageService.MAGIC))
+                if head.startswith(b'\x89HDF'):
+                    if _is_pypet_file(path):
+                        return _PypetFileReader(path)
+                    return HDF5StorageService(path)
+                if head == PickleStorageService.MAGIC:
+                    return PickleStorageService(path)
+                raise StorageError('%s is neither a minipypet HDF5 nor a minipypet pickle '
+                                   'file' % path)
+        if os.path.isfile(filename + '.journal'):
+            return (HDF5StorageService if _have('tables') else PickleStorageService)(filename)
+        raise DataNotInStorageError('cannot load: %s does not exist' % filename)
+    if use_hdf5 and _have('tables'):
+        return HDF5StorageService(filename, trajectory_name=name, **kwargs)
+    if use_hdf5:
+        _say_once('PyTables is not installed, so minipypet stores with the pickle backend '
+                  '(pip install "minipypet[hdf5]" for HDF5)')
+    for key in ('complevel', 'complib', 'shuffle', 'fletcher32', 'encoding', 'display_time'):
+        kwargs.pop(key, None)
+    if filename is not None and not os.fspath(filename).endswith(('/', os.sep)) and \
+            not os.path.isdir(filename):
+        filename = os.path.splitext(os.fspath(filename))[0] + '.pkl'
+    return PickleStorageService(filename, trajectory_name=name, **kwargs)
+
+
+_SAID = set()
+
+
+def _say_once(message):
+    if message not in _SAID:
+        _SAID.add(message)
+        logger.warning(message)
+
+
+def _is_pypet_file(path):
+    return False
+
+
+class _PypetFileReader(StorageService):
+    """Placeholder replaced below by the pypet-file reader."""
+
+
+# ============================================================================================
+# Parallel plumbing: workers, the queue writer, the lock wrapper, the executor adapter
+# ============================================================================================
+class _RemoteTraceback(Exception):
+    """The traceback text of an exception raised in another process."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+def _describe_exit(exitcode):
+    if exitcode is None:
+        return 'an unknown exit code'
+    if exitcode < 0:
+        try:
+            return 'signal %d (%s)' % (-exitcode, signal.Signals(-exitcode).name)
+        except ValueError:
+            return 'signal %d' % -exitcode
+    return 'exit code %d' % exitcode
+
+
+def _pickle_or_explain(obj, what, hint):
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise ConfigurationError('%s cannot be pickled (%s: %s), but %s; %s'
+                                 % (what, type(exc).__name__, exc, 'it must travel to other '
+                                    'processes', hint)) from exc
+
+
+def _find_unpicklable(job, args, kwargs):
+    """Name the first object that does not pickle."""
+    for what, obj in [('the job %r' % (job,), job)] + \
+            [('run argument %d (%s)' % (i, _short_repr(a)), a) for i, a in enumerate(args)] + \
+            [('run keyword argument %r' % k, v) for k, v in kwargs.items()]:
+        try:
+            pickle.dumps(obj)
+        except Exception as exc:
+            return '%s: %s: %s' % (what, type(exc).__name__, exc)
+    return None
+
+
+class _RunContext:
+    """What every worker needs, sent once (frozen) or with every run: the trajectory without
+    its explored ranges, the job and its arguments, and how to store a finished run."""
+
+    def __init__(self, traj, job, args, kwargs, store_mode, service, lock=None, queue=None,
+                 log_setup=None, clean_up=True):
+        self.traj, self.job, self.args, self.kwargs = traj, job, args, kwargs
+        self.store_mode, self.service, self.lock, self.queue = store_mode, service, lock, queue
+        self.log_setup, self.clean_up = log_setup, clean_up
+
+    def run(self, idx, values, extra):
+        """Carry out one run here; store it as the wrap mode says; return what goes back."""
+        traj = self.traj
+        traj._start_run(idx, values)
+        args, kwargs = self.args, self.kwargs
+        if extra is not None:
+            args, kwargs = tuple(args) + tuple(extra[0]), dict(kwargs, **extra[1])
+        start = time.time()
+        try:
+            ret = self.job(traj, *args, **kwargs)
+        except BaseException as exc:
+            record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
+            self._store(record)
+            traj._finish_run(record, True)
+            try:
+                exc_bytes = pickle.dumps(exc)
+            except Exception:
+                exc_bytes = None
+            return ('err', idx, traceback.format_exc(), exc_bytes,
+                    record if self.store_mode == 'parent' else record[:4] + ([],))
+        record = traj._run_record(idx, start, time.time(), 1)
+        self._store(record)
+        traj._finish_run(record, True)
+        if self.log_setup is not None:
+            self.log_setup.note_run(idx)
+        return ('ok', idx, ret, None, record if self.store_mode == 'parent' else
+                record[:4] + ([],))
+
+    def _store(self, record):
+        mode = self.store_mode
+        if mode == 'queue':
+            self.queue.put(record)
+        elif mode == 'lock':
+            with self.lock:
+                _store_run(self.service, record)
+        elif mode == 'direct':
+            _store_run(self.service, record)
+
+
+def _store_run(service, record):
+    if isinstance(service, _FileService):
+        service._store_run(record)
+    else:
+        service.store(SINGLE_RUN, record)
+
+
+def _format_exc(exc):
+    return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+_WORKER_CONTEXT = {}  # per process: context key -> unpickled _RunContext
+
+
+def _context_from(key, payload):
+    ctx = _WORKER_CONTEXT.get(key)
+    if ctx is None:
+        ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
+        _WORKER_CONTEXT.clear()
+        _WORKER_CONTEXT[key] = ctx
+        if ctx.log_setup is not None:
+            ctx.log_setup.in_worker('process')
+    return ctx
+
+
+def _safe_result(result):
+    """Make sure what goes back to the parent pickles; explain if the return value does not."""
+    try:
+        pickle.dumps(result[2])
+        return result
+    except Exception as exc:
+        return ('err', result[1], 'run %d returned %s, which cannot be pickled back to the main '
+                'process (%s: %s); return plain data or store it as a result instead'
+                % (result[1], _type_name(result[2]), type(exc).__name__, exc), None,
+                result[4])
+
+
+def _pool_worker(conn, key, payload):
+    """A pool worker: receive (idx, values, extra[, payload]) tasks until None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl+C means
+    ctx = _context_from(key, payload) if payload is not None else None
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            break
+        idx, values, extra, frozen = task
+        if frozen is not None:  # without freeze_input the context comes with every run
+            ctx = pickle.loads(frozen)
+            if ctx.log_setup is not None and not _WORKER_CONTEXT:
+                ctx.log_setup.in_worker('process')
+                _WORKER_CONTEXT['logged'] = ctx
+            elif ctx.log_setup is not None:
+                ctx.log_setup = _WORKER_CONTEXT['logged'].log_setup
+        conn.send(_safe_result(ctx.run(idx, values, extra)))
+    if ctx is not None and isinstance(ctx.service, _FileService):
+        ctx.service.close()
+
+
+def _process_run(conn, key, payload, idx, values, extra):
+    """No pool: one process carries out one run and exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    if ctx.log_setup is not None:
+        ctx.log_setup.in_worker('run', idx)
+    result = _safe_result(ctx.run(idx, values, extra))
+    if isinstance(ctx.service, _FileService):
+        ctx.service.close()
+    conn.send(result)
+    conn.close()
+
+
+def _executor_task(key, payload, idx, values, extra):
+    """Runs on an Executor's worker (another process or machine); storage stays with the
+    caller, so the whole record travels back."""
+    ctx = _context_from(key, payload)
+    return _safe_result(ctx.run(idx, values, extra))
+
+
+def _queue_writer(queue, service, conn, log_setup):
+    """The QUEUE mode's single writer: store records from the queue until None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_setup is not None:
+        log_setup.in_worker('queue')
+    count = 0
+    try:
+        while True:
+            record = queue.get()
+            if record is None:
+                break
+            _store_run(service, record)
+            count += 1
+        if isinstance(service, _FileService):
+            service.close()
+        conn.send(('ok', count))
+    except BaseException as exc:  # report, never swallow: the parent stops the sweep
+        conn.send(('err', '%s\n%s' % (_format_exc(exc), traceback.format_exc())))
+        raise
+
+
+class _Worker:
+    __slots__ = ('process', 'conn', 'idx')
+
+    def __init__(self, process, conn):
+        self.process, self.conn, self.idx = process, conn, None
+
+
+# ============================================================================================
+# Environment: config data, logging, git, the run loop, resume
+# ============================================================================================
+class _LogSetup:
+    """The seed's log files below <log_folder>/<trajectory name>/. Picklable, so worker
+    processes set up their own files (process_<pid>.txt, run_<idx>.txt, queue_process.txt)."""
+
+    FORMAT = '%(asctime)s %(processName)-12s %(name)s %(levelname)-8s %(message)s'
+
+    def __init__(self, folder, level):
+        self.folder, self.level = folder, level
+        self._handlers, self._runs_file = [], None
+
+    def __getstate__(self):
+        return {'folder': self.folder, 'level': self.level, '_handlers': [],
+                '_runs_file': None}
+
+    def _add(self, filename, level):
+        handler = logging.FileHandler(os.path.join(self.folder, filename), delay=True)
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter(self.FORMAT))
+        logging.getLogger().addHandler(handler)
+        self._handlers.append(handler)
+
+    def in_main(self):
+        os.makedirs(self.folder, exist_ok=True)
+        root = logging.getLogger()
+        self._old_level = root.level
+        if root.level > self.level or root.level == logging.NOTSET:
+            root.setLevel(self.level)
+        self._add('main.txt', self.level)
+        self._add('warnings_and_errors.txt', logging.WARNING)
+
+    def in_worker(self, kind, idx=None):
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # inherited through fork: the parent's files
+            if isinstance(handler, logging.FileHandler) and \
+                    os.path.dirname(handler.baseFilename) == os.path.abspath(self.folder):
+                root.removeHandler(handler)
+        root.setLevel(min(root.level or self.level, self.level))
+        name = {'process': 'process_%d' % os.getpid(), 'run': 'run_%08d' % (idx or 0),
+                'queue': 'queue_process'}[kind]
+        self._add(name + '.txt', self.level)
+        if kind == 'process':
+            self._runs_file = os.path.join(self.folder, 'process_%d_runs.txt' % os.getpid())
+
+    def note_run(self, idx):
+        if self._runs_file is not None:
+            with open(self._runs_file, 'a') as f:
+                f.write('%s: %s\n' % (_now_strings()[0], _run_name(idx)))
+
+    def remove(self):
+        root = logging.getLogger()
+        for handler in self._handlers:
+            root.removeHandler(handler)
+            handler.close()
+        self._handlers = []
+        if getattr(self, '_old_level', None) is not None:
+            root.setLevel(self._old_level)
+            self._old_level = None
+
+
+def _package_version(name):
+    try:
+        from importlib import metadata
+        return metadata.version(name)
+    except Exception:
+        return None
+
+
+def _git(repo, *args):
+    import subprocess
+    try:
+        out = subprocess.run(('git', '-C', repo) + args, capture_output=True, text=True,
+                             check=False)
+    except FileNotFoundError:
+        raise ConfigurationError('git_repository=%r needs git, but neither GitPython nor the '
+                                 'git command is installed' % repo) from None
+    if out.returncode != 0:
+        raise ConfigurationError('git %s in %r failed: %s' % (' '.join(args), repo,
+                                                             out.stderr.strip()))
+    return out.stdout
+
+
+def _git_commit(repo, message, fail):
+    """Commit the tracked files that changed (git add -u; git commit); return commit info.
+
+    Staged changes count as changes too (pypet compares only the working tree with the
+    index and records a stale commit)."""
+    if not os.path.isdir(repo):
+        raise ConfigurationError('git_repository=%r is not a folder' % repo)
+    if _have('git'):
+        git = importlib.import_module('git')
+        try:
+            r = git.Repo(repo)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise ConfigurationError('git_repository=%r is not a git repository' % repo) \
+                from None
+        dirty = r.is_dirty(index=True, working_tree=True, untracked_files=False)
+        if dirty and fail:
+            raise GitDiffError('%s has uncommitted changes and git_fail=True; commit them '
+                               'first' % repo)
+        if dirty:
+            r.git.add('-u')
+            r.index.commit(message)
+        c = r.head.commit
+        return {'hexsha': c.hexsha, 'name_rev': c.name_rev, 'committed_date': c.committed_date,
+                'message': c.message, 'new_commit': dirty}
+    if _git(repo, 'rev-parse', '--is-inside-work-tree').strip() != 'true':
+        raise ConfigurationError('git_repository=%r is not a git repository' % repo)
+    dirty = bool(_git(repo, 'status', '--porcelain', '--untracked-files=no').strip())
+    if dirty and fail:
+        raise GitDiffError('%s has uncommitted changes and git_fail=True; commit them first'
+                           % repo)
+    if dirty:
+        _git(repo, 'add', '-u')
+        _git(repo, 'commit', '-q', '-m', message)
+    hexsha = _git(repo, 'rev-parse', 'HEAD').strip()
+    return {'hexsha': hexsha, 'name_rev': _git(repo, 'name-rev', 'HEAD').strip(),
+            'committed_date': int(_git(repo, 'show', '-s', '--format=%ct', 'HEAD').strip()),
+            'message': _git(repo, 'show', '-s', '--format=%B', 'HEAD').strip(),
+            'new_commit': dirty}
+
+
+def progressbar(index, total, percentage_step=10, logger='print', log_level=logging.INFO,
+                reprint=True, time=True, length=20, fmt_string=None, reset=False):
+    """Print or log a progress bar with ETA every `percentage_step` percent; returns it."""
+    state = progressbar.__dict__.setdefault('_state', {'start': None, 'last': -1})
+    now = _time_now()
+    if reset or index == 0 or state['start'] is None:
+        state['start'], state['last'] = now, -1
+    done = (index + 1) / float(total) if total else 1.0
+    step = int(done * 100 // percentage_step)
+    if step == state['last'] and index + 1 < total:
+        return None
+    state['last'] = step
+    filled = int(round(done * length))
+    text = '[%s%s] %5.1f%%' % ('=' * filled, ' ' * (length - filled), done * 100)
+    if time and done > 0:
+        elapsed = now - state['start']
+        eta = elapsed / done - elapsed
+        text += ', remaining: %s' % datetime.timedelta(seconds=int(eta))
+    if fmt_string:
+        text = fmt_string % text
+    if logger == 'print':
+        print(('\r' if reprint else '') + text, end='' if reprint and done < 1 else '\n')
+    else:
+        log = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
+        log.log(log_level, text)
+    return text
+
+
+_time_now = time.time
+
+
+class Environment:
+    """Runs a job once per point of a trajectory's exploration and stores everything.
+
+    Every argument of pypet's Environment that the seed names is accepted, with pypet 0.7's
+    spellings (resumable, resume_folder, dynamic_imports, freeze_pool_input, ...) as aliases.
+    Beyond pypet: `executor` (any concurrent.futures Executor: dask, mpi4py), `start_method`,
+    `fsync_interval` (group commit of the journal) and `record_failed_runs`."""
+
+    def __init__(self, trajectory='trajectory', add_time=True, comment='',
+                 dynamic_imports=None, wildcard_functions=None, automatic_storing=True,
+                 log_folder=None, log_config='DEFAULT', log_level=None, log_stdout=False,
+                 report_progress=(5, 'minipypet', logging.INFO), multiproc=False, ncores=1,
+                 use_pool=True, use_scoop=False, wrap_mode=WRAP_MODE_LOCK, queue_maxsize=-1,
+                 freeze_input=False, timeout=None, cpu_cap=100.0, memory_cap=100.0,
+                 swap_cap=100.0, niceness=None, continuable=True, continue_folder=None,
+                 delete_continue=True, use_hdf5=True, storage_service=None, filename=None,
+                 file_title=None, overwrite_file=False, encoding='utf8', complevel=9,
+                 complib='zlib', shuffle=True, fletcher32=False, pandas_format='fixed',
+                 purge_duplicate_comments=True, summary_tables=True,
+                 small_overview_tables=True, large_overview_tables=True, results_per_run=0,
+                 derived_parameters_per_run=0, git_repository=None, git_message='',
+                 git_fail=False, lazy_debug=False, do_single_runs=True, clean_up_runs=True,
+                 immediate_postproc=False, graceful_exit=False, gc_interval=None, port=None,
+                 display_time=20, start_method=None, executor=None, fsync_interval=1.0,
+                 record_failed_runs=False, resumable=None, resume_folder=None,
+                 delete_resume=None, dynamically_imported_classes=None,
+                 freeze_pool_input=None, log_levels=None, logger_names=None,
+                 log_multiproc=True, sumatra_project=None, sumatra_reason='',
+                 sumatra_label=None):
+        # pypet 0.7 spellings of the seed's arguments
+        continuable = continuable if resumable is None else resumable
+        continue_folder = continue_folder if resume_folder is None else resume_folder
+        delete_continue = delete_continue if delete_resume is None else delete_resume
+        freeze_input = freeze_input if freeze_pool_input is None else freeze_pool_input
+        log_level = log_level if log_levels is None else log_levels
+        if isinstance(log_level, (list, tuple)):
+            log_level = min(log_level)
+        self._validate(locals())
+        self._timestamp = time.time()
+        self._time = _now_strings(self._timestamp)[0]
+        if isinstance(trajectory, str):
+            self._traj = Trajectory(trajectory, add_time=add_time, comment=comment,
+                                    dynamic_imports=dynamic_imports,
+                                    dynamically_imported_classes=dynamically_imported_classes,
+                                    wildcard_functions=wildcard_functions)
+        elif isinstance(trajectory, Trajectory):
+            self._traj = trajectory
+            if dynamic_imports or dynamically_imported_classes:
+                trajectory.f_add_to_dynamic_imports(
+                    list(_import_classes(dynamic_imports).values()) +
+                    list(_import_classes(dynamically_imported_classes).values()))
+        else:
+            raise ConfigurationError('trajectory must be a name (str) or a Trajectory, got %r'
+                                     % (trajectory,))
+        traj = self._traj
+        self._multiproc, self._ncores, self._use_pool = bool(multiproc), ncores, use_pool
+        self._wrap_mode, self._freeze_input = wrap_mode, freeze_input
+        self._queue_maxsize, self._niceness = queue_maxsize, niceness
+        self._continuable, self._continue_folder = bool(continuable), continue_folder
+        self._delete_continue = delete_continue
+        self._automatic_storing, self._clean_up_runs = automatic_storing, clean_up_runs
+        self._graceful_exit, self._start_method = graceful_exit, start_method
+        self._executor, self._record_failed = executor, record_failed_runs
+        self._report_progress = report_progress
+        self._do_single_runs = do_single_runs
+        self._postproc = None
+        self._stopped = False
+        self._git_message = git_message
+        self._resumed = False
+        self._run_count = 0
+        # storage: an explicit service, or HDF5 (pickle without PyTables), or the user's own
+        self._lazy = bool(lazy_debug and __debug__)
+        service_kwargs = dict(file_title=file_title, overwrite_file=overwrite_file,
+                              purge_duplicate_comments=purge_duplicate_comments,
+                              summary_tables=summary_tables,
+                              small_overview_tables=small_overview_tables,
+                              large_overview_tables=large_overview_tables,
+                              results_per_run=results_per_run,
+                              derived_parameters_per_run=derived_parameters_per_run,
+                              fsync_interval=fsync_interval)
+        if self._lazy:
+            logger.warning('lazy_debug=True and Python runs without -O: using '
+                           'LazyStorageService, NOTHING will be written to disk')
+            traj.v_storage_service = LazyStorageService()
+        elif traj.v_storage_service is not None:
+            pass
+        elif storage_service is not None:
+            if isinstance(storage_service, str):
+                storage_service = STORAGE_SERVICES[storage_service.lower()]
+            if isinstance(storage_service, type) and issubclass(storage_service, _FileService):
+                extra = dict(complevel=complevel, complib=complib, shuffle=shuffle,
+                             fletcher32=fletcher32) if issubclass(
+                    storage_service, HDF5StorageService) else {}
+                storage_service = storage_service(filename, trajectory_name=traj.v_name,
+                                                  **dict(service_kwargs, **extra))
+            elif isinstance(storage_service, type):
+                storage_service = storage_service()
+            traj.v_storage_service = storage_service
+        elif use_hdf5:
+            traj.v_storage_service = _make_service(
+                True, filename, name=traj.v_name, complevel=complevel, complib=complib,
+                shuffle=shuffle, fletcher32=fletcher32, **service_kwargs)
+        # names and provenance
+        self._git = None
+        if git_repository is not None:
+            message = '%s -- Trajectory: `%s`, Time: `%s`' % (git_message, traj.v_name,
+                                                             traj.v_time)
+            if traj.v_comment:
+                message += ', Comment: `%s`' % traj.v_comment
+            self._git = _git_commit(os.fspath(git_repository), message.strip(), git_fail)
+            self._hexsha = self._git['hexsha']
+        else:
+            self._hexsha = hashlib.sha1((traj.v_name + str(traj.v_timestamp) +
+                                         str(self._timestamp) + __version__).encode()).hexdigest()
+        self._name = 'environment_%s_%s' % (self._hexsha[:7], self._time)
+        traj.__dict__['_environment_hexsha'] = self._hexsha
+        traj.__dict__['_environment_name'] = self._name
+        # logging, only when asked for
+        self._log = None
+        if log_folder is not None:
+            self._log = _LogSetup(os.path.join(os.fspath(log_folder), traj.v_name),
+                                  log_level if log_level is not None else logging.INFO)
+            self._log.in_main()
+        self._settings = {
+            'multiproc': self._multiproc, 'ncores': ncores, 'use_pool': use_pool,
+            'wrap_mode': wrap_mode, 'continuable': self._continuable,
+            'freeze_input': freeze_input, 'automatic_storing': automatic_storing,
+            'clean_up_runs': clean_up_runs, 'graceful_exit': graceful_exit,
+            'start_method': start_method or '', 'executor': type(executor).__name__
+            if executor is not None else '', 'fsync_interval': fsync_interval
+            if fsync_interval is not None else -1.0, 'record_failed_runs': record_failed_runs,
+            'storage_service': type(traj.v_storage_service).__name__,
+            'filename': getattr(traj.v_storage_service, 'filename', None) or ''}
+        self._add_config()
+
+    # -- validation --------------------------------------------------------------------------
+    @staticmethod
+    def _validate(a):
+        def bad(message):
+            raise ConfigurationError(message)
+        if a['wrap_mode'] not in WRAP_MODES:
+            bad('wrap_mode must be one of %s (see pypetconstants), got %r'
+                % (WRAP_MODES, a['wrap_mode']))
+        if not isinstance(a['ncores'], int) or isinstance(a['ncores'], bool) or \
+                a['ncores'] < 0:
+            bad('ncores must be an int >= 1 (0: one per CPU), got %r' % (a['ncores'],))
+        if a['use_scoop']:
+            bad('SCOOP is not supported; pass a concurrent.futures Executor instead, e.g. '
+                'executor=dask.distributed.Client(...).get_executor()')
+        if a['port'] is not None or a['timeout'] is not None:
+            bad('port and timeout belong to pypet\'s NETLOCK/NETQUEUE/SCOOP modes, which '
+                'minipypet does not have; use executor=... to reach other machines')
+        if a['sumatra_project'] is not None:
+            bad('Sumatra is not supported')
+        for cap in ('cpu_cap', 'memory_cap', 'swap_cap'):
+            value = a[cap]
+            value = value[0] if isinstance(value, tuple) else value
+            if not 0.0 < value <= 100.0:
+                bad('%s must lie in (0, 100], got %r' % (cap, value))
+        if a['freeze_input'] and not (a['multiproc'] and a['use_pool']) and \
+                a['executor'] is None:
+            bad('freeze_input only applies to a pool (multiproc=True, use_pool=True) or an '
+                'executor')
+        if a['immediate_postproc'] and a['use_pool'] and a['multiproc']:
+            bad('immediate_postproc needs use_pool=False')
+        if a['start_method'] not in (None, 'fork', 'spawn', 'forkserver'):
+            bad("start_method must be None, 'fork', 'spawn' or 'forkserver', got %r"
+                % (a['start_method'],))
+        if a['executor'] is not None and not callable(getattr(a['executor'], 'submit', None)):
+            bad('executor must have a submit(fn, *args) method (a concurrent.futures '
+                'Executor), got %r' % (a['executor'],))
+        if a['log_config'] is None and a['log_folder'] is not None:
+            bad('log_config=None means "leave logging alone"; do not pass log_folder with it')
+        if a['queue_maxsize'] is not None and (not isinstance(a['queue_maxsize'], int) or
+                                               a['queue_maxsize'] < -1):
+            bad('queue_maxsize must be -1 (2*ncores), 0 (unbounded) or a positive int')
+        if a['gc_interval'] is not None and (not isinstance(a['gc_interval'], int) or
+                                             a['gc_interval'] < 1):
+            bad('gc_interval must be None or an int >= 1')
+        for flag in ('multiproc', 'use_pool', 'add_time', 'automatic_storing', 'use_hdf5',
+                     'graceful_exit', 'clean_up_runs', 'record_failed_runs', 'lazy_debug'):
+            if not isinstance(a[flag], (bool, int)):
+                bad('%s must be True or False, got %r' % (flag, a[flag]))
+        if a['report_progress'] not in (True, False, None) and not (
+                isinstance(a['report_progress'], tuple) and 1 <= len(a['report_progress']) <= 3
+                and 0 < a['report_progress'][0] <= 100):
+            bad('report_progress must be True, False or (percent, logger name or "print", '
+                'level), got %r' % (a['report_progress'],))
+
+    # -- properties --------------------------------------------------------------------------
+    v_trajectory = property(lambda self: self._traj, doc='The trajectory being run.')
+    v_traj = v_trajectory
+    v_name = property(lambda self: self._name,
+                      doc='environment_<sha1[:7]>_<YYYY_MM_DD_HHhMMmSSs>')
+    v_hexsha = property(lambda self: self._hexsha, doc='SHA-1 (the git commit with git).')
+    v_time = property(lambda self: self._time)
+    v_timestamp = property(lambda self: self._timestamp)
+    v_git = property(lambda self: self._git, doc='The recorded git commit (or None).')
+
+    @property
+    def v_continue_file(self):
+        """The .cnt file of this environment's trajectory (None if nothing is stored)."""
+        service = self._traj.v_storage_service
+        filename = getattr(service, 'filename', None)
+        if filename is not None:
+            folder = self._continue_folder or os.path.dirname(os.path.abspath(filename))
+        elif self._log is not None:
+            folder = self._continue_folder or self._log.folder
+        else:
+            return None
+        return os.path.join(folder, self._traj.v_name + '.cnt')
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f_disable_logging()
+
+    def f_disable_logging(self, remove_all_handlers=True):
+        """Remove the log handlers this environment added."""
+        if self._log is not None:
+            self._log.remove()
+
+    # -- config data -------------------------------------------------------------------------
+    def _config(self, name, value, comment=''):
+        full = 'environment.%s.%s' % (self._name, name)
+        node = self._traj._nodes.get('config.' + full)
+        if node is None:
+            self._traj.f_add_config(full, value, comment=comment)
+        else:
+            node.__dict__['_locked'] = False
+            node.f_set(value)
+
+    def _add_config(self):
+        traj = self._traj
+        group = traj.f_add_config_group('environment', comment='Settings for the different '
+                                        'environments used to run the experiments')
+        del group
+        c = self._config
+        c('hexsha', self._hexsha, 'SHA-1 identifying the environment')
+        c('timestamp', self._timestamp, 'creation time of the environment')
+        c('name', self._name)
+        c('trajectory.name', traj.v_name)
+        c('trajectory.timestamp', traj.v_timestamp)
+        for key, value in self._settings.items():
+            c(key, value)
+        c('versions.python', platform.python_version())
+        c('versions.minipypet', __version__)
+        for module, dist in (('numpy', 'numpy'), ('tables', 'tables'), ('git', 'GitPython'),
+                             ('pandas', 'pandas')):
+            version = _package_version(dist)
+            if version:
+                c('versions.' + dist, version)
+        c('platform', platform.platform())
+        main = sys.modules.get('__main__')
+        script = getattr(main, '__file__', None)
+        if script:
+            c('script', os.path.abspath(script))
+        if self._git is not None:
+            g = self._git
+            prefix = 'git.commit_%s_%s' % (g['hexsha'][:7], self._time)
+            if 'config.' + prefix not in traj._nodes:
+                for key in ('hexsha', 'name_rev', 'committed_date', 'message'):
+                    traj.f_add_config('%s.%s' % (prefix, key), g[key])
+
+    # -- running -----------------------------------------------------------------------------
+    def f_add_postprocessing(self, postproc, *args, **kwargs):
+        """Call postproc(traj, results, *args, **kwargs) after the runs; if it returns a dict
+        (or calls traj.f_expand), the new runs execute and postproc is called again."""
+        self._postproc = (postproc, args, kwargs)
+
+    def f_run(self, runfunc, *args, **kwargs):
+        """Run runfunc(traj, *args, **kwargs) for every run not completed yet; returns
+        [(run index, return value), ...] ordered by run index."""
+        if not self._do_single_runs:
+            raise PypetError('this environment was made with do_single_runs=False')
+        return self._execute(runfunc, args, kwargs, None)
+
+    def f_run_map(self, runfunc, *iter_args, **iter_kwargs):
+        """Like f_run, but run i gets the i-th element of each iterable as arguments."""
+        columns = [list(a) for a in iter_args]
+        kwcolumns = {k: list(v) for k, v in iter_kwargs.items()}
+        n = len(self._traj)
+        for col in columns + list(kwcolumns.values()):
+            if len(col) != n:
+                raise ConfigurationError('f_run_map: every iterable needs one element per run '
+                                         '(%d), got %d' % (n, len(col)))
+        per_run = [(tuple(c[i] for c in columns), {k: v[i] for k, v in kwcolumns.items()})
+                   for i in range(n)]
+        return self._execute(runfunc, (), {}, per_run)
+
+    def f_pipeline(self, pipeline):
+        """pipeline(traj) builds the trajectory and returns (runfunc, args, kwargs) or
+        ((runfunc, args, kwargs), (postproc, args, kwargs)); None means analysis only."""
+        spec = pipeline(self._traj)
+        if spec is None:
+            return None
+        if isinstance(spec, tuple) and spec and isinstance(spec[0], tuple):
+            run_spec, post = spec[0], spec[1] if len(spec) > 1 else None
+        else:
+            run_spec, post = spec, None
+        run_spec = tuple(run_spec) if isinstance(run_spec, tuple) else (run_spec,)
+        if not 1 <= len(run_spec) <= 3 or not callable(run_spec[0]):
+            raise ConfigurationError('the pipeline must return (runfunc[, args[, kwargs]]), '
+                                     'got %r' % (spec,))
+        if post is not None:
+            post = tuple(post) if isinstance(post, tuple) else (post,)
+            if not 1 <= len(post) <= 3 or not callable(post[0]):
+                raise ConfigurationError('the post-processing part of a pipeline must be '
+                                         '(postproc[, args[, kwargs]]), got %r' % (post,))
+            self.f_add_postprocessing(post[0], *(post[1] if len(post) > 1 else ()),
+                                      **(post[2] if len(post) > 2 else {}))
+        return self.f_run(run_spec[0], *(run_spec[1] if len(run_spec) > 1 else ()),
+                          **(run_spec[2] if len(run_spec) > 2 else {}))
+
+    def _service(self):
+        service = self._traj.v_storage_service
+        if service is None:
+            raise ConfigurationError(
+                'no storage service: with use_hdf5=False attach your own with '
+                'env.v_trajectory.v_storage_service = MyService() (or pass '
+                'storage_service=LazyStorageService to store nothing)')
+        return service
+
+    def _execute(self, job, args, kwargs, per_run, pending=None):
+        traj = self._traj
+        service = self._service()
+        self._check_parallel(service)
+        start = time.time()
+        self._config('start_timestamp', start)
+        results = []
+        cnt = None
+        if self._automatic_storing:
+            traj.f_store(only_init=True)
+            if isinstance(service, _FileService):
+                _Journal.repair(service.journal_path)
+            cnt = self._write_continue_file(job, args, kwargs, per_run)
+        try:
+            while True:
+                if pending is None:
+                    pending = [i for i in range(len(traj)) if not traj._runs.completed[i]]
+                results.extend(self._run_pending(job, args, kwargs, per_run, pending, cnt))
+                pending = None
+                if self._postproc is None or self._stopped:
+                    break
+                before = len(traj)
+                func, pargs, pkwargs = self._postproc
+                expanded = self._postprocess(func, results, pargs, pkwargs)
+                if len(traj) == before and not expanded:
+                    break
+                self._config('postproc_expand', True)
+                if expanded is not None:
+                    args, kwargs = expanded
+                if cnt is not None and self._automatic_storing:
+                    traj.f_store(only_init=True)
+                    cnt = self._write_continue_file(job, args, kwargs, per_run)
+        finally:
+            finish = time.time()
+            self._config('finish_timestamp', finish)
+            self._config('runtime', str(datetime.timedelta(seconds=finish - start)))
+            if self._resumed:
+                self._config('resumed', True)
+            if self._automatic_storing:
+                traj.f_store()
+        if cnt is not None and self._delete_continue and traj.f_is_completed():
+            for path in (cnt, cnt + '.results'):
+                if os.path.exists(path):
+                    os.remove(path)
+        results.sort(key=lambda r: r[0])
+        return results
+
+    def _postprocess(self, func, results, args, kwargs):
+        traj = self._traj
+        ret = func(traj, sorted(results, key=lambda r: r[0]), *args, **kwargs)
+        if ret is None:
+            return None
+        if isinstance(ret, dict):
+            traj.f_expand(ret)
+            return None
+        if isinstance(ret, tuple) and ret and (ret[0] is None or isinstance(ret[0], dict)):
+            if len(ret) > 5:
+                raise ConfigurationError('post-processing may return at most (expand_dict, '
+                                         'run_args, run_kwargs, postproc_args, '
+                                         'postproc_kwargs), got %d items' % len(ret))
+            if ret[0]:
+                traj.f_expand(ret[0])
+            if len(ret) > 3:
+                self._postproc = (func, tuple(ret[3]), ret[4] if len(ret) > 4 else kwargs)
+            if len(ret) > 1:
+                return tuple(ret[1]), ret[2] if len(ret) > 2 else {}
+            return None
+        logger.warning('post-processing returned %s, which is not understood (return None, '
+                       'a dict to expand, or a tuple starting with one); ignored',
+                       _short_repr(ret))
+        return None
+
+    def _check_parallel(self, service):
+        if not (self._multiproc or self._executor is not None):
+            return
+        if self._multiproc and self._wrap_mode == WRAP_MODE_NONE and \
+                not getattr(service, 'multiproc_safe', False):
+            raise ConfigurationError(
+                "wrap_mode='NONE' needs a storage service that is safe for several processes; "
+                "%s is not (set multiproc_safe=True on your own service if it is); use "
+                "wrap_mode='QUEUE' or 'LOCK'" % type(service).__name__)
+
+    # -- the runs ----------------------------------------------------------------------------
+    def _run_pending(self, job, args, kwargs, per_run, pending, cnt):
+        if not pending:
+            return []
+        traj = self._traj
+        results_log = _Journal(cnt + '.results', fsync_interval=1.0) if cnt else None
+        progress = _Progress(self._report_progress, len(pending))
+        old_handler = self._install_sigint()
+        try:
+            if self._executor is not None:
+                runner = self._run_executor
+            elif self._multiproc and self._use_pool:
+                runner = self._run_pool
+            elif self._multiproc:
+                runner = self._run_processes
+            else:
+                runner = self._run_serial
+            return runner(job, args, kwargs, per_run, pending, results_log, progress)
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            if results_log is not None:
+                results_log.close()
+            traj.f_restore_default()
+
+    def _install_sigint(self):
+        self._stopped = False
+        self._interrupts = 0
+        if not self._graceful_exit or threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            self._interrupts += 1
+            if self._interrupts == 1:
+                self._stopped = True
+                logger.warning('Ctrl+C: no new runs are started; running ones finish and are '
+                               'stored (press Ctrl+C again to stop at once)')
+            else:
+                raise KeyboardInterrupt
+        return signal.signal(signal.SIGINT, handler)
+
+    def _got(self, idx, ret, results, results_log, progress):
+        results.append((idx, ret))
+        if results_log is not None:
+            try:
+                results_log.append((idx, ret))
+            except Exception as exc:  # an unpicklable return value only costs the resume
+                _say_once('continuable: a run returned %s, which cannot be pickled (%s); '
+                          'f_continue_run will return None for such runs'
+                          % (_type_name(ret), exc))
+        progress.step()
+
+    def _fail(self, idx, tb_text, exc):
+        """Re-raise a run's exception in the main process, its traceback attached."""
+        if exc is None:
+            raise RunFailedError('run %d (%s) failed:\n%s' % (idx, _run_name(idx), tb_text))
+        exc.__cause__ = _RemoteTraceback('\n"""\nTraceback of run %d (%s):\n%s"""'
+                                         % (idx, _run_name(idx), tb_text))
+        raise exc
+
+    def _run_serial(self, job, args, kwargs, per_run, pending, results_log, progress):
+        traj = self._traj
+        service = traj.v_storage_service
+        store = service._store_run if isinstance(service, _FileService) else \
+            functools.partial(service.store, SINGLE_RUN)
+        clean_up = self._clean_up_runs and not getattr(service, 'keeps_runs', False)
+        results = []
+        for idx in pending:
+            if self._stopped:
+                break
+            traj._start_run(idx)
+            a, kw = (args, kwargs) if per_run is None else (per_run[idx][0], per_run[idx][1])
+            start = time.time()
+            try:
+                ret = job(traj, *a, **kw)
+            except Exception as exc:
+                record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
+                store(record)
+                traj._finish_run(record, clean_up)
+                if not self._record_failed:
+                    raise
+                logger.error('run %d failed (recorded, going on): %s', idx, _format_exc(exc))
+                progress.step()
+                continue
+            record = traj._run_record(idx, start, time.time(), 1)
+            store(record)
+            traj._finish_run(record, clean_up)
+            self._got(idx, ret, results, results_log, progress)
+        return results
+
+    def _context(self, job, args, kwargs, store_mode, service, lock=None, queue=None):
+        traj = self._traj
+        copy = traj._worker_copy()
+        ctx = _RunContext(copy, job, args, kwargs, store_mode, service, lock, queue,
+                          self._log, True)
+        key = '%s-%d-%d' % (traj.v_name, os.getpid(), self._run_count)
+        self._run_count += 1
+        return ctx, key
+
+    def _payload(self, ctx, job, args, kwargs, what):
+        try:
+            return pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            culprit = _find_unpicklable(job, args, kwargs) or '%s: %s' % (
+                type(exc).__name__, exc)
+            raise ConfigurationError('%s: everything sent to other processes must pickle, '
+                                     'and %s does not; %s' % (what, culprit, {
+                                         'pool': 'use use_pool=False (with the fork start '
+                                                 'method data is inherited, not pickled)',
+                                         'executor': 'an executor needs picklable jobs and '
+                                                     'arguments (define the job at module '
+                                                     'level)',
+                                         'process': "use the 'fork' start method, or make it "
+                                                    "picklable"}[what.split()[0]])) from exc
+
+    def _store_mode(self, service):
+        """How workers store: through the queue writer, under a lock, directly, or not at
+        all (the record goes back to this process)."""
+        if getattr(service, 'keeps_runs', False) or isinstance(service, LazyStorageService):
+            return 'parent'
+        return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock',
+                WRAP_MODE_NONE: 'direct'}[self._wrap_mode]
+
+    def _mp_context(self):
+        import multiprocessing
+        return multiprocessing.get_context(self._start_method)
+
+    def _start_plumbing(self, mp, service, store_mode):
+        """The Manager, its queue or lock and the queue writer process, as the mode needs."""
+        plumbing = {'manager': None, 'queue': None, 'lock': None, 'writer': None,
+                    'writer_conn': None}
+        if store_mode in ('queue', 'lock'):
+            manager = plumbing['manager'] = mp.Manager()
+            if store_mode == 'queue':
+                size = self._queue_maxsize
+                size = 2 * max(self._ncores, 1) if size == -1 else size
+                plumbing['queue'] = manager.Queue(maxsize=size)
+                here, there = mp.Pipe(duplex=False)
+                writer = mp.Process(target=_queue_writer, name='QueueProcess',
+                                    args=(plumbing['queue'], service, there, self._log))
+                writer.daemon = True
+                writer.start()
+                there.close()
+                plumbing['writer'], plumbing['writer_conn'] = writer, here
+            else:
+                plumbing['lock'] = manager.Lock()
+        return plumbing
+
+    def _stop_plumbing(self, plumbing, ok=True):
+        error = None
+        writer = plumbing['writer']
+        try:
+            if writer is not None:
+                if writer.is_alive():
+                    try:
+                        plumbing['queue'].put(None)
+                    except Exception:
+                        pass
+                conn = plumbing['writer_conn']
+                if conn.poll(600 if writer.is_alive() else 1):
+                    status = conn.recv()
+                    if status[0] == 'err':
+                        error = status[1]
+                elif not writer.is_alive():
+                    error = 'the queue writer process died with %s' % _describe_exit(
+                        writer.exitcode)
+                writer.join(30)
+        finally:
+            if plumbing['manager'] is not None:
+                plumbing['manager'].shutdown()
+        if error is not None and ok:
+            raise StorageError('storing through the queue failed; the runs it did not store '
+                               'are not completed and a resume repeats them:\n%s' % error)
+
+    def _ncores_value(self):
+        return self._ncores or os.cpu_count() or 1
+
+    def _run_pool(self, job, args, kwargs, per_run, pending, results_log, progress):
+        service = self._traj.v_storage_service
+        store_mode = self._store_mode(service)
+        mp = self._mp_context()
+        ctx, key = self._context(job, args, kwargs, store_mode, service)
+        plumbing = self._start_plumbing(mp, service, store_mode)
+        ctx.queue, ctx.lock = plumbing['queue'], plumbing['lock']
+        payload = self._payload(ctx, job, args, kwargs, 'pool (use_pool=True)')
+        frozen = payload if self._freeze_input else None
+        per_task = None if self._freeze_input else payload
+        workers = []
+        ok = False
+        try:
+            for _ in range(min(self._ncores_value(), len(pending))):
+                here, there = mp.Pipe()
+                process = mp.Process(target=_pool_worker, args=(there, key, frozen),
+                                     name='PoolWorker-%d' % (len(workers) + 1))
+                process.daemon = True
+                process.start()
+                there.close()
+                workers.append(_Worker(process, here))
+            results = self._dispatch(workers, pending, per_run, per_task, results_log,
+                                     progress, plumbing)
+            ok = True
+            return results
+        finally:
+            for w in workers:
+                try:
+                    if w.process.is_alive():
+                        w.conn.send(None)
+                except (OSError, ValueError):
+                    pass
+            for w in workers:
+                w.process.join(5 if ok else 0.5)
+                if w.process.is_alive():
+                    w.process.terminate()
+                    w.process.join()
+                w.conn.close()
+            self._stop_plumbing(plumbing, ok)
+
+    def _dispatch(self, workers, pending, per_run, per_task, results_log, progress, plumbing):
+        """Hand runs to idle pool workers in index order; collect results; detect deaths."""
+        from multiprocessing.connection import wait
+        traj = self._traj
+        todo = collections.deque(pending)
+        results, idle, failure = [], list(workers), None
+        busy = {}
+        writer_conn = plumbing['writer_conn']
+        while todo or busy:
+            while idle and todo and not self._stopped and failure is None:
+                w = idle.pop()
+                idx = todo.popleft()
+                w.idx = idx
+                extra = per_run[idx] if per_run is not None else None
+                w.conn.send((idx, traj._run_values(idx), extra, per_task))
+                busy[w.conn] = w
+            if not busy:
+                break
+            watch = list(busy) + [w.process.sentinel for w in busy.values()]
+            if writer_conn is not None:
+                watch.append(writer_conn)
+            for ready in wait(watch):
+                if ready is writer_conn:
+                    status = writer_conn.recv()
+                    raise StorageError('the queue writer failed; finished runs that reached '
+                                       'the file stay stored:\n%s' % (status[1],))
+                w = busy.get(ready)
+                if w is None:  # a sentinel: find its worker
+                    w = next((x for x in busy.values() if x.process.sentinel == ready), None)
+                    if w is None or w.conn.poll():
+                        continue
+                    del busy[w.conn]
+                    raise WorkerDiedError(
+                        'run %d (%s): worker process %d died with %s while carrying it out '
+                        '(killed, os._exit or out of memory); every finished run is stored, '
+                        'resume with env.f_continue_run(%r)' % (
+                            w.idx, _run_name(w.idx), w.process.pid, _describe_exit(
+                                w.process.exitcode), self.v_continue_file))
+                try:
+                    result = w.conn.recv()
+                except EOFError:
+                    continue  # its sentinel reports the death
+                del busy[w.conn]
+                idle.append(w)
+                failure = self._handle(result, results, results_log, progress) or failure
+        if failure is not None:
+            self._fail(*failure)
+        return results
+
+    def _handle(self, result, results, results_log, progress):
+        """One run's outcome in this process: bookkeeping, storage of returned records."""
+        status, idx, value, exc_bytes, record = result
+        traj = self._traj
+        if record[4] or self._store_mode(traj.v_storage_service) == 'parent':
+            service = traj.v_storage_service
+            if isinstance(service, LazyStorageService) or getattr(service, 'keeps_runs',
+                                                                  False):
+                traj._apply_run_record(record)
+            else:
+                _store_run(service, record)
+        traj._runs.set(idx, *record[3])
+        if status == 'ok':
+            self._got(idx, value, results, results_log, progress)
+            return None
+        exc = None
+        if exc_bytes is not None:
+            try:
+                exc = pickle.loads(exc_bytes)
+            except Exception:
+                exc = None
+        if self._record_failed:
+            logger.error('run %d failed (recorded, going on):\n%s', idx, value)
+            progress.step()
+            return None
+        self._stopped = True  # no new runs; the running ones finish and are stored
+        return idx, value, exc
+
+    def _run_processes(self, job, args, kwargs, per_run, pending, results_log, progress):
+        """No pool: a new process per run, at most ncores alive."""
+        from multiprocessing.connection import wait
+        traj = self._traj
+        service = traj.v_storage_service
+        store_mode = self._store_mode(service)
+        mp = self._mp_context()
+        ctx, key = self._context(job, args, kwargs, store_mode, service)
+        plumbing = self._start_plumbing(mp, service, store_mode)
+        ctx.queue, ctx.lock = plumbing['queue'], plumbing['lock']
+        method = mp.get_start_method()
+        payload = ctx if method == 'fork' else self._payload(
+            ctx, job, args, kwargs, "process per run (use_pool=False) with the %r start "
+            "method" % method)
+        todo = collections.deque(pending)
+        results, running, failure, ok = [], {}, None, False
+        try:
+            while todo or running:
+                while todo and len(running) < self._ncores_value() and not self._stopped \
+                        and failure is None:
+                    idx = todo.popleft()
+                    here, there = mp.Pipe(duplex=False)
+                    extra = per_run[idx] if per_run is not None else None
+                    process = mp.Process(target=_process_run, name='Run-%d' % idx,
+                                         args=(there, key, payload, idx, traj._run_values(idx),
+                                               extra))
+                    process.daemon = True
+                    process.start()
+                    there.close()
+                    running[here] = (idx, process)
+                if not running:
+                    break
+                watch = list(running) + [p.sentinel for _, p in running.values()]
+                for ready in wait(watch):
+                    if ready in running:
+                        idx, process = running[ready]
+                        try:
+                            result = ready.recv()
+                        except EOFError:
+                            result = None
+                        del running[ready]
+                        process.join()
+                        if result is None:
+                            raise WorkerDiedError(
+                                'run %d (%s): its process %d died with %s (killed, os._exit '
+                                'or out of memory); every finished run is stored, resume with '
+                                'env.f_continue_run(%r)' % (idx, _run_name(idx), process.pid,
+                                                            _describe_exit(process.exitcode),
+                                                            self.v_continue_file))
+                        failure = self._handle(result, results, results_log, progress) or \
+                            failure
+            ok = True
+        finally:
+            for idx, process in running.values():
+                process.terminate()
+                process.join()
+            self._stop_plumbing(plumbing, ok)
+        if failure is not None:
+            self._fail(*failure)
+        return results
+
+    def _run_executor(self, job, args, kwargs, per_run, pending, results_log, progress):
+        """Hand runs to a concurrent.futures Executor; this process stores every record."""
+        import concurrent.futures as cf
+        ctx, key = self._context(job, args, kwargs, 'parent', None)
+        payload = self._payload(ctx, job, args, kwargs, 'executor')
+        traj = self._traj
+        window = max(2 * (getattr(self._executor, '_max_workers', 0) or 16), 4)
+        todo = collections.deque(pending)
+        futures, results, failure = {}, [], None
+        try:
+            while todo or futures:
+                while todo and len(futures) < window and not self._stopped and failure is None:
+                    idx = todo.popleft()
+                    extra = per_run[idx] if per_run is not None else None
+                    fut = self._executor.submit(_executor_task, key, payload, idx,
+                                                traj._run_values(idx), extra)
+                    futures[fut] = idx
+                if not futures:
+                    break
+                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    idx = futures.pop(fut)
+                    try:
+                        result = fut.result()
+                    except Exception as exc:
+                        raise WorkerDiedError('run %d (%s): the executor lost it (%s: %s); '
+                                              'every finished run is stored, resume with '
+                                              'env.f_continue_run(%r)' % (
+                                                  idx, _run_name(idx), type(exc).__name__, exc,
+                                                  self.v_continue_file)) from exc
+                    failure = self._handle(result, results, results_log, progress) or failure
+        finally:
+            for fut in futures:
+                fut.cancel()
+        if failure is not None:
+            self._fail(*failure)
+        return results
+
+    # -- resume ------------------------------------------------------------------------------
+    def _fingerprint(self):
+        traj = self._traj
+        h = hashlib.sha1()
+        for name, leaf in sorted(traj.f_get_parameters().items()):
+            if leaf.f_is_empty():
+                continue
+            data = leaf._store()
+            try:
+                h.update(('%s=%s;' % (name, _to_json(data))).encode())
+            except PypetError:
+                h.update(('%s=%r;' % (name, data)).encode())
+        return h.hexdigest()
+
+    def _write_continue_file(self, job, args, kwargs, per_run):
+        if not self._continuable or isinstance(self._traj.v_storage_service,
+                                               LazyStorageService):
+            return None
+        path = self.v_continue_file
+        if path is None:
+            return None
+        service = self._traj.v_storage_service
+        snapshot = {'format': 1, 'minipypet': __version__, 'trajectory': self._traj.v_name,
+                    'service': type(service).__name__ if isinstance(service, _FileService)
+                    else None, 'filename': getattr(service, 'filename', None),
+                    'service_object': None if isinstance(service, _FileService) else service,
+                    'job': job, 'args': args, 'kwargs': kwargs, 'per_run': per_run,
+                    'postproc': self._postproc, 'fingerprint': self._fingerprint(),
+                    'length': len(self._traj), 'settings': self._settings,
+                    'dynamic_imports': sorted(k for k in self._traj._dynamic_imports
+                                              if ':' in k)}
+        try:
+            data = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            culprit = _find_unpicklable(job, args, kwargs) or '%s: %s' % (type(exc).__name__,
+                                                                          exc)
+            logger.warning('continuable: %s cannot be pickled, so this sweep runs but cannot '
+                           'be resumed with f_continue_run (its finished runs are stored '
+                           'anyway); pass continuable=False to silence this', culprit)
+            return None
+
+        def write(tmp):
+            with open(tmp, 'wb') as f:
+                f.write(data)
+        _atomic_write(path, write)
+        return path
+
+    def f_continue_run(self, continue_file=None, trajectory_name=None, continue_folder=None):
+        """Resume a crashed sweep from its .cnt file: run exactly the runs that are not
+        stored as completed; return all results (earlier ones from the .cnt results log)."""
+        if continue_file is None:
+            if trajectory_name is None:
+                raise ConfigurationError('f_continue_run needs the .cnt file (or resume needs '
+                                         'the trajectory name)')
+            continue_file = os.path.join(continue_folder or self._continue_folder or '.',
+                                         trajectory_name + '.cnt')
+            if not os.path.exists(continue_file) and continue_folder is not None:
+                alt = os.path.join(continue_folder, trajectory_name, trajectory_name + '.cnt')
+                continue_file = alt if os.path.exists(alt) else continue_file
+        continue_file = os.fspath(continue_file)
+        try:
+            with open(continue_file, 'rb') as f:
+                snapshot = pickle.load(f)
+        except FileNotFoundError:
+            raise ResumeError('%s does not exist; nothing to resume' % continue_file) from None
+        except Exception as exc:
+            raise ResumeError('%s cannot be read (%s: %s)' % (continue_file,
+                                                              type(exc).__name__, exc)) from exc
+        if not isinstance(snapshot, dict) or snapshot.get('format') != 1:
+            raise ResumeError('%s is not a minipypet .cnt file' % continue_file)
+        name = snapshot['trajectory']
+        if snapshot['service_object'] is not None:
+            service = snapshot['service_object']
+        else:
+            filename = snapshot['filename']
+            cls = {'HDF5StorageService': HDF5StorageService,
+                   'PickleStorageService': PickleStorageService}[snapshot['service']]
+            service = cls(filename)
+        traj = Trajectory(name, storage_service=service,
+                          dynamic_imports=list(self._traj._dynamic_imports.values()))
+        try:
+            traj.f_load(name=name, load_parameters=LOAD_DATA, load_derived_parameters=LOAD_DATA,
+                        load_results=LOAD_SKELETON, load_other_data=LOAD_DATA)
+        except DataNotInStorageError as exc:
+            raise ResumeError('%s names trajectory %r, which is not in %s: %s'
+                              % (continue_file, name, snapshot['filename'], exc)) from exc
+        old_traj = self._traj
+        self._traj = traj
+        if self._fingerprint() != snapshot['fingerprint'] or len(traj) != snapshot['length']:
+            self._traj = old_traj
+            raise ResumeError('%s does not match trajectory %r in %s: its parameters or '
+                              'exploration changed since the snapshot; it cannot be resumed'
+                              % (continue_file, name, snapshot['filename']))
+        traj.__dict__['_environment_hexsha'] = self._hexsha
+        traj.__dict__['_environment_name'] = self._name
+        settings = snapshot['settings']
+        if not self._multiproc and self._executor is None:
+            self._multiproc = settings['multiproc']
+            self._ncores, self._use_pool = settings['ncores'], settings['use_pool']
+            self._wrap_mode, self._freeze_input = settings['wrap_mode'], settings['freeze_input']
+        self._settings['continuable'] = True
+        self._settings['storage_service'] = type(service).__name__
+        self._settings['filename'] = snapshot['filename'] or ''
+        self._add_config()
+        self._resumed = True
+        self._postproc = snapshot['postproc'] or self._postproc
+        self._continue_folder = os.path.dirname(os.path.abspath(continue_file))
+        earlier = dict(_read_results_log(continue_file + '.results'))
+        done = [(i, earlier.get(i)) for i in range(len(traj)) if traj._runs.completed[i]]
+        results = self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
+                                snapshot['per_run'])
+        return sorted(done + results, key=lambda r: r[0])
+
+    def f_resume(self, trajectory_name=None, resume_folder=None):
+        """pypet 0.7's spelling of f_continue_run: by trajectory name and folder."""
+        return self.f_continue_run(None, trajectory_name, resume_folder)
+
+
+def _read_results_log(path):
+    """(idx, return value) pairs a continuable sweep logged; torn tails are ignored."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    head = len(_Journal.MAGIC) + 17
+    pos, out = head, []
+    while pos + 8 <= len(data):
+        length, crc = _Journal._HEAD.unpack_from(data, pos)
+        end = pos + 8 + length
+        if end > len(data) or zlib.crc32(data[pos + 8:end]) != crc:
+            break
+        try:
+            out.append(pickle.loads(data[pos + 8:end]))  # the user's own return values
+        except Exception:
+            pass
+        pos = end
+    return out
+
+
+class _Progress:
+    """Logs progress with an ETA every `step` percent of the runs."""
+
+    def __init__(self, setting, total):
+        if setting is True:
+            setting = (5, 'minipypet', logging.INFO)
+        self.on = bool(setting) and total > 0
+        if not self.on:
+            return
+        setting = tuple(setting) + (5, 'minipypet', logging.INFO)[len(setting):]
+        self.step_pct, self.target, self.level = setting
+        self.total, self.done, self.start, self.next = total, 0, time.time(), 0
+
+    def step(self):
+        if not self.on:
+            return
+        self.done += 1
+        pct = self.done * 100.0 / self.total
+        if pct + 1e-9 < self.next and self.done < self.total:
+            return
+        self.next = (int(pct / self.step_pct) + 1) * self.step_pct
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        text = 'progress: %d/%d runs (%.0f%%), elapsed %s, remaining ~%s' % (
+            self.done, self.total, pct, datetime.timedelta(seconds=int(elapsed)),
+            datetime.timedelta(seconds=int(eta)))
+        if self.target == 'print':
+            print(text)
+        else:
+            logging.getLogger(self.target).log(self.level, text)
+
+
+# --------------------------------------------------------------------------------------------
+# pypet 0.7's unprefixed spellings: one table, one loop
+# --------------------------------------------------------------------------------------------
+_ALIASES = {
+    NNGroupNode: ['f_add_parameter', 'f_add_result', 'f_add_derived_parameter', 'f_add_config',
+                  'f_add_parameter_group', 'f_add_result_group',
+                  'f_add_derived_parameter_group', 'f_add_config_group', 'f_add_group',
+                  'f_add_leaf', 'f_add_link', 'f_remove_link', 'f_get', 'f_get_default',
+                  'f_contains', 'f_iter_nodes', 'f_iter_leaves', 'f_to_dict', 'f_children',
+                  'f_get_children', 'f_has_children', 'f_remove_child', 'f_get_all',
+                  'f_store_child', 'f_load_child', 'f_get_parent'],
+    Trajectory: ['f_explore', 'f_expand', 'f_shrink', 'f_store', 'f_store_item',
+                 'f_store_items', 'f_load', 'f_load_item', 'f_load_items', 'f_load_skeleton',
+                 'f_delete_item', 'f_delete_items', 'f_remove_item', 'f_remove_items',
+                 'f_set_crun', 'f_restore_default', 'f_iter_runs', 'f_idx_to_run',
+                 'f_get_run_names', 'f_get_run_information', 'f_is_completed',
+                 'f_get_from_runs', 'f_find_idx', 'f_get_config', 'f_get_parameters',
+                 'f_get_explored_parameters', 'f_get_derived_parameters', 'f_get_results',
+                 'f_lock_parameters', 'f_lock_derived_parameters', 'f_add_to_dynamic_imports',
+                 'f_add_wildcard_functions', 'f_wildcard', 'f_set_properties'],
+    BaseParameter: ['f_get', 'f_set', 'f_get_range', 'f_has_range', 'f_get_range_length',
+                    'f_is_empty', 'f_empty', 'f_lock', 'f_unlock', 'f_get_default',
+                    'f_supports', 'f_val_to_str', 'v_explored', 'v_locked', 'v_name',
+                    'v_full_name', 'v_comment', 'v_location'],
+    Result: ['f_set', 'f_set_single', 'f_get', 'f_to_dict', 'f_is_empty', 'f_empty',
+             'f_translate_key', 'f_val_to_str'],
+    Environment: ['f_run', 'f_run_map', 'f_pipeline', 'f_add_postprocessing', 'f_resume',
+                  'f_continue_run', 'f_disable_logging', 'v_trajectory', 'v_traj', 'v_name',
+                  'v_hexsha', 'v_time', 'v_timestamp'],
+}
+_RENAMED = {'v_trajectory': 'trajectory', 'v_traj': 'traj', 'f_resume': 'resume',
+            'f_children': 'children'}
+
+
+def _alias_name(target):
+    return _RENAMED.get(target, target[2:])
+
+
+def _install_aliases():
+    for cls, targets in _ALIASES.items():
+        for target in targets:
+            alias = _alias_name(target)
+            if alias not in cls.__dict__:
+                setattr(cls, alias, cls.__dict__.get(target, getattr(cls, target)))
+
+
+_install_aliases()
+ParameterGroup = ConfigGroup = DerivedParameterGroup = ResultGroup = NNGroupNode
+
+
+# ============================================================================================
+# Command line: python -m minipypet
+# ============================================================================================
+def main(argv=None):
+    """The command line (see `python -m minipypet --help`)."""
+    raise SystemExit('the command line is not written yet')
+
+
+if __name__ == '__main__':
+    main()
