@@ -799,6 +799,14 @@ class NNGroupNode(NNTreeNode):
         return self.f_get(name)
 
 
+def _new_group(name):
+    """A group without the __init__ chain (bulk loading creates one per run)."""
+    group = NNGroupNode.__new__(NNGroupNode)
+    group.__dict__.update(_full_name=name, _name=name, _comment='', _parent=None, _traj=None,
+                          _annotations=None, _children={}, _links={})
+    return group
+
+
 def _strip_branch(name, branch, start):
     """Names given to f_add_* on the root are relative to the branch: drop a leading branch."""
     if start._full_name == branch:
@@ -1596,6 +1604,13 @@ class Trajectory(NNGroupNode):
             node = self._nodes.get(name)
             if node is not None:
                 return node
+            found = self._by_name.get(name)
+            if found is not None and len(found) == 1 and (shortcuts or shortcuts is None and
+                                                          self._props['shortcuts']):
+                node = next(iter(found.values()))  # the common `traj.x`: a unique name
+                if self._idx < 0 or 'run_' not in node._full_name or \
+                        _in_run(node._full_name, _run_name(self._idx)):
+                    return node
         if shortcuts is None:
             shortcuts = self._props['shortcuts']
         node = start
@@ -1914,12 +1929,15 @@ class Trajectory(NNGroupNode):
                         auto_load=False):
         """{run name (or index): node or value} of `name` found below each run's group."""
         result = collections.OrderedDict()
+        simple = '.' not in name
         for idx in range(self._length):
             node = None
             for branch in ('results', 'derived_parameters'):
                 group = self._run_group(branch, idx)
                 if group is not None:
-                    node = self._resolve(group, name, shortcuts, max_depth, with_links)
+                    node = group._children.get(name) if simple else None
+                    if node is None:
+                        node = self._resolve(group, name, shortcuts, max_depth, with_links)
                 if node is None and include_default_run:
                     group = self._nodes.get(branch + '.runs.' + RUN_NAME_DUMMY)
                     if group is not None:
@@ -2029,6 +2047,57 @@ class Trajectory(NNGroupNode):
                 node.f_empty()
             node._load(data)
         return node
+
+    def _place_rows(self, template, rows, mode):
+        """Bulk load of one run column: the fast path that keeps loading 100k runs quick."""
+        parts = template.split('.')
+        if parts.count('$') != 1 or '$set' in parts or len(parts) < 3:
+            for idx, (tag, comment, ann, data) in rows.items():
+                self._place_leaf(_join_run(template, idx), tag, comment,
+                                 data if mode >= LOAD_DATA else None, ann,
+                                 overwrite=mode == OVERWRITE_DATA)
+            return
+        pos = parts.index('$')
+        head, tail = '.'.join(parts[:pos]), parts[pos + 1:]
+        base = self._place_group(head, '', None)
+        nodes, index = self._nodes, self._by_name
+        leaf_name = tail[-1]
+        leaf_index = index.setdefault(leaf_name, {})
+        for idx, (tag, comment, ann, data) in rows.items():
+            cls = _BUILTIN_LEAVES.get(tag)
+            run = _run_name(idx)
+            prefix = head + '.' + run
+            group = nodes.get(prefix)
+            if group is None:
+                group = self._insert(base, _new_group(run))
+            for part in tail[:-1]:
+                child = group._children.get(part)
+                group = child if child is not None else self._insert(group, _new_group(part))
+            full = group._full_name + '.' + leaf_name
+            if cls is None or full in nodes:
+                self._place_leaf(full, tag, comment, data if mode >= LOAD_DATA else None, ann,
+                                 overwrite=mode == OVERWRITE_DATA)
+                continue
+            leaf = cls.__new__(cls)
+            d = leaf.__dict__
+            d.update(_full_name=full, _name=leaf_name, _comment=comment or '', _parent=group,
+                     _traj=self, _annotations=None)
+            if issubclass(cls, BaseResult):
+                d.update(_data={}, _refused=None)
+                if cls is PickleResult:
+                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
+            else:
+                d.update(_data=None, _default=None, _explored_range=None, _locked=False,
+                         _empty=True, _refused=None)
+                if cls is PickleParameter:
+                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
+            if ann:
+                leaf.v_annotations._dict.update(ann)
+            if data is not None and mode >= LOAD_DATA:
+                leaf._load(data)
+            group._children[leaf_name] = leaf
+            nodes[full] = leaf
+            leaf_index[full] = leaf
 
     def _place_group(self, full_name, comment, ann):
         branch, _, rest = full_name.partition('.')
@@ -2142,10 +2211,7 @@ class Trajectory(NNGroupNode):
             mode = modes.get(template.partition('.')[0], LOAD_NOTHING)
             if mode == LOAD_NOTHING:
                 continue
-            for idx, (tag, comment, ann, data) in rows.items():
-                place(_join_run(template, idx), tag, comment,
-                      data if mode >= LOAD_DATA else None, ann,
-                      overwrite=mode == OVERWRITE_DATA)
+            self._place_rows(template, rows, mode)
         for full_name, rec in state['nodes'].items():
             if rec['kind'] == 'link' and modes.get(full_name.partition('.')[0]):
                 target = self._nodes.get(rec['target'])
@@ -2598,6 +2664,9 @@ def _apply_record(states, record):
     elif kind == 'delete':
         _, _, names, recursive = record
         _state_delete(state, names, recursive)
+    elif kind == 'traj':
+        _, _, mem, store_data, only_init = record
+        _merge_memory(state, mem, store_data, only_init)
     else:
         raise StorageError('unknown journal record %r' % (kind,))
 
@@ -2712,9 +2781,18 @@ class _FileService(StorageService):
             self._overwrite_pending = False
 
     def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA):
-        """A checkpoint: file + journal + memory -> a new file, swapped in atomically."""
+        """A checkpoint: file + journal + memory -> a new file, swapped in atomically.
+
+        The store before the runs (only_init) goes to the journal instead: it is as durable,
+        and the sweep's single file rewrite then happens at the end."""
         self._prepare_overwrite()
         mem = traj._to_state(only_init)
+        if only_init:
+            self._journal.close()
+            _Journal.repair(self._journal.path)
+            self._journal.append(('traj', mem['name'], mem, store_data, True))
+            self._journal.sync()
+            return
         self.checkpoint(extra=(mem, store_data, only_init))
 
     def checkpoint(self, extra=None):
@@ -3053,7 +3131,7 @@ class HDF5StorageService(_FileService):
 
         def write(tmp):
             order, title = [], self.file_title
-            with tables.open_file(tmp, 'w', title=title or '') as out:
+            with tables.open_file(tmp, 'w', title=title or '', PYTABLES_SYS_ATTRS=False) as out:
                 if old_exists:
                     with self._open() as old:
                         order = json.loads(old.root._v_attrs.minipypet_trajectories)
@@ -3334,9 +3412,12 @@ class HDF5StorageService(_FileService):
             want = data is True or full_name.partition('.')[0] in data
             if kind == 'column':
                 template = str(ga.mp_template)
-                want = data is True or template.partition('.')[0] in data
+                want = data is True or (data == 'scalars' and 'scalars') or \
+                    (data != 'scalars' and template.partition('.')[0] in data)
                 state['columns'][template] = self._read_rows(node, want, np)
                 continue
+            if data == 'scalars':
+                want = full_name in state['explored']
             rec = {'kind': kind, 'comment': _attr(ga, 'mp_comment', ''),
                    'ann': _from_json(ga.mp_annotations) if 'mp_annotations' in
                    ga._v_attrnames else None}
@@ -3386,6 +3467,8 @@ class HDF5StorageService(_FileService):
                 item = leaf._v_name
                 if item.startswith('_') or item.endswith(('__idx', '__offsets')):
                     continue
+                if want == 'scalars' and str(leaf._v_attrs.mp_type) not in _SCALAR_KINDS:
+                    continue  # a runs table never needs the arrays
                 values = _read_node(group, item, np)
                 col_idx = group._f_get_child(item + '__idx').read().tolist() \
                     if item + '__idx' in group else idxs
@@ -3395,6 +3478,9 @@ class HDF5StorageService(_FileService):
         return {i: (classes.get(i, tag),
                     first_comment if i == first else comments.get(i, default_comment),
                     anns.get(i), datas[i]) for i in idxs}
+
+
+_SCALAR_KINDS = ('bool', 'int', 'float', 'complex', 'str', 'npscalar')
 
 
 def _leaf_attrs(a, rec):
@@ -4973,12 +5059,265 @@ ParameterGroup = ConfigGroup = DerivedParameterGroup = ResultGroup = NNGroupNode
 
 
 # ============================================================================================
+# Working with results: the runs table
+# ============================================================================================
+def _state_of(source, name=None, index=None):
+    """A plain-data state from a Trajectory (memory over its stored file) or a filename."""
+    if isinstance(source, Trajectory):
+        mem = source._to_state()
+        service = source.v_storage_service
+        if isinstance(service, _FileService) and source.v_stored:
+            try:
+                state = service._load_state(source.v_name, data='scalars')
+            except DataNotInStorageError:
+                return mem
+            _merge_memory(state, mem, STORE_DATA, False)
+            return state
+        return mem
+    service = _make_service(True, source, mode='load')
+    return service._load_state(name, index, data='scalars')
+
+
+def _is_scalar(value):
+    return type(value) in (bool, int, float, str, complex) or (
+        _is_numpy(value) and getattr(value, 'ndim', 1) == 0)
+
+
+def runs_table(source, name=None, index=None):
+    """One dict per run: explored parameter values, run information and every scalar result.
+
+    `source` is a Trajectory or a filename (then `name`/`index` pick the trajectory; big
+    arrays are not read)."""
+    state = _state_of(source, name, index)
+    n = state['length']
+    runs = state['runs']
+    rows = [{'idx': i, 'name': _run_name(i)} for i in range(n)]
+    short = {}
+    for full in state['explored']:
+        key = full.rpartition('.')[2]
+        short[full] = key if key not in short.values() and key not in rows[0] else \
+            full.partition('.')[2]
+    for full in state['explored']:
+        data = (state['nodes'].get(full) or {}).get('data') or {}
+        values = list(data.get('explored_data') or [])
+        for i, row in enumerate(rows):
+            value = values[i] if i < len(values) else None
+            row[short[full]] = value if _is_scalar(value) or value is None else \
+                _short_repr(value, 64)
+    for i, row in enumerate(rows):
+        start, finish = runs['timestamp'][i], runs['finish_timestamp'][i]
+        row['completed'] = runs['completed'][i]
+        row['failed'] = bool(runs['error'][i])
+        row['error'] = runs['error'][i]
+        row['runtime'] = finish - start if finish else None
+        row['finish_time'] = _now_strings(finish)[0] if finish else ''
+    for template in sorted(state['columns']):
+        branch, _, rest = template.partition('.')
+        rel = '.'.join(p for p in rest.split('.') if p not in ('runs', '$', '$set'))
+        leaf = rel.rpartition('.')[2]
+        prefix = '' if branch == 'results' else 'dpar.'
+        for idx, (_, _, _, data) in state['columns'][template].items():
+            if idx >= n or not data:
+                continue
+            for item, value in data.items():
+                if not _is_scalar(value):
+                    continue
+                key = prefix + (rel if item in (leaf, 'data') else rel + '.' + item)
+                rows[idx][key] = value.item() if _is_numpy(value) else value
+    return rows
+
+
+def runs_dataframe(source, name=None, index=None):
+    """runs_table as a pandas DataFrame indexed by run index (needs pandas)."""
+    pandas = _require('pandas', 'pandas')
+    return pandas.DataFrame(runs_table(source, name, index)).set_index('idx')
+
+
+def runs_csv(source, path_or_file, name=None, index=None):
+    """Write runs_table as CSV to a path or an open text file."""
+    import csv
+    rows = runs_table(source, name, index)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    if hasattr(path_or_file, 'write'):
+        write(path_or_file)
+    else:
+        with open(path_or_file, 'w', newline='') as f:
+            write(f)
+    return rows
+
+
+# ============================================================================================
 # Command line: python -m minipypet
 # ============================================================================================
-def main(argv=None):
-    """The command line (see `python -m minipypet --help`)."""
-    raise SystemExit('the command line is not written yet')
+def _cli_state(args, data):
+    service = _make_service(True, args.file, mode='load')
+    return service._load_state(args.name, None if args.name else args.index, data=data)
+
+
+def _cli_list(args, out):
+    service = _make_service(True, args.file, mode='load')
+    names = service.list_trajectories()
+    print('%-40s %8s %10s  %-20s %s' % ('trajectory', 'runs', 'completed', 'time', 'comment'),
+          file=out)
+    for name in names:
+        state = service._load_state(name, data=set())
+        print('%-40s %8d %10d  %-20s %s' % (name, state['length'],
+                                            sum(state['runs']['completed']), state['time'],
+                                            state['comment']), file=out)
+    return 0
+
+
+def _cli_show(args, out):
+    state = _cli_state(args, data=True)
+    n = state['length']
+    done = sum(state['runs']['completed'])
+    failed = sum(1 for e in state['runs']['error'] if e)
+    print('trajectory %s  (time %s, minipypet %s)' % (state['name'], state['time'],
+                                                      state['version']), file=out)
+    if state['comment']:
+        print('comment: %s' % state['comment'], file=out)
+    print('runs: %d, completed: %d, failed: %d, pending: %d' % (n, done, failed, n - done),
+          file=out)
+    print('explored parameters:', file=out)
+    for full in state['explored']:
+        data = (state['nodes'].get(full) or {}).get('data') or {}
+        print('  %s = %s' % (full, _short_repr(data.get('explored_data'), 100)), file=out)
+    print('tree:', file=out)
+    for full in sorted(state['nodes']):
+        rec = state['nodes'][full]
+        if full.startswith('config.') and not args.config:
+            continue
+        if rec['kind'] == 'link':
+            line = '%s -> %s' % (full, rec['target'])
+        elif rec['kind'] == 'group':
+            line = '%s/' % full
+        else:
+            line = '%s  [%s] %s' % (full, rec['class'], _cli_value(rec['class'], rec['data']))
+        if rec.get('comment'):
+            line += '  # ' + rec['comment']
+        print('  ' + line, file=out)
+    for template in sorted(state['columns']):
+        rows = state['columns'][template]
+        first = rows[min(rows)] if rows else None
+        print('  %s  [%s] in %d runs%s' % (template, first[0] if first else '?', len(rows),
+                                          '  # ' + first[1] if first and first[1] else ''),
+              file=out)
+    return 0
+
+
+def _cli_value(cls, data):
+    if data is None:
+        return '(empty)'
+    if cls.startswith('Pickle'):
+        return '(pickled, not unpickled)'
+    return _value_summary(data, 80)
+
+
+def _cli_runs(args, out):
+    rows = runs_table(args.file, args.name, None if args.name else args.index)
+    if args.format == 'csv':
+        target = open(args.output, 'w', newline='') if args.output else out
+        try:
+            _write_csv(rows, target)
+        finally:
+            if args.output:
+                target.close()
+    elif args.format == 'json':
+        text = json.dumps(rows, default=repr, indent=1)
+        if args.output:
+            with open(args.output, 'w') as f:
+                f.write(text)
+        else:
+            print(text, file=out)
+    else:
+        fields = list(dict.fromkeys(k for row in rows for k in row if k != 'error'))
+        print('  '.join(fields), file=out)
+        for row in rows:
+            print('  '.join(_short_repr(row.get(k, ''), 24) if not isinstance(
+                row.get(k, ''), str) else row.get(k, '') for k in fields), file=out)
+    return 0
+
+
+def _write_csv(rows, f):
+    import csv
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _cli_provenance(args, out):
+    state = _cli_state(args, data={'config'})
+    envs, commits = {}, {}
+    for full, rec in state['nodes'].items():
+        parts = full.split('.')
+        if rec['kind'] != 'leaf' or len(parts) < 4:
+            continue
+        if parts[1] == 'environment':
+            envs.setdefault(parts[2], {})['.'.join(parts[3:])] = (rec['data'] or {}).get('data')
+        elif parts[1] == 'git':
+            commits.setdefault(parts[2], {})['.'.join(parts[3:])] = (rec['data'] or {}).get(
+                'data')
+    print('environments of %s:' % state['name'], file=out)
+    for env in sorted(envs):
+        print('  %s' % env, file=out)
+        for key in sorted(envs[env]):
+            print('    %s = %s' % (key, envs[env][key]), file=out)
+    print('git commits:%s' % ('' if commits else ' none recorded'), file=out)
+    for commit in sorted(commits):
+        print('  %s' % commit, file=out)
+        for key in sorted(commits[commit]):
+            print('    %s = %s' % (key, commits[commit][key]), file=out)
+    return 0
+
+
+def main(argv=None, out=None):
+    """The command line: list, show, runs and provenance of the trajectories in a file.
+
+    It never unpickles anything, so files from others are safe to look at."""
+    import argparse
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(prog='minipypet', description='Look into minipypet '
+                                     '(and pypet) files: trajectories, trees, runs, provenance. '
+                                     'Nothing is ever unpickled.')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument('file', help='an .hdf5 or .pkl file written by minipypet (or pypet)')
+        if name != 'list':
+            p.add_argument('--name', help='the trajectory (default: the newest)')
+            p.add_argument('--index', type=int, default=-1,
+                           help='the trajectory by position, -1 = newest (default)')
+        p.set_defaults(func=func)
+        return p
+    command('list', _cli_list, 'list the trajectories in a file with their run counts')
+    show = command('show', _cli_show, "show a trajectory's tree, comments, explored "
+                                      "parameters and run status")
+    show.add_argument('--config', action='store_true', help='include the config branch')
+    runs = command('runs', _cli_runs, 'print or export the runs table (one row per run: '
+                                      'parameters, run information, scalar results)')
+    runs.add_argument('--format', choices=('table', 'csv', 'json'), default='table')
+    runs.add_argument('--output', '-o', help='write to this file instead of standard output')
+    command('provenance', _cli_provenance, 'show the environments and git commits that '
+                                           'produced a trajectory')
+    args = parser.parse_args(argv)
+    old = _LOAD_POLICY.allow_pickle
+    _LOAD_POLICY.allow_pickle = False
+    try:
+        return args.func(args, out)
+    except (PypetError, OSError) as exc:
+        print('minipypet: error: %s' % exc, file=sys.stderr)
+        return 2
+    finally:
+        _LOAD_POLICY.allow_pickle = old
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
