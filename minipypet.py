@@ -39,7 +39,9 @@ __all__ = [
     'ParameterLockedException', 'DataNotInStorageError', 'MissingDependencyError',
     'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
-    'WorkerDiedError', 'RunFailedError', 'ConfigurationError',
+    'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
+    'runs_table', 'runs_dataframe', 'runs_csv', 'merge_all_in_folder', 'find_unique_points',
+    'STORAGE_SERVICES',
 ]
 
 # ============================================================================================
@@ -1437,6 +1439,7 @@ class Trajectory(NNGroupNode):
         d['_is_run'] = False
         d['_new_leaves'] = []
         d['_stored'] = False
+        d['_merged_runs'] = []
         d['_version'] = __version__
         d['_python'] = platform.python_version()
         d['_environment_hexsha'] = None
@@ -2219,6 +2222,7 @@ class Trajectory(NNGroupNode):
                     parent, _, lname = full_name.rpartition('.')
                     group = self._nodes.get(parent) or self._place_group(parent, '', None)
                     group._links[lname] = target
+        d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
         explored = [n for n in state.get('explored', []) if n in self._nodes]
         d['_explored'] = {n: self._nodes[n] for n in explored}
         if as_new:
@@ -2281,6 +2285,59 @@ class Trajectory(NNGroupNode):
         finally:
             _LOAD_POLICY.allow_pickle = old
 
+    # -- merging -----------------------------------------------------------------------------
+    def f_merge(self, other_trajectory, trial_parameter=None, remove_duplicates=False,
+                ignore_data=(), backup=True, move_data=False, delete_other_trajectory=False,
+                keep_info=True, keep_other_trajectory_info=True, merge_config=True,
+                backup_filename=None, consecutive_merge=False, slow_merge=False):
+        """Append the runs of `other_trajectory` (same parameters) to this one and store.
+
+        Merged runs get new indices after this trajectory's; `remove_duplicates` skips runs
+        whose parameter point this trajectory has already; `trial_parameter` is renumbered
+        to continue after this trajectory's trials; config and environment entries of both
+        are kept, and so are the other's comments. Both trajectories must be stored."""
+        for traj in (self, other_trajectory):
+            if not isinstance(traj._storage_service, _FileService) or not traj._stored:
+                raise PypetError('f_merge needs both trajectories stored in files; %s is not '
+                                 '(store it with f_store() first)' % traj._name)
+        if other_trajectory._name == self._name and \
+                other_trajectory._storage_service.filename == self._storage_service.filename:
+            raise PypetError('cannot merge %s with itself' % self._name)
+        service = self._storage_service
+        if backup:
+            import shutil
+            target = backup_filename or '%s_backup_%s%s' % (
+                os.path.splitext(service.filename)[0], _now_strings()[0],
+                os.path.splitext(service.filename)[1])
+            service.checkpoint()
+            shutil.copyfile(service.filename, target)
+        mine = service._load_state(self._name, data=True)
+        _merge_memory(mine, self._to_state(), STORE_DATA, False)
+        other = other_trajectory._storage_service._load_state(other_trajectory._name,
+                                                              data=True)
+        _merge_memory(other, other_trajectory._to_state(), STORE_DATA, False)
+        _merge_states(mine, other, trial_parameter, remove_duplicates, set(ignore_data),
+                      merge_config)
+        service.checkpoint(extra=(mine, OVERWRITE_DATA, False))
+        if move_data or delete_other_trajectory:
+            other_trajectory._storage_service.delete_trajectory(other_trajectory._name)
+        self._reset_tree()
+        self._from_state(service._load_state(self._name, data={'config', 'parameters'}), {
+            'config': LOAD_DATA, 'parameters': LOAD_DATA,
+            'derived_parameters': LOAD_SKELETON, 'results': LOAD_SKELETON})
+        return self
+
+    def f_merge_many(self, other_trajectories, **kwargs):
+        for other in other_trajectories:
+            self.f_merge(other, **kwargs)
+        return self
+
+    def _reset_tree(self):
+        d = self.__dict__
+        d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
+        for branch in BRANCHES:
+            self._insert(self, NNGroupNode(branch))
+
     def f_delete_item(self, item, *args, **kwargs):
         self.f_delete_items([item], *args, **kwargs)
 
@@ -2336,6 +2393,7 @@ class Trajectory(NNGroupNode):
                 'timestamp': self._timestamp, 'comment': self._comment,
                 'version': __version__, 'python': self._python, 'length': self._length,
                 'explored': list(self._explored), 'runs': self._runs.to_plain(),
+                'merged_runs': [list(r) for r in self._merged_runs],
                 'nodes': nodes, 'columns': columns,
                 'parameter_summary': [self._parameter_summary(i) for i in range(self._length)]
                 if self._explored else [''] * self._length}
@@ -2383,6 +2441,106 @@ def cartesian_product(parameter_dict, combined_parameters=()):
             for key in group:
                 result[key].append(flat[key][i])
     return result
+
+
+def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge_config):
+    """Fold `other` (a state) into `mine`: new run indices, explored ranges, run data."""
+    def params(state):
+        return {k for k, r in state['nodes'].items()
+                if k.startswith('parameters.') and r['kind'] == 'leaf'}
+    if params(mine) != params(other):
+        raise ConfigurationError('cannot merge: the parameters differ (only here: %s; only '
+                                 'in the other: %s)' % (sorted(params(mine) - params(other)),
+                                                        sorted(params(other) - params(mine))))
+    explored = list(mine['explored']) + [k for k in other['explored']
+                                         if k not in mine['explored']]
+    if trial_parameter is not None:
+        trial = trial_parameter if trial_parameter.startswith('parameters.') else \
+            'parameters.' + trial_parameter
+        if trial not in mine['nodes']:
+            raise ConfigurationError('trial_parameter %r is not a parameter' % trial_parameter)
+        if trial not in explored:
+            explored.append(trial)
+
+    def ranges(state):
+        n = state['length']
+        out = {}
+        for k in explored:
+            data = state['nodes'][k]['data'] or {}
+            rng = data.get('explored_data')
+            out[k] = list(rng) if rng is not None else [data.get('data')] * n
+        return out
+    mr, orr = ranges(mine), ranges(other)
+    n_mine, n_other = mine['length'], other['length']
+    if trial_parameter is not None:
+        shift = max(mr[trial]) + 1 if mr[trial] else 0
+        orr[trial] = [v + shift for v in orr[trial]]
+    seen = set()
+    if remove_duplicates:
+        for i in range(n_mine):
+            seen.add(repr([mr[k][i] for k in explored]))
+    mapping = {}
+    for j in range(n_other):
+        point = repr([orr[k][j] for k in explored])
+        if remove_duplicates and point in seen:
+            continue
+        seen.add(point)
+        mapping[j] = n_mine + len(mapping)
+    for k in explored:
+        mr[k].extend(orr[k][j] for j in mapping)
+        rec = mine['nodes'][k]
+        rec['data'] = dict(rec['data'] or {}, explored_data=mr[k])
+        if rec['data'].get('data') is None and mr[k]:
+            rec['data']['data'] = mr[k][0]
+    mine['explored'] = explored
+    for j, new in mapping.items():
+        _state_set_run(mine, new, tuple(other['runs'][f][j] for f in _RunTable.FIELDS))
+    mine['length'] = n_mine + len(mapping)
+    summary = list(mine.get('parameter_summary') or [''] * n_mine)[:n_mine]
+    summary += [', '.join('%s: %s' % (k.rpartition('.')[2], _short_repr(mr[k][n], 40))
+                          for k in explored) for n in range(n_mine, mine['length'])]
+    mine['parameter_summary'] = summary
+    for template, rows in other['columns'].items():
+        if any(template.startswith(i) for i in ignore):
+            continue
+        target = mine['columns'].setdefault(template, {})
+        for j, row in rows.items():
+            if j in mapping:
+                target[mapping[j]] = row
+    if mapping:
+        mine.setdefault('merged_runs', []).append([n_mine, mine['length']])
+    for key, rec in other['nodes'].items():
+        if key in mine['nodes'] or any(key.startswith(i) for i in ignore):
+            continue
+        if key.startswith('config.') and not merge_config:
+            continue
+        if key.startswith(('results.', 'derived_parameters.', 'config.')):
+            mine['nodes'][key] = rec
+
+
+def merge_all_in_folder(folder, ext='.hdf5', dynamic_imports=None, storage_service=None,
+                        force=False, ignore_data=(), move_data=False, delete_other_files=False,
+                        keep_info=True, keep_other_trajectory_info=True, merge_config=True,
+                        backup=True, remove_duplicates=False, trial_parameter=None):
+    """Merge the newest trajectory of every `ext` file in `folder` into the first one (by
+    file name): the way to collect sweeps run as separate batch jobs on a cluster."""
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(ext) and
+                   '_backup_' not in f)
+    if not files:
+        raise DataNotInStorageError('no %s files in %s' % (ext, folder))
+    first = load_trajectory(index=-1, filename=files[0], dynamic_imports=dynamic_imports,
+                            force=force)
+    for path in files[1:]:
+        other = load_trajectory(index=-1, filename=path, dynamic_imports=dynamic_imports,
+                                force=force)
+        first.f_merge(other, ignore_data=ignore_data, backup=backup, move_data=move_data,
+                      merge_config=merge_config, remove_duplicates=remove_duplicates,
+                      trial_parameter=trial_parameter)
+        if delete_other_files:
+            for p in (path, path + '.journal'):
+                if os.path.exists(p):
+                    os.remove(p)
+    return first
 
 
 def load_trajectory(name=None, index=None, as_new=False, load_parameters=LOAD_DATA,
@@ -2692,8 +2850,8 @@ def _merge_memory(state, mem, store_data, only_init):
     overwrite = store_data >= OVERWRITE_DATA
     explored = set(mem['explored'])
     for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'explored',
-                'parameter_summary', 'format'):
-        state[key] = mem[key]
+                'parameter_summary', 'format', 'merged_runs'):
+        state[key] = mem.get(key, state.get(key))
     for full_name, rec in mem['nodes'].items():
         if rec['kind'] != 'leaf':
             if full_name not in state['nodes'] or rec.get('comment'):
@@ -2718,16 +2876,22 @@ def _merge_memory(state, mem, store_data, only_init):
     state['runs'], state['length'] = runs, n
 
 
-def _purge_comments(rows):
+def _merged_set(ranges):
+    return {i for start, stop in ranges for i in range(start, stop)}
+
+
+def _purge_comments(rows, merged=()):
     """The seed's rule: a run leaf keeps its comment only if it differs from the comment of
-    the instance with the lowest run index (whatever order the runs finished in)."""
+    the instance with the lowest run index (whatever order the runs finished in). Runs
+    merged in from another trajectory keep theirs (the seed: no purging of merged data)."""
     first = None
     out = {}
+    keep = _merged_set(merged)
     for idx in sorted(rows):
         tag, comment, ann, data = rows[idx]
         if first is None:
             first = comment
-        elif comment == first:
+        elif comment == first and idx not in keep:
             comment = ''
         out[idx] = (tag, comment, ann, data)
     return out
@@ -2915,6 +3079,13 @@ class _FileService(StorageService):
                 raise DataNotInStorageError('%s is not in %s' % (full_name, self.filename))
         return out
 
+    def delete_trajectory(self, name):
+        """Remove a whole trajectory from the file (atomically, like every rewrite)."""
+        self.checkpoint()
+        if name not in self.list_trajectories():
+            raise DataNotInStorageError('%s holds no trajectory %r' % (self.filename, name))
+        self._write_states({}, '', drop=(name,))
+
     def list_trajectories(self):
         """Names of the trajectories in the file, oldest first."""
         names = self._list_names() if os.path.exists(self.filename) else []
@@ -3029,14 +3200,14 @@ class PickleStorageService(_FileService):
                                     runs={f: list(v) for f, v in old['runs'].items()})
         return states
 
-    def _write_states(self, states, folded):
+    def _write_states(self, states, folded, drop=()):
         content = self._read_file()
-        trajectories = dict(content['trajectories'])
-        order = list(content['order'])
+        trajectories = {k: v for k, v in content['trajectories'].items() if k not in drop}
+        order = [n for n in content['order'] if n not in drop]
         for name, state in states.items():
             state = dict(state)
             if self.purge_duplicate_comments:
-                state['columns'] = {t: _purge_comments(rows)
+                state['columns'] = {t: _purge_comments(rows, state.get('merged_runs', ()))
                                     for t, rows in state['columns'].items()}
             trajectories[name] = state
             if name not in order:
@@ -3125,7 +3296,7 @@ class HDF5StorageService(_FileService):
                               shuffle=self.shuffle, fletcher32=self.fletcher32)
 
     # -- writing -----------------------------------------------------------------------------
-    def _write_states(self, states, folded):
+    def _write_states(self, states, folded, drop=()):
         tables = _require('tables', 'hdf5')
         old_exists = os.path.exists(self.filename)
 
@@ -3134,7 +3305,8 @@ class HDF5StorageService(_FileService):
             with tables.open_file(tmp, 'w', title=title or '', PYTABLES_SYS_ATTRS=False) as out:
                 if old_exists:
                     with self._open() as old:
-                        order = json.loads(old.root._v_attrs.minipypet_trajectories)
+                        order = [n for n in json.loads(
+                            old.root._v_attrs.minipypet_trajectories) if n not in drop]
                         out.title = old.title
                         for name in order:
                             if name not in states:
@@ -3161,6 +3333,7 @@ class HDF5StorageService(_FileService):
             setattr(attrs, key, state[key])
         attrs.minipypet_format = FORMAT_VERSION
         attrs.explored = json.dumps(state['explored'])
+        attrs.merged_runs = json.dumps(state.get('merged_runs', []))
         filters = self._filters()
         links = []
         for full_name in sorted(state['nodes']):
@@ -3197,7 +3370,7 @@ class HDF5StorageService(_FileService):
         for template in sorted(state['columns']):
             rows = state['columns'][template]
             if self.purge_duplicate_comments:
-                rows = _purge_comments(rows)
+                rows = _purge_comments(rows, state.get('merged_runs', ()))
             parts = [p for p in template.split('.') if p not in ('$', '$set')]
             path = '.'.join(parts)
             while path in state['nodes'] or path in taken:
@@ -3390,6 +3563,8 @@ class HDF5StorageService(_FileService):
         state['length'] = int(state['length'])
         state['timestamp'] = float(state['timestamp'])
         state['explored'] = json.loads(a.explored)
+        state['merged_runs'] = json.loads(a.merged_runs) if 'merged_runs' in \
+            a._v_attrnames else []
         runs = f.get_node(root, 'overview/runs').read()
         state['runs'] = {
             'timestamp': runs['timestamp'].tolist(),
@@ -3860,6 +4035,8 @@ def _queue_writer(queue, service, conn, log_setup):
     if log_setup is not None:
         log_setup.in_worker('queue')
     count = 0
+    logger.info('queue writer (process %d) stores runs with %s', os.getpid(),
+                type(service).__name__)
     try:
         while True:
             record = queue.get()
@@ -3869,6 +4046,7 @@ def _queue_writer(queue, service, conn, log_setup):
             count += 1
         if isinstance(service, _FileService):
             service.close()
+        logger.info('queue writer stored %d runs', count)
         conn.send(('ok', count))
     except BaseException as exc:  # report, never swallow: the parent stops the sweep
         conn.send(('err', '%s\n%s' % (_format_exc(exc), traceback.format_exc())))
@@ -3925,6 +4103,7 @@ class _LogSetup:
         name = {'process': 'process_%d' % os.getpid(), 'run': 'run_%08d' % (idx or 0),
                 'queue': 'queue_process'}[kind]
         self._add(name + '.txt', self.level)
+        self._add('warnings_and_errors.txt', logging.WARNING)  # appends: shared by all
         if kind == 'process':
             self._runs_file = os.path.join(self.folder, 'process_%d_runs.txt' % os.getpid())
 
@@ -5059,6 +5238,67 @@ ParameterGroup = ConfigGroup = DerivedParameterGroup = ResultGroup = NNGroupNode
 
 
 # ============================================================================================
+# Coming from pypet: an opt-in alias
+# ============================================================================================
+def install_as_pypet():
+    """Make `import pypet` and the submodules pypet scripts import resolve to minipypet.
+
+    Nothing is aliased unless this is called (or a script runs through
+    `python -m minipypet run script.py`). Returns the fake `pypet` module."""
+    me = sys.modules[__name__]
+
+    def module(name, **attrs):
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        mod.__minipypet__ = True
+        return mod
+    constants = module('pypet.pypetconstants', **{k: v for k, v in vars(pypetconstants).items()
+                                                   if not k.startswith('_')})
+    explore = module('pypet.utils.explore', cartesian_product=cartesian_product,
+                     find_unique_points=find_unique_points)
+    utils = module('pypet.utils', explore=explore)
+    leaves = dict(Parameter=Parameter, ArrayParameter=ArrayParameter,
+                  PickleParameter=PickleParameter, BaseParameter=BaseParameter, Result=Result,
+                  PickleResult=PickleResult, BaseResult=BaseResult)
+    submodules = {
+        'pypet.pypetconstants': constants, 'pypet.utils': utils, 'pypet.utils.explore': explore,
+        'pypet.trajectory': module('pypet.trajectory', Trajectory=Trajectory,
+                                   load_trajectory=load_trajectory),
+        'pypet.environment': module('pypet.environment', Environment=Environment),
+        'pypet.parameter': module('pypet.parameter', **leaves),
+        'pypet.naturalnaming': module('pypet.naturalnaming', NNGroupNode=NNGroupNode,
+                                      NNLeafNode=NNLeafNode,
+                                      NotUniqueNodeError=NotUniqueNodeError),
+        'pypet.storageservice': module('pypet.storageservice',
+                                       HDF5StorageService=HDF5StorageService,
+                                       LazyStorageService=LazyStorageService),
+        'pypet.pypetexceptions': module('pypet.pypetexceptions', **{
+            k: v for k, v in vars(me).items() if isinstance(v, type) and
+            issubclass(v, PypetError)}),
+    }
+    pypet = module('pypet', **{k: getattr(me, k) for k in __all__})
+    pypet.__dict__.update(pypetconstants=constants, utils=utils, ParameterGroup=NNGroupNode,
+                          ResultGroup=NNGroupNode, ConfigGroup=NNGroupNode,
+                          DerivedParameterGroup=NNGroupNode, merge_all_in_folder=merge_all_in_folder,
+                          __version__=__version__, install_as_pypet=install_as_pypet)
+    for name, mod in submodules.items():
+        setattr(pypet, name.split('.')[1], mod) if name.count('.') == 1 else None
+    sys.modules['pypet'] = pypet
+    sys.modules.update(submodules)
+    return pypet
+
+
+def find_unique_points(explored_parameters):
+    """[(point, [run indices])] grouping the runs that share a parameter point."""
+    params = list(explored_parameters)
+    ranges = [p.f_get_range(copy=False) for p in params]
+    groups = collections.OrderedDict()
+    for idx, point in enumerate(zip(*ranges)):
+        groups.setdefault(repr(point), (point, []))[1].append(idx)
+    return list(groups.values())
+
+
+# ============================================================================================
 # Working with results: the runs table
 # ============================================================================================
 def _state_of(source, name=None, index=None):
@@ -5276,6 +5516,15 @@ def _cli_provenance(args, out):
     return 0
 
 
+def _cli_run(args, out):
+    import runpy
+    install_as_pypet()
+    sys.argv = [args.script] + list(args.args)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))
+    runpy.run_path(args.script, run_name='__main__')
+    return 0
+
+
 def main(argv=None, out=None):
     """The command line: list, show, runs and provenance of the trajectories in a file.
 
@@ -5307,7 +5556,15 @@ def main(argv=None, out=None):
     runs.add_argument('--output', '-o', help='write to this file instead of standard output')
     command('provenance', _cli_provenance, 'show the environments and git commits that '
                                            'produced a trajectory')
+    run = sub.add_parser('run', help='run a pypet script with `import pypet` resolving to '
+                         'minipypet', description='run a pypet script unchanged: `import pypet` '
+                         'resolves to minipypet')
+    run.add_argument('script')
+    run.add_argument('args', nargs=argparse.REMAINDER)
+    run.set_defaults(func=_cli_run)
     args = parser.parse_args(argv)
+    if args.command == 'run':
+        return _cli_run(args, out)
     old = _LOAD_POLICY.allow_pickle
     _LOAD_POLICY.allow_pickle = False
     try:
@@ -5320,4 +5577,9 @@ def main(argv=None, out=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Under `python -m` this file runs as __main__; import it under its real name so that its
+    # classes pickle by a name other processes can import.
+    _spec = globals().get('__spec__')
+    _real = importlib.import_module(_spec.name) if _spec is not None and _spec.name != \
+        '__main__' else sys.modules[__name__]
+    sys.exit(_real.main())
