@@ -2700,7 +2700,7 @@ class _Journal:
                 self._fd = None
 
     @classmethod
-    def read(cls, path, start=0):
+    def read(cls, path, start=0, parse=True):
         """(journal id, [records], end offset of the last good record, torn bytes)."""
         try:
             with open(path, 'rb') as f:
@@ -2719,14 +2719,15 @@ class _Journal:
             end = pos + 8 + length
             if end > size or zlib.crc32(data[pos + 8:end]) != crc:
                 break
-            records.append(_safe_loads(data[pos + 8:end]))
+            if parse:
+                records.append(_safe_loads(data[pos + 8:end]))
             pos = end
         return jid, records, pos, size - pos
 
     @classmethod
     def repair(cls, path):
         """Cut a torn record off the end so that new records follow the last good one."""
-        jid, _, end, torn = cls.read(path)
+        jid, _, end, torn = cls.read(path, parse=False)
         if torn:
             logger.warning('journal %s: dropped %d bytes of an interrupted write at its end',
                            path, torn)
@@ -4559,6 +4560,9 @@ class Environment:
                     pending = [i for i in range(len(traj)) if not traj._runs.completed[i]]
                 results.extend(self._run_pending(job, args, kwargs, per_run, pending, cnt))
                 pending = None
+                if self._postproc is not None and self._automatic_storing:
+                    traj.f_store()  # post-processing may load what the runs stored
+                    self._refresh_runs()
                 if self._postproc is None or self._stopped:
                     break
                 before = len(traj)
@@ -4580,12 +4584,21 @@ class Environment:
                 self._config('resumed', True)
             if self._automatic_storing:
                 traj.f_store()
+                self._refresh_runs()
         if cnt is not None and self._delete_continue and traj.f_is_completed():
             for path in (cnt, cnt + '.results'):
                 if os.path.exists(path):
                     os.remove(path)
         results.sort(key=lambda r: r[0])
         return results
+
+    def _refresh_runs(self):
+        """After workers stored runs themselves, read which runs the store holds."""
+        service = self._traj.v_storage_service
+        if self._executor is None and self._multiproc and isinstance(service, _FileService) \
+                and self._store_mode(service) != 'parent':
+            state = service._load_state(self._traj.v_name, data=set())
+            self._traj.__dict__['_runs'] = _RunTable.from_plain(state['runs'])
 
     def _postprocess(self, func, results, args, kwargs):
         traj = self._traj
@@ -4892,14 +4905,17 @@ class Environment:
         """One run's outcome in this process: bookkeeping, storage of returned records."""
         status, idx, value, exc_bytes, record = result
         traj = self._traj
-        if record[4] or self._store_mode(traj.v_storage_service) == 'parent':
+        if self._executor is not None or \
+                self._store_mode(traj.v_storage_service) == 'parent':
             service = traj.v_storage_service
             if isinstance(service, LazyStorageService) or getattr(service, 'keeps_runs',
                                                                   False):
                 traj._apply_run_record(record)
             else:
                 _store_run(service, record)
-        traj._runs.set(idx, *record[3])
+            traj._runs.set(idx, *record[3])
+        # Otherwise a worker or the queue writer stored the run: the store, not this
+        # message, says whether it is completed (see _refresh_runs).
         if status == 'ok':
             self._got(idx, value, results, results_log, progress)
             return None
