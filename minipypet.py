@@ -527,11 +527,11 @@ class NNGroupNode(NNTreeNode):
             else:
                 if not value._full_name:
                     value._rename(name)
-                elif value._name != name:
+                elif value._full_name.partition('.')[0] != name:
                     value._rename(name + '.' + value._full_name)
                 self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
         else:
-            child = self._children.get(name)
+            child = self._root()._resolve(self, name)
             if isinstance(child, BaseParameter):
                 child.f_set(value)
             elif isinstance(child, BaseResult):
@@ -683,6 +683,9 @@ class NNGroupNode(NNTreeNode):
     def f_add_leaf(self, *args, **kwargs):
         """Add a leaf: (name, data, comment=...), (Class, name, ...) or (instance)."""
         branch = self.v_branch
+        if not branch and args:  # on the root the kind of leaf picks the branch
+            kind = args[0] if isinstance(args[0], type) else type(args[0])
+            branch = 'parameters' if issubclass(kind, BaseParameter) else 'results'
         default = {'parameters': Parameter, 'config': Parameter,
                    'derived_parameters': Parameter}.get(branch, Result)
         return self._add_leaf(branch or 'results', default, args, kwargs)
@@ -922,13 +925,13 @@ class BaseParameter(NNLeafNode):
         return self._default
 
     def f_supports(self, data):
-        try:
-            self._check_value(data)
-            return True
-        except PypetError:
-            return False
+        """True if the parameter can hold `data` (override this in your own classes)."""
+        return True
 
     def _check_value(self, data):
+        if not self.f_supports(data):
+            raise UnsupportedTypeError('%s: %s does not support %s %s' % (
+                self._full_name, type(self).__name__, _type_name(data), _short_repr(data)))
         return data
 
     def _coerce(self, value, position):
@@ -987,7 +990,7 @@ class BaseParameter(NNLeafNode):
             self.f_set(values[0])
         coerced = [self._coerce(v, i) for i, v in enumerate(values)]
         self._explored_range = coerced
-        self._data = coerced[0]
+        self._data = self._default  # outside a run an explored parameter reads its default
 
     def _expand(self, values):
         coerced = [self._coerce(v, len(self._explored_range) + i)
@@ -1027,6 +1030,13 @@ _PY_KINDS = {bool: 'b', int: 'iu', float: 'fiu', complex: 'cfiu', str: 'U', byte
 class Parameter(BaseParameter):
     """A parameter holding a bool, int, float, complex, str, bytes, a homogeneous non-empty
     list/tuple of these, or (with numpy) a numpy scalar or array."""
+
+    def f_supports(self, data):
+        try:
+            self._check_value(data)
+            return True
+        except PypetError:
+            return False
 
     def _check_value(self, data):
         t = type(data)
@@ -1676,6 +1686,9 @@ class Trajectory(NNGroupNode):
         parts = (start._full_name + '.' + rel_name if start._full_name else rel_name).split('.')
         parts = [self._translate(p) if p in ('$', 'crun', '$set', 'crunset') else p
                  for p in parts]
+        for part in parts[1:]:  # all or nothing: no group is made for a name that fails
+            if part not in start._children:
+                _check_name(part, rel_name)
         if self._is_run and leaf is not None and parts[0] in ('results', 'derived_parameters') \
                 and self._props['auto_run_prepend'] and \
                 not any(_RUN_RE.match(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
@@ -2025,11 +2038,7 @@ class Trajectory(NNGroupNode):
         node = self._nodes.get(full_name)
         if node is None:
             cls = _resolve_class(tag, self._dynamic_imports)
-            node = cls.__new__(cls)
-            cls.__init__(node, full_name.rpartition('.')[2]) if not issubclass(
-                cls, BaseParameter) else BaseParameter.__init__(node, full_name)
-            if isinstance(node, PickleParameter) or isinstance(node, PickleResult):
-                node.__dict__.setdefault('_protocol', pickle.HIGHEST_PROTOCOL)
+            node = cls(full_name.rpartition('.')[2])  # as pypet: the class's own constructor
             branch, _, rest = full_name.partition('.')
             parent = self._nodes.get(full_name.rpartition('.')[0]) if rest else None
             if parent is None:
@@ -2662,6 +2671,7 @@ class _Journal:
 
     def _open(self):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         fd = os.open(self.path, flags, 0o644)
         if os.fstat(fd).st_size == 0:
             # Two processes may race to write the header: only the first write lands first,
@@ -5242,11 +5252,24 @@ def _alias_name(target):
 
 
 def _install_aliases():
+    def family(cls):  # the class and its subclasses in this module that override things
+        yield cls
+        for sub in cls.__subclasses__():
+            if sub.__module__ == cls.__module__:
+                yield from family(sub)
     for cls, targets in _ALIASES.items():
         for target in targets:
             alias = _alias_name(target)
-            if alias not in cls.__dict__:
-                setattr(cls, alias, cls.__dict__.get(target, getattr(cls, target)))
+            for klass in family(cls):
+                if klass is cls or target in klass.__dict__:
+                    setattr(klass, alias, _static_attr(klass, target))
+
+
+def _static_attr(cls, name):
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    raise AttributeError(name)
 
 
 _install_aliases()
