@@ -70,6 +70,7 @@ import threading
 import time
 import traceback
 import types
+import warnings
 import zlib
 
 logger = logging.getLogger('minipypet')
@@ -3069,26 +3070,8 @@ class _FileService(StorageService):
         return self._load_state(name, index, data=data)
 
     def _load_list(self, traj, names=(), recursive=True):
-        state = self._load_state(traj._name, data=True)
-        out = {}
-        for full_name in names:
-            prefix = full_name + '.'
-            rec = state['nodes'].get(full_name)
-            if rec is not None and rec['kind'] == 'leaf':
-                out[full_name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
-            split = _split_run(full_name)
-            for template, rows in state['columns'].items():
-                for idx, row in rows.items():
-                    fn = _join_run(template, idx)
-                    if fn == full_name or (recursive and fn.startswith(prefix)):
-                        out[fn] = row
-            if rec is None or rec['kind'] == 'group':
-                for key, rec2 in state['nodes'].items():
-                    if rec2['kind'] == 'leaf' and key.startswith(prefix) and recursive:
-                        out[key] = (rec2['class'], rec2['comment'], rec2['ann'], rec2['data'])
-            if not out and split is None and full_name not in state['nodes']:
-                raise DataNotInStorageError('%s is not in %s' % (full_name, self.filename))
-        return out
+        return _items_from_state(self._load_state(traj._name, data=True), names, recursive,
+                                 self.filename)
 
     def delete_trajectory(self, name):
         """Remove a whole trajectory from the file (atomically, like every rewrite)."""
@@ -3118,6 +3101,32 @@ class _FileService(StorageService):
 
     def _write_states(self, states, folded):
         raise NotImplementedError
+
+
+def _items_from_state(state, names, recursive, filename):
+    """{full name: (class tag, comment, annotations, data)} of leaves named or below names."""
+    out = {}
+    for full_name in names:
+        prefix = full_name + '.'
+        found = False
+        rec = state['nodes'].get(full_name)
+        if rec is not None and rec['kind'] == 'leaf':
+            out[full_name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
+            found = True
+        for template, rows in state['columns'].items():
+            for idx, row in rows.items():
+                fn = _join_run(template, idx)
+                if fn == full_name or (recursive and fn.startswith(prefix)):
+                    out[fn] = row
+                    found = True
+        if rec is None or rec['kind'] == 'group':
+            for key, rec2 in state['nodes'].items():
+                if rec2['kind'] == 'leaf' and recursive and key.startswith(prefix):
+                    out[key] = (rec2['class'], rec2['comment'], rec2['ann'], rec2['data'])
+                    found = True
+        if not found:
+            raise DataNotInStorageError('%s is not stored in %s' % (full_name, filename))
+    return out
 
 
 def _default_filename(filename, trajectory_name, suffix):
@@ -3856,12 +3865,532 @@ def _say_once(message):
         logger.warning(message)
 
 
+# --------------------------------------------------------------------------------------------
+# Reading HDF5 files written by pypet 0.6 / 0.7 (read only)
+# --------------------------------------------------------------------------------------------
+# pypet's layout in short (one root group per trajectory):
+#   /<traj>                      attrs: SRVC_INIT_COMMENT
+#   /<traj>/overview/info        one row: name, time, timestamp, comment, length, python, version
+#   /<traj>/overview/runs        one row per run: idx, timestamp, finish_timestamp, completed,
+#                                parameter_summary, short_environment_hexsha (rows of runs never
+#                                stored have completed=0 and placeholder values)
+#   /<traj>/overview/explorations   column 'explorations': full names of explored parameters
+#   /<traj>/{config,parameters,derived_parameters,results}/...   the tree: a group with the
+#       attribute SRVC_LEAF=True is a leaf (SRVC_INIT_CLASS_NAME, SRVC_INIT_COMMENT,
+#       SRVC_ANNOTATED + SRVC_AN_<key>); its children are the leaf's items, each with
+#       SRVC_STORE (ARRAY, CARRAY, EARRAY, VLARRAY, TABLE, DICT, NESTED_GROUP, FRAME, ...) and
+#       SRVC_DATA_COLL_TYPE / SRVC_DATA_SCALAR_TYPE (tables: SRVC_COLUMN_<col>_COLL_TYPE / ...).
+_PP_RUN_RE = re.compile(r'^run_(\d{8})$')
+_PP_SET_RE = re.compile(r'^run_set_(\d{5})$')
+_PP_BRANCHES = ('config', 'parameters', 'derived_parameters', 'results')
+_PP_ARRAY_STORES = ('ARRAY', 'CARRAY', 'EARRAY', 'VLARRAY')
+_PP_PANDAS_STORES = ('FRAME', 'SERIES', 'PANEL')
+_PP_PY_SCALARS = {'int': int, 'long': int, 'float': float, 'bool': bool, 'complex': complex,
+                  'str': str, 'unicode': str, 'bytes': bytes}
+_PP_TYPE_REPR_RE = re.compile(r"^<(?:type|class) '(?:numpy\.)?(\w+)'>$")  # pypet < 0.1b
+
+
+class PypetReadError(StorageError):
+    """A pypet file (or a trajectory in it) cannot be read."""
+
+
+def _pp_open(path):
+    import tables
+    path = os.fspath(path)
+    try:
+        with open(path, 'rb') as probe:
+            if probe.read(8) != b'\x89HDF\r\n\x1a\n':
+                raise PypetReadError('%s is not an HDF5 file' % path)
+        return tables.open_file(path, 'r')
+    except PypetReadError:
+        raise
+    except FileNotFoundError:
+        raise PypetReadError('%s does not exist' % path) from None
+    except Exception as exc:
+        raise PypetReadError('%s cannot be opened (truncated or corrupt?): %s: %s'
+                             % (path, type(exc).__name__, exc)) from exc
+
+
+def _pp_attrnames(node):
+    return node._v_attrs._v_attrnames
+
+
+def _pp_attr(node, name, default=None):
+    """An HDF5 attribute, read raw: PyTables' normal attribute access unpickles any bytes
+    value that ends in '.', i.e. it would unpickle file content."""
+    attrs = node._v_attrs
+    if name not in attrs._v_attrnames:
+        return default
+    getter = getattr(attrs, '_g_getattr', None)
+    value = getter(node, name) if getter is not None else getattr(attrs, name)
+    return value
+
+
+def _pp_str(value, default=''):
+    if value is None:
+        return default
+    if isinstance(value, bytes):  # also numpy.bytes_
+        return value.decode('utf-8', 'replace')
+    if hasattr(value, 'ndim') and getattr(value, 'ndim', 0) == 0 and hasattr(value, 'item'):
+        value = value.item()
+        if isinstance(value, bytes):
+            return value.decode('utf-8', 'replace')
+    return str(value)
+
+
+def _pp_plain_attr(value):
+    """An annotation value as plain data (numpy str/bytes/number scalars -> Python)."""
+    import numpy as np
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _pp_children(mapping):
+    """(name, node) pairs of a PyTables children dict (its .get()/.values() do not load
+    the nodes, indexing does)."""
+    return [(name, mapping[name]) for name in list(mapping)]
+
+
+def _pp_is_traj_group(group):
+    if 'overview' not in group._v_groups:
+        return False
+    overview = group._v_groups['overview']
+    if 'info' not in overview._v_children:
+        return False
+    return getattr(overview._v_children['info'], '_c_classid', '') == 'TABLE'
+
+
+def _pp_trajectories(f):
+    """[(name, group)] of the pypet trajectories in an open file, oldest first (by the
+    creation timestamp in overview/info; the HDF5 groups themselves are listed by name)."""
+    found = []
+    for name, group in _pp_children(f.root._v_groups):
+        if not _pp_is_traj_group(group):
+            continue
+        try:
+            stamp = float(group.overview.info.read(0, 1)['timestamp'][0])
+        except Exception:
+            stamp = float('inf')
+        found.append((stamp, name, group))
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [(name, group) for _, name, group in found]
+
+
 def _is_pypet_file(path):
-    return False
+    """True for an HDF5 file holding at least one pypet trajectory (a root group with pypet's
+    overview/info table); False for anything else, including minipypet's own files."""
+    try:
+        path = os.fspath(path)
+        with open(path, 'rb') as probe:
+            if probe.read(8) != b'\x89HDF\r\n\x1a\n':
+                return False
+        import tables
+        with tables.open_file(path, 'r') as f:
+            if 'minipypet_format' in f.root._v_attrs._v_attrnames:
+                return False
+            return any(_pp_is_traj_group(g) for _, g in _pp_children(f.root._v_groups))
+    except Exception:
+        return False
+
+
+def _pypet_list_trajectories(path):
+    """Names of the pypet trajectories in the file, oldest first."""
+    with _pp_open(path) as f:
+        return [name for name, _ in _pp_trajectories(f)]
+
+
+# -- value restoration ---------------------------------------------------------------------
+def _pp_type_name(stype):
+    if stype is None:
+        return None
+    stype = _pp_str(stype)
+    m = _PP_TYPE_REPR_RE.match(stype)
+    return m.group(1) if m else stype
+
+
+def _pp_scalar(value, stype, np):
+    """One scalar converted to the type pypet recorded (SRVC_*SCALAR_TYPE)."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return value
+        value = value.reshape(())[()]
+    if stype is None:
+        return value
+    if stype in ('str', 'unicode', 'str_'):
+        text = value.decode('utf-8') if isinstance(value, bytes) else str(value)
+        return np.str_(text) if stype == 'str_' else text
+    if stype == 'bytes':
+        return bytes(value) if not isinstance(value, str) else value.encode('utf-8')
+    py = _PP_PY_SCALARS.get(stype)
+    if py is not None:
+        return py(value.item() if isinstance(value, np.generic) else value)
+    if stype == 'bool_':
+        return np.bool_(value)
+    nptype = getattr(np, stype, None)
+    if isinstance(nptype, type) and issubclass(nptype, np.generic):
+        return nptype(value)
+    return value
+
+
+def _pp_restore(value, coll, stype, np):
+    """Undo PyTables' type changes using pypet's COLL_TYPE / SCALAR_TYPE attributes."""
+    coll = _pp_str(coll, None) if coll is not None else None
+    stype = _pp_type_name(stype)
+    if coll == 'COLL_SCALAR':
+        return _pp_scalar(value, stype, np)
+    if coll in ('COLL_LIST', 'COLL_TUPLE'):
+        seq = [_pp_scalar(v, stype, np) for v in value]
+        return tuple(seq) if coll == 'COLL_TUPLE' else seq
+    if coll == 'COLL_EMPTY_DICT':
+        return {}
+    if coll in ('COLL_NDARRAY', 'COLL_MATRIX'):
+        value = np.asarray(value)
+        if stype == 'str' and value.dtype.kind == 'S':
+            value = np.char.decode(value, 'utf-8')
+        if coll == 'COLL_MATRIX':
+            with warnings.catch_warnings():  # numpy's "matrix is not recommended"
+                warnings.simplefilter('ignore', PendingDeprecationWarning)
+                value = np.asmatrix(value)
+        return value
+    return value
+
+
+# -- reading a leaf's items ----------------------------------------------------------------
+def _pp_read_columns(table, types, np):
+    """A table as {column: [restored values]}; `types` maps the SRVC_COLUMN_* attribute names
+    to their values (from the table's attributes or a split table's type table)."""
+    rows = table.read()
+    out = {}
+    for col in table.colnames:
+        prefix = 'SRVC_COLUMN_%s_' % col
+        coll, stype = types(prefix + 'COLL_TYPE'), types(prefix + 'SCALAR_TYPE')
+        out[col] = [_pp_restore(v, coll, stype, np) for v in rows[col]]
+    return out
+
+
+def _pp_read_table_item(node, np):
+    """A TABLE or DICT item (possibly split over several tables) as {column: [values]}."""
+    import tables
+    if isinstance(node, tables.Table):
+        return _pp_read_columns(node, lambda key: _pp_attr(node, key), np)
+    # a split table: a group of tables plus '<name>__SRVC_STORE' mapping attribute -> value
+    type_name = node._v_name + '__SRVC_STORE'
+    mapping = {}
+    if type_name in node._v_children:
+        rows = node._v_children[type_name].read()
+        mapping = {_pp_str(k): _pp_str(v) for k, v in zip(rows['field_name'],
+                                                           rows['data_type'])}
+    out = {}
+    for child_name in sorted(node._v_children):
+        child = node._v_children[child_name]
+        if child_name != type_name and isinstance(child, tables.Table):
+            out.update(_pp_read_columns(child, mapping.get, np))
+    return out
+
+
+def _pp_read_array_item(node, np):
+    value = node.read()
+    if 'PTCOMPAT__empty__dtype' in _pp_attrnames(node):  # an empty array written by PyTables 2
+        try:
+            if value.shape == (1,) and value[0] == 0:
+                dtype = _pp_attr(node, 'PTCOMPAT__empty__dtype')
+                value = np.array([]) if dtype == 0 else np.array([], dtype=np.dtype(dtype))
+        except (AttributeError, TypeError):
+            pass
+    return _pp_restore(value, _pp_attr(node, 'SRVC_DATA_COLL_TYPE'),
+                       _pp_attr(node, 'SRVC_DATA_SCALAR_TYPE'), np)
+
+
+def _pp_read_items(group, full_name, ctx, prefix=''):
+    """All items of a leaf group as {name: value}; items in nested groups get dotted names.
+    Items the reader cannot translate (pandas data) are left out and noted in ctx.skipped."""
+    np = ctx.np
+    import tables
+    items = {}
+    for name, node in _pp_children(group._v_children):
+        if isinstance(node, tables.link.Link):
+            continue
+        key = prefix + name
+        store = _pp_str(_pp_attr(node, 'SRVC_STORE'), None)
+        if isinstance(node, tables.Group) and (
+                store == 'NESTED_GROUP' or (store is None and not
+                                            _pp_attr(node, 'SRVC_SPLIT_TABLE'))):
+            items.update(_pp_read_items(node, full_name, ctx, key + '.'))
+            continue
+        if store is None:
+            store = 'TABLE' if isinstance(node, (tables.Table, tables.Group)) else 'ARRAY'
+        if store == 'DICT':
+            columns = _pp_read_table_item(node, np)
+            value = {k: (v[0] if v else None) for k, v in columns.items()}
+        elif store == 'TABLE':
+            value = _pp_read_table_item(node, np)
+        elif store in _PP_ARRAY_STORES:
+            value = _pp_read_array_item(node, np)
+        elif store.startswith('SHARED_DATA') and isinstance(node, tables.Leaf) and \
+                not store.endswith('FRAME'):
+            value = node.read()  # shared tables/arrays: their plain content
+        else:
+            ctx.skipped.append('%s[%r] (%s%s)' % (full_name, key, 'pandas ' if store in
+                                                  _PP_PANDAS_STORES else '', store))
+            continue
+        items[key] = value
+    return items
+
+
+def _pp_protocol(dump):
+    """The pickle protocol of a dump, from its PROTO opcode (old pypet files do not record
+    it); 0 for dumps without one (protocols 0 and 1)."""
+    if isinstance(dump, bytes) and len(dump) > 1 and dump[:1] == b'\x80':
+        return dump[1]
+    return 0
+
+
+def _pp_column(items, key, col):
+    value = items.get(key)
+    if isinstance(value, dict):
+        return value.get(col)
+    return None
+
+
+def _pp_leaf_data(cls, items):
+    """pypet's stored items of one leaf -> minipypet's data dict for that leaf class."""
+    if cls == 'PickleParameter':
+        if 'data' not in items:
+            return None  # an empty parameter
+        data = {'data': items['data']}
+        proto = items.get('__pckl_prtcl__')
+        data['protocol'] = int(proto) if proto is not None else _pp_protocol(data['data'])
+        idx = _pp_column(items, 'explored_data', 'idx')
+        if idx is not None:
+            data['explored_data'] = [items['xp_%08d' % int(i)] for i in idx]
+        return data
+    if cls == 'PickleResult':
+        data = dict(items)
+        proto = data.pop('__pckl_prtcl__', None)
+        if proto is None:
+            proto = _pp_protocol(next(iter(data.values()))) if data else 0
+        data['__pickle_protocol__'] = int(proto)
+        return data
+    if cls in ('Parameter', 'ArrayParameter') or cls.endswith('Parameter') and (
+            'data__rr__' in items or _pp_column(items, 'data', 'data') is not None):
+        if 'data__rr__' in items:  # an ArrayParameter holding an array, tuple or list
+            data = {'data': items['data__rr__']}
+            idx = _pp_column(items, 'explored_data__rr__', 'idx')
+            if idx is not None:
+                explored = []
+                for i in idx:
+                    i = int(i)
+                    key = 'explored__rr__.set_%05d.xa_%08d' % (i // 1000, i)
+                    if key not in items:  # older pypet: flat names
+                        key = 'xa__rr__%08d' % i
+                    explored.append(items[key])
+                data['explored_data'] = explored
+            return data
+        data = {}
+        default = _pp_column(items, 'data', 'data')
+        if default is not None:
+            data['data'] = default[0]
+        explored = _pp_column(items, 'explored_data', 'data')
+        if explored is not None:
+            data['explored_data'] = list(explored)
+        if 'data' not in data:
+            return None
+        return data
+    return items  # Result and anything else: the items as they are
+
+
+# -- the tree -------------------------------------------------------------------------------
+def _pp_split_run(parts):
+    """['results', 'runs', 'run_00000003', 'z'] -> ('results.runs.$.z', 3), else None."""
+    for i, part in enumerate(parts):
+        m = _PP_RUN_RE.match(part)
+        if m:
+            parts = list(parts)
+            parts[i] = '$'
+            if i and _PP_SET_RE.match(parts[i - 1]):
+                parts[i - 1] = '$set'
+            return '.'.join(parts), int(m.group(1))
+    return None
+
+
+def _pp_annotations(node):
+    if not _pp_attr(node, 'SRVC_ANNOTATED', False):
+        return None
+    ann = {}
+    for attr in _pp_attrnames(node):
+        if attr.startswith('SRVC_AN_'):
+            ann[attr[len('SRVC_AN_'):]] = _pp_plain_attr(_pp_attr(node, attr))
+    return ann or None
+
+
+class _PPContext:
+    """What the tree walk of one trajectory needs and collects."""
+
+    def __init__(self, state, path, np):
+        self.state, self.path, self.np = state, path, np
+        self.ranged = []  # parameters with stored ranges (for files without 'explorations')
+        self.skipped = []  # items left out
+
+
+def _pp_walk(ctx, group, parts, want):
+    state = ctx.state
+    for name, child in _pp_children(group._v_groups):
+        cparts = parts + [name]
+        full_name = '.'.join(cparts)
+        comment = _pp_str(_pp_attr(child, 'SRVC_INIT_COMMENT'), '')
+        ann = _pp_annotations(child)
+        split = _pp_split_run(cparts)
+        if not _pp_attr(child, 'SRVC_LEAF', False):
+            if split is None and (comment or ann):
+                state['nodes'][full_name] = {'kind': 'group', 'comment': comment, 'ann': ann}
+            _pp_walk(ctx, child, cparts, want)
+            continue
+        if cparts[0] == 'parameters' and ('explored_data' in child._v_children or
+                                          'explored_data__rr__' in child._v_children or
+                                          _pp_attr(child, 'SRVC_INIT_LENGTH') is not None):
+            ctx.ranged.append(full_name)
+        cls = _pp_str(_pp_attr(child, 'SRVC_INIT_CLASS_NAME'), 'Result')
+        data = None
+        if want:
+            try:
+                data = _pp_leaf_data(cls, _pp_read_items(child, full_name, ctx))
+            except PypetReadError:
+                raise
+            except Exception as exc:
+                raise PypetReadError('%s: cannot read %s (%s): %s: %s' % (
+                    ctx.path, full_name, cls, type(exc).__name__, exc)) from exc
+        if split is not None:
+            state['columns'].setdefault(split[0], {})[split[1]] = (cls, comment, ann, data)
+        else:
+            state['nodes'][full_name] = {'kind': 'leaf', 'class': cls, 'comment': comment,
+                                         'ann': ann, 'data': data}
+    _pp_links(state, group, parts)
+
+
+def _pp_links(state, group, parts):
+    """Soft links inside the trajectory become {'kind': 'link', 'target': full name}."""
+    import tables
+    root = '/' + state['name'] + '/'
+    for name, link in _pp_children(group._v_links):
+        target = getattr(link, 'target', None)
+        if isinstance(link, tables.link.SoftLink) and target and target.startswith(root):
+            state['nodes']['.'.join(parts + [name])] = {
+                'kind': 'link', 'target': target[len(root):].replace('/', '.')}
+
+
+def _pp_rows(table):
+    return table.read() if table.nrows else None
+
+
+def _pypet_read_state(path, name=None, index=None, data=True):
+    """One pypet trajectory as minipypet's plain-data state.
+
+    name, or else index into _pypet_list_trajectories (default -1, the newest).
+    data: True (all leaves get their data), False, or a set of branch names whose leaves
+    get data (the other leaves are listed with data=None and their datasets are not read).
+    Pickled data is returned as bytes, never unpickled."""
+    import numpy as np
+    path = os.fspath(path)
+    with _pp_open(path) as f:
+        trajs = _pp_trajectories(f)
+        names = [n for n, _ in trajs]
+        if name is None:
+            if not names:
+                raise PypetReadError('%s holds no pypet trajectory' % path)
+            try:
+                name = names[-1 if index is None else index]
+            except (IndexError, TypeError):
+                raise PypetReadError('%s holds %d pypet trajectories; index %r is out of range'
+                                     % (path, len(names), index)) from None
+        if name not in names:
+            raise PypetReadError('%s holds no pypet trajectory %r; it holds %s'
+                                 % (path, name, names))
+        group = dict(trajs)[name]
+        overview = group.overview
+        info = overview.info.read()
+        row = info[0] if len(info) else None
+
+        def field(col, default):
+            if row is None or col not in info.dtype.names:
+                return default
+            return row[col]
+        length = int(field('length', 0))
+        comment = _pp_str(field('comment', None), None)
+        if comment is None:
+            comment = _pp_str(_pp_attr(group, 'SRVC_INIT_COMMENT'), '')
+        state = {'format': 1, 'name': name, 'time': _pp_str(field('time', '')),
+                 'timestamp': float(field('timestamp', 0.0)), 'comment': comment,
+                 'version': _pp_str(field('version', '')), 'python': _pp_str(field('python', '')),
+                 'length': length, 'explored': [],
+                 'runs': {'timestamp': [0.0] * length, 'finish_timestamp': [0.0] * length,
+                          'completed': [0] * length, 'hexsha': [''] * length,
+                          'error': [''] * length},
+                 'parameter_summary': [''] * length, 'nodes': {}, 'columns': {}}
+        runs = _pp_rows(overview.runs) if 'runs' in overview._v_children else None
+        if runs is not None:
+            names_ = runs.dtype.names
+            for i, r in enumerate(runs):
+                idx = int(r['idx']) if 'idx' in names_ else i
+                if not 0 <= idx < length or not int(r['completed']):
+                    continue  # placeholder rows of runs never stored keep the blanks
+                state['runs']['completed'][idx] = 1
+                state['runs']['timestamp'][idx] = float(r['timestamp'])
+                state['runs']['finish_timestamp'][idx] = float(r['finish_timestamp'])
+                state['runs']['hexsha'][idx] = _pp_str(r['short_environment_hexsha'])
+                state['parameter_summary'][idx] = _pp_str(r['parameter_summary'])
+        if 'explorations' in overview._v_children:
+            rows = _pp_rows(overview.explorations)
+            if rows is not None:
+                state['explored'] = [_pp_str(x) for x in rows['explorations']]
+        ctx = _PPContext(state, path, np)
+        for branch in _PP_BRANCHES:
+            if branch not in group._v_groups:
+                continue
+            want = data is True or bool(data) and branch in data
+            bgroup = group._v_groups[branch]
+            bcomment = _pp_str(_pp_attr(bgroup, 'SRVC_INIT_COMMENT'), '')
+            bann = _pp_annotations(bgroup)
+            if bcomment or bann:
+                state['nodes'][branch] = {'kind': 'group', 'comment': bcomment, 'ann': bann}
+            _pp_walk(ctx, bgroup, [branch], want)
+        _pp_links(state, group, [])  # links directly below the trajectory
+        if 'explorations' not in overview._v_children:  # older pypet: the explored leaves
+            state['explored'] = ctx.ranged
+        if ctx.skipped:
+            warnings.warn('%s: the pypet reader cannot translate %d item(s), which are left out: '
+                          '%s%s' % (path, len(ctx.skipped), ', '.join(ctx.skipped[:5]),
+                                    ', ...' if len(ctx.skipped) > 5 else ''), stacklevel=2)
+    return state
 
 
 class _PypetFileReader(StorageService):
-    """Placeholder replaced below by the pypet-file reader."""
+    """Loads trajectories from files written by pypet 0.6/0.7; it never writes them. To keep
+    such a trajectory in minipypet's format, give it a minipypet service and f_store()."""
+
+    def __init__(self, filename):
+        self.filename = os.fspath(filename)
+
+    def list_trajectories(self):
+        return _pypet_list_trajectories(self.filename)
+
+    def _load_state(self, name=None, index=None, data=True, force=False):
+        return _pypet_read_state(self.filename, name, index,
+                                 True if data == 'scalars' else data)
+
+    def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
+        data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
+        return self._load_state(name, index, data=data)
+
+    def _load_list(self, traj, names=(), recursive=True):
+        return _items_from_state(self._load_state(traj.v_name, data=True), names, recursive,
+                                 self.filename)
+
+    def _refuse(self, *args, **kwargs):
+        raise StorageError('%s was written by pypet and is read only here; to store, give the '
+                           'trajectory a minipypet service first, e.g. traj.v_storage_service '
+                           '= HDF5StorageService("new.hdf5"); traj.f_store()' % self.filename)
+
+    _store_trajectory = _store_run = _store_list = _delete = _refuse
+
 
 
 # ============================================================================================
@@ -5456,7 +5985,7 @@ def _cli_show(args, out):
     n = state['length']
     done = sum(state['runs']['completed'])
     failed = sum(1 for e in state['runs']['error'] if e)
-    print('trajectory %s  (time %s, minipypet %s)' % (state['name'], state['time'],
+    print('trajectory %s  (time %s, written by version %s)' % (state['name'], state['time'],
                                                       state['version']), file=out)
     if state['comment']:
         print('comment: %s' % state['comment'], file=out)
