@@ -292,7 +292,7 @@ def _encode(value):
     if _is_numpy(value):
         np = sys.modules['numpy']
         if isinstance(value, np.ndarray):
-            arr = np.ascontiguousarray(value)
+            arr = value if value.flags['C_CONTIGUOUS'] else value.copy(order='C')  # keeps 0-d
             return {'__t': 'ndarray', 'dtype': arr.dtype.str if not arr.dtype.names
                     else arr.dtype.descr, 'shape': list(arr.shape),
                     'v': base64.b64encode(arr.tobytes()).decode('ascii')}
@@ -1176,6 +1176,8 @@ class Result(BaseResult):
 
     def f_get(self, *names):
         """One item (the only one if no name is given) or a list of several."""
+        if self._refused:
+            raise PickleRefusedError(self._refused)
         if not names:
             if len(self._data) != 1:
                 raise ValueError('%s has %d items %s; name the one you want' % (
@@ -1221,6 +1223,8 @@ class Result(BaseResult):
         try:
             return self.__dict__['_data'][name]
         except KeyError:
+            if self.__dict__.get('_refused'):
+                raise PickleRefusedError(self._refused) from None
             raise NoSuchNodeError('%s has no item %r; it has %s' % (
                 self._full_name, name, sorted(self.__dict__['_data']))) from None
 
@@ -2996,7 +3000,12 @@ class _FileService(StorageService):
 
     def _read_journal(self):
         """Records of the journal not yet folded into the file."""
-        jid, records, end, _ = _Journal.read(self._journal.path)
+        jid, records, end, torn = _Journal.read(self._journal.path)
+        if torn:
+            _say_once('journal %s: %d bytes after its last intact record were ignored (a '
+                      'write interrupted by a crash, or damage); the runs in them are not '
+                      'completed and a resume repeats them' % (self._journal.path, torn),
+                      remember=False)
         if jid is None:
             return None, None, [], 0
         folded = self._folded_marker()
@@ -3140,6 +3149,16 @@ def _default_filename(filename, trajectory_name, suffix):
     return filename
 
 
+def _file_mode(path):
+    """The mode a plain open() would give (mkstemp makes 0600): the old file's, or by umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def _atomic_write(path, write):
     """write(tmp_path) then fsync and rename over `path`: the file is old or new, never torn."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -3149,6 +3168,7 @@ def _atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _file_mode(path))
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -3322,7 +3342,12 @@ class HDF5StorageService(_FileService):
 
         def write(tmp):
             order, title = [], self.file_title
-            with tables.open_file(tmp, 'w', title=title or '', PYTABLES_SYS_ATTRS=False) as out:
+            with warnings.catch_warnings():
+                # No CLASS/VERSION/TITLE attributes on every node: ~40% faster and smaller.
+                # (PyTables >= 3.10 prefers the lower-case spelling, older ones only know this.)
+                warnings.simplefilter('ignore', DeprecationWarning)
+                out = tables.open_file(tmp, 'w', title=title or '', PYTABLES_SYS_ATTRS=False)
+            with out:
                 if old_exists:
                     with self._open() as old:
                         order = [n for n in json.loads(
@@ -3467,9 +3492,11 @@ class HDF5StorageService(_FileService):
                         col = items[key] = ([], [])
                     col[0].append(i)
                     col[1].append(value)
-        if any(k.startswith('_') or k.endswith(('__idx', '__offsets')) for k in items):
-            raise StorageError('%s: item names must not start with "_" or end with "__idx"'
-                               % template)
+        bad = [k for k in items if k in _COLUMN_META or k.endswith(('__idx', '__offsets'))]
+        if bad:
+            raise StorageError('%s: item names %s are reserved in HDF5 files (names ending '
+                               'in "__idx" or "__offsets" or %s); rename them'
+                               % (template, bad, sorted(_COLUMN_META)))
         for key, (col_idx, values) in items.items():
             self._put_column(f, group, key, values, filters, np)
             if len(col_idx) != len(idxs):
@@ -3553,9 +3580,9 @@ class HDF5StorageService(_FileService):
             for k in state['explored']:
                 data = (nodes.get(k) or {}).get('data') or {}
                 rng = list(data.get('explored_data') or [])[:n]
-                if not rng or {type(v) for v in rng} - {int, float, bool} or \
-                        len({type(v) for v in rng}) > 1:
-                    rng = [_short_repr(v, 64) for v in rng]
+                kinds = {type(v) for v in rng}
+                if len(kinds) != 1 or not kinds <= {int, float, bool, str}:
+                    rng = [repr(v) for v in rng]  # full text: overview tables never cut
                 cols.append((k.rpartition('.')[2] if k.rpartition('.')[2] not in
                              [c for c, _ in cols] else k.replace('.', '_'), rng))
             _h5_table(f, ov, 'explored_parameters_runs', cols, filters, np)
@@ -3660,7 +3687,7 @@ class HDF5StorageService(_FileService):
         if want:
             for leaf in group._f_iter_nodes('Leaf'):
                 item = leaf._v_name
-                if item.startswith('_') or item.endswith(('__idx', '__offsets')):
+                if item in _COLUMN_META or item.endswith(('__idx', '__offsets')):
                     continue
                 if want == 'scalars' and str(leaf._v_attrs.mp_type) not in _SCALAR_KINDS:
                     continue  # a runs table never needs the arrays
@@ -3676,6 +3703,8 @@ class HDF5StorageService(_FileService):
 
 
 _SCALAR_KINDS = ('bool', 'int', 'float', 'complex', 'str', 'npscalar')
+_COLUMN_META = frozenset(('_idx', '_comments', '_comment_idx', '_ann', '_ann_idx',
+                          '_empty_idx'))  # datasets of a run column that are not items
 
 
 def _leaf_attrs(a, rec):
@@ -3843,9 +3872,16 @@ def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
         if os.path.isfile(filename + '.journal'):
             return (HDF5StorageService if _have('tables') else PickleStorageService)(filename)
         raise DataNotInStorageError('cannot load: %s does not exist' % filename)
-    if use_hdf5 and _have('tables'):
+    existing = None
+    if filename is not None and os.path.isfile(filename):
+        with open(filename, 'rb') as probe:
+            existing = probe.read(len(PickleStorageService.MAGIC))
+    pickled = existing == PickleStorageService.MAGIC or (
+        existing is None and filename is not None and
+        os.fspath(filename).endswith(('.pkl', '.pickle')))
+    if use_hdf5 and _have('tables') and not pickled:
         return HDF5StorageService(filename, trajectory_name=name, **kwargs)
-    if use_hdf5:
+    if use_hdf5 and not pickled:
         _say_once('PyTables is not installed, so minipypet stores with the pickle backend '
                   '(pip install "minipypet[hdf5]" for HDF5)')
     for key in ('complevel', 'complib', 'shuffle', 'fletcher32', 'encoding', 'display_time'):
@@ -3859,9 +3895,10 @@ def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
 _SAID = set()
 
 
-def _say_once(message):
+def _say_once(message, remember=True):
     if message not in _SAID:
-        _SAID.add(message)
+        if remember:
+            _SAID.add(message)
         logger.warning(message)
 
 
