@@ -1159,9 +1159,11 @@ class Result(BaseResult):
             self.f_set_single(name, item)
 
     def f_set_single(self, name, item):
-        if name.startswith(('_', 'f_', 'v_')) or not name:
+        if not name or name.startswith(('_', 'f_', 'v_')) or \
+                name.endswith(('__idx', '__offsets')):
             raise InvalidNameError('%s: %r is not a valid item name (it must not start with '
-                                   '"_", "f_" or "v_")' % (self._full_name, name))
+                                   '"_", "f_" or "v_", nor end with "__idx" or "__offsets", '
+                                   'which the HDF5 layout uses)' % (self._full_name, name))
         if type(item) not in _SCALARS:
             self._check_item(name, item)
         self._data[name] = item
@@ -2230,11 +2232,13 @@ class Trajectory(NNGroupNode):
                 continue
             self._place_rows(template, rows, mode)
         for full_name, rec in state['nodes'].items():
-            if rec['kind'] == 'link' and modes.get(full_name.partition('.')[0]):
+            if rec['kind'] == 'link' and ('.' not in full_name or
+                                          modes.get(full_name.partition('.')[0])):
                 target = self._nodes.get(rec['target'])
                 if target is not None:
                     parent, _, lname = full_name.rpartition('.')
-                    group = self._nodes.get(parent) or self._place_group(parent, '', None)
+                    group = self if not parent else (self._nodes.get(parent) or
+                                                     self._place_group(parent, '', None))
                     group._links[lname] = target
         d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
         explored = [n for n in state.get('explored', []) if n in self._nodes]
@@ -2385,6 +2389,8 @@ class Trajectory(NNGroupNode):
                 if node._comment or node._annotations:
                     nodes[full] = {'kind': 'group', 'comment': node._comment,
                                    'ann': _ann(node)}
+                for lname, target in node._links.items():  # links right in a branch
+                    nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
                 continue
             split = _split_run(full)
             if node.v_is_leaf:
@@ -2886,8 +2892,9 @@ def _merge_memory(state, mem, store_data, only_init):
     old = state['runs']
     runs = {f: list(mem['runs'][f]) for f in _RunTable.FIELDS}
     for i in range(min(n, len(old['completed']))):
-        if old['completed'][i] and not runs['completed'][i]:
-            for f in _RunTable.FIELDS:
+        if not runs['completed'][i] and not runs['error'][i] and (
+                old['completed'][i] or old['error'][i]):
+            for f in _RunTable.FIELDS:  # a worker stored it; memory never heard of it
                 runs[f][i] = old[f][i]
     state['runs'], state['length'] = runs, n
 
@@ -3163,6 +3170,13 @@ def _atomic_write(path, write):
     """write(tmp_path) then fsync and rename over `path`: the file is old or new, never torn."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    stale = '.' + os.path.basename(path) + '.'
+    for name in os.listdir(directory):  # left by a writer killed mid-write (one per file)
+        if name.startswith(stale) and name.endswith('.tmp'):
+            try:
+                os.remove(os.path.join(directory, name))
+            except OSError:
+                pass
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
                                dir=directory)
     os.close(fd)
@@ -3271,6 +3285,10 @@ class HDF5StorageService(_FileService):
     file, fsync, rename) at checkpoints; between them finished runs go to the journal."""
 
     SUFFIX = '.hdf5'
+    # Runs only ever reach the journal, which is safe to append to from several processes,
+    # but pypet users know HDF5 as not process safe, and the issue tracker asked to refuse
+    # wrap_mode='NONE' with it rather than rely on that: QUEUE or LOCK it is.
+    multiproc_safe = False
     _BIG = 4096  # bytes; smaller datasets are not chunked or compressed (it would cost more)
 
     def __init__(self, filename=None, file_title=None, overwrite_file=False, complevel=9,
@@ -4481,10 +4499,13 @@ class _RunContext:
     its explored ranges, the job and its arguments, and how to store a finished run."""
 
     def __init__(self, traj, job, args, kwargs, store_mode, service, lock=None, queue=None,
-                 log_setup=None, clean_up=True):
+                 log_setup=None, clean_up=True, results_path=None):
         self.traj, self.job, self.args, self.kwargs = traj, job, args, kwargs
         self.store_mode, self.service, self.lock, self.queue = store_mode, service, lock, queue
         self.log_setup, self.clean_up = log_setup, clean_up
+        # continuable: return values go to <cnt>.results before the run is stored, so a
+        # resume has them for every run the store holds as completed
+        self.results = _Journal(results_path) if results_path else None
 
     def run(self, idx, values, extra):
         """Carry out one run here; store it as the wrap mode says; return what goes back."""
@@ -4507,12 +4528,19 @@ class _RunContext:
             return ('err', idx, traceback.format_exc(), exc_bytes,
                     record if self.store_mode == 'parent' else record[:4] + ([],))
         record = traj._run_record(idx, start, time.time(), 1)
+        _log_return(self.results, idx, ret)
         self._store(record)
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
         return ('ok', idx, ret, None, record if self.store_mode == 'parent' else
                 record[:4] + ([],))
+
+    def close(self):
+        if isinstance(self.service, _FileService):
+            self.service.close()
+        if self.results is not None:
+            self.results.close()
 
     def _store(self, record):
         mode = self.store_mode
@@ -4530,6 +4558,16 @@ def _store_run(service, record):
         service._store_run(record)
     else:
         service.store(SINGLE_RUN, record)
+
+
+def _log_return(journal, idx, ret):
+    if journal is None:
+        return
+    try:
+        journal.append((idx, ret))
+    except Exception as exc:  # an unpicklable return value only costs the resume
+        _say_once('continuable: a run returned %s, which cannot be pickled (%s); '
+                  'f_continue_run will return None for such runs' % (_type_name(ret), exc))
 
 
 def _format_exc(exc):
@@ -4582,8 +4620,8 @@ def _pool_worker(conn, key, payload):
             elif ctx.log_setup is not None:
                 ctx.log_setup = _WORKER_CONTEXT['logged'].log_setup
         conn.send(_safe_result(ctx.run(idx, values, extra)))
-    if ctx is not None and isinstance(ctx.service, _FileService):
-        ctx.service.close()
+    if ctx is not None:
+        ctx.close()
 
 
 def _process_run(conn, key, payload, idx, values, extra):
@@ -4593,8 +4631,7 @@ def _process_run(conn, key, payload, idx, values, extra):
     if ctx.log_setup is not None:
         ctx.log_setup.in_worker('run', idx)
     result = _safe_result(ctx.run(idx, values, extra))
-    if isinstance(ctx.service, _FileService):
-        ctx.service.close()
+    ctx.close()
     conn.send(result)
     conn.close()
 
@@ -4862,7 +4899,7 @@ class Environment:
         self._stopped = False
         self._git_message = git_message
         self._resumed = False
-        self._run_count = 0
+        self._results_path = None
         # storage: an explicit service, or HDF5 (pickle without PyTables), or the user's own
         self._lazy = bool(lazy_debug and __debug__)
         service_kwargs = dict(file_title=file_title, overwrite_file=overwrite_file,
@@ -4927,6 +4964,8 @@ class Environment:
             'storage_service': type(traj.v_storage_service).__name__,
             'filename': getattr(traj.v_storage_service, 'filename', None) or ''}
         self._add_config()
+        if traj.v_storage_service is not None:
+            self._check_parallel(traj.v_storage_service)
 
     # -- validation --------------------------------------------------------------------------
     @staticmethod
@@ -5217,6 +5256,7 @@ class Environment:
             return []
         traj = self._traj
         results_log = _Journal(cnt + '.results', fsync_interval=1.0) if cnt else None
+        self._results_path = cnt + '.results' if cnt else None
         progress = _Progress(self._report_progress, len(pending))
         old_handler = self._install_sigint()
         try:
@@ -5252,15 +5292,8 @@ class Environment:
                 raise KeyboardInterrupt
         return signal.signal(signal.SIGINT, handler)
 
-    def _got(self, idx, ret, results, results_log, progress):
+    def _got(self, idx, ret, results, progress):
         results.append((idx, ret))
-        if results_log is not None:
-            try:
-                results_log.append((idx, ret))
-            except Exception as exc:  # an unpicklable return value only costs the resume
-                _say_once('continuable: a run returned %s, which cannot be pickled (%s); '
-                          'f_continue_run will return None for such runs'
-                          % (_type_name(ret), exc))
         progress.step()
 
     def _fail(self, idx, tb_text, exc):
@@ -5296,18 +5329,20 @@ class Environment:
                 progress.step()
                 continue
             record = traj._run_record(idx, start, time.time(), 1)
+            _log_return(results_log, idx, ret)  # before the run counts as stored
             store(record)
             traj._finish_run(record, clean_up)
-            self._got(idx, ret, results, results_log, progress)
+            self._got(idx, ret, results, progress)
         return results
 
     def _context(self, job, args, kwargs, store_mode, service, lock=None, queue=None):
         traj = self._traj
         copy = traj._worker_copy()
         ctx = _RunContext(copy, job, args, kwargs, store_mode, service, lock, queue,
-                          self._log, True)
-        key = '%s-%d-%d' % (traj.v_name, os.getpid(), self._run_count)
-        self._run_count += 1
+                          self._log, True, self._results_path if store_mode != 'parent'
+                          else None)
+        # Unique per sweep: workers of a reused executor cache contexts by this key.
+        key = '%s-%s' % (traj.v_name, os.urandom(8).hex())
         return ctx, key
 
     def _payload(self, ctx, job, args, kwargs, what):
@@ -5393,9 +5428,14 @@ class Environment:
         store_mode = self._store_mode(service)
         mp = self._mp_context()
         ctx, key = self._context(job, args, kwargs, store_mode, service)
+        self._payload(ctx, job, args, kwargs, 'pool (use_pool=True)')  # fail before starting
         plumbing = self._start_plumbing(mp, service, store_mode)
         ctx.queue, ctx.lock = plumbing['queue'], plumbing['lock']
-        payload = self._payload(ctx, job, args, kwargs, 'pool (use_pool=True)')
+        try:
+            payload = self._payload(ctx, job, args, kwargs, 'pool (use_pool=True)')
+        except BaseException:
+            self._stop_plumbing(plumbing, False)
+            raise
         frozen = payload if self._freeze_input else None
         per_task = None if self._freeze_input else payload
         workers = []
@@ -5454,11 +5494,20 @@ class Environment:
                     status = writer_conn.recv()
                     raise StorageError('the queue writer failed; finished runs that reached '
                                        'the file stay stored:\n%s' % (status[1],))
-                w = busy.get(ready)
-                if w is None:  # a sentinel: find its worker
-                    w = next((x for x in busy.values() if x.process.sentinel == ready), None)
-                    if w is None or w.conn.poll():
+                w = busy.get(ready) or next(
+                    (x for x in busy.values() if x.process.sentinel == ready), None)
+                if w is None:
+                    continue  # handled already in this round
+                result = None
+                try:
+                    if w.conn.poll():
+                        result = w.conn.recv()
+                except (EOFError, OSError):
+                    result = None
+                if result is None:
+                    if w.process.is_alive() and ready is w.conn:
                         continue
+                    w.process.join(5)
                     del busy[w.conn]
                     raise WorkerDiedError(
                         'run %d (%s): worker process %d died with %s while carrying it out '
@@ -5466,10 +5515,6 @@ class Environment:
                         'resume with env.f_continue_run(%r)' % (
                             w.idx, _run_name(w.idx), w.process.pid, _describe_exit(
                                 w.process.exitcode), self.v_continue_file))
-                try:
-                    result = w.conn.recv()
-                except EOFError:
-                    continue  # its sentinel reports the death
                 del busy[w.conn]
                 idle.append(w)
                 failure = self._handle(result, results, results_log, progress) or failure
@@ -5483,6 +5528,8 @@ class Environment:
         traj = self._traj
         if self._executor is not None or \
                 self._store_mode(traj.v_storage_service) == 'parent':
+            if status == 'ok':
+                _log_return(results_log, idx, value)
             service = traj.v_storage_service
             if isinstance(service, LazyStorageService) or getattr(service, 'keeps_runs',
                                                                   False):
@@ -5493,7 +5540,7 @@ class Environment:
         # Otherwise a worker or the queue writer stored the run: the store, not this
         # message, says whether it is completed (see _refresh_runs).
         if status == 'ok':
-            self._got(idx, value, results, results_log, progress)
+            self._got(idx, value, results, progress)
             return None
         exc = None
         if exc_bytes is not None:
@@ -5516,12 +5563,17 @@ class Environment:
         store_mode = self._store_mode(service)
         mp = self._mp_context()
         ctx, key = self._context(job, args, kwargs, store_mode, service)
+        method = mp.get_start_method()
+        what = "process per run (use_pool=False) with the %r start method" % method
+        if method != 'fork':
+            self._payload(ctx, job, args, kwargs, what)  # fail before starting anything
         plumbing = self._start_plumbing(mp, service, store_mode)
         ctx.queue, ctx.lock = plumbing['queue'], plumbing['lock']
-        method = mp.get_start_method()
-        payload = ctx if method == 'fork' else self._payload(
-            ctx, job, args, kwargs, "process per run (use_pool=False) with the %r start "
-            "method" % method)
+        try:
+            payload = ctx if method == 'fork' else self._payload(ctx, job, args, kwargs, what)
+        except BaseException:
+            self._stop_plumbing(plumbing, False)
+            raise
         todo = collections.deque(pending)
         results, running, failure, ok = [], {}, None, False
         try:
@@ -5594,10 +5646,16 @@ class Environment:
                     try:
                         result = fut.result()
                     except Exception as exc:
-                        raise WorkerDiedError('run %d (%s): the executor lost it (%s: %s); '
-                                              'every finished run is stored, resume with '
-                                              'env.f_continue_run(%r)' % (
-                                                  idx, _run_name(idx), type(exc).__name__, exc,
+                        # A broken executor fails every pending run; it cannot say which
+                        # worker died, so name them all.
+                        cf.wait(list(futures), timeout=5)
+                        lost = sorted([idx] + [i for f, i in futures.items()
+                                               if f.done() and f.exception() is not None])
+                        raise WorkerDiedError('runs %s: the executor lost them (%s: %s; a '
+                                              'worker died?); every finished run is stored, '
+                                              'resume with env.f_continue_run(%r)' % (
+                                                  ', '.join(map(str, lost)),
+                                                  type(exc).__name__, exc,
                                                   self.v_continue_file)) from exc
                     failure = self._handle(result, results, results_log, progress) or failure
         finally:
