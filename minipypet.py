@@ -520,7 +520,8 @@ class NNGroupNode(NNTreeNode):
         return self.f_get(name, fast_access=None)
 
     def __setattr__(self, name, value):
-        if name.startswith('_') or hasattr(type(self), name):
+        # properties (v_comment, ...) are set; a method's name (an alias such as `get`) is data
+        if name.startswith('_') or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)
         elif isinstance(value, NNTreeNode):
             if value._traj is not None and value._traj is self._root():
@@ -1231,7 +1232,8 @@ class Result(BaseResult):
                 self._full_name, name, sorted(self.__dict__['_data']))) from None
 
     def __setattr__(self, name, value):
-        if name.startswith('_') or hasattr(type(self), name):
+        # properties (v_comment, ...) are set; a method's name (an alias such as `get`) is data
+        if name.startswith('_') or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)
         else:
             self.f_set_single(name, value)
@@ -4875,6 +4877,8 @@ class Environment:
                                     dynamic_imports=dynamic_imports,
                                     dynamically_imported_classes=dynamically_imported_classes,
                                     wildcard_functions=wildcard_functions)
+            # pypet: a new trajectory's time is the environment's (one name suffix)
+            self._time, self._timestamp = self._traj.v_time, self._traj.v_timestamp
         elif isinstance(trajectory, Trajectory):
             self._traj = trajectory
             if dynamic_imports or dynamically_imported_classes:
@@ -5162,6 +5166,7 @@ class Environment:
         self._check_parallel(service)
         start = time.time()
         self._config('start_timestamp', start)
+        traj.f_lock_parameters()  # as pypet: nothing changes a parameter once runs start
         results = []
         cnt = None
         if self._automatic_storing:
