@@ -93,7 +93,7 @@ def _require(module, extra=None):
 
 def _have(module):
     """True if `module` can be imported (it is imported only when asked for, never probed early)."""
-    if module in sys.modules:
+    if sys.modules.get(module) is not None:
         return True
     try:
         importlib.import_module(module)
@@ -417,6 +417,8 @@ class Annotations:
         return '; '.join('%s=%s' % (k, _short_repr(v)) for k, v in sorted(self._dict.items()))
 
     def __getattr__(self, name):
+        if name.startswith('_'):  # pickle and copy probe for __setstate__ & co.
+            raise AttributeError(name)
         try:
             return self.__dict__['_dict'][name]
         except KeyError:
@@ -2190,7 +2192,7 @@ class Trajectory(NNGroupNode):
         if name is None and index is None:
             name = self._name if self._name != 'my_trajectory' or self._stored else None
             index = -1 if name is None else None
-        modes = {'config': load_other_data if not as_new else LOAD_DATA,
+        modes = {'config': load_parameters if not as_new else LOAD_DATA,  # as pypet
                  'parameters': load_parameters,
                  'derived_parameters': load_derived_parameters if not as_new else LOAD_NOTHING,
                  'results': load_results if not as_new else LOAD_NOTHING}
@@ -2214,6 +2216,8 @@ class Trajectory(NNGroupNode):
             d['_time'], d['_timestamp'] = state['time'], state['timestamp']
             d['_comment'] = state.get('comment', '')
             d['_stored'] = True
+            if state.get('ann'):
+                self.v_annotations._dict.update(state['ann'])
         d['_version'], d['_python'] = state.get('version', ''), state.get('python', '')
         place = self._place_leaf
         for full_name, rec in state['nodes'].items():
@@ -2326,9 +2330,12 @@ class Trajectory(NNGroupNode):
         service = self._storage_service
         if backup:
             import shutil
-            target = backup_filename or '%s_backup_%s%s' % (
-                os.path.splitext(service.filename)[0], _now_strings()[0],
-                os.path.splitext(service.filename)[1])
+            root, ext = os.path.splitext(service.filename)
+            target = backup_filename or '%s_backup_%s%s' % (root, _now_strings()[0], ext)
+            count = 1
+            while os.path.exists(target):  # never overwrite an earlier backup
+                count += 1
+                target = '%s_backup_%s_%d%s' % (root, _now_strings()[0], count, ext)
             service.checkpoint()
             shutil.copyfile(service.filename, target)
         mine = service._load_state(self._name, data=True)
@@ -2415,7 +2422,7 @@ class Trajectory(NNGroupNode):
                 'timestamp': self._timestamp, 'comment': self._comment,
                 'version': __version__, 'python': self._python, 'length': self._length,
                 'explored': list(self._explored), 'runs': self._runs.to_plain(),
-                'merged_runs': [list(r) for r in self._merged_runs],
+                'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
                 'nodes': nodes, 'columns': columns,
                 'parameter_summary': [self._parameter_summary(i) for i in range(self._length)]
                 if self._explored else [''] * self._length}
@@ -2526,9 +2533,12 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
         if any(template.startswith(i) for i in ignore):
             continue
         target = mine['columns'].setdefault(template, {})
+        # the other file may have purged duplicate comments: give them back, since merged
+        # runs keep their comments (the seed)
+        first = rows[min(rows)][1] if rows else ''
         for j, row in rows.items():
             if j in mapping:
-                target[mapping[j]] = row
+                target[mapping[j]] = row if row[1] else (row[0], first, row[2], row[3])
     if mapping:
         mine.setdefault('merged_runs', []).append([n_mine, mine['length']])
     for key, rec in other['nodes'].items():
@@ -2874,7 +2884,7 @@ def _merge_memory(state, mem, store_data, only_init):
     overwrite = store_data >= OVERWRITE_DATA
     explored = set(mem['explored'])
     for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'explored',
-                'parameter_summary', 'format', 'merged_runs'):
+                'parameter_summary', 'format', 'merged_runs', 'ann'):
         state[key] = mem.get(key, state.get(key))
     for full_name, rec in mem['nodes'].items():
         if rec['kind'] != 'leaf':
@@ -3399,6 +3409,8 @@ class HDF5StorageService(_FileService):
         attrs.minipypet_format = FORMAT_VERSION
         attrs.explored = json.dumps(state['explored'])
         attrs.merged_runs = json.dumps(state.get('merged_runs', []))
+        if state.get('ann'):
+            attrs.mp_annotations = _to_json(state['ann'])
         filters = self._filters()
         links = []
         for full_name in sorted(state['nodes']):
@@ -3632,6 +3644,8 @@ class HDF5StorageService(_FileService):
         state['explored'] = json.loads(a.explored)
         state['merged_runs'] = json.loads(a.merged_runs) if 'merged_runs' in \
             a._v_attrnames else []
+        if 'mp_annotations' in a._v_attrnames:
+            state['ann'] = _from_json(_attr(a, 'mp_annotations', 'null'))
         runs = f.get_node(root, 'overview/runs').read()
         state['runs'] = {
             'timestamp': runs['timestamp'].tolist(),
@@ -4795,7 +4809,7 @@ def _git_commit(repo, message, fail):
         _git(repo, 'add', '-u')
         _git(repo, 'commit', '-q', '-m', message)
     hexsha = _git(repo, 'rev-parse', 'HEAD').strip()
-    return {'hexsha': hexsha, 'name_rev': _git(repo, 'name-rev', 'HEAD').strip(),
+    return {'hexsha': hexsha, 'name_rev': _git(repo, 'name-rev', hexsha).strip(),
             'committed_date': int(_git(repo, 'show', '-s', '--format=%ct', 'HEAD').strip()),
             'message': _git(repo, 'show', '-s', '--format=%B', 'HEAD').strip(),
             'new_commit': dirty}
@@ -4954,8 +4968,11 @@ class Environment:
         # logging, only when asked for
         self._log = None
         if log_folder is not None:
-            self._log = _LogSetup(os.path.join(os.fspath(log_folder), traj.v_name),
-                                  log_level if log_level is not None else logging.INFO)
+            if log_level is None:  # the seed: INFO, unless the user set a level already
+                root_level = logging.getLogger().level
+                log_level = logging.INFO if root_level in (logging.NOTSET, logging.WARNING) \
+                    else root_level
+            self._log = _LogSetup(os.path.join(os.fspath(log_folder), traj.v_name), log_level)
             self._log.in_main()
         self._settings = {
             'multiproc': self._multiproc, 'ncores': ncores, 'use_pool': use_pool,
@@ -6089,8 +6106,8 @@ def _cli_show(args, out):
                                                       state['version']), file=out)
     if state['comment']:
         print('comment: %s' % state['comment'], file=out)
-    print('runs: %d, completed: %d, failed: %d, pending: %d' % (n, done, failed, n - done),
-          file=out)
+    print('runs: %d, completed: %d, failed: %d, pending: %d' % (n, done, failed,
+                                                               n - done - failed), file=out)
     print('explored parameters:', file=out)
     for full in state['explored']:
         data = (state['nodes'].get(full) or {}).get('data') or {}
