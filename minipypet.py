@@ -362,6 +362,8 @@ class _SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
+            if module.startswith('numpy._core') and not _have('numpy._core'):
+                module = 'numpy.core' + module[len('numpy._core'):]  # written by numpy 2
             return super().find_class(module, name)
         raise PickleRefusedError(
             'refused to unpickle %s.%s: minipypet files hold only plain data' % (module, name))
@@ -616,7 +618,7 @@ class NNGroupNode(NNTreeNode):
         root = self._root()
         prefix = self._full_name + '.' if self._full_name else ''
         return [n for fn, n in root._by_name.get(name.rpartition('.')[2], {}).items()
-                if fn.startswith(prefix) and fn.endswith(name)]
+                if fn.startswith(prefix) and (fn == prefix + name or fn.endswith('.' + name))]
 
     # -- iteration ---------------------------------------------------------------------------
     def f_children(self):
@@ -1319,14 +1321,17 @@ def _resolve_class(tag, dynamic_imports):
     if bare in _BUILTIN_LEAVES and module.split('.')[-1] in ('pypet', 'minipypet') or \
             module == __name__:
         return _BUILTIN_LEAVES[bare]
-    try:
-        obj = importlib.import_module(module)
-        for part in qualname.split('.'):
-            obj = getattr(obj, part)
-        return obj
-    except (ImportError, AttributeError, ValueError):
-        if bare in dynamic_imports:
-            return dynamic_imports[bare]
+    if bare in dynamic_imports:
+        return dynamic_imports[bare]
+    if _LOAD_POLICY.allow_pickle:  # importing what a file names runs code: only if trusted
+        try:
+            obj = importlib.import_module(module)
+            for part in qualname.split('.'):
+                obj = getattr(obj, part)
+            if isinstance(obj, type) and issubclass(obj, NNLeafNode):
+                return obj
+        except (ImportError, AttributeError, ValueError):
+            pass
     raise StorageError('cannot rebuild leaf class %r: pass it in dynamic_imports (or '
                        'dynamically_imported_classes) when loading' % tag)
 
@@ -1629,8 +1634,8 @@ class Trajectory(NNGroupNode):
             if node is not None:
                 return node
             found = self._by_name.get(name)
-            if found is not None and len(found) == 1 and (shortcuts or shortcuts is None and
-                                                          self._props['shortcuts']):
+            if found is not None and len(found) == 1 and max_depth is None and (
+                    shortcuts or shortcuts is None and self._props['shortcuts']):
                 node = next(iter(found.values()))  # the common `traj.x`: a unique name
                 if self._idx < 0 or 'run_' not in node._full_name or \
                         _in_run(node._full_name, _run_name(self._idx)):
@@ -1649,7 +1654,8 @@ class Trajectory(NNGroupNode):
                 child = node._children.get(tr)
                 if child is None and tr != comp and comp in ('$', 'crun'):
                     child = node._children.get(RUN_NAME_DUMMY)
-                if child is None and _RUN_RE.match(tr) and node._full_name in (
+                if child is None and (_RUN_RE.match(tr) or tr == RUN_NAME_DUMMY or
+                                      _SET_RE.match(tr)) and node._full_name in (
                         'results', 'derived_parameters') and 'runs' in node._children:
                     child = node._children['runs']._children.get(tr)  # seed: results.run_X
                 if child is None and shortcuts:
@@ -1700,6 +1706,10 @@ class Trajectory(NNGroupNode):
         for part in parts[1:]:  # all or nothing: no group is made for a name that fails
             if part not in start._children:
                 _check_name(part, rel_name)
+        if parts[0] in ('results', 'derived_parameters') and len(parts) > 2 and (
+                _RUN_RE.match(parts[1]) or parts[1] == RUN_NAME_DUMMY or
+                _SET_RE.match(parts[1])):
+            parts.insert(1, 'runs')  # the seed's results.run_XXXXXXXX.z is results.runs...
         if self._is_run and leaf is not None and parts[0] in ('results', 'derived_parameters') \
                 and self._props['auto_run_prepend'] and \
                 not any(_RUN_RE.match(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
@@ -2142,6 +2152,8 @@ class Trajectory(NNGroupNode):
     def f_store(self, only_init=False, store_data=STORE_DATA, max_depth=None):
         """Store the whole trajectory (outside a run) or what the current run added."""
         if self._is_run:
+            if self._storage_service is None:  # a worker's copy: the run record stores them
+                return
             self._service().store(LIST, [(LEAF, leaf) for leaf in self._new_leaves],
                                   trajectory=self)
             return
@@ -2153,6 +2165,8 @@ class Trajectory(NNGroupNode):
 
     def f_store_items(self, iterator, recursive=False, store_data=STORE_DATA, **kwargs):
         """Store single leaves or groups (with recursive=True, their subtree)."""
+        if self._is_run and self._storage_service is None:
+            return  # a worker's copy: what the run added is stored with the run
         if not self._stored and not self._is_run:
             raise PypetError('store the trajectory once with f_store() before f_store_item')
         msgs = []
@@ -2304,8 +2318,9 @@ class Trajectory(NNGroupNode):
                     if node is not None and not node.f_is_empty():
                         node._load(data)
                         continue
-                self._place_leaf(full_name, tag, comment, data, ann,
-                                 overwrite=load_data >= LOAD_DATA)
+                self._place_leaf(full_name, tag, comment,
+                                 data if load_data >= LOAD_DATA else None, ann,
+                                 overwrite=load_data == OVERWRITE_DATA)
         finally:
             _LOAD_POLICY.allow_pickle = old
 
@@ -2833,6 +2848,9 @@ def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
         state['nodes'][full_name] = {'kind': 'leaf', 'class': tag, 'comment': comment,
                                      'ann': ann, 'data': data if data is not None or old is None
                                      else old.get('data')}
+    elif data is not None and tag == old.get('class') and set(data) - set(old['data']):
+        # pypet's STORE_DATA: new items of a stored result are added, old ones stay
+        state['nodes'][full_name] = dict(old, data=dict(data, **old['data']))
 
 
 def _apply_record(states, record):
@@ -2874,6 +2892,8 @@ def _state_delete(state, names, recursive):
             rows = state['columns'].get(split[0])
             if rows is not None:
                 rows.pop(split[1], None)
+                if not rows:
+                    del state['columns'][split[0]]
         elif recursive:
             for template in [t for t in state['columns'] if t.startswith(prefix)]:
                 del state['columns'][template]
@@ -2894,7 +2914,8 @@ def _merge_memory(state, mem, store_data, only_init):
         if store_data == STORE_DATA_SKIPPING and full_name in state['nodes']:
             continue
         _state_put_leaf(state, full_name, rec['class'], rec['comment'], rec['data'],
-                        rec['ann'], overwrite or full_name in explored)
+                        rec['ann'], overwrite or full_name in explored or
+                        full_name.startswith('config.environment.'))  # the env's own notes
     if not only_init:
         for template, rows in mem['columns'].items():
             for idx, (tag, comment, ann, data) in rows.items():
@@ -2904,9 +2925,8 @@ def _merge_memory(state, mem, store_data, only_init):
     old = state['runs']
     runs = {f: list(mem['runs'][f]) for f in _RunTable.FIELDS}
     for i in range(min(n, len(old['completed']))):
-        if not runs['completed'][i] and not runs['error'][i] and (
-                old['completed'][i] or old['error'][i]):
-            for f in _RunTable.FIELDS:  # a worker stored it; memory never heard of it
+        if old['finish_timestamp'][i] > runs['finish_timestamp'][i]:
+            for f in _RunTable.FIELDS:  # stored later (by a worker) than memory knows
                 runs[f][i] = old[f][i]
     state['runs'], state['length'] = runs, n
 
@@ -2970,6 +2990,18 @@ class _FileService(StorageService):
         return state
 
     journal_path = property(lambda self: self._journal.path)
+
+    def _settings(self):
+        """The keyword arguments that rebuild this service (for a resume)."""
+        keys = ('file_title', 'purge_duplicate_comments', 'summary_tables',
+                'small_overview_tables', 'large_overview_tables', 'results_per_run',
+                'derived_parameters_per_run')
+        out = {k: getattr(self, k) for k in keys}
+        out['fsync_interval'] = self._journal.fsync_interval
+        for key in ('complevel', 'complib', 'shuffle', 'fletcher32'):
+            if hasattr(self, key):
+                out[key] = getattr(self, key)
+        return out
 
     # -- storing -----------------------------------------------------------------------------
     def _prepare_overwrite(self):
@@ -3036,9 +3068,12 @@ class _FileService(StorageService):
         return folded, jid, records, end
 
     def _store_run(self, record):
+        if self._overwrite_pending:
+            self._prepare_overwrite()
         self._journal.append(record)
 
     def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
+        self._prepare_overwrite()
         name = trajectory._name
         for msg, node in msgs:
             if msg == LEAF:
@@ -3056,6 +3091,7 @@ class _FileService(StorageService):
         self._journal.sync()
 
     def _delete(self, names, trajectory=None, recursive=False):
+        self._prepare_overwrite()
         self._journal.append(('delete', trajectory._name, list(names), recursive))
         self._journal.sync()
 
@@ -3217,15 +3253,19 @@ class PickleStorageService(_FileService):
 
     def __init__(self, filename=None, complevel=None, complib=None, **kwargs):
         super().__init__(filename, **kwargs)
-        self._cache = None  # (mtime, size, content) of the last file read
+        self._cache = None  # (inode, mtime, size, content) of the last file read
+
+    def __getstate__(self):
+        return dict(super().__getstate__(), _cache=None)  # never ship the file to workers
 
     def _read_file(self):
         try:
             st = os.stat(self.filename)
         except FileNotFoundError:
             return {'format': FORMAT_VERSION, 'order': [], 'trajectories': {}, 'folded': ''}
-        if self._cache is not None and self._cache[:2] == (st.st_mtime_ns, st.st_size):
-            return self._cache[2]
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
         with open(self.filename, 'rb') as f:
             head = f.read(len(self.MAGIC))
             if head != self.MAGIC:
@@ -3245,7 +3285,7 @@ class PickleStorageService(_FileService):
                                        'this version (%s) reads format %d and older'
                                        % (self.filename, content['format'], __version__,
                                           FORMAT_VERSION))
-        self._cache = (st.st_mtime_ns, st.st_size, content)
+        self._cache = (key, content)
         return content
 
     def _list_names(self):
@@ -3340,23 +3380,24 @@ class HDF5StorageService(_FileService):
             raise StorageError('%s is an HDF5 file but was not written by minipypet (no '
                                'minipypet_format attribute); pypet files load with '
                                'load_trajectory(filename=...)' % path)
-        if int(attrs.minipypet_format) > FORMAT_VERSION:
+        version = int(_attr(attrs, 'minipypet_format'))
+        if version > FORMAT_VERSION:
+            writer = _attr(attrs, 'minipypet_version')
             f.close()
             raise VersionMismatchError(
                 '%s was written in file format %d by minipypet %s; this minipypet (%s) reads '
-                'format %d and older' % (path, int(attrs.minipypet_format),
-                                         attrs.minipypet_version, __version__, FORMAT_VERSION))
+                'format %d and older' % (path, version, writer, __version__, FORMAT_VERSION))
         return f
 
     def _list_names(self):
         with self._open() as f:
-            return json.loads(f.root._v_attrs.minipypet_trajectories)
+            return json.loads(_attr(f.root._v_attrs, 'minipypet_trajectories'))
 
     def _folded_marker(self):
         if not os.path.exists(self.filename):
             return ''
         with self._open() as f:
-            return str(f.root._v_attrs.minipypet_folded)
+            return str(_attr(f.root._v_attrs, 'minipypet_folded', ''))
 
     def _filters(self):
         tables = _require('tables')
@@ -3381,7 +3422,7 @@ class HDF5StorageService(_FileService):
                 if old_exists:
                     with self._open() as old:
                         order = [n for n in json.loads(
-                            old.root._v_attrs.minipypet_trajectories) if n not in drop]
+                            _attr(old.root._v_attrs, 'minipypet_trajectories')) if n not in drop]
                         out.title = old.title
                         for name in order:
                             if name not in states:
@@ -3637,13 +3678,11 @@ class HDF5StorageService(_FileService):
         a = root._v_attrs
         state = _new_state(name)
         for key in ('time', 'timestamp', 'comment', 'version', 'python', 'length'):
-            value = getattr(a, key)
-            state[key] = value.item() if hasattr(value, 'item') else value
+            state[key] = _attr(a, key)
         state['length'] = int(state['length'])
         state['timestamp'] = float(state['timestamp'])
-        state['explored'] = json.loads(a.explored)
-        state['merged_runs'] = json.loads(a.merged_runs) if 'merged_runs' in \
-            a._v_attrnames else []
+        state['explored'] = json.loads(_attr(a, 'explored', '[]'))
+        state['merged_runs'] = json.loads(_attr(a, 'merged_runs', '[]'))
         if 'mp_annotations' in a._v_attrnames:
             state['ann'] = _from_json(_attr(a, 'mp_annotations', 'null'))
         runs = f.get_node(root, 'overview/runs').read()
@@ -3663,11 +3702,11 @@ class HDF5StorageService(_FileService):
             ga = node._v_attrs
             if 'mp_kind' not in ga._v_attrnames:
                 continue
-            kind = str(ga.mp_kind)
+            kind = _attr(ga, 'mp_kind')
             full_name = node._v_pathname[prefix:].replace('/', '.')
             want = data is True or full_name.partition('.')[0] in data
             if kind == 'column':
-                template = str(ga.mp_template)
+                template = _attr(ga, 'mp_template')
                 want = data is True or (data == 'scalars' and 'scalars') or \
                     (data != 'scalars' and template.partition('.')[0] in data)
                 state['columns'][template] = self._read_rows(node, want, np)
@@ -3675,10 +3714,9 @@ class HDF5StorageService(_FileService):
             if data == 'scalars':
                 want = full_name in state['explored']
             rec = {'kind': kind, 'comment': _attr(ga, 'mp_comment', ''),
-                   'ann': _from_json(ga.mp_annotations) if 'mp_annotations' in
-                   ga._v_attrnames else None}
+                   'ann': _from_json(_attr(ga, 'mp_annotations', 'null'))}
             if kind == 'leaf':
-                rec['class'] = str(ga.mp_class)
+                rec['class'] = _attr(ga, 'mp_class')
                 rec['data'] = None
                 if 'mp_item' in ga._v_attrnames:  # a one-item leaf stored as one dataset
                     if want:
@@ -3704,10 +3742,9 @@ class HDF5StorageService(_FileService):
     def _read_rows(group, want, np):
         a = group._v_attrs
         idxs = group._idx.read().tolist()
-        tag, first_comment = str(a.mp_class), _attr(a, 'mp_comment', '')
-        default_comment = '' if a.mp_purged else first_comment
-        classes = {int(k): v for k, v in json.loads(a.mp_classes).items()} if \
-            'mp_classes' in a._v_attrnames else {}
+        tag, first_comment = _attr(a, 'mp_class'), _attr(a, 'mp_comment', '')
+        default_comment = '' if _attr(a, 'mp_purged', True) else first_comment
+        classes = {int(k): v for k, v in json.loads(_attr(a, 'mp_classes', '{}')).items()}
         comments = {}
         if '_comment_idx' in group:
             comments = dict(zip(group._comment_idx.read().tolist(),
@@ -3723,7 +3760,7 @@ class HDF5StorageService(_FileService):
                 item = leaf._v_name
                 if item in _COLUMN_META or item.endswith(('__idx', '__offsets')):
                     continue
-                if want == 'scalars' and str(leaf._v_attrs.mp_type) not in _SCALAR_KINDS:
+                if want == 'scalars' and _attr(leaf._v_attrs, 'mp_type') not in _SCALAR_KINDS:
                     continue  # a runs table never needs the arrays
                 values = _read_node(group, item, np)
                 col_idx = group._f_get_child(item + '__idx').read().tolist() \
@@ -3751,11 +3788,15 @@ def _leaf_attrs(a, rec):
         a.mp_annotations = _to_json(rec['ann'])
 
 
-def _attr(attrs, key, default):
+def _attr(attrs, key, default=None):
+    """An HDF5 attribute read raw (as str, int, float or bool). PyTables' own attribute access
+    unpickles any bytes value ending in '.': file content must never be unpickled."""
     if key not in attrs._v_attrnames:
         return default
-    value = getattr(attrs, key)
-    return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+    value = attrs._g_getattr(attrs._g_getnode(), key)
+    if hasattr(value, 'item') and getattr(value, 'ndim', 0) == 0:
+        value = value.item()
+    return value.decode('utf-8', 'replace') if isinstance(value, bytes) else value
 
 
 def _value_summary(data, limit=64):
@@ -3833,7 +3874,10 @@ def _read_node(group, name, np, single=False):
 
 
 def _decode_node(node, offsets, np, single):
-    kind = str(node._v_attrs.mp_type)
+    kind = _attr(node._v_attrs, 'mp_type')
+    if getattr(getattr(node, 'atom', None), 'kind', None) == 'object':  # a pickled VLArray
+        raise StorageError('%s is not a minipypet dataset (it holds pickled objects)'
+                           % node._v_pathname)
     arr = node.read()
     if kind == 'json':
         raw = arr.tobytes()
@@ -4194,6 +4238,11 @@ def _pp_read_items(group, full_name, ctx, prefix=''):
             value = {k: (v[0] if v else None) for k, v in columns.items()}
         elif store == 'TABLE':
             value = _pp_read_table_item(node, np)
+        elif getattr(getattr(node, 'atom', None), 'kind', None) == 'object' and \
+                not _LOAD_POLICY.allow_pickle:  # a VLArray of objects unpickles on read
+            ctx.skipped.append('%s[%r] (pickled objects, not unpickled: allow_pickle=False)'
+                               % (full_name, key))
+            continue
         elif store in _PP_ARRAY_STORES:
             value = _pp_read_array_item(node, np)
         elif store.startswith('SHARED_DATA') and isinstance(node, tables.Leaf) and \
@@ -4533,19 +4582,23 @@ class _RunContext:
         start = time.time()
         try:
             ret = self.job(traj, *args, **kwargs)
-        except BaseException as exc:
-            record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
+            record = traj._run_record(idx, start, time.time(), 1)
+            _log_return(self.results, idx, ret)
             self._store(record)
+        except BaseException as exc:  # the job, or storing its run, failed: tell the parent
+            tb = traceback.format_exc()
+            record = ('run', traj._name, idx, (start, time.time(), 0, (
+                traj._environment_hexsha or '')[:7], _format_exc(exc)), [])
+            try:
+                self._store(record)
+            except Exception:  # the store is what failed; the parent reports the cause
+                pass
             traj._finish_run(record, True)
             try:
                 exc_bytes = pickle.dumps(exc)
             except Exception:
                 exc_bytes = None
-            return ('err', idx, traceback.format_exc(), exc_bytes,
-                    record if self.store_mode == 'parent' else record[:4] + ([],))
-        record = traj._run_record(idx, start, time.time(), 1)
-        _log_return(self.results, idx, ret)
-        self._store(record)
+            return ('err', idx, tb, exc_bytes, record)
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
@@ -4629,7 +4682,10 @@ def _pool_worker(conn, key, payload):
             break
         idx, values, extra, frozen = task
         if frozen is not None:  # without freeze_input the context comes with every run
-            ctx = pickle.loads(frozen)
+            new = pickle.loads(frozen)
+            if ctx is not None:  # keep this process's open journals: one fd each, not per run
+                new.service, new.results = ctx.service, ctx.results
+            ctx = new
             if ctx.log_setup is not None and not _WORKER_CONTEXT:
                 ctx.log_setup.in_worker('process')
                 _WORKER_CONTEXT['logged'] = ctx
@@ -5177,14 +5233,16 @@ class Environment:
                 'storage_service=LazyStorageService to store nothing)')
         return service
 
-    def _execute(self, job, args, kwargs, per_run, pending=None):
+    def _execute(self, job, args, kwargs, per_run, pending=None, earlier=()):
         traj = self._traj
         service = self._service()
         self._check_parallel(service)
+        if isinstance(service, _FileService):
+            service._prepare_overwrite()
         start = time.time()
         self._config('start_timestamp', start)
         traj.f_lock_parameters()  # as pypet: nothing changes a parameter once runs start
-        results = []
+        results = list(earlier)
         cnt = None
         if self._automatic_storing:
             traj.f_store(only_init=True)
@@ -5210,9 +5268,10 @@ class Environment:
                 self._config('postproc_expand', True)
                 if expanded is not None:
                     args, kwargs = expanded
-                if cnt is not None and self._automatic_storing:
+                if self._automatic_storing:  # the new runs' ranges reach the store first
                     traj.f_store(only_init=True)
-                    cnt = self._write_continue_file(job, args, kwargs, per_run)
+                    if cnt is not None:
+                        cnt = self._write_continue_file(job, args, kwargs, per_run)
         finally:
             finish = time.time()
             self._config('finish_timestamp', finish)
@@ -5296,6 +5355,7 @@ class Environment:
                 signal.signal(signal.SIGINT, old_handler)
             if results_log is not None:
                 results_log.close()
+            traj.__dict__.update(_is_run=False, _new_leaves=[])  # even after Ctrl+C
             traj.f_restore_default()
 
     def _install_sigint(self):
@@ -5427,14 +5487,23 @@ class Environment:
                     except Exception:
                         pass
                 conn = plumbing['writer_conn']
-                if conn.poll(600 if writer.is_alive() else 1):
-                    status = conn.recv()
-                    if status[0] == 'err':
-                        error = status[1]
-                elif not writer.is_alive():
-                    error = 'the queue writer process died with %s' % _describe_exit(
-                        writer.exitcode)
+                status = None
+                try:
+                    # it drains the queue first; a huge backlog can take long, not forever
+                    if conn.poll(3600 if writer.is_alive() else 1):
+                        status = conn.recv()
+                except (EOFError, OSError):
+                    status = None
+                if status is not None and status[0] == 'err':
+                    error = status[1]
+                elif status is None:
+                    writer.join(5)
+                    error = 'the queue writer process %s' % (
+                        'died with %s' % _describe_exit(writer.exitcode)
+                        if not writer.is_alive() else 'did not finish within an hour')
                 writer.join(30)
+                if writer.is_alive():
+                    writer.terminate()
         finally:
             if plumbing['manager'] is not None:
                 plumbing['manager'].shutdown()
@@ -5513,9 +5582,13 @@ class Environment:
                 watch.append(writer_conn)
             for ready in wait(watch):
                 if ready is writer_conn:
-                    status = writer_conn.recv()
+                    try:
+                        status = writer_conn.recv()[1]
+                    except (EOFError, OSError):
+                        plumbing['writer'].join(5)
+                        status = 'it died with %s' % _describe_exit(plumbing['writer'].exitcode)
                     raise StorageError('the queue writer failed; finished runs that reached '
-                                       'the file stay stored:\n%s' % (status[1],))
+                                       'the file stay stored:\n%s' % (status,))
                 w = busy.get(ready) or next(
                     (x for x in busy.values() if x.process.sentinel == ready), None)
                 if w is None:
@@ -5649,7 +5722,9 @@ class Environment:
         ctx, key = self._context(job, args, kwargs, 'parent', None)
         payload = self._payload(ctx, job, args, kwargs, 'executor')
         traj = self._traj
-        window = max(2 * (getattr(self._executor, '_max_workers', 0) or 16), 4)
+        # No more runs in flight than workers (when the executor says how many): what is
+        # submitted starts at once, so after Ctrl+C or a failure no other run starts.
+        window = getattr(self._executor, '_max_workers', 0) or 32
         todo = collections.deque(pending)
         futures, results, failure = {}, [], None
         try:
@@ -5671,6 +5746,10 @@ class Environment:
                         # A broken executor fails every pending run; it cannot say which
                         # worker died, so name them all.
                         cf.wait(list(futures), timeout=5)
+                        for f in [f for f in futures if f.done() and not f.cancelled() and
+                                  f.exception() is None]:
+                            futures.pop(f)  # it finished: store it like any other
+                            self._handle(f.result(), results, results_log, progress)
                         lost = sorted([idx] + [i for f, i in futures.items()
                                                if f.done() and f.exception() is not None])
                         raise WorkerDiedError('runs %s: the executor lost them (%s: %s; a '
@@ -5709,9 +5788,12 @@ class Environment:
         if path is None:
             return None
         service = self._traj.v_storage_service
+        filename = getattr(service, 'filename', None)
         snapshot = {'format': 1, 'minipypet': __version__, 'trajectory': self._traj.v_name,
                     'service': type(service).__name__ if isinstance(service, _FileService)
-                    else None, 'filename': getattr(service, 'filename', None),
+                    else None, 'filename': os.path.abspath(filename) if filename else None,
+                    'service_settings': service._settings() if isinstance(
+                        service, _FileService) else {},
                     'service_object': None if isinstance(service, _FileService) else service,
                     'job': job, 'args': args, 'kwargs': kwargs, 'per_run': per_run,
                     'postproc': self._postproc, 'fingerprint': self._fingerprint(),
@@ -5764,7 +5846,7 @@ class Environment:
             filename = snapshot['filename']
             cls = {'HDF5StorageService': HDF5StorageService,
                    'PickleStorageService': PickleStorageService}[snapshot['service']]
-            service = cls(filename)
+            service = cls(filename, **snapshot.get('service_settings', {}))
         traj = Trajectory(name, storage_service=service,
                           dynamic_imports=list(self._traj._dynamic_imports.values()))
         try:
@@ -5796,9 +5878,8 @@ class Environment:
         self._continue_folder = os.path.dirname(os.path.abspath(continue_file))
         earlier = dict(_read_results_log(continue_file + '.results'))
         done = [(i, earlier.get(i)) for i in range(len(traj)) if traj._runs.completed[i]]
-        results = self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
-                                snapshot['per_run'])
-        return sorted(done + results, key=lambda r: r[0])
+        return self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
+                             snapshot['per_run'], earlier=done)
 
     def f_resume(self, trajectory_name=None, resume_folder=None):
         """pypet 0.7's spelling of f_continue_run: by trajectory name and folder."""
