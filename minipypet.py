@@ -2691,65 +2691,115 @@ class LazyStorageService(StorageService):
 class _Journal:
     """An append-only file of checksummed records beside the data file.
 
-    A record is one os.write() of [length, crc32, pickle of plain data], so a killed process
-    leaves at most one torn record at the end, which readers detect and ignore. fsync runs at
-    most every `fsync_interval` seconds (0: after every record), so a power cut costs at most
-    that interval's runs."""
+    A record is one os.write() of [length, crc32, pickle of plain data]. A process killed
+    mid-write leaves a torn record; readers skip it (and anything damaged) by resynchronising
+    on the next record whose checksum holds, and a writer cuts a torn tail off before it
+    appends. Appends take a shared lock on the folder and checkpoints an exclusive one, so a
+    checkpoint never drops a record another process is writing. fsync runs at most
+    `fsync_interval` seconds after a record (a timer covers a pause in the appends; 0 syncs
+    every record, None never), so a power cut costs at most that interval's runs."""
 
     MAGIC = b'MPJOURNAL1\n'
     _HEAD = struct.Struct('<II')
+    _MAX_RECORD = 1 << 31
 
     def __init__(self, path, fsync_interval=1.0):
         self.path, self.fsync_interval = path, fsync_interval
-        self._fd, self._last_sync = None, 0.0
+        self._fd, self._last_sync, self._dirty = None, 0.0, False
+        self._timer, self._pid = None, None
 
     def __getstate__(self):
         return {'path': self.path, 'fsync_interval': self.fsync_interval, '_fd': None,
-                '_last_sync': 0.0}
+                '_last_sync': 0.0, '_dirty': False, '_timer': None, '_pid': None}
 
     def _open(self):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         fd = os.open(self.path, flags, 0o644)
         if os.fstat(fd).st_size == 0:
-            # Two processes may race to write the header: only the first write lands first,
-            # and readers accept exactly one header, so write it under an exclusive lock.
+            # Two processes may race to write the header; readers accept exactly one.
             _lock_fd(fd)
             try:
                 if os.fstat(fd).st_size == 0:
                     os.write(fd, self.MAGIC + os.urandom(8).hex().encode() + b'\n')
             finally:
                 _unlock_fd(fd)
-        self._fd = fd
+        self._fd, self._pid = fd, os.getpid()
         self._last_sync = time.monotonic()
 
     def append(self, record):
         payload = pickle.dumps(record, protocol=4)
-        if self._fd is None:
-            self._open()
-        os.write(self._fd, self._HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
-        if self.fsync_interval is not None:
+        data = self._HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+        with _FolderLock(self.path, shared=True):
+            if self._fd is None or self._pid != os.getpid():
+                self._open()
+            elif os.fstat(self._fd).st_nlink == 0:  # a checkpoint folded and removed it
+                os.close(self._fd)
+                self._open()
+            os.write(self._fd, data)
+        self._dirty = True
+        interval = self.fsync_interval
+        if interval is not None:
             now = time.monotonic()
-            if now - self._last_sync >= self.fsync_interval:
-                os.fsync(self._fd)
-                self._last_sync = now
+            if now - self._last_sync >= interval:
+                self.sync()
+            elif self._timer is None:  # a long pause before the next record: sync anyway
+                self._timer = threading.Timer(interval, self._timed_sync)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _timed_sync(self):
+        self._timer = None
+        try:
+            self.sync()
+        except OSError:  # closed meanwhile: close() synced it
+            pass
 
     def sync(self):
-        if self._fd is not None:
+        if self._fd is not None and self._dirty:
             os.fsync(self._fd)
-            self._last_sync = time.monotonic()
+            self._dirty = False
+        self._last_sync = time.monotonic()
 
     def close(self):
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         if self._fd is not None:
             try:
-                os.fsync(self._fd)
+                if self._pid == os.getpid():
+                    os.fsync(self._fd)
             finally:
                 os.close(self._fd)
                 self._fd = None
 
     @classmethod
-    def read(cls, path, start=0, parse=True):
-        """(journal id, [records], end offset of the last good record, torn bytes)."""
+    def scan(cls, data, start=0):
+        """(payloads, end of the last intact record, bytes skipped) of a journal's bytes."""
+        head = len(cls.MAGIC) + 17
+        pos = end_good = first = max(start, head)
+        payloads, size = [], len(data)
+        unpack, crc32 = cls._HEAD.unpack_from, zlib.crc32
+        while pos + 8 <= size:
+            length, crc = unpack(data, pos)
+            end = pos + 8 + length
+            if end <= size and crc32(data[pos + 8:end]) == crc:
+                payloads.append(data[pos + 8:end])
+                pos = end_good = end
+                continue
+            nxt = pos + 1  # damaged or torn: look for the next record that checks out
+            while nxt + 8 <= size:
+                length, crc = unpack(data, nxt)
+                if nxt + 8 + length <= size and crc32(data[nxt + 8:nxt + 8 + length]) == crc:
+                    break
+                nxt += 1
+            pos = nxt
+        skipped = max(0, size - first) - sum(8 + len(p) for p in payloads)
+        return payloads, end_good, skipped
+
+    @classmethod
+    def read(cls, path, start=0, parse=True, loads=None):
+        """(journal id, [records], end offset of the last intact record, bytes skipped)."""
         try:
             with open(path, 'rb') as f:
                 data = f.read()
@@ -2761,31 +2811,51 @@ class _Journal:
                 return None, [], 0, len(data)  # killed while writing the header
             raise StorageError('%s is not a minipypet journal (bad header)' % path)
         jid = data[len(cls.MAGIC):head - 1].decode('ascii')
-        pos, records, size = max(start, head), [], len(data)
-        while pos + 8 <= size:
-            length, crc = cls._HEAD.unpack_from(data, pos)
-            end = pos + 8 + length
-            if end > size or zlib.crc32(data[pos + 8:end]) != crc:
-                break
-            if parse:
-                records.append(_safe_loads(data[pos + 8:end]))
-            pos = end
-        return jid, records, pos, size - pos
+        payloads, end, skipped = cls.scan(data, start)
+        loads = loads or _safe_loads
+        return jid, [loads(p) for p in payloads] if parse else [], end, skipped
 
     @classmethod
     def repair(cls, path):
-        """Cut a torn record off the end so that new records follow the last good one."""
-        jid, _, end, torn = cls.read(path, parse=False)
-        if torn:
-            logger.warning('journal %s: dropped %d bytes of an interrupted write at its end',
-                           path, torn)
-            if jid is None:
+        """Cut a torn tail off so that new records follow the last intact one."""
+        jid, _, end, skipped = cls.read(path, parse=False)
+        if jid is None:
+            if skipped:
                 os.remove(path)
-            else:
-                with open(path, 'r+b') as f:
-                    f.truncate(end)
-                    os.fsync(f.fileno())
+            return None
+        size = os.path.getsize(path)
+        if size > end:
+            logger.warning('journal %s: dropped %d bytes of an interrupted write at its end',
+                           path, size - end)
+            with open(path, 'r+b') as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
         return jid
+
+
+class _FolderLock:
+    """flock on the data file's folder: shared for appends, exclusive for checkpoints."""
+
+    def __init__(self, path, shared):
+        self.folder = os.path.dirname(os.path.abspath(path))
+        self.shared, self.fd = shared, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one sweep per file at a time
+            return self
+        try:
+            self.fd = os.open(self.folder, os.O_RDONLY)
+        except OSError:
+            return self
+        fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
 
 
 def _lock_fd(fd):
@@ -3020,7 +3090,8 @@ class _FileService(StorageService):
         mem = traj._to_state(only_init)
         if only_init:
             self._journal.close()
-            _Journal.repair(self._journal.path)
+            with _FolderLock(self._journal.path, shared=False):
+                _Journal.repair(self._journal.path)
             self._journal.append(('traj', mem['name'], mem, store_data, True))
             self._journal.sync()
             return
@@ -3029,6 +3100,10 @@ class _FileService(StorageService):
     def checkpoint(self, extra=None):
         """Fold the journal (and an in-memory state) into the file; then drop the journal."""
         self._journal.close()
+        with _FolderLock(self._journal.path, shared=False):
+            self._checkpoint(extra)
+
+    def _checkpoint(self, extra):
         _Journal.repair(self._journal.path)
         folded, jid, records, end = self._read_journal()
         names = {r[1] for r in records}
@@ -3053,10 +3128,9 @@ class _FileService(StorageService):
         """Records of the journal not yet folded into the file."""
         jid, records, end, torn = _Journal.read(self._journal.path)
         if torn:
-            _say_once('journal %s: %d bytes after its last intact record were ignored (a '
-                      'write interrupted by a crash, or damage); the runs in them are not '
-                      'completed and a resume repeats them' % (self._journal.path, torn),
-                      remember=False)
+            _say_once('journal %s: %d damaged bytes were skipped (a write interrupted by a '
+                      'crash, or damage); the runs in them are not completed and a resume '
+                      'repeats them' % (self._journal.path, torn), remember=False)
         if jid is None:
             return None, None, [], 0
         folded = self._folded_marker()
@@ -3142,7 +3216,8 @@ class _FileService(StorageService):
         self.checkpoint()
         if name not in self.list_trajectories():
             raise DataNotInStorageError('%s holds no trajectory %r' % (self.filename, name))
-        self._write_states({}, '', drop=(name,))
+        with _FolderLock(self._journal.path, shared=False):
+            self._write_states({}, '', drop=(name,))
 
     def list_trajectories(self):
         """Names of the trajectories in the file, oldest first."""
@@ -5246,8 +5321,6 @@ class Environment:
         cnt = None
         if self._automatic_storing:
             traj.f_store(only_init=True)
-            if isinstance(service, _FileService):
-                _Journal.repair(service.journal_path)
             cnt = self._write_continue_file(job, args, kwargs, per_run)
         try:
             while True:
@@ -5887,25 +5960,18 @@ class Environment:
 
 
 def _read_results_log(path):
-    """(idx, return value) pairs a continuable sweep logged; torn tails are ignored."""
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    head = len(_Journal.MAGIC) + 17
-    pos, out = head, []
-    while pos + 8 <= len(data):
-        length, crc = _Journal._HEAD.unpack_from(data, pos)
-        end = pos + 8 + length
-        if end > len(data) or zlib.crc32(data[pos + 8:end]) != crc:
-            break
+    """(idx, return value) pairs a continuable sweep logged; damaged records are skipped.
+    They are the user's own return values, hence the plain (trusting) pickle."""
+    def loads(data):
         try:
-            out.append(pickle.loads(data[pos + 8:end]))  # the user's own return values
+            return pickle.loads(data)
         except Exception:
-            pass
-        pos = end
-    return out
+            return None
+    try:
+        _, records, _, _ = _Journal.read(path, loads=loads)
+    except StorageError:
+        return []
+    return [r for r in records if r is not None]
 
 
 class _Progress:
