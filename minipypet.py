@@ -502,7 +502,7 @@ class NNTreeNode:
 
 
 def _check_name(component, where):
-    if not _NAME_RE.match(component) or component.startswith(('f_', 'v_')):
+    if not _NAME_RE.fullmatch(component) or component.startswith(('f_', 'v_')):
         raise InvalidNameError(
             '%r is not a valid node name in %r: use letters, digits, "_" and "-" only, and do '
             'not start with "f_" or "v_" (reserved for methods and properties)'
@@ -1381,10 +1381,10 @@ def _split_run(full_name):
         return None
     parts = full_name.split('.')
     for i, part in enumerate(parts):
-        m = _RUN_RE.match(part)
+        m = _RUN_RE.fullmatch(part)
         if m:
             parts[i] = '$'
-            if i and _SET_RE.match(parts[i - 1]):
+            if i and _SET_RE.fullmatch(parts[i - 1]):
                 parts[i - 1] = '$set'
             return '.'.join(parts), int(m.group(1))
     return None
@@ -1446,7 +1446,7 @@ class Trajectory(NNGroupNode):
                  wildcard_functions=None, storage_service=None, filename=None,
                  dynamically_imported_classes=None, file_title=None, overwrite_file=False,
                  complevel=9, complib='zlib', fsync_interval=1.0, **storage_kwargs):
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise InvalidNameError('trajectory name %r is not valid: use letters, digits, "_" '
                                    'and "-" only' % (name,))
         timestr, timestamp = _now_strings()
@@ -1654,8 +1654,8 @@ class Trajectory(NNGroupNode):
                 child = node._children.get(tr)
                 if child is None and tr != comp and comp in ('$', 'crun'):
                     child = node._children.get(RUN_NAME_DUMMY)
-                if child is None and (_RUN_RE.match(tr) or tr == RUN_NAME_DUMMY or
-                                      _SET_RE.match(tr)) and node._full_name in (
+                if child is None and (_RUN_RE.fullmatch(tr) or tr == RUN_NAME_DUMMY or
+                                      _SET_RE.fullmatch(tr)) and node._full_name in (
                         'results', 'derived_parameters') and 'runs' in node._children:
                     child = node._children['runs']._children.get(tr)  # seed: results.run_X
                 if child is None and shortcuts:
@@ -1707,12 +1707,12 @@ class Trajectory(NNGroupNode):
             if part not in start._children:
                 _check_name(part, rel_name)
         if parts[0] in ('results', 'derived_parameters') and len(parts) > 2 and (
-                _RUN_RE.match(parts[1]) or parts[1] == RUN_NAME_DUMMY or
-                _SET_RE.match(parts[1])):
+                _RUN_RE.fullmatch(parts[1]) or parts[1] == RUN_NAME_DUMMY or
+                _SET_RE.fullmatch(parts[1])):
             parts.insert(1, 'runs')  # the seed's results.run_XXXXXXXX.z is results.runs...
         if self._is_run and leaf is not None and parts[0] in ('results', 'derived_parameters') \
                 and self._props['auto_run_prepend'] and \
-                not any(_RUN_RE.match(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
+                not any(_RUN_RE.fullmatch(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
             parts[1:1] = ['runs', _run_name(self._idx)]
         group = self
         last = len(parts) - 1
@@ -1882,7 +1882,7 @@ class Trajectory(NNGroupNode):
     # -- runs --------------------------------------------------------------------------------
     def _to_idx(self, name_or_idx):
         if isinstance(name_or_idx, str):
-            m = _RUN_RE.match(name_or_idx)
+            m = _RUN_RE.fullmatch(name_or_idx)
             if not m:
                 raise ValueError('%r is not a run name (run_XXXXXXXX)' % name_or_idx)
             name_or_idx = int(m.group(1))
@@ -2449,7 +2449,7 @@ def _ann(node):
 
 def _in_run(full_name, crun):
     for part in full_name.split('.'):
-        if part.startswith('run_') and part != crun and _RUN_RE.match(part):
+        if part.startswith('run_') and part != crun and _RUN_RE.fullmatch(part):
             return False
     return True
 
@@ -4397,11 +4397,11 @@ def _pp_leaf_data(cls, items):
 def _pp_split_run(parts):
     """['results', 'runs', 'run_00000003', 'z'] -> ('results.runs.$.z', 3), else None."""
     for i, part in enumerate(parts):
-        m = _PP_RUN_RE.match(part)
+        m = _PP_RUN_RE.fullmatch(part)
         if m:
             parts = list(parts)
             parts[i] = '$'
-            if i and _PP_SET_RE.match(parts[i - 1]):
+            if i and _PP_SET_RE.fullmatch(parts[i - 1]):
                 parts[i - 1] = '$set'
             return '.'.join(parts), int(m.group(1))
     return None

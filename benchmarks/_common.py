@@ -1,0 +1,206 @@
+"""Helpers shared by the benchmark scripts (stdlib only).
+
+Every measurement ("cell") runs in its own subprocess so that peak RSS
+(``resource.getrusage(...).ru_maxrss``) and caches belong to that cell alone.
+A cell prints exactly one JSON line on stdout.
+"""
+
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)  # the repository: minipypet.py lives here
+
+
+def import_minipypet():
+    """Import the minipypet of this checkout (the module beside benchmarks/), or the one in
+    the folder MINIPYPET_ROOT names (to compare a modified copy, A/B)."""
+    root = os.environ.get('MINIPYPET_ROOT') or ROOT
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    t0 = time.perf_counter()
+    import minipypet
+    return minipypet, time.perf_counter() - t0
+
+
+def have(module):
+    try:
+        __import__(module)
+        return True
+    except Exception:
+        return False
+
+
+def peak_rss_mb():
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def children_rss_mb():
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, 1)
+
+
+def checksum(values):
+    """math.fsum over all results (an array counts as its sum): independent of run order,
+    and equal to the shared harness's checksum."""
+    return math.fsum(float(v.sum()) if hasattr(v, 'sum') else
+                     float(sum(v)) if hasattr(v, '__len__') else float(v) for v in values)
+
+
+# --------------------------------------------------------------------------------------------
+# the parameter space of ../shared/bench/workloads.py: x, y floats, cartesian product, n runs
+# --------------------------------------------------------------------------------------------
+def grid(n):
+    if n >= 10 and n % 10 == 0:
+        nx, ny = n // 10, 10
+    else:
+        nx, ny = n, 1
+    return [float(i) for i in range(nx)], [float(j) for j in range(ny)]
+
+
+# --------------------------------------------------------------------------------------------
+# pypet 0.7 (a separate Python 3.12 venv) and the shared harness
+# --------------------------------------------------------------------------------------------
+def pypet_python():
+    """The interpreter that has pypet 0.7, or None. PYPET_PYTHON overrides the default."""
+    cand = os.environ.get('PYPET_PYTHON')
+    if cand:
+        return cand if os.path.exists(cand) else None
+    for path in (os.path.join(os.path.dirname(ROOT), 'pypet312', 'bin', 'python'),
+                 '/work/pypet312/bin/python'):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def harness():
+    """The shared workloads.py (MINIPYPET_BENCH_HARNESS overrides), or None."""
+    cand = os.environ.get('MINIPYPET_BENCH_HARNESS')
+    if cand:
+        return cand if os.path.exists(cand) else None
+    for path in (os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'workloads.py'),
+                 '/work/shared/bench/workloads.py'):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def run_harness(python, impl, workload, n, out, timeout):
+    """One JSON line from the shared harness, or a dict with ok=False and the reason."""
+    script = harness()
+    if script is None:
+        return {'ok': False, 'error': 'shared harness workloads.py not found'}
+    cmd = [python, script, '--impl', impl, '--workload', workload, '--n', str(n),
+           '--out', out]
+    env = dict(os.environ)
+    env.pop('PYTHONPATH', None)  # the 3.12 venv must not see our 3.x site-packages
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {'ok': False, 'error': 'timeout after %ds' % timeout}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
+    if not lines:
+        return {'ok': False, 'error': (proc.stderr.strip().splitlines() or ['no output'])[-1]}
+    return json.loads(lines[-1])
+
+
+def run_cell(script, args, timeout):
+    """Run `python script --cell ...` and return its JSON line (or ok=False)."""
+    cmd = [sys.executable, script, '--cell'] + [str(a) for a in args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {'ok': False, 'error': 'timeout after %ds' % timeout}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()
+        return {'ok': False, 'error': tail[-1] if tail else 'exit code %d' % proc.returncode,
+                'stderr': proc.stderr[-3000:]}
+    return json.loads(lines[-1])
+
+
+def median_record(records, keys):
+    """The first record with `keys` replaced by medians over the repeats."""
+    good = [r for r in records if r.get('ok')]
+    if not good:
+        return records[-1]
+    out = dict(good[0])
+    for key in keys:
+        vals = [r[key] for r in good if r.get(key) is not None]
+        if vals:
+            out[key] = statistics.median(vals)
+    out['repeats'] = len(good)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------------
+def fmt_bytes(b):
+    if b is None:
+        return '-'
+    b = float(b)
+    for unit in ('B', 'KB', 'MB', 'GB'):
+        if abs(b) < 1024 or unit == 'GB':
+            return ('%.0f %s' % (b, unit)) if unit == 'B' else ('%.1f %s' % (b, unit))
+        b /= 1024.0
+
+
+def fmt_num(v, digits=3):
+    if v is None:
+        return '-'
+    if isinstance(v, str):
+        return v
+    if v == 0:
+        return '0'
+    if abs(v) >= 100:
+        return '%.0f' % v
+    return '%.*g' % (digits, v)
+
+
+def table(headers, rows):
+    """A plain-text table (also valid GitHub markdown)."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = lambda r: '| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths)) + ' |'  # noqa
+    out = [line(headers), '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
+    out += [line(r) for r in cells]
+    return '\n'.join(out)
+
+
+def verdict(ok):
+    return 'MET' if ok else 'MISSED'
+
+
+def loadavg():
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+def machine_line():
+    la = loadavg()
+    text = 'load average %s' % ('/'.join('%.2f' % v for v in la) if la else 'unknown')
+    if la and la[0] > 0.5 * (os.cpu_count() or 1):
+        text += ' -- WARNING: the machine is busy; timings (speedups above all) are inflated'
+    return text
+
+
+def wait_idle(max_wait_s, threshold=None):
+    """Wait (at most max_wait_s) until the 1-minute load average drops below threshold
+    (default: a third of the CPUs); return the load average when done."""
+    threshold = threshold if threshold is not None else (os.cpu_count() or 1) / 3.0
+    deadline = time.time() + max_wait_s
+    while time.time() < deadline:
+        la = loadavg()
+        if la is None or la[0] < threshold:
+            break
+        time.sleep(5)
+    return loadavg()
