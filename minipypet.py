@@ -48,7 +48,6 @@ __all__ = [
 # Imports and optional dependencies
 # ============================================================================================
 import base64
-import binascii
 import collections
 import datetime
 import functools
@@ -2191,6 +2190,7 @@ class Trajectory(NNGroupNode):
         Each load_* is LOAD_NOTHING (0), LOAD_SKELETON (1, empty leaves), LOAD_DATA (2) or
         OVERWRITE_DATA (3); load_data sets all four. as_new loads only the parameters so that
         the trajectory can be run again. allow_pickle=False never unpickles anything."""
+        del load_other_data  # pypet's nodes outside the four branches: minipypet has none
         if load_all is not None:
             load_data = load_all
         if load_data is not None:
@@ -5048,7 +5048,6 @@ class Environment:
         self._stopped = False
         self._git_message = git_message
         self._resumed = False
-        self._results_path = None
         # storage: an explicit service, or HDF5 (pickle without PyTables), or the user's own
         self._lazy = bool(lazy_debug and __debug__)
         service_kwargs = dict(file_title=file_title, overwrite_file=overwrite_file,
@@ -5365,7 +5364,7 @@ class Environment:
         """After workers stored runs themselves, read which runs the store holds."""
         service = self._traj.v_storage_service
         if self._executor is None and self._multiproc and isinstance(service, _FileService) \
-                and self._store_mode(service) != 'parent':
+                and _store_mode(service, self._wrap_mode) != 'parent':
             state = service._load_state(self._traj.v_name, data=set())
             self._traj.__dict__['_runs'] = _RunTable.from_plain(state['runs'])
 
@@ -5408,436 +5407,11 @@ class Environment:
     def _run_pending(self, job, args, kwargs, per_run, pending, cnt):
         if not pending:
             return []
-        traj = self._traj
-        results_log = _Journal(cnt + '.results', fsync_interval=1.0) if cnt else None
-        self._results_path = cnt + '.results' if cnt else None
-        progress = _Progress(self._report_progress, len(pending))
-        old_handler = self._install_sigint()
+        sweep = _Sweep(self, job, args, kwargs, per_run, pending, cnt)
         try:
-            if self._executor is not None:
-                runner = self._run_executor
-            elif self._multiproc and self._use_pool:
-                runner = self._run_pool
-            elif self._multiproc:
-                runner = self._run_processes
-            else:
-                runner = self._run_serial
-            return runner(job, args, kwargs, per_run, pending, results_log, progress)
+            return sweep.run()
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-            if results_log is not None:
-                results_log.close()
-            traj.__dict__.update(_is_run=False, _new_leaves=[])  # even after Ctrl+C
-            traj.f_restore_default()
-
-    def _install_sigint(self):
-        self._stopped = False
-        self._interrupts = 0
-        if not self._graceful_exit or threading.current_thread() is not threading.main_thread():
-            return None
-
-        def handler(signum, frame):
-            self._interrupts += 1
-            if self._interrupts == 1:
-                self._stopped = True
-                logger.warning('Ctrl+C: no new runs are started; running ones finish and are '
-                               'stored (press Ctrl+C again to stop at once)')
-            else:
-                raise KeyboardInterrupt
-        return signal.signal(signal.SIGINT, handler)
-
-    def _got(self, idx, ret, results, progress):
-        results.append((idx, ret))
-        progress.step()
-
-    def _fail(self, idx, tb_text, exc):
-        """Re-raise a run's exception in the main process, its traceback attached."""
-        if exc is None:
-            raise RunFailedError('run %d (%s) failed:\n%s' % (idx, _run_name(idx), tb_text))
-        exc.__cause__ = _RemoteTraceback('\n"""\nTraceback of run %d (%s):\n%s"""'
-                                         % (idx, _run_name(idx), tb_text))
-        raise exc
-
-    def _run_serial(self, job, args, kwargs, per_run, pending, results_log, progress):
-        traj = self._traj
-        service = traj.v_storage_service
-        store = service._store_run if isinstance(service, _FileService) else \
-            functools.partial(service.store, SINGLE_RUN)
-        clean_up = self._clean_up_runs and not getattr(service, 'keeps_runs', False)
-        results = []
-        for idx in pending:
-            if self._stopped:
-                break
-            traj._start_run(idx)
-            a, kw = (args, kwargs) if per_run is None else (per_run[idx][0], per_run[idx][1])
-            start = time.time()
-            try:
-                ret = job(traj, *a, **kw)
-            except Exception as exc:
-                record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
-                store(record)
-                traj._finish_run(record, clean_up)
-                if not self._record_failed:
-                    raise
-                logger.error('run %d failed (recorded, going on): %s', idx, _format_exc(exc))
-                progress.step()
-                continue
-            record = traj._run_record(idx, start, time.time(), 1)
-            _log_return(results_log, idx, ret)  # before the run counts as stored
-            store(record)
-            traj._finish_run(record, clean_up)
-            self._got(idx, ret, results, progress)
-        return results
-
-    def _context(self, job, args, kwargs, store_mode, service, lock=None, queue=None):
-        traj = self._traj
-        copy = traj._worker_copy()
-        ctx = _RunContext(copy, job, args, kwargs, store_mode, service, lock, queue,
-                          self._log, True, self._results_path if store_mode != 'parent'
-                          else None)
-        # Unique per sweep: workers of a reused executor cache contexts by this key.
-        key = '%s-%s' % (traj.v_name, os.urandom(8).hex())
-        return ctx, key
-
-    def _payload(self, ctx, job, args, kwargs, what):
-        try:
-            return pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            culprit = _find_unpicklable(job, args, kwargs) or '%s: %s' % (
-                type(exc).__name__, exc)
-            raise ConfigurationError('%s: everything sent to other processes must pickle, '
-                                     'and %s does not; %s' % (what, culprit, {
-                                         'pool': 'use use_pool=False (with the fork start '
-                                                 'method data is inherited, not pickled)',
-                                         'executor': 'an executor needs picklable jobs and '
-                                                     'arguments (define the job at module '
-                                                     'level)',
-                                         'process': "use the 'fork' start method, or make it "
-                                                    "picklable"}[what.split()[0]])) from exc
-
-    def _store_mode(self, service):
-        """How workers store: through the queue writer, under a lock, directly, or not at
-        all (the record goes back to this process)."""
-        if getattr(service, 'keeps_runs', False) or isinstance(service, LazyStorageService):
-            return 'parent'
-        return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock',
-                WRAP_MODE_NONE: 'direct'}[self._wrap_mode]
-
-    def _mp_context(self):
-        import multiprocessing
-        return multiprocessing.get_context(self._start_method)
-
-    def _start_plumbing(self, mp, service, store_mode):
-        """The Manager, its queue or lock and the queue writer process, as the mode needs."""
-        plumbing = {'manager': None, 'queue': None, 'lock': None, 'writer': None,
-                    'writer_conn': None}
-        if store_mode in ('queue', 'lock'):
-            manager = plumbing['manager'] = mp.Manager()
-            if store_mode == 'queue':
-                size = self._queue_maxsize
-                size = 2 * max(self._ncores, 1) if size == -1 else size
-                plumbing['queue'] = manager.Queue(maxsize=size)
-                here, there = mp.Pipe(duplex=False)
-                writer = mp.Process(target=_queue_writer, name='QueueProcess',
-                                    args=(plumbing['queue'], service, there, self._log))
-                writer.daemon = True
-                writer.start()
-                there.close()
-                plumbing['writer'], plumbing['writer_conn'] = writer, here
-            else:
-                plumbing['lock'] = manager.Lock()
-        return plumbing
-
-    def _stop_plumbing(self, plumbing, ok=True):
-        error = None
-        writer = plumbing['writer']
-        try:
-            if writer is not None:
-                if writer.is_alive():
-                    try:
-                        plumbing['queue'].put(None)
-                    except Exception:
-                        pass
-                conn = plumbing['writer_conn']
-                status = None
-                try:
-                    # it drains the queue first; a huge backlog can take long, not forever
-                    if conn.poll(3600 if writer.is_alive() else 1):
-                        status = conn.recv()
-                except (EOFError, OSError):
-                    status = None
-                if status is not None and status[0] == 'err':
-                    error = status[1]
-                elif status is None:
-                    writer.join(5)
-                    error = 'the queue writer process %s' % (
-                        'died with %s' % _describe_exit(writer.exitcode)
-                        if not writer.is_alive() else 'did not finish within an hour')
-                writer.join(30)
-                if writer.is_alive():
-                    writer.terminate()
-        finally:
-            if plumbing['manager'] is not None:
-                plumbing['manager'].shutdown()
-        if error is not None and ok:
-            raise StorageError('storing through the queue failed; the runs it did not store '
-                               'are not completed and a resume repeats them:\n%s' % error)
-
-    def _ncores_value(self):
-        return self._ncores or os.cpu_count() or 1
-
-    def _run_pool(self, job, args, kwargs, per_run, pending, results_log, progress):
-        service = self._traj.v_storage_service
-        store_mode = self._store_mode(service)
-        mp = self._mp_context()
-        ctx, key = self._context(job, args, kwargs, store_mode, service)
-        self._payload(ctx, job, args, kwargs, 'pool (use_pool=True)')  # fail before starting
-        plumbing = self._start_plumbing(mp, service, store_mode)
-        ctx.queue, ctx.lock = plumbing['queue'], plumbing['lock']
-        try:
-            payload = self._payload(ctx, job, args, kwargs, 'pool (use_pool=True)')
-        except BaseException:
-            self._stop_plumbing(plumbing, False)
-            raise
-        frozen = payload if self._freeze_input else None
-        per_task = None if self._freeze_input else payload
-        workers = []
-        ok = False
-        try:
-            for _ in range(min(self._ncores_value(), len(pending))):
-                here, there = mp.Pipe()
-                process = mp.Process(target=_pool_worker, args=(there, key, frozen),
-                                     name='PoolWorker-%d' % (len(workers) + 1))
-                process.daemon = True
-                process.start()
-                there.close()
-                workers.append(_Worker(process, here))
-            results = self._dispatch(workers, pending, per_run, per_task, results_log,
-                                     progress, plumbing)
-            ok = True
-            return results
-        finally:
-            for w in workers:
-                try:
-                    if w.process.is_alive():
-                        w.conn.send(None)
-                except (OSError, ValueError):
-                    pass
-            for w in workers:
-                w.process.join(5 if ok else 0.5)
-                if w.process.is_alive():
-                    w.process.terminate()
-                    w.process.join()
-                w.conn.close()
-            self._stop_plumbing(plumbing, ok)
-
-    def _dispatch(self, workers, pending, per_run, per_task, results_log, progress, plumbing):
-        """Hand runs to idle pool workers in index order; collect results; detect deaths."""
-        from multiprocessing.connection import wait
-        traj = self._traj
-        todo = collections.deque(pending)
-        results, idle, failure = [], list(workers), None
-        busy = {}
-        writer_conn = plumbing['writer_conn']
-        while todo or busy:
-            while idle and todo and not self._stopped and failure is None:
-                w = idle.pop()
-                idx = todo.popleft()
-                w.idx = idx
-                extra = per_run[idx] if per_run is not None else None
-                w.conn.send((idx, traj._run_values(idx), extra, per_task))
-                busy[w.conn] = w
-            if not busy:
-                break
-            watch = list(busy) + [w.process.sentinel for w in busy.values()]
-            if writer_conn is not None:
-                watch.append(writer_conn)
-            for ready in wait(watch):
-                if ready is writer_conn:
-                    try:
-                        status = writer_conn.recv()[1]
-                    except (EOFError, OSError):
-                        plumbing['writer'].join(5)
-                        status = 'it died with %s' % _describe_exit(plumbing['writer'].exitcode)
-                    raise StorageError('the queue writer failed; finished runs that reached '
-                                       'the file stay stored:\n%s' % (status,))
-                w = busy.get(ready) or next(
-                    (x for x in busy.values() if x.process.sentinel == ready), None)
-                if w is None:
-                    continue  # handled already in this round
-                result = None
-                try:
-                    if w.conn.poll():
-                        result = w.conn.recv()
-                except (EOFError, OSError):
-                    result = None
-                if result is None:
-                    if w.process.is_alive() and ready is w.conn:
-                        continue
-                    w.process.join(5)
-                    del busy[w.conn]
-                    raise WorkerDiedError(
-                        'run %d (%s): worker process %d died with %s while carrying it out '
-                        '(killed, os._exit or out of memory); every finished run is stored, '
-                        'resume with env.f_continue_run(%r)' % (
-                            w.idx, _run_name(w.idx), w.process.pid, _describe_exit(
-                                w.process.exitcode), self.v_continue_file))
-                del busy[w.conn]
-                idle.append(w)
-                failure = self._handle(result, results, results_log, progress) or failure
-        if failure is not None:
-            self._fail(*failure)
-        return results
-
-    def _handle(self, result, results, results_log, progress):
-        """One run's outcome in this process: bookkeeping, storage of returned records."""
-        status, idx, value, exc_bytes, record = result
-        traj = self._traj
-        if self._executor is not None or \
-                self._store_mode(traj.v_storage_service) == 'parent':
-            if status == 'ok':
-                _log_return(results_log, idx, value)
-            service = traj.v_storage_service
-            if isinstance(service, LazyStorageService) or getattr(service, 'keeps_runs',
-                                                                  False):
-                traj._apply_run_record(record)
-            else:
-                _store_run(service, record)
-            traj._runs.set(idx, *record[3])
-        # Otherwise a worker or the queue writer stored the run: the store, not this
-        # message, says whether it is completed (see _refresh_runs).
-        if status == 'ok':
-            self._got(idx, value, results, progress)
-            return None
-        exc = None
-        if exc_bytes is not None:
-            try:
-                exc = pickle.loads(exc_bytes)
-            except Exception:
-                exc = None
-        if self._record_failed:
-            logger.error('run %d failed (recorded, going on):\n%s', idx, value)
-            progress.step()
-            return None
-        self._stopped = True  # no new runs; the running ones finish and are stored
-        return idx, value, exc
-
-    def _run_processes(self, job, args, kwargs, per_run, pending, results_log, progress):
-        """No pool: a new process per run, at most ncores alive."""
-        from multiprocessing.connection import wait
-        traj = self._traj
-        service = traj.v_storage_service
-        store_mode = self._store_mode(service)
-        mp = self._mp_context()
-        ctx, key = self._context(job, args, kwargs, store_mode, service)
-        method = mp.get_start_method()
-        what = "process per run (use_pool=False) with the %r start method" % method
-        if method != 'fork':
-            self._payload(ctx, job, args, kwargs, what)  # fail before starting anything
-        plumbing = self._start_plumbing(mp, service, store_mode)
-        ctx.queue, ctx.lock = plumbing['queue'], plumbing['lock']
-        try:
-            payload = ctx if method == 'fork' else self._payload(ctx, job, args, kwargs, what)
-        except BaseException:
-            self._stop_plumbing(plumbing, False)
-            raise
-        todo = collections.deque(pending)
-        results, running, failure, ok = [], {}, None, False
-        try:
-            while todo or running:
-                while todo and len(running) < self._ncores_value() and not self._stopped \
-                        and failure is None:
-                    idx = todo.popleft()
-                    here, there = mp.Pipe(duplex=False)
-                    extra = per_run[idx] if per_run is not None else None
-                    process = mp.Process(target=_process_run, name='Run-%d' % idx,
-                                         args=(there, key, payload, idx, traj._run_values(idx),
-                                               extra))
-                    process.daemon = True
-                    process.start()
-                    there.close()
-                    running[here] = (idx, process)
-                if not running:
-                    break
-                watch = list(running) + [p.sentinel for _, p in running.values()]
-                for ready in wait(watch):
-                    if ready in running:
-                        idx, process = running[ready]
-                        try:
-                            result = ready.recv()
-                        except EOFError:
-                            result = None
-                        del running[ready]
-                        process.join()
-                        if result is None:
-                            raise WorkerDiedError(
-                                'run %d (%s): its process %d died with %s (killed, os._exit '
-                                'or out of memory); every finished run is stored, resume with '
-                                'env.f_continue_run(%r)' % (idx, _run_name(idx), process.pid,
-                                                            _describe_exit(process.exitcode),
-                                                            self.v_continue_file))
-                        failure = self._handle(result, results, results_log, progress) or \
-                            failure
-            ok = True
-        finally:
-            for idx, process in running.values():
-                process.terminate()
-                process.join()
-            self._stop_plumbing(plumbing, ok)
-        if failure is not None:
-            self._fail(*failure)
-        return results
-
-    def _run_executor(self, job, args, kwargs, per_run, pending, results_log, progress):
-        """Hand runs to a concurrent.futures Executor; this process stores every record."""
-        import concurrent.futures as cf
-        ctx, key = self._context(job, args, kwargs, 'parent', None)
-        payload = self._payload(ctx, job, args, kwargs, 'executor')
-        traj = self._traj
-        # No more runs in flight than workers (when the executor says how many): what is
-        # submitted starts at once, so after Ctrl+C or a failure no other run starts.
-        window = getattr(self._executor, '_max_workers', 0) or 32
-        todo = collections.deque(pending)
-        futures, results, failure = {}, [], None
-        try:
-            while todo or futures:
-                while todo and len(futures) < window and not self._stopped and failure is None:
-                    idx = todo.popleft()
-                    extra = per_run[idx] if per_run is not None else None
-                    fut = self._executor.submit(_executor_task, key, payload, idx,
-                                                traj._run_values(idx), extra)
-                    futures[fut] = idx
-                if not futures:
-                    break
-                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    idx = futures.pop(fut)
-                    try:
-                        result = fut.result()
-                    except Exception as exc:
-                        # A broken executor fails every pending run; it cannot say which
-                        # worker died, so name them all.
-                        cf.wait(list(futures), timeout=5)
-                        for f in [f for f in futures if f.done() and not f.cancelled() and
-                                  f.exception() is None]:
-                            futures.pop(f)  # it finished: store it like any other
-                            self._handle(f.result(), results, results_log, progress)
-                        lost = sorted([idx] + [i for f, i in futures.items()
-                                               if f.done() and f.exception() is not None])
-                        raise WorkerDiedError('runs %s: the executor lost them (%s: %s; a '
-                                              'worker died?); every finished run is stored, '
-                                              'resume with env.f_continue_run(%r)' % (
-                                                  ', '.join(map(str, lost)),
-                                                  type(exc).__name__, exc,
-                                                  self.v_continue_file)) from exc
-                    failure = self._handle(result, results, results_log, progress) or failure
-        finally:
-            for fut in futures:
-                fut.cancel()
-        if failure is not None:
-            self._fail(*failure)
-        return results
+            self._stopped = sweep.stopped
 
     # -- resume ------------------------------------------------------------------------------
     def _fingerprint(self):
@@ -5957,6 +5531,429 @@ class Environment:
     def f_resume(self, trajectory_name=None, resume_folder=None):
         """pypet 0.7's spelling of f_continue_run: by trajectory name and folder."""
         return self.f_continue_run(None, trajectory_name, resume_folder)
+
+
+def _store_mode(service, wrap_mode):
+    """How workers store: through the queue writer, under a lock, directly, or not at all
+    (the record comes back to the main process, which stores it)."""
+    if getattr(service, 'keeps_runs', False) or isinstance(service, LazyStorageService):
+        return 'parent'
+    return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock', WRAP_MODE_NONE: 'direct'}[
+        wrap_mode]
+
+
+class _Sweep:
+    """The runs of one f_run call (or post-processing round, or resume), carried out serially,
+    in a pool, a process per run or on an Executor; results come back in index order, and
+    Ctrl+C (graceful_exit) or a failed run stops handing out new runs."""
+
+    def __init__(self, env, job, args, kwargs, per_run, pending, cnt):
+        self.env, self.traj = env, env._traj
+        self.job, self.args, self.kwargs, self.per_run = job, args, kwargs, per_run
+        self.pending = pending
+        self.service = self.traj.v_storage_service
+        self.mode = 'parent' if env._executor is not None else _store_mode(
+            self.service, env._wrap_mode)
+        self.results_path = cnt + '.results' if cnt else None
+        self.results_log = _Journal(self.results_path) if cnt else None
+        self.progress = _Progress(env._report_progress, len(pending))
+        self.results, self.stopped, self.interrupts = [], False, 0
+
+    def run(self):
+        env = self.env
+        old_handler = self._install_sigint()
+        try:
+            if env._executor is not None:
+                self._on_executor()
+            elif env._multiproc and env._use_pool:
+                self._in_pool()
+            elif env._multiproc:
+                self._process_per_run()
+            else:
+                self._serially()
+            return self.results
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            if self.results_log is not None:
+                self.results_log.close()
+            self.traj.__dict__.update(_is_run=False, _new_leaves=[])  # even after Ctrl+C
+            self.traj.f_restore_default()
+
+    def _install_sigint(self):
+        if not self.env._graceful_exit or \
+                threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            self.interrupts += 1
+            if self.interrupts == 1:
+                self.stopped = True
+                logger.warning('Ctrl+C: no new runs are started; running ones finish and are '
+                               'stored (press Ctrl+C again to stop at once)')
+            else:
+                raise KeyboardInterrupt
+        return signal.signal(signal.SIGINT, handler)
+
+    def _extra(self, idx):
+        return self.per_run[idx] if self.per_run is not None else None
+
+    # -- serially ----------------------------------------------------------------------------
+    def _serially(self):
+        env, traj, service = self.env, self.traj, self.service
+        store = service._store_run if isinstance(service, _FileService) else \
+            functools.partial(service.store, SINGLE_RUN)
+        clean_up = env._clean_up_runs and not getattr(service, 'keeps_runs', False)
+        for idx in self.pending:
+            if self.stopped:
+                break
+            traj._start_run(idx)
+            extra = self._extra(idx)
+            args, kwargs = (self.args, self.kwargs) if extra is None else extra
+            start = time.time()
+            try:
+                ret = self.job(traj, *args, **kwargs)
+            except Exception as exc:
+                record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
+                store(record)
+                traj._finish_run(record, clean_up)
+                if not env._record_failed:
+                    raise
+                logger.error('run %d failed (recorded, going on): %s', idx, _format_exc(exc))
+                self.progress.step()
+                continue
+            record = traj._run_record(idx, start, time.time(), 1)
+            _log_return(self.results_log, idx, ret)  # before the run counts as stored
+            store(record)
+            traj._finish_run(record, clean_up)
+            self.results.append((idx, ret))
+            self.progress.step()
+
+    # -- what other processes get ------------------------------------------------------------
+    def _context(self, plumbing=None):
+        """The frozen context (trajectory without ranges, job, arguments, how to store) and
+        a key unique to this sweep: workers of a reused executor cache contexts by it."""
+        ctx = _RunContext(self.traj._worker_copy(), self.job, self.args, self.kwargs,
+                          self.mode, None if self.mode == 'parent' else self.service,
+                          log_setup=self.env._log,
+                          results_path=None if self.mode == 'parent' else self.results_path)
+        return ctx, '%s-%s' % (self.traj.v_name, os.urandom(8).hex())
+
+    def _payload(self, ctx, what):
+        try:
+            return pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            culprit = _find_unpicklable(self.job, self.args, self.kwargs) or '%s: %s' % (
+                type(exc).__name__, exc)
+            raise ConfigurationError('%s: everything sent to other processes must pickle, '
+                                     'and %s does not; %s' % (what, culprit, {
+                                         'pool': 'use use_pool=False (with the fork start '
+                                                 'method data is inherited, not pickled)',
+                                         'executor': 'an executor needs picklable jobs and '
+                                                     'arguments (define the job at module '
+                                                     'level)',
+                                         'process': "use the 'fork' start method, or make it "
+                                                    "picklable"}[what.split()[0]])) from exc
+
+    def _mp(self):
+        import multiprocessing
+        return multiprocessing.get_context(self.env._start_method)
+
+    def _ncores(self):
+        return self.env._ncores or os.cpu_count() or 1
+
+    def _start_plumbing(self, mp, ctx):
+        """The Manager, its queue or lock and the queue writer process, as the mode needs."""
+        plumbing = {'manager': None, 'queue': None, 'lock': None, 'writer': None,
+                    'writer_conn': None}
+        if self.mode in ('queue', 'lock'):
+            manager = plumbing['manager'] = mp.Manager()
+            if self.mode == 'queue':
+                size = self.env._queue_maxsize
+                size = 2 * self._ncores() if size == -1 else size
+                plumbing['queue'] = manager.Queue(maxsize=size)
+                here, there = mp.Pipe(duplex=False)
+                writer = mp.Process(target=_queue_writer, name='QueueProcess',
+                                    args=(plumbing['queue'], self.service, there,
+                                          self.env._log))
+                writer.daemon = True
+                writer.start()
+                there.close()
+                plumbing['writer'], plumbing['writer_conn'] = writer, here
+            else:
+                plumbing['lock'] = manager.Lock()
+        ctx.queue, ctx.lock = plumbing['queue'], plumbing['lock']
+        return plumbing
+
+    def _stop_plumbing(self, plumbing, ok=True):
+        error = None
+        writer = plumbing['writer']
+        try:
+            if writer is not None:
+                if writer.is_alive():
+                    try:
+                        plumbing['queue'].put(None)
+                    except Exception:  # the Manager is gone: the writer ends on its own
+                        pass
+                error = self._writer_status(plumbing)
+        finally:
+            if plumbing['manager'] is not None:
+                plumbing['manager'].shutdown()
+        if error is not None and ok:
+            raise StorageError('storing through the queue failed; the runs it did not store '
+                               'are not completed and a resume repeats them:\n%s' % error)
+
+    @staticmethod
+    def _writer_status(plumbing):
+        """The queue writer's error (None if it stored everything); it is ended either way."""
+        writer, conn = plumbing['writer'], plumbing['writer_conn']
+        status = None
+        try:
+            # it drains the queue first: a huge backlog can take long, not forever
+            if conn.poll(3600 if writer.is_alive() else 1):
+                status = conn.recv()
+        except (EOFError, OSError):
+            status = None
+        error = None
+        if status is not None and status[0] == 'err':
+            error = status[1]
+        elif status is None:
+            writer.join(5)
+            error = 'the queue writer process %s' % (
+                'died with %s' % _describe_exit(writer.exitcode) if not writer.is_alive()
+                else 'did not finish within an hour')
+        writer.join(30)
+        if writer.is_alive():
+            writer.terminate()
+        return error
+
+    def _lost(self, what, idx, pid, exitcode):
+        return WorkerDiedError(
+            'run %d (%s): %s %d died with %s while carrying it out (killed, os._exit or out '
+            'of memory); every finished run is stored, resume with env.f_continue_run(%r)'
+            % (idx, _run_name(idx), what, pid, _describe_exit(exitcode),
+               self.env.v_continue_file))
+
+    # -- a pool ------------------------------------------------------------------------------
+    def _in_pool(self):
+        mp = self._mp()
+        ctx, key = self._context()
+        self._payload(ctx, 'pool (use_pool=True)')  # fail before starting anything
+        plumbing = self._start_plumbing(mp, ctx)
+        workers, ok = [], False
+        try:
+            payload = self._payload(ctx, 'pool (use_pool=True)')
+            frozen = payload if self.env._freeze_input else None
+            per_task = None if self.env._freeze_input else payload
+            for _ in range(min(self._ncores(), len(self.pending))):
+                here, there = mp.Pipe()
+                process = mp.Process(target=_pool_worker, args=(there, key, frozen),
+                                     name='PoolWorker-%d' % (len(workers) + 1))
+                process.daemon = True
+                process.start()
+                there.close()
+                workers.append(_Worker(process, here))
+            self._dispatch(workers, per_task, plumbing)
+            ok = True
+        finally:
+            for w in workers:
+                try:
+                    if w.process.is_alive():
+                        w.conn.send(None)
+                except (OSError, ValueError):
+                    pass
+            for w in workers:
+                w.process.join(5 if ok else 0.5)
+                if w.process.is_alive():
+                    w.process.terminate()
+                    w.process.join()
+                w.conn.close()
+            self._stop_plumbing(plumbing, ok)
+
+    def _dispatch(self, workers, per_task, plumbing):
+        """Hand runs to idle pool workers in index order; collect results; detect deaths."""
+        from multiprocessing.connection import wait
+        traj = self.traj
+        todo = collections.deque(self.pending)
+        idle, busy, failure = list(workers), {}, None
+        writer_conn = plumbing['writer_conn']
+        while todo or busy:
+            while idle and todo and not self.stopped and failure is None:
+                w = idle.pop()
+                w.idx = idx = todo.popleft()
+                w.conn.send((idx, traj._run_values(idx), self._extra(idx), per_task))
+                busy[w.conn] = w
+            if not busy:
+                break
+            watch = list(busy) + [w.process.sentinel for w in busy.values()]
+            if writer_conn is not None:
+                watch.append(writer_conn)
+            for ready in wait(watch):
+                if ready is writer_conn:
+                    raise StorageError('the queue writer failed; finished runs that reached '
+                                       'the file stay stored:\n%s'
+                                       % (self._writer_status(plumbing),))
+                w = busy.get(ready) or next(
+                    (x for x in busy.values() if x.process.sentinel == ready), None)
+                if w is None:
+                    continue  # handled already in this round
+                try:
+                    result = w.conn.recv() if w.conn.poll() else None
+                except (EOFError, OSError):  # its end of the pipe closed: it is gone
+                    result = None
+                if result is None:
+                    if w.process.is_alive() and ready is w.conn:
+                        continue
+                    w.process.join(5)
+                    del busy[w.conn]
+                    raise self._lost('worker process', w.idx, w.process.pid,
+                                     w.process.exitcode)
+                del busy[w.conn]
+                idle.append(w)
+                failure = self._handle(result) or failure
+        if failure is not None:
+            self._fail(*failure)
+
+    def _handle(self, result):
+        """One run's outcome in this process: bookkeeping, storing records sent back."""
+        status, idx, value, exc_bytes, record = result
+        traj = self.traj
+        if self.mode == 'parent':
+            if status == 'ok':
+                _log_return(self.results_log, idx, value)
+            if getattr(self.service, 'keeps_runs', False):
+                traj._apply_run_record(record)
+            else:
+                _store_run(self.service, record)
+            traj._runs.set(idx, *record[3])
+        # Otherwise a worker or the queue writer stored the run: the store, not this
+        # message, says whether it is completed (Environment._refresh_runs).
+        if status == 'ok':
+            self.results.append((idx, value))
+            self.progress.step()
+            return None
+        exc = None
+        if exc_bytes is not None:
+            try:
+                exc = pickle.loads(exc_bytes)
+            except Exception:  # an exception class the main process cannot rebuild
+                exc = None
+        if self.env._record_failed:
+            logger.error('run %d failed (recorded, going on):\n%s', idx, value)
+            self.progress.step()
+            return None
+        self.stopped = True  # no new runs; the running ones finish and are stored
+        return idx, value, exc
+
+    @staticmethod
+    def _fail(idx, tb_text, exc):
+        """Re-raise a run's exception in the main process, its traceback attached."""
+        if exc is None:
+            raise RunFailedError('run %d (%s) failed:\n%s' % (idx, _run_name(idx), tb_text))
+        exc.__cause__ = _RemoteTraceback('\n"""\nTraceback of run %d (%s):\n%s"""'
+                                         % (idx, _run_name(idx), tb_text))
+        raise exc
+
+    # -- a process per run -------------------------------------------------------------------
+    def _process_per_run(self):
+        from multiprocessing.connection import wait
+        traj = self.traj
+        mp = self._mp()
+        ctx, key = self._context()
+        method = mp.get_start_method()
+        what = "process per run (use_pool=False) with the %r start method" % method
+        if method != 'fork':
+            self._payload(ctx, what)  # fail before starting anything
+        plumbing = self._start_plumbing(mp, ctx)
+        todo = collections.deque(self.pending)
+        running, failure, ok = {}, None, False
+        try:
+            payload = ctx if method == 'fork' else self._payload(ctx, what)
+            while todo or running:
+                while todo and len(running) < self._ncores() and not self.stopped and \
+                        failure is None:
+                    idx = todo.popleft()
+                    here, there = mp.Pipe(duplex=False)
+                    process = mp.Process(target=_process_run, name='Run-%d' % idx, args=(
+                        there, key, payload, idx, traj._run_values(idx), self._extra(idx)))
+                    process.daemon = True
+                    process.start()
+                    there.close()
+                    running[here] = (idx, process)
+                if not running:
+                    break
+                watch = list(running) + [p.sentinel for _, p in running.values()]
+                for ready in wait(watch):
+                    if ready not in running:
+                        continue  # a sentinel: its pipe reports the outcome
+                    idx, process = running.pop(ready)
+                    try:
+                        result = ready.recv()
+                    except EOFError:
+                        result = None
+                    process.join()
+                    if result is None:
+                        raise self._lost('its process', idx, process.pid, process.exitcode)
+                    failure = self._handle(result) or failure
+            ok = True
+        finally:
+            for idx, process in running.values():
+                process.terminate()
+                process.join()
+            self._stop_plumbing(plumbing, ok)
+        if failure is not None:
+            self._fail(*failure)
+
+    # -- an Executor -------------------------------------------------------------------------
+    def _on_executor(self):
+        """Hand runs to a concurrent.futures Executor; this process stores every record."""
+        import concurrent.futures as cf
+        executor = self.env._executor
+        ctx, key = self._context()
+        payload = self._payload(ctx, 'executor')
+        # No more runs in flight than workers (when the executor says how many): what is
+        # submitted starts at once, so after Ctrl+C or a failure no other run starts.
+        window = getattr(executor, '_max_workers', 0) or 32
+        todo = collections.deque(self.pending)
+        futures, failure = {}, None
+        try:
+            while todo or futures:
+                while todo and len(futures) < window and not self.stopped and failure is None:
+                    idx = todo.popleft()
+                    fut = executor.submit(_executor_task, key, payload, idx,
+                                          self.traj._run_values(idx), self._extra(idx))
+                    futures[fut] = idx
+                if not futures:
+                    break
+                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    idx = futures.pop(fut)
+                    try:
+                        result = fut.result()
+                    except Exception as exc:
+                        self._executor_broke(futures, idx, exc)
+                    failure = self._handle(result) or failure
+        finally:
+            for fut in futures:
+                fut.cancel()
+        if failure is not None:
+            self._fail(*failure)
+
+    def _executor_broke(self, futures, idx, exc):
+        """A broken executor fails every pending run and cannot say which worker died:
+        store what finished meanwhile, then name every run it lost."""
+        import concurrent.futures as cf
+        cf.wait(list(futures), timeout=5)
+        for fut in [f for f in futures if f.done() and not f.cancelled() and
+                    f.exception() is None]:
+            futures.pop(fut)
+            self._handle(fut.result())
+        lost = sorted([idx] + [i for f, i in futures.items()
+                               if f.done() and f.exception() is not None])
+        raise WorkerDiedError('runs %s: the executor lost them (%s: %s; a worker died?); every '
+                              'finished run is stored, resume with env.f_continue_run(%r)'
+                              % (', '.join(map(str, lost)), type(exc).__name__, exc,
+                                 self.env.v_continue_file)) from exc
 
 
 def _read_results_log(path):
