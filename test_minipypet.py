@@ -3576,8 +3576,8 @@ def test_resume_killed_again_then_resumed(tmp_path, jobs_dir, monkeypatch, setti
     filename, cnt = datafile(tmp_path, backend), str(tmp_path / 't.cnt')
     log, marker = str(tmp_path / 'exec.log'), str(tmp_path / 'killed')
     proc = start_sweep(tmp_path, jobs_dir, backend, settings,
-                       {'log': log, 'sleep': 0.05, 'at': 2, 'how': 'killpg', 'marker': marker})
-    try:
+                       {'log': log, 'sleep': 0.3, 'at': 2, 'how': 'killpg', 'marker': marker})
+    try:  # runs of 0.3 s: slow enough for the resume to be caught in the middle below
         proc.communicate(timeout=60)
     finally:
         kill_group(proc)
