@@ -1430,7 +1430,661 @@ class _RunTable:
         return table
 
 
-class Trajectory(NNGroupNode):
+class _RunsMixin:
+    """Exploration and runs: ranges, the current run, run information and the records
+    of finished runs (a part of Trajectory)."""
+
+    # -- exploration -------------------------------------------------------------------------
+    def _explorable(self, key):
+        node = self.f_get(key) if not isinstance(key, BaseParameter) else key
+        if not isinstance(node, BaseParameter) or node.v_branch != 'parameters':
+            raise ConfigurationError(
+                'cannot explore %r: only parameters (below traj.parameters) can be explored; '
+                'add it with f_add_parameter first' % (key,))
+        return node
+
+    def f_explore(self, build_dict):
+        """Explore parameters: {name: iterable}; all ranges must be of equal length."""
+        if any(self._runs.completed):
+            raise PypetError('runs of %s are completed already; use f_expand to add runs'
+                             % self._name)
+        self._explore(build_dict, expand=False)
+
+    def f_expand(self, build_dict, fail_safe=True):
+        """Add runs: extend every explored parameter by the values in `build_dict`."""
+        if not self._explored:
+            return self._explore(build_dict, expand=False)
+        self._explore(build_dict, expand=True)
+
+    def _explore(self, build_dict, expand):
+        if not isinstance(build_dict, dict) or not build_dict:
+            raise ConfigurationError('f_explore/f_expand take a non-empty dict {name: values}, '
+                                     'got %r' % (_short_repr(build_dict),))
+        if self._is_run:
+            raise PypetError('cannot explore during run %d' % self._idx)
+        items = []
+        for key, values in build_dict.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, '__iter__'):
+                raise ConfigurationError('%s: the values to explore must be a list or another '
+                                         'iterable, got %r' % (key, _short_repr(values)))
+            items.append((self._explorable(key), list(values)))
+        lengths = {p._full_name: len(v) for p, v in items}
+        if len(set(lengths.values())) != 1:
+            raise ConfigurationError('all explored ranges must have the same length, got %s; '
+                                     'use cartesian_product for all combinations' % lengths)
+        n = next(iter(lengths.values()))
+        names = {p._full_name for p, _ in items}
+        if expand:
+            missing = set(self._explored) - names
+            if missing:
+                raise ConfigurationError('f_expand must extend every explored parameter; '
+                                         'missing %s' % sorted(missing))
+            new_length = self._length + n
+        else:
+            others = [p for p in self._explored if p not in names]
+            if others and n != self._length:
+                raise ConfigurationError(
+                    'the new ranges have length %d but %s are explored with length %d'
+                    % (n, others, self._length))
+            new_length = n
+        saved = [(p, dict(p.__dict__), list(p._explored_range or [])) for p, _ in items]
+        try:
+            for param, values in items:
+                if expand and param._explored_range is not None:
+                    param._expand(values)
+                else:
+                    param._explore(values)
+        except Exception:
+            for param, state, rng in saved:  # leave nothing half-explored
+                param.__dict__.update(state)
+                param.__dict__['_explored_range'] = rng if state['_explored_range'] else None
+            raise
+        for param, _ in items:
+            self._explored[param._full_name] = param
+        self._length = new_length
+        self._runs.resize(new_length)
+
+    def f_shrink(self, force=False):
+        if self._stored and not force:
+            raise PypetError('%s is stored; pass force=True to drop its exploration'
+                             % self._name)
+        for param in self._explored.values():
+            param._shrink()
+        self._explored.clear()
+        self._length = 1
+        self._runs = _RunTable(1)
+
+    # -- runs --------------------------------------------------------------------------------
+    def _to_idx(self, name_or_idx):
+        if isinstance(name_or_idx, str):
+            m = _RUN_RE.fullmatch(name_or_idx)
+            if not m:
+                raise ValueError('%r is not a run name (run_XXXXXXXX)' % name_or_idx)
+            name_or_idx = int(m.group(1))
+        if not isinstance(name_or_idx, int) or not -1 <= name_or_idx < self._length:
+            raise ValueError('run index %r is out of range (the trajectory has %d runs)'
+                             % (name_or_idx, self._length))
+        return name_or_idx
+
+    def f_set_crun(self, name_or_idx):
+        """Make explored parameters return the values of this run (-1/None: defaults)."""
+        idx = -1 if name_or_idx is None else self._to_idx(name_or_idx)
+        self.__dict__['_idx'] = idx
+        if idx < 0:
+            for param in self._explored.values():
+                param._restore_default()
+        else:
+            for param in self._explored.values():
+                param._set_parameter_access(idx)
+
+    def f_restore_default(self):
+        self.f_set_crun(-1)
+
+    def f_iter_runs(self, start=0, stop=None, step=1, yields='name'):
+        """Set each run in turn and yield its name, index, the trajectory or a copy."""
+        if yields not in ('name', 'idx', 'self', 'copy'):
+            raise ValueError("yields must be 'name', 'idx', 'self' or 'copy'")
+        try:
+            for idx in range(start, self._length if stop is None else stop, step):
+                self.f_set_crun(idx)
+                yield {'name': _run_name(idx), 'idx': idx, 'self': self}.get(yields) \
+                    if yields != 'copy' else pickle.loads(pickle.dumps(self))
+        finally:
+            self.f_restore_default()
+
+    def f_idx_to_run(self, name_or_idx):
+        return _run_name(self._to_idx(name_or_idx))
+
+    def f_get_run_names(self, sort=True):
+        return [_run_name(i) for i in range(self._length)]
+
+    def _parameter_summary(self, idx):
+        return ', '.join('%s: %s' % (name.rpartition('.')[2], _short_repr(p._explored_range[idx],
+                                                                           40))
+                         for name, p in self._explored.items())
+
+    def f_get_run_information(self, name_or_idx=None, copy=True):
+        """A run's information dict; all runs' {name: info} without an argument."""
+        if name_or_idx is None:
+            return collections.OrderedDict((_run_name(i), self._run_info(i))
+                                           for i in range(self._length))
+        return self._run_info(self._to_idx(name_or_idx))
+
+    def _run_info(self, idx):
+        r = self._runs
+        start, finish = r.timestamp[idx], r.finish_timestamp[idx]
+        return {'idx': idx, 'name': _run_name(idx),
+                'time': _now_strings(start)[0] if start else '',
+                'timestamp': start, 'finish_timestamp': finish,
+                'runtime': str(datetime.timedelta(seconds=finish - start)) if finish else '',
+                'completed': r.completed[idx], 'parameter_summary': self._parameter_summary(idx),
+                'short_environment_hexsha': r.hexsha[idx], 'error': r.error[idx]}
+
+    def f_is_completed(self, name_or_idx=None):
+        if name_or_idx is None:
+            return all(self._runs.completed)
+        return bool(self._runs.completed[self._to_idx(name_or_idx)])
+
+    def _run_group(self, branch, idx):
+        runs = self._nodes.get(branch + '.runs')
+        if runs is None:
+            return None
+        name = _run_name(idx)
+        group = runs._children.get(name)
+        if group is None:
+            bucket = runs._children.get(_set_name(idx))
+            group = bucket._children.get(name) if bucket is not None else None
+        return group
+
+    def f_get_from_runs(self, name, include_default_run=True, use_indices=False,
+                        fast_access=False, with_links=True, shortcuts=True, max_depth=None,
+                        auto_load=False):
+        """{run name (or index): node or value} of `name` found below each run's group."""
+        result = collections.OrderedDict()
+        simple = '.' not in name
+        for idx in range(self._length):
+            node = None
+            for branch in ('results', 'derived_parameters'):
+                group = self._run_group(branch, idx)
+                if group is not None:
+                    node = group._children.get(name) if simple else None
+                    if node is None:
+                        node = self._resolve(group, name, shortcuts, max_depth, with_links)
+                if node is None and include_default_run:
+                    group = self._nodes.get(branch + '.runs.' + RUN_NAME_DUMMY)
+                    if group is not None:
+                        node = self._resolve(group, name, shortcuts, max_depth, with_links)
+                if node is not None:
+                    break
+            if node is None:
+                continue
+            if auto_load and node.v_is_leaf and node.f_is_empty():
+                self.f_load_item(node)
+            if fast_access and node.v_is_leaf and node.f_supports_fast_access():
+                node = node._fast_value()
+            result[idx if use_indices else _run_name(idx)] = node
+        return result
+
+    def f_find_idx(self, name_list, predicate):
+        """Yield the run indices whose parameter values satisfy predicate(*values)."""
+        names = [name_list] if isinstance(name_list, str) else list(name_list)
+        params = [self._explorable(n) for n in names]
+        for idx in range(self._length):
+            values = [p._explored_range[idx] if p._explored_range is not None else p._default
+                      for p in params]
+            if predicate(*values):
+                yield idx
+
+    def f_lock_parameters(self):
+        for leaf in self._children['parameters'].f_iter_leaves():
+            leaf.f_lock()
+
+    def f_lock_derived_parameters(self):
+        for leaf in self._children['derived_parameters'].f_iter_leaves():
+            leaf.f_lock()
+
+    def f_add_to_dynamic_imports(self, dynamic_imports):
+        self._dynamic_imports.update(_import_classes(dynamic_imports))
+
+    # -- run bookkeeping used by the environment ---------------------------------------------
+    def _start_run(self, idx, values=None):
+        if values is None:
+            self.f_set_crun(idx)
+        else:  # a worker's copy has no ranges: the run's values came with the task
+            self.__dict__['_idx'] = idx
+            for name, value in values.items():
+                self._explored[name].__dict__['_data'] = value
+        d = self.__dict__
+        d['_is_run'] = True
+        d['_new_leaves'] = []
+
+    def _run_record(self, idx, start, finish, completed, error=''):
+        """The plain-data record of a finished run: what the journal stores."""
+        leaves = []
+        for leaf in self._new_leaves:
+            data = leaf._store()
+            if type(leaf) not in _BUILTIN_TYPES:
+                _check_plain(data, leaf._full_name)
+            ann = leaf._annotations._dict if leaf._annotations else None
+            leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
+        hexsha = (self._environment_hexsha or '')[:7]
+        return ('run', self._name, idx, (start, finish, completed, hexsha, error), leaves)
+
+    def _finish_run(self, record, clean_up):
+        _, _, idx, info, _ = record
+        self._runs.set(idx, *info)
+        d = self.__dict__
+        d['_is_run'] = False
+        d['_new_leaves'] = []
+        if clean_up:
+            for branch in ('results', 'derived_parameters'):
+                group = self._run_group(branch, idx)
+                if group is not None:
+                    self._remove_subtree(group)
+        self.f_set_crun(-1)
+
+    def _apply_run_record(self, record):
+        """Put a run record made elsewhere (a worker) into this trajectory's tree."""
+        _, _, idx, info, leaves = record
+        self._runs.set(idx, *info)
+        for full_name, tag, comment, data, ann in leaves:
+            self._place_leaf(full_name, tag, comment, data, ann)
+
+    def _worker_copy(self):
+        """A copy for other processes: no explored ranges (each run's values travel with the
+        run), no run data, no storage service."""
+        copy = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        for param in copy._explored.values():
+            param.__dict__['_explored_range'] = None
+        return copy
+
+    def _run_values(self, idx):
+        return {name: p._explored_range[idx] for name, p in self._explored.items()}
+
+
+class _StorageMixin:
+    """Storing and loading, merging, and the plain-data state that storage services read
+    and write (a part of Trajectory)."""
+
+    def _place_leaf(self, full_name, tag, comment, data, ann, overwrite=True):
+        node = self._nodes.get(full_name)
+        if node is None:
+            cls = _resolve_class(tag, self._dynamic_imports)
+            node = cls(full_name.rpartition('.')[2])  # as pypet: the class's own constructor
+            branch, _, rest = full_name.partition('.')
+            parent = self._nodes.get(full_name.rpartition('.')[0]) if rest else None
+            if parent is None:
+                parent = self._add_path(self._children[branch], rest.rpartition('.')[0],
+                                        None, '') if '.' in rest else self._children[branch]
+            node._rename(full_name.rpartition('.')[2])
+            self._insert(parent, node)
+        elif not node.v_is_leaf:
+            raise StorageError('%s is a group in memory but a leaf in the file' % full_name)
+        elif not overwrite and not node.f_is_empty():
+            return node
+        node.__dict__['_comment'] = comment or node._comment
+        if ann:
+            node.v_annotations._dict.update(ann)
+        if data is not None:
+            if not node.f_is_empty():
+                node.__dict__['_locked'] = False
+                node.f_empty()
+            node._load(data)
+        return node
+
+    def _place_rows(self, template, rows, mode):
+        """Bulk load of one run column: the fast path that keeps loading 100k runs quick."""
+        parts = template.split('.')
+        if parts.count('$') != 1 or '$set' in parts or len(parts) < 3:
+            for idx, (tag, comment, ann, data) in rows.items():
+                self._place_leaf(_join_run(template, idx), tag, comment,
+                                 data if mode >= LOAD_DATA else None, ann,
+                                 overwrite=mode == OVERWRITE_DATA)
+            return
+        pos = parts.index('$')
+        head, tail = '.'.join(parts[:pos]), parts[pos + 1:]
+        base = self._place_group(head, '', None)
+        nodes, index = self._nodes, self._by_name
+        leaf_name = tail[-1]
+        leaf_index = index.setdefault(leaf_name, {})
+        for idx, (tag, comment, ann, data) in rows.items():
+            cls = _BUILTIN_LEAVES.get(tag)
+            run = _run_name(idx)
+            prefix = head + '.' + run
+            group = nodes.get(prefix)
+            if group is None:
+                group = self._insert(base, _new_group(run))
+            for part in tail[:-1]:
+                child = group._children.get(part)
+                group = child if child is not None else self._insert(group, _new_group(part))
+            full = group._full_name + '.' + leaf_name
+            if cls is None or full in nodes:
+                self._place_leaf(full, tag, comment, data if mode >= LOAD_DATA else None, ann,
+                                 overwrite=mode == OVERWRITE_DATA)
+                continue
+            leaf = cls.__new__(cls)
+            d = leaf.__dict__
+            d.update(_full_name=full, _name=leaf_name, _comment=comment or '', _parent=group,
+                     _traj=self, _annotations=None)
+            if issubclass(cls, BaseResult):
+                d.update(_data={}, _refused=None)
+                if cls is PickleResult:
+                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
+            else:
+                d.update(_data=None, _default=None, _explored_range=None, _locked=False,
+                         _empty=True, _refused=None)
+                if cls is PickleParameter:
+                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
+            if ann:
+                leaf.v_annotations._dict.update(ann)
+            if data is not None and mode >= LOAD_DATA:
+                leaf._load(data)
+            group._children[leaf_name] = leaf
+            nodes[full] = leaf
+            leaf_index[full] = leaf
+
+    def _place_group(self, full_name, comment, ann):
+        branch, _, rest = full_name.partition('.')
+        group = self._add_path(self._children[branch], rest, None, comment) if rest else \
+            self._children[branch]
+        if comment:
+            group.__dict__['_comment'] = comment
+        if ann:
+            group.v_annotations._dict.update(ann)
+        return group
+
+    # -- storing and loading -----------------------------------------------------------------
+    def _service(self):
+        if self._storage_service is None:
+            raise PypetError('%s has no storage service; pass filename=... or assign '
+                             'traj.v_storage_service' % self._name)
+        return self._storage_service
+
+    def f_store(self, only_init=False, store_data=STORE_DATA, max_depth=None):
+        """Store the whole trajectory (outside a run) or what the current run added."""
+        if self._is_run:
+            if self._storage_service is None:  # a worker's copy: the run record stores them
+                return
+            self._service().store(LIST, [(LEAF, leaf) for leaf in self._new_leaves],
+                                  trajectory=self)
+            return
+        self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
+        self.__dict__['_stored'] = True
+
+    def f_store_item(self, item, *args, **kwargs):
+        self.f_store_items([item], *args, **kwargs)
+
+    def f_store_items(self, iterator, recursive=False, store_data=STORE_DATA, **kwargs):
+        """Store single leaves or groups (with recursive=True, their subtree)."""
+        if self._is_run and self._storage_service is None:
+            return  # a worker's copy: what the run added is stored with the run
+        if not self._stored and not self._is_run:
+            raise PypetError('store the trajectory once with f_store() before f_store_item')
+        msgs = []
+        for item in iterator:
+            node = self.f_get(item) if isinstance(item, str) else item
+            if node.v_is_leaf:
+                msgs.append((LEAF, node))
+            else:
+                msgs.append((GROUP, node))
+                if recursive:
+                    msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes())
+        self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
+
+    def f_load(self, name=None, index=None, as_new=False, load_parameters=LOAD_DATA,
+               load_derived_parameters=LOAD_SKELETON, load_results=LOAD_SKELETON,
+               load_other_data=LOAD_SKELETON, recursive=True, load_data=None, max_depth=None,
+               force=False, dynamic_imports=None, with_run_information=True,
+               with_meta_data=True, storage_service=None, filename=None, allow_pickle=True,
+               load_all=None):
+        """Load a trajectory from storage by name or index (-1: the newest) into this one.
+
+        Each load_* is LOAD_NOTHING (0), LOAD_SKELETON (1, empty leaves), LOAD_DATA (2) or
+        OVERWRITE_DATA (3); load_data sets all four. as_new loads only the parameters so that
+        the trajectory can be run again. allow_pickle=False never unpickles anything."""
+        del load_other_data  # pypet's nodes outside the four branches: minipypet has none
+        if load_all is not None:
+            load_data = load_all
+        if load_data is not None:
+            load_parameters = load_derived_parameters = load_results = load_other_data = \
+                load_data
+        if storage_service is not None:
+            self.v_storage_service = storage_service
+        elif filename is not None:
+            self.v_storage_service = _make_service(True, filename, name=name or self._name,
+                                                   mode='load')
+        if dynamic_imports is not None:
+            self.f_add_to_dynamic_imports(dynamic_imports)
+        if name is None and index is None:
+            name = self._name if self._name != 'my_trajectory' or self._stored else None
+            index = -1 if name is None else None
+        modes = {'config': load_parameters if not as_new else LOAD_DATA,  # as pypet
+                 'parameters': load_parameters,
+                 'derived_parameters': load_derived_parameters if not as_new else LOAD_NOTHING,
+                 'results': load_results if not as_new else LOAD_NOTHING}
+        for mode in modes.values():
+            if mode not in (0, 1, 2, 3):
+                raise ConfigurationError('load modes are 0 (nothing), 1 (skeleton), 2 (data) '
+                                         'or 3 (overwrite), got %r' % (mode,))
+        old = _LOAD_POLICY.allow_pickle
+        _LOAD_POLICY.allow_pickle = allow_pickle
+        try:
+            state = self._service().load(TRAJECTORY, self, name=name, index=index,
+                                         modes=modes, force=force)
+            self._from_state(state, modes, as_new, with_run_information)
+        finally:
+            _LOAD_POLICY.allow_pickle = old
+
+    def _from_state(self, state, modes, as_new=False, with_run_information=True):
+        d = self.__dict__
+        if not as_new:
+            d['_name'] = state['name']
+            d['_time'], d['_timestamp'] = state['time'], state['timestamp']
+            d['_comment'] = state.get('comment', '')
+            d['_stored'] = True
+            if state.get('ann'):
+                self.v_annotations._dict.update(state['ann'])
+        d['_version'], d['_python'] = state.get('version', ''), state.get('python', '')
+        place = self._place_leaf
+        for full_name, rec in state['nodes'].items():
+            branch = full_name.partition('.')[0]
+            mode = modes.get(branch, LOAD_NOTHING)
+            if mode == LOAD_NOTHING:
+                continue
+            kind = rec['kind']
+            if kind == 'group':
+                self._place_group(full_name, rec.get('comment', ''), rec.get('ann'))
+            elif kind == 'leaf':
+                data = rec.get('data') if mode >= LOAD_DATA else None
+                place(full_name, rec['class'], rec.get('comment', ''), data, rec.get('ann'),
+                      overwrite=mode == OVERWRITE_DATA)
+        for template, rows in state.get('columns', {}).items():
+            mode = modes.get(template.partition('.')[0], LOAD_NOTHING)
+            if mode == LOAD_NOTHING:
+                continue
+            self._place_rows(template, rows, mode)
+        for full_name, rec in state['nodes'].items():
+            if rec['kind'] == 'link' and ('.' not in full_name or
+                                          modes.get(full_name.partition('.')[0])):
+                target = self._nodes.get(rec['target'])
+                if target is not None:
+                    parent, _, lname = full_name.rpartition('.')
+                    group = self if not parent else (self._nodes.get(parent) or
+                                                     self._place_group(parent, '', None))
+                    group._links[lname] = target
+        d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
+        explored = [n for n in state.get('explored', []) if n in self._nodes]
+        d['_explored'] = {n: self._nodes[n] for n in explored}
+        if as_new:
+            d['_length'] = state.get('length', 1)
+            d['_runs'] = _RunTable(d['_length'])
+        elif with_run_information:
+            d['_length'] = state.get('length', 1)
+            d['_runs'] = _RunTable.from_plain(state['runs'])
+        for param in self._explored.values():
+            if param._explored_range is not None:
+                param._restore_default()
+
+    def f_load_skeleton(self):
+        self.f_load(load_parameters=LOAD_SKELETON, load_derived_parameters=LOAD_SKELETON,
+                    load_results=LOAD_SKELETON, load_other_data=LOAD_SKELETON)
+
+    def f_load_item(self, item, *args, **kwargs):
+        self.f_load_items([item], *args, **kwargs)
+
+    def f_load_items(self, iterator, load_data=LOAD_DATA, recursive=True, load_only=None,
+                     only_empties=False, allow_pickle=True, **kwargs):
+        """Load the data of leaves (names or nodes); groups load their subtree.
+
+        load_only: load only these item names of a result (others stay as they are)."""
+        names = []
+        for item in iterator:
+            if isinstance(item, NNTreeNode):
+                names.append(item._full_name)
+            else:
+                node = self._resolve(self, item)
+                names.append(node._full_name if node is not None else item)
+        old = _LOAD_POLICY.allow_pickle
+        _LOAD_POLICY.allow_pickle = allow_pickle
+        try:
+            state = self._service().load(LIST, self, names=names, recursive=recursive)
+            only = {load_only} if isinstance(load_only, str) else (
+                set(load_only) if load_only is not None else None)
+            for full_name, (tag, comment, ann, data) in state.items():
+                node = self._nodes.get(full_name)
+                if only_empties and node is not None and not node.f_is_empty():
+                    continue
+                if only is not None and data is not None:
+                    data = {k: v for k, v in data.items() if k in only}
+                    if node is not None and not node.f_is_empty():
+                        node._load(data)
+                        continue
+                self._place_leaf(full_name, tag, comment,
+                                 data if load_data >= LOAD_DATA else None, ann,
+                                 overwrite=load_data == OVERWRITE_DATA)
+        finally:
+            _LOAD_POLICY.allow_pickle = old
+
+    # -- merging -----------------------------------------------------------------------------
+    def f_merge(self, other_trajectory, trial_parameter=None, remove_duplicates=False,
+                ignore_data=(), backup=True, move_data=False, delete_other_trajectory=False,
+                keep_info=True, keep_other_trajectory_info=True, merge_config=True,
+                backup_filename=None, consecutive_merge=False, slow_merge=False):
+        """Append the runs of `other_trajectory` (same parameters) to this one and store.
+
+        Merged runs get new indices after this trajectory's; `remove_duplicates` skips runs
+        whose parameter point this trajectory has already; `trial_parameter` is renumbered
+        to continue after this trajectory's trials; config and environment entries of both
+        are kept, and so are the other's comments. Both trajectories must be stored."""
+        for traj in (self, other_trajectory):
+            if not isinstance(traj._storage_service, _FileService) or not traj._stored:
+                raise PypetError('f_merge needs both trajectories stored in files; %s is not '
+                                 '(store it with f_store() first)' % traj._name)
+        if other_trajectory._name == self._name and \
+                other_trajectory._storage_service.filename == self._storage_service.filename:
+            raise PypetError('cannot merge %s with itself' % self._name)
+        service = self._storage_service
+        if backup:
+            import shutil
+            root, ext = os.path.splitext(service.filename)
+            target = backup_filename or '%s_backup_%s%s' % (root, _now_strings()[0], ext)
+            count = 1
+            while os.path.exists(target):  # never overwrite an earlier backup
+                count += 1
+                target = '%s_backup_%s_%d%s' % (root, _now_strings()[0], count, ext)
+            service.checkpoint()
+            shutil.copyfile(service.filename, target)
+        mine = service._load_state(self._name, data=True)
+        _merge_memory(mine, self._to_state(), STORE_DATA, False)
+        other = other_trajectory._storage_service._load_state(other_trajectory._name,
+                                                              data=True)
+        _merge_memory(other, other_trajectory._to_state(), STORE_DATA, False)
+        _merge_states(mine, other, trial_parameter, remove_duplicates, set(ignore_data),
+                      merge_config)
+        service.checkpoint(extra=(mine, OVERWRITE_DATA, False))
+        if move_data or delete_other_trajectory:
+            other_trajectory._storage_service.delete_trajectory(other_trajectory._name)
+        self._reset_tree()
+        self._from_state(service._load_state(self._name, data={'config', 'parameters'}), {
+            'config': LOAD_DATA, 'parameters': LOAD_DATA,
+            'derived_parameters': LOAD_SKELETON, 'results': LOAD_SKELETON})
+        return self
+
+    def f_merge_many(self, other_trajectories, **kwargs):
+        for other in other_trajectories:
+            self.f_merge(other, **kwargs)
+        return self
+
+    def _reset_tree(self):
+        d = self.__dict__
+        d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
+        for branch in BRANCHES:
+            self._insert(self, NNGroupNode(branch))
+
+    def f_delete_item(self, item, *args, **kwargs):
+        self.f_delete_items([item], *args, **kwargs)
+
+    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False):
+        """Delete items from storage (and from memory with remove_from_trajectory)."""
+        nodes = [self.f_get(i) if isinstance(i, str) else i for i in iterator]
+        for node in nodes:
+            if node._full_name in self._explored:
+                raise PypetError('%s is explored and cannot be deleted' % node._full_name)
+        self._service().store(DELETE, [n._full_name for n in nodes], trajectory=self,
+                              recursive=recursive)
+        if remove_from_trajectory:
+            self.f_remove_items(nodes, recursive=recursive)
+
+    def f_remove_item(self, item, recursive=False):
+        self.f_remove_items([item], recursive)
+
+    def f_remove_items(self, iterator, recursive=False):
+        """Remove items from memory only."""
+        for item in iterator:
+            node = self.f_get(item) if isinstance(item, str) else item
+            node._parent.f_remove_child(node._name, recursive=recursive)
+
+    # -- plain-data state (what storage services read and write) ----------------------------
+    def _to_state(self, only_init=False):
+        """The whole trajectory as plain data: nodes, run columns, run table."""
+        nodes, columns = {}, {}
+        for node in self.f_iter_nodes(recursive=True):
+            full = node._full_name
+            if full.partition('.')[2] == '' and not node.v_is_leaf:
+                if node._comment or node._annotations:
+                    nodes[full] = {'kind': 'group', 'comment': node._comment,
+                                   'ann': _ann(node)}
+                for lname, target in node._links.items():  # links right in a branch
+                    nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
+                continue
+            split = _split_run(full)
+            if node.v_is_leaf:
+                data = None if node.f_is_empty() else node._store()
+                if data is not None and type(node) not in _BUILTIN_TYPES:
+                    _check_plain(data, full)
+                if split is not None:
+                    columns.setdefault(split[0], {})[split[1]] = (
+                        _class_tag(type(node)), node._comment, _ann(node), data)
+                else:
+                    nodes[full] = {'kind': 'leaf', 'class': _class_tag(type(node)),
+                                   'comment': node._comment, 'ann': _ann(node), 'data': data}
+            elif split is None:
+                nodes[full] = {'kind': 'group', 'comment': node._comment, 'ann': _ann(node)}
+            for lname, target in node._links.items() if not node.v_is_leaf else ():
+                nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
+        for lname, target in self._links.items():
+            nodes[lname] = {'kind': 'link', 'target': target._full_name}
+        return {'format': FORMAT_VERSION, 'name': self._name, 'time': self._time,
+                'timestamp': self._timestamp, 'comment': self._comment,
+                'version': __version__, 'python': self._python, 'length': self._length,
+                'explored': list(self._explored), 'runs': self._runs.to_plain(),
+                'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
+                'nodes': nodes, 'columns': columns,
+                'parameter_summary': [self._parameter_summary(i) for i in range(self._length)]
+                if self._explored else [''] * self._length}
+
+
+class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     """The tree of config, parameters, derived parameters and results, plus the exploration.
 
     Args:
@@ -1797,650 +2451,6 @@ class Trajectory(NNGroupNode):
 
     def f_get_explored_parameters(self, fast_access=False, copy=True):
         return {k: (p.f_get() if fast_access else p) for k, p in self._explored.items()}
-
-    # -- exploration -------------------------------------------------------------------------
-    def _explorable(self, key):
-        node = self.f_get(key) if not isinstance(key, BaseParameter) else key
-        if not isinstance(node, BaseParameter) or node.v_branch != 'parameters':
-            raise ConfigurationError(
-                'cannot explore %r: only parameters (below traj.parameters) can be explored; '
-                'add it with f_add_parameter first' % (key,))
-        return node
-
-    def f_explore(self, build_dict):
-        """Explore parameters: {name: iterable}; all ranges must be of equal length."""
-        if any(self._runs.completed):
-            raise PypetError('runs of %s are completed already; use f_expand to add runs'
-                             % self._name)
-        self._explore(build_dict, expand=False)
-
-    def f_expand(self, build_dict, fail_safe=True):
-        """Add runs: extend every explored parameter by the values in `build_dict`."""
-        if not self._explored:
-            return self._explore(build_dict, expand=False)
-        self._explore(build_dict, expand=True)
-
-    def _explore(self, build_dict, expand):
-        if not isinstance(build_dict, dict) or not build_dict:
-            raise ConfigurationError('f_explore/f_expand take a non-empty dict {name: values}, '
-                                     'got %r' % (_short_repr(build_dict),))
-        if self._is_run:
-            raise PypetError('cannot explore during run %d' % self._idx)
-        items = []
-        for key, values in build_dict.items():
-            if isinstance(values, (str, bytes)) or not hasattr(values, '__iter__'):
-                raise ConfigurationError('%s: the values to explore must be a list or another '
-                                         'iterable, got %r' % (key, _short_repr(values)))
-            items.append((self._explorable(key), list(values)))
-        lengths = {p._full_name: len(v) for p, v in items}
-        if len(set(lengths.values())) != 1:
-            raise ConfigurationError('all explored ranges must have the same length, got %s; '
-                                     'use cartesian_product for all combinations' % lengths)
-        n = next(iter(lengths.values()))
-        names = {p._full_name for p, _ in items}
-        if expand:
-            missing = set(self._explored) - names
-            if missing:
-                raise ConfigurationError('f_expand must extend every explored parameter; '
-                                         'missing %s' % sorted(missing))
-            new_length = self._length + n
-        else:
-            others = [p for p in self._explored if p not in names]
-            if others and n != self._length:
-                raise ConfigurationError(
-                    'the new ranges have length %d but %s are explored with length %d'
-                    % (n, others, self._length))
-            new_length = n
-        saved = [(p, dict(p.__dict__), list(p._explored_range or [])) for p, _ in items]
-        try:
-            for param, values in items:
-                if expand and param._explored_range is not None:
-                    param._expand(values)
-                else:
-                    param._explore(values)
-        except Exception:
-            for param, state, rng in saved:  # leave nothing half-explored
-                param.__dict__.update(state)
-                param.__dict__['_explored_range'] = rng if state['_explored_range'] else None
-            raise
-        for param, _ in items:
-            self._explored[param._full_name] = param
-        self._length = new_length
-        self._runs.resize(new_length)
-
-    def f_shrink(self, force=False):
-        if self._stored and not force:
-            raise PypetError('%s is stored; pass force=True to drop its exploration'
-                             % self._name)
-        for param in self._explored.values():
-            param._shrink()
-        self._explored.clear()
-        self._length = 1
-        self._runs = _RunTable(1)
-
-    # -- runs --------------------------------------------------------------------------------
-    def _to_idx(self, name_or_idx):
-        if isinstance(name_or_idx, str):
-            m = _RUN_RE.fullmatch(name_or_idx)
-            if not m:
-                raise ValueError('%r is not a run name (run_XXXXXXXX)' % name_or_idx)
-            name_or_idx = int(m.group(1))
-        if not isinstance(name_or_idx, int) or not -1 <= name_or_idx < self._length:
-            raise ValueError('run index %r is out of range (the trajectory has %d runs)'
-                             % (name_or_idx, self._length))
-        return name_or_idx
-
-    def f_set_crun(self, name_or_idx):
-        """Make explored parameters return the values of this run (-1/None: defaults)."""
-        idx = -1 if name_or_idx is None else self._to_idx(name_or_idx)
-        self.__dict__['_idx'] = idx
-        if idx < 0:
-            for param in self._explored.values():
-                param._restore_default()
-        else:
-            for param in self._explored.values():
-                param._set_parameter_access(idx)
-
-    def f_restore_default(self):
-        self.f_set_crun(-1)
-
-    def f_iter_runs(self, start=0, stop=None, step=1, yields='name'):
-        """Set each run in turn and yield its name, index, the trajectory or a copy."""
-        if yields not in ('name', 'idx', 'self', 'copy'):
-            raise ValueError("yields must be 'name', 'idx', 'self' or 'copy'")
-        try:
-            for idx in range(start, self._length if stop is None else stop, step):
-                self.f_set_crun(idx)
-                yield {'name': _run_name(idx), 'idx': idx, 'self': self}.get(yields) \
-                    if yields != 'copy' else pickle.loads(pickle.dumps(self))
-        finally:
-            self.f_restore_default()
-
-    def f_idx_to_run(self, name_or_idx):
-        return _run_name(self._to_idx(name_or_idx))
-
-    def f_get_run_names(self, sort=True):
-        return [_run_name(i) for i in range(self._length)]
-
-    def _parameter_summary(self, idx):
-        return ', '.join('%s: %s' % (name.rpartition('.')[2], _short_repr(p._explored_range[idx],
-                                                                           40))
-                         for name, p in self._explored.items())
-
-    def f_get_run_information(self, name_or_idx=None, copy=True):
-        """A run's information dict; all runs' {name: info} without an argument."""
-        if name_or_idx is None:
-            return collections.OrderedDict((_run_name(i), self._run_info(i))
-                                           for i in range(self._length))
-        return self._run_info(self._to_idx(name_or_idx))
-
-    def _run_info(self, idx):
-        r = self._runs
-        start, finish = r.timestamp[idx], r.finish_timestamp[idx]
-        return {'idx': idx, 'name': _run_name(idx),
-                'time': _now_strings(start)[0] if start else '',
-                'timestamp': start, 'finish_timestamp': finish,
-                'runtime': str(datetime.timedelta(seconds=finish - start)) if finish else '',
-                'completed': r.completed[idx], 'parameter_summary': self._parameter_summary(idx),
-                'short_environment_hexsha': r.hexsha[idx], 'error': r.error[idx]}
-
-    def f_is_completed(self, name_or_idx=None):
-        if name_or_idx is None:
-            return all(self._runs.completed)
-        return bool(self._runs.completed[self._to_idx(name_or_idx)])
-
-    def _run_group(self, branch, idx):
-        runs = self._nodes.get(branch + '.runs')
-        if runs is None:
-            return None
-        name = _run_name(idx)
-        group = runs._children.get(name)
-        if group is None:
-            bucket = runs._children.get(_set_name(idx))
-            group = bucket._children.get(name) if bucket is not None else None
-        return group
-
-    def f_get_from_runs(self, name, include_default_run=True, use_indices=False,
-                        fast_access=False, with_links=True, shortcuts=True, max_depth=None,
-                        auto_load=False):
-        """{run name (or index): node or value} of `name` found below each run's group."""
-        result = collections.OrderedDict()
-        simple = '.' not in name
-        for idx in range(self._length):
-            node = None
-            for branch in ('results', 'derived_parameters'):
-                group = self._run_group(branch, idx)
-                if group is not None:
-                    node = group._children.get(name) if simple else None
-                    if node is None:
-                        node = self._resolve(group, name, shortcuts, max_depth, with_links)
-                if node is None and include_default_run:
-                    group = self._nodes.get(branch + '.runs.' + RUN_NAME_DUMMY)
-                    if group is not None:
-                        node = self._resolve(group, name, shortcuts, max_depth, with_links)
-                if node is not None:
-                    break
-            if node is None:
-                continue
-            if auto_load and node.v_is_leaf and node.f_is_empty():
-                self.f_load_item(node)
-            if fast_access and node.v_is_leaf and node.f_supports_fast_access():
-                node = node._fast_value()
-            result[idx if use_indices else _run_name(idx)] = node
-        return result
-
-    def f_find_idx(self, name_list, predicate):
-        """Yield the run indices whose parameter values satisfy predicate(*values)."""
-        names = [name_list] if isinstance(name_list, str) else list(name_list)
-        params = [self._explorable(n) for n in names]
-        for idx in range(self._length):
-            values = [p._explored_range[idx] if p._explored_range is not None else p._default
-                      for p in params]
-            if predicate(*values):
-                yield idx
-
-    def f_lock_parameters(self):
-        for leaf in self._children['parameters'].f_iter_leaves():
-            leaf.f_lock()
-
-    def f_lock_derived_parameters(self):
-        for leaf in self._children['derived_parameters'].f_iter_leaves():
-            leaf.f_lock()
-
-    def f_add_to_dynamic_imports(self, dynamic_imports):
-        self._dynamic_imports.update(_import_classes(dynamic_imports))
-
-    # -- run bookkeeping used by the environment ---------------------------------------------
-    def _start_run(self, idx, values=None):
-        if values is None:
-            self.f_set_crun(idx)
-        else:  # a worker's copy has no ranges: the run's values came with the task
-            self.__dict__['_idx'] = idx
-            for name, value in values.items():
-                self._explored[name].__dict__['_data'] = value
-        d = self.__dict__
-        d['_is_run'] = True
-        d['_new_leaves'] = []
-
-    def _run_record(self, idx, start, finish, completed, error=''):
-        """The plain-data record of a finished run: what the journal stores."""
-        leaves = []
-        for leaf in self._new_leaves:
-            data = leaf._store()
-            if type(leaf) not in _BUILTIN_TYPES:
-                _check_plain(data, leaf._full_name)
-            ann = leaf._annotations._dict if leaf._annotations else None
-            leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
-        hexsha = (self._environment_hexsha or '')[:7]
-        return ('run', self._name, idx, (start, finish, completed, hexsha, error), leaves)
-
-    def _finish_run(self, record, clean_up):
-        _, _, idx, info, _ = record
-        self._runs.set(idx, *info)
-        d = self.__dict__
-        d['_is_run'] = False
-        d['_new_leaves'] = []
-        if clean_up:
-            for branch in ('results', 'derived_parameters'):
-                group = self._run_group(branch, idx)
-                if group is not None:
-                    self._remove_subtree(group)
-        self.f_set_crun(-1)
-
-    def _apply_run_record(self, record):
-        """Put a run record made elsewhere (a worker) into this trajectory's tree."""
-        _, _, idx, info, leaves = record
-        self._runs.set(idx, *info)
-        for full_name, tag, comment, data, ann in leaves:
-            self._place_leaf(full_name, tag, comment, data, ann)
-
-    def _place_leaf(self, full_name, tag, comment, data, ann, overwrite=True):
-        node = self._nodes.get(full_name)
-        if node is None:
-            cls = _resolve_class(tag, self._dynamic_imports)
-            node = cls(full_name.rpartition('.')[2])  # as pypet: the class's own constructor
-            branch, _, rest = full_name.partition('.')
-            parent = self._nodes.get(full_name.rpartition('.')[0]) if rest else None
-            if parent is None:
-                parent = self._add_path(self._children[branch], rest.rpartition('.')[0],
-                                        None, '') if '.' in rest else self._children[branch]
-            node._rename(full_name.rpartition('.')[2])
-            self._insert(parent, node)
-        elif not node.v_is_leaf:
-            raise StorageError('%s is a group in memory but a leaf in the file' % full_name)
-        elif not overwrite and not node.f_is_empty():
-            return node
-        node.__dict__['_comment'] = comment or node._comment
-        if ann:
-            node.v_annotations._dict.update(ann)
-        if data is not None:
-            if not node.f_is_empty():
-                node.__dict__['_locked'] = False
-                node.f_empty()
-            node._load(data)
-        return node
-
-    def _place_rows(self, template, rows, mode):
-        """Bulk load of one run column: the fast path that keeps loading 100k runs quick."""
-        parts = template.split('.')
-        if parts.count('$') != 1 or '$set' in parts or len(parts) < 3:
-            for idx, (tag, comment, ann, data) in rows.items():
-                self._place_leaf(_join_run(template, idx), tag, comment,
-                                 data if mode >= LOAD_DATA else None, ann,
-                                 overwrite=mode == OVERWRITE_DATA)
-            return
-        pos = parts.index('$')
-        head, tail = '.'.join(parts[:pos]), parts[pos + 1:]
-        base = self._place_group(head, '', None)
-        nodes, index = self._nodes, self._by_name
-        leaf_name = tail[-1]
-        leaf_index = index.setdefault(leaf_name, {})
-        for idx, (tag, comment, ann, data) in rows.items():
-            cls = _BUILTIN_LEAVES.get(tag)
-            run = _run_name(idx)
-            prefix = head + '.' + run
-            group = nodes.get(prefix)
-            if group is None:
-                group = self._insert(base, _new_group(run))
-            for part in tail[:-1]:
-                child = group._children.get(part)
-                group = child if child is not None else self._insert(group, _new_group(part))
-            full = group._full_name + '.' + leaf_name
-            if cls is None or full in nodes:
-                self._place_leaf(full, tag, comment, data if mode >= LOAD_DATA else None, ann,
-                                 overwrite=mode == OVERWRITE_DATA)
-                continue
-            leaf = cls.__new__(cls)
-            d = leaf.__dict__
-            d.update(_full_name=full, _name=leaf_name, _comment=comment or '', _parent=group,
-                     _traj=self, _annotations=None)
-            if issubclass(cls, BaseResult):
-                d.update(_data={}, _refused=None)
-                if cls is PickleResult:
-                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
-            else:
-                d.update(_data=None, _default=None, _explored_range=None, _locked=False,
-                         _empty=True, _refused=None)
-                if cls is PickleParameter:
-                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
-            if ann:
-                leaf.v_annotations._dict.update(ann)
-            if data is not None and mode >= LOAD_DATA:
-                leaf._load(data)
-            group._children[leaf_name] = leaf
-            nodes[full] = leaf
-            leaf_index[full] = leaf
-
-    def _place_group(self, full_name, comment, ann):
-        branch, _, rest = full_name.partition('.')
-        group = self._add_path(self._children[branch], rest, None, comment) if rest else \
-            self._children[branch]
-        if comment:
-            group.__dict__['_comment'] = comment
-        if ann:
-            group.v_annotations._dict.update(ann)
-        return group
-
-    # -- storing and loading -----------------------------------------------------------------
-    def _service(self):
-        if self._storage_service is None:
-            raise PypetError('%s has no storage service; pass filename=... or assign '
-                             'traj.v_storage_service' % self._name)
-        return self._storage_service
-
-    def f_store(self, only_init=False, store_data=STORE_DATA, max_depth=None):
-        """Store the whole trajectory (outside a run) or what the current run added."""
-        if self._is_run:
-            if self._storage_service is None:  # a worker's copy: the run record stores them
-                return
-            self._service().store(LIST, [(LEAF, leaf) for leaf in self._new_leaves],
-                                  trajectory=self)
-            return
-        self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
-        self.__dict__['_stored'] = True
-
-    def f_store_item(self, item, *args, **kwargs):
-        self.f_store_items([item], *args, **kwargs)
-
-    def f_store_items(self, iterator, recursive=False, store_data=STORE_DATA, **kwargs):
-        """Store single leaves or groups (with recursive=True, their subtree)."""
-        if self._is_run and self._storage_service is None:
-            return  # a worker's copy: what the run added is stored with the run
-        if not self._stored and not self._is_run:
-            raise PypetError('store the trajectory once with f_store() before f_store_item')
-        msgs = []
-        for item in iterator:
-            node = self.f_get(item) if isinstance(item, str) else item
-            if node.v_is_leaf:
-                msgs.append((LEAF, node))
-            else:
-                msgs.append((GROUP, node))
-                if recursive:
-                    msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes())
-        self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
-
-    def f_load(self, name=None, index=None, as_new=False, load_parameters=LOAD_DATA,
-               load_derived_parameters=LOAD_SKELETON, load_results=LOAD_SKELETON,
-               load_other_data=LOAD_SKELETON, recursive=True, load_data=None, max_depth=None,
-               force=False, dynamic_imports=None, with_run_information=True,
-               with_meta_data=True, storage_service=None, filename=None, allow_pickle=True,
-               load_all=None):
-        """Load a trajectory from storage by name or index (-1: the newest) into this one.
-
-        Each load_* is LOAD_NOTHING (0), LOAD_SKELETON (1, empty leaves), LOAD_DATA (2) or
-        OVERWRITE_DATA (3); load_data sets all four. as_new loads only the parameters so that
-        the trajectory can be run again. allow_pickle=False never unpickles anything."""
-        del load_other_data  # pypet's nodes outside the four branches: minipypet has none
-        if load_all is not None:
-            load_data = load_all
-        if load_data is not None:
-            load_parameters = load_derived_parameters = load_results = load_other_data = \
-                load_data
-        if storage_service is not None:
-            self.v_storage_service = storage_service
-        elif filename is not None:
-            self.v_storage_service = _make_service(True, filename, name=name or self._name,
-                                                   mode='load')
-        if dynamic_imports is not None:
-            self.f_add_to_dynamic_imports(dynamic_imports)
-        if name is None and index is None:
-            name = self._name if self._name != 'my_trajectory' or self._stored else None
-            index = -1 if name is None else None
-        modes = {'config': load_parameters if not as_new else LOAD_DATA,  # as pypet
-                 'parameters': load_parameters,
-                 'derived_parameters': load_derived_parameters if not as_new else LOAD_NOTHING,
-                 'results': load_results if not as_new else LOAD_NOTHING}
-        for mode in modes.values():
-            if mode not in (0, 1, 2, 3):
-                raise ConfigurationError('load modes are 0 (nothing), 1 (skeleton), 2 (data) '
-                                         'or 3 (overwrite), got %r' % (mode,))
-        old = _LOAD_POLICY.allow_pickle
-        _LOAD_POLICY.allow_pickle = allow_pickle
-        try:
-            state = self._service().load(TRAJECTORY, self, name=name, index=index,
-                                         modes=modes, force=force)
-            self._from_state(state, modes, as_new, with_run_information)
-        finally:
-            _LOAD_POLICY.allow_pickle = old
-
-    def _from_state(self, state, modes, as_new=False, with_run_information=True):
-        d = self.__dict__
-        if not as_new:
-            d['_name'] = state['name']
-            d['_time'], d['_timestamp'] = state['time'], state['timestamp']
-            d['_comment'] = state.get('comment', '')
-            d['_stored'] = True
-            if state.get('ann'):
-                self.v_annotations._dict.update(state['ann'])
-        d['_version'], d['_python'] = state.get('version', ''), state.get('python', '')
-        place = self._place_leaf
-        for full_name, rec in state['nodes'].items():
-            branch = full_name.partition('.')[0]
-            mode = modes.get(branch, LOAD_NOTHING)
-            if mode == LOAD_NOTHING:
-                continue
-            kind = rec['kind']
-            if kind == 'group':
-                self._place_group(full_name, rec.get('comment', ''), rec.get('ann'))
-            elif kind == 'leaf':
-                data = rec.get('data') if mode >= LOAD_DATA else None
-                place(full_name, rec['class'], rec.get('comment', ''), data, rec.get('ann'),
-                      overwrite=mode == OVERWRITE_DATA)
-        for template, rows in state.get('columns', {}).items():
-            mode = modes.get(template.partition('.')[0], LOAD_NOTHING)
-            if mode == LOAD_NOTHING:
-                continue
-            self._place_rows(template, rows, mode)
-        for full_name, rec in state['nodes'].items():
-            if rec['kind'] == 'link' and ('.' not in full_name or
-                                          modes.get(full_name.partition('.')[0])):
-                target = self._nodes.get(rec['target'])
-                if target is not None:
-                    parent, _, lname = full_name.rpartition('.')
-                    group = self if not parent else (self._nodes.get(parent) or
-                                                     self._place_group(parent, '', None))
-                    group._links[lname] = target
-        d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
-        explored = [n for n in state.get('explored', []) if n in self._nodes]
-        d['_explored'] = {n: self._nodes[n] for n in explored}
-        if as_new:
-            d['_length'] = state.get('length', 1)
-            d['_runs'] = _RunTable(d['_length'])
-        elif with_run_information:
-            d['_length'] = state.get('length', 1)
-            d['_runs'] = _RunTable.from_plain(state['runs'])
-        for param in self._explored.values():
-            if param._explored_range is not None:
-                param._restore_default()
-
-    def _worker_copy(self):
-        """A copy for other processes: no explored ranges (each run's values travel with the
-        run), no run data, no storage service."""
-        copy = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
-        for param in copy._explored.values():
-            param.__dict__['_explored_range'] = None
-        return copy
-
-    def _run_values(self, idx):
-        return {name: p._explored_range[idx] for name, p in self._explored.items()}
-
-    def f_load_skeleton(self):
-        self.f_load(load_parameters=LOAD_SKELETON, load_derived_parameters=LOAD_SKELETON,
-                    load_results=LOAD_SKELETON, load_other_data=LOAD_SKELETON)
-
-    def f_load_item(self, item, *args, **kwargs):
-        self.f_load_items([item], *args, **kwargs)
-
-    def f_load_items(self, iterator, load_data=LOAD_DATA, recursive=True, load_only=None,
-                     only_empties=False, allow_pickle=True, **kwargs):
-        """Load the data of leaves (names or nodes); groups load their subtree.
-
-        load_only: load only these item names of a result (others stay as they are)."""
-        names = []
-        for item in iterator:
-            if isinstance(item, NNTreeNode):
-                names.append(item._full_name)
-            else:
-                node = self._resolve(self, item)
-                names.append(node._full_name if node is not None else item)
-        old = _LOAD_POLICY.allow_pickle
-        _LOAD_POLICY.allow_pickle = allow_pickle
-        try:
-            state = self._service().load(LIST, self, names=names, recursive=recursive)
-            only = {load_only} if isinstance(load_only, str) else (
-                set(load_only) if load_only is not None else None)
-            for full_name, (tag, comment, ann, data) in state.items():
-                node = self._nodes.get(full_name)
-                if only_empties and node is not None and not node.f_is_empty():
-                    continue
-                if only is not None and data is not None:
-                    data = {k: v for k, v in data.items() if k in only}
-                    if node is not None and not node.f_is_empty():
-                        node._load(data)
-                        continue
-                self._place_leaf(full_name, tag, comment,
-                                 data if load_data >= LOAD_DATA else None, ann,
-                                 overwrite=load_data == OVERWRITE_DATA)
-        finally:
-            _LOAD_POLICY.allow_pickle = old
-
-    # -- merging -----------------------------------------------------------------------------
-    def f_merge(self, other_trajectory, trial_parameter=None, remove_duplicates=False,
-                ignore_data=(), backup=True, move_data=False, delete_other_trajectory=False,
-                keep_info=True, keep_other_trajectory_info=True, merge_config=True,
-                backup_filename=None, consecutive_merge=False, slow_merge=False):
-        """Append the runs of `other_trajectory` (same parameters) to this one and store.
-
-        Merged runs get new indices after this trajectory's; `remove_duplicates` skips runs
-        whose parameter point this trajectory has already; `trial_parameter` is renumbered
-        to continue after this trajectory's trials; config and environment entries of both
-        are kept, and so are the other's comments. Both trajectories must be stored."""
-        for traj in (self, other_trajectory):
-            if not isinstance(traj._storage_service, _FileService) or not traj._stored:
-                raise PypetError('f_merge needs both trajectories stored in files; %s is not '
-                                 '(store it with f_store() first)' % traj._name)
-        if other_trajectory._name == self._name and \
-                other_trajectory._storage_service.filename == self._storage_service.filename:
-            raise PypetError('cannot merge %s with itself' % self._name)
-        service = self._storage_service
-        if backup:
-            import shutil
-            root, ext = os.path.splitext(service.filename)
-            target = backup_filename or '%s_backup_%s%s' % (root, _now_strings()[0], ext)
-            count = 1
-            while os.path.exists(target):  # never overwrite an earlier backup
-                count += 1
-                target = '%s_backup_%s_%d%s' % (root, _now_strings()[0], count, ext)
-            service.checkpoint()
-            shutil.copyfile(service.filename, target)
-        mine = service._load_state(self._name, data=True)
-        _merge_memory(mine, self._to_state(), STORE_DATA, False)
-        other = other_trajectory._storage_service._load_state(other_trajectory._name,
-                                                              data=True)
-        _merge_memory(other, other_trajectory._to_state(), STORE_DATA, False)
-        _merge_states(mine, other, trial_parameter, remove_duplicates, set(ignore_data),
-                      merge_config)
-        service.checkpoint(extra=(mine, OVERWRITE_DATA, False))
-        if move_data or delete_other_trajectory:
-            other_trajectory._storage_service.delete_trajectory(other_trajectory._name)
-        self._reset_tree()
-        self._from_state(service._load_state(self._name, data={'config', 'parameters'}), {
-            'config': LOAD_DATA, 'parameters': LOAD_DATA,
-            'derived_parameters': LOAD_SKELETON, 'results': LOAD_SKELETON})
-        return self
-
-    def f_merge_many(self, other_trajectories, **kwargs):
-        for other in other_trajectories:
-            self.f_merge(other, **kwargs)
-        return self
-
-    def _reset_tree(self):
-        d = self.__dict__
-        d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
-        for branch in BRANCHES:
-            self._insert(self, NNGroupNode(branch))
-
-    def f_delete_item(self, item, *args, **kwargs):
-        self.f_delete_items([item], *args, **kwargs)
-
-    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False):
-        """Delete items from storage (and from memory with remove_from_trajectory)."""
-        nodes = [self.f_get(i) if isinstance(i, str) else i for i in iterator]
-        for node in nodes:
-            if node._full_name in self._explored:
-                raise PypetError('%s is explored and cannot be deleted' % node._full_name)
-        self._service().store(DELETE, [n._full_name for n in nodes], trajectory=self,
-                              recursive=recursive)
-        if remove_from_trajectory:
-            self.f_remove_items(nodes, recursive=recursive)
-
-    def f_remove_item(self, item, recursive=False):
-        self.f_remove_items([item], recursive)
-
-    def f_remove_items(self, iterator, recursive=False):
-        """Remove items from memory only."""
-        for item in iterator:
-            node = self.f_get(item) if isinstance(item, str) else item
-            node._parent.f_remove_child(node._name, recursive=recursive)
-
-    # -- plain-data state (what storage services read and write) ----------------------------
-    def _to_state(self, only_init=False):
-        """The whole trajectory as plain data: nodes, run columns, run table."""
-        nodes, columns = {}, {}
-        for node in self.f_iter_nodes(recursive=True):
-            full = node._full_name
-            if full.partition('.')[2] == '' and not node.v_is_leaf:
-                if node._comment or node._annotations:
-                    nodes[full] = {'kind': 'group', 'comment': node._comment,
-                                   'ann': _ann(node)}
-                for lname, target in node._links.items():  # links right in a branch
-                    nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
-                continue
-            split = _split_run(full)
-            if node.v_is_leaf:
-                data = None if node.f_is_empty() else node._store()
-                if data is not None and type(node) not in _BUILTIN_TYPES:
-                    _check_plain(data, full)
-                if split is not None:
-                    columns.setdefault(split[0], {})[split[1]] = (
-                        _class_tag(type(node)), node._comment, _ann(node), data)
-                else:
-                    nodes[full] = {'kind': 'leaf', 'class': _class_tag(type(node)),
-                                   'comment': node._comment, 'ann': _ann(node), 'data': data}
-            elif split is None:
-                nodes[full] = {'kind': 'group', 'comment': node._comment, 'ann': _ann(node)}
-            for lname, target in node._links.items() if not node.v_is_leaf else ():
-                nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
-        for lname, target in self._links.items():
-            nodes[lname] = {'kind': 'link', 'target': target._full_name}
-        return {'format': FORMAT_VERSION, 'name': self._name, 'time': self._time,
-                'timestamp': self._timestamp, 'comment': self._comment,
-                'version': __version__, 'python': self._python, 'length': self._length,
-                'explored': list(self._explored), 'runs': self._runs.to_plain(),
-                'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
-                'nodes': nodes, 'columns': columns,
-                'parameter_summary': [self._parameter_summary(i) for i in range(self._length)]
-                if self._explored else [''] * self._length}
 
 
 def _ann(node):
