@@ -49,7 +49,6 @@ __all__ = [
 # ============================================================================================
 import base64
 import collections
-import contextlib
 import datetime
 import functools
 import gc
@@ -139,6 +138,7 @@ ABBREVIATIONS = {'conf': 'config', 'par': 'parameters', 'dpar': 'derived_paramet
 _RUN_RE = re.compile(r'^run_(\d{%d})$' % FORMAT_ZEROS)
 _SET_RE = re.compile(r'^run_set_(\d{5})$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9_-]+$')
+_RUN_BRANCHES = ('results', 'derived_parameters')
 
 
 class pypetconstants:  # noqa: N801 - spelled as pypet users import it
@@ -363,11 +363,27 @@ class _SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
-            if module.startswith('numpy._core') and not _have('numpy._core'):
-                module = 'numpy.core' + module[len('numpy._core'):]  # written by numpy 2
-            return super().find_class(module, name)
+            return super().find_class(_numpy_pickle_module(module), name)
         raise PickleRefusedError(
             'refused to unpickle %s.%s: minipypet files hold only plain data' % (module, name))
+
+
+def _numpy_pickle_module(module):
+    """numpy 2 pickles name numpy._core.*, numpy 1 numpy.core.*; numpy 1.26 has only a few
+    numpy._core shims and numpy 2 warns on numpy.core.*: use the installed spelling."""
+    parts = module.split('.')
+    if parts[:2] not in (['numpy', 'core'], ['numpy', '_core']):
+        return module
+    numpy2 = int(_require('numpy').__version__.split('.')[0]) >= 2
+    return '.'.join(['numpy', '_core' if numpy2 else 'core'] + parts[2:])
+
+
+class _NumpyCompatUnpickler(pickle.Unpickler):
+    """The plain unpickler (for PickleResult/PickleParameter data the user allowed), able to
+    read numpy arrays pickled by the other numpy major version."""
+
+    def find_class(self, module, name):
+        return super().find_class(_numpy_pickle_module(module), name)
 
 
 def _safe_loads(data):
@@ -843,7 +859,7 @@ def _unpickle(data, where):
         raise PickleRefusedError('%s holds pickled data and allow_pickle=False; it was not '
                                  'unpickled (load with allow_pickle=True if you trust the file)'
                                  % where)
-    return pickle.loads(data)
+    return _NumpyCompatUnpickler(io.BytesIO(data)).load()
 
 
 class NNLeafNode(NNTreeNode):
@@ -2378,6 +2394,21 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return '; did you mean %s?' % ', '.join(close) if close else ''
 
     def _add_path(self, start, rel_name, leaf, comment):
+        if leaf is not None and self._is_run and start._full_name in _RUN_BRANCHES and \
+                '.' not in rel_name and _NAME_RE.fullmatch(rel_name) and \
+                not rel_name.startswith(('f_', 'v_', 'run_', 'r_')) and \
+                self._props['auto_run_prepend']:
+            # The common f_add_result('z', ...) in a run: results.runs.run_XXXXXXXX.z
+            run = _run_name(self._idx)
+            group = self._nodes.get(start._full_name + '.runs.' + run)
+            if group is None:
+                runs = start._children.get('runs') or self._insert(start, NNGroupNode('runs'))
+                group = self._insert(runs, _new_group(run))
+            if rel_name not in group._children and rel_name not in group._links:
+                leaf._rename(rel_name)
+                self._insert(group, leaf)
+                self._new_leaves.append(leaf)
+                return leaf
         if not rel_name:
             raise InvalidNameError('a node needs a name (got an empty one)')
         parts = (start._full_name + '.' + rel_name if start._full_name else rel_name).split('.')
@@ -2745,11 +2776,12 @@ class _Journal:
         self._fd, self._last_sync, self._dirty = None, 0.0, False
         self._timer, self._pid = None, None
         self._folder_lock = folder_lock  # False: no checkpoint ever folds this journal
+        self._dirfd = None
 
     def __getstate__(self):
         return {'path': self.path, 'fsync_interval': self.fsync_interval, '_fd': None,
                 '_last_sync': 0.0, '_dirty': False, '_timer': None, '_pid': None,
-                '_folder_lock': self._folder_lock}
+                '_folder_lock': self._folder_lock, '_dirfd': None}
 
     def _open(self):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)
@@ -2765,18 +2797,27 @@ class _Journal:
                 _unlock_fd(fd)
         self._fd, self._pid = fd, os.getpid()
         self._last_sync = time.monotonic()
+        self._dirfd = _open_folder(self.path) if self._folder_lock else None
 
     def append(self, record):
         payload = pickle.dumps(record, protocol=4)
         data = self._HEAD.pack(len(payload), zlib.crc32(payload)) + payload
-        # ~5 us a record (open + flock + close of the folder): only where a checkpoint folds
-        with _FolderLock(self.path, shared=True) if self._folder_lock else _NO_LOCK:
-            if self._fd is None or self._pid != os.getpid():
-                self._open()
-            elif os.fstat(self._fd).st_nlink == 0:  # a checkpoint folded and removed it
+        if self._fd is None or self._pid != os.getpid():
+            self._open()
+        # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
+        # (Held for longer, a process forked meanwhile would hold it too, for its life.)
+        locked = self._dirfd is not None and _flock(self._dirfd, shared=True)
+        try:
+            if os.fstat(self._fd).st_nlink == 0:  # a checkpoint folded and removed it
                 os.close(self._fd)
+                self._close_folder()
                 self._open()
+                if locked:
+                    _flock(self._dirfd, shared=True)
             os.write(self._fd, data)
+        finally:
+            if locked:
+                _flock(self._dirfd, unlock=True)
         self._dirty = True
         interval = self.fsync_interval
         if interval is not None:
@@ -2787,6 +2828,15 @@ class _Journal:
                 self._timer = threading.Timer(interval, self._timed_sync)
                 self._timer.daemon = True
                 self._timer.start()
+
+    def quiesce(self):
+        """Sync now and stop the timer thread (before forking: a process with threads
+        should not fork)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+        self.sync()
 
     def _timed_sync(self):
         self._timer = None
@@ -2812,6 +2862,12 @@ class _Journal:
             finally:
                 os.close(self._fd)
                 self._fd = None
+                self._close_folder()
+
+    def _close_folder(self):
+        if getattr(self, '_dirfd', None) is not None:
+            os.close(self._dirfd)
+            self._dirfd = None
 
     @classmethod
     def scan(cls, data, start=0):
@@ -2873,7 +2929,20 @@ class _Journal:
         return jid
 
 
-_NO_LOCK = contextlib.nullcontext()
+def _open_folder(path):
+    """A descriptor of the file's folder to flock, or None where there is no flock."""
+    if not _have('fcntl'):
+        return None
+    try:
+        return os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _flock(fd, shared=False, unlock=False):
+    import fcntl
+    fcntl.flock(fd, fcntl.LOCK_UN if unlock else fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    return True
 
 
 class _FolderLock:
@@ -5620,6 +5689,8 @@ class _Sweep:
 
     def run(self):
         env = self.env
+        if isinstance(self.service, _FileService) and (env._multiproc or env._executor):
+            self.service._journal.quiesce()  # no timer thread alive when workers fork
         old_handler = self._install_sigint()
         try:
             if env._executor is not None:

@@ -5542,9 +5542,6 @@ def test_importing_minipypet_does_not_alias_pypet():
 HERE = os.path.dirname(os.path.abspath(__file__))
 R = mp  # the pypet reader lives in the module
 
-np = pytest.importorskip('numpy')
-pytest.importorskip('tables')
-
 
 def _find_testdata():
     for cand in (os.path.join(HERE, 'testdata'), os.path.join(HERE, '..', 'testdata')):
@@ -5554,8 +5551,9 @@ def _find_testdata():
 
 
 TESTDATA = _find_testdata()
-needs_pypet_fixtures = pytest.mark.skipif(TESTDATA is None, reason='testdata/ with the pypet fixtures '
-                                                          'is not there')
+needs_pypet_fixtures = pytest.mark.skipif(
+    TESTDATA is None or np is None or tables is None,
+    reason='reading pypet files needs numpy, PyTables and testdata/ with the pypet fixtures')
 PYPET_EXPECTED = json.load(open(os.path.join(TESTDATA, 'pypet_fixtures_expected.json'))) \
     if TESTDATA else {'files': {}, 'raw_files': {}}
 ALL_FILES = sorted(PYPET_EXPECTED['files']) + sorted(PYPET_EXPECTED['raw_files'])
