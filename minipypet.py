@@ -159,7 +159,7 @@ class pypetconstants:  # noqa: N801 - spelled as pypet users import it
 
 
 # ============================================================================================
-# Exceptions: one root, each mixed with the builtin a caller would expect
+# Exceptions - one root, each mixed with the builtin a caller would expect
 # ============================================================================================
 class PypetError(Exception):
     """Root of every error minipypet raises on purpose."""
@@ -232,7 +232,7 @@ class WorkerDiedError(PypetError, RuntimeError):
 
 
 # ============================================================================================
-# Plain data: what leaves may hold, and a tagged JSON encoding of it
+# Plain data - what leaves may hold, and a tagged JSON encoding of it
 # ============================================================================================
 _SCALARS = (bool, int, float, complex, str, bytes)
 
@@ -3547,20 +3547,8 @@ class HDF5StorageService(_FileService):
 
     # -- file access -------------------------------------------------------------------------
     def _open(self, path=None):
-        tables = _require('tables', 'hdf5')
         path = path or self.filename
-        try:
-            with open(path, 'rb') as probe:
-                if probe.read(8) != b'\x89HDF\r\n\x1a\n':
-                    raise StorageError('%s is not an HDF5 file' % path)
-            f = tables.open_file(path, 'r')
-        except StorageError:
-            raise
-        except FileNotFoundError:
-            raise DataNotInStorageError('%s does not exist' % path) from None
-        except Exception as exc:
-            raise StorageError('%s cannot be opened (truncated or corrupt?): %s: %s'
-                               % (path, type(exc).__name__, exc)) from exc
+        f = _open_hdf5(path, StorageError, DataNotInStorageError)
         attrs = f.root._v_attrs
         if 'minipypet_format' not in attrs._v_attrnames:
             f.close()
@@ -3979,6 +3967,24 @@ def _leaf_attrs(a, rec):
         a.mp_annotations = _to_json(rec['ann'])
 
 
+def _open_hdf5(path, error, missing):
+    """PyTables' file for reading, or `error`/`missing` naming the file."""
+    tables = _require('tables', 'hdf5')
+    path = os.fspath(path)
+    try:
+        with open(path, 'rb') as probe:
+            if probe.read(8) != b'\x89HDF\r\n\x1a\n':
+                raise error('%s is not an HDF5 file' % path)
+        return tables.open_file(path, 'r')
+    except error:
+        raise
+    except FileNotFoundError:
+        raise missing('%s does not exist' % path) from None
+    except Exception as exc:
+        raise error('%s cannot be opened (truncated or corrupt?): %s: %s'
+                    % (path, type(exc).__name__, exc)) from exc
+
+
 def _attr(attrs, key, default=None):
     """An HDF5 attribute read raw (as str, int, float or bool). PyTables' own attribute access
     unpickles any bytes value ending in '.': file content must never be unpickled."""
@@ -4214,20 +4220,7 @@ class PypetReadError(StorageError):
 
 
 def _pp_open(path):
-    import tables
-    path = os.fspath(path)
-    try:
-        with open(path, 'rb') as probe:
-            if probe.read(8) != b'\x89HDF\r\n\x1a\n':
-                raise PypetReadError('%s is not an HDF5 file' % path)
-        return tables.open_file(path, 'r')
-    except PypetReadError:
-        raise
-    except FileNotFoundError:
-        raise PypetReadError('%s does not exist' % path) from None
-    except Exception as exc:
-        raise PypetReadError('%s cannot be opened (truncated or corrupt?): %s: %s'
-                             % (path, type(exc).__name__, exc)) from exc
+    return _open_hdf5(path, PypetReadError, PypetReadError)
 
 
 def _pp_attrnames(node):
@@ -4718,7 +4711,7 @@ class _PypetFileReader(StorageService):
 
 
 # ============================================================================================
-# Parallel plumbing: workers, the queue writer, the lock wrapper, the executor adapter
+# Parallel plumbing - workers, the queue writer, the lock wrapper, the executor adapter
 # ============================================================================================
 class _RemoteTraceback(Exception):
     """The traceback text of an exception raised in another process."""
@@ -4954,7 +4947,7 @@ class _Worker:
 
 
 # ============================================================================================
-# Environment: config data, logging, git, the run loop, resume
+# Environment - config data, logging, git, the run loop, resume
 # ============================================================================================
 class _LogSetup:
     """The seed's log files below <log_folder>/<trajectory name>/. Picklable, so worker
@@ -6216,7 +6209,7 @@ ParameterGroup = ConfigGroup = DerivedParameterGroup = ResultGroup = NNGroupNode
 
 
 # ============================================================================================
-# Coming from pypet: an opt-in alias
+# Coming from pypet - an opt-in alias
 # ============================================================================================
 def install_as_pypet():
     """Make `import pypet` and the submodules pypet scripts import resolve to minipypet.
@@ -6277,7 +6270,7 @@ def find_unique_points(explored_parameters):
 
 
 # ============================================================================================
-# Working with results: the runs table
+# Working with results - the runs table
 # ============================================================================================
 def _state_of(source, name=None, index=None):
     """A plain-data state from a Trajectory (memory over its stored file) or a filename."""
@@ -6370,7 +6363,7 @@ def runs_csv(source, path_or_file, name=None, index=None):
 
 
 # ============================================================================================
-# Command line: python -m minipypet
+# Command line - python -m minipypet
 # ============================================================================================
 def _cli_state(args, data):
     service = _make_service(True, args.file, mode='load')
