@@ -1384,6 +1384,24 @@ def _now_strings(timestamp=None):
     return datetime.datetime.fromtimestamp(timestamp).strftime(TIME_FORMAT), timestamp
 
 
+def _time_strings(timestamps):
+    """[_now_strings(t)[0] or '' for each t]: runs share seconds, so format each second once."""
+    cache, out = {}, []
+    for t in timestamps:
+        if not t:
+            out.append('')
+            continue
+        sec = int(t)
+        if not 1e-3 < t - sec < 0.999:  # near a second's edge: rounding could cross it
+            out.append(_now_strings(t)[0])
+            continue
+        text = cache.get(sec)
+        if text is None:
+            text = cache[sec] = _now_strings(t)[0]
+        out.append(text)
+    return out
+
+
 def _run_name(idx):
     return FORMATTED_RUN_NAME % idx if idx >= 0 else RUN_NAME_DUMMY
 
@@ -1695,11 +1713,15 @@ class _RunsMixin:
         d['_is_run'] = False
         d['_new_leaves'] = []
         if clean_up:
+            nodes, name = d['_nodes'], _run_name(idx)
             for branch in ('results', 'derived_parameters'):
-                group = self._run_group(branch, idx)
+                # the run's group directly below runs (the common case), else the long way
+                group = nodes.get(branch + '.runs.' + name) or self._run_group(branch, idx)
                 if group is not None:
                     self._remove_subtree(group)
-        self.f_set_crun(-1)
+        d['_idx'] = -1  # f_set_crun(-1)
+        for param in d['_explored'].values():
+            param._restore_default()
 
     def _apply_run_record(self, record):
         """Put a run record made elsewhere (a worker) into this trajectory's tree."""
@@ -2223,6 +2245,28 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     @v_idx.setter
     def v_idx(self, idx):
         self.f_set_crun(idx)
+
+    def __getattr__(self, name):
+        # The common `traj.x` (a unique name) without the generality of f_get and _resolve;
+        # what they would return, anything else goes the long way.
+        if name[:1] != '_' and name[:2] not in ('f_', 'v_'):
+            d = self.__dict__
+            by_name = d.get('_by_name')
+            if by_name is not None and name not in d['_nodes']:
+                found = by_name.get(name)
+                props = d['_props']
+                if found is not None and len(found) == 1 and props['shortcuts'] and \
+                        props['max_depth'] is None and not props['auto_load']:
+                    for node in found.values():
+                        full = node._full_name
+                        if 'run_' in full and d['_idx'] >= 0 and \
+                                not _in_run(full, _run_name(d['_idx'])):
+                            break
+                        if node.v_is_leaf and props['fast_access'] and \
+                                node.f_supports_fast_access():
+                            return node._fast_value()
+                        return node
+        return NNGroupNode.__getattr__(self, name)
 
     def _prop(name, doc):  # noqa: N805 - a property factory used in the class body
         def getter(self):
@@ -3642,7 +3686,7 @@ class HDF5StorageService(_FileService):
                 item, value = next(iter(data.items()))
                 node = self._put_value(f, self._ensure_group(f, root, parts[:-1]),
                                        parts[-1], value, filters, np)
-                node._v_attrs.mp_item = item
+                node._v_attrs._g__setattr('mp_item', item)
                 _leaf_attrs(node._v_attrs, rec)
                 continue
             group = self._ensure_group(f, root, parts)
@@ -3696,7 +3740,7 @@ class HDF5StorageService(_FileService):
             node = f.create_carray(group, name, obj=arr, filters=filters)
         else:
             node = f.create_array(group, name, obj=arr)
-        node._v_attrs.mp_type = kind
+        node._v_attrs._g__setattr('mp_type', kind)
         return node
 
     def _put_value(self, f, group, name, value, filters, np):
@@ -3713,9 +3757,12 @@ class HDF5StorageService(_FileService):
         idxs = sorted(rows)
         first = rows[idxs[0]]
         a = group._v_attrs
-        a.mp_kind, a.mp_template, a.mp_class = 'column', template, first[0]
-        a.mp_comment = first[1]
-        a.mp_purged = bool(self.purge_duplicate_comments)
+        setattr_ = a._g__setattr
+        setattr_('mp_kind', 'column')
+        setattr_('mp_template', template)
+        setattr_('mp_class', first[0])
+        setattr_('mp_comment', first[1])
+        setattr_('mp_purged', bool(self.purge_duplicate_comments))
         self._put_array(f, group, '_idx', np.array(idxs, dtype=np.int64), 'int', filters)
         classes = {i: rows[i][0] for i in idxs if rows[i][0] != first[0]}
         if classes:
@@ -3769,7 +3816,7 @@ class HDF5StorageService(_FileService):
             None, np)
         _h5_table(f, ov, 'runs', [
             ('idx', list(range(n))), ('name', [_run_name(i) for i in range(n)]),
-            ('time', [_now_strings(t)[0] if t else '' for t in t0]), ('timestamp', t0),
+            ('time', _time_strings(t0)), ('timestamp', t0),
             ('finish_timestamp', t1),
             ('runtime', [str(datetime.timedelta(seconds=b - a)) if b else ''
                          for a, b in zip(t0, t1)]),
@@ -3958,13 +4005,15 @@ _COLUMN_META = frozenset(('_idx', '_comments', '_comment_idx', '_ann', '_ann_idx
 
 
 def _leaf_attrs(a, rec):
-    a.mp_kind = rec['kind']
+    # PyTables' low-level setter: the names are valid and there is no undo log to keep
+    setattr_ = a._g__setattr
+    setattr_('mp_kind', rec['kind'])
     if rec.get('class'):
-        a.mp_class = rec['class']
+        setattr_('mp_class', rec['class'])
     if rec.get('comment'):
-        a.mp_comment = rec['comment']
+        setattr_('mp_comment', rec['comment'])
     if rec.get('ann'):
-        a.mp_annotations = _to_json(rec['ann'])
+        setattr_('mp_annotations', _to_json(rec['ann']))
 
 
 def _open_hdf5(path, error, missing):
