@@ -2859,6 +2859,16 @@ def crash_at(tmp_path, backend, kill_at, n=10):
     return filename
 
 
+def assert_damage_warned_then_resumed(filename, tmp_path, backend, caplog, intact):
+    """A damaged journal: exactly the intact runs load, with a warning; a resume completes."""
+    assert_runs(filename, 10, intact)
+    _, texts = load_capturing_warnings(filename, caplog)
+    assert any('journal' in t for t in texts), 'no warning about the damage: %s' % texts
+    _, _, proc = run_script(tmp_path, backend, -1, 10, mode='resume')
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert_runs(filename, 10, range(10))
+
+
 def load_capturing_warnings(filename, caplog):
     caplog.clear()
     with warnings.catch_warnings(record=True) as caught:
@@ -2880,12 +2890,7 @@ def test_torn_last_journal_record_loads_intact_runs_and_warns(file_backend, tmp_
     assert records[-1][0] == 'run' and records[-1][2] == 6
     with open(journal_path(filename), 'r+b') as f:
         f.truncate(bounds[-1][1] - 5)
-    assert_runs(filename, 10, range(6))
-    _, texts = load_capturing_warnings(filename, caplog)
-    assert any('journal' in t for t in texts), 'no warning about the torn journal: %s' % texts
-    _, _, proc = run_script(tmp_path, file_backend, -1, 10, mode='resume')
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert_runs(filename, 10, range(10))
+    assert_damage_warned_then_resumed(filename, tmp_path, file_backend, caplog, range(6))
 
 
 @posix_only
@@ -2899,12 +2904,8 @@ def test_garbage_in_the_middle_of_the_journal_loses_only_the_damaged_record(file
         f.seek(start + 8 + (end - start - 8) // 2)
         f.write(b'\xde\xad\xbe\xef' * 4)
     # the reader resynchronises on the next intact record: only run 3 is lost
-    assert_runs(filename, 10, [0, 1, 2, 4, 5, 6])
-    _, texts = load_capturing_warnings(filename, caplog)
-    assert any('journal' in t for t in texts), 'no warning about the bad record: %s' % texts
-    _, _, proc = run_script(tmp_path, file_backend, -1, 10, mode='resume')
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert_runs(filename, 10, range(10))
+    assert_damage_warned_then_resumed(filename, tmp_path, file_backend, caplog,
+                                      [0, 1, 2, 4, 5, 6])
 
 
 @posix_only

@@ -204,3 +204,21 @@ def wait_idle(max_wait_s, threshold=None):
             break
         time.sleep(5)
     return loadavg()
+
+
+def add_common_args(ap, timeout):
+    """The options both benchmarks share."""
+    ap.add_argument('--repeats', type=int, default=1, help='median over this many repeats')
+    ap.add_argument('--timeout', type=int, default=timeout, help='seconds per cell')
+    ap.add_argument('--out', help='scratch directory (default: a temporary one, removed)')
+    ap.add_argument('--json', metavar='FILE', help='also write all records as JSON')
+    ap.add_argument('--wait-idle', type=int, default=0, metavar='S',
+                    help='first wait up to S seconds for the load average to drop')
+
+
+def parse_args(ap, argv):
+    """Parse, then wait for a quieter machine if asked to."""
+    args = ap.parse_args(argv)
+    if args.wait_idle:
+        wait_idle(args.wait_idle)
+    return args

@@ -362,15 +362,8 @@ def main(argv=None):
     ap.add_argument('--trivial-n', help='comma-separated n for part (b) (default 500,2000)')
     ap.add_argument('--pypet-n', type=int, help='n for part (c) (default 1000; --quick 200)')
     ap.add_argument('--no-pypet', action='store_true')
-    ap.add_argument('--repeats', type=int, default=1, help='median over this many repeats')
-    ap.add_argument('--timeout', type=int, default=600, help='seconds per cell')
-    ap.add_argument('--out', help='scratch directory (default: a temporary one, removed)')
-    ap.add_argument('--json', metavar='FILE', help='also write all records as JSON')
-    ap.add_argument('--wait-idle', type=int, default=0, metavar='S',
-                    help='first wait up to S seconds for the load average to drop')
-    args = ap.parse_args(argv)
-    if args.wait_idle:
-        C.wait_idle(args.wait_idle)
+    C.add_common_args(ap, timeout=600)
+    args = C.parse_args(ap, argv)
     args.trivial_n = args.trivial_n or ('200,500' if args.quick else '500,2000')
     args.pypet_n = args.pypet_n or (200 if args.quick else 1000)
     out = args.out or tempfile.mkdtemp(prefix='minipypet_bench_parallel_')

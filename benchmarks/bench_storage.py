@@ -358,15 +358,8 @@ def main(argv=None):
     ap.add_argument('--no-bare', action='store_true', help='do not run the bare baselines')
     ap.add_argument('--pypet-max-n', type=int, default=4000,
                     help='skip pypet above this n (it takes ~10-25 ms per run; default 4000)')
-    ap.add_argument('--repeats', type=int, default=1, help='median over this many repeats')
-    ap.add_argument('--timeout', type=int, default=900, help='seconds per cell')
-    ap.add_argument('--out', help='scratch directory (default: a temporary one, removed)')
-    ap.add_argument('--json', metavar='FILE', help='also write all records as JSON')
-    ap.add_argument('--wait-idle', type=int, default=0, metavar='S',
-                    help='first wait up to S seconds for the load average to drop')
-    args = ap.parse_args(argv)
-    if args.wait_idle:
-        C.wait_idle(args.wait_idle)
+    C.add_common_args(ap, timeout=900)
+    args = C.parse_args(ap, argv)
 
     def ns(text, default, quick):
         if text:
