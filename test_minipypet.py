@@ -2290,6 +2290,7 @@ def big_hdf5(tmp_path_factory):
     traj.f_add_parameter('long', 1.0, comment=LONG_COMMENT)
     traj.f_add_config('cfg', 'config value')
     traj.f_add_result('rt', 'trajectory result', comment='trajectory-level')
+    traj.f_add_result('ls', [1, 'two'])
     traj.f_add_derived_parameter('dt', 7)
     n = 1500
     traj.f_explore({'x': list(range(n)), 'label': [label(i) for i in range(n)]})
@@ -2336,8 +2337,8 @@ def test_overview_tables_with_pytables(big_hdf5):
         assert repr(label(n - 1)) in ranges['label']['range'].decode()
         assert b'cfg' in [r['name'] for r in h.get_node('/big/overview/config').read()]
         rt = h.get_node('/big/overview/results_trajectory').read()
-        assert rt['name'].tolist() == [b'rt'] and rt['comment'].tolist() == [
-            b'trajectory-level']
+        assert rt['name'].tolist() == [b'ls', b'rt'] and rt['comment'].tolist() == [
+            b'', b'trajectory-level']
         summary = h.get_node('/big/overview/results_runs_summary').read()
         assert summary['number_of_items'].tolist() == [n]
         # the columnar layout
@@ -2348,11 +2349,18 @@ def test_overview_tables_with_pytables(big_hdf5):
         assert h.get_node('/big/results/runs/z/_idx').read().tolist() == list(range(n))
         assert h.get_node('/big/results/runs/z/z').read().tolist() == [
             i * 0.5 for i in range(n)]
-        rt_node = h.get_node('/big/results/rt')
-        assert str(rt_node._v_attrs.mp_kind) == 'leaf'
-        assert str(rt_node._v_attrs.mp_class) == 'Result'
-        assert str(rt_node._v_attrs.mp_item) == 'rt'
-        assert rt_node.read().tobytes().decode() == 'trajectory result'
+        # scalar leaves are attributes of their group, described in its mp_leaves
+        results = h.get_node('/big/results')
+        assert json.loads(str(results._v_attrs.mp_leaves))['rt'] == [
+            'Result', 'rt', 'str', 'trajectory-level']
+        assert str(results._v_attrs.rt) == 'trajectory result'
+        long_meta = json.loads(str(h.get_node('/big/parameters')._v_attrs.mp_leaves))['long']
+        assert long_meta == ['Parameter', 'data', 'float', LONG_COMMENT]
+        assert float(h.get_node('/big/parameters')._v_attrs.long) == 1.0
+        # other single items are one dataset each
+        ls = h.get_node('/big/results/ls')
+        assert str(ls._v_attrs.mp_kind) == 'leaf' and str(ls._v_attrs.mp_item) == 'ls'
+        assert str(ls._v_attrs.mp_class) == 'Result' and str(ls._v_attrs.mp_type) == 'json'
 
 
 @needs_h5py
@@ -2492,6 +2500,56 @@ def test_other_compression_levels_round_trip(tmp_path, complevel):
                        complevel=complevel, complib=lib)
         assert load(filename, name='c_' + lib, load_data=2).f_get_from_runs(
             'z', fast_access=True) == {run_name(0): 0.5, run_name(1): 1.5}
+
+
+@needs_tables
+def test_scalar_leaves_are_group_attributes(tmp_path):
+    """Format 2: one-scalar leaves live as attributes of their group; everything else (and
+    every name that could clash with an attribute of ours or PyTables') stays a dataset."""
+    filename = path_for('hdf5', tmp_path)
+    traj = mp.Trajectory('attrs', storage_service=service('hdf5', filename))
+    as_attrs = {'f': 0.1, 'nan': float('nan'), 'inf': -float('inf'), 'i': 2 ** 63 - 1,
+                'neg': -2 ** 63, 'b': False, 's': ' héllo wörld ', 'tab': 'a\tb\nc',
+                'longest': 'x' * 1024}
+    as_datasets = {'huge': 2 ** 63, 'longer': 'y' * 1025, 'empty': '', 'nul': 'a\x00b',
+                   'X': 1, 'mp_mine': 2, 'cplx': 1 + 2j, 'raw': b'bytes', 'lst': [1, 2]}
+    for name, value in {**as_attrs, **as_datasets}.items():
+        traj.f_add_parameter(name, value, comment='about ' + name)
+    traj.f_add_result('annotated', 5).v_annotations.f_set(unit='m')
+    traj.f_store()
+    with tables.open_file(filename) as h:
+        group = h.get_node('/attrs/parameters')
+        meta = json.loads(str(group._v_attrs.mp_leaves))
+        assert set(meta) == set(as_attrs)
+        assert meta['s'] == ['Parameter', 'data', 'str', 'about s']
+        assert {n for n in as_datasets} <= set(group._v_children)
+        assert 'annotated' in h.get_node('/attrs/results')._v_children
+    back = load(filename, name='attrs', load_data=2)
+    for name, value in {**as_attrs, **as_datasets}.items():
+        got = back.f_get('parameters.' + name)
+        assert type(got.f_get()) is type(value), name
+        assert got.f_get() == value or value != value, name
+        assert got.v_comment == 'about ' + name
+    assert back.f_get('results.annotated').v_annotations.unit == 'm'
+
+
+@needs_tables
+def test_format1_file_still_loads(fixture_file):
+    """A file of minipypet 0.1 (format 1: every leaf a dataset; made by
+    testdata/make_format1_fixture.py) loads with the same values."""
+    traj = load(fixture_file('minipypet_format1.hdf5'), name='old', load_data=2)
+    assert traj.v_comment == 'written in format 1' and len(traj) == 3
+    assert traj.f_get('parameters.n').f_get() == 3 and traj.n == 3
+    assert traj.f_get('parameters.flag').f_get() is True
+    assert traj.f_get('parameters.label').f_get() == 'héllo '
+    assert traj.f_get('parameters.label').v_comment == 'text'
+    assert traj.f_get('parameters.values').f_get() == [1, 2, 3]
+    assert traj.f_get('parameters.x').f_get_range() == [1.0, 2.0, 3.0]
+    assert traj.f_get('config.cfg').f_get() == 'config value'
+    assert traj.f_get('results.summary').f_get() == 'trajectory-level'
+    assert traj.f_get_from_runs('z', fast_access=True) == {
+        run_name(i): (i + 1.0) * 3 for i in range(3)}
+    assert traj.f_is_completed()
 
 
 # ============================================================================================
