@@ -758,7 +758,9 @@ class NNGroupNode(NNTreeNode):
         return self
 
     def _add_leaf(self, branch, default_cls, args, kwargs):
-        if args and isinstance(args[0], NNLeafNode):
+        if args and type(args[0]) is str:  # the common f_add_result('z', value)
+            leaf = default_cls(*args, **kwargs)
+        elif args and isinstance(args[0], NNLeafNode):
             if len(args) > 1 or kwargs:
                 raise TypeError('f_add_* with a leaf instance takes no further arguments')
             leaf = args[0]
@@ -776,8 +778,9 @@ class NNGroupNode(NNTreeNode):
                 'the runs; use f_add_derived_parameter or f_add_result inside a run'
                 % (branch, leaf._full_name, root._idx))
         start = self._branch_start(branch, leaf)
-        return root._add_path(start, _strip_branch(leaf._full_name, branch, start), leaf,
-                              leaf._comment)
+        name = leaf._full_name
+        return root._add_path(start, _strip_branch(name, branch, start) if '.' in name else name,
+                              leaf, leaf._comment)
 
     def _add_group_node(self, group):
         return self._root()._add_path(self, group._full_name, None, group._comment)
@@ -1419,6 +1422,41 @@ def _set_name(idx):
     return FORMATTED_SET_NAME % (idx // RUN_SET_SIZE) if idx >= 0 else SET_NAME_DUMMY
 
 
+def _runtime_strings(starts, finishes):
+    """str(timedelta) of each run ('' if unfinished); short runs share their microseconds
+    counts, so each count is formatted once."""
+    memo, out = {}, []
+    for a, b in zip(starts, finishes):
+        if not b:
+            out.append('')
+            continue
+        us = round((b - a) * 1e6)
+        text = memo.get(us)
+        if text is None:
+            text = memo[us] = str(datetime.timedelta(microseconds=us))
+        out.append(text)
+    return out
+
+
+def _run_summaries(explored, length):
+    """The parameter summary ('x: 1.0, y: 2') of every run, from [(full name, range)]; a
+    sweep repeats few distinct values, so each value's repr is made once."""
+    columns = []
+    for name, values in explored:
+        head, memo, column = name.rpartition('.')[2] + ': ', {}, []
+        for v in values:
+            t = type(v)  # (0.0 == -0.0, but their reprs differ)
+            key = (t, v) if t in (int, str, bool) or t is float and v != 0.0 else None
+            text = memo.get(key) if key is not None else None
+            if text is None:
+                text = head + _short_repr(v, 40)
+                if key is not None:
+                    memo[key] = text
+            column.append(text)
+        columns.append(column)
+    return [', '.join(row) for row in zip(*columns)] if columns else [''] * length
+
+
 def _split_run(full_name):
     """'results.runs.run_00000003.z' -> ('results.runs.$.z', 3); None outside run groups."""
     if 'run_' not in full_name:
@@ -1608,23 +1646,6 @@ class _RunsMixin:
                                                                            40))
                          for name, p in self._explored.items())
 
-    def _parameter_summaries(self):
-        """_parameter_summary of every run; a sweep repeats few distinct values, so each
-        value's repr is made once."""
-        columns = []
-        for name, p in self._explored.items():
-            head, memo, column = name.rpartition('.')[2] + ': ', {}, []
-            for v in p._explored_range:
-                t = type(v)  # (0.0 == -0.0, but their reprs differ)
-                key = (t, v) if t in (int, str, bool) or t is float and v != 0.0 else None
-                text = memo.get(key) if key is not None else None
-                if text is None:
-                    text = head + _short_repr(v, 40)
-                    if key is not None:
-                        memo[key] = text
-                column.append(text)
-            columns.append(column)
-        return [', '.join(row) for row in zip(*columns)] if columns else [''] * self._length
 
     def f_get_run_information(self, name_or_idx=None, copy=True):
         """A run's information dict; all runs' {name: info} without an argument."""
@@ -1639,7 +1660,7 @@ class _RunsMixin:
         return {'idx': idx, 'name': _run_name(idx),
                 'time': _now_strings(start)[0] if start else '',
                 'timestamp': start, 'finish_timestamp': finish,
-                'runtime': str(datetime.timedelta(seconds=finish - start)) if finish else '',
+                'runtime': _runtime_strings([start], [finish])[0],
                 'completed': r.completed[idx], 'parameter_summary': self._parameter_summary(idx),
                 'short_environment_hexsha': r.hexsha[idx], 'error': r.error[idx]}
 
@@ -1740,12 +1761,13 @@ class _RunsMixin:
         d['_is_run'] = False
         d['_new_leaves'] = []
         if clean_up:
-            nodes, name = d['_nodes'], _run_name(idx)
+            nodes, name = d['_nodes'], FORMATTED_RUN_NAME % idx
             for branch in _RUN_BRANCHES:
+                runs = nodes.get(branch + '.runs')
+                if runs is None:
+                    continue
                 # the run's group directly below runs (the common case), else the long way
-                group = nodes.get(branch + '.runs.' + name)
-                if group is None and branch + '.runs' in nodes:
-                    group = self._run_group(branch, idx)
+                group = runs._children.get(name) or self._run_group(branch, idx)
                 if group is not None:
                     self._remove_subtree(group)
         d['_idx'] = -1  # f_set_crun(-1)
@@ -2157,13 +2179,16 @@ class _StorageMixin:
                 nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
         for lname, target in self._links.items():
             nodes[lname] = {'kind': 'link', 'target': target._full_name}
-        return {'format': FORMAT_VERSION, 'name': self._name, 'time': self._time,
-                'timestamp': self._timestamp, 'comment': self._comment,
-                'version': __version__, 'python': self._python, 'length': self._length,
-                'explored': list(self._explored), 'runs': self._runs.to_plain(),
-                'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
-                'nodes': nodes, 'columns': columns,
-                'parameter_summary': self._parameter_summaries()}
+        state = {'format': FORMAT_VERSION, 'name': self._name, 'time': self._time,
+                 'timestamp': self._timestamp, 'comment': self._comment,
+                 'version': __version__, 'python': self._python, 'length': self._length,
+                 'explored': list(self._explored), 'runs': self._runs.to_plain(),
+                 'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
+                 'nodes': nodes, 'columns': columns}
+        if not only_init:  # (the runs table's column; made from the ranges if missing)
+            state['parameter_summary'] = _run_summaries(
+                [(k, p._explored_range) for k, p in self._explored.items()], self._length)
+        return state
 
 
 class _WorkerRunTable(_RunTable):
@@ -2496,7 +2521,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 runs = start._children.get('runs') or self._insert(start, NNGroupNode('runs'))
                 group = self._insert(runs, _new_group(run))
             if rel_name not in group._children and rel_name not in group._links:
-                leaf._rename(rel_name)
+                if leaf._full_name != rel_name:
+                    leaf._rename(rel_name)
                 self._insert(group, leaf)
                 self._new_leaves.append(leaf)
                 return leaf
@@ -2905,7 +2931,7 @@ class _Journal:
                 if os.fstat(fd).st_size == 0:
                     header = self.MAGIC + os.urandom(8).hex().encode() + b'\n'
                     os.write(fd, header)
-                    self._own = (header[len(self.MAGIC):-1].decode(), [], len(header), 0)
+                    self._own = [header[len(self.MAGIC):-1].decode(), [], len(header), 0]
             finally:
                 _unlock_fd(fd)
         self._fd, self._pid = fd, _FORKS[0]
@@ -2930,7 +2956,7 @@ class _Journal:
                     _flock(self._dirfd, shared=True)
             os.write(self._fd, data)
             if self._own is not None:
-                self._keep(payload, len(data))
+                self._keep(record, payload, len(data))
         finally:
             if locked:
                 _flock(self._dirfd, unlock=True)
@@ -2946,22 +2972,23 @@ class _Journal:
                 self._timer.start()
 
     # A journal this process started, while it alone appends, holds exactly the records the
-    # process remembers (as the pickles it wrote: a value changed later must not leak in):
-    # its checkpoint needs not read, check and scan the file twice (~3 us a record).
-    # Bounded, so that a long sweep does not keep its runs in memory twice.
+    # process remembers: its checkpoint needs not read, check and scan the file twice (~3 us
+    # a record). A record is kept as the pickle written (a value changed later must not leak
+    # in), or as itself when nothing in it can change. Bounded, so that a long sweep does
+    # not keep its runs in memory twice.
     _OWN_RECORDS, _OWN_BYTES = 20000, 16 << 20
 
-    def _keep(self, payload, size):
-        jid, records, end, total = self._own
+    def _keep(self, record, payload, size):
+        own = self._own  # [journal id, records, end offset, bytes]
         # O_APPEND: the offset after the write is its end, so it began where ours ended
         # only if no other process wrote in between.
-        new_end = os.lseek(self._fd, 0, os.SEEK_CUR)
-        if new_end != end + size or len(records) >= self._OWN_RECORDS or \
-                total + size > self._OWN_BYTES:
+        end = os.lseek(self._fd, 0, os.SEEK_CUR)
+        if end != own[2] + size or len(own[1]) >= self._OWN_RECORDS or \
+                own[3] + size > self._OWN_BYTES:
             self._own = None
             return
-        records.append(payload)
-        self._own = (jid, records, new_end, total + size)
+        own[1].append(record if _frozen_run(record) else payload)
+        own[2], own[3] = end, own[3] + size
 
     def take_own(self):
         """(journal id, records, end) if the file holds exactly the records this process
@@ -2979,7 +3006,8 @@ class _Journal:
             return None
         if size != end or head[len(self.MAGIC):-1] != jid.encode():
             return None
-        return jid, [pickle.loads(p) for p in records], end  # pickles made here: trusted
+        # (the pickles were made here: trusted)
+        return jid, [r if type(r) is tuple else pickle.loads(r) for r in records], end
 
     def quiesce(self):
         """Sync now and stop the timer thread (before forking: a process with threads
@@ -3081,6 +3109,24 @@ class _Journal:
         return jid
 
 
+_FROZEN = frozenset((bool, int, float, complex, str, bytes, type(None)))
+
+
+def _frozen_run(record):
+    """True if no later change can reach into this run record: its leaves are minipypet's
+    own (whose _store makes a new dict), without annotations, holding immutable values."""
+    if record[0] != 'run':
+        return False
+    for _, tag, _, data, ann in record[4]:
+        if ann or tag not in _BUILTIN_LEAVES:
+            return False
+        if data is not None:
+            for v in data.values():
+                if type(v) not in _FROZEN:
+                    return False
+    return True
+
+
 def _open_folder(path):
     """A descriptor of the file's folder to flock, or None where there is no flock."""
     if not _have('fcntl'):
@@ -3092,7 +3138,7 @@ def _open_folder(path):
 
 
 def _flock(fd, shared=False, unlock=False):
-    import fcntl
+    fcntl = sys.modules['fcntl']  # imported by _open_folder (an import statement costs more)
     fcntl.flock(fd, fcntl.LOCK_UN if unlock else fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
     return True
 
@@ -3784,7 +3830,7 @@ class HDF5StorageService(_FileService):
         if state.get('ann'):
             attrs.mp_annotations = _to_json(state['ann'])
         filters = self._filters()
-        links, packed = [], {}
+        links, packed, made = [], {}, {}
         for full_name in sorted(state['nodes']):
             rec = state['nodes'][full_name]
             if rec['kind'] == 'link':
@@ -3794,7 +3840,7 @@ class HDF5StorageService(_FileService):
             data = rec.get('data') if rec['kind'] == 'leaf' else None
             if data is not None and len(data) == 1 and 'explored_data' not in data:
                 item, value = next(iter(data.items()))
-                group = self._ensure_group(f, root, parts[:-1])
+                group = self._ensure_group(f, root, parts[:-1], made)
                 kind = _attr_kind(parts[-1], value, rec)
                 if kind is not None:
                     # A scalar (config, most parameters): an attribute of its group, named
@@ -3810,7 +3856,7 @@ class HDF5StorageService(_FileService):
                 node._v_attrs._g__setattr('mp_item', item)
                 _leaf_attrs(node._v_attrs, rec)
                 continue
-            group = self._ensure_group(f, root, parts)
+            group = self._ensure_group(f, root, parts, made)
             a = group._v_attrs
             if rec['kind'] == 'leaf':
                 _leaf_attrs(a, rec)
@@ -3836,11 +3882,11 @@ class HDF5StorageService(_FileService):
             while path in state['nodes'] or path in taken:
                 path += '_'
             taken.add(path)
-            group = self._ensure_group(f, root, path.split('.'))
+            group = self._ensure_group(f, root, path.split('.'), made)
             self._write_rows(f, group, template, rows, filters, np)
         for full_name, target in links:
             parent, _, lname = full_name.rpartition('.')
-            group = self._ensure_group(f, root, parent.split('.')) if parent else root
+            group = self._ensure_group(f, root, parent.split('.'), made) if parent else root
             f.create_soft_link(group, lname, '/%s/%s' % (name, target.replace('.', '/')))
         # Overview tables are summaries, rewritten at every store: light compression is
         # ~5x faster than level 9 and still readable everywhere (zlib).
@@ -3849,13 +3895,15 @@ class HDF5StorageService(_FileService):
         self._write_overview(f, root, state, light, np)
 
     @staticmethod
-    def _ensure_group(f, root, parts):
-        group = root
-        for part in parts:
-            try:
-                group = group._f_get_child(part)
-            except Exception:
-                group = f.create_group(group, part)
+    def _ensure_group(f, root, parts, made):
+        """The group root/parts..., made if missing; `made` remembers groups by their
+        parts (asking PyTables costs ~10 us a level)."""
+        key = tuple(parts)
+        group = made.get(key)
+        if group is None:
+            parent = HDF5StorageService._ensure_group(f, root, parts[:-1], made) \
+                if parts else root
+            group = made[key] = f.create_group(parent, parts[-1]) if parts else root
         return group
 
     def _put_array(self, f, group, name, arr, kind, filters):
@@ -3933,7 +3981,10 @@ class HDF5StorageService(_FileService):
                                                     'itself loads from the nodes)')
         n = state['length']
         runs = state['runs']
-        summary = state.get('parameter_summary') or [''] * n
+        summary = state.get('parameter_summary')
+        if not summary or len(summary) < n and state['explored']:  # from a crash's journal
+            summary = _run_summaries([(k, ((state['nodes'].get(k) or {}).get('data') or {}).get(
+                'explored_data') or []) for k in state['explored']], n)
         t0, t1 = runs['timestamp'], runs['finish_timestamp']
         _h5_table(f, ov, 'info', [
             ('name', [state['name']]), ('time', [state['time']]),
@@ -3941,11 +3992,10 @@ class HDF5StorageService(_FileService):
             ('length', [n]), ('version', [state['version']]), ('python', [state['python']])],
             None, np)
         _h5_table(f, ov, 'runs', [
-            ('idx', list(range(n))), ('name', [_run_name(i) for i in range(n)]),
+            ('idx', list(range(n))), ('name', [FORMATTED_RUN_NAME % i for i in range(n)]),
             ('time', _time_strings(t0)), ('timestamp', t0),
             ('finish_timestamp', t1),
-            ('runtime', [str(datetime.timedelta(seconds=b - a)) if b else ''
-                         for a, b in zip(t0, t1)]),
+            ('runtime', _runtime_strings(t0, t1)),
             ('completed', runs['completed']), ('parameter_summary', summary[:n] + [''] * (
                 n - len(summary))),
             ('short_environment_hexsha', runs['hexsha'])], filters, np)  # errors: run_errors
@@ -3986,10 +4036,10 @@ class HDF5StorageService(_FileService):
             if self.large_overview_tables:
                 idx_col, name_col, value_col = [], [], []
                 for t in templates:
-                    for i, row in sorted(columns[t].items()):
-                        idx_col.append(i)
-                        name_col.append(t)
-                        value_col.append(_value_summary(row[3]))
+                    rows = sorted(columns[t].items())
+                    idx_col.extend([i for i, _ in rows])
+                    name_col.extend([t] * len(rows))
+                    value_col.extend([_value_summary(row[3]) for _, row in rows])
                 _h5_table(f, ov, branch + '_runs', [('idx', idx_col), ('name', name_col),
                                                     ('value', value_col)], filters, np)
             if self.summary_tables:

@@ -1565,6 +1565,22 @@ def test_roundtrip_per_run_results_varying_in_type(backend, tmp_path):
     assert got.f_get('results.runs.%s.mixed' % run_name(0)).v_comment == 'varies in type'
 
 
+REUSED = []
+
+
+def reused_buffer_job(traj):
+    REUSED[:] = [traj.x, traj.x * 2]  # one list for every run, changed in place
+    traj.f_add_result('z', REUSED)
+
+
+def test_a_buffer_reused_by_every_run_is_stored_per_run(file_backend, tmp_path):
+    """A record is what the value was when its run finished, not what it became later."""
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, reused_buffer_job, n=5)
+    got = load(filename, name='traj', load_data=2).f_get_from_runs('z', fast_access=True)
+    assert list(got.values()) == [[x, x * 2] for x in range(5)]
+
+
 # ============================================================================================
 # Loading: modes, names and indices, as_new, items
 # ============================================================================================
