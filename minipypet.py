@@ -1466,6 +1466,11 @@ def _split_run(full_name):
     """'results.runs.run_00000003.z' -> ('results.runs.$.z', 3); None outside run groups."""
     if 'run_' not in full_name:
         return None
+    head, sep, tail = full_name.partition('.runs.run_')
+    if sep and '.' not in head and tail[:FORMAT_ZEROS].isdigit() and (
+            len(tail) == FORMAT_ZEROS or tail[FORMAT_ZEROS] == '.') and 'run_' not in head:
+        # the common 'results.runs.run_00000003.z', without the general walk below
+        return head + '.runs.$' + tail[FORMAT_ZEROS:], int(tail[:FORMAT_ZEROS])
     parts = full_name.split('.')
     for i, part in enumerate(parts):
         m = _RUN_RE.fullmatch(part)
@@ -6019,15 +6024,20 @@ class _Sweep:
         store = service._store_run if isinstance(service, _FileService) else \
             functools.partial(service.store, SINGLE_RUN)
         clean_up = env._clean_up_runs and not getattr(service, 'keeps_runs', False)
+        # (locals: this loop's own cost is part of every run's)
+        job, per_run, now, log = self.job, self.per_run, time.time, self.results_log
+        keep, step = self.results.append, self.progress.step
+        args, kwargs = self.args, self.kwargs
         for idx in self.pending:
             if self.stopped:
                 break
             traj._start_run(idx)
-            extra = self._extra(idx)
-            args, kwargs = (self.args, self.kwargs) if extra is None else extra
-            start = time.time()
+            if per_run is not None:  # (run_map: each run its own arguments)
+                extra = per_run[idx]
+                args, kwargs = (self.args, self.kwargs) if extra is None else extra
+            start = now()
             try:
-                ret = self.job(traj, *args, **kwargs)
+                ret = job(traj, *args, **kwargs)
             except Exception as exc:
                 record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
                 store(record)
@@ -6037,12 +6047,12 @@ class _Sweep:
                 logger.error('run %d failed (recorded, going on): %s', idx, _format_exc(exc))
                 self.progress.step()
                 continue
-            record = traj._run_record(idx, start, time.time(), 1)
-            _log_return(self.results_log, idx, ret)  # before the run counts as stored
+            record = traj._run_record(idx, start, now(), 1)
+            _log_return(log, idx, ret)  # before the run counts as stored
             store(record)
             traj._finish_run(record, clean_up)
-            self.results.append((idx, ret))
-            self.progress.step()
+            keep((idx, ret))
+            step()
 
     # -- what other processes get ------------------------------------------------------------
     def _context(self, plumbing=None):
