@@ -1622,13 +1622,49 @@ class _RunsMixin:
     def f_set_crun(self, name_or_idx):
         """Make explored parameters return the values of this run (-1/None: defaults)."""
         idx = -1 if name_or_idx is None else self._to_idx(name_or_idx)
-        self.__dict__['_idx'] = idx
+        d = self.__dict__
+        d['_idx'] = idx
         if idx < 0:
             for param in self._explored.values():
                 param._restore_default()
         else:
             for param in self._explored.values():
                 param._set_parameter_access(idx)
+        for short, param in d['_run_fast'].items():
+            d[short] = param._data
+
+    def _fast_attributes(self, on):
+        """During a serial sweep, `traj.x` of an explored Parameter with a unique name is a
+        plain attribute that f_set_crun keeps equal to its value: ~1 us a read less than
+        through __getattr__, three reads a run in a typical job. Whatever could change what
+        `traj.x` means (a node named x added or removed, loading, properties) drops it, and
+        the sweep's end drops them all."""
+        d = self.__dict__
+        for short in d['_run_fast']:
+            d.pop(short, None)
+        d['_run_fast'] = {}
+        props = d['_props']
+        if not on or not props['fast_access'] or not props['shortcuts'] or \
+                props['max_depth'] is not None or props['auto_load']:
+            return
+        fast, cls = {}, type(self)
+        for full, param in d['_explored'].items():
+            short = full.rpartition('.')[2]
+            if type(param) is Parameter and not param._empty and short[:1] != '_' and \
+                    short[:2] not in ('f_', 'v_') and not hasattr(cls, short) and \
+                    short not in d and short not in d['_children'] and \
+                    short not in d['_links'] and len(d['_by_name'].get(short, ())) == 1:
+                fast[short] = param
+                d[short] = param._data
+        d['_run_fast'] = fast
+
+    def _drop_fast(self, name=None):
+        """Forget the plain attribute `name` (all of them without a name); see above."""
+        d = self.__dict__
+        fast = d['_run_fast']
+        for short in [name] if name is not None else list(fast):
+            if fast.pop(short, None) is not None:
+                d.pop(short, None)
 
     def f_restore_default(self):
         self.f_set_crun(-1)
@@ -1748,6 +1784,7 @@ class _RunsMixin:
             self.__dict__['_idx'] = idx
             for name, value in values.items():
                 self._explored[name].__dict__['_data'] = value
+            self._drop_fast()
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
@@ -1783,6 +1820,8 @@ class _RunsMixin:
         d['_idx'] = -1  # f_set_crun(-1)
         for param in d['_explored'].values():
             param._restore_default()
+        for short, param in d['_run_fast'].items():
+            d[short] = param._data
 
     def _apply_run_record(self, record):
         """Put a run record made elsewhere (a worker) into this trajectory's tree."""
@@ -1837,6 +1876,7 @@ class _StorageMixin:
                 node.__dict__['_locked'] = False
                 node.f_empty()
             node._load(data)
+            self._drop_fast(node._name)
         return node
 
     def _place_rows(self, template, rows, mode):
@@ -1854,6 +1894,7 @@ class _StorageMixin:
         nodes, index = self._nodes, self._by_name
         leaf_name = tail[-1]
         self._unique.pop(leaf_name, None)
+        self._drop_fast(leaf_name)
         leaf_index = index.setdefault(leaf_name, {})
         for idx, (tag, comment, ann, data) in rows.items():
             cls = _BUILTIN_LEAVES.get(tag)
@@ -2241,6 +2282,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_nodes'] = {}
         d['_by_name'] = {}
         d['_unique'] = {}
+        d['_run_fast'] = {}
         d['_link_count'] = 0
         d['_explored'] = {}
         d['_length'] = 1
@@ -2345,6 +2387,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
         def setter(self, value):
             self._props[name] = value
+            self._drop_fast()
         return property(getter, setter, doc=doc)
 
     v_fast_access = _prop('fast_access', 'Natural naming returns values of parameters and '
@@ -2366,6 +2409,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 raise TypeError('unknown trajectory property %r; known: %s'
                                 % (key, sorted(self._props)))
             self._props[key] = value
+        self._drop_fast()
 
     def __len__(self):
         return self._length
@@ -2377,9 +2421,13 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     def __getstate__(self):
         state = dict(self.__dict__)
         state['_storage_service'] = None  # services hold files and locks; workers get their own
+        for short in state['_run_fast']:  # (see _fast_attributes)
+            del state[short]
+        state['_run_fast'] = {}
         return state
 
     def __setstate__(self, state):
+        state.setdefault('_run_fast', {})
         self.__dict__.update(state)
 
     # -- tree bookkeeping --------------------------------------------------------------------
@@ -2391,6 +2439,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         parent._children[name] = node
         self._nodes[full] = node
         self._unique.pop(name, None)
+        if name in self._run_fast:
+            self._drop_fast(name)
         index = self._by_name.get(name)
         if index is None:
             self._by_name[name] = {full: node}
@@ -2416,11 +2466,13 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if node._children:
                 return
         del node._parent._children[node._name]
-        nodes, unique, by_name = self._nodes, self._unique, self._by_name
+        nodes, unique, by_name, fast = self._nodes, self._unique, self._by_name, self._run_fast
         for n in todo:
             name, full = n._name, n._full_name
             nodes.pop(full, None)
             unique.pop(name, None)
+            if name in fast:
+                self._drop_fast(name)
             index = by_name.get(name)
             if index is not None:
                 index.pop(full, None)
@@ -6020,6 +6072,13 @@ class _Sweep:
 
     # -- serially ----------------------------------------------------------------------------
     def _serially(self):
+        self.traj._fast_attributes(True)
+        try:
+            self._serial_loop()
+        finally:
+            self.traj._fast_attributes(False)
+
+    def _serial_loop(self):
         env, traj, service = self.env, self.traj, self.service
         store = service._store_run if isinstance(service, _FileService) else \
             functools.partial(service.store, SINGLE_RUN)

@@ -1163,6 +1163,55 @@ def test_a_job_that_raises_propagates_and_earlier_runs_stay_stored(tmp_path):
         'run_00000000': 10, 'run_00000001': 20}
 
 
+def test_explored_values_read_in_a_serial_sweep_follow_every_change(tmp_path):
+    """A serial sweep makes `traj.x` of explored parameters a plain attribute (speed); it
+    must mean exactly what `traj.x` means without that."""
+    env = file_env(tmp_path, 'fast')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_add_parameter('y', 0.5)
+    traj.f_add_parameter('explore', 7)   # the name of a method alias: never shadowed
+    traj.f_explore({'x': [1, 2, 3], 'y': [0.5, 1.5, 2.5], 'explore': [7, 8, 9]})
+    seen = []
+
+    def outcome(get):
+        try:
+            value = get()
+        except Exception as exc:
+            return type(exc)
+        return value if not isinstance(value, mp.NNTreeNode) else value.v_full_name
+
+    def job(traj):
+        idx = traj.v_idx
+        seen.append(('start', traj.x, traj.y))
+        if idx == 0:  # (the fast path is what is tested; the changes below drop it)
+            assert 'y' in vars(traj)
+        assert callable(traj.explore)
+        copy = pickle.loads(pickle.dumps(traj))       # a copy has no stale attributes
+        copy.f_set_crun((idx + 1) % 3)
+        seen.append(('copy', copy.x))
+        traj.f_set_crun((idx + 1) % 3)                # the user moves to another run...
+        seen.append(('moved', traj.x))
+        traj.f_set_crun(idx)
+        traj.v_fast_access = False                    # ... switches fast access off ...
+        seen.append(('node', outcome(lambda: traj.x)))
+        traj.v_fast_access = True
+        traj.f_add_result('x', 'shadow')              # ... adds a node named like it
+        seen.append(('shadowed', outcome(lambda: traj.x),
+                     outcome(lambda: mp.NNGroupNode.__getattr__(traj, 'x'))))
+        seen.append(('y', traj.y))
+
+    env.f_run(job)
+    for idx in range(3):
+        start, copy, moved, node, shadowed, y = seen[6 * idx:6 * idx + 6]
+        assert start == ('start', idx + 1, [0.5, 1.5, 2.5][idx])
+        assert copy == ('copy', (idx + 1) % 3 + 1) and moved == ('moved', (idx + 1) % 3 + 1)
+        assert node == ('node', 'parameters.x')
+        assert shadowed[1] == shadowed[2]             # as the slow path says
+        assert y == ('y', [0.5, 1.5, 2.5][idx])
+    assert traj.x == 0 and 'x' not in vars(traj) and 'y' not in vars(traj)
+
+
 def test_results_written_to_a_pickle_file_load_back(tmp_path):
     env = file_env(tmp_path, 'stored', comment='to disk')
     traj = xy_traj(env.v_trajectory)
