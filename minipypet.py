@@ -3009,16 +3009,20 @@ class _Journal:
         # (Held for longer, a process forked meanwhile would hold it too, for its life.)
         locked = self._dirfd is not None and _flock(self._dirfd, shared=True)
         try:
-            # a checkpoint (of a folder-locked journal) folded and removed it
-            if self._folder_lock and os.fstat(self._fd).st_nlink == 0:
-                os.close(self._fd)
-                self._close_folder()
-                self._open()
-                if locked:
-                    _flock(self._dirfd, shared=True)
+            size = None
+            if self._folder_lock:
+                st = os.fstat(self._fd)
+                if st.st_nlink == 0:  # a checkpoint folded and removed it
+                    os.close(self._fd)
+                    self._close_folder()
+                    self._open()
+                    if locked:
+                        _flock(self._dirfd, shared=True)
+                else:
+                    size = st.st_size
             os.write(self._fd, data)
             if self._own is not None:
-                self._keep(record, payload, len(data))
+                self._keep(record, payload, size, len(data))
         finally:
             if locked:
                 _flock(self._dirfd, unlock=True)
@@ -3040,17 +3044,16 @@ class _Journal:
     # not keep its runs in memory twice.
     _OWN_RECORDS, _OWN_BYTES = 20000, 16 << 20
 
-    def _keep(self, record, payload, size):
+    def _keep(self, record, payload, start, size):
         own = self._own  # [journal id, records, end offset, bytes]
-        # O_APPEND: the offset after the write is its end, so it began where ours ended
-        # only if no other process wrote in between.
-        end = os.lseek(self._fd, 0, os.SEEK_CUR)
-        if end != own[2] + size or len(own[1]) >= self._OWN_RECORDS or \
+        # `start`: the file's size just before the write (None: unknown). Another process
+        # may still write between that and ours; take_own's size check catches it then.
+        if start != own[2] or len(own[1]) >= self._OWN_RECORDS or \
                 own[3] + size > self._OWN_BYTES:
             self._own = None
             return
         own[1].append(record if _frozen_run(record) else payload)
-        own[2], own[3] = end, own[3] + size
+        own[2], own[3] = start + size, own[3] + size
 
     def take_own(self):
         """(journal id, records, end) if the file holds exactly the records this process

@@ -3052,6 +3052,49 @@ def test_lost_runs_are_found_by_their_completed_flags(file_backend, tmp_path):
 
 @posix_only
 @pytest.mark.timeout(240)
+def test_a_record_another_process_appends_during_a_sweep_is_folded(file_backend, tmp_path):
+    """The sweep's own checkpoint folds what it appended without reading the journal back,
+    but only while the journal holds nothing else: a record another process appends in the
+    middle of the sweep reaches the file too."""
+    import multiprocessing
+    filename = path_for(file_backend, tmp_path)
+    journal = filename + '.journal'
+
+    def inject():
+        record = ('leaf', 'traj', 'results.injected', 'Result', 'from elsewhere',
+                  {'injected': 42}, None, True)
+        mp._Journal(journal).append(record)
+        os._exit(0)
+
+    def job(traj):
+        if traj.v_idx == 1:
+            proc = multiprocessing.get_context('fork').Process(target=inject)
+            proc.start()
+            proc.join()
+            assert proc.exitcode == 0
+        traj.f_add_result('z', traj.x * 2)
+
+    sweep(file_backend, filename, job, n=4)
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get('results.injected').f_get() == 42
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: 2 * i for i in range(4)}
+    assert not os.path.exists(journal)
+
+
+def test_a_checkpoint_reads_the_journal_when_another_writer_appended_last(file_backend,
+                                                                          tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    svc = service(file_backend, filename)
+    traj = mp.Trajectory('traj', storage_service=svc)
+    traj.f_add_parameter('x', 1)
+    traj.f_store(only_init=True)  # the journal's first record, ours
+    record = ('leaf', 'traj', 'results.injected', 'Result', '', {'injected': 42}, None, True)
+    mp._Journal(filename + '.journal').append(record)  # another writer's, after ours
+    traj.f_store()
+    assert load(filename, name='traj', load_data=2).f_get('results.injected').f_get() == 42
+
+
 def test_a_crashed_journal_survives_another_trajectorys_checkpoint(file_backend, tmp_path):
     filename = crash_at(tmp_path, file_backend, 3, n=6)
     env = make_env(file_backend, filename, name='other')
