@@ -1692,7 +1692,6 @@ class _RunsMixin:
                                                                            40))
                          for name, p in self._explored.items())
 
-
     def f_get_run_information(self, name_or_idx=None, copy=True):
         """A run's information dict; all runs' {name: info} without an argument."""
         if name_or_idx is None:
@@ -1995,8 +1994,7 @@ class _StorageMixin:
         if load_all is not None:
             load_data = load_all
         if load_data is not None:
-            load_parameters = load_derived_parameters = load_results = load_other_data = \
-                load_data
+            load_parameters = load_derived_parameters = load_results = load_data
         if storage_service is not None:
             self.v_storage_service = storage_service
         elif filename is not None:
@@ -2428,6 +2426,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     def __setstate__(self, state):
         state.setdefault('_run_fast', {})
+        state.setdefault('_unique', {})
         self.__dict__.update(state)
 
     # -- tree bookkeeping --------------------------------------------------------------------
