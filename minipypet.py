@@ -1179,6 +1179,17 @@ class BaseResult(NNLeafNode):
     """Base class of results."""
 
 
+_ITEM_NAMES = set()  # item names _item_name_ok accepted (a sweep adds the same few every run)
+
+
+def _item_name_ok(name):
+    if not name or name.startswith(('_', 'f_', 'v_')) or name.endswith(('__idx', '__offsets')):
+        return False
+    if len(_ITEM_NAMES) < 4096:
+        _ITEM_NAMES.add(name)
+    return True
+
+
 class Result(BaseResult):
     """Several named data items: positional items are named `name`, `name_1`, ...
 
@@ -1198,8 +1209,7 @@ class Result(BaseResult):
             self.f_set_single(name, item)
 
     def f_set_single(self, name, item):
-        if not name or name.startswith(('_', 'f_', 'v_')) or \
-                name.endswith(('__idx', '__offsets')):
+        if name not in _ITEM_NAMES and not _item_name_ok(name):
             raise InvalidNameError('%s: %r is not a valid item name (it must not start with '
                                    '"_", "f_" or "v_", nor end with "__idx" or "__offsets", '
                                    'which the HDF5 layout uses)' % (self._full_name, name))
@@ -2576,7 +2586,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 (rel_name in _PLAIN_NAMES or _plain_name(rel_name)) and \
                 self._props['auto_run_prepend']:
             # The common f_add_result('z', ...) in a run: results.runs.run_XXXXXXXX.z
-            run = _run_name(self._idx)
+            run = FORMATTED_RUN_NAME % self._idx  # (in a run: idx >= 0)
             group = self._nodes.get(start._full_name + '.runs.' + run)
             if group is None:
                 runs = start._children.get('runs') or self._insert(start, NNGroupNode('runs'))
