@@ -18,7 +18,7 @@ Quick start::
 Data flow::
 
     Environment.f_run(job)
-      |  store the trajectory (parameters, exploration)  -> file (atomic rewrite)
+      |  store the trajectory (parameters, exploration)  -> journal beside the file
       |  for every pending run index (serially, in a pool, per process or on an Executor):
       |      job(traj)  -> new results/derived parameters -> run record (plain data)
       |      run record -> journal beside the file (append; fsync every `fsync_interval` s)
