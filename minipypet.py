@@ -3470,8 +3470,9 @@ class _FileService(StorageService):
 
         The store before the runs (only_init) goes to the journal instead: it is as durable,
         and the sweep's single file rewrite then happens at the end."""
-        self._prepare_overwrite()
         mem = traj._to_state(only_init)
+        self._check(mem)
+        self._prepare_overwrite()
         if only_init:
             self._journal.close()
             with _FolderLock(self._journal.path, shared=False):
@@ -3532,7 +3533,14 @@ class _FileService(StorageService):
     def _store_run(self, record):
         if self._overwrite_pending:
             self._prepare_overwrite()
+        self._check_run(record)
         self._journal.append(record)
+
+    def _check(self, state):
+        """Refuse what the file format cannot hold, before anything is written."""
+
+    def _check_run(self, record):
+        """The same for a run record."""
 
     def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
         self._prepare_overwrite()
@@ -3852,6 +3860,14 @@ class HDF5StorageService(_FileService):
         with self._open() as f:
             return str(_attr(f.root._v_attrs, 'minipypet_folded', ''))
 
+    def _check(self, state):
+        _check_attr_texts(state)
+
+    def _check_run(self, record):
+        for full_name, _, comment, _, ann in record[4]:
+            if comment and len(comment) > _ATTR_TEXT_MAX // 4:  # (cheap first: chars)
+                _attr_text(comment, full_name, 'comment')
+
     def _filters(self):
         tables = _require('tables')
         if not self.complevel:
@@ -3898,6 +3914,8 @@ class HDF5StorageService(_FileService):
         name = state['name']
         root = f.create_group('/', name, title=state.get('comment', '')[:255])
         attrs = root._v_attrs
+        _check_attr_texts({'name': name, 'comment': state['comment'], 'nodes': {},
+                           'ann': state.get('ann')})
         for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'length'):
             setattr(attrs, key, state[key])
         attrs.minipypet_format = FORMAT_VERSION
@@ -3918,13 +3936,16 @@ class HDF5StorageService(_FileService):
                 item, value = next(iter(data.items()))
                 group = self._ensure_group(f, root, parts[:-1], made)
                 kind = _attr_kind(parts[-1], value, rec)
-                if kind is not None:
+                meta = [rec.get('class'), item, kind, rec.get('comment') or '']
+                pack = packed.setdefault(group._v_pathname, [group, {}, 0])
+                size = len(json.dumps(meta)) + len(parts[-1]) + 4 if kind else 0
+                if kind is not None and pack[2] + size <= _PACK_BYTES:
                     # A scalar (config, most parameters): an attribute of its group, named
                     # like the leaf, described in the group's mp_leaves. ~8x faster to write
                     # than a dataset, and far smaller.
                     group._v_attrs._g__setattr(parts[-1], value)
-                    packed.setdefault(group._v_pathname, (group, {}))[1][parts[-1]] = [
-                        rec.get('class'), item, kind, rec.get('comment') or '']
+                    pack[1][parts[-1]] = meta
+                    pack[2] += size
                     continue
                 # Other single items: the leaf is one dataset, ~0.4 KB instead of the
                 # ~1.4 KB of a group holding a dataset.
@@ -3946,8 +3967,9 @@ class HDF5StorageService(_FileService):
                         self._put_value(f, group, item, value, filters, np)
             else:
                 _leaf_attrs(a, rec)
-        for group, meta in packed.values():
-            group._v_attrs._g__setattr('mp_leaves', json.dumps(meta, sort_keys=True))
+        for group, meta, _ in packed.values():
+            if meta:
+                group._v_attrs._g__setattr('mp_leaves', json.dumps(meta, sort_keys=True))
         taken = set()
         for template in sorted(state['columns']):
             rows = state['columns'][template]
@@ -4011,12 +4033,14 @@ class HDF5StorageService(_FileService):
         setattr_('mp_kind', 'column')
         setattr_('mp_template', template)
         setattr_('mp_class', first[0])
-        setattr_('mp_comment', first[1])
+        setattr_('mp_comment', _attr_text(first[1], a, 'comment'))
         setattr_('mp_purged', bool(self.purge_duplicate_comments))
         self._put_array(f, group, '_idx', np.array(idxs, dtype=np.int64), 'int', filters)
-        classes = {i: rows[i][0] for i in idxs if rows[i][0] != first[0]}
-        if classes:
-            a.mp_classes = json.dumps(classes)
+        classes = [(i, rows[i][0]) for i in idxs if rows[i][0] != first[0]]
+        if classes:  # (datasets: one attribute could not hold them for many runs)
+            self._put_array(f, group, '_class_idx', np.array([i for i, _ in classes],
+                                                             np.int64), 'int', filters)
+            self._put_column(f, group, '_classes', [c for _, c in classes], filters, np)
         default_comment = '' if self.purge_duplicate_comments else first[1]
         odd = [(i, rows[i][1]) for i in idxs[1:] if rows[i][1] != default_comment]
         if odd:
@@ -4233,6 +4257,9 @@ class HDF5StorageService(_FileService):
         tag, first_comment = _attr(a, 'mp_class'), _attr(a, 'mp_comment', '')
         default_comment = '' if _attr(a, 'mp_purged', True) else first_comment
         classes = {int(k): v for k, v in json.loads(_attr(a, 'mp_classes', '{}')).items()}
+        if '_class_idx' in group:  # (mp_classes: format 1)
+            classes = dict(zip(group._class_idx.read().tolist(), _read_node(group, '_classes',
+                                                                            np)))
         comments = {}
         if '_comment_idx' in group:
             comments = dict(zip(group._comment_idx.read().tolist(),
@@ -4263,10 +4290,13 @@ class HDF5StorageService(_FileService):
 
 _SCALAR_KINDS = ('bool', 'int', 'float', 'complex', 'str', 'npscalar')
 _COLUMN_META = frozenset(('_idx', '_comments', '_comment_idx', '_ann', '_ann_idx',
-                          '_empty_idx'))  # datasets of a run column that are not items
+                          '_empty_idx', '_classes', '_class_idx'))  # datasets of a run column that are not items
 
 
 _ATTR_KINDS = {'bool': bool, 'int': int, 'float': float, 'str': str}
+# The JSON of a group's mp_leaves stays below this: an HDF5 attribute must fit in 64 KB (with
+# PyTables' default file format); further scalar leaves of the group are datasets.
+_PACK_BYTES = 48 * 1024
 
 
 def _attr_kind(name, value, rec):
@@ -4292,9 +4322,37 @@ def _leaf_attrs(a, rec):
     if rec.get('class'):
         setattr_('mp_class', rec['class'])
     if rec.get('comment'):
-        setattr_('mp_comment', rec['comment'])
+        setattr_('mp_comment', _attr_text(rec['comment'], a, 'comment'))
     if rec.get('ann'):
-        setattr_('mp_annotations', _to_json(rec['ann']))
+        setattr_('mp_annotations', _attr_text(_to_json(rec['ann']), a, 'annotations'))
+
+
+_ATTR_TEXT_MAX = 60000  # bytes: an HDF5 attribute must fit in 64 KB (PyTables' file format)
+
+
+def _attr_text(text, where, what):
+    """`text`, if it fits in an HDF5 attribute; else a StorageError naming the node."""
+    size = len(text) if text.isascii() else len(text.encode('utf-8'))
+    if size > _ATTR_TEXT_MAX:
+        where = where if isinstance(where, str) else where._v_node._v_pathname
+        raise StorageError('%s: its %s is %d bytes, and the HDF5 file keeps it in an '
+                           'attribute of at most %d bytes; shorten it (long text belongs in '
+                           'a result), or use the pickle backend' % (where, what, size,
+                                                                    _ATTR_TEXT_MAX))
+    return text
+
+
+def _check_attr_texts(state):
+    """The texts HDF5 keeps in attributes fit: checked before the runs, as the file itself is
+    written only at the end (run-level comments are checked when they are stored)."""
+    _attr_text(state.get('comment') or '', 'trajectory ' + state['name'], 'comment')
+    if state.get('ann'):
+        _attr_text(_to_json(state['ann']), 'trajectory ' + state['name'], 'annotations')
+    for full_name, rec in state['nodes'].items():
+        if rec.get('comment'):
+            _attr_text(rec['comment'], full_name, 'comment')
+        if rec.get('ann'):
+            _attr_text(_to_json(rec['ann']), full_name, 'annotations')
 
 
 def _open_hdf5(path, error, missing):
@@ -5793,8 +5851,8 @@ class Environment:
         traj = self._traj
         service = self._service()
         self._check_parallel(service)
-        if isinstance(service, _FileService):
-            service._prepare_overwrite()
+        if isinstance(service, _FileService) and not self._automatic_storing:
+            service._prepare_overwrite()  # (else the first store does, once its data passed)
         start = time.time()
         self._config('start_timestamp', start)
         traj.f_lock_parameters()  # as pypet: nothing changes a parameter once runs start

@@ -2589,13 +2589,71 @@ def test_scalar_leaves_are_group_attributes(tmp_path):
         assert meta['s'] == ['Parameter', 'data', 'str', 'about s']
         assert {n for n in as_datasets} <= set(group._v_children)
         assert 'annotated' in h.get_node('/attrs/results')._v_children
+    many = {'c%03d' % i: i for i in range(120)}  # more than one mp_leaves attribute holds
+    for name, value in many.items():
+        traj.f_add_config(name, value, comment=name * 300)
+    traj.f_store()
+    with tables.open_file(filename) as h:
+        group = h.get_node('/attrs/config')
+        packed = json.loads(str(group._v_attrs.mp_leaves))
+        assert 0 < len(packed) < 120 and len(packed) + len(group._v_children) == 120
     back = load(filename, name='attrs', load_data=2)
+    for name, value in many.items():
+        assert back.f_get('config.' + name).f_get() == value
+        assert back.f_get('config.' + name).v_comment == name * 300
     for name, value in {**as_attrs, **as_datasets}.items():
         got = back.f_get('parameters.' + name)
         assert type(got.f_get()) is type(value), name
         assert got.f_get() == value or value != value, name
         assert got.v_comment == 'about ' + name
     assert back.f_get('results.annotated').v_annotations.unit == 'm'
+
+
+@needs_tables
+def test_text_too_long_for_an_hdf5_attribute_is_refused_before_writing(tmp_path):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=2)
+    before = open(filename, 'rb').read()
+    huge = 'c' * 70000
+    env = make_env('hdf5', filename, overwrite_file=True)
+    env.v_trajectory.f_add_parameter('x', 0, comment=huge)
+    env.v_trajectory.f_explore({'x': [1, 2]})
+    with pytest.raises(mp.StorageError, match='parameters.x: its comment is 70000 bytes'):
+        env.f_run(square_job)
+    assert open(filename, 'rb').read() == before  # not even overwrite_file removed it
+    assert not os.path.exists(filename + '.journal')
+
+    def long_comment_at_run_2(traj):
+        traj.f_add_result('z', traj.x, comment=huge if traj.v_idx == 2 else 'fine')
+
+    env = make_env('hdf5', filename, name='other')
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [0, 1, 2, 3]})
+    with pytest.raises(mp.StorageError, match='run_00000002.z: its comment is 70000'):
+        env.f_run(long_comment_at_run_2)
+    got = load(filename, name='other', load_data=2)  # the runs before it are stored
+    assert [got.f_is_completed(i) for i in range(4)] == [True, True, False, False]
+
+
+def alternating_class_job(traj):
+    if traj.v_idx % 2:
+        traj.f_add_result(mp.PickleResult, 'z', traj.x)
+    else:
+        traj.f_add_result('z', traj.x)
+
+
+@needs_tables
+def test_a_column_of_thousands_of_runs_in_two_classes_round_trips(tmp_path):
+    """Which runs have another class than the first is a dataset, not an attribute (an
+    attribute holds at most 64 KB)."""
+    filename = path_for('hdf5', tmp_path)
+    n = 6000
+    sweep('hdf5', filename, alternating_class_job, n=n)
+    got = load(filename, name='traj', load_data=2)
+    assert type(got.f_get('results.runs.%s.z' % run_name(n - 1))) is mp.PickleResult
+    assert type(got.f_get('results.runs.%s.z' % run_name(n - 2))) is mp.Result
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i for i in range(n)}
 
 
 @needs_tables
