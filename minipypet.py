@@ -140,6 +140,7 @@ _RUN_RE = re.compile(r'^run_(\d{%d})$' % FORMAT_ZEROS)
 _SET_RE = re.compile(r'^run_set_(\d{5})$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9_-]+$')
 _RUN_BRANCHES = ('results', 'derived_parameters')
+_RUN_GROUPS = tuple((b, b + '.runs') for b in _RUN_BRANCHES)
 
 
 class pypetconstants:  # noqa: N801 - spelled as pypet users import it
@@ -1818,8 +1819,8 @@ class _RunsMixin:
         d['_new_leaves'] = []
         if clean_up:
             nodes, name = d['_nodes'], FORMATTED_RUN_NAME % idx
-            for branch in _RUN_BRANCHES:
-                runs = nodes.get(branch + '.runs')
+            for branch, path in _RUN_GROUPS:
+                runs = nodes.get(path)
                 if runs is None:
                     continue
                 # the run's group directly below runs (the common case), else the long way
