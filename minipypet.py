@@ -3407,7 +3407,20 @@ def _purge_comments(rows, merged=()):
     return out
 
 
-class _FileService(StorageService):
+class _FromState:
+    """Loading for services that read a whole trajectory's plain-data state from a file
+    (`self.filename`, `self._load_state`): minipypet's own and the pypet 0.7 reader."""
+
+    def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
+        data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
+        return self._load_state(name, index, data=data)
+
+    def _load_list(self, traj, names=(), recursive=True):
+        return _items_from_state(self._load_state(traj._name, data=True), names, recursive,
+                                 self.filename)
+
+
+class _FileService(_FromState, StorageService):
     """What the pickle and HDF5 services share: the journal, checkpoints and loading."""
 
     multiproc_safe = True
@@ -3599,14 +3612,6 @@ class _FileService(StorageService):
             if record[1] == name:
                 _apply_record(states, record)
         return states[name]
-
-    def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
-        data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
-        return self._load_state(name, index, data=data)
-
-    def _load_list(self, traj, names=(), recursive=True):
-        return _items_from_state(self._load_state(traj._name, data=True), names, recursive,
-                                 self.filename)
 
     def delete_trajectory(self, name):
         """Remove a whole trajectory from the file (atomically, like every rewrite)."""
@@ -5095,7 +5100,7 @@ def _pypet_read_state(path, name=None, index=None, data=True):
     return state
 
 
-class _PypetFileReader(StorageService):
+class _PypetFileReader(_FromState, StorageService):
     """Loads trajectories from files written by pypet 0.6/0.7; it never writes them. To keep
     such a trajectory in minipypet's format, give it a minipypet service and f_store()."""
 
@@ -5108,14 +5113,6 @@ class _PypetFileReader(StorageService):
     def _load_state(self, name=None, index=None, data=True, force=False):
         return _pypet_read_state(self.filename, name, index,
                                  True if data == 'scalars' else data)
-
-    def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
-        data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
-        return self._load_state(name, index, data=data)
-
-    def _load_list(self, traj, names=(), recursive=True):
-        return _items_from_state(self._load_state(traj.v_name, data=True), names, recursive,
-                                 self.filename)
 
     def _refuse(self, *args, **kwargs):
         raise StorageError('%s was written by pypet and is read only here; to store, give the '

@@ -3853,8 +3853,8 @@ def test_continue_file_is_written_atomically(tmp_path, J, monkeypatch):
         assert isinstance(pickle.load(f), dict)
 
 
-@pytest.mark.timeout(60)
-def test_resume_refuses_a_changed_exploration(tmp_path, J, monkeypatch):
+def crashed_with_a_saved_cnt(tmp_path, J):
+    """A pickle sweep that raised in run 3: (data file, its .cnt file, a copy of that)."""
     filename = datafile(tmp_path, 'pickle')
     cnt = str(tmp_path / 't.cnt')
     env = J.make_env(filename, 'pickle')
@@ -3862,6 +3862,12 @@ def test_resume_refuses_a_changed_exploration(tmp_path, J, monkeypatch):
         env.f_run(J.work, at=3, how='raise')
     saved = str(tmp_path / 'saved.cnt')
     shutil.copy(cnt, saved)
+    return filename, cnt, saved
+
+
+@pytest.mark.timeout(60)
+def test_resume_refuses_a_changed_exploration(tmp_path, J, monkeypatch):
+    filename, cnt, saved = crashed_with_a_saved_cnt(tmp_path, J)
     # another sweep with the same name and different ranges rewrites the data file
     other = J.make_env(filename, 'pickle', xs=(10, 11, 12), overwrite_file=True)
     other.f_run(J.work)
@@ -3875,13 +3881,7 @@ def test_resume_refuses_a_changed_exploration(tmp_path, J, monkeypatch):
 
 @pytest.mark.timeout(60)
 def test_resume_refuses_a_different_trajectory_and_garbage(tmp_path, J, monkeypatch):
-    filename = datafile(tmp_path, 'pickle')
-    cnt = str(tmp_path / 't.cnt')
-    env = J.make_env(filename, 'pickle')
-    with pytest.raises(ValueError):
-        env.f_run(J.work, at=3, how='raise')
-    saved = str(tmp_path / 'saved.cnt')
-    shutil.copy(cnt, saved)
+    filename, cnt, saved = crashed_with_a_saved_cnt(tmp_path, J)
     os.remove(filename)
     J.make_env(filename, 'pickle', name='other').f_run(J.work)
     shutil.copy(saved, cnt)

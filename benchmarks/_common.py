@@ -66,28 +66,29 @@ def grid(n):
 # --------------------------------------------------------------------------------------------
 # pypet 0.7 (a separate Python 3.12 venv) and the shared harness
 # --------------------------------------------------------------------------------------------
-def pypet_python():
-    """The interpreter that has pypet 0.7, or None. PYPET_PYTHON overrides the default."""
-    cand = os.environ.get('PYPET_PYTHON')
+def _existing(variable, *places):
+    """The path in environment variable `variable` if set (None if it does not exist), else
+    the first of `places` (relative to the project's parent folder, or absolute) that exists."""
+    cand = os.environ.get(variable)
     if cand:
         return cand if os.path.exists(cand) else None
-    for path in (os.path.join(os.path.dirname(ROOT), 'pypet312', 'bin', 'python'),
-                 '/work/pypet312/bin/python'):
+    for path in places:
+        path = os.path.join(os.path.dirname(ROOT), path)
         if os.path.exists(path):
             return path
     return None
+
+
+def pypet_python():
+    """The interpreter that has pypet 0.7, or None. PYPET_PYTHON overrides the default."""
+    return _existing('PYPET_PYTHON', os.path.join('pypet312', 'bin', 'python'),
+                     '/work/pypet312/bin/python')
 
 
 def harness():
     """The shared workloads.py (MINIPYPET_BENCH_HARNESS overrides), or None."""
-    cand = os.environ.get('MINIPYPET_BENCH_HARNESS')
-    if cand:
-        return cand if os.path.exists(cand) else None
-    for path in (os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'workloads.py'),
-                 '/work/shared/bench/workloads.py'):
-        if os.path.exists(path):
-            return path
-    return None
+    return _existing('MINIPYPET_BENCH_HARNESS', os.path.join('shared', 'bench', 'workloads.py'),
+                     '/work/shared/bench/workloads.py')
 
 
 def run_harness(python, impl, workload, n, out, timeout):
