@@ -3400,13 +3400,14 @@ def count_stores(monkeypatch):
     """Count the run records folded into the file per run index (checkpoints in this
     process read every record any process journalled)."""
     counts = {}
-    original = mp._apply_record
+    original = mp._apply_records
 
-    def spy(states, record):
-        if record[0] == 'run':
-            counts[record[2]] = counts.get(record[2], 0) + 1
-        return original(states, record)
-    monkeypatch.setattr(mp, '_apply_record', spy)
+    def spy(states, records):
+        for record in records:
+            if record[0] == 'run':
+                counts[record[2]] = counts.get(record[2], 0) + 1
+        return original(states, records)
+    monkeypatch.setattr(mp, '_apply_records', spy)
     return counts
 
 
