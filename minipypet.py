@@ -4590,9 +4590,6 @@ def _h5_table(f, group, name, columns, filters, np):
                          filters=filters if table.nbytes > HDF5StorageService._BIG else None)
     if n:
         out.append(table)
-    # Closed now, unflushed: a table's flush is a flush of the whole file (~0.15 ms), and
-    # closing the file flushes once for all
-    out._f_close(flush=False)
 
 
 def _h5_description(dtype):
