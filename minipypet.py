@@ -783,7 +783,7 @@ class NNGroupNode(NNTreeNode):
                 'cannot add %s %r during run %d: parameters and config must be added before '
                 'the runs; use f_add_derived_parameter or f_add_result inside a run'
                 % (branch, leaf._full_name, root._idx))
-        start = root._children[branch] if self is root else self._branch_start(branch, leaf)
+        start = self._branch_start(branch, leaf)
         name = leaf._full_name
         return root._add_path(start, _strip_branch(name, branch, start) if '.' in name else name,
                               leaf, leaf._comment)
@@ -3332,12 +3332,7 @@ def _apply_records(states, records):
             last = name
         if kind == 'run':  # (nearly all of them: inline)
             _, _, idx, info, leaves = record
-            runs = state['runs']
-            if idx < len(runs['completed']):
-                for field, value in zip(_RunTable.FIELDS, info):
-                    runs[field][idx] = value
-            else:
-                _state_set_run(state, idx, info)
+            _state_set_run(state, idx, info)
             if idx >= state['length']:
                 state['length'] = idx + 1
             for leaf in leaves:
@@ -4168,7 +4163,7 @@ class HDF5StorageService(_FileService):
                     rows = sorted(columns[t].items())
                     idx_col.extend([i for i, _ in rows])
                     name_col.extend([t] * len(rows))
-                    value_col.extend(_value_summaries([row[3] for _, row in rows]))
+                    value_col.extend([_value_summary(row[3]) for _, row in rows])
                 _h5_table(f, ov, branch + '_runs', [('idx', idx_col), ('name', name_col),
                                                     ('value', value_col)], filters, np)
             if self.summary_tables:
@@ -4446,28 +4441,6 @@ def _value_summary(data, limit=64):
         text = ', '.join('%s=%s' % (k, _brief_repr(v)) for k, v in data.items()
                          if not k.startswith('__'))
     return text if len(text) <= limit else text[:limit - 3] + '...'
-
-
-def _value_summaries(datas, limit=64):
-    """[_value_summary(d) for d in datas], ~3x faster for the usual column of one float or
-    int item under the same key."""
-    out, prefix = [], {}
-    for data in datas:
-        if data is not None and len(data) == 1:
-            for key, value in data.items():
-                t = type(value)
-                if t is float or t is int:
-                    head = prefix.get(key)
-                    if head is None:
-                        head = prefix[key] = '' if key == 'data' else key + '='
-                    text = head + repr(value)
-                    if len(text) <= limit and key[:2] != '__':
-                        out.append(text)
-                        break
-                out.append(_value_summary(data, limit))
-        else:
-            out.append(_value_summary(data, limit))
-    return out
 
 
 def _value_array(value, np):

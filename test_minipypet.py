@@ -2474,16 +2474,6 @@ def test_overview_tables_with_h5py(big_hdf5):
 
 
 @needs_tables
-def test_value_column_summaries_match_the_single_summary():
-    # the results_runs table summarises a column of values through a shortcut for floats
-    # and ints; it must say what the one-by-one summary says, edge cases included
-    cases = [None, {}, {'z': 1.5}, {'data': 3}, {'z': True}, {'__x': 1.0}, {'z': -0.0},
-             {'z': float('nan')}, {'z': 2 ** 70}, {'k' * 70: 1.0}, {'z': 'text'},
-             {'a': 1, 'b': 2.5}, {'z': [1, 2]}, {'z': 10 ** 62}]
-    assert mp._value_summaries(cases) == [mp._value_summary(c) for c in cases]
-    assert all(len(text) <= 64 for text in mp._value_summaries(cases))
-
-
 def test_loading_1500_runs(big_hdf5):
     filename, n, _ = big_hdf5
     start = time.time()
