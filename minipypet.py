@@ -1818,7 +1818,10 @@ class _RunsMixin:
         hexsha = (self._environment_hexsha or '')[:7]
         return ('run', self._name, idx, (start, finish, completed, hexsha, error), leaves)
 
-    def _finish_run(self, record, clean_up):
+    def _finish_run(self, record, clean_up, restore=True):
+        """The run's bookkeeping after its record is stored. restore=False leaves the
+        explored parameters at the run's values (a serial sweep sets the next run's at once;
+        _Sweep.run restores the defaults when the sweep ends, however it ends)."""
         _, _, idx, info, _ = record
         self._runs.set(idx, *info)
         d = self.__dict__
@@ -1835,6 +1838,8 @@ class _RunsMixin:
                 if group is not None:
                     self._remove_subtree(group)
         d['_idx'] = -1  # f_set_crun(-1)
+        if not restore:
+            return
         for param in d['_explored'].values():
             param._restore_default()
         for short, param in d['_run_fast'].items():
@@ -3029,7 +3034,9 @@ class _Journal:
             self._open()
         # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
         # (Held for longer, a process forked meanwhile would hold it too, for its life.)
-        locked = self._dirfd is not None and _flock(self._dirfd, shared=True)
+        dirfd = self._dirfd
+        if dirfd is not None:
+            _flock(dirfd, shared=True)
         try:
             size = None
             if self._folder_lock:
@@ -3038,16 +3045,17 @@ class _Journal:
                     os.close(self._fd)
                     self._close_folder()
                     self._open()
-                    if locked:
-                        _flock(self._dirfd, shared=True)
+                    dirfd = self._dirfd
+                    if dirfd is not None:
+                        _flock(dirfd, shared=True)
                 else:
                     size = st.st_size
             os.write(self._fd, data)
             if self._own is not None:
                 self._keep(record, payload, size, len(data))
         finally:
-            if locked:
-                _flock(self._dirfd, unlock=True)
+            if dirfd is not None:
+                _flock(dirfd, unlock=True)
         self._dirty = True
         interval = self.fsync_interval
         if interval is not None:
@@ -3227,7 +3235,6 @@ def _open_folder(path):
 def _flock(fd, shared=False, unlock=False):
     fcntl = sys.modules['fcntl']  # imported by _open_folder (an import statement costs more)
     fcntl.flock(fd, fcntl.LOCK_UN if unlock else fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-    return True
 
 
 class _FolderLock:
@@ -6193,7 +6200,7 @@ class _Sweep:
             except Exception as exc:
                 record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
                 store(record)
-                traj._finish_run(record, clean_up)
+                traj._finish_run(record, clean_up, restore=False)
                 if not env._record_failed:
                     raise
                 logger.error('run %d failed (recorded, going on): %s', idx, _format_exc(exc))
@@ -6202,7 +6209,7 @@ class _Sweep:
             record = traj._run_record(idx, start, now(), 1)
             _log_return(log, idx, ret)  # before the run counts as stored
             store(record)
-            traj._finish_run(record, clean_up)
+            traj._finish_run(record, clean_up, restore=False)
             keep((idx, ret))
             step()
 

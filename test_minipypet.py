@@ -2539,6 +2539,23 @@ def test_failed_run_raises_by_default_but_keeps_earlier_runs(file_backend, tmp_p
     assert got.f_get('results.runs.%s.z' % run_name(0)).f_get() == 0
 
 
+@pytest.mark.parametrize('record_failed_runs', [False, True])
+def test_a_serial_sweep_leaves_the_defaults_in_place_however_it_ends(tmp_path,
+                                                                     record_failed_runs):
+    # (between runs the serial loop leaves one run's values for the next run to replace)
+    env = make_env('lazy', None, record_failed_runs=record_failed_runs)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [5, 6, 7]})
+    if record_failed_runs:
+        env.f_run(failing_job)
+    else:
+        with pytest.raises(ValueError, match='bad run 1'):
+            env.f_run(failing_job)
+    assert traj.v_idx == -1 and traj.x == 0 and 'x' not in vars(traj)
+    assert traj.f_get('x').f_get() == 0 and traj.f_get('x').f_get_range() == [5, 6, 7]
+
+
 # ============================================================================================
 # Options checked before anything is written
 # ============================================================================================
