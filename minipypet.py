@@ -1483,10 +1483,11 @@ def _split_run(full_name):
     if 'run_' not in full_name:
         return None
     head, sep, tail = full_name.partition('.runs.run_')
-    if sep and '.' not in head and tail[:FORMAT_ZEROS].isdigit() and (
-            len(tail) == FORMAT_ZEROS or tail[FORMAT_ZEROS] == '.') and 'run_' not in head:
+    if sep and '.' not in head and 'run_' not in head:
         # the common 'results.runs.run_00000003.z', without the general walk below
-        return head + '.runs.$' + tail[FORMAT_ZEROS:], int(tail[:FORMAT_ZEROS])
+        digits, rest = tail[:FORMAT_ZEROS], tail[FORMAT_ZEROS:]
+        if len(digits) == FORMAT_ZEROS and digits.isdecimal() and rest[:1] in ('', '.'):
+            return head + '.runs.$' + rest, int(digits)
     parts = full_name.split('.')
     for i, part in enumerate(parts):
         m = _RUN_RE.fullmatch(part)
@@ -3304,8 +3305,8 @@ def _state_set_run(state, idx, info):
     if idx >= n:
         for field, blank in zip(_RunTable.FIELDS, (0.0, 0.0, 0, '', '')):
             runs[field].extend([blank] * (idx + 1 - n))
-    for field, value in zip(_RunTable.FIELDS, info):
-        runs[field][idx] = value
+    (runs['timestamp'][idx], runs['finish_timestamp'][idx], runs['completed'][idx],
+     runs['hexsha'][idx], runs['error'][idx]) = info  # (_RunTable.FIELDS, in order)
 
 
 def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):

@@ -1641,6 +1641,21 @@ def test_roundtrip_per_run_results_varying_in_type(backend, tmp_path):
     assert got.f_get('results.runs.%s.mixed' % run_name(0)).v_comment == 'varies in type'
 
 
+def test_names_that_only_look_like_run_groups_are_plain_nodes(backend, tmp_path):
+    # (run_12 has too few digits, run_000000123 too many: neither is a run's group)
+    filename = path_for(backend, tmp_path)
+    traj = make_env(backend, filename).v_trajectory
+    traj.f_add_result('runs.run_12', 5, comment='short')
+    traj.f_add_result('runs.run_000000123.z', 6)
+    traj.f_add_result('runs.run_12x', 7)
+    traj.f_store()
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_data=2)
+    assert got.f_get('results.runs.run_12').f_get() == 5
+    assert got.f_get('results.runs.run_12').v_comment == 'short'
+    assert got.f_get('results.runs.run_000000123.z').f_get() == 6
+    assert got.f_get('results.runs.run_12x').f_get() == 7
+
+
 REUSED = []
 
 
