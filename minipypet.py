@@ -138,7 +138,7 @@ ABBREVIATIONS = {'conf': 'config', 'par': 'parameters', 'dpar': 'derived_paramet
                  'res': 'results'}
 _RUN_RE = re.compile(r'^run_(\d{%d})$' % FORMAT_ZEROS)
 _SET_RE = re.compile(r'^run_set_(\d{5})$')
-_NAME_RE = re.compile(r'^[A-Za-z0-9_-]+$')
+_NAME_RE = re.compile(r'^[A-Za-z0-9_-]{1,4096}$')  # (HDF5 fails on names of ~64 KB)
 _RUN_BRANCHES = ('results', 'derived_parameters')
 _RUN_GROUPS = tuple((b, b + '.runs') for b in _RUN_BRANCHES)
 
@@ -336,9 +336,14 @@ def _decode(obj):
     if tag == 'ndarray':
         dtype = np.dtype(obj['dtype'] if isinstance(obj['dtype'], str)
                          else [tuple(f) for f in obj['dtype']])
+        if dtype.itemsize == 0:  # (np.str_('') items: numpy reads no 0-byte buffer)
+            return np.zeros(obj['shape'], dtype=dtype)
         return np.frombuffer(base64.b64decode(v), dtype=dtype).reshape(obj['shape']).copy()
     if tag == 'npscalar':
-        return np.frombuffer(base64.b64decode(v), dtype=np.dtype(obj['dtype']))[0]
+        dtype = np.dtype(obj['dtype'])
+        if dtype.itemsize == 0:  # np.str_('') or np.bytes_(b'')
+            return dtype.type('' if dtype.kind == 'U' else b'')
+        return np.frombuffer(base64.b64decode(v), dtype=dtype)[0]
     raise StorageError('unknown type tag %r in stored data' % tag)
 
 
@@ -473,7 +478,8 @@ class NNTreeNode:
         d = self.__dict__
         d['_full_name'] = full_name
         d['_name'] = full_name.rpartition('.')[2]
-        d['_comment'] = comment if comment is not None else ''
+        d['_comment'] = '' if comment is None or comment == '' else _check_comment(
+            comment, full_name)
         d['_parent'] = None
         d['_traj'] = None
         d['_annotations'] = None
@@ -496,10 +502,7 @@ class NNTreeNode:
 
     @v_comment.setter
     def v_comment(self, value):
-        if not isinstance(value, str):
-            raise UnsupportedTypeError('%s: a comment must be a str, not %s'
-                                       % (self._full_name, _type_name(value)))
-        self.__dict__['_comment'] = value
+        self.__dict__['_comment'] = _check_comment(value, self._full_name)
 
     @property
     def v_annotations(self):
@@ -525,12 +528,42 @@ class NNTreeNode:
         return '<%s %s>' % (type(self).__name__, self._full_name or self._name or '(root)')
 
 
+def _check_comment(comment, where):
+    """`comment` if every backend keeps it exactly: a str without NUL characters (HDF5 text
+    attributes end at the first one) that UTF-8 can encode (no lone surrogates)."""
+    where = where or 'the trajectory'
+    if not isinstance(comment, str):
+        raise UnsupportedTypeError('%s: a comment must be a str, not %s (%r)'
+                                   % (where, _type_name(comment), comment))
+    if '\x00' in comment:
+        raise UnsupportedTypeError('%s: a comment must not contain NUL characters, which HDF5 '
+                                   'files cannot keep in text; got %r' % (where, comment[:80]))
+    if not _is_utf8(comment):
+        raise UnsupportedTypeError(
+            '%s: the comment %r holds a lone surrogate (undecodable bytes, e.g. of a file '
+            'name), which is not text; decode those bytes with errors="replace" first'
+            % (where, comment[:80]))
+    return comment
+
+
+def _is_utf8(text):
+    """True if UTF-8 can encode `text`: False for lone surrogates, which os.fsdecode and
+    sys.argv make of undecodable bytes."""
+    if text.isascii():
+        return True
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_name(component, where):
     if not _NAME_RE.fullmatch(component) or component.startswith(('f_', 'v_')):
         raise InvalidNameError(
-            '%r is not a valid node name in %r: use letters, digits, "_" and "-" only, and do '
-            'not start with "f_" or "v_" (reserved for methods and properties)'
-            % (component, where))
+            '%s is not a valid node name in %s: use letters, digits, "_" and "-" only (at most '
+            '4,096 of them), and do not start with "f_" or "v_" (reserved for methods and '
+            'properties)' % (_short_repr(component, 80), _short_repr(where, 160)))
 
 
 class NNGroupNode(NNTreeNode):
@@ -1499,6 +1532,12 @@ def _split_run(full_name):
     return None
 
 
+def _leaf_split(split):
+    """A leaf's _split_run: None for a leaf named like a run (results.ckpt.run_00000001,
+    or f_add_result('z.$')), which is a node of its own and not a run column."""
+    return None if split is None or split[0].endswith('$') else split
+
+
 def _join_run(template, idx):
     parts = template.split('.')
     return '.'.join(_run_name(idx) if p == '$' else _set_name(idx) if p == '$set' else p
@@ -1878,6 +1917,8 @@ class _StorageMixin:
     def _place_leaf(self, full_name, tag, comment, data, ann, overwrite=True):
         node = self._nodes.get(full_name)
         if node is None:
+            if self._leaf_above(full_name) is not None:
+                return None
             cls = _resolve_class(tag, self._dynamic_imports)
             node = cls(full_name.rpartition('.')[2])  # as pypet: the class's own constructor
             branch, _, rest = full_name.partition('.')
@@ -1905,7 +1946,8 @@ class _StorageMixin:
     def _place_rows(self, template, rows, mode):
         """Bulk load of one run column: the fast path that keeps loading 100k runs quick."""
         parts = template.split('.')
-        if parts.count('$') != 1 or '$set' in parts or len(parts) < 3:
+        if parts.count('$') != 1 or '$set' in parts or len(parts) < 3 or parts[-1] == '$':
+            # (a template ending in $: leaves named like runs, as 0.2.0 wrote them)
             for idx, (tag, comment, ann, data) in rows.items():
                 self._place_leaf(_join_run(template, idx), tag, comment,
                                  data if mode >= LOAD_DATA else None, ann,
@@ -1914,6 +1956,8 @@ class _StorageMixin:
         pos = parts.index('$')
         head, tail = '.'.join(parts[:pos]), parts[pos + 1:]
         base = self._place_group(head, '', None)
+        if base is None:
+            return
         nodes, index = self._nodes, self._by_name
         leaf_name = tail[-1]
         self._unique.pop(leaf_name, None)
@@ -1927,8 +1971,13 @@ class _StorageMixin:
             if group is None:
                 group = self._insert(base, _new_group(run))
             for part in tail[:-1]:
+                if group.v_is_leaf:
+                    break
                 child = group._children.get(part)
                 group = child if child is not None else self._insert(group, _new_group(part))
+            if group.v_is_leaf:
+                self._leaf_above(prefix + '.' + '.'.join(tail))  # (says which, and skips)
+                continue
             full = group._full_name + '.' + leaf_name
             if cls is None or full in nodes:
                 self._place_leaf(full, tag, comment, data if mode >= LOAD_DATA else None, ann,
@@ -1955,7 +2004,26 @@ class _StorageMixin:
             nodes[full] = leaf
             leaf_index[full] = leaf
 
+    def _leaf_above(self, full_name):
+        """The leaf at one of full_name's prefixes, said in the log, or None. Files where a
+        node changed from leaf to group (or back) between stores held both (0.2.0 wrote
+        them): what would go below the leaf is skipped, so that the rest loads."""
+        nodes, head = self._nodes, full_name
+        while '.' in head:
+            head = head.rpartition('.')[0]
+            node = nodes.get(head)
+            if node is not None:
+                if not node.v_is_leaf:
+                    return None  # (a group: so are all above it)
+                _say_once('%s: not loaded, as %s is a leaf: the stored tree changed shape '
+                          'between stores; delete one of them (f_delete_item) to silence this'
+                          % (full_name.rstrip('.'), head))
+                return node
+        return None
+
     def _place_group(self, full_name, comment, ann):
+        if self._leaf_above(full_name + '.') is not None:
+            return None
         branch, _, rest = full_name.partition('.')
         group = self._add_path(self._children[branch], rest, None, comment) if rest else \
             self._children[branch]
@@ -2088,7 +2156,8 @@ class _StorageMixin:
                     parent, _, lname = full_name.rpartition('.')
                     group = self if not parent else (self._nodes.get(parent) or
                                                      self._place_group(parent, '', None))
-                    group._links[lname] = target
+                    if group is not None and not group.v_is_leaf:
+                        group._links[lname] = target
         d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
         explored = [n for n in state.get('explored', []) if n in self._nodes]
         d['_explored'] = {n: self._nodes[n] for n in explored}
@@ -2237,6 +2306,7 @@ class _StorageMixin:
                 continue
             split = _split_run(full)
             if node.v_is_leaf:
+                split = _leaf_split(split)
                 data = None if node.f_is_empty() else node._store()
                 if data is not None and type(node) not in _BUILTIN_TYPES:
                     _check_plain(data, full)
@@ -2651,7 +2721,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if leaf is None:
             if existing is not None and not existing.v_is_leaf:
                 if comment:
-                    existing._comment = comment
+                    existing._comment = _check_comment(comment, existing._full_name)
                 return existing
             if existing is not None:
                 raise InvalidNameError('%s is a leaf already' % existing._full_name)
@@ -2663,6 +2733,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 'f_remove_child(%r)' % (existing._full_name, name))
         if name in group._links:
             raise InvalidNameError('%s.%s is a link already' % (group._full_name, name))
+        if parts[0] in _RUN_BRANCHES and parts[1:2] == ['runs'] and (
+                len(parts) == 2 or len(parts) == 3 and (
+                    _RUN_RE.fullmatch(name) or name == RUN_NAME_DUMMY)):
+            raise InvalidNameError('%s is where the runs\' groups go, so a leaf cannot have '
+                                   'that name; choose another' % '.'.join(parts))
         leaf._rename(name)
         self._insert(group, leaf)
         if self._is_run:
@@ -3310,7 +3385,7 @@ def _state_set_run(state, idx, info):
 
 
 def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
-    split = _split_run(full_name)
+    split = _leaf_split(_split_run(full_name))
     if split is not None:
         rows = state['columns'].setdefault(split[0], {})
         old = rows.get(split[1])
@@ -3354,9 +3429,12 @@ def _apply_record(state, record):
     kind = record[0]
     if kind == 'leaf':
         _, _, full_name, tag, comment, data, ann, overwrite = record
+        if _leaf_split(_split_run(full_name)) is None:
+            _make_room(state, full_name, 'leaf')
         _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite)
     elif kind == 'group':
         _, _, full_name, comment, ann = record
+        _make_room(state, full_name, 'group')
         state['nodes'].setdefault(full_name, {'kind': 'group', 'comment': comment, 'ann': ann})
     elif kind == 'delete':
         _, _, names, recursive = record
@@ -3375,15 +3453,45 @@ def _state_delete(state, names, recursive):
                     (recursive and k.startswith(prefix))]:
             del state['nodes'][key]
         split = _split_run(full_name)
-        if split is not None:
-            rows = state['columns'].get(split[0])
-            if rows is not None:
-                rows.pop(split[1], None)
-                if not rows:
-                    del state['columns'][split[0]]
+        if split is not None:  # in a run: that run's row of the column (or of those below)
+            template, idx = split
+            columns = state['columns']
+            for key in [t for t in columns if t == template or
+                        (recursive and t.startswith(template + '.'))]:
+                columns[key].pop(idx, None)
+                if not columns[key]:
+                    del columns[key]
         elif recursive:
             for template in [t for t in state['columns'] if t.startswith(prefix)]:
                 del state['columns'][template]
+
+
+def _heads(full_name):
+    """'a.b.c' -> 'a', 'a.b'."""
+    parts = full_name.split('.')
+    return ['.'.join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _make_room(state, full_name, kind, groups=None):
+    """Newest wins where a node changed from leaf to group (or back) between stores: a
+    node put at full_name replaces a leaf stored at one of its prefixes, and a leaf replaces
+    what is stored at or below its name. (Not run columns: where a node conflicts with one,
+    loading skips the node and says so.) `groups`: the prefixes of the stored names, if
+    known (else they are looked for)."""
+    nodes, dropped = state['nodes'], []
+    for head in _heads(full_name):
+        rec = nodes.get(head)
+        if rec is not None and rec['kind'] == 'leaf':
+            dropped.append(head)
+    own = nodes.get(full_name)
+    if own is not None and own['kind'] != kind and 'link' not in (kind, own['kind']):
+        dropped.append(full_name)
+    if kind == 'leaf' and (groups is None or full_name in groups):
+        dropped.extend(k for k in nodes if k.startswith(full_name + '.'))
+    for key in dropped:
+        _say_once('%s is stored as a %s now; the %s %s stored before is dropped, as a node '
+                  'cannot be both a leaf and a group' % (full_name, kind, nodes.pop(key)['kind'],
+                                                         key), remember=False)
 
 
 def _merge_memory(state, mem, store_data, only_init):
@@ -3393,7 +3501,9 @@ def _merge_memory(state, mem, store_data, only_init):
     for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'explored',
                 'parameter_summary', 'format', 'merged_runs', 'ann'):
         state[key] = mem.get(key, state.get(key))
+    groups = {head for key in state['nodes'] for head in _heads(key)}
     for full_name, rec in mem['nodes'].items():
+        _make_room(state, full_name, rec['kind'], groups)
         if rec['kind'] != 'leaf':
             if full_name not in state['nodes'] or rec.get('comment'):
                 state['nodes'][full_name] = rec
@@ -4343,7 +4453,8 @@ def _attr_kind(name, value, rec):
     if t is int:
         return 'int' if -2 ** 63 <= value < 2 ** 63 else None
     if t is str:
-        return 'str' if 0 < len(value) <= 1024 and '\x00' not in value else None
+        return 'str' if 0 < len(value) <= 1024 and '\x00' not in value and _is_utf8(value) \
+            else None
     return None
 
 
@@ -4462,7 +4573,7 @@ def _value_array(value, np):
         return 'float', np.array(value, dtype=np.float64)
     if t is complex:
         return 'complex', np.array(value, dtype=np.complex128)
-    if t is str and '\x00' not in value and value:
+    if t is str and '\x00' not in value and value and _is_utf8(value):
         return 'str', np.array(value.encode('utf-8'))
     if t is bytes and value and not value.endswith(b'\x00'):
         return 'bytes', np.array(value)
@@ -4491,7 +4602,7 @@ def _column_array(values, np):
                 return 'complex', np.array(values, dtype=np.complex128), None
         except OverflowError:
             pass
-        if t is str and not any('\x00' in v for v in values):
+        if t is str and not any('\x00' in v for v in values) and all(map(_is_utf8, values)):
             return 'str', np.array([v.encode('utf-8') for v in values] or [b'']), None
         if t is bytes and all(v and not v.endswith(b'\x00') for v in values):
             return 'bytes', np.array(values), None
@@ -4500,9 +4611,9 @@ def _column_array(values, np):
             return 'npscalar', np.array(values), None
         if t is np.ndarray:
             first = values[0]
-            if first.dtype.kind in 'biufc' and first.size and all(
+            if first.dtype.kind in 'biufc' and first.size and first.ndim and all(
                     v.shape == first.shape and v.dtype == first.dtype for v in values):
-                return 'ndarray', np.stack(values), None
+                return 'ndarray', np.stack(values), None  # (0-d arrays: JSON keeps them)
     parts = [_to_json(v).encode('utf-8') for v in values]
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
@@ -4551,14 +4662,22 @@ def _h5_table(f, group, name, columns, filters, np):
                 'name', 'location', 'value', 'comment', 'range', 'time', 'error'):
             try:  # numpy encodes ASCII itself, ~10x faster than a loop
                 arr = np.array(values or [b''], dtype='S')[:n]
-            except UnicodeEncodeError:
-                arr = np.array([v.encode('utf-8') for v in values], dtype='S')
+            except UnicodeEncodeError:  # (a lone surrogate shows as \udcxx: these are summaries)
+                arr = np.array([v.encode('utf-8', 'backslashreplace') for v in values],
+                               dtype='S')
             if arr.dtype.itemsize == 0:  # all empty
                 arr = arr.astype('S1')
         else:
-            arr = np.array(values)
-            if arr.dtype.kind == 'U':
-                arr = np.array([str(v).encode('utf-8') for v in values])
+            try:
+                arr = np.array(values)
+            except (ValueError, OverflowError):
+                arr = None
+            if arr is None or arr.dtype.kind not in 'biufc' or arr.shape != (n,):
+                # Mixed kinds, ints beyond 64 bits: the column holds their text
+                arr = np.array([(v if type(v) is str else repr(v)).encode(
+                    'utf-8', 'backslashreplace') for v in values] or [b''], dtype='S')[:n]
+                if arr.dtype.itemsize == 0:
+                    arr = arr.astype('S1')
         dtype.append((col, arr.dtype))
         arrays.append(arr)
     table = np.empty(n, dtype=dtype)
@@ -5029,7 +5148,7 @@ def _pp_walk(ctx, group, parts, want):
             except Exception as exc:
                 raise PypetReadError('%s: cannot read %s (%s): %s: %s' % (
                     ctx.path, full_name, cls, type(exc).__name__, exc)) from exc
-        if split is not None:
+        if _leaf_split(split) is not None:
             state['columns'].setdefault(split[0], {})[split[1]] = (cls, comment, ann, data)
         else:
             state['nodes'][full_name] = {'kind': 'leaf', 'class': cls, 'comment': comment,

@@ -449,6 +449,53 @@ def test_adding_an_existing_leaf_again_fails_with_the_fix():
     assert 'f_set' in str(info.value) or 'remove' in str(info.value)
 
 
+@pytest.mark.parametrize('name', ['runs', 'runs.run_00000000', 'runs.run_ALL'])
+def test_the_runs_groups_names_are_refused_for_leaves(name):
+    # (a sweep puts each run's results in results.runs.run_XXXXXXXX: a leaf there broke it)
+    traj = mp.Trajectory('t')
+    with pytest.raises(mp.InvalidNameError, match="results.%s is where the runs' groups go"
+                       % name.replace('.', r'\.')):
+        traj.f_add_result(name, 1)
+    with pytest.raises(mp.InvalidNameError, match='derived_parameters.%s' % name):
+        traj.f_add_derived_parameter(name, 1)
+    traj.f_add_result_group(name)                    # as a group it is what it should be
+    traj.f_add_result('runs.other', 2)
+    traj.f_add_result('runs.run_00000001.z', 3)
+
+
+def test_a_name_longer_than_4096_characters_is_refused():
+    traj = mp.Trajectory('t')
+    traj.f_add_result('a' * 4096, 1)
+    with pytest.raises(mp.InvalidNameError, match='at most 4,096') as info:
+        traj.f_add_result('g.' + 'b' * 4097, 1)
+    assert len(str(info.value)) < 600                # the name is cut in the message
+    assert 'g' not in traj.results
+
+
+@pytest.mark.parametrize('comment, problem', [
+    (8, 'must be a str, not int'), (b'bytes', 'must be a str, not bytes'),
+    ('ab\x00', 'NUL'), ('from caf\udce9.dat', 'lone surrogate')])
+def test_a_comment_every_backend_cannot_keep_is_refused_where_it_is_given(comment, problem):
+    traj = mp.Trajectory('t')
+    with pytest.raises(mp.UnsupportedTypeError, match=problem):
+        traj.f_add_result('grp.r', 1.0, comment=comment)
+    assert 'grp' not in traj.results
+    with pytest.raises(mp.UnsupportedTypeError, match='^p: '):  # (named as given)
+        traj.f_add_parameter('p', 1, comment=comment)
+    with pytest.raises(mp.UnsupportedTypeError, match=problem):
+        traj.f_add_result_group('g', comment=comment)
+    group = traj.f_add_result_group('g2', comment='fine')
+    with pytest.raises(mp.UnsupportedTypeError, match=problem):
+        traj.f_add_result_group('g2', comment=comment)
+    assert group.v_comment == 'fine'
+    leaf = traj.f_add_result('ok', 1)
+    with pytest.raises(mp.UnsupportedTypeError, match='results.ok'):
+        leaf.v_comment = comment
+    with pytest.raises(mp.UnsupportedTypeError, match=problem):
+        mp.Trajectory('t2', comment=comment)
+    assert mp.Trajectory('t3', comment=None).v_comment == ''  # None: no comment
+
+
 def test_node_name_properties_and_comment():
     traj = mp.Trajectory('tname', comment='the trajectory')
     leaf = traj.f_add_parameter('group.sub.leaf', 1, comment='a leaf')
@@ -1521,6 +1568,7 @@ PLAIN = {
     'strdict': {'a': 1, 'b': [True, None]},
     'set': {1, 'a', (2, 3)}, 'fset': frozenset({'x', 2.5}), 'none': None,
     'listofdicts': [{'a': 1}, {2: [None]}, {}],
+    'surrogate': 'caf\udce9.dat',  # os.fsdecode of undecodable bytes: not UTF-8
 }
 
 
@@ -1536,6 +1584,7 @@ def numpy_values():
         'emptyarr': np.zeros((0, 3)), 'nanarr': np.array([np.nan, np.inf, -np.inf]),
         'fortran': np.asfortranarray(np.arange(6.0).reshape(2, 3)), 'zerod': np.array(5.0),
         'big_array': np.linspace(0.0, 1.0, 5000),  # above the compression threshold
+        'npstr': np.str_('ab'), 'npstr0': np.str_(''), 'npbytes0': np.bytes_(b''),
     }
 
 
@@ -1641,19 +1690,140 @@ def test_roundtrip_per_run_results_varying_in_type(backend, tmp_path):
     assert got.f_get('results.runs.%s.mixed' % run_name(0)).v_comment == 'varies in type'
 
 
+def named_like_runs_job(traj):
+    traj.f_add_result('z.$', traj.x)           # pypet's wildcard as the leaf's own name
+    traj.f_add_result('w', traj.x * 2)
+
+
 def test_names_that_only_look_like_run_groups_are_plain_nodes(backend, tmp_path):
-    # (run_12 has too few digits, run_000000123 too many: neither is a run's group)
+    # run_12 has too few digits, run_000000123 too many: neither is a run's group; and a
+    # leaf named like a run is a leaf of its own, not one run's row of a column
     filename = path_for(backend, tmp_path)
-    traj = make_env(backend, filename).v_trajectory
+    env = make_env(backend, filename)
+    traj = env.v_trajectory
     traj.f_add_result('runs.run_12', 5, comment='short')
     traj.f_add_result('runs.run_000000123.z', 6)
     traj.f_add_result('runs.run_12x', 7)
-    traj.f_store()
+    traj.f_add_result('ckpt.run_00000001', 8, comment='a checkpoint')
+    traj.f_add_parameter('grid.run_00000002', 9)
+    traj.f_add_derived_parameter('other.run_00000003', 10)
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2]})
+    env.f_run(named_like_runs_job)
     got = traj if backend == 'lazy' else load(filename, name='traj', load_data=2)
     assert got.f_get('results.runs.run_12').f_get() == 5
     assert got.f_get('results.runs.run_12').v_comment == 'short'
     assert got.f_get('results.runs.run_000000123.z').f_get() == 6
     assert got.f_get('results.runs.run_12x').f_get() == 7
+    assert got.f_get('results.ckpt.run_00000001').f_get() == 8
+    assert got.f_get('results.ckpt.run_00000001').v_comment == 'a checkpoint'
+    assert got.f_get('parameters.grid.run_00000002').f_get() == 9
+    assert got.f_get('derived_parameters.other.run_00000003').f_get() == 10
+    assert [got.f_get('results.z.' + run_name(i)).f_get() for i in range(2)] == [1, 2]
+    assert got.f_get_from_runs('w', fast_access=True) == {run_name(0): 2, run_name(1): 4}
+
+
+def zero_d_job(traj):
+    traj.f_add_result('z', np.asarray(traj.x * 0.5))  # one 0-d array per run
+    traj.f_add_result('i', np.int32(traj.x))
+
+
+@needs_numpy
+def test_zero_d_arrays_per_run_and_in_a_range_stay_arrays(backend, tmp_path):
+    filename = path_for(backend, tmp_path)
+    env = make_env(backend, filename)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', np.array(0))
+    traj.f_explore({'x': [np.array(1), np.array(2), np.array(3)]})
+    env.f_run(zero_d_job)
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_data=2)
+    for idx in range(3):
+        assert_same(got.f_get('results.runs.%s.z' % run_name(idx)).f_get(),
+                    np.asarray((idx + 1) * 0.5), 'z')
+        assert_same(got.f_get('results.runs.%s.i' % run_name(idx)).f_get(),
+                    np.int32(idx + 1), 'i')
+    for idx, value in enumerate(got.f_get('parameters.x').f_get_range()):
+        assert_same(value, np.array(idx + 1), 'x range')
+
+
+def text_and_big_int_job(traj):
+    traj.f_add_result('name', traj.label + '.dat', comment='from the run')
+    traj.f_add_result('seed', traj.seed)
+
+
+def test_a_sweep_over_undecodable_text_and_seeds_beyond_64_bits(file_backend, tmp_path):
+    # (os.fsdecode of a non-UTF-8 file name holds a lone surrogate; SeedSequence entropy is
+    # a 128-bit int: both broke the HDF5 write at the end of the sweep, and every later one)
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename)
+    traj = env.v_trajectory
+    labels, seeds = ['caf\udce9', 'plain'], [2 ** 127 + 5, -(2 ** 70)]
+    traj.f_add_parameter('label', 'x')
+    traj.f_add_parameter('seed', 0)
+    traj.f_add_config('folder', 'd\udcff')
+    traj.f_add_result('listing', ['caf\udce9.dat', 'b'])
+    traj.f_explore({'label': labels, 'seed': seeds})
+    env.f_run(text_and_big_int_job)
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get_from_runs('name', fast_access=True) == {
+        run_name(0): 'caf\udce9.dat', run_name(1): 'plain.dat'}
+    assert got.f_get_from_runs('seed', fast_access=True) == {
+        run_name(0): seeds[0], run_name(1): seeds[1]}
+    assert got.f_get('parameters.label').f_get_range() == labels
+    assert got.f_get('config.folder').f_get() == 'd\udcff'
+    assert got.f_get('results.listing').f_get() == ['caf\udce9.dat', 'b']
+    other = mp.Trajectory('other', storage_service=service(file_backend, filename))
+    other.f_add_result('a', 1)
+    other.f_store()                                  # the file takes more, as before
+    assert load(filename, name='other', load_data=2).f_get('results.a').f_get() == 1
+    if file_backend == 'hdf5':
+        with tables.open_file(filename) as h:        # overview rows: the values' text
+            rows = h.get_node('/traj/overview/explored_parameters_runs').read()
+            assert rows['seed'].tolist() == [str(v).encode() for v in seeds]
+            assert rows['label'].tolist() == [b'caf\\udce9', b'plain']
+
+
+def shape_job_v1(traj):
+    traj.f_add_result('z', traj.x)
+
+
+def shape_job_v2(traj):
+    traj.f_add_result('z.mean', traj.x * 10)
+
+
+def test_a_node_that_changed_from_leaf_to_group_between_stores(file_backend, tmp_path, caplog):
+    # A script run twice into one file (same trajectory name, the file kept), with a result
+    # that became a group in between: the newest store's shape wins, and the file loads
+    filename = path_for(file_backend, tmp_path)
+    mp._SAID.clear()  # (said once a process: the other backend's case said it already)
+    for version in (1, 2):
+        env = make_env(file_backend, filename)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': [1, 2]})
+        if version == 1:
+            traj.f_add_result('summary.mean', 1.0)
+            traj.f_add_result('spread', 2.0)
+            env.f_run(shape_job_v1)
+        else:
+            traj.f_add_result('summary', 3.0)
+            traj.f_add_result('spread.sd', 4.0)
+            env.f_run(shape_job_v2)
+    assert 'the group results.summary stored before is dropped' in caplog.text
+    assert 'the leaf results.spread stored before is dropped' in caplog.text
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get('results.summary').f_get() == 3.0
+    assert got.f_get('results.spread.sd').f_get() == 4.0
+    # A run's result that became a group: the runs of the first sweep still hold the leaf,
+    # so the newer rows below it are left out, said in the log, until the old one is deleted
+    assert got.f_get_from_runs('z', fast_access=True) == {run_name(0): 1, run_name(1): 2}
+    assert 'results.runs.%s.z.mean: not loaded, as results.runs.%s.z is a leaf' % (
+        run_name(0), run_name(0)) in caplog.text
+    for idx in range(2):
+        got.f_delete_item('results.runs.%s.z' % run_name(idx))
+    got = load(filename, name='traj', load_data=2)
+    assert [got.f_get('results.runs.%s.z.mean' % run_name(i)).f_get() for i in range(2)] == \
+        [10, 20]
 
 
 REUSED = []
@@ -1937,6 +2107,22 @@ def test_delete_and_remove_items(file_backend, tmp_path):
     reloaded = load(filename, name='traj', load_data=2)
     assert not any(k.startswith('results.runs.') for k in leaves_of(reloaded, 'results'))
     assert 'results.multi' in leaves_of(reloaded, 'results')
+
+
+def two_results_job(traj):
+    traj.f_add_result('z', traj.x)
+    traj.f_add_result('w.a', traj.x * 2)
+
+
+def test_deleting_one_runs_group_deletes_that_runs_results(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, two_results_job, n=3)
+    traj = load(filename, name='traj', load_data=2)
+    traj.f_delete_item('results.runs.%s' % run_name(1), recursive=True)
+    traj.f_delete_item('results.runs.%s.w' % run_name(2), recursive=True)
+    names = set(leaves_of(load(filename, name='traj', load_data=2), 'results'))
+    assert names == {'results.runs.%s.%s' % (run_name(i), leaf)
+                     for i, leaf in ((0, 'z'), (0, 'w.a'), (2, 'z'))}
 
 
 def test_links_annotations_and_group_comments_round_trip(backend, tmp_path):
