@@ -3385,6 +3385,7 @@ def _state_set_run(state, idx, info):
 
 
 def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
+    """Put a leaf in a state; returns its column template (None for a node)."""
     split = _leaf_split(_split_run(full_name))
     if split is not None:
         rows = state['columns'].setdefault(split[0], {})
@@ -3392,7 +3393,7 @@ def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
         if old is None or overwrite or old[3] is None:
             rows[split[1]] = (tag, comment, ann, data if data is not None or old is None
                               else old[3])
-        return
+        return split[0]
     old = state['nodes'].get(full_name)
     if old is None or old.get('kind') != 'leaf' or overwrite or old.get('data') is None:
         state['nodes'][full_name] = {'kind': 'leaf', 'class': tag, 'comment': comment,
@@ -3405,7 +3406,7 @@ def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
 
 def _apply_records(states, records):
     """Fold journal records into {trajectory name: state}, in order."""
-    last = None
+    last, shapes = None, {}
     for record in records:
         kind, name = record[0], record[1]
         if name != last:
@@ -3419,9 +3420,35 @@ def _apply_records(states, records):
             if idx >= state['length']:
                 state['length'] = idx + 1
             for leaf in leaves:
-                _state_put_leaf(state, *leaf)
+                template = _state_put_leaf(state, *leaf)
+                if template is not None and len(state['columns']) > 1:
+                    _run_shape(state, template, idx, shapes)
         else:
             _apply_record(state, record)
+
+
+def _run_shape(state, template, idx, shapes):
+    """A run's leaf replaces that run's rows of the columns it cannot coexist with: a run
+    stored again with its result z now a group (z.mean), or back. `shapes` caches, for a
+    fold, the columns each template conflicts with (columns are only added meanwhile)."""
+    columns = state['columns']
+    key = (state['name'], template)
+    known = shapes.get(key)
+    if known is None or known[0] != len(columns):
+        known = shapes[key] = (len(columns), [
+            t for t in columns if t != template and (t.startswith(template + '.') or
+                                                     template.startswith(t + '.'))])
+    for other in known[1]:
+        rows = columns.get(other)
+        if rows is not None and rows.pop(idx, None) is not None:
+            if (key, other) not in shapes:  # (said once a fold, not once a run)
+                shapes[key, other] = True
+                _say_once('%s is stored again with %s, so the %s stored before is dropped '
+                          '(in every run stored again so): a node cannot be both a leaf and a '
+                          'group' % (_run_name(idx), _join_run(template, idx),
+                                     _join_run(other, idx)), remember=False)
+            if not rows:
+                del columns[other]
 
 
 def _apply_record(state, record):

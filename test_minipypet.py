@@ -1814,16 +1814,46 @@ def test_a_node_that_changed_from_leaf_to_group_between_stores(file_backend, tmp
     got = load(filename, name='traj', load_data=2)
     assert got.f_get('results.summary').f_get() == 3.0
     assert got.f_get('results.spread.sd').f_get() == 4.0
-    # A run's result that became a group: the runs of the first sweep still hold the leaf,
-    # so the newer rows below it are left out, said in the log, until the old one is deleted
-    assert got.f_get_from_runs('z', fast_access=True) == {run_name(0): 1, run_name(1): 2}
-    assert 'results.runs.%s.z.mean: not loaded, as results.runs.%s.z is a leaf' % (
-        run_name(0), run_name(0)) in caplog.text
-    for idx in range(2):
-        got.f_delete_item('results.runs.%s.z' % run_name(idx))
-    got = load(filename, name='traj', load_data=2)
+    # a run's result that became a group: the same, run by run
     assert [got.f_get('results.runs.%s.z.mean' % run_name(i)).f_get() for i in range(2)] == \
         [10, 20]
+    assert 'so the results.runs.%s.z stored before is dropped' % run_name(0) in caplog.text
+    assert caplog.text.count('stored before is dropped (in every run') == 1
+
+
+def foo_below_job(traj):
+    traj.f_add_result('foo.$.z', traj.x)
+
+
+def test_a_leaf_then_runs_below_its_name_newest_wins(file_backend, tmp_path, caplog):
+    filename = path_for(file_backend, tmp_path)
+    for version in (1, 2):
+        env = make_env(file_backend, filename)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': [1, 2]})
+        if version == 1:
+            traj.f_add_result('foo', 'a leaf')
+            env.f_run(shape_job_v1)
+        else:
+            env.f_run(foo_below_job)                 # results.foo.run_XXXXXXXX.z
+    got = load(filename, name='traj', load_data=2)
+    assert [got.f_get('results.foo.%s.z' % run_name(i)).f_get() for i in range(2)] == [1, 2]
+    assert 'the leaf results.foo stored before is dropped' in caplog.text
+    assert got.f_get_from_runs('z', fast_access=True) == {run_name(0): 1, run_name(1): 2}
+
+
+@needs_tables
+def test_a_file_of_0_2_0_with_a_leaf_and_nodes_below_it_loads(fixture_file, caplog):
+    """minipypet 0.2.0 stored every shape change as it came, and could not load such a file
+    (made by testdata/make_shape_fixture.py): what cannot go below a leaf is left out."""
+    traj = load(fixture_file('minipypet_0.2.0_shape.hdf5'), name='shape', load_data=2)
+    assert traj.f_get('results.summary').f_get() == 1.0
+    assert traj.f_get_from_runs('z', fast_access=True) == {run_name(0): 1, run_name(1): 2}
+    assert traj.f_get('parameters.x').f_get_range() == [1, 2]
+    for below in ('results.summary.mean', 'results.runs.%s.z.mean' % run_name(0)):
+        assert '%s: not loaded, as %s is a leaf' % (below, below.rpartition('.')[0]) \
+            in caplog.text
 
 
 REUSED = []
