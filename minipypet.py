@@ -1043,6 +1043,8 @@ class BaseParameter(NNLeafNode):
 
     def f_get_range(self, copy=True):
         if self._explored_range is None:
+            if self._traj is not None and self._full_name in self._traj._explored:
+                self._traj._check_ranges('f_get_range')
             raise PypetError('%s is not explored, it has no range' % self._full_name)
         return list(self._explored_range) if copy else self._explored_range
 
@@ -1668,16 +1670,29 @@ class _RunsMixin:
         if isinstance(name_or_idx, str):
             m = _RUN_RE.fullmatch(name_or_idx)
             if not m:
-                raise ValueError('%r is not a run name (run_XXXXXXXX)' % name_or_idx)
+                raise ConfigurationError('%r is not a run name (run_XXXXXXXX)' % name_or_idx)
             name_or_idx = int(m.group(1))
         if not isinstance(name_or_idx, int) or not -1 <= name_or_idx < self._length:
-            raise ValueError('run index %r is out of range (the trajectory has %d runs)'
-                             % (name_or_idx, self._length))
+            raise ConfigurationError('run index %r is out of range (the trajectory has %d '
+                                     'runs: 0 to %d, or -1 for none)'
+                                     % (name_or_idx, self._length, self._length - 1))
         return name_or_idx
 
     def f_set_crun(self, name_or_idx):
         """Make explored parameters return the values of this run (-1/None: defaults)."""
-        self._set_crun(-1 if name_or_idx is None else self._to_idx(name_or_idx))
+        idx = -1 if name_or_idx is None else self._to_idx(name_or_idx)
+        if idx >= 0:
+            self._check_ranges('f_set_crun(%r)' % (name_or_idx,))
+        self._set_crun(idx)
+
+    def _check_ranges(self, what):
+        """Explored parameters loaded as a skeleton have no range: say how to load it."""
+        for name, param in self._explored.items():
+            if param._explored_range is None:
+                raise PypetError(
+                    '%s: %s is explored, but was loaded without its data (a skeleton, '
+                    'load_parameters=1); load it first: traj.f_load_item(%r), or load the '
+                    'trajectory with load_parameters=2' % (what, name, name))
 
     def _set_crun(self, idx):
         d = self.__dict__
@@ -1787,6 +1802,9 @@ class _RunsMixin:
                         fast_access=False, with_links=True, shortcuts=True, max_depth=None,
                         auto_load=False):
         """{run name (or index): node or value} of `name` found below each run's group."""
+        if not isinstance(name, str):
+            raise ConfigurationError('f_get_from_runs needs the name of a result or derived '
+                                     'parameter (a str, e.g. "z"), got %r' % (name,))
         result = collections.OrderedDict()
         simple = '.' not in name
         for idx in range(self._length):
@@ -1849,9 +1867,13 @@ class _RunsMixin:
     def _run_record(self, idx, start, finish, completed, error=''):
         """The plain-data record of a finished run: what the journal stores."""
         leaves = []
+        stored = self.__dict__.get('_run_stored')  # (see f_store_items)
         for leaf in self._new_leaves:
-            data = leaf._store()
-            if type(leaf) not in _BUILTIN_TYPES:
+            if not leaf.f_is_empty():
+                data = leaf._store()
+            else:  # emptied after f_store_item (pypet's way to free memory in a run): the
+                data = stored.get(id(leaf)) if stored else None  # data stored then stays
+            if data is not None and type(leaf) not in _BUILTIN_TYPES:
                 _check_plain(data, leaf._full_name)
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
@@ -1867,6 +1889,8 @@ class _RunsMixin:
         d = self.__dict__
         d['_is_run'] = False
         d['_new_leaves'] = []
+        if '_run_stored' in d:
+            del d['_run_stored']
         if clean_up:
             nodes, name = d['_nodes'], FORMATTED_RUN_NAME % idx
             for branch, path in _RUN_GROUPS:
@@ -2036,6 +2060,11 @@ class _StorageMixin:
     # -- storing and loading -----------------------------------------------------------------
     def _service(self):
         if self._storage_service is None:
+            if self._is_run:  # a worker's copy
+                raise PypetError(
+                    '%s: a run in another process cannot load or store items itself (what it '
+                    'adds is stored when it ends); load what the runs need before f_run, or '
+                    'pass it to the job as an argument' % self._name)
             raise PypetError('%s has no storage service; pass filename=... or assign '
                              'traj.v_storage_service' % self._name)
         return self._storage_service
@@ -2056,8 +2085,18 @@ class _StorageMixin:
 
     def f_store_items(self, iterator, recursive=False, store_data=STORE_DATA, **kwargs):
         """Store single leaves or groups (with recursive=True, their subtree)."""
-        if self._is_run and self._storage_service is None:
-            return  # a worker's copy: what the run added is stored with the run
+        iterator = list(iterator)
+        if self._is_run:  # the data as it is now goes with the run's record, even if the
+            # leaf is emptied before the run ends
+            stored = self.__dict__.setdefault('_run_stored', {})
+            for item in iterator:
+                node = self.f_get(item) if isinstance(item, str) else item
+                for leaf in [node] if node.v_is_leaf else (
+                        node.f_iter_leaves() if recursive else ()):
+                    if not leaf.f_is_empty():
+                        stored[id(leaf)] = leaf._store()
+            if self._storage_service is None:
+                return  # a worker's copy: what the run added is stored with the run
         if not self._stored and not self._is_run:
             raise PypetError('store the trajectory once with f_store() before f_store_item')
         msgs = []
@@ -2328,7 +2367,8 @@ class _StorageMixin:
                  'explored': list(self._explored), 'runs': self._runs.to_plain(),
                  'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
                  'nodes': nodes, 'columns': columns}
-        if not only_init:  # (the runs table's column; made from the ranges if missing)
+        if not only_init and all(p._explored_range is not None  # (a skeleton: as stored)
+                                 for p in self._explored.values()):
             state['parameter_summary'] = _run_summaries(
                 [(k, p._explored_range) for k, p in self._explored.items()], self._length)
         return state
@@ -2405,6 +2445,12 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 True, filename, name=self._name, file_title=file_title,
                 overwrite_file=overwrite_file, complevel=complevel, complib=complib,
                 fsync_interval=fsync_interval, **storage_kwargs)
+        elif isinstance(storage_service, type) and issubclass(storage_service, _FileService):
+            # as pypet: a class is built with the filename and the storage arguments
+            storage_service = storage_service(
+                filename, trajectory_name=self._name, file_title=file_title,
+                overwrite_file=overwrite_file, complevel=complevel, complib=complib,
+                fsync_interval=fsync_interval, **storage_kwargs)
         elif isinstance(storage_service, type):
             storage_service = storage_service()
         d['_storage_service'] = storage_service
@@ -2435,7 +2481,10 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     @v_storage_service.setter
     def v_storage_service(self, service):
-        self.__dict__['_storage_service'] = service() if isinstance(service, type) else service
+        if isinstance(service, type):
+            service = service(None, trajectory_name=self._name) if issubclass(
+                service, _FileService) else service()
+        self.__dict__['_storage_service'] = service
 
     @property
     def v_idx(self):
@@ -2830,11 +2879,21 @@ def cartesian_product(parameter_dict, combined_parameters=()):
         groups = [k if isinstance(k, tuple) else (k,) for k in parameter_dict]
     flat = {}
     for key, values in parameter_dict.items():
+        if isinstance(values, (str, bytes, dict)) or not hasattr(values, '__iter__'):
+            raise ConfigurationError('cartesian_product: %r needs a list of the values to '
+                                     'explore, got %s %s' % (key, _type_name(values),
+                                                             _short_repr(values)))
+        values = list(values)
         if isinstance(key, tuple):
+            for v in values:
+                if not isinstance(v, (tuple, list)) or len(v) != len(key):
+                    raise ConfigurationError(
+                        'cartesian_product: the values of %r (zipped) must each be a tuple of '
+                        '%d, one value per name; got %s' % (key, len(key), _short_repr(v)))
             for i, sub in enumerate(key):
                 flat[sub] = [v[i] for v in values]
         else:
-            flat[key] = list(values)
+            flat[key] = values
     for group in groups:
         lengths = {k: len(flat[k]) for k in group}
         if len(set(lengths.values())) > 1:
@@ -2861,6 +2920,17 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
                                                         sorted(params(other) - params(mine))))
     explored = list(mine['explored']) + [k for k in other['explored']
                                          if k not in mine['explored']]
+
+    def default(state, key):
+        value = (state['nodes'][key].get('data') or {}).get('data')
+        try:
+            return _to_json(value)
+        except PypetError:
+            return repr(value)
+    # As pypet: a parameter set to different values in the two becomes explored, so that
+    # every merged run keeps the value it ran with
+    explored += [k for k in sorted(params(mine)) if k not in explored and
+                 default(mine, k) != default(other, k)]
     if trial_parameter is not None:
         trial = trial_parameter if trial_parameter.startswith('parameters.') else \
             'parameters.' + trial_parameter
@@ -2961,9 +3031,15 @@ def load_trajectory(name=None, index=None, as_new=False, load_parameters=LOAD_DA
     """Load a trajectory from a file by name or index and return it."""
     if filename is None and storage_service is None:
         raise ConfigurationError('load_trajectory needs filename=... (or storage_service=...)')
+    if storage_service is None:
+        storage_service = _make_service(True, filename, name=name or 'my_trajectory',
+                                        mode='load')
+    elif isinstance(storage_service, type) and issubclass(storage_service, _FileService):
+        if filename is not None and not os.path.exists(filename):
+            raise DataNotInStorageError('cannot load: %s does not exist' % filename)
+        storage_service = storage_service(filename, trajectory_name=name)
     traj = Trajectory(name or 'my_trajectory', dynamic_imports=dynamic_imports,
-                      storage_service=storage_service or _make_service(
-                          True, filename, name=name or 'my_trajectory', mode='load'))
+                      storage_service=storage_service)
     traj.f_load(name=name, index=-1 if name is None and index is None else index,
                 as_new=as_new, load_parameters=load_parameters,
                 load_derived_parameters=load_derived_parameters, load_results=load_results,
@@ -5376,12 +5452,16 @@ class _RunContext:
             self._store(record)
         except BaseException as exc:  # the job, or storing its run, failed: tell the parent
             tb = traceback.format_exc()
-            record = ('run', traj._name, idx, (start, time.time(), 0, (
-                traj._environment_hexsha or '')[:7], _format_exc(exc)), [])
-            try:
+            try:  # with what the run added, as a serial sweep stores a failed run
+                record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
                 self._store(record)
-            except Exception:  # the store is what failed; the parent reports the cause
-                pass
+            except Exception:  # storing is what failed: the failure alone, if it can be
+                record = ('run', traj._name, idx, (start, time.time(), 0, (
+                    traj._environment_hexsha or '')[:7], _format_exc(exc)), [])
+                try:
+                    self._store(record)
+                except Exception:  # the parent reports the cause
+                    pass
             traj._finish_run(record, True)
             try:
                 exc_bytes = pickle.dumps(exc)
@@ -5458,8 +5538,22 @@ def _safe_result(result):
                 result[4])
 
 
+def _die_with_parent():
+    """Linux: this helper process is killed when the process that started it dies, even
+    by kill -9 (an out-of-memory killer, a batch scheduler), instead of waiting forever on
+    its pipes and queues. Elsewhere nothing happens."""
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # (no libc to ask: the helper just lacks the safety net)
+        pass
+
+
 def _pool_worker(conn, key, payload):
     """A pool worker: receive (idx, values, extra[, payload]) tasks until None."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl+C means
     ctx = _context_from(key, payload)
     while True:
@@ -5479,6 +5573,7 @@ def _pool_worker(conn, key, payload):
 
 def _process_run(conn, key, payload, idx, values, extra):
     """No pool: one process carries out one run and exits."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
     if ctx.log_setup is not None:
@@ -5509,6 +5604,7 @@ def _executor_task(key, payload, idx, values, extra):
 
 def _queue_writer(queue, service, conn, log_setup):
     """The QUEUE mode's single writer: store records from the queue until None."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_setup is not None:
         log_setup.in_worker('queue')
@@ -5969,6 +6065,10 @@ class Environment:
     def f_add_postprocessing(self, postproc, *args, **kwargs):
         """Call postproc(traj, results, *args, **kwargs) after the runs; if it returns a dict
         (or calls traj.f_expand), the new runs execute and postproc is called again."""
+        if not callable(postproc):
+            raise ConfigurationError('f_add_postprocessing needs a function called as '
+                                     'postproc(traj, results, ...), got %s %s'
+                                     % (_type_name(postproc), _short_repr(postproc)))
         self._postproc = (postproc, args, kwargs)
 
     def f_run(self, runfunc, *args, **kwargs):
@@ -6025,7 +6125,12 @@ class Environment:
         return service
 
     def _execute(self, job, args, kwargs, per_run, pending=None, earlier=()):
+        if not callable(job):  # (before anything is stored)
+            raise ConfigurationError('the job must be a function called as job(traj, ...) '
+                                     'once per run, got %s %s'
+                                     % (_type_name(job), _short_repr(job)))
         traj = self._traj
+        traj._check_ranges('running')
         service = self._service()
         self._check_parallel(service)
         if isinstance(service, _FileService) and not self._automatic_storing:
@@ -6297,6 +6402,7 @@ class _Sweep:
             if self.results_log is not None:
                 self.results_log.close(sync=False)  # the final store fsyncs the runs' data
             self.traj.__dict__.update(_is_run=False, _new_leaves=[])  # even after Ctrl+C
+            self.traj.__dict__.pop('_run_stored', None)
             self.traj.f_restore_default()
 
     def _install_sigint(self):
@@ -6398,7 +6504,9 @@ class _Sweep:
         plumbing = {'manager': None, 'queue': None, 'lock': None, 'writer': None,
                     'writer_conn': None}
         if self.mode in ('queue', 'lock'):
-            manager = plumbing['manager'] = mp.Manager()
+            from multiprocessing.managers import SyncManager
+            manager = plumbing['manager'] = SyncManager(ctx=mp)
+            manager.start(_die_with_parent)
             if self.mode == 'queue':
                 size = self.env._queue_maxsize
                 size = 2 * self._ncores() if size == -1 else size

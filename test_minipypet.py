@@ -946,6 +946,27 @@ def test_cartesian_product_zips_a_tuple_of_keys():
         mp.cartesian_product({'x': [1, 2], 'y': [3]}, (('x', 'y'),))
 
 
+def test_cartesian_product_and_run_indices_refuse_plausible_mistakes_clearly():
+    with pytest.raises(mp.ConfigurationError, match="'x' needs a list of the values"):
+        mp.cartesian_product({'x': 1.0})
+    with pytest.raises(mp.ConfigurationError, match="'x' needs a list"):
+        mp.cartesian_product({'x': 'abc'})
+    with pytest.raises(mp.ConfigurationError, match=r"must each be a tuple of 2.*\(3,\)"):
+        mp.cartesian_product({('x', 'y'): [(1, 2), (3,)]})
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2]})
+    for call in (lambda: setattr(traj, 'v_idx', 5), lambda: traj.f_set_crun(5),
+                 lambda: traj.f_is_completed(5), lambda: traj.f_get_run_information(5),
+                 lambda: list(traj.f_iter_runs(stop=5)), lambda: traj.f_set_crun('run_00000007')):
+        with pytest.raises(mp.ConfigurationError, match='out of range.*2 runs: 0 to 1'):
+            call()  # (a ConfigurationError is a ValueError too, as before)
+    with pytest.raises(mp.ConfigurationError, match='not a run name'):
+        traj.f_set_crun('first')
+    with pytest.raises(mp.ConfigurationError, match='needs the name'):
+        traj.f_get_from_runs(0)
+
+
 def test_f_expand_adds_runs_and_only_those_run_next():
     env = lazy_env()
     traj = env.v_trajectory
@@ -1791,24 +1812,27 @@ def shape_job_v2(traj):
     traj.f_add_result('z.mean', traj.x * 10)
 
 
+def sweep_twice(backend, filename, *versions):
+    """A script run twice into one file (the same trajectory, the file kept): each time
+    these trajectory-level results, then a sweep over x in [1, 2] with this job."""
+    for results, job in zip(versions[::2], versions[1::2]):
+        env = make_env(backend, filename)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': [1, 2]})
+        for name, value in results.items():
+            traj.f_add_result(name, value)
+        env.f_run(job)
+
+
 def test_a_node_that_changed_from_leaf_to_group_between_stores(file_backend, tmp_path, caplog):
     # A script run twice into one file (same trajectory name, the file kept), with a result
     # that became a group in between: the newest store's shape wins, and the file loads
     filename = path_for(file_backend, tmp_path)
     mp._SAID.clear()  # (said once a process: the other backend's case said it already)
-    for version in (1, 2):
-        env = make_env(file_backend, filename)
-        traj = env.v_trajectory
-        traj.f_add_parameter('x', 0)
-        traj.f_explore({'x': [1, 2]})
-        if version == 1:
-            traj.f_add_result('summary.mean', 1.0)
-            traj.f_add_result('spread', 2.0)
-            env.f_run(shape_job_v1)
-        else:
-            traj.f_add_result('summary', 3.0)
-            traj.f_add_result('spread.sd', 4.0)
-            env.f_run(shape_job_v2)
+    sweep_twice(file_backend, filename,
+                {'summary.mean': 1.0, 'spread': 2.0}, shape_job_v1,
+                {'summary': 3.0, 'spread.sd': 4.0}, shape_job_v2)
     assert 'the group results.summary stored before is dropped' in caplog.text
     assert 'the leaf results.spread stored before is dropped' in caplog.text
     got = load(filename, name='traj', load_data=2)
@@ -1827,16 +1851,8 @@ def foo_below_job(traj):
 
 def test_a_leaf_then_runs_below_its_name_newest_wins(file_backend, tmp_path, caplog):
     filename = path_for(file_backend, tmp_path)
-    for version in (1, 2):
-        env = make_env(file_backend, filename)
-        traj = env.v_trajectory
-        traj.f_add_parameter('x', 0)
-        traj.f_explore({'x': [1, 2]})
-        if version == 1:
-            traj.f_add_result('foo', 'a leaf')
-            env.f_run(shape_job_v1)
-        else:
-            env.f_run(foo_below_job)                 # results.foo.run_XXXXXXXX.z
+    sweep_twice(file_backend, filename, {'foo': 'a leaf'}, shape_job_v1,
+                {}, foo_below_job)                   # results.foo.run_XXXXXXXX.z
     got = load(filename, name='traj', load_data=2)
     assert [got.f_get('results.foo.%s.z' % run_name(i)).f_get() for i in range(2)] == [1, 2]
     assert 'the leaf results.foo stored before is dropped' in caplog.text
@@ -2032,6 +2048,39 @@ def test_load_trajectory_function(file_backend, tmp_path):
         mp.load_trajectory('traj')
 
 
+def test_a_service_class_with_a_filename_uses_that_file(file_backend, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # (the default ./hdf5/ folder must stay empty)
+    cls = CLASSES[file_backend]
+    mine = str(tmp_path / ('mine' + SUFFIX[file_backend]))
+    traj = mp.Trajectory('t', storage_service=cls, filename=mine)
+    traj.f_add_parameter('x', 1)
+    traj.f_store()
+    assert os.path.exists(mine) and not os.path.exists('hdf5')
+    assert mp.load_trajectory(name='t', filename=mine, storage_service=cls).x == 1
+    with pytest.raises(mp.DataNotInStorageError, match='other'):
+        mp.load_trajectory(name='t', filename=str(tmp_path / 'other.bin'), storage_service=cls)
+    other = mp.Trajectory('u')
+    other.v_storage_service = cls                   # a class: built with the trajectory's name
+    assert os.path.basename(other.v_storage_service.filename).startswith('u.')
+
+
+def test_a_skeleton_of_explored_parameters_says_how_to_load_their_ranges(file_backend,
+                                                                          tmp_path):
+    filename, _ = rich_sweep(file_backend, tmp_path)
+    traj = load(filename, name='traj', load_all=1)
+    for call in (lambda: list(traj.f_iter_runs()), lambda: traj.f_set_crun(1),
+                 lambda: traj.f_get('x').f_get_range()):
+        with pytest.raises(mp.PypetError, match=r"parameters.x is explored, but was loaded "
+                                                r"without its data.*f_load_item"):
+            call()
+    traj.f_add_result('late', 5)
+    traj.f_store()                                   # the stored ranges stay
+    again = load(filename, name='traj', load_data=2)
+    assert again.f_get('x').f_get_range() == [0, 1, 2] and again.late == 5
+    traj.f_load_item('parameters.x')
+    assert [idx for idx in traj.f_iter_runs(yields='idx')] == [0, 1, 2]
+
+
 def test_as_new_loads_parameters_only_and_no_completed_runs(file_backend, tmp_path):
     filename, _ = rich_sweep(file_backend, tmp_path)
     traj = load(filename, name='traj', as_new=True, load_data=2)
@@ -2076,6 +2125,23 @@ def test_load_items_with_load_only_and_reload_after_f_empty(file_backend, tmp_pa
         [0, 10, 20]
     with pytest.raises(mp.PypetError):
         traj.f_load_item('results.does_not_exist')
+
+
+def store_then_free_job(traj):
+    big = traj.f_add_result('big', [traj.x] * 100)
+    traj.f_store_item(big)  # pypet's way to free memory in a run: store now...
+    big.f_empty()           # ... then empty it
+
+
+@pytest.mark.parametrize('settings', [{}, dict(multiproc=True, ncores=2)],
+                         ids=['serial', 'pool'])
+def test_a_result_stored_in_its_run_then_emptied_keeps_its_data(file_backend, tmp_path,
+                                                                 settings):
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, store_then_free_job, n=3, **settings)
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get_from_runs('big', fast_access=True, use_indices=True) == {
+        i: [i] * 100 for i in range(3)}
 
 
 def test_store_items_after_first_store(backend, tmp_path):
@@ -3511,6 +3577,8 @@ def work(traj, log=None, sleep=0.0, slow=None, at=-1, how='', marker=None, blob=
     if idx == at and (marker is None or not os.path.exists(marker)):
         if marker is not None:
             open(marker, 'w').close()
+        if how == 'raise':  # (a failed run keeps what it added, in every mode)
+            traj.f_add_result('partial', idx)
         die(how, idx)
     if sleep and (slow is None or os.path.exists(slow)):
         time.sleep(sleep)
@@ -3863,8 +3931,9 @@ def test_record_failed_runs_keeps_going(tmp_path, J, request, mode):
         assert 'ValueError' in info['error'] and 'boom in run 3' in info['error']
         assert all(traj.f_is_completed(i) for i in range(N) if i != 3)
         assert not traj.f_is_completed()
-    values, _ = stored(filename)
+    values, traj = stored(filename)
     assert sorted(values.items()) == [r for r in PARALLEL_EXPECTED if r[0] != 3]
+    assert traj.f_get_from_runs('partial', fast_access=True, use_indices=True) == {3: 3}
 
 
 # ============================================================================================
@@ -4067,6 +4136,41 @@ def test_kill9_then_resume(tmp_path, jobs_dir, monkeypatch, backend, settings, k
         assert {i: (len(b), b[:1]) for i, b in blobs.items()} == {
             i: (BLOB, bytes([i])) for i in range(N)}
     assert not os.path.exists(cnt)
+
+
+def session_alive(pid):
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG: Linux')
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('settings', [POOL_Q, POOL_L, dict(NOPOOL, wrap_mode='QUEUE')],
+                         ids=['pool-queue', 'pool-lock', 'nopool-queue'])
+def test_kill9_of_the_main_process_alone_leaves_no_process_behind(tmp_path, jobs_dir,
+                                                                  monkeypatch, settings):
+    # (an out-of-memory killer or a batch scheduler kills the main process only: its
+    # workers, queue writer and Manager must not wait forever on their pipes and queues)
+    backend = LOCKED_BACKEND
+    filename, cnt = datafile(tmp_path, backend), str(tmp_path / 't.cnt')
+    proc = start_sweep(tmp_path, jobs_dir, backend, settings,
+                       {'log': str(tmp_path / 'exec.log'), 'sleep': 0.2})
+    try:
+        assert wait_for(lambda: len(journal_runs(filename)) >= 2, proc), proc.communicate()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        deadline = time.time() + 10
+        while session_alive(proc.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not session_alive(proc.pid), 'processes of the sweep outlived its main process'
+    finally:
+        kill_group(proc)
+    monkeypatch.chdir(tmp_path)
+    assert mp.Environment(log_config=None).f_continue_run(cnt) == PARALLEL_EXPECTED
+    assert_complete(filename)
 
 
 @pytest.mark.timeout(120)
@@ -5608,6 +5712,18 @@ def test_postprocessing_expands_twice(tmp_path, jobs, mode, how):
         [10, 20, 30, 40, 50, 60]
 
 
+def test_a_job_or_postprocessing_that_is_not_callable_is_refused_before_anything(tmp_path):
+    filename = str(tmp_path / 'nothing' / 'f.pkl')
+    env = make_env('pickle', filename)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [1, 2]})
+    with pytest.raises(mp.ConfigurationError, match="job must be a function.*'my_job'"):
+        env.f_run('my_job')
+    with pytest.raises(mp.ConfigurationError, match='f_add_postprocessing needs a function'):
+        env.f_add_postprocessing('summarise')
+    assert not os.path.exists(str(tmp_path / 'nothing'))
+
+
 def test_postprocessing_without_expansion_is_called_once(tmp_path, jobs):
     env = env_for('pickle', tmp_path, 'once')
     env.v_trajectory.f_add_parameter('x', 1)
@@ -5715,6 +5831,34 @@ def test_merge_two_with_overlapping_points(tmp_path, backend):
     # The merged run (index 3) comes from b, and so must its comment: b's file holds it only
     # on b's run 0 (purge_duplicate_comments), which was a duplicate and was left out.
     assert loaded.f_get('results.runs.run_00000003.z').v_comment == 'z of part_b'
+
+
+def make_y_part(folder, backend, name, y):
+    env = mp.Environment(name, add_time=False, storage_service=backend, log_config=None,
+                         filename=os.path.join(str(folder), name + PROV_SUFFIX[backend]),
+                         report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_add_parameter('y', y)                     # the same name, not explored, set apart
+    traj.f_explore({'x': [1, 2]})
+    env.f_run(multiply)
+    return traj
+
+
+@pytest.mark.parametrize('remove_duplicates', [False, True])
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_explores_a_parameter_the_two_set_differently(tmp_path, backend,
+                                                            remove_duplicates):
+    # (as pypet: each merged run keeps the y it ran with; before, the runs of the other
+    # claimed this one's y, and remove_duplicates dropped them as duplicates)
+    a = make_y_part(tmp_path, backend, 'ya', 10)
+    b = make_y_part(tmp_path, backend, 'yb', 20)
+    a.f_merge(b, remove_duplicates=remove_duplicates, backup=False)
+    loaded = mp.load_trajectory(name='ya', filename=str(tmp_path / ('ya' + PROV_SUFFIX[backend])),
+                                load_all=2)
+    rows = [(r['x'], r['y'], r['z']) for r in mp.runs_table(loaded)]
+    assert rows == [(1, 10, 10), (2, 10, 20), (1, 20, 20), (2, 20, 40)]
+    assert loaded.f_get('y').f_get_range() == [10, 10, 20, 20]
 
 
 @pytest.mark.parametrize('backend', PROV_BACKENDS)

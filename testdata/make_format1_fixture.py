@@ -20,10 +20,22 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def main(module_path):
+def old_module(module_path):
+    """An earlier minipypet, imported from its file (also used by make_shape_fixture.py)."""
     spec = importlib.util.spec_from_file_location('minipypet_old', module_path)
     mp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mp)
+    return mp
+
+
+def gzip_here(path, name):
+    """Gzip the file at `path` into this folder as `name`.gz."""
+    with open(path, 'rb') as src, gzip.open(os.path.join(HERE, name + '.gz'), 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def main(module_path):
+    mp = old_module(module_path)
     assert mp.FORMAT_VERSION == 1, 'this needs a minipypet that writes format 1'
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, 'format1.hdf5')
@@ -41,9 +53,7 @@ def main(module_path):
     traj.f_explore({'x': [1.0, 2.0, 3.0]})
     env.f_run(job)
     env.f_disable_logging()
-    with open(path, 'rb') as src, gzip.open(os.path.join(HERE, 'minipypet_format1.hdf5.gz'),
-                                            'wb') as dst:
-        shutil.copyfileobj(src, dst)
+    gzip_here(path, 'minipypet_format1.hdf5')
     shutil.rmtree(tmp)
 
 

@@ -13,20 +13,17 @@ The values stored are those test_minipypet.py's
 test_a_file_of_0_2_0_with_a_leaf_and_nodes_below_it_loads expects.
 """
 
-import gzip
-import importlib.util
 import os
 import shutil
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_format1_fixture import gzip_here, old_module  # noqa: E402
 
 
 def main(module_path):
-    spec = importlib.util.spec_from_file_location('minipypet_old', module_path)
-    mp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mp)
+    mp = old_module(module_path)
     assert mp.__version__ == '0.2.0', 'this needs minipypet 0.2.0'
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, 'shape.hdf5')
@@ -42,9 +39,7 @@ def main(module_path):
             traj.f_add_result('summary.mean', 3.0)
         env.f_run(job)
         env.f_disable_logging()
-    with open(path, 'rb') as src, gzip.open(os.path.join(HERE, 'minipypet_0.2.0_shape.hdf5.gz'),
-                                            'wb') as dst:
-        shutil.copyfileobj(src, dst)
+    gzip_here(path, 'minipypet_0.2.0_shape.hdf5')
     shutil.rmtree(tmp)
 
 
