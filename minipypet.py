@@ -28,7 +28,7 @@ The journal is what makes a finished run survive `kill -9`; the file itself is o
 replaced whole, so it is never left half written. Loading reads the file and replays the journal.
 """
 
-__version__ = '0.2.0'
+__version__ = '0.2.1'
 
 __all__ = [
     'Environment', 'Trajectory', 'load_trajectory', 'cartesian_product', 'progressbar',
@@ -113,6 +113,7 @@ WRAP_MODE_QUEUE = 'QUEUE'
 WRAP_MODE_LOCK = 'LOCK'
 WRAP_MODE_NONE = 'NONE'
 WRAP_MODES = (WRAP_MODE_QUEUE, WRAP_MODE_LOCK, WRAP_MODE_NONE)
+_PYPET_ONLY_WRAP_MODES = ('LOCAL', 'PIPE', 'NETLOCK', 'NETQUEUE')  # (refused, with the fix)
 
 LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
 STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
@@ -148,6 +149,8 @@ class pypetconstants:  # noqa: N801 - spelled as pypet users import it
     WRAP_MODE_QUEUE = MULTIPROC_MODE_QUEUE = WRAP_MODE_QUEUE
     WRAP_MODE_LOCK = MULTIPROC_MODE_LOCK = WRAP_MODE_LOCK
     WRAP_MODE_NONE = MULTIPROC_MODE_NONE = WRAP_MODE_NONE
+    WRAP_MODE_LOCAL, WRAP_MODE_PIPE, WRAP_MODE_NETLOCK, WRAP_MODE_NETQUEUE = \
+        _PYPET_ONLY_WRAP_MODES  # (pypet's: refused by Environment with what to use)
     LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
     STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
     TRAJECTORY, SINGLE_RUN, LEAF, LIST, DELETE, GROUP = (
@@ -578,7 +581,7 @@ class NNGroupNode(NNTreeNode):
     def __getattr__(self, name):
         if name.startswith('_') or name.startswith(('f_', 'v_')):
             raise AttributeError('%r object has no attribute %r' % (type(self).__name__, name))
-        return self.f_get(name, fast_access=None)
+        return self.f_get(name, fast_access=None, auto_load=None)
 
     def __setattr__(self, name, value):
         # properties (v_comment, ...) are set; a method's name (an alias such as `get`) is data
@@ -613,7 +616,7 @@ class NNGroupNode(NNTreeNode):
             object.__delattr__(self, name)
 
     def __getitem__(self, name):
-        return self.f_get(name, fast_access=None)
+        return self.f_get(name, fast_access=None, auto_load=None)
 
     def __contains__(self, item):
         return self.f_contains(item)
@@ -630,8 +633,11 @@ class NNGroupNode(NNTreeNode):
     # -- lookup ------------------------------------------------------------------------------
     def f_get(self, name, fast_access=False, shortcuts=None, max_depth=None, auto_load=False,
               with_links=True):
-        """The node at `name` (dotted, relative to this group); a value if fast_access."""
+        """The node at `name` (dotted, relative to this group); a value if fast_access.
+        auto_load=None (natural naming) follows the trajectory's v_auto_load."""
         root = self._root()
+        if auto_load is None:
+            auto_load = root._props['auto_load'] if isinstance(root, Trajectory) else False
         node = root._resolve(self, name, shortcuts, max_depth, with_links)
         if node is None:
             if auto_load and root._storage_service is not None:
@@ -695,10 +701,30 @@ class NNGroupNode(NNTreeNode):
     def f_links(self):
         return dict(self._links)
 
+    def f_has_groups(self):
+        return any(not c.v_is_leaf for c in self._children.values())
+
+    def f_has_leaves(self):
+        return any(c.v_is_leaf for c in self._children.values())
+
+    def f_has_links(self):
+        return bool(self._links)
+
+    f_get_groups, f_get_leaves, f_get_links = f_groups, f_leaves, f_links
+
     f_get_links = f_links
 
     def f_iter_nodes(self, recursive=True, max_depth=None, predicate=None, with_links=False):
-        """Breadth-first iterator over the nodes below this group."""
+        """Breadth-first iterator over the nodes below this group. predicate: a function
+        of the node, or (as pypet) run indices or names, whose runs' nodes alone are kept
+        among the runs' (the rest of the tree stays)."""
+        if predicate is not None and not callable(predicate):
+            keep = {_run_name(r) if isinstance(r, int) else r for r in (
+                [predicate] if isinstance(predicate, (int, str)) else predicate)}
+
+            def predicate(node):
+                return all(p in keep for p in node._full_name.split('.')
+                           if _RUN_RE.fullmatch(p))
         queue = collections.deque([(self, 0)])
         while queue:
             group, depth = queue.popleft()
@@ -818,8 +844,13 @@ class NNGroupNode(NNTreeNode):
                 % (branch, leaf._full_name, root._idx))
         start = self._branch_start(branch, leaf)
         name = leaf._full_name
-        return root._add_path(start, _strip_branch(name, branch, start) if '.' in name else name,
+        leaf = root._add_path(start, _strip_branch(name, branch, start) if '.' in name else name,
                               leaf, leaf._comment)
+        presets = root.__dict__.get('_presets')
+        if presets and leaf._full_name in presets:  # (f_preset_parameter: its value wins)
+            args, kwargs = presets.pop(leaf._full_name)
+            leaf.f_set(*args, **kwargs)
+        return leaf
 
     def _add_group_node(self, group):
         return self._root()._add_path(self, group._full_name, None, group._comment)
@@ -922,6 +953,15 @@ class NNLeafNode(NNTreeNode):
     (or keep it importable under its module path, which is stored too)."""
 
     v_is_leaf = property(lambda self: True)
+    v_is_parameter = property(lambda self: isinstance(self, BaseParameter))
+    v_stored = property(lambda self: self._traj is not None and self._traj._stored,
+                        doc='True once its trajectory was stored or loaded')
+
+    def f_get_class_name(self):
+        return type(self).__name__
+
+    def f_ann_to_str(self):
+        return self._annotations.f_ann_to_str() if self._annotations else ''
 
     def f_supports_fast_access(self):
         return False
@@ -1821,6 +1861,13 @@ class _RunsMixin:
                         node = self._resolve(group, name, shortcuts, max_depth, with_links)
                 if node is not None:
                     break
+            if node is None:  # the run's other groups: results.sim.run_X ('sim.$.w'),
+                # a run-set bucket beside runs.run_X, pypet's results.run_X ('$.a')
+                for group in list((self._by_name.get(_run_name(idx)) or {}).values()):
+                    if not group.v_is_leaf:
+                        node = self._resolve(group, name, shortcuts, max_depth, with_links)
+                        if node is not None:
+                            break
             if node is None:
                 continue
             if auto_load and node.v_is_leaf and node.f_is_empty():
@@ -1839,6 +1886,33 @@ class _RunsMixin:
                       for p in params]
             if predicate(*values):
                 yield idx
+
+    def f_preset_parameter(self, name, *args, **kwargs):
+        """As pypet: the value f_set(*args, **kwargs) gives the parameter `name` when it is
+        added later (a script's defaults, changed from outside); f_run refuses to start while
+        a preset parameter was never added."""
+        self._preset('parameters', name, args, kwargs)
+
+    def f_preset_config(self, name, *args, **kwargs):
+        self._preset('config', name, args, kwargs)
+
+    def _preset(self, branch, name, args, kwargs):
+        full = name if name.startswith(branch + '.') else branch + '.' + name
+        if full in self._nodes:
+            raise PypetError('%s exists already: set it with f_set instead of presetting it'
+                             % full)
+        self.__dict__.setdefault('_presets', {})[full] = (args, kwargs)
+
+    def _check_presets(self):
+        left = sorted(self.__dict__.get('_presets') or ())
+        if left:
+            raise ConfigurationError('%s preset (f_preset_parameter / f_preset_config) but '
+                                     'never added: add them before the runs, or check their '
+                                     'names' % ', '.join(left))
+
+    def f_is_empty(self):
+        """True if the trajectory holds no leaf at all."""
+        return next(iter(self.f_iter_leaves()), None) is None
 
     def f_lock_parameters(self):
         for leaf in self._children['parameters'].f_iter_leaves():
@@ -2424,6 +2498,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_new_leaves'] = []
         d['_stored'] = False
         d['_merged_runs'] = []
+        d['_presets'] = {}
         d['_version'] = __version__
         d['_python'] = platform.python_version()
         d['_environment_hexsha'] = None
@@ -2955,10 +3030,10 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
     seen = set()
     if remove_duplicates:
         for i in range(n_mine):
-            seen.add(repr([mr[k][i] for k in explored]))
+            seen.add(_point_key(mr[k][i] for k in explored))
     mapping = {}
     for j in range(n_other):
-        point = repr([orr[k][j] for k in explored])
+        point = _point_key(orr[k][j] for k in explored)
         if remove_duplicates and point in seen:
             continue
         seen.add(point)
@@ -3027,8 +3102,15 @@ def load_trajectory(name=None, index=None, as_new=False, load_parameters=LOAD_DA
                     load_derived_parameters=LOAD_SKELETON, load_results=LOAD_SKELETON,
                     load_other_data=LOAD_SKELETON, load_data=None, load_all=None, force=False,
                     dynamic_imports=None, storage_service=None, filename=None,
-                    allow_pickle=True, **kwargs):
-    """Load a trajectory from a file by name or index and return it."""
+                    allow_pickle=True, new_name='my_trajectory', add_time=True,
+                    wildcard_functions=None, with_run_information=True, recursive=True,
+                    max_depth=None, **kwargs):
+    """Load a trajectory from a file by name or index and return it. As in pypet, with
+    as_new=True it is named new_name (+ the time with add_time), so that running it again
+    does not store over the loaded one."""
+    unknown = set(kwargs) - _STORAGE_ARGUMENTS
+    if unknown:
+        raise ConfigurationError('load_trajectory got unknown arguments %s' % sorted(unknown))
     if filename is None and storage_service is None:
         raise ConfigurationError('load_trajectory needs filename=... (or storage_service=...)')
     if storage_service is None:
@@ -3038,14 +3120,25 @@ def load_trajectory(name=None, index=None, as_new=False, load_parameters=LOAD_DA
         if filename is not None and not os.path.exists(filename):
             raise DataNotInStorageError('cannot load: %s does not exist' % filename)
         storage_service = storage_service(filename, trajectory_name=name)
-    traj = Trajectory(name or 'my_trajectory', dynamic_imports=dynamic_imports,
-                      storage_service=storage_service)
+    traj = Trajectory(new_name if as_new else name or 'my_trajectory',
+                      add_time=bool(as_new and add_time), dynamic_imports=dynamic_imports,
+                      wildcard_functions=wildcard_functions, storage_service=storage_service)
     traj.f_load(name=name, index=-1 if name is None and index is None else index,
                 as_new=as_new, load_parameters=load_parameters,
                 load_derived_parameters=load_derived_parameters, load_results=load_results,
                 load_other_data=load_other_data, load_data=load_data, load_all=load_all,
-                force=force, allow_pickle=allow_pickle)
+                force=force, allow_pickle=allow_pickle, recursive=recursive,
+                max_depth=max_depth, with_run_information=with_run_information)
     return traj
+
+
+# pypet passes load_trajectory's other arguments to the storage service; for loading these
+# change nothing here
+_STORAGE_ARGUMENTS = frozenset((
+    'file_title', 'complevel', 'complib', 'shuffle', 'fletcher32', 'overwrite_file',
+    'purge_duplicate_comments', 'summary_tables', 'small_overview_tables',
+    'large_overview_tables', 'results_per_run', 'derived_parameters_per_run', 'fsync_interval',
+    'encoding', 'display_time', 'lazy_debug', 'trajectory_name'))
 
 
 # ============================================================================================
@@ -3732,6 +3825,14 @@ class _FileService(_FromState, StorageService):
         mem = traj._to_state(only_init)
         self._check(mem)
         self._prepare_overwrite()
+        if not traj._stored and (os.path.exists(self.filename) or os.path.exists(
+                self._journal.path)) and traj._name in self.list_trajectories():
+            raise StorageError(
+                '%s holds a trajectory %r already, and this one was never stored or loaded: '
+                'storing it would replace that one and its runs. Load it to add to it '
+                '(load_trajectory, or f_load), give this one another name (add_time=True, '
+                'or new_name=... when loading as_new), or start the file anew '
+                '(overwrite_file=True)' % (self.filename, traj._name))
         if only_init:
             self._journal.close()
             with _FolderLock(self._journal.path, shared=False):
@@ -4134,22 +4235,24 @@ class HDF5StorageService(_FileService):
                 # No CLASS/VERSION/TITLE attributes on every node: ~40% faster and smaller.
                 # (PyTables >= 3.10 prefers the lower-case spelling, older ones only know this.)
                 warnings.simplefilter('ignore', DeprecationWarning)
-                out = tables.open_file(tmp, 'w', title=title or '', PYTABLES_SYS_ATTRS=False)
+                out = tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False)
             with out:
                 if old_exists:
                     with self._open() as old:
                         order = [n for n in json.loads(
                             _attr(old.root._v_attrs, 'minipypet_trajectories')) if n not in drop]
-                        out.title = old.title
+                        title = title or _attr(old.root._v_attrs, 'TITLE', '')
                         for name in order:
                             if name not in states:
                                 old.get_node('/' + name)._f_copy(out.root, recursive=True)
                 for name, state in states.items():
-                    if not title and not old_exists and not order:
-                        out.title = name
                     self._write_trajectory(out, state)
                     if name not in order:
                         order.append(name)
+                # file_title, else the title it had, else the first trajectory's name (as
+                # PyTables' TITLE: the sys attributes that would write it are off)
+                _h5_set(out.root, 'TITLE', _attr_text(title or (order[0] if order else ''),
+                                                      out.root, 'title'))
                 for key, value in (('minipypet_format', FORMAT_VERSION),
                                    ('minipypet_version', __version__),
                                    ('minipypet_trajectories', json.dumps(order)),
@@ -5317,7 +5420,8 @@ def _pypet_read_state(path, name=None, index=None, data=True):
                  'runs': {'timestamp': [0.0] * length, 'finish_timestamp': [0.0] * length,
                           'completed': [0] * length, 'hexsha': [''] * length,
                           'error': [''] * length},
-                 'parameter_summary': [''] * length, 'nodes': {}, 'columns': {}}
+                 'parameter_summary': [''] * length, 'nodes': {}, 'columns': {},
+                 'ann': _pp_annotations(group)}  # (the trajectory's own, as its nodes')
         runs = _pp_rows(overview.runs) if 'runs' in overview._v_children else None
         if runs is not None:
             names_ = runs.dtype.names
@@ -5759,6 +5863,16 @@ def _git_commit(repo, message, fail):
             'new_commit': dirty}
 
 
+def _log_level(level):
+    """A logging level from an int or a name ('DEBUG'), as logging.setLevel takes it."""
+    if level is None or isinstance(level, int) and not isinstance(level, bool):
+        return level
+    if isinstance(level, str) and isinstance(logging.getLevelName(level.upper()), int):
+        return logging.getLevelName(level.upper())
+    raise ConfigurationError('log_level must be a logging level (logging.DEBUG, or a name such '
+                             'as "DEBUG"), got %r' % (level,))
+
+
 def progressbar(index, total, percentage_step=10, logger='print', log_level=logging.INFO,
                 reprint=True, time=True, length=20, fmt_string=None, reset=False):
     """Print or log a progress bar with ETA every `percentage_step` percent; returns it."""
@@ -5826,7 +5940,8 @@ class Environment:
         freeze_input = freeze_input if freeze_pool_input is None else freeze_pool_input
         log_level = log_level if log_levels is None else log_levels
         if isinstance(log_level, (list, tuple)):
-            log_level = min(log_level)
+            log_level = min(_log_level(level) for level in log_level)
+        log_level = _log_level(log_level)
         self._validate(locals())
         self._timestamp = time.time()
         self._time = _now_strings(self._timestamp)[0]
@@ -5879,7 +5994,13 @@ class Environment:
             pass
         elif storage_service is not None:
             if isinstance(storage_service, str):
-                storage_service = STORAGE_SERVICES[storage_service.lower()]
+                key = storage_service.lower().replace('storageservice', '')
+                if key not in STORAGE_SERVICES:  # ('hdf5', or pypet's 'HDF5StorageService')
+                    raise ConfigurationError(
+                        'storage_service %r is not one of %s (or their class names, e.g. '
+                        '"HDF5StorageService"); pass a class or an instance for your own'
+                        % (storage_service, sorted(STORAGE_SERVICES)))
+                storage_service = STORAGE_SERVICES[key]
             if isinstance(storage_service, type) and issubclass(storage_service, _FileService):
                 extra = dict(complevel=complevel, complib=complib, shuffle=shuffle,
                              fletcher32=fletcher32) if issubclass(
@@ -5936,6 +6057,10 @@ class Environment:
     def _validate(a):
         def bad(message):
             raise ConfigurationError(message)
+        if a['wrap_mode'] in _PYPET_ONLY_WRAP_MODES:
+            bad("wrap_mode %r is one of pypet's modes that minipypet does not have; use "
+                "'QUEUE' (one writer process), 'LOCK' (workers write in turn) or, for other "
+                "machines, a concurrent.futures Executor (executor=...)" % a['wrap_mode'])
         if a['wrap_mode'] not in WRAP_MODES:
             bad('wrap_mode must be one of %s (see pypetconstants), got %r'
                 % (WRAP_MODES, a['wrap_mode']))
@@ -6131,6 +6256,7 @@ class Environment:
                                      % (_type_name(job), _short_repr(job)))
         traj = self._traj
         traj._check_ranges('running')
+        traj._check_presets()
         service = self._service()
         self._check_parallel(service)
         if isinstance(service, _FileService) and not self._automatic_storing:
@@ -6980,8 +7106,19 @@ def find_unique_points(explored_parameters):
     ranges = [p.f_get_range(copy=False) for p in params]
     groups = collections.OrderedDict()
     for idx, point in enumerate(zip(*ranges)):
-        groups.setdefault(repr(point), (point, []))[1].append(idx)
+        groups.setdefault(_point_key(point), (point, []))[1].append(idx)
     return list(groups.values())
+
+
+def _point_key(values):
+    """An exact key of a parameter point: repr() abbreviates arrays of over 1,000 items."""
+    try:
+        return _to_json(list(values))
+    except PypetError:  # (a PickleParameter's object)
+        try:
+            return pickle.dumps(list(values), protocol=4)
+        except Exception:
+            return repr(values)
 
 
 # ============================================================================================
@@ -7018,11 +7155,13 @@ def runs_table(source, name=None, index=None):
     n = state['length']
     runs = state['runs']
     rows = [{'idx': i, 'name': _run_name(i)} for i in range(n)]
+    taken = set(_RUN_INFO_COLUMNS)  # a parameter or result named like them: a longer name
     short = {}
     for full in state['explored']:
-        key = full.rpartition('.')[2]
-        short[full] = key if key not in short.values() and key not in rows[0] else \
-            full.partition('.')[2]
+        short[full] = next(k for k in (full.rpartition('.')[2], full.partition('.')[2], full)
+                           if k not in taken or k == full)
+        taken.add(short[full])
+    keys = {}  # a result's column: its short name, else its full name
     for full in state['explored']:
         data = (state['nodes'].get(full) or {}).get('data') or {}
         values = list(data.get('explored_data') or [])
@@ -7049,8 +7188,15 @@ def runs_table(source, name=None, index=None):
                 if not _is_scalar(value):
                     continue
                 key = prefix + (rel if item in (leaf, 'data') else rel + '.' + item)
-                rows[idx][key] = value.item() if _is_numpy(value) else value
+                if key not in keys:
+                    keys[key] = key if key not in taken else \
+                        template.replace('.$', '') + ('' if item in (leaf, 'data') else
+                                                      '.' + item)
+                rows[idx][keys[key]] = value.item() if _is_numpy(value) else value
     return rows
+
+
+_RUN_INFO_COLUMNS = ('idx', 'name', 'completed', 'failed', 'error', 'runtime', 'finish_time')
 
 
 def runs_dataframe(source, name=None, index=None):
@@ -7161,11 +7307,15 @@ def _cli_runs(args, out):
         else:
             print(text, file=out)
     else:
-        fields = list(dict.fromkeys(k for row in rows for k in row if k != 'error'))
-        print('  '.join(fields), file=out)
-        for row in rows:
-            print('  '.join(_short_repr(row.get(k, ''), 24) if not isinstance(
-                row.get(k, ''), str) else row.get(k, '') for k in fields), file=out)
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        lines = ['  '.join(fields)] + ['  '.join(
+            _short_repr(row.get(k, ''), 24) if not isinstance(row.get(k, ''), str)
+            else row.get(k, '') for k in fields) for row in rows]
+        if args.output:
+            with open(args.output, 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+        else:
+            print('\n'.join(lines), file=out)
     return 0
 
 
@@ -7204,6 +7354,9 @@ def _cli_provenance(args, out):
 
 def _cli_run(args, out):
     import runpy
+    if not os.path.isfile(args.script):
+        print('minipypet: error: no script %s' % args.script, file=sys.stderr)
+        return 2
     install_as_pypet()
     sys.argv = [args.script] + list(args.args)
     sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))

@@ -283,6 +283,19 @@ def test_f_iter_nodes_is_breadth_first():
     assert leaves == ['top', 'deep']
 
 
+def test_f_iter_nodes_keeps_the_runs_a_tuple_of_indices_names():
+    env = lazy_env()
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    traj.f_add_result('summary', 1)
+    env.f_run(lambda t: t.f_add_result('z', t.x))
+    names = [n.v_full_name for n in traj.results.f_iter_nodes(predicate=(0, 'run_00000002'))]
+    assert names == ['results.summary', 'results.runs', 'results.runs.run_00000000',
+                     'results.runs.run_00000002', 'results.runs.run_00000000.z',
+                     'results.runs.run_00000002.z']
+
+
 def test_f_iter_leaves():
     traj = mp.Trajectory('t')
     traj.f_add_parameter('a.p', 1)
@@ -1806,57 +1819,42 @@ def test_a_sweep_over_undecodable_text_and_seeds_beyond_64_bits(file_backend, tm
 
 def shape_job_v1(traj):
     traj.f_add_result('z', traj.x)
+    if traj.v_idx == 1:
+        raise ValueError('run 1 fails after adding z')
 
 
 def shape_job_v2(traj):
     traj.f_add_result('z.mean', traj.x * 10)
 
 
-def sweep_twice(backend, filename, *versions):
-    """A script run twice into one file (the same trajectory, the file kept): each time
-    these trajectory-level results, then a sweep over x in [1, 2] with this job."""
-    for results, job in zip(versions[::2], versions[1::2]):
-        env = make_env(backend, filename)
-        traj = env.v_trajectory
-        traj.f_add_parameter('x', 0)
-        traj.f_explore({'x': [1, 2]})
-        for name, value in results.items():
-            traj.f_add_result(name, value)
-        env.f_run(job)
-
-
 def test_a_node_that_changed_from_leaf_to_group_between_stores(file_backend, tmp_path, caplog):
-    # A script run twice into one file (same trajectory name, the file kept), with a result
-    # that became a group in between: the newest store's shape wins, and the file loads
+    # Stored, then changed in memory and stored again: the newest store's shape wins (a node
+    # cannot be both; 0.2.0 kept both and the file did not load)
     filename = path_for(file_backend, tmp_path)
     mp._SAID.clear()  # (said once a process: the other backend's case said it already)
-    sweep_twice(file_backend, filename,
-                {'summary.mean': 1.0, 'spread': 2.0}, shape_job_v1,
-                {'summary': 3.0, 'spread.sd': 4.0}, shape_job_v2)
+    env = make_env(file_backend, filename, record_failed_runs=True)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_add_result('summary.mean', 1.0)
+    traj.f_add_result('spread', 2.0)
+    env.f_run(shape_job_v1)            # run 1 fails, and keeps its z
+    env.f_run(shape_job_v2)            # the fixed job runs run 1 again: z is a group now
+    traj.f_get('results').f_remove_child('summary', recursive=True)
+    traj.f_add_result('summary', 3.0)
+    traj.f_get('results').f_remove_child('spread')
+    traj.f_add_result('spread.sd', 4.0)
+    traj.f_store()
     assert 'the group results.summary stored before is dropped' in caplog.text
     assert 'the leaf results.spread stored before is dropped' in caplog.text
+    assert 'run_00000001 is stored again with results.runs.run_00000001.z.mean, so the ' \
+           'results.runs.run_00000001.z stored before is dropped' in caplog.text
     got = load(filename, name='traj', load_data=2)
     assert got.f_get('results.summary').f_get() == 3.0
     assert got.f_get('results.spread.sd').f_get() == 4.0
-    # a run's result that became a group: the same, run by run
-    assert [got.f_get('results.runs.%s.z.mean' % run_name(i)).f_get() for i in range(2)] == \
-        [10, 20]
-    assert 'so the results.runs.%s.z stored before is dropped' % run_name(0) in caplog.text
-    assert caplog.text.count('stored before is dropped (in every run') == 1
-
-
-def foo_below_job(traj):
-    traj.f_add_result('foo.$.z', traj.x)
-
-
-def test_a_leaf_then_runs_below_its_name_newest_wins(file_backend, tmp_path, caplog):
-    filename = path_for(file_backend, tmp_path)
-    sweep_twice(file_backend, filename, {'foo': 'a leaf'}, shape_job_v1,
-                {}, foo_below_job)                   # results.foo.run_XXXXXXXX.z
-    got = load(filename, name='traj', load_data=2)
-    assert [got.f_get('results.foo.%s.z' % run_name(i)).f_get() for i in range(2)] == [1, 2]
-    assert 'the leaf results.foo stored before is dropped' in caplog.text
-    assert got.f_get_from_runs('z', fast_access=True) == {run_name(0): 1, run_name(1): 2}
+    assert got.f_get('results.runs.%s.z' % run_name(0)).f_get() == 1
+    assert got.f_get('results.runs.%s.z.mean' % run_name(1)).f_get() == 20
+    assert got.f_is_completed()
 
 
 @needs_tables
@@ -2079,6 +2077,71 @@ def test_a_skeleton_of_explored_parameters_says_how_to_load_their_ranges(file_ba
     assert again.f_get('x').f_get_range() == [0, 1, 2] and again.late == 5
     traj.f_load_item('parameters.x')
     assert [idx for idx in traj.f_iter_runs(yields='idx')] == [0, 1, 2]
+
+
+def test_a_new_trajectory_never_stores_over_one_of_the_same_name(file_backend, tmp_path):
+    # (as pypet: the script run again, or pypet's "load as new and run again", would have
+    # replaced the stored trajectory and its runs without a word)
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, multiply_job, n=3)
+    before = open(filename, 'rb').read()
+    env = make_env(file_backend, filename)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [10, 20]})
+    with pytest.raises(mp.StorageError, match="holds a trajectory 'traj' already.*"
+                                              "overwrite_file=True"):
+        env.f_run(multiply_job)
+    assert open(filename, 'rb').read() == before and not os.path.exists(filename + '.journal')
+    rerun = mp.load_trajectory(name='traj', filename=filename, as_new=True)
+    assert rerun.v_name.startswith('my_trajectory_') and len(rerun) == 3  # pypet's naming
+    rerun = mp.load_trajectory(name='traj', filename=filename, as_new=True, new_name='again',
+                               add_time=False)
+    assert rerun.v_name == 'again'
+    env = make_env(file_backend, filename)
+    with pytest.raises(mp.ConfigurationError, match="unknown arguments.*'load_reslts'"):
+        mp.load_trajectory(name='traj', filename=filename, load_reslts=2)
+    loaded = load(filename, name='traj', load_data=2)  # loaded, then stored: adds to it
+    loaded.f_add_result('late', 1)
+    loaded.f_store()
+    again = load(filename, name='traj', load_data=2)
+    assert len(again) == 3 and again.late == 1
+    env = make_env(file_backend, filename, overwrite_file=True)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [10, 20]})
+    env.f_run(multiply_job)                          # overwrite_file=True: a new file
+    assert len(load(filename, name='traj')) == 2
+
+
+def multiply_job(traj):
+    traj.f_add_result('z', traj.x * 2)
+
+
+def test_auto_load_loads_what_natural_naming_reaches(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, multiply_job, n=2)
+    traj.f_add_result('summary', 42.0)
+    traj.f_store()
+    got = mp.Trajectory('traj', filename=filename, storage_service=CLASSES[file_backend])
+    got.f_load(load_parameters=2, load_results=1)    # results as a skeleton
+    assert got.f_get('results.summary').f_is_empty()
+    got.v_auto_load = True
+    got.v_idx = 1
+    assert got.crun.z == 2 and got.res.summary == 42.0 and got['summary'] == 42.0
+
+
+def elsewhere_job(traj):
+    traj.f_add_result('sim.$.w', traj.x * 3)       # results.sim.run_XXXXXXXX.w
+    traj.f_add_result('runs.$set.$.z', traj.x * 2)   # a run-set bucket...
+    traj.f_add_result('y', traj.x)                   # ... beside the run's own group
+
+
+def test_f_get_from_runs_finds_results_in_every_group_of_a_run(backend, tmp_path):
+    filename = path_for(backend, tmp_path)
+    env, traj = sweep(backend, filename, elsewhere_job, n=2)
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_data=2)
+    for name, factor in (('w', 3), ('z', 2), ('y', 1)):
+        assert got.f_get_from_runs(name, fast_access=True, use_indices=True) == {
+            0: 0, 1: factor}, name
 
 
 def test_as_new_loads_parameters_only_and_no_completed_runs(file_backend, tmp_path):
@@ -2995,6 +3058,26 @@ def test_a_column_of_thousands_of_runs_in_two_classes_round_trips(tmp_path):
     assert type(got.f_get('results.runs.%s.z' % run_name(n - 2))) is mp.Result
     assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
         i: i for i in range(n)}
+
+
+@needs_tables
+def test_file_title_is_the_files_title_for_pytables_and_h5py(tmp_path):
+    filename = str(tmp_path / 'titled.hdf5')
+    traj = mp.Trajectory('t', filename=filename, file_title='My experiment')
+    traj.f_add_parameter('x', 1)
+    traj.f_store()
+    with tables.open_file(filename) as f:
+        assert f.title == 'My experiment'
+    other = mp.Trajectory('u', filename=filename)   # a later store keeps it
+    other.f_add_parameter('y', 2)
+    other.f_store()
+    with tables.open_file(filename) as f:
+        assert f.title == 'My experiment'
+    untitled = str(tmp_path / 'untitled.hdf5')
+    traj = mp.Trajectory('first', filename=untitled)
+    traj.f_store()
+    with tables.open_file(untitled) as f:
+        assert f.title == 'first'                  # (as before: the first trajectory's name)
 
 
 @needs_tables
@@ -5170,6 +5253,57 @@ def test_log_files_of_a_serial_sweep(tmp_path, jobs, use_with):
     assert 'after the environment' not in read_logs(str(folder))['main.txt']
 
 
+def test_environment_arguments_as_pypet_spells_them(tmp_path):
+    root = logging.getLogger()
+    old = root.level
+    try:
+        env = mp.Environment('named', add_time=False, log_folder=str(tmp_path / 'logs'),
+                             log_level='DEBUG', storage_service='lazy', report_progress=False)
+        env.f_disable_logging()
+    finally:
+        root.setLevel(old)
+    with pytest.raises(mp.ConfigurationError, match="log_level must be a logging level"):
+        mp.Environment('bad', log_level='LOUD', log_config=None, storage_service='lazy')
+    env = mp.Environment('cls', add_time=False, storage_service='HDF5StorageService'
+                         if tables is not None else 'PickleStorageService', log_config=None,
+                         filename=str(tmp_path / 'f.bin'), report_progress=False)
+    assert type(env.v_trajectory.v_storage_service).__name__ in ('HDF5StorageService',
+                                                                  'PickleStorageService')
+    with pytest.raises(mp.ConfigurationError, match="storage_service 'Cloud' is not one of"):
+        mp.Environment('bad', storage_service='Cloud', log_config=None)
+    for mode in ('LOCAL', 'PIPE', 'NETLOCK'):
+        with pytest.raises(mp.ConfigurationError, match="pypet's modes.*'QUEUE'"):
+            mp.Environment('bad', multiproc=True, ncores=2, wrap_mode=getattr(
+                mp.pypetconstants, 'WRAP_MODE_' + mode), log_config=None)
+
+
+def test_presetting_parameters_and_config_as_in_pypet():
+    env = lazy_env()
+    traj = env.v_trajectory
+    traj.f_preset_parameter('g.y', 2)
+    traj.f_preset_config('c', 'preset')
+    traj.f_preset_parameter('never', 1)
+    assert traj.f_add_parameter('g.y', 1).f_get() == 2     # the preset wins
+    assert traj.f_add_config('c', 'default').f_get() == 'preset'
+    with pytest.raises(mp.ConfigurationError, match='parameters.never preset'):
+        env.f_run(lambda t: None)
+    traj.f_add_parameter('never', 0)
+    assert env.f_run(lambda t: t.g.y) == [(0, 2)]
+    with pytest.raises(mp.PypetError, match='exists already'):
+        traj.f_preset_parameter('g.y', 3)
+    # pypet's other names
+    assert set(traj.parameters.f_get_groups()) == {'g'} and traj.parameters.f_has_groups()
+    assert set(traj.par.g.f_get_leaves()) == {'y'} and traj.par.g.f_has_leaves()
+    assert not traj.f_has_links() and not traj.f_is_empty()
+    leaf = traj.f_get('g.y')
+    assert leaf.v_is_parameter and leaf.f_get_class_name() == 'Parameter'
+    assert leaf.f_ann_to_str() == '' and leaf.v_stored          # (f_run stored it)
+    assert mp.Trajectory('fresh').f_add_result('r', 1).v_stored is False
+    leaf.v_annotations.unit = 'mV'
+    assert leaf.f_ann_to_str() == "unit='mV'"
+    assert mp.Trajectory('empty').f_is_empty()
+
+
 def test_log_level_argument_and_the_users_level(tmp_path, jobs):
     root = logging.getLogger()
     old = root.level
@@ -5420,6 +5554,28 @@ def test_runs_table_against_known_values(tmp_path, backend):
     check_table(mp.runs_table(loaded), start)
 
 
+def named_like_run_information_job(traj):
+    traj.f_add_result('error', traj.x / 10.0, comment='a fit error')
+    traj.f_add_result('runtime', traj.x * 5.0)
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_runs_table_keeps_every_value_in_a_column_of_its_own(tmp_path, backend):
+    env = env_for(backend, tmp_path, 'clash')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_add_parameter('name', 'a')
+    traj.f_explore({'x': [1.0, 2.0], 'name': ['model_a', 'model_b']})
+    env.f_run(named_like_run_information_job)
+    rows = mp.runs_table(str(tmp_path / ('clash' + PROV_SUFFIX[backend])))
+    assert [r['name'] for r in rows] == ['run_00000000', 'run_00000001']
+    assert [r['parameters.name'] for r in rows] == ['model_a', 'model_b']
+    assert [r['error'] for r in rows] == ['', ''] and [r['failed'] for r in rows] == [False] * 2
+    assert [r['results.runs.error'] for r in rows] == [0.1, 0.2]
+    assert [r['results.runs.runtime'] for r in rows] == [5.0, 10.0]
+    assert all(0 <= r['runtime'] < 30 for r in rows)
+
+
 @pytest.mark.parametrize('backend', PROV_BACKENDS)
 def test_runs_dataframe(tmp_path, backend):
     pandas = pytest.importorskip('pandas')
@@ -5621,6 +5777,13 @@ def test_cli_errors(cli_file, tmp_path):
     assert out.returncode == 2 and 'no_such_traj' in out.stderr
     out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'xml')
     assert out.returncode == 2 and 'invalid choice' in out.stderr
+    out = run_cli(cli_file, 'run', str(tmp_path / 'missing.py'))
+    assert out.returncode == 2 and out.stderr.startswith('minipypet: error: no script')
+    assert 'Traceback' not in out.stderr
+    target = tmp_path / 'table.txt'                  # the table format honours -o too
+    out = run_cli(cli_file, 'runs', cli_file['file'], '-o', target)
+    assert out.returncode == 0 and out.stdout == ''
+    assert target.read_text().splitlines()[0].split()[:3] == ['idx', 'name', 'x']
 
 
 def test_cli_help_of_every_command():
@@ -5859,6 +6022,18 @@ def test_merge_explores_a_parameter_the_two_set_differently(tmp_path, backend,
     rows = [(r['x'], r['y'], r['z']) for r in mp.runs_table(loaded)]
     assert rows == [(1, 10, 10), (2, 10, 20), (1, 20, 20), (2, 20, 40)]
     assert loaded.f_get('y').f_get_range() == [10, 10, 20, 20]
+
+
+@needs_numpy
+def test_points_of_big_arrays_are_compared_whole():
+    # (repr() abbreviates arrays of over 1,000 items: two arrays differing in the middle
+    # were one point, and merging with remove_duplicates dropped the other's run)
+    a, b = np.zeros(2000), np.zeros(2000)
+    b[1000] = 1.0
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter(mp.ArrayParameter, 'init', np.zeros(2000))
+    traj.f_explore({'init': [a, b, a.copy()]})
+    assert [idx for _, idx in mp.find_unique_points([traj.f_get('init')])] == [[0, 2], [1]]
 
 
 @pytest.mark.parametrize('backend', PROV_BACKENDS)

@@ -98,7 +98,7 @@ def run_harness(python, impl, workload, n, out, timeout):
         return {'ok': False, 'error': 'shared harness workloads.py not found'}
     cmd = [python, script, '--impl', impl, '--workload', workload, '--n', str(n),
            '--out', out]
-    env = dict(os.environ)
+    env = cell_env()  # (pypet measured as minipypet is)
     env.pop('PYTHONPATH', None)  # the 3.12 venv must not see our 3.x site-packages
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -110,11 +110,22 @@ def run_harness(python, impl, workload, n, out, timeout):
     return json.loads(lines[-1])
 
 
+def cell_env():
+    """The environment of a measuring subprocess: one BLAS thread. numpy's OpenBLAS starts a
+    thread per core that spins for a while after the import, which counts as CPU time of
+    the measured run without doing any of its work (no workload here calls BLAS)."""
+    env = dict(os.environ)
+    for key in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        env.setdefault(key, '1')
+    return env
+
+
 def run_cell(script, args, timeout):
     """Run `python script --cell ...` and return its JSON line (or ok=False)."""
     cmd = [sys.executable, script, '--cell'] + [str(a) for a in args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=cell_env())
     except subprocess.TimeoutExpired:
         return {'ok': False, 'error': 'timeout after %ds' % timeout}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
