@@ -641,7 +641,10 @@ class NNGroupNode(NNTreeNode):
         node = root._resolve(self, name, shortcuts, max_depth, with_links)
         if node is None:
             if auto_load and root._storage_service is not None:
-                root.f_load_item(self._join(name))
+                try:
+                    root.f_load_item(self._join(name))
+                except DataNotInStorageError:  # not stored either: no such node (hasattr)
+                    pass
                 node = root._resolve(self, name, shortcuts, max_depth, with_links)
             if node is None:
                 raise NoSuchNodeError('%s has no node %r%s' % (
@@ -2145,11 +2148,8 @@ class _StorageMixin:
 
     def f_store(self, only_init=False, store_data=STORE_DATA, max_depth=None):
         """Store the whole trajectory (outside a run) or what the current run added."""
-        if self._is_run:
-            if self._storage_service is None:  # a worker's copy: the run record stores them
-                return
-            self._service().store(LIST, [(LEAF, leaf) for leaf in self._new_leaves],
-                                  trajectory=self)
+        if self._is_run:  # what the run added (in a worker: it goes with the run's record)
+            self.f_store_items(list(self._new_leaves))
             return
         self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
         self.__dict__['_stored'] = True
@@ -2961,7 +2961,8 @@ def cartesian_product(parameter_dict, combined_parameters=()):
         values = list(values)
         if isinstance(key, tuple):
             for v in values:
-                if not isinstance(v, (tuple, list)) or len(v) != len(key):
+                if isinstance(v, (str, bytes)) or not hasattr(v, '__len__') or \
+                        len(v) != len(key):
                     raise ConfigurationError(
                         'cartesian_product: the values of %r (zipped) must each be a tuple of '
                         '%d, one value per name; got %s' % (key, len(key), _short_repr(v)))
@@ -3582,7 +3583,8 @@ def _apply_records(states, records):
             state = states.get(name)
             if state is None:
                 state = states[name] = _new_state(name)
-            last = name
+            last, columns = name, state['columns']
+            shape = shapes.setdefault(name, {})  # (see _run_shape and _apply_record)
         if kind == 'run':  # (nearly all of them: inline)
             _, _, idx, info, leaves = record
             _state_set_run(state, idx, info)
@@ -3590,28 +3592,28 @@ def _apply_records(states, records):
                 state['length'] = idx + 1
             for leaf in leaves:
                 template = _state_put_leaf(state, *leaf)
-                if template is not None and len(state['columns']) > 1:
-                    _run_shape(state, template, idx, shapes)
+                if template is not None and len(columns) > 1:
+                    known = shape.get(template)
+                    if known is None or known[0] != len(columns):
+                        known = shape[template] = (len(columns), [
+                            t for t in columns if t != template and (
+                                t.startswith(template + '.') or
+                                template.startswith(t + '.'))])
+                    if known[1]:
+                        _run_shape(state, template, idx, known[1], shape)
         else:
-            _apply_record(state, record)
+            _apply_record(state, record, shape)
 
 
-def _run_shape(state, template, idx, shapes):
-    """A run's leaf replaces that run's rows of the columns it cannot coexist with: a run
-    stored again with its result z now a group (z.mean), or back. `shapes` caches, for a
-    fold, the columns each template conflicts with (columns are only added meanwhile)."""
+def _run_shape(state, template, idx, others, said):
+    """A run's leaf replaces that run's rows of the columns it cannot coexist with
+    (`others`): a run stored again with its result z now a group (z.mean), or back."""
     columns = state['columns']
-    key = (state['name'], template)
-    known = shapes.get(key)
-    if known is None or known[0] != len(columns):
-        known = shapes[key] = (len(columns), [
-            t for t in columns if t != template and (t.startswith(template + '.') or
-                                                     template.startswith(t + '.'))])
-    for other in known[1]:
+    for other in others:
         rows = columns.get(other)
         if rows is not None and rows.pop(idx, None) is not None:
-            if (key, other) not in shapes:  # (said once a fold, not once a run)
-                shapes[key, other] = True
+            if (template, other) not in said:  # (said once a fold, not once a run)
+                said[template, other] = True
                 _say_once('%s is stored again with %s, so the %s stored before is dropped '
                           '(in every run stored again so): a node cannot be both a leaf and a '
                           'group' % (_run_name(idx), _join_run(template, idx),
@@ -3620,24 +3622,36 @@ def _run_shape(state, template, idx, shapes):
                 del columns[other]
 
 
-def _apply_record(state, record):
-    """Fold one journal record other than a run's into its trajectory's state."""
+def _apply_record(state, record, shape=None):
+    """Fold one journal record other than a run's into its trajectory's state. `shape`: a
+    fold's cache for this trajectory (the prefixes of its stored names, made on first use,
+    so that many stored items stay linear)."""
     kind = record[0]
     if kind == 'leaf':
         _, _, full_name, tag, comment, data, ann, overwrite = record
         if _leaf_split(_split_run(full_name)) is None:
-            _make_room(state, full_name, 'leaf')
+            groups = None
+            if shape is not None:
+                groups = shape.get(None)
+                if groups is None:
+                    groups = shape[None] = {h for key in state['nodes'] for h in _heads(key)}
+                groups.update(_heads(full_name))
+            _make_room(state, full_name, 'leaf', groups)
         _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite)
     elif kind == 'group':
         _, _, full_name, comment, ann = record
         _make_room(state, full_name, 'group')
         state['nodes'].setdefault(full_name, {'kind': 'group', 'comment': comment, 'ann': ann})
+        if shape is not None and shape.get(None) is not None:
+            shape[None].update(_heads(full_name))
     elif kind == 'delete':
         _, _, names, recursive = record
         _state_delete(state, names, recursive)
     elif kind == 'traj':
         _, _, mem, store_data, only_init = record
         _merge_memory(state, mem, store_data, only_init)
+        if shape is not None:
+            shape.pop(None, None)  # (many new names: made again when needed)
     else:
         raise StorageError('unknown journal record %r' % (kind,))
 

@@ -957,6 +957,9 @@ def test_cartesian_product_zips_a_tuple_of_keys():
     assert mp.cartesian_product({('x', 'y'): [(1, 3), (2, 4)], 'z': [7, 8]}) == expected
     with pytest.raises(mp.ConfigurationError):
         mp.cartesian_product({'x': [1, 2], 'y': [3]}, (('x', 'y'),))
+    if np is not None:  # rows of a 2-d array are pairs as well
+        zipped = mp.cartesian_product({('x', 'y'): np.array([[1, 3], [2, 4]]), 'z': [7, 8]})
+        assert {k: [int(v) for v in vs] for k, vs in zipped.items()} == expected
 
 
 def test_cartesian_product_and_run_indices_refuse_plausible_mistakes_clearly():
@@ -1855,6 +1858,13 @@ def test_a_node_that_changed_from_leaf_to_group_between_stores(file_backend, tmp
     assert got.f_get('results.runs.%s.z' % run_name(0)).f_get() == 1
     assert got.f_get('results.runs.%s.z.mean' % run_name(1)).f_get() == 20
     assert got.f_is_completed()
+    traj.f_add_result('items.a', 1)                  # the same, item by item
+    traj.f_store_item('items.a')
+    traj.f_get('results').f_remove_child('items', recursive=True)
+    traj.f_add_result('items', 2)
+    traj.f_store_item('items')
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get('results.items').f_get() == 2 and 'items.a' not in got.results
 
 
 @needs_tables
@@ -2127,6 +2137,9 @@ def test_auto_load_loads_what_natural_naming_reaches(file_backend, tmp_path):
     got.v_auto_load = True
     got.v_idx = 1
     assert got.crun.z == 2 and got.res.summary == 42.0 and got['summary'] == 42.0
+    assert not hasattr(got, 'nothing_stored') and getattr(got, 'nowhere', 'd') == 'd'
+    with pytest.raises(KeyError):                    # (a NoSuchNodeError, as without auto_load)
+        got['nothing_stored']
 
 
 def elsewhere_job(traj):
@@ -2190,18 +2203,25 @@ def test_load_items_with_load_only_and_reload_after_f_empty(file_backend, tmp_pa
         traj.f_load_item('results.does_not_exist')
 
 
-def store_then_free_job(traj):
+def store_then_free_job(traj, how='item'):
     big = traj.f_add_result('big', [traj.x] * 100)
-    traj.f_store_item(big)  # pypet's way to free memory in a run: store now...
+    if how == 'item':       # pypet's way to free memory in a run: store now...
+        traj.f_store_item(big)
+    else:
+        traj.f_store()      # (in a run: what the run added)
     big.f_empty()           # ... then empty it
 
 
+@pytest.mark.parametrize('how', ['item', 'store'])
 @pytest.mark.parametrize('settings', [{}, dict(multiproc=True, ncores=2)],
                          ids=['serial', 'pool'])
 def test_a_result_stored_in_its_run_then_emptied_keeps_its_data(file_backend, tmp_path,
-                                                                 settings):
+                                                                 settings, how):
     filename = path_for(file_backend, tmp_path)
-    sweep(file_backend, filename, store_then_free_job, n=3, **settings)
+    env = make_env(file_backend, filename, **settings)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [0, 1, 2]})
+    env.f_run(store_then_free_job, how=how)
     got = load(filename, name='traj', load_data=2)
     assert got.f_get_from_runs('big', fast_access=True, use_indices=True) == {
         i: [i] * 100 for i in range(3)}
