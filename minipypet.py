@@ -715,8 +715,6 @@ class NNGroupNode(NNTreeNode):
 
     f_get_groups, f_get_leaves, f_get_links = f_groups, f_leaves, f_links
 
-    f_get_links = f_links
-
     def f_iter_nodes(self, recursive=True, max_depth=None, predicate=None, with_links=False):
         """Breadth-first iterator over the nodes below this group. predicate: a function
         of the node, or (as pypet) run indices or names, whose runs' nodes alone are kept
@@ -2998,11 +2996,7 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
                                          if k not in mine['explored']]
 
     def default(state, key):
-        value = (state['nodes'][key].get('data') or {}).get('data')
-        try:
-            return _to_json(value)
-        except PypetError:
-            return repr(value)
+        return _point_key([(state['nodes'][key].get('data') or {}).get('data')])
     # As pypet: a parameter set to different values in the two becomes explored, so that
     # every merged run keeps the value it ran with
     explored += [k for k in sorted(params(mine)) if k not in explored and
@@ -3634,7 +3628,7 @@ def _apply_record(state, record, shape=None):
             if shape is not None:
                 groups = shape.get(None)
                 if groups is None:
-                    groups = shape[None] = {h for key in state['nodes'] for h in _heads(key)}
+                    groups = shape[None] = _group_names(state)
                 groups.update(_heads(full_name))
             _make_room(state, full_name, 'leaf', groups)
         _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite)
@@ -3682,6 +3676,11 @@ def _heads(full_name):
     return ['.'.join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _group_names(state):
+    """The names that hold stored nodes below them (for _make_room)."""
+    return {head for key in state['nodes'] for head in _heads(key)}
+
+
 def _make_room(state, full_name, kind, groups=None):
     """Newest wins where a node changed from leaf to group (or back) between stores: a
     node put at full_name replaces a leaf stored at one of its prefixes, and a leaf replaces
@@ -3711,7 +3710,7 @@ def _merge_memory(state, mem, store_data, only_init):
     for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'explored',
                 'parameter_summary', 'format', 'merged_runs', 'ann'):
         state[key] = mem.get(key, state.get(key))
-    groups = {head for key in state['nodes'] for head in _heads(key)}
+    groups = _group_names(state)
     for full_name, rec in mem['nodes'].items():
         _make_room(state, full_name, rec['kind'], groups)
         if rec['kind'] != 'leaf':
