@@ -1535,23 +1535,29 @@ def _runtime_strings(starts, finishes):
     return out
 
 
-def _run_summaries(explored, length):
-    """The parameter summary ('x: 1.0, y: 2') of every run, from [(full name, range)]; a
-    sweep repeats few distinct values, so each value's repr is made once."""
+def _run_summaries(explored, idxs):
+    """The parameter summary ('x: 1.0, y: 2') of the runs `idxs`, from [(full name,
+    range)]; a sweep repeats few distinct values, so each value's repr is made once."""
+    if not explored:
+        return [''] * len(idxs)
     columns = []
-    for name, values in explored:
-        head, memo, column = name.rpartition('.')[2] + ': ', {}, []
-        for v in values:
+    for key, values in explored:
+        head, memo, column = key.rpartition('.')[2] + ': ', {}, []
+        for i in idxs:
+            if i >= len(values):
+                column.append('')
+                continue
+            v = values[i]
             t = type(v)  # (0.0 == -0.0, but their reprs differ)
-            key = (t, v) if t in (int, str, bool) or t is float and v != 0.0 else None
-            text = memo.get(key) if key is not None else None
+            memo_key = (t, v) if t in (int, str, bool) or t is float and v != 0.0 else None
+            text = memo.get(memo_key) if memo_key is not None else None
             if text is None:
                 text = head + _short_repr(v, 40)
-                if key is not None:
-                    memo[key] = text
+                if memo_key is not None:
+                    memo[memo_key] = text
             column.append(text)
         columns.append(column)
-    return [', '.join(row) for row in zip(*columns)] if columns else [''] * length
+    return [', '.join(row) for row in zip(*columns)]
 
 
 def _split_run(full_name):
@@ -2342,16 +2348,15 @@ class _StorageMixin:
             raise PypetError('cannot merge %s with itself' % self._name)
         service = self._storage_service
         if backup:
-            import shutil
             root, ext = os.path.splitext(service.filename)
             target = backup_filename or '%s_backup_%s%s' % (root, _now_strings()[0], ext)
             count = 1
             while os.path.exists(target):  # never overwrite an earlier backup
                 count += 1
                 target = '%s_backup_%s_%d%s' % (root, _now_strings()[0], count, ext)
-            service.checkpoint()
-            shutil.copyfile(service.filename, target)
-        mine = service._load_state(self._name, data=True)
+            service.copy_to(target)
+        # (this trajectory's run rows are stored already: only their indices are read)
+        mine = service._load_state(self._name, data={'config', 'parameters'})
         _merge_memory(mine, self._to_state(), STORE_DATA, False)
         other = other_trajectory._storage_service._load_state(other_trajectory._name,
                                                               data=True)
@@ -2439,10 +2444,6 @@ class _StorageMixin:
                  'explored': list(self._explored), 'runs': self._runs.to_plain(),
                  'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
                  'nodes': nodes, 'columns': columns}
-        if not only_init and all(p._explored_range is not None  # (a skeleton: as stored)
-                                 for p in self._explored.values()):
-            state['parameter_summary'] = _run_summaries(
-                [(k, p._explored_range) for k, p in self._explored.items()], self._length)
         return state
 
 
@@ -3043,10 +3044,6 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
     for j, new in mapping.items():
         _state_set_run(mine, new, tuple(other['runs'][f][j] for f in _RunTable.FIELDS))
     mine['length'] = n_mine + len(mapping)
-    summary = list(mine.get('parameter_summary') or [''] * n_mine)[:n_mine]
-    summary += [', '.join('%s: %s' % (k.rpartition('.')[2], _short_repr(mr[k][n], 40))
-                          for k in explored) for n in range(n_mine, mine['length'])]
-    mine['parameter_summary'] = summary
     for template, rows in other['columns'].items():
         if any(template.startswith(i) for i in ignore):
             continue
@@ -3242,11 +3239,13 @@ class _Journal:
         self._folder_lock = folder_lock  # False: no checkpoint ever folds this journal
         self._dirfd = None
         self._own = None  # see take_own
+        self.listener = None  # listener(journal id or None, record, payload): see _keep
 
     def __getstate__(self):
         return {'path': self.path, 'fsync_interval': self.fsync_interval, '_fd': None,
                 '_last_sync': 0.0, '_dirty': False, '_timer': None, '_pid': None,
-                '_folder_lock': self._folder_lock, '_dirfd': None, '_own': None}
+                '_folder_lock': self._folder_lock, '_dirfd': None, '_own': None,
+                'listener': None}
 
     def _open(self):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)
@@ -3260,7 +3259,7 @@ class _Journal:
                 if os.fstat(fd).st_size == 0:
                     header = self.MAGIC + os.urandom(8).hex().encode() + b'\n'
                     os.write(fd, header)
-                    self._own = [header[len(self.MAGIC):-1].decode(), [], len(header), 0]
+                    self._own = [header[len(self.MAGIC):-1].decode(), len(header)]
             finally:
                 _unlock_fd(fd)
         self._fd, self._pid = fd, _FORKS[0]
@@ -3290,7 +3289,9 @@ class _Journal:
                         _flock(dirfd, shared=True)
                 else:
                     size = st.st_size
-            os.write(self._fd, data)
+            if size is None and self._own is not None:
+                size = os.fstat(self._fd).st_size
+            self._write(data, size)
             if self._own is not None:
                 self._keep(record, payload, size, len(data))
         finally:
@@ -3307,32 +3308,56 @@ class _Journal:
                 self._timer.daemon = True
                 self._timer.start()
 
-    # A journal this process started, while it alone appends, holds exactly the records the
-    # process remembers: its checkpoint needs not read, check and scan the file twice (~3 us
-    # a record). A record is kept as the pickle written (a value changed later must not leak
-    # in), or as itself when nothing in it can change. Bounded, so that a long sweep does
-    # not keep its runs in memory twice.
-    _OWN_RECORDS, _OWN_BYTES = 20000, 16 << 20
+    def _write(self, data, size):
+        """One os.write of a whole record. A short write or ENOSPC (a full disk) would leave
+        a torn record that the next one follows: it is cut off again (to `size`, the length
+        before, where known) and the run is not counted as done."""
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            written, error = 0, exc
+        else:
+            error = None
+        if written == len(data):
+            return
+        if size is None:  # (no folder lock: cut at the last intact record instead)
+            self.close(sync=False)
+            _Journal.repair(self.path)
+        else:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
+        raise StorageError(
+            'cannot write to %s: %s; the runs journalled before are safe. Free some space '
+            'and resume the sweep (env.f_continue_run, or python -m minipypet resume)'
+            % (self.path, _disk_error_text(self.path, error))) from error
 
+    # A journal this process started, while it alone appends, holds exactly the records the
+    # process appended: each goes to the listener as well (the service folds them as they
+    # come, see _FileService._live_record), so that a checkpoint needs not read the journal
+    # again. A record written by another process in between ends that (listener(None, ...)).
     def _keep(self, record, payload, start, size):
-        own = self._own  # [journal id, records, end offset, bytes]
+        own = self._own  # [journal id, end offset]
         # `start`: the file's size just before the write (None: unknown). Another process
         # may still write between that and ours; take_own's size check catches it then.
-        if start != own[2] or len(own[1]) >= self._OWN_RECORDS or \
-                own[3] + size > self._OWN_BYTES:
+        if start != own[1]:
             self._own = None
+            if self.listener is not None:
+                self.listener(None, None, None)
             return
-        own[1].append(record if _frozen_run(record) else payload)
-        own[2], own[3] = start + size, own[3] + size
+        own[1] = start + size
+        if self.listener is not None:
+            self.listener(own[0], record, payload)
 
     def take_own(self):
-        """(journal id, records, end) if the file holds exactly the records this process
-        appended, else None; either way they are forgotten. Call it under the exclusive
-        folder lock, so that nothing is appended meanwhile."""
+        """(journal id, end) if the file holds exactly the records this process appended,
+        else None; either way it is forgotten. Call it under the exclusive folder lock, so
+        that nothing is appended meanwhile."""
         own, self._own = self._own, None
         if own is None:
             return None
-        jid, records, end, _ = own
+        jid, end = own
         try:
             with open(self.path, 'rb') as f:
                 head = f.read(len(self.MAGIC) + 17)
@@ -3341,8 +3366,7 @@ class _Journal:
             return None
         if size != end or head[len(self.MAGIC):-1] != jid.encode():
             return None
-        # (the pickles were made here: trusted)
-        return jid, [r if type(r) is tuple else pickle.loads(r) for r in records], end
+        return jid, end
 
     def quiesce(self):
         """Sync now and stop the timer thread (before forking: a process with threads
@@ -3385,46 +3409,107 @@ class _Journal:
             self._dirfd = None
 
     @classmethod
-    def scan(cls, data, start=0):
-        """(payloads, end of the last intact record, bytes skipped) of a journal's bytes."""
+    def scan(cls, data, start=0, counts=None):
+        """Yield (payload, end offset) of each intact record in a journal's bytes (a bytes
+        object or an mmap). A record needs a length > 1, a pickle's first byte and its
+        CRC-32, so that zeros (a torn tail of a 0.0 or a zero array) never pass as one;
+        damage is skipped by resynchronising on the next record that checks out.
+        `counts` (a list [end of the last intact record, bytes skipped]) is kept up to date."""
         head = len(cls.MAGIC) + 17
-        pos = end_good = first = max(start, head)
-        payloads, size = [], len(data)
+        pos = first = max(start, head)
+        size, done = len(data), 0
         unpack, crc32 = cls._HEAD.unpack_from, zlib.crc32
-        while pos + 8 <= size:
-            length, crc = unpack(data, pos)
-            end = pos + 8 + length
-            if end <= size and crc32(data[pos + 8:end]) == crc:
-                payloads.append(data[pos + 8:end])
-                pos = end_good = end
-                continue
-            nxt = pos + 1  # damaged or torn: look for the next record that checks out
-            while nxt + 8 <= size:
-                length, crc = unpack(data, nxt)
-                if nxt + 8 + length <= size and crc32(data[nxt + 8:nxt + 8 + length]) == crc:
-                    break
-                nxt += 1
-            pos = nxt
-        skipped = max(0, size - first) - sum(8 + len(p) for p in payloads)
-        return payloads, end_good, skipped
+        view = memoryview(data)
+        counts = counts if counts is not None else [0, 0]
+        counts[0] = pos
+        free, freed = getattr(data, 'madvise', None), 0
+        try:
+            while pos + 8 <= size:
+                length, crc = unpack(data, pos)
+                end = pos + 8 + length
+                if 1 < length and end <= size and data[pos + 8] == 0x80 and \
+                        crc32(view[pos + 8:end]) == crc:
+                    done += 8 + length
+                    counts[0] = end
+                    yield data[pos + 8:end], end
+                    pos = end
+                    if free is not None and end - freed > 32 << 20:
+                        # an mmap's pages once read count as the process's memory until
+                        # they are dropped: a journal of gigabytes would count whole
+                        mmap = sys.modules['mmap']
+                        upto = end - end % mmap.PAGESIZE
+                        free(mmap.MADV_DONTNEED, freed, upto - freed)
+                        freed = upto
+                    continue
+                nxt = pos + 1  # damaged or torn: look for the next record that checks out
+                while nxt + 8 <= size:
+                    length, crc = unpack(data, nxt)
+                    if 1 < length and nxt + 8 + length <= size and data[nxt + 8] == 0x80 \
+                            and crc32(view[nxt + 8:nxt + 8 + length]) == crc:
+                        break
+                    nxt += 1
+                pos = nxt
+        finally:
+            view.release()
+        counts[1] = max(0, size - first) - done
+
+    @classmethod
+    def open(cls, path):
+        """(journal id, mmap of the file) or (None, bytes skipped) where there is no journal
+        or only a torn header. An mmap, so that a journal of gigabytes is read a record at a
+        time and never held in memory whole."""
+        import mmap
+        try:
+            f = open(path, 'rb')
+        except FileNotFoundError:
+            return None, 0
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            head = len(cls.MAGIC) + 17
+            first = f.read(head)
+            if len(first) < head or not first.startswith(cls.MAGIC):
+                if len(first) < head and cls.MAGIC.startswith(first[:len(cls.MAGIC)]):
+                    return None, size  # killed while writing the header
+                raise StorageError('%s is not a minipypet journal (bad header)' % path)
+            try:
+                jid = first[len(cls.MAGIC):head - 1].decode('ascii')
+            except UnicodeDecodeError:
+                raise StorageError('%s is not a minipypet journal (bad header)' % path) \
+                    from None
+            return jid, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    @classmethod
+    def records(cls, path, start=0, loads=None, counts=None):
+        """Yield the records of a journal from `start` on, one at a time (see scan)."""
+        jid, data = cls.open(path)
+        if jid is None:
+            if counts is not None:
+                counts[:] = [0, data]
+            return
+        loads = loads or _safe_loads
+        scan = cls.scan(data, start, counts)
+        try:
+            for payload, _ in scan:
+                yield loads(payload)
+        finally:
+            scan.close()
+            data.close()
 
     @classmethod
     def read(cls, path, start=0, parse=True, loads=None):
         """(journal id, [records], end offset of the last intact record, bytes skipped)."""
+        jid, data = cls.open(path)
+        if jid is None:
+            return None, [], 0, data
+        counts = [0, 0]
+        scan = cls.scan(data, start, counts)
         try:
-            with open(path, 'rb') as f:
-                data = f.read()
-        except FileNotFoundError:
-            return None, [], 0, 0
-        head = len(cls.MAGIC) + 17
-        if len(data) < head or not data.startswith(cls.MAGIC):
-            if len(data) < head and cls.MAGIC.startswith(data[:len(cls.MAGIC)]):
-                return None, [], 0, len(data)  # killed while writing the header
-            raise StorageError('%s is not a minipypet journal (bad header)' % path)
-        jid = data[len(cls.MAGIC):head - 1].decode('ascii')
-        payloads, end, skipped = cls.scan(data, start)
-        loads = loads or _safe_loads
-        return jid, [loads(p) for p in payloads] if parse else [], end, skipped
+            loads = loads or _safe_loads
+            records = [loads(p) if parse else None for p, _ in scan]
+        finally:
+            scan.close()
+            data.close()
+        return jid, records if parse else [], counts[0], counts[1]
 
     @classmethod
     def repair(cls, path):
@@ -3708,7 +3793,7 @@ def _merge_memory(state, mem, store_data, only_init):
     overwrite = store_data >= OVERWRITE_DATA
     explored = set(mem['explored'])
     for key in ('name', 'time', 'timestamp', 'comment', 'version', 'python', 'explored',
-                'parameter_summary', 'format', 'merged_runs', 'ann'):
+                'format', 'merged_runs', 'ann'):
         state[key] = mem.get(key, state.get(key))
     groups = _group_names(state)
     for full_name, rec in mem['nodes'].items():
@@ -3727,7 +3812,9 @@ def _merge_memory(state, mem, store_data, only_init):
             for idx, (tag, comment, ann, data) in rows.items():
                 _state_put_leaf(state, _join_run(template, idx), tag, comment, data, ann,
                                 overwrite)
-    n = mem['length']
+    n = state['length'] = mem['length']
+    if mem['runs'] is None:  # (a checkpoint: run information goes to the segments)
+        return
     old = state['runs']
     runs = {f: list(mem['runs'][f]) for f in _RunTable.FIELDS}
     for i in range(min(n, len(old['completed']))):
@@ -3739,23 +3826,6 @@ def _merge_memory(state, mem, store_data, only_init):
 
 def _merged_set(ranges):
     return {i for start, stop in ranges for i in range(start, stop)}
-
-
-def _purge_comments(rows, merged=()):
-    """The seed's rule: a run leaf keeps its comment only if it differs from the comment of
-    the instance with the lowest run index (whatever order the runs finished in). Runs
-    merged in from another trajectory keep theirs (the seed: no purging of merged data)."""
-    first = None
-    out = {}
-    keep = _merged_set(merged)
-    for idx in sorted(rows):
-        tag, comment, ann, data = rows[idx]
-        if first is None:
-            first = comment
-        elif comment == first and idx not in keep:
-            comment = ''
-        out[idx] = (tag, comment, ann, data)
-    return out
 
 
 class _FromState:
@@ -3772,7 +3842,24 @@ class _FromState:
 
 
 class _FileService(_FromState, StorageService):
-    """What the pickle and HDF5 services share: the journal, checkpoints and loading."""
+    """What the pickle and HDF5 services share: the journal, segments, checkpoints, loading.
+
+    A file service keeps three things beside each other:
+      <file>            the main file: each trajectory's metadata (parameters, config,
+                        trajectory-level results, overview tables) and its list of segments;
+                        small, and replaced whole (temp file, fsync, rename) at a checkpoint
+      <file>.segments/  immutable segment files holding run rows and run information, one
+                        or more per checkpoint that had runs to store; never changed again
+      <file>.journal    finished runs and stored items since the last checkpoint
+    A checkpoint streams the journal into new segments, then swaps in a new main file that
+    lists them, then removes the journal: it writes what is new, never the runs stored
+    before, and holds at most a batch of rows (_SEGMENT_BUDGET) in memory.
+
+    Backend hooks (a new backend implements these, registers in STORAGE_SERVICES and runs
+    the contract tests): _list_names, _folded_marker, _read_main (a trajectory's metadata
+    and, for files of format 2, the rows the main file itself holds), _write_main,
+    _segment_open/_segment_append/_segment_close (write one segment), _segment_read (its
+    rows into a state) and _segment_idx (the run indices of one column)."""
 
     multiproc_safe = True
     SUFFIX = ''
@@ -3802,13 +3889,48 @@ class _FileService(_FromState, StorageService):
         self.derived_parameters_per_run = derived_parameters_per_run
         self._overwrite_pending = overwrite_file
         self._journal = _Journal(self.filename + '.journal', fsync_interval)
+        self._journal.listener = self._live_record
+        self._live = None  # the fold of this process's own journal, made as records come
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state['_overwrite_pending'] = False
+        state['_live'] = None
         return state
 
-    journal_path = property(lambda self: self._journal.path)
+    def _live_record(self, jid, record, payload):
+        """Fold a record this process journalled right away (into a segment written as a
+        temporary file), so that the checkpoint at the end of a sweep only closes it. A
+        record from elsewhere (jid None), or a new journal, ends the fold: the checkpoint
+        then reads the journal."""
+        live = self._live
+        if live is not None and live.jid != jid:
+            self._live = None
+            live.abort()
+            live = None
+        if jid is None:
+            return
+        if live is None:
+            live = self._live = _Fold(self)
+            live.jid = jid
+        if live.broken:
+            return
+        try:
+            # (a value the job changes after the run must not reach the fold: except where
+            # nothing can change, the record is the pickle written, made here, so trusted)
+            live.record(record if _frozen_run(record) else pickle.loads(payload))
+        except BaseException as exc:
+            live.abort()
+            live.broken = True
+            if not isinstance(exc, Exception):
+                raise
+            logger.debug('folding as the runs come failed (%s: %s); the checkpoint will read '
+                         'the journal instead', type(exc).__name__, exc)
+
+    @property
+    def segment_folder(self):
+        """The folder beside the file that holds its segments (see the class docstring)."""
+        return self.filename + '.segments'
 
     def _settings(self):
         """The keyword arguments that rebuild this service (for a resume)."""
@@ -3828,13 +3950,16 @@ class _FileService(_FromState, StorageService):
             for path in (self.filename, self._journal.path):
                 if os.path.exists(path):
                     os.remove(path)
+            if os.path.isdir(self.segment_folder):
+                import shutil
+                shutil.rmtree(self.segment_folder)
             self._overwrite_pending = False
 
     def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA):
-        """A checkpoint: file + journal + memory -> a new file, swapped in atomically.
+        """A checkpoint: journal + memory -> new segments and a new main file.
 
         The store before the runs (only_init) goes to the journal instead: it is as durable,
-        and the sweep's single file rewrite then happens at the end."""
+        and the sweep's checkpoint then happens at the end."""
         mem = traj._to_state(only_init)
         self._check(mem)
         self._prepare_overwrite()
@@ -3857,50 +3982,73 @@ class _FileService(_FromState, StorageService):
 
     def checkpoint(self, extra=None):
         """Fold the journal (and an in-memory state) into the file; then drop the journal."""
-        self._journal.close(sync=False)  # its records go into the new file, which is fsynced
+        self._journal.close(sync=False)  # its records go into files that are fsynced
         with _FolderLock(self._journal.path, shared=False):
             self._checkpoint(extra)
 
     def _checkpoint(self, extra):
         own = self._journal.take_own()
-        if own is not None:  # all ours: neither torn nor folded before (see take_own)
-            jid, records, end = own
-        else:
-            _Journal.repair(self._journal.path)
-            _, jid, records, end = self._read_journal()
-        names = {r[1] for r in records}
-        if extra is not None:
-            names.add(extra[0]['name'])
-        if not names:
-            return
-        states = self._read_states(names, data=True)
-        _apply_records(states, records)
-        if extra is not None:
-            mem, store_data, only_init = extra
-            state = states.setdefault(mem['name'], _new_state(mem['name']))
-            _merge_memory(state, mem, store_data, only_init)
-        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
-        self._write_states(states, '%s:%d' % (jid, end) if jid else '')
+        live, self._live = self._live, None
+        counts = [0, 0]
+        if own is not None and live is not None and live.jid == own[0] and not live.broken:
+            fold, records, (jid, end) = live, (), own  # every record went through it
+        else:  # (a torn tail needs no repair: the journal goes once it is folded)
+            if live is not None:
+                live.abort()
+            own = None
+            jid, start = self._unfolded()
+            records = _Journal.records(self._journal.path, start, counts=counts) \
+                if jid is not None else ()
+            if jid is None and extra is None and not self._legacy_names():
+                return
+            fold = _Fold(self)
+        try:
+            for record in records:
+                fold.record(record)
+            if own is None:
+                end = counts[0]
+                self._say_skipped(counts[1])
+            if extra is not None:
+                fold.memory(*extra)
+            fold.finish('%s:%d' % (jid, end) if jid else '')
+        except BaseException:
+            fold.abort()
+            raise
+        finally:
+            if hasattr(records, 'close'):
+                records.close()
         if jid is not None:
             os.remove(self._journal.path)  # no directory fsync: a journal that comes back
             # after a power cut is skipped up to the folded marker the new file holds
 
-    def _read_journal(self):
-        """Records of the journal not yet folded into the file."""
-        jid, records, end, torn = _Journal.read(self._journal.path)
-        if torn:
+    def _say_skipped(self, skipped):
+        if skipped:
             _say_once('journal %s: %d damaged bytes were skipped (a write interrupted by a '
                       'crash, or damage); the runs in them are not completed and a resume '
-                      'repeats them' % (self._journal.path, torn), remember=False)
+                      'repeats them' % (self._journal.path, skipped), remember=False)
+
+    def _unfolded(self):
+        """(journal id, offset of its first record not yet folded into the file)."""
+        jid, data = _Journal.open(self._journal.path)
         if jid is None:
-            return None, None, [], 0
-        folded = self._folded_marker()
+            return None, 0
+        data.close()
+        folded = self._folded_marker() if os.path.exists(self.filename) else ''
         start = 0
         if folded and folded.partition(':')[0] == jid:
             start = int(folded.partition(':')[2])
-        if start:
-            jid2, records, end, _ = _Journal.read(self._journal.path, start)
-        return folded, jid, records, end
+        return jid, start
+
+    def _journal_records(self, name=None):
+        """The records not yet folded into the file (of trajectory `name`), streamed."""
+        jid, start = self._unfolded()
+        if jid is None:
+            return
+        counts = [0, 0]
+        for record in _Journal.records(self._journal.path, start, counts=counts):
+            if name is None or record[1] == name:
+                yield record
+        self._say_skipped(counts[1])
 
     def _store_run(self, record):
         if self._overwrite_pending:
@@ -3944,14 +4092,13 @@ class _FileService(_FromState, StorageService):
         self._journal.close()
 
     # -- loading -----------------------------------------------------------------------------
-    def _load_state(self, name=None, index=None, data=True, force=False):
+    def _load_state(self, name=None, index=None, data=True, force=False, rows=None):
+        """A trajectory's whole plain-data state: the main file's metadata, the rows of its
+        segments (newest first wins; `rows`, {template: run indices or None for all}, loads
+        only those) and the journal's records not yet folded in."""
         if not os.path.exists(self.filename) and not os.path.exists(self._journal.path):
             raise DataNotInStorageError('cannot load: %s does not exist' % self.filename)
-        names = self._list_names() if os.path.exists(self.filename) else []
-        folded, jid, records, _ = self._read_journal()
-        for record in records:
-            if record[1] not in names:
-                names.append(record[1])
+        names = self.list_trajectories()
         if name is None:
             if not names:
                 raise DataNotInStorageError('%s holds no trajectory' % self.filename)
@@ -3964,27 +4111,87 @@ class _FileService(_FromState, StorageService):
         if name not in names:
             raise DataNotInStorageError('%s holds no trajectory %r; it holds %s'
                                         % (self.filename, name, names))
-        states = self._read_states({name}, data=data) if os.path.exists(self.filename) \
-            else {}
-        _apply_records(states, [r for r in records if r[1] == name])
+        states = {}
+        if os.path.exists(self.filename) and name in self._list_names():
+            states[name] = self._read_state(name, data, rows)
+        _apply_records(states, self._journal_records(name))
         return states[name]
 
+    def _read_state(self, name, data, rows=None):
+        meta = self._read_main(name, data, rows)
+        legacy = meta.pop('legacy', None)
+        if legacy is not None:  # format 2: the main file holds rows itself
+            meta['columns'], meta['runs'] = legacy['columns'], legacy['runs']
+        tombs = meta.get('tombs') or {}
+        for seg, seq in meta.get('segments', ()):
+            self._segment_read(meta, os.path.join(self.segment_folder, seg), seq, tombs,
+                               data, rows)
+        _runs_length(meta['runs'], meta['length'])
+        return meta
+
+    def copy_to(self, path):
+        """Copy the file and its segments to `path` (and `path`.segments), after a
+        checkpoint: a backup, or a copy to send elsewhere."""
+        import shutil
+        self.checkpoint()
+        with _FolderLock(self._journal.path, shared=False):
+            shutil.copyfile(self.filename, path)
+            if os.path.isdir(self.segment_folder):
+                shutil.copytree(self.segment_folder, path + '.segments')
+
+    def _load_list(self, traj, names=(), recursive=True):
+        """Items by full name, reading of the run columns only the rows asked for."""
+        name = traj._name
+        templates = set()
+        if os.path.exists(self.filename) and name in self._list_names():
+            meta = self._read_main(name, set())
+            templates = set(meta.get('templates') or ()) | set(
+                (meta.get('legacy') or {}).get('columns') or ())
+        rows = {}
+        for full_name in names:
+            split = _split_run(full_name)
+            head, idx = split if split is not None else (full_name, None)
+            for template in templates:
+                if template == head or (recursive and template.startswith(head + '.')):
+                    if idx is None:
+                        rows[template] = None
+                    elif rows.get(template, ()) is not None:
+                        rows.setdefault(template, set()).add(idx)
+        state = self._load_state(name, data=True, rows=rows)
+        return _items_from_state(state, names, recursive, self.filename)
+
     def delete_trajectory(self, name):
-        """Remove a whole trajectory from the file (atomically, like every rewrite)."""
+        """Remove a whole trajectory (and its segments) from the file."""
         self.checkpoint()
         if name not in self.list_trajectories():
             raise DataNotInStorageError('%s holds no trajectory %r' % (self.filename, name))
         with _FolderLock(self._journal.path, shared=False):
-            self._write_states({}, '', drop=(name,))
+            fold = _Fold(self)
+            fold.finish('', drop=(name,))
 
     def list_trajectories(self):
         """Names of the trajectories in the file, oldest first."""
         names = self._list_names() if os.path.exists(self.filename) else []
-        _, _, records, _ = self._read_journal()
-        for record in records:
+        for record in self._journal_records():
             if record[1] not in names:
                 names.append(record[1])
         return names
+
+    def _legacy_names(self):
+        """Trajectories whose rows the main file itself holds (format 2): moved into
+        segments at the next checkpoint."""
+        return []
+
+    def _stored_runs(self, meta):
+        """{run index: finish timestamp} of the runs a trajectory's segments hold."""
+        state = {'runs': _RunTable(0).to_plain(), 'columns': {}, 'length': 0}
+        tombs = meta.get('tombs') or {}
+        for seg, seq in meta.get('segments', ()):
+            self._segment_read(state, os.path.join(self.segment_folder, seg), seq, tombs,
+                               set(), {})
+        finish = state['runs']['finish_timestamp']
+        done = state['runs']['completed']
+        return {i: f for i, f in enumerate(finish) if f or done[i]}
 
     # -- backend hooks -----------------------------------------------------------------------
     def _list_names(self):
@@ -3993,11 +4200,542 @@ class _FileService(_FromState, StorageService):
     def _folded_marker(self):
         raise NotImplementedError
 
-    def _read_states(self, names, data=True):
+    def _read_main(self, name, data=True, rows=None):
         raise NotImplementedError
 
-    def _write_states(self, states, folded):
+    def _write_main(self, metas, folded, drop=()):
         raise NotImplementedError
+
+    def _segment_open(self, segment):
+        raise NotImplementedError
+
+    def _segment_append(self, segment, rows, info):
+        raise NotImplementedError
+
+    def _segment_close(self, segment):
+        raise NotImplementedError
+
+    def _segment_read(self, state, path, seq, tombs, data, rows):
+        raise NotImplementedError
+
+    def _segment_idx(self, path, template):
+        raise NotImplementedError
+
+    def _segment_names(self):
+        """The names of the segments the main file lists (of every trajectory)."""
+        raise NotImplementedError
+
+
+def _runs_length(runs, n):
+    """Pad (with blank runs) or cut a state's run information to n runs."""
+    for field, blank in zip(_RunTable.FIELDS, (0.0, 0.0, 0, '', '')):
+        column = runs[field]
+        if len(column) < n:
+            column.extend([blank] * (n - len(column)))
+        else:
+            del column[n:]
+
+
+# Run rows are buffered up to this many bytes, then appended to the segment being written:
+# a sweep's checkpoint holds about this much run data in memory, however big the sweep.
+_SEGMENT_BUDGET = 32 << 20
+_ALL = -1  # a tombstone's run index that stands for every run of a column
+
+
+class _SegmentSplit(Exception):
+    """Raised by a backend's _segment_append when a batch cannot go into the segment being
+    written (a column's dtype or shape changed): the batch starts a new segment."""
+
+
+def _row_bytes(row):
+    """About what a run row costs in memory (for the batch budget): a row's tuple, dict
+    and its run's information take ~400 bytes in CPython, plus the values."""
+    size = 400
+    for value in (row[3] or {}).values():
+        nbytes = getattr(value, 'nbytes', None)
+        size += 100 + (nbytes if nbytes is not None else (
+            len(value) if type(value) in (str, bytes) else
+            8 * len(value) + 64 if isinstance(value, (list, tuple, dict)) else 32))
+    return size
+
+
+class _Bits:
+    """A set of run indices as a bitmap: 1M runs in 125 KB."""
+
+    __slots__ = ('bits', 'count')
+
+    def __init__(self):
+        self.bits, self.count = bytearray(), 0
+
+    def add(self, idx):
+        byte = idx >> 3
+        if byte >= len(self.bits):
+            self.bits.extend(bytes(byte + 1 - len(self.bits) + (len(self.bits) >> 1)))
+        mask = 1 << (idx & 7)
+        if not self.bits[byte] & mask:
+            self.bits[byte] |= mask
+            self.count += 1
+
+    def __contains__(self, idx):
+        byte = idx >> 3
+        return 0 <= byte < len(self.bits) and bool(self.bits[byte] & (1 << (idx & 7)))
+
+    def update(self, idxs):
+        for idx in idxs:
+            self.add(idx)
+
+    def union(self, other):
+        n = max(len(self.bits), len(other.bits))
+        merged = int.from_bytes(self.bits, 'little') | int.from_bytes(other.bits, 'little')
+        self.bits = bytearray(merged.to_bytes(n, 'little'))
+        self.count = bin(merged).count('1')
+
+    def discard(self, idx):
+        if idx in self:
+            self.bits[idx >> 3] &= ~(1 << (idx & 7)) & 0xFF
+            self.count -= 1
+
+    def bounds(self):
+        """(lowest, highest) run index held (None if empty)."""
+        bits = self.bits
+        lo = next((i for i, b in enumerate(bits) if b), None)
+        if lo is None:
+            return None
+        hi = len(bits) - 1 - next(i for i, b in enumerate(reversed(bits)) if b)
+        low = (lo << 3) + ((bits[lo] & -bits[lo]).bit_length() - 1)
+        return low, (hi << 3) + bits[hi].bit_length() - 1
+
+
+class _Segment:
+    """A segment being written: run rows and run information of one trajectory. They are
+    buffered up to _SEGMENT_BUDGET bytes, then appended to a temporary file, which close()
+    syncs and moves into the segment folder under its final name. Once there, the file is
+    never changed again."""
+
+    def __init__(self, fold, meta, seq):
+        self.fold, self.service, self.meta, self.seq = fold, fold.service, meta, seq
+        self.rows, self.info, self.size = {}, {}, 0
+        self.written, self.info_written = {}, _Bits()  # (template -> _Bits)
+        self.first = {}  # template -> (run index, row) of the first row written
+        self.handle = None
+        safe = re.sub(r'[^A-Za-z0-9_-]', '_', meta['name'])[:64]
+        self.name = '%s_%06d_%s%s' % (safe, seq, os.urandom(4).hex(), self.service.SUFFIX)
+        self.path = os.path.join(self.service.segment_folder, self.name)
+        self.tmp = self.path + '.tmp'
+
+    def has(self, template, idx):
+        rows = self.rows.get(template)
+        if rows is not None and idx in rows:
+            return True
+        written = self.written.get(template)
+        return written is not None and idx in written
+
+    def add(self, template, idx, row):
+        rows = self.rows.get(template)
+        if rows is None:
+            rows = self.rows[template] = {}
+        rows[idx] = row
+        self.size += _row_bytes(row)
+        if self.size >= _SEGMENT_BUDGET:
+            self.flush()
+
+    def add_info(self, idx, info):
+        self.info[idx] = info
+        self.info_written.add(idx)
+        self.size += 150
+
+    def drop(self, template, idx):
+        """Forget a buffered row (every row of the column for _ALL). False if such a row is
+        in the file already: then the caller closes this segment and starts another."""
+        rows = self.rows.get(template)
+        if rows:
+            if idx == _ALL:
+                rows.clear()
+            else:
+                rows.pop(idx, None)
+        written = self.written.get(template)
+        return written is None or (written.count == 0 if idx == _ALL else idx not in written)
+
+    def flush(self):
+        if not self.rows and not self.info:
+            return
+        if self.handle is None:
+            os.makedirs(self.service.segment_folder, exist_ok=True)
+            self.handle = self.service._segment_open(self)
+        rows = {t: r for t, r in self.rows.items() if r}
+        try:
+            self.service._segment_append(self, rows, self.info)
+        except _SegmentSplit:
+            self.fold.split(self.meta['name']).flush()
+            return
+        for template, trows in rows.items():
+            written = self.written.get(template)
+            if written is None:
+                written = self.written[template] = _Bits()
+                first = min(trows)
+                self.first[template] = (first, trows[first])
+            written.update(trows)
+        self.rows, self.info, self.size = {}, {}, 0
+
+    def close(self):
+        """Write out what is buffered; make the file durable under its final name. Returns
+        False if the segment holds nothing (no file is left)."""
+        self.flush()
+        if self.handle is None:
+            return False
+        handle, self.handle = self.handle, None
+        self.service._segment_close(self, handle)
+        _sync_file(self.tmp)
+        os.replace(self.tmp, self.path)
+        return True
+
+    def abort(self):
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception:  # (closing a file a full disk broke: the temp file goes)
+                pass
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
+def _disk_error_text(path, error=None):
+    """What went wrong writing near `path`: the disk named as full where it is (ENOSPC)."""
+    import errno
+    full = error is not None and getattr(error, 'errno', None) in (errno.ENOSPC, errno.EDQUOT)
+    if not full:
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+            full = st.f_bavail * st.f_frsize < (1 << 20)
+        except (OSError, AttributeError):
+            pass
+    if full:
+        return 'the disk is full (ENOSPC)'
+    return '%s: %s' % (type(error).__name__, error) if error is not None else \
+        'a short write (the disk is full?)'
+
+
+def _sync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Fold:
+    """One checkpoint. Journal records (and an in-memory trajectory) fold into each
+    trajectory's metadata (nodes, explored ranges, length: small) and into new segments
+    (run rows and run information, streamed); finish() writes the main file."""
+
+    def __init__(self, service):
+        self.service = service
+        self.metas, self.segments, self.shapes = {}, {}, {}
+        self.stored, self.said = {}, set()
+        self.prior, self.closed, self.tombed = {}, {}, set()
+        self.plain = {}  # name -> columns no other column conflicts with (see row)
+        self.jid, self.broken = None, False  # (a fold made as the records come)
+
+    # -- per trajectory ----------------------------------------------------------------------
+    def meta(self, name):
+        meta = self.metas.get(name)
+        if meta is None:
+            exists = os.path.exists(self.service.filename) and \
+                name in self.service._list_names()
+            meta = self.service._read_main(name, True) if exists else _new_meta(name)
+            self.metas[name] = meta
+            self.prior[name] = len(meta['segments'])
+            legacy = meta.pop('legacy', None)
+            if legacy is not None:  # format 2: the main file held the rows; now segments do
+                self._legacy(name, meta, legacy)
+        return meta
+
+    def _legacy(self, name, meta, legacy):
+        runs = legacy['runs']
+        for idx in range(len(runs['completed'])):
+            info = tuple(runs[f][idx] for f in _RunTable.FIELDS)
+            if info != (0.0, 0.0, 0, '', ''):
+                self.segment(name).add_info(idx, info)
+        for template, rows in legacy['columns'].items():
+            self.known(meta).add(template)
+            for idx, row in rows.items():
+                self.segment(name).add(template, idx, row)
+
+    def segment(self, name):
+        segment = self.segments.get(name)
+        if segment is None:
+            meta = self.metas[name]
+            segment = self.segments[name] = _Segment(self, meta, meta['seq'])
+            meta['seq'] += 1
+        return segment
+
+    def split(self, name):
+        """Close the segment being written and start the next one."""
+        old = self.segments.pop(name)
+        rows, info = old.rows, old.info
+        old.rows, old.info = {}, {}
+        self._close(name, old)
+        new = self.segment(name)
+        new.rows, new.info = rows, info
+        new.info_written.update(info)
+        return new
+
+    def _close(self, name, segment):
+        if segment.close():
+            self.metas[name]['segments'].append([segment.name, segment.seq])
+            self.closed.setdefault(name, []).append(segment)
+            for template, written in segment.written.items():
+                bits = self.stored.get((name, template))
+                if bits is not None:
+                    bits.union(written)
+
+    def known(self, meta):
+        """The run columns (templates) a trajectory holds in any segment or this fold."""
+        return meta.setdefault('templates', set())
+
+    def stored_bits(self, name, template):
+        """The run indices of a column in the segments written before (read once), and in
+        those this fold has closed."""
+        bits = self.stored.get((name, template))
+        if bits is None:
+            bits = self.stored[name, template] = _Bits()
+            meta = self.metas[name]
+            tomb = (meta.get('tombs') or {}).get(template, {})
+            for seg, seq in meta['segments'][:self.prior[name]]:
+                if tomb.get(_ALL, -1) > seq:
+                    continue
+                for idx in self.service._segment_idx(
+                        os.path.join(self.service.segment_folder, seg), template):
+                    if tomb.get(idx, -1) <= seq:
+                        bits.add(idx)
+            for segment in self.closed.get(name, ()):
+                written = segment.written.get(template)
+                if written is not None:
+                    bits.union(written)
+        return bits
+
+    def has(self, name, template, idx):
+        segment = self.segments.get(name)
+        return (segment is not None and segment.has(template, idx)) or \
+            idx in self.stored_bits(name, template)
+
+    # -- records -----------------------------------------------------------------------------
+    def record(self, record):
+        kind, name = record[0], record[1]
+        meta = self.meta(name)
+        if kind == 'run':  # (nearly all of them)
+            _, _, idx, info, leaves = record
+            segment = self.segments.get(name) or self.segment(name)
+            segment.add_info(idx, info)
+            if idx >= meta['length']:
+                meta['length'] = idx + 1
+            plain = self.plain.get(name)
+            for full_name, tag, comment, data, ann in leaves:
+                split = _leaf_split(_split_run(full_name))
+                if split is None:
+                    _state_put_leaf(meta, full_name, tag, comment, data, ann)
+                elif plain is not None and split[0] in plain and data is not None:
+                    segment.add(split[0], idx, (tag, comment, ann, data))
+                    segment = self.segments[name]  # (a full batch may start another)
+                else:
+                    self.row(name, split[0], split[1], (tag, comment, ann, data), True)
+        elif kind == 'leaf':
+            _, _, full_name, tag, comment, data, ann, overwrite = record
+            split = _leaf_split(_split_run(full_name))
+            if split is None:
+                _apply_record(meta, record, self.shapes.setdefault(name, {}))
+            else:
+                self.row(name, split[0], split[1], (tag, comment, ann, data), overwrite)
+        elif kind == 'delete':
+            _, _, names, recursive = record
+            _state_delete(meta, names, recursive)
+            self.delete_rows(name, names, recursive)
+        elif kind == 'traj':
+            self.memory(*record[2:])
+        else:
+            _apply_record(meta, record, self.shapes.setdefault(name, {}))
+
+    def row(self, name, template, idx, row, overwrite):
+        """A run row; newest wins, except that STORE_DATA (overwrite False) keeps a stored
+        row and an empty leaf never replaces stored data."""
+        meta = self.metas[name]
+        known = self.known(meta)
+        if template not in known:
+            known.add(template)
+            self.shapes.pop((name, 'conflicts'), None)
+            self.plain.pop(name, None)
+        conflicts = self.conflicts(name, template)
+        if not conflicts:  # (the run records' fast path: see record)
+            self.plain.setdefault(name, set()).add(template)
+        for other in conflicts:
+            if self.has(name, other, idx):
+                if (template, other) not in self.said:
+                    self.said.add((template, other))
+                    _say_once('%s is stored again with %s, so the %s stored before is '
+                              'dropped (in every run stored again so): a node cannot be both '
+                              'a leaf and a group' % (_run_name(idx), _join_run(template, idx),
+                                                      _join_run(other, idx)), remember=False)
+                self.hide(name, other, idx)
+        if (not overwrite or row[3] is None) and self.has(name, template, idx):
+            return
+        self.segment(name).add(template, idx, row)
+
+    def conflicts(self, name, template):
+        """The columns that cannot hold a run together with `template` (z and z.mean)."""
+        cache = self.shapes.setdefault((name, 'conflicts'), {})
+        found = cache.get(template)
+        if found is None:
+            found = cache[template] = [
+                t for t in self.known(self.metas[name]) if t != template and (
+                    t.startswith(template + '.') or template.startswith(t + '.'))]
+        return found
+
+    def hide(self, name, template, idx):
+        """Drop a run's row of a column (idx _ALL: every row): from the buffer, and from the
+        segments written before by a tombstone."""
+        segment = self.segment(name)
+        if not segment.drop(template, idx):
+            segment = self.split(name)
+        tombs = self.metas[name].setdefault('tombs', {})
+        tombs.setdefault(template, {})[idx] = segment.seq
+        self.tombed.add((name, template))
+        bits = self.stored.get((name, template))
+        if bits is not None:
+            if idx == _ALL:
+                self.stored[name, template] = _Bits()
+            else:
+                bits.discard(idx)
+
+    def delete_rows(self, name, names, recursive):
+        known = self.known(self.metas[name])
+        for full_name in names:
+            split = _split_run(full_name)
+            if split is not None:
+                template, idx = split
+                for t in [t for t in known if t == template or
+                          (recursive and t.startswith(template + '.'))]:
+                    if self.has(name, t, idx):
+                        self.hide(name, t, idx)
+            elif recursive:
+                for t in [t for t in known if t.startswith(full_name + '.')]:
+                    self.hide(name, t, _ALL)
+                    known.discard(t)
+                    self.shapes.pop((name, 'conflicts'), None)
+
+    def memory(self, mem, store_data, only_init):
+        """Fold an in-memory trajectory's state (see f_store's modes)."""
+        name = mem['name']
+        meta = self.meta(name)
+        _merge_memory(meta, dict(mem, columns={}, runs=None), store_data, only_init)
+        if not only_init:
+            overwrite = store_data >= OVERWRITE_DATA
+            for template, rows in mem['columns'].items():
+                for idx, row in rows.items():
+                    self.row(name, template, idx, row, overwrite)
+        runs = mem['runs']
+        segment = self.segments.get(name)
+        written = segment.info_written if segment is not None else _Bits()
+        fresh = [i for i in range(min(len(runs['completed']), mem['length']))
+                 if i not in written and (runs['completed'][i] or runs['timestamp'][i])]
+        if fresh:
+            stored = self.service._stored_runs(meta) if meta['segments'] else {}
+            for i in fresh:
+                finish = runs['finish_timestamp'][i]
+                if i not in stored or finish > stored[i]:
+                    self.segment(name).add_info(i, tuple(runs[f][i] for f in _RunTable.FIELDS))
+
+    # -- the end -----------------------------------------------------------------------------
+    def finish(self, folded, drop=()):
+        """Close the segments, then swap in the main file that lists them."""
+        for name in self.service._legacy_names():
+            if name not in drop:
+                self.meta(name)
+        for name, segment in list(self.segments.items()):
+            self._close(name, segment)
+        self.segments = {}
+        for name, meta in self.metas.items():
+            meta['columns_info'] = self.columns_info(name, meta)
+        folder = self.service.segment_folder
+        if os.path.isdir(folder):
+            _fsync_dir(os.path.join(folder, 'x'))
+        self.service._write_main(self.metas, folded, drop)
+        self.collect(drop)
+
+    def columns_info(self, name, meta):
+        """{template: [first run index, number of runs, highest run index, first row]} for
+        the summary tables (a row: (class, comment, annotations, data)). Runs appended
+        beyond the highest index are counted as they come; otherwise (a run stored again,
+        a row deleted) the indices are read from the segments."""
+        known = self.known(meta)
+        info = {t: list(v) for t, v in (meta.get('columns_info') or {}).items() if t in known}
+        for segment in self.closed.get(name, ()):
+            for template, written in segment.written.items():
+                bounds = written.bounds()
+                if bounds is None or template not in known:
+                    continue
+                idx, row = segment.first[template]
+                old = info.get(template)
+                if old is None:
+                    info[template] = [idx, written.count, bounds[1], _row_brief(row)]
+                    continue
+                if (name, template) in self.tombed or bounds[0] <= old[2]:
+                    old[1] = self.stored_bits(name, template).count
+                else:
+                    old[1] += written.count
+                old[2] = max(old[2], bounds[1])
+                if idx < old[0]:
+                    old[0], old[3] = idx, _row_brief(row)
+        for template in known:
+            if (name, template) in self.tombed and template in info:
+                info[template][1] = self.stored_bits(name, template).count
+        return {t: v for t, v in info.items() if v[1]}
+
+    def collect(self, drop):
+        """Remove segment files no main file lists: left by a crash between a segment's
+        rename and the main file's, temp files of a killed writer, and segments of dropped
+        trajectories. (Under the exclusive folder lock: no other checkpoint is writing.)"""
+        folder = self.service.segment_folder
+        if not os.path.isdir(folder):
+            return
+        listed = self.service._segment_names()
+        for entry in os.listdir(folder):
+            if entry not in listed:
+                try:
+                    os.remove(os.path.join(folder, entry))
+                except OSError:
+                    pass
+
+    def abort(self):
+        for segment in self.segments.values():
+            segment.abort()
+        self.segments = {}
+
+
+def _row_brief(row):
+    """What the summary tables keep of a column's first row: [class, comment, value]."""
+    return [row[0], row[1], _value_summary(row[3])]
+
+
+def _meta_store(meta):
+    """The part of a trajectory's metadata that says where its runs are, as plain JSON."""
+    return {'segments': meta['segments'], 'seq': meta['seq'],
+            'tombs': {t: sorted(v.items()) for t, v in (meta.get('tombs') or {}).items()},
+            'columns': meta['columns_info']}
+
+
+def _meta_load(meta, stored):
+    meta.update(segments=[list(s) for s in stored['segments']], seq=int(stored['seq']),
+                tombs={t: {int(i): int(s) for i, s in v} for t, v in stored['tombs'].items()},
+                columns_info={t: list(v) for t, v in stored['columns'].items()})
+    meta['templates'] = set(meta['columns_info'])
+    return meta
+
+
+def _new_meta(name):
+    meta = _new_state(name)
+    meta.update(segments=[], tombs={}, seq=0, columns_info={})
+    return meta
 
 
 def _items_from_state(state, names, recursive, filename):
@@ -4078,10 +4816,12 @@ def _atomic_write(path, write):
 
 
 class PickleStorageService(_FileService):
-    """Stores trajectories with the stdlib only: a pickle of plain data (never of minipypet
-    classes) that is rewritten atomically at checkpoints, plus the journal between them."""
+    """Stores trajectories with the stdlib only: a main pickle file of plain data (never of
+    minipypet classes), rewritten atomically at checkpoints, plus segment files (a stream of
+    pickled batches of run rows) and the journal between checkpoints."""
 
     MAGIC = b'MINIPYPET-PICKLE\n'
+    SEGMENT_MAGIC = b'MINIPYPET-SEGMENT\n'
     SUFFIX = '.pkl'
 
     def __init__(self, filename=None, complevel=None, complib=None, **kwargs):
@@ -4127,28 +4867,35 @@ class PickleStorageService(_FileService):
     def _folded_marker(self):
         return self._read_file().get('folded', '')
 
-    def _read_states(self, names, data=True):
+    def _legacy_names(self):
+        if not os.path.exists(self.filename):
+            return []
         content = self._read_file()
-        # Copy the top levels so that folding records in does not alter the cache.
-        states = {}
-        for name in names:
-            if name in content['trajectories']:
-                old = content['trajectories'][name]
-                states[name] = dict(old, nodes=dict(old['nodes']),
-                                    columns={t: dict(r) for t, r in old['columns'].items()},
-                                    runs={f: list(v) for f, v in old['runs'].items()})
-        return states
+        return [n for n in content['order'] if 'segments' not in content['trajectories'][n]]
 
-    def _write_states(self, states, folded, drop=()):
+    def _read_main(self, name, data=True, rows=None):
+        old = self._read_file()['trajectories'][name]
+        meta = dict(old, nodes=dict(old['nodes']), columns={}, runs=_RunTable(0).to_plain())
+        if 'segments' not in old:  # format 2: the rows are in the main file
+            meta['legacy'] = {'columns': {t: dict(r) for t, r in old['columns'].items()
+                                          if rows is None or t in rows},
+                              'runs': {f: list(v) for f, v in old['runs'].items()}}
+            meta.update(segments=[], tombs={}, seq=0, columns_info={})
+        meta['segments'] = [list(s) for s in meta['segments']]
+        meta['tombs'] = {t: dict(v) for t, v in meta['tombs'].items()}
+        meta['columns_info'] = {t: list(v) for t, v in meta['columns_info'].items()}
+        meta['templates'] = set(meta['columns_info'])
+        return meta
+
+    def _write_main(self, metas, folded, drop=()):
         content = self._read_file()
         trajectories = {k: v for k, v in content['trajectories'].items() if k not in drop}
         order = [n for n in content['order'] if n not in drop]
-        for name, state in states.items():
-            state = dict(state)
-            if self.purge_duplicate_comments:
-                state['columns'] = {t: _purge_comments(rows, state.get('merged_runs', ()))
-                                    for t, rows in state['columns'].items()}
-            trajectories[name] = state
+        for name, meta in metas.items():
+            if name in drop:
+                continue
+            trajectories[name] = {k: v for k, v in meta.items() if k not in (
+                'columns', 'runs', 'templates', 'parameter_summary', 'legacy')}
             if name not in order:
                 order.append(name)
         new = {'format': FORMAT_VERSION, 'version': __version__, 'order': order,
@@ -4161,6 +4908,71 @@ class PickleStorageService(_FileService):
                 pickle.dump(new, f, protocol=4)
         _atomic_write(self.filename, write)
         self._cache = None
+
+    # -- segments: a header, then one pickle per batch ---------------------------------------
+    def _segment_open(self, segment):
+        f = open(segment.tmp, 'wb')
+        f.write(self.SEGMENT_MAGIC)
+        pickle.dump({'trajectory': segment.meta['name'], 'seq': segment.seq}, f, protocol=4)
+        return f
+
+    def _segment_append(self, segment, rows, info):
+        if self.purge_duplicate_comments:  # the seed's rule, within the segment
+            out = {}
+            for template, trows in rows.items():
+                first = segment.first.get(template)
+                first = first if first is not None else (min(trows), trows[min(trows)])
+                merged = _merged_set(segment.meta.get('merged_runs') or ())
+                out[template] = {i: r if i == first[0] or r[1] != first[1][1] or i in merged
+                                 else (r[0], '', r[2], r[3]) for i, r in trows.items()}
+            rows = out
+        pickle.dump({'rows': rows, 'runs': info}, segment.handle, protocol=4)
+
+    def _segment_close(self, segment, handle):
+        handle.close()
+
+    def _segment_batches(self, path):
+        with open(path, 'rb') as f:
+            if f.read(len(self.SEGMENT_MAGIC)) != self.SEGMENT_MAGIC:
+                raise StorageError('%s is not a minipypet segment file' % path)
+            try:
+                _SafeUnpickler(f).load()
+                while f.peek(1)[:1]:
+                    yield _SafeUnpickler(f).load()
+            except PickleRefusedError:
+                raise
+            except Exception as exc:
+                raise StorageError('%s cannot be read (truncated or corrupt?): %s: %s'
+                                   % (path, type(exc).__name__, exc)) from exc
+
+    def _segment_read(self, state, path, seq, tombs, data, rows):
+        for batch in self._segment_batches(path):
+            for idx, info in batch['runs'].items():
+                _state_set_run(state, idx, info)
+            for template, trows in batch['rows'].items():
+                if rows is not None and template not in rows:
+                    continue
+                only = rows.get(template) if rows is not None else None
+                tomb = tombs.get(template, {})
+                column = state['columns'].setdefault(template, {})
+                for idx, row in trows.items():  # (the data comes along: it is unpickled)
+                    if max(tomb.get(idx, -1), tomb.get(_ALL, -1)) <= seq and \
+                            (only is None or idx in only):
+                        column[idx] = row
+                if not column:
+                    del state['columns'][template]
+
+    def _segment_names(self):
+        if not os.path.exists(self.filename):
+            return set()
+        return {seg for meta in self._read_file()['trajectories'].values()
+                for seg, _ in meta.get('segments', ())}
+
+    def _segment_idx(self, path, template):
+        out = []
+        for batch in self._segment_batches(path):
+            out.extend(batch['rows'].get(template, ()))
+        return out
 
 
 class HDF5StorageService(_FileService):
@@ -4238,7 +5050,15 @@ class HDF5StorageService(_FileService):
                               shuffle=self.shuffle, fletcher32=self.fletcher32)
 
     # -- writing -----------------------------------------------------------------------------
-    def _write_states(self, states, folded, drop=()):
+    def _legacy_names(self):
+        if not os.path.exists(self.filename):
+            return []
+        with self._open() as f:
+            if int(_attr(f.root._v_attrs, 'minipypet_format')) >= 3:
+                return []
+            return json.loads(_attr(f.root._v_attrs, 'minipypet_trajectories'))
+
+    def _write_main(self, metas, folded, drop=()):
         tables = _require('tables', 'hdf5')
         old_exists = os.path.exists(self.filename)
 
@@ -4256,10 +5076,12 @@ class HDF5StorageService(_FileService):
                             _attr(old.root._v_attrs, 'minipypet_trajectories')) if n not in drop]
                         title = title or _attr(old.root._v_attrs, 'TITLE', '')
                         for name in order:
-                            if name not in states:
+                            if name not in metas:
                                 old.get_node('/' + name)._f_copy(out.root, recursive=True)
-                for name, state in states.items():
-                    self._write_trajectory(out, state)
+                for name, meta in metas.items():
+                    if name in drop:
+                        continue
+                    self._write_trajectory(out, meta)
                     if name not in order:
                         order.append(name)
                 # file_title, else the title it had, else the first trajectory's name (as
@@ -4330,18 +5152,15 @@ class HDF5StorageService(_FileService):
         for group, meta, _ in packed.values():
             if meta:
                 _h5_set(group, 'mp_leaves', json.dumps(meta, sort_keys=True))
-        taken = set()
-        for template in sorted(state['columns']):
-            rows = state['columns'][template]
-            if self.purge_duplicate_comments:
-                rows = _purge_comments(rows, state.get('merged_runs', ()))
-            parts = [p for p in template.split('.') if p not in ('$', '$set')]
-            path = '.'.join(parts)
-            while path in state['nodes'] or path in taken:
-                path += '_'
-            taken.add(path)
-            group = self._ensure_group(f, root, path.split('.'), made)
-            self._write_rows(f, group, template, rows, filters, np)
+        # The trajectory's segments, in order (and what the summary tables need of their
+        # columns), as JSON; and external links to them, which h5py follows.
+        self._put_value(f, root, 'mp_segments', json.dumps(_meta_store(state)), None, np)
+        if state['segments']:
+            group = f.create_group(root, 'segments')
+            folder = os.path.basename(self.segment_folder)
+            for seg, _ in state['segments']:
+                f.create_external_link(group, os.path.splitext(seg)[0],
+                                       '%s/%s:/' % (folder, seg))
         for full_name, target in links:
             parent, _, lname = full_name.rpartition('.')
             group = self._ensure_group(f, root, parent.split('.'), made) if parent else root
@@ -4385,85 +5204,16 @@ class HDF5StorageService(_FileService):
         if offsets is not None:
             self._put_array(f, group, name + '__offsets', offsets, 'offsets', filters)
 
-    def _write_rows(self, f, group, template, rows, filters, np):
-        idxs = sorted(rows)
-        first = rows[idxs[0]]
-        _h5_set(group, 'mp_kind', 'column')
-        _h5_set(group, 'mp_template', template)
-        _h5_set(group, 'mp_class', first[0])
-        _h5_set(group, 'mp_comment', _attr_text(first[1], group, 'comment'))
-        _h5_set(group, 'mp_purged', bool(self.purge_duplicate_comments))
-        self._put_array(f, group, '_idx', np.array(idxs, dtype=np.int64), 'int', filters)
-        # One pass over the runs: the rows that differ from the first (class, comment), have
-        # annotations, or no data; and the items as columns
-        cls0, comment0 = first[0], '' if self.purge_duplicate_comments else first[1]
-        classes, odd, anns, empty, items = ([], []), ([], []), ([], []), [], {}
-        for i in idxs:
-            tag, comment, ann, data = rows[i]
-            if tag != cls0:
-                classes[0].append(i)
-                classes[1].append(tag)
-            if comment != comment0 and i != idxs[0]:
-                odd[0].append(i)
-                odd[1].append(comment)
-            if ann:
-                anns[0].append(i)
-                anns[1].append(ann)
-            if data is None:
-                empty.append(i)
-                continue
-            for key, value in data.items():
-                col = items.get(key)
-                if col is None:
-                    col = items[key] = ([], [])
-                col[0].append(i)
-                col[1].append(value)
-        for idx_name, name, (where, values) in (('_class_idx', '_classes', classes),
-                                                ('_comment_idx', '_comments', odd),
-                                                ('_ann_idx', '_ann', anns)):
-            if where:  # (datasets: one attribute could not hold them for many runs)
-                self._put_array(f, group, idx_name, np.array(where, np.int64), 'int', filters)
-                self._put_column(f, group, name, values, filters, np)
-        if empty:
-            self._put_array(f, group, '_empty_idx', np.array(empty, np.int64), 'int', filters)
-        bad = [k for k in items if k in _COLUMN_META or k.endswith(('__idx', '__offsets'))]
-        if bad:
-            raise StorageError('%s: item names %s are reserved in HDF5 files (names ending '
-                               'in "__idx" or "__offsets" or %s); rename them'
-                               % (template, bad, sorted(_COLUMN_META)))
-        for key, (col_idx, values) in items.items():
-            self._put_column(f, group, key, values, filters, np)
-            if len(col_idx) != len(idxs):
-                self._put_array(f, group, key + '__idx', np.array(col_idx, np.int64), 'int',
-                                filters)
-
     def _write_overview(self, f, root, state, filters, np):
+        """The main file's overview tables (the runs' own rows are in their segments)."""
         ov = f.create_group(root, 'overview', title='overview tables (for reading; minipypet '
                                                     'itself loads from the nodes)')
         n = state['length']
-        runs = state['runs']
-        summary = state.get('parameter_summary')
-        if not summary or len(summary) < n and state['explored']:  # from a crash's journal
-            summary = _run_summaries([(k, ((state['nodes'].get(k) or {}).get('data') or {}).get(
-                'explored_data') or []) for k in state['explored']], n)
-        t0, t1 = runs['timestamp'], runs['finish_timestamp']
         _h5_table(f, ov, 'info', [
             ('name', [state['name']]), ('time', [state['time']]),
             ('timestamp', [state['timestamp']]), ('comment', [state['comment']]),
             ('length', [n]), ('version', [state['version']]), ('python', [state['python']])],
             None, np)
-        _h5_table(f, ov, 'runs', [
-            ('idx', list(range(n))), ('name', [FORMATTED_RUN_NAME % i for i in range(n)]),
-            ('time', _time_strings(t0)), ('timestamp', t0),
-            ('finish_timestamp', t1),
-            ('runtime', _runtime_strings(t0, t1)),
-            ('completed', runs['completed']), ('parameter_summary', summary[:n] + [''] * (
-                n - len(summary))),
-            ('short_environment_hexsha', runs['hexsha'])], filters, np)  # errors: run_errors
-        errors = [(i, e) for i, e in enumerate(runs['error']) if e]
-        if errors:
-            _h5_table(f, ov, 'run_errors', [('idx', [i for i, _ in errors]),
-                                            ('error', [e for _, e in errors])], filters, np)
         nodes = state['nodes']
         leaves = [(k, r) for k, r in sorted(nodes.items()) if r['kind'] == 'leaf']
 
@@ -4491,26 +5241,17 @@ class HDF5StorageService(_FileService):
                             for _, r in explored]),
                 ('range', [_short_repr((r['data'] or {}).get('explored_data'), 1 << 30)
                            for _, r in explored])], filters, np)
-        columns = state['columns']
-        for branch in ('results', 'derived_parameters'):
-            templates = sorted(t for t in columns if t.startswith(branch + '.'))
-            if self.large_overview_tables:
-                idx_col, name_col, value_col = [], [], []
-                for t in templates:
-                    rows = sorted(columns[t].items())
-                    idx_col.extend([i for i, _ in rows])
-                    name_col.extend([t] * len(rows))
-                    value_col.extend([_value_summary(row[3]) for _, row in rows])
-                _h5_table(f, ov, branch + '_runs', [('idx', idx_col), ('name', name_col),
-                                                    ('value', value_col)], filters, np)
+        info = state['columns_info']  # {template: [first, count, highest, (class,
+        for branch in _RUN_BRANCHES:  # comment, annotations, data) of the first row]}
+            templates = sorted(t for t in info if t.startswith(branch + '.'))
             if self.summary_tables:
-                firsts = [(t, min(columns[t])) for t in templates]
                 _h5_table(f, ov, branch + '_runs_summary', [
-                    ('name', [t for t, _ in firsts]),
-                    ('value', [_value_summary(columns[t][i][3]) for t, i in firsts]),
-                    ('comment', [columns[t][i][1] for t, i in firsts]),
-                    ('number_of_items', [len(columns[t]) for t, _ in firsts]),
-                    ('example_item_run_name', [_run_name(i) for _, i in firsts])], None, np)
+                    ('name', templates),
+                    ('value', [info[t][3][2] for t in templates]),
+                    ('comment', [info[t][3][1] for t in templates]),
+                    ('number_of_items', [info[t][1] for t in templates]),
+                    ('example_item_run_name', [_run_name(info[t][0]) for t in templates])],
+                    None, np)
         if self.large_overview_tables and state['explored']:
             cols = [('idx', list(range(n)))]
             for k in state['explored']:
@@ -4523,23 +5264,246 @@ class HDF5StorageService(_FileService):
                              [c for c, _ in cols] else k.replace('.', '_'), rng))
             _h5_table(f, ov, 'explored_parameters_runs', cols, filters, np)
 
-    # -- reading -----------------------------------------------------------------------------
-    def _read_states(self, names, data=True):
-        if not os.path.exists(self.filename):
-            return {}
-        states = {}
-        with self._open() as f:
-            for name in names:
-                if '/' + name not in f:
-                    continue
-                states[name] = self._read_trajectory(f, name, data)
-        return states
+    # -- segments ----------------------------------------------------------------------------
+    # A segment holds run columns laid out as the main file of format 2 held them (a group per
+    # column: _idx, one dataset per item, the exceptions), as extendable datasets, so that
+    # batches append to them; and its runs' information in overview/runs (plus run_errors and
+    # the results_runs / derived_parameters_runs overview rows).
+    def _segment_open(self, segment):
+        tables = _require('tables', 'hdf5')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            f = tables.open_file(segment.tmp, 'w', PYTABLES_SYS_ATTRS=False)
+        for key, value in (('minipypet_segment', 1), ('minipypet_format', FORMAT_VERSION),
+                           ('minipypet_version', __version__),
+                           ('trajectory', segment.meta['name']), ('seq', segment.seq)):
+            _h5_set(f.root, key, value)
+        return _H5Segment(f, segment.meta)
 
-    def _read_trajectory(self, f, name, data):
+    def _segment_append(self, segment, rows, info):
+        np = _require('numpy', 'hdf5')
+        h = segment.handle
+        batches = []
+        for template in sorted(rows):
+            trows = rows[template]
+            idxs = sorted(trows)
+            items = {}
+            for i in idxs:
+                data = trows[i][3]
+                if data:
+                    for key, value in data.items():
+                        col = items.get(key)
+                        if col is None:
+                            col = items[key] = ([], [])
+                        col[0].append(i)
+                        col[1].append(value)
+            bad = [k for k in items if k in _COLUMN_META or k.endswith(('__idx', '__offsets'))]
+            if bad:
+                raise StorageError('%s: item names %s are reserved in HDF5 files (names ending '
+                                   'in "__idx" or "__offsets" or %s); rename them'
+                                   % (template, bad, sorted(_COLUMN_META)))
+            arrays = {k: (where, _column_array(values, np)) for k, (where, values) in
+                      items.items()}
+            column = h.columns.get(template)
+            if column is not None:  # all or nothing: check that every item still fits
+                for key, (_, (kind, arr, _)) in arrays.items():
+                    node = column.group._f_get_child(key) if key in column.group else None
+                    if node is not None and not _h5_fits(node, column.kinds[key], kind, arr):
+                        raise _SegmentSplit(template)
+            batches.append((template, trows, idxs, arrays))
+        filters = self._filters()
+        for template, trows, idxs, arrays in batches:
+            self._append_rows(h, template, trows, idxs, arrays, filters, np)
+        if info:
+            self._append_runs(h, segment, info, np)
+
+    def _append_rows(self, h, template, trows, idxs, arrays, filters, np):
+        column = h.columns.get(template)
+        if column is None:
+            parts = [p for p in template.split('.') if p not in ('$', '$set')]
+            path = '.'.join(parts)
+            while path in h.paths:
+                path += '_'
+            h.paths.add(path)
+            group = self._ensure_group(h.file, h.file.root, path.split('.'), h.made)
+            first = trows[idxs[0]]
+            _h5_set(group, 'mp_kind', 'column')
+            _h5_set(group, 'mp_template', template)
+            _h5_set(group, 'mp_class', first[0])
+            _h5_set(group, 'mp_comment', _attr_text(first[1], group, 'comment'))
+            _h5_set(group, 'mp_purged', bool(self.purge_duplicate_comments))
+            column = h.columns[template] = _H5Column(group, idxs[0], first[0], first[1])
+        group, before = column.group, column.rows
+        purge = self.purge_duplicate_comments
+        merged = _merged_set(h.meta.get('merged_runs') or ()) if purge else ()
+        _h5_append(h.file, group, '_idx', np.array(idxs, dtype=np.int64), 'int', filters)
+        for i in idxs:
+            tag, comment, ann, data = trows[i]
+            if tag != column.tag:
+                column.classes[0].append(i)
+                column.classes[1].append(tag)
+            # The seed's rule (purge_duplicate_comments): a run keeps its comment only if it
+            # differs from the first run's; merged runs keep theirs.
+            if comment != column.comment and i != column.first or \
+                    purge and comment and i in merged:
+                column.comments[0].append(i)
+                column.comments[1].append(comment)
+            if ann:
+                column.anns[0].append(i)
+                column.anns[1].append(ann)
+            if data is None:
+                column.empty.append(i)
+        for key, (where, (kind, arr, offsets)) in arrays.items():
+            node = group._f_get_child(key) if key in group else None
+            own_idx = key + '__idx' in group
+            if node is None and before and not own_idx:
+                _h5_append(h.file, group, key + '__idx', np.zeros(0, np.int64), 'int',
+                           filters)  # a new item: the rows before lack it
+                own_idx = True
+            elif not own_idx and len(where) != len(idxs):
+                prior = group._idx.read(0, before) if before else np.zeros(0, np.int64)
+                _h5_append(h.file, group, key + '__idx', prior, 'int', filters)
+                own_idx = True
+            if own_idx:
+                _h5_append(h.file, group, key + '__idx', np.array(where, np.int64), 'int',
+                           filters)
+            base = node.nrows if node is not None and offsets is not None else 0
+            _h5_append(h.file, group, key, arr, kind, filters)
+            column.kinds[key] = kind
+            if offsets is not None:
+                if node is not None:
+                    offsets = offsets[1:]
+                _h5_append(h.file, group, key + '__offsets', offsets + base, 'offsets',
+                           filters)
+        for key in list(group._v_leaves):  # items this batch lacks
+            if key in arrays or key in _COLUMN_META or key.endswith(('__idx', '__offsets')) \
+                    or key + '__idx' in group:
+                continue
+            _h5_append(h.file, group, key + '__idx', group._idx.read(0, before), 'int',
+                       filters)
+        column.rows += len(idxs)
+        if self.large_overview_tables:
+            branch = template.partition('.')[0]
+            if branch in _RUN_BRANCHES:
+                h.overview_rows(branch + '_runs', [
+                    ('idx', idxs), ('name', [template] * len(idxs)),
+                    ('value', [_value_summary(trows[i][3]) for i in idxs])], np)
+
+    def _append_runs(self, h, segment, info, np):
+        idxs = sorted(info)
+        t0 = [info[i][0] for i in idxs]
+        t1 = [info[i][1] for i in idxs]
+        for i in idxs:
+            if info[i][4]:
+                h.errors[i] = info[i][4]
+        h.overview_rows('runs', [
+            ('idx', idxs), ('name', [_run_name(i) for i in idxs]), ('time', _time_strings(t0)),
+            ('timestamp', t0), ('finish_timestamp', t1), ('runtime', _runtime_strings(t0, t1)),
+            ('completed', [info[i][2] for i in idxs]),
+            ('parameter_summary', _summaries_of(segment.meta, idxs)),
+            ('short_environment_hexsha', [info[i][3] for i in idxs])], np)
+
+    def _segment_close(self, segment, h):
+        np = _require('numpy', 'hdf5')
+        filters = self._filters()
+        try:
+            for column in h.columns.values():
+                group = column.group
+                for idx_name, name, (where, values) in (('_class_idx', '_classes', column.classes),
+                                                        ('_comment_idx', '_comments',
+                                                         column.comments),
+                                                        ('_ann_idx', '_ann', column.anns)):
+                    if where:
+                        self._put_array(h.file, group, idx_name, np.array(where, np.int64),
+                                        'int', filters)
+                        self._put_column(h.file, group, name, values, filters, np)
+                if column.empty:
+                    self._put_array(h.file, group, '_empty_idx',
+                                    np.array(column.empty, np.int64), 'int', filters)
+            if h.errors:
+                errors = sorted(h.errors.items())
+                ov = h.overview()
+                _h5_table(h.file, ov, 'run_errors', [('idx', [i for i, _ in errors]),
+                                                     ('error', [e for _, e in errors])],
+                          filters, np)
+        finally:
+            h.file.close()
+
+    def _segment_files(self, path):
+        f = _open_hdf5(path, StorageError, StorageError)
+        if 'minipypet_segment' not in f.root._v_attrs._v_attrnames:
+            f.close()
+            raise StorageError('%s is not a minipypet segment file' % path)
+        return f
+
+    def _segment_read(self, state, path, seq, tombs, data, rows):
+        np = _require('numpy', 'hdf5')
+        with self._segment_files(path) as f:
+            for group in f.walk_groups('/'):
+                ga = group._v_attrs
+                if 'mp_kind' not in ga._v_attrnames:
+                    continue
+                template = _attr(ga, 'mp_template')
+                if rows is not None and template not in rows:
+                    continue
+                want = data is True or (data == 'scalars' and 'scalars') or \
+                    (data != 'scalars' and template.partition('.')[0] in data)
+                tomb = tombs.get(template)
+                read = self._read_rows(group, want, np, None if rows is None else
+                                       rows[template])
+                column = state['columns'].setdefault(template, {})
+                for idx, row in read.items():
+                    if tomb is None or max(tomb.get(idx, -1), tomb.get(_ALL, -1)) <= seq:
+                        column[idx] = row
+                if not column:
+                    del state['columns'][template]
+            if 'overview' in f.root and 'runs' in f.root.overview:
+                runs = f.root.overview.runs.read()
+                errors = {}
+                if 'run_errors' in f.root.overview:
+                    errors = {i: e.decode('utf-8') for i, e in
+                              f.root.overview.run_errors.read().tolist()}
+                for i, t0, t1, done, sha in zip(
+                        runs['idx'].tolist(), runs['timestamp'].tolist(),
+                        runs['finish_timestamp'].tolist(), runs['completed'].tolist(),
+                        runs['short_environment_hexsha'].tolist()):
+                    _state_set_run(state, i, (t0, t1, done, sha.decode(), errors.get(i, '')))
+
+    def _segment_names(self):
+        if not os.path.exists(self.filename):
+            return set()
+        np = _require('numpy', 'hdf5')
+        names = set()
+        with self._open() as f:
+            for name in json.loads(_attr(f.root._v_attrs, 'minipypet_trajectories')):
+                root = f.get_node('/' + name)
+                if 'mp_segments' in root:
+                    names.update(s for s, _ in json.loads(_read_node(
+                        root, 'mp_segments', np, single=True))['segments'])
+        return names
+
+    def _segment_idx(self, path, template):
+        with self._segment_files(path) as f:
+            for group in f.walk_groups('/'):
+                ga = group._v_attrs
+                if 'mp_template' in ga._v_attrnames and _attr(ga, 'mp_template') == template:
+                    return group._idx.read().tolist()
+        return []
+
+    # -- reading -----------------------------------------------------------------------------
+    def _read_main(self, name, data=True, rows=None):
+        with self._open() as f:
+            if '/' + name not in f:
+                raise DataNotInStorageError('%s holds no trajectory %r' % (self.filename, name))
+            return self._read_trajectory(f, name, data, rows)
+
+    def _read_trajectory(self, f, name, data, rows=None):
+        """A trajectory's metadata from the main file; the run rows and run information a
+        main file of format 2 holds itself go to state['legacy']."""
         np = _require('numpy', 'hdf5')
         root = f.get_node('/' + name)
         a = root._v_attrs
-        state = _new_state(name)
+        state = _new_meta(name)
         for key in ('time', 'timestamp', 'comment', 'version', 'python', 'length'):
             state[key] = _attr(a, key)
         state['length'] = int(state['length'])
@@ -4548,20 +5512,14 @@ class HDF5StorageService(_FileService):
         state['merged_runs'] = json.loads(_attr(a, 'merged_runs', '[]'))
         if 'mp_annotations' in a._v_attrnames:
             state['ann'] = _from_json(_attr(a, 'mp_annotations', 'null'))
-        runs = f.get_node(root, 'overview/runs').read()
-        state['runs'] = {
-            'timestamp': runs['timestamp'].tolist(),
-            'finish_timestamp': runs['finish_timestamp'].tolist(),
-            'completed': runs['completed'].tolist(),
-            'hexsha': [x.decode() for x in runs['short_environment_hexsha'].tolist()],
-            'error': [''] * len(runs)}
-        state['parameter_summary'] = [x.decode('utf-8')
-                                      for x in runs['parameter_summary'].tolist()]
-        if 'run_errors' in root.overview:
-            for i, e in f.get_node(root, 'overview/run_errors').read().tolist():
-                state['runs']['error'][i] = e.decode('utf-8')
+        legacy = 'mp_segments' not in root
+        if legacy:
+            _read_legacy_runs(f, root, state)
         prefix = len(root._v_pathname) + 1
+        skip = root._v_pathname + '/segments'
         for node in f.walk_nodes(root):
+            if node._v_pathname.startswith(skip):
+                continue  # (external links to the segments)
             ga = node._v_attrs
             if 'mp_leaves' in ga._v_attrnames:  # scalar leaves kept as attributes (format 2)
                 base = node._v_pathname[prefix:].replace('/', '.')
@@ -4580,9 +5538,12 @@ class HDF5StorageService(_FileService):
             want = data is True or full_name.partition('.')[0] in data
             if kind == 'column':
                 template = _attr(ga, 'mp_template')
+                if rows is not None and template not in rows:
+                    continue
                 want = data is True or (data == 'scalars' and 'scalars') or \
                     (data != 'scalars' and template.partition('.')[0] in data)
-                state['columns'][template] = self._read_rows(node, want, np)
+                state['columns'][template] = self._read_rows(
+                    node, want, np, None if rows is None else rows[template])
                 continue
             if data == 'scalars':
                 want = full_name in state['explored']
@@ -4609,10 +5570,19 @@ class HDF5StorageService(_FileService):
             if target.startswith('/' + name + '/'):
                 state['nodes'][link._v_pathname[prefix:].replace('/', '.')] = {
                     'kind': 'link', 'target': target[prefix:].replace('/', '.')}
+        if legacy:
+            state['legacy'] = {'columns': state['columns'], 'runs': state['runs']}
+            state['columns'], state['runs'] = {}, _RunTable(0).to_plain()
+        else:
+            _meta_load(state, json.loads(_read_node(root, 'mp_segments', np, single=True)))
         return state
 
     @staticmethod
-    def _read_rows(group, want, np):
+    def _read_rows(group, want, np, only=None):
+        """{run index: (class, comment, annotations, data)} of a run column's group;
+        `only`: these run indices alone, their data read row by row."""
+        if only is not None:
+            return _read_some_rows(group, want, np, only)
         a = group._v_attrs
         idxs = group._idx.read().tolist()
         tag, first_comment = _attr(a, 'mp_class'), _attr(a, 'mp_comment', '')
@@ -4647,6 +5617,182 @@ class HDF5StorageService(_FileService):
         return {i: (classes.get(i, tag),
                     first_comment if i == first else comments.get(i, default_comment),
                     anns.get(i), datas[i]) for i in idxs}
+
+
+def _read_legacy_runs(f, root, state):
+    """Run information from a format 2 main file's overview/runs table."""
+    runs = f.get_node(root, 'overview/runs').read()
+    state['runs'] = {
+        'timestamp': runs['timestamp'].tolist(),
+        'finish_timestamp': runs['finish_timestamp'].tolist(),
+        'completed': runs['completed'].tolist(),
+        'hexsha': [x.decode() for x in runs['short_environment_hexsha'].tolist()],
+        'error': [''] * len(runs)}
+    if 'run_errors' in root.overview:
+        for i, e in f.get_node(root, 'overview/run_errors').read().tolist():
+            state['runs']['error'][i] = e.decode('utf-8')
+
+
+def _read_some_rows(group, want, np, only):
+    """The rows of the run indices `only` of a column group, each item read row by row."""
+    a = group._v_attrs
+    idxs = group._idx.read().tolist()
+    where = {}
+    for pos, i in enumerate(idxs):
+        if i in only:
+            where[i] = pos  # (the last wins: a run stored again later in the segment)
+    if not where:
+        return {}
+    tag, first_comment = _attr(a, 'mp_class'), _attr(a, 'mp_comment', '')
+    default_comment = '' if _attr(a, 'mp_purged', True) else first_comment
+    extra = {}
+    for idx_name, name in (('_class_idx', '_classes'), ('_comment_idx', '_comments'),
+                           ('_ann_idx', '_ann')):
+        extra[name] = dict(zip(group._f_get_child(idx_name).read().tolist(),
+                               _read_node(group, name, np))) if idx_name in group else {}
+    empty = set(group._empty_idx.read().tolist()) if '_empty_idx' in group else set()
+    datas = {i: ({} if i not in empty else None) if want else None for i in where}
+    if want:
+        for leaf in group._f_iter_nodes('Leaf'):
+            item = leaf._v_name
+            if item in _COLUMN_META or item.endswith(('__idx', '__offsets')):
+                continue
+            if want == 'scalars' and _attr(leaf._v_attrs, 'mp_type') not in _SCALAR_KINDS:
+                continue
+            if item + '__idx' in group:
+                own = group._f_get_child(item + '__idx').read().tolist()
+                positions = {i: p for p, i in enumerate(own) if i in where}
+            else:
+                positions = where
+            offsets = group._f_get_child(item + '__offsets') \
+                if item + '__offsets' in group else None
+            for i, pos in positions.items():
+                if offsets is not None:
+                    lo, hi = offsets[pos:pos + 2].tolist()
+                    value = _from_json(leaf[lo:hi].tobytes().decode('utf-8'))
+                else:
+                    value = _decode_node_row(leaf, pos)
+                if datas[i] is not None:
+                    datas[i][item] = value
+    first = idxs[0]
+    return {i: (extra['_classes'].get(i, tag),
+                first_comment if i == first else extra['_comments'].get(i, default_comment),
+                extra['_ann'].get(i), datas[i]) for i in where}
+
+
+def _decode_node_row(node, pos):
+    """One row of a column dataset, as _decode_node gives it in a column's list."""
+    kind = _attr(node._v_attrs, 'mp_type')
+    value = node[pos]
+    if kind == 'str':
+        return value.decode('utf-8')
+    if kind in ('bool', 'int', 'float', 'complex', 'bytes'):
+        return value.item() if hasattr(value, 'item') else value
+    return value
+
+
+class _H5Column:
+    """A run column in a segment being written: its group, rows so far and exceptions."""
+
+    def __init__(self, group, first, tag, comment):
+        self.group, self.first, self.tag, self.comment, self.rows = group, first, tag, \
+            comment, 0
+        self.classes, self.comments, self.anns, self.empty = ([], []), ([], []), ([], []), []
+        self.kinds = {}  # item -> mp_type (attributes set through _h5_set read back stale)
+
+
+class _H5Segment:
+    """A segment file being written: its columns and overview tables."""
+
+    def __init__(self, f, meta):
+        self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
+        self.tables, self.errors, self.runs = {}, {}, None
+
+    def overview(self):
+        if 'overview' not in self.file.root:
+            self.file.create_group('/', 'overview')
+        return self.file.root.overview
+
+    def overview_rows(self, name, columns, np):
+        """Append rows to an overview table (made by the first batch; its string columns are
+        sized then, with room to grow: a longer text is cut, ending in '...')."""
+        table = self.tables.get(name)
+        n = len(columns[0][1])
+        if table is None:
+            widths = {}
+            for col, values in columns:
+                if values and type(values[0]) is str:
+                    widths[col] = max(16, 2 * _h5_texts(values, None, np).itemsize)
+            dtype = [(col, np.dtype('S%d' % widths[col])) if col in widths else
+                     (col, np.array(values).dtype) for col, values in columns]
+            table = self.tables[name] = self.file.create_table(
+                self.overview(), name, description=_h5_description(dtype),
+                chunkshape=(max(1, min(4096, 65536 // np.dtype(dtype).itemsize)),),
+                filters=_require('tables').Filters(complevel=1, complib='zlib', shuffle=True))
+            if name == 'runs':
+                self.runs = table
+        rows = np.empty(n, dtype=table.dtype)
+        for col, values in columns:
+            kind = table.dtype[col].kind
+            if kind == 'S':
+                rows[col] = _h5_texts(values, table.dtype[col].itemsize, np)
+            else:
+                rows[col] = values
+        table.append(rows)
+
+
+def _h5_texts(values, size, np):
+    """str values as an S array (UTF-8, lone surrogates escaped), each cut to `size` bytes
+    with '...' where longer (None: as long as the longest)."""
+    try:  # numpy encodes ASCII itself, ~10x faster than a loop
+        arr = np.array(values, dtype='S')
+    except UnicodeEncodeError:
+        arr = np.array([v.encode('utf-8', 'backslashreplace') for v in values], dtype='S')
+    if size is not None and arr.dtype.itemsize > size:
+        long = np.char.str_len(arr) > size
+        arr = arr.astype('S%d' % size)
+        arr[long] = np.char.add(arr[long].astype('S%d' % (size - 3)), b'...')
+    return arr
+
+
+def _h5_fits(node, had, kind, arr):
+    """Whether a batch's array (of `kind`) can be appended to a segment's dataset (of
+    kind `had`)."""
+    if had != kind or tuple(node.shape[1:]) != arr.shape[1:]:
+        return False
+    if node.dtype == arr.dtype:
+        return True
+    return node.dtype.kind == arr.dtype.kind == 'S' and arr.dtype.itemsize <= node.dtype.itemsize
+
+
+def _h5_append(f, group, name, arr, kind, filters):
+    """Append rows to an extendable dataset of a segment (made by the first batch, sized so
+    that a chunk holds ~64 KB-1 MB, or one row of a big array)."""
+    node = group._f_get_child(name) if name in group else None
+    if node is None:
+        tables = _require('tables')
+        np = sys.modules['numpy']
+        dtype = arr.dtype
+        if dtype.kind == 'S':  # room for longer texts in later batches
+            dtype = np.dtype('S%d' % max(8, 2 * dtype.itemsize))
+        row = max(1, dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64)))
+        rows = max(1, min(1 << 20, (1 << 20) // row if row < (1 << 20) else 1,
+                          max(len(arr), 1024)))
+        node = f.create_earray(group, name, atom=tables.Atom.from_dtype(dtype),
+                               shape=(0,) + arr.shape[1:], filters=filters,
+                               chunkshape=(rows,) + arr.shape[1:])
+        _h5_set(node, 'mp_type', kind)
+    if arr.dtype != node.dtype:
+        arr = arr.astype(node.dtype)
+    if len(arr):
+        node.append(arr)
+    return node
+
+
+def _summaries_of(meta, idxs):
+    """The parameter summaries of the given runs, from a state's explored ranges."""
+    return _run_summaries([(k, ((meta['nodes'].get(k) or {}).get('data') or {}).get(
+        'explored_data') or ()) for k in meta['explored']], idxs)
 
 
 _SCALAR_KINDS = ('bool', 'int', 'float', 'complex', 'str', 'npscalar')

@@ -2749,6 +2749,47 @@ def label(i):
     return 'label_%04d_' % i + 'y' * 90  # longer than any 64-character summary
 
 
+def h5_segments(filename, traj):
+    """The paths of a trajectory's segment files, in order (format 3)."""
+    with tables.open_file(filename) as h:
+        listed = json.loads(h.get_node('/%s/mp_segments' % traj).read().item().decode())
+    return [filename + '.segments/' + name for name, _ in listed['segments']]
+
+
+def h5_table(filename, traj, name):
+    """An overview table's rows: from the main file, else joined over the segments."""
+    with tables.open_file(filename) as h:
+        if '/%s/overview/%s' % (traj, name) in h:
+            return h.get_node('/%s/overview/%s' % (traj, name)).read()
+    parts = []
+    for path in h5_segments(filename, traj):
+        with tables.open_file(path) as h:
+            if '/overview/' + name in h:
+                parts.append(h.get_node('/overview/' + name).read())
+    return np.concatenate(parts) if parts else None
+
+
+def h5_overview_names(filename, traj):
+    with tables.open_file(filename) as h:
+        names = set(h.get_node('/%s/overview' % traj)._v_children)
+    for path in h5_segments(filename, traj):
+        with tables.open_file(path) as h:
+            if '/overview' in h:
+                names |= set(h.root.overview._v_children)
+    return names
+
+
+def h5_column(filename, traj, path, item):
+    """(run indices, values) of a run column joined over the segments."""
+    idx, values = [], []
+    for seg in h5_segments(filename, traj):
+        with tables.open_file(seg) as h:
+            if path in h:
+                idx.extend(h.get_node(path + '/_idx').read().tolist())
+                values.extend(h.get_node(path + '/' + item).read().tolist())
+    return idx, values
+
+
 @pytest.fixture(scope='module')
 def big_hdf5(tmp_path_factory):
     if tables is None:
@@ -2776,29 +2817,33 @@ def big_hdf5(tmp_path_factory):
 def test_overview_tables_with_pytables(big_hdf5):
     filename, n, elapsed = big_hdf5
     assert elapsed < 60, 'a 1,500-run sweep took %.1f s' % elapsed
+    assert {'info', 'runs', 'parameters', 'config', 'explored_parameters',
+            'results_trajectory', 'derived_parameters_trajectory', 'results_runs',
+            'results_runs_summary', 'derived_parameters_runs',
+            'derived_parameters_runs_summary', 'explored_parameters_runs'} <= \
+        h5_overview_names(filename, 'big')
+    assert 'run_errors' not in h5_overview_names(filename, 'big')
+    runs = h5_table(filename, 'big', 'runs')  # (the runs' rows are in the segments)
+    assert len(runs) == n  # no 1,000-row cap
+    assert runs['idx'].tolist() == list(range(n))
+    assert runs['completed'].tolist() == [1] * n
+    assert runs['name'][-1] == run_name(n - 1).encode()
+    assert (runs['finish_timestamp'] >= runs['timestamp']).all()
+    assert len(h5_table(filename, 'big', 'results_runs')) == n
+    assert len(h5_table(filename, 'big', 'derived_parameters_runs')) == n
+    assert h5_column(filename, 'big', '/results/runs/z', '_idx')[1] == list(range(n))
+    assert h5_column(filename, 'big', '/results/runs/z', 'z')[1] == [i * 0.5 for i in range(n)]
+    with tables.open_file(h5_segments(filename, 'big')[0]) as h:
+        z = h.get_node('/results/runs/z')
+        assert str(z._v_attrs.mp_kind) == 'column'
+        assert 'z' in str(z._v_attrs.mp_template) and str(z._v_attrs.mp_class) == 'Result'
+        assert str(z._v_attrs.mp_comment) == 'half of x'
     with tables.open_file(filename) as h:
-        ov = h.get_node('/big/overview')
-        assert {'info', 'runs', 'parameters', 'config', 'explored_parameters',
-                'results_trajectory', 'derived_parameters_trajectory', 'results_runs',
-                'results_runs_summary', 'derived_parameters_runs',
-                'derived_parameters_runs_summary', 'explored_parameters_runs'} <= set(
-                    ov._v_children)
-        assert 'run_errors' not in ov
         info = h.get_node('/big/overview/info').read()
         assert info['name'].tolist() == [b'big'] and info['length'].tolist() == [n]
-        runs = h.get_node('/big/overview/runs').read()
-        assert len(runs) == n  # no 1,000-row cap
-        assert runs['idx'].tolist() == list(range(n))
-        assert runs['completed'].tolist() == [1] * n
-        assert runs['name'][-1] == run_name(n - 1).encode()
-        assert (runs['finish_timestamp'] >= runs['timestamp']).all()
         epr = h.get_node('/big/overview/explored_parameters_runs').read()
         assert len(epr) == n and epr['x'].tolist() == list(range(n))
         assert [v.decode() for v in epr['label']] == [label(i) for i in range(n)]
-        rr = h.get_node('/big/overview/results_runs').read()
-        assert len(rr) == n
-        dr = h.get_node('/big/overview/derived_parameters_runs').read()
-        assert len(dr) == n
         params = h.get_node('/big/overview/parameters').read()
         by_name = {r['name'].decode(): r for r in params}
         assert set(by_name) == {'x', 'label', 'long'}
@@ -2813,14 +2858,6 @@ def test_overview_tables_with_pytables(big_hdf5):
             b'', b'trajectory-level']
         summary = h.get_node('/big/overview/results_runs_summary').read()
         assert summary['number_of_items'].tolist() == [n]
-        # the columnar layout
-        z = h.get_node('/big/results/runs/z')
-        assert str(z._v_attrs.mp_kind) == 'column'
-        assert 'z' in str(z._v_attrs.mp_template) and str(z._v_attrs.mp_class) == 'Result'
-        assert str(z._v_attrs.mp_comment) == 'half of x'
-        assert h.get_node('/big/results/runs/z/_idx').read().tolist() == list(range(n))
-        assert h.get_node('/big/results/runs/z/z').read().tolist() == [
-            i * 0.5 for i in range(n)]
         # scalar leaves are attributes of their group, described in its mp_leaves
         results = h.get_node('/big/results')
         assert json.loads(str(results._v_attrs.mp_leaves))['rt'] == [
@@ -2839,18 +2876,22 @@ def test_overview_tables_with_pytables(big_hdf5):
 def test_overview_tables_with_h5py(big_hdf5):
     filename, n, _ = big_hdf5
     with h5py.File(filename, 'r') as h:
-        runs = h['/big/overview/runs'][()]
+        # the segments through the external links the main file holds
+        segments = [h['/big/segments'][k] for k in sorted(h['/big/segments'])]
+        runs = np.concatenate([s['overview/runs'][()] for s in segments])
         assert runs.shape == (n,) and runs['completed'].tolist() == [1] * n
         epr = h['/big/overview/explored_parameters_runs'][()]
         assert epr['x'].tolist() == list(range(n))
         params = h['/big/overview/parameters'][()]
         comments = {r['name'].decode(): r['comment'].decode() for r in params}
         assert comments['long'] == LONG_COMMENT
-        group = h['/big/results/runs/z']
+        group = segments[0]['results/runs/z']
         kind = group.attrs['mp_kind']
         assert (kind.decode() if isinstance(kind, bytes) else str(kind)) == 'column'
-        assert group['_idx'][()].tolist() == list(range(n))
-        assert group['z'][()].tolist() == [i * 0.5 for i in range(n)]
+        assert [i for s in segments for i in s['results/runs/z/_idx'][()].tolist()] == \
+            list(range(n))
+        assert [v for s in segments for v in s['results/runs/z/z'][()].tolist()] == \
+            [i * 0.5 for i in range(n)]
 
 
 @needs_tables
@@ -2882,8 +2923,7 @@ def test_overview_switches(tmp_path, switch, absent, present):
     if switch == 'summary_tables':
         kwargs['purge_duplicate_comments'] = False
     env, traj = sweep('hdf5', filename, overview_job, n=3, **kwargs)
-    with tables.open_file(filename) as h:
-        children = set(h.get_node('/traj/overview')._v_children)
+    children = h5_overview_names(filename, 'traj')
     assert not absent & children, absent & children
     assert present <= children
     new = load(filename, load_data=2)
@@ -2904,10 +2944,9 @@ def test_failed_run_recorded(backend, tmp_path):
     assert 'bad run 1' in got.f_get_run_information(1)['error']
     assert got.f_get_run_information(0)['error'] == ''
     if backend == 'hdf5':
-        with tables.open_file(filename) as h:
-            errors = h.get_node('/traj/overview/run_errors').read()
-            assert errors['idx'].tolist() == [1]
-            assert b'bad run 1' in errors['error'][0]
+        errors = h5_table(filename, 'traj', 'run_errors')
+        assert errors['idx'].tolist() == [1]
+        assert b'bad run 1' in errors['error'][0]
 
 
 def test_failed_run_raises_by_default_but_keeps_earlier_runs(file_backend, tmp_path):
@@ -3846,14 +3885,13 @@ def count_stores(monkeypatch):
     """Count the run records folded into the file per run index (checkpoints in this
     process read every record any process journalled)."""
     counts = {}
-    original = mp._apply_records
+    original = mp._Fold.record
 
-    def spy(states, records):
-        for record in records:
-            if record[0] == 'run':
-                counts[record[2]] = counts.get(record[2], 0) + 1
-        return original(states, records)
-    monkeypatch.setattr(mp, '_apply_records', spy)
+    def spy(fold, record):
+        if record[0] == 'run':
+            counts[record[2]] = counts.get(record[2], 0) + 1
+        return original(fold, record)
+    monkeypatch.setattr(mp._Fold, 'record', spy)
     return counts
 
 
@@ -5213,7 +5251,7 @@ def test_log_config_none_leaves_logging_alone(tmp_path, helpers_dir):
                      cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'same'
-    assert sorted(os.listdir(str(tmp_path))) == ['quiet.pkl']
+    assert sorted(os.listdir(str(tmp_path))) == ['quiet.pkl', 'quiet.pkl.segments']
     with pytest.raises(mp.ConfigurationError):
         mp.Environment('q2', log_config=None, log_folder=str(tmp_path / 'logs'),
                        storage_service='lazy')
@@ -6078,7 +6116,8 @@ def test_merge_trial_parameter_backup_and_delete_other(tmp_path, backend):
     assert a.f_get('trial').f_get_range() == [0, 1, 2, 3]
     rows = mp.runs_table(str(tmp_path / ('tr_a' + PROV_SUFFIX[backend])))
     assert [(r['trial'], r['z']) for r in rows] == [(0, 50), (1, 51), (2, 50), (3, 51)]
-    backups = [f for f in set(os.listdir(str(tmp_path))) - before if '_backup_' in f]
+    backups = [f for f in set(os.listdir(str(tmp_path))) - before if '_backup_' in f and
+               not f.endswith('.segments')]
     assert len(backups) == 1 and backups[0].startswith('tr_a_backup_')
     assert len(mp.runs_table(str(tmp_path / backups[0]))) == 2, 'the backup is the original'
     with pytest.raises(mp.PypetError):
@@ -6119,7 +6158,7 @@ def test_merge_backups_are_never_overwritten(tmp_path):
     a.f_merge(b, backup=True)
     a.f_merge(c, backup=True)
     backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('bk_a_backup_') and
-                     not f.endswith('.journal'))
+                     not f.endswith(('.journal', '.segments')))
     sizes = sorted(len(mp.runs_table(str(tmp_path / f))) for f in backups)
     assert sizes == [2, 4], 'backups: %s hold %s runs' % (backups, sizes)
 

@@ -45,6 +45,33 @@ def children_rss_mb():
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, 1)
 
 
+def tree_bytes(path):
+    """Bytes of a file, or of every file below a folder."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path)
+                   for f in fs if os.path.isfile(os.path.join(d, f)))
+    return os.path.getsize(path) if os.path.isfile(path) else 0
+
+
+def storage_bytes(path):
+    """What a data file occupies with whatever its storage engine keeps beside it: every
+    file or folder in its folder whose name starts with the file's name (journal, .cnt,
+    side files), plus folders named like the file without its extension (`stem`, `stem.*`,
+    `stem_*`, `stem-*`). Returns (total bytes, data file bytes, sorted names of the extra
+    entries)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    stem = os.path.splitext(base)[0]
+    total, extra = 0, []
+    for entry in os.listdir(folder):
+        full = os.path.join(folder, entry)
+        if entry.startswith(base) or (os.path.isdir(full) and (
+                entry == stem or entry.startswith((stem + '.', stem + '_', stem + '-')))):
+            total += tree_bytes(full)
+            if entry != base:
+                extra.append(entry + ('/' if os.path.isdir(full) else ''))
+    return total, tree_bytes(path), sorted(extra)
+
+
 def checksum(values):
     """math.fsum over all results (an array counts as its sum): independent of run order,
     and equal to the shared harness's checksum."""
@@ -120,12 +147,15 @@ def cell_env():
     return env
 
 
-def run_cell(script, args, timeout):
-    """Run `python script --cell ...` and return its JSON line (or ok=False)."""
-    cmd = [sys.executable, script, '--cell'] + [str(a) for a in args]
+def run_cell(script, args, timeout, python=None):
+    """Run `python script --cell ...` and return its JSON line (or ok=False). `python`: another
+    interpreter (e.g. pypet_python()); it then does not see our PYTHONPATH."""
+    cmd = [python or sys.executable, script, '--cell'] + [str(a) for a in args]
+    env = cell_env()
+    if python:
+        env.pop('PYTHONPATH', None)  # the 3.12 venv must not see our 3.x site-packages
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=cell_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {'ok': False, 'error': 'timeout after %ds' % timeout}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
