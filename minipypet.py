@@ -47,6 +47,7 @@ __all__ = [
 # ============================================================================================
 # Imports and optional dependencies
 # ============================================================================================
+import array
 import base64
 import collections
 import datetime
@@ -1511,6 +1512,12 @@ def _time_strings(timestamps):
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _short_sha(hexsha):
+    """The 7-character SHA-1 of a run's record, one str object for all runs."""
+    return (hexsha or '')[:7]
+
+
 def _run_name(idx):
     return FORMATTED_RUN_NAME % idx if idx >= 0 else RUN_NAME_DUMMY
 
@@ -1598,8 +1605,10 @@ class _RunTable:
     FIELDS = ('timestamp', 'finish_timestamp', 'completed', 'hexsha', 'error')
 
     def __init__(self, n=1):
-        self.timestamp, self.finish_timestamp = [0.0] * n, [0.0] * n
-        self.completed, self.hexsha, self.error = [0] * n, [''] * n, [''] * n
+        # (timestamps as C doubles: a float object per run would cost 24 bytes more, each)
+        self.timestamp, self.finish_timestamp = array.array('d', bytes(8 * n)), \
+            array.array('d', bytes(8 * n))
+        self.completed, self.hexsha, self.error = bytearray(n), [''] * n, [''] * n
 
     def __len__(self):
         return len(self.completed)
@@ -1616,14 +1625,19 @@ class _RunTable:
         self.timestamp[idx], self.finish_timestamp[idx] = timestamp, finish
         self.completed[idx], self.hexsha[idx], self.error[idx] = completed, hexsha, error
 
-    def to_plain(self):
-        return {f: list(getattr(self, f)) for f in self.FIELDS}
+    def to_plain(self, compact=False):
+        """{field: list} (compact: copies as compact as the table keeps them, for states
+        that stay in memory; 1M runs' timestamps as floats would take 50 MB)."""
+        return {f: getattr(self, f)[:] if compact else list(getattr(self, f))
+                for f in self.FIELDS}
 
     @classmethod
     def from_plain(cls, data):
         table = cls(0)
         for f in cls.FIELDS:
-            setattr(table, f, list(data.get(f, [])))
+            values = data.get(f, [])
+            setattr(table, f, array.array('d', values) if 'timestamp' in f else
+                    bytearray(values) if f == 'completed' else list(values))
         table.resize(len(data.get('completed', [])))
         return table
 
@@ -1958,7 +1972,7 @@ class _RunsMixin:
                 _check_plain(data, leaf._full_name)
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
-        hexsha = (self._environment_hexsha or '')[:7]
+        hexsha = _short_sha(self._environment_hexsha)
         return ('run', self._name, idx, (start, finish, completed, hexsha, error), leaves)
 
     def _finish_run(self, record, clean_up, restore=True):
@@ -2441,7 +2455,8 @@ class _StorageMixin:
         state = {'format': FORMAT_VERSION, 'name': self._name, 'time': self._time,
                  'timestamp': self._timestamp, 'comment': self._comment,
                  'version': __version__, 'python': self._python, 'length': self._length,
-                 'explored': list(self._explored), 'runs': self._runs.to_plain(),
+                 'explored': list(self._explored),
+                 'runs': self._runs.to_plain(compact=not only_init),
                  'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
                  'nodes': nodes, 'columns': columns}
         return state
@@ -3330,7 +3345,7 @@ class _Journal:
                 pass
         raise StorageError(
             'cannot write to %s: %s; the runs journalled before are safe. Free some space '
-            'and resume the sweep (env.f_continue_run, or python -m minipypet resume)'
+            'and resume the sweep (env.f_continue_run with its .cnt file)'
             % (self.path, _disk_error_text(self.path, error))) from error
 
     # A journal this process started, while it alone appends, holds exactly the records the
@@ -3544,6 +3559,24 @@ def _frozen_run(record):
             for v in data.values():
                 if type(v) not in _FROZEN:
                     return False
+    return True
+
+
+def _frozen_record(record):
+    """_frozen_run, and for a trajectory's record: True if its nodes hold immutable values
+    only (scalars, and fresh lists of them: explored ranges), no annotations and no runs."""
+    if record[0] == 'run':
+        return _frozen_run(record)
+    if record[0] != 'traj' or record[2]['columns']:
+        return False
+    for rec in record[2]['nodes'].values():
+        if rec.get('ann'):
+            return False
+        for value in (rec.get('data') or {}).values():
+            kind = type(value)
+            if kind not in _FROZEN and not (
+                    kind in (list, tuple) and set(map(type, value)) <= _FROZEN):
+                return False
     return True
 
 
@@ -3918,7 +3951,7 @@ class _FileService(_FromState, StorageService):
         try:
             # (a value the job changes after the run must not reach the fold: except where
             # nothing can change, the record is the pickle written, made here, so trusted)
-            live.record(record if _frozen_run(record) else pickle.loads(payload))
+            live.record(record if _frozen_record(record) else pickle.loads(payload))
         except BaseException as exc:
             live.abort()
             live.broken = True
@@ -4011,8 +4044,14 @@ class _FileService(_FromState, StorageService):
             if extra is not None:
                 fold.memory(*extra)
             fold.finish('%s:%d' % (jid, end) if jid else '')
-        except BaseException:
+        except BaseException as exc:
             fold.abort()
+            if isinstance(exc, OSError) or type(exc).__module__.startswith('tables'):
+                raise StorageError(
+                    'cannot store into %s: %s. Nothing stored before is changed, and the '
+                    'journal %s keeps every finished run: once that is mended, store again '
+                    'or resume the sweep' % (self.filename, _disk_error_text(self.filename, exc),
+                                             self._journal.path)) from exc
             raise
         finally:
             if hasattr(records, 'close'):
@@ -5239,7 +5278,7 @@ class HDF5StorageService(_FileService):
                 ('comment', [r.get('comment', '') for _, r in explored]),
                 ('length', [len((r['data'] or {}).get('explored_data') or ())
                             for _, r in explored]),
-                ('range', [_short_repr((r['data'] or {}).get('explored_data'), 1 << 30)
+                ('range', [_range_text((r['data'] or {}).get('explored_data'))
                            for _, r in explored])], filters, np)
         info = state['columns_info']  # {template: [first, count, highest, (class,
         for branch in _RUN_BRANCHES:  # comment, annotations, data) of the first row]}
@@ -5253,13 +5292,18 @@ class HDF5StorageService(_FileService):
                     ('example_item_run_name', [_run_name(info[t][0]) for t in templates])],
                     None, np)
         if self.large_overview_tables and state['explored']:
-            cols = [('idx', list(range(n)))]
+            cols = [('idx', np.arange(n, dtype=np.int64))]
             for k in state['explored']:
                 data = (nodes.get(k) or {}).get('data') or {}
-                rng = list(data.get('explored_data') or [])[:n]
-                kinds = {type(v) for v in rng}
+                rng = (data.get('explored_data') or [])[:n]
+                kinds = set(map(type, rng))
                 if len(kinds) != 1 or not kinds <= {int, float, bool, str}:
                     rng = [repr(v) for v in rng]  # full text: overview tables never cut
+                elif kinds <= {int, float, bool}:
+                    try:  # (1M runs: a list of Python ints would cost ~36 MB more)
+                        rng = np.array(rng)
+                    except OverflowError:
+                        rng = [repr(v) for v in rng]
                 cols.append((k.rpartition('.')[2] if k.rpartition('.')[2] not in
                              [c for c, _ in cols] else k.replace('.', '_'), rng))
             _h5_table(f, ov, 'explored_parameters_runs', cols, filters, np)
@@ -5741,6 +5785,19 @@ class _H5Segment:
         table.append(rows)
 
 
+def _compresses(arr, np):
+    """Whether compression pays for a new dataset: its first MB, shuffled as HDF5's filter
+    would, shrinks by 10% or more under fast zlib. Noise (random numbers, images from a
+    sensor) does not, and zlib level 9 spends ~20 s a GB on it for nothing."""
+    if arr.nbytes < (64 << 10):
+        return True  # (too small to matter either way)
+    sample = np.ascontiguousarray(arr.reshape(-1)[:(1 << 20) // arr.itemsize])
+    if sample.itemsize > 1 and sample.dtype.kind in 'biufc':
+        sample = sample.view(np.uint8).reshape(-1, sample.itemsize).T
+    raw = sample.tobytes()
+    return len(zlib.compress(raw, 1)) < 0.9 * len(raw)
+
+
 def _h5_texts(values, size, np):
     """str values as an S array (UTF-8, lone surrogates escaped), each cut to `size` bytes
     with '...' where longer (None: as long as the longest)."""
@@ -5778,15 +5835,52 @@ def _h5_append(f, group, name, arr, kind, filters):
         row = max(1, dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64)))
         rows = max(1, min(1 << 20, (1 << 20) // row if row < (1 << 20) else 1,
                           max(len(arr), 1024)))
+        if filters is not None and not _compresses(arr, np):
+            filters = None
         node = f.create_earray(group, name, atom=tables.Atom.from_dtype(dtype),
                                shape=(0,) + arr.shape[1:], filters=filters,
                                chunkshape=(rows,) + arr.shape[1:])
         _h5_set(node, 'mp_type', kind)
     if arr.dtype != node.dtype:
         arr = arr.astype(node.dtype)
-    if len(arr):
+    if len(arr) > 1 and node.chunkshape[0] == 1 and _direct_chunks(node, arr):
+        _append_chunks(node, arr)
+    elif len(arr):
         node.append(arr)
     return node
+
+
+def _direct_chunks(node, arr):
+    """Whether rows of a big array can be compressed here, in threads, and written as
+    chunks directly: zlib (with or without shuffle) and a chunk per row of 256 KB or more.
+    Python's zlib releases the GIL, so the cores compress in parallel; HDF5's own filter
+    runs on one core, at half the speed of zlib here."""
+    filters = node.filters
+    return filters.complib == 'zlib' and filters.complevel > 0 and not filters.fletcher32 \
+        and arr[0].nbytes >= (256 << 10) and arr.dtype.kind in 'biufc' and \
+        arr.dtype.isnative and hasattr(node, 'write_chunk')
+
+
+def _append_chunks(node, arr):
+    import concurrent.futures
+    filters, np = node.filters, sys.modules['numpy']
+    shuffle = filters.shuffle and arr.itemsize > 1
+    skip_all = 3 if filters.shuffle else 1  # (the filter mask of a chunk stored raw)
+
+    def pack(row):
+        raw = np.ascontiguousarray(row)
+        if shuffle:  # HDF5's shuffle: the first byte of every value, then the second, ...
+            raw = raw.reshape(-1).view(np.uint8).reshape(-1, raw.itemsize).T
+        data = raw.tobytes()
+        packed = zlib.compress(data, filters.complevel)
+        return (packed, 0) if len(packed) < len(data) else (row.tobytes(), skip_all)
+    with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        chunks = list(pool.map(pack, arr))
+    start = node.nrows
+    node.truncate(start + len(arr))
+    zeros = (0,) * (arr.ndim - 1)
+    for i, (data, mask) in enumerate(chunks):
+        node.write_chunk((start + i,) + zeros, data, filter_mask=mask)
 
 
 def _summaries_of(meta, idxs):
@@ -5897,6 +5991,22 @@ def _attr(attrs, key, default=None):
     if hasattr(value, 'item') and getattr(value, 'ndim', 0) == 0:
         value = value.item()
     return value.decode('utf-8', 'replace') if isinstance(value, bytes) else value
+
+
+def _range_text(values, limit=1 << 20):
+    """repr() of an explored range, cut after `limit` characters with '...' (the range is
+    stored whole in its explored_data dataset; a 1M-run range's text would take ~20 MB)."""
+    if not isinstance(values, list):
+        return repr(values)
+    parts, size = [], 2
+    for value in values:
+        text = repr(value)
+        size += len(text) + 2
+        if size > limit:
+            parts.append('...')
+            break
+        parts.append(text)
+    return '[' + ', '.join(parts) + ']'
 
 
 def _brief_repr(value):
@@ -6023,7 +6133,9 @@ def _h5_table(f, group, name, columns, filters, np):
     n = len(columns[0][1]) if columns else 0
     dtype, arrays = [], []
     for col, values in columns:
-        if values and set(map(type, values)) == {str} or not values and col in (
+        if type(values) is np.ndarray and values.dtype.kind in 'biuf':
+            arr = values
+        elif len(values) and set(map(type, values)) == {str} or not len(values) and col in (
                 'name', 'location', 'value', 'comment', 'range', 'time', 'error'):
             try:  # numpy encodes ASCII itself, ~10x faster than a loop
                 arr = np.array(values or [b''], dtype='S')[:n]
@@ -7444,7 +7556,9 @@ class Environment:
         try:
             while True:
                 if pending is None:
-                    pending = [i for i in range(len(traj)) if not traj._runs.completed[i]]
+                    done = traj._runs.completed
+                    pending = range(len(traj)) if not any(done) else \
+                        [i for i in range(len(traj)) if not done[i]]
                 results.extend(self._run_pending(job, args, kwargs, per_run, pending, cnt))
                 pending = None
                 if self._postproc is not None and self._automatic_storing:
@@ -7464,6 +7578,11 @@ class Environment:
                     traj.f_store(only_init=True)
                     if cnt is not None:
                         cnt = self._write_continue_file(job, args, kwargs, per_run)
+        except BaseException:
+            failed = True
+            raise
+        else:
+            failed = False
         finally:
             finish = time.time()
             self._config('finish_timestamp', finish)
@@ -7471,8 +7590,16 @@ class Environment:
             if self._resumed:
                 self._config('resumed', True)
             if self._automatic_storing:
-                traj.f_store()
-                self._refresh_runs()
+                try:
+                    traj.f_store()
+                    self._refresh_runs()
+                except Exception as exc:
+                    if not failed:
+                        raise
+                    # (the error that stopped the sweep is the one to see; the runs it
+                    # finished are in the journal, which a resume folds in)
+                    logger.error('the final store after the error failed too: %s: %s',
+                                 type(exc).__name__, exc)
         if cnt is not None and self._delete_continue and traj.f_is_completed():
             for path in (cnt, cnt + '.results'):
                 if os.path.exists(path):

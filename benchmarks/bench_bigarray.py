@@ -196,7 +196,8 @@ def cell_scalar(n, out):
     env.disable_logging()
     size, data, extra = C.storage_bytes(path)
     return dict(run_s=t1 - t0, run_cpu_s=c1 - c0, before_first_s=_STAMPS[0] - t0,
-                after_last_s=t1 - _STAMPS[1], rss_setup_mb=rss_setup,
+                after_last_s=t1 - _STAMPS[1], loop_s=_STAMPS[1] - _STAMPS[0],
+                rss_setup_mb=rss_setup,
                 peak_rss_mb=C.peak_rss_mb(), file_bytes=size, data_file_bytes=data,
                 extra_files=extra, version=getattr(mp, '__version__', '?'), ok=True)
 
@@ -398,21 +399,25 @@ def part_scalar(args, out, verdicts):
     recs = []
     for n in args.scalar_n:
         print('  2. scalar n=%d ...' % n, file=sys.stderr, flush=True)
-        r = measure(['scalar', n, out], args.repeats, args.timeout,
-                    ['run_s', 'run_cpu_s', 'before_first_s', 'after_last_s', 'peak_rss_mb'])
+        # a small n takes ~0.1 s, where one hiccup of a busy machine shows: median of 3 at least
+        r = measure(['scalar', n, out], max(args.repeats, 3 if n <= 10000 else 1), args.timeout,
+                    ['run_s', 'run_cpu_s', 'before_first_s', 'after_last_s', 'loop_s',
+                     'peak_rss_mb'])
         r.update(n=n)
         if r.get('ok'):
             r['per_run_ms'] = r['run_s'] / n * 1e3
             r['per_run_cpu_ms'] = r['run_cpu_s'] / n * 1e3
+            r['loop_per_run_ms'] = r['loop_s'] / max(n - 1, 1) * 1e3
             r['after_share'] = r['after_last_s'] / r['run_s']
             r['before_share'] = r['before_first_s'] / r['run_s']
         recs.append(r)
     rows = []
     for r in recs:
         if not r.get('ok'):
-            rows.append([r['n'], 'FAILED: %s' % r.get('error')] + [''] * 8)
+            rows.append([r['n'], 'FAILED: %s' % r.get('error')] + [''] * 9)
             continue
         rows.append([r['n'], C.fmt_num(r['per_run_ms'], 3), C.fmt_num(r['per_run_cpu_ms'], 3),
+                     C.fmt_num(r['loop_per_run_ms'], 3),
                      C.fmt_num(r['run_s']), '%s (%.0f%%)' % (C.fmt_num(r['before_first_s']),
                                                              100 * r['before_share']),
                      '%s (%.0f%%)' % (C.fmt_num(r['after_last_s']), 100 * r['after_share']),
@@ -420,11 +425,12 @@ def part_scalar(args, out, verdicts):
                      C.fmt_num((r['file_bytes'] - 8 * r['n']) / r['n']),
                      ', '.join(r.get('extra_files') or []) or '-'])
     print()
-    print(C.table(['n', 'ms/run', 'cpu ms/run', 'f_run s', 'before 1st run s',
+    print(C.table(['n', 'ms/run', 'cpu ms/run', 'loop ms/run', 'f_run s', 'before 1st run s',
                    'after last run s', 'peak RSS MB', 'file (total)', 'B/run beyond raw',
                    'beside the data file'], rows))
-    print('\n("before"/"after": the job stamps the time it starts; "after last run" = end of '
-          'f_run - start of the last job, i.e. the end-of-sweep write)')
+    print('\n(ms/run = f_run time / n; the job stamps the time it starts: "loop ms/run" = '
+          '(last start - first start) / (n-1), "before 1st run" = first start - f_run start, '
+          '"after last run" = f_run end - last start, i.e. the end-of-sweep write)')
     ok = {r['n']: r for r in recs if r.get('ok')}
     big = max(ok) if ok else None
     at = '' if big == 1000000 else ' (n=%s; the target is stated at 1,000,000)' % (
