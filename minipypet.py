@@ -1955,6 +1955,10 @@ class _RunsMixin:
             for name, value in values.items():
                 self._explored[name].__dict__['_data'] = value
             self._drop_fast()
+        for branch in _RUN_BRANCHES:
+            group = self._run_group(branch, idx)
+            if group is not None:  # left by an attempt that failed (or a load): a run run
+                self._remove_subtree(group)  # again replaces what that left
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
@@ -3267,16 +3271,28 @@ class _Journal:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         fd = os.open(self.path, flags, 0o644)
         self._own = None
+        failed = False
         if os.fstat(fd).st_size == 0:
             # Two processes may race to write the header; readers accept exactly one.
             _lock_fd(fd)
             try:
                 if os.fstat(fd).st_size == 0:
                     header = self.MAGIC + os.urandom(8).hex().encode() + b'\n'
-                    os.write(fd, header)
-                    self._own = [header[len(self.MAGIC):-1].decode(), len(header)]
+                    try:
+                        failed = os.write(fd, header) != len(header)
+                    except OSError as exc:
+                        failed = exc
+                    if failed:
+                        os.ftruncate(fd, 0)  # (no torn header left behind)
+                    else:
+                        self._own = [header[len(self.MAGIC):-1].decode(), len(header)]
             finally:
                 _unlock_fd(fd)
+        if failed:
+            os.close(fd)
+            error = failed if isinstance(failed, OSError) else None
+            raise StorageError('cannot write to %s: %s' % (
+                self.path, _disk_error_text(self.path, error))) from error
         self._fd, self._pid = fd, _FORKS[0]
         self._last_sync = time.monotonic()
         self._dirfd = _open_folder(self.path) if self._folder_lock else None

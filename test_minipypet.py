@@ -3653,6 +3653,292 @@ def test_a_crashed_journal_survives_another_trajectorys_checkpoint(file_backend,
         'z', fast_access=True, use_indices=True) == {0: 1.5, 1: 4.5}
 
 
+# ============================================================================================
+# Storage engine: segments, folds as runs come, journal records, full disks (issue 14)
+# ============================================================================================
+def segment_files(filename):
+    folder = filename + '.segments'
+    return {name: (os.stat(os.path.join(folder, name)).st_ino,
+                   os.stat(os.path.join(folder, name)).st_mtime_ns,
+                   os.path.getsize(os.path.join(folder, name)))
+            for name in os.listdir(folder)} if os.path.isdir(folder) else {}
+
+
+def array_job(traj):
+    traj.f_add_result('arr', [float(traj.x)] * 4, comment='a list per run')
+    traj.f_add_result('z', traj.x * 0.5)
+
+
+def test_an_expansion_writes_one_new_segment_and_leaves_the_others(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, array_job, n=6)
+    before = segment_files(filename)
+    assert len(before) == 1
+    traj.f_expand({'x': [6, 7]})
+    env.f_run(array_job)
+    after = segment_files(filename)
+    assert len(after) == 2 and all(after[k] == v for k, v in before.items()), \
+        'a segment written before was changed'
+    got = load(filename, load_data=2)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i * 0.5 for i in range(8)}
+    assert got.f_is_completed() and len(got) == 8
+
+
+def test_f_load_item_reads_only_the_rows_asked_for(tmp_path, monkeypatch):
+    pytest.importorskip('tables')
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, array_job, n=5)
+    traj = load(filename, load_results=1)
+    read = []
+    original = mp._decode_node
+
+    def spy(node, *args):
+        read.append(node._v_pathname)
+        return original(node, *args)
+    monkeypatch.setattr(mp, '_decode_node', spy)
+    traj.f_load_item('results.runs.%s.arr' % run_name(3))
+    assert traj.f_get('results.runs.%s.arr' % run_name(3)).arr == [3.0] * 4
+    assert not [p for p in read if p.endswith('/arr')], 'a whole column was read: %s' % read
+    assert traj.f_get('results.runs.%s.arr' % run_name(2)).f_is_empty()
+
+
+def test_a_run_item_deleted_is_gone_and_comes_back_when_stored_again(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, array_job, n=4)
+    traj = load(filename, load_data=2)
+    traj.f_delete_item('results.runs.%s.z' % run_name(1))
+    got = load(filename, load_data=2)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 0.0, 2: 1.0, 3: 1.5}
+    got.f_add_result('results.runs.%s.z' % run_name(1), 42.0)
+    got.f_store_item('results.runs.%s.z' % run_name(1))
+    again = load(filename, load_data=2)
+    assert again.f_get_from_runs('z', fast_access=True, use_indices=True)[1] == 42.0
+    assert again.f_get_from_runs('arr', fast_access=True, use_indices=True)[1] == [1.0] * 4
+
+
+def shape_job(traj):
+    import numpy
+    traj.f_add_result('a', numpy.arange(3 if traj.x < 3 else 5, dtype=float) + traj.x)
+    traj.f_add_result('s', 'x' * (1 + traj.x * 40))  # longer texts than the first batch's
+
+
+def test_batches_that_change_shape_start_a_new_segment(file_backend, tmp_path, monkeypatch):
+    pytest.importorskip('numpy')
+    monkeypatch.setattr(mp, '_SEGMENT_BUDGET', 1)  # every run its own batch
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, shape_job, n=6)
+    got = load(filename, load_data=2)
+    arrays = got.f_get_from_runs('a', fast_access=True, use_indices=True)
+    for i in range(6):
+        assert arrays[i].tolist() == list(np.arange(3 if i < 3 else 5, dtype=float) + i)
+    assert got.f_get_from_runs('s', fast_access=True, use_indices=True) == {
+        i: 'x' * (1 + i * 40) for i in range(6)}
+
+
+def test_folding_as_runs_come_and_reading_the_journal_agree(file_backend, tmp_path,
+                                                           monkeypatch):
+    live = path_for(file_backend, tmp_path, 'live')
+    sweep(file_backend, live, array_job, n=5, name='live')
+    monkeypatch.setattr(mp._FileService, '_live_record', lambda *args: None)
+    streamed = path_for(file_backend, tmp_path, 'streamed')
+    sweep(file_backend, streamed, array_job, n=5, name='streamed')
+    a, b = load(live, load_data=2), load(streamed, load_data=2)
+    for name in ('z', 'arr'):
+        assert a.f_get_from_runs(name, fast_access=True) == \
+            b.f_get_from_runs(name, fast_access=True)
+    assert [a.f_get_run_information(i)['completed'] for i in range(5)] == [1] * 5
+
+
+def test_segments_no_main_file_lists_are_removed_at_the_next_store(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, array_job, n=3)
+    listed = set(segment_files(filename))
+    folder = filename + '.segments'
+    for stray in ('orphan_000009_deadbeef' + SUFFIX[file_backend], 'killed.tmp'):
+        with open(os.path.join(folder, stray), 'wb') as f:
+            f.write(b'left by a crash')
+    traj.f_add_result('trajectory_level', 1.0)
+    traj.f_store()
+    assert set(segment_files(filename)) == listed
+    assert load(filename, load_data=2).f_get_from_runs('z', fast_access=True,
+                                                       use_indices=True) == {
+        0: 0.0, 1: 0.5, 2: 1.0}
+
+
+def test_a_format_2_file_is_converted_at_its_next_store(tmp_path):
+    pytest.importorskip('tables')
+    path = str(tmp_path / 'old.hdf5')
+    with gzip.open(os.path.join(TESTDATA, 'minipypet_0.2.0_shape.hdf5.gz'), 'rb') as src, \
+            open(path, 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+    name = mp.load_trajectory(filename=path, load_all=0).v_name
+    before = mp.load_trajectory(filename=path, name=name, load_all=2)
+    values = {k: before.f_get_from_runs(k, fast_access=True) for k in ('z',)}
+    before.f_add_result('added_later', 1.0)
+    before.f_store()
+    with tables.open_file(path) as h:
+        assert int(h.root._v_attrs.minipypet_format) == mp.FORMAT_VERSION
+        assert '/%s/mp_segments' % name in h
+    after = mp.load_trajectory(filename=path, name=name, load_all=2)
+    assert {k: after.f_get_from_runs(k, fast_access=True) for k in values} == values
+    assert after.f_get('added_later').f_get() == 1.0
+
+
+def test_big_rows_compressed_in_threads_read_back_everywhere(tmp_path):
+    pytest.importorskip('tables')
+    filename = path_for('hdf5', tmp_path)
+
+    def job(traj):
+        rng = np.random.default_rng(traj.x)
+        traj.f_add_result('noise', rng.random(40000))  # 320 KB a row: direct chunk writes
+        traj.f_add_result('smooth', np.linspace(0, traj.x, 40000))
+    sweep('hdf5', filename, job, n=4)
+    got = load(filename, load_data=2)
+    for i in range(4):
+        assert np.array_equal(got.f_get('results.runs.%s.noise' % run_name(i)).noise,
+                              np.random.default_rng(i).random(40000))
+    segment = h5_segments(filename, 'traj')[0]
+    with tables.open_file(segment) as h:
+        assert h.root.results.runs.noise.noise.filters.complevel == 9
+        assert np.array_equal(h.root.results.runs.smooth.smooth[3], np.linspace(0, 3, 40000))
+    if h5py is not None:
+        with h5py.File(filename, 'r') as h:
+            seg = h['traj/segments'][sorted(h['traj/segments'])[0]]
+            assert np.array_equal(seg['results/runs/noise/noise'][2],
+                                  np.random.default_rng(2).random(40000))
+
+
+def test_the_journal_never_takes_zeros_for_a_record(tmp_path):
+    path = str(tmp_path / 'j.journal')
+    journal = mp._Journal(path, fsync_interval=None)
+    for i in range(3):
+        journal.append(('leaf', 't', 'results.r%d' % i, 'Result', '', {'r': 0.0}, None, True))
+    journal.close()
+    good = os.path.getsize(path)
+    with open(path, 'ab') as f:
+        f.write(b'\x00' * 8)  # a torn tail of zeros (a 0.0 or a zero array being written)
+    jid, records, end, skipped = mp._Journal.read(path)
+    assert len(records) == 3 and end == good and skipped == 8
+    with open(path, 'ab') as f:
+        f.write(b'\x00' * 64)
+    journal = mp._Journal(path, fsync_interval=None)
+    journal.append(('delete', 't', ['results.r0'], False))  # after the damage
+    journal.close()
+    assert [r[0] for r in mp._Journal.read(path)[1]] == ['leaf'] * 3 + ['delete']
+    mp._Journal.repair(path)
+    assert [r[0] for r in mp._Journal.read(path)[1]] == ['leaf'] * 3 + ['delete']
+
+
+def test_a_sweep_whose_journal_tail_is_zeros_loads_and_resumes(file_backend, tmp_path):
+    filename = crash_at(tmp_path, file_backend, 3, n=6)
+    with open(filename + '.journal', 'ab') as f:
+        f.write(b'\x00' * 8)
+    assert_runs(filename, 6, range(3))
+    _, _, proc = run_script(tmp_path, file_backend, -1, 6, mode='resume')
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert_runs(filename, 6, range(6))
+
+
+FLAKY = {'fail': True}
+
+
+def flaky_job(traj):
+    traj.f_add_result('z', traj.x * 2.0)
+    if traj.x == 2 and FLAKY['fail']:
+        raise ValueError('a transient failure')
+    return traj.x
+
+
+@pytest.mark.parametrize('record', [True, False])
+def test_a_run_that_failed_after_adding_a_result_runs_again(file_backend, tmp_path, record):
+    filename = path_for(file_backend, tmp_path)
+    FLAKY['fail'] = True
+    env = make_env(file_backend, filename, record_failed_runs=record)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1, 2, 3]})
+    try:
+        env.f_run(flaky_job)
+    except Exception:
+        assert not record
+    FLAKY['fail'] = False
+    env.f_run(flaky_job)  # the runs not completed, again: the retry replaces what run 2 left
+    got = load(filename, load_data=2)
+    assert got.f_is_completed()
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i * 2.0 for i in range(4)}
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path, size='2m'):
+    """A real filesystem of `size` (tmpfs; needs root), grown to 64 MB by grow()."""
+    mount = tmp_path / 'disk'
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ['mount', '-t', 'tmpfs', '-o', 'size=' + size, 'tmpfs', str(mount)],
+            capture_output=True).returncode:
+        pytest.skip('mounting a small tmpfs needs root')
+
+    def grow():
+        subprocess.run(['mount', '-o', 'remount,size=64m', str(mount)], check=True)
+    try:
+        yield str(mount), grow
+    finally:
+        subprocess.run(['umount', '-l', str(mount)], capture_output=True)
+
+
+FULL_DISK_SCRIPT = '''
+import sys, minipypet as mp
+def job(traj):
+    traj.f_add_result('arr', [float(traj.x)] * 20000)  # ~200 KB a run in the journal
+    return traj.x
+if sys.argv[2] == 'run':
+    env = mp.Environment('full', filename=sys.argv[1] + '/full' + sys.argv[3],
+                         add_time=False, log_config=None, report_progress=False,
+                         continuable=True, continue_folder=sys.argv[1] + '/cnt',
+                         storage_service=mp.PickleStorageService if sys.argv[3] == '.pkl'
+                         else mp.HDF5StorageService)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': list(range(30))})
+    try:
+        env.f_run(job)
+    except mp.StorageError as exc:
+        print('STORAGE', exc)
+else:
+    env = mp.Environment(continuable=True, log_config=None, report_progress=False)
+    print('RESUMED', len(env.f_continue_run(sys.argv[1] + '/cnt/full.cnt')))
+'''
+
+
+def test_a_full_disk_stops_the_sweep_and_the_resume_completes_it(file_backend, tmp_path):
+    script = tmp_path / 'full.py'
+    script.write_text(FULL_DISK_SCRIPT)
+    suffix = SUFFIX[file_backend]
+    with small_disk(tmp_path) as (folder, grow):
+        out = subprocess.run([sys.executable, str(script), folder, 'run', suffix],
+                             cwd=str(tmp_path), env=subprocess_env(), capture_output=True,
+                             timeout=120)
+        text = out.stdout.decode()
+        assert 'STORAGE' in text and 'ENOSPC' in text, text + out.stderr.decode()
+        journalled = load(folder + '/full' + suffix, load_data=2)
+        done = [i for i in range(30) if journalled.f_is_completed(i)]
+        assert done and len(done) < 30
+        for i in done:  # every run counted as done has its data
+            assert journalled.f_get('results.runs.%s.arr' % run_name(i)).arr == \
+                [float(i)] * 20000
+        grow()
+        out = subprocess.run([sys.executable, str(script), folder, 'resume', suffix],
+                             cwd=str(tmp_path), env=subprocess_env(), capture_output=True,
+                             timeout=120)
+        assert 'RESUMED 30' in out.stdout.decode(), out.stderr.decode()
+        got = load(folder + '/full' + suffix, load_data=2)
+        assert got.f_is_completed()
+        assert got.f_get_from_runs('arr', fast_access=True, use_indices=True) == {
+            i: [float(i)] * 20000 for i in range(30)}
+
+
 # ###########################################################################################
 # Parallel plumbing and resume: pool, process per run, QUEUE/LOCK/NONE, executors, kill -9
 # ###########################################################################################
