@@ -22,13 +22,16 @@ Data flow::
       |  for every pending run index (serially, in a pool, per process or on an Executor):
       |      job(traj)  -> new results/derived parameters -> run record (plain data)
       |      run record -> journal beside the file (append; fsync every `fsync_interval` s)
-      v  at the end: file + journal -> new file (temp, fsync, rename); journal removed
+      |                 -> folded as it comes into a new segment (a temporary file)
+      v  at the end: segment closed (fsync, rename into <file>.segments/), then the small
+         main file that lists the segments replaced (temp, fsync, rename); journal removed
 
-The journal is what makes a finished run survive `kill -9`; the file itself is only ever
-replaced whole, so it is never left half written. Loading reads the file and replays the journal.
+The journal is what makes a finished run survive `kill -9`; a segment is never changed once
+written and the main file is only ever replaced whole, so nothing is left half written, and a
+store costs what its new runs cost. Loading reads the main file, the segments and the journal.
 """
 
-__version__ = '0.2.1'
+__version__ = '0.3.0'
 
 __all__ = [
     'Environment', 'Trajectory', 'load_trajectory', 'cartesian_product', 'progressbar',
@@ -133,8 +136,9 @@ FORMATTED_SET_NAME = SET_NAME + '%05d'
 SET_NAME_DUMMY = 'run_set_ALL'
 RUN_SET_SIZE = 1000
 TIME_FORMAT = '%Y_%m_%d_%Hh%Mm%Ss'
-FORMAT_VERSION = 2  # of the files minipypet writes; a newer one is refused on load
-# (2: scalar leaves are attributes of their group, see mp_leaves; 1 is read too)
+FORMAT_VERSION = 3  # of the files minipypet writes; a newer one is refused on load
+# (3: run rows in segment files beside the main file; 2: scalar leaves are attributes of
+# their group, see mp_leaves; 2 and 1 are read too, and 2 is converted at the next store)
 BRANCHES = ('config', 'parameters', 'derived_parameters', 'results')
 ABBREVIATIONS = {'conf': 'config', 'par': 'parameters', 'dpar': 'derived_parameters',
                  'res': 'results'}
