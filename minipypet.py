@@ -1872,6 +1872,18 @@ class _RunsMixin:
                                      'parameter (a str, e.g. "z"), got %r' % (name,))
         result = collections.OrderedDict()
         simple = '.' not in name
+        bulk = None
+        if auto_load and fast_access and simple and self._stored and \
+                isinstance(self._storage_service, _FileService):
+            # (a column at a time from the file instead of a node per run: a million
+            # runs' values in well under a second)
+            bulk = self._storage_service._fast_values(self._name, name)
+            if bulk is not None and not any(self._nodes.get(b + '.runs') is not None and
+                                            self._nodes[b + '.runs']._children
+                                            for b in _RUN_BRANCHES):
+                idxs = sorted(i for i in bulk if i < self._length)
+                return collections.OrderedDict(zip(
+                    idxs if use_indices else map(_run_name, idxs), map(bulk.__getitem__, idxs)))
         for idx in range(self._length):
             node = None
             for branch in ('results', 'derived_parameters'):
@@ -1893,6 +1905,10 @@ class _RunsMixin:
                         node = self._resolve(group, name, shortcuts, max_depth, with_links)
                         if node is not None:
                             break
+            if bulk is not None and idx in bulk and (node is None or node.v_is_leaf and
+                                                     node.f_is_empty()):
+                result[idx if use_indices else _run_name(idx)] = bulk[idx]
+                continue
             if node is None:
                 continue
             if auto_load and node.v_is_leaf and node.f_is_empty():
@@ -3887,7 +3903,8 @@ class _FromState:
 
     def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
         data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
-        return self._load_state(name, index, data=data)
+        skip = {b for b, m in (modes or {}).items() if m == LOAD_NOTHING}
+        return self._load_state(name, index, data=data, skip=skip)
 
     def _load_list(self, traj, names=(), recursive=True):
         return _items_from_state(self._load_state(traj._name, data=True), names, recursive,
@@ -4151,7 +4168,7 @@ class _FileService(_FromState, StorageService):
         self._journal.close()
 
     # -- loading -----------------------------------------------------------------------------
-    def _load_state(self, name=None, index=None, data=True, force=False, rows=None):
+    def _load_state(self, name=None, index=None, data=True, force=False, rows=None, skip=()):
         """A trajectory's whole plain-data state: the main file's metadata, the rows of its
         segments (newest first wins; `rows`, {template: run indices or None for all}, loads
         only those) and the journal's records not yet folded in."""
@@ -4172,11 +4189,14 @@ class _FileService(_FromState, StorageService):
                                         % (self.filename, name, names))
         states = {}
         if os.path.exists(self.filename) and name in self._list_names():
-            states[name] = self._read_state(name, data, rows)
+            states[name] = self._read_state(name, data, rows, skip)
         _apply_records(states, self._journal_records(name))
         return states[name]
 
-    def _read_state(self, name, data, rows=None):
+    def _read_state(self, name, data, rows=None, skip=()):
+        """(`skip`: branches whose run columns are not read at all.)"""
+        if skip:
+            rows = _RowsSkipping(rows, skip)
         meta = self._read_main(name, data, rows)
         legacy = meta.pop('legacy', None)
         if legacy is not None:  # format 2: the main file holds rows itself
@@ -4187,6 +4207,54 @@ class _FileService(_FromState, StorageService):
                                data, rows)
         _runs_length(meta['runs'], meta['length'])
         return meta
+
+    def _fast_values(self, name, item):
+        """{run index: value} of the run leaves named `item` (results.runs.run_X.<item>,
+        else derived_parameters...) read a column at a time, for f_get_from_runs(...,
+        fast_access=True, auto_load=True); None where a leaf has more than its one item or
+        another class than Result/Parameter (then the nodes are made as usual)."""
+        if not os.path.exists(self.filename) or name not in self._list_names():
+            return None
+        meta = self._read_main(name, set())
+        if 'legacy' in meta:
+            return None
+        out = {}
+        for branch in reversed(_RUN_BRANCHES):  # (results win, as in f_get_from_runs)
+            template = branch + '.runs.$.' + item
+            if template not in meta['templates']:
+                continue
+            tomb = meta['tombs'].get(template, {})
+            for seg, seq in meta['segments']:
+                got = self._segment_column(os.path.join(self.segment_folder, seg), template)
+                if got is None:
+                    return None
+                if not tomb:
+                    out.update(zip(*got))
+                    continue
+                for idx, value in zip(*got):
+                    if max(tomb.get(idx, -1), tomb.get(_ALL, -1)) <= seq:
+                        out[idx] = value
+        wanted = {b + '.runs.$.' + item for b in _RUN_BRANCHES}
+        for record in self._journal_records(name):  # (not folded in yet)
+            kind = record[0]
+            if kind in ('run', 'leaf'):
+                leaves = record[4] if kind == 'run' else [record[2:7]]
+                for full_name, tag, _, data, ann in leaves:
+                    split = _split_run(full_name)
+                    if split and split[0] in wanted:
+                        if ann or tag not in ('Result', 'Parameter') or len(data or ()) != 1:
+                            return None
+                        out[split[1]] = next(iter(data.values()))
+            elif kind == 'delete':
+                for full_name in record[2]:
+                    split = _split_run(full_name)
+                    if split and split[0] in wanted:
+                        out.pop(split[1], None)
+                    elif record[3] and any(w.startswith(full_name + '.') or
+                                           split and w.startswith(split[0] + '.')
+                                           for w in wanted):
+                        return None  # (a group deleted with what is below it)
+        return out
 
     def copy_to(self, path):
         """Copy the file and its segments to `path` (and `path`.segments), after a
@@ -4283,6 +4351,30 @@ class _FileService(_FromState, StorageService):
     def _segment_names(self):
         """The names of the segments the main file lists (of every trajectory)."""
         raise NotImplementedError
+
+    def _segment_column(self, path, template):
+        """(run indices, values) of a column whose every row is one item of a Result or
+        Parameter, else None."""
+        raise NotImplementedError
+
+
+class _RowsSkipping(dict):
+    """A `rows` filter (see _FileService._load_state) that holds every column except those
+    of the given branches."""
+
+    def __init__(self, rows, skip):
+        super().__init__(rows or {})
+        self.all, self.skip = rows is None, tuple(b + '.' for b in skip)
+
+    def __contains__(self, template):
+        return not template.startswith(self.skip) and (
+            self.all or super().__contains__(template))
+
+    def __getitem__(self, template):
+        return None if self.all else super().__getitem__(template)
+
+    def get(self, template, default=None):
+        return self[template] if template in self else default
 
 
 def _runs_length(runs, n):
@@ -5027,6 +5119,16 @@ class PickleStorageService(_FileService):
         return {seg for meta in self._read_file()['trajectories'].values()
                 for seg, _ in meta.get('segments', ())}
 
+    def _segment_column(self, path, template):
+        idxs, values = [], []
+        for batch in self._segment_batches(path):
+            for idx, (tag, _, ann, data) in batch['rows'].get(template, {}).items():
+                if ann or tag not in ('Result', 'Parameter') or len(data or ()) != 1:
+                    return None
+                idxs.append(idx)
+                values.append(next(iter(data.values())))
+        return idxs, values
+
     def _segment_idx(self, path, template):
         out = []
         for batch in self._segment_batches(path):
@@ -5527,11 +5629,33 @@ class HDF5StorageService(_FileService):
                 if 'run_errors' in f.root.overview:
                     errors = {i: e.decode('utf-8') for i, e in
                               f.root.overview.run_errors.read().tolist()}
-                for i, t0, t1, done, sha in zip(
-                        runs['idx'].tolist(), runs['timestamp'].tolist(),
-                        runs['finish_timestamp'].tolist(), runs['completed'].tolist(),
-                        runs['short_environment_hexsha'].tolist()):
-                    _state_set_run(state, i, (t0, t1, done, sha.decode(), errors.get(i, '')))
+                idxs = runs['idx'].tolist()
+                if idxs:
+                    _state_set_run(state, max(idxs), (0.0, 0.0, 0, '', ''))  # (the length)
+                    _state_set_run(state, max(idxs), _run_row(runs, idxs.index(max(idxs)),
+                                                               errors))
+                table = state['runs']
+                t0s, t1s, done, shas, errs = (table[f] for f in _RunTable.FIELDS)
+                text = {s: s.decode() for s in set(runs['short_environment_hexsha'].tolist())}
+                lo = idxs[0] if idxs else 0
+                if idxs and idxs[-1] - lo + 1 == len(idxs) and \
+                        (runs['idx'] == np.arange(lo, lo + len(idxs))).all():
+                    # (runs stored in order, as a sweep's are: whole slices at a time)
+                    hi = lo + len(idxs)
+                    t0s[lo:hi] = runs['timestamp'].tolist()
+                    t1s[lo:hi] = runs['finish_timestamp'].tolist()
+                    done[lo:hi] = runs['completed'].tolist()
+                    shas[lo:hi] = [text[s] for s in runs['short_environment_hexsha'].tolist()]
+                    errs[lo:hi] = [''] * len(idxs)
+                    for i, e in errors.items():
+                        errs[i] = e
+                else:
+                    for i, a, b, c, s in zip(idxs, runs['timestamp'].tolist(),
+                                             runs['finish_timestamp'].tolist(),
+                                             runs['completed'].tolist(),
+                                             runs['short_environment_hexsha'].tolist()):
+                        t0s[i], t1s[i], done[i] = a, b, c
+                        shas[i], errs[i] = text[s], errors.get(i, '')
 
     def _segment_names(self):
         if not os.path.exists(self.filename):
@@ -5545,6 +5669,22 @@ class HDF5StorageService(_FileService):
                     names.update(s for s, _ in json.loads(_read_node(
                         root, 'mp_segments', np, single=True))['segments'])
         return names
+
+    def _segment_column(self, path, template):
+        np = _require('numpy', 'hdf5')
+        with self._segment_files(path) as f:
+            for group in f.walk_groups('/'):
+                ga = group._v_attrs
+                if 'mp_template' not in ga._v_attrnames or _attr(ga, 'mp_template') != template:
+                    continue
+                items = [k for k in group._v_leaves if k not in _COLUMN_META and
+                         not k.endswith(('__idx', '__offsets'))]
+                if len(items) != 1 or _attr(ga, 'mp_class') not in ('Result', 'Parameter') or \
+                        {'_class_idx', '_ann_idx', '_empty_idx', items[0] + '__idx'} & \
+                        set(group._v_leaves):
+                    return None
+                return group._idx.read().tolist(), _read_node(group, items[0], np)
+        return [], []
 
     def _segment_idx(self, path, template):
         with self._segment_files(path) as f:
@@ -5742,6 +5882,13 @@ def _read_some_rows(group, want, np, only):
     return {i: (extra['_classes'].get(i, tag),
                 first_comment if i == first else extra['_comments'].get(i, default_comment),
                 extra['_ann'].get(i), datas[i]) for i in where}
+
+
+def _run_row(runs, pos, errors):
+    """A run's information from row `pos` of an overview/runs table."""
+    row = runs[pos]
+    return (float(row['timestamp']), float(row['finish_timestamp']), int(row['completed']),
+            row['short_environment_hexsha'].decode(), errors.get(int(row['idx']), ''))
 
 
 def _decode_node_row(node, pos):
@@ -6760,7 +6907,7 @@ class _PypetFileReader(_FromState, StorageService):
     def list_trajectories(self):
         return _pypet_list_trajectories(self.filename)
 
-    def _load_state(self, name=None, index=None, data=True, force=False):
+    def _load_state(self, name=None, index=None, data=True, force=False, skip=()):
         return _pypet_read_state(self.filename, name, index,
                                  True if data == 'scalars' else data)
 

@@ -3703,6 +3703,20 @@ def test_f_load_item_reads_only_the_rows_asked_for(tmp_path, monkeypatch):
     assert traj.f_get('results.runs.%s.arr' % run_name(2)).f_is_empty()
 
 
+@pytest.mark.parametrize('mode', [0, 1])
+def test_auto_load_reads_a_column_at_a_time(file_backend, tmp_path, mode):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, array_job, n=6)
+    load(filename, load_data=2).f_delete_item('results.runs.%s.z' % run_name(4))
+    got = load(filename, load_results=mode)
+    want = {i: i * 0.5 for i in range(6) if i != 4}
+    assert got.f_get_from_runs('z', fast_access=True, auto_load=True, use_indices=True) == want
+    assert list(got.f_get_from_runs('z', fast_access=True, auto_load=True)) == [
+        run_name(i) for i in sorted(want)]
+    assert got.f_get_from_runs('arr', fast_access=True, auto_load=True,
+                               use_indices=True)[5] == [5.0] * 4
+
+
 def test_a_run_item_deleted_is_gone_and_comes_back_when_stored_again(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     sweep(file_backend, filename, array_job, n=4)
