@@ -3539,12 +3539,22 @@ class _Journal:
             return
         loads = loads or _safe_loads
         scan = cls.scan(data, start, counts)
+        bad = 0
         try:
             for payload, _ in scan:
-                yield loads(payload)
+                try:
+                    record = loads(payload)
+                except PickleRefusedError:
+                    raise
+                except Exception:  # (damage that kept its checksum: skipped like damage)
+                    bad += 8 + len(payload)
+                    continue
+                yield record
         finally:
             scan.close()
             data.close()
+            if counts is not None:
+                counts[1] += bad
 
     @classmethod
     def read(cls, path, start=0, parse=True, loads=None):
@@ -5568,6 +5578,18 @@ class HDF5StorageService(_FileService):
             ('completed', [info[i][2] for i in idxs]),
             ('parameter_summary', _summaries_of(segment.meta, idxs)),
             ('short_environment_hexsha', [info[i][3] for i in idxs])], np)
+        # The same run information as plain columns (_runs/idx, timestamp, ...): what
+        # loading reads, a column at a time (the overview table's rows are ~200 bytes)
+        if h.run_group is None:
+            h.run_group = h.file.create_group('/', '_runs')
+        filters = self._filters()
+        for name, values, kind in (('idx', idxs, 'int'), ('timestamp', t0, 'float'),
+                                   ('finish_timestamp', t1, 'float'),
+                                   ('completed', [info[i][2] for i in idxs], 'int'),
+                                   ('hexsha', [info[i][3] or ' ' for i in idxs], 'str')):
+            arr = np.array(values, dtype=np.int64 if kind == 'int' else
+                           np.float64 if kind == 'float' else 'S')
+            _h5_append(h.file, h.run_group, name, arr, kind, filters)
 
     def _segment_close(self, segment, h):
         np = _require('numpy', 'hdf5')
@@ -5623,10 +5645,17 @@ class HDF5StorageService(_FileService):
                         column[idx] = row
                 if not column:
                     del state['columns'][template]
-            if 'overview' in f.root and 'runs' in f.root.overview:
+            if '_runs' in f.root:
+                runs = {k: f.get_node('/_runs/' + k).read() for k in (
+                    'idx', 'timestamp', 'finish_timestamp', 'completed', 'hexsha')}
+                runs['short_environment_hexsha'] = np.char.strip(runs.pop('hexsha'))
+            elif 'overview' in f.root and 'runs' in f.root.overview:
                 runs = f.root.overview.runs.read()
+            else:
+                runs = None
+            if runs is not None:
                 errors = {}
-                if 'run_errors' in f.root.overview:
+                if '/overview/run_errors' in f:
                     errors = {i: e.decode('utf-8') for i, e in
                               f.root.overview.run_errors.read().tolist()}
                 idxs = runs['idx'].tolist()
@@ -5886,9 +5915,9 @@ def _read_some_rows(group, want, np, only):
 
 def _run_row(runs, pos, errors):
     """A run's information from row `pos` of an overview/runs table."""
-    row = runs[pos]
-    return (float(row['timestamp']), float(row['finish_timestamp']), int(row['completed']),
-            row['short_environment_hexsha'].decode(), errors.get(int(row['idx']), ''))
+    return (float(runs['timestamp'][pos]), float(runs['finish_timestamp'][pos]),
+            int(runs['completed'][pos]), runs['short_environment_hexsha'][pos].decode(),
+            errors.get(int(runs['idx'][pos]), ''))
 
 
 def _decode_node_row(node, pos):
@@ -5917,7 +5946,7 @@ class _H5Segment:
 
     def __init__(self, f, meta):
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
-        self.tables, self.errors, self.runs = {}, {}, None
+        self.tables, self.errors, self.runs, self.run_group = {}, {}, None, None
 
     def overview(self):
         if 'overview' not in self.file.root:
@@ -7768,7 +7797,7 @@ class Environment:
                     logger.error('the final store after the error failed too: %s: %s',
                                  type(exc).__name__, exc)
         if cnt is not None and self._delete_continue and traj.f_is_completed():
-            for path in (cnt, cnt + '.results'):
+            for path in (cnt + '.results', cnt):  # (a kill between leaves the .cnt alone)
                 if os.path.exists(path):
                     os.remove(path)
         results.sort(key=lambda r: r[0])

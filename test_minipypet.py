@@ -7050,3 +7050,593 @@ def test_speed(fixture_file):
         R._pypet_read_state(path)
         best = min(best, time.perf_counter() - start)
     assert best < 1.0, best
+
+# ###########################################################################################
+# Randomized kill -9 stress: sizes x backends x modes, killed at random times, then resumed
+# ###########################################################################################
+# A sweep runs in a subprocess (in its own session, so a kill reaches every process of it) and
+# is killed with SIGKILL at a seeded random point. The points come from the phase times of an
+# uninterrupted sweep of the same configuration (measured once per session) and are anchored
+# on the progress the sweep logs, so that they are hit whatever the machine's load:
+#   before   in the interpreter's start-up (1 in 4), or between the environment being ready
+#            and the first run (storing the trajectory, writing the .cnt, starting the pool)
+#   mid      within one run's time after the k-th run started (k random)
+#   store    after the last run ended, within the time the end-of-sweep store takes (+10%)
+#   uniform  anywhere in the length of a whole sweep plus 15% (then it may have finished:
+#            its file is checked all the same)
+# Sometimes the resume is killed too (at a random phase of its own). Then a fresh subprocess
+# resumes with env.f_continue_run(<.cnt>); where the kill came before the .cnt was written
+# there is nothing to resume and the sweep is started anew (overwrite_file=True, as the
+# trajectory may be in the file already). The file must then load with
+# load_trajectory(load_results=2) and hold every run 0..n-1 completed exactly once, each with
+# the value an uninterrupted sweep gives (computed here from the parameters; arrays from a
+# numpy generator seeded per run), the returned results must be those of an uninterrupted
+# sweep, and nothing may be left beside the data file (no *.tmp, no journal, no .cnt). After
+# every kill: no run is journalled twice, no completed run is lost, and the next sweep runs
+# exactly the runs that are not completed on disk.
+#
+# Configurations: small (200 runs, a float result each) or large (15-30 runs, a 1-4 MB uint8
+# array each, random bytes but for a 4 KB block of zeros) x hdf5/pickle x serial, pool+QUEUE,
+# pool+LOCK (multiproc=True, ncores=2, use_pool=True). The phase times of a sweep are
+# measured once per configuration and session. Without PyTables (the stdlib-only CI job) the
+# short version runs its HDF5 trials on pickle, and without numpy the arrays are bytes.
+#
+#   test_kill9_stress_short  runs by default (CI): 6 configurations, one kill each plus a kill
+#                            of two of the resumes = 8 kills (fewer when a sweep ends first),
+#                            ~20-25 s on 2 cores (~15 s in the stdlib-only job).
+#   test_kill9_stress        marker `stress`, skipped unless selected with -m stress (or when
+#                            MINIPYPET_STRESS_KILLS is set):
+#                                python -m pytest -m stress test_minipypet.py
+#                            MINIPYPET_STRESS_KILLS (default 60): the number of trials, a sweep
+#                            killed in each (a few finish first), spread evenly over the 12
+#                            configurations; about a third of their resumes are killed as
+#                            well (60 trials: ~70 kills), and in the pool modes a quarter of
+#                            the first kills hit the main process only (its workers must die
+#                            with it). ~3 minutes on 2 cores with the default 60.
+#   MINIPYPET_STRESS_SEED    the base seed (random by default). Every failure message names it
+#                            with the trial's seed, kill time and what happened; the same seed
+#                            gives the same configurations and kill times (not the same timing
+#                            of the machine, so not always the same point of the sweep).
+#   MINIPYPET_STRESS_LOG     a file to append one JSON line per trial to (where each kill
+#                            landed, how long it took; the failure and story of a failed one),
+#                            to see what a run covered.
+#
+# Uses from earlier in this file: mp, np and tables (None when missing), posix_only, run_name,
+# subprocess_env, journal_runs, kill_group, session_alive; the autouse fixture
+# _no_leaked_children applies to these tests too.
+import random
+
+STRESS_BASE_SEED = int(os.environ.get('MINIPYPET_STRESS_SEED') or
+                       random.SystemRandom().randrange(10 ** 9))
+STRESS_KILLS = int(os.environ.get('MINIPYPET_STRESS_KILLS') or 60)
+STRESS_MODES = {
+    'serial': {},
+    'poolQ': dict(multiproc=True, ncores=2, use_pool=True, wrap_mode='QUEUE'),
+    'poolL': dict(multiproc=True, ncores=2, use_pool=True, wrap_mode='LOCK'),
+}
+STRESS_CONFIGS = ['%s-%s-%s' % (size, backend, mode) for size in ('small', 'large')
+                  for backend in ('hdf5', 'pickle') for mode in STRESS_MODES]
+STRESS_SHORT = [  # (configuration, where the first kill aims, kill the resume too)
+    ('small-hdf5-serial', 'before', False),
+    ('large-hdf5-poolQ', 'mid', True),
+    ('small-hdf5-poolL', 'store', False),
+    ('large-pickle-serial', 'store', False),
+    ('small-pickle-poolQ', 'mid', True),
+    ('large-pickle-poolL', 'uniform', False),
+]
+STRESS_PHASES = ('before', 'mid', 'store', 'uniform', 'uniform')
+STRESS_SMALL_RUNS = 200
+_STRESS_CALIBRATION = {}  # (configuration, runs, bytes) -> phase times of a whole sweep
+
+STRESS_JOBS_SRC = r'''
+"""The job and runner of minipypet's randomized kill stress test."""
+import importlib
+import json
+import os
+import time
+import zlib
+
+mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
+
+
+def note(path, line):
+    """One O_APPEND write: whole lines even when two workers write at once."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def job(traj, log, kind):
+    """kind 'small': z = x*x + y; 'ndarray' (or 'bytes' without numpy): `nbytes` random
+    bytes from a generator seeded with (seed, x), 4 KB of them zero (as real data has runs of
+    zero bytes: zeros, small integers); returns z or the data's CRC-32."""
+    idx = traj.v_idx
+    note(log, 's %d %r\n' % (idx, time.time()))
+    if kind == 'small':
+        value = traj.x * traj.x + traj.y
+        traj.f_add_result('z', value, comment='x*x+y')
+    else:
+        if kind == 'ndarray':
+            import numpy as np
+            rng = np.random.default_rng([traj.seed, traj.x])
+            data = rng.integers(0, 256, traj.nbytes, dtype=np.uint8)
+            start = int(rng.integers(0, traj.nbytes - 4096))
+            data[start:start + 4096] = 0
+        else:
+            import random
+            rng = random.Random(traj.seed * 1000003 + traj.x)
+            data = bytearray(rng.randbytes(traj.nbytes))
+            start = rng.randrange(traj.nbytes - 4096)
+            data[start:start + 4096] = bytes(4096)
+            data = bytes(data)
+        traj.f_add_result('a', data, comment='random bytes')
+        value = zlib.crc32(bytes(data))
+    note(log, 'e %d %r\n' % (idx, time.time()))
+    return value
+
+
+def main(cfg):
+    note(cfg['events'], 'start %r\n' % time.time())
+    if cfg['what'] == 'resume':
+        env = mp.Environment(log_config=None, report_progress=False)
+        note(cfg['events'], 'ready %r\n' % time.time())
+        result = env.f_continue_run(cfg['cnt'])
+    else:
+        service = {'hdf5': mp.HDF5StorageService, 'pickle': mp.PickleStorageService}[
+            cfg['backend']]
+        env = mp.Environment(trajectory='t', add_time=False, filename=cfg['filename'],
+                             storage_service=service, log_config=None, report_progress=False,
+                             continuable=True, overwrite_file=cfg['what'] == 'rerun',
+                             **cfg['env'])
+        traj = env.v_trajectory
+        if cfg['size'] == 'small':
+            traj.f_add_parameter('x', 0.0, comment='explored')
+            traj.f_add_parameter('y', 0.5, comment='fixed')
+        else:
+            traj.f_add_parameter('x', 0, comment='explored: the run index')
+            traj.f_add_parameter('seed', cfg['seed'], comment='of the arrays')
+            traj.f_add_parameter('nbytes', cfg['nbytes'], comment='of each array')
+        traj.f_explore({'x': cfg['xs']})
+        note(cfg['events'], 'ready %r\n' % time.time())
+        result = env.f_run(job, cfg['log'], cfg['kind'])
+    note(cfg['events'], 'done %r\n' % time.time())
+    print('RESULT ' + json.dumps(result), flush=True)
+'''
+
+
+def _stress_env(stress_dir):
+    env = subprocess_env()
+    env['PYTHONPATH'] = os.pathsep.join([str(stress_dir), env['PYTHONPATH']])
+    return env
+
+
+@pytest.fixture(scope='session')
+def stress_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('stressjobs')
+    (folder / 'minipypet_stress_jobs.py').write_text(STRESS_JOBS_SRC)
+    # a first interpreter compiles and reads everything: the sweeps timed later start warm
+    imports = ['minipypet_stress_jobs'] + [m for m in ('numpy', 'tables')
+                                           if importlib.util.find_spec(m)]
+    subprocess.run([sys.executable, '-c', 'import ' + ', '.join(imports)],
+                   env=_stress_env(folder), timeout=120, check=True)
+    return folder
+
+
+class _StressTrial:
+    """One configuration's sweep, killed and resumed; `story` says what happened so far and
+    goes into every failure message."""
+
+    def __init__(self, tmp_path, stress_dir, config, seed, label):
+        self.size, self.backend, self.mode = config.split('-')
+        self.config, self.seed, self.label = config, seed, label
+        self.tmp, self.stress_dir = tmp_path, stress_dir
+        self.data_dir = tmp_path / 'data'
+        self.data_dir.mkdir(parents=True)
+        self.filename = str(self.data_dir / ('t.hdf5' if self.backend == 'hdf5' else 't.pkl'))
+        self.cnt = str(self.data_dir / 't.cnt')
+        rng = random.Random('%d:%s' % (STRESS_BASE_SEED, config))  # per configuration
+        if self.size == 'small':
+            self.kind, self.n, self.nbytes = 'small', STRESS_SMALL_RUNS, 0
+            self.xs = [(i - 100) / 8.0 for i in range(self.n)]
+        else:
+            self.kind = 'bytes' if np is None else 'ndarray'  # (the stdlib-only CI job)
+            short = label == 'short'
+            self.n = rng.randint(15, 20 if short else 30)
+            self.nbytes = rng.choice((1, 2) if short else (1, 2, 3, 4)) * 1024 * 1024
+            self.xs = list(range(self.n))
+        self.data_seed = seed % (2 ** 31)
+        self.procs, self.story, self.main_only, self.reruns = [], [], False, []
+
+    # -- what an uninterrupted sweep gives ---------------------------------------------------
+    def expected(self, i):
+        x = self.xs[i]
+        if self.kind == 'small':
+            return x * x + 0.5
+        if self.kind == 'bytes':
+            rng = random.Random(self.data_seed * 1000003 + x)
+            data = bytearray(rng.randbytes(self.nbytes))
+            start = rng.randrange(self.nbytes - 4096)
+            data[start:start + 4096] = bytes(4096)
+            return bytes(data)
+        rng = np.random.default_rng([self.data_seed, x])
+        data = rng.integers(0, 256, self.nbytes, dtype=np.uint8)
+        start = int(rng.integers(0, self.nbytes - 4096))
+        data[start:start + 4096] = 0
+        return data
+
+    def expected_return(self, i):
+        if self.kind == 'small':
+            return self.expected(i)
+        return zlib.crc32(bytes(self.expected(i)))
+
+    # -- processes ---------------------------------------------------------------------------
+    def start(self, what, folder=None):
+        """Start a sweep ('run', 'rerun': overwrite the file, 'resume': the .cnt) in its own
+        session; calibration sweeps go to `folder`."""
+        k = len(self.procs)
+        filename = self.filename if folder is None else str(folder / os.path.basename(
+            self.filename))
+        folder = folder or self.tmp
+        paths = {name: str(folder / ('%s%d.txt' % (name, k)))
+                 for name in ('events', 'out', 'err')}
+        # one log of started and ended runs for every sweep of a trial: a resume's job
+        # writes where the .cnt says, the log of the sweep that was killed
+        paths['log'] = str(folder / 'runs.txt')
+        offset = os.path.getsize(paths['log']) if os.path.exists(paths['log']) else 0
+        cfg = {'what': what, 'size': self.size, 'kind': self.kind, 'backend': self.backend,
+               'env': STRESS_MODES[self.mode], 'xs': self.xs, 'seed': self.data_seed,
+               'nbytes': self.nbytes, 'filename': filename, 'cnt': self.cnt,
+               'log': paths['log'], 'events': paths['events']}
+        env = _stress_env(self.stress_dir)
+        code = 'import json, sys, minipypet_stress_jobs as J; J.main(json.loads(sys.argv[1]))'
+        with open(paths['out'], 'w') as out, open(paths['err'], 'w') as err:
+            t0 = time.time()
+            proc = subprocess.Popen([sys.executable, '-c', code, json.dumps(cfg)], stdout=out,
+                                    stderr=err, start_new_session=True, cwd=str(folder), env=env)
+        proc.t0, proc.paths, proc.what, proc.killed, proc.t_exit = t0, paths, what, None, None
+        proc.offset = offset
+        if folder == self.tmp:  # (not a calibration sweep)
+            self.procs.append(proc)
+        return proc
+
+    def finish(self, proc, timeout):
+        """Wait for a process that must succeed."""
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            proc.wait(timeout=30)
+            raise AssertionError('%s hung: still running after %.0f s; stderr: %s'
+                                 % (proc.what, timeout, self.tail(proc, 'err')))
+        proc.t_exit = time.time() - proc.t0
+        assert proc.returncode == 0, '%s failed (exit %s): %s' % (
+            proc.what, proc.returncode, self.tail(proc, 'err'))
+
+    def kill(self, proc, plan, main_only=False):
+        """SIGKILL the sweep as `plan` says: (anchor, count, delay) = `delay` seconds after
+        its start ('start'), its 'ready' event, the count-th run it 'started', or after
+        `count` of its runs 'ended'. Returns False if the sweep finished first."""
+        anchor, count, delay = plan
+        deadline = time.time() + 120 + 6 * self.cal['exit']
+        while proc.poll() is None and time.time() < deadline:
+            if anchor == 'start' or self.reached(proc, anchor, count):
+                break
+            time.sleep(0.002)
+        at = time.time() + delay if anchor != 'start' else proc.t0 + delay
+        while proc.poll() is None and time.time() < min(at, deadline):
+            time.sleep(min(max(at - time.time(), 0.0), 0.002))
+        if proc.poll() is not None:
+            proc.t_exit = time.time() - proc.t0
+            return False
+        assert time.time() < deadline, '%s hung: %s' % (proc.what, self.tail(proc, 'err'))
+        if main_only:
+            os.kill(proc.pid, signal.SIGKILL)
+        else:
+            kill_group(proc)
+        proc.killed = time.time() - proc.t0
+        proc.wait(timeout=30)
+        if proc.returncode == 0:  # it ended between the last look and the kill
+            proc.killed, proc.t_exit = None, time.time() - proc.t0
+            return False
+        # whatever of the session is left must be gone before anything reads the files
+        gone = time.time() + 15
+        while session_alive(proc.pid) and time.time() < gone:
+            time.sleep(0.02)
+        alive = session_alive(proc.pid)
+        kill_group(proc)
+        assert not (main_only and alive), \
+            'processes of the sweep outlived its main process by 15 s after kill -9'
+        return True
+
+    def reached(self, proc, anchor, count):
+        if anchor == 'ready':
+            with contextlib.suppress(FileNotFoundError), open(proc.paths['events'], 'rb') as f:
+                return b'ready ' in f.read()
+            return False
+        with contextlib.suppress(FileNotFoundError), open(proc.paths['log'], 'rb') as f:
+            f.seek(proc.offset)
+            mark = b's ' if anchor == 'started' else b'e '
+            return sum(1 for x in f.read().split(b'\n') if x.startswith(mark)) >= count
+        return False
+
+    def tail(self, proc, name, chars=3000):
+        try:
+            with open(proc.paths[name]) as f:
+                return f.read()[-chars:]
+        except FileNotFoundError:
+            return ''
+
+    def events(self, proc):
+        """(events {name: time since start}, [started runs], [ended runs], {run: times})."""
+        marks = {}
+        with contextlib.suppress(FileNotFoundError), open(proc.paths['events']) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2:
+                    marks[parts[0]] = float(parts[1]) - proc.t0
+        started, ended, times = [], [], {}
+        with contextlib.suppress(FileNotFoundError), open(proc.paths['log']) as f:
+            f.seek(proc.offset)
+            for line in f:
+                parts = line.split()
+                if len(parts) != 3:
+                    continue  # (a line cut by the kill)
+                what, idx, when = parts[0], int(parts[1]), float(parts[2]) - proc.t0
+                (started if what == 's' else ended).append(idx)
+                times.setdefault(what, []).append(when)
+        return marks, started, ended, times
+
+    def result(self, proc):
+        with open(proc.paths['out']) as f:
+            lines = [x for x in f.read().splitlines() if x.startswith('RESULT ')]
+        assert len(lines) == 1, '%s printed no result: %s' % (proc.what, self.tail(proc, 'err'))
+        return json.loads(lines[0][len('RESULT '):])
+
+    # -- the store, read back ----------------------------------------------------------------
+    def on_disk(self):
+        """The set of runs completed on disk (file + journal); an empty set when the file
+        does not hold the trajectory yet."""
+        self.stored = False
+        try:
+            traj = mp.load_trajectory(name='t', filename=self.filename, load_results=1)
+        except mp.DataNotInStorageError:
+            return set()
+        self.stored = True
+        assert len(traj) == self.n, 'the stored trajectory has %d runs, not %d' % (len(traj),
+                                                                                  self.n)
+        return {i for i in range(self.n) if traj.f_is_completed(i)}
+
+    def check_journal(self):
+        counts = journal_runs(self.filename)
+        twice = {i: c for i, c in counts.items() if c != 1}
+        assert not twice, 'runs journalled more than once: %s' % twice
+
+    def check_file(self):
+        """The file an uninterrupted sweep writes: every run completed once, right values."""
+        traj = mp.load_trajectory(filename=self.filename, load_results=2)
+        assert traj.v_name == 't' and len(traj) == self.n, (traj.v_name, len(traj))
+        assert list(traj.f_get('x').f_get_range()) == self.xs, 'explored values changed'
+        info = traj.f_get_run_information()
+        bad = [i for i in range(self.n) if info[run_name(i)]['completed'] != 1]
+        assert not bad, 'runs not completed on disk: %s' % bad
+        item = 'z' if self.size == 'small' else 'a'
+        got = traj.f_get_from_runs(item, fast_access=True, use_indices=True)
+        assert list(got) == list(range(self.n)), \
+            'each run must be stored exactly once: %s' % list(got)
+        for i in range(self.n):
+            want = self.expected(i)
+            if self.kind == 'small':
+                assert isinstance(got[i], float) and got[i] == want, (i, got[i], want)
+            elif self.kind == 'bytes':
+                assert got[i] == want, 'run %d: the data differs' % i
+            else:
+                assert isinstance(got[i], np.ndarray) and got[i].dtype == want.dtype and \
+                    np.array_equal(got[i], want), 'run %d: the array differs' % i
+
+    def check_folder(self):
+        names = sorted(os.listdir(str(self.data_dir)))
+        tmp = [x for x in names if x.endswith('.tmp')]
+        assert not tmp, 'temp files left beside the data file: %s' % tmp
+        base = os.path.basename(self.filename)
+        left = [x for x in names if x not in (base, base + '.segments')]
+        assert not left, 'files left beside the data file after the resume: %s' % left
+        # the segments folder holds the segments the file lists, nothing else
+        folder = self.filename + '.segments'
+        on_disk = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        service = mp._make_service(True, self.filename, mode='load')
+        assert on_disk == service._segment_names(), \
+            'segment files: %s on disk, %s listed' % (sorted(on_disk),
+                                                      sorted(service._segment_names()))
+
+    # -- one kill, then recovery -------------------------------------------------------------
+    def calibrate(self):
+        """Phase times of an uninterrupted sweep of this configuration (cached)."""
+        key = (self.config, self.n, self.nbytes)
+        if key not in _STRESS_CALIBRATION:
+            folder = self.tmp / 'calibration'
+            folder.mkdir()
+            proc = self.start('run', folder)
+            self.finish(proc, timeout=240)
+            marks, started, ended, times = self.events(proc)
+            assert sorted(started) == list(range(self.n)), 'calibration: runs %s' % started
+            _STRESS_CALIBRATION[key] = {
+                'ready': marks['ready'], 'first': min(times['s']), 'last': max(times['e']),
+                'done': marks['done'], 'exit': proc.t_exit}
+            shutil.rmtree(str(folder))
+        self.cal = _STRESS_CALIBRATION[key]
+
+    def plan(self, rng, phase, pending):
+        """Where to kill a sweep that has `pending` runs to do (see kill()), from the phase
+        times of an uninterrupted sweep. Anchored on what the sweep has done, the phases are
+        hit whatever the load of the machine; 'uniform' is a time anywhere in a whole
+        sweep's length plus 15% (the sweep may finish first)."""
+        cal = self.cal
+        if phase == 'before':
+            if rng.random() < 0.25:  # in the interpreter's start-up
+                return ('start', 0, rng.uniform(0.0, cal['ready']))
+            # after 'ready': storing the trajectory, writing the .cnt, starting the pool
+            return ('ready', 0, rng.uniform(0.0, cal['first'] - cal['ready']))
+        if phase == 'mid' and pending >= 2:  # within a run's time after the k-th run started
+            return ('started', rng.randint(1, pending - 1),
+                    rng.uniform(0.0, (cal['last'] - cal['first']) / self.n))
+        if phase in ('mid', 'store') and pending:  # after the last run, before f_run returns
+            return ('ended', pending, rng.uniform(0.0, 1.1 * (cal['done'] - cal['last'])))
+        if phase in ('mid', 'store'):  # a resume with no run to do: it loads and stores
+            return ('ready', 0, rng.uniform(0.0, cal['done'] - cal['last'] +
+                                            cal['first'] - cal['ready']))
+        return ('start', 0, rng.uniform(0.0, 1.15 * cal['exit']))
+
+    def landed(self, proc, pending):
+        """Where a kill hit, from the killed process's own logs."""
+        marks, started, ended, _ = self.events(proc)
+        if not proc.killed:
+            return 'finished'
+        if 'done' in marks:
+            return 'exit'
+        if 'ready' not in marks:
+            return 'startup'
+        if not started:
+            return 'store-before-runs'
+        if len(set(ended)) < len(pending):
+            return 'runs(%d/%d ended)' % (len(set(ended)), len(pending))
+        return 'end-store'
+
+    def run(self, phase, second_kill, main_only_p):
+        rng = random.Random(self.seed)
+        self.calibrate()
+        everything = set(range(self.n))
+        plan = self.plan(rng, phase, self.n)
+        self.main_only = main_only = self.mode != 'serial' and rng.random() < main_only_p
+        self.story.append('%s, %d runs%s, calibrated %s; kill 1: %s %s%s' % (
+            self.config, self.n, ' of %d MB' % (self.nbytes >> 20) if self.nbytes else '',
+            {k: round(v, 3) for k, v in self.cal.items()}, phase, plan,
+            ', main process only' if main_only else ''))
+        landed = []
+        proc = self.start('run')
+        self.kill(proc, plan, main_only)
+        before = set()  # the runs completed on disk when `proc` started
+        while True:
+            if proc.killed:
+                assert proc.returncode == -signal.SIGKILL, (proc.returncode,
+                                                            self.tail(proc, 'err'))
+            elif proc.returncode != 0:
+                raise AssertionError('%s failed on its own (exit %s): %s' % (
+                    proc.what, proc.returncode, self.tail(proc, 'err')))
+            landed.append(self.landed(proc, everything - before))
+            marks, started, ended, _ = self.events(proc)
+            cnt = os.path.exists(self.cnt)
+            self.story.append('%s %s at %.3f s (%s): %d runs started in it; folder %s' % (
+                proc.what, 'killed' if proc.killed else 'ended', proc.killed or proc.t_exit,
+                landed[-1], len(started), sorted(os.listdir(str(self.data_dir)))))
+            self.check_journal()
+            done = self.on_disk()
+            self.story[-1] += '; %d runs completed on disk' % len(done)
+            assert len(started) == len(set(started)), 'a run was started twice in one sweep'
+            again = sorted(set(started) & before)
+            assert not again, 'runs completed on disk were run again: %s' % again
+            assert before <= done, 'completed runs were lost: %s' % sorted(before - done)
+            if not proc.killed:
+                assert set(started) == everything - before, \
+                    'the sweep must run exactly the runs not completed on disk: ran %s, ' \
+                    'missing were %s' % (sorted(started), sorted(everything - before))
+                assert self.result(proc) == [[i, self.expected_return(i)]
+                                             for i in range(self.n)], \
+                    'the returned results differ from an uninterrupted sweep'
+                assert done == everything and not cnt, (sorted(everything - done), cnt)
+                break
+            if not cnt:
+                if done == everything:  # killed after the .cnt was deleted
+                    break
+                # killed before the .cnt was written: no run can have started. Nothing to
+                # resume, and the trajectory may be stored already (a plain new sweep into the
+                # file is refused: it holds trajectory 't'): start anew, overwriting the file
+                assert not done and not started, 'runs done but no .cnt to resume them'
+                what = 'rerun'
+                self.reruns.append('stored' if self.stored else 'empty')
+                self.story.append('no .cnt (trajectory %s): started anew with '
+                                  'overwrite_file=True' % ('stored' if self.stored else
+                                                           'not stored'))
+            else:
+                what = 'resume'
+            assert len(self.procs) < 4, 'no complete sweep after %d processes' % len(
+                self.procs)
+            before = set() if what == 'rerun' else done
+            proc = self.start(what)
+            if second_kill and len(self.procs) == 2:
+                phase2 = rng.choice(('before', 'mid', 'store', 'uniform'))
+                plan = self.plan(rng, phase2, len(everything - before))
+                self.story.append('kill 2 (of the %s): %s %s' % (what, phase2, plan))
+                self.kill(proc, plan)
+            else:
+                self.finish(proc, timeout=120 + 6 * self.cal['exit'])
+        self.check_file()
+        self.check_folder()
+        return landed
+
+
+def _stress_trial(tmp_path, stress_dir, config, index, phase, second_kill, label,
+                  main_only_p=0.0):
+    if config.split('-')[1] == 'hdf5' and tables is None:
+        pytest.skip('PyTables is not installed')
+    seed = zlib.crc32(('%d:%s:%d' % (STRESS_BASE_SEED, config, index)).encode())
+    trial = _StressTrial(tmp_path / ('trial%d' % index), stress_dir, config, seed, label)
+    started = time.time()
+    line = {'config': config, 'trial': index, 'base_seed': STRESS_BASE_SEED, 'seed': seed,
+            'phase': phase}
+    try:
+        line['landed'] = trial.run(phase, second_kill, main_only_p)
+    except Exception as exc:
+        line['failed'] = '%s: %s' % (type(exc).__name__, exc)
+        raise AssertionError(
+            'kill stress FAILED: %s trial %d, MINIPYPET_STRESS_SEED=%d, trial seed %d:\n  %s\n'
+            '%s: %s' % (config, index, STRESS_BASE_SEED, seed, '\n  '.join(trial.story),
+                        type(exc).__name__, exc)) from exc
+    finally:
+        for proc in trial.procs:
+            kill_group(proc)
+            if proc.poll() is None:
+                proc.wait(timeout=30)
+        line.update(main_only=trial.main_only, sweeps=[p.what for p in trial.procs],
+                    reruns=trial.reruns, kills=sum(1 for p in trial.procs if p.killed),
+                    seconds=round(time.time() - started, 2))
+        if 'failed' in line:
+            line['story'] = trial.story
+        print(json.dumps(line))
+        if os.environ.get('MINIPYPET_STRESS_LOG'):
+            with open(os.environ['MINIPYPET_STRESS_LOG'], 'a') as f:
+                f.write(json.dumps(line) + '\n')
+    shutil.rmtree(str(trial.tmp), ignore_errors=True)  # (large sweeps: up to 120 MB each)
+
+
+if tables is None:  # (the stdlib-only CI job: its HDF5 share on pickle; arrays become bytes)
+    STRESS_SHORT = [(c.replace('hdf5', 'pickle'), p, k) for c, p, k in STRESS_SHORT]
+
+
+@posix_only
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('config,phase,second_kill', STRESS_SHORT,
+                         ids=['%s-%s' % (c, p) for c, p, _ in STRESS_SHORT])
+def test_kill9_stress_short(tmp_path, stress_dir, config, phase, second_kill):
+    _stress_trial(tmp_path, stress_dir, config, 0, phase, second_kill, 'short')
+
+
+STRESS_TRIALS = -(-STRESS_KILLS // len(STRESS_CONFIGS))  # per configuration, rounded up
+
+
+@posix_only
+@pytest.mark.stress
+@pytest.mark.timeout(300 + 120 * STRESS_TRIALS)
+@pytest.mark.parametrize('config', STRESS_CONFIGS)
+def test_kill9_stress(tmp_path, stress_dir, request, config):
+    expr = request.config.getoption('markexpr', '') or ''
+    if 'MINIPYPET_STRESS_KILLS' not in os.environ and not (
+            re.search(r'\bstress\b', expr) and not re.search(r'\bnot\s+stress\b', expr)):
+        pytest.skip('the long kill stress runs with -m stress (or MINIPYPET_STRESS_KILLS set)')
+    offset = STRESS_CONFIGS.index(config)
+    for k in range(STRESS_TRIALS):
+        rng = random.Random('%d:%s:%d:plan' % (STRESS_BASE_SEED, config, k))
+        _stress_trial(tmp_path, stress_dir, config, k,
+                      STRESS_PHASES[(k + offset) % len(STRESS_PHASES)],
+                      second_kill=rng.random() < 1 / 3, label='long', main_only_p=0.25)

@@ -56,15 +56,6 @@ def job_array(traj):
     traj.f_add_result('z', np.linspace(0.0, 1.0, ARRAY_LEN) * traj.x + traj.y)
 
 
-def _files(path):
-    """The data file plus whatever minipypet keeps beside it (journal)."""
-    total = 0
-    for p in (path, path + '.journal'):
-        if os.path.exists(p):
-            total += os.path.getsize(p)
-    return total
-
-
 def _mini_path(out, workload, backend, n):
     return os.path.join(out, 'mini_%s_%s_n%d.%s' % (workload, backend, n,
                                                      'hdf5' if backend == 'hdf5' else 'pkl'))
@@ -91,7 +82,7 @@ def cell_mini_run(workload, backend, n, out):
     t3 = time.perf_counter()
     return dict(run_s=t2 - t1, run_cpu_s=c2 - c1, setup_s=t1 - t0, wall_s=t3 - t0,
                 import_s=t_import,
-                file_bytes=_files(path), peak_rss_mb=C.peak_rss_mb(),
+                file_bytes=C.storage_bytes(path)[0], peak_rss_mb=C.peak_rss_mb(),
                 version=getattr(mp, '__version__', '?'))
 
 
