@@ -1975,10 +1975,12 @@ class _RunsMixin:
             for name, value in values.items():
                 self._explored[name].__dict__['_data'] = value
             self._drop_fast()
-        for branch in _RUN_BRANCHES:
-            group = self._run_group(branch, idx)
-            if group is not None:  # left by an attempt that failed (or a load): a run run
-                self._remove_subtree(group)  # again replaces what that left
+        nodes = self._nodes
+        for branch, runs in _RUN_GROUPS:
+            if nodes.get(runs) is not None and nodes[runs]._children:
+                group = self._run_group(branch, idx)
+                if group is not None:  # left by an attempt that failed (or a load): a run
+                    self._remove_subtree(group)  # run again replaces what that left
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
@@ -3787,7 +3789,13 @@ def _apply_record(state, record, shape=None):
     kind = record[0]
     if kind == 'leaf':
         _, _, full_name, tag, comment, data, ann, overwrite = record
-        if _leaf_split(_split_run(full_name)) is None:
+        split = _leaf_split(_split_run(full_name))
+        if split is not None:  # (as the fold does: z.mean replaces the run's z, or back)
+            others = [t for t in state['columns'] if t != split[0] and (
+                t.startswith(split[0] + '.') or split[0].startswith(t + '.'))]
+            if others:
+                _run_shape(state, split[0], split[1], others, {} if shape is None else shape)
+        if split is None:
             groups = None
             if shape is not None:
                 groups = shape.get(None)
@@ -4070,8 +4078,10 @@ class _FileService(_FromState, StorageService):
         own = self._journal.take_own()
         live, self._live = self._live, None
         counts = [0, 0]
-        if own is not None and live is not None and live.jid == own[0] and not live.broken:
-            fold, records, (jid, end) = live, (), own  # every record went through it
+        if own is not None and live is not None and live.jid == own[0] and \
+                not live.broken and live.stamp in (None, _file_stamp(self.filename)):
+            # every record went through it, and the main file is still the one it read
+            fold, records, (jid, end) = live, (), own
         else:  # (a torn tail needs no repair: the journal goes once it is folded)
             if live is not None:
                 live.abort()
@@ -4228,9 +4238,10 @@ class _FileService(_FromState, StorageService):
         meta = self._read_main(name, set())
         if 'legacy' in meta:
             return None
-        out = {}
-        for branch in reversed(_RUN_BRANCHES):  # (results win, as in f_get_from_runs)
+        found = {}  # template -> {run index: value}
+        for branch in _RUN_BRANCHES:
             template = branch + '.runs.$.' + item
+            out = found[template] = {}
             if template not in meta['templates']:
                 continue
             tomb = meta['tombs'].get(template, {})
@@ -4244,26 +4255,30 @@ class _FileService(_FromState, StorageService):
                 for idx, value in zip(*got):
                     if max(tomb.get(idx, -1), tomb.get(_ALL, -1)) <= seq:
                         out[idx] = value
-        wanted = {b + '.runs.$.' + item for b in _RUN_BRANCHES}
         for record in self._journal_records(name):  # (not folded in yet)
             kind = record[0]
             if kind in ('run', 'leaf'):
                 leaves = record[4] if kind == 'run' else [record[2:7]]
+                keep = kind == 'leaf' and not record[7]  # (STORE_DATA keeps a stored row)
                 for full_name, tag, _, data, ann in leaves:
                     split = _split_run(full_name)
-                    if split and split[0] in wanted:
+                    if split and split[0] in found:
                         if ann or tag not in ('Result', 'Parameter') or len(data or ()) != 1:
                             return None
-                        out[split[1]] = next(iter(data.values()))
+                        if not (keep and split[1] in found[split[0]]):
+                            found[split[0]][split[1]] = next(iter(data.values()))
             elif kind == 'delete':
                 for full_name in record[2]:
                     split = _split_run(full_name)
-                    if split and split[0] in wanted:
-                        out.pop(split[1], None)
+                    if split and split[0] in found:
+                        found[split[0]].pop(split[1], None)
                     elif record[3] and any(w.startswith(full_name + '.') or
                                            split and w.startswith(split[0] + '.')
-                                           for w in wanted):
+                                           for w in found):
                         return None  # (a group deleted with what is below it)
+        out = {}
+        for template in reversed(list(found)):  # (results win, as in f_get_from_runs)
+            out.update(found[template])
         return out
 
     def copy_to(self, path):
@@ -4272,9 +4287,9 @@ class _FileService(_FromState, StorageService):
         import shutil
         self.checkpoint()
         with _FolderLock(self._journal.path, shared=False):
-            shutil.copyfile(self.filename, path)
-            if os.path.isdir(self.segment_folder):
-                shutil.copytree(self.segment_folder, path + '.segments')
+            if os.path.isdir(self.segment_folder):  # the segments first, the main file last
+                shutil.copytree(self.segment_folder, path + '.segments', dirs_exist_ok=True)
+            _atomic_write(path, lambda tmp: shutil.copyfile(self.filename, tmp))
 
     def _load_list(self, traj, names=(), recursive=True):
         """Items by full name, reading of the run columns only the rows asked for."""
@@ -4492,6 +4507,10 @@ class _Segment:
         return written is not None and idx in written
 
     def add(self, template, idx, row):
+        written = self.written.get(template)
+        if written is not None and idx in written:  # (never two rows of a run in a segment)
+            self.fold.split(self.meta['name']).add(template, idx, row)
+            return
         rows = self.rows.get(template)
         if rows is None:
             rows = self.rows[template] = {}
@@ -4577,6 +4596,15 @@ def _disk_error_text(path, error=None):
         'a short write (the disk is full?)'
 
 
+def _file_stamp(path):
+    """(inode, modification time, size) of a file, or () where there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _sync_file(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -4597,11 +4625,14 @@ class _Fold:
         self.prior, self.closed, self.tombed = {}, {}, set()
         self.plain = {}  # name -> columns no other column conflicts with (see row)
         self.jid, self.broken = None, False  # (a fold made as the records come)
+        self.stamp = None  # the main file as it was when its metadata was first read
 
     # -- per trajectory ----------------------------------------------------------------------
     def meta(self, name):
         meta = self.metas.get(name)
         if meta is None:
+            if self.stamp is None:
+                self.stamp = _file_stamp(self.service.filename)
             exists = os.path.exists(self.service.filename) and \
                 name in self.service._list_names()
             meta = self.service._read_main(name, True) if exists else _new_meta(name)
@@ -4697,8 +4728,8 @@ class _Fold:
                 if split is None:
                     _state_put_leaf(meta, full_name, tag, comment, data, ann)
                 elif plain is not None and split[0] in plain and data is not None:
+                    segment = self.segments[name]  # (an add before may have started another)
                     segment.add(split[0], idx, (tag, comment, ann, data))
-                    segment = self.segments[name]  # (a full batch may start another)
                 else:
                     self.row(name, split[0], split[1], (tag, comment, ann, data), True)
         elif kind == 'leaf':
@@ -4783,6 +4814,7 @@ class _Fold:
                     self.hide(name, t, _ALL)
                     known.discard(t)
                     self.shapes.pop((name, 'conflicts'), None)
+                    self.plain.pop(name, None)
 
     def memory(self, mem, store_data, only_init):
         """Fold an in-memory trajectory's state (see f_store's modes)."""
@@ -4812,9 +4844,12 @@ class _Fold:
         for name in self.service._legacy_names():
             if name not in drop:
                 self.meta(name)
-        for name, segment in list(self.segments.items()):
-            self._close(name, segment)
-        self.segments = {}
+        for name in list(self.segments):
+            while self.segments.get(name) is not None:  # (a close may start another)
+                segment = self.segments[name]
+                self._close(name, segment)
+                if self.segments.get(name) is segment:
+                    del self.segments[name]
         for name, meta in self.metas.items():
             meta['columns_info'] = self.columns_info(name, meta)
         folder = self.service.segment_folder
@@ -5578,18 +5613,16 @@ class HDF5StorageService(_FileService):
             ('completed', [info[i][2] for i in idxs]),
             ('parameter_summary', _summaries_of(segment.meta, idxs)),
             ('short_environment_hexsha', [info[i][3] for i in idxs])], np)
-        # The same run information as plain columns (_runs/idx, timestamp, ...): what
-        # loading reads, a column at a time (the overview table's rows are ~200 bytes)
-        if h.run_group is None:
-            h.run_group = h.file.create_group('/', '_runs')
+        # The same run information as plain numbers, what loading reads (the overview
+        # table's rows are ~200 bytes): _runs (n, 4) float64 = run index, timestamp, finish
+        # timestamp, completed; _runs_hexsha, the SHA-1s
         filters = self._filters()
-        for name, values, kind in (('idx', idxs, 'int'), ('timestamp', t0, 'float'),
-                                   ('finish_timestamp', t1, 'float'),
-                                   ('completed', [info[i][2] for i in idxs], 'int'),
-                                   ('hexsha', [info[i][3] or ' ' for i in idxs], 'str')):
-            arr = np.array(values, dtype=np.int64 if kind == 'int' else
-                           np.float64 if kind == 'float' else 'S')
-            _h5_append(h.file, h.run_group, name, arr, kind, filters)
+        numbers = np.empty((len(idxs), 4))
+        numbers[:, 0], numbers[:, 1], numbers[:, 2] = idxs, t0, t1
+        numbers[:, 3] = [info[i][2] for i in idxs]
+        _h5_append(h.file, h.file.root, '_runs', numbers, 'ndarray', filters)
+        _h5_append(h.file, h.file.root, '_runs_hexsha',
+                   np.array([info[i][3] or ' ' for i in idxs], dtype='S'), 'str', filters)
 
     def _segment_close(self, segment, h):
         np = _require('numpy', 'hdf5')
@@ -5646,9 +5679,11 @@ class HDF5StorageService(_FileService):
                 if not column:
                     del state['columns'][template]
             if '_runs' in f.root:
-                runs = {k: f.get_node('/_runs/' + k).read() for k in (
-                    'idx', 'timestamp', 'finish_timestamp', 'completed', 'hexsha')}
-                runs['short_environment_hexsha'] = np.char.strip(runs.pop('hexsha'))
+                numbers = f.root._runs.read()
+                runs = {'idx': numbers[:, 0].astype(np.int64), 'timestamp': numbers[:, 1],
+                        'finish_timestamp': numbers[:, 2],
+                        'completed': numbers[:, 3].astype(np.int64),
+                        'short_environment_hexsha': np.char.strip(f.root._runs_hexsha.read())}
             elif 'overview' in f.root and 'runs' in f.root.overview:
                 runs = f.root.overview.runs.read()
             else:
@@ -5946,7 +5981,7 @@ class _H5Segment:
 
     def __init__(self, f, meta):
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
-        self.tables, self.errors, self.runs, self.run_group = {}, {}, None, None
+        self.tables, self.errors, self.runs = {}, {}, None
 
     def overview(self):
         if 'overview' not in self.file.root:

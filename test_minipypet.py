@@ -3751,6 +3751,74 @@ def test_batches_that_change_shape_start_a_new_segment(file_backend, tmp_path, m
         i: 'x' * (1 + i * 40) for i in range(6)}
 
 
+def last_run_differs_job(traj):
+    traj.f_add_result('arr', np.arange(3.0 if traj.x < 9 else 5.0) + traj.x)
+
+
+def test_a_segment_started_by_the_last_flush_is_kept(file_backend, tmp_path, monkeypatch):
+    pytest.importorskip('numpy')
+    # ~674 bytes a run by _row_bytes: batches of runs 0-2, 3-5, 6-8, and run 9 (another
+    # shape: a new segment) written out by the checkpoint itself
+    monkeypatch.setattr(mp, '_SEGMENT_BUDGET', 1500)
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, last_run_differs_job, n=10)
+    got = load(filename, load_data=2)
+    arrays = got.f_get_from_runs('arr', fast_access=True, use_indices=True)
+    assert sorted(arrays) == list(range(10)) and got.f_is_completed()
+    assert arrays[9].tolist() == [9.0, 10.0, 11.0, 12.0, 13.0]
+    assert not os.path.exists(filename + '.journal')
+
+
+def new_column_job(traj):
+    if traj.x == 5:  # a column that only run 5 has, whose row fills the batch: written out
+        traj.f_add_result('note', [1.0] * 200)  # there, with v's floats: a new segment
+    traj.f_add_result('big', [float(traj.x)] * 50)
+    traj.f_add_result('v', traj.x if traj.x < 4 else float(traj.x))  # int, later float
+
+
+def test_rows_after_a_new_column_that_split_the_segment_are_kept(file_backend, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setattr(mp, '_SEGMENT_BUDGET', 3000)
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, new_column_job, n=12)
+    got = load(filename, load_data=2)
+    assert got.f_get_from_runs('big', fast_access=True, use_indices=True) == {
+        i: [float(i)] * 50 for i in range(12)}
+    assert sorted(got.f_get_from_runs('v', fast_access=True, use_indices=True)) == \
+        list(range(12))
+
+
+def test_a_run_row_stored_twice_in_one_fold(file_backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(mp, '_SEGMENT_BUDGET', 1)  # every record written out at once
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, array_job, n=4)
+    traj = load(filename, load_data=2)
+    extra = traj.f_add_result('runs.%s.extra' % run_name(0))  # empty for now
+    traj.f_store_item(extra)
+    traj.f_store_item(traj.f_add_result('runs.%s.more' % run_name(1), 1.0))
+    extra.f_set(extra=[1.0, 2.0])
+    traj.f_store_item(extra, store_data=mp.OVERWRITE_DATA)  # the same row again, with data
+    traj.f_store()
+    got = load(filename, load_data=2)
+    assert got.f_get('results.runs.%s.extra' % run_name(0)).extra == [1.0, 2.0]
+    skeleton = load(filename, load_results=1)
+    skeleton.f_load_item('results.runs.%s.extra' % run_name(0))
+    assert skeleton.f_get('results.runs.%s.extra' % run_name(0)).extra == [1.0, 2.0]
+
+
+def test_copy_to_twice_leaves_a_copy_that_loads(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, array_job, n=3)
+    target = path_for(file_backend, tmp_path, 'copy')
+    env.v_trajectory.v_storage_service.copy_to(target)
+    traj.f_expand({'x': [3]})
+    env.f_run(array_job)
+    env.v_trajectory.v_storage_service.copy_to(target)  # over the earlier copy
+    assert load(target, load_data=2).f_get_from_runs('z', fast_access=True,
+                                                     use_indices=True) == {
+        0: 0.0, 1: 0.5, 2: 1.0, 3: 1.5}
+
+
 def test_folding_as_runs_come_and_reading_the_journal_agree(file_backend, tmp_path,
                                                            monkeypatch):
     live = path_for(file_backend, tmp_path, 'live')

@@ -246,6 +246,20 @@ def cell_load(mode, n, out):
         if not C.have('h5py'):
             return dict(ok=True, skipped='h5py not installed')
         import h5py
+        import numpy as np
+        with h5py.File(path, 'r') as f:
+            segmented = [k for k in f.keys() if k + '/segments' in f]
+        if segmented:  # format 3: the column is split over the segments (external links)
+            rss0 = C.peak_rss_mb()
+            t0, c0 = time.perf_counter(), time.process_time()
+            with h5py.File(path, 'r') as f:
+                links = f[segmented[-1] + '/segments']
+                arr = np.concatenate([links[k]['results/runs/z/z'][()] for k in sorted(links)])
+            t1, c1 = time.perf_counter(), time.process_time()
+            return dict(load_s=t1 - t0, load_cpu_s=c1 - c0, load_rss_mb=C.peak_rss_mb(),
+                        rss_before_load_mb=rss0, n_results=int(arr.shape[0]), floats=True,
+                        checksum=math.fsum(arr.tolist()), note='through %d segment link(s)'
+                        % len(links), ok=True)
         try:
             with h5py.File(path, 'r') as f:  # locate the column first (not timed)
                 column, how = _h5py_column(f, n)
@@ -263,11 +277,12 @@ def cell_load(mode, n, out):
                     rss_before_load_mb=rss0, n_results=int(arr.shape[0]), floats=True,
                     checksum=math.fsum(arr.tolist()), note='%s: /%s' % (how, column), ok=True)
     mp, _ = C.import_minipypet()
-    load_results = {'lr1': 1, 'lr2': 2}[mode]
+    load_results = {'lr1': 1, 'lr2': 2, 'lr0a': 0, 'lr1a': 1}[mode]
+    auto = {'auto_load': True} if mode.endswith('a') else {}
     rss0 = C.peak_rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     traj = mp.load_trajectory(filename=path, index=-1, load_results=load_results)
-    got = traj.f_get_from_runs('z', fast_access=True)
+    got = traj.f_get_from_runs('z', fast_access=True, **auto)
     t1, c1 = time.perf_counter(), time.process_time()
     rss1 = C.peak_rss_mb()
     vals = _values(got)
@@ -450,7 +465,9 @@ def part_scalar(args, out, verdicts):
     return recs
 
 
-LOAD_MODES = [('lr1', 'load_results=1 + f_get_from_runs'),
+LOAD_MODES = [('lr0a', 'load_results=0 + f_get_from_runs(auto_load=True)'),
+              ('lr1a', 'load_results=1 + f_get_from_runs(auto_load=True)'),
+              ('lr1', 'load_results=1 + f_get_from_runs'),
               ('lr2', 'load_results=2 + f_get_from_runs'),
               ('h5py', 'h5py: read the column')]
 
@@ -489,8 +506,8 @@ def part_load(args, out, verdicts, scalar_recs):
                        'floats back', 'note'], rows))
     get = {(r['n'], r['mode']): r for r in recs if r.get('ok') and not r.get('skipped')}
     for n, limit_s, limit_mb in ((100000, 0.1, None), (1000000, 0.5, 200)):
-        r = get.get((n, 'lr1'))
-        name = '3. load_results=1 + f_get_from_runs at %s runs <= %s s%s' % (
+        r = get.get((n, 'lr0a'))  # (a column at a time: no node per run is made)
+        name = '3. load_results=0 + f_get_from_runs(auto_load) at %s runs <= %s s%s' % (
             '{:,}'.format(n), limit_s, ' and <= %d MB' % limit_mb if limit_mb else '')
         if r is None:
             verdicts.append((name, None, 'not measured'))
