@@ -6074,7 +6074,7 @@ def _h5_append(f, group, name, arr, kind, filters):
         _h5_set(node, 'mp_type', kind)
     if arr.dtype != node.dtype:
         arr = arr.astype(node.dtype)
-    if len(arr) > 1 and node.chunkshape[0] == 1 and _direct_chunks(node, arr):
+    if len(arr) and _direct_chunks(node, arr):
         _append_chunks(node, arr)
     elif len(arr):
         node.append(arr)
@@ -6082,36 +6082,46 @@ def _h5_append(f, group, name, arr, kind, filters):
 
 
 def _direct_chunks(node, arr):
-    """Whether rows of a big array can be compressed here, in threads, and written as
-    chunks directly: zlib (with or without shuffle) and a chunk per row of 256 KB or more.
-    Python's zlib releases the GIL, so the cores compress in parallel; HDF5's own filter
-    runs on one core, at half the speed of zlib here."""
-    filters = node.filters
+    """Whether the whole chunks of a batch can be compressed here, in threads, and written
+    directly: zlib (with or without shuffle), numbers, chunks of 64 KB or more. Python's
+    zlib releases the GIL, so the cores compress in parallel; HDF5's own filter runs on
+    one core, at half the speed of zlib here."""
+    filters, rows = node.filters, node.chunkshape[0]
     return filters.complib == 'zlib' and filters.complevel > 0 and not filters.fletcher32 \
-        and arr[0].nbytes >= (256 << 10) and arr.dtype.kind in 'biufc' and \
-        arr.dtype.isnative and hasattr(node, 'write_chunk')
+        and len(arr) >= rows and rows * arr[0].nbytes >= (64 << 10) and \
+        arr.dtype.kind in 'biufc' and arr.dtype.isnative and \
+        tuple(node.chunkshape[1:]) == arr.shape[1:] and hasattr(node, 'write_chunk')
 
 
 def _append_chunks(node, arr):
+    """Append `arr`: the rows up to a chunk's edge through HDF5, then whole chunks written
+    directly, then the rest through HDF5 again."""
     import concurrent.futures
-    filters, np = node.filters, sys.modules['numpy']
+    filters, np, rows = node.filters, sys.modules['numpy'], node.chunkshape[0]
     shuffle = filters.shuffle and arr.itemsize > 1
     skip_all = 3 if filters.shuffle else 1  # (the filter mask of a chunk stored raw)
 
-    def pack(row):
-        raw = np.ascontiguousarray(row)
-        if shuffle:  # HDF5's shuffle: the first byte of every value, then the second, ...
-            raw = raw.reshape(-1).view(np.uint8).reshape(-1, raw.itemsize).T
-        data = raw.tobytes()
+    def pack(piece):
+        raw = np.ascontiguousarray(piece).reshape(-1)
+        data = raw.view(np.uint8).reshape(-1, raw.itemsize).T.tobytes() if shuffle else \
+            raw.tobytes()  # (HDF5's shuffle: every value's first byte, then second, ...)
         packed = zlib.compress(data, filters.complevel)
-        return (packed, 0) if len(packed) < len(data) else (row.tobytes(), skip_all)
-    with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        chunks = list(pool.map(pack, arr))
-    start = node.nrows
-    node.truncate(start + len(arr))
-    zeros = (0,) * (arr.ndim - 1)
-    for i, (data, mask) in enumerate(chunks):
-        node.write_chunk((start + i,) + zeros, data, filter_mask=mask)
+        return (packed, 0) if len(packed) < len(data) else (raw.tobytes(), skip_all)
+    fill = (-node.nrows) % rows
+    if fill:
+        node.append(arr[:fill])
+        arr = arr[fill:]
+    whole = len(arr) // rows * rows
+    if whole:
+        with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+            chunks = list(pool.map(pack, (arr[i:i + rows] for i in range(0, whole, rows))))
+        start = node.nrows
+        node.truncate(start + whole)
+        zeros = (0,) * (arr.ndim - 1)
+        for k, (data, mask) in enumerate(chunks):
+            node.write_chunk((start + k * rows,) + zeros, data, filter_mask=mask)
+    if len(arr) > whole:
+        node.append(arr[whole:])
 
 
 def _summaries_of(meta, idxs):

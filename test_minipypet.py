@@ -3892,6 +3892,27 @@ def test_big_rows_compressed_in_threads_read_back_everywhere(tmp_path):
                                   np.random.default_rng(2).random(40000))
 
 
+def test_chunks_written_directly_across_batches_read_back_everywhere(tmp_path):
+    pytest.importorskip('tables')
+    path = str(tmp_path / 'chunks.h5')
+    rng = np.random.default_rng(1)
+    batches = [np.zeros((300, 1000), np.int32)] + [  # a batch's rows start mid-chunk
+        rng.integers(0, 2 ** 31, (300, 1000), dtype=np.int32) for _ in range(3)] + [
+        np.arange(300000.0).reshape(300, 1000)[:, :1000].astype(np.int32)]
+    with tables.open_file(path, 'w') as f:
+        group = f.create_group('/', 'g')
+        for batch in batches:
+            mp._h5_append(f, group, 'a', batch, 'ndarray',
+                          tables.Filters(9, 'zlib', shuffle=True))
+        assert group.a.chunkshape[0] not in (1, 300)  # (whole chunks and partial ones)
+    want = np.concatenate(batches)
+    with tables.open_file(path) as f:
+        assert np.array_equal(f.root.g.a[:], want)
+    if h5py is not None:
+        with h5py.File(path, 'r') as f:
+            assert np.array_equal(f['g/a'][()], want)
+
+
 def test_the_journal_never_takes_zeros_for_a_record(tmp_path):
     path = str(tmp_path / 'j.journal')
     journal = mp._Journal(path, fsync_interval=None)

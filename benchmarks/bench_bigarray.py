@@ -253,13 +253,14 @@ def cell_load(mode, n, out):
             rss0 = C.peak_rss_mb()
             t0, c0 = time.perf_counter(), time.process_time()
             with h5py.File(path, 'r') as f:
-                links = f[segmented[-1] + '/segments']
-                arr = np.concatenate([links[k]['results/runs/z/z'][()] for k in sorted(links)])
+                links = '%s/segments/' % segmented[-1]
+                names = sorted(f[links])
+                arr = np.concatenate([f[links + k + '/results/runs/z/z'][()] for k in names])
             t1, c1 = time.perf_counter(), time.process_time()
             return dict(load_s=t1 - t0, load_cpu_s=c1 - c0, load_rss_mb=C.peak_rss_mb(),
                         rss_before_load_mb=rss0, n_results=int(arr.shape[0]), floats=True,
                         checksum=math.fsum(arr.tolist()), note='through %d segment link(s)'
-                        % len(links), ok=True)
+                        % len(names), ok=True)
         try:
             with h5py.File(path, 'r') as f:  # locate the column first (not timed)
                 column, how = _h5py_column(f, n)
