@@ -3377,8 +3377,10 @@ class _Journal:
             self.close(sync=False)
             _Journal.repair(self.path)
         else:
-            try:
-                os.ftruncate(self._fd, size)
+            try:  # (only where nothing was appended after ours by another process: a
+                # torn record between two intact ones is skipped by the readers anyway)
+                if os.fstat(self._fd).st_size == size + written:
+                    os.ftruncate(self._fd, size)
             except OSError:
                 pass
         raise StorageError(
