@@ -5853,22 +5853,9 @@ class HDF5StorageService(_FileService):
         `only`: these run indices alone, their data read row by row."""
         if only is not None:
             return _read_some_rows(group, want, np, only)
-        a = group._v_attrs
         idxs = group._idx.read().tolist()
-        tag, first_comment = _attr(a, 'mp_class'), _attr(a, 'mp_comment', '')
-        default_comment = '' if _attr(a, 'mp_purged', True) else first_comment
-        classes = {int(k): v for k, v in json.loads(_attr(a, 'mp_classes', '{}')).items()}
-        if '_class_idx' in group:  # (mp_classes: format 1)
-            classes = dict(zip(group._class_idx.read().tolist(), _read_node(group, '_classes',
-                                                                            np)))
-        comments = {}
-        if '_comment_idx' in group:
-            comments = dict(zip(group._comment_idx.read().tolist(),
-                                _read_node(group, '_comments', np)))
-        anns = {}
-        if '_ann_idx' in group:
-            anns = dict(zip(group._ann_idx.read().tolist(), _read_node(group, '_ann', np)))
-        empty = set(group._empty_idx.read().tolist()) if '_empty_idx' in group else set()
+        tag, first_comment, default_comment, classes, comments, anns, empty = \
+            _column_extras(group, np)
         datas = {i: ({} if i not in empty else None) for i in idxs} if want else \
             dict.fromkeys(idxs)
         if want:
@@ -5905,7 +5892,6 @@ def _read_legacy_runs(f, root, state):
 
 def _read_some_rows(group, want, np, only):
     """The rows of the run indices `only` of a column group, each item read row by row."""
-    a = group._v_attrs
     idxs = group._idx.read().tolist()
     where = {}
     for pos, i in enumerate(idxs):
@@ -5913,14 +5899,8 @@ def _read_some_rows(group, want, np, only):
             where[i] = pos  # (the last wins: a run stored again later in the segment)
     if not where:
         return {}
-    tag, first_comment = _attr(a, 'mp_class'), _attr(a, 'mp_comment', '')
-    default_comment = '' if _attr(a, 'mp_purged', True) else first_comment
-    extra = {}
-    for idx_name, name in (('_class_idx', '_classes'), ('_comment_idx', '_comments'),
-                           ('_ann_idx', '_ann')):
-        extra[name] = dict(zip(group._f_get_child(idx_name).read().tolist(),
-                               _read_node(group, name, np))) if idx_name in group else {}
-    empty = set(group._empty_idx.read().tolist()) if '_empty_idx' in group else set()
+    tag, first_comment, default_comment, classes, comments, anns, empty = \
+        _column_extras(group, np)
     datas = {i: ({} if i not in empty else None) if want else None for i in where}
     if want:
         for leaf in group._f_iter_nodes('Leaf'):
@@ -5945,9 +5925,27 @@ def _read_some_rows(group, want, np, only):
                 if datas[i] is not None:
                     datas[i][item] = value
     first = idxs[0]
-    return {i: (extra['_classes'].get(i, tag),
-                first_comment if i == first else extra['_comments'].get(i, default_comment),
-                extra['_ann'].get(i), datas[i]) for i in where}
+    return {i: (classes.get(i, tag),
+                first_comment if i == first else comments.get(i, default_comment),
+                anns.get(i), datas[i]) for i in where}
+
+
+def _column_extras(group, np):
+    """What a run column's group says beside its items: (class, first comment, the comment
+    of the other runs, {run: class}, {run: comment}, {run: annotations}, empty runs)."""
+    a = group._v_attrs
+    tag, first_comment = _attr(a, 'mp_class'), _attr(a, 'mp_comment', '')
+    default_comment = '' if _attr(a, 'mp_purged', True) else first_comment
+    extra = {'_classes': {int(k): v for k, v in json.loads(  # (mp_classes: format 1)
+        _attr(a, 'mp_classes', '{}')).items()}}
+    for idx_name, name in (('_class_idx', '_classes'), ('_comment_idx', '_comments'),
+                           ('_ann_idx', '_ann')):
+        if idx_name in group:
+            extra[name] = dict(zip(group._f_get_child(idx_name).read().tolist(),
+                                   _read_node(group, name, np)))
+    empty = set(group._empty_idx.read().tolist()) if '_empty_idx' in group else set()
+    return (tag, first_comment, default_comment, extra['_classes'],
+            extra.get('_comments', {}), extra.get('_ann', {}), empty)
 
 
 def _run_row(runs, pos, errors):

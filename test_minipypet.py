@@ -4634,10 +4634,17 @@ def test_kill9_then_resume(tmp_path, jobs_dir, monkeypatch, backend, settings, k
             reached = wait_for(lambda: os.path.exists(filename + '.journal') and
                                os.path.getsize(filename + '.journal') > arg * BLOB + BLOB // 2,
                                proc, step=0.0005)
-        elif point == 'checkpoint':  # the final store: the file's temp copy is being written
+        elif point == 'checkpoint':  # the final store: a segment or the main file being
+            # written under its temporary name
             pattern = re.compile(r'^\.%s\..*\.tmp$' % re.escape(os.path.basename(filename)))
-            reached = wait_for(lambda: len(executed(log)) == N and any(
-                pattern.match(f) for f in os.listdir(str(tmp_path))), proc, step=0.0005)
+            segments = filename + '.segments'
+
+            def writing():
+                return any(pattern.match(f) for f in os.listdir(str(tmp_path))) or \
+                    os.path.isdir(segments) and any(f.endswith('.tmp')
+                                                    for f in os.listdir(segments))
+            reached = wait_for(lambda: len(executed(log)) == N and writing(), proc,
+                               step=0.0005)
         else:
             reached = True
         if point != 'job':

@@ -285,3 +285,16 @@ def parse_args(ap, argv):
     if args.wait_idle:
         wait_idle(args.wait_idle)
     return args
+
+
+def report(title, verdicts, records, json_path, t_start):
+    """Print the targets table and the closing line; write records and verdicts as JSON."""
+    print('\n## %s\n' % title)
+    print(table(['target', 'verdict', 'measured'],
+                [[t, 'n/a' if ok is None else verdict(ok), info] for t, ok, info in verdicts]))
+    print('\n(total %.0f s; %s at the end)' % (time.time() - t_start, machine_line()))
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump({'records': records, 'targets': [dict(target=t, met=ok, measured=i)
+                                                       for t, ok, i in verdicts]},
+                      f, indent=1, default=str)

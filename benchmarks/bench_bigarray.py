@@ -565,16 +565,7 @@ def main(argv=None):
     finally:
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
-    print('\n## targets\n')
-    print(C.table(['target', 'verdict', 'measured'],
-                  [[t, 'n/a' if ok is None else C.verdict(ok), info]
-                   for t, ok, info in verdicts]))
-    print('\n(total %.0f s; %s at the end)' % (time.time() - t_start, C.machine_line()))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump({'records': records, 'targets': [dict(target=t, met=ok, measured=i)
-                                                       for t, ok, i in verdicts]},
-                      f, indent=1, default=str)
+    C.report('targets', verdicts, records, args.json, t_start)
     return 0
 
 
