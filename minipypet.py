@@ -1881,9 +1881,12 @@ class _RunsMixin:
             if bulk is not None and not any(self._nodes.get(b + '.runs') is not None and
                                             self._nodes[b + '.runs']._children
                                             for b in _RUN_BRANCHES):
-                idxs = sorted(i for i in bulk if i < self._length)
+                idxs = sorted(bulk)
+                if idxs and idxs[-1] >= self._length:
+                    idxs = [i for i in idxs if i < self._length]
                 return collections.OrderedDict(zip(
-                    idxs if use_indices else map(_run_name, idxs), map(bulk.__getitem__, idxs)))
+                    idxs if use_indices else [FORMATTED_RUN_NAME % i for i in idxs],
+                    map(bulk.__getitem__, idxs)))
         for idx in range(self._length):
             node = None
             for branch in ('results', 'derived_parameters'):
