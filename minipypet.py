@@ -5746,8 +5746,7 @@ class HDF5StorageService(_FileService):
                 ga = group._v_attrs
                 if 'mp_template' not in ga._v_attrnames or _attr(ga, 'mp_template') != template:
                     continue
-                items = [k for k in group._v_leaves if k not in _COLUMN_META and
-                         not k.endswith(('__idx', '__offsets'))]
+                items = [k for k, _ in _column_items(group)]
                 if len(items) != 1 or _attr(ga, 'mp_class') not in ('Result', 'Parameter') or \
                         {'_class_idx', '_ann_idx', '_empty_idx', items[0] + '__idx'} & \
                         set(group._v_leaves):
@@ -5862,12 +5861,7 @@ class HDF5StorageService(_FileService):
         datas = {i: ({} if i not in empty else None) for i in idxs} if want else \
             dict.fromkeys(idxs)
         if want:
-            for leaf in group._f_iter_nodes('Leaf'):
-                item = leaf._v_name
-                if item in _COLUMN_META or item.endswith(('__idx', '__offsets')):
-                    continue
-                if want == 'scalars' and _attr(leaf._v_attrs, 'mp_type') not in _SCALAR_KINDS:
-                    continue  # a runs table never needs the arrays
+            for item, leaf in _column_items(group, want):
                 values = _read_node(group, item, np)
                 col_idx = group._f_get_child(item + '__idx').read().tolist() \
                     if item + '__idx' in group else idxs
@@ -5906,12 +5900,7 @@ def _read_some_rows(group, want, np, only):
         _column_extras(group, np)
     datas = {i: ({} if i not in empty else None) if want else None for i in where}
     if want:
-        for leaf in group._f_iter_nodes('Leaf'):
-            item = leaf._v_name
-            if item in _COLUMN_META or item.endswith(('__idx', '__offsets')):
-                continue
-            if want == 'scalars' and _attr(leaf._v_attrs, 'mp_type') not in _SCALAR_KINDS:
-                continue
+        for item, leaf in _column_items(group, want):
             if item + '__idx' in group:
                 own = group._f_get_child(item + '__idx').read().tolist()
                 positions = {i: p for p, i in enumerate(own) if i in where}
@@ -5931,6 +5920,18 @@ def _read_some_rows(group, want, np, only):
     return {i: (classes.get(i, tag),
                 first_comment if i == first else comments.get(i, default_comment),
                 anns.get(i), datas[i]) for i in where}
+
+
+def _column_items(group, want=True):
+    """(name, dataset) of each item of a run column's group (want='scalars': the scalar
+    items alone, all a runs table needs)."""
+    for leaf in group._f_iter_nodes('Leaf'):
+        item = leaf._v_name
+        if item in _COLUMN_META or item.endswith(('__idx', '__offsets')):
+            continue
+        if want == 'scalars' and _attr(leaf._v_attrs, 'mp_type') not in _SCALAR_KINDS:
+            continue
+        yield item, leaf
 
 
 def _column_extras(group, np):
