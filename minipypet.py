@@ -5985,7 +5985,7 @@ class _H5Segment:
 
     def __init__(self, f, meta):
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
-        self.tables, self.errors, self.runs = {}, {}, None
+        self.tables, self.errors = {}, {}
 
     def overview(self):
         if 'overview' not in self.file.root:
@@ -6008,8 +6008,6 @@ class _H5Segment:
                 self.overview(), name, description=_h5_description(dtype),
                 chunkshape=(max(1, min(4096, 65536 // np.dtype(dtype).itemsize)),),
                 filters=_require('tables').Filters(complevel=1, complib='zlib', shuffle=True))
-            if name == 'runs':
-                self.runs = table
         rows = np.empty(n, dtype=table.dtype)
         for col, values in columns:
             kind = table.dtype[col].kind
