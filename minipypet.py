@@ -52,7 +52,9 @@ __all__ = [
 # ============================================================================================
 import array
 import base64
+import bisect
 import collections
+import collections.abc
 import datetime
 import functools
 import gc
@@ -375,6 +377,7 @@ class _SafeUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ('builtins', 'complex'), ('builtins', 'set'), ('builtins', 'frozenset'),
         ('builtins', 'bytearray'), ('builtins', 'slice'),
+        ('array', 'array'), ('array', '_array_reconstructor'),  # (run tables' C columns)
         ('numpy', 'dtype'), ('numpy', 'ndarray'), ('numpy.core.multiarray', '_reconstruct'),
         ('numpy._core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
         ('numpy._core.multiarray', 'scalar'), ('numpy.core.numeric', '_frombuffer'),
@@ -1607,6 +1610,7 @@ def _join_run(template, idx):
 class _RunTable:
     """Run information as columns (a dict per run would cost ~1 KB each at 100k runs)."""
     FIELDS = ('timestamp', 'finish_timestamp', 'completed', 'hexsha', 'error')
+    BLANK = (0.0, 0.0, 0, '', '')
 
     def __init__(self, n=1):
         # (timestamps as C doubles: a float object per run would cost 24 bytes more, each)
@@ -1618,10 +1622,10 @@ class _RunTable:
         return len(self.completed)
 
     def resize(self, n):
-        for field, blank in zip(self.FIELDS, (0.0, 0.0, 0, '', '')):
+        for field, blank in zip(self.FIELDS, self.BLANK):
             column = getattr(self, field)
             if n > len(column):
-                column.extend([blank] * (n - len(column)))
+                _extend_blank(column, n - len(column), blank)
             else:
                 del column[n:]
 
@@ -1629,19 +1633,24 @@ class _RunTable:
         self.timestamp[idx], self.finish_timestamp[idx] = timestamp, finish
         self.completed[idx], self.hexsha[idx], self.error[idx] = completed, hexsha, error
 
-    def to_plain(self, compact=False):
-        """{field: list} (compact: copies as compact as the table keeps them, for states
-        that stay in memory; 1M runs' timestamps as floats would take 50 MB)."""
-        return {f: getattr(self, f)[:] if compact else list(getattr(self, f))
+    def to_plain(self, share=False):
+        """{field: list} (share: the table's own columns, for a state that is used at once
+        and not kept; 1M runs' timestamps as float objects would take 50 MB)."""
+        return {f: getattr(self, f) if share else list(getattr(self, f))
                 for f in self.FIELDS}
 
     @classmethod
     def from_plain(cls, data):
+        """The table of a state's run information; columns already as the table keeps them
+        are taken, not copied (a loaded state is dropped once its trajectory is made)."""
         table = cls(0)
         for f in cls.FIELDS:
             values = data.get(f, [])
-            setattr(table, f, array.array('d', values) if 'timestamp' in f else
-                    bytearray(values) if f == 'completed' else list(values))
+            kind = array.array if 'timestamp' in f else \
+                bytearray if f == 'completed' else list
+            if type(values) is not kind or kind is array.array and values.typecode != 'd':
+                values = array.array('d', values) if kind is array.array else kind(values)
+            setattr(table, f, values)
         table.resize(len(data.get('completed', [])))
         return table
 
@@ -1870,7 +1879,7 @@ class _RunsMixin:
         if not isinstance(name, str):
             raise ConfigurationError('f_get_from_runs needs the name of a result or derived '
                                      'parameter (a str, e.g. "z"), got %r' % (name,))
-        result = collections.OrderedDict()
+        result = {}  # (ordered by run, as pypet's OrderedDict; a plain dict is ~3x cheaper)
         simple = '.' not in name
         bulk = None
         if auto_load and fast_access and simple and self._stored and \
@@ -1881,12 +1890,12 @@ class _RunsMixin:
             if bulk is not None and not any(self._nodes.get(b + '.runs') is not None and
                                             self._nodes[b + '.runs']._children
                                             for b in _RUN_BRANCHES):
-                idxs = sorted(bulk)
+                idxs, values = bulk
                 if idxs and idxs[-1] >= self._length:
-                    idxs = [i for i in idxs if i < self._length]
-                return collections.OrderedDict(zip(
-                    idxs if use_indices else [FORMATTED_RUN_NAME % i for i in idxs],
-                    map(bulk.__getitem__, idxs)))
+                    keep = bisect.bisect_left(idxs, self._length)
+                    idxs, values = idxs[:keep], values[:keep]
+                return _RunValues(idxs, values, use_indices)
+            bulk = dict(zip(bulk[0], _py_values(bulk[1]))) if bulk is not None else None
         for idx in range(self._length):
             node = None
             for branch in ('results', 'derived_parameters'):
@@ -2485,10 +2494,87 @@ class _StorageMixin:
                  'timestamp': self._timestamp, 'comment': self._comment,
                  'version': __version__, 'python': self._python, 'length': self._length,
                  'explored': list(self._explored),
-                 'runs': self._runs.to_plain(compact=not only_init),
+                 'runs': self._runs.to_plain(share=True),
                  'merged_runs': [list(r) for r in self._merged_runs], 'ann': _ann(self),
                  'nodes': nodes, 'columns': columns}
         return state
+
+
+class _RunValues(collections.abc.Mapping):
+    """{run name (or index): value}, read-only and ordered by run, as f_get_from_runs(...,
+    fast_access=True, auto_load=True) returns it: the run names are made only when asked
+    for (1M names and a dict of them cost ~1 s and ~100 MB more than the values)."""
+
+    __slots__ = ('_idxs', '_values', '_by_index')
+
+    def __init__(self, idxs, values, by_index):
+        self._idxs, self._values, self._by_index = idxs, values, by_index
+
+    def _pos(self, key):
+        idx = None
+        if self._by_index:
+            if hasattr(key, '__index__') and not isinstance(key, bool):
+                idx = key.__index__()
+        elif isinstance(key, str) and key.startswith(RUN_NAME) and \
+                key[len(RUN_NAME):].isdigit():
+            idx = int(key[len(RUN_NAME):])
+            idx = idx if FORMATTED_RUN_NAME % idx == key else None
+        pos = bisect.bisect_left(self._idxs, idx) if idx is not None else len(self._idxs)
+        if pos == len(self._idxs) or self._idxs[pos] != idx:
+            raise KeyError(key)
+        return pos
+
+    def __getitem__(self, key):
+        value = self._values[self._pos(key)]
+        return value.item() if hasattr(self._values, 'dtype') else value
+
+    def __contains__(self, key):
+        try:
+            self._pos(key)
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def __iter__(self):
+        return iter(self._idxs) if self._by_index else \
+            map(FORMATTED_RUN_NAME.__mod__, self._idxs)
+
+    def __len__(self):
+        return len(self._idxs)
+
+    def values(self):
+        return _ListView(self)
+
+    def items(self):
+        return _ListView(self, True)
+
+    def __repr__(self):
+        shown = ', '.join('%r: %r' % kv for kv in zip(itertools.islice(self, 20),
+                                                      _py_values(self._values[:20])))
+        more = ', ... (%d runs)' % len(self) if len(self) > 20 else ''
+        return '{%s%s}' % (shown, more)
+
+
+class _ListView(collections.abc.Collection):
+    """A values() or items() view of _RunValues, at list speed."""
+
+    __slots__ = ('_of', '_zip')
+
+    def __init__(self, of, zipped=False):
+        self._of, self._zip = of, zipped
+
+    def __iter__(self):
+        values = _py_values(self._of._values)
+        return zip(iter(self._of), values) if self._zip else iter(values)
+
+    def __len__(self):
+        return len(self._of)
+
+    def __contains__(self, item):
+        return any(item == x for x in self)
+
+    def __repr__(self):
+        return '%s(%r)' % ('run_items' if self._zip else 'run_values', list(self))
 
 
 class _WorkerRunTable(_RunTable):
@@ -3324,7 +3410,7 @@ class _Journal:
 
     def append(self, record):
         payload = pickle.dumps(record, protocol=4)
-        data = self._HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+        data = (self._HEAD.pack(len(payload), zlib.crc32(payload)), payload)
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()
         # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
@@ -3349,7 +3435,7 @@ class _Journal:
                 size = os.fstat(self._fd).st_size
             self._write(data, size)
             if self._own is not None:
-                self._keep(record, payload, size, len(data))
+                self._keep(record, payload, size, len(data[0]) + len(payload))
         finally:
             if dirfd is not None:
                 _flock(dirfd, unlock=True)
@@ -3365,16 +3451,21 @@ class _Journal:
                 self._timer.start()
 
     def _write(self, data, size):
-        """One os.write of a whole record. A short write or ENOSPC (a full disk) would leave
-        a torn record that the next one follows: it is cut off again (to `size`, the length
-        before, where known) and the run is not counted as done."""
+        """One write of a whole record (head, payload): one system call, so that appenders
+        never interleave. A short write or ENOSPC (a full disk) would leave a torn record
+        that the next one follows: it is cut off again (to `size`, the length before, where
+        known) and the run is not counted as done."""
+        head, payload = data
         try:
-            written = os.write(self._fd, data)
+            if len(payload) > 1 << 16 and hasattr(os, 'writev'):
+                written = os.writev(self._fd, data)  # (no copy of a big record)
+            else:
+                written = os.write(self._fd, head + payload)
         except OSError as exc:
             written, error = 0, exc
         else:
             error = None
-        if written == len(data):
+        if written == len(head) + len(payload):
             return
         if size is None:  # (no folder lock: cut at the last intact record instead)
             self.close(sync=False)
@@ -3713,8 +3804,7 @@ def _state_set_run(state, idx, info):
     runs = state['runs']
     n = len(runs['completed'])
     if idx >= n:
-        for field, blank in zip(_RunTable.FIELDS, (0.0, 0.0, 0, '', '')):
-            runs[field].extend([blank] * (idx + 1 - n))
+        _runs_length(runs, idx + 1)
     (runs['timestamp'][idx], runs['finish_timestamp'][idx], runs['completed'][idx],
      runs['hexsha'][idx], runs['error'][idx]) = info  # (_RunTable.FIELDS, in order)
 
@@ -4243,24 +4333,46 @@ class _FileService(_FromState, StorageService):
         meta = self._read_main(name, set())
         if 'legacy' in meta:
             return None
-        found = {}  # template -> {run index: value}
+        read = {}  # template -> [(run indices, values) of each segment]
         for branch in _RUN_BRANCHES:
             template = branch + '.runs.$.' + item
-            out = found[template] = {}
+            parts = read[template] = []
             if template not in meta['templates']:
                 continue
-            tomb = meta['tombs'].get(template, {})
             for seg, seq in meta['segments']:
                 got = self._segment_column(os.path.join(self.segment_folder, seg), template)
                 if got is None:
                     return None
+                parts.append((got, seq))
+        records = list(self._journal_records(name))
+        filled = [t for t, parts in read.items() if any(len(got[0]) for got, _ in parts)]
+        if not records and len(filled) <= 1 and not meta['tombs'].get(
+                filled[0] if filled else None) and _ascending(read[filled[0]] if filled else ()):
+            # (a sweep's column: its segments hold ascending runs, one after the other;
+            # numbers stay in one C array until they are asked for)
+            parts = [got for got, _ in read[filled[0]]] if filled else []
+            idxs = array.array('q')
+            for i, _ in parts:
+                idxs.frombytes(i.astype('=i8').tobytes()) if hasattr(i, 'dtype') else \
+                    idxs.extend(i)
+            arrays = [v for _, v in parts if hasattr(v, 'dtype')]
+            if len(arrays) == len(parts) and len({a.dtype for a in arrays}) == 1:
+                return idxs, arrays[0] if len(arrays) == 1 else \
+                    _require('numpy').concatenate(arrays)
+            return idxs, [x for _, v in parts for x in _py_values(v)]
+        found = {}  # template -> {run index: value}
+        for template, parts in read.items():
+            out = found[template] = {}
+            tomb = meta['tombs'].get(template, {})
+            for got, seq in parts:
+                got = (got[0], _py_values(got[1]))
                 if not tomb:
                     out.update(zip(*got))
                     continue
                 for idx, value in zip(*got):
                     if max(tomb.get(idx, -1), tomb.get(_ALL, -1)) <= seq:
                         out[idx] = value
-        for record in self._journal_records(name):  # (not folded in yet)
+        for record in records:  # (not folded in yet)
             kind = record[0]
             if kind in ('run', 'leaf'):
                 leaves = record[4] if kind == 'run' else [record[2:7]]
@@ -4284,7 +4396,8 @@ class _FileService(_FromState, StorageService):
         out = {}
         for template in reversed(list(found)):  # (results win, as in f_get_from_runs)
             out.update(found[template])
-        return out
+        idxs = sorted(out)
+        return idxs, [out[i] for i in idxs]
 
     def copy_to(self, path):
         """Copy the file and its segments to `path` (and `path`.segments), after a
@@ -4388,6 +4501,26 @@ class _FileService(_FromState, StorageService):
         raise NotImplementedError
 
 
+def _py_values(values):
+    """A column's values as Python objects (a numpy array of numbers: its tolist())."""
+    return values.tolist() if hasattr(values, 'dtype') else values
+
+
+def _ascending(parts):
+    """Whether [((run indices, values), seq)] hold ascending run indices throughout."""
+    last = -1
+    for (idxs, _), _ in parts:
+        if not len(idxs):
+            continue
+        if hasattr(idxs, 'dtype'):  # (a numpy array: checked at C speed)
+            if idxs[0] <= last or (len(idxs) > 1 and not (idxs[1:] > idxs[:-1]).all()):
+                return False
+        elif idxs[0] <= last or any(a >= b for a, b in zip(idxs, idxs[1:])):
+            return False
+        last = idxs[-1]
+    return True
+
+
 class _RowsSkipping(dict):
     """A `rows` filter (see _FileService._load_state) that holds every column except those
     of the given branches."""
@@ -4409,17 +4542,29 @@ class _RowsSkipping(dict):
 
 def _runs_length(runs, n):
     """Pad (with blank runs) or cut a state's run information to n runs."""
-    for field, blank in zip(_RunTable.FIELDS, (0.0, 0.0, 0, '', '')):
+    for field, blank in zip(_RunTable.FIELDS, _RunTable.BLANK):
         column = runs[field]
         if len(column) < n:
-            column.extend([blank] * (n - len(column)))
+            _extend_blank(column, n - len(column), blank)
         else:
             del column[n:]
+
+
+def _extend_blank(column, k, blank):
+    """Append k blank runs to a run-information column (C doubles, bytes or a list)."""
+    if isinstance(column, array.array):
+        column.frombytes(bytes(column.itemsize * k))
+    elif isinstance(column, bytearray):
+        column.extend(bytes(k))
+    else:
+        column.extend([blank] * k)
 
 
 # Run rows are buffered up to this many bytes, then appended to the segment being written:
 # a sweep's checkpoint holds about this much run data in memory, however big the sweep.
 _SEGMENT_BUDGET = 32 << 20
+_SEGMENT_ROWS = 1 << 13  # (a scalar row costs ~500 bytes buffered: so few rows at a time)
+_RUNS_BLOCK = 1 << 17  # runs' information read at a time
 _ALL = -1  # a tombstone's run index that stands for every run of a column
 
 
@@ -4521,13 +4666,15 @@ class _Segment:
             rows = self.rows[template] = {}
         rows[idx] = row
         self.size += _row_bytes(row)
-        if self.size >= _SEGMENT_BUDGET:
+        if self.size >= _SEGMENT_BUDGET or len(rows) >= _SEGMENT_ROWS:
             self.flush()
 
     def add_info(self, idx, info):
         self.info[idx] = info
         self.info_written.add(idx)
         self.size += 150
+        if len(self.info) >= _SEGMENT_ROWS:
+            self.flush()
 
     def drop(self, template, idx):
         """Forget a buffered row (every row of the column for _ALL). False if such a row is
@@ -4652,7 +4799,7 @@ class _Fold:
         runs = legacy['runs']
         for idx in range(len(runs['completed'])):
             info = tuple(runs[f][idx] for f in _RunTable.FIELDS)
-            if info != (0.0, 0.0, 0, '', ''):
+            if info != _RunTable.BLANK:
                 self.segment(name).add_info(idx, info)
         for template, rows in legacy['columns'].items():
             self.known(meta).add(template)
@@ -5489,7 +5636,10 @@ class HDF5StorageService(_FileService):
         tables = _require('tables', 'hdf5')
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
-            f = tables.open_file(segment.tmp, 'w', PYTABLES_SYS_ATTRS=False)
+            # (a chunk cache of 1 MB, not 16 MB per dataset: appends fill each chunk once,
+            # and six columns' caches would otherwise hold ~100 MB by the end of a sweep)
+            f = tables.open_file(segment.tmp, 'w', PYTABLES_SYS_ATTRS=False,
+                                 CHUNK_CACHE_SIZE=1 << 20)
         for key, value in (('minipypet_segment', 1), ('minipypet_format', FORMAT_VERSION),
                            ('minipypet_version', __version__),
                            ('trajectory', segment.meta['name']), ('seq', segment.seq)):
@@ -5620,14 +5770,14 @@ class HDF5StorageService(_FileService):
             ('short_environment_hexsha', [info[i][3] for i in idxs])], np)
         # The same run information as plain numbers, what loading reads (the overview
         # table's rows are ~200 bytes): _runs (n, 4) float64 = run index, timestamp, finish
-        # timestamp, completed; _runs_hexsha, the SHA-1s
+        # timestamp, completed; and the SHA-1s, written at the close (see _segment_close)
         filters = self._filters()
         numbers = np.empty((len(idxs), 4))
         numbers[:, 0], numbers[:, 1], numbers[:, 2] = idxs, t0, t1
         numbers[:, 3] = [info[i][2] for i in idxs]
         _h5_append(h.file, h.file.root, '_runs', numbers, 'ndarray', filters)
-        _h5_append(h.file, h.file.root, '_runs_hexsha',
-                   np.array([info[i][3] or ' ' for i in idxs], dtype='S'), 'str', filters)
+        codes = h.shas
+        h.sha_codes.extend(codes.setdefault(info[i][3], len(codes)) for i in idxs)
 
     def _segment_close(self, segment, h):
         np = _require('numpy', 'hdf5')
@@ -5646,6 +5796,14 @@ class HDF5StorageService(_FileService):
                 if column.empty:
                     self._put_array(h.file, group, '_empty_idx',
                                     np.array(column.empty, np.int64), 'int', filters)
+            # The runs' SHA-1s: one attribute where they are all the same (a sweep's are),
+            # else _runs_hexsha, a row per _runs row (1M runs' copies took 40 MB to read)
+            if len(h.shas) > 1:
+                shas = np.array([s or ' ' for s in h.shas], dtype='S')
+                _h5_append(h.file, h.file.root, '_runs_hexsha',
+                           shas[np.frombuffer(h.sha_codes, np.uint32)], 'str', filters)
+            elif h.shas:
+                _h5_set(h.file.root, 'mp_hexsha', next(iter(h.shas)))
             if h.errors:
                 errors = sorted(h.errors.items())
                 ov = h.overview()
@@ -5684,47 +5842,31 @@ class HDF5StorageService(_FileService):
                 if not column:
                     del state['columns'][template]
             if '_runs' in f.root:
-                numbers = f.root._runs.read()
-                runs = {'idx': numbers[:, 0].astype(np.int64), 'timestamp': numbers[:, 1],
-                        'finish_timestamp': numbers[:, 2],
-                        'completed': numbers[:, 3].astype(np.int64),
-                        'short_environment_hexsha': np.char.strip(f.root._runs_hexsha.read())}
+                blocks = self._runs_blocks(f, np)
             elif 'overview' in f.root and 'runs' in f.root.overview:
-                runs = f.root.overview.runs.read()
+                blocks = [f.root.overview.runs.read()]
             else:
-                runs = None
-            if runs is not None:
-                errors = {}
-                if '/overview/run_errors' in f:
-                    errors = {i: e.decode('utf-8') for i, e in
-                              f.root.overview.run_errors.read().tolist()}
-                idxs = runs['idx'].tolist()
-                if idxs:
-                    _state_set_run(state, max(idxs), (0.0, 0.0, 0, '', ''))  # (the length)
-                    _state_set_run(state, max(idxs), _run_row(runs, idxs.index(max(idxs)),
-                                                               errors))
-                table = state['runs']
-                t0s, t1s, done, shas, errs = (table[f] for f in _RunTable.FIELDS)
-                text = {s: s.decode() for s in set(runs['short_environment_hexsha'].tolist())}
-                lo = idxs[0] if idxs else 0
-                if idxs and idxs[-1] - lo + 1 == len(idxs) and \
-                        (runs['idx'] == np.arange(lo, lo + len(idxs))).all():
-                    # (runs stored in order, as a sweep's are: whole slices at a time)
-                    hi = lo + len(idxs)
-                    t0s[lo:hi] = runs['timestamp'].tolist()
-                    t1s[lo:hi] = runs['finish_timestamp'].tolist()
-                    done[lo:hi] = runs['completed'].tolist()
-                    shas[lo:hi] = [text[s] for s in runs['short_environment_hexsha'].tolist()]
-                    errs[lo:hi] = [''] * len(idxs)
-                    for i, e in errors.items():
-                        errs[i] = e
-                else:
-                    for i, a, b, c, s in zip(idxs, runs['timestamp'].tolist(),
-                                             runs['finish_timestamp'].tolist(),
-                                             runs['completed'].tolist(),
-                                             runs['short_environment_hexsha'].tolist()):
-                        t0s[i], t1s[i], done[i] = a, b, c
-                        shas[i], errs[i] = text[s], errors.get(i, '')
+                blocks = []
+            errors = {}
+            if '/overview/run_errors' in f:
+                errors = {i: e.decode('utf-8') for i, e in
+                          f.root.overview.run_errors.read().tolist()}
+            for runs in blocks:
+                _fill_runs(state['runs'], runs, errors, np)
+
+    @staticmethod
+    def _runs_blocks(f, np):
+        """A segment's run information, _RUNS_BLOCK runs at a time (1M runs whole would
+        take ~70 MB while they are read)."""
+        step, node = _RUNS_BLOCK, f.root._runs
+        shas = f.root._runs_hexsha if '_runs_hexsha' in f.root else None
+        one = np.array([_attr(f.root._v_attrs, 'mp_hexsha', '').encode()], 'S')
+        for start in range(0, node.nrows, step):
+            numbers = node.read(start, start + step)
+            yield {'idx': numbers[:, 0].astype(np.int64), 'timestamp': numbers[:, 1],
+                   'finish_timestamp': numbers[:, 2], 'completed': numbers[:, 3],
+                   'short_environment_hexsha': shas.read(start, start + len(numbers))
+                   if shas is not None else np.broadcast_to(one, (len(numbers),))}
 
     def _segment_names(self):
         if not os.path.exists(self.filename):
@@ -5751,7 +5893,11 @@ class HDF5StorageService(_FileService):
                         {'_class_idx', '_ann_idx', '_empty_idx', items[0] + '__idx'} & \
                         set(group._v_leaves):
                     return None
-                return group._idx.read().tolist(), _read_node(group, items[0], np)
+                node = group._f_get_child(items[0])
+                if _attr(node._v_attrs, 'mp_type') in ('bool', 'int', 'float') and \
+                        items[0] + '__offsets' not in group:
+                    return group._idx.read(), node.read()  # (numbers: kept as they are read)
+                return group._idx.read(), _read_node(group, items[0], np)
         return [], []
 
     def _segment_idx(self, path, template):
@@ -5952,11 +6098,47 @@ def _column_extras(group, np):
             extra.get('_comments', {}), extra.get('_ann', {}), empty)
 
 
-def _run_row(runs, pos, errors):
-    """A run's information from row `pos` of an overview/runs table."""
-    return (float(runs['timestamp'][pos]), float(runs['finish_timestamp'][pos]),
-            int(runs['completed'][pos]), runs['short_environment_hexsha'][pos].decode(),
-            errors.get(int(runs['idx'][pos]), ''))
+def _fill_runs(table, runs, errors, np):
+    """Put rows of run information (columns idx, timestamp, finish_timestamp, completed,
+    short_environment_hexsha) into a state's run table; `errors`: {run index: error}."""
+    ridx = np.asarray(runs['idx']).astype(np.int64)
+    n = len(ridx)
+    if not n:
+        return
+    top = int(ridx.max())
+    if top >= len(table['completed']):
+        _runs_length(table, top + 1)
+    for field in ('timestamp', 'finish_timestamp'):  # (C doubles, as _RunTable's)
+        if not isinstance(table[field], array.array):
+            table[field] = array.array('d', table[field])
+    t0s, t1s, done, shas, errs = (table[f] for f in _RunTable.FIELDS)
+    shas_read = runs['short_environment_hexsha']
+    if (shas_read == shas_read[0]).all():  # (one commit, as a sweep's runs have)
+        distinct, codes = shas_read[:1], np.zeros(n, np.intp)
+    else:
+        distinct, codes = np.unique(shas_read, return_inverse=True)
+    text = [s.decode().strip() for s in distinct.tolist()]
+    lo = int(ridx[0])
+    if int(ridx[-1]) - lo + 1 == n and (ridx == np.arange(lo, lo + n)).all():
+        # (runs stored in order, as a sweep's are: whole slices at a time, and no Python
+        # float made: 1M runs' information in ~0.05 s)
+        hi = lo + n
+        t0s[lo:hi] = array.array('d', runs['timestamp'].astype('=f8').tobytes())
+        t1s[lo:hi] = array.array('d', runs['finish_timestamp'].astype('=f8').tobytes())
+        done[lo:hi] = np.asarray(runs['completed']).astype(np.uint8).tobytes()
+        shas[lo:hi] = [text[0]] * n if len(text) == 1 else \
+            [text[c] for c in codes.ravel().tolist()]
+        errs[lo:hi] = [''] * n
+        for i, e in errors.items():
+            if lo <= i < hi:
+                errs[i] = e
+        return
+    for i, a, b, c, s in zip(ridx.tolist(), runs['timestamp'].tolist(),
+                             runs['finish_timestamp'].tolist(),
+                             np.asarray(runs['completed']).astype(np.int64).tolist(),
+                             codes.ravel().tolist()):
+        t0s[i], t1s[i], done[i] = a, b, c
+        shas[i], errs[i] = text[s], errors.get(i, '')
 
 
 def _decode_node_row(node, pos):
@@ -5986,6 +6168,7 @@ class _H5Segment:
     def __init__(self, f, meta):
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
         self.tables, self.errors = {}, {}
+        self.shas, self.sha_codes = {}, array.array('I')  # (a code per _runs row)
 
     def overview(self):
         if 'overview' not in self.file.root:
@@ -6400,16 +6583,18 @@ def _h5_table(f, group, name, columns, filters, np):
                     arr = arr.astype('S1')
         dtype.append((col, arr.dtype))
         arrays.append(arr)
-    table = np.empty(n, dtype=dtype)
-    for (col, _), arr in zip(dtype, arrays):
-        table[col] = arr
     # One chunk of at most 64 KB: PyTables' default chunk would be allocated whole even for
     # a table of three rows. Small tables are not compressed (it costs more than it saves).
-    rows = max(1, min(n, 65536 // max(1, table.dtype.itemsize)))
+    itemsize = np.dtype(dtype).itemsize
+    rows = max(1, min(n, 65536 // max(1, itemsize)))
     out = f.create_table(group, name, description=_h5_description(dtype), chunkshape=(rows,),
-                         filters=filters if table.nbytes > HDF5StorageService._BIG else None)
-    if n:
-        out.append(table)
+                         filters=filters if n * itemsize > HDF5StorageService._BIG else None)
+    step = 1 << 16  # (rows at a time: 1M runs' table whole would cost ~50 MB more)
+    for start in range(0, n, step):
+        block = np.empty(min(step, n - start), dtype=dtype)
+        for (col, _), arr in zip(dtype, arrays):
+            block[col] = arr[start:start + step]
+        out.append(block)
 
 
 def _h5_description(dtype):

@@ -3717,6 +3717,65 @@ def test_auto_load_reads_a_column_at_a_time(file_backend, tmp_path, mode):
                                use_indices=True)[5] == [5.0] * 4
 
 
+def test_auto_load_values_are_a_mapping_by_run_made_as_asked(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, multiply_job, n=25)
+    traj.f_expand({'x': [25, 26]})
+    env.f_run(multiply_job)                          # a second segment
+    got = load(filename, load_results=0).f_get_from_runs('z', fast_access=True,
+                                                         auto_load=True)
+    want = {run_name(i): 2 * i for i in range(27)}
+    assert got == want and dict(got) == want and len(got) == 27
+    assert list(got) == list(want) and list(got.items()) == list(want.items())
+    assert list(got.values()) == list(want.values()) and len(got.values()) == 27
+    assert type(got[run_name(3)]) is int and got[run_name(26)] == 52
+    assert run_name(3) in got and 'run_3' not in got and 3 not in got
+    for bad in ('run_3', run_name(99), 3, None):
+        with pytest.raises(KeyError):
+            got[bad]
+    text = repr(got)
+    assert text.startswith("{'%s': 0, '%s': 2" % (run_name(0), run_name(1)))
+    assert text.endswith('... (27 runs)}')
+    by_index = load(filename, load_results=0).f_get_from_runs(
+        'z', fast_access=True, auto_load=True, use_indices=True)
+    assert by_index[5] == 10 and 'run_00000005' not in by_index
+    if np is not None:
+        assert by_index[np.int64(5)] == 10
+
+
+@needs_tables
+def test_run_information_is_read_in_blocks_and_one_commit_is_kept_once(tmp_path, monkeypatch):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, multiply_job, n=10)
+    whole = load(filename, load_results=0)
+    with tables.open_file(h5_segments(filename, 'traj')[0]) as h:
+        assert '_runs_hexsha' not in h.root  # (every run has the same SHA-1: one attribute)
+        assert h.root._v_attrs.mp_hexsha == whole.f_get_run_information(0)[
+            'short_environment_hexsha']
+    monkeypatch.setattr(mp, '_RUNS_BLOCK', 3)
+    blocks = load(filename, load_results=0)
+    for i in range(10):
+        assert blocks.f_get_run_information(i) == whole.f_get_run_information(i)
+
+
+@needs_numpy
+def test_run_information_rows_in_any_order_and_of_several_commits():
+    table = {'timestamp': [], 'finish_timestamp': [], 'completed': [], 'hexsha': [],
+             'error': []}
+    runs = {'idx': np.array([4, 1, 2]), 'timestamp': np.array([4.0, 1.0, 2.0]),
+            'finish_timestamp': np.array([4.5, 1.5, 2.5]), 'completed': np.array([1, 0, 1]),
+            'short_environment_hexsha': np.array([b'bbb', b'aaa ', b'bbb'])}
+    mp._fill_runs(table, runs, {1: 'boom'}, np)
+    assert list(table['timestamp']) == [0.0, 1.0, 2.0, 0.0, 4.0]
+    assert list(table['completed']) == [0, 0, 1, 0, 1]
+    assert table['hexsha'] == ['', 'aaa', 'bbb', '', 'bbb']
+    assert table['error'] == ['', 'boom', '', '', '']
+    mp._fill_runs(table, {k: v[1:] if k != 'idx' else np.array([5, 6]) for k, v in
+                          runs.items()}, {}, np)         # in order: whole slices
+    assert list(table['finish_timestamp'])[5:] == [1.5, 2.5] and table['hexsha'][5:] == [
+        'aaa', 'bbb'] and len(table['error']) == 7
+
+
 def test_a_run_item_deleted_is_gone_and_comes_back_when_stored_again(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     sweep(file_backend, filename, array_job, n=4)
