@@ -535,6 +535,34 @@ class NNTreeNode:
     def __repr__(self):
         return '<%s %s>' % (type(self).__name__, self._full_name or self._name or '(root)')
 
+    func = property(lambda self: _Namespace(self, 'f_'),
+                    doc="pypet's other spelling of the f_ methods: node.func.add_result(...)")
+    vars = property(lambda self: _Namespace(self, 'v_'),
+                    doc="pypet's other spelling of the v_ properties: node.vars.full_name")
+
+
+class _Namespace:
+    """node.func.x is node.f_x and node.vars.x is node.v_x (pypet's alternative names,
+    which never collide with a child called `name` or `comment`)."""
+    __slots__ = ('_node', '_prefix')
+
+    def __init__(self, node, prefix):
+        object.__setattr__(self, '_node', node)
+        object.__setattr__(self, '_prefix', prefix)
+
+    def __getattr__(self, name):
+        try:
+            return getattr(self._node, self._prefix + name)
+        except AttributeError:
+            raise AttributeError('%s has no %s%s' % (self._node, self._prefix, name)) from None
+
+    def __setattr__(self, name, value):
+        setattr(self._node, self._prefix + name, value)
+
+    def __dir__(self):
+        n = len(self._prefix)
+        return [k[n:] for k in dir(self._node) if k.startswith(self._prefix)]
+
 
 def _check_comment(comment, where):
     """`comment` if every backend keeps it exactly: a str without NUL characters (HDF5 text
@@ -865,8 +893,12 @@ class NNGroupNode(NNTreeNode):
         """Link `name` in this group to `target` (a node of the same trajectory)."""
         if target is None:
             target, name = name, name.v_name
-        _check_name(name, self._full_name)
         root = self._root()
+        if isinstance(name, str) and '.' in name:  # pypet: the groups on the way are made
+            head, _, name = name.rpartition('.')
+            _check_name(name, self._join(head))
+            return root._add_path(self, head, None, '').f_add_link(name, target)
+        _check_name(name, self._full_name)
         if isinstance(target, str):
             target = root.f_get(target)
         if not isinstance(target, NNTreeNode) or target._traj is not root or target is root:
@@ -2584,7 +2616,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     v_environment_hexsha = property(lambda self: self._environment_hexsha)
     v_environment_name = property(lambda self: self._environment_name)
     v_crun = property(lambda self: _run_name(self._idx) if self._idx >= 0 else None,
-                      doc='The current run name, or None.')
+                      lambda self, run: self.f_set_crun(run),
+                      doc='The current run name, or None; setting it sets the run.')
     v_crun_ = property(lambda self: _run_name(self._idx),
                        doc='The current run name, or run_ALL.')
 
@@ -2798,12 +2831,25 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                                       _SET_RE.fullmatch(tr)) and node._full_name in (
                         'results', 'derived_parameters') and 'runs' in node._children:
                     child = node._children['runs']._children.get(tr)  # seed: results.run_X
+                if child is None and _SET_RE.fullmatch(tr):
+                    child = self._run_set(node)
                 if child is None and shortcuts:
                     child = self._search(node, tr, max_depth or self._props['max_depth'])
                 if child is None:
                     return None
             node = child
         return node
+
+    @staticmethod
+    def _run_set(node):
+        """The group pypet's run set `run_set_XXXXX` stands for: the runs keep no sets in
+        this layout, so a set is its `runs` group (pypet's results.runs.run_set_00000.run_...
+        and traj.res.crunset.crun read results.runs.run_...)."""
+        if node._name == 'runs':
+            return node
+        if node._full_name in _RUN_BRANCHES:
+            return node._children.get('runs')
+        return None
 
     def _search(self, start, name, max_depth=None):
         candidates = self._by_name.get(name)

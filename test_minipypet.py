@@ -6806,6 +6806,52 @@ def test_importing_minipypet_does_not_alias_pypet():
     assert out.returncode == 0 and out.stdout.strip() == 'False'
 
 
+# ============================================================================================
+# Issue 18: pypet compatibility, round two
+# ============================================================================================
+def test_func_and_vars_namespaces_on_every_node():
+    traj = mp.Trajectory('ns', add_time=False)
+    x = traj.func.add_parameter('x', 1, comment='c')
+    assert traj.vars.name == 'ns' and x.vars.full_name == 'parameters.x'
+    assert traj.par.func.get('x') is x and x.func.get() == 1
+    x.vars.comment = 'changed'
+    assert x.v_comment == 'changed'
+    assert 'add_result' in dir(traj.func) and 'full_name' in dir(x.vars)
+    with pytest.raises(AttributeError, match='f_nothing'):
+        traj.func.nothing
+
+
+def test_links_with_dotted_names_make_the_groups_on_the_way():
+    traj = mp.Trajectory('links', add_time=False)
+    x = traj.f_add_parameter('x', 1)
+    traj.f_add_link('parameters.mynewgroup.mylink2', x)
+    traj.par.f_add_link('other.deeper.l', 'parameters.x')
+    assert traj.parameters.mynewgroup.mylink2 == 1
+    assert traj.f_get('parameters.other.deeper.l') is x
+    assert traj.par.mynewgroup.f_links() == {'mylink2': x}
+    with pytest.raises(mp.InvalidNameError):
+        traj.f_add_link('parameters.g.f_bad', x)
+
+
+def set_job(traj):
+    traj.f_add_result('a', traj.x)
+    traj.f_add_result('b', traj.res.crunset.crun.a * 10)  # pypet: the run's set, then the run
+
+
+def test_run_sets_resolve_while_the_layout_stays_columnar(backend, tmp_path):
+    filename = path_for(backend, tmp_path)
+    env, traj = sweep(backend, filename, set_job, n=3)
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_data=2)
+    assert got.f_get('results.runs.run_set_00000.run_00000002.b').f_get() == 20
+    assert got.results.runs.run_set_00000.run_00000001.a == 1
+    got.v_crun = 'run_00000001'                      # the v_crun setter sets the run
+    assert got.v_idx == 1 and got.res.crunset.crun.b == 10
+    assert got.f_get('results.$set.$.a').v_full_name == 'results.runs.run_00000001.a'
+    got.v_crun = None
+    assert got.v_idx == -1
+    assert 'run_set_00000' not in got.results.runs.f_children()   # no set groups were made
+
+
 # ###########################################################################################
 # Coming from pypet: reading files written by pypet 0.7
 # ###########################################################################################
