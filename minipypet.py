@@ -355,6 +355,130 @@ def _decode(obj):
     raise StorageError('unknown type tag %r in stored data' % tag)
 
 
+_PANDAS_TAGS = ('DataFrame', 'Series')
+
+
+def _is_frame_or_sparse(value):
+    """A pandas DataFrame/Series or a scipy.sparse matrix (never imports either)."""
+    return _pandas_kind(value) is not None or \
+        type(value).__module__.partition('.')[0] == 'scipy' and hasattr(value, 'tocsr')
+
+
+def _pandas_kind(value):
+    pd = sys.modules.get('pandas')
+    if pd is not None:
+        if isinstance(value, pd.DataFrame):
+            return 'DataFrame'
+        if isinstance(value, pd.Series):
+            return 'Series'
+    return None
+
+
+def _to_plain(value, where):
+    """A pandas DataFrame/Series or a scipy.sparse matrix as a plain dict with a type tag
+    ('__t'), which every backend stores like any dict and which reads back as its columns
+    without pandas; anything else unchanged. Raises UnsupportedTypeError naming `where`."""
+    if not _is_frame_or_sparse(value):
+        return value
+    kind = _pandas_kind(value)
+    if kind is None:  # scipy.sparse
+        fmt = value.format
+        parts = {'csr': ('data', 'indices', 'indptr'), 'csc': ('data', 'indices', 'indptr'),
+                 'bsr': ('data', 'indices', 'indptr'), 'dia': ('data', 'offsets'),
+                 'coo': ('data', 'row', 'col')}.get(fmt)
+        if parts is None:  # (lil, dok: stored as csr, read back in the csr format)
+            value, parts = value.tocsr(), ('data', 'indices', 'indptr')
+        plain = {'__t': 'sparse', 'class': type(value).__name__, 'shape': list(value.shape)}
+        plain.update((k, getattr(value, k)) for k in parts)
+        return plain
+    pd = sys.modules['pandas']
+    frame = value.to_frame() if kind == 'Series' else value
+    columns, dtypes = [], []
+    for i in range(frame.shape[1]):
+        col = frame.iloc[:, i]
+        dtypes.append(str(col.dtype))
+        columns.append(_plain_column(col, pd, where))
+    plain = {'__t': kind, 'class': type(value).__name__, 'dtypes': dtypes, 'data': columns,
+             'index': _plain_index(frame.index, pd, where)}
+    if kind == 'Series':
+        plain['name'] = _plain_label(value.name, where)
+    else:
+        plain['columns'] = _plain_index(frame.columns, pd, where)
+    return plain
+
+
+def _plain_index(index, pd, where):
+    """A pandas Index as {'names', 'range'} or {'names', 'levels', 'dtypes'}."""
+    plain = {'names': [_plain_label(n, where) for n in index.names]}
+    if type(index) is pd.RangeIndex:
+        plain['range'] = [index.start, index.stop, index.step]
+    else:
+        levels = [index.get_level_values(i) for i in range(index.nlevels)]
+        plain['levels'] = [_plain_column(level.to_series(), pd, where) for level in levels]
+        plain['dtypes'] = [str(level.dtype) for level in levels]
+    return plain
+
+
+def _plain_label(label, where):
+    if _is_numpy(label):
+        label = label.item()
+    _check_plain(label, where + ' (a label)')
+    return label
+
+
+def _plain_column(col, pd, where):
+    """A column's values: a numpy array for numbers, bools and times, else a plain list."""
+    kind = getattr(col.dtype, 'kind', 'O')
+    if kind in 'biufcmM' and type(col.dtype).__module__.startswith('numpy'):
+        return col.to_numpy()
+    values = [None if v is pd.NA or v is pd.NaT or (v is None) else v
+              for v in col.astype(object).tolist()]
+    _check_plain(values, '%s column %r' % (where, col.name))
+    return values
+
+
+def _from_plain(value):
+    """Inverse of _to_plain; without pandas (or scipy) the plain dict stays as it is."""
+    if type(value) is not dict:
+        return value
+    tag = value.get('__t')
+    if tag == 'sparse':
+        if not _have('scipy'):
+            return value
+        sparse = importlib.import_module('scipy.sparse')
+        cls = getattr(sparse, value['class'], None) or getattr(
+            sparse, value['class'].split('_')[0] + '_matrix')
+        shape = tuple(value['shape'])
+        if 'offsets' in value:
+            return cls((value['data'], value['offsets']), shape=shape)
+        if 'row' in value:
+            return cls((value['data'], (value['row'], value['col'])), shape=shape)
+        return cls((value['data'], value['indices'], value['indptr']), shape=shape)
+    if tag not in _PANDAS_TAGS or not _have('pandas'):
+        return value
+    pd = sys.modules['pandas']
+
+    def column(values, dtype):
+        series = pd.Series(values, dtype=object if type(values) is list else None)
+        try:
+            return series.astype(dtype) if str(series.dtype) != dtype else series
+        except (TypeError, ValueError):
+            return series
+    def index(plain):
+        names = plain['names']
+        if 'range' in plain:
+            return pd.RangeIndex(*plain['range'], name=names[0])
+        levels = [column(v, d) for v, d in zip(plain['levels'], plain['dtypes'])]
+        return pd.Index(levels[0], name=names[0]) if len(levels) == 1 else \
+            pd.MultiIndex.from_arrays(levels, names=names)
+    cols = [column(v, d).values for v, d in zip(value['data'], value['dtypes'])]
+    if tag == 'Series':
+        return pd.Series(cols[0], index=index(value['index']), name=value['name'])
+    frame = pd.DataFrame(dict(enumerate(cols)), index=index(value['index']))
+    frame.columns = index(value['columns'])
+    return _object_table()(frame) if value['class'] == 'ObjectTable' else frame
+
+
 def _freeze(value):
     # JSON turns tuples used as dict keys or set members into tagged lists; they decode back
     # to tuples, but a nested list would not be hashable, so make it a tuple.
@@ -1246,7 +1370,49 @@ class Parameter(BaseParameter):
 
 
 class ArrayParameter(Parameter):
-    """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility)."""
+    """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility); it
+    also holds an empty tuple, as pypet's does."""
+
+    def _check_value(self, data):
+        if type(data) is tuple and not data:
+            return data
+        return super()._check_value(data)
+
+
+class SparseParameter(ArrayParameter):
+    """An ArrayParameter that also holds scipy.sparse matrices (csr, csc, bsr, dia, coo),
+    stored as their plain arrays (scipy is needed only to read them back as matrices)."""
+
+    def _check_value(self, data):
+        if _is_frame_or_sparse(data) and _pandas_kind(data) is None:
+            _to_plain(data, self._full_name)
+            return data
+        return super()._check_value(data)
+
+    def _coerce(self, value, position):
+        if _is_frame_or_sparse(self._default) and _pandas_kind(self._default) is None:
+            if type(value) is not type(self._default):
+                raise UnsupportedTypeError(
+                    '%s: explored value at position %d is a %s but the parameter holds a %s; '
+                    'explore it with matrices of one format' % (
+                        self._full_name, position, _type_name(value),
+                        _type_name(self._default)))
+            return value
+        return super()._coerce(value, position)
+
+    def _store(self):
+        data = super()._store()
+        data['data'] = _to_plain(data['data'], self._full_name)
+        if 'explored_data' in data:
+            data['explored_data'] = [_to_plain(v, self._full_name)
+                                     for v in data['explored_data']]
+        return data
+
+    def _load(self, data):
+        data = dict(data, data=_from_plain(data['data']))
+        if data.get('explored_data') is not None:
+            data['explored_data'] = [_from_plain(v) for v in data['explored_data']]
+        super()._load(data)
 
 
 class PickleParameter(BaseParameter):
@@ -1337,7 +1503,12 @@ class Result(BaseResult):
         self._data[name] = item
 
     def _check_item(self, name, item):
-        _check_plain(item, '%s item %r' % (self._full_name or self._name, name))
+        where = '%s item %r' % (self._full_name or self._name, name)
+        if _pandas_kind(item) is not None:  # pypet's Result keeps DataFrames and Series
+            _to_plain(item, where)  # (every value plain: refused now, not at the store)
+            self.__dict__['_tagged'] = True
+        else:
+            _check_plain(item, where)
 
     def f_translate_key(self, key):
         if isinstance(key, int):
@@ -1427,10 +1598,28 @@ class Result(BaseResult):
         return len(self._data)
 
     def _store(self):
+        if self.__dict__.get('_tagged'):  # (pandas or sparse items: as tagged plain dicts)
+            return {k: _to_plain(v, self._full_name) for k, v in self._data.items()}
         return dict(self._data)
 
     def _load(self, data):
         self._data.update(data)
+        for key, value in data.items():
+            if type(value) is dict and '__t' in value:
+                self._data[key] = _from_plain(value)
+                self.__dict__['_tagged'] = True
+
+
+class SparseResult(Result):
+    """A Result that also holds scipy.sparse matrices (scipy is needed only to read them
+    back as matrices: without it they load as plain dicts of their arrays)."""
+
+    def _check_item(self, name, item):
+        if _is_frame_or_sparse(item) and _pandas_kind(item) is None:
+            _to_plain(item, '%s item %r' % (self._full_name, name))
+            self.__dict__['_tagged'] = True
+        else:
+            super()._check_item(name, item)
 
 
 class PickleResult(Result):
@@ -1463,7 +1652,8 @@ class PickleResult(Result):
 
 
 _BUILTIN_LEAVES = {cls.__name__: cls for cls in (
-    Parameter, ArrayParameter, PickleParameter, Result, PickleResult)}
+    Parameter, ArrayParameter, PickleParameter, Result, PickleResult, SparseParameter,
+    SparseResult)}
 
 
 def _class_tag(cls):
@@ -1520,6 +1710,34 @@ def _import_classes(classes):
         result[_class_tag(cls)] = cls
         result[cls.__name__] = cls
     return result
+
+
+def _object_table():
+    """The ObjectTable class, made once."""
+    cls = globals().get('ObjectTable')
+    if cls is None:
+        cls = globals()['ObjectTable'] = _object_table_class()
+    return cls
+
+
+def _object_table_class():
+    pd = _require('pandas')
+
+    class ObjectTable(pd.DataFrame):
+        """pypet's DataFrame of dtype object: its values keep their Python types."""
+
+        def __init__(self, data=None, index=None, columns=None, copy=False):
+            super().__init__(data=data, index=index, columns=columns, dtype=object, copy=copy)
+    ObjectTable.__module__, ObjectTable.__qualname__ = __name__, 'ObjectTable'  # (pickles)
+    return ObjectTable
+
+
+def __getattr__(name):
+    """PEP 562: ObjectTable subclasses pandas.DataFrame, so it is made on first use (importing
+    minipypet never imports pandas)."""
+    if name == 'ObjectTable':
+        return _object_table()
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 
 # ============================================================================================

@@ -6852,6 +6852,90 @@ def test_run_sets_resolve_while_the_layout_stays_columnar(backend, tmp_path):
     assert 'run_set_00000' not in got.results.runs.f_children()   # no set groups were made
 
 
+def frame_job(traj):
+    pd = sys.modules['pandas']
+    traj.f_add_result('rates', pd.DataFrame({'n': [traj.x, 2 * traj.x], 'rate': [0.5, 1.5]}),
+                      comment='a firing-rate table')
+    traj.f_add_result('s', series=pd.Series([traj.x * 1.0], name='s', index=['only']))
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_pandas_frames_and_series_in_results_load_back_equal(backend, tmp_path):
+    pd = pytest.importorskip('pandas')
+    filename = path_for(backend, tmp_path)
+    env = make_env(backend, filename)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    table = pd.DataFrame({'a': [1, 2], 'b': ['u', 'v'], 'c': [0.5, float('nan')],
+                          't': pd.to_datetime(['2020-01-01', '2020-01-02'])},
+                         index=pd.Index(['i', 'j'], name='key'))
+    multi = pd.DataFrame({'v': [1, 2]}, index=pd.MultiIndex.from_tuples(
+        [('a', 1), ('b', 2)], names=['k', 'n']))
+    traj.f_add_result('table', table, multi=multi, nothing=pd.DataFrame())
+    traj.f_add_result('objects', mp.ObjectTable({'a': [1, 'two', (3, 4)]}))
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(frame_job)
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_all=2)
+    pd.testing.assert_frame_equal(got.res.table.table, table)
+    pd.testing.assert_frame_equal(got.res.table.multi, multi)
+    pd.testing.assert_frame_equal(got.res.table.nothing, pd.DataFrame())
+    objects = got.res.objects
+    assert type(objects).__name__ == 'ObjectTable' and objects['a'].tolist() == [1, 'two', (3, 4)]
+    for idx in range(3):
+        x = idx + 1
+        pd.testing.assert_frame_equal(
+            got.f_get('results.runs.%s.rates' % run_name(idx)).f_get(),
+            pd.DataFrame({'n': [x, 2 * x], 'rate': [0.5, 1.5]}))
+        pd.testing.assert_series_equal(got.f_get('results.runs.%s.s' % run_name(idx)).series,
+                                       pd.Series([x * 1.0], name='s', index=['only']))
+
+
+def test_a_frame_of_objects_that_are_not_plain_data_is_refused_when_added():
+    pd = pytest.importorskip('pandas')
+    traj = mp.Trajectory('objs', add_time=False)
+    with pytest.raises(mp.UnsupportedTypeError, match="bad item 'bad' column 'a': cannot store a value of type object"):
+        traj.f_add_result('bad', pd.DataFrame({'a': [object()]}))
+    assert 'bad' not in traj.res
+
+
+@pytest.mark.parametrize('backend', FILE_BACKENDS)
+def test_a_stored_frame_reads_back_as_plain_columns_without_pandas(backend, tmp_path):
+    pd = pytest.importorskip('pandas')
+    filename = path_for(backend, tmp_path)
+    traj = make_env(backend, filename).v_trajectory
+    traj.f_add_result('table', pd.DataFrame({'a': [1, 2], 'b': ['u', 'v']}))
+    traj.f_store()
+    code = block('pandas') + IMPORT + textwrap.dedent('''
+        traj = mp.load_trajectory(filename=sys.argv[1], name='traj', load_all=2)
+        plain = traj.res.table
+        print(plain['__t'], plain['columns']['levels'][0], [[str(v) for v in c] for c in plain['data']])
+    ''')
+    out = prov_run_python(code, filename)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split('\n')[0] == "DataFrame ['a', 'b'] [['1', '2'], ['u', 'v']]"
+
+
+def test_sparse_parameter_and_result_round_trip(backend, tmp_path):
+    sparse = pytest.importorskip('scipy.sparse')
+    filename = path_for(backend, tmp_path)
+    env = make_env(backend, filename)
+    traj = env.v_trajectory
+    traj.f_add_parameter(mp.SparseParameter, 'm', sparse.csr_matrix(np.eye(3)))
+    traj.f_add_parameter(mp.ArrayParameter, 'empty', ())        # pypet allows an empty tuple
+    traj.f_explore({'m': [sparse.csr_matrix(np.eye(3) * i) for i in range(3)]})
+    traj.f_add_result(mp.SparseResult, 'r', dia=sparse.dia_matrix(np.eye(4)),
+                      bsr=sparse.bsr_matrix(np.eye(4)), plain=1)
+    env.f_run(lambda traj: traj.f_add_result('trace', traj.m.diagonal().sum()))
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_all=2)
+    m = got.f_get('parameters.m')
+    assert [(v != sparse.csr_matrix(np.eye(3) * i)).nnz for i, v in
+            enumerate(m.f_get_range())] == [0, 0, 0]
+    assert type(got.res.r.dia).__name__ == 'dia_matrix' and got.res.r.plain == 1
+    assert (got.res.r.bsr.toarray() == np.eye(4)).all()
+    assert got.par.empty == ()
+    assert got.f_get_from_runs('trace', fast_access=True, use_indices=True) == {0: 0, 1: 3, 2: 6}
+
+
 # ###########################################################################################
 # Coming from pypet: reading files written by pypet 0.7
 # ###########################################################################################
