@@ -43,6 +43,11 @@ __all__ = [
     'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
     'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
+    'PresettingError', 'NoSuchServiceError', 'TooManyGroupsError', 'SparseParameter',
+    'SparseResult', 'HasLogger', 'HasSlots', 'KnowsTrajectory', 'MultiprocContext',
+    'manual_run', 'compact_hdf5_file', 'racedirs', 'rename_log_file', 'StorageContextManager',
+    'SharedResult', 'SharedArray', 'SharedCArray', 'SharedEArray', 'SharedVLArray',
+    'SharedTable', 'SharedPandasFrame', 'make_ordinary_result', 'make_shared_result',
     'runs_table', 'runs_dataframe', 'runs_csv', 'merge_all_in_folder', 'find_unique_points',
     'STORAGE_SERVICES',
 ]
@@ -58,6 +63,7 @@ import functools
 import gc
 import hashlib
 import importlib
+import importlib.util
 import io
 import itertools
 import json
@@ -116,8 +122,10 @@ def _is_numpy(value):
 WRAP_MODE_QUEUE = 'QUEUE'
 WRAP_MODE_LOCK = 'LOCK'
 WRAP_MODE_NONE = 'NONE'
-WRAP_MODES = (WRAP_MODE_QUEUE, WRAP_MODE_LOCK, WRAP_MODE_NONE)
-_PYPET_ONLY_WRAP_MODES = ('LOCAL', 'PIPE', 'NETLOCK', 'NETQUEUE')  # (refused, with the fix)
+WRAP_MODE_LOCAL = 'LOCAL'  # pypet's: the main process stores each run as its record returns
+WRAP_MODE_PIPE = 'PIPE'  # pypet's: one writer in the main process (here the QUEUE writer)
+WRAP_MODES = (WRAP_MODE_QUEUE, WRAP_MODE_LOCK, WRAP_MODE_NONE, WRAP_MODE_LOCAL, WRAP_MODE_PIPE)
+_PYPET_ONLY_WRAP_MODES = ('NETLOCK', 'NETQUEUE')  # (refused, with the fix)
 
 LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
 STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
@@ -154,7 +162,8 @@ class pypetconstants:  # noqa: N801 - spelled as pypet users import it
     WRAP_MODE_QUEUE = MULTIPROC_MODE_QUEUE = WRAP_MODE_QUEUE
     WRAP_MODE_LOCK = MULTIPROC_MODE_LOCK = WRAP_MODE_LOCK
     WRAP_MODE_NONE = MULTIPROC_MODE_NONE = WRAP_MODE_NONE
-    WRAP_MODE_LOCAL, WRAP_MODE_PIPE, WRAP_MODE_NETLOCK, WRAP_MODE_NETQUEUE = \
+    WRAP_MODE_LOCAL, WRAP_MODE_PIPE = WRAP_MODE_LOCAL, WRAP_MODE_PIPE
+    WRAP_MODE_NETLOCK, WRAP_MODE_NETQUEUE = \
         _PYPET_ONLY_WRAP_MODES  # (pypet's: refused by Environment with what to use)
     LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
     STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
@@ -166,6 +175,17 @@ class pypetconstants:  # noqa: N801 - spelled as pypet users import it
     SET_NAME_DUMMY = SET_NAME_DUMMY
     TIME_FORMAT = FORMAT_TIME = TIME_FORMAT
     LOG_LEVEL = logging.INFO
+    # pypet's other message names and constants, for scripts that import them
+    MERGE, PREPARE_MERGE, BACKUP, DELETE_LINK, ACCESS_DATA = (
+        'MERGE', 'PREPARE_MERGE', 'BACKUP', 'DELETE_LINK', 'ACCESS_DATA')
+    UPDATE_SKELETON, UPDATE_DATA = 1, 2
+    SET_FORMAT_ZEROS = 5
+    HDF5_STRCOL_MAX_NAME_LENGTH, HDF5_STRCOL_MAX_LOCATION_LENGTH = 128, 512
+    HDF5_STRCOL_MAX_VALUE_LENGTH, HDF5_STRCOL_MAX_COMMENT_LENGTH = 64, 512
+    HDF5_STRCOL_MAX_RANGE_LENGTH, HDF5_STRCOL_MAX_RUNTIME_LENGTH = 1024, 18
+    LOG_ENV, LOG_TRAJ, LOG_RUN, LOG_PROC, LOG_HOST, LOG_SET = (
+        '$env', '$traj', '$run', '$proc', '$host', '$set')
+    DEFAULT_LOGGING = 'DEFAULT'
 
 
 # ============================================================================================
@@ -177,6 +197,18 @@ class PypetError(Exception):
 
 class ConfigurationError(PypetError, ValueError):
     """An argument or a combination of arguments that cannot work."""
+
+
+class PresettingError(ConfigurationError):
+    """A parameter was preset (f_preset_parameter) but never added (pypet's name)."""
+
+
+class NoSuchServiceError(PypetError, TypeError):
+    """A storage service was asked for something it does not do (pypet's name)."""
+
+
+class TooManyGroupsError(PypetError, TypeError):
+    """pypet's fast search gave up on too many groups; kept so pypet's except clauses run."""
 
 
 class InvalidNameError(PypetError, ValueError):
@@ -1056,6 +1088,15 @@ class NNGroupNode(NNTreeNode):
             raise PypetError('the trajectory root cannot be removed')
         self._parent.f_remove_child(self._name, recursive, predicate)
 
+    def f_store(self, recursive=True, store_data=STORE_DATA, max_depth=None):
+        """Store this group (and, recursive, what is below it)."""
+        self._root().f_store_item(self, recursive=recursive, store_data=store_data)
+
+    def f_load(self, recursive=True, load_data=LOAD_DATA, max_depth=None):
+        """Load this group (and, recursive, what is below it) from storage."""
+        self._root().f_load_item(self._full_name, recursive=recursive, load_data=load_data)
+        return self
+
     def f_store_child(self, name, recursive=False, store_data=STORE_DATA):
         root = self._root()
         root.f_store_item(self.f_get(name), recursive=recursive, store_data=store_data)
@@ -1668,14 +1709,14 @@ def _resolve_class(tag, dynamic_imports):
     if tag in _BUILTIN_LEAVES:
         return _BUILTIN_LEAVES[tag]
     if tag in dynamic_imports:
-        return dynamic_imports[tag]
+        return _imported(dynamic_imports[tag])
     module, _, qualname = tag.partition(':')
     bare = qualname.rpartition('.')[2]
     if bare in _BUILTIN_LEAVES and module.split('.')[-1] in ('pypet', 'minipypet') or \
-            module == __name__:
+            module == __name__ and bare in _BUILTIN_LEAVES:
         return _BUILTIN_LEAVES[bare]
     if bare in dynamic_imports:
-        return dynamic_imports[bare]
+        return _imported(dynamic_imports[bare])
     if _LOAD_POLICY.allow_pickle:  # importing what a file names runs code: only if trusted
         try:
             obj = importlib.import_module(module)
@@ -1689,6 +1730,21 @@ def _resolve_class(tag, dynamic_imports):
                        'dynamically_imported_classes) when loading' % tag)
 
 
+def _imported(cls):
+    """A dynamic import's class; a dotted name is imported now (the first time it is used)."""
+    if not isinstance(cls, str):
+        return cls
+    module, _, name = cls.rpartition('.')
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError('cannot import dynamic import %r: %s' % (cls, exc)) from exc
+    if not (isinstance(cls, type) and issubclass(cls, NNLeafNode)):
+        raise ConfigurationError('dynamic imports must be leaf classes (subclasses of '
+                                 'BaseParameter or BaseResult), got %r' % (cls,))
+    return cls
+
+
 def _import_classes(classes):
     """dynamic_imports -> {tag: class, bare name: class}; strings are imported."""
     if classes is None:
@@ -1697,13 +1753,10 @@ def _import_classes(classes):
         classes = [classes]
     result = {}
     for cls in classes:
-        if isinstance(cls, str):
+        if isinstance(cls, str):  # imported when a stored leaf needs it, as pypet does
             module, _, name = cls.rpartition('.')
-            try:
-                cls = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError, ValueError) as exc:
-                raise ConfigurationError('cannot import dynamic import %r: %s'
-                                         % (cls, exc)) from exc
+            result['%s:%s' % (module, name)] = result[name] = cls
+            continue
         if not (isinstance(cls, type) and issubclass(cls, NNLeafNode)):
             raise ConfigurationError('dynamic imports must be leaf classes (subclasses of '
                                      'BaseParameter or BaseResult), got %r' % (cls,))
@@ -2200,7 +2253,7 @@ class _RunsMixin:
     def _check_presets(self):
         left = sorted(self.__dict__.get('_presets') or ())
         if left:
-            raise ConfigurationError('%s preset (f_preset_parameter / f_preset_config) but '
+            raise PresettingError('%s preset (f_preset_parameter / f_preset_config) but '
                                      'never added: add them before the runs, or check their '
                                      'names' % ', '.join(left))
 
@@ -2237,6 +2290,36 @@ class _RunsMixin:
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
+
+    def f_start_run(self, run_name_or_idx=None, turn_into_run=True):
+        """Make this trajectory a run by hand, without an Environment (pypet's manual runs,
+        see manual_run): the run it is set to, or `run_name_or_idx`."""
+        del turn_into_run  # (a run is always one here)
+        if self.__dict__.get('_manual_start') is not None:
+            return self
+        if run_name_or_idx is None and self._idx < 0:
+            raise PypetError('f_start_run: the trajectory is not set to a run; set one first '
+                             '(traj.v_idx = 3, f_iter_runs) or pass it: f_start_run(3)')
+        idx = self._idx if run_name_or_idx is None else self._to_idx(run_name_or_idx)
+        self._start_run(idx)
+        self.__dict__['_manual_start'] = time.time()
+        return self
+
+    def f_finalize_run(self, store_meta_data=True, clean_up=True):
+        """End a run started with f_start_run. store_meta_data stores the run (its timing
+        and, unlike pypet, which left them to an f_store, what it added: a finished run is
+        never lost); the trajectory stays set to the run."""
+        start = self.__dict__.pop('_manual_start', None)
+        if start is None:
+            return self
+        idx = self._idx
+        record = self._run_record(idx, start, time.time(), 1)
+        if store_meta_data and self._storage_service is not None:
+            self._storage_service.store(SINGLE_RUN, record)
+        keep = getattr(self._storage_service, 'keeps_runs', False)
+        self._finish_run(record, clean_up and not keep, restore=False)
+        self._set_crun(idx)
+        return self
 
     def _run_record(self, idx, start, finish, completed, error=''):
         """The plain-data record of a finished run: what the journal stores."""
@@ -2930,7 +3013,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state['_storage_service'] = None  # services hold files and locks; workers get their own
+        if not isinstance(state['_storage_service'], (LockWrapper, QueueStorageServiceSender)):
+            state['_storage_service'] = None  # services hold files and locks; workers get
+            # their own (those a MultiprocContext installs are made to travel)
         for short in state['_run_fast']:  # (see _fast_attributes)
             del state[short]
         state['_run_fast'] = {}
@@ -7529,6 +7614,171 @@ class _Worker:
         self.process, self.conn, self.idx = process, conn, None
 
 
+# --------------------------------------------------------------------------------------------
+# Your own multiprocessing: pypet's MultiprocContext and the wrapped services it installs
+# --------------------------------------------------------------------------------------------
+class LockWrapper(StorageService):
+    """A storage service that worker processes share: each store or load holds `lock` (a
+    Manager lock, which pickles into a pool's tasks)."""
+    multiproc_safe = True
+
+    def __init__(self, storage_service, lock=None):
+        self._service, self.lock = storage_service, lock
+        self.keeps_runs = getattr(storage_service, 'keeps_runs', False)
+
+    def store(self, msg, item, *args, **kwargs):
+        with self.lock:
+            return self._service.store(msg, item, *args, **kwargs)
+
+    def load(self, msg, item, *args, **kwargs):
+        with self.lock:
+            return self._service.load(msg, item, *args, **kwargs)
+
+    def __getattr__(self, name):  # (filename, ...: the wrapped service's)
+        if name.startswith('_'):
+            raise AttributeError(name)
+        return getattr(self._service, name)
+
+
+class QueueStorageServiceSender(StorageService):
+    """A storage service for worker processes that sends what they store, as plain data, to
+    the writer thread of a MultiprocContext (QUEUE or PIPE), which stores it."""
+    multiproc_safe = True
+
+    def __init__(self, storage_queue=None):
+        self.queue = storage_queue
+
+    def store(self, msg, item, *args, trajectory=None, store_data=STORE_DATA, only_init=False,
+              **kwargs):
+        if msg == SINGLE_RUN:
+            self.queue.put(('run', item))
+        elif msg in (LIST, TRAJECTORY):
+            if msg == TRAJECTORY:
+                if only_init:
+                    return
+                item = [(LEAF if n.v_is_leaf else GROUP, n) for n in item.f_iter_nodes()]
+            self.queue.put(('list', [(kind, node._full_name, _class_tag(type(node)),
+                                      node._comment, node._store() if kind == LEAF and not
+                                      node.f_is_empty() else None, _ann(node))
+                                     for kind, node in item], store_data))
+        elif msg not in (FLUSH, CLOSE_FILE, OPEN_FILE):
+            raise NoSuchServiceError('a worker of a MultiprocContext in %s mode stores runs '
+                                     'and items only, not %r' % ('QUEUE', msg))
+
+    def load(self, msg, item, *args, **kwargs):
+        raise NoSuchServiceError('a worker of a MultiprocContext in QUEUE mode cannot load; '
+                                 "load before the workers start, or use wrap_mode='LOCK'")
+
+    def send_done(self):
+        self.queue.put(None)
+
+
+def _context_writer(queue, traj, service):
+    """The QUEUE/PIPE writer of a MultiprocContext: a thread of the main process that puts
+    what the workers send into the trajectory and stores it, until the None sentinel."""
+    while True:
+        message = queue.get()
+        if message is None:
+            return
+        try:
+            if message[0] == 'run':
+                service.store(SINGLE_RUN, message[1])
+                continue
+            msgs = []
+            for kind, full_name, tag, comment, data, ann in message[1]:
+                node = traj._place_leaf(full_name, tag, comment, data, ann, overwrite=True) \
+                    if kind == LEAF else traj.f_get(full_name) if full_name in traj._nodes \
+                    else traj.f_add_group(full_name)
+                msgs.append((kind, node))
+            service.store(LIST, msgs, trajectory=traj, store_data=message[2])
+        except Exception:  # (keep storing what else comes; the log says what failed)
+            logger.exception('MultiprocContext: storing what a worker sent failed')
+
+
+class MultiprocContext:
+    """Your own multiprocessing with a trajectory, as in pypet: inside the context the
+    trajectory's storage service is wrapped so that the processes you start can store through
+    it (LOCK: in turn, under a Manager lock; QUEUE and PIPE: through a writer thread of this
+    process), and restored at the end::
+
+        with MultiprocContext(trajectory=traj, wrap_mode='LOCK'):
+            pool.map(job, [traj] * 10)       # each job: traj.f_store_item(...), manual_run
+    """
+
+    def __init__(self, trajectory=None, wrap_mode=WRAP_MODE_LOCK, full_copy=None,
+                 manager=None, use_manager=True, lock=None, queue=None, queue_maxsize=0,
+                 port=None, timeout=None, gc_interval=None, log_config=None,
+                 log_stdout=False, graceful_exit=False):
+        del full_copy, gc_interval, log_config, log_stdout, graceful_exit  # (pypet's knobs)
+        if not isinstance(trajectory, Trajectory):
+            raise ConfigurationError('MultiprocContext needs trajectory=<a Trajectory>, got %r'
+                                     % (trajectory,))
+        if wrap_mode not in (WRAP_MODE_LOCK, WRAP_MODE_QUEUE, WRAP_MODE_PIPE, WRAP_MODE_NONE,
+                             WRAP_MODE_LOCAL):
+            raise ConfigurationError(
+                "MultiprocContext: wrap_mode %r is not supported; use 'LOCK', 'QUEUE' or "
+                "'PIPE' (NETLOCK/NETQUEUE: an Environment with executor=...)" % (wrap_mode,))
+        if port is not None or timeout is not None:
+            raise ConfigurationError('MultiprocContext: port and timeout belong to pypet\'s '
+                                     'NETLOCK/NETQUEUE modes, which minipypet does not have')
+        self._traj, self._wrap_mode = trajectory, wrap_mode
+        self._manager, self._use_manager = manager, use_manager
+        self.lock, self.queue, self._queue_maxsize = lock, queue, queue_maxsize
+        self._service = self._writer = self._own_manager = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.finalize()
+
+    def _the_manager(self):
+        if self._manager is None:
+            import multiprocessing
+            self._manager = self._own_manager = multiprocessing.Manager()
+        return self._manager
+
+    def start(self):
+        """Store the trajectory's skeleton and wrap its storage service."""
+        traj = self._traj
+        if self._service is not None:
+            return
+        traj.f_store(only_init=True)
+        self._service = service = traj.v_storage_service
+        mode = self._wrap_mode
+        if mode == WRAP_MODE_LOCK:
+            if self.lock is None:
+                import multiprocessing
+                self.lock = self._the_manager().Lock() if self._use_manager else \
+                    multiprocessing.Lock()
+            traj.v_storage_service = LockWrapper(service, self.lock)
+        elif mode in (WRAP_MODE_QUEUE, WRAP_MODE_PIPE, WRAP_MODE_LOCAL):
+            if self.queue is None:
+                self.queue = self._the_manager().Queue(maxsize=self._queue_maxsize)
+            self._writer = threading.Thread(target=_context_writer, name='minipypet-writer',
+                                            args=(self.queue, traj, service), daemon=True)
+            self._writer.start()
+            traj.v_storage_service = QueueStorageServiceSender(self.queue)
+
+    def finalize(self):
+        """Store what is still queued, then restore the trajectory's own storage service."""
+        if self._service is None:
+            return
+        try:
+            if self._writer is not None:
+                self.queue.put(None)
+                self._writer.join()
+                self._writer = None
+        finally:
+            self._traj.v_storage_service, self._service = self._service, None
+            if self._own_manager is not None:
+                self._own_manager.shutdown()
+                self._own_manager = self._manager = None
+
+    f_start, f_finalize = start, finalize
+
+
 # ============================================================================================
 # Environment - config data, logging, git, the run loop, resume
 # ============================================================================================
@@ -7707,7 +7957,7 @@ class Environment:
                  dynamic_imports=None, wildcard_functions=None, automatic_storing=True,
                  log_folder=None, log_config='DEFAULT', log_level=None, log_stdout=False,
                  report_progress=(5, 'minipypet', logging.INFO), multiproc=False, ncores=1,
-                 use_pool=True, use_scoop=False, wrap_mode=WRAP_MODE_LOCK, queue_maxsize=-1,
+                 use_pool=None, use_scoop=False, wrap_mode=WRAP_MODE_LOCK, queue_maxsize=-1,
                  freeze_input=False, timeout=None, cpu_cap=100.0, memory_cap=100.0,
                  swap_cap=100.0, niceness=None, continuable=True, continue_folder=None,
                  delete_continue=True, use_hdf5=True, storage_service=None, filename=None,
@@ -7724,6 +7974,8 @@ class Environment:
                  freeze_pool_input=None, log_levels=None, logger_names=None,
                  log_multiproc=True, sumatra_project=None, sumatra_reason='',
                  sumatra_label=None):
+        if use_pool is None:  # the seed's pool, unless pypet's immediate_postproc needs none
+            use_pool = not immediate_postproc
         # pypet 0.7 spellings of the seed's arguments
         continuable = continuable if resumable is None else resumable
         continue_folder = continue_folder if resume_folder is None else resume_folder
@@ -7850,8 +8102,9 @@ class Environment:
             raise ConfigurationError(message)
         if a['wrap_mode'] in _PYPET_ONLY_WRAP_MODES:
             bad("wrap_mode %r is one of pypet's modes that minipypet does not have; use "
-                "'QUEUE' (one writer process), 'LOCK' (workers write in turn) or, for other "
-                "machines, a concurrent.futures Executor (executor=...)" % a['wrap_mode'])
+                "'QUEUE' (one writer process), 'LOCK' (workers write in turn), 'LOCAL' (the "
+                "main process stores) or, for other machines, a concurrent.futures Executor "
+                "(executor=...)" % a['wrap_mode'])
         if a['wrap_mode'] not in WRAP_MODES:
             bad('wrap_mode must be one of %s (see pypetconstants), got %r'
                 % (WRAP_MODES, a['wrap_mode']))
@@ -8292,8 +8545,8 @@ def _store_mode(service, wrap_mode):
     (the record comes back to the main process, which stores it)."""
     if getattr(service, 'keeps_runs', False) or isinstance(service, LazyStorageService):
         return 'parent'
-    return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock', WRAP_MODE_NONE: 'direct'}[
-        wrap_mode]
+    return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock', WRAP_MODE_NONE: 'direct',
+            WRAP_MODE_LOCAL: 'parent', WRAP_MODE_PIPE: 'queue'}[wrap_mode]
 
 
 class _Sweep:
@@ -8793,6 +9046,353 @@ class _Progress:
             logging.getLogger(self.target).log(self.level, text)
 
 
+# ============================================================================================
+# Coming from pypet - the rest of pypet's public names
+# ============================================================================================
+class HasSlots:
+    """pypet's base of classes with __slots__: pickles the slots of every class it is made of."""
+    __slots__ = ('__weakref__',)
+
+    def __getstate__(self):
+        state = dict(getattr(self, '__dict__', {}))
+        for cls in type(self).__mro__:
+            for name in getattr(cls, '__slots__', ()):
+                if name != '__weakref__' and hasattr(self, name):
+                    state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+
+class HasLogger(HasSlots):
+    """pypet's base of classes with a logger: `self._set_logger()`, then `self._logger`."""
+    __slots__ = ('_logger',)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if '_logger' in state:  # (a logger does not pickle: its name does)
+            state['_logger'] = state['_logger'].name
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if '_logger' in state:
+            self._set_logger(state['_logger'])
+
+    def _set_logger(self, name=None):
+        if name is None:
+            name = '%s.%s' % (type(self).__module__, type(self).__name__)
+        self._logger = logging.getLogger(name)
+
+
+class KnowsTrajectory:
+    """pypet's marker of classes whose constructor takes the trajectory (`trajectory=`)."""
+    KNOWS_TRAJECTORY = True
+
+
+def rename_log_file(filename, trajectory=None, env_name=None, traj_name=None, set_name=None,
+                    run_name=None, process_name=None, host_name=None):
+    """Replace pypet's wildcards $env, $traj, $run, $set, $proc and $host in `filename`."""
+    def value(given, from_traj):
+        if given is not None:
+            return given
+        if trajectory is None:
+            raise ConfigurationError('rename_log_file(%r): pass trajectory=... or the names '
+                                     'its wildcards stand for' % filename)
+        return from_traj()
+    for wildcard, get in (
+            ('$env', lambda: value(env_name, lambda: trajectory.v_environment_name)),
+            ('$traj', lambda: value(traj_name, lambda: trajectory.v_name)),
+            ('$run', lambda: value(run_name, lambda: trajectory.f_wildcard('$'))),
+            ('$set', lambda: value(set_name, lambda: trajectory.f_wildcard('$set'))),
+            ('$proc', lambda: process_name or '%s-%d' % (
+                __import__('multiprocessing').current_process().name, os.getpid())),
+            ('$host', lambda: host_name or platform.node().replace('.', '-'))):
+        if wildcard in filename:
+            filename = filename.replace(wildcard, get())
+    return filename
+
+
+def racedirs(path):
+    """os.makedirs that tolerates another process making the same folders at the same time."""
+    if os.path.isfile(path):
+        raise OSError('%s is a file, not a folder' % path)
+    os.makedirs(path, exist_ok=True)
+
+
+def compact_hdf5_file(filename, name=None, index=None, keep_backup=True):
+    """A no-op, kept for pypet scripts: minipypet replaces a file whole at each store (and
+    writes run data once, into segments), so it never holds the freed space that pypet's
+    ptrepack call reclaims. Returns 0, as ptrepack does on success."""
+    del name, index, keep_backup
+    logger.info('compact_hdf5_file(%r): nothing to do; minipypet files hold no freed space',
+                filename)
+    return 0
+
+
+def is_debug():
+    """True under a debugger (pypet: PyCharm's pydevd; here any tracing debugger too)."""
+    return 'pydevd' in sys.modules or sys.gettrace() is not None
+
+
+def flatten_dictionary(nested_dict, separator):
+    """{'a': {'b': 1}} -> {'a<separator>b': 1}."""
+    flat = {}
+    for key, value in nested_dict.items():
+        if isinstance(value, dict):
+            for inner, v in flatten_dictionary(value, separator).items():
+                flat[key + separator + inner] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def nest_dictionary(flat_dict, separator):
+    """Inverse of flatten_dictionary."""
+    nested = {}
+    for key, value in flat_dict.items():
+        *heads, last = key.split(separator)
+        target = nested
+        for head in heads:
+            target = target.setdefault(head, {})
+        target[last] = value
+    return nested
+
+
+def nested_equal(a, b):
+    """Equality that goes into lists, dicts, numpy arrays, pandas data and sparse matrices."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    if _is_frame_or_sparse(a) or _is_frame_or_sparse(b):
+        if type(a) is not type(b) and not (_pandas_kind(a) and _pandas_kind(a) == _pandas_kind(b)):
+            return False
+        if _pandas_kind(a) is None:  # sparse
+            return a.shape == b.shape and (a != b).nnz == 0
+        try:
+            sys.modules['pandas'].testing.assert_frame_equal(a, b) if _pandas_kind(
+                a) == 'DataFrame' else sys.modules['pandas'].testing.assert_series_equal(a, b)
+            return True
+        except AssertionError:
+            return False
+    if _is_numpy(a) or _is_numpy(b):
+        np = _require('numpy')
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or (a.dtype.kind in 'US') != (b.dtype.kind in 'US'):
+            return False
+        if a.dtype.kind == 'O' or b.dtype.kind == 'O':
+            return all(nested_equal(x, y) for x, y in zip(a.ravel(), b.ravel()))
+        return bool(np.all((a == b) | (a != a) & (b != b))) if a.dtype.kind in 'fc' \
+            else bool(np.all(a == b))
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and \
+            all(nested_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and \
+            len(a) == len(b) and all(nested_equal(x, y) for x, y in zip(a, b))
+    try:
+        equal = a == b
+        return bool(equal) or (a != a and b != b)  # (NaN)
+    except (TypeError, ValueError):
+        return False
+
+
+def parameters_equal(a, b):
+    """pypet's comparison of two parameters: full name, value and range (not the comment)."""
+    if not a.v_is_parameter and not b.v_is_parameter:
+        raise ValueError('neither %r nor %r is a parameter' % (a, b))
+    if not (a.v_is_parameter and b.v_is_parameter) or a.v_full_name != b.v_full_name:
+        return False
+    if a.f_is_empty() or b.f_is_empty():
+        return a.f_is_empty() and b.f_is_empty()
+    if not nested_equal(a._default, b._default) or a.f_has_range() != b.f_has_range():
+        return False
+    return not a.f_has_range() or nested_equal(a.f_get_range(copy=False),
+                                               b.f_get_range(copy=False))
+
+
+def results_equal(a, b):
+    """pypet's comparison of two results: full name and items (not the comment)."""
+    if a.v_is_parameter and b.v_is_parameter:
+        raise ValueError('neither %r nor %r is a result' % (a, b))
+    if a.v_is_parameter or b.v_is_parameter or a.v_full_name != b.v_full_name:
+        return False
+    da, db = a.f_to_dict(copy=False), b.f_to_dict(copy=False)
+    return da.keys() == db.keys() and all(nested_equal(da[k], db[k]) for k in da)
+
+
+def retry(n, errors, wait=0.0, logger_name=None):
+    """Decorator: call the function again, up to `n` more times, while it raises `errors`."""
+    def decorator(func):
+        @functools.wraps(func)
+        def retrying(*args, **kwargs):
+            for attempt in range(n + 1):
+                try:
+                    return func(*args, **kwargs)
+                except errors:
+                    if attempt == n:
+                        raise
+                    if logger_name:
+                        logging.getLogger(logger_name).debug(
+                            'retrying %s (attempt %d failed)', func.__name__, attempt + 1)
+                    if wait:
+                        time.sleep(wait)
+        return retrying
+    return decorator
+
+
+def manual_run(turn_into_run=True, store_meta_data=True, clean_up=True):
+    """Decorator: `func(traj, ...)` becomes a run of the run `traj` is set to (f_start_run,
+    then f_finalize_run), for runs without an Environment (pypet's manual runs)."""
+    def decorator(func):
+        @functools.wraps(func)
+        def run(traj, *args, **kwargs):
+            if traj._is_run:  # (already a run: an Environment carries it out)
+                return func(traj, *args, **kwargs)
+            traj.f_start_run(turn_into_run=turn_into_run)
+            result = func(traj, *args, **kwargs)
+            traj.f_finalize_run(store_meta_data=store_meta_data, clean_up=clean_up)
+            return result
+        return run
+    return decorator
+
+
+class _SigintHandler:
+    """pypet's `sigint_handling`: the first Ctrl+C sets `hit` (finish what runs, start
+    nothing new), the second raises KeyboardInterrupt."""
+
+    def __init__(self):
+        self.hit = self.started = False
+        self.original_handler = None
+
+    def start(self):
+        if not self.started:
+            self.original_handler = signal.signal(signal.SIGINT, self._handle_sigint)
+            self.started = True
+
+    def finalize(self):
+        if self.started:
+            signal.signal(signal.SIGINT, self.original_handler)
+        self.hit = self.started = False
+
+    def _handle_sigint(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt('a second SIGINT: exiting at once')
+        self.hit = True
+        sys.stderr.write('\nSIGINT: finishing the runs under way; press Ctrl+C again to '
+                         'exit at once\n')
+
+
+sigint_handling = _SigintHandler()
+
+
+class DisableAllLogging:
+    """Context manager: no logging at all inside (pypet's helper for noisy tests)."""
+
+    def __enter__(self):
+        logging.disable(logging.CRITICAL)
+        return self
+
+    def __exit__(self, *exc):
+        logging.disable(logging.NOTSET)
+
+
+# Shared data: pypet lets runs read and write parts of one HDF5 array or table in place.
+# minipypet never edits a stored file in place (segments are written once, the main file is
+# replaced whole, which is what keeps files uncorrupted), so these hold data in memory and
+# store it as an ordinary result; writing into the file from runs is refused with the way.
+_SHARED_REPLACEMENT = ('minipypet never edits a stored file in place; let each run add its '
+                       'part as a result (traj.f_add_result(name, value)) and combine them in '
+                       'post-processing (traj.f_get_from_runs(name)), or store a whole array '
+                       'with traj.f_add_result(name, array) before the runs')
+
+
+class StorageContextManager:
+    """`with StorageContextManager(traj):` pypet's "keep the file open" block; minipypet opens
+    files per operation, so this just hands over the trajectory."""
+
+    def __init__(self, trajectory):
+        self._traj = trajectory
+
+    def __enter__(self):
+        return self._traj
+
+    def __exit__(self, *exc):
+        return None
+
+    def f_open_store(self):
+        pass
+
+    def f_close(self):
+        pass
+
+    def f_flush_store(self):
+        pass
+
+
+class SharedData:
+    """pypet's shared array/table item of a SharedResult: data in memory, stored ordinarily."""
+
+    def __init__(self, name=None, trajectory=None, **kwargs):
+        self._name, self._traj, self._data = name, trajectory, None
+        if kwargs:
+            self.create_shared_data(**kwargs)
+
+    def create_shared_data(self, data=None, obj=None, **kwargs):
+        """Keep `data` (or `obj`); it is stored with the result, as an ordinary item."""
+        self._data = data if data is not None else obj
+        return self._data
+
+    def read(self):
+        if self._data is None:
+            raise PypetError('shared data %r holds nothing: ' % self._name + _SHARED_REPLACEMENT)
+        return self._data
+
+    def __getitem__(self, key):
+        return self.read()[key]
+
+    def __setitem__(self, key, value):
+        raise PypetError('shared data %r: writing into stored data in place is not '
+                         'supported: %s' % (self._name, _SHARED_REPLACEMENT))
+
+    def __len__(self):
+        return len(self.read())
+
+
+SharedArray = SharedCArray = SharedEArray = SharedVLArray = SharedTable = \
+    SharedPandasFrame = SharedData
+
+
+class SharedResult(Result, KnowsTrajectory):
+    """pypet's result of shared data items; here the items are stored like a Result's."""
+
+    def __init__(self, full_name, trajectory=None, *args, comment='', **kwargs):
+        super().__init__(full_name, *args, comment=comment, **kwargs)
+
+    def f_set_single(self, name, item):
+        if isinstance(item, SharedData):
+            item = item.read()
+        super().f_set_single(name, item)
+
+
+_BUILTIN_LEAVES['SharedResult'] = SharedResult
+
+
+def make_ordinary_result(result, key, trajectory=None, reload=True):
+    """pypet: turn a SharedResult's item into an ordinary one; here they always are."""
+    del key, trajectory, reload
+    return result
+
+
+def make_shared_result(result, key, trajectory, new_class=None):
+    """pypet: turn a result's item into shared data stored in place; refused, with the way."""
+    raise PypetError('make_shared_result(%s, %r): %s' % (result.v_full_name, key,
+                                                           _SHARED_REPLACEMENT))
+
+
 # --------------------------------------------------------------------------------------------
 # pypet 0.7's unprefixed spellings: one table, one loop
 # --------------------------------------------------------------------------------------------
@@ -8859,6 +9459,22 @@ ParameterGroup = ConfigGroup = DerivedParameterGroup = ResultGroup = NNGroupNode
 # ============================================================================================
 # Coming from pypet - an opt-in alias
 # ============================================================================================
+class _PypetModule(types.ModuleType):
+    """A module of the pypet alias; ObjectTable (it needs pandas) is made when asked for."""
+
+    def __getattr__(self, name):
+        if name == 'ObjectTable':
+            return _object_table()
+        raise AttributeError('module %r (minipypet) has no attribute %r' % (self.__name__, name))
+
+
+def _pypet_test(predicate=None):
+    """pypet.test() runs pypet's own test suite, which minipypet does not ship."""
+    raise PypetError("pypet.test() runs pypet's own test suite; minipypet's is "
+                     "test_minipypet.py (python -m pytest), and tools/pypet_unittests.py runs "
+                     "pypet's unit tests against minipypet")
+
+
 def install_as_pypet():
     """Make `import pypet` and the submodules pypet scripts import resolve to minipypet.
 
@@ -8867,39 +9483,75 @@ def install_as_pypet():
     me = sys.modules[__name__]
 
     def module(name, **attrs):
-        mod = types.ModuleType(name)
+        mod = _PypetModule(name)
         mod.__dict__.update(attrs)
         mod.__minipypet__ = True
         return mod
     constants = module('pypet.pypetconstants', **{k: v for k, v in vars(pypetconstants).items()
                                                    if not k.startswith('_')})
-    explore = module('pypet.utils.explore', cartesian_product=cartesian_product,
-                     find_unique_points=find_unique_points)
-    utils = module('pypet.utils', explore=explore)
+    groups = dict(ParameterGroup=NNGroupNode, ResultGroup=NNGroupNode, ConfigGroup=NNGroupNode,
+                  DerivedParameterGroup=NNGroupNode)
     leaves = dict(Parameter=Parameter, ArrayParameter=ArrayParameter,
                   PickleParameter=PickleParameter, BaseParameter=BaseParameter, Result=Result,
-                  PickleResult=PickleResult, BaseResult=BaseResult)
-    submodules = {
-        'pypet.pypetconstants': constants, 'pypet.utils': utils, 'pypet.utils.explore': explore,
+                  PickleResult=PickleResult, BaseResult=BaseResult,
+                  SparseParameter=SparseParameter, SparseResult=SparseResult)
+    shared = dict(StorageContextManager=StorageContextManager, SharedResult=SharedResult,
+                  SharedArray=SharedArray, SharedCArray=SharedCArray, SharedData=SharedData,
+                  SharedEArray=SharedEArray, SharedVLArray=SharedVLArray,
+                  SharedTable=SharedTable, SharedPandasFrame=SharedPandasFrame,
+                  make_ordinary_result=make_ordinary_result,
+                  make_shared_result=make_shared_result)
+    utils = {
+        'explore': dict(cartesian_product=cartesian_product,
+                        find_unique_points=find_unique_points),
+        'helpful_functions': dict(is_debug=is_debug, racedirs=racedirs,
+                                  progressbar=progressbar, flatten_dictionary=flatten_dictionary,
+                                  nest_dictionary=nest_dictionary),
+        'comparisons': dict(nested_equal=nested_equal, parameters_equal=parameters_equal,
+                            results_equal=results_equal),
+        'decorators': dict(manual_run=manual_run, retry=retry),
+        'mpwrappers': dict(LockWrapper=LockWrapper,
+                           QueueStorageServiceSender=QueueStorageServiceSender),
+        'siginthandling': dict(sigint_handling=sigint_handling),
+        'hdf5compression': dict(compact_hdf5_file=compact_hdf5_file),
+        'trajectory_utils': dict(merge_all_in_folder=merge_all_in_folder),
+        'helpful_classes': dict(ChainMap=collections.ChainMap),
+    }
+    submodules = {'pypet.utils.' + k: module('pypet.utils.' + k, **v) for k, v in utils.items()}
+    submodules['pypet.utils'] = module('pypet.utils', **{
+        k: submodules['pypet.utils.' + k] for k in utils})
+    submodules.update({
+        'pypet.pypetconstants': constants,
         'pypet.trajectory': module('pypet.trajectory', Trajectory=Trajectory,
                                    load_trajectory=load_trajectory),
-        'pypet.environment': module('pypet.environment', Environment=Environment),
+        'pypet.environment': module('pypet.environment', Environment=Environment,
+                                    MultiprocContext=MultiprocContext),
         'pypet.parameter': module('pypet.parameter', **leaves),
         'pypet.naturalnaming': module('pypet.naturalnaming', NNGroupNode=NNGroupNode,
-                                      NNLeafNode=NNLeafNode,
-                                      NotUniqueNodeError=NotUniqueNodeError),
+                                      NNLeafNode=NNLeafNode, NNTreeNode=NNTreeNode,
+                                      KnowsTrajectory=KnowsTrajectory,
+                                      NotUniqueNodeError=NotUniqueNodeError, **groups),
         'pypet.storageservice': module('pypet.storageservice',
                                        HDF5StorageService=HDF5StorageService,
-                                       LazyStorageService=LazyStorageService),
+                                       LazyStorageService=LazyStorageService,
+                                       StorageService=StorageService),
         'pypet.pypetexceptions': module('pypet.pypetexceptions', **{
             k: v for k, v in vars(me).items() if isinstance(v, type) and
             issubclass(v, PypetError)}),
-    }
+        'pypet.pypetlogging': module('pypet.pypetlogging', HasLogger=HasLogger,
+                                     rename_log_file=rename_log_file,
+                                     DisableAllLogging=DisableAllLogging),
+        'pypet.shareddata': module('pypet.shareddata', **shared),
+        'pypet.slots': module('pypet.slots', HasSlots=HasSlots),
+        'pypet.annotations': module('pypet.annotations', Annotations=Annotations),
+    })
     pypet = module('pypet', **{k: getattr(me, k) for k in __all__})
-    pypet.__dict__.update(pypetconstants=constants, utils=utils, ParameterGroup=NNGroupNode,
-                          ResultGroup=NNGroupNode, ConfigGroup=NNGroupNode,
-                          DerivedParameterGroup=NNGroupNode, merge_all_in_folder=merge_all_in_folder,
-                          __version__=__version__, install_as_pypet=install_as_pypet)
+    pypet.__all__ = list(__all__) + list(groups) + ['merge_all_in_folder'] + (
+        ['ObjectTable'] if importlib.util.find_spec('pandas') is not None else [])
+    pypet.__dict__.update(groups, merge_all_in_folder=merge_all_in_folder,
+                          __version__=__version__, install_as_pypet=install_as_pypet,
+                          test=_pypet_test)
+    pypet.__all__.append('test')
     for name, mod in submodules.items():
         setattr(pypet, name.split('.')[1], mod) if name.count('.') == 1 else None
     sys.modules['pypet'] = pypet

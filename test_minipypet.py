@@ -4291,8 +4291,9 @@ def count_stores(monkeypatch):
 def _mode_params():
     out = []
     for start in PAR_START_METHODS:
-        for wrap in ('QUEUE', 'LOCK', 'NONE'):
-            for pool, freeze in ((True, False), (True, True), (False, False)):
+        for wrap in ('QUEUE', 'LOCK', 'NONE', 'LOCAL', 'PIPE'):
+            for pool, freeze in ((True, False), (True, True), (False, False)) if \
+                    wrap not in ('LOCAL', 'PIPE') else ((True, False), (False, False)):
                 out.append(pytest.param(pool, wrap, start, freeze, id='%s-%s-%s%s' % (
                     'pool' if pool else 'nopool', wrap, start, '-frozen' if freeze else '')))
     return out
@@ -5726,7 +5727,7 @@ def test_environment_arguments_as_pypet_spells_them(tmp_path):
                                                                   'PickleStorageService')
     with pytest.raises(mp.ConfigurationError, match="storage_service 'Cloud' is not one of"):
         mp.Environment('bad', storage_service='Cloud', log_config=None)
-    for mode in ('LOCAL', 'PIPE', 'NETLOCK'):
+    for mode in ('NETLOCK', 'NETQUEUE'):
         with pytest.raises(mp.ConfigurationError, match="pypet's modes.*'QUEUE'"):
             mp.Environment('bad', multiproc=True, ncores=2, wrap_mode=getattr(
                 mp.pypetconstants, 'WRAP_MODE_' + mode), log_config=None)

@@ -12,9 +12,9 @@ plus what those tests import (numpy, pandas, tables, scipy):
 What it does: imports minipypet (or the module named by env MINIPYPET_MODULE), calls
 `install_as_pypet()`, then makes `pypet.tests` a package whose path is pypet's installed
 `pypet/tests` folder, so `pypet.tests.testutils` (pypet's test helpers) import against the
-alias. The few private pypet helpers those test utilities call that are no public API
-(`LoggingManager._check_and_replace_parser_args`, `port_to_tcp`) get stand-ins here, not in
-minipypet. Each test module runs in a fresh temporary working directory; the summary prints
+alias. The few pypet helpers those test utilities call that are no public API
+(`LoggingManager` and its `_check_and_replace_parser_args`, `port_to_tcp`, `copydoc`) get
+stand-ins here, not in minipypet. Each test module runs in a fresh temporary working directory; the summary prints
 passed/total per module.
 """
 import argparse
@@ -54,7 +54,10 @@ def install(folder):
     sys.modules['pypet.tests'] = tests
     pypet.tests = tests
     # Stand-ins for the private pypet helpers only pypet's test utilities call.
-    manager = getattr(sys.modules.get('pypet.pypetlogging'), 'LoggingManager', None)
+    logging_module = sys.modules.get('pypet.pypetlogging')
+    if logging_module is not None and not hasattr(logging_module, 'LoggingManager'):
+        logging_module.LoggingManager = type('LoggingManager', (), {})  # (pypet's private one)
+    manager = getattr(logging_module, 'LoggingManager', None)
     if manager is not None and not hasattr(manager, '_check_and_replace_parser_args'):
         def replace_args(parser, section, option, rename_func, make_dirs=True):
             args = parser.get(section, option, raw=True)
@@ -69,6 +72,14 @@ def install(folder):
     helpful = sys.modules.get('pypet.utils.helpful_functions')
     if helpful is not None and not hasattr(helpful, 'port_to_tcp'):
         helpful.port_to_tcp = lambda port=None: 'tcp://127.0.0.1:%d' % (port or 0)
+    decorators = sys.modules.get('pypet.utils.decorators')
+    if decorators is not None and not hasattr(decorators, 'copydoc'):
+        def copydoc(fromfunc, sep='\n'):
+            def decorate(func):
+                func.__doc__ = (fromfunc.__doc__ or '') + sep + (func.__doc__ or '')
+                return func
+            return decorate
+        decorators.copydoc = copydoc
     return mp
 
 
