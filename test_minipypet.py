@@ -6937,6 +6937,173 @@ def test_sparse_parameter_and_result_round_trip(backend, tmp_path):
     assert got.f_get_from_runs('trace', fast_access=True, use_indices=True) == {0: 0, 1: 3, 2: 6}
 
 
+PYPET_PUBLIC_NAMES = [
+    'Trajectory', 'Environment', 'MultiprocContext', 'HDF5StorageService', 'LazyStorageService',
+    'ParameterGroup', 'DerivedParameterGroup', 'ConfigGroup', 'ResultGroup', 'NNGroupNode',
+    'NNLeafNode', 'BaseParameter', 'Parameter', 'ArrayParameter', 'SparseParameter',
+    'PickleParameter', 'BaseResult', 'Result', 'SparseResult', 'PickleResult',
+    'DataNotInStorageError', 'NoSuchServiceError', 'NotUniqueNodeError',
+    'ParameterLockedException', 'PresettingError', 'TooManyGroupsError', 'VersionMismatchError',
+    'GitDiffError', 'HasSlots', 'HasLogger', 'rename_log_file', 'cartesian_product',
+    'load_trajectory', 'compact_hdf5_file', 'KnowsTrajectory', 'StorageContextManager',
+    'SharedArray', 'SharedCArray', 'SharedEArray', 'SharedVLArray', 'SharedPandasFrame',
+    'SharedTable', 'SharedResult', 'make_ordinary_result', 'make_shared_result', 'progressbar',
+    'racedirs', 'find_unique_points', 'merge_all_in_folder', 'manual_run']
+PYPET_MODULE_NAMES = {
+    'pypet.pypetlogging': ['HasLogger', 'rename_log_file', 'DisableAllLogging'],
+    'pypet.utils.comparisons': ['nested_equal', 'parameters_equal', 'results_equal'],
+    'pypet.utils.mpwrappers': ['LockWrapper', 'QueueStorageServiceSender'],
+    'pypet.utils.siginthandling': ['sigint_handling'],
+    'pypet.utils.decorators': ['retry', 'manual_run'],
+    'pypet.utils.helpful_functions': ['is_debug', 'racedirs', 'flatten_dictionary',
+                                      'nest_dictionary', 'progressbar'],
+    'pypet.shareddata': ['SharedResult', 'make_ordinary_result', 'StorageContextManager'],
+    'pypet.pypetconstants': ['ACCESS_DATA', 'BACKUP', 'DELETE_LINK', 'MERGE', 'PREPARE_MERGE',
+                             'SET_FORMAT_ZEROS', 'UPDATE_DATA', 'UPDATE_SKELETON',
+                             'WRAP_MODE_LOCAL', 'WRAP_MODE_PIPE'],
+    'pypet.environment': ['Environment', 'MultiprocContext'],
+    'pypet.parameter': ['SparseParameter', 'SparseResult'],
+}
+
+
+def test_pypets_public_names_resolve_through_the_alias():
+    code = IMPORT + textwrap.dedent('''
+        import importlib
+        mp.install_as_pypet()
+        import pypet
+        missing = [n for n in %r if not hasattr(pypet, n)]
+        for module, names in %r.items():
+            mod = importlib.import_module(module)
+            missing += [module + '.' + n for n in names if not hasattr(mod, n)]
+        print('missing', missing)
+        print('pandas imported', 'pandas' in sys.modules)
+        ns = {}
+        exec('from pypet import *', ns)
+        print('star', sorted(set(%r) - set(ns)))
+    ''' % (PYPET_PUBLIC_NAMES, PYPET_MODULE_NAMES, PYPET_PUBLIC_NAMES))
+    out = prov_run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert 'missing []' in out.stdout and 'star []' in out.stdout
+    assert 'pandas imported False' in out.stdout       # (ObjectTable is made when asked for)
+
+
+def test_helpers_behave_as_pypets(tmp_path):
+    assert mp.rename_log_file('$traj/$run/$set/$env.txt', traj_name='t', run_name='run_1',
+                              set_name='run_set_0', env_name='e') == 't/run_1/run_set_0/e.txt'
+    traj = mp.Trajectory('named', add_time=False)
+    assert mp.rename_log_file('$traj_$run.log', trajectory=traj) == 'named_run_ALL.log'
+    with pytest.raises(mp.ConfigurationError, match='pass trajectory='):
+        mp.rename_log_file('$traj.log')
+    mp.racedirs(str(tmp_path / 'a' / 'b'))
+    mp.racedirs(str(tmp_path / 'a' / 'b'))                      # (exists already: fine)
+    assert os.path.isdir(str(tmp_path / 'a' / 'b'))
+    assert mp.compact_hdf5_file(str(tmp_path / 'x.hdf5')) == 0    # a no-op
+    assert mp.flatten_dictionary({'a': {'b': 1, 'c': {'d': 2}}}, '.') == {'a.b': 1, 'a.c.d': 2}
+    assert mp.nest_dictionary({'a.b': 1, 'a.c.d': 2}, '.') == {'a': {'b': 1, 'c': {'d': 2}}}
+    assert mp.nested_equal({'a': [1, (2, 3)]}, {'a': [1, (2, 3)]})
+    assert not mp.nested_equal({'a': [1, 2]}, {'a': [1, 3]})
+    assert mp.nested_equal(float('nan'), float('nan'))
+    p1, p2 = mp.Parameter('x', 1), mp.Parameter('x', 1)
+    assert mp.parameters_equal(p1, p2) and not mp.parameters_equal(p1, mp.Parameter('x', 2))
+    assert mp.results_equal(mp.Result('r', a=1), mp.Result('r', a=1))
+    calls = []
+
+    @mp.retry(2, ValueError)
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ValueError('not yet')
+        return 'done'
+    assert flaky() == 'done' and len(calls) == 3
+    with pytest.raises(mp.PresettingError, match='never added'):
+        env = lazy_env()
+        env.v_trajectory.f_preset_parameter('nowhere', 1)
+        env.f_run(lambda traj: None)
+
+
+class Logged(mp.HasLogger):
+    __slots__ = ('value',)
+
+    def __init__(self):
+        self.value = 3
+        self._set_logger()
+
+
+def test_has_slots_and_has_logger_pickle():
+    empty = pickle.loads(pickle.dumps(Logged.__new__(Logged)))   # (no slot set)
+    assert not hasattr(empty, 'value')
+    copy = pickle.loads(pickle.dumps(Logged()))
+    assert copy.value == 3 and copy._logger.name.endswith('Logged')
+    assert mp.KnowsTrajectory.KNOWS_TRAJECTORY
+
+
+def test_shared_data_is_kept_in_memory_and_in_place_writes_say_what_to_do(tmp_path):
+    traj = mp.Trajectory('shared', add_time=False)
+    res = traj.f_add_result(mp.SharedResult, 'shared')
+    res.f_set_single('arr', mp.SharedArray(data=[1, 2, 3]))
+    assert res.arr == [1, 2, 3]
+    assert mp.make_ordinary_result(res, 'arr') is res
+    with pytest.raises(mp.PypetError, match='never edits a stored file in place'):
+        mp.make_shared_result(res, 'arr', traj)
+    with pytest.raises(mp.PypetError, match='f_add_result'):
+        mp.SharedArray('a', data=[1])[0] = 5
+    with mp.StorageContextManager(traj) as got:
+        assert got is traj
+
+
+@mp.manual_run(store_meta_data=True)
+def manual_multiply(traj):
+    traj.f_add_result('$set.$.z', traj.x * traj.y)
+    return traj.x * traj.y
+
+
+def context_store_name(traj):
+    traj.f_get('results.last').f_set(traj.x)
+    traj.results.f_store(store_data=3)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('wrap_mode', ['LOCK', 'QUEUE', 'PIPE'])
+@pytest.mark.parametrize('backend', FILE_BACKENDS)
+def test_multiproc_context_with_manual_runs_in_your_own_pool(backend, wrap_mode, tmp_path):
+    filename = path_for(backend, tmp_path)
+    traj = mp.Trajectory('ctx', add_time=False, filename=filename,
+                         storage_service=CLASSES[backend])
+    traj.f_add_parameter('x', 1)
+    traj.f_add_parameter('y', 10)
+    traj.f_add_result('last', 0)
+    traj.f_explore({'x': [1, 2, 3, 4]})
+    start = PAR_START_METHODS[0]
+    with mp.MultiprocContext(trajectory=traj, wrap_mode=wrap_mode):
+        with multiprocessing.get_context(start).Pool(2) as pool:
+            got = pool.map(manual_multiply, list(traj.f_iter_runs(yields='copy')))
+            pool.map(context_store_name, list(traj.f_iter_runs(yields='copy')))
+    assert got == [10, 20, 30, 40]
+    assert not isinstance(traj.v_storage_service, (mp.LockWrapper,
+                                                   mp.QueueStorageServiceSender))
+    loaded = load(filename, name='ctx', load_all=2)
+    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 10, 1: 20, 2: 30, 3: 40}
+    assert all(loaded.f_is_completed(i) for i in range(4))
+    assert loaded.res.last in (1, 2, 3, 4)
+
+
+def test_manual_run_without_an_environment_or_a_pool(tmp_path):
+    filename = str(tmp_path / 'manual.pkl')
+    traj = mp.Trajectory('manual', add_time=False, filename=filename,
+                         storage_service=mp.PickleStorageService)
+    traj.f_add_parameter('x', 1)
+    traj.f_add_parameter('y', 2)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_store()
+    with pytest.raises(mp.PypetError, match='not set to a run'):
+        manual_multiply(traj)
+    for run in traj.f_iter_runs(yields='self'):
+        assert manual_multiply(run) == run.x * 2
+    loaded = load(filename, name='manual', load_all=2)
+    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 2, 1: 4}
+
+
 # ###########################################################################################
 # Coming from pypet: reading files written by pypet 0.7
 # ###########################################################################################
