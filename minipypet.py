@@ -634,6 +634,22 @@ class Annotations:
     def __len__(self):
         return len(self._dict)
 
+    def _key(self, key):  # pypet: ann[0] is 'annotation', ann[1] 'annotation_1', ...
+        return key if not isinstance(key, int) else \
+            'annotation' if key == 0 else 'annotation_%d' % key
+
+    def __getitem__(self, key):
+        try:
+            return self._dict[self._key(key)]
+        except KeyError:
+            raise KeyError('%s has no annotation %r' % (self._owner, key)) from None
+
+    def __setitem__(self, key, value):
+        self.f_set_single(self._key(key), value)
+
+    def __delitem__(self, key):
+        self.f_remove(self._key(key))
+
 
 class NNTreeNode:
     """A node of the trajectory tree: name, parent, comment and annotations."""
@@ -805,7 +821,21 @@ class NNGroupNode(NNTreeNode):
             object.__delattr__(self, name)
 
     def __getitem__(self, name):
+        if isinstance(name, tuple):  # pypet: traj['a', 'b'] is traj['a.b']
+            name = '.'.join(name)
         return self.f_get(name, fast_access=None, auto_load=None)
+
+    def __setitem__(self, name, value):
+        """group['x'] = value is group.x = value (pypet); a dotted name adds on the way."""
+        if '.' in name and isinstance(value, NNTreeNode):
+            head, _, tail = name.rpartition('.')
+            if value._full_name not in ('', tail, name):
+                raise InvalidNameError('cannot add %s as %r: the names differ'
+                                       % (value._full_name, name))
+            value._rename(name)
+            self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
+            return
+        self.__setattr__(name, value)
 
     def __contains__(self, item):
         return self.f_contains(item)
@@ -876,8 +906,8 @@ class NNGroupNode(NNTreeNode):
                 if fn.startswith(prefix) and (fn == prefix + name or fn.endswith('.' + name))]
 
     # -- iteration ---------------------------------------------------------------------------
-    def f_children(self):
-        return dict(self._children)
+    def f_children(self, copy=True):
+        return dict(self._children) if copy else self._children
 
     f_get_children = f_children
 
@@ -1013,6 +1043,10 @@ class NNGroupNode(NNTreeNode):
         return self
 
     def _add_leaf(self, branch, default_cls, args, kwargs):
+        standard = self._root().__dict__.get(
+            '_standard_result' if default_cls is Result else '_standard_parameter')
+        if standard is not None:  # (pypet's v_standard_parameter / v_standard_result)
+            default_cls = standard
         if args and type(args[0]) is str:  # the common f_add_result('z', value)
             leaf = default_cls(*args, **kwargs)
         elif args and isinstance(args[0], NNLeafNode):
@@ -1412,10 +1446,10 @@ class Parameter(BaseParameter):
 
 class ArrayParameter(Parameter):
     """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility); it
-    also holds an empty tuple, as pypet's does."""
+    also holds an empty tuple or list, as pypet's does."""
 
     def _check_value(self, data):
-        if type(data) is tuple and not data:
+        if type(data) in (tuple, list) and not data:
             return data
         return super()._check_value(data)
 
@@ -1462,6 +1496,10 @@ class PickleParameter(BaseParameter):
     def __init__(self, full_name, data=None, comment='', protocol=pickle.HIGHEST_PROTOCOL):
         self.__dict__['_protocol'] = protocol
         super().__init__(full_name, data, comment)
+
+    v_protocol = property(lambda self: self._protocol,
+                          lambda self, protocol: self.__dict__.__setitem__('_protocol', protocol),
+                          doc='The pickle protocol the value is stored with.')
 
     def _check_value(self, data):
         try:
@@ -1655,6 +1693,14 @@ class SparseResult(Result):
     """A Result that also holds scipy.sparse matrices (scipy is needed only to read them
     back as matrices: without it they load as plain dicts of their arrays)."""
 
+    def __init__(self, full_name, *args, comment='', protocol=pickle.HIGHEST_PROTOCOL,
+                 **kwargs):
+        self.__dict__['_protocol'] = protocol  # (pypet's; nothing here is pickled)
+        super().__init__(full_name, *args, comment=comment, **kwargs)
+
+    v_protocol = property(lambda self: self._protocol,
+                          lambda self, protocol: self.__dict__.__setitem__('_protocol', protocol))
+
     def _check_item(self, name, item):
         if _is_frame_or_sparse(item) and _pandas_kind(item) is None:
             _to_plain(item, '%s item %r' % (self._full_name, name))
@@ -1669,6 +1715,8 @@ class PickleResult(Result):
     def __init__(self, full_name, *args, comment='', protocol=pickle.HIGHEST_PROTOCOL, **kwargs):
         self.__dict__['_protocol'] = protocol
         super().__init__(full_name, *args, comment=comment, **kwargs)
+
+    v_protocol = SparseResult.v_protocol
 
     def _check_item(self, name, item):
         try:
@@ -2763,16 +2811,75 @@ class _StorageMixin:
     def f_delete_item(self, item, *args, **kwargs):
         self.f_delete_items([item], *args, **kwargs)
 
-    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False):
-        """Delete items from storage (and from memory with remove_from_trajectory)."""
+    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False,
+                       delete_only=None, remove_from_item=False):
+        """Delete items from storage (and from memory with remove_from_trajectory).
+        delete_only: names of a result's items to delete from storage, the rest stays
+        (remove_from_item: from the result in memory too)."""
         nodes = [self.f_get(i) if isinstance(i, str) else i for i in iterator]
         for node in nodes:
             if node._full_name in self._explored:
                 raise PypetError('%s is explored and cannot be deleted' % node._full_name)
+        if delete_only is not None:
+            self._delete_only(nodes, [delete_only] if isinstance(delete_only, str) else
+                              list(delete_only), remove_from_item)
+            return
         self._service().store(DELETE, [n._full_name for n in nodes], trajectory=self,
                               recursive=recursive)
         if remove_from_trajectory:
             self.f_remove_items(nodes, recursive=recursive)
+
+    def _delete_only(self, nodes, names, remove_from_item):
+        """Store each result again without the items `names` (the file holds whole leaves)."""
+        service = self._service()
+        for node in nodes:
+            if not isinstance(node, Result):
+                raise PypetError('delete_only names items of a result; %s is a %s'
+                                 % (node._full_name, type(node).__name__))
+            stored = service.load(LIST, self, names=[node._full_name], recursive=False)
+            tag, comment, ann, data = stored[node._full_name]
+            keep = {k: v for k, v in (data or {}).items() if k not in names}
+            copy = _resolve_class(tag, self._dynamic_imports).__new__(type(node))
+            copy.__dict__.update(node.__dict__, _data={}, _annotations=None)
+            copy._load(keep)
+            service.store(LIST, [(LEAF, copy)], trajectory=self, store_data=OVERWRITE_DATA)
+            if remove_from_item:
+                for name in names:
+                    node._data.pop(name, None)
+
+    def f_delete_link(self, link, remove_from_trajectory=False):
+        self.f_delete_links([link], remove_from_trajectory)
+
+    def f_delete_links(self, iterator_of_links, remove_from_trajectory=False):
+        """Delete links from storage: 'group.link' names or (group, link name) pairs."""
+        pairs = []
+        for link in iterator_of_links:
+            if isinstance(link, str):
+                parent, _, name = link.rpartition('.')
+                group = self.f_get(parent) if parent else self
+            else:
+                group, name = link
+            if name not in group._links:
+                raise NoSuchNodeError('%s has no link %r' % (group._full_name or 'the '
+                                                             'trajectory', name))
+            pairs.append((group, name))
+        self._service().store(DELETE, [g._join(n) for g, n in pairs], trajectory=self,
+                              recursive=False)
+        if remove_from_trajectory:
+            for group, name in pairs:
+                group.f_remove_link(name)
+
+    def f_migrate(self, new_name=None, in_store=False, new_storage_service=None, filename=None):
+        """Rename the trajectory and/or move it to another file or service; in_store=True
+        says it is stored there already."""
+        if new_name is not None:
+            _check_name(new_name, 'the trajectory name')
+            self.__dict__['_name'] = new_name
+        if new_storage_service is not None:
+            self.v_storage_service = new_storage_service
+        elif filename is not None:
+            self.v_storage_service = _make_service(True, filename, name=self._name)
+        self.__dict__['_stored'] = bool(in_store)
 
     def f_remove_item(self, item, recursive=False):
         self.f_remove_items([item], recursive)
@@ -2926,6 +3033,21 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     def v_name(self):
         return self._name
 
+    v_standard_parameter = property(
+        lambda self: self.__dict__.get('_standard_parameter', Parameter),
+        lambda self, cls: self._set_standard('_standard_parameter', cls, BaseParameter),
+        doc='The class f_add_parameter (and config, derived) makes from a name and a value.')
+    v_standard_result = property(
+        lambda self: self.__dict__.get('_standard_result', Result),
+        lambda self, cls: self._set_standard('_standard_result', cls, BaseResult),
+        doc='The class f_add_result makes from a name and items.')
+
+    def _set_standard(self, key, cls, base):
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigurationError('%s must be a subclass of %s, got %r'
+                                     % (key[1:], base.__name__, cls))
+        self.__dict__[key] = cls
+
     @property
     def v_storage_service(self):
         """The storage service (store/load); assign your own with use_hdf5=False."""
@@ -3010,6 +3132,12 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     def __repr__(self):
         return '<Trajectory %s: %d run(s), %d explored>' % (
             self._name, self._length, len(self._explored))
+
+    def __copy__(self):
+        """copy.copy(traj): an independent tree that shares the storage service (pypet)."""
+        new = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        new.__dict__['_storage_service'] = self._storage_service
+        return new
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -7973,7 +8101,7 @@ class Environment:
                  delete_resume=None, dynamically_imported_classes=None,
                  freeze_pool_input=None, log_levels=None, logger_names=None,
                  log_multiproc=True, sumatra_project=None, sumatra_reason='',
-                 sumatra_label=None):
+                 sumatra_label=None, pandas_append=False):
         if use_pool is None:  # the seed's pool, unless pypet's immediate_postproc needs none
             use_pool = not immediate_postproc
         # pypet 0.7 spellings of the seed's arguments
@@ -9431,7 +9559,15 @@ def _alias_name(target):
     return _RENAMED.get(target, target[2:])
 
 
+_ABBREVIATIONS = {'f_apar': 'f_add_parameter', 'f_adpar': 'f_add_derived_parameter',
+                  'f_ares': 'f_add_result', 'f_aconf': 'f_add_config'}  # pypet's short names
+
+
 def _install_aliases():
+    for short, target in _ABBREVIATIONS.items():
+        setattr(NNGroupNode, short, NNGroupNode.__dict__[target])
+        setattr(NNGroupNode, short[2:], NNGroupNode.__dict__[target])
+
     def family(cls):  # the class and its subclasses in this module that override things
         yield cls
         for sub in cls.__subclasses__():

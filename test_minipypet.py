@@ -9,6 +9,7 @@ vendored copy can be tested in place:
     MINIPYPET_MODULE=myproject._vendor.minipypet python -m pytest test_minipypet.py
 """
 import contextlib
+import copy
 import csv
 import datetime
 import gc
@@ -7102,6 +7103,61 @@ def test_manual_run_without_an_environment_or_a_pool(tmp_path):
         assert manual_multiply(run) == run.x * 2
     loaded = load(filename, name='manual', load_all=2)
     assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 2, 1: 4}
+
+
+def test_pypet_spellings_of_adding_assigning_and_copying():
+    traj = mp.Trajectory('spell', add_time=False)
+    p = traj.f_apar('p', 1)
+    traj.f_adpar('d', 2)
+    traj.f_aconf('c', 3)
+    r = traj.f_ares('r', x=1)
+    assert (traj.par.p, traj.dpar.d, traj.conf.c, traj.res.r.x) == (1, 2, 3, 1)
+    assert [n.v_full_name for n in traj.f_iter_nodes(recursive=False)] == [
+        'config', 'parameters', 'derived_parameters', 'results']
+    traj.par['q'] = mp.Parameter('q', 4)                 # item assignment on groups
+    traj['results.new.deep'] = mp.Result('deep', 5)
+    traj.par['q'] = 6                                    # (sets the value, as attribute does)
+    assert traj.par.q == 6 and traj.results.new.deep == 5 and traj['par', 'q'] == 6
+    p.v_annotations['unit'] = 'mV'                      # and on annotations
+    p.v_annotations[0] = 'first'
+    assert p.v_annotations['unit'] == 'mV' and p.v_annotations.annotation == 'first'
+    del p.v_annotations['unit']
+    assert 'unit' not in p.v_annotations
+    assert traj.par.f_children(copy=False) is traj.par._children
+    twin = copy.copy(traj)
+    assert twin is not traj and twin.par.q == 6 and twin.f_get('parameters.q') is not \
+        traj.f_get('parameters.q')
+    traj.v_standard_parameter = mp.ArrayParameter
+    traj.v_standard_result = mp.PickleResult
+    assert type(traj.f_add_parameter('arr', [])).__name__ == 'ArrayParameter'
+    assert type(traj.f_add_result('obj', object)).__name__ == 'PickleResult'
+    with pytest.raises(mp.ConfigurationError, match='subclass of BaseResult'):
+        traj.v_standard_result = dict
+    pickled = mp.PickleParameter('pp', [1], protocol=2)
+    pickled.v_protocol = 3
+    assert pickled.v_protocol == 3 and mp.PickleResult('pr', 1, protocol=1).v_protocol == 1
+    assert r.f_get('x') == 1
+
+
+def test_delete_only_delete_link_and_migrate(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = make_env(file_backend, filename).v_trajectory
+    x = traj.f_add_parameter('x', 1)
+    traj.f_add_result('r', a=1, b=2, c=3)
+    traj.f_add_link('parameters.g.l', x)
+    traj.f_store()
+    traj.f_delete_items(['results.r'], delete_only=['b', 'c'], remove_from_item=True)
+    assert traj.res.r.f_to_dict() == {'a': 1}
+    assert load(filename, name='traj', load_all=2).res.r.f_to_dict() == {'a': 1}
+    traj.f_delete_link('parameters.g.l', remove_from_trajectory=True)
+    assert traj.par.g.f_links() == {}
+    assert load(filename, name='traj', load_all=2).par.g.f_links() == {}
+    with pytest.raises(mp.NoSuchNodeError, match='no link'):
+        traj.f_delete_link('parameters.g.nothing')
+    other = path_for(file_backend, tmp_path, 'moved')
+    traj.f_migrate(new_name='moved', filename=other)
+    traj.f_store()
+    assert load(other, name='moved', load_all=2).par.x == 1
 
 
 # ###########################################################################################
