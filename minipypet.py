@@ -8101,7 +8101,10 @@ class Environment:
                  delete_resume=None, dynamically_imported_classes=None,
                  freeze_pool_input=None, log_levels=None, logger_names=None,
                  log_multiproc=True, sumatra_project=None, sumatra_reason='',
-                 sumatra_label=None, pandas_append=False):
+                 sumatra_label=None, pandas_append=False, config=None):
+        if config is not None:  # pypet's .ini file of arguments, parameters and config
+            given = {k: v for k, v in locals().items() if k not in ('self', 'config')}
+            return self._from_config(config, given)
         if use_pool is None:  # the seed's pool, unless pypet's immediate_postproc needs none
             use_pool = not immediate_postproc
         # pypet 0.7 spellings of the seed's arguments
@@ -8222,6 +8225,57 @@ class Environment:
         self._add_config()
         if traj.v_storage_service is not None:
             self._check_parallel(traj.v_storage_service)
+
+    def _from_config(self, config, given):
+        """pypet's Environment(config=...): an .ini file (or a ConfigParser) whose sections
+        [trajectory], [environment] and [storage_service] hold keyword arguments (Python
+        literals; those given to Environment win), and [parameters] and [config] items to add
+        (`name = value` or `name = value, 'comment'`). [trajectory] may set trajectory
+        properties too (auto_load, v_with_links, ...)."""
+        import ast
+        import configparser
+        import inspect
+        parser = config
+        if isinstance(config, (str, os.PathLike)):
+            if not os.path.isfile(config):
+                raise ConfigurationError('config file %s does not exist' % (config,))
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(config)
+        elif not isinstance(config, configparser.RawConfigParser):
+            raise ConfigurationError('config must be the path of an .ini file or a '
+                                     'ConfigParser, got %r' % (config,))
+
+        def section(name):
+            out = {}
+            for option in parser.options(name) if parser.has_section(name) else ():
+                text = parser.get(name, option, raw=True)
+                try:
+                    out[option] = ast.literal_eval(text)
+                except (ValueError, SyntaxError) as exc:
+                    raise ConfigurationError('config [%s] %s = %s is not a Python literal (%s)'
+                                             % (name, option, text, exc)) from exc
+            return out
+        defaults = {k: p.default for k, p in inspect.signature(
+            type(self).__init__).parameters.items()}
+        kwargs = {k: v for k, v in given.items() if v is not defaults.get(k)}
+        props = {}
+        for name in ('storage_service', 'trajectory', 'environment'):
+            for key, value in section(name).items():
+                if key in defaults:
+                    if key == 'storage_service' and isinstance(value, str):
+                        value = value.rpartition('.')[2]  # ('pypet.HDF5StorageService')
+                    kwargs.setdefault(key, value)
+                else:
+                    props[key] = value
+        kwargs.pop('log_stdout', None) if isinstance(kwargs.get('log_stdout'), tuple) else None
+        kwargs.pop('display_time', None)
+        self.__init__(**kwargs)
+        if props:
+            self._traj.f_set_properties(**props)
+        for name, add in (('parameters', self._traj.f_add_parameter),
+                          ('config', self._traj.f_add_config)):
+            for key, value in section(name).items():
+                add(key, *(value if isinstance(value, tuple) else (value,)))
 
     # -- validation --------------------------------------------------------------------------
     @staticmethod

@@ -7160,6 +7160,51 @@ def test_delete_only_delete_link_and_migrate(file_backend, tmp_path):
     assert load(other, name='moved', load_all=2).par.x == 1
 
 
+ENV_CONFIG_INI = """
+[trajectory]
+trajectory='ConfigTest'
+add_time=False
+auto_load=True
+
+[environment]
+continuable=False
+storage_service='pypet.PickleStorageService'
+wrap_mode='LOCK'
+
+[storage_service]
+filename='ignored.pkl'
+purge_duplicate_comments=False
+
+[config]
+test.testconfig=True, 'This is a test config'
+
+[parameters]
+test.x=42
+y=43, 'This is the second variable'
+"""
+
+
+def test_environment_from_a_pypet_config_file(tmp_path):
+    ini = tmp_path / 'env.ini'
+    ini.write_text(ENV_CONFIG_INI)
+    filename = str(tmp_path / 'given.pkl')                 # (given arguments win)
+    env = mp.Environment(config=str(ini), filename=filename, log_config=None)
+    traj = env.v_trajectory
+    assert traj.v_name == 'ConfigTest' and traj.v_auto_load
+    assert traj.v_storage_service.filename == filename
+    assert type(traj.v_storage_service).__name__ == 'PickleStorageService'
+    assert traj.x == 42 and traj.f_get('y').v_comment == 'This is the second variable'
+    assert traj.testconfig is True
+    env.f_run(lambda traj: traj.f_add_result('z', traj.x + traj.y))
+    assert load(filename, name='ConfigTest', load_all=2).f_get(
+        'results.runs.run_00000000.z').f_get() == 85
+    with pytest.raises(mp.ConfigurationError, match='does not exist'):
+        mp.Environment(config=str(tmp_path / 'missing.ini'))
+    ini.write_text('[parameters]\nx=not python\n')
+    with pytest.raises(mp.ConfigurationError, match='not a Python literal'):
+        mp.Environment(config=str(ini), log_config=None, storage_service='lazy')
+
+
 # ###########################################################################################
 # Coming from pypet: reading files written by pypet 0.7
 # ###########################################################################################
