@@ -9234,13 +9234,19 @@ class _Progress:
 class HasSlots:
     """pypet's base of classes with __slots__: pickles the slots of every class it is made of."""
     __slots__ = ('__weakref__',)
+    __all_slots__ = frozenset(('__weakref__',))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__all_slots__ = frozenset(name for klass in cls.__mro__ for name in (
+            lambda slots: (slots,) if isinstance(slots, str) else slots)(
+                getattr(klass, '__slots__', ())))
 
     def __getstate__(self):
         state = dict(getattr(self, '__dict__', {}))
-        for cls in type(self).__mro__:
-            for name in getattr(cls, '__slots__', ()):
-                if name != '__weakref__' and hasattr(self, name):
-                    state[name] = getattr(self, name)
+        for name in self.__all_slots__:
+            if name != '__weakref__' and hasattr(self, name):
+                state[name] = getattr(self, name)
         return state
 
     def __setstate__(self, state):
@@ -9341,6 +9347,49 @@ def nest_dictionary(flat_dict, separator):
             target = target.setdefault(head, {})
         target[last] = value
     return nested
+
+
+def get_matching_kwargs(func, kwargs):
+    """The keyword arguments of `kwargs` that `func` (or a class's __init__) accepts."""
+    import inspect
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return dict(kwargs)
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def result_sort(result_list, start_index=0):
+    """Sort [(run index, result), ...] by run index in place, from `start_index` on."""
+    result_list[start_index:] = sorted(result_list[start_index:], key=lambda pair: pair[0])
+    return result_list
+
+
+class IteratorChain:
+    """Iterators chained one after another; more can be added while iterating."""
+
+    def __init__(self, *iterables):
+        self._chain, self._current = collections.deque(iterables), iter(())
+
+    def add(self, *iterables):
+        self._chain.extend(iterables)
+
+    def __next__(self):
+        while True:
+            try:
+                return next(self._current)
+            except StopIteration:
+                if not self._chain:
+                    raise
+                self._current = iter(self._chain.popleft())
+
+    next = __next__
+
+    def __iter__(self):
+        return self
 
 
 def nested_equal(a, b):
@@ -9696,7 +9745,8 @@ def install_as_pypet():
                         find_unique_points=find_unique_points),
         'helpful_functions': dict(is_debug=is_debug, racedirs=racedirs,
                                   progressbar=progressbar, flatten_dictionary=flatten_dictionary,
-                                  nest_dictionary=nest_dictionary),
+                                  nest_dictionary=nest_dictionary, result_sort=result_sort,
+                                  get_matching_kwargs=get_matching_kwargs),
         'comparisons': dict(nested_equal=nested_equal, parameters_equal=parameters_equal,
                             results_equal=results_equal),
         'decorators': dict(manual_run=manual_run, retry=retry),
@@ -9705,7 +9755,7 @@ def install_as_pypet():
         'siginthandling': dict(sigint_handling=sigint_handling),
         'hdf5compression': dict(compact_hdf5_file=compact_hdf5_file),
         'trajectory_utils': dict(merge_all_in_folder=merge_all_in_folder),
-        'helpful_classes': dict(ChainMap=collections.ChainMap),
+        'helpful_classes': dict(ChainMap=collections.ChainMap, IteratorChain=IteratorChain),
     }
     submodules = {'pypet.utils.' + k: module('pypet.utils.' + k, **v) for k, v in utils.items()}
     submodules['pypet.utils'] = module('pypet.utils', **{

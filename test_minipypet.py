@@ -7007,6 +7007,11 @@ def test_helpers_behave_as_pypets(tmp_path):
     p1, p2 = mp.Parameter('x', 1), mp.Parameter('x', 1)
     assert mp.parameters_equal(p1, p2) and not mp.parameters_equal(p1, mp.Parameter('x', 2))
     assert mp.results_equal(mp.Result('r', a=1), mp.Result('r', a=1))
+    chain = mp.IteratorChain([1, 2], iter([3]))
+    chain.add((4,))
+    assert list(chain) == [1, 2, 3, 4]
+    assert mp.result_sort([(9, 'x'), (2, 'b'), (1, 'a')], 1) == [(9, 'x'), (1, 'a'), (2, 'b')]
+    assert mp.get_matching_kwargs(lambda a, b=1: None, {'a': 1, 'c': 2}) == {'a': 1}
     calls = []
 
     @mp.retry(2, ValueError)
@@ -7023,7 +7028,7 @@ def test_helpers_behave_as_pypets(tmp_path):
 
 
 class Logged(mp.HasLogger):
-    __slots__ = ('value',)
+    __slots__ = 'value'
 
     def __init__(self):
         self.value = 3
@@ -7035,6 +7040,7 @@ def test_has_slots_and_has_logger_pickle():
     assert not hasattr(empty, 'value')
     copy = pickle.loads(pickle.dumps(Logged()))
     assert copy.value == 3 and copy._logger.name.endswith('Logged')
+    assert Logged.__all_slots__ == {'value', '_logger', '__weakref__'}
     assert mp.KnowsTrajectory.KNOWS_TRAJECTORY
 
 
