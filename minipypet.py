@@ -1271,6 +1271,22 @@ class BaseParameter(NNLeafNode):
         return self._data
 
     data = property(lambda self: self.f_get(), doc='The value (pypet 0.7 spelling).')
+    default = property(lambda self: self._default, doc='The default value (pypet spelling).')
+
+    def __getitem__(self, key):
+        """pypet: param['data'], param['default'], param[i] (the i-th explored value; -1
+        the default)."""
+        if key == 'data':
+            return self.f_get()
+        if key == 'default' or key == -1:
+            return self._default
+        if isinstance(key, int) and not isinstance(key, bool):
+            if self._explored_range is None:
+                raise TypeError('%s is not explored: it has no value %d (use -1 or "default" '
+                                'for its default)' % (self._full_name, key))
+            return self._explored_range[key]
+        raise TypeError('%s: use param["data"], param["default"] or param[run index], not %r'
+                        % (self._full_name, key))
 
     def f_get_default(self):
         return self._default

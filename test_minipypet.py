@@ -7143,6 +7143,12 @@ def test_pypet_spellings_of_adding_assigning_and_copying():
     pickled.v_protocol = 3
     assert pickled.v_protocol == 3 and mp.PickleResult('pr', 1, protocol=1).v_protocol == 1
     assert r.f_get('x') == 1
+    ranged = mp.Trajectory('idx', add_time=False)
+    e = ranged.f_add_parameter('e', 1)
+    ranged.f_explore({'e': [1, 2, 3]})
+    assert e['data'] == 1 and e['default'] == e.default == 1 and e[1] == 2 and e[-1] == 1
+    with pytest.raises(TypeError, match='not explored'):
+        ranged.f_add_parameter('plain', 5)[1]
 
 
 def test_delete_only_delete_link_and_migrate(file_backend, tmp_path):
