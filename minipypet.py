@@ -43,6 +43,11 @@ __all__ = [
     'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
     'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
+    'PresettingError', 'NoSuchServiceError', 'TooManyGroupsError', 'SparseParameter',
+    'SparseResult', 'HasLogger', 'HasSlots', 'KnowsTrajectory', 'MultiprocContext',
+    'manual_run', 'compact_hdf5_file', 'racedirs', 'rename_log_file', 'StorageContextManager',
+    'SharedResult', 'SharedArray', 'SharedCArray', 'SharedEArray', 'SharedVLArray',
+    'SharedTable', 'SharedPandasFrame', 'make_ordinary_result', 'make_shared_result',
     'runs_table', 'runs_dataframe', 'runs_csv', 'merge_all_in_folder', 'find_unique_points',
     'STORAGE_SERVICES',
 ]
@@ -60,6 +65,7 @@ import functools
 import gc
 import hashlib
 import importlib
+import importlib.util
 import io
 import itertools
 import json
@@ -118,8 +124,10 @@ def _is_numpy(value):
 WRAP_MODE_QUEUE = 'QUEUE'
 WRAP_MODE_LOCK = 'LOCK'
 WRAP_MODE_NONE = 'NONE'
-WRAP_MODES = (WRAP_MODE_QUEUE, WRAP_MODE_LOCK, WRAP_MODE_NONE)
-_PYPET_ONLY_WRAP_MODES = ('LOCAL', 'PIPE', 'NETLOCK', 'NETQUEUE')  # (refused, with the fix)
+WRAP_MODE_LOCAL = 'LOCAL'  # pypet's: the main process stores each run as its record returns
+WRAP_MODE_PIPE = 'PIPE'  # pypet's: one writer in the main process (here the QUEUE writer)
+WRAP_MODES = (WRAP_MODE_QUEUE, WRAP_MODE_LOCK, WRAP_MODE_NONE, WRAP_MODE_LOCAL, WRAP_MODE_PIPE)
+_PYPET_ONLY_WRAP_MODES = ('NETLOCK', 'NETQUEUE')  # (refused, with the fix)
 
 LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
 STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
@@ -156,7 +164,8 @@ class pypetconstants:  # noqa: N801 - spelled as pypet users import it
     WRAP_MODE_QUEUE = MULTIPROC_MODE_QUEUE = WRAP_MODE_QUEUE
     WRAP_MODE_LOCK = MULTIPROC_MODE_LOCK = WRAP_MODE_LOCK
     WRAP_MODE_NONE = MULTIPROC_MODE_NONE = WRAP_MODE_NONE
-    WRAP_MODE_LOCAL, WRAP_MODE_PIPE, WRAP_MODE_NETLOCK, WRAP_MODE_NETQUEUE = \
+    WRAP_MODE_LOCAL, WRAP_MODE_PIPE = WRAP_MODE_LOCAL, WRAP_MODE_PIPE
+    WRAP_MODE_NETLOCK, WRAP_MODE_NETQUEUE = \
         _PYPET_ONLY_WRAP_MODES  # (pypet's: refused by Environment with what to use)
     LOAD_NOTHING, LOAD_SKELETON, LOAD_DATA, OVERWRITE_DATA = 0, 1, 2, 3
     STORE_NOTHING, STORE_DATA_SKIPPING, STORE_DATA = 0, 1, 2
@@ -168,6 +177,17 @@ class pypetconstants:  # noqa: N801 - spelled as pypet users import it
     SET_NAME_DUMMY = SET_NAME_DUMMY
     TIME_FORMAT = FORMAT_TIME = TIME_FORMAT
     LOG_LEVEL = logging.INFO
+    # pypet's other message names and constants, for scripts that import them
+    MERGE, PREPARE_MERGE, BACKUP, DELETE_LINK, ACCESS_DATA = (
+        'MERGE', 'PREPARE_MERGE', 'BACKUP', 'DELETE_LINK', 'ACCESS_DATA')
+    UPDATE_SKELETON, UPDATE_DATA = 1, 2
+    SET_FORMAT_ZEROS = 5
+    HDF5_STRCOL_MAX_NAME_LENGTH, HDF5_STRCOL_MAX_LOCATION_LENGTH = 128, 512
+    HDF5_STRCOL_MAX_VALUE_LENGTH, HDF5_STRCOL_MAX_COMMENT_LENGTH = 64, 512
+    HDF5_STRCOL_MAX_RANGE_LENGTH, HDF5_STRCOL_MAX_RUNTIME_LENGTH = 1024, 18
+    LOG_ENV, LOG_TRAJ, LOG_RUN, LOG_PROC, LOG_HOST, LOG_SET = (
+        '$env', '$traj', '$run', '$proc', '$host', '$set')
+    DEFAULT_LOGGING = 'DEFAULT'
 
 
 # ============================================================================================
@@ -179,6 +199,18 @@ class PypetError(Exception):
 
 class ConfigurationError(PypetError, ValueError):
     """An argument or a combination of arguments that cannot work."""
+
+
+class PresettingError(ConfigurationError):
+    """A parameter was preset (f_preset_parameter) but never added (pypet's name)."""
+
+
+class NoSuchServiceError(PypetError, TypeError):
+    """A storage service was asked for something it does not do (pypet's name)."""
+
+
+class TooManyGroupsError(PypetError, TypeError):
+    """pypet's fast search gave up on too many groups; kept so pypet's except clauses run."""
 
 
 class InvalidNameError(PypetError, ValueError):
@@ -357,6 +389,130 @@ def _decode(obj):
     raise StorageError('unknown type tag %r in stored data' % tag)
 
 
+_PANDAS_TAGS = ('DataFrame', 'Series')
+
+
+def _is_frame_or_sparse(value):
+    """A pandas DataFrame/Series or a scipy.sparse matrix (never imports either)."""
+    return _pandas_kind(value) is not None or \
+        type(value).__module__.partition('.')[0] == 'scipy' and hasattr(value, 'tocsr')
+
+
+def _pandas_kind(value):
+    pd = sys.modules.get('pandas')
+    if pd is not None:
+        if isinstance(value, pd.DataFrame):
+            return 'DataFrame'
+        if isinstance(value, pd.Series):
+            return 'Series'
+    return None
+
+
+def _to_plain(value, where):
+    """A pandas DataFrame/Series or a scipy.sparse matrix as a plain dict with a type tag
+    ('__t'), which every backend stores like any dict and which reads back as its columns
+    without pandas; anything else unchanged. Raises UnsupportedTypeError naming `where`."""
+    if not _is_frame_or_sparse(value):
+        return value
+    kind = _pandas_kind(value)
+    if kind is None:  # scipy.sparse
+        fmt = value.format
+        parts = {'csr': ('data', 'indices', 'indptr'), 'csc': ('data', 'indices', 'indptr'),
+                 'bsr': ('data', 'indices', 'indptr'), 'dia': ('data', 'offsets'),
+                 'coo': ('data', 'row', 'col')}.get(fmt)
+        if parts is None:  # (lil, dok: stored as csr, read back in the csr format)
+            value, parts = value.tocsr(), ('data', 'indices', 'indptr')
+        plain = {'__t': 'sparse', 'class': type(value).__name__, 'shape': list(value.shape)}
+        plain.update((k, getattr(value, k)) for k in parts)
+        return plain
+    pd = sys.modules['pandas']
+    frame = value.to_frame() if kind == 'Series' else value
+    columns, dtypes = [], []
+    for i in range(frame.shape[1]):
+        col = frame.iloc[:, i]
+        dtypes.append(str(col.dtype))
+        columns.append(_plain_column(col, pd, where))
+    plain = {'__t': kind, 'class': type(value).__name__, 'dtypes': dtypes, 'data': columns,
+             'index': _plain_index(frame.index, pd, where)}
+    if kind == 'Series':
+        plain['name'] = _plain_label(value.name, where)
+    else:
+        plain['columns'] = _plain_index(frame.columns, pd, where)
+    return plain
+
+
+def _plain_index(index, pd, where):
+    """A pandas Index as {'names', 'range'} or {'names', 'levels', 'dtypes'}."""
+    plain = {'names': [_plain_label(n, where) for n in index.names]}
+    if type(index) is pd.RangeIndex:
+        plain['range'] = [index.start, index.stop, index.step]
+    else:
+        levels = [index.get_level_values(i) for i in range(index.nlevels)]
+        plain['levels'] = [_plain_column(level.to_series(), pd, where) for level in levels]
+        plain['dtypes'] = [str(level.dtype) for level in levels]
+    return plain
+
+
+def _plain_label(label, where):
+    if _is_numpy(label):
+        label = label.item()
+    _check_plain(label, where + ' (a label)')
+    return label
+
+
+def _plain_column(col, pd, where):
+    """A column's values: a numpy array for numbers, bools and times, else a plain list."""
+    kind = getattr(col.dtype, 'kind', 'O')
+    if kind in 'biufcmM' and type(col.dtype).__module__.startswith('numpy'):
+        return col.to_numpy()
+    values = [None if v is pd.NA or v is pd.NaT or (v is None) else v
+              for v in col.astype(object).tolist()]
+    _check_plain(values, '%s column %r' % (where, col.name))
+    return values
+
+
+def _from_plain(value):
+    """Inverse of _to_plain; without pandas (or scipy) the plain dict stays as it is."""
+    if type(value) is not dict:
+        return value
+    tag = value.get('__t')
+    if tag == 'sparse':
+        if not _have('scipy'):
+            return value
+        sparse = importlib.import_module('scipy.sparse')
+        cls = getattr(sparse, value['class'], None) or getattr(
+            sparse, value['class'].split('_')[0] + '_matrix')
+        shape = tuple(value['shape'])
+        if 'offsets' in value:
+            return cls((value['data'], value['offsets']), shape=shape)
+        if 'row' in value:
+            return cls((value['data'], (value['row'], value['col'])), shape=shape)
+        return cls((value['data'], value['indices'], value['indptr']), shape=shape)
+    if tag not in _PANDAS_TAGS or not _have('pandas'):
+        return value
+    pd = sys.modules['pandas']
+
+    def column(values, dtype):
+        series = pd.Series(values, dtype=object if type(values) is list else None)
+        try:
+            return series.astype(dtype) if str(series.dtype) != dtype else series
+        except (TypeError, ValueError):
+            return series
+    def index(plain):
+        names = plain['names']
+        if 'range' in plain:
+            return pd.RangeIndex(*plain['range'], name=names[0])
+        levels = [column(v, d) for v, d in zip(plain['levels'], plain['dtypes'])]
+        return pd.Index(levels[0], name=names[0]) if len(levels) == 1 else \
+            pd.MultiIndex.from_arrays(levels, names=names)
+    cols = [column(v, d).values for v, d in zip(value['data'], value['dtypes'])]
+    if tag == 'Series':
+        return pd.Series(cols[0], index=index(value['index']), name=value['name'])
+    frame = pd.DataFrame(dict(enumerate(cols)), index=index(value['index']))
+    frame.columns = index(value['columns'])
+    return _object_table()(frame) if value['class'] == 'ObjectTable' else frame
+
+
 def _freeze(value):
     # JSON turns tuples used as dict keys or set members into tagged lists; they decode back
     # to tuples, but a nested list would not be hashable, so make it a tuple.
@@ -481,6 +637,22 @@ class Annotations:
     def __len__(self):
         return len(self._dict)
 
+    def _key(self, key):  # pypet: ann[0] is 'annotation', ann[1] 'annotation_1', ...
+        return key if not isinstance(key, int) else \
+            'annotation' if key == 0 else 'annotation_%d' % key
+
+    def __getitem__(self, key):
+        try:
+            return self._dict[self._key(key)]
+        except KeyError:
+            raise KeyError('%s has no annotation %r' % (self._owner, key)) from None
+
+    def __setitem__(self, key, value):
+        self.f_set_single(self._key(key), value)
+
+    def __delitem__(self, key):
+        self.f_remove(self._key(key))
+
 
 class NNTreeNode:
     """A node of the trajectory tree: name, parent, comment and annotations."""
@@ -537,6 +709,34 @@ class NNTreeNode:
 
     def __repr__(self):
         return '<%s %s>' % (type(self).__name__, self._full_name or self._name or '(root)')
+
+    func = property(lambda self: _Namespace(self, 'f_'),
+                    doc="pypet's other spelling of the f_ methods: node.func.add_result(...)")
+    vars = property(lambda self: _Namespace(self, 'v_'),
+                    doc="pypet's other spelling of the v_ properties: node.vars.full_name")
+
+
+class _Namespace:
+    """node.func.x is node.f_x and node.vars.x is node.v_x (pypet's alternative names,
+    which never collide with a child called `name` or `comment`)."""
+    __slots__ = ('_node', '_prefix')
+
+    def __init__(self, node, prefix):
+        object.__setattr__(self, '_node', node)
+        object.__setattr__(self, '_prefix', prefix)
+
+    def __getattr__(self, name):
+        try:
+            return getattr(self._node, self._prefix + name)
+        except AttributeError:
+            raise AttributeError('%s has no %s%s' % (self._node, self._prefix, name)) from None
+
+    def __setattr__(self, name, value):
+        setattr(self._node, self._prefix + name, value)
+
+    def __dir__(self):
+        n = len(self._prefix)
+        return [k[n:] for k in dir(self._node) if k.startswith(self._prefix)]
 
 
 def _check_comment(comment, where):
@@ -624,7 +824,21 @@ class NNGroupNode(NNTreeNode):
             object.__delattr__(self, name)
 
     def __getitem__(self, name):
+        if isinstance(name, tuple):  # pypet: traj['a', 'b'] is traj['a.b']
+            name = '.'.join(name)
         return self.f_get(name, fast_access=None, auto_load=None)
+
+    def __setitem__(self, name, value):
+        """group['x'] = value is group.x = value (pypet); a dotted name adds on the way."""
+        if '.' in name and isinstance(value, NNTreeNode):
+            head, _, tail = name.rpartition('.')
+            if value._full_name not in ('', tail, name):
+                raise InvalidNameError('cannot add %s as %r: the names differ'
+                                       % (value._full_name, name))
+            value._rename(name)
+            self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
+            return
+        self.__setattr__(name, value)
 
     def __contains__(self, item):
         return self.f_contains(item)
@@ -695,8 +909,8 @@ class NNGroupNode(NNTreeNode):
                 if fn.startswith(prefix) and (fn == prefix + name or fn.endswith('.' + name))]
 
     # -- iteration ---------------------------------------------------------------------------
-    def f_children(self):
-        return dict(self._children)
+    def f_children(self, copy=True):
+        return dict(self._children) if copy else self._children
 
     f_get_children = f_children
 
@@ -832,6 +1046,10 @@ class NNGroupNode(NNTreeNode):
         return self
 
     def _add_leaf(self, branch, default_cls, args, kwargs):
+        standard = self._root().__dict__.get(
+            '_standard_result' if default_cls is Result else '_standard_parameter')
+        if standard is not None:  # (pypet's v_standard_parameter / v_standard_result)
+            default_cls = standard
         if args and type(args[0]) is str:  # the common f_add_result('z', value)
             leaf = default_cls(*args, **kwargs)
         elif args and isinstance(args[0], NNLeafNode):
@@ -868,8 +1086,12 @@ class NNGroupNode(NNTreeNode):
         """Link `name` in this group to `target` (a node of the same trajectory)."""
         if target is None:
             target, name = name, name.v_name
-        _check_name(name, self._full_name)
         root = self._root()
+        if isinstance(name, str) and '.' in name:  # pypet: the groups on the way are made
+            head, _, name = name.rpartition('.')
+            _check_name(name, self._join(head))
+            return root._add_path(self, head, None, '').f_add_link(name, target)
+        _check_name(name, self._full_name)
         if isinstance(target, str):
             target = root.f_get(target)
         if not isinstance(target, NNTreeNode) or target._traj is not root or target is root:
@@ -902,6 +1124,15 @@ class NNGroupNode(NNTreeNode):
         if self._parent is None:
             raise PypetError('the trajectory root cannot be removed')
         self._parent.f_remove_child(self._name, recursive, predicate)
+
+    def f_store(self, recursive=True, store_data=STORE_DATA, max_depth=None):
+        """Store this group (and, recursive, what is below it)."""
+        self._root().f_store_item(self, recursive=recursive, store_data=store_data)
+
+    def f_load(self, recursive=True, load_data=LOAD_DATA, max_depth=None):
+        """Load this group (and, recursive, what is below it) from storage."""
+        self._root().f_load_item(self._full_name, recursive=recursive, load_data=load_data)
+        return self
 
     def f_store_child(self, name, recursive=False, store_data=STORE_DATA):
         root = self._root()
@@ -1043,6 +1274,22 @@ class BaseParameter(NNLeafNode):
         return self._data
 
     data = property(lambda self: self.f_get(), doc='The value (pypet 0.7 spelling).')
+    default = property(lambda self: self._default, doc='The default value (pypet spelling).')
+
+    def __getitem__(self, key):
+        """pypet: param['data'], param['default'], param[i] (the i-th explored value; -1
+        the default)."""
+        if key == 'data':
+            return self.f_get()
+        if key == 'default' or key == -1:
+            return self._default
+        if isinstance(key, int) and not isinstance(key, bool):
+            if self._explored_range is None:
+                raise TypeError('%s is not explored: it has no value %d (use -1 or "default" '
+                                'for its default)' % (self._full_name, key))
+            return self._explored_range[key]
+        raise TypeError('%s: use param["data"], param["default"] or param[run index], not %r'
+                        % (self._full_name, key))
 
     def f_get_default(self):
         return self._default
@@ -1217,7 +1464,49 @@ class Parameter(BaseParameter):
 
 
 class ArrayParameter(Parameter):
-    """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility)."""
+    """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility); it
+    also holds an empty tuple or list, as pypet's does."""
+
+    def _check_value(self, data):
+        if type(data) in (tuple, list) and not data:
+            return data
+        return super()._check_value(data)
+
+
+class SparseParameter(ArrayParameter):
+    """An ArrayParameter that also holds scipy.sparse matrices (csr, csc, bsr, dia, coo),
+    stored as their plain arrays (scipy is needed only to read them back as matrices)."""
+
+    def _check_value(self, data):
+        if _is_frame_or_sparse(data) and _pandas_kind(data) is None:
+            _to_plain(data, self._full_name)
+            return data
+        return super()._check_value(data)
+
+    def _coerce(self, value, position):
+        if _is_frame_or_sparse(self._default) and _pandas_kind(self._default) is None:
+            if type(value) is not type(self._default):
+                raise UnsupportedTypeError(
+                    '%s: explored value at position %d is a %s but the parameter holds a %s; '
+                    'explore it with matrices of one format' % (
+                        self._full_name, position, _type_name(value),
+                        _type_name(self._default)))
+            return value
+        return super()._coerce(value, position)
+
+    def _store(self):
+        data = super()._store()
+        data['data'] = _to_plain(data['data'], self._full_name)
+        if 'explored_data' in data:
+            data['explored_data'] = [_to_plain(v, self._full_name)
+                                     for v in data['explored_data']]
+        return data
+
+    def _load(self, data):
+        data = dict(data, data=_from_plain(data['data']))
+        if data.get('explored_data') is not None:
+            data['explored_data'] = [_from_plain(v) for v in data['explored_data']]
+        super()._load(data)
 
 
 class PickleParameter(BaseParameter):
@@ -1226,6 +1515,10 @@ class PickleParameter(BaseParameter):
     def __init__(self, full_name, data=None, comment='', protocol=pickle.HIGHEST_PROTOCOL):
         self.__dict__['_protocol'] = protocol
         super().__init__(full_name, data, comment)
+
+    v_protocol = property(lambda self: self._protocol,
+                          lambda self, protocol: self.__dict__.__setitem__('_protocol', protocol),
+                          doc='The pickle protocol the value is stored with.')
 
     def _check_value(self, data):
         try:
@@ -1308,7 +1601,12 @@ class Result(BaseResult):
         self._data[name] = item
 
     def _check_item(self, name, item):
-        _check_plain(item, '%s item %r' % (self._full_name or self._name, name))
+        where = '%s item %r' % (self._full_name or self._name, name)
+        if _pandas_kind(item) is not None:  # pypet's Result keeps DataFrames and Series
+            _to_plain(item, where)  # (every value plain: refused now, not at the store)
+            self.__dict__['_tagged'] = True
+        else:
+            _check_plain(item, where)
 
     def f_translate_key(self, key):
         if isinstance(key, int):
@@ -1398,10 +1696,36 @@ class Result(BaseResult):
         return len(self._data)
 
     def _store(self):
+        if self.__dict__.get('_tagged'):  # (pandas or sparse items: as tagged plain dicts)
+            return {k: _to_plain(v, self._full_name) for k, v in self._data.items()}
         return dict(self._data)
 
     def _load(self, data):
         self._data.update(data)
+        for key, value in data.items():
+            if type(value) is dict and '__t' in value:
+                self._data[key] = _from_plain(value)
+                self.__dict__['_tagged'] = True
+
+
+class SparseResult(Result):
+    """A Result that also holds scipy.sparse matrices (scipy is needed only to read them
+    back as matrices: without it they load as plain dicts of their arrays)."""
+
+    def __init__(self, full_name, *args, comment='', protocol=pickle.HIGHEST_PROTOCOL,
+                 **kwargs):
+        self.__dict__['_protocol'] = protocol  # (pypet's; nothing here is pickled)
+        super().__init__(full_name, *args, comment=comment, **kwargs)
+
+    v_protocol = property(lambda self: self._protocol,
+                          lambda self, protocol: self.__dict__.__setitem__('_protocol', protocol))
+
+    def _check_item(self, name, item):
+        if _is_frame_or_sparse(item) and _pandas_kind(item) is None:
+            _to_plain(item, '%s item %r' % (self._full_name, name))
+            self.__dict__['_tagged'] = True
+        else:
+            super()._check_item(name, item)
 
 
 class PickleResult(Result):
@@ -1410,6 +1734,8 @@ class PickleResult(Result):
     def __init__(self, full_name, *args, comment='', protocol=pickle.HIGHEST_PROTOCOL, **kwargs):
         self.__dict__['_protocol'] = protocol
         super().__init__(full_name, *args, comment=comment, **kwargs)
+
+    v_protocol = SparseResult.v_protocol
 
     def _check_item(self, name, item):
         try:
@@ -1434,7 +1760,8 @@ class PickleResult(Result):
 
 
 _BUILTIN_LEAVES = {cls.__name__: cls for cls in (
-    Parameter, ArrayParameter, PickleParameter, Result, PickleResult)}
+    Parameter, ArrayParameter, PickleParameter, Result, PickleResult, SparseParameter,
+    SparseResult)}
 
 
 def _class_tag(cls):
@@ -1449,14 +1776,14 @@ def _resolve_class(tag, dynamic_imports):
     if tag in _BUILTIN_LEAVES:
         return _BUILTIN_LEAVES[tag]
     if tag in dynamic_imports:
-        return dynamic_imports[tag]
+        return _imported(dynamic_imports[tag])
     module, _, qualname = tag.partition(':')
     bare = qualname.rpartition('.')[2]
     if bare in _BUILTIN_LEAVES and module.split('.')[-1] in ('pypet', 'minipypet') or \
-            module == __name__:
+            module == __name__ and bare in _BUILTIN_LEAVES:
         return _BUILTIN_LEAVES[bare]
     if bare in dynamic_imports:
-        return dynamic_imports[bare]
+        return _imported(dynamic_imports[bare])
     if _LOAD_POLICY.allow_pickle:  # importing what a file names runs code: only if trusted
         try:
             obj = importlib.import_module(module)
@@ -1470,6 +1797,21 @@ def _resolve_class(tag, dynamic_imports):
                        'dynamically_imported_classes) when loading' % tag)
 
 
+def _imported(cls):
+    """A dynamic import's class; a dotted name is imported now (the first time it is used)."""
+    if not isinstance(cls, str):
+        return cls
+    module, _, name = cls.rpartition('.')
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError('cannot import dynamic import %r: %s' % (cls, exc)) from exc
+    if not (isinstance(cls, type) and issubclass(cls, NNLeafNode)):
+        raise ConfigurationError('dynamic imports must be leaf classes (subclasses of '
+                                 'BaseParameter or BaseResult), got %r' % (cls,))
+    return cls
+
+
 def _import_classes(classes):
     """dynamic_imports -> {tag: class, bare name: class}; strings are imported."""
     if classes is None:
@@ -1478,19 +1820,44 @@ def _import_classes(classes):
         classes = [classes]
     result = {}
     for cls in classes:
-        if isinstance(cls, str):
+        if isinstance(cls, str):  # imported when a stored leaf needs it, as pypet does
             module, _, name = cls.rpartition('.')
-            try:
-                cls = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError, ValueError) as exc:
-                raise ConfigurationError('cannot import dynamic import %r: %s'
-                                         % (cls, exc)) from exc
+            result['%s:%s' % (module, name)] = result[name] = cls
+            continue
         if not (isinstance(cls, type) and issubclass(cls, NNLeafNode)):
             raise ConfigurationError('dynamic imports must be leaf classes (subclasses of '
                                      'BaseParameter or BaseResult), got %r' % (cls,))
         result[_class_tag(cls)] = cls
         result[cls.__name__] = cls
     return result
+
+
+def _object_table():
+    """The ObjectTable class, made once."""
+    cls = globals().get('ObjectTable')
+    if cls is None:
+        cls = globals()['ObjectTable'] = _object_table_class()
+    return cls
+
+
+def _object_table_class():
+    pd = _require('pandas')
+
+    class ObjectTable(pd.DataFrame):
+        """pypet's DataFrame of dtype object: its values keep their Python types."""
+
+        def __init__(self, data=None, index=None, columns=None, copy=False):
+            super().__init__(data=data, index=index, columns=columns, dtype=object, copy=copy)
+    ObjectTable.__module__, ObjectTable.__qualname__ = __name__, 'ObjectTable'  # (pickles)
+    return ObjectTable
+
+
+def __getattr__(name):
+    """PEP 562: ObjectTable subclasses pandas.DataFrame, so it is made on first use (importing
+    minipypet never imports pandas)."""
+    if name == 'ObjectTable':
+        return _object_table()
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 
 # ============================================================================================
@@ -1959,7 +2326,7 @@ class _RunsMixin:
     def _check_presets(self):
         left = sorted(self.__dict__.get('_presets') or ())
         if left:
-            raise ConfigurationError('%s preset (f_preset_parameter / f_preset_config) but '
+            raise PresettingError('%s preset (f_preset_parameter / f_preset_config) but '
                                      'never added: add them before the runs, or check their '
                                      'names' % ', '.join(left))
 
@@ -1996,6 +2363,36 @@ class _RunsMixin:
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
+
+    def f_start_run(self, run_name_or_idx=None, turn_into_run=True):
+        """Make this trajectory a run by hand, without an Environment (pypet's manual runs,
+        see manual_run): the run it is set to, or `run_name_or_idx`."""
+        del turn_into_run  # (a run is always one here)
+        if self.__dict__.get('_manual_start') is not None:
+            return self
+        if run_name_or_idx is None and self._idx < 0:
+            raise PypetError('f_start_run: the trajectory is not set to a run; set one first '
+                             '(traj.v_idx = 3, f_iter_runs) or pass it: f_start_run(3)')
+        idx = self._idx if run_name_or_idx is None else self._to_idx(run_name_or_idx)
+        self._start_run(idx)
+        self.__dict__['_manual_start'] = time.time()
+        return self
+
+    def f_finalize_run(self, store_meta_data=True, clean_up=True):
+        """End a run started with f_start_run. store_meta_data stores the run (its timing
+        and, unlike pypet, which left them to an f_store, what it added: a finished run is
+        never lost); the trajectory stays set to the run."""
+        start = self.__dict__.pop('_manual_start', None)
+        if start is None:
+            return self
+        idx = self._idx
+        record = self._run_record(idx, start, time.time(), 1)
+        if store_meta_data and self._storage_service is not None:
+            self._storage_service.store(SINGLE_RUN, record)
+        keep = getattr(self._storage_service, 'keeps_runs', False)
+        self._finish_run(record, clean_up and not keep, restore=False)
+        self._set_crun(idx)
+        return self
 
     def _run_record(self, idx, start, finish, completed, error=''):
         """The plain-data record of a finished run: what the journal stores."""
@@ -2439,16 +2836,75 @@ class _StorageMixin:
     def f_delete_item(self, item, *args, **kwargs):
         self.f_delete_items([item], *args, **kwargs)
 
-    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False):
-        """Delete items from storage (and from memory with remove_from_trajectory)."""
+    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False,
+                       delete_only=None, remove_from_item=False):
+        """Delete items from storage (and from memory with remove_from_trajectory).
+        delete_only: names of a result's items to delete from storage, the rest stays
+        (remove_from_item: from the result in memory too)."""
         nodes = [self.f_get(i) if isinstance(i, str) else i for i in iterator]
         for node in nodes:
             if node._full_name in self._explored:
                 raise PypetError('%s is explored and cannot be deleted' % node._full_name)
+        if delete_only is not None:
+            self._delete_only(nodes, [delete_only] if isinstance(delete_only, str) else
+                              list(delete_only), remove_from_item)
+            return
         self._service().store(DELETE, [n._full_name for n in nodes], trajectory=self,
                               recursive=recursive)
         if remove_from_trajectory:
             self.f_remove_items(nodes, recursive=recursive)
+
+    def _delete_only(self, nodes, names, remove_from_item):
+        """Store each result again without the items `names` (the file holds whole leaves)."""
+        service = self._service()
+        for node in nodes:
+            if not isinstance(node, Result):
+                raise PypetError('delete_only names items of a result; %s is a %s'
+                                 % (node._full_name, type(node).__name__))
+            stored = service.load(LIST, self, names=[node._full_name], recursive=False)
+            tag, comment, ann, data = stored[node._full_name]
+            keep = {k: v for k, v in (data or {}).items() if k not in names}
+            copy = _resolve_class(tag, self._dynamic_imports).__new__(type(node))
+            copy.__dict__.update(node.__dict__, _data={}, _annotations=None)
+            copy._load(keep)
+            service.store(LIST, [(LEAF, copy)], trajectory=self, store_data=OVERWRITE_DATA)
+            if remove_from_item:
+                for name in names:
+                    node._data.pop(name, None)
+
+    def f_delete_link(self, link, remove_from_trajectory=False):
+        self.f_delete_links([link], remove_from_trajectory)
+
+    def f_delete_links(self, iterator_of_links, remove_from_trajectory=False):
+        """Delete links from storage: 'group.link' names or (group, link name) pairs."""
+        pairs = []
+        for link in iterator_of_links:
+            if isinstance(link, str):
+                parent, _, name = link.rpartition('.')
+                group = self.f_get(parent) if parent else self
+            else:
+                group, name = link
+            if name not in group._links:
+                raise NoSuchNodeError('%s has no link %r' % (group._full_name or 'the '
+                                                             'trajectory', name))
+            pairs.append((group, name))
+        self._service().store(DELETE, [g._join(n) for g, n in pairs], trajectory=self,
+                              recursive=False)
+        if remove_from_trajectory:
+            for group, name in pairs:
+                group.f_remove_link(name)
+
+    def f_migrate(self, new_name=None, in_store=False, new_storage_service=None, filename=None):
+        """Rename the trajectory and/or move it to another file or service; in_store=True
+        says it is stored there already."""
+        if new_name is not None:
+            _check_name(new_name, 'the trajectory name')
+            self.__dict__['_name'] = new_name
+        if new_storage_service is not None:
+            self.v_storage_service = new_storage_service
+        elif filename is not None:
+            self.v_storage_service = _make_service(True, filename, name=self._name)
+        self.__dict__['_stored'] = bool(in_store)
 
     def f_remove_item(self, item, recursive=False):
         self.f_remove_items([item], recursive)
@@ -2670,13 +3126,29 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     v_environment_hexsha = property(lambda self: self._environment_hexsha)
     v_environment_name = property(lambda self: self._environment_name)
     v_crun = property(lambda self: _run_name(self._idx) if self._idx >= 0 else None,
-                      doc='The current run name, or None.')
+                      lambda self, run: self.f_set_crun(run),
+                      doc='The current run name, or None; setting it sets the run.')
     v_crun_ = property(lambda self: _run_name(self._idx),
                        doc='The current run name, or run_ALL.')
 
     @property
     def v_name(self):
         return self._name
+
+    v_standard_parameter = property(
+        lambda self: self.__dict__.get('_standard_parameter', Parameter),
+        lambda self, cls: self._set_standard('_standard_parameter', cls, BaseParameter),
+        doc='The class f_add_parameter (and config, derived) makes from a name and a value.')
+    v_standard_result = property(
+        lambda self: self.__dict__.get('_standard_result', Result),
+        lambda self, cls: self._set_standard('_standard_result', cls, BaseResult),
+        doc='The class f_add_result makes from a name and items.')
+
+    def _set_standard(self, key, cls, base):
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigurationError('%s must be a subclass of %s, got %r'
+                                     % (key[1:], base.__name__, cls))
+        self.__dict__[key] = cls
 
     @property
     def v_storage_service(self):
@@ -2763,9 +3235,17 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return '<Trajectory %s: %d run(s), %d explored>' % (
             self._name, self._length, len(self._explored))
 
+    def __copy__(self):
+        """copy.copy(traj): an independent tree that shares the storage service (pypet)."""
+        new = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        new.__dict__['_storage_service'] = self._storage_service
+        return new
+
     def __getstate__(self):
         state = dict(self.__dict__)
-        state['_storage_service'] = None  # services hold files and locks; workers get their own
+        if not isinstance(state['_storage_service'], (LockWrapper, QueueStorageServiceSender)):
+            state['_storage_service'] = None  # services hold files and locks; workers get
+            # their own (those a MultiprocContext installs are made to travel)
         for short in state['_run_fast']:  # (see _fast_attributes)
             del state[short]
         state['_run_fast'] = {}
@@ -2884,12 +3364,25 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                                       _SET_RE.fullmatch(tr)) and node._full_name in (
                         'results', 'derived_parameters') and 'runs' in node._children:
                     child = node._children['runs']._children.get(tr)  # seed: results.run_X
+                if child is None and _SET_RE.fullmatch(tr):
+                    child = self._run_set(node)
                 if child is None and shortcuts:
                     child = self._search(node, tr, max_depth or self._props['max_depth'])
                 if child is None:
                     return None
             node = child
         return node
+
+    @staticmethod
+    def _run_set(node):
+        """The group pypet's run set `run_set_XXXXX` stands for: the runs keep no sets in
+        this layout, so a set is its `runs` group (pypet's results.runs.run_set_00000.run_...
+        and traj.res.crunset.crun read results.runs.run_...)."""
+        if node._name == 'runs':
+            return node
+        if node._full_name in _RUN_BRANCHES:
+            return node._children.get('runs')
+        return None
 
     def _search(self, start, name, max_depth=None):
         candidates = self._by_name.get(name)
@@ -7450,6 +7943,171 @@ class _Worker:
         self.process, self.conn, self.idx = process, conn, None
 
 
+# --------------------------------------------------------------------------------------------
+# Your own multiprocessing: pypet's MultiprocContext and the wrapped services it installs
+# --------------------------------------------------------------------------------------------
+class LockWrapper(StorageService):
+    """A storage service that worker processes share: each store or load holds `lock` (a
+    Manager lock, which pickles into a pool's tasks)."""
+    multiproc_safe = True
+
+    def __init__(self, storage_service, lock=None):
+        self._service, self.lock = storage_service, lock
+        self.keeps_runs = getattr(storage_service, 'keeps_runs', False)
+
+    def store(self, msg, item, *args, **kwargs):
+        with self.lock:
+            return self._service.store(msg, item, *args, **kwargs)
+
+    def load(self, msg, item, *args, **kwargs):
+        with self.lock:
+            return self._service.load(msg, item, *args, **kwargs)
+
+    def __getattr__(self, name):  # (filename, ...: the wrapped service's)
+        if name.startswith('_'):
+            raise AttributeError(name)
+        return getattr(self._service, name)
+
+
+class QueueStorageServiceSender(StorageService):
+    """A storage service for worker processes that sends what they store, as plain data, to
+    the writer thread of a MultiprocContext (QUEUE or PIPE), which stores it."""
+    multiproc_safe = True
+
+    def __init__(self, storage_queue=None):
+        self.queue = storage_queue
+
+    def store(self, msg, item, *args, trajectory=None, store_data=STORE_DATA, only_init=False,
+              **kwargs):
+        if msg == SINGLE_RUN:
+            self.queue.put(('run', item))
+        elif msg in (LIST, TRAJECTORY):
+            if msg == TRAJECTORY:
+                if only_init:
+                    return
+                item = [(LEAF if n.v_is_leaf else GROUP, n) for n in item.f_iter_nodes()]
+            self.queue.put(('list', [(kind, node._full_name, _class_tag(type(node)),
+                                      node._comment, node._store() if kind == LEAF and not
+                                      node.f_is_empty() else None, _ann(node))
+                                     for kind, node in item], store_data))
+        elif msg not in (FLUSH, CLOSE_FILE, OPEN_FILE):
+            raise NoSuchServiceError('a worker of a MultiprocContext in %s mode stores runs '
+                                     'and items only, not %r' % ('QUEUE', msg))
+
+    def load(self, msg, item, *args, **kwargs):
+        raise NoSuchServiceError('a worker of a MultiprocContext in QUEUE mode cannot load; '
+                                 "load before the workers start, or use wrap_mode='LOCK'")
+
+    def send_done(self):
+        self.queue.put(None)
+
+
+def _context_writer(queue, traj, service):
+    """The QUEUE/PIPE writer of a MultiprocContext: a thread of the main process that puts
+    what the workers send into the trajectory and stores it, until the None sentinel."""
+    while True:
+        message = queue.get()
+        if message is None:
+            return
+        try:
+            if message[0] == 'run':
+                service.store(SINGLE_RUN, message[1])
+                continue
+            msgs = []
+            for kind, full_name, tag, comment, data, ann in message[1]:
+                node = traj._place_leaf(full_name, tag, comment, data, ann, overwrite=True) \
+                    if kind == LEAF else traj.f_get(full_name) if full_name in traj._nodes \
+                    else traj.f_add_group(full_name)
+                msgs.append((kind, node))
+            service.store(LIST, msgs, trajectory=traj, store_data=message[2])
+        except Exception:  # (keep storing what else comes; the log says what failed)
+            logger.exception('MultiprocContext: storing what a worker sent failed')
+
+
+class MultiprocContext:
+    """Your own multiprocessing with a trajectory, as in pypet: inside the context the
+    trajectory's storage service is wrapped so that the processes you start can store through
+    it (LOCK: in turn, under a Manager lock; QUEUE and PIPE: through a writer thread of this
+    process), and restored at the end::
+
+        with MultiprocContext(trajectory=traj, wrap_mode='LOCK'):
+            pool.map(job, [traj] * 10)       # each job: traj.f_store_item(...), manual_run
+    """
+
+    def __init__(self, trajectory=None, wrap_mode=WRAP_MODE_LOCK, full_copy=None,
+                 manager=None, use_manager=True, lock=None, queue=None, queue_maxsize=0,
+                 port=None, timeout=None, gc_interval=None, log_config=None,
+                 log_stdout=False, graceful_exit=False):
+        del full_copy, gc_interval, log_config, log_stdout, graceful_exit  # (pypet's knobs)
+        if not isinstance(trajectory, Trajectory):
+            raise ConfigurationError('MultiprocContext needs trajectory=<a Trajectory>, got %r'
+                                     % (trajectory,))
+        if wrap_mode not in (WRAP_MODE_LOCK, WRAP_MODE_QUEUE, WRAP_MODE_PIPE, WRAP_MODE_NONE,
+                             WRAP_MODE_LOCAL):
+            raise ConfigurationError(
+                "MultiprocContext: wrap_mode %r is not supported; use 'LOCK', 'QUEUE' or "
+                "'PIPE' (NETLOCK/NETQUEUE: an Environment with executor=...)" % (wrap_mode,))
+        if port is not None or timeout is not None:
+            raise ConfigurationError('MultiprocContext: port and timeout belong to pypet\'s '
+                                     'NETLOCK/NETQUEUE modes, which minipypet does not have')
+        self._traj, self._wrap_mode = trajectory, wrap_mode
+        self._manager, self._use_manager = manager, use_manager
+        self.lock, self.queue, self._queue_maxsize = lock, queue, queue_maxsize
+        self._service = self._writer = self._own_manager = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.finalize()
+
+    def _the_manager(self):
+        if self._manager is None:
+            import multiprocessing
+            self._manager = self._own_manager = multiprocessing.Manager()
+        return self._manager
+
+    def start(self):
+        """Store the trajectory's skeleton and wrap its storage service."""
+        traj = self._traj
+        if self._service is not None:
+            return
+        traj.f_store(only_init=True)
+        self._service = service = traj.v_storage_service
+        mode = self._wrap_mode
+        if mode == WRAP_MODE_LOCK:
+            if self.lock is None:
+                import multiprocessing
+                self.lock = self._the_manager().Lock() if self._use_manager else \
+                    multiprocessing.Lock()
+            traj.v_storage_service = LockWrapper(service, self.lock)
+        elif mode in (WRAP_MODE_QUEUE, WRAP_MODE_PIPE, WRAP_MODE_LOCAL):
+            if self.queue is None:
+                self.queue = self._the_manager().Queue(maxsize=self._queue_maxsize)
+            self._writer = threading.Thread(target=_context_writer, name='minipypet-writer',
+                                            args=(self.queue, traj, service), daemon=True)
+            self._writer.start()
+            traj.v_storage_service = QueueStorageServiceSender(self.queue)
+
+    def finalize(self):
+        """Store what is still queued, then restore the trajectory's own storage service."""
+        if self._service is None:
+            return
+        try:
+            if self._writer is not None:
+                self.queue.put(None)
+                self._writer.join()
+                self._writer = None
+        finally:
+            self._traj.v_storage_service, self._service = self._service, None
+            if self._own_manager is not None:
+                self._own_manager.shutdown()
+                self._own_manager = self._manager = None
+
+    f_start, f_finalize = start, finalize
+
+
 # ============================================================================================
 # Environment - config data, logging, git, the run loop, resume
 # ============================================================================================
@@ -7628,7 +8286,7 @@ class Environment:
                  dynamic_imports=None, wildcard_functions=None, automatic_storing=True,
                  log_folder=None, log_config='DEFAULT', log_level=None, log_stdout=False,
                  report_progress=(5, 'minipypet', logging.INFO), multiproc=False, ncores=1,
-                 use_pool=True, use_scoop=False, wrap_mode=WRAP_MODE_LOCK, queue_maxsize=-1,
+                 use_pool=None, use_scoop=False, wrap_mode=WRAP_MODE_LOCK, queue_maxsize=-1,
                  freeze_input=False, timeout=None, cpu_cap=100.0, memory_cap=100.0,
                  swap_cap=100.0, niceness=None, continuable=True, continue_folder=None,
                  delete_continue=True, use_hdf5=True, storage_service=None, filename=None,
@@ -7644,7 +8302,12 @@ class Environment:
                  delete_resume=None, dynamically_imported_classes=None,
                  freeze_pool_input=None, log_levels=None, logger_names=None,
                  log_multiproc=True, sumatra_project=None, sumatra_reason='',
-                 sumatra_label=None):
+                 sumatra_label=None, pandas_append=False, config=None):
+        if config is not None:  # pypet's .ini file of arguments, parameters and config
+            given = {k: v for k, v in locals().items() if k not in ('self', 'config')}
+            return self._from_config(config, given)
+        if use_pool is None:  # the seed's pool, unless pypet's immediate_postproc needs none
+            use_pool = not immediate_postproc
         # pypet 0.7 spellings of the seed's arguments
         continuable = continuable if resumable is None else resumable
         continue_folder = continue_folder if resume_folder is None else resume_folder
@@ -7764,6 +8427,57 @@ class Environment:
         if traj.v_storage_service is not None:
             self._check_parallel(traj.v_storage_service)
 
+    def _from_config(self, config, given):
+        """pypet's Environment(config=...): an .ini file (or a ConfigParser) whose sections
+        [trajectory], [environment] and [storage_service] hold keyword arguments (Python
+        literals; those given to Environment win), and [parameters] and [config] items to add
+        (`name = value` or `name = value, 'comment'`). [trajectory] may set trajectory
+        properties too (auto_load, v_with_links, ...)."""
+        import ast
+        import configparser
+        import inspect
+        parser = config
+        if isinstance(config, (str, os.PathLike)):
+            if not os.path.isfile(config):
+                raise ConfigurationError('config file %s does not exist' % (config,))
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(config)
+        elif not isinstance(config, configparser.RawConfigParser):
+            raise ConfigurationError('config must be the path of an .ini file or a '
+                                     'ConfigParser, got %r' % (config,))
+
+        def section(name):
+            out = {}
+            for option in parser.options(name) if parser.has_section(name) else ():
+                text = parser.get(name, option, raw=True)
+                try:
+                    out[option] = ast.literal_eval(text)
+                except (ValueError, SyntaxError) as exc:
+                    raise ConfigurationError('config [%s] %s = %s is not a Python literal (%s)'
+                                             % (name, option, text, exc)) from exc
+            return out
+        defaults = {k: p.default for k, p in inspect.signature(
+            type(self).__init__).parameters.items()}
+        kwargs = {k: v for k, v in given.items() if v is not defaults.get(k)}
+        props = {}
+        for name in ('storage_service', 'trajectory', 'environment'):
+            for key, value in section(name).items():
+                if key in defaults:
+                    if key == 'storage_service' and isinstance(value, str):
+                        value = value.rpartition('.')[2]  # ('pypet.HDF5StorageService')
+                    kwargs.setdefault(key, value)
+                else:
+                    props[key] = value
+        kwargs.pop('log_stdout', None) if isinstance(kwargs.get('log_stdout'), tuple) else None
+        kwargs.pop('display_time', None)
+        self.__init__(**kwargs)
+        if props:
+            self._traj.f_set_properties(**props)
+        for name, add in (('parameters', self._traj.f_add_parameter),
+                          ('config', self._traj.f_add_config)):
+            for key, value in section(name).items():
+                add(key, *(value if isinstance(value, tuple) else (value,)))
+
     # -- validation --------------------------------------------------------------------------
     @staticmethod
     def _validate(a):
@@ -7771,8 +8485,9 @@ class Environment:
             raise ConfigurationError(message)
         if a['wrap_mode'] in _PYPET_ONLY_WRAP_MODES:
             bad("wrap_mode %r is one of pypet's modes that minipypet does not have; use "
-                "'QUEUE' (one writer process), 'LOCK' (workers write in turn) or, for other "
-                "machines, a concurrent.futures Executor (executor=...)" % a['wrap_mode'])
+                "'QUEUE' (one writer process), 'LOCK' (workers write in turn), 'LOCAL' (the "
+                "main process stores) or, for other machines, a concurrent.futures Executor "
+                "(executor=...)" % a['wrap_mode'])
         if a['wrap_mode'] not in WRAP_MODES:
             bad('wrap_mode must be one of %s (see pypetconstants), got %r'
                 % (WRAP_MODES, a['wrap_mode']))
@@ -8213,8 +8928,8 @@ def _store_mode(service, wrap_mode):
     (the record comes back to the main process, which stores it)."""
     if getattr(service, 'keeps_runs', False) or isinstance(service, LazyStorageService):
         return 'parent'
-    return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock', WRAP_MODE_NONE: 'direct'}[
-        wrap_mode]
+    return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock', WRAP_MODE_NONE: 'direct',
+            WRAP_MODE_LOCAL: 'parent', WRAP_MODE_PIPE: 'queue'}[wrap_mode]
 
 
 class _Sweep:
@@ -8714,6 +9429,402 @@ class _Progress:
             logging.getLogger(self.target).log(self.level, text)
 
 
+# ============================================================================================
+# Coming from pypet - the rest of pypet's public names
+# ============================================================================================
+class HasSlots:
+    """pypet's base of classes with __slots__: pickles the slots of every class it is made of."""
+    __slots__ = ('__weakref__',)
+    __all_slots__ = frozenset(('__weakref__',))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__all_slots__ = frozenset(name for klass in cls.__mro__ for name in (
+            lambda slots: (slots,) if isinstance(slots, str) else slots)(
+                getattr(klass, '__slots__', ())))
+
+    def __getstate__(self):
+        state = dict(getattr(self, '__dict__', {}))
+        for name in self.__all_slots__:
+            if name != '__weakref__' and hasattr(self, name):
+                state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+
+class HasLogger(HasSlots):
+    """pypet's base of classes with a logger: `self._set_logger()`, then `self._logger`."""
+    __slots__ = ('_logger',)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if '_logger' in state:  # (a logger does not pickle: its name does)
+            state['_logger'] = state['_logger'].name
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if '_logger' in state:
+            self._set_logger(state['_logger'])
+
+    def _set_logger(self, name=None):
+        if name is None:
+            name = '%s.%s' % (type(self).__module__, type(self).__name__)
+        self._logger = logging.getLogger(name)
+
+
+class KnowsTrajectory:
+    """pypet's marker of classes whose constructor takes the trajectory (`trajectory=`)."""
+    KNOWS_TRAJECTORY = True
+
+
+def rename_log_file(filename, trajectory=None, env_name=None, traj_name=None, set_name=None,
+                    run_name=None, process_name=None, host_name=None):
+    """Replace pypet's wildcards $env, $traj, $run, $set, $proc and $host in `filename`."""
+    def value(given, from_traj):
+        if given is not None:
+            return given
+        if trajectory is None:
+            raise ConfigurationError('rename_log_file(%r): pass trajectory=... or the names '
+                                     'its wildcards stand for' % filename)
+        return from_traj()
+    for wildcard, get in (
+            ('$env', lambda: value(env_name, lambda: trajectory.v_environment_name)),
+            ('$traj', lambda: value(traj_name, lambda: trajectory.v_name)),
+            ('$run', lambda: value(run_name, lambda: trajectory.f_wildcard('$'))),
+            ('$set', lambda: value(set_name, lambda: trajectory.f_wildcard('$set'))),
+            ('$proc', lambda: process_name or '%s-%d' % (
+                __import__('multiprocessing').current_process().name, os.getpid())),
+            ('$host', lambda: host_name or platform.node().replace('.', '-'))):
+        if wildcard in filename:
+            filename = filename.replace(wildcard, get())
+    return filename
+
+
+def racedirs(path):
+    """os.makedirs that tolerates another process making the same folders at the same time."""
+    if os.path.isfile(path):
+        raise OSError('%s is a file, not a folder' % path)
+    os.makedirs(path, exist_ok=True)
+
+
+def compact_hdf5_file(filename, name=None, index=None, keep_backup=True):
+    """A no-op, kept for pypet scripts: minipypet replaces a file whole at each store (and
+    writes run data once, into segments), so it never holds the freed space that pypet's
+    ptrepack call reclaims. Returns 0, as ptrepack does on success."""
+    del name, index, keep_backup
+    logger.info('compact_hdf5_file(%r): nothing to do; minipypet files hold no freed space',
+                filename)
+    return 0
+
+
+def is_debug():
+    """True under a debugger (pypet: PyCharm's pydevd; here any tracing debugger too)."""
+    return 'pydevd' in sys.modules or sys.gettrace() is not None
+
+
+def flatten_dictionary(nested_dict, separator):
+    """{'a': {'b': 1}} -> {'a<separator>b': 1}."""
+    flat = {}
+    for key, value in nested_dict.items():
+        if isinstance(value, dict):
+            for inner, v in flatten_dictionary(value, separator).items():
+                flat[key + separator + inner] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def nest_dictionary(flat_dict, separator):
+    """Inverse of flatten_dictionary."""
+    nested = {}
+    for key, value in flat_dict.items():
+        *heads, last = key.split(separator)
+        target = nested
+        for head in heads:
+            target = target.setdefault(head, {})
+        target[last] = value
+    return nested
+
+
+def get_matching_kwargs(func, kwargs):
+    """The keyword arguments of `kwargs` that `func` (or a class's __init__) accepts."""
+    import inspect
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return dict(kwargs)
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def result_sort(result_list, start_index=0):
+    """Sort [(run index, result), ...] by run index in place, from `start_index` on."""
+    result_list[start_index:] = sorted(result_list[start_index:], key=lambda pair: pair[0])
+    return result_list
+
+
+class IteratorChain:
+    """Iterators chained one after another; more can be added while iterating."""
+
+    def __init__(self, *iterables):
+        self._chain, self._current = collections.deque(iterables), iter(())
+
+    def add(self, *iterables):
+        self._chain.extend(iterables)
+
+    def __next__(self):
+        while True:
+            try:
+                return next(self._current)
+            except StopIteration:
+                if not self._chain:
+                    raise
+                self._current = iter(self._chain.popleft())
+
+    next = __next__
+
+    def __iter__(self):
+        return self
+
+
+def nested_equal(a, b):
+    """Equality that goes into lists, dicts, numpy arrays, pandas data and sparse matrices."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    if _is_frame_or_sparse(a) or _is_frame_or_sparse(b):
+        if type(a) is not type(b) and not (_pandas_kind(a) and _pandas_kind(a) == _pandas_kind(b)):
+            return False
+        if _pandas_kind(a) is None:  # sparse
+            return a.shape == b.shape and (a != b).nnz == 0
+        try:
+            sys.modules['pandas'].testing.assert_frame_equal(a, b) if _pandas_kind(
+                a) == 'DataFrame' else sys.modules['pandas'].testing.assert_series_equal(a, b)
+            return True
+        except AssertionError:
+            return False
+    if _is_numpy(a) or _is_numpy(b):
+        np = _require('numpy')
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or (a.dtype.kind in 'US') != (b.dtype.kind in 'US'):
+            return False
+        if a.dtype.kind == 'O' or b.dtype.kind == 'O':
+            return all(nested_equal(x, y) for x, y in zip(a.ravel(), b.ravel()))
+        return bool(np.all((a == b) | (a != a) & (b != b))) if a.dtype.kind in 'fc' \
+            else bool(np.all(a == b))
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and \
+            all(nested_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and \
+            len(a) == len(b) and all(nested_equal(x, y) for x, y in zip(a, b))
+    try:
+        equal = a == b
+        return bool(equal) or (a != a and b != b)  # (NaN)
+    except (TypeError, ValueError):
+        return False
+
+
+def parameters_equal(a, b):
+    """pypet's comparison of two parameters: full name, value and range (not the comment)."""
+    if not a.v_is_parameter and not b.v_is_parameter:
+        raise ValueError('neither %r nor %r is a parameter' % (a, b))
+    if not (a.v_is_parameter and b.v_is_parameter) or a.v_full_name != b.v_full_name:
+        return False
+    if a.f_is_empty() or b.f_is_empty():
+        return a.f_is_empty() and b.f_is_empty()
+    if not nested_equal(a._default, b._default) or a.f_has_range() != b.f_has_range():
+        return False
+    return not a.f_has_range() or nested_equal(a.f_get_range(copy=False),
+                                               b.f_get_range(copy=False))
+
+
+def results_equal(a, b):
+    """pypet's comparison of two results: full name and items (not the comment)."""
+    if a.v_is_parameter and b.v_is_parameter:
+        raise ValueError('neither %r nor %r is a result' % (a, b))
+    if a.v_is_parameter or b.v_is_parameter or a.v_full_name != b.v_full_name:
+        return False
+    da, db = a.f_to_dict(copy=False), b.f_to_dict(copy=False)
+    return da.keys() == db.keys() and all(nested_equal(da[k], db[k]) for k in da)
+
+
+def retry(n, errors, wait=0.0, logger_name=None):
+    """Decorator: call the function again, up to `n` more times, while it raises `errors`."""
+    def decorator(func):
+        @functools.wraps(func)
+        def retrying(*args, **kwargs):
+            for attempt in range(n + 1):
+                try:
+                    return func(*args, **kwargs)
+                except errors:
+                    if attempt == n:
+                        raise
+                    if logger_name:
+                        logging.getLogger(logger_name).debug(
+                            'retrying %s (attempt %d failed)', func.__name__, attempt + 1)
+                    if wait:
+                        time.sleep(wait)
+        return retrying
+    return decorator
+
+
+def manual_run(turn_into_run=True, store_meta_data=True, clean_up=True):
+    """Decorator: `func(traj, ...)` becomes a run of the run `traj` is set to (f_start_run,
+    then f_finalize_run), for runs without an Environment (pypet's manual runs)."""
+    def decorator(func):
+        @functools.wraps(func)
+        def run(traj, *args, **kwargs):
+            if traj._is_run:  # (already a run: an Environment carries it out)
+                return func(traj, *args, **kwargs)
+            traj.f_start_run(turn_into_run=turn_into_run)
+            result = func(traj, *args, **kwargs)
+            traj.f_finalize_run(store_meta_data=store_meta_data, clean_up=clean_up)
+            return result
+        return run
+    return decorator
+
+
+class _SigintHandler:
+    """pypet's `sigint_handling`: the first Ctrl+C sets `hit` (finish what runs, start
+    nothing new), the second raises KeyboardInterrupt."""
+
+    def __init__(self):
+        self.hit = self.started = False
+        self.original_handler = None
+
+    def start(self):
+        if not self.started:
+            self.original_handler = signal.signal(signal.SIGINT, self._handle_sigint)
+            self.started = True
+
+    def finalize(self):
+        if self.started:
+            signal.signal(signal.SIGINT, self.original_handler)
+        self.hit = self.started = False
+
+    def _handle_sigint(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt('a second SIGINT: exiting at once')
+        self.hit = True
+        sys.stderr.write('\nSIGINT: finishing the runs under way; press Ctrl+C again to '
+                         'exit at once\n')
+
+
+sigint_handling = _SigintHandler()
+
+
+class DisableAllLogging:
+    """Context manager: no logging at all inside (pypet's helper for noisy tests)."""
+
+    def __enter__(self):
+        logging.disable(logging.CRITICAL)
+        return self
+
+    def __exit__(self, *exc):
+        logging.disable(logging.NOTSET)
+
+
+# Shared data: pypet lets runs read and write parts of one HDF5 array or table in place.
+# minipypet never edits a stored file in place (segments are written once, the main file is
+# replaced whole, which is what keeps files uncorrupted), so these hold data in memory and
+# store it as an ordinary result; writing into the file from runs is refused with the way.
+_SHARED_REPLACEMENT = ('minipypet never edits a stored file in place; let each run add its '
+                       'part as a result (traj.f_add_result(name, value)) and combine them in '
+                       'post-processing (traj.f_get_from_runs(name)), or store a whole array '
+                       'with traj.f_add_result(name, array) before the runs')
+
+
+class StorageContextManager:
+    """`with StorageContextManager(traj):` pypet's "keep the file open" block; minipypet opens
+    files per operation, so this just hands over the trajectory."""
+
+    def __init__(self, trajectory):
+        self._traj = trajectory
+
+    def __enter__(self):
+        return self._traj
+
+    def __exit__(self, *exc):
+        return None
+
+    def f_open_store(self):
+        pass
+
+    def f_close(self):
+        pass
+
+    def f_flush_store(self):
+        pass
+
+
+class SharedData:
+    """pypet's shared array/table item of a SharedResult: data in memory, stored ordinarily."""
+
+    def __init__(self, name=None, trajectory=None, **kwargs):
+        self._name, self._traj, self._data = name, trajectory, None
+        if kwargs:
+            self.create_shared_data(**kwargs)
+
+    def create_shared_data(self, data=None, obj=None, **kwargs):
+        """Keep `data` (or `obj`); it is stored with the result, as an ordinary item."""
+        self._data = data if data is not None else obj
+        return self._data
+
+    def read(self):
+        if self._data is None:
+            raise PypetError('shared data %r holds nothing: ' % self._name + _SHARED_REPLACEMENT)
+        return self._data
+
+    def __getitem__(self, key):
+        return self.read()[key]
+
+    def __setitem__(self, key, value):
+        raise PypetError('shared data %r: writing into stored data in place is not '
+                         'supported: %s' % (self._name, _SHARED_REPLACEMENT))
+
+    def __len__(self):
+        return len(self.read())
+
+
+SharedArray = SharedCArray = SharedEArray = SharedVLArray = SharedTable = \
+    SharedPandasFrame = SharedData
+
+
+class SharedResult(Result, KnowsTrajectory):
+    """pypet's result of shared data items; here the items are stored like a Result's."""
+
+    def __init__(self, full_name, trajectory=None, *args, comment='', **kwargs):
+        super().__init__(full_name, *args, comment=comment, **kwargs)
+
+    def f_set_single(self, name, item):
+        if isinstance(item, SharedData):
+            item = item.read()
+        super().f_set_single(name, item)
+
+
+_BUILTIN_LEAVES['SharedResult'] = SharedResult
+
+
+def make_ordinary_result(result, key, trajectory=None, reload=True):
+    """pypet: turn a SharedResult's item into an ordinary one; here they always are."""
+    del key, trajectory, reload
+    return result
+
+
+def make_shared_result(result, key, trajectory, new_class=None):
+    """pypet: turn a result's item into shared data stored in place; refused, with the way."""
+    raise PypetError('make_shared_result(%s, %r): %s' % (result.v_full_name, key,
+                                                           _SHARED_REPLACEMENT))
+
+
 # --------------------------------------------------------------------------------------------
 # pypet 0.7's unprefixed spellings: one table, one loop
 # --------------------------------------------------------------------------------------------
@@ -8752,7 +9863,15 @@ def _alias_name(target):
     return _RENAMED.get(target, target[2:])
 
 
+_ABBREVIATIONS = {'f_apar': 'f_add_parameter', 'f_adpar': 'f_add_derived_parameter',
+                  'f_ares': 'f_add_result', 'f_aconf': 'f_add_config'}  # pypet's short names
+
+
 def _install_aliases():
+    for short, target in _ABBREVIATIONS.items():
+        setattr(NNGroupNode, short, NNGroupNode.__dict__[target])
+        setattr(NNGroupNode, short[2:], NNGroupNode.__dict__[target])
+
     def family(cls):  # the class and its subclasses in this module that override things
         yield cls
         for sub in cls.__subclasses__():
@@ -8780,6 +9899,22 @@ ParameterGroup = ConfigGroup = DerivedParameterGroup = ResultGroup = NNGroupNode
 # ============================================================================================
 # Coming from pypet - an opt-in alias
 # ============================================================================================
+class _PypetModule(types.ModuleType):
+    """A module of the pypet alias; ObjectTable (it needs pandas) is made when asked for."""
+
+    def __getattr__(self, name):
+        if name == 'ObjectTable':
+            return _object_table()
+        raise AttributeError('module %r (minipypet) has no attribute %r' % (self.__name__, name))
+
+
+def _pypet_test(predicate=None):
+    """pypet.test() runs pypet's own test suite, which minipypet does not ship."""
+    raise PypetError("pypet.test() runs pypet's own test suite; minipypet's is "
+                     "test_minipypet.py (python -m pytest), and tools/pypet_unittests.py runs "
+                     "pypet's unit tests against minipypet")
+
+
 def install_as_pypet():
     """Make `import pypet` and the submodules pypet scripts import resolve to minipypet.
 
@@ -8788,39 +9923,76 @@ def install_as_pypet():
     me = sys.modules[__name__]
 
     def module(name, **attrs):
-        mod = types.ModuleType(name)
+        mod = _PypetModule(name)
         mod.__dict__.update(attrs)
         mod.__minipypet__ = True
         return mod
     constants = module('pypet.pypetconstants', **{k: v for k, v in vars(pypetconstants).items()
                                                    if not k.startswith('_')})
-    explore = module('pypet.utils.explore', cartesian_product=cartesian_product,
-                     find_unique_points=find_unique_points)
-    utils = module('pypet.utils', explore=explore)
+    groups = dict(ParameterGroup=NNGroupNode, ResultGroup=NNGroupNode, ConfigGroup=NNGroupNode,
+                  DerivedParameterGroup=NNGroupNode)
     leaves = dict(Parameter=Parameter, ArrayParameter=ArrayParameter,
                   PickleParameter=PickleParameter, BaseParameter=BaseParameter, Result=Result,
-                  PickleResult=PickleResult, BaseResult=BaseResult)
-    submodules = {
-        'pypet.pypetconstants': constants, 'pypet.utils': utils, 'pypet.utils.explore': explore,
+                  PickleResult=PickleResult, BaseResult=BaseResult,
+                  SparseParameter=SparseParameter, SparseResult=SparseResult)
+    shared = dict(StorageContextManager=StorageContextManager, SharedResult=SharedResult,
+                  SharedArray=SharedArray, SharedCArray=SharedCArray, SharedData=SharedData,
+                  SharedEArray=SharedEArray, SharedVLArray=SharedVLArray,
+                  SharedTable=SharedTable, SharedPandasFrame=SharedPandasFrame,
+                  make_ordinary_result=make_ordinary_result,
+                  make_shared_result=make_shared_result)
+    utils = {
+        'explore': dict(cartesian_product=cartesian_product,
+                        find_unique_points=find_unique_points),
+        'helpful_functions': dict(is_debug=is_debug, racedirs=racedirs,
+                                  progressbar=progressbar, flatten_dictionary=flatten_dictionary,
+                                  nest_dictionary=nest_dictionary, result_sort=result_sort,
+                                  get_matching_kwargs=get_matching_kwargs),
+        'comparisons': dict(nested_equal=nested_equal, parameters_equal=parameters_equal,
+                            results_equal=results_equal),
+        'decorators': dict(manual_run=manual_run, retry=retry),
+        'mpwrappers': dict(LockWrapper=LockWrapper,
+                           QueueStorageServiceSender=QueueStorageServiceSender),
+        'siginthandling': dict(sigint_handling=sigint_handling),
+        'hdf5compression': dict(compact_hdf5_file=compact_hdf5_file),
+        'trajectory_utils': dict(merge_all_in_folder=merge_all_in_folder),
+        'helpful_classes': dict(ChainMap=collections.ChainMap, IteratorChain=IteratorChain),
+    }
+    submodules = {'pypet.utils.' + k: module('pypet.utils.' + k, **v) for k, v in utils.items()}
+    submodules['pypet.utils'] = module('pypet.utils', **{
+        k: submodules['pypet.utils.' + k] for k in utils})
+    submodules.update({
+        'pypet.pypetconstants': constants,
         'pypet.trajectory': module('pypet.trajectory', Trajectory=Trajectory,
                                    load_trajectory=load_trajectory),
-        'pypet.environment': module('pypet.environment', Environment=Environment),
+        'pypet.environment': module('pypet.environment', Environment=Environment,
+                                    MultiprocContext=MultiprocContext),
         'pypet.parameter': module('pypet.parameter', **leaves),
         'pypet.naturalnaming': module('pypet.naturalnaming', NNGroupNode=NNGroupNode,
-                                      NNLeafNode=NNLeafNode,
-                                      NotUniqueNodeError=NotUniqueNodeError),
+                                      NNLeafNode=NNLeafNode, NNTreeNode=NNTreeNode,
+                                      KnowsTrajectory=KnowsTrajectory,
+                                      NotUniqueNodeError=NotUniqueNodeError, **groups),
         'pypet.storageservice': module('pypet.storageservice',
                                        HDF5StorageService=HDF5StorageService,
-                                       LazyStorageService=LazyStorageService),
+                                       LazyStorageService=LazyStorageService,
+                                       StorageService=StorageService),
         'pypet.pypetexceptions': module('pypet.pypetexceptions', **{
             k: v for k, v in vars(me).items() if isinstance(v, type) and
             issubclass(v, PypetError)}),
-    }
+        'pypet.pypetlogging': module('pypet.pypetlogging', HasLogger=HasLogger,
+                                     rename_log_file=rename_log_file,
+                                     DisableAllLogging=DisableAllLogging),
+        'pypet.shareddata': module('pypet.shareddata', **shared),
+        'pypet.slots': module('pypet.slots', HasSlots=HasSlots),
+        'pypet.annotations': module('pypet.annotations', Annotations=Annotations),
+    })
     pypet = module('pypet', **{k: getattr(me, k) for k in __all__})
-    pypet.__dict__.update(pypetconstants=constants, utils=utils, ParameterGroup=NNGroupNode,
-                          ResultGroup=NNGroupNode, ConfigGroup=NNGroupNode,
-                          DerivedParameterGroup=NNGroupNode, merge_all_in_folder=merge_all_in_folder,
-                          __version__=__version__, install_as_pypet=install_as_pypet)
+    pypet.__all__ = list(__all__) + list(groups) + ['merge_all_in_folder'] + (
+        ['ObjectTable'] if importlib.util.find_spec('pandas') is not None else [])
+    pypet.__dict__.update(groups, merge_all_in_folder=merge_all_in_folder,
+                          __version__=__version__, install_as_pypet=install_as_pypet,
+                          test=_pypet_test)
+    pypet.__all__.append('test')
     for name, mod in submodules.items():
         setattr(pypet, name.split('.')[1], mod) if name.count('.') == 1 else None
     sys.modules['pypet'] = pypet

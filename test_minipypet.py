@@ -9,6 +9,7 @@ vendored copy can be tested in place:
     MINIPYPET_MODULE=myproject._vendor.minipypet python -m pytest test_minipypet.py
 """
 import contextlib
+import copy
 import csv
 import datetime
 import gc
@@ -4350,8 +4351,9 @@ def count_stores(monkeypatch):
 def _mode_params():
     out = []
     for start in PAR_START_METHODS:
-        for wrap in ('QUEUE', 'LOCK', 'NONE'):
-            for pool, freeze in ((True, False), (True, True), (False, False)):
+        for wrap in ('QUEUE', 'LOCK', 'NONE', 'LOCAL', 'PIPE'):
+            for pool, freeze in ((True, False), (True, True), (False, False)) if \
+                    wrap not in ('LOCAL', 'PIPE') else ((True, False), (False, False)):
                 out.append(pytest.param(pool, wrap, start, freeze, id='%s-%s-%s%s' % (
                     'pool' if pool else 'nopool', wrap, start, '-frozen' if freeze else '')))
     return out
@@ -5785,7 +5787,7 @@ def test_environment_arguments_as_pypet_spells_them(tmp_path):
                                                                   'PickleStorageService')
     with pytest.raises(mp.ConfigurationError, match="storage_service 'Cloud' is not one of"):
         mp.Environment('bad', storage_service='Cloud', log_config=None)
-    for mode in ('LOCAL', 'PIPE', 'NETLOCK'):
+    for mode in ('NETLOCK', 'NETQUEUE'):
         with pytest.raises(mp.ConfigurationError, match="pypet's modes.*'QUEUE'"):
             mp.Environment('bad', multiproc=True, ncores=2, wrap_mode=getattr(
                 mp.pypetconstants, 'WRAP_MODE_' + mode), log_config=None)
@@ -6863,6 +6865,415 @@ def test_f_load_load_parameters_loads_config_as_pypet_does(tmp_path):
 def test_importing_minipypet_does_not_alias_pypet():
     out = prov_run_python(IMPORT + "print('pypet' in sys.modules)")
     assert out.returncode == 0 and out.stdout.strip() == 'False'
+
+
+# ============================================================================================
+# Issue 18: pypet compatibility, round two
+# ============================================================================================
+def test_func_and_vars_namespaces_on_every_node():
+    traj = mp.Trajectory('ns', add_time=False)
+    x = traj.func.add_parameter('x', 1, comment='c')
+    assert traj.vars.name == 'ns' and x.vars.full_name == 'parameters.x'
+    assert traj.par.func.get('x') is x and x.func.get() == 1
+    x.vars.comment = 'changed'
+    assert x.v_comment == 'changed'
+    assert 'add_result' in dir(traj.func) and 'full_name' in dir(x.vars)
+    with pytest.raises(AttributeError, match='f_nothing'):
+        traj.func.nothing
+
+
+def test_links_with_dotted_names_make_the_groups_on_the_way():
+    traj = mp.Trajectory('links', add_time=False)
+    x = traj.f_add_parameter('x', 1)
+    traj.f_add_link('parameters.mynewgroup.mylink2', x)
+    traj.par.f_add_link('other.deeper.l', 'parameters.x')
+    assert traj.parameters.mynewgroup.mylink2 == 1
+    assert traj.f_get('parameters.other.deeper.l') is x
+    assert traj.par.mynewgroup.f_links() == {'mylink2': x}
+    with pytest.raises(mp.InvalidNameError):
+        traj.f_add_link('parameters.g.f_bad', x)
+
+
+def set_job(traj):
+    traj.f_add_result('a', traj.x)
+    traj.f_add_result('b', traj.res.crunset.crun.a * 10)  # pypet: the run's set, then the run
+
+
+def test_run_sets_resolve_while_the_layout_stays_columnar(backend, tmp_path):
+    filename = path_for(backend, tmp_path)
+    env, traj = sweep(backend, filename, set_job, n=3)
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_data=2)
+    assert got.f_get('results.runs.run_set_00000.run_00000002.b').f_get() == 20
+    assert got.results.runs.run_set_00000.run_00000001.a == 1
+    got.v_crun = 'run_00000001'                      # the v_crun setter sets the run
+    assert got.v_idx == 1 and got.res.crunset.crun.b == 10
+    assert got.f_get('results.$set.$.a').v_full_name == 'results.runs.run_00000001.a'
+    got.v_crun = None
+    assert got.v_idx == -1
+    assert 'run_set_00000' not in got.results.runs.f_children()   # no set groups were made
+
+
+def frame_job(traj):
+    pd = sys.modules['pandas']
+    traj.f_add_result('rates', pd.DataFrame({'n': [traj.x, 2 * traj.x], 'rate': [0.5, 1.5]}),
+                      comment='a firing-rate table')
+    traj.f_add_result('s', series=pd.Series([traj.x * 1.0], name='s', index=['only']))
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_pandas_frames_and_series_in_results_load_back_equal(backend, tmp_path):
+    pd = pytest.importorskip('pandas')
+    filename = path_for(backend, tmp_path)
+    env = make_env(backend, filename)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    table = pd.DataFrame({'a': [1, 2], 'b': ['u', 'v'], 'c': [0.5, float('nan')],
+                          't': pd.to_datetime(['2020-01-01', '2020-01-02'])},
+                         index=pd.Index(['i', 'j'], name='key'))
+    multi = pd.DataFrame({'v': [1, 2]}, index=pd.MultiIndex.from_tuples(
+        [('a', 1), ('b', 2)], names=['k', 'n']))
+    traj.f_add_result('table', table, multi=multi, nothing=pd.DataFrame())
+    traj.f_add_result('objects', mp.ObjectTable({'a': [1, 'two', (3, 4)]}))
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(frame_job)
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_all=2)
+    pd.testing.assert_frame_equal(got.res.table.table, table)
+    pd.testing.assert_frame_equal(got.res.table.multi, multi)
+    pd.testing.assert_frame_equal(got.res.table.nothing, pd.DataFrame())
+    objects = got.res.objects
+    assert type(objects).__name__ == 'ObjectTable' and objects['a'].tolist() == [1, 'two', (3, 4)]
+    for idx in range(3):
+        x = idx + 1
+        pd.testing.assert_frame_equal(
+            got.f_get('results.runs.%s.rates' % run_name(idx)).f_get(),
+            pd.DataFrame({'n': [x, 2 * x], 'rate': [0.5, 1.5]}))
+        pd.testing.assert_series_equal(got.f_get('results.runs.%s.s' % run_name(idx)).series,
+                                       pd.Series([x * 1.0], name='s', index=['only']))
+
+
+def test_a_frame_of_objects_that_are_not_plain_data_is_refused_when_added():
+    pd = pytest.importorskip('pandas')
+    traj = mp.Trajectory('objs', add_time=False)
+    with pytest.raises(mp.UnsupportedTypeError, match="bad item 'bad' column 'a': cannot store a value of type object"):
+        traj.f_add_result('bad', pd.DataFrame({'a': [object()]}))
+    assert 'bad' not in traj.res
+
+
+@pytest.mark.parametrize('backend', FILE_BACKENDS)
+def test_a_stored_frame_reads_back_as_plain_columns_without_pandas(backend, tmp_path):
+    pd = pytest.importorskip('pandas')
+    filename = path_for(backend, tmp_path)
+    traj = make_env(backend, filename).v_trajectory
+    traj.f_add_result('table', pd.DataFrame({'a': [1, 2], 'b': ['u', 'v']}))
+    traj.f_store()
+    code = block('pandas') + IMPORT + textwrap.dedent('''
+        traj = mp.load_trajectory(filename=sys.argv[1], name='traj', load_all=2)
+        plain = traj.res.table
+        print(plain['__t'], plain['columns']['levels'][0], [[str(v) for v in c] for c in plain['data']])
+    ''')
+    out = prov_run_python(code, filename)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split('\n')[0] == "DataFrame ['a', 'b'] [['1', '2'], ['u', 'v']]"
+
+
+def test_sparse_parameter_and_result_round_trip(backend, tmp_path):
+    sparse = pytest.importorskip('scipy.sparse')
+    filename = path_for(backend, tmp_path)
+    env = make_env(backend, filename)
+    traj = env.v_trajectory
+    traj.f_add_parameter(mp.SparseParameter, 'm', sparse.csr_matrix(np.eye(3)))
+    traj.f_add_parameter(mp.ArrayParameter, 'empty', ())        # pypet allows an empty tuple
+    traj.f_explore({'m': [sparse.csr_matrix(np.eye(3) * i) for i in range(3)]})
+    traj.f_add_result(mp.SparseResult, 'r', dia=sparse.dia_matrix(np.eye(4)),
+                      bsr=sparse.bsr_matrix(np.eye(4)), plain=1)
+    env.f_run(lambda traj: traj.f_add_result('trace', traj.m.diagonal().sum()))
+    got = traj if backend == 'lazy' else load(filename, name='traj', load_all=2)
+    m = got.f_get('parameters.m')
+    assert [(v != sparse.csr_matrix(np.eye(3) * i)).nnz for i, v in
+            enumerate(m.f_get_range())] == [0, 0, 0]
+    assert type(got.res.r.dia).__name__ == 'dia_matrix' and got.res.r.plain == 1
+    assert (got.res.r.bsr.toarray() == np.eye(4)).all()
+    assert got.par.empty == ()
+    assert got.f_get_from_runs('trace', fast_access=True, use_indices=True) == {0: 0, 1: 3, 2: 6}
+
+
+PYPET_PUBLIC_NAMES = [
+    'Trajectory', 'Environment', 'MultiprocContext', 'HDF5StorageService', 'LazyStorageService',
+    'ParameterGroup', 'DerivedParameterGroup', 'ConfigGroup', 'ResultGroup', 'NNGroupNode',
+    'NNLeafNode', 'BaseParameter', 'Parameter', 'ArrayParameter', 'SparseParameter',
+    'PickleParameter', 'BaseResult', 'Result', 'SparseResult', 'PickleResult',
+    'DataNotInStorageError', 'NoSuchServiceError', 'NotUniqueNodeError',
+    'ParameterLockedException', 'PresettingError', 'TooManyGroupsError', 'VersionMismatchError',
+    'GitDiffError', 'HasSlots', 'HasLogger', 'rename_log_file', 'cartesian_product',
+    'load_trajectory', 'compact_hdf5_file', 'KnowsTrajectory', 'StorageContextManager',
+    'SharedArray', 'SharedCArray', 'SharedEArray', 'SharedVLArray', 'SharedPandasFrame',
+    'SharedTable', 'SharedResult', 'make_ordinary_result', 'make_shared_result', 'progressbar',
+    'racedirs', 'find_unique_points', 'merge_all_in_folder', 'manual_run']
+PYPET_MODULE_NAMES = {
+    'pypet.pypetlogging': ['HasLogger', 'rename_log_file', 'DisableAllLogging'],
+    'pypet.utils.comparisons': ['nested_equal', 'parameters_equal', 'results_equal'],
+    'pypet.utils.mpwrappers': ['LockWrapper', 'QueueStorageServiceSender'],
+    'pypet.utils.siginthandling': ['sigint_handling'],
+    'pypet.utils.decorators': ['retry', 'manual_run'],
+    'pypet.utils.helpful_functions': ['is_debug', 'racedirs', 'flatten_dictionary',
+                                      'nest_dictionary', 'progressbar'],
+    'pypet.shareddata': ['SharedResult', 'make_ordinary_result', 'StorageContextManager'],
+    'pypet.pypetconstants': ['ACCESS_DATA', 'BACKUP', 'DELETE_LINK', 'MERGE', 'PREPARE_MERGE',
+                             'SET_FORMAT_ZEROS', 'UPDATE_DATA', 'UPDATE_SKELETON',
+                             'WRAP_MODE_LOCAL', 'WRAP_MODE_PIPE'],
+    'pypet.environment': ['Environment', 'MultiprocContext'],
+    'pypet.parameter': ['SparseParameter', 'SparseResult'],
+}
+
+
+def test_pypets_public_names_resolve_through_the_alias():
+    code = IMPORT + textwrap.dedent('''
+        import importlib
+        mp.install_as_pypet()
+        import pypet
+        missing = [n for n in %r if not hasattr(pypet, n)]
+        for module, names in %r.items():
+            mod = importlib.import_module(module)
+            missing += [module + '.' + n for n in names if not hasattr(mod, n)]
+        print('missing', missing)
+        print('pandas imported', 'pandas' in sys.modules)
+        ns = {}
+        exec('from pypet import *', ns)
+        print('star', sorted(set(%r) - set(ns)))
+    ''' % (PYPET_PUBLIC_NAMES, PYPET_MODULE_NAMES, PYPET_PUBLIC_NAMES))
+    out = prov_run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert 'missing []' in out.stdout and 'star []' in out.stdout
+    assert 'pandas imported False' in out.stdout       # (ObjectTable is made when asked for)
+
+
+def test_helpers_behave_as_pypets(tmp_path):
+    assert mp.rename_log_file('$traj/$run/$set/$env.txt', traj_name='t', run_name='run_1',
+                              set_name='run_set_0', env_name='e') == 't/run_1/run_set_0/e.txt'
+    traj = mp.Trajectory('named', add_time=False)
+    assert mp.rename_log_file('$traj_$run.log', trajectory=traj) == 'named_run_ALL.log'
+    with pytest.raises(mp.ConfigurationError, match='pass trajectory='):
+        mp.rename_log_file('$traj.log')
+    mp.racedirs(str(tmp_path / 'a' / 'b'))
+    mp.racedirs(str(tmp_path / 'a' / 'b'))                      # (exists already: fine)
+    assert os.path.isdir(str(tmp_path / 'a' / 'b'))
+    assert mp.compact_hdf5_file(str(tmp_path / 'x.hdf5')) == 0    # a no-op
+    assert mp.flatten_dictionary({'a': {'b': 1, 'c': {'d': 2}}}, '.') == {'a.b': 1, 'a.c.d': 2}
+    assert mp.nest_dictionary({'a.b': 1, 'a.c.d': 2}, '.') == {'a': {'b': 1, 'c': {'d': 2}}}
+    assert mp.nested_equal({'a': [1, (2, 3)]}, {'a': [1, (2, 3)]})
+    assert not mp.nested_equal({'a': [1, 2]}, {'a': [1, 3]})
+    assert mp.nested_equal(float('nan'), float('nan'))
+    p1, p2 = mp.Parameter('x', 1), mp.Parameter('x', 1)
+    assert mp.parameters_equal(p1, p2) and not mp.parameters_equal(p1, mp.Parameter('x', 2))
+    assert mp.results_equal(mp.Result('r', a=1), mp.Result('r', a=1))
+    chain = mp.IteratorChain([1, 2], iter([3]))
+    chain.add((4,))
+    assert list(chain) == [1, 2, 3, 4]
+    assert mp.result_sort([(9, 'x'), (2, 'b'), (1, 'a')], 1) == [(9, 'x'), (1, 'a'), (2, 'b')]
+    assert mp.get_matching_kwargs(lambda a, b=1: None, {'a': 1, 'c': 2}) == {'a': 1}
+    calls = []
+
+    @mp.retry(2, ValueError)
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ValueError('not yet')
+        return 'done'
+    assert flaky() == 'done' and len(calls) == 3
+    with pytest.raises(mp.PresettingError, match='never added'):
+        env = lazy_env()
+        env.v_trajectory.f_preset_parameter('nowhere', 1)
+        env.f_run(lambda traj: None)
+
+
+class Logged(mp.HasLogger):
+    __slots__ = 'value'
+
+    def __init__(self):
+        self.value = 3
+        self._set_logger()
+
+
+def test_has_slots_and_has_logger_pickle():
+    empty = pickle.loads(pickle.dumps(Logged.__new__(Logged)))   # (no slot set)
+    assert not hasattr(empty, 'value')
+    copy = pickle.loads(pickle.dumps(Logged()))
+    assert copy.value == 3 and copy._logger.name.endswith('Logged')
+    assert Logged.__all_slots__ == {'value', '_logger', '__weakref__'}
+    assert mp.KnowsTrajectory.KNOWS_TRAJECTORY
+
+
+def test_shared_data_is_kept_in_memory_and_in_place_writes_say_what_to_do(tmp_path):
+    traj = mp.Trajectory('shared', add_time=False)
+    res = traj.f_add_result(mp.SharedResult, 'shared')
+    res.f_set_single('arr', mp.SharedArray(data=[1, 2, 3]))
+    assert res.arr == [1, 2, 3]
+    assert mp.make_ordinary_result(res, 'arr') is res
+    with pytest.raises(mp.PypetError, match='never edits a stored file in place'):
+        mp.make_shared_result(res, 'arr', traj)
+    with pytest.raises(mp.PypetError, match='f_add_result'):
+        mp.SharedArray('a', data=[1])[0] = 5
+    with mp.StorageContextManager(traj) as got:
+        assert got is traj
+
+
+@mp.manual_run(store_meta_data=True)
+def manual_multiply(traj):
+    traj.f_add_result('$set.$.z', traj.x * traj.y)
+    return traj.x * traj.y
+
+
+def context_store_name(traj):
+    traj.f_get('results.last').f_set(traj.x)
+    traj.results.f_store(store_data=3)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('wrap_mode', ['LOCK', 'QUEUE', 'PIPE'])
+@pytest.mark.parametrize('backend', FILE_BACKENDS)
+def test_multiproc_context_with_manual_runs_in_your_own_pool(backend, wrap_mode, tmp_path):
+    filename = path_for(backend, tmp_path)
+    traj = mp.Trajectory('ctx', add_time=False, filename=filename,
+                         storage_service=CLASSES[backend])
+    traj.f_add_parameter('x', 1)
+    traj.f_add_parameter('y', 10)
+    traj.f_add_result('last', 0)
+    traj.f_explore({'x': [1, 2, 3, 4]})
+    start = PAR_START_METHODS[0]
+    with mp.MultiprocContext(trajectory=traj, wrap_mode=wrap_mode):
+        with multiprocessing.get_context(start).Pool(2) as pool:
+            got = pool.map(manual_multiply, list(traj.f_iter_runs(yields='copy')))
+            pool.map(context_store_name, list(traj.f_iter_runs(yields='copy')))
+    assert got == [10, 20, 30, 40]
+    assert not isinstance(traj.v_storage_service, (mp.LockWrapper,
+                                                   mp.QueueStorageServiceSender))
+    loaded = load(filename, name='ctx', load_all=2)
+    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 10, 1: 20, 2: 30, 3: 40}
+    assert all(loaded.f_is_completed(i) for i in range(4))
+    assert loaded.res.last in (1, 2, 3, 4)
+
+
+def test_manual_run_without_an_environment_or_a_pool(tmp_path):
+    filename = str(tmp_path / 'manual.pkl')
+    traj = mp.Trajectory('manual', add_time=False, filename=filename,
+                         storage_service=mp.PickleStorageService)
+    traj.f_add_parameter('x', 1)
+    traj.f_add_parameter('y', 2)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_store()
+    with pytest.raises(mp.PypetError, match='not set to a run'):
+        manual_multiply(traj)
+    for run in traj.f_iter_runs(yields='self'):
+        assert manual_multiply(run) == run.x * 2
+    loaded = load(filename, name='manual', load_all=2)
+    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 2, 1: 4}
+
+
+def test_pypet_spellings_of_adding_assigning_and_copying():
+    traj = mp.Trajectory('spell', add_time=False)
+    p = traj.f_apar('p', 1)
+    traj.f_adpar('d', 2)
+    traj.f_aconf('c', 3)
+    r = traj.f_ares('r', x=1)
+    assert (traj.par.p, traj.dpar.d, traj.conf.c, traj.res.r.x) == (1, 2, 3, 1)
+    assert [n.v_full_name for n in traj.f_iter_nodes(recursive=False)] == [
+        'config', 'parameters', 'derived_parameters', 'results']
+    traj.par['q'] = mp.Parameter('q', 4)                 # item assignment on groups
+    traj['results.new.deep'] = mp.Result('deep', 5)
+    traj.par['q'] = 6                                    # (sets the value, as attribute does)
+    assert traj.par.q == 6 and traj.results.new.deep == 5 and traj['par', 'q'] == 6
+    p.v_annotations['unit'] = 'mV'                      # and on annotations
+    p.v_annotations[0] = 'first'
+    assert p.v_annotations['unit'] == 'mV' and p.v_annotations.annotation == 'first'
+    del p.v_annotations['unit']
+    assert 'unit' not in p.v_annotations
+    assert traj.par.f_children(copy=False) is traj.par._children
+    twin = copy.copy(traj)
+    assert twin is not traj and twin.par.q == 6 and twin.f_get('parameters.q') is not \
+        traj.f_get('parameters.q')
+    traj.v_standard_parameter = mp.ArrayParameter
+    traj.v_standard_result = mp.PickleResult
+    assert type(traj.f_add_parameter('arr', [])).__name__ == 'ArrayParameter'
+    assert type(traj.f_add_result('obj', object)).__name__ == 'PickleResult'
+    with pytest.raises(mp.ConfigurationError, match='subclass of BaseResult'):
+        traj.v_standard_result = dict
+    pickled = mp.PickleParameter('pp', [1], protocol=2)
+    pickled.v_protocol = 3
+    assert pickled.v_protocol == 3 and mp.PickleResult('pr', 1, protocol=1).v_protocol == 1
+    assert r.f_get('x') == 1
+    ranged = mp.Trajectory('idx', add_time=False)
+    e = ranged.f_add_parameter('e', 1)
+    ranged.f_explore({'e': [1, 2, 3]})
+    assert e['data'] == 1 and e['default'] == e.default == 1 and e[1] == 2 and e[-1] == 1
+    with pytest.raises(TypeError, match='not explored'):
+        ranged.f_add_parameter('plain', 5)[1]
+
+
+def test_delete_only_delete_link_and_migrate(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = make_env(file_backend, filename).v_trajectory
+    x = traj.f_add_parameter('x', 1)
+    traj.f_add_result('r', a=1, b=2, c=3)
+    traj.f_add_link('parameters.g.l', x)
+    traj.f_store()
+    traj.f_delete_items(['results.r'], delete_only=['b', 'c'], remove_from_item=True)
+    assert traj.res.r.f_to_dict() == {'a': 1}
+    assert load(filename, name='traj', load_all=2).res.r.f_to_dict() == {'a': 1}
+    traj.f_delete_link('parameters.g.l', remove_from_trajectory=True)
+    assert traj.par.g.f_links() == {}
+    assert load(filename, name='traj', load_all=2).par.g.f_links() == {}
+    with pytest.raises(mp.NoSuchNodeError, match='no link'):
+        traj.f_delete_link('parameters.g.nothing')
+    other = path_for(file_backend, tmp_path, 'moved')
+    traj.f_migrate(new_name='moved', filename=other)
+    traj.f_store()
+    assert load(other, name='moved', load_all=2).par.x == 1
+
+
+ENV_CONFIG_INI = """
+[trajectory]
+trajectory='ConfigTest'
+add_time=False
+auto_load=True
+
+[environment]
+continuable=False
+storage_service='pypet.PickleStorageService'
+wrap_mode='LOCK'
+
+[storage_service]
+filename='ignored.pkl'
+purge_duplicate_comments=False
+
+[config]
+test.testconfig=True, 'This is a test config'
+
+[parameters]
+test.x=42
+y=43, 'This is the second variable'
+"""
+
+
+def test_environment_from_a_pypet_config_file(tmp_path):
+    ini = tmp_path / 'env.ini'
+    ini.write_text(ENV_CONFIG_INI)
+    filename = str(tmp_path / 'given.pkl')                 # (given arguments win)
+    env = mp.Environment(config=str(ini), filename=filename, log_config=None)
+    traj = env.v_trajectory
+    assert traj.v_name == 'ConfigTest' and traj.v_auto_load
+    assert traj.v_storage_service.filename == filename
+    assert type(traj.v_storage_service).__name__ == 'PickleStorageService'
+    assert traj.x == 42 and traj.f_get('y').v_comment == 'This is the second variable'
+    assert traj.testconfig is True
+    env.f_run(lambda traj: traj.f_add_result('z', traj.x + traj.y))
+    assert load(filename, name='ConfigTest', load_all=2).f_get(
+        'results.runs.run_00000000.z').f_get() == 85
+    with pytest.raises(mp.ConfigurationError, match='does not exist'):
+        mp.Environment(config=str(tmp_path / 'missing.ini'))
+    ini.write_text('[parameters]\nx=not python\n')
+    with pytest.raises(mp.ConfigurationError, match='not a Python literal'):
+        mp.Environment(config=str(ini), log_config=None, storage_service='lazy')
 
 
 # ###########################################################################################

@@ -1,0 +1,147 @@
+"""Run pypet 0.7's own unit tests against minipypet through `install_as_pypet()`.
+
+pypet's tests are public and check pypet's documented behaviour, so they are a second measure
+of how far a pypet script gets with `import minipypet as pypet`. This runner needs an
+interpreter that has pypet installed (only for its test files: pypet itself is never imported)
+plus what those tests import (numpy, pandas, tables, scipy):
+
+    /work/pypet312/bin/python tools/pypet_unittests.py            # every module, a summary
+    /work/pypet312/bin/python tools/pypet_unittests.py -v link    # modules matching 'link'
+    /work/pypet312/bin/python tools/pypet_unittests.py --errors   # first error of each failure
+
+What it does: imports minipypet (or the module named by env MINIPYPET_MODULE), calls
+`install_as_pypet()`, then makes `pypet.tests` a package whose path is pypet's installed
+`pypet/tests` folder, so `pypet.tests.testutils` (pypet's test helpers) import against the
+alias. The few pypet helpers those test utilities call that are no public API
+(`LoggingManager` and its `_check_and_replace_parser_args`, `port_to_tcp`, `copydoc`) get
+stand-ins here, not in minipypet. Each test module runs in a fresh temporary working directory; the summary prints
+passed/total per module.
+"""
+import argparse
+import collections
+import importlib
+import importlib.util
+import io
+import os
+import sys
+import tempfile
+import traceback
+import types
+import unittest
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = ('annotations_test', 'configparse_test', 'link_test', 'module_test',
+           'mpwrappers_test', 'parameter_test', 'pypetlogging_test', 'shared_data_test',
+           'storage_test', 'trajectory_test', 'utils_test')
+
+
+def pypet_tests_folder():
+    """pypet's installed tests folder, found without importing pypet."""
+    spec = importlib.util.find_spec('pypet')
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit('pypet is not installed in this interpreter (%s); use one that has it, '
+                 'e.g. /work/pypet312/bin/python' % sys.executable)
+    return os.path.join(list(spec.submodule_search_locations)[0], 'tests')
+
+
+def install(folder):
+    sys.path.insert(0, HERE)
+    mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
+    pypet = mp.install_as_pypet()
+    tests = types.ModuleType('pypet.tests')
+    tests.__path__ = [folder]
+    tests.__file__ = os.path.join(folder, '__init__.py')
+    sys.modules['pypet.tests'] = tests
+    pypet.tests = tests
+    # Stand-ins for the private pypet helpers only pypet's test utilities call.
+    logging_module = sys.modules.get('pypet.pypetlogging')
+    if logging_module is not None and not hasattr(logging_module, 'LoggingManager'):
+        logging_module.LoggingManager = type('LoggingManager', (), {})  # (pypet's private one)
+    manager = getattr(logging_module, 'LoggingManager', None)
+    if manager is not None and not hasattr(manager, '_check_and_replace_parser_args'):
+        def replace_args(parser, section, option, rename_func, make_dirs=True):
+            args = parser.get(section, option, raw=True)
+            for quote in ("'", '"'):
+                parts = args.split(quote)
+                for i in range(1, len(parts), 2):
+                    if '$temp' in parts[i] or '.' in parts[i]:
+                        parts[i] = rename_func(parts[i])
+                args = quote.join(parts)
+            parser.set(section, option, args)
+        manager._check_and_replace_parser_args = staticmethod(replace_args)
+    helpful = sys.modules.get('pypet.utils.helpful_functions')
+    if helpful is not None and not hasattr(helpful, 'port_to_tcp'):
+        helpful.port_to_tcp = lambda port=None: 'tcp://127.0.0.1:%d' % (port or 0)
+    decorators = sys.modules.get('pypet.utils.decorators')
+    if decorators is not None and not hasattr(decorators, 'copydoc'):
+        def copydoc(fromfunc, sep='\n'):
+            def decorate(func):
+                func.__doc__ = (fromfunc.__doc__ or '') + sep + (func.__doc__ or '')
+                return func
+            return decorate
+        decorators.copydoc = copydoc
+    return mp
+
+
+def first_error(text):
+    lines = [l for l in text.strip().splitlines() if l and not l.startswith(' ')]
+    return lines[-1][:160] if lines else text[:160]
+
+
+def run_module(name, verbose):
+    result = unittest.TestResult()
+    loader = unittest.TestLoader()
+    try:
+        module = importlib.import_module('pypet.tests.unittests.' + name)
+        suite = loader.loadTestsFromModule(module)
+    except Exception:
+        return 0, None, [('<import>', first_error(traceback.format_exc()))]
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix='pypet_ut_') as tmp:
+        os.chdir(tmp)
+        ioutils = sys.modules.get('pypet.tests.testutils.ioutils')
+        if ioutils is not None:
+            ioutils.testParams['user_tempdir'] = tmp
+            ioutils.testParams['actual_tempdir'] = tmp
+        stream = io.StringIO() if not verbose else sys.stderr
+        try:
+            runner = unittest.TextTestRunner(stream=stream, verbosity=2 if verbose else 0)
+            result = runner.run(suite)
+        finally:
+            os.chdir(cwd)
+    failures = [(t.id(), first_error(tb)) for t, tb in result.errors + result.failures]
+    skipped = len(result.skipped)
+    passed = result.testsRun - len(failures) - skipped
+    return passed, result.testsRun, failures
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('match', nargs='*', help='run only modules whose name contains this')
+    parser.add_argument('-v', '--verbose', action='store_true')
+    parser.add_argument('--errors', action='store_true', help='list every failure')
+    args = parser.parse_args(argv)
+    folder = pypet_tests_folder()
+    install(folder)
+    counts = collections.Counter()
+    total_pass = total_run = 0
+    for name in MODULES:
+        if args.match and not any(m in name for m in args.match):
+            continue
+        passed, run, failures = run_module(name, args.verbose)
+        total_pass += passed
+        total_run += run or 0
+        print('%-20s %4d / %s' % (name, passed, run if run is not None else 'import failed'),
+              flush=True)
+        for test, error in failures:
+            counts[error] += 1
+            if args.errors:
+                print('    %s: %s' % (test, error))
+    print('%-20s %4d / %d' % ('total', total_pass, total_run))
+    print('\nmost frequent first errors:')
+    for error, n in counts.most_common(25):
+        print('%5d  %s' % (n, error))
+
+
+if __name__ == '__main__':
+    main()
