@@ -30,6 +30,7 @@ The journal is what makes a finished run survive `kill -9`; a segment is never c
 written and the main file is only ever replaced whole, so nothing is left half written, and a
 store costs what its new runs cost. Loading reads the main file, the segments and the journal.
 """
+from __future__ import annotations  # (annotations stay text: `str | None` on Python 3.9)
 
 __version__ = '0.3.0'
 
@@ -49,6 +50,7 @@ __all__ = [
     'SharedResult', 'SharedArray', 'SharedCArray', 'SharedEArray', 'SharedVLArray',
     'SharedTable', 'SharedPandasFrame', 'make_ordinary_result', 'make_shared_result',
     'runs_table', 'runs_dataframe', 'runs_csv', 'merge_all_in_folder', 'find_unique_points',
+    'plot_runs',
     'STORAGE_SERVICES',
 ]
 
@@ -87,20 +89,24 @@ import zlib
 
 logger = logging.getLogger('minipypet')
 
-_EXTRAS = {'tables': 'hdf5', 'numpy': 'numpy', 'git': 'git', 'pandas': 'pandas',
-           'dask': 'dask', 'distributed': 'dask'}
+# What to pip install for an optional module, or for a feature (the extras of pyproject.toml):
+# named as packages, since a copied-in minipypet.py has no extras.
+_PACKAGES = {'tables': 'tables numpy', 'numpy': 'numpy', 'git': 'GitPython', 'pandas': 'pandas',
+             'dask': '"dask[distributed]"', 'distributed': '"dask[distributed]"',
+             'h5py': 'h5py', 'matplotlib': 'matplotlib', 'hdf5': 'tables numpy'}
 
 
 def _require(module, extra=None):
-    """Import an optional dependency, or raise MissingDependencyError with the pip hint."""
+    """Import an optional dependency, or raise MissingDependencyError naming the packages
+    (those of the feature `extra`, e.g. 'hdf5', else the module's own)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra = extra or _EXTRAS.get(module.split('.')[0], module)
+        top = module.split('.')[0]
+        packages = _PACKAGES.get(extra) or _PACKAGES.get(top, top)
         raise MissingDependencyError(
             '%s is needed for this feature but is not installed; install it with '
-            '`pip install "minipypet[%s]"` (or `pip install %s`)' % (module, extra, module)
-        ) from exc
+            '`pip install %s`' % (module, packages)) from exc
 
 
 def _have(module):
@@ -575,21 +581,25 @@ def _safe_loads(data):
 class Annotations:
     """Free-form metadata on a node (`node.v_annotations.author = 'me'`), stored with it."""
 
-    def __init__(self, owner=''):
+    def __init__(self, owner: str = '') -> None:
         object.__setattr__(self, '_owner', owner)
         object.__setattr__(self, '_dict', {})
 
-    def f_set(self, *args, **kwargs):
+    def f_set(self, *args: object, **kwargs: object) -> None:
+        """Set annotations: positional values are named annotation, annotation_1, ...; keywords by
+        name."""
         for i, value in enumerate(args):
             self.f_set_single('annotation' if i == 0 else 'annotation_%d' % i, value)
         for key, value in kwargs.items():
             self.f_set_single(key, value)
 
-    def f_set_single(self, name, value):
+    def f_set_single(self, name: str, value: object) -> None:
+        """Set one annotation."""
         _check_plain(value, '%s annotation %r' % (self._owner, name))
         self._dict[name] = value
 
-    def f_get(self, *names):
+    def f_get(self, *names: str) -> object:
+        """The value of one annotation, a tuple of several, or the only one if no name is given."""
         if not names:
             if len(self._dict) != 1:
                 raise ValueError('%s has %d annotations; name the one you want'
@@ -598,20 +608,25 @@ class Annotations:
         values = [self._dict[n] for n in names]
         return values[0] if len(values) == 1 else values
 
-    def f_remove(self, *names):
+    def f_remove(self, *names: str) -> None:
+        """Delete the named annotations."""
         for name in names:
             del self._dict[name]
 
-    def f_to_dict(self, copy=True):
+    def f_to_dict(self, copy: bool = True) -> dict:
+        """The annotations as a dict (a copy unless copy=False)."""
         return dict(self._dict) if copy else self._dict
 
-    def f_is_empty(self):
+    def f_is_empty(self) -> bool:
+        """True if there are no annotations."""
         return not self._dict
 
-    def f_empty(self):
+    def f_empty(self) -> None:
+        """Delete every annotation."""
         self._dict.clear()
 
-    def f_ann_to_str(self):
+    def f_ann_to_str(self) -> str:
+        """The annotations as one line of text: 'a=1; b=x'."""
         return '; '.join('%s=%s' % (k, _short_repr(v)) for k, v in sorted(self._dict.items()))
 
     def __getattr__(self, name):
@@ -657,7 +672,7 @@ class Annotations:
 class NNTreeNode:
     """A node of the trajectory tree: name, parent, comment and annotations."""
 
-    def __init__(self, full_name='', comment=''):
+    def __init__(self, full_name: str = '', comment: str = '') -> None:
         d = self.__dict__
         d['_full_name'] = full_name
         d['_name'] = full_name.rpartition('.')[2]
@@ -671,36 +686,45 @@ class NNTreeNode:
     v_full_name = property(lambda self: self._full_name, doc='Dotted path from the root.')
     v_location = property(lambda self: self._full_name.rpartition('.')[0],
                           doc='Full name of the parent.')
-    v_is_leaf = property(lambda self: False)
-    v_is_group = property(lambda self: not self.v_is_leaf)
-    v_is_root = property(lambda self: False)
-    v_depth = property(lambda self: self._full_name.count('.') + 1 if self._full_name else 0)
-    v_branch = property(lambda self: self._full_name.partition('.')[0])
-    v_root = property(lambda self: self._traj)
+    v_is_leaf = property(lambda self: False,
+                         doc='True for leaves, False for groups.')
+    v_is_group = property(lambda self: not self.v_is_leaf,
+                          doc='True for groups.')
+    v_is_root = property(lambda self: False,
+                         doc='True only for the trajectory.')
+    v_depth = property(lambda self: self._full_name.count('.') + 1 if self._full_name else 0,
+                       doc='Levels below the trajectory (0 for the trajectory).')
+    v_branch = property(lambda self: self._full_name.partition('.')[0],
+                        doc="The branch: 'parameters', 'results', ...")
+    v_root = property(lambda self: self._traj,
+                      doc='The trajectory this node belongs to.')
 
     @property
-    def v_comment(self):
+    def v_comment(self) -> str:
         """Free text describing the node; stored with it."""
         return self._comment
 
     @v_comment.setter
-    def v_comment(self, value):
+    def v_comment(self, value: object) -> None:
         self.__dict__['_comment'] = _check_comment(value, self._full_name)
 
     @property
-    def v_annotations(self):
+    def v_annotations(self) -> Annotations:
         """The node's Annotations (created on first use)."""
         if self._annotations is None:
             self.__dict__['_annotations'] = Annotations(self._full_name)
         return self._annotations
 
-    def f_get_parent(self):
+    def f_get_parent(self) -> NNGroupNode | None:
+        """The group above this node (None for the trajectory itself)."""
         return self._parent
 
-    def f_set_annotations(self, *args, **kwargs):
+    def f_set_annotations(self, *args: object, **kwargs: object) -> None:
+        """Set annotations of this node (as Annotations.f_set)."""
         self.v_annotations.f_set(*args, **kwargs)
 
-    def f_get_annotations(self, *names):
+    def f_get_annotations(self, *names: str) -> object:
+        """Read annotations of this node (as Annotations.f_get)."""
         return self.v_annotations.f_get(*names)
 
     def _rename(self, full_name):
@@ -737,6 +761,35 @@ class _Namespace:
     def __dir__(self):
         n = len(self._prefix)
         return [k[n:] for k in dir(self._node) if k.startswith(self._prefix)]
+
+
+def _brief(value, limit=40):
+    """A value for reprs: an array as its dtype and shape, anything else cut at `limit`."""
+    if _is_numpy(value) and getattr(value, 'ndim', 0) > 0:
+        return 'ndarray %s %s' % (value.dtype, value.shape)
+    return _short_repr(value, limit)
+
+
+def _cell(value):
+    """A runs-table value as table text: floats to 6 digits, the rest brief."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        text = repr(value)
+        return text if len(text) <= 10 else '%.6g' % value
+    return _brief(value, 24) if value is not None else ''
+
+
+def _read_only(attr, doc):
+    """A read-only property showing the attribute `attr`."""
+    return property(lambda self: getattr(self, attr), doc=doc)
+
+
+def _did_you_mean(name, names):
+    """'; did you mean x, xx?' for the names close to a misspelled one ('' if none)."""
+    import difflib
+    close = difflib.get_close_matches(name, list(names), n=3)
+    return '; did you mean %s?' % ', '.join(close) if close else ''
 
 
 def _check_comment(comment, where):
@@ -780,7 +833,7 @@ def _check_name(component, where):
 class NNGroupNode(NNTreeNode):
     """A group of the tree; children are reached by natural naming (`group.child`)."""
 
-    def __init__(self, full_name='', comment=''):
+    def __init__(self, full_name: str = '', comment: str = '') -> None:
         super().__init__(full_name, comment)
         self.__dict__['_children'] = {}
         self.__dict__['_links'] = {}
@@ -853,8 +906,9 @@ class NNGroupNode(NNTreeNode):
         return self._traj if self._traj is not None else self
 
     # -- lookup ------------------------------------------------------------------------------
-    def f_get(self, name, fast_access=False, shortcuts=None, max_depth=None, auto_load=False,
-              with_links=True):
+    def f_get(self, name: str, fast_access: bool = False, shortcuts: bool | None = None,
+              max_depth: int | None = None, auto_load: bool = False,
+              with_links: bool = True) -> object:
         """The node at `name` (dotted, relative to this group); a value if fast_access.
         auto_load=None (natural naming) follows the trajectory's v_auto_load."""
         root = self._root()
@@ -883,13 +937,16 @@ class NNGroupNode(NNTreeNode):
     def _join(self, name):
         return self._full_name + '.' + name if self._full_name else name
 
-    def f_get_default(self, name, default=None, fast_access=False, **kwargs):
+    def f_get_default(self, name: str, default: object = None, fast_access: bool = False,
+                      **kwargs: object) -> object:
+        """f_get(name), or `default` when there is no such node."""
         try:
             return self.f_get(name, fast_access=fast_access, **kwargs)
         except NoSuchNodeError:
             return default
 
-    def f_contains(self, item, with_links=True, shortcuts=False, max_depth=None):
+    def f_contains(self, item: str | NNTreeNode, with_links: bool = True, shortcuts: bool = False,
+                   max_depth: int | None = None) -> bool:
         """True if `item` (a name or a node) is in this group's subtree."""
         root = self._root()
         if isinstance(item, NNTreeNode):
@@ -901,7 +958,7 @@ class NNGroupNode(NNTreeNode):
         except NotUniqueNodeError:
             return True
 
-    def f_get_all(self, name, max_depth=None, shortcuts=True):
+    def f_get_all(self, name: str, max_depth: int | None = None, shortcuts: bool = True) -> list:
         """Every node named `name` in this subtree."""
         root = self._root()
         prefix = self._full_name + '.' if self._full_name else ''
@@ -909,35 +966,86 @@ class NNGroupNode(NNTreeNode):
                 if fn.startswith(prefix) and (fn == prefix + name or fn.endswith('.' + name))]
 
     # -- iteration ---------------------------------------------------------------------------
-    def f_children(self, copy=True):
+    def f_children(self, copy: bool = True) -> dict:
+        """{name: node} of the direct children (groups and leaves, no links); copy=False
+        gives the group's own dict."""
         return dict(self._children) if copy else self._children
 
     f_get_children = f_children
 
-    def f_has_children(self):
+    def f_has_children(self) -> bool:
+        """True if this group has children."""
         return bool(self._children)
 
-    def f_groups(self):
+    def f_groups(self) -> dict:
+        """{name: group} of the child groups."""
         return {k: v for k, v in self._children.items() if not v.v_is_leaf}
 
-    def f_leaves(self):
+    def f_leaves(self) -> dict:
+        """{name: leaf} of the child leaves."""
         return {k: v for k, v in self._children.items() if v.v_is_leaf}
 
-    def f_links(self):
+    def f_links(self) -> dict:
+        """{name: target node} of the links in this group."""
         return dict(self._links)
 
-    def f_has_groups(self):
+    def f_has_groups(self) -> bool:
+        """True if a child is a group."""
         return any(not c.v_is_leaf for c in self._children.values())
 
-    def f_has_leaves(self):
+    def f_has_leaves(self) -> bool:
+        """True if a child is a leaf."""
         return any(c.v_is_leaf for c in self._children.values())
 
-    def f_has_links(self):
+    def f_has_links(self) -> bool:
+        """True if this group holds links."""
         return bool(self._links)
 
     f_get_groups, f_get_leaves, f_get_links = f_groups, f_leaves, f_links
 
-    def f_iter_nodes(self, recursive=True, max_depth=None, predicate=None, with_links=False):
+    # -- showing -----------------------------------------------------------------------------
+    def __repr__(self):
+        return '<%s %s: %d children>' % (type(self).__name__, self._full_name or '(root)',
+                                         len(self._children) + len(self._links))
+
+    def f_tree(self, max_depth: int | None = None, config: bool = False,
+               max_children: int = 10) -> str:
+        """The tree below this group as text: a line per node with its value and comment.
+
+        Args:
+            max_depth: levels to show (None: all).
+            config: show the config branch too (hidden by default, like `minipypet show`).
+            max_children: children shown per group; the rest are counted.
+        """
+        lines = []
+        self._tree_lines(lines, '', max_depth, config, max_children)
+        return '\n'.join(lines)
+
+    def f_print_tree(self, max_depth: int | None = None, config: bool = False,
+                     max_children: int = 10, file: io.TextIOBase | None = None) -> None:
+        """Print f_tree(...) (to `file`, default standard output)."""
+        print(self.f_tree(max_depth, config, max_children), file=file)
+
+    def _tree_lines(self, lines, indent, max_depth, config, max_children):
+        if max_depth is not None and max_depth <= 0:
+            return
+        children = [c for c in self._children.values() if config or c._full_name != 'config']
+        for child in children[:max_children]:
+            note = '  # ' + child._comment if child._comment else ''
+            if child.v_is_leaf:
+                lines.append('%s%s%s%s' % (indent, child._name, child._brief_text(), note))
+                continue
+            lines.append('%s%s/%s' % (indent, child._name, note))
+            child._tree_lines(lines, indent + '  ', None if max_depth is None else
+                              max_depth - 1, config, max_children)
+        if len(children) > max_children:
+            lines.append('%s... %d more' % (indent, len(children) - max_children))
+        for name, target in self._links.items():
+            lines.append('%s%s -> %s' % (indent, name, target._full_name))
+
+    def f_iter_nodes(self, recursive: bool = True, max_depth: int | None = None,
+                     predicate: object = None,
+                     with_links: bool = False) -> collections.abc.Iterator:
         """Breadth-first iterator over the nodes below this group. predicate: a function
         of the node, or (as pypet) run indices or names, whose runs' nodes alone are kept
         among the runs' (the rest of the tree stays)."""
@@ -962,13 +1070,14 @@ class NNGroupNode(NNTreeNode):
                 if recursive and not child.v_is_leaf and child._parent is group:
                     queue.append((child, depth + 1))
 
-    def f_iter_leaves(self, with_links=False):
+    def f_iter_leaves(self, with_links: bool = False) -> collections.abc.Iterator:
+        """Iterate over every leaf below this group."""
         for node in self.f_iter_nodes(with_links=with_links):
             if node.v_is_leaf:
                 yield node
 
-    def f_to_dict(self, fast_access=False, short_names=False, nested=False, copy=True,
-                  with_links=False):
+    def f_to_dict(self, fast_access: bool = False, short_names: bool = False, nested: bool = False,
+                  copy: bool = True, with_links: bool = False) -> dict:
         """The leaves below this group as {full name: leaf or value}."""
         result = {}
         for leaf in self.f_iter_leaves(with_links=with_links):
@@ -988,11 +1097,11 @@ class NNGroupNode(NNTreeNode):
         return result
 
     # -- adding ------------------------------------------------------------------------------
-    def f_add_group(self, name, comment=''):
+    def f_add_group(self, name: str, comment: str = '') -> NNGroupNode:
         """Add a (possibly dotted) group below this one."""
         return self._root()._add_path(self, name, None, comment)
 
-    def f_add_leaf(self, *args, **kwargs):
+    def f_add_leaf(self, *args: object, **kwargs: object) -> NNLeafNode:
         """Add a leaf: (name, data, comment=...), (Class, name, ...) or (instance)."""
         branch = self.v_branch
         if not branch and args:  # on the root the kind of leaf picks the branch
@@ -1002,31 +1111,37 @@ class NNGroupNode(NNTreeNode):
                    'derived_parameters': Parameter}.get(branch, Result)
         return self._add_leaf(branch or 'results', default, args, kwargs)
 
-    def f_add_parameter(self, *args, **kwargs):
+    def f_add_parameter(self, *args: object, **kwargs: object) -> NNLeafNode:
         """Add a parameter: (name, value, comment=...), (Class, name, ...) or (instance)."""
         return self._add_leaf('parameters', Parameter, args, kwargs)
 
-    def f_add_config(self, *args, **kwargs):
+    def f_add_config(self, *args: object, **kwargs: object) -> NNLeafNode:
+        """Add a config entry below `config` (as f_add_parameter)."""
         return self._add_leaf('config', Parameter, args, kwargs)
 
-    def f_add_derived_parameter(self, *args, **kwargs):
+    def f_add_derived_parameter(self, *args: object, **kwargs: object) -> NNLeafNode:
+        """Add a derived parameter (below the run during a run), as f_add_parameter."""
         return self._add_leaf('derived_parameters', Parameter, args, kwargs)
 
-    def f_add_result(self, *args, **kwargs):
+    def f_add_result(self, *args: object, **kwargs: object) -> NNLeafNode:
         """Add a result: (name, *items, comment=..., **named_items), (Class, name, ...)
         or (instance). Inside a run it goes below results.runs.run_XXXXXXXX."""
         return self._add_leaf('results', Result, args, kwargs)
 
-    def f_add_parameter_group(self, name, comment=''):
+    def f_add_parameter_group(self, name: str, comment: str = '') -> NNGroupNode:
+        """Add a group below `parameters` (dotted names make the groups between)."""
         return self._add_branch_group('parameters', name, comment)
 
-    def f_add_config_group(self, name, comment=''):
+    def f_add_config_group(self, name: str, comment: str = '') -> NNGroupNode:
+        """Add a group below `config`."""
         return self._add_branch_group('config', name, comment)
 
-    def f_add_derived_parameter_group(self, name, comment=''):
+    def f_add_derived_parameter_group(self, name: str, comment: str = '') -> NNGroupNode:
+        """Add a group below `derived_parameters`."""
         return self._add_branch_group('derived_parameters', name, comment)
 
-    def f_add_result_group(self, name, comment=''):
+    def f_add_result_group(self, name: str, comment: str = '') -> NNGroupNode:
+        """Add a group below `results`."""
         return self._add_branch_group('results', name, comment)
 
     def _add_branch_group(self, branch, name, comment):
@@ -1082,7 +1197,7 @@ class NNGroupNode(NNTreeNode):
     def _add_group_node(self, group):
         return self._root()._add_path(self, group._full_name, None, group._comment)
 
-    def f_add_link(self, name, target=None):
+    def f_add_link(self, name: str, target: NNTreeNode | str | None = None) -> NNTreeNode:
         """Link `name` in this group to `target` (a node of the same trajectory)."""
         if target is None:
             target, name = name, name.v_name
@@ -1103,11 +1218,12 @@ class NNGroupNode(NNTreeNode):
         root._link_count += 1
         return target
 
-    def f_remove_link(self, name):
+    def f_remove_link(self, name: str) -> None:
+        """Remove the link `name` from this group."""
         del self._links[name]
 
     # -- removal -----------------------------------------------------------------------------
-    def f_remove_child(self, name, recursive=False, predicate=None):
+    def f_remove_child(self, name: str, recursive: bool = False, predicate: object = None) -> None:
         """Remove the child `name` from memory (not from the file)."""
         if name in self._links:
             del self._links[name]
@@ -1120,25 +1236,31 @@ class NNGroupNode(NNTreeNode):
                              % child._full_name)
         self._root()._remove_subtree(child, predicate)
 
-    def f_remove(self, recursive=True, predicate=None):
+    def f_remove(self, recursive: bool = True, predicate: object = None) -> None:
+        """Remove this group (and, with recursive, everything below it) from memory."""
         if self._parent is None:
             raise PypetError('the trajectory root cannot be removed')
         self._parent.f_remove_child(self._name, recursive, predicate)
 
-    def f_store(self, recursive=True, store_data=STORE_DATA, max_depth=None):
+    def f_store(self, recursive: bool = True, store_data: int = STORE_DATA,
+                max_depth: int | None = None) -> None:
         """Store this group (and, recursive, what is below it)."""
         self._root().f_store_item(self, recursive=recursive, store_data=store_data)
 
-    def f_load(self, recursive=True, load_data=LOAD_DATA, max_depth=None):
+    def f_load(self, recursive: bool = True, load_data: int = LOAD_DATA,
+               max_depth: int | None = None) -> NNGroupNode:
         """Load this group (and, recursive, what is below it) from storage."""
         self._root().f_load_item(self._full_name, recursive=recursive, load_data=load_data)
         return self
 
-    def f_store_child(self, name, recursive=False, store_data=STORE_DATA):
+    def f_store_child(self, name: str, recursive: bool = False,
+                      store_data: int = STORE_DATA) -> None:
+        """Store the child `name` (recursive: with everything below it)."""
         root = self._root()
         root.f_store_item(self.f_get(name), recursive=recursive, store_data=store_data)
 
-    def f_load_child(self, name, recursive=False, load_data=LOAD_DATA):
+    def f_load_child(self, name: str, recursive: bool = False, load_data: int = LOAD_DATA) -> None:
+        """Load the child `name` from storage (recursive: everything below it)."""
         root = self._root()
         root.f_load_item(self._join(name), recursive=recursive, load_data=load_data)
         return self.f_get(name)
@@ -1192,30 +1314,38 @@ class NNLeafNode(NNTreeNode):
     `_load(dict)` that restores the leaf from it; register the class with `dynamic_imports`
     (or keep it importable under its module path, which is stored too)."""
 
-    v_is_leaf = property(lambda self: True)
-    v_is_parameter = property(lambda self: isinstance(self, BaseParameter))
+    v_is_leaf = property(lambda self: True,
+                         doc='True for leaves.')
+    v_is_parameter = property(lambda self: isinstance(self, BaseParameter),
+                              doc='True for parameters.')
     v_stored = property(lambda self: self._traj is not None and self._traj._stored,
                         doc='True once its trajectory was stored or loaded')
 
-    def f_get_class_name(self):
+    def f_get_class_name(self) -> str:
+        """The leaf's class name, e.g. 'Parameter'."""
         return type(self).__name__
 
-    def f_ann_to_str(self):
+    def f_ann_to_str(self) -> str:
+        """The annotations as one line of text."""
         return self._annotations.f_ann_to_str() if self._annotations else ''
 
-    def f_supports_fast_access(self):
+    def f_supports_fast_access(self) -> bool:
+        """True if fast access returns a value instead of the leaf."""
         return False
 
     def _fast_value(self):
         return self
 
-    def f_is_empty(self):
+    def f_is_empty(self) -> None:
+        """True if the leaf holds no data."""
         raise NotImplementedError
 
-    def f_empty(self):
+    def f_empty(self) -> None:
+        """Drop the data (the leaf stays in the tree)."""
         raise NotImplementedError
 
-    def f_supports(self, data):
+    def f_supports(self, data: object) -> bool:
+        """True if the leaf can hold `data`."""
         return True
 
     def _store(self):
@@ -1224,18 +1354,34 @@ class NNLeafNode(NNTreeNode):
     def _load(self, data):
         raise NotImplementedError
 
-    def f_val_to_str(self):
+    def f_val_to_str(self) -> str:
+        """The data as short text."""
         return _short_repr(self._store() if not self.f_is_empty() else '', 64)
 
+    def _brief_text(self):
+        """' = value  [Class]' for reprs and the tree printer (locks nothing)."""
+        if self.f_is_empty():
+            return ' (empty%s)  [%s]' % (', loaded as a skeleton' if self.v_stored else '',
+                                         type(self).__name__)
+        return ' = %s  [%s]' % (self._brief_value(), type(self).__name__)
+
+    def _brief_value(self):
+        return self.f_val_to_str()
+
+    def __repr__(self):
+        return '<%s %s%s>' % (type(self).__name__, self._full_name,
+                              self._brief_text().rpartition('  [')[0])
+
     @property
-    def v_class_name(self):
+    def v_class_name(self) -> str:
+        """The leaf's class name."""
         return type(self).__name__
 
 
 class BaseParameter(NNLeafNode):
     """A parameter: a default value, optionally explored over a range of values."""
 
-    def __init__(self, full_name, data=None, comment=''):
+    def __init__(self, full_name: str, data: object = None, comment: str = '') -> None:
         super().__init__(full_name, comment)
         d = self.__dict__
         d['_data'] = d['_default'] = None
@@ -1247,7 +1393,7 @@ class BaseParameter(NNLeafNode):
             self.f_set(data)
 
     # -- value -------------------------------------------------------------------------------
-    def f_set(self, data):
+    def f_set(self, data: object) -> None:
         """Set the default value (only before it is read or explored)."""
         if self._locked:
             raise ParameterLockedError(
@@ -1264,7 +1410,7 @@ class BaseParameter(NNLeafNode):
         self._data = self._default = data
         self._empty = False
 
-    def f_get(self):
+    def f_get(self) -> object:
         """The value (of the current run if explored); reading locks the parameter."""
         if self._empty:
             raise PypetError('%s is empty%s' % (self._full_name, self._refused or
@@ -1291,10 +1437,11 @@ class BaseParameter(NNLeafNode):
         raise TypeError('%s: use param["data"], param["default"] or param[run index], not %r'
                         % (self._full_name, key))
 
-    def f_get_default(self):
+    def f_get_default(self) -> object:
+        """The default value (the one outside runs)."""
         return self._default
 
-    def f_supports(self, data):
+    def f_supports(self, data: object) -> bool:
         """True if the parameter can hold `data` (override this in your own classes)."""
         return True
 
@@ -1307,10 +1454,12 @@ class BaseParameter(NNLeafNode):
     def _coerce(self, value, position):
         return self._check_value(value)
 
-    def f_is_empty(self):
+    def f_is_empty(self) -> bool:
+        """True if no value is set or loaded."""
         return self._empty
 
-    def f_empty(self):
+    def f_empty(self) -> None:
+        """Drop the value and the range (refused while locked)."""
         if self._locked:
             raise ParameterLockedError('%s is locked; call f_unlock() before f_empty()'
                                        % self._full_name)
@@ -1318,33 +1467,41 @@ class BaseParameter(NNLeafNode):
         self._explored_range = None
         self._empty = True
 
-    def f_supports_fast_access(self):
+    def f_supports_fast_access(self) -> bool:
+        """True unless empty: fast access returns the value."""
         return not self._empty
 
     def _fast_value(self):
         return self.f_get()
 
-    def f_lock(self):
+    def f_lock(self) -> None:
+        """Lock the value: f_set raises until f_unlock()."""
         self._locked = True
 
-    def f_unlock(self):
+    def f_unlock(self) -> None:
+        """Allow f_set again."""
         self._locked = False
 
-    v_locked = property(lambda self: self._locked)
-    v_explored = property(lambda self: self._explored_range is not None)
+    v_locked = property(lambda self: self._locked,
+                        doc='True if f_set is refused (read during a run, or f_lock).')
+    v_explored = property(lambda self: self._explored_range is not None,
+                          doc='True if the parameter has a range.')
 
     # -- exploration -------------------------------------------------------------------------
-    def f_has_range(self):
+    def f_has_range(self) -> bool:
+        """True if the parameter is explored."""
         return self._explored_range is not None
 
-    def f_get_range(self, copy=True):
+    def f_get_range(self, copy: bool = True) -> list:
+        """The explored values, one per run (a copy unless copy=False)."""
         if self._explored_range is None:
             if self._traj is not None and self._full_name in self._traj._explored:
                 self._traj._check_ranges('f_get_range')
             raise PypetError('%s is not explored, it has no range' % self._full_name)
         return list(self._explored_range) if copy else self._explored_range
 
-    def f_get_range_length(self):
+    def f_get_range_length(self) -> int:
+        """The number of explored values."""
         return len(self._explored_range) if self._explored_range is not None else 1
 
     def __len__(self):
@@ -1379,8 +1536,15 @@ class BaseParameter(NNLeafNode):
     def _restore_default(self):
         self.__dict__['_data'] = self._default
 
-    def f_val_to_str(self):
+    def f_val_to_str(self) -> str:
+        """The value as short text."""
         return '' if self._empty else _short_repr(self._data, 64)
+
+    def _brief_value(self):
+        text = _brief(self._data)
+        if self._explored_range is not None:
+            text += ' (explored: %d values)' % len(self._explored_range)
+        return text
 
     # -- storage -----------------------------------------------------------------------------
     def _store(self):
@@ -1403,7 +1567,8 @@ class Parameter(BaseParameter):
     """A parameter holding a bool, int, float, complex, str, bytes, a homogeneous non-empty
     list/tuple of these, or (with numpy) a numpy scalar or array."""
 
-    def f_supports(self, data):
+    def f_supports(self, data: object) -> bool:
+        """True if a Parameter can hold `data` (scalars, homogeneous lists/tuples, numpy data)."""
         try:
             self._check_value(data)
             return True
@@ -1512,7 +1677,8 @@ class SparseParameter(ArrayParameter):
 class PickleParameter(BaseParameter):
     """A parameter holding anything picklable; it is stored pickled."""
 
-    def __init__(self, full_name, data=None, comment='', protocol=pickle.HIGHEST_PROTOCOL):
+    def __init__(self, full_name: str, data: object = None, comment: str = '',
+                 protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
         self.__dict__['_protocol'] = protocol
         super().__init__(full_name, data, comment)
 
@@ -1573,7 +1739,7 @@ class Result(BaseResult):
 
     `res.item`, `res['item']` and `res.f_get('item')` read an item; `res.item = v` sets one."""
 
-    def __init__(self, full_name, *args, comment='', **kwargs):
+    def __init__(self, full_name: str, *args: object, comment: str = '', **kwargs: object) -> None:
         super().__init__(full_name, comment)
         d = self.__dict__
         d['_refused'] = None
@@ -1585,13 +1751,16 @@ class Result(BaseResult):
         if args or kwargs:
             self.f_set(*args, **kwargs)
 
-    def f_set(self, *args, **kwargs):
+    def f_set(self, *args: object, **kwargs: object) -> None:
+        """Set items: positional ones are named like the result, then name_1, ...; keywords by
+        name."""
         for i, item in enumerate(args):
             self.f_set_single(self._name if i == 0 else '%s_%d' % (self._name, i), item)
         for name, item in kwargs.items():
             self.f_set_single(name, item)
 
-    def f_set_single(self, name, item):
+    def f_set_single(self, name: str, item: str | NNTreeNode) -> None:
+        """Set the item `name`."""
         if name not in _ITEM_NAMES and not _item_name_ok(name):
             raise InvalidNameError('%s: %r is not a valid item name (it must not start with '
                                    '"_", "f_" or "v_", nor end with "__idx" or "__offsets", '
@@ -1608,12 +1777,13 @@ class Result(BaseResult):
         else:
             _check_plain(item, where)
 
-    def f_translate_key(self, key):
+    def f_translate_key(self, key: str | int) -> str:
+        """An item name for `key` (an int n is the n-th positional name)."""
         if isinstance(key, int):
             return self._name if key == 0 else '%s_%d' % (self._name, key)
         return key
 
-    def f_get(self, *names):
+    def f_get(self, *names: str) -> object:
         """One item (the only one if no name is given) or a list of several."""
         if self._refused:
             raise PickleRefusedError(self._refused)
@@ -1628,33 +1798,56 @@ class Result(BaseResult):
             try:
                 values.append(self._data[key])
             except KeyError:
-                raise NoSuchNodeError('%s has no item %r; it has %s'
-                                      % (self._full_name, key, sorted(self._data))) from None
+                raise self._no_item(key) from None
         return values[0] if len(values) == 1 else values
 
-    def f_to_dict(self, copy=True):
+    def _no_item(self, key):
+        if not self._data and self.v_stored:
+            return NoSuchNodeError(
+                '%s has no item %r: it is empty, as a result loaded as a skeleton is '
+                '(load_trajectory and f_load load results so by default, load_results=1). '
+                'Load its data with traj.f_load_item(%r), load with load_results=2, or set '
+                'traj.v_auto_load = True before reading it' % (self._full_name, key,
+                                                                self._full_name))
+        return NoSuchNodeError('%s has no item %r; it has %s%s' % (
+            self._full_name, key, sorted(self._data), _did_you_mean(key, self._data)))
+
+    def f_to_dict(self, copy: bool = True) -> dict:
+        """{item name: value} (a copy unless copy=False)."""
         return dict(self._data) if copy else self._data
 
-    def f_remove(self, *names):
+    def f_remove(self, *names: str) -> None:
+        """Remove the named items, or without names the result itself from the tree."""
         if not names:  # pypet: remove the result itself from the tree
             return self._parent.f_remove_child(self._name)
         for name in names:
             del self._data[self.f_translate_key(name)]
 
-    def f_is_empty(self):
+    def f_is_empty(self) -> bool:
+        """True if the result has no items."""
         return not self._data
 
-    def f_empty(self):
+    def f_empty(self) -> None:
+        """Remove every item."""
         self._data.clear()
 
-    def f_supports_fast_access(self):
+    def f_supports_fast_access(self) -> bool:
+        """True if it holds exactly one item (fast access returns it)."""
         return len(self._data) == 1 and self._name in self._data
 
     def _fast_value(self):
         return self._data[self._name]
 
-    def f_val_to_str(self):
+    def f_val_to_str(self) -> str:
+        """The items as short text: 'a=1, b=2'."""
         return ', '.join('%s=%s' % (k, _short_repr(v, 40)) for k, v in self._data.items())
+
+    def _brief_value(self):
+        items = list(self._data.items())
+        if len(items) == 1 and items[0][0] == self._name:  # (the common one-item result)
+            return _brief(items[0][1])
+        text = ', '.join('%s=%s' % (k, _brief(v)) for k, v in items[:6])
+        return text + (', ... (%d items)' % len(items) if len(items) > 6 else '')
 
     def __getattr__(self, name):
         if name.startswith('_'):
@@ -1664,8 +1857,7 @@ class Result(BaseResult):
         except KeyError:
             if self.__dict__.get('_refused'):
                 raise PickleRefusedError(self._refused) from None
-            raise NoSuchNodeError('%s has no item %r; it has %s' % (
-                self._full_name, name, sorted(self.__dict__['_data']))) from None
+            raise self._no_item(name) from None
 
     def __setattr__(self, name, value):
         # properties (v_comment, ...) are set; a method's name (an alias such as `get`) is data
@@ -1712,13 +1904,14 @@ class SparseResult(Result):
     """A Result that also holds scipy.sparse matrices (scipy is needed only to read them
     back as matrices: without it they load as plain dicts of their arrays)."""
 
-    def __init__(self, full_name, *args, comment='', protocol=pickle.HIGHEST_PROTOCOL,
-                 **kwargs):
+    def __init__(self, full_name: str, *args: object, comment: str = '',
+                 protocol: int = pickle.HIGHEST_PROTOCOL, **kwargs: object) -> None:
         self.__dict__['_protocol'] = protocol  # (pypet's; nothing here is pickled)
         super().__init__(full_name, *args, comment=comment, **kwargs)
 
     v_protocol = property(lambda self: self._protocol,
-                          lambda self, protocol: self.__dict__.__setitem__('_protocol', protocol))
+                          lambda self, protocol: self.__dict__.__setitem__('_protocol', protocol),
+                          doc="pypet's pickle protocol of the result (kept; nothing is pickled)")
 
     def _check_item(self, name, item):
         if _is_frame_or_sparse(item) and _pandas_kind(item) is None:
@@ -1731,7 +1924,8 @@ class SparseResult(Result):
 class PickleResult(Result):
     """A result whose items may be anything picklable; they are stored pickled."""
 
-    def __init__(self, full_name, *args, comment='', protocol=pickle.HIGHEST_PROTOCOL, **kwargs):
+    def __init__(self, full_name: str, *args: object, comment: str = '',
+                 protocol: int = pickle.HIGHEST_PROTOCOL, **kwargs: object) -> None:
         self.__dict__['_protocol'] = protocol
         super().__init__(full_name, *args, comment=comment, **kwargs)
 
@@ -2035,14 +2229,14 @@ class _RunsMixin:
                 'add it with f_add_parameter first' % (key,))
         return node
 
-    def f_explore(self, build_dict):
+    def f_explore(self, build_dict: dict) -> None:
         """Explore parameters: {name: iterable}; all ranges must be of equal length."""
         if any(self._runs.completed):
             raise PypetError('runs of %s are completed already; use f_expand to add runs'
                              % self._name)
         self._explore(build_dict, expand=False)
 
-    def f_expand(self, build_dict, fail_safe=True):
+    def f_expand(self, build_dict: dict, fail_safe: bool = True) -> None:
         """Add runs: extend every explored parameter by the values in `build_dict`."""
         if not self._explored:
             return self._explore(build_dict, expand=False)
@@ -2066,6 +2260,12 @@ class _RunsMixin:
                                      'use cartesian_product for all combinations' % lengths)
         n = next(iter(lengths.values()))
         names = {p._full_name for p, _ in items}
+        again = [p for p, _ in items if not expand and p._explored_range is not None]
+        if again:  # (pypet refuses too: a second f_explore silently replaced the first)
+            raise ConfigurationError(
+                '%s is explored already (%d values); f_explore does not explore it again: use '
+                'f_expand to add runs, or traj.f_shrink() first to start the exploration anew'
+                % (again[0]._full_name, len(again[0]._explored_range)))
         if expand:
             missing = set(self._explored) - names
             if missing:
@@ -2096,7 +2296,8 @@ class _RunsMixin:
         self._length = new_length
         self._runs.resize(new_length)
 
-    def f_shrink(self, force=False):
+    def f_shrink(self, force: bool = False) -> None:
+        """Drop the exploration (refused once stored, unless force=True)."""
         if self._stored and not force:
             raise PypetError('%s is stored; pass force=True to drop its exploration'
                              % self._name)
@@ -2119,7 +2320,7 @@ class _RunsMixin:
                                      % (name_or_idx, self._length, self._length - 1))
         return name_or_idx
 
-    def f_set_crun(self, name_or_idx):
+    def f_set_crun(self, name_or_idx: str | int) -> None:
         """Make explored parameters return the values of this run (-1/None: defaults)."""
         idx = -1 if name_or_idx is None else self._to_idx(name_or_idx)
         if idx >= 0:
@@ -2180,10 +2381,12 @@ class _RunsMixin:
             if fast.pop(short, None) is not None:
                 d.pop(short, None)
 
-    def f_restore_default(self):
+    def f_restore_default(self) -> None:
+        """Leave the current run: parameters hold their defaults again."""
         self.f_set_crun(-1)
 
-    def f_iter_runs(self, start=0, stop=None, step=1, yields='name'):
+    def f_iter_runs(self, start: int = 0, stop: int | None = None, step: int = 1,
+                    yields: str = 'name') -> collections.abc.Iterator:
         """Set each run in turn and yield its name, index, the trajectory or a copy."""
         if yields not in ('name', 'idx', 'self', 'copy'):
             raise ValueError("yields must be 'name', 'idx', 'self' or 'copy'")
@@ -2195,10 +2398,12 @@ class _RunsMixin:
         finally:
             self.f_restore_default()
 
-    def f_idx_to_run(self, name_or_idx):
+    def f_idx_to_run(self, name_or_idx: str | int) -> str | int:
+        """The run name of an index, or the index of a run name."""
         return _run_name(self._to_idx(name_or_idx))
 
-    def f_get_run_names(self, sort=True):
+    def f_get_run_names(self, sort: bool = True) -> list:
+        """['run_00000000', ...], one per run."""
         return [_run_name(i) for i in range(self._length)]
 
     def _parameter_summary(self, idx):
@@ -2206,7 +2411,8 @@ class _RunsMixin:
                                                                            40))
                          for name, p in self._explored.items())
 
-    def f_get_run_information(self, name_or_idx=None, copy=True):
+    def f_get_run_information(self, name_or_idx: str | int | None = None,
+                              copy: bool = True) -> dict:
         """A run's information dict; all runs' {name: info} without an argument."""
         if name_or_idx is None:
             return collections.OrderedDict((_run_name(i), self._run_info(i))
@@ -2223,7 +2429,8 @@ class _RunsMixin:
                 'completed': r.completed[idx], 'parameter_summary': self._parameter_summary(idx),
                 'short_environment_hexsha': r.hexsha[idx], 'error': r.error[idx]}
 
-    def f_is_completed(self, name_or_idx=None):
+    def f_is_completed(self, name_or_idx: str | int | None = None) -> bool:
+        """True if the run (or, without one, every run) is completed."""
         if name_or_idx is None:
             return all(self._runs.completed)
         return bool(self._runs.completed[self._to_idx(name_or_idx)])
@@ -2239,9 +2446,10 @@ class _RunsMixin:
             group = bucket._children.get(name) if bucket is not None else None
         return group
 
-    def f_get_from_runs(self, name, include_default_run=True, use_indices=False,
-                        fast_access=False, with_links=True, shortcuts=True, max_depth=None,
-                        auto_load=False):
+    def f_get_from_runs(self, name: str, include_default_run: bool = True,
+                        use_indices: bool = False, fast_access: bool = False,
+                        with_links: bool = True, shortcuts: bool = True,
+                        max_depth: int | None = None, auto_load: bool = False) -> dict:
         """{run name (or index): node or value} of `name` found below each run's group."""
         if not isinstance(name, str):
             raise ConfigurationError('f_get_from_runs needs the name of a result or derived '
@@ -2295,9 +2503,14 @@ class _RunsMixin:
             if fast_access and node.v_is_leaf and node.f_supports_fast_access():
                 node = node._fast_value()
             result[idx if use_indices else _run_name(idx)] = node
+        if not result and name.rpartition('.')[2] not in self._by_name and any(
+                self._nodes.get(b + '.runs') is not None and self._nodes[b + '.runs']._children
+                for b in _RUN_BRANCHES):  # (runs hold other nodes: a misspelled name)
+            raise NoSuchNodeError('no run has a result or derived parameter %r%s'
+                                  % (name, self._hint(name)))
         return result
 
-    def f_find_idx(self, name_list, predicate):
+    def f_find_idx(self, name_list: str | list, predicate: object) -> collections.abc.Iterator:
         """Yield the run indices whose parameter values satisfy predicate(*values)."""
         names = [name_list] if isinstance(name_list, str) else list(name_list)
         params = [self._explorable(n) for n in names]
@@ -2307,13 +2520,14 @@ class _RunsMixin:
             if predicate(*values):
                 yield idx
 
-    def f_preset_parameter(self, name, *args, **kwargs):
+    def f_preset_parameter(self, name: str, *args: object, **kwargs: object) -> None:
         """As pypet: the value f_set(*args, **kwargs) gives the parameter `name` when it is
         added later (a script's defaults, changed from outside); f_run refuses to start while
         a preset parameter was never added."""
         self._preset('parameters', name, args, kwargs)
 
-    def f_preset_config(self, name, *args, **kwargs):
+    def f_preset_config(self, name: str, *args: object, **kwargs: object) -> None:
+        """Preset a config value before it is added (as f_preset_parameter)."""
         self._preset('config', name, args, kwargs)
 
     def _preset(self, branch, name, args, kwargs):
@@ -2330,19 +2544,22 @@ class _RunsMixin:
                                      'never added: add them before the runs, or check their '
                                      'names' % ', '.join(left))
 
-    def f_is_empty(self):
+    def f_is_empty(self) -> bool:
         """True if the trajectory holds no leaf at all."""
         return next(iter(self.f_iter_leaves()), None) is None
 
-    def f_lock_parameters(self):
+    def f_lock_parameters(self) -> None:
+        """Lock every parameter (f_set raises until f_unlock)."""
         for leaf in self._children['parameters'].f_iter_leaves():
             leaf.f_lock()
 
-    def f_lock_derived_parameters(self):
+    def f_lock_derived_parameters(self) -> None:
+        """Lock every derived parameter."""
         for leaf in self._children['derived_parameters'].f_iter_leaves():
             leaf.f_lock()
 
-    def f_add_to_dynamic_imports(self, dynamic_imports):
+    def f_add_to_dynamic_imports(self, dynamic_imports: list) -> None:
+        """Register your own leaf classes (or dotted names) for loading."""
         self._dynamic_imports.update(_import_classes(dynamic_imports))
 
     # -- run bookkeeping used by the environment ---------------------------------------------
@@ -2364,7 +2581,8 @@ class _RunsMixin:
         d['_is_run'] = True
         d['_new_leaves'] = []
 
-    def f_start_run(self, run_name_or_idx=None, turn_into_run=True):
+    def f_start_run(self, run_name_or_idx: str | int | None = None, turn_into_run: bool = True
+                    ) -> None:
         """Make this trajectory a run by hand, without an Environment (pypet's manual runs,
         see manual_run): the run it is set to, or `run_name_or_idx`."""
         del turn_into_run  # (a run is always one here)
@@ -2378,7 +2596,7 @@ class _RunsMixin:
         self.__dict__['_manual_start'] = time.time()
         return self
 
-    def f_finalize_run(self, store_meta_data=True, clean_up=True):
+    def f_finalize_run(self, store_meta_data: bool = True, clean_up: bool = True) -> None:
         """End a run started with f_start_run. store_meta_data stores the run (its timing
         and, unlike pypet, which left them to an f_store, what it added: a finished run is
         never lost); the trajectory stays set to the run."""
@@ -2599,7 +2817,8 @@ class _StorageMixin:
                              'traj.v_storage_service' % self._name)
         return self._storage_service
 
-    def f_store(self, only_init=False, store_data=STORE_DATA, max_depth=None):
+    def f_store(self, only_init: bool = False, store_data: int = STORE_DATA,
+                max_depth: int | None = None) -> None:
         """Store the whole trajectory (outside a run) or what the current run added."""
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
             self.f_store_items(list(self._new_leaves))
@@ -2607,10 +2826,12 @@ class _StorageMixin:
         self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
         self.__dict__['_stored'] = True
 
-    def f_store_item(self, item, *args, **kwargs):
+    def f_store_item(self, item: str | NNTreeNode, *args: object, **kwargs: object) -> None:
+        """Store one node (or a name of one); see f_store_items."""
         self.f_store_items([item], *args, **kwargs)
 
-    def f_store_items(self, iterator, recursive=False, store_data=STORE_DATA, **kwargs):
+    def f_store_items(self, iterator: collections.abc.Iterable, recursive: bool = False,
+                      store_data: int = STORE_DATA, **kwargs: object) -> None:
         """Store single leaves or groups (with recursive=True, their subtree)."""
         iterator = list(iterator)
         if self._is_run:  # the data as it is now goes with the run's record, even if the
@@ -2637,12 +2858,15 @@ class _StorageMixin:
                     msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes())
         self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
 
-    def f_load(self, name=None, index=None, as_new=False, load_parameters=LOAD_DATA,
-               load_derived_parameters=LOAD_SKELETON, load_results=LOAD_SKELETON,
-               load_other_data=LOAD_SKELETON, recursive=True, load_data=None, max_depth=None,
-               force=False, dynamic_imports=None, with_run_information=True,
-               with_meta_data=True, storage_service=None, filename=None, allow_pickle=True,
-               load_all=None):
+    def f_load(self, name: str | None = None, index: int | None = None, as_new: bool = False,
+               load_parameters: int = LOAD_DATA, load_derived_parameters: int = LOAD_SKELETON,
+               load_results: int = LOAD_SKELETON, load_other_data: int = LOAD_SKELETON,
+               recursive: bool = True, load_data: int | None = None, max_depth: int | None = None,
+               force: bool = False, dynamic_imports: list | None = None,
+               with_run_information: bool = True, with_meta_data: bool = True,
+               storage_service: StorageService | type | str | None = None,
+               filename: str | os.PathLike | None = None, allow_pickle: bool = True,
+               load_all: int | None = None) -> None:
         """Load a trajectory from storage by name or index (-1: the newest) into this one.
 
         Each load_* is LOAD_NOTHING (0), LOAD_SKELETON (1, empty leaves), LOAD_DATA (2) or
@@ -2737,15 +2961,19 @@ class _StorageMixin:
             if param._explored_range is not None:
                 param._restore_default()
 
-    def f_load_skeleton(self):
+    def f_load_skeleton(self) -> None:
+        """Load the tree without data (every leaf empty)."""
         self.f_load(load_parameters=LOAD_SKELETON, load_derived_parameters=LOAD_SKELETON,
                     load_results=LOAD_SKELETON, load_other_data=LOAD_SKELETON)
 
-    def f_load_item(self, item, *args, **kwargs):
+    def f_load_item(self, item: str | NNTreeNode, *args: object, **kwargs: object) -> None:
+        """Load one node (or a name of one) from storage; see f_load_items."""
         self.f_load_items([item], *args, **kwargs)
 
-    def f_load_items(self, iterator, load_data=LOAD_DATA, recursive=True, load_only=None,
-                     only_empties=False, allow_pickle=True, **kwargs):
+    def f_load_items(self, iterator: collections.abc.Iterable, load_data: int = LOAD_DATA,
+                     recursive: bool = True, load_only: list | None = None,
+                     only_empties: bool = False, allow_pickle: bool = True,
+                     **kwargs: object) -> None:
         """Load the data of leaves (names or nodes); groups load their subtree.
 
         load_only: load only these item names of a result (others stay as they are)."""
@@ -2778,10 +3006,12 @@ class _StorageMixin:
             _LOAD_POLICY.allow_pickle = old
 
     # -- merging -----------------------------------------------------------------------------
-    def f_merge(self, other_trajectory, trial_parameter=None, remove_duplicates=False,
-                ignore_data=(), backup=True, move_data=False, delete_other_trajectory=False,
-                keep_info=True, keep_other_trajectory_info=True, merge_config=True,
-                backup_filename=None, consecutive_merge=False, slow_merge=False):
+    def f_merge(self, other_trajectory: Trajectory | str, trial_parameter: str | None = None,
+                remove_duplicates: bool = False, ignore_data: bool = (), backup: bool = True,
+                move_data: bool = False, delete_other_trajectory: bool = False,
+                keep_info: bool = True, keep_other_trajectory_info: bool = True,
+                merge_config: bool = True, backup_filename: str | os.PathLike | None = None,
+                consecutive_merge: bool = False, slow_merge: bool = False) -> None:
         """Append the runs of `other_trajectory` (same parameters) to this one and store.
 
         Merged runs get new indices after this trajectory's; `remove_duplicates` skips runs
@@ -2821,7 +3051,8 @@ class _StorageMixin:
             'derived_parameters': LOAD_SKELETON, 'results': LOAD_SKELETON})
         return self
 
-    def f_merge_many(self, other_trajectories, **kwargs):
+    def f_merge_many(self, other_trajectories: list, **kwargs: object) -> None:
+        """f_merge each of `other_trajectories` in turn."""
         for other in other_trajectories:
             self.f_merge(other, **kwargs)
         return self
@@ -2833,11 +3064,14 @@ class _StorageMixin:
         for branch in BRANCHES:
             self._insert(self, NNGroupNode(branch))
 
-    def f_delete_item(self, item, *args, **kwargs):
+    def f_delete_item(self, item: str | NNTreeNode, *args: object, **kwargs: object) -> None:
+        """Delete one node from storage; see f_delete_items."""
         self.f_delete_items([item], *args, **kwargs)
 
-    def f_delete_items(self, iterator, remove_from_trajectory=False, recursive=False,
-                       delete_only=None, remove_from_item=False):
+    def f_delete_items(self, iterator: collections.abc.Iterable,
+                       remove_from_trajectory: bool = False, recursive: bool = False,
+                       delete_only: str | list | None = None,
+                       remove_from_item: bool = False) -> None:
         """Delete items from storage (and from memory with remove_from_trajectory).
         delete_only: names of a result's items to delete from storage, the rest stays
         (remove_from_item: from the result in memory too)."""
@@ -2872,10 +3106,12 @@ class _StorageMixin:
                 for name in names:
                     node._data.pop(name, None)
 
-    def f_delete_link(self, link, remove_from_trajectory=False):
+    def f_delete_link(self, link: str | tuple, remove_from_trajectory: bool = False) -> None:
+        """Delete one link from storage; see f_delete_links."""
         self.f_delete_links([link], remove_from_trajectory)
 
-    def f_delete_links(self, iterator_of_links, remove_from_trajectory=False):
+    def f_delete_links(self, iterator_of_links: collections.abc.Iterable, remove_from_trajectory: bool = False
+                       ) -> None:
         """Delete links from storage: 'group.link' names or (group, link name) pairs."""
         pairs = []
         for link in iterator_of_links:
@@ -2894,7 +3130,8 @@ class _StorageMixin:
             for group, name in pairs:
                 group.f_remove_link(name)
 
-    def f_migrate(self, new_name=None, in_store=False, new_storage_service=None, filename=None):
+    def f_migrate(self, new_name: str | None = None, in_store: bool = False,
+                  new_storage_service: object = None, filename: str | None = None) -> None:
         """Rename the trajectory and/or move it to another file or service; in_store=True
         says it is stored there already."""
         if new_name is not None:
@@ -2906,10 +3143,11 @@ class _StorageMixin:
             self.v_storage_service = _make_service(True, filename, name=self._name)
         self.__dict__['_stored'] = bool(in_store)
 
-    def f_remove_item(self, item, recursive=False):
+    def f_remove_item(self, item: str | NNTreeNode, recursive: bool = False) -> None:
+        """Remove one node from memory (the file keeps it)."""
         self.f_remove_items([item], recursive)
 
-    def f_remove_items(self, iterator, recursive=False):
+    def f_remove_items(self, iterator: collections.abc.Iterable, recursive: bool = False) -> None:
         """Remove items from memory only."""
         for item in iterator:
             node = self.f_get(item) if isinstance(item, str) else item
@@ -3057,10 +3295,13 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         storage_service: a service instance (or class); `filename` picks HDF5 (or pickle).
     """
 
-    def __init__(self, name='my_trajectory', add_time=False, comment='', dynamic_imports=None,
-                 wildcard_functions=None, storage_service=None, filename=None,
-                 dynamically_imported_classes=None, file_title=None, overwrite_file=False,
-                 complevel=9, complib='zlib', fsync_interval=1.0, **storage_kwargs):
+    def __init__(self, name: str = 'my_trajectory', add_time: bool = False, comment: str = '',
+                 dynamic_imports: list | None = None, wildcard_functions: dict | None = None,
+                 storage_service: StorageService | type | str | None = None,
+                 filename: str | os.PathLike | None = None,
+                 dynamically_imported_classes: list | None = None, file_title: str | None = None,
+                 overwrite_file: bool = False, complevel: int = 9, complib: str = 'zlib',
+                 fsync_interval: float = 1.0, **storage_kwargs: object) -> None:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise InvalidNameError('trajectory name %r is not valid: use letters, digits, "_" '
                                    'and "-" only' % (name,))
@@ -3116,15 +3357,18 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_storage_service'] = storage_service
 
     # -- properties --------------------------------------------------------------------------
-    v_is_root = property(lambda self: True)
-    v_time = property(lambda self: self._time)
-    v_timestamp = property(lambda self: self._timestamp)
-    v_version = property(lambda self: self._version)
-    v_python = property(lambda self: self._python)
-    v_stored = property(lambda self: self._stored)
-    v_is_run = property(lambda self: self._is_run)
-    v_environment_hexsha = property(lambda self: self._environment_hexsha)
-    v_environment_name = property(lambda self: self._environment_name)
+    v_is_root = property(lambda self: True,
+                         doc='True: the trajectory is the root.')
+    v_time = _read_only('_time', 'Creation time, YYYY_MM_DD_HHhMMmSSs.')
+    v_timestamp = _read_only('_timestamp', 'Creation time, seconds since the epoch.')
+    v_version = _read_only('_version', 'The minipypet version that made it.')
+    v_python = _read_only('_python', 'The Python version that made it.')
+    v_stored = _read_only('_stored', 'True once stored or loaded.')
+    v_is_run = _read_only('_is_run', 'True inside a run.')
+    v_environment_hexsha = _read_only('_environment_hexsha',
+                                      'The SHA-1 of the environment that runs it.')
+    v_environment_name = _read_only('_environment_name',
+                                    'The name of the environment that runs it.')
     v_crun = property(lambda self: _run_name(self._idx) if self._idx >= 0 else None,
                       lambda self, run: self.f_set_crun(run),
                       doc='The current run name, or None; setting it sets the run.')
@@ -3132,7 +3376,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                        doc='The current run name, or run_ALL.')
 
     @property
-    def v_name(self):
+    def v_name(self) -> str:
+        """The trajectory's name (with the time when add_time=True)."""
         return self._name
 
     v_standard_parameter = property(
@@ -3151,24 +3396,24 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         self.__dict__[key] = cls
 
     @property
-    def v_storage_service(self):
+    def v_storage_service(self) -> StorageService | None:
         """The storage service (store/load); assign your own with use_hdf5=False."""
         return self._storage_service
 
     @v_storage_service.setter
-    def v_storage_service(self, service):
+    def v_storage_service(self, service: StorageService) -> None:
         if isinstance(service, type):
             service = service(None, trajectory_name=self._name) if issubclass(
                 service, _FileService) else service()
         self.__dict__['_storage_service'] = service
 
     @property
-    def v_idx(self):
+    def v_idx(self) -> int:
         """The current run index, -1 for none; setting it sets the run."""
         return self._idx
 
     @v_idx.setter
-    def v_idx(self, idx):
+    def v_idx(self, idx: int) -> None:
         self.f_set_crun(idx)
 
     def __getattr__(self, name):
@@ -3219,7 +3464,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     v_with_links = _prop('with_links', 'Natural naming follows links.')
     del _prop
 
-    def f_set_properties(self, **kwargs):
+    def f_set_properties(self, **kwargs: object) -> None:
+        """Set v_ properties by keyword: fast_access, shortcuts, auto_load, max_depth, ..."""
         for key, value in kwargs.items():
             key = key[2:] if key.startswith('v_') else key
             if key not in self._props:
@@ -3232,8 +3478,33 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return self._length
 
     def __repr__(self):
-        return '<Trajectory %s: %d run(s), %d explored>' % (
-            self._name, self._length, len(self._explored))
+        filename = getattr(self._storage_service, 'filename', None)
+        explored = ', '.join(k.rpartition('.')[2] for k in self._explored)
+        return '<Trajectory %s: %d run%s (%d completed)%s%s>' % (
+            self._name, self._length, '' if self._length == 1 else 's',
+            sum(self._runs.completed), ', explored: ' + explored if explored else
+            ', nothing explored', ', file ' + filename if filename else '')
+
+    def _repr_html_(self):
+        """Jupyter's display: the summary, the tree and the runs table (its first 50 rows)."""
+        import html
+        parts = ['<p><b>%s</b></p>' % html.escape(repr(self)),
+                 '<details><summary>tree</summary><pre>%s</pre></details>'
+                 % html.escape(self.f_tree())]
+        if self._explored and self._length <= 100000:
+            try:
+                rows = runs_table(self)[:50]
+            except PypetError as exc:  # (a file that went away: the tree is still worth it)
+                rows, parts[1:1] = [], ['<p>runs table: %s</p>' % html.escape(str(exc))]
+            fields = list(dict.fromkeys(k for row in rows for k in row))
+            parts.append('<table><tr>%s</tr>%s</table>' % (
+                ''.join('<th>%s</th>' % html.escape(f) for f in fields),
+                ''.join('<tr>%s</tr>' % ''.join('<td>%s</td>' % html.escape(
+                    _cell(row.get(f, ''))) for f in fields) for row in rows)))
+            if self._length > len(rows):
+                parts.append('<p>(%d of %d runs shown; runs_table(traj) has them all)</p>'
+                             % (len(rows), self._length))
+        return '\n'.join(parts)
 
     def __copy__(self):
         """copy.copy(traj): an independent tree that shares the storage service (pypet)."""
@@ -3412,9 +3683,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return best
 
     def _hint(self, name):
-        import difflib
-        close = difflib.get_close_matches(name.rpartition('.')[2], list(self._by_name), n=3)
-        return '; did you mean %s?' % ', '.join(close) if close else ''
+        return _did_you_mean(name.rpartition('.')[2], self._by_name)
 
     def _add_path(self, start, rel_name, leaf, comment):
         if leaf is not None and self._is_run and start._full_name in _RUN_BRANCHES and \
@@ -3491,7 +3760,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return leaf
 
     # -- wildcards ---------------------------------------------------------------------------
-    def f_add_wildcard_functions(self, func_dict):
+    def f_add_wildcard_functions(self, func_dict: dict) -> None:
         """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1)."""
         for keys, func in func_dict.items():
             keys = (keys,) if isinstance(keys, str) else tuple(keys)
@@ -3500,7 +3769,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                                          % (keys,))
             self._wildcards[keys] = func
 
-    def f_wildcard(self, wildcard='$', run_idx=None):
+    def f_wildcard(self, wildcard: str = '$', run_idx: int | None = None) -> str:
+        """The name a wildcard stands for: '$' is the current run's name."""
         idx = self._idx if run_idx is None else run_idx
         if wildcard in ('$', 'crun'):
             return _run_name(idx)
@@ -3511,10 +3781,12 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 return func(idx)
         raise ValueError('unknown wildcard %r' % wildcard)
 
-    def f_get_wildcards(self):
+    def f_get_wildcards(self) -> list:
+        """The wildcards known to this trajectory."""
         return [('$', 'crun'), ('$set', 'crunset')] + list(self._wildcards)
 
-    def f_is_wildcard(self, name):
+    def f_is_wildcard(self, name: str) -> bool:
+        """True if `name` is a wildcard."""
         return name in ('$', 'crun', '$set', 'crunset') or any(
             name in keys for keys in self._wildcards)
 
@@ -3523,19 +3795,24 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         group = self._children[branch]
         return group.f_to_dict(fast_access=fast_access)
 
-    def f_get_config(self, fast_access=False, copy=True):
+    def f_get_config(self, fast_access: bool = False, copy: bool = True) -> dict:
+        """{full name: leaf (or value with fast_access)} of the config branch."""
         return self._branch_dict('config', fast_access, copy)
 
-    def f_get_parameters(self, fast_access=False, copy=True):
+    def f_get_parameters(self, fast_access: bool = False, copy: bool = True) -> dict:
+        """{full name: leaf (or value with fast_access)} of the parameters."""
         return self._branch_dict('parameters', fast_access, copy)
 
-    def f_get_derived_parameters(self, fast_access=False, copy=True):
+    def f_get_derived_parameters(self, fast_access: bool = False, copy: bool = True) -> dict:
+        """{full name: leaf (or value)} of the derived parameters."""
         return self._branch_dict('derived_parameters', fast_access, copy)
 
-    def f_get_results(self, fast_access=False, copy=True):
+    def f_get_results(self, fast_access: bool = False, copy: bool = True) -> dict:
+        """{full name: leaf (or value)} of the results."""
         return self._branch_dict('results', fast_access, copy)
 
-    def f_get_explored_parameters(self, fast_access=False, copy=True):
+    def f_get_explored_parameters(self, fast_access: bool = False, copy: bool = True) -> dict:
+        """{full name: parameter (or value)} of the explored parameters."""
         return {k: (p.f_get() if fast_access else p) for k, p in self._explored.items()}
 
 
@@ -3566,7 +3843,7 @@ def _in_run(full_name, crun):
 _BUILTIN_TYPES = frozenset(_BUILTIN_LEAVES.values())
 
 
-def cartesian_product(parameter_dict, combined_parameters=()):
+def cartesian_product(parameter_dict: dict, combined_parameters: tuple = ()) -> dict:
     """All combinations of the values; the last key varies fastest. A tuple of keys in
     `combined_parameters` (or as a key of the dict) is zipped instead of combined."""
     if combined_parameters:
@@ -3688,10 +3965,14 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
             mine['nodes'][key] = rec
 
 
-def merge_all_in_folder(folder, ext='.hdf5', dynamic_imports=None, storage_service=None,
-                        force=False, ignore_data=(), move_data=False, delete_other_files=False,
-                        keep_info=True, keep_other_trajectory_info=True, merge_config=True,
-                        backup=True, remove_duplicates=False, trial_parameter=None):
+def merge_all_in_folder(folder: str | os.PathLike, ext: str = '.hdf5',
+                        dynamic_imports: list | None = None,
+                        storage_service: StorageService | type | str | None = None,
+                        force: bool = False, ignore_data: bool = (), move_data: bool = False,
+                        delete_other_files: bool = False, keep_info: bool = True,
+                        keep_other_trajectory_info: bool = True, merge_config: bool = True,
+                        backup: bool = True, remove_duplicates: bool = False,
+                        trial_parameter: str | None = None) -> Trajectory:
     """Merge the newest trajectory of every `ext` file in `folder` into the first one (by
     file name): the way to collect sweeps run as separate batch jobs on a cluster."""
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(ext) and
@@ -3713,13 +3994,17 @@ def merge_all_in_folder(folder, ext='.hdf5', dynamic_imports=None, storage_servi
     return first
 
 
-def load_trajectory(name=None, index=None, as_new=False, load_parameters=LOAD_DATA,
-                    load_derived_parameters=LOAD_SKELETON, load_results=LOAD_SKELETON,
-                    load_other_data=LOAD_SKELETON, load_data=None, load_all=None, force=False,
-                    dynamic_imports=None, storage_service=None, filename=None,
-                    allow_pickle=True, new_name='my_trajectory', add_time=True,
-                    wildcard_functions=None, with_run_information=True, recursive=True,
-                    max_depth=None, **kwargs):
+def load_trajectory(name: str | None = None, index: int | None = None, as_new: bool = False,
+                    load_parameters: int = LOAD_DATA, load_derived_parameters: int = LOAD_SKELETON,
+                    load_results: int = LOAD_SKELETON, load_other_data: int = LOAD_SKELETON,
+                    load_data: int | None = None, load_all: int | None = None, force: bool = False,
+                    dynamic_imports: list | None = None,
+                    storage_service: StorageService | type | str | None = None,
+                    filename: str | os.PathLike | None = None, allow_pickle: bool = True,
+                    new_name: str = 'my_trajectory', add_time: bool = True,
+                    wildcard_functions: dict | None = None, with_run_information: bool = True,
+                    recursive: bool = True, max_depth: int | None = None,
+                    **kwargs: object) -> Trajectory:
     """Load a trajectory from a file by name or index and return it. As in pypet, with
     as_new=True it is named new_name (+ the time with add_time), so that running it again
     does not store over the loaded one."""
@@ -3777,6 +4062,7 @@ class StorageService:
     _LOAD = {TRAJECTORY: '_load_trajectory', LIST: '_load_list'}
 
     def store(self, msg, item, *args, **kwargs):
+        """Store `item` as message `msg` asks (TRAJECTORY, SINGLE_RUN, LIST, ...)."""
         try:
             method = self._STORE[msg]
         except KeyError:
@@ -3786,6 +4072,7 @@ class StorageService:
             method in ('flush', 'close', '_noop') else getattr(self, method)()
 
     def load(self, msg, item, *args, **kwargs):
+        """Load into `item` as message `msg` asks (TRAJECTORY, LEAF, LIST, ...)."""
         try:
             method = self._LOAD[msg]
         except KeyError:
@@ -3797,9 +4084,11 @@ class StorageService:
         pass
 
     def flush(self, *args, **kwargs):
+        """Write out anything buffered (nothing by default)."""
         pass
 
     def close(self, *args, **kwargs):
+        """Release files and handles (nothing by default)."""
         pass
 
     def __enter__(self):
@@ -4770,9 +5059,11 @@ class _FileService(_FromState, StorageService):
         self._journal.sync()
 
     def flush(self, *args, **kwargs):
+        """Fold the journal into the file now (a checkpoint)."""
         self._journal.sync()
 
     def close(self, *args, **kwargs):
+        """Checkpoint and release the file."""
         self._journal.close()
 
     # -- loading -----------------------------------------------------------------------------
@@ -4793,8 +5084,12 @@ class _FileService(_FromState, StorageService):
                                             'range' % (self.filename, len(names), index)) \
                     from None
         if name not in names:
-            raise DataNotInStorageError('%s holds no trajectory %r; it holds %s'
-                                        % (self.filename, name, names))
+            timed = [n for n in names if re.fullmatch(re.escape(name) + r'_\d{4}_.*', n)]
+            raise DataNotInStorageError('%s holds no trajectory %r; it holds %s%s'
+                                        % (self.filename, name, names, timed and (
+                                            ' (add_time=True appended the time to the name: '
+                                            'load with name=%r, or index=-1 for the newest)'
+                                            % timed[-1])))
         states = {}
         if os.path.exists(self.filename) and name in self._list_names():
             states[name] = self._read_state(name, data, rows, skip)
@@ -7130,6 +7425,9 @@ def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
                                    'file' % path)
         if os.path.isfile(filename + '.journal'):
             return (HDF5StorageService if _have('tables') else PickleStorageService)(filename)
+        pkl = os.path.splitext(filename)[0] + '.pkl'  # (a first sweep without PyTables)
+        if os.path.isfile(pkl + '.journal'):
+            return PickleStorageService(pkl)
         raise DataNotInStorageError('cannot load: %s does not exist' % filename)
     existing = None
     if filename is not None and os.path.isfile(filename):
@@ -7142,7 +7440,7 @@ def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
         return HDF5StorageService(filename, trajectory_name=name, **kwargs)
     if use_hdf5 and not pickled:
         _say_once('PyTables is not installed, so minipypet stores with the pickle backend '
-                  '(pip install "minipypet[hdf5]" for HDF5)')
+                  '(pip install tables numpy for HDF5)')
     for key in ('complevel', 'complib', 'shuffle', 'fletcher32', 'encoding', 'display_time'):
         kwargs.pop(key, None)
     if filename is not None and not os.fspath(filename).endswith(('/', os.sep)) and \
@@ -7804,6 +8102,23 @@ def _log_return(journal, idx, ret):
                   'f_continue_run will return None for such runs' % (_type_name(ret), exc))
 
 
+def _run_label(traj, idx):
+    """'run 2 (run_00000002) with x=0.0, y=1.0': a run and its explored values."""
+    values = traj._run_values(idx)
+    return 'run %d (%s)%s' % (idx, _run_name(idx), ' with ' + ', '.join(
+        '%s=%s' % (k.rpartition('.')[2], _short_repr(v, 40)) for k, v in values.items())
+        if values else '')
+
+
+def _note_run(exc, traj, idx):
+    """Name the failed run where the traceback shows it (a note; a log line before 3.11)."""
+    text = 'in %s' % _run_label(traj, idx)
+    if hasattr(exc, 'add_note'):
+        exc.add_note(text)
+    else:
+        logger.error('%s failed: %s', text[3:], _format_exc(exc))
+
+
 def _format_exc(exc):
     return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
 
@@ -8034,10 +8349,12 @@ class MultiprocContext:
             pool.map(job, [traj] * 10)       # each job: traj.f_store_item(...), manual_run
     """
 
-    def __init__(self, trajectory=None, wrap_mode=WRAP_MODE_LOCK, full_copy=None,
-                 manager=None, use_manager=True, lock=None, queue=None, queue_maxsize=0,
-                 port=None, timeout=None, gc_interval=None, log_config=None,
-                 log_stdout=False, graceful_exit=False):
+    def __init__(self, trajectory: Trajectory | None = None, wrap_mode: str = WRAP_MODE_LOCK,
+                 full_copy: bool | None = None, manager: object = None, use_manager: bool = True,
+                 lock: object = None, queue: object = None, queue_maxsize: int = 0,
+                 port: object = None, timeout: float | None = None, gc_interval: object = None,
+                 log_config: object = None, log_stdout: bool = False,
+                 graceful_exit: bool = False) -> None:
         del full_copy, gc_interval, log_config, log_stdout, graceful_exit  # (pypet's knobs)
         if not isinstance(trajectory, Trajectory):
             raise ConfigurationError('MultiprocContext needs trajectory=<a Trajectory>, got %r'
@@ -8068,7 +8385,7 @@ class MultiprocContext:
             self._manager = self._own_manager = multiprocessing.Manager()
         return self._manager
 
-    def start(self):
+    def start(self) -> None:
         """Store the trajectory's skeleton and wrap its storage service."""
         traj = self._traj
         if self._service is not None:
@@ -8090,7 +8407,7 @@ class MultiprocContext:
             self._writer.start()
             traj.v_storage_service = QueueStorageServiceSender(self.queue)
 
-    def finalize(self):
+    def finalize(self) -> None:
         """Store what is still queued, then restore the trajectory's own storage service."""
         if self._service is None:
             return
@@ -8243,8 +8560,10 @@ def _log_level(level):
                              'as "DEBUG"), got %r' % (level,))
 
 
-def progressbar(index, total, percentage_step=10, logger='print', log_level=logging.INFO,
-                reprint=True, time=True, length=20, fmt_string=None, reset=False):
+def progressbar(index: int, total: int, percentage_step: int = 10,
+                logger: str | logging.Logger = 'print', log_level: int | str = logging.INFO,
+                reprint: bool = True, time: bool = True, length: int = 20,
+                fmt_string: str | None = None, reset: bool = False) -> str | None:
     """Print or log a progress bar with ETA every `percentage_step` percent; returns it."""
     state = progressbar.__dict__.setdefault('_state', {'start': None, 'last': -1})
     now = _time_now()
@@ -8280,29 +8599,112 @@ class Environment:
     Every argument of pypet's Environment that the seed names is accepted, with pypet 0.7's
     spellings (resumable, resume_folder, dynamic_imports, freeze_pool_input, ...) as aliases.
     Beyond pypet: `executor` (any concurrent.futures Executor: dask, mpi4py), `start_method`,
-    `fsync_interval` (group commit of the journal) and `record_failed_runs`."""
+    `fsync_interval` (group commit of the journal), `record_failed_runs` and `show_progress`.
 
-    def __init__(self, trajectory='trajectory', add_time=True, comment='',
-                 dynamic_imports=None, wildcard_functions=None, automatic_storing=True,
-                 log_folder=None, log_config='DEFAULT', log_level=None, log_stdout=False,
-                 report_progress=(5, 'minipypet', logging.INFO), multiproc=False, ncores=1,
-                 use_pool=None, use_scoop=False, wrap_mode=WRAP_MODE_LOCK, queue_maxsize=-1,
-                 freeze_input=False, timeout=None, cpu_cap=100.0, memory_cap=100.0,
-                 swap_cap=100.0, niceness=None, continuable=True, continue_folder=None,
-                 delete_continue=True, use_hdf5=True, storage_service=None, filename=None,
-                 file_title=None, overwrite_file=False, encoding='utf8', complevel=9,
-                 complib='zlib', shuffle=True, fletcher32=False, pandas_format='fixed',
-                 purge_duplicate_comments=True, summary_tables=True,
-                 small_overview_tables=True, large_overview_tables=True, results_per_run=0,
-                 derived_parameters_per_run=0, git_repository=None, git_message='',
-                 git_fail=False, lazy_debug=False, do_single_runs=True, clean_up_runs=True,
-                 immediate_postproc=False, graceful_exit=False, gc_interval=None, port=None,
-                 display_time=20, start_method=None, executor=None, fsync_interval=1.0,
-                 record_failed_runs=False, resumable=None, resume_folder=None,
-                 delete_resume=None, dynamically_imported_classes=None,
-                 freeze_pool_input=None, log_levels=None, logger_names=None,
-                 log_multiproc=True, sumatra_project=None, sumatra_reason='',
-                 sumatra_label=None, pandas_append=False, config=None):
+    Args:
+        trajectory: a name for a new Trajectory, or a Trajectory to run.
+        add_time: append the creation time to a new trajectory's name (default True).
+        comment: the new trajectory's comment.
+        dynamic_imports: your own leaf classes (or dotted names), needed to load them.
+        wildcard_functions: {('$', 'crun'): func(idx) -> name, ...}, extra wildcards.
+        automatic_storing: store the trajectory before, each run during and all after the runs.
+        log_folder: write log files to <log_folder>/<trajectory>/ (None: leave logging alone).
+        log_config: 'DEFAULT' (files in log_folder when given) or None (no logging setup).
+        log_level: the level of the log files (default INFO).
+        log_stdout: accepted for pypet; print output is not redirected into the logs.
+        report_progress: log progress with an ETA: (percent, logger name or 'print', level),
+            True for (5, 'minipypet', INFO), False to stop.
+        multiproc: run the runs in other processes (a pool or a process per run).
+        ncores: processes at once with multiproc (0: one per CPU).
+        use_pool: with multiproc, `ncores` worker processes (True) or a process per run
+            (None: a pool, unless immediate_postproc).
+        use_scoop: refused (SCOOP is not supported; pass executor=...).
+        wrap_mode: how workers store: 'QUEUE' (one writer process), 'LOCK' (in turn),
+            'PIPE' (a writer thread in the main process), 'LOCAL' (the main process stores
+            each run) or 'NONE' (a process-safe service of your own).
+        queue_maxsize: the QUEUE mode's queue size (-1: 2 * ncores, 0: unbounded).
+        freeze_input: send the trajectory, job and arguments to each pool worker once.
+        timeout: refused (pypet's network modes).
+        cpu_cap, memory_cap, swap_cap: accepted in (0, 100] for pypet, not enforced.
+        niceness: accepted for pypet, not applied to worker processes.
+        continuable: write <trajectory>.cnt so that a crashed sweep can be resumed.
+        continue_folder: where the .cnt goes (default: beside the data file).
+        delete_continue: delete the .cnt after a complete sweep.
+        use_hdf5: store with HDF5 (pickle when PyTables is missing); False: your own service.
+        storage_service: a service class, instance or name ('hdf5', 'pickle', 'lazy').
+        filename: the data file, or a folder for <trajectory>.hdf5 (default ./hdf5/).
+        file_title: the HDF5 file's title.
+        overwrite_file: replace an existing file instead of adding to it.
+        encoding: accepted for pypet (text is UTF-8).
+        complevel, complib, shuffle, fletcher32: HDF5 filters of big datasets (zlib 9).
+        pandas_format, pandas_append: accepted for pypet (DataFrames and Series are
+            stored as plain columns).
+        purge_duplicate_comments: keep a run result's comment only where it first appears.
+        summary_tables, small_overview_tables, large_overview_tables: write overview tables.
+        results_per_run, derived_parameters_per_run: accepted for pypet (size hints).
+        git_repository: commit the tracked, changed files there and record the commit.
+        git_message: the commit message.
+        git_fail: raise GitDiffError on uncommitted changes instead of committing.
+        lazy_debug: store nothing (LazyStorageService) unless Python runs with -O.
+        do_single_runs: False makes f_run refuse (an environment for post-processing only).
+        clean_up_runs: drop a run's results from memory once stored.
+        immediate_postproc: accepted for pypet (post-processing runs after the runs).
+        graceful_exit: the first Ctrl+C starts no new runs and stores the running ones.
+        gc_interval: accepted for pypet (an int >= 1), not used.
+        port: refused (pypet's network modes).
+        display_time: accepted for pypet.
+        start_method: 'fork', 'spawn' or 'forkserver' for worker processes (None: default).
+        executor: a concurrent.futures Executor (dask, mpi4py) to run the runs on.
+        fsync_interval: seconds between fsyncs of the journal (0: after every run).
+        record_failed_runs: record a failing run (its error in the run information) and go on.
+        resumable, resume_folder, delete_resume: pypet 0.7's names of the continue_* arguments.
+        dynamically_imported_classes: the seed's name of dynamic_imports.
+        freeze_pool_input: pypet 0.7's name of freeze_input.
+        log_levels: pypet 0.7's name of log_level (a level or a list of levels).
+        logger_names, log_multiproc: accepted for pypet.
+        sumatra_project, sumatra_reason, sumatra_label: refused (Sumatra is not supported).
+        config: pypet's .ini file of Environment arguments, parameters and config (the
+            arguments given here win).
+        show_progress: the live progress line on stderr: None (default) when stderr is a
+            terminal or Jupyter, True always, False never.
+    """
+
+    def __init__(self, trajectory: str | Trajectory = 'trajectory', add_time: bool = True,
+                 comment: str = '', dynamic_imports: list | None = None,
+                 wildcard_functions: dict | None = None, automatic_storing: bool = True,
+                 log_folder: str | os.PathLike | None = None, log_config: str = 'DEFAULT',
+                 log_level: int | str | None = None, log_stdout: bool = False,
+                 report_progress: bool | tuple = (5, 'minipypet', logging.INFO),
+                 multiproc: bool = False, ncores: int = 1, use_pool: bool | None = None,
+                 use_scoop: bool = False, wrap_mode: str = WRAP_MODE_LOCK, queue_maxsize: int = -1,
+                 freeze_input: bool = False, timeout: float | None = None,
+                 cpu_cap: float | tuple = 100.0, memory_cap: float | tuple = 100.0,
+                 swap_cap: float | tuple = 100.0, niceness: int | None = None,
+                 continuable: bool = True, continue_folder: str | os.PathLike | None = None,
+                 delete_continue: bool = True, use_hdf5: bool = True,
+                 storage_service: StorageService | type | str | None = None,
+                 filename: str | os.PathLike | None = None, file_title: str | None = None,
+                 overwrite_file: bool = False, encoding: str = 'utf8', complevel: int = 9,
+                 complib: str = 'zlib', shuffle: bool = True, fletcher32: bool = False,
+                 pandas_format: str = 'fixed', purge_duplicate_comments: bool = True,
+                 summary_tables: bool = True, small_overview_tables: bool = True,
+                 large_overview_tables: bool = True, results_per_run: int = 0,
+                 derived_parameters_per_run: int = 0,
+                 git_repository: str | os.PathLike | None = None, git_message: str = '',
+                 git_fail: bool = False, lazy_debug: bool = False, do_single_runs: bool = True,
+                 clean_up_runs: bool = True, immediate_postproc: bool = False,
+                 graceful_exit: bool = False, gc_interval: int | None = None,
+                 port: int | None = None, display_time: int = 20, start_method: str | None = None,
+                 executor: object = None, fsync_interval: float = 1.0,
+                 record_failed_runs: bool = False, resumable: bool | None = None,
+                 resume_folder: str | os.PathLike | None = None, delete_resume: bool | None = None,
+                 dynamically_imported_classes: list | None = None,
+                 freeze_pool_input: bool | None = None, log_levels: object = None,
+                 logger_names: object = None, log_multiproc: bool = True,
+                 sumatra_project: str | None = None, sumatra_reason: str = '',
+                 sumatra_label: str | None = None, pandas_append: bool = False,
+                 config: str | os.PathLike | None = None,
+                 show_progress: bool | None = None) -> None:
         if config is not None:  # pypet's .ini file of arguments, parameters and config
             given = {k: v for k, v in locals().items() if k not in ('self', 'config')}
             return self._from_config(config, given)
@@ -8337,6 +8739,7 @@ class Environment:
             raise ConfigurationError('trajectory must be a name (str) or a Trajectory, got %r'
                                      % (trajectory,))
         traj = self._traj
+        ncores = ncores or os.cpu_count() or 1  # (pypet's 0: one per CPU, recorded as such)
         self._multiproc, self._ncores, self._use_pool = bool(multiproc), ncores, use_pool
         self._wrap_mode, self._freeze_input = wrap_mode, freeze_input
         self._queue_maxsize, self._niceness = queue_maxsize, niceness
@@ -8345,7 +8748,8 @@ class Environment:
         self._automatic_storing, self._clean_up_runs = automatic_storing, clean_up_runs
         self._graceful_exit, self._start_method = graceful_exit, start_method
         self._executor, self._record_failed = executor, record_failed_runs
-        self._report_progress = report_progress
+        self._report_progress, self._show_progress = report_progress, show_progress
+        self._live = None
         self._do_single_runs = do_single_runs
         self._postproc = None
         self._stopped = False
@@ -8494,6 +8898,9 @@ class Environment:
         if not isinstance(a['ncores'], int) or isinstance(a['ncores'], bool) or \
                 a['ncores'] < 0:
             bad('ncores must be an int >= 1 (0: one per CPU), got %r' % (a['ncores'],))
+        if a['ncores'] == 0 and not a['multiproc'] and a['executor'] is None:
+            bad('ncores=0 (a process per CPU) does nothing without multiproc=True; pass '
+                'multiproc=True, or leave ncores at 1')
         if a['use_scoop']:
             bad('SCOOP is not supported; pass a concurrent.futures Executor instead, e.g. '
                 'executor=dask.distributed.Client(...).get_executor()')
@@ -8531,6 +8938,9 @@ class Environment:
                      'graceful_exit', 'clean_up_runs', 'record_failed_runs', 'lazy_debug'):
             if not isinstance(a[flag], (bool, int)):
                 bad('%s must be True or False, got %r' % (flag, a[flag]))
+        if a['show_progress'] not in (None, True, False):
+            bad('show_progress must be None (a live line when stderr is a terminal or in '
+                'Jupyter), True or False, got %r' % (a['show_progress'],))
         if a['report_progress'] not in (True, False, None) and not (
                 isinstance(a['report_progress'], tuple) and 1 <= len(a['report_progress']) <= 3
                 and 0 < a['report_progress'][0] <= 100):
@@ -8543,12 +8953,14 @@ class Environment:
     v_name = property(lambda self: self._name,
                       doc='environment_<sha1[:7]>_<YYYY_MM_DD_HHhMMmSSs>')
     v_hexsha = property(lambda self: self._hexsha, doc='SHA-1 (the git commit with git).')
-    v_time = property(lambda self: self._time)
-    v_timestamp = property(lambda self: self._timestamp)
+    v_time = property(lambda self: self._time,
+                      doc='Creation time, YYYY_MM_DD_HHhMMmSSs.')
+    v_timestamp = property(lambda self: self._timestamp,
+                           doc='Creation time, seconds since the epoch.')
     v_git = property(lambda self: self._git, doc='The recorded git commit (or None).')
 
     @property
-    def v_continue_file(self):
+    def v_continue_file(self) -> str | None:
         """The .cnt file of this environment's trajectory (None if nothing is stored)."""
         service = self._traj.v_storage_service
         filename = getattr(service, 'filename', None)
@@ -8560,13 +8972,27 @@ class Environment:
             return None
         return os.path.join(folder, self._traj.v_name + '.cnt')
 
+    def __repr__(self):
+        if self._executor is not None:
+            how = 'executor %s' % type(self._executor).__name__
+        elif self._multiproc:
+            how = '%s of %d, wrap_mode %s' % ('pool' if self._use_pool else 'process per run',
+                                            self._ncores, self._wrap_mode)
+        else:
+            how = 'serial'
+        service = self._traj.v_storage_service
+        filename = getattr(service, 'filename', None)
+        return '<Environment %s: trajectory %s (%d run%s), %s, %s%s>' % (
+            self._name, self._traj.v_name, len(self._traj), 's' if len(self._traj) != 1 else '',
+            how, type(service).__name__, ' ' + filename if filename else '')
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.f_disable_logging()
 
-    def f_disable_logging(self, remove_all_handlers=True):
+    def f_disable_logging(self, remove_all_handlers: bool = True) -> None:
         """Remove the log handlers this environment added."""
         if self._log is not None:
             self._log.remove()
@@ -8614,7 +9040,8 @@ class Environment:
                     traj.f_add_config('%s.%s' % (prefix, key), g[key])
 
     # -- running -----------------------------------------------------------------------------
-    def f_add_postprocessing(self, postproc, *args, **kwargs):
+    def f_add_postprocessing(self, postproc: collections.abc.Callable, *args: object,
+                             **kwargs: object) -> None:
         """Call postproc(traj, results, *args, **kwargs) after the runs; if it returns a dict
         (or calls traj.f_expand), the new runs execute and postproc is called again."""
         if not callable(postproc):
@@ -8623,14 +9050,15 @@ class Environment:
                                      % (_type_name(postproc), _short_repr(postproc)))
         self._postproc = (postproc, args, kwargs)
 
-    def f_run(self, runfunc, *args, **kwargs):
+    def f_run(self, runfunc: collections.abc.Callable, *args: object, **kwargs: object) -> list:
         """Run runfunc(traj, *args, **kwargs) for every run not completed yet; returns
         [(run index, return value), ...] ordered by run index."""
         if not self._do_single_runs:
             raise PypetError('this environment was made with do_single_runs=False')
         return self._execute(runfunc, args, kwargs, None)
 
-    def f_run_map(self, runfunc, *iter_args, **iter_kwargs):
+    def f_run_map(self, runfunc: collections.abc.Callable, *iter_args: collections.abc.Iterable,
+                  **iter_kwargs: collections.abc.Iterable) -> list:
         """Like f_run, but run i gets the i-th element of each iterable as arguments."""
         columns = [list(a) for a in iter_args]
         kwcolumns = {k: list(v) for k, v in iter_kwargs.items()}
@@ -8643,7 +9071,7 @@ class Environment:
                    for i in range(n)]
         return self._execute(runfunc, (), {}, per_run)
 
-    def f_pipeline(self, pipeline):
+    def f_pipeline(self, pipeline: collections.abc.Callable) -> list | None:
         """pipeline(traj) builds the trajectory and returns (runfunc, args, kwargs) or
         ((runfunc, args, kwargs), (postproc, args, kwargs)); None means analysis only."""
         spec = pipeline(self._traj)
@@ -8681,6 +9109,9 @@ class Environment:
             raise ConfigurationError('the job must be a function called as job(traj, ...) '
                                      'once per run, got %s %s'
                                      % (_type_name(job), _short_repr(job)))
+        if _bootstrapping():  # (before anything is stored: the parent stores this trajectory)
+            raise ConfigurationError('this sweep was started while a worker process imported '
+                                     'the script: %s' % _BOOTSTRAP_HINT)
         traj = self._traj
         traj._check_ranges('running')
         traj._check_presets()
@@ -8693,15 +9124,22 @@ class Environment:
         traj.f_lock_parameters()  # as pypet: nothing changes a parameter once runs start
         results = list(earlier)
         cnt = None
+        self._stopped = False
         if self._automatic_storing:
             traj.f_store(only_init=True)
             cnt = self._write_continue_file(job, args, kwargs, per_run)
+        first = True
+        self._live = _LiveLine.make(self._show_progress, traj)
         try:
             while True:
                 if pending is None:
                     done = traj._runs.completed
                     pending = range(len(traj)) if not any(done) else \
                         [i for i in range(len(traj)) if not done[i]]
+                if first and not pending and len(traj):
+                    logger.warning('all %d runs of %s are already completed, so there is '
+                                   'nothing to run (f_expand adds runs)', len(traj), traj.v_name)
+                first = False
                 results.extend(self._run_pending(job, args, kwargs, per_run, pending, cnt))
                 pending = None
                 if self._postproc is not None and self._automatic_storing:
@@ -8721,11 +9159,12 @@ class Environment:
                     traj.f_store(only_init=True)
                     if cnt is not None:
                         cnt = self._write_continue_file(job, args, kwargs, per_run)
-        except BaseException:
+        except BaseException as exc:
             failed = True
+            interrupted = isinstance(exc, KeyboardInterrupt)
             raise
         else:
-            failed = False
+            failed = interrupted = False
         finally:
             finish = time.time()
             self._config('finish_timestamp', finish)
@@ -8743,12 +9182,33 @@ class Environment:
                     # finished are in the journal, which a resume folds in)
                     logger.error('the final store after the error failed too: %s: %s',
                                  type(exc).__name__, exc)
+            if self._live is not None:
+                self._live.close(getattr(traj.v_storage_service, 'filename', None))
+                self._live = None
+            if interrupted or self._stopped and not failed:
+                stopped = self._stopped_text(cnt)
+                if interrupted:  # (raised from here: the finally's own exception wins)
+                    raise KeyboardInterrupt(stopped) from None
+                logger.warning('%s', stopped)
         if cnt is not None and self._delete_continue and traj.f_is_completed():
             for path in (cnt + '.results', cnt):  # (a kill between leaves the .cnt alone)
                 if os.path.exists(path):
                     os.remove(path)
         results.sort(key=lambda r: r[0])
         return results
+
+    def _stopped_text(self, cnt):
+        """'stopped after N of M runs; resume with ...' (the call and the command line)."""
+        traj = self._traj
+        text = 'stopped after %d of %d runs of %s' % (sum(traj._runs.completed), len(traj),
+                                                       traj.v_name)
+        if cnt is None:
+            return text + ('; the finished runs are stored, but the sweep cannot be resumed '
+                           '(continuable=False, or a job that does not pickle)'
+                           if self._automatic_storing else '')
+        module = __name__ if __name__ != '__main__' else 'minipypet'
+        return text + ('; resume with env.f_continue_run(%r), or from the command line: '
+                       'python -m %s resume %s' % (cnt, module, _shell_quote(cnt)))
 
     def _refresh_runs(self):
         """After workers stored runs themselves, read which runs the store holds."""
@@ -8853,9 +9313,18 @@ class Environment:
         _atomic_write(path, write)
         return path
 
-    def f_continue_run(self, continue_file=None, trajectory_name=None, continue_folder=None):
+    def f_continue_run(self, continue_file: str | os.PathLike | None = None,
+                       trajectory_name: str | None = None,
+                       continue_folder: str | os.PathLike | None = None,
+                       job: collections.abc.Callable | None = None) -> list:
         """Resume a crashed sweep from its .cnt file: run exactly the runs that are not
-        stored as completed; return all results (earlier ones from the .cnt results log)."""
+        stored as completed; return all results (earlier ones from the .cnt results log).
+
+        Args:
+            continue_file: the .cnt file (or give trajectory_name and continue_folder).
+            job: run this function instead of the job the .cnt names (a fixed version, or
+                the job of a script that ran the sweep as __main__, which another script
+                cannot import)."""
         if continue_file is None:
             if trajectory_name is None:
                 raise ConfigurationError('f_continue_run needs the .cnt file (or resume needs '
@@ -8866,16 +9335,14 @@ class Environment:
                 alt = os.path.join(continue_folder, trajectory_name, trajectory_name + '.cnt')
                 continue_file = alt if os.path.exists(alt) else continue_file
         continue_file = os.fspath(continue_file)
-        try:
-            with open(continue_file, 'rb') as f:
-                snapshot = pickle.load(f)
-        except FileNotFoundError:
-            raise ResumeError('%s does not exist; nothing to resume' % continue_file) from None
-        except Exception as exc:
-            raise ResumeError('%s cannot be read (%s: %s)' % (continue_file,
-                                                              type(exc).__name__, exc)) from exc
-        if not isinstance(snapshot, dict) or snapshot.get('format') != 1:
-            raise ResumeError('%s is not a minipypet .cnt file' % continue_file)
+        if job is not None and not callable(job):
+            raise ConfigurationError('f_continue_run: job must be a function called as '
+                                     'job(traj, ...), got %s' % _short_repr(job))
+        snapshot = _read_continue_file(continue_file, job is not None)
+        if job is not None:
+            snapshot['job'] = job
+        elif isinstance(snapshot['job'], _Missing):
+            raise ResumeError(snapshot['job'].hint(continue_file))
         name = snapshot['trajectory']
         if snapshot['service_object'] is not None:
             service = snapshot['service_object']
@@ -8918,9 +9385,107 @@ class Environment:
         return self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
                              snapshot['per_run'], earlier=done)
 
-    def f_resume(self, trajectory_name=None, resume_folder=None):
+    def f_resume(self, trajectory_name: str | None = None,
+                 resume_folder: str | os.PathLike | None = None) -> list:
         """pypet 0.7's spelling of f_continue_run: by trajectory name and folder."""
         return self.f_continue_run(None, trajectory_name, resume_folder)
+
+
+class _Missing:
+    """What a .cnt names but this process cannot import (a job of another __main__)."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, *args, **kwargs):
+        raise ResumeError('%s.%s could not be imported when the sweep was resumed'
+                          % (self.module, self.name))
+
+    def hint(self, path):
+        where = 'the script that ran the sweep (__main__)' if self.module == '__main__' \
+            else 'module %s' % self.module
+        return ('%s names %s from %s, which cannot be imported here: to resume from another '
+                'script or the command line, the job must be importable from a module (define '
+                'it in a .py file and import it from there), or pass it: '
+                'env.f_continue_run(%r, job=%s)' % (path, self.name, where, path,
+                                                     self.name.rpartition('.')[2]))
+
+
+class _ContinueUnpickler(pickle.Unpickler):
+    """Reads a .cnt; with `lenient`, what cannot be imported becomes a _Missing."""
+
+    def __init__(self, f, lenient):
+        super().__init__(f)
+        self.lenient = lenient
+
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (AttributeError, ImportError):
+            if not self.lenient:
+                raise
+            return _Missing(module, name)
+
+
+def _read_continue_file(path, lenient):
+    """The snapshot dict of a .cnt file, or a ResumeError that says what to do."""
+    def load(lenient):
+        with open(path, 'rb') as f:
+            return _ContinueUnpickler(f, lenient).load()
+    try:
+        snapshot = load(lenient)
+    except FileNotFoundError:
+        raise ResumeError('%s does not exist; nothing to resume' % path) from None
+    except (AttributeError, ImportError) as exc:
+        try:  # which name is missing, to say how to pass it
+            job = load(True).get('job')
+        except Exception:
+            job = None
+        if isinstance(job, _Missing):
+            raise ResumeError(job.hint(path)) from exc
+        raise ResumeError('%s cannot be read: %s (the job, its arguments and post-processing '
+                          'must be importable from a module to be resumed)' % (path, exc)) \
+            from exc
+    except Exception as exc:
+        raise ResumeError('%s cannot be read (%s: %s)' % (path, type(exc).__name__, exc)) \
+            from exc
+    if not isinstance(snapshot, dict) or snapshot.get('format') != 1:
+        raise ResumeError('%s is not a minipypet .cnt file' % path)
+    missing = [v for k in ('args', 'kwargs', 'postproc', 'service_object')
+               for v in _flat(snapshot.get(k)) if isinstance(v, _Missing)]
+    if missing:
+        raise ResumeError('%s names %s.%s, which cannot be imported here; it must be '
+                          'importable from a module to be resumed'
+                          % (path, missing[0].module, missing[0].name))
+    return snapshot
+
+
+def _flat(value):
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _flat(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flat(v)
+    else:
+        yield value
+
+
+def _shell_quote(text):
+    import shlex
+    return shlex.quote(text) if os.name != 'nt' else '"%s"' % text
+
+
+_BOOTSTRAP_HINT = (
+    "a worker process started by the 'spawn' or 'forkserver' start method (macOS, Windows, "
+    "Python 3.14's Linux default) imports your script, and the script started a sweep again. "
+    "Start sweeps below `if __name__ == '__main__':` and define the job at module level")
+
+
+def _bootstrapping():
+    """True while multiprocessing imports the main script into a new worker process."""
+    import multiprocessing
+    return bool(getattr(multiprocessing.current_process(), '_inheriting', False))
 
 
 def _store_mode(service, wrap_mode):
@@ -8946,7 +9511,7 @@ class _Sweep:
             self.service, env._wrap_mode)
         self.results_path = cnt + '.results' if cnt else None
         self.results_log = _Journal(self.results_path, folder_lock=False) if cnt else None
-        self.progress = _Progress(env._report_progress, len(pending))
+        self.progress = _Progress(env._report_progress, len(pending), env._live)
         self.results, self.stopped, self.interrupts = [], False, 0
 
     def run(self):
@@ -8982,6 +9547,7 @@ class _Sweep:
             self.interrupts += 1
             if self.interrupts == 1:
                 self.stopped = True
+                self.progress.clear()
                 logger.warning('Ctrl+C: no new runs are started; running ones finish and are '
                                'stored (press Ctrl+C again to stop at once)')
             else:
@@ -9023,9 +9589,11 @@ class _Sweep:
                 store(record)
                 traj._finish_run(record, clean_up, restore=False)
                 if not env._record_failed:
+                    _note_run(exc, traj, idx)
                     raise
+                self.progress.clear()
                 logger.error('run %d failed (recorded, going on): %s', idx, _format_exc(exc))
-                self.progress.step()
+                self.progress.step(failed=True)
                 continue
             record = traj._run_record(idx, start, now(), 1)
             _log_return(log, idx, ret)  # before the run counts as stored
@@ -9075,7 +9643,13 @@ class _Sweep:
         if self.mode in ('queue', 'lock'):
             from multiprocessing.managers import SyncManager
             manager = plumbing['manager'] = SyncManager(ctx=mp)
-            manager.start(_die_with_parent)
+            try:
+                manager.start(_die_with_parent)
+            except EOFError:  # its process ended before it answered
+                if mp.get_start_method() == 'fork':
+                    raise
+                raise WorkerDiedError('the Manager process of the sweep ended as it started; %s'
+                                      % _BOOTSTRAP_HINT) from None
             if self.mode == 'queue':
                 size = self.env._queue_maxsize
                 size = 2 * self._ncores() if size == -1 else size
@@ -9136,11 +9710,15 @@ class _Sweep:
         return error
 
     def _lost(self, what, idx, pid, exitcode):
+        method = self._mp().get_start_method()
         return WorkerDiedError(
             'run %d (%s): %s %d died with %s while carrying it out (killed, os._exit or out '
-            'of memory); every finished run is stored, resume with env.f_continue_run(%r)'
+            'of memory); every finished run is stored, resume with env.f_continue_run(%r)%s'
             % (idx, _run_name(idx), what, pid, _describe_exit(exitcode),
-               self.env.v_continue_file))
+               self.env.v_continue_file, '' if method == 'fork' or exitcode != 1 else
+               '. With the %r start method a worker that ends at once with exit code 1 is '
+               'often a script without the guard (see its error above): %s'
+               % (method, _BOOTSTRAP_HINT)))
 
     # -- a pool ------------------------------------------------------------------------------
     def _in_pool(self):
@@ -9250,19 +9828,19 @@ class _Sweep:
             except Exception:  # an exception class the main process cannot rebuild
                 exc = None
         if self.env._record_failed:
+            self.progress.clear()
             logger.error('run %d failed (recorded, going on):\n%s', idx, value)
-            self.progress.step()
+            self.progress.step(failed=True)
             return None
         self.stopped = True  # no new runs; the running ones finish and are stored
         return idx, value, exc
 
-    @staticmethod
-    def _fail(idx, tb_text, exc):
+    def _fail(self, idx, tb_text, exc):
         """Re-raise a run's exception in the main process, its traceback attached."""
+        label = _run_label(self.traj, idx)
         if exc is None:
-            raise RunFailedError('run %d (%s) failed:\n%s' % (idx, _run_name(idx), tb_text))
-        exc.__cause__ = _RemoteTraceback('\n"""\nTraceback of run %d (%s):\n%s"""'
-                                         % (idx, _run_name(idx), tb_text))
+            raise RunFailedError('%s failed:\n%s' % (label, tb_text))
+        exc.__cause__ = _RemoteTraceback('\n"""\nTraceback of %s:\n%s"""' % (label, tb_text))
         raise exc
 
     # -- a process per run -------------------------------------------------------------------
@@ -9398,9 +9976,12 @@ def _read_results_log(path):
 
 
 class _Progress:
-    """Logs progress with an ETA every `step` percent of the runs."""
+    """Logs progress with an ETA every `step` percent of the runs (and moves the live line)."""
 
-    def __init__(self, setting, total):
+    def __init__(self, setting, total, live=None):
+        self.live = live
+        if live is not None:
+            live.begin()
         if setting is True:
             setting = (5, 'minipypet', logging.INFO)
         self.on = bool(setting) and total > 0
@@ -9410,7 +9991,14 @@ class _Progress:
         self.step_pct, self.target, self.level = setting
         self.total, self.done, self.start, self.next = total, 0, time.time(), 0
 
-    def step(self):
+    def clear(self):
+        """Erase the live line, so that a log message printed next gets a line of its own."""
+        if self.live is not None:
+            self.live.draw('')
+
+    def step(self, failed=False):
+        if self.live is not None:
+            self.live.step(failed)
         if not self.on:
             return
         self.done += 1
@@ -9427,6 +10015,91 @@ class _Progress:
             print(text)
         else:
             logging.getLogger(self.target).log(self.level, text)
+
+
+class _LiveLine:
+    """The live progress line on stderr: runs done/total, failed, rate, elapsed, ETA; then a
+    one-line summary. Shown when stderr is a terminal or a Jupyter output (which honours the
+    carriage return), never in a pipe or a log file, and redrawn at most every 0.2 s."""
+
+    INTERVAL = 0.2
+
+    def __init__(self, traj, stream):
+        self.traj, self.stream = traj, stream
+        self.start = self.last = time.time()
+        self.done = self.failed = self.ran = 0
+        self.total = 0
+        self.width = 0
+
+    @classmethod
+    def make(cls, setting, traj):
+        """A live line for show_progress (None: only on a terminal or in Jupyter)."""
+        stream = sys.stderr
+        if setting is False or stream is None:
+            return None
+        if setting is None:
+            try:
+                tty = stream.isatty()
+            except (AttributeError, ValueError):
+                tty = False
+            jupyter = type(stream).__module__.startswith('ipykernel')
+            if not (tty or jupyter) or os.environ.get('TERM') == 'dumb':
+                return None
+        return cls(traj, stream)
+
+    def begin(self):
+        """A new batch of runs (the first, or after post-processing expanded)."""
+        traj = self.traj
+        self.total = len(traj)
+        self.done = sum(traj._runs.completed) if len(traj._runs) else 0
+        self.draw()
+
+    def step(self, failed):
+        self.ran += 1
+        if failed:
+            self.failed += 1
+        else:
+            self.done += 1
+        now = time.time()
+        if now - self.last >= self.INTERVAL or self.done + self.failed >= self.total:
+            self.last = now
+            self.draw()
+
+    def text(self):
+        elapsed = time.time() - self.start
+        rate = self.ran / elapsed if elapsed > 0 else 0.0
+        left = self.total - self.done - self.failed
+        eta = _duration(left / rate) if rate > 0 else '?'
+        return '%s: %d/%d runs%s, %s runs/s, elapsed %s, ETA %s' % (
+            self.traj.v_name, self.done, self.total,
+            ', %d failed' % self.failed if self.failed else '',
+            ('%.1f' % rate) if rate < 100 else '%d' % rate, _duration(elapsed), eta)
+
+    def draw(self, text=None, end=''):
+        text = self.text() if text is None else text
+        pad = max(0, self.width - len(text))
+        self.width = len(text) if not end else 0
+        try:
+            self.stream.write('\r' + text + ' ' * pad + ('\r' if not text else '') + end)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed or broken stderr: progress is not worth dying
+            pass
+
+    def close(self, filename):
+        """Replace the line by the summary: runs, failed, time and file."""
+        elapsed = _duration(time.time() - self.start)
+        text = '%s: %d of %d runs done%s in %s%s' % (
+            self.traj.v_name, self.done, self.total,
+            ', %d failed' % self.failed if self.failed else '', elapsed,
+            ', stored in %s' % filename if filename else '')
+        self.draw(text, end='\n')
+
+
+def _duration(seconds):
+    """'4.2 s' below a minute, else '0:01:05' (h:mm:ss)."""
+    if seconds < 59.95:
+        return '%.1f s' % seconds
+    return str(datetime.timedelta(seconds=int(seconds)))
 
 
 # ============================================================================================
@@ -9481,8 +10154,10 @@ class KnowsTrajectory:
     KNOWS_TRAJECTORY = True
 
 
-def rename_log_file(filename, trajectory=None, env_name=None, traj_name=None, set_name=None,
-                    run_name=None, process_name=None, host_name=None):
+def rename_log_file(filename: str, trajectory: Trajectory | None = None,
+                    env_name: str | None = None, traj_name: str | None = None,
+                    set_name: str | None = None, run_name: str | None = None,
+                    process_name: str | None = None, host_name: str | None = None) -> str:
     """Replace pypet's wildcards $env, $traj, $run, $set, $proc and $host in `filename`."""
     def value(given, from_traj):
         if given is not None:
@@ -9504,14 +10179,15 @@ def rename_log_file(filename, trajectory=None, env_name=None, traj_name=None, se
     return filename
 
 
-def racedirs(path):
+def racedirs(path: str) -> None:
     """os.makedirs that tolerates another process making the same folders at the same time."""
     if os.path.isfile(path):
         raise OSError('%s is a file, not a folder' % path)
     os.makedirs(path, exist_ok=True)
 
 
-def compact_hdf5_file(filename, name=None, index=None, keep_backup=True):
+def compact_hdf5_file(filename: str, name: str | None = None, index: int | None = None,
+                      keep_backup: bool = True) -> None:
     """A no-op, kept for pypet scripts: minipypet replaces a file whole at each store (and
     writes run data once, into segments), so it never holds the freed space that pypet's
     ptrepack call reclaims. Returns 0, as ptrepack does on success."""
@@ -9676,7 +10352,8 @@ def retry(n, errors, wait=0.0, logger_name=None):
     return decorator
 
 
-def manual_run(turn_into_run=True, store_meta_data=True, clean_up=True):
+def manual_run(turn_into_run: bool = True, store_meta_data: bool = True, clean_up: bool = True
+               ) -> collections.abc.Callable:
     """Decorator: `func(traj, ...)` becomes a run of the run `traj` is set to (f_start_run,
     then f_finalize_run), for runs without an Environment (pypet's manual runs)."""
     def decorator(func):
@@ -9746,7 +10423,7 @@ class StorageContextManager:
     """`with StorageContextManager(traj):` pypet's "keep the file open" block; minipypet opens
     files per operation, so this just hands over the trajectory."""
 
-    def __init__(self, trajectory):
+    def __init__(self, trajectory: Trajectory) -> None:
         self._traj = trajectory
 
     def __enter__(self):
@@ -9755,30 +10432,33 @@ class StorageContextManager:
     def __exit__(self, *exc):
         return None
 
-    def f_open_store(self):
-        pass
+    def f_open_store(self) -> None:
+        """Nothing to open: every storage operation opens and closes its file."""
 
-    def f_close(self):
-        pass
+    def f_close(self) -> None:
+        """Nothing to close: every storage operation opens and closes its file."""
 
-    def f_flush_store(self):
-        pass
+    def f_flush_store(self) -> None:
+        """Nothing to flush: every store is written and synced when it returns."""
 
 
 class SharedData:
     """pypet's shared array/table item of a SharedResult: data in memory, stored ordinarily."""
 
-    def __init__(self, name=None, trajectory=None, **kwargs):
+    def __init__(self, name: str | None = None, trajectory: Trajectory | None = None,
+                 **kwargs: object) -> None:
         self._name, self._traj, self._data = name, trajectory, None
         if kwargs:
             self.create_shared_data(**kwargs)
 
-    def create_shared_data(self, data=None, obj=None, **kwargs):
+    def create_shared_data(self, data: object = None, obj: object = None, **kwargs: object
+                           ) -> object:
         """Keep `data` (or `obj`); it is stored with the result, as an ordinary item."""
         self._data = data if data is not None else obj
         return self._data
 
-    def read(self):
+    def read(self) -> object:
+        """The data kept; an error naming the replacement when nothing was kept."""
         if self._data is None:
             raise PypetError('shared data %r holds nothing: ' % self._name + _SHARED_REPLACEMENT)
         return self._data
@@ -9801,10 +10481,12 @@ SharedArray = SharedCArray = SharedEArray = SharedVLArray = SharedTable = \
 class SharedResult(Result, KnowsTrajectory):
     """pypet's result of shared data items; here the items are stored like a Result's."""
 
-    def __init__(self, full_name, trajectory=None, *args, comment='', **kwargs):
+    def __init__(self, full_name: str, trajectory: Trajectory | None = None, *args: object,
+                 comment: str = '', **kwargs: object) -> None:
         super().__init__(full_name, *args, comment=comment, **kwargs)
 
-    def f_set_single(self, name, item):
+    def f_set_single(self, name: str, item: object) -> None:
+        """Add an item; a SharedData item is stored as the data it holds."""
         if isinstance(item, SharedData):
             item = item.read()
         super().f_set_single(name, item)
@@ -9813,13 +10495,15 @@ class SharedResult(Result, KnowsTrajectory):
 _BUILTIN_LEAVES['SharedResult'] = SharedResult
 
 
-def make_ordinary_result(result, key, trajectory=None, reload=True):
+def make_ordinary_result(result: Result, key: str, trajectory: Trajectory | None = None,
+                         reload: bool = True) -> Result:
     """pypet: turn a SharedResult's item into an ordinary one; here they always are."""
     del key, trajectory, reload
     return result
 
 
-def make_shared_result(result, key, trajectory, new_class=None):
+def make_shared_result(result: Result, key: str, trajectory: Trajectory | None,
+                       new_class: type | None = None) -> Result:
     """pypet: turn a result's item into shared data stored in place; refused, with the way."""
     raise PypetError('make_shared_result(%s, %r): %s' % (result.v_full_name, key,
                                                            _SHARED_REPLACEMENT))
@@ -9915,7 +10599,7 @@ def _pypet_test(predicate=None):
                      "pypet's unit tests against minipypet")
 
 
-def install_as_pypet():
+def install_as_pypet() -> types.ModuleType:
     """Make `import pypet` and the submodules pypet scripts import resolve to minipypet.
 
     Nothing is aliased unless this is called (or a script runs through
@@ -10000,7 +10684,7 @@ def install_as_pypet():
     return pypet
 
 
-def find_unique_points(explored_parameters):
+def find_unique_points(explored_parameters: collections.abc.Iterable) -> list:
     """[(point, [run indices])] grouping the runs that share a parameter point."""
     params = list(explored_parameters)
     ranges = [p.f_get_range(copy=False) for p in params]
@@ -10046,7 +10730,8 @@ def _is_scalar(value):
         _is_numpy(value) and getattr(value, 'ndim', 1) == 0)
 
 
-def runs_table(source, name=None, index=None):
+def runs_table(source: Trajectory | str | os.PathLike, name: str | None = None,
+               index: int | None = None) -> list:
     """One dict per run: explored parameter values, run information and every scalar result.
 
     `source` is a Trajectory or a filename (then `name`/`index` pick the trajectory; big
@@ -10099,13 +10784,16 @@ def runs_table(source, name=None, index=None):
 _RUN_INFO_COLUMNS = ('idx', 'name', 'completed', 'failed', 'error', 'runtime', 'finish_time')
 
 
-def runs_dataframe(source, name=None, index=None):
+def runs_dataframe(source: Trajectory | str | os.PathLike, name: str | None = None,
+                   index: int | None = None) -> object:
     """runs_table as a pandas DataFrame indexed by run index (needs pandas)."""
     pandas = _require('pandas', 'pandas')
     return pandas.DataFrame(runs_table(source, name, index)).set_index('idx')
 
 
-def runs_csv(source, path_or_file, name=None, index=None):
+def runs_csv(source: Trajectory | str | os.PathLike,
+             path_or_file: str | os.PathLike | io.TextIOBase, name: str | None = None,
+             index: int | None = None) -> list:
     """Write runs_table as CSV to a path or an open text file."""
     import csv
     rows = runs_table(source, name, index)
@@ -10207,16 +10895,27 @@ def _cli_runs(args, out):
         else:
             print(text, file=out)
     else:
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        lines = ['  '.join(fields)] + ['  '.join(
-            _short_repr(row.get(k, ''), 24) if not isinstance(row.get(k, ''), str)
-            else row.get(k, '') for k in fields) for row in rows]
+        lines = _aligned(rows)
         if args.output:
             with open(args.output, 'w') as f:
                 f.write('\n'.join(lines) + '\n')
         else:
             print('\n'.join(lines), file=out)
     return 0
+
+
+def _aligned(rows):
+    """The runs table as text lines in aligned columns (numbers to the right)."""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[_cell(row.get(k)) for k in fields] for row in rows]
+    widths = [max([len(f)] + [len(c[i]) for c in cells]) for i, f in enumerate(fields)]
+    right = [all(isinstance(row.get(k), (int, float)) or row.get(k) is None for row in rows)
+             for k in fields]
+
+    def line(texts):
+        return '  '.join(t.rjust(w) if r else t.ljust(w)
+                         for t, w, r in zip(texts, widths, right)).rstrip()
+    return [line(fields)] + [line(c) for c in cells]
 
 
 def _write_csv(rows, f):
@@ -10252,6 +10951,98 @@ def _cli_provenance(args, out):
     return 0
 
 
+def plot_runs(source: Trajectory | str | os.PathLike, result: str, x: str, hue: str | None = None,
+              heatmap: bool = False, filename: str | os.PathLike | None = None,
+              name: str | None = None, index: int | None = None) -> object:
+    """Plot a scalar result against an explored parameter (needs matplotlib).
+
+    One line per value of `hue`, or with heatmap=True a heatmap over x and hue. Runs that share
+    a point (a third explored parameter) are averaged. Returns the matplotlib Figure and
+    saves it to `filename` when given.
+
+    Args:
+        source: a Trajectory or a filename (then name/index pick the trajectory).
+        result: a column of runs_table, e.g. 'z'.
+        x, hue: explored parameters (their runs_table names, e.g. 'x').
+    """
+    _require('matplotlib')
+    from matplotlib.figure import Figure
+    rows = runs_table(source, name, index)
+    for key in (result, x, hue):
+        if key is not None and rows and not any(key in row for row in rows):
+            columns = [k for k in dict.fromkeys(k for row in rows for k in row)
+                       if k not in _RUN_INFO_COLUMNS]
+            raise ConfigurationError('the runs have no column %r; they have %s%s'
+                                     % (key, columns, _did_you_mean(key, columns)))
+    if heatmap and hue is None:
+        raise ConfigurationError('a heatmap needs two parameters: pass hue=... (--hue)')
+    points = collections.defaultdict(list)
+    for row in rows:
+        value = row.get(result)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            points[(row.get(x), row.get(hue) if hue else None)].append(value)
+    if not points:
+        raise ConfigurationError('no run has a number for %r to plot' % result)
+    mean = {k: sum(v) / len(v) for k, v in points.items()}
+    averaged = any(len(v) > 1 for v in points.values())
+    xs = sorted({k[0] for k in mean}, key=_sort_key)
+    hues = sorted({k[1] for k in mean}, key=_sort_key)
+    numeric = all(isinstance(v, (int, float)) for v in xs)
+    fig = Figure(figsize=(6.4, 4.8))
+    ax = fig.add_subplot()
+    if heatmap:
+        grid = [[mean.get((xv, hv), float('nan')) for xv in xs] for hv in hues]
+        image = ax.imshow(grid, origin='lower', aspect='auto', interpolation='nearest')
+        ax.set_xticks(range(len(xs)), [_cell(v) for v in xs])
+        ax.set_yticks(range(len(hues)), [_cell(v) for v in hues])
+        ax.set_ylabel(hue)
+        fig.colorbar(image, ax=ax, label=result)
+    else:
+        for hv in hues:
+            line = [(xv if numeric else i, mean[(xv, hv)]) for i, xv in enumerate(xs)
+                    if (xv, hv) in mean]
+            ax.plot([p[0] for p in line], [p[1] for p in line], marker='o',
+                    label='%s = %s' % (hue, _cell(hv)) if hue else None)
+        if not numeric:
+            ax.set_xticks(range(len(xs)), [_cell(v) for v in xs])
+        if hue:
+            ax.legend()
+        ax.set_ylabel(result + (' (mean over the other parameters)' if averaged else ''))
+    ax.set_xlabel(x)
+    ax.set_title('%s: %s' % (_traj_label(source, name, index), result))
+    if filename is not None:
+        fig.savefig(filename)
+    return fig
+
+
+def _traj_label(source, name, index):
+    if isinstance(source, Trajectory):
+        return source.v_name
+    return name or os.path.basename(os.fspath(source))
+
+
+def _sort_key(value):
+    return (0, value, '') if isinstance(value, (int, float)) else (1, 0, repr(value))
+
+
+def _cli_plot(args, out):
+    target = args.output or '%s.png' % args.result.replace('.', '_')
+    plot_runs(args.file, args.result, args.x, hue=args.hue, heatmap=args.heatmap,
+              filename=target, name=args.name, index=None if args.name else args.index)
+    print('wrote %s' % target, file=out)
+    return 0
+
+
+def _cli_resume(args, out):
+    env = Environment(show_progress=None)
+    results = env.f_continue_run(args.file)
+    print('resumed %s: %d of %d runs completed' % (env.v_trajectory.v_name,
+                                                   sum(env.v_trajectory._runs.completed),
+                                                   len(env.v_trajectory)), file=out)
+    del results
+    return 0
+
+
 def _cli_run(args, out):
     import runpy
     if not os.path.isfile(args.script):
@@ -10264,15 +11055,17 @@ def _cli_run(args, out):
     return 0
 
 
-def main(argv=None, out=None):
-    """The command line: list, show, runs and provenance of the trajectories in a file.
+def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
+    """The command line: list, show, runs, provenance and plot of the trajectories in a file,
+    resume of a .cnt file, and run of a pypet script.
 
-    It never unpickles anything, so files from others are safe to look at."""
+    Only `resume` (and `run`) unpickle anything, so files from others are safe to look at."""
     import argparse
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog='minipypet', description='Look into minipypet '
                                      '(and pypet) files: trajectories, trees, runs, provenance. '
                                      'Nothing is ever unpickled.')
+    parser.add_argument('--version', action='version', version='minipypet %s' % __version__)
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
 
@@ -10295,6 +11088,20 @@ def main(argv=None, out=None):
     runs.add_argument('--output', '-o', help='write to this file instead of standard output')
     command('provenance', _cli_provenance, 'show the environments and git commits that '
                                            'produced a trajectory')
+    plot = command('plot', _cli_plot, 'plot a scalar result against an explored parameter '
+                   '(a line per value of --hue, or a heatmap); needs matplotlib')
+    plot.add_argument('result', help="the result's column in the runs table, e.g. z")
+    plot.add_argument('--x', required=True, help='the explored parameter on the x axis')
+    plot.add_argument('--hue', help='a second explored parameter: a line per value')
+    plot.add_argument('--heatmap', action='store_true',
+                      help='a heatmap over --x and --hue instead of lines')
+    plot.add_argument('--output', '-o', help='the image file (default: RESULT.png)')
+    resume = sub.add_parser('resume', help='resume a sweep from its .cnt file (this unpickles '
+                            'the .cnt: resume only your own sweeps)',
+                            description='resume a sweep from its .cnt file; its job must be '
+                            'importable (defined in a module), as the .cnt names it')
+    resume.add_argument('file', help='the .cnt file beside the data file')
+    resume.set_defaults(func=_cli_resume)
     run = sub.add_parser('run', help='run a pypet script with `import pypet` resolving to '
                          'minipypet', description='run a pypet script unchanged: `import pypet` '
                          'resolves to minipypet')
@@ -10305,9 +11112,16 @@ def main(argv=None, out=None):
     if args.command == 'run':
         return _cli_run(args, out)
     old = _LOAD_POLICY.allow_pickle
-    _LOAD_POLICY.allow_pickle = False
+    _LOAD_POLICY.allow_pickle = args.command == 'resume'
     try:
         return args.func(args, out)
+    except BrokenPipeError:  # (piped into `head`): stop quietly, as `cat` does
+        if out is sys.stdout:
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+        return 1
     except (PypetError, OSError) as exc:
         print('minipypet: error: %s' % exc, file=sys.stderr)
         return 2

@@ -1228,7 +1228,7 @@ def test_environment_bad_values_raise_configuration_error(kwargs, word):
 
 def test_f_run_passes_arguments_and_returns_results_ordered_by_index():
     env = lazy_env()
-    traj = xy_traj(env.v_trajectory)
+    xy_traj(env.v_trajectory)
 
     def job(traj, offset, scale=1):
         return traj.v_idx, traj.x * traj.y * scale + offset
@@ -1326,7 +1326,7 @@ def test_explored_values_read_in_a_serial_sweep_follow_every_change(tmp_path):
 
 def test_results_written_to_a_pickle_file_load_back(tmp_path):
     env = file_env(tmp_path, 'stored', comment='to disk')
-    traj = xy_traj(env.v_trajectory)
+    xy_traj(env.v_trajectory)
     env.f_run(multiply)
     loaded = mp.load_trajectory(name='stored', filename=str(tmp_path / 'stored.pkl'),
                                 load_all=mp.pypetconstants.LOAD_DATA)
@@ -1420,6 +1420,27 @@ EXAMPLES = {
     '01_first_steps.py': ['run_00000005: x=3.0, y=7.0, z=21.0', 'with 6 runs'],
     '02_natural_naming.py': ['traj.ncars (a shortcut)       = 42', 'NotUniqueNodeError'],
     '03_lazy_and_results.py': ['run_00000005 final=8.0', 'runs with rate 2.0 and n > 3: [5]'],
+    '04_parallel_sweep.py': ['samples=40000: mean error', '12 runs done in parallel'],
+    '05_resume_after_crash.py': ['died with exit code 1', 'before the crash: [0, 1, 2, 3, 4, 5]',
+                                 'after the resume: [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16), '
+                                 '(5, 25), (6, 36), (7, 49), (8, 64), (9, 81)]'],
+    '06_debugging_with_lazy_storage.py': ['runs that returned: [0, 2, 3, 5]',
+                                          'run 1 failed: ZeroDivisionError',
+                                          'ratio = 0.5  [Result]  # a / (b - 2)',
+                                          'replayed: ZeroDivisionError'],
+    '07_adaptive_search.py': ['best after 21 runs: x=2.6172, y=1.6236'],
+    '08_big_arrays.py': ['stored 28.8 MB of arrays in 6 runs', 'empty, loaded as a skeleton',
+                         'ndarray float64 (400, 2000)', 'rate=0.4 steps=400: width 89 cells'],
+    '09_load_and_plot.py': ['39 runs (39 completed)', 'largest amplitude after t=0: 0.835',
+                            'plotted amplitude against t into amplitude.png'],
+    '10_dask_cluster.py': ['40 runs on the cluster; n=27 takes the most steps: 111'],
+    '11_pypet_script.py': ['ran 12 runs; z of the last run: 32.0', 'pypet here is minipypet'],
+}
+# what an example that needs an extra says instead, when it is missing
+EXAMPLES_WITHOUT = {
+    '08_big_arrays.py': ('numpy', ['this example needs numpy: pip install numpy']),
+    '09_load_and_plot.py': ('matplotlib', ['(no plot: pip install matplotlib)']),
+    '10_dask_cluster.py': ('distributed', ['this example needs dask.distributed']),
 }
 
 
@@ -1432,17 +1453,24 @@ def test_example_runs(name, stdlib_only, tmp_path):
     if stdlib_only:  # shadow the optional packages with modules that refuse to import
         blocker = tmp_path / 'blocked'
         blocker.mkdir()
-        for module in ('numpy', 'tables', 'git', 'pandas', 'dask'):
+        for module in ('numpy', 'tables', 'git', 'pandas', 'dask', 'matplotlib'):
             (blocker / (module + '.py')).write_text('raise ImportError("blocked")\n')
         paths.insert(0, str(blocker))
     env['PYTHONPATH'] = os.pathsep.join(paths + [env.get('PYTHONPATH', '')])
     work = tmp_path / 'work'
     work.mkdir()
-    proc = subprocess.run([sys.executable, path], cwd=str(work), env=env, capture_output=True,
-                          text=True, timeout=60)
+    command = [sys.executable, path]
+    if name == '11_pypet_script.py':  # an unchanged pypet script, as its docstring runs it
+        command[1:1] = ['-m', MOD, 'run']
+    proc = subprocess.run(command, cwd=str(work), env=env, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for expected in EXAMPLES[name]:
-        assert expected in proc.stdout
+    expect = EXAMPLES[name]
+    if name in EXAMPLES_WITHOUT and (stdlib_only or importlib.util.find_spec(
+            EXAMPLES_WITHOUT[name][0]) is None):
+        expect = EXAMPLES_WITHOUT[name][1]
+    for expected in expect:
+        assert expected in proc.stdout, proc.stdout
     assert not (work / 'hdf5').exists()             # the example cleans up after itself
 
 
@@ -8206,3 +8234,592 @@ def test_kill9_stress(tmp_path, stress_dir, request, config):
         _stress_trial(tmp_path, stress_dir, config, k,
                       STRESS_PHASES[(k + offset) % len(STRESS_PHASES)],
                       second_kill=rng.random() < 1 / 3, label='long', main_only_p=0.25)
+
+
+# ###########################################################################################
+# A user's first hour (issue 16): the README as written, progress, messages, reprs, plots
+# ###########################################################################################
+HAVE_H5PY = importlib.util.find_spec('h5py') is not None
+HAVE_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
+FIRST_HOUR_PRELUDE = (
+    "import importlib, sys\n"
+    "sys.modules['minipypet'] = importlib.import_module(%r)  # (a vendored copy: its name)\n"
+    % MOD)
+
+
+def readme_blocks():
+    """[(language, code)] of the README's fenced code blocks, in order."""
+    path = os.path.join(ROOT, 'README.md')
+    if not os.path.exists(path):
+        pytest.skip('no README next to the module (installed copy)')
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    return re.findall(r'^```(\w*)\n(.*?)^```', text, flags=re.M | re.S)
+
+
+def test_readme_blocks_run_verbatim_in_order(tmp_path):
+    """Every python block runs as written, one after the other in one interpreter (blocks
+    for a cluster are compiled only, blocks for a missing extra are compiled only); then
+    the command lines of the `python -m minipypet` block run against the files made."""
+    blocks = readme_blocks()
+    runner = [FIRST_HOUR_PRELUDE, 'import __main__\nCOMPILE_ONLY = []\n']
+    n = 0
+    for lang, code in blocks:
+        if lang != 'python':
+            continue
+        compile(code, 'README block %d' % n, 'exec')  # every block: valid Python
+        needs = [m for m, key in (('h5py', 'h5py'), ('pandas', 'runs_dataframe'),
+                                  ('tables', 'h5py'))
+                 if key in code and importlib.util.find_spec(m) is None]
+        if 'dask_jobqueue' in code or 'mpi4py' in code or needs:
+            runner.append('COMPILE_ONLY.append(%d)\n' % n)
+        else:
+            runner.append('print("block %d", flush=True)\nexec(compile(%r, "README block %d", '
+                          '"exec"), __main__.__dict__)\n' % (n, code, n))
+        n += 1
+    assert n >= 10
+    script = tmp_path / 'readme.py'
+    script.write_text(''.join(runner))
+    work = tmp_path / 'work'
+    work.mkdir()
+    out = subprocess.run([sys.executable, str(script)], cwd=str(work), capture_output=True,
+                         text=True, timeout=240, env=sub_env())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert 'block %d' % (n - 1) in out.stdout or 'COMPILE_ONLY' in script.read_text()
+    assert '6.0' in out.stdout          # the intro's loaded z values were printed
+    commands = [line.split('#')[0].split() for lang, code in blocks if lang == 'sh'
+                for line in code.splitlines() if line.startswith('python -m minipypet')]
+    assert len(commands) >= 4
+    for words in commands:
+        if words[3] == 'plot' and not HAVE_MATPLOTLIB:
+            continue
+        got = subprocess.run([sys.executable, '-m', MOD] + words[3:], cwd=str(work),
+                             capture_output=True, text=True, timeout=120, env=sub_env())
+        assert got.returncode == 0, (words, got.stderr)
+
+
+def test_readme_parallel_blocks_are_guarded():
+    for lang, code in readme_blocks():
+        if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
+                'f_run' in code:
+            assert "if __name__ == '__main__':" in code, code
+
+
+# -- the live progress line -------------------------------------------------------------------
+PROGRESS_SCRIPT = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import time, minipypet as pypet
+
+    def job(traj):
+        time.sleep(0.02)
+        if traj.x == 3:
+            raise ValueError('three')
+        return traj.x
+
+    env = pypet.Environment(trajectory='prog', filename='prog.pkl', add_time=False,
+                            record_failed_runs=True, show_progress=%s)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': list(range(20))})
+    env.f_run(job)
+    print('returned')
+''')
+
+
+def run_in_pty(args, cwd, timeout=60):
+    """Run a command with stdin, stdout and stderr on a pseudo-terminal; return its output."""
+    pty = pytest.importorskip('pty')
+    import select
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave,
+                            env=sub_env())
+    os.close(slave)
+    out = b''
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # (Linux: EIO once the other end is closed)
+                    break
+                if not data:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(timeout=10)
+    return proc.returncode, out.decode('utf-8', 'replace')
+
+
+@posix_only
+@pytest.mark.parametrize('setting', ['None', 'False'])
+def test_progress_line_on_a_terminal(tmp_path, setting):
+    script = tmp_path / 'prog.py'
+    script.write_text(PROGRESS_SCRIPT % setting)
+    code, out = run_in_pty([sys.executable, str(script)], str(tmp_path))
+    assert code == 0, out
+    assert 'returned' in out
+    if setting == 'False':        # the one switch: nothing at all
+        assert 'runs' not in out and '\r' not in out.replace('\r\n', '\n')
+        return
+    lines = out.replace('\r\n', '\n').split('\r')
+    live = [line for line in lines if re.match(r'prog: \d+/20 runs', line)]
+    assert live, out
+    last = live[-1]
+    assert re.match(r'prog: 19/20 runs, 1 failed, [\d.]+ runs/s, elapsed [\d.]+ s, ETA', last), \
+        out
+    assert re.search(r'prog: 19 of 20 runs done, 1 failed in [\d.]+ s, stored in prog.pkl *\r?\n',
+                     out), out
+
+
+def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path):
+    script = tmp_path / 'prog.py'
+    script.write_text(PROGRESS_SCRIPT % 'None')
+    out = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), capture_output=True,
+                         text=True, timeout=60, env=sub_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == 'returned\n'
+    assert '\r' not in out.stderr and 'runs/s' not in out.stderr and 'done' not in out.stderr
+
+
+def test_show_progress_is_validated():
+    with pytest.raises(mp.ConfigurationError, match='show_progress'):
+        lazy_env(show_progress='yes')
+
+
+# -- Ctrl+C, graceful exit and resuming -------------------------------------------------------
+INTERRUPT_JOB = textwrap.dedent('''
+    import time
+
+    def slow(traj):
+        time.sleep(0.1)
+        traj.f_add_result('z', traj.x * 2)
+        return traj.x * 2
+''')
+INTERRUPT_SCRIPT = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import sys, minipypet as pypet
+    from jobs16 import slow
+
+    env = pypet.Environment(trajectory='cc', filename='cc.pkl', add_time=False,
+                            graceful_exit=%s)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': list(range(40))})
+    print('started', flush=True)
+    results = env.f_run(slow)
+    print('returned %%d' %% len(results))
+''')
+
+
+@posix_only
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('graceful', [True, False], ids=['graceful_exit', 'plain'])
+def test_ctrl_c_says_how_to_resume_and_the_command_line_resumes(tmp_path, graceful):
+    (tmp_path / 'jobs16.py').write_text(INTERRUPT_JOB)
+    (tmp_path / 'cc.py').write_text(INTERRUPT_SCRIPT % graceful)
+    env = sub_env(str(tmp_path))
+    proc = subprocess.Popen([sys.executable, 'cc.py'], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == 'started\n'
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    cnt = str(tmp_path / 'cc.cnt')
+    match = re.search(r'stopped after (\d+) of 40 runs of cc; resume with '
+                      r'env\.f_continue_run\((.*?)\), or from the command line: '
+                      r'python -m (\S+) resume (\S+)', err)
+    assert match, err
+    done = int(match.group(1))
+    assert 0 < done < 40
+    assert eval(match.group(2)) == cnt and match.group(3) == MOD and match.group(4) == cnt
+    if graceful:   # returns what finished, exit status 0
+        assert proc.returncode == 0 and out.endswith('returned %d\n' % done), (out, err)
+    else:          # a KeyboardInterrupt that carries the message
+        assert proc.returncode != 0 and 'KeyboardInterrupt: stopped after' in err, err
+    resumed = subprocess.run([sys.executable, '-m', MOD, 'resume', cnt], cwd=str(tmp_path),
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resumed cc: 40 of 40 runs completed' in resumed.stdout
+    traj = mp.load_trajectory(filename=str(tmp_path / 'cc.pkl'), load_all=2)
+    assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: 2 * i for i in range(40)}
+    assert not os.path.exists(cnt)
+
+
+RESUME_MAIN_JOB = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import minipypet as pypet
+
+    def divide(traj):
+        return 1.0 / traj.x
+
+    env = pypet.Environment(trajectory='mj', filename='mj.pkl', add_time=False)
+    env.v_trajectory.f_add_parameter('x', 1.0)
+    env.v_trajectory.f_explore({'x': [1.0, 2.0, 0.0, 4.0]})
+    env.f_run(divide)
+''')
+RESUME_ELSEWHERE = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import minipypet as pypet
+    env = pypet.Environment(log_config=None)
+    try:
+        env.f_continue_run('mj.cnt')
+    except pypet.ResumeError as exc:
+        print('refused:', exc)
+
+    def divide(traj):
+        return 1.0 / traj.x if traj.x else 0.0
+
+    print(env.f_continue_run('mj.cnt', job=divide))
+''')
+
+
+def test_resume_from_another_script_needs_an_importable_job_or_job_argument(tmp_path):
+    (tmp_path / 'a.py').write_text(RESUME_MAIN_JOB)
+    (tmp_path / 'b.py').write_text(RESUME_ELSEWHERE)
+    first = subprocess.run([sys.executable, 'a.py'], cwd=str(tmp_path), env=sub_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert first.returncode != 0 and 'ZeroDivisionError' in first.stderr
+    # the failing run is named, with its parameter values
+    assert 'run 2 (run_00000002) with x=0.0' in first.stderr, first.stderr
+    second = subprocess.run([sys.executable, 'b.py'], cwd=str(tmp_path), env=sub_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert ("refused: mj.cnt names divide from the script that ran the sweep (__main__), which "
+            "cannot be imported here" in second.stdout)
+    assert "env.f_continue_run('mj.cnt', job=divide)" in second.stdout
+    assert '[(0, 1.0), (1, 0.5), (2, 0.0), (3, 0.25)]' in second.stdout
+
+
+def test_f_continue_run_refuses_a_job_that_is_not_callable(tmp_path):
+    env = file_env(tmp_path)
+    with pytest.raises(mp.ConfigurationError, match='job must be a function'):
+        env.f_continue_run(str(tmp_path / 'x.cnt'), job=3)
+
+
+# -- errors that say what to do ---------------------------------------------------------------
+def test_a_failing_serial_run_is_named_with_its_values(tmp_path, caplog):
+    env = file_env(tmp_path)
+    xy_traj(env.v_trajectory)
+
+    def job(traj):
+        return 1 / (traj.y - 4.0)
+    with caplog.at_level(logging.ERROR, logger='minipypet'):
+        with pytest.raises(ZeroDivisionError) as info:   # the job's own exception type
+            env.f_run(job)
+    text = 'run 1 (run_00000001) with x=1.0, y=4.0'
+    notes = getattr(info.value, '__notes__', [])
+    assert ('in ' + text in notes) if sys.version_info >= (3, 11) else text in caplog.text
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_pool_run_is_named_with_its_values(tmp_path):
+    env = file_env(tmp_path, multiproc=True, ncores=2, wrap_mode='LOCK')
+    xy_traj(env.v_trajectory)
+    with pytest.raises(ZeroDivisionError) as info:
+        env.f_run(divide_by_y_minus_4)
+    assert re.search(r'Traceback of run (1 \(run_00000001\) with x=1\.0|4 \(run_00000004\) '
+                     r'with x=2\.0), y=4\.0:', str(info.value.__cause__))
+
+
+def divide_by_y_minus_4(traj):
+    return 1 / (traj.y - 4.0)
+
+
+def test_a_skeleton_result_says_how_to_load_its_data(tmp_path):
+    env = file_env(tmp_path)
+    xy_traj(env.v_trajectory)
+    env.f_run(store_z)
+    loaded = mp.load_trajectory(filename=env.v_trajectory.v_storage_service.filename,
+                                index=-1)
+    res = loaded.f_get('results.runs.run_00000001.z')
+    for read in (lambda: res.z, lambda: res.f_get('z'), lambda: res['z']):
+        with pytest.raises(mp.NoSuchNodeError) as info:
+            read()
+        text = str(info.value)
+        assert 'loaded as a skeleton' in text and 'load_results=2' in text
+        assert "traj.f_load_item('results.runs.run_00000001.z')" in text
+        assert 'v_auto_load' in text
+    assert 'loaded as a skeleton' in repr(res)
+    loaded.f_load_item(res)
+    assert res.z == 4.0
+    with pytest.raises(mp.NoSuchNodeError, match=r"has no item 'zz'; it has \['z'\]; did you "
+                                                 r"mean z\?"):
+        res.zz
+
+
+def store_z(traj):
+    traj.f_add_result('z', traj.x * traj.y)
+
+
+def test_load_by_the_name_without_the_time_says_so(tmp_path):
+    filename = str(tmp_path / 'ex.pkl')
+    env = mp.Environment(trajectory='ex', filename=filename, log_config=None,
+                         storage_service=mp.PickleStorageService)
+    xy_traj(env.v_trajectory)
+    env.f_run(store_z)
+    with pytest.raises(mp.DataNotInStorageError) as info:
+        mp.load_trajectory(name='ex', filename=filename)
+    assert 'add_time=True appended the time' in str(info.value)
+    assert "name=%r" % env.v_trajectory.v_name in str(info.value)
+    assert 'index=-1' in str(info.value)
+
+
+def test_silent_no_ops_now_speak(tmp_path, caplog):
+    env = file_env(tmp_path)
+    traj = xy_traj(env.v_trajectory)
+    with pytest.raises(mp.ConfigurationError, match=r'parameters\.x is explored already \(6 '
+                                                    r'values\).*f_expand.*f_shrink'):
+        traj.f_explore({'x': [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    assert traj.f_get('x').f_get_range() == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    assert len(env.f_run(store_z)) == 6
+    with caplog.at_level(logging.WARNING, logger='minipypet'):
+        assert env.f_run(store_z) == []
+    assert 'all 6 runs of traj are already completed' in caplog.text
+    loaded = mp.load_trajectory(filename=traj.v_storage_service.filename, load_all=2)
+    with pytest.raises(mp.NoSuchNodeError, match="'zz'; did you mean z"):
+        loaded.f_get_from_runs('zz', fast_access=True)
+    assert loaded.f_get_from_runs('z', fast_access=True)['run_00000005'] == 10.0
+    with pytest.raises(mp.ConfigurationError, match='ncores=0.*multiproc=True'):
+        lazy_env(ncores=0)
+    assert lazy_env(ncores=0, multiproc=True)._ncores == (os.cpu_count() or 1)
+
+
+def test_install_hints_name_the_packages():
+    code = "import sys\nfor m in ('tables', 'matplotlib', 'numpy'):\n    sys.modules[m] = None\n" + \
+        IMPORT + textwrap.dedent('''
+        for module, extra in (('tables', None), ('matplotlib', None), ('git', None),
+                              ('numpy', 'hdf5')):
+            try:
+                mp._require(module, extra)
+            except mp.MissingDependencyError as exc:
+                print(exc)
+    ''')
+    out = prov_run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert 'tables is needed for this feature but is not installed; install it with `pip ' \
+        'install tables numpy`' in out.stdout
+    assert 'numpy is needed for this feature but is not installed; install it with `pip ' \
+        'install tables numpy`' in out.stdout
+    assert '`pip install matplotlib`' in out.stdout
+    assert 'minipypet[' not in out.stdout
+
+
+# -- reprs, the tree printer, Jupyter ---------------------------------------------------------
+def test_reprs_show_values(tmp_path):
+    env = file_env(tmp_path, name='rep')
+    traj = xy_traj(env.v_trajectory)
+    assert repr(env).startswith('<Environment environment_')
+    assert 'trajectory rep (6 runs), serial, PickleStorageService' in repr(env)
+    assert repr(traj.f_get('x')) == '<Parameter parameters.x = 1.0 (explored: 6 values)>'
+    assert repr(mp.Parameter('n')) == '<Parameter n (empty)>'
+    res = mp.Result('r', 3.5, std=0.25, comment='c')
+    assert repr(res) == '<Result r = r=3.5, std=0.25>'
+    assert repr(mp.Result('z', 6.0)) == '<Result z = 6.0>'
+    assert repr(traj) == ('<Trajectory rep: 6 runs (0 completed), explored: x, y, file %s>'
+                          % traj.v_storage_service.filename)
+    env.f_run(store_z)
+    assert str(traj).startswith('<Trajectory rep: 6 runs (6 completed)')
+    assert repr(traj.parameters) == '<NNGroupNode parameters: 2 children>'
+
+
+@needs_numpy
+def test_repr_of_an_array_result_shows_shape_and_dtype():
+    res = mp.Result('a', np.zeros((3, 4)), n=2)
+    assert repr(res) == '<Result a = a=ndarray float64 (3, 4), n=2>'
+
+
+def test_tree_printer_and_html(tmp_path, capsys):
+    env = file_env(tmp_path, name='tree')
+    traj = xy_traj(env.v_trajectory)
+    traj.f_add_parameter('road.ncars', 42, comment='cars on the road')
+    env.f_run(store_z)
+    loaded = mp.load_trajectory(filename=traj.v_storage_service.filename, load_all=2)
+    text = loaded.f_tree(max_children=3)
+    lines = text.splitlines()
+    assert 'parameters/' in lines
+    assert '  x = 1.0 (explored: 6 values)  [Parameter]  # first factor' in lines
+    assert '    ncars = 42  [Parameter]  # cars on the road' in lines
+    assert '      z = 3.0  [Result]' in lines
+    assert '    ... 3 more' in lines
+    assert not any(line.startswith('config') for line in lines)
+    assert 'config/' in loaded.f_tree(config=True, max_depth=1).splitlines()
+    assert loaded.f_tree(max_depth=1).splitlines() == ['parameters/', 'derived_parameters/',
+                                                       'results/']
+    loaded.parameters.f_print_tree()
+    assert capsys.readouterr().out.startswith('x = 1.0 (explored: 6 values)')
+    page = loaded._repr_html_()
+    assert page.startswith('<p><b>&lt;Trajectory tree: 6 runs (6 completed)')
+    assert '<pre>parameters/\n  x = 1.0' in page
+    assert '<th>x</th><th>y</th>' in page and '<td>10.0</td>' in page
+
+
+# -- the command line -------------------------------------------------------------------------
+def first_hour_file(tmp_path, n=None):
+    """A pickle file with a 3 x 2 x 2 sweep of z = x * y + k (or n runs of z = x)."""
+    filename = str(tmp_path / 'sweep.pkl')
+    env = mp.Environment(trajectory='sweep', filename=filename, add_time=False,
+                         storage_service=mp.PickleStorageService, log_config=None)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1.0)
+    traj.f_add_parameter('y', 1)
+    traj.f_add_parameter('k', 0.0)
+    if n:
+        traj.f_explore({'x': [float(i) for i in range(n)]})
+    else:
+        traj.f_explore(mp.cartesian_product({'x': [1.0, 2.0, 3.0], 'y': [6, 7],
+                                             'k': [0.0, 1.0]}))
+    env.f_run(job_xyk)
+    return filename
+
+
+def job_xyk(traj):
+    traj.f_add_result('z', traj.x * traj.y + traj.k)
+
+
+def test_cli_version():
+    out = cli('--version')
+    assert out.returncode == 0 and out.stdout.strip() == 'minipypet %s' % mp.__version__
+
+
+def test_cli_runs_table_is_aligned(tmp_path):
+    out = cli('runs', first_hour_file(tmp_path))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 13
+    header = lines[0]
+    for column in ('name', 'finish_time'):   # left-aligned columns start at the same place
+        start = header.index(column)
+        assert all(line[start - 2:start] == '  ' and line[start] != ' ' for line in lines[1:])
+    end = header.index(' z') + 2              # numbers end where their header ends
+    assert all(line[end - 1] != ' ' and len(line) >= end for line in lines[1:]), lines
+    assert lines[1].split()[:5] == ['0', 'run_00000000', '1.0', '6', '0.0']
+
+
+@posix_only
+def test_cli_into_head_has_no_broken_pipe(tmp_path):
+    filename = first_hour_file(tmp_path, n=3000)
+    out = subprocess.run('"%s" -m %s runs "%s" | head -1' % (sys.executable, MOD, filename),
+                         shell=True, capture_output=True, text=True, timeout=120,
+                         env=sub_env())
+    assert out.stdout.split()[:2] == ['idx', 'name'] and out.stdout.count('\n') == 1
+    assert 'Broken pipe' not in out.stderr and 'Errno' not in out.stderr, out.stderr
+
+
+def png_size(path):
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    assert head[:8] == b'\x89PNG\r\n\x1a\n'
+    return struct.unpack('>II', head[16:24])
+
+
+@pytest.mark.skipif(not HAVE_MATPLOTLIB, reason='matplotlib is not installed')
+@pytest.mark.parametrize('extra', [[], ['--hue', 'y'], ['--hue', 'y', '--heatmap']],
+                         ids=['line', 'hue', 'heatmap'])
+def test_cli_plot_writes_a_png(tmp_path, extra):
+    filename = first_hour_file(tmp_path)
+    target = str(tmp_path / 'out.png')
+    out = cli('plot', filename, 'z', '--x', 'x', *extra, '-o', target)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == 'wrote %s' % target
+    assert png_size(target) == (640, 480)
+    assert os.path.getsize(target) > 5000
+    bad = cli('plot', filename, 'zz', '--x', 'x', '-o', target)
+    assert bad.returncode == 2 and "no column 'zz'" in bad.stderr and 'did you mean z' in \
+        bad.stderr
+
+
+def test_cli_plot_without_matplotlib_names_the_package(tmp_path):
+    filename = first_hour_file(tmp_path)
+    code = "import sys\nsys.modules['matplotlib'] = None\n" + IMPORT + \
+        "sys.exit(mp.main(['plot', sys.argv[1], 'z', '--x', 'x']))\n"
+    out = prov_run_python(code, filename, cwd=str(tmp_path))
+    assert out.returncode == 2
+    assert '`pip install matplotlib`' in out.stderr
+
+
+# -- parallel sweeps started without the __main__ guard ---------------------------------------
+UNGUARDED = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import minipypet as pypet
+
+    def job(traj):
+        return traj.x
+
+    env = pypet.Environment(trajectory='u', filename='u.pkl', add_time=False, multiproc=True,
+                            ncores=2, start_method='spawn', log_config=None)
+    env.v_trajectory.f_add_parameter('x', 1.0)
+    env.v_trajectory.f_explore({'x': [1.0, 2.0, 3.0]})
+    env.f_run(job)
+''')
+
+
+@pytest.mark.timeout(120)
+def test_an_unguarded_spawn_sweep_gets_the_hint(tmp_path):
+    (tmp_path / 'u.py').write_text(UNGUARDED)
+    out = subprocess.run([sys.executable, 'u.py'], cwd=str(tmp_path), env=sub_env(),
+                         capture_output=True, text=True, timeout=100)
+    assert out.returncode != 0
+    assert "if __name__ == '__main__':" in out.stderr
+    assert 'this sweep was started while a worker process imported the script' in out.stderr
+
+
+# -- help in the code -------------------------------------------------------------------------
+PUBLIC_CLASSES_16 = ['Environment', 'Trajectory', 'NNGroupNode', 'NNLeafNode', 'BaseParameter',
+                     'Parameter', 'ArrayParameter', 'PickleParameter', 'BaseResult', 'Result',
+                     'PickleResult', 'Annotations', 'StorageService', 'LazyStorageService',
+                     'PickleStorageService', 'HDF5StorageService']
+
+
+def public_callables():
+    """(qualified name, object) of every public class, function, method and property."""
+    found = {}
+    for name in mp.__all__ + ['main', 'Annotations']:
+        obj = getattr(mp, name)
+        if inspect.isclass(obj) and obj.__module__ == mp.__name__:
+            found.setdefault(obj, name)
+            for attr in dir(obj):
+                if attr.startswith('_') and attr != '__init__':
+                    continue
+                val = inspect.getattr_static(obj, attr)
+                if isinstance(val, (staticmethod, classmethod)):
+                    val = val.__func__
+                if inspect.isfunction(val) and getattr(val, '__module__', '') == mp.__name__ \
+                        or isinstance(val, property) and val.fget is not None:
+                    found.setdefault(val, '%s.%s' % (name, attr))
+        elif inspect.isfunction(obj):
+            found.setdefault(obj, name)
+    return [(name, obj) for obj, name in found.items()]
+
+
+def test_every_public_class_function_method_and_property_has_a_docstring():
+    missing = [name for name, obj in public_callables()
+               if not (obj.__doc__ or '').strip() and not name.endswith('.__init__')]
+    assert missing == []
+
+
+def test_every_environment_argument_is_described():
+    doc = mp.Environment.__doc__
+    args = doc[doc.index('Args:'):]
+    params = [p for p in inspect.signature(mp.Environment.__init__).parameters if p != 'self']
+    assert len(params) >= 70
+    undocumented = [p for p in params if not re.search(r'\b%s\b[^\n]*:' % p, args)]
+    assert undocumented == []
+
+
+def test_public_signatures_are_annotated():
+    skip = ('StorageService', 'LazyStorageService', 'PickleStorageService', 'HDF5StorageService')
+    bare = []
+    for name, obj in public_callables():
+        if not inspect.isfunction(obj) or name.startswith(skip):
+            continue
+        sig = inspect.signature(obj)
+        params = [p for p in sig.parameters.values() if p.name not in ('self', 'cls')]
+        if sig.return_annotation is inspect.Signature.empty or any(
+                p.annotation is inspect.Parameter.empty for p in params):
+            bare.append(name)
+    assert bare == []
+
+
+def test_python_m_minipypet_version():
+    out = subprocess.run([sys.executable, '-m', MOD, '--version'], capture_output=True,
+                         text=True, timeout=60, env=sub_env())
+    assert out.returncode == 0 and out.stdout == 'minipypet %s\n' % mp.__version__
