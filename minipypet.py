@@ -2172,6 +2172,7 @@ class _RunTable:
     """Run information as columns (a dict per run would cost ~1 KB each at 100k runs)."""
     FIELDS = ('timestamp', 'finish_timestamp', 'completed', 'hexsha', 'error')
     BLANK = (0.0, 0.0, 0, '', '')
+    LAZY = ('timestamp', 'finish_timestamp', 'hexsha', 'error')  # (see __getattr__)
 
     def __init__(self, n=1):
         # (timestamps as C doubles: a float object per run would cost 24 bytes more, each)
@@ -2181,6 +2182,24 @@ class _RunTable:
 
     def __len__(self):
         return len(self.completed)
+
+    def __getattr__(self, name):
+        # Only for attributes not set: the run information a load put off (1M runs' take
+        # ~0.3 s to read), read now that it is asked for.
+        loader = self.__dict__.get('_loader')
+        if loader is None or name not in self.LAZY:
+            raise AttributeError(name)
+        loader(self)  # (kept if it fails: a later access tries again)
+        del self.__dict__['_loader']
+        return getattr(self, name)
+
+    def __getstate__(self):
+        for field in self.LAZY:
+            getattr(self, field)
+        return self.__dict__
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     def resize(self, n):
         for field, blank in zip(self.FIELDS, self.BLANK):
@@ -2201,10 +2220,17 @@ class _RunTable:
                 for f in self.FIELDS}
 
     @classmethod
-    def from_plain(cls, data):
+    def from_plain(cls, data, loader=None):
         """The table of a state's run information; columns already as the table keeps them
-        are taken, not copied (a loaded state is dropped once its trajectory is made)."""
+        are taken, not copied (a loaded state is dropped once its trajectory is made).
+        `loader(table)`: sets the LAZY columns when one is first asked for."""
         table = cls(0)
+        if loader is not None:
+            table.completed = bytearray(data['completed'])
+            for f in cls.LAZY:
+                delattr(table, f)
+            table.__dict__['_loader'] = loader
+            return table
         for f in cls.FIELDS:
             values = data.get(f, [])
             kind = array.array if 'timestamp' in f else \
@@ -2956,7 +2982,7 @@ class _StorageMixin:
             d['_runs'] = _RunTable(d['_length'])
         elif with_run_information:
             d['_length'] = state.get('length', 1)
-            d['_runs'] = _RunTable.from_plain(state['runs'])
+            d['_runs'] = _RunTable.from_plain(state['runs'], state.get('runs_loader'))
         for param in self._explored.values():
             if param._explored_range is not None:
                 param._restore_default()
@@ -4799,7 +4825,7 @@ class _FromState:
     def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
         data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
         skip = {b for b, m in (modes or {}).items() if m == LOAD_NOTHING}
-        return self._load_state(name, index, data=data, skip=skip)
+        return self._load_state(name, index, data=data, skip=skip, lazy_runs=True)
 
     def _load_list(self, traj, names=(), recursive=True):
         return _items_from_state(self._load_state(traj._name, data=True), names, recursive,
@@ -5067,10 +5093,13 @@ class _FileService(_FromState, StorageService):
         self._journal.close()
 
     # -- loading -----------------------------------------------------------------------------
-    def _load_state(self, name=None, index=None, data=True, force=False, rows=None, skip=()):
+    def _load_state(self, name=None, index=None, data=True, force=False, rows=None, skip=(),
+                    lazy_runs=False):
         """A trajectory's whole plain-data state: the main file's metadata, the rows of its
         segments (newest first wins; `rows`, {template: run indices or None for all}, loads
-        only those) and the journal's records not yet folded in."""
+        only those) and the journal's records not yet folded in. `lazy_runs`: where a
+        backend can, the runs' timestamps, SHA-1s and errors are read only when asked for
+        (state['runs_loader'], for _RunTable.from_plain)."""
         if not os.path.exists(self.filename) and not os.path.exists(self._journal.path):
             raise DataNotInStorageError('cannot load: %s does not exist' % self.filename)
         names = self.list_trajectories()
@@ -5092,15 +5121,22 @@ class _FileService(_FromState, StorageService):
                                             % timed[-1])))
         states = {}
         if os.path.exists(self.filename) and name in self._list_names():
-            states[name] = self._read_state(name, data, rows, skip)
+            states[name] = self._read_state(name, data, rows, skip, lazy_runs)
+            paths = states[name].pop('runs_pending', None)
+            if paths and os.path.exists(self._journal.path):  # (its records come after)
+                self._runs_flush(states[name], paths)
+            elif paths:
+                states[name]['runs_loader'] = functools.partial(self._runs_later, paths)
         _apply_records(states, self._journal_records(name))
         return states[name]
 
-    def _read_state(self, name, data, rows=None, skip=()):
+    def _read_state(self, name, data, rows=None, skip=(), lazy_runs=False):
         """(`skip`: branches whose run columns are not read at all.)"""
         if skip:
             rows = _RowsSkipping(rows, skip)
         meta = self._read_main(name, data, rows)
+        if lazy_runs:  # (a backend's _segment_read lists here the segments it put off)
+            meta['runs_pending'] = []
         legacy = meta.pop('legacy', None)
         if legacy is not None:  # format 2: the main file holds rows itself
             meta['columns'], meta['runs'] = legacy['columns'], legacy['runs']
@@ -6488,6 +6524,9 @@ class HDF5StorageService(_FileService):
             _h5_set(group, 'mp_purged', bool(self.purge_duplicate_comments))
             column = h.columns[template] = _H5Column(group, idxs[0], first[0], first[1])
         group, before = column.group, column.rows
+        if column.next is not None:  # (sorted and unique: a span if its ends are)
+            column.next = idxs[-1] + 1 if idxs[0] == column.next and \
+                idxs[-1] - idxs[0] + 1 == len(idxs) else None
         purge = self.purge_duplicate_comments
         merged = _merged_set(h.meta.get('merged_runs') or ()) if purge else ()
         _h5_append(h.file, group, '_idx', np.array(idxs, dtype=np.int64), 'int', filters)
@@ -6566,6 +6605,7 @@ class HDF5StorageService(_FileService):
         _h5_append(h.file, h.file.root, '_runs', numbers, 'ndarray', filters)
         codes = h.shas
         h.sha_codes.extend(codes.setdefault(info[i][3], len(codes)) for i in idxs)
+        _note_span(h, idxs, info)
 
     def _segment_close(self, segment, h):
         np = _require('numpy', 'hdf5')
@@ -6592,6 +6632,13 @@ class HDF5StorageService(_FileService):
                            shas[np.frombuffer(h.sha_codes, np.uint32)], 'str', filters)
             elif h.shas:
                 _h5_set(h.file.root, 'mp_hexsha', next(iter(h.shas)))
+            # Spans let a load skip reading what it can tell without (see _h5_idx, _runs_span)
+            lo, hi = h.span
+            if lo is not None and not h.errors and h.seen.count(1) == hi - lo + 1:
+                _h5_set(h.file.root, 'mp_runs_span', '%d:%d' % (lo, hi + 1))
+            for column in h.columns.values():
+                if column.next is not None and column.next > column.first:
+                    _h5_set(column.group, 'mp_idx_span', '%d:%d' % (column.first, column.next))
             if h.errors:
                 errors = sorted(h.errors.items())
                 ov = h.overview()
@@ -6629,6 +6676,18 @@ class HDF5StorageService(_FileService):
                         column[idx] = row
                 if not column:
                     del state['columns'][template]
+            pending = state.get('runs_pending')
+            span = _runs_span(f) if pending is not None else None
+            if span is not None:  # (read when the run information is asked for)
+                lo, hi = span
+                if hi > len(state['runs']['completed']):
+                    _runs_length(state['runs'], hi)
+                state['runs']['completed'][lo:hi] = b'\x01' * (hi - lo)
+                pending.append(path)
+                return
+            if pending is not None:  # (older segments' information first; and the rest is
+                self._runs_flush(state)  # read now too: the table is put off whole or not)
+                state['runs_pending'] = None
             if '_runs' in f.root:
                 blocks = self._runs_blocks(f, np)
             elif 'overview' in f.root and 'runs' in f.root.overview:
@@ -6641,6 +6700,25 @@ class HDF5StorageService(_FileService):
                           f.root.overview.run_errors.read().tolist()}
             for runs in blocks:
                 _fill_runs(state['runs'], runs, errors, np)
+
+    def _runs_flush(self, state, paths=None):
+        """Read the run information of the segments a load put off (state['runs_pending'])
+        into state['runs'], in their order."""
+        if paths is None:
+            paths, state['runs_pending'] = state['runs_pending'], []
+        np = _require('numpy', 'hdf5') if paths else None
+        for path in paths:
+            with self._segment_files(path) as f:
+                for runs in self._runs_blocks(f, np):
+                    _fill_runs(state['runs'], runs, {}, np)
+
+    def _runs_later(self, paths, table):
+        """Fill a _RunTable's run information put off at its load (its `completed` column
+        is the table's own already, and may have changed since)."""
+        runs = _RunTable(len(table)).to_plain(share=True)
+        self._runs_flush({'runs': runs}, paths)
+        for field in _RunTable.LAZY:
+            setattr(table, field, runs[field])
 
     @staticmethod
     def _runs_blocks(f, np):
@@ -6684,16 +6762,17 @@ class HDF5StorageService(_FileService):
                 node = group._f_get_child(items[0])
                 if _attr(node._v_attrs, 'mp_type') in ('bool', 'int', 'float') and \
                         items[0] + '__offsets' not in group:
-                    return group._idx.read(), node.read()  # (numbers: kept as they are read)
-                return group._idx.read(), _read_node(group, items[0], np)
+                    return _h5_idx(group, np), node.read()  # (numbers: kept as read)
+                return _h5_idx(group, np), _read_node(group, items[0], np)
         return [], []
 
     def _segment_idx(self, path, template):
+        np = _require('numpy', 'hdf5')
         with self._segment_files(path) as f:
             for group in f.walk_groups('/'):
                 ga = group._v_attrs
                 if 'mp_template' in ga._v_attrnames and _attr(ga, 'mp_template') == template:
-                    return group._idx.read().tolist()
+                    return _h5_idx(group, np).tolist()
         return []
 
     # -- reading -----------------------------------------------------------------------------
@@ -6789,7 +6868,7 @@ class HDF5StorageService(_FileService):
         `only`: these run indices alone, their data read row by row."""
         if only is not None:
             return _read_some_rows(group, want, np, only)
-        idxs = group._idx.read().tolist()
+        idxs = _h5_idx(group, np).tolist()
         tag, first_comment, default_comment, classes, comments, anns, empty = \
             _column_extras(group, np)
         datas = {i: ({} if i not in empty else None) for i in idxs} if want else \
@@ -6805,6 +6884,34 @@ class HDF5StorageService(_FileService):
         return {i: (classes.get(i, tag),
                     first_comment if i == first else comments.get(i, default_comment),
                     anns.get(i), datas[i]) for i in idxs}
+
+
+def _span_of(node, key, rows):
+    """(lo, hi) of a span attribute 'lo:hi' when it spans `rows` rows, else None."""
+    text = _attr(node._v_attrs, key)
+    if not isinstance(text, str):
+        return None
+    lo, _, hi = text.partition(':')
+    try:
+        lo, hi = int(lo), int(hi)
+    except ValueError:
+        return None
+    return (lo, hi) if 0 <= lo < hi and hi - lo == rows else None
+
+
+def _h5_idx(group, np):
+    """A run column's run indices: made from its span when it has one (1M runs' indices
+    take ~40 ms to decompress), else read."""
+    span = _span_of(group, 'mp_idx_span', group._idx.nrows)
+    return np.arange(*span, dtype=np.int64) if span else group._idx.read()
+
+
+def _runs_span(f):
+    """(lo, hi) of a segment whose runs lo..hi-1 are each completed, without errors."""
+    root = f.root
+    if '_runs' not in root:
+        return None
+    return _span_of(root, 'mp_runs_span', root._runs.nrows)
 
 
 def _read_legacy_runs(f, root, state):
@@ -6823,7 +6930,7 @@ def _read_legacy_runs(f, root, state):
 
 def _read_some_rows(group, want, np, only):
     """The rows of the run indices `only` of a column group, each item read row by row."""
-    idxs = group._idx.read().tolist()
+    idxs = _h5_idx(group, np).tolist()
     where = {}
     for pos, i in enumerate(idxs):
         if i in only:
@@ -6940,6 +7047,24 @@ def _decode_node_row(node, pos):
     return value
 
 
+def _note_span(h, idxs, info):
+    """Keep a segment's run span (lo, hi) and mark each run in it; a run not completed, or
+    stored twice, spoils it (h.span[0] None)."""
+    span, seen = h.span, h.seen
+    if h.seen is None:
+        return
+    hi = max(span[1], idxs[-1])
+    lo = idxs[0] if span[0] is None else min(span[0], idxs[0])
+    if hi + 1 > len(seen):
+        seen.extend(bytes(hi + 1 - len(seen)))
+    for i in idxs:
+        if seen[i] or info[i][2] != 1:
+            h.seen, span[0] = None, None
+            return
+        seen[i] = 1
+    span[0], span[1] = lo, hi
+
+
 class _H5Column:
     """A run column in a segment being written: its group, rows so far and exceptions."""
 
@@ -6948,6 +7073,7 @@ class _H5Column:
             comment, 0
         self.classes, self.comments, self.anns, self.empty = ([], []), ([], []), ([], []), []
         self.kinds = {}  # item -> mp_type (attributes set through _h5_set read back stale)
+        self.next = first  # the next run index while _idx is one ascending span, else None
 
 
 class _H5Segment:
@@ -6957,6 +7083,8 @@ class _H5Segment:
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
         self.tables, self.errors = {}, {}
         self.shas, self.sha_codes = {}, array.array('I')  # (a code per _runs row)
+        # (the runs' indices while they are each completed once: lo, hi and a byte each)
+        self.span, self.seen = [None, -1], bytearray()
 
     def overview(self):
         if 'overview' not in self.file.root:
@@ -7959,7 +8087,8 @@ class _PypetFileReader(_FromState, StorageService):
     def list_trajectories(self):
         return _pypet_list_trajectories(self.filename)
 
-    def _load_state(self, name=None, index=None, data=True, force=False, skip=()):
+    def _load_state(self, name=None, index=None, data=True, force=False, skip=(),
+                    lazy_runs=False):
         return _pypet_read_state(self.filename, name, index,
                                  True if data == 'scalars' else data)
 

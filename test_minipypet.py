@@ -3787,6 +3787,45 @@ def test_run_information_is_read_in_blocks_and_one_commit_is_kept_once(tmp_path,
         assert blocks.f_get_run_information(i) == whole.f_get_run_information(i)
 
 
+def fails_at_nine(traj):
+    if traj.x == 9:
+        raise ValueError('nine')
+    traj.f_add_result('z', traj.x * 2)
+
+
+def test_run_information_is_read_when_first_asked_for_and_in_segment_order(tmp_path):
+    filename = path_for('hdf5', tmp_path)
+    env, traj = sweep('hdf5', filename, multiply_job, n=6, record_failed_runs=True)
+    traj.f_expand({'x': [6, 7]})
+    env.f_run(multiply_job)
+    truth = [traj.f_get_run_information(i) for i in range(8)]
+    loaded = load(filename, load_results=0)      # every segment a span of completed runs
+    assert '_loader' in vars(loaded._runs)       # nothing of it read yet ...
+    assert list(loaded._runs.completed) == [1] * 8
+    assert [loaded.f_get_run_information(i) for i in range(8)] == truth  # ... now all
+    assert '_loader' not in vars(loaded._runs) and truth[7]['timestamp'] > 0
+    later = load(filename, load_results=0)       # expanded before it is read: read first
+    later.f_expand({'x': [8]})
+    assert later.f_get_run_information(7) == truth[7] and len(later._runs) == 9
+    assert pickle.loads(pickle.dumps(load(filename)._runs)).hexsha == [
+        t['short_environment_hexsha'] for t in truth]
+    traj.f_expand({'x': [8, 9, 10]})
+    env.f_run(fails_at_nine)  # a failed run: no span
+    traj.f_expand({'x': [11, 12]})
+    env.f_run(multiply_job)                      # 9 again, 11, 12: no span
+    truth = [traj.f_get_run_information(i) for i in range(13)]
+    spans = []
+    for path in h5_segments(filename, 'traj'):
+        with tables.open_file(path) as h:
+            spans.append((getattr(h.root._v_attrs, 'mp_runs_span', None),
+                          getattr(h.root.results.runs.z._v_attrs, 'mp_idx_span', None)))
+    assert spans == [('0:6', '0:6'), ('6:8', '6:8'), (None, None), (None, None)]
+    mixed = load(filename, load_results=0)       # (read whole, as the segments come)
+    assert [mixed.f_get_run_information(i) for i in range(13)] == truth
+    assert load(filename, load_results=2).f_get_from_runs('z', fast_access=True) == {
+        run_name(i): 2 * i for i in range(13)}
+
+
 @needs_numpy
 def test_run_information_rows_in_any_order_and_of_several_commits():
     table = {'timestamp': [], 'finish_timestamp': [], 'completed': [], 'hexsha': [],
