@@ -8390,6 +8390,31 @@ class _Worker:
 # --------------------------------------------------------------------------------------------
 # Your own multiprocessing: pypet's MultiprocContext and the wrapped services it installs
 # --------------------------------------------------------------------------------------------
+_PROXIES = {}  # (pid, manager address, object id) -> this process's proxy (_one_proxy)
+
+
+def _pack_proxy(obj):
+    """What pickles a Manager proxy so that each process rebuilds it once (_one_proxy)."""
+    from multiprocessing.managers import BaseProxy
+    return ('proxy', obj.__reduce__()) if isinstance(obj, BaseProxy) else ('plain', obj)
+
+
+def _one_proxy(packed):
+    """The proxy _pack_proxy packed, made once per process. (Python 3.9: when a second proxy
+    of one object, unpickled with the next task, is collected, its clean-up closes the
+    connection the first one still uses: 'an integer is required (got type NoneType)'.)"""
+    kind, value = packed
+    if kind == 'plain':
+        return value
+    rebuild, args = value
+    token = args[1]
+    key = (os.getpid(), token.address, token.id)
+    proxy = _PROXIES.get(key)
+    if proxy is None:
+        proxy = _PROXIES[key] = rebuild(*args)
+    return proxy
+
+
 class LockWrapper(StorageService):
     """A storage service that worker processes share: each store or load holds `lock` (a
     Manager lock, which pickles into a pool's tasks)."""
@@ -8398,6 +8423,12 @@ class LockWrapper(StorageService):
     def __init__(self, storage_service, lock=None):
         self._service, self.lock = storage_service, lock
         self.keeps_runs = getattr(storage_service, 'keeps_runs', False)
+
+    def __getstate__(self):
+        return dict(self.__dict__, lock=_pack_proxy(self.lock))
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, lock=_one_proxy(state['lock']))
 
     def store(self, msg, item, *args, **kwargs):
         with self.lock:
@@ -8420,6 +8451,12 @@ class QueueStorageServiceSender(StorageService):
 
     def __init__(self, storage_queue=None):
         self.queue = storage_queue
+
+    def __getstate__(self):
+        return dict(self.__dict__, queue=_pack_proxy(self.queue))
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, queue=_one_proxy(state['queue']))
 
     def store(self, msg, item, *args, trajectory=None, store_data=STORE_DATA, only_init=False,
               **kwargs):
