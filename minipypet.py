@@ -1266,6 +1266,19 @@ class NNGroupNode(NNTreeNode):
         return self.f_get(name)
 
 
+def _leaf_dict(cls, name, traj):
+    """The attributes a leaf of class `cls` named `name` starts with when a load makes it
+    without __init__ (its full name, comment and parent are set after)."""
+    d = dict(_name=name, _traj=traj, _annotations=None, _refused=None)
+    if issubclass(cls, BaseResult):
+        d['_data'] = {}
+    else:
+        d.update(_data=None, _default=None, _explored_range=None, _locked=False, _empty=True)
+    if cls is PickleResult or cls is PickleParameter:
+        d['_protocol'] = pickle.HIGHEST_PROTOCOL
+    return d
+
+
 def _new_group(name):
     """A group without the __init__ chain (bulk loading creates one per run)."""
     group = NNGroupNode.__new__(NNGroupNode)
@@ -2761,13 +2774,25 @@ class _StorageMixin:
         self._unique.pop(leaf_name, None)
         self._drop_fast(leaf_name)
         leaf_index = index.setdefault(leaf_name, {})
+        leaf_dicts = {}  # class -> what every new leaf of it holds (copied, not rebuilt)
+        base_children, new_group, fmt = base._children, NNGroupNode.__new__, FORMATTED_RUN_NAME
         for idx, (tag, comment, ann, data) in rows.items():
             cls = _BUILTIN_LEAVES.get(tag)
-            run = _run_name(idx)
+            run = fmt % idx if idx >= 0 else RUN_NAME_DUMMY
             prefix = head + '.' + run
             group = nodes.get(prefix)
-            if group is None:
-                group = self._insert(base, _new_group(run))
+            if group is None:  # (what _insert(base, _new_group(run)) does, for a new name)
+                group = new_group(NNGroupNode)
+                group.__dict__.update(_comment='', _annotations=None, _full_name=prefix,
+                                      _name=run, _children={}, _links={}, _parent=base,
+                                      _traj=self)
+                base_children[run] = nodes[prefix] = group
+                if run in index or run in self._unique or run in self._run_fast:
+                    self._unique.pop(run, None)
+                    self._drop_fast(run)
+                    index.setdefault(run, {})[prefix] = group
+                else:
+                    index[run] = {prefix: group}
             for part in tail[:-1]:
                 if group.v_is_leaf:
                     break
@@ -2781,19 +2806,15 @@ class _StorageMixin:
                 self._place_leaf(full, tag, comment, data if mode >= LOAD_DATA else None, ann,
                                  overwrite=mode == OVERWRITE_DATA)
                 continue
+            same = leaf_dicts.get(cls)
+            if same is None:
+                same = leaf_dicts[cls] = _leaf_dict(cls, leaf_name, self)
             leaf = cls.__new__(cls)
             d = leaf.__dict__
-            d.update(_full_name=full, _name=leaf_name, _comment=comment or '', _parent=group,
-                     _traj=self, _annotations=None)
-            if issubclass(cls, BaseResult):
-                d.update(_data={}, _refused=None)
-                if cls is PickleResult:
-                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
-            else:
-                d.update(_data=None, _default=None, _explored_range=None, _locked=False,
-                         _empty=True, _refused=None)
-                if cls is PickleParameter:
-                    d['_protocol'] = pickle.HIGHEST_PROTOCOL
+            d.update(same)
+            d['_full_name'], d['_comment'], d['_parent'] = full, comment or '', group
+            if d['_data'] is not None:
+                d['_data'] = {}  # (a result's own)
             if ann:
                 leaf.v_annotations._dict.update(ann)
             if data is not None and mode >= LOAD_DATA:
