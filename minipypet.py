@@ -161,6 +161,8 @@ ABBREVIATIONS = {'conf': 'config', 'par': 'parameters', 'dpar': 'derived_paramet
 _RUN_RE = re.compile(r'^run_(\d{%d})$' % FORMAT_ZEROS)
 _SET_RE = re.compile(r'^run_set_(\d{5})$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9_-]{1,4096}$')  # (HDF5 fails on names of ~64 KB)
+# PyTables' own names (tables.path: _reserved_id_re, _hidden_name_re) and Python's dunders
+_PYTABLES_RESERVED = ('__', '_c_', '_f_', '_g_', '_i_', '_p_', '_v_')
 _RUN_BRANCHES = ('results', 'derived_parameters')
 _RUN_GROUPS = tuple((b, b + '.runs') for b in _RUN_BRANCHES)
 
@@ -828,6 +830,15 @@ def _check_name(component, where):
             '%s is not a valid node name in %s: use letters, digits, "_" and "-" only (at most '
             '4,096 of them), and do not start with "f_" or "v_" (reserved for methods and '
             'properties)' % (_short_repr(component, 80), _short_repr(where, 160)))
+    if component.startswith(_PYTABLES_RESERVED):
+        # PyTables reads such names as its own attributes (a group's __dict__, _v_attrs):
+        # stored, they break every later store into that file, so no backend takes them
+        # (a file must move between backends)
+        raise InvalidNameError(
+            '%s is not a valid node name in %s: names starting with "__" or with one of '
+            '"_c_", "_f_", "_g_", "_i_", "_p_", "_v_" are reserved by PyTables (HDF5 files); '
+            'rename it, e.g. %r' % (_short_repr(component, 80), _short_repr(where, 160),
+                                    component.lstrip('_') or 'x'))
 
 
 class NNGroupNode(NNTreeNode):
@@ -3826,7 +3837,7 @@ _PLAIN_NAMES = set()  # names _plain_name accepted (a sweep adds the same few ev
 def _plain_name(name):
     """A valid single-part name that needs no translation (no wildcard, no run name)."""
     if '.' in name or not _NAME_RE.fullmatch(name) or \
-            name.startswith(('f_', 'v_', 'run_', 'r_')):
+            name.startswith(('f_', 'v_', 'run_', 'r_') + _PYTABLES_RESERVED):
         return False
     if len(_PLAIN_NAMES) < 4096:
         _PLAIN_NAMES.add(name)

@@ -538,6 +538,20 @@ def test_invalid_names_raise_invalid_name_error_with_a_helpful_message(bad):
     assert not traj.parameters.f_has_children()
 
 
+@pytest.mark.parametrize('bad', ['__dict__', '__class__', '_g_copy', '_v_attrnames', '_f_close',
+                                 '_c_x', '_i_hidden', '_p_x'])
+@pytest.mark.parametrize('add, where', [('f_add_parameter', '{}'), ('f_add_result', 'grp.{}.leaf'),
+                                        ('f_add_derived_parameter', 'g.{}')])
+def test_names_pytables_reserves_are_refused_when_added_in_every_backend(bad, add, where):
+    # stored into an HDF5 file, they broke every later store into it (issue 15)
+    traj = mp.Trajectory('t')
+    with pytest.raises(mp.InvalidNameError, match='reserved by PyTables') as info:
+        getattr(traj, add)(where.format(bad), 1)
+    assert repr(bad) in str(info.value)
+    assert 'rename it' in str(info.value)
+    assert not list(traj.f_iter_leaves())
+
+
 def test_a_removed_subtree_is_detached_and_freed_without_the_garbage_collector(tmp_path):
     traj = mp.Trajectory('t')
     res = traj.f_add_result('grp.sub.r', 1.5)
