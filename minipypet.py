@@ -359,6 +359,31 @@ def _encode(value):
     raise UnsupportedTypeError('cannot encode a value of type %s' % _type_name(value))
 
 
+def _canonical(value):
+    """A text for `value` that is the same in every process: sets and frozensets sorted by
+    their items' texts, dicts by their keys' (unlike repr and pickle, whose order for a set
+    follows PYTHONHASHSEED)."""
+    t = type(value)
+    if t in (set, frozenset):
+        return '%s{%s}' % (t.__name__, ','.join(sorted(_canonical(v) for v in value)))
+    if t is dict:
+        return 'dict{%s}' % ','.join(sorted('%s:%s' % (_canonical(k), _canonical(v))
+                                            for k, v in value.items()))
+    if t in (list, tuple):
+        return '%s[%s]' % (t.__name__, ','.join(_canonical(v) for v in value))
+    if t in _SCALARS or value is None:
+        return repr(value)
+    if _is_numpy(value):
+        return json.dumps(_encode(value), sort_keys=True)
+    state = getattr(value, '__dict__', None)  # an object: its class and its attributes
+    if isinstance(state, dict):
+        return '%s.%s(%s)' % (t.__module__, t.__qualname__, _canonical(state))
+    try:  # (its pickle, which is the same in every process unless it holds a set)
+        return '%s.%s:%s' % (t.__module__, t.__qualname__, pickle.dumps(value, 4).hex())
+    except Exception:
+        return '%s.%s:%r' % (t.__module__, t.__qualname__, value)
+
+
 def _decode(obj):
     """Inverse of _encode."""
     t = type(obj)
@@ -9275,17 +9300,27 @@ class Environment:
             self._stopped = sweep.stopped
 
     # -- resume ------------------------------------------------------------------------------
-    def _fingerprint(self):
+    def _fingerprint(self, legacy=False):
+        """SHA-1 of the parameters and their ranges, the same in every process (sets are
+        encoded sorted: a set's order, and so its pickle, follows the hash seed). `legacy`:
+        as .cnt files of minipypet < 0.4 hold it."""
         traj = self._traj
         h = hashlib.sha1()
         for name, leaf in sorted(traj.f_get_parameters().items()):
             if leaf.f_is_empty():
                 continue
-            data = leaf._store()
-            try:
-                h.update(('%s=%s;' % (name, _to_json(data))).encode())
-            except PypetError:
-                h.update(('%s=%r;' % (name, data)).encode())
+            if legacy:
+                data = leaf._store()
+                try:
+                    h.update(('%s=%s;' % (name, _to_json(data))).encode())
+                except PypetError:
+                    h.update(('%s=%r;' % (name, data)).encode())
+                continue
+            if isinstance(leaf, PickleParameter):  # (the values, not their pickles)
+                data = (leaf._default, leaf._explored_range)
+            else:
+                data = leaf._store()
+            h.update(('%s=%s;' % (name, _canonical(data))).encode('utf-8', 'surrogatepass'))
         return h.hexdigest()
 
     def _write_continue_file(self, job, args, kwargs, per_run):
@@ -9304,7 +9339,8 @@ class Environment:
                         service, _FileService) else {},
                     'service_object': None if isinstance(service, _FileService) else service,
                     'job': job, 'args': args, 'kwargs': kwargs, 'per_run': per_run,
-                    'postproc': self._postproc, 'fingerprint': self._fingerprint(),
+                    'postproc': self._postproc, 'fingerprint': None,
+                    'fingerprint2': self._fingerprint(),
                     'length': len(self._traj), 'settings': self._settings,
                     'dynamic_imports': sorted(k for k in self._traj._dynamic_imports
                                               if ':' in k)}
@@ -9372,7 +9408,8 @@ class Environment:
                               % (continue_file, name, snapshot['filename'], exc)) from exc
         old_traj = self._traj
         self._traj = traj
-        if self._fingerprint() != snapshot['fingerprint'] or len(traj) != snapshot['length']:
+        if self._fingerprint(legacy='fingerprint2' not in snapshot) != snapshot.get(
+                'fingerprint2', snapshot['fingerprint']) or len(traj) != snapshot['length']:
             self._traj = old_traj
             raise ResumeError('%s does not match trajectory %r in %s: its parameters or '
                               'exploration changed since the snapshot; it cannot be resumed'

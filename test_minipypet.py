@@ -4917,6 +4917,51 @@ def test_resume_refuses_a_different_trajectory_and_garbage(tmp_path, J, monkeypa
         mp.Environment(log_config=None).f_continue_run(str(tmp_path / 'nope.cnt'))
 
 
+SEEDED_SWEEP = """
+import os, sys, importlib
+mp = importlib.import_module(os.environ['MINIPYPET_MODULE'])
+
+def job(traj):
+    if os.path.exists('fail') and traj.x == 2:
+        raise ValueError('a transient failure')
+    return len(traj.labels) + traj.x
+
+if __name__ == '__main__':
+    env = mp.Environment('t', add_time=False, filename='t.pkl', log_config=None,
+                         storage_service=mp.PickleStorageService, continue_folder='.')
+    if sys.argv[1] == 'run':
+        env.v_trajectory.f_add_parameter(mp.PickleParameter, 'labels',
+                                         {'alpha', 'beta', 'gamma', 'delta', 'eps'})
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_explore({'x': [0, 1, 2, 3]})
+        try:
+            env.f_run(job)
+        except ValueError:
+            print('failed')
+    else:
+        print(sorted(env.f_continue_run('t.cnt')))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_resume_in_a_process_with_another_hash_seed_matches_the_fingerprint(tmp_path):
+    # a PickleParameter holding a set of strings: its pickle follows the hash seed, so the
+    # resume saw "its parameters or exploration changed" 4 times in 4 (issue 15)
+    (tmp_path / 'seeded.py').write_text(SEEDED_SWEEP)
+    (tmp_path / 'fail').write_text('')
+
+    def python(seed, *args):
+        env = dict(subprocess_env(), PYTHONHASHSEED=str(seed))
+        return subprocess.run([sys.executable, 'seeded.py', *args], cwd=str(tmp_path), env=env,
+                              capture_output=True, text=True, timeout=60)
+    first = python(1, 'run')
+    assert first.returncode == 0 and 'failed' in first.stdout, first.stderr
+    os.remove(str(tmp_path / 'fail'))
+    resumed = python(2, 'resume')
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == '[(0, 5), (1, 6), (2, 7), (3, 8)]'
+
+
 @pytest.mark.timeout(60)
 def test_resume_by_name_and_folder(tmp_path, J, monkeypatch):
     """pypet 0.7's env.resume(trajectory_name, resume_folder)."""
