@@ -5130,7 +5130,10 @@ class _FileService(_FromState, StorageService):
         if os.path.exists(self.filename) and name in self._list_names():
             states[name] = self._read_state(name, data, rows, skip)
         _apply_records(states, self._journal_records(name))
-        return states[name]
+        state = states[name]
+        for full_name in itertools.chain(state['nodes'], state.get('columns', ())):
+            _check_stored_name(full_name, 'node name', self.filename)
+        return state
 
     def _read_state(self, name, data, rows=None, skip=()):
         """(`skip`: branches whose run columns are not read at all.)"""
@@ -5269,6 +5272,8 @@ class _FileService(_FromState, StorageService):
         for record in self._journal_records():
             if record[1] not in names:
                 names.append(record[1])
+        for name in names:
+            _check_stored_name(name, 'trajectory name', self.filename)
         return names
 
     def _legacy_names(self):
@@ -5323,6 +5328,22 @@ class _FileService(_FromState, StorageService):
         """(run indices, values) of a column whose every row is one item of a Result or
         Parameter, else None."""
         raise NotImplementedError
+
+
+# A stored name as _check_name accepts it (dotted for a node's full name); the trajectory
+# name becomes a file name (its .cnt, logs), so a crafted '../../x' must never pass.
+# ($ and $set: a run in a column's template)
+_STORED_PART = r'(?:\$|\$set|(?!f_|v_|__|_[cfgipv]_)[A-Za-z0-9_-]{1,4096})'
+_STORED_NAME_RE = re.compile(r'%s(?:\.%s)*' % (_STORED_PART, _STORED_PART))
+
+
+def _check_stored_name(name, what, filename):
+    """Refuse a name read from a file that code could not have given (a crafted file)."""
+    if type(name) is not str or not _STORED_NAME_RE.fullmatch(name) or (
+            what == 'trajectory name' and not _NAME_RE.fullmatch(name)):
+        raise StorageError('%s is damaged or crafted: it holds the %s %s, which minipypet '
+                           'never writes (names are letters, digits, "_" and "-"); it is not '
+                           'loaded' % (filename, what, _short_repr(name, 80)))
 
 
 def _py_values(values):
@@ -9499,6 +9520,10 @@ def _read_continue_file(path, lenient):
             from exc
     if not isinstance(snapshot, dict) or snapshot.get('format') != 1:
         raise ResumeError('%s is not a minipypet .cnt file' % path)
+    try:
+        _check_stored_name(snapshot.get('trajectory'), 'trajectory name', path)
+    except StorageError as exc:
+        raise ResumeError(str(exc)) from None
     missing = [v for k in ('args', 'kwargs', 'postproc', 'service_object')
                for v in _flat(snapshot.get(k)) if isinstance(v, _Missing)]
     if missing:

@@ -4917,6 +4917,68 @@ def test_resume_refuses_a_different_trajectory_and_garbage(tmp_path, J, monkeypa
         mp.Environment(log_config=None).f_continue_run(str(tmp_path / 'nope.cnt'))
 
 
+def crafted_pickle_file(filename, name):
+    """A pickle-backend file whose trajectory is renamed `name` (as a crafted file would)."""
+    svc = mp.PickleStorageService(filename)
+    content = svc._read_file()
+    content['order'] = [name]
+    content['trajectories'][name] = dict(content['trajectories'].pop('t'), name=name)
+    with open(filename, 'wb') as f:
+        f.write(svc.MAGIC)
+        pickle.dump(content, f, protocol=4)
+
+
+@pytest.mark.parametrize('name', ['../../X', '/tmp/abs', 'a/b', 'x.y', '', '__dict__'])
+@pytest.mark.parametrize('where', ['file', 'journal', 'cnt'])
+def test_names_read_from_a_file_are_checked_like_names_in_code(tmp_path, name, where):
+    # a file whose trajectory name was '../../X' loaded, and running it put the .cnt and
+    # the logs outside their folders (issue 15)
+    filename = str(tmp_path / 'f.pkl')
+    env = mp.Environment('t', add_time=False, filename=filename, log_config=None,
+                         storage_service=mp.PickleStorageService, continue_folder=str(tmp_path),
+                         delete_continue=False)
+    env.v_trajectory.f_add_parameter('x', 1)
+    env.v_trajectory.f_explore({'x': [1, 2]})
+    env.f_run(square_job)
+    if where == 'file':
+        crafted_pickle_file(filename, name)
+    elif where == 'journal':
+        os.remove(filename)
+        journal = mp._Journal(filename + '.journal')
+        journal.append(('traj', name, dict(env.v_trajectory._to_state(True), name=name),
+                        2, True))
+        journal.close()
+    if where == 'cnt':
+        cnt = str(tmp_path / 't.cnt')
+        with open(cnt, 'rb') as f:
+            snapshot = pickle.load(f)
+        with open(cnt, 'wb') as f:
+            pickle.dump(dict(snapshot, trajectory=name), f)
+        with pytest.raises(mp.ResumeError, match='t.cnt.*trajectory name'):
+            mp.Environment(log_config=None).f_continue_run(cnt)
+        return
+    with pytest.raises(mp.StorageError, match='f.pkl is damaged or crafted'):
+        mp.load_trajectory(filename=filename)
+    with pytest.raises(mp.StorageError, match='trajectory name'):
+        mp.PickleStorageService(filename).list_trajectories()
+
+
+def test_node_names_read_from_a_file_are_checked(tmp_path):
+    filename = str(tmp_path / 'f.pkl')
+    traj = mp.Trajectory('t', filename=filename, add_time=False,
+                         storage_service=mp.PickleStorageService)
+    traj.f_add_parameter('x', 1)
+    traj.f_store()
+    content = mp.PickleStorageService(filename)._read_file()
+    nodes = content['trajectories']['t']['nodes']
+    nodes['parameters.../evil'] = nodes.pop('parameters.x')
+    with open(filename, 'wb') as f:
+        f.write(mp.PickleStorageService.MAGIC)
+        pickle.dump(content, f, protocol=4)
+    with pytest.raises(mp.StorageError, match="node name 'parameters.../evil'"):
+        mp.load_trajectory(filename=filename)
+
+
 SEEDED_SWEEP = """
 import os, sys, importlib
 mp = importlib.import_module(os.environ['MINIPYPET_MODULE'])
