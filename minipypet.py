@@ -4947,6 +4947,7 @@ class _FileService(_FromState, StorageService):
 
     # -- storing -----------------------------------------------------------------------------
     def _prepare_overwrite(self):
+        _check_writable(self.filename)
         if self._overwrite_pending:
             for path in (self.filename, self._journal.path):
                 if os.path.exists(path):
@@ -5978,18 +5979,34 @@ def _file_mode(path):
         return 0o666 & ~mask
 
 
+def _check_writable(path):
+    """Refuse to replace a file its owner write-protected (chmod 0444), as open() would, even
+    for root (for whom os.access says yes) and although a rename needs only the folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not mode & 0o222:
+        raise StorageError('%s is write-protected (mode %04o), so minipypet does not replace '
+                           'or change it; make it writable (chmod u+w) to store into it, or '
+                           'store into another file' % (path, mode & 0o7777))
+
+
 def _atomic_write(path, write):
     """write(tmp_path) then fsync and rename over `path`: the file is old or new, never torn."""
+    _check_writable(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     stale = '.' + os.path.basename(path) + '.'
-    for name in os.listdir(directory):  # left by a writer killed mid-write (one per file)
-        if name.startswith(stale) and name.endswith('.tmp'):
+    for name in os.listdir(directory):  # left by a writer killed mid-write
+        if name.startswith(stale) and name.endswith('.tmp') and _stale_tmp(
+                os.path.join(directory, name), name[len(stale):]):
             try:
                 os.remove(os.path.join(directory, name))
             except OSError:
                 pass
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+    # the writer's pid in the name: another process's temp file is never taken for stale
+    fd, tmp = tempfile.mkstemp(prefix='%s%d-' % (stale, os.getpid()), suffix='.tmp',
                                dir=directory)
     os.close(fd)
     try:
@@ -6006,6 +6023,24 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _stale_tmp(path, rest):
+    """True for a temp file whose writer is gone: its pid (the name's '<pid>-') is no live
+    process; a name without one (minipypet < 0.4), once it is a minute old."""
+    pid, dash, _ = rest.partition('-')
+    if dash and pid.isdigit() and os.name == 'posix':  # (Windows' os.kill would kill it)
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # (alive, another user's)
+            return False
+        return False
+    try:
+        return time.time() - os.stat(path).st_mtime > 60
+    except OSError:
+        return False
 
 
 class PickleStorageService(_FileService):

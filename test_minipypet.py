@@ -2419,6 +2419,29 @@ def test_overwrite_file(file_backend, tmp_path):
         load(filename, name='old')
 
 
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_a_write_protected_data_file_is_refused_not_replaced(file_backend, tmp_path, overwrite):
+    # a 0444 file was replaced without complaint (issue 15); root may write it, but a user
+    # who protected it expects a refusal
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename, name='old')
+    env.v_trajectory.f_add_parameter('x', 1)
+    env.f_run(square_job)
+    os.chmod(filename, 0o444)
+    with open(filename, 'rb') as f:
+        before = f.read()
+    env = make_env(file_backend, filename, name='new', overwrite_file=overwrite)
+    env.v_trajectory.f_add_parameter('x', 1)
+    with pytest.raises(mp.StorageError, match='write-protected.*chmod u\\+w') as info:
+        env.f_run(square_job)
+    assert filename in str(info.value)
+    with open(filename, 'rb') as f:
+        assert f.read() == before
+    assert os.stat(filename).st_mode & 0o777 == 0o444
+    assert not os.path.exists(filename + '.journal')
+    assert load(filename).v_name == 'old'  # reading it is fine
+
+
 def test_files_get_permissions_from_umask(file_backend, tmp_path):
     """A data file is as readable as any file the user creates (mkstemp makes 0600)."""
     filename, _ = rich_sweep(file_backend, tmp_path)
