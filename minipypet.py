@@ -4226,14 +4226,15 @@ class _Journal:
         self._last_sync = time.monotonic()
         self._dirfd = _open_folder(self.path) if self._folder_lock else None
 
-    def append(self, record):
+    def append(self, record, locked=False):
+        """Append one record (`locked`: the caller holds the folder's exclusive lock)."""
         payload = pickle.dumps(record, protocol=4)
         data = (self._HEAD.pack(len(payload), zlib.crc32(payload)), payload)
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()
         # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
         # (Held for longer, a process forked meanwhile would hold it too, for its life.)
-        dirfd = self._dirfd
+        dirfd = self._dirfd if not locked else None
         if dirfd is not None:
             _flock(dirfd, shared=True)
         try:
@@ -4244,7 +4245,7 @@ class _Journal:
                     os.close(self._fd)
                     self._close_folder()
                     self._open()
-                    dirfd = self._dirfd
+                    dirfd = self._dirfd if not locked else None
                     if dirfd is not None:
                         _flock(dirfd, shared=True)
                 else:
@@ -4957,35 +4958,52 @@ class _FileService(_FromState, StorageService):
                 shutil.rmtree(self.segment_folder)
             self._overwrite_pending = False
 
-    def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA):
+    def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA, before=None):
         """A checkpoint: journal + memory -> new segments and a new main file.
 
         The store before the runs (only_init) goes to the journal instead: it is as durable,
-        and the sweep's checkpoint then happens at the end."""
+        and the sweep's checkpoint then happens at the end. `before()` runs under the
+        file's lock just before it (a sweep writes its .cnt there: a kill between never
+        leaves a stored sweep without one)."""
         mem = traj._to_state(only_init)
         self._check(mem)
         self._prepare_overwrite()
-        if not traj._stored and (os.path.exists(self.filename) or os.path.exists(
-                self._journal.path)) and traj._name in self.list_trajectories():
+        fresh = None if traj._stored else traj._name
+        if only_init:
+            self._journal.close()
+            with _FolderLock(self._journal.path, shared=False):
+                # (the check, the .cnt and the record under one lock: of two sweeps of one
+                # name started at once, exactly one is stored and the other refused)
+                self._refuse_another(fresh)
+                _Journal.repair(self._journal.path)
+                if before is not None:
+                    before()
+                self._journal.append(('traj', mem['name'], mem, store_data, True),
+                                     locked=True)
+            self._journal.sync()
+            return
+        self.checkpoint(extra=(mem, store_data, only_init), fresh=fresh, before=before)
+
+    def _refuse_another(self, name):
+        """A trajectory never stored or loaded must not replace one of its name in the file
+        (call it under the exclusive folder lock, so that the answer holds until the store)."""
+        if name is not None and (os.path.exists(self.filename) or os.path.exists(
+                self._journal.path)) and name in self.list_trajectories():
             raise StorageError(
                 '%s holds a trajectory %r already, and this one was never stored or loaded: '
                 'storing it would replace that one and its runs. Load it to add to it '
                 '(load_trajectory, or f_load), give this one another name (add_time=True, '
                 'or new_name=... when loading as_new), or start the file anew '
-                '(overwrite_file=True)' % (self.filename, traj._name))
-        if only_init:
-            self._journal.close()
-            with _FolderLock(self._journal.path, shared=False):
-                _Journal.repair(self._journal.path)
-            self._journal.append(('traj', mem['name'], mem, store_data, True))
-            self._journal.sync()
-            return
-        self.checkpoint(extra=(mem, store_data, only_init))
+                '(overwrite_file=True)' % (self.filename, name))
 
-    def checkpoint(self, extra=None):
-        """Fold the journal (and an in-memory state) into the file; then drop the journal."""
+    def checkpoint(self, extra=None, fresh=None, before=None):
+        """Fold the journal (and an in-memory state) into the file; then drop the journal.
+        (`fresh`: the name of a trajectory never stored; `before`: see _store_trajectory.)"""
         self._journal.close(sync=False)  # its records go into files that are fsynced
         with _FolderLock(self._journal.path, shared=False):
+            self._refuse_another(fresh)
+            if before is not None:
+                before()
             self._checkpoint(extra)
 
     def _checkpoint(self, extra):
@@ -9218,8 +9236,7 @@ class Environment:
         cnt = None
         self._stopped = False
         if self._automatic_storing:
-            traj.f_store(only_init=True)
-            cnt = self._write_continue_file(job, args, kwargs, per_run)
+            cnt = self._store_first(job, args, kwargs, per_run)
         first = True
         self._live = _LiveLine.make(self._show_progress, traj)
         try:
@@ -9379,7 +9396,31 @@ class Environment:
             h.update(('%s=%s;' % (name, _canonical(data))).encode('utf-8', 'surrogatepass'))
         return h.hexdigest()
 
+    def _store_first(self, job, args, kwargs, per_run):
+        """The store before the runs and the .cnt (its path, or None): into a file service
+        under the file's lock, the .cnt first, so that a sweep stored always has one."""
+        traj = self._traj
+        service = traj.v_storage_service
+        snapshot = self._continue_snapshot(job, args, kwargs, per_run)
+        write = None if snapshot is None else functools.partial(_write_continue, *snapshot)
+        if isinstance(service, _FileService):
+            service._store_trajectory(traj, only_init=True, before=write)
+            traj.__dict__['_stored'] = True
+        else:
+            traj.f_store(only_init=True)
+            if write is not None:
+                write()
+        return None if snapshot is None else snapshot[0]
+
     def _write_continue_file(self, job, args, kwargs, per_run):
+        snapshot = self._continue_snapshot(job, args, kwargs, per_run)
+        if snapshot is None:
+            return None
+        _write_continue(*snapshot)
+        return snapshot[0]
+
+    def _continue_snapshot(self, job, args, kwargs, per_run):
+        """(.cnt path, its bytes), or None where the sweep cannot be resumed."""
         if not self._continuable or isinstance(self._traj.v_storage_service,
                                                LazyStorageService):
             return None
@@ -9409,12 +9450,7 @@ class Environment:
                            'be resumed with f_continue_run (its finished runs are stored '
                            'anyway); pass continuable=False to silence this', culprit)
             return None
-
-        def write(tmp):
-            with open(tmp, 'wb') as f:
-                f.write(data)
-        _atomic_write(path, write)
-        return path
+        return path, data
 
     def f_continue_run(self, continue_file: str | os.PathLike | None = None,
                        trajectory_name: str | None = None,
@@ -9460,8 +9496,10 @@ class Environment:
             traj.f_load(name=name, load_parameters=LOAD_DATA, load_derived_parameters=LOAD_DATA,
                         load_results=LOAD_SKELETON, load_other_data=LOAD_DATA)
         except DataNotInStorageError as exc:
-            raise ResumeError('%s names trajectory %r, which is not in %s: %s'
-                              % (continue_file, name, snapshot['filename'], exc)) from exc
+            raise ResumeError('%s names trajectory %r, which is not in %s: %s (a sweep '
+                              'stopped before its first store has nothing to resume: run it '
+                              'again)' % (continue_file, name, snapshot['filename'], exc)) \
+                from exc
         old_traj = self._traj
         self._traj = traj
         if self._fingerprint(legacy='fingerprint2' not in snapshot) != snapshot.get(
@@ -9493,6 +9531,13 @@ class Environment:
                  resume_folder: str | os.PathLike | None = None) -> list:
         """pypet 0.7's spelling of f_continue_run: by trajectory name and folder."""
         return self.f_continue_run(None, trajectory_name, resume_folder)
+
+
+def _write_continue(path, data):
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(data)
+    _atomic_write(path, write)
 
 
 class _Missing:

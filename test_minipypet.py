@@ -4940,6 +4940,128 @@ def test_resume_refuses_a_different_trajectory_and_garbage(tmp_path, J, monkeypa
         mp.Environment(log_config=None).f_continue_run(str(tmp_path / 'nope.cnt'))
 
 
+SAME_NAME_SWEEP = """
+import os, sys, time, importlib
+mp = importlib.import_module(os.environ['MINIPYPET_MODULE'])
+filename, backend, go, tag = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+
+def job(traj):
+    traj.f_add_result('z', traj.x * 10 + tag)
+    return traj.x
+
+env = mp.Environment('same', add_time=False, filename=filename, log_config=None,
+                     storage_service={'pickle': mp.PickleStorageService,
+                                      'hdf5': mp.HDF5StorageService}[backend],
+                     continue_folder=os.path.dirname(filename), delete_continue=False)
+env.v_trajectory.f_add_parameter('x', 0)
+env.v_trajectory.f_explore({'x': [1, 2, 3]})
+while time.time() < go:
+    pass
+try:
+    env.f_run(job)
+    print('stored', tag)
+except mp.StorageError as exc:
+    print('refused', 'holds a trajectory' in str(exc))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_two_sweeps_of_one_name_started_at_once_one_is_stored_the_other_refused(
+        file_backend, tmp_path):
+    # 20 trials: 5 raw FileNotFoundErrors of a temp file the other writer removed, 3 times
+    # both "succeeded" and the file held a mix of the two sweeps (issue 15)
+    script = tmp_path / 'same_name.py'
+    script.write_text(SAME_NAME_SWEEP)
+    for trial in range(10):
+        folder = tmp_path / str(trial)
+        folder.mkdir()
+        filename = path_for(file_backend, folder)
+        go = repr(time.time() + 1.0)
+        procs = [subprocess.Popen([sys.executable, str(script), filename, file_backend, go,
+                                   str(tag)], env=subprocess_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for tag in (1, 2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        said = sorted(out.strip() for out, _ in outs)
+        assert said[0] == 'refused True' and said[1].startswith('stored'), outs
+        assert not any('Traceback' in err for _, err in outs), outs
+        winner = int(said[1].split()[1])
+        traj = load(filename, name='same', load_data=2)
+        assert mp.PickleStorageService(filename).list_trajectories() == ['same'] \
+            if file_backend == 'pickle' else True
+        assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+            i: (i + 1) * 10 + winner for i in range(3)}
+        cnt = mp._read_continue_file(os.path.join(os.path.dirname(filename), 'same.cnt'),
+                                     True)  # (lenient: the job is the script's __main__.job)
+        assert (cnt['trajectory'], cnt['length']) == ('same', 3)
+
+
+FIRST_STORE_SWEEP = """
+import os, signal, sys, importlib
+mp = importlib.import_module(os.environ['MINIPYPET_MODULE'])
+filename, backend, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+atomic_write = mp._atomic_write
+
+def killed_at_the_cnt(path, write):  # a kill -9 just before or after the .cnt is written
+    if path.endswith('.cnt') and mode == 'kill-before':
+        os.kill(os.getpid(), signal.SIGKILL)
+    atomic_write(path, write)
+    if path.endswith('.cnt') and mode == 'kill-after':
+        os.kill(os.getpid(), signal.SIGKILL)
+
+mp._atomic_write = killed_at_the_cnt
+
+def job(traj):
+    traj.f_add_result('z', traj.x * 2)
+    return traj.x
+
+env = mp.Environment('t', add_time=False, filename=filename, log_config=None,
+                     storage_service={'pickle': mp.PickleStorageService,
+                                      'hdf5': mp.HDF5StorageService}[backend],
+                     continue_folder=os.path.dirname(filename))
+if mode == 'resume':
+    print(env.f_continue_run(os.path.join(os.path.dirname(filename), 't.cnt')))
+else:
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [1, 2, 3]})
+    print(env.f_run(job))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('kill', ['kill-before', 'kill-after'])
+def test_a_kill_at_the_first_store_leaves_a_sweep_that_runs_again_or_resumes(
+        file_backend, tmp_path, kill):
+    # killed between the first store and the .cnt write, the sweep had no .cnt and running
+    # the script again was refused with "holds a trajectory ... already" (issue 15)
+    script = tmp_path / 'first_store.py'
+    script.write_text(FIRST_STORE_SWEEP)
+    filename = path_for(file_backend, tmp_path)
+
+    def python(mode):
+        return subprocess.run([sys.executable, str(script), filename, file_backend, mode],
+                              env=subprocess_env(), capture_output=True, text=True,
+                              timeout=60)
+    assert python(kill).returncode == -signal.SIGKILL
+    cnt = tmp_path / 't.cnt'
+    if cnt.exists():  # the .cnt is there: the store may be, and then a resume completes it
+        resumed = python('resume')
+        if resumed.returncode == 0:
+            assert resumed.stdout.strip() == '[(0, 1), (1, 2), (2, 3)]'
+        else:
+            assert 'nothing to resume: run it again' in resumed.stderr, resumed.stderr
+            assert not (os.path.exists(filename) and
+                        't' in mp.PickleStorageService(filename).list_trajectories()
+                        if file_backend == 'pickle' else False)
+            again = python('run')
+            assert again.returncode == 0, again.stderr
+    else:  # nothing stored: the script runs again from the start
+        again = python('run')
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == '[(0, 1), (1, 2), (2, 3)]'
+    traj = load(filename, name='t', load_data=2)
+    assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 2, 1: 4, 2: 6}
+
+
 def crafted_pickle_file(filename, name):
     """A pickle-backend file whose trajectory is renamed `name` (as a crafted file would)."""
     svc = mp.PickleStorageService(filename)
