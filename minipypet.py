@@ -8137,6 +8137,7 @@ class _RunContext:
         self.traj, self.job, self.args, self.kwargs = traj, job, args, kwargs
         self.store_mode, self.service, self.lock, self.queue = store_mode, service, lock, queue
         self.log_setup, self.clean_up = log_setup, clean_up
+        self.watch = None  # (main pid, start method): workers exit when the main is gone
         # continuable: return values go to <cnt>.results before the run is stored, so a
         # resume has them for every run the store holds as completed
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
@@ -8240,6 +8241,7 @@ def _context_from(key, payload):
     ctx = _WORKER_CONTEXT.get(key)
     if ctx is None:
         ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
+        _die_with_main(ctx.watch)
         _WORKER_CONTEXT.clear()
         _WORKER_CONTEXT[key] = ctx
         if ctx.log_setup is not None:
@@ -8268,6 +8270,51 @@ def _die_with_parent():
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _die_with_main(watch):
+    """Make this helper process (a worker, the Manager, the queue writer) exit once the main
+    process is gone, even by kill -9: PR_SET_PDEATHSIG covers a child of the main on Linux;
+    a thread that polls covers the rest (a child of the forkserver, an executor's worker,
+    other POSIX systems), so that no orphan goes on running or writing. `watch`: (main
+    pid, start method) or None."""
+    _die_with_parent()
+    if watch is None or os.name != 'posix' or watch[0] == os.getpid() or _WATCHING:
+        return
+    _WATCHING.append(watch)
+    threading.Thread(target=_watch_main, args=(watch[0], os.getppid()), daemon=True,
+                     name='minipypet-watch-main').start()
+
+
+_WATCHING = []  # this process's watch (one thread a process)
+
+
+def _is_local_pool(executor):
+    """A concurrent.futures ProcessPoolExecutor: its workers run on this machine, as
+    children of this process (a cluster's workers outlive a client by design)."""
+    cf = sys.modules.get('concurrent.futures')
+    return cf is not None and isinstance(executor, cf.ProcessPoolExecutor)
+
+
+def _watch_main(main_pid, parent):
+    while _alive(main_pid) and os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)  # (no cleanup: what the runs finished is journalled, the rest runs again)
+
+
+def _alive(pid):
+    """True while process `pid` runs (a zombie, killed but not yet reaped, is dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (another user's: alive)
+        return True
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as f:
+            return f.read().rpartition(b')')[2].split()[0] != b'Z'
+    except (OSError, IndexError):
+        return True
+
+
 def _libc():
     """The C library through ctypes (Linux), loaded once: the parent loads it before it
     forks, so that a process per run does not import ctypes again (~1 ms)."""
@@ -8289,7 +8336,7 @@ def _pool_worker(conn, key, payload):
     """A pool worker: receive (idx, values, extra[, payload]) tasks until None."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl+C means
-    ctx = _context_from(key, payload)
+    ctx = _context_from(key, payload)  # (which watches the main)
     while True:
         try:
             task = conn.recv()
@@ -8310,6 +8357,7 @@ def _process_run(conn, key, payload, idx, values, extra):
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    _die_with_main(ctx.watch)
     if ctx.log_setup is not None:
         ctx.log_setup.in_worker('run', idx)
     result = _safe_result(ctx.run(idx, values, extra))
@@ -8336,9 +8384,9 @@ def _executor_task(key, payload, idx, values, extra):
     return _safe_result(ctx.run(idx, values, extra))
 
 
-def _queue_writer(queue, service, conn, log_setup):
+def _queue_writer(queue, service, conn, log_setup, watch=None):
     """The QUEUE mode's single writer: store records from the queue until None."""
-    _die_with_parent()
+    _die_with_main(watch)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_setup is not None:
         log_setup.in_worker('queue')
@@ -9763,7 +9811,13 @@ class _Sweep:
                           self.mode, None if self.mode == 'parent' else self.service,
                           log_setup=self.env._log,
                           results_path=None if self.mode == 'parent' else self.results_path)
+        executor = self.env._executor
+        if executor is None or _is_local_pool(executor):  # (not a cluster's workers)
+            ctx.watch = self._watch()
         return ctx, '%s-%s' % (self.traj.v_name, os.urandom(8).hex())
+
+    def _watch(self):
+        return (os.getpid(), self.env._start_method)
 
     def _payload(self, ctx, what):
         try:
@@ -9797,7 +9851,7 @@ class _Sweep:
             from multiprocessing.managers import SyncManager
             manager = plumbing['manager'] = SyncManager(ctx=mp)
             try:
-                manager.start(_die_with_parent)
+                manager.start(_die_with_main, (self._watch(),))
             except EOFError:  # its process ended before it answered
                 if mp.get_start_method() == 'fork':
                     raise
@@ -9810,7 +9864,7 @@ class _Sweep:
                 here, there = mp.Pipe(duplex=False)
                 writer = mp.Process(target=_queue_writer, name='QueueProcess',
                                     args=(plumbing['queue'], self.service, there,
-                                          self.env._log))
+                                          self.env._log, self._watch()))
                 writer.daemon = True
                 writer.start()
                 there.close()

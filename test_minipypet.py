@@ -4897,6 +4897,86 @@ def test_continue_file_is_written_atomically(tmp_path, J, monkeypatch):
         assert isinstance(pickle.load(f), dict)
 
 
+ORPHAN_SWEEP = """
+import os, sys, time, importlib
+mp = importlib.import_module(os.environ['MINIPYPET_MODULE'])
+folder, method, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def job(traj):
+    open(os.path.join(folder, 'started.%d' % traj.v_idx), 'w').close()
+    time.sleep(60)  # (an orphan would go on and store this run after the main died)
+    traj.f_add_result('z', traj.x)
+
+if __name__ == '__main__':
+    kwargs = {}
+    if mode == 'executor':
+        import concurrent.futures, multiprocessing
+        kwargs['executor'] = concurrent.futures.ProcessPoolExecutor(
+            2, mp_context=multiprocessing.get_context(method))
+    else:
+        wrap, pool = mode.split('-')
+        kwargs.update(multiproc=True, ncores=2, wrap_mode=wrap, use_pool=pool == 'pool',
+                      start_method=method)
+    env = mp.Environment('t', add_time=False, filename=os.path.join(folder, 't.pkl'),
+                         storage_service=mp.PickleStorageService, log_config=None, **kwargs)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [1, 2, 3, 4]})
+    env.f_run(job)
+"""
+
+
+def processes_tagged(tag):
+    """Pids of the processes whose environment holds `tag` (inherited from one script)."""
+    pids = []
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                with open('/proc/%s/environ' % name, 'rb') as f:
+                    if tag.encode() in f.read():
+                        pids.append(int(name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('method, mode', [
+    (method, mode) for method in ('fork', 'spawn', 'forkserver')
+    for mode in ('QUEUE-pool', 'executor')] + [('forkserver', 'LOCK-nopool')])
+def test_every_process_of_a_sweep_dies_with_the_main_on_kill9(tmp_path, method, mode):
+    # with forkserver, the forkserver, the Manager and the runs lived on for 40 s and more
+    # after a kill -9 of the main; a ProcessPoolExecutor's workers outlived it (issue 15)
+    if not os.path.isdir('/proc/self') or method not in multiprocessing.get_all_start_methods():
+        pytest.skip('needs /proc and the %s start method' % method)
+    script = tmp_path / 'orphans.py'
+    script.write_text(ORPHAN_SWEEP)
+    tag = 'MINIPYPET_ORPHAN_TEST_%s' % os.urandom(8).hex()
+    env = dict(subprocess_env(), MINIPYPET_ORPHAN_TAG=tag)
+    main = subprocess.Popen([sys.executable, str(script), str(tmp_path), method, mode],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not any(n.startswith('started.') for n in os.listdir(str(tmp_path))):
+            assert main.poll() is None and time.time() < deadline, 'the sweep did not start'
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert len(processes_tagged(tag)) >= 3  # the main and at least two helpers
+        os.kill(main.pid, signal.SIGKILL)
+        main.wait()
+        deadline = time.time() + 5
+        while processes_tagged(tag) and time.time() < deadline:
+            time.sleep(0.1)
+        left = processes_tagged(tag)
+        assert not left, 'processes alive 5 s after the main was killed: %s' % left
+    finally:
+        for pid in processes_tagged(tag):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if main.poll() is None:
+            main.kill()
+            main.wait()
+
+
 def crashed_with_a_saved_cnt(tmp_path, J):
     """A pickle sweep that raised in run 3: (data file, its .cnt file, a copy of that)."""
     filename = datafile(tmp_path, 'pickle')
