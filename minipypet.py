@@ -66,6 +66,7 @@ import datetime
 import functools
 import gc
 import hashlib
+import hmac
 import importlib
 import importlib.util
 import io
@@ -1327,19 +1328,143 @@ def _strip_branch(name, branch, start):
 # ============================================================================================
 # Parameters and results
 # ============================================================================================
+# Trust: pickled data (PickleParameter, PickleResult, the .cnt and .cnt.results) runs code
+# when it is unpickled, so by default it is unpickled only where this user wrote it: what
+# minipypet pickles is signed with HMAC-SHA256 under a per-user secret key, kept in the
+# user's configuration folder (as Jupyter trusts notebooks). Anything else needs
+# allow_pickle=True, or `python -m minipypet trust FILE`, which records the digests of the
+# pickles a file holds as trusted. numpy's allow_pickle=False default is the precedent.
+_KEYS = {}  # key file path -> key (a test points XDG_CONFIG_HOME elsewhere to be another user)
+
+
+def _config_folder():
+    base = os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'),
+                                                             '.config')
+    return os.path.join(base, 'minipypet')
+
+
+def _user_key():
+    """This user's signing key: 32 random bytes in <config>/minipypet/key, made 0600 the
+    first time (by a hard link of a whole temp file, so that two processes agree on one)."""
+    path = os.path.join(_config_folder(), 'key')
+    key = _KEYS.get(path)
+    if key is not None:
+        return key
+    try:
+        with open(path, 'rb') as f:
+            key = bytes.fromhex(f.read().decode('ascii').strip())
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = '%s.%d-%s.tmp' % (path, os.getpid(), os.urandom(4).hex())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(os.urandom(32).hex() + '\n')
+        try:
+            os.link(tmp, path)  # (fails if another process made it first: use that one)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here
+            if not os.path.exists(path):
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return _user_key()
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError('cannot read the signing key %s (%s); remove it to make a new '
+                                 'one (files signed with it are then trusted no more)'
+                                 % (path, exc)) from exc
+    if len(key) < 16:
+        raise ConfigurationError('the signing key %s is too short; remove it to make a new one'
+                                 % path)
+    _KEYS[path] = key
+    return key
+
+
+def _signed_message(parts):
+    """What a signature covers: the pickles (and their names) of one leaf or record."""
+    h = hashlib.sha256()
+    for part in parts:
+        part = part.encode('utf-8', 'surrogatepass') if isinstance(part, str) else part
+        h.update(struct.pack('<Q', len(part)))
+        h.update(part)
+    return h.digest()
+
+
+def _sign(parts):
+    """HMAC-SHA256 (hex) of `parts` under this user's key."""
+    return hmac.new(_user_key(), _signed_message(parts), 'sha256').hexdigest()
+
+
+def _trusted(parts, signature):
+    """True if this user signed `parts`, or trusted them with `minipypet trust`."""
+    if isinstance(signature, str) and hmac.compare_digest(_sign(parts), signature):
+        return True
+    return _signed_message(parts).hex() in _trusted_digests()
+
+
+_TRUSTED = {}  # trusted-digests file -> (its mtime and size, the set of digests)
+
+
+def _trusted_digests():
+    path = os.path.join(_config_folder(), 'trusted')
+    try:
+        st = os.stat(path)
+    except OSError:
+        return frozenset()
+    cached = _TRUSTED.get(path)
+    if cached is None or cached[0] != (st.st_mtime_ns, st.st_size):
+        with open(path, 'r', encoding='ascii', errors='replace') as f:
+            cached = _TRUSTED[path] = ((st.st_mtime_ns, st.st_size),
+                                      {line.strip() for line in f})
+    return cached[1]
+
+
+def _add_trusted(digests):
+    """Append digests (hex) to this user's trusted list (0600)."""
+    folder = _config_folder()
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    known = _trusted_digests()
+    new = sorted(set(digests) - known)
+    fd = os.open(os.path.join(folder, 'trusted'), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                 0o600)
+    with os.fdopen(fd, 'a') as f:
+        f.write(''.join(d + '\n' for d in new))
+    return len(new)
+
+
 class _LoadPolicy(threading.local):
-    allow_pickle = True
+    allow_pickle = None  # True: unpickle; None: only what is trusted; False: nothing
+    source = None  # the file being read (named when a pickle is refused)
+    collect = None  # a set: `minipypet trust` gathers digests instead of unpickling
 
 
 _LOAD_POLICY = _LoadPolicy()
 
 
-def _unpickle(data, where):
-    if not _LOAD_POLICY.allow_pickle:
+def _untrusted_text(what, source, resume=False):
+    source = source or 'the file'
+    return ('%s holds pickled data that this user did not write (its signature does not check '
+            'out with your key in %s), and unpickling it could run any code. If you trust %s, '
+            '%s with allow_pickle=True, or trust it once: python -m minipypet trust %s'
+            % (what, _config_folder(), source, 'resume' if resume else 'load it',
+               _shell_quote(source)))
+
+
+def _unpickle_parts(parts, signature, where):
+    """Unpickle the pickles of one leaf (`parts`: [name, pickle, ...]) if the policy allows:
+    allow_pickle=True always, None (the default) where they are trusted, False never."""
+    policy = _LOAD_POLICY
+    if policy.collect is not None:
+        policy.collect.add(_signed_message(parts).hex())
+        return None
+    if policy.allow_pickle is False:
         raise PickleRefusedError('%s holds pickled data and allow_pickle=False; it was not '
                                  'unpickled (load with allow_pickle=True if you trust the file)'
                                  % where)
-    return _NumpyCompatUnpickler(io.BytesIO(data)).load()
+    if policy.allow_pickle is None and not _trusted(parts, signature):
+        raise PickleRefusedError(_untrusted_text(where, policy.source))
+    return [_NumpyCompatUnpickler(io.BytesIO(p)).load() for p in parts[1::2]]
 
 
 class NNLeafNode(NNTreeNode):
@@ -1449,9 +1574,10 @@ class BaseParameter(NNLeafNode):
     def f_get(self) -> object:
         """The value (of the current run if explored); reading locks the parameter."""
         if self._empty:
-            raise PypetError('%s is empty%s' % (self._full_name, self._refused or
-                             ' (no value set or loaded); set it with f_set(value) or load it '
-                             'with traj.f_load_item(...)'))
+            raise (PickleRefusedError if self._refused else PypetError)(
+                '%s is empty%s' % (self._full_name, self._refused or
+                                   ' (no value set or loaded); set it with f_set(value) or '
+                                   'load it with traj.f_load_item(...)'))
         self._locked = True
         return self._data
 
@@ -1738,17 +1864,27 @@ class PickleParameter(BaseParameter):
         data = {'data': dump(self._default), 'protocol': self._protocol}
         if self._explored_range is not None:
             data['explored_data'] = [dump(v) for v in self._explored_range]
+        data['hmac'] = _sign(self._pickles(data))
         return data
+
+    @staticmethod
+    def _pickles(data):
+        parts = ['data', data['data']]
+        for i, blob in enumerate(data.get('explored_data') or ()):
+            parts += [str(i), blob]
+        return parts
 
     def _load(self, data):
         where = self._full_name
         try:
-            default = _unpickle(data['data'], where)
-            explored = data.get('explored_data')
-            explored = [_unpickle(v, where) for v in explored] if explored is not None else None
+            values = _unpickle_parts(self._pickles(data), data.get('hmac'), where)
         except PickleRefusedError as exc:
             self._refused = ': %s' % exc
             return
+        if values is None:  # (collected by `minipypet trust`)
+            return
+        default = values[0]
+        explored = values[1:] if data.get('explored_data') is not None else None
         self._protocol = data.get('protocol', self._protocol)
         self._data = self._default = default
         self._explored_range = explored
@@ -1976,6 +2112,7 @@ class PickleResult(Result):
 
     def _store(self):
         data = {k: pickle.dumps(v, protocol=self._protocol) for k, v in self._data.items()}
+        data['__hmac__'] = _sign([x for k in sorted(data) for x in (k, data[k])])
         data['__pickle_protocol__'] = self._protocol
         return data
 
@@ -1983,10 +2120,16 @@ class PickleResult(Result):
         where = self._full_name
         data = dict(data)
         self._protocol = data.pop('__pickle_protocol__', self._protocol)
+        signature = data.pop('__hmac__', None)
+        names = sorted(data)
         try:
-            self._data.update({k: _unpickle(v, where) for k, v in data.items()})
+            values = _unpickle_parts([x for k in names for x in (k, data[k])], signature,
+                                     where)
         except PickleRefusedError as exc:
             self._refused = str(exc)
+            return
+        if values is not None:
+            self._data.update(zip(names, values))
 
 
 _BUILTIN_LEAVES = {cls.__name__: cls for cls in (
@@ -2014,7 +2157,8 @@ def _resolve_class(tag, dynamic_imports):
         return _BUILTIN_LEAVES[bare]
     if bare in dynamic_imports:
         return _imported(dynamic_imports[bare])
-    if _LOAD_POLICY.allow_pickle:  # importing what a file names runs code: only if trusted
+    if _LOAD_POLICY.allow_pickle is not False:  # (allow_pickle=False: import nothing named
+        # in a file; by default a leaf class is looked up among the modules on sys.path)
         try:
             obj = importlib.import_module(module)
             for part in qualname.split('.'):
@@ -2901,13 +3045,15 @@ class _StorageMixin:
                force: bool = False, dynamic_imports: list | None = None,
                with_run_information: bool = True, with_meta_data: bool = True,
                storage_service: StorageService | type | str | None = None,
-               filename: str | os.PathLike | None = None, allow_pickle: bool = True,
+               filename: str | os.PathLike | None = None, allow_pickle: bool | None = None,
                load_all: int | None = None) -> None:
         """Load a trajectory from storage by name or index (-1: the newest) into this one.
 
         Each load_* is LOAD_NOTHING (0), LOAD_SKELETON (1, empty leaves), LOAD_DATA (2) or
         OVERWRITE_DATA (3); load_data sets all four. as_new loads only the parameters so that
-        the trajectory can be run again. allow_pickle=False never unpickles anything."""
+        the trajectory can be run again. Pickled data (PickleParameter, PickleResult) is
+        unpickled where this user wrote it (signed with the user's key; see "Trust model" in
+        the README): allow_pickle=True unpickles any, False none."""
         del load_other_data  # pypet's nodes outside the four branches: minipypet has none
         if load_all is not None:
             load_data = load_all
@@ -2931,8 +3077,9 @@ class _StorageMixin:
             if mode not in (0, 1, 2, 3):
                 raise ConfigurationError('load modes are 0 (nothing), 1 (skeleton), 2 (data) '
                                          'or 3 (overwrite), got %r' % (mode,))
-        old = _LOAD_POLICY.allow_pickle
+        old = _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source
         _LOAD_POLICY.allow_pickle = allow_pickle
+        _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
         # A load makes a few objects per run and no garbage; with the cyclic GC on, its
         # passes rescan the growing tree again and again (~35% of loading 100,000 runs).
         gc_was_enabled = gc.isenabled()
@@ -2942,7 +3089,7 @@ class _StorageMixin:
                                          modes=modes, force=force)
             self._from_state(state, modes, as_new, with_run_information)
         finally:
-            _LOAD_POLICY.allow_pickle = old
+            _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
             if gc_was_enabled:
                 gc.enable()
 
@@ -3008,7 +3155,7 @@ class _StorageMixin:
 
     def f_load_items(self, iterator: collections.abc.Iterable, load_data: int = LOAD_DATA,
                      recursive: bool = True, load_only: list | None = None,
-                     only_empties: bool = False, allow_pickle: bool = True,
+                     only_empties: bool = False, allow_pickle: bool | None = None,
                      **kwargs: object) -> None:
         """Load the data of leaves (names or nodes); groups load their subtree.
 
@@ -3020,8 +3167,9 @@ class _StorageMixin:
             else:
                 node = self._resolve(self, item)
                 names.append(node._full_name if node is not None else item)
-        old = _LOAD_POLICY.allow_pickle
+        old = _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source
         _LOAD_POLICY.allow_pickle = allow_pickle
+        _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
         try:
             state = self._service().load(LIST, self, names=names, recursive=recursive)
             only = {load_only} if isinstance(load_only, str) else (
@@ -3039,7 +3187,7 @@ class _StorageMixin:
                                  data if load_data >= LOAD_DATA else None, ann,
                                  overwrite=load_data == OVERWRITE_DATA)
         finally:
-            _LOAD_POLICY.allow_pickle = old
+            _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
 
     # -- merging -----------------------------------------------------------------------------
     def f_merge(self, other_trajectory: Trajectory | str, trial_parameter: str | None = None,
@@ -4036,7 +4184,7 @@ def load_trajectory(name: str | None = None, index: int | None = None, as_new: b
                     load_data: int | None = None, load_all: int | None = None, force: bool = False,
                     dynamic_imports: list | None = None,
                     storage_service: StorageService | type | str | None = None,
-                    filename: str | os.PathLike | None = None, allow_pickle: bool = True,
+                    filename: str | os.PathLike | None = None, allow_pickle: bool | None = None,
                     new_name: str = 'my_trajectory', add_time: bool = True,
                     wildcard_functions: dict | None = None, with_run_information: bool = True,
                     recursive: bool = True, max_depth: int | None = None,
@@ -6045,7 +6193,7 @@ def _atomic_write(path, write):
 
 def _stale_tmp(path, rest):
     """True for a temp file whose writer is gone: its pid (the name's '<pid>-') is no live
-    process; a name without one (minipypet < 0.4), once it is a minute old."""
+    process; a name without one (minipypet 0.3), once it is a minute old."""
     pid, dash, _ = rest.partition('-')
     if dash and pid.isdigit() and os.name == 'posix':  # (Windows' os.kill would kill it)
         try:
@@ -7815,9 +7963,10 @@ def _pp_read_items(group, full_name, ctx, prefix=''):
         elif store == 'TABLE':
             value = _pp_read_table_item(node, np)
         elif getattr(getattr(node, 'atom', None), 'kind', None) == 'object' and \
-                not _LOAD_POLICY.allow_pickle:  # a VLArray of objects unpickles on read
-            ctx.skipped.append('%s[%r] (pickled objects, not unpickled: allow_pickle=False)'
-                               % (full_name, key))
+                _LOAD_POLICY.allow_pickle is not True:  # (a VLArray of objects unpickles
+            # on read; pypet signs nothing, so only allow_pickle=True trusts it)
+            ctx.skipped.append('%s[%r] (pickled objects, not unpickled: load with '
+                               'allow_pickle=True if you trust the file)' % (full_name, key))
             continue
         elif store in _PP_ARRAY_STORES:
             value = _pp_read_array_item(node, np)
@@ -8206,8 +8355,9 @@ def _store_run(service, record):
 def _log_return(journal, idx, ret):
     if journal is None or ret is None:  # a resume reads a run missing here as None
         return
-    try:
-        journal.append((idx, ret))
+    try:  # (signed: a resume unpickles only what this user logged, see _trusted)
+        blob = pickle.dumps(ret, protocol=pickle.HIGHEST_PROTOCOL)
+        journal.append(('signed', idx, blob, _sign(_result_parts(idx, blob))))
     except Exception as exc:  # an unpicklable return value only costs the resume
         _say_once('continuable: a run returned %s, which cannot be pickled (%s); '
                   'f_continue_run will return None for such runs' % (_type_name(ret), exc))
@@ -9424,7 +9574,7 @@ class Environment:
     def _fingerprint(self, legacy=False):
         """SHA-1 of the parameters and their ranges, the same in every process (sets are
         encoded sorted: a set's order, and so its pickle, follows the hash seed). `legacy`:
-        as .cnt files of minipypet < 0.4 hold it."""
+        as .cnt files of minipypet 0.3 hold it."""
         traj = self._traj
         h = hashlib.sha1()
         for name, leaf in sorted(traj.f_get_parameters().items()):
@@ -9503,7 +9653,8 @@ class Environment:
     def f_continue_run(self, continue_file: str | os.PathLike | None = None,
                        trajectory_name: str | None = None,
                        continue_folder: str | os.PathLike | None = None,
-                       job: collections.abc.Callable | None = None) -> list:
+                       job: collections.abc.Callable | None = None,
+                       allow_pickle: bool | None = None) -> list:
         """Resume a crashed sweep from its .cnt file: run exactly the runs that are not
         stored as completed; return all results (earlier ones from the .cnt results log).
 
@@ -9511,7 +9662,10 @@ class Environment:
             continue_file: the .cnt file (or give trajectory_name and continue_folder).
             job: run this function instead of the job the .cnt names (a fixed version, or
                 the job of a script that ran the sweep as __main__, which another script
-                cannot import)."""
+                cannot import).
+            allow_pickle: the .cnt, its .cnt.results and the data file's pickled data are
+                unpickled if this user wrote them (signed); True: even if not (a sweep
+                from someone you trust; see "Trust model" in the README)."""
         if continue_file is None:
             if trajectory_name is None:
                 raise ConfigurationError('f_continue_run needs the .cnt file (or resume needs '
@@ -9525,7 +9679,7 @@ class Environment:
         if job is not None and not callable(job):
             raise ConfigurationError('f_continue_run: job must be a function called as '
                                      'job(traj, ...), got %s' % _short_repr(job))
-        snapshot = _read_continue_file(continue_file, job is not None)
+        snapshot = _read_continue_file(continue_file, job is not None, allow_pickle)
         if job is not None:
             snapshot['job'] = job
         elif isinstance(snapshot['job'], _Missing):
@@ -9542,7 +9696,8 @@ class Environment:
                           dynamic_imports=list(self._traj._dynamic_imports.values()))
         try:
             traj.f_load(name=name, load_parameters=LOAD_DATA, load_derived_parameters=LOAD_DATA,
-                        load_results=LOAD_SKELETON, load_other_data=LOAD_DATA)
+                        load_results=LOAD_SKELETON, load_other_data=LOAD_DATA,
+                        allow_pickle=allow_pickle)
         except DataNotInStorageError as exc:
             raise ResumeError('%s names trajectory %r, which is not in %s: %s (a sweep '
                               'stopped before its first store has nothing to resume: run it '
@@ -9570,7 +9725,7 @@ class Environment:
         self._resumed = True
         self._postproc = snapshot['postproc'] or self._postproc
         self._continue_folder = os.path.dirname(os.path.abspath(continue_file))
-        earlier = dict(_read_results_log(continue_file + '.results'))
+        earlier = dict(_read_results_log(continue_file + '.results', allow_pickle))
         done = [(i, earlier.get(i)) for i in range(len(traj)) if traj._runs.completed[i]]
         return self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
                              snapshot['per_run'], earlier=done)
@@ -9581,11 +9736,23 @@ class Environment:
         return self.f_continue_run(None, trajectory_name, resume_folder)
 
 
+_CNT_MAGIC = b'MINIPYPET-CNT\n'  # then the HMAC-SHA256 (hex) of the pickle, a newline, it
+
+
 def _write_continue(path, data):
     def write(tmp):
         with open(tmp, 'wb') as f:
+            f.write(_CNT_MAGIC + _sign(['cnt', data]).encode('ascii') + b'\n')
             f.write(data)
     _atomic_write(path, write)
+
+
+def _continue_payload(raw):
+    """(signature or None, pickle) of a .cnt's bytes (minipypet 0.3: unsigned)."""
+    if raw.startswith(_CNT_MAGIC):
+        signature, _, payload = raw[len(_CNT_MAGIC):].partition(b'\n')
+        return signature.decode('ascii', 'replace'), payload
+    return None, raw
 
 
 class _Missing:
@@ -9624,15 +9791,23 @@ class _ContinueUnpickler(pickle.Unpickler):
             return _Missing(module, name)
 
 
-def _read_continue_file(path, lenient):
-    """The snapshot dict of a .cnt file, or a ResumeError that says what to do."""
-    def load(lenient):
-        with open(path, 'rb') as f:
-            return _ContinueUnpickler(f, lenient).load()
+def _read_continue_file(path, lenient, allow_pickle=None):
+    """The snapshot dict of a .cnt file, or a ResumeError that says what to do. The .cnt is
+    unpickled (it names the job) only if this user wrote it or allow_pickle=True."""
     try:
-        snapshot = load(lenient)
+        with open(path, 'rb') as f:
+            signature, payload = _continue_payload(f.read())
     except FileNotFoundError:
         raise ResumeError('%s does not exist; nothing to resume' % path) from None
+    except OSError as exc:
+        raise ResumeError('%s cannot be read: %s' % (path, exc)) from exc
+    if allow_pickle is not True and not _trusted(['cnt', payload], signature):
+        raise ResumeError(_untrusted_text(path, path, resume=True))
+
+    def load(lenient):
+        return _ContinueUnpickler(io.BytesIO(payload), lenient).load()
+    try:
+        snapshot = load(lenient)
     except (AttributeError, ImportError) as exc:
         try:  # which name is missing, to say how to pass it
             job = load(True).get('job')
@@ -10167,11 +10342,20 @@ class _Sweep:
                                  type(exc).__name__, exc, self.env.v_continue_file)) from exc
 
 
-def _read_results_log(path):
+def _result_parts(idx, blob):
+    return ['result', str(idx), blob]
+
+
+def _read_results_log(path, allow_pickle=None):
     """(idx, return value) pairs a continuable sweep logged; damaged records are skipped.
-    They are the user's own return values, hence the plain (trusting) pickle."""
+    A return value is unpickled if this user logged it (signed), or with allow_pickle=True;
+    anything else refuses the resume (ResumeError)."""
     def loads(data):
         try:
+            return _safe_loads(data)  # (the record's frame: plain data)
+        except PickleRefusedError:  # (minipypet 0.3 logged (idx, value) unsigned)
+            if allow_pickle is not True:
+                raise ResumeError(_untrusted_text(path, path, resume=True)) from None
             return pickle.loads(data)
         except Exception:
             return None
@@ -10179,7 +10363,19 @@ def _read_results_log(path):
         _, records, _, _ = _Journal.read(path, loads=loads)
     except StorageError:
         return []
-    return [r for r in records if r is not None]
+    out = []
+    for r in records:
+        if type(r) is tuple and len(r) == 4 and r[0] == 'signed':
+            parts = _result_parts(r[1], r[2])
+            if _LOAD_POLICY.collect is not None:
+                _LOAD_POLICY.collect.add(_signed_message(parts).hex())
+                continue
+            if allow_pickle is not True and not _trusted(parts, r[3]):
+                raise ResumeError(_untrusted_text(path, path, resume=True))
+            out.append((r[1], pickle.loads(r[2])))
+        elif type(r) is tuple and len(r) == 2:
+            out.append(r)
+    return out
 
 
 class _Progress:
@@ -11242,7 +11438,7 @@ def _cli_plot(args, out):
 
 def _cli_resume(args, out):
     env = Environment(show_progress=None)
-    results = env.f_continue_run(args.file)
+    results = env.f_continue_run(args.file, allow_pickle=True if args.allow_pickle else None)
     print('resumed %s: %d of %d runs completed' % (env.v_trajectory.v_name,
                                                    sum(env.v_trajectory._runs.completed),
                                                    len(env.v_trajectory)), file=out)
@@ -11266,7 +11462,8 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
     """The command line: list, show, runs, provenance and plot of the trajectories in a file,
     resume of a .cnt file, and run of a pypet script.
 
-    Only `resume` (and `run`) unpickle anything, so files from others are safe to look at."""
+    Only `resume` (and `run`) unpickle anything, and `resume` only what this user wrote (or
+    trusted with `trust`), so files from others are safe to look at."""
     import argparse
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog='minipypet', description='Look into minipypet '
@@ -11308,7 +11505,17 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
                             description='resume a sweep from its .cnt file; its job must be '
                             'importable (defined in a module), as the .cnt names it')
     resume.add_argument('file', help='the .cnt file beside the data file')
+    resume.add_argument('--allow-pickle', action='store_true',
+                        help='unpickle the .cnt and the data even if another user wrote them '
+                        '(only for sweeps from someone you trust)')
     resume.set_defaults(func=_cli_resume)
+    trust = sub.add_parser('trust', help='trust a data file or .cnt someone else wrote: its '
+                           'pickled data loads from then on without allow_pickle=True',
+                           description='record the pickled data in a minipypet data file (or a '
+                           '.cnt file and its .cnt.results) as trusted by you; unpickling data '
+                           'runs code, so trust only files from someone you trust')
+    trust.add_argument('file', help='an .hdf5 or .pkl data file, or a .cnt file')
+    trust.set_defaults(func=_cli_trust)
     run = sub.add_parser('run', help='run a pypet script with `import pypet` resolving to '
                          'minipypet', description='run a pypet script unchanged: `import pypet` '
                          'resolves to minipypet')
@@ -11319,7 +11526,7 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
     if args.command == 'run':
         return _cli_run(args, out)
     old = _LOAD_POLICY.allow_pickle
-    _LOAD_POLICY.allow_pickle = args.command == 'resume'
+    _LOAD_POLICY.allow_pickle = None if args.command == 'resume' else False
     try:
         return args.func(args, out)
     except BrokenPipeError:  # (piped into `head`): stop quietly, as `cat` does
@@ -11330,10 +11537,46 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
                 pass
         return 1
     except (PypetError, OSError) as exc:
-        print('minipypet: error: %s' % exc, file=sys.stderr)
-        return 2
+        print('minipypet: error: %s' % _one_line(exc), file=sys.stderr)
+        return 1
+    except Exception as exc:  # (a damaged file the checks missed: one line, no traceback)
+        print('minipypet: error: %s cannot be read (%s: %s)'
+              % (getattr(args, 'file', ''), type(exc).__name__, _one_line(exc)),
+              file=sys.stderr)
+        return 1
     finally:
         _LOAD_POLICY.allow_pickle = old
+
+
+def _one_line(exc):
+    return ' '.join(str(exc).split())[:2000]
+
+
+def _cli_trust(args, out):
+    """Record the digests of every pickled item of a file (or a .cnt and its results) as
+    trusted by this user (see _trusted)."""
+    path = args.file
+    collected = set()
+    old = _LOAD_POLICY.collect
+    _LOAD_POLICY.collect = collected
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(len(_CNT_MAGIC))
+        if head == _CNT_MAGIC or path.endswith('.cnt'):
+            with open(path, 'rb') as f:
+                collected.add(_signed_message(['cnt', _continue_payload(f.read())[1]]).hex())
+            if os.path.exists(path + '.results'):
+                _read_results_log(path + '.results', allow_pickle=False)
+        else:
+            service = _make_service(True, path, mode='load')
+            for name in service.list_trajectories():
+                Trajectory(name, storage_service=service).f_load(name=name, load_all=LOAD_DATA)
+    finally:
+        _LOAD_POLICY.collect = old
+    new = _add_trusted(collected)
+    print('trusted %s: %d signatures of pickled data (%d new) recorded in %s'
+          % (path, len(collected), new, os.path.join(_config_folder(), 'trusted')), file=out)
+    return 0
 
 
 if __name__ == '__main__':

@@ -42,6 +42,9 @@ import zlib
 import pytest
 
 mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
+# The signing key and trusted list of this test session (subprocesses inherit it): the user's
+# own ~/.config/minipypet is never touched. A test plays another user by pointing it elsewhere.
+os.environ['XDG_CONFIG_HOME'] = tempfile.mkdtemp(prefix='minipypet-test-config-')
 
 
 # ###########################################################################################
@@ -5142,6 +5145,112 @@ def test_a_kill_at_the_first_store_leaves_a_sweep_that_runs_again_or_resumes(
     assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 2, 1: 4, 2: 6}
 
 
+def touch(path):
+    """What a pickled payload runs when it is unpickled (os.system in a real attack)."""
+    with open(path, 'w') as f:
+        f.write('ran')
+    return 'payload'
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return touch, (self.marker,)
+
+
+@contextlib.contextmanager
+def another_user(tmp_path, monkeypatch):
+    """Play another user: another configuration folder, so another signing key."""
+    folder = tmp_path / 'other_user_config'
+    folder.mkdir(exist_ok=True)
+    with monkeypatch.context() as m:
+        m.setenv('XDG_CONFIG_HOME', str(folder))
+        yield folder
+
+
+@pytest.mark.parametrize('allow_pickle', [None, False, True])
+def test_pickled_data_loads_by_default_only_where_this_user_wrote_it(file_backend, tmp_path,
+                                                                     monkeypatch, allow_pickle):
+    # opening a file from someone else ran its code (an os.system payload through
+    # load_trajectory, even a skeleton load; issue 15): safe by default, as numpy's
+    # allow_pickle=False (CVE-2019-6446), without breaking a user's own files
+    filename = path_for(file_backend, tmp_path)
+    marker = str(tmp_path / 'payload_ran')
+    traj = mp.Trajectory('t', filename=filename, add_time=False,
+                         storage_service=CLASSES[file_backend])
+    traj.f_add_parameter(mp.PickleParameter, 'evil', Payload(marker))
+    traj.f_add_result(mp.PickleResult, 'res', Payload(marker), other={1, 2})
+    traj.f_store()
+    assert not os.path.exists(marker)
+    own = load(filename, load_data=2)  # this user's own file: signed, it loads
+    assert own.res.other == {1, 2} and os.path.exists(marker)
+    os.remove(marker)
+    with another_user(tmp_path, monkeypatch) as config:
+        if allow_pickle is not None:
+            got = load(filename, load_data=2, allow_pickle=allow_pickle)
+            assert os.path.exists(marker) == allow_pickle
+            if allow_pickle:
+                assert got.res.other == {1, 2}
+            return
+        skeleton = load(filename)  # parameters load with data, even in a skeleton load
+        got = load(filename, load_data=2)
+        assert not os.path.exists(marker)
+        for node in (skeleton.parameters.evil, got.parameters.evil, got.results.res):
+            with pytest.raises(mp.PickleRefusedError) as info:
+                node.f_get()
+            message = str(info.value)
+            assert 'allow_pickle=True' in message, message
+            assert 'python -m minipypet trust %s' % filename in message, message
+            assert str(config) in message
+        out = io.StringIO()
+        assert mp.main(['trust', filename], out=out) == 0
+        assert not os.path.exists(marker)  # trusting reads the pickles, it runs none
+        assert 'trusted %s: 2 signatures' % filename in out.getvalue()  # (a leaf, one)
+        assert oct(os.stat(str(config / 'minipypet' / 'trusted')).st_mode & 0o777) == '0o600'
+        trusted = load(filename, load_data=2)
+        assert trusted.res.other == {1, 2} and os.path.exists(marker)
+    assert oct(os.stat(os.path.join(os.environ['XDG_CONFIG_HOME'], 'minipypet', 'key'))
+               .st_mode & 0o777) == '0o600'
+
+
+def test_a_cnt_from_another_user_is_not_unpickled_until_trusted(tmp_path, monkeypatch):
+    marker = str(tmp_path / 'payload_ran')
+    crafted = str(tmp_path / 'crafted.cnt')
+    with open(crafted, 'wb') as f:  # a .cnt as minipypet 0.3 wrote it: a bare pickle
+        pickle.dump({'format': 1, 'job': Payload(marker)}, f)
+    with pytest.raises(mp.ResumeError, match='allow_pickle=True.*minipypet trust'):
+        mp.Environment(log_config=None).f_continue_run(crafted)
+    assert not os.path.exists(marker)
+    # this user's own .cnt (signed) loads; another user's is refused until trusted
+    filename = str(tmp_path / 't.pkl')
+    env = mp.Environment('t', add_time=False, filename=filename, log_config=None,
+                         storage_service=mp.PickleStorageService,
+                         continue_folder=str(tmp_path), delete_continue=False)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [1, 2]})
+    env.f_run(square_job)
+    cnt = str(tmp_path / 't.cnt')
+    assert mp._read_continue_file(cnt, False)['trajectory'] == 't'
+    assert dict(mp._read_results_log(cnt + '.results')) == {0: 1, 1: 2}
+    with another_user(tmp_path, monkeypatch):
+        with pytest.raises(mp.ResumeError, match='t.cnt holds pickled data that this user'):
+            mp._read_continue_file(cnt, False)
+        with pytest.raises(mp.ResumeError, match='t.cnt.results holds pickled data'):
+            mp._read_results_log(cnt + '.results')
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert mp.main(['resume', cnt]) == 1
+        assert 'minipypet trust' in err.getvalue() and 'Traceback' not in err.getvalue()
+        assert mp.main(['trust', cnt], out=io.StringIO()) == 0
+        assert mp._read_continue_file(cnt, False)['trajectory'] == 't'
+        assert dict(mp._read_results_log(cnt + '.results')) == {0: 1, 1: 2}
+        with pytest.raises(mp.ResumeError, match='crafted.cnt is damaged or crafted'):
+            mp._read_continue_file(crafted, True, allow_pickle=True)  # the user's call
+    assert os.path.exists(marker)  # (allow_pickle=True: the payload ran)
+
+
 def crafted_pickle_file(filename, name):
     """A pickle-backend file whose trajectory is renamed `name` (as a crafted file would)."""
     svc = mp.PickleStorageService(filename)
@@ -6661,10 +6770,10 @@ def test_cli_provenance(cli_file):
 
 def test_cli_errors(cli_file, tmp_path):
     out = run_cli(cli_file, 'show', str(tmp_path / 'nope.hdf5'))
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert out.stderr.startswith('minipypet: error:') and 'nope' in out.stderr
     out = run_cli(cli_file, 'show', cli_file['file'], '--name', 'no_such_traj')
-    assert out.returncode == 2 and 'no_such_traj' in out.stderr
+    assert out.returncode == 1 and 'no_such_traj' in out.stderr
     out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'xml')
     assert out.returncode == 2 and 'invalid choice' in out.stderr
     out = run_cli(cli_file, 'run', str(tmp_path / 'missing.py'))
@@ -9070,7 +9179,7 @@ def test_cli_plot_writes_a_png(tmp_path, extra):
     assert png_size(target) == (640, 480)
     assert os.path.getsize(target) > 5000
     bad = cli('plot', filename, 'zz', '--x', 'x', '-o', target)
-    assert bad.returncode == 2 and "no column 'zz'" in bad.stderr and 'did you mean z' in \
+    assert bad.returncode == 1 and "no column 'zz'" in bad.stderr and 'did you mean z' in \
         bad.stderr
 
 
@@ -9079,7 +9188,7 @@ def test_cli_plot_without_matplotlib_names_the_package(tmp_path):
     code = "import sys\nsys.modules['matplotlib'] = None\n" + IMPORT + \
         "sys.exit(mp.main(['plot', sys.argv[1], 'z', '--x', 'x']))\n"
     out = prov_run_python(code, filename, cwd=str(tmp_path))
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert '`pip install matplotlib`' in out.stderr
 
 
