@@ -1398,7 +1398,8 @@ def _sign(parts):
 
 def _trusted(parts, signature):
     """True if this user signed `parts`, or trusted them with `minipypet trust`."""
-    if isinstance(signature, str) and hmac.compare_digest(_sign(parts), signature):
+    if isinstance(signature, str) and hmac.compare_digest(
+            _sign(parts).encode('ascii'), signature.encode('utf-8', 'replace')):
         return True
     return _signed_message(parts).hex() in _trusted_digests()
 
@@ -1445,7 +1446,8 @@ _LOAD_POLICY = _LoadPolicy()
 def _untrusted_text(what, source, resume=False):
     source = source or 'the file'
     return ('%s holds pickled data that this user did not write (its signature does not check '
-            'out with your key in %s), and unpickling it could run any code. If you trust %s, '
+            'out with your key in %s: another user wrote it, or it was changed since), and '
+            'unpickling it could run any code. If you trust %s, '
             '%s with allow_pickle=True, or trust it once: python -m minipypet trust %s'
             % (what, _config_folder(), source, 'resume' if resume else 'load it',
                _shell_quote(source)))
@@ -6209,6 +6211,23 @@ def _stale_tmp(path, rest):
         return False
 
 
+def _checksum_line(payload):
+    """b'sha1 <hex>\\n' before a payload: read back, any change to it shows (_checked)."""
+    return b'sha1 ' + hashlib.sha1(payload).hexdigest().encode('ascii') + b'\n'
+
+
+def _checked(data, path, what):
+    """The payload after a checksum line, once it matches; data without one (minipypet 0.3)
+    as it is."""
+    if not data.startswith(b'sha1 '):
+        return data
+    line, _, payload = data.partition(b'\n')
+    if line[5:] != hashlib.sha1(payload).hexdigest().encode('ascii'):
+        raise StorageError('%s is damaged: the checksum of %s does not match its content '
+                           '(changed or truncated after it was written)' % (path, what))
+    return payload
+
+
 class PickleStorageService(_FileService):
     """Stores trajectories with the stdlib only: a main pickle file of plain data (never of
     minipypet classes), rewritten atomically at checkpoints, plus segment files (a stream of
@@ -6238,15 +6257,19 @@ class PickleStorageService(_FileService):
             if head != self.MAGIC:
                 raise StorageError('%s is not a minipypet pickle file (it does not start with '
                                    '%r)' % (self.filename, self.MAGIC))
-            try:
-                content = _SafeUnpickler(f).load()
-            except PickleRefusedError:
-                raise
-            except Exception as exc:
-                raise StorageError('%s cannot be read (truncated or corrupt?): %s: %s'
-                                   % (self.filename, type(exc).__name__, exc)) from exc
-        if not isinstance(content, dict) or 'trajectories' not in content:
-            raise StorageError('%s is not a minipypet pickle file' % self.filename)
+            payload = f.read()
+        payload = _checked(payload, self.filename, 'the file')
+        try:
+            content = _SafeUnpickler(io.BytesIO(payload)).load()
+        except PickleRefusedError:
+            raise
+        except Exception as exc:
+            raise StorageError('%s is damaged (truncated or corrupt): %s: %s'
+                               % (self.filename, type(exc).__name__, exc)) from exc
+        if not isinstance(content, dict) or not isinstance(content.get('trajectories'), dict) \
+                or not isinstance(content.get('order'), list):
+            raise StorageError('%s is damaged: it is not a minipypet pickle file'
+                               % self.filename)
         if content.get('format', 0) > FORMAT_VERSION:
             raise VersionMismatchError('%s was written in file format %s by a newer minipypet; '
                                        'this version (%s) reads format %d and older'
@@ -6297,18 +6320,28 @@ class PickleStorageService(_FileService):
                'title': self.file_title or ''}
 
         def write(tmp):
+            payload = pickle.dumps(new, protocol=4)
             with open(tmp, 'wb') as f:
-                f.write(self.MAGIC)
-                pickle.dump(new, f, protocol=4)
+                f.write(self.MAGIC + _checksum_line(payload))
+                f.write(payload)
         _atomic_write(self.filename, write)
         self._cache = None
 
     # -- segments: a header, then one pickle per batch ---------------------------------------
+    # -- segments: a header, then one pickle per batch, each framed with its length and
+    # CRC-32 (b'C', <QI>), then an end mark (b'E'), so that damage and truncation show --------
+    _FRAME = struct.Struct('<QI')
+
     def _segment_open(self, segment):
         f = open(segment.tmp, 'wb')
         f.write(self.SEGMENT_MAGIC)
-        pickle.dump({'trajectory': segment.meta['name'], 'seq': segment.seq}, f, protocol=4)
+        self._frame(f, {'trajectory': segment.meta['name'], 'seq': segment.seq})
         return f
+
+    def _frame(self, f, obj):
+        payload = pickle.dumps(obj, protocol=4)
+        f.write(b'C' + self._FRAME.pack(len(payload), zlib.crc32(payload)))
+        f.write(payload)
 
     def _segment_append(self, segment, rows, info):
         if self.purge_duplicate_comments:  # the seed's rule, within the segment
@@ -6320,23 +6353,55 @@ class PickleStorageService(_FileService):
                 out[template] = {i: r if i == first[0] or r[1] != first[1][1] or i in merged
                                  else (r[0], '', r[2], r[3]) for i, r in trows.items()}
             rows = out
-        pickle.dump({'rows': rows, 'runs': info}, segment.handle, protocol=4)
+        self._frame(segment.handle, {'rows': rows, 'runs': info})
 
     def _segment_close(self, segment, handle):
+        handle.write(b'E')
         handle.close()
 
     def _segment_batches(self, path):
-        with open(path, 'rb') as f:
+        try:
+            f = open(path, 'rb')
+        except FileNotFoundError:
+            raise StorageError('%s is damaged: its segment %s is missing'
+                               % (self.filename, path)) from None
+        with f:
             if f.read(len(self.SEGMENT_MAGIC)) != self.SEGMENT_MAGIC:
-                raise StorageError('%s is not a minipypet segment file' % path)
+                raise StorageError('%s is damaged: it is not a minipypet segment file' % path)
+            first = True
             try:
-                _SafeUnpickler(f).load()
-                while f.peek(1)[:1]:
-                    yield _SafeUnpickler(f).load()
-            except PickleRefusedError:
+                while True:
+                    tag = f.read(1)
+                    if tag == b'C':
+                        head = f.read(self._FRAME.size)
+                        size, crc = self._FRAME.unpack(head) if len(head) == \
+                            self._FRAME.size else (-1, 0)
+                        payload = f.read(size) if 0 <= size < 1 << 40 else b''
+                        if len(payload) != size or zlib.crc32(payload) != crc:
+                            raise StorageError('%s is damaged: a batch of runs is truncated '
+                                               'or its checksum does not match' % path)
+                        batch = _SafeUnpickler(io.BytesIO(payload)).load()
+                    elif tag == b'E' and not first:
+                        if f.read(1):
+                            raise StorageError('%s is damaged: bytes after its end' % path)
+                        return
+                    elif tag == b'\x80':  # (minipypet 0.3: bare pickles, no checksums)
+                        f.seek(-1, 1)
+                        batch = _SafeUnpickler(f).load()
+                        if not f.peek(1)[:1]:
+                            if not first:
+                                yield batch
+                            return
+                    else:
+                        raise StorageError('%s is damaged: %s' % (path, 'it is truncated' if
+                                                                  not tag else 'bad frame'))
+                    if not first:
+                        yield batch
+                    first = False
+            except (PypetError, GeneratorExit):
                 raise
             except Exception as exc:
-                raise StorageError('%s cannot be read (truncated or corrupt?): %s: %s'
+                raise StorageError('%s is damaged (truncated or corrupt): %s: %s'
                                    % (path, type(exc).__name__, exc)) from exc
 
     def _segment_read(self, state, path, seq, tombs, data, rows):
@@ -6472,7 +6537,8 @@ class HDF5StorageService(_FileService):
                 # No CLASS/VERSION/TITLE attributes on every node: ~40% faster and smaller.
                 # (PyTables >= 3.10 prefers the lower-case spelling, older ones only know this.)
                 warnings.simplefilter('ignore', DeprecationWarning)
-                out = tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False)
+                out = tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False,
+                                       USER_BLOCK_SIZE=_USER_BLOCK)
             with out:
                 if old_exists:
                     with self._open() as old:
@@ -6497,6 +6563,7 @@ class HDF5StorageService(_FileService):
                                    ('minipypet_trajectories', json.dumps(order)),
                                    ('minipypet_folded', folded)):
                     _h5_set(out.root, key, value)
+            _h5_stamp(tmp)
         _atomic_write(self.filename, write)
 
     def _write_trajectory(self, f, state):
@@ -6685,7 +6752,7 @@ class HDF5StorageService(_FileService):
             # (a chunk cache of 1 MB, not 16 MB per dataset: appends fill each chunk once,
             # and six columns' caches would otherwise hold ~100 MB by the end of a sweep)
             f = tables.open_file(segment.tmp, 'w', PYTABLES_SYS_ATTRS=False,
-                                 CHUNK_CACHE_SIZE=1 << 20)
+                                 CHUNK_CACHE_SIZE=1 << 20, USER_BLOCK_SIZE=_USER_BLOCK)
         for key, value in (('minipypet_segment', 1), ('minipypet_format', FORMAT_VERSION),
                            ('minipypet_version', __version__),
                            ('trajectory', segment.meta['name']), ('seq', segment.seq)):
@@ -6858,6 +6925,7 @@ class HDF5StorageService(_FileService):
                           filters, np)
         finally:
             h.file.close()
+        _h5_stamp(segment.tmp)
 
     def _segment_files(self, path):
         f = _open_hdf5(path, StorageError, StorageError)
@@ -7436,20 +7504,91 @@ def _check_attr_texts(state):
             _attr_text(_to_json(rec['ann']), full_name, 'annotations')
 
 
+# minipypet's HDF5 files (main files, segments) start with a user block (bytes HDF5 leaves
+# alone) that holds the SHA-1 of the rest: checked before the HDF5 library reads a byte, so
+# that damage gives a StorageError, never wrong values (nor a crash inside the library).
+_USER_BLOCK = 512
+_H5_STAMP = b'MINIPYPET-SHA1 '
+_H5_MAGIC = b'\x89HDF\r\n\x1a\n'
+_VERIFIED = {}  # path -> (inode, mtime, size) of the version whose checksum held
+
+
+def _h5_stamp(path):
+    """Write the SHA-1 of a closed HDF5 file (after its user block) into the user block."""
+    h = hashlib.sha1()
+    with open(path, 'r+b') as f:
+        f.seek(_USER_BLOCK)
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+        f.seek(0)
+        f.write(_H5_STAMP + h.hexdigest().encode('ascii') + b'\n')
+
+
+def _h5_verify(path, head, error):
+    """Check a stamped file's SHA-1 (once per version of the file in this process)."""
+    st = os.stat(path)
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if _VERIFIED.get(path) == key:
+        return
+    want = head[len(_H5_STAMP):len(_H5_STAMP) + 40]
+    h = hashlib.sha1()
+    with open(path, 'rb') as f:
+        f.seek(_USER_BLOCK)
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    if h.hexdigest().encode('ascii') != want:
+        if _held_by_writer(path):
+            raise error('%s is open for writing in another process (which may be changing '
+                        'it); load it when that process is done' % path)
+        raise error('%s is damaged: its checksum does not match its content (changed or '
+                    'truncated after it was written); nothing of it is loaded' % path)
+    if len(_VERIFIED) > 4096:
+        _VERIFIED.clear()
+    _VERIFIED[path] = key
+
+
+def _held_by_writer(path):
+    """True if another process holds the file open for writing: HDF5 writers hold an
+    exclusive flock on it (asked here without the library, which may crash on damage)."""
+    try:
+        import fcntl
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (and with it the shared lock)
+    return False
+
+
 def _open_hdf5(path, error, missing):
     """PyTables' file for reading, or `error`/`missing` naming the file."""
     tables = _require('tables', 'hdf5')
     path = os.fspath(path)
     try:
         with open(path, 'rb') as probe:
-            if probe.read(8) != b'\x89HDF\r\n\x1a\n':
-                raise error('%s is not an HDF5 file' % path)
+            head = probe.read(_USER_BLOCK + 8)
+        if head.startswith(_H5_STAMP) and head[_USER_BLOCK:] == _H5_MAGIC:
+            _h5_verify(path, head, error)
+        elif not head.startswith(_H5_MAGIC):
+            raise error('%s is not an HDF5 file%s' % (path, ' (or it is damaged)' if
+                                                       _H5_MAGIC in head else ''))
         return tables.open_file(path, 'r')
     except error:
         raise
     except FileNotFoundError:
         raise missing('%s does not exist' % path) from None
     except Exception as exc:
+        text = str(exc)
+        if 'lock' in text.lower() or _held_by_writer(path):  # (HDF5's file locking)
+            raise error('%s is open for writing in another process (HDF5 file locking '
+                        'refused to open it); open it when that process is done: %s'
+                        % (path, ' '.join(text.split())[:300])) from exc
         raise error('%s cannot be opened (truncated or corrupt?): %s: %s'
                     % (path, type(exc).__name__, exc)) from exc
 
@@ -7673,7 +7812,7 @@ def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
             if os.path.isfile(path):
                 with open(path, 'rb') as probe:
                     head = probe.read(len(PickleStorageService.MAGIC))
-                if head.startswith(b'\x89HDF'):
+                if head.startswith((b'\x89HDF', _H5_STAMP)):
                     if _is_pypet_file(path):
                         return _PypetFileReader(path)
                     return HDF5StorageService(path)
@@ -9823,6 +9962,16 @@ def _read_continue_file(path, lenient, allow_pickle=None):
             from exc
     if not isinstance(snapshot, dict) or snapshot.get('format') != 1:
         raise ResumeError('%s is not a minipypet .cnt file' % path)
+    for key, kind in (('trajectory', str), ('length', int), ('settings', dict),
+                      ('args', (tuple, list)), ('kwargs', dict)):
+        if not isinstance(snapshot.get(key), kind):
+            raise ResumeError('%s is damaged: its %r is missing or not a %s'
+                              % (path, key, getattr(kind, '__name__', 'list')))
+    missing = {'multiproc', 'ncores', 'use_pool', 'wrap_mode', 'freeze_input'} - set(
+        snapshot['settings'])
+    if missing or snapshot.get('service') not in (None, 'HDF5StorageService',
+                                                  'PickleStorageService'):
+        raise ResumeError('%s is damaged: its settings are incomplete' % path)
     try:
         _check_stored_name(snapshot.get('trajectory'), 'trajectory name', path)
     except StorageError as exc:
