@@ -10041,6 +10041,7 @@ class _Sweep:
 
     def run(self):
         env = self.env
+        self._clear_retried()
         if isinstance(self.service, _FileService) and (env._multiproc or env._executor):
             self.service._journal.quiesce()  # no timer thread alive when workers fork
         old_handler = self._install_sigint()
@@ -10062,6 +10063,23 @@ class _Sweep:
             self.traj.__dict__.update(_is_run=False, _new_leaves=[])  # even after Ctrl+C
             self.traj.__dict__.pop('_run_stored', None)
             self.traj.f_restore_default()
+
+    def _clear_retried(self):
+        """A run tried before (it failed: its record is stored, not completed) starts afresh,
+        in every mode: what the failed attempt left under its run groups is deleted first,
+        so that the retry's results replace it (it may add other names, or fewer)."""
+        runs = self.traj._runs
+        retried = [i for i in self.pending if runs.finish_timestamp[i] or runs.error[i]]
+        if not retried:
+            return
+        names = ['%s.runs.%s' % (branch, _run_name(i)) for i in retried
+                 for branch in ('results', 'derived_parameters')]
+        for name in names:  # (kept in memory with clean_up_runs=False)
+            node = self.traj._nodes.get(name)
+            if node is not None:
+                self.traj._remove_subtree(node)
+        if isinstance(self.service, _FileService):
+            self.service._delete(names, trajectory=self.traj, recursive=True)
 
     def _install_sigint(self):
         if not self.env._graceful_exit or \

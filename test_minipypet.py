@@ -4765,6 +4765,30 @@ def test_job_exception_is_reraised_with_worker_traceback(tmp_path, J, request, m
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize('mode', sorted(RAISE_MODES))
+def test_a_failed_run_that_added_a_result_is_retried_in_every_mode(tmp_path, J, request, mode):
+    # the retry failed with "results.runs.run_00000003.partial exists already" (issue 15)
+    backend = LOCKED_BACKEND
+    filename = datafile(tmp_path, backend)
+    marker = str(tmp_path / 'failed_once')
+    env, executor = _env_for(J, mode, filename, backend, tmp_path, request,
+                             record_failed_runs=True)
+    try:
+        env.f_run(J.work, at=3, how='raise', marker=marker)  # run 3 adds `partial`, raises
+        assert not env.v_trajectory.f_is_completed(3)
+        results = env.f_run(J.work, at=3, how='raise', marker=marker)  # the retry succeeds
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    assert results == [PARALLEL_EXPECTED[3]]  # (the runs not completed, again)
+    values, traj = stored(filename)
+    assert sorted(values.items()) == PARALLEL_EXPECTED
+    assert traj.f_is_completed()
+    with pytest.raises(mp.NoSuchNodeError, match='partial'):  # the retry replaced it
+        traj.f_get_from_runs('partial', fast_access=True, use_indices=True)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('mode', sorted(RAISE_MODES))
 def test_record_failed_runs_keeps_going(tmp_path, J, request, mode):
     backend = LOCKED_BACKEND
     filename = datafile(tmp_path, backend)
@@ -5087,8 +5111,16 @@ def test_continue_file_is_written_atomically(tmp_path, J, monkeypatch):
     assert os.path.dirname(os.path.abspath(src)) == str(tmp_path) and src != cnt
     assert sorted(os.listdir(str(tmp_path))) == ['t.cnt', 't.pkl'] or \
         not [f for f in os.listdir(str(tmp_path)) if f.endswith('.tmp')]
-    with open(cnt, 'rb') as f:
-        assert isinstance(pickle.load(f), dict)
+    assert isinstance(read_cnt(cnt), dict)
+
+
+def read_cnt(path):
+    """A .cnt's snapshot, read with the documented framing: a line MINIPYPET-CNT, a line with
+    the HMAC-SHA256 (hex) of the pickle that follows, the pickle."""
+    with open(path, 'rb') as f:
+        assert f.readline() == b'MINIPYPET-CNT\n'
+        assert len(f.readline().strip()) == 64
+        return pickle.load(f)
 
 
 ORPHAN_SWEEP = """
@@ -5437,7 +5469,7 @@ def test_a_cnt_from_another_user_is_not_unpickled_until_trusted(tmp_path, monkey
         assert mp.main(['trust', cnt], out=io.StringIO()) == 0
         assert mp._read_continue_file(cnt, False)['trajectory'] == 't'
         assert dict(mp._read_results_log(cnt + '.results')) == {0: 1, 1: 2}
-        with pytest.raises(mp.ResumeError, match='crafted.cnt is damaged or crafted'):
+        with pytest.raises(mp.ResumeError, match='crafted.cnt is damaged'):
             mp._read_continue_file(crafted, True, allow_pickle=True)  # the user's call
     assert os.path.exists(marker)  # (allow_pickle=True: the payload ran)
 
@@ -5475,12 +5507,11 @@ def test_names_read_from_a_file_are_checked_like_names_in_code(tmp_path, name, w
         journal.close()
     if where == 'cnt':
         cnt = str(tmp_path / 't.cnt')
-        with open(cnt, 'rb') as f:
-            snapshot = pickle.load(f)
-        with open(cnt, 'wb') as f:
+        snapshot = read_cnt(cnt)
+        with open(cnt, 'wb') as f:  # (unsigned: refused as untrusted first, so allow_pickle)
             pickle.dump(dict(snapshot, trajectory=name), f)
         with pytest.raises(mp.ResumeError, match='t.cnt.*trajectory name'):
-            mp.Environment(log_config=None).f_continue_run(cnt)
+            mp.Environment(log_config=None).f_continue_run(cnt, allow_pickle=True)
         return
     with pytest.raises(mp.StorageError, match='f.pkl is damaged or crafted'):
         mp.load_trajectory(filename=filename)
