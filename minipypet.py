@@ -66,6 +66,7 @@ import datetime
 import functools
 import gc
 import hashlib
+import hmac
 import importlib
 import importlib.util
 import io
@@ -161,6 +162,8 @@ ABBREVIATIONS = {'conf': 'config', 'par': 'parameters', 'dpar': 'derived_paramet
 _RUN_RE = re.compile(r'^run_(\d{%d})$' % FORMAT_ZEROS)
 _SET_RE = re.compile(r'^run_set_(\d{5})$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9_-]{1,4096}$')  # (HDF5 fails on names of ~64 KB)
+# PyTables' own names (tables.path: _reserved_id_re, _hidden_name_re) and Python's dunders
+_PYTABLES_RESERVED = ('__', '_c_', '_f_', '_g_', '_i_', '_p_', '_v_')
 _RUN_BRANCHES = ('results', 'derived_parameters')
 _RUN_GROUPS = tuple((b, b + '.runs') for b in _RUN_BRANCHES)
 
@@ -355,6 +358,31 @@ def _encode(value):
         return {'__t': 'npscalar', 'dtype': value.dtype.str,
                 'v': base64.b64encode(value.tobytes()).decode('ascii')}
     raise UnsupportedTypeError('cannot encode a value of type %s' % _type_name(value))
+
+
+def _canonical(value):
+    """A text for `value` that is the same in every process: sets and frozensets sorted by
+    their items' texts, dicts by their keys' (unlike repr and pickle, whose order for a set
+    follows PYTHONHASHSEED)."""
+    t = type(value)
+    if t in (set, frozenset):
+        return '%s{%s}' % (t.__name__, ','.join(sorted(_canonical(v) for v in value)))
+    if t is dict:
+        return 'dict{%s}' % ','.join(sorted('%s:%s' % (_canonical(k), _canonical(v))
+                                            for k, v in value.items()))
+    if t in (list, tuple):
+        return '%s[%s]' % (t.__name__, ','.join(_canonical(v) for v in value))
+    if t in _SCALARS or value is None:
+        return repr(value)
+    if _is_numpy(value):
+        return json.dumps(_encode(value), sort_keys=True)
+    state = getattr(value, '__dict__', None)  # an object: its class and its attributes
+    if isinstance(state, dict):
+        return '%s.%s(%s)' % (t.__module__, t.__qualname__, _canonical(state))
+    try:  # (its pickle, which is the same in every process unless it holds a set)
+        return '%s.%s:%s' % (t.__module__, t.__qualname__, pickle.dumps(value, 4).hex())
+    except Exception:
+        return '%s.%s:%r' % (t.__module__, t.__qualname__, value)
 
 
 def _decode(obj):
@@ -828,6 +856,15 @@ def _check_name(component, where):
             '%s is not a valid node name in %s: use letters, digits, "_" and "-" only (at most '
             '4,096 of them), and do not start with "f_" or "v_" (reserved for methods and '
             'properties)' % (_short_repr(component, 80), _short_repr(where, 160)))
+    if component.startswith(_PYTABLES_RESERVED):
+        # PyTables reads such names as its own attributes (a group's __dict__, _v_attrs):
+        # stored, they break every later store into that file, so no backend takes them
+        # (a file must move between backends)
+        raise InvalidNameError(
+            '%s is not a valid node name in %s: names starting with "__" or with one of '
+            '"_c_", "_f_", "_g_", "_i_", "_p_", "_v_" are reserved by PyTables (HDF5 files); '
+            'rename it, e.g. %r' % (_short_repr(component, 80), _short_repr(where, 160),
+                                    component.lstrip('_') or 'x'))
 
 
 class NNGroupNode(NNTreeNode):
@@ -1304,19 +1341,152 @@ def _strip_branch(name, branch, start):
 # ============================================================================================
 # Parameters and results
 # ============================================================================================
+# Trust: pickled data (PickleParameter, PickleResult, the .cnt and .cnt.results) runs code
+# when it is unpickled, so by default it is unpickled only where this user wrote it: what
+# minipypet pickles is signed with HMAC-SHA256 under a per-user secret key, kept in the
+# user's configuration folder (as Jupyter trusts notebooks). Anything else needs
+# allow_pickle=True, or `python -m minipypet trust FILE`, which records the digests of the
+# pickles a file holds as trusted. numpy's allow_pickle=False default is the precedent.
+_KEYS = {}  # ($XDG_CONFIG_HOME, $HOME) -> key (a test points them elsewhere: another user)
+
+
+def _config_folder():
+    base = os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'),
+                                                             '.config')
+    return os.path.join(base, 'minipypet')
+
+
+def _user_key():
+    """This user's signing key: 32 random bytes in <config>/minipypet/key, made 0600 the
+    first time (by a hard link of a whole temp file, so that two processes agree on one)."""
+    key = _KEYS.get((os.environ.get('XDG_CONFIG_HOME'), os.environ.get('HOME')))
+    if key is not None:  # (asked per signature: the common case costs two lookups)
+        return key
+    path = os.path.join(_config_folder(), 'key')
+    try:
+        with open(path, 'rb') as f:
+            key = bytes.fromhex(f.read().decode('ascii').strip())
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = '%s.%d-%s.tmp' % (path, os.getpid(), os.urandom(4).hex())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(os.urandom(32).hex() + '\n')
+        try:
+            os.link(tmp, path)  # (fails if another process made it first: use that one)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here
+            if not os.path.exists(path):
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return _user_key()
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError('cannot read the signing key %s (%s); remove it to make a new '
+                                 'one (files signed with it are then trusted no more)'
+                                 % (path, exc)) from exc
+    if len(key) < 16:
+        raise ConfigurationError('the signing key %s is too short; remove it to make a new one'
+                                 % path)
+    _KEYS[os.environ.get('XDG_CONFIG_HOME'), os.environ.get('HOME')] = key
+    return key
+
+
+def _message(parts):
+    """What a signature covers: the pickles (and their names) of one leaf or record, each
+    after its length (so that no two lists of parts give one message)."""
+    pack = _LENGTH.pack
+    return b''.join(pack(len(p)) + p for p in (
+        p.encode('utf-8', 'surrogatepass') if isinstance(p, str) else p for p in parts))
+
+
+_LENGTH = struct.Struct('<Q')
+
+
+def _signed_message(parts):
+    """The SHA-256 of a message: what `minipypet trust` records."""
+    return hashlib.sha256(_message(parts)).digest()
+
+
+def _sign(parts):
+    """HMAC-SHA256 of `parts` under this user's key, its first 128 bits in hex (as RFC 2104
+    allows: half the hash; a signature per run costs 32 characters); ~7 us a leaf."""
+    return hmac.digest(_user_key(), _message(parts), 'sha256')[:16].hex()
+
+
+def _trusted(parts, signature):
+    """True if this user signed `parts`, or trusted them with `minipypet trust`."""
+    if isinstance(signature, str) and hmac.compare_digest(
+            _sign(parts).encode('ascii'), signature.encode('utf-8', 'replace')):
+        return True
+    return _signed_message(parts).hex() in _trusted_digests()
+
+
+_TRUSTED = {}  # trusted-digests file -> (its mtime and size, the set of digests)
+
+
+def _trusted_digests():
+    path = os.path.join(_config_folder(), 'trusted')
+    try:
+        st = os.stat(path)
+    except OSError:
+        return frozenset()
+    cached = _TRUSTED.get(path)
+    if cached is None or cached[0] != (st.st_mtime_ns, st.st_size):
+        with open(path, 'r', encoding='ascii', errors='replace') as f:
+            cached = _TRUSTED[path] = ((st.st_mtime_ns, st.st_size),
+                                      {line.strip() for line in f})
+    return cached[1]
+
+
+def _add_trusted(digests):
+    """Append digests (hex) to this user's trusted list (0600)."""
+    folder = _config_folder()
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    known = _trusted_digests()
+    new = sorted(set(digests) - known)
+    fd = os.open(os.path.join(folder, 'trusted'), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                 0o600)
+    with os.fdopen(fd, 'a') as f:
+        f.write(''.join(d + '\n' for d in new))
+    return len(new)
+
+
 class _LoadPolicy(threading.local):
-    allow_pickle = True
+    allow_pickle = None  # True: unpickle; None: only what is trusted; False: nothing
+    source = None  # the file being read (named when a pickle is refused)
+    collect = None  # a set: `minipypet trust` gathers digests instead of unpickling
 
 
 _LOAD_POLICY = _LoadPolicy()
 
 
-def _unpickle(data, where):
-    if not _LOAD_POLICY.allow_pickle:
+def _untrusted_text(what, source, resume=False):
+    source = source or 'the file'
+    return ('%s holds pickled data that this user did not write (its signature does not check '
+            'out with your key in %s: another user wrote it, or it was changed since), and '
+            'unpickling it could run any code. If you trust %s, '
+            '%s with allow_pickle=True, or trust it once: python -m minipypet trust %s'
+            % (what, _config_folder(), source, 'resume' if resume else 'load it',
+               _shell_quote(source)))
+
+
+def _unpickle_parts(parts, signature, where):
+    """Unpickle the pickles of one leaf (`parts`: [name, pickle, ...]) if the policy allows:
+    allow_pickle=True always, None (the default) where they are trusted, False never."""
+    policy = _LOAD_POLICY
+    if policy.collect is not None:
+        policy.collect.add(_signed_message(parts).hex())
+        return None
+    if policy.allow_pickle is False:
         raise PickleRefusedError('%s holds pickled data and allow_pickle=False; it was not '
                                  'unpickled (load with allow_pickle=True if you trust the file)'
                                  % where)
-    return _NumpyCompatUnpickler(io.BytesIO(data)).load()
+    if policy.allow_pickle is None and not _trusted(parts, signature):
+        raise PickleRefusedError(_untrusted_text(where, policy.source))
+    return [_NumpyCompatUnpickler(io.BytesIO(p)).load() for p in parts[1::2]]
 
 
 class NNLeafNode(NNTreeNode):
@@ -1426,9 +1596,10 @@ class BaseParameter(NNLeafNode):
     def f_get(self) -> object:
         """The value (of the current run if explored); reading locks the parameter."""
         if self._empty:
-            raise PypetError('%s is empty%s' % (self._full_name, self._refused or
-                             ' (no value set or loaded); set it with f_set(value) or load it '
-                             'with traj.f_load_item(...)'))
+            raise (PickleRefusedError if self._refused else PypetError)(
+                '%s is empty%s' % (self._full_name, self._refused or
+                                   ' (no value set or loaded); set it with f_set(value) or '
+                                   'load it with traj.f_load_item(...)'))
         self._locked = True
         return self._data
 
@@ -1715,17 +1886,27 @@ class PickleParameter(BaseParameter):
         data = {'data': dump(self._default), 'protocol': self._protocol}
         if self._explored_range is not None:
             data['explored_data'] = [dump(v) for v in self._explored_range]
+        data['hmac'] = _sign(self._pickles(data))
         return data
+
+    @staticmethod
+    def _pickles(data):
+        parts = ['data', data['data']]
+        for i, blob in enumerate(data.get('explored_data') or ()):
+            parts += [str(i), blob]
+        return parts
 
     def _load(self, data):
         where = self._full_name
         try:
-            default = _unpickle(data['data'], where)
-            explored = data.get('explored_data')
-            explored = [_unpickle(v, where) for v in explored] if explored is not None else None
+            values = _unpickle_parts(self._pickles(data), data.get('hmac'), where)
         except PickleRefusedError as exc:
             self._refused = ': %s' % exc
             return
+        if values is None:  # (collected by `minipypet trust`)
+            return
+        default = values[0]
+        explored = values[1:] if data.get('explored_data') is not None else None
         self._protocol = data.get('protocol', self._protocol)
         self._data = self._default = default
         self._explored_range = explored
@@ -1953,6 +2134,7 @@ class PickleResult(Result):
 
     def _store(self):
         data = {k: pickle.dumps(v, protocol=self._protocol) for k, v in self._data.items()}
+        data['__hmac__'] = _sign([x for k in sorted(data) for x in (k, data[k])])
         data['__pickle_protocol__'] = self._protocol
         return data
 
@@ -1960,10 +2142,16 @@ class PickleResult(Result):
         where = self._full_name
         data = dict(data)
         self._protocol = data.pop('__pickle_protocol__', self._protocol)
+        signature = data.pop('__hmac__', None)
+        names = sorted(data)
         try:
-            self._data.update({k: _unpickle(v, where) for k, v in data.items()})
+            values = _unpickle_parts([x for k in names for x in (k, data[k])], signature,
+                                     where)
         except PickleRefusedError as exc:
             self._refused = str(exc)
+            return
+        if values is not None:
+            self._data.update(zip(names, values))
 
 
 _BUILTIN_LEAVES = {cls.__name__: cls for cls in (
@@ -1991,7 +2179,8 @@ def _resolve_class(tag, dynamic_imports):
         return _BUILTIN_LEAVES[bare]
     if bare in dynamic_imports:
         return _imported(dynamic_imports[bare])
-    if _LOAD_POLICY.allow_pickle:  # importing what a file names runs code: only if trusted
+    if _LOAD_POLICY.allow_pickle is not False:  # (allow_pickle=False: import nothing named
+        # in a file; by default a leaf class is looked up among the modules on sys.path)
         try:
             obj = importlib.import_module(module)
             for part in qualname.split('.'):
@@ -2912,13 +3101,15 @@ class _StorageMixin:
                force: bool = False, dynamic_imports: list | None = None,
                with_run_information: bool = True, with_meta_data: bool = True,
                storage_service: StorageService | type | str | None = None,
-               filename: str | os.PathLike | None = None, allow_pickle: bool = True,
+               filename: str | os.PathLike | None = None, allow_pickle: bool | None = None,
                load_all: int | None = None) -> None:
         """Load a trajectory from storage by name or index (-1: the newest) into this one.
 
         Each load_* is LOAD_NOTHING (0), LOAD_SKELETON (1, empty leaves), LOAD_DATA (2) or
         OVERWRITE_DATA (3); load_data sets all four. as_new loads only the parameters so that
-        the trajectory can be run again. allow_pickle=False never unpickles anything."""
+        the trajectory can be run again. Pickled data (PickleParameter, PickleResult) is
+        unpickled where this user wrote it (signed with the user's key; see "Trust model" in
+        the README): allow_pickle=True unpickles any, False none."""
         del load_other_data  # pypet's nodes outside the four branches: minipypet has none
         if load_all is not None:
             load_data = load_all
@@ -2942,8 +3133,9 @@ class _StorageMixin:
             if mode not in (0, 1, 2, 3):
                 raise ConfigurationError('load modes are 0 (nothing), 1 (skeleton), 2 (data) '
                                          'or 3 (overwrite), got %r' % (mode,))
-        old = _LOAD_POLICY.allow_pickle
+        old = _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source
         _LOAD_POLICY.allow_pickle = allow_pickle
+        _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
         # A load makes a few objects per run and no garbage; with the cyclic GC on, its
         # passes rescan the growing tree again and again (~35% of loading 100,000 runs).
         gc_was_enabled = gc.isenabled()
@@ -2953,7 +3145,7 @@ class _StorageMixin:
                                          modes=modes, force=force)
             self._from_state(state, modes, as_new, with_run_information)
         finally:
-            _LOAD_POLICY.allow_pickle = old
+            _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
             if gc_was_enabled:
                 gc.enable()
 
@@ -3019,7 +3211,7 @@ class _StorageMixin:
 
     def f_load_items(self, iterator: collections.abc.Iterable, load_data: int = LOAD_DATA,
                      recursive: bool = True, load_only: list | None = None,
-                     only_empties: bool = False, allow_pickle: bool = True,
+                     only_empties: bool = False, allow_pickle: bool | None = None,
                      **kwargs: object) -> None:
         """Load the data of leaves (names or nodes); groups load their subtree.
 
@@ -3031,8 +3223,9 @@ class _StorageMixin:
             else:
                 node = self._resolve(self, item)
                 names.append(node._full_name if node is not None else item)
-        old = _LOAD_POLICY.allow_pickle
+        old = _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source
         _LOAD_POLICY.allow_pickle = allow_pickle
+        _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
         try:
             state = self._service().load(LIST, self, names=names, recursive=recursive)
             only = {load_only} if isinstance(load_only, str) else (
@@ -3050,7 +3243,7 @@ class _StorageMixin:
                                  data if load_data >= LOAD_DATA else None, ann,
                                  overwrite=load_data == OVERWRITE_DATA)
         finally:
-            _LOAD_POLICY.allow_pickle = old
+            _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
 
     # -- merging -----------------------------------------------------------------------------
     def f_merge(self, other_trajectory: Trajectory | str, trial_parameter: str | None = None,
@@ -3873,7 +4066,7 @@ _PLAIN_NAMES = set()  # names _plain_name accepted (a sweep adds the same few ev
 def _plain_name(name):
     """A valid single-part name that needs no translation (no wildcard, no run name)."""
     if '.' in name or not _NAME_RE.fullmatch(name) or \
-            name.startswith(('f_', 'v_', 'run_', 'r_')):
+            name.startswith(('f_', 'v_', 'run_', 'r_') + _PYTABLES_RESERVED):
         return False
     if len(_PLAIN_NAMES) < 4096:
         _PLAIN_NAMES.add(name)
@@ -4047,7 +4240,7 @@ def load_trajectory(name: str | None = None, index: int | None = None, as_new: b
                     load_data: int | None = None, load_all: int | None = None, force: bool = False,
                     dynamic_imports: list | None = None,
                     storage_service: StorageService | type | str | None = None,
-                    filename: str | os.PathLike | None = None, allow_pickle: bool = True,
+                    filename: str | os.PathLike | None = None, allow_pickle: bool | None = None,
                     new_name: str = 'my_trajectory', add_time: bool = True,
                     wildcard_functions: dict | None = None, with_run_information: bool = True,
                     recursive: bool = True, max_depth: int | None = None,
@@ -4237,14 +4430,15 @@ class _Journal:
         self._last_sync = time.monotonic()
         self._dirfd = _open_folder(self.path) if self._folder_lock else None
 
-    def append(self, record):
+    def append(self, record, locked=False):
+        """Append one record (`locked`: the caller holds the folder's exclusive lock)."""
         payload = pickle.dumps(record, protocol=4)
         data = (self._HEAD.pack(len(payload), zlib.crc32(payload)), payload)
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()
         # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
         # (Held for longer, a process forked meanwhile would hold it too, for its life.)
-        dirfd = self._dirfd
+        dirfd = self._dirfd if not locked else None
         if dirfd is not None:
             _flock(dirfd, shared=True)
         try:
@@ -4255,7 +4449,7 @@ class _Journal:
                     os.close(self._fd)
                     self._close_folder()
                     self._open()
-                    dirfd = self._dirfd
+                    dirfd = self._dirfd if not locked else None
                     if dirfd is not None:
                         _flock(dirfd, shared=True)
                 else:
@@ -4958,6 +5152,7 @@ class _FileService(_FromState, StorageService):
 
     # -- storing -----------------------------------------------------------------------------
     def _prepare_overwrite(self):
+        _check_writable(self.filename)
         if self._overwrite_pending:
             for path in (self.filename, self._journal.path):
                 if os.path.exists(path):
@@ -4967,35 +5162,52 @@ class _FileService(_FromState, StorageService):
                 shutil.rmtree(self.segment_folder)
             self._overwrite_pending = False
 
-    def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA):
+    def _store_trajectory(self, traj, only_init=False, store_data=STORE_DATA, before=None):
         """A checkpoint: journal + memory -> new segments and a new main file.
 
         The store before the runs (only_init) goes to the journal instead: it is as durable,
-        and the sweep's checkpoint then happens at the end."""
+        and the sweep's checkpoint then happens at the end. `before()` runs under the
+        file's lock just before it (a sweep writes its .cnt there: a kill between never
+        leaves a stored sweep without one)."""
         mem = traj._to_state(only_init)
         self._check(mem)
         self._prepare_overwrite()
-        if not traj._stored and (os.path.exists(self.filename) or os.path.exists(
-                self._journal.path)) and traj._name in self.list_trajectories():
+        fresh = None if traj._stored else traj._name
+        if only_init:
+            self._journal.close()
+            with _FolderLock(self._journal.path, shared=False):
+                # (the check, the .cnt and the record under one lock: of two sweeps of one
+                # name started at once, exactly one is stored and the other refused)
+                self._refuse_another(fresh)
+                _Journal.repair(self._journal.path)
+                if before is not None:
+                    before()
+                self._journal.append(('traj', mem['name'], mem, store_data, True),
+                                     locked=True)
+            self._journal.sync()
+            return
+        self.checkpoint(extra=(mem, store_data, only_init), fresh=fresh, before=before)
+
+    def _refuse_another(self, name):
+        """A trajectory never stored or loaded must not replace one of its name in the file
+        (call it under the exclusive folder lock, so that the answer holds until the store)."""
+        if name is not None and (os.path.exists(self.filename) or os.path.exists(
+                self._journal.path)) and name in self.list_trajectories():
             raise StorageError(
                 '%s holds a trajectory %r already, and this one was never stored or loaded: '
                 'storing it would replace that one and its runs. Load it to add to it '
                 '(load_trajectory, or f_load), give this one another name (add_time=True, '
                 'or new_name=... when loading as_new), or start the file anew '
-                '(overwrite_file=True)' % (self.filename, traj._name))
-        if only_init:
-            self._journal.close()
-            with _FolderLock(self._journal.path, shared=False):
-                _Journal.repair(self._journal.path)
-            self._journal.append(('traj', mem['name'], mem, store_data, True))
-            self._journal.sync()
-            return
-        self.checkpoint(extra=(mem, store_data, only_init))
+                '(overwrite_file=True)' % (self.filename, name))
 
-    def checkpoint(self, extra=None):
-        """Fold the journal (and an in-memory state) into the file; then drop the journal."""
+    def checkpoint(self, extra=None, fresh=None, before=None):
+        """Fold the journal (and an in-memory state) into the file; then drop the journal.
+        (`fresh`: the name of a trajectory never stored; `before`: see _store_trajectory.)"""
         self._journal.close(sync=False)  # its records go into files that are fsynced
         with _FolderLock(self._journal.path, shared=False):
+            self._refuse_another(fresh)
+            if before is not None:
+                before()
             self._checkpoint(extra)
 
     def _checkpoint(self, extra):
@@ -5149,7 +5361,10 @@ class _FileService(_FromState, StorageService):
             elif paths:
                 states[name]['runs_loader'] = functools.partial(self._runs_later, paths)
         _apply_records(states, self._journal_records(name))
-        return states[name]
+        state = states[name]
+        for full_name in itertools.chain(state['nodes'], state.get('columns', ())):
+            _check_stored_name(full_name, 'node name', self.filename)
+        return state
 
     def _read_state(self, name, data, rows=None, skip=(), lazy_runs=False):
         """(`skip`: branches whose run columns are not read at all.)"""
@@ -5290,6 +5505,8 @@ class _FileService(_FromState, StorageService):
         for record in self._journal_records():
             if record[1] not in names:
                 names.append(record[1])
+        for name in names:
+            _check_stored_name(name, 'trajectory name', self.filename)
         return names
 
     def _legacy_names(self):
@@ -5344,6 +5561,22 @@ class _FileService(_FromState, StorageService):
         """(run indices, values) of a column whose every row is one item of a Result or
         Parameter, else None."""
         raise NotImplementedError
+
+
+# A stored name as _check_name accepts it (dotted for a node's full name); the trajectory
+# name becomes a file name (its .cnt, logs), so a crafted '../../x' must never pass.
+# ($ and $set: a run in a column's template)
+_STORED_PART = r'(?:\$|\$set|(?!f_|v_|__|_[cfgipv]_)[A-Za-z0-9_-]{1,4096})'
+_STORED_NAME_RE = re.compile(r'%s(?:\.%s)*' % (_STORED_PART, _STORED_PART))
+
+
+def _check_stored_name(name, what, filename):
+    """Refuse a name read from a file that code could not have given (a crafted file)."""
+    if type(name) is not str or not _STORED_NAME_RE.fullmatch(name) or (
+            what == 'trajectory name' and not _NAME_RE.fullmatch(name)):
+        raise StorageError('%s is damaged or crafted: it holds the %s %s, which minipypet '
+                           'never writes (names are letters, digits, "_" and "-"); it is not '
+                           'loaded' % (filename, what, _short_repr(name, 80)))
 
 
 def _py_values(values):
@@ -5978,18 +6211,34 @@ def _file_mode(path):
         return 0o666 & ~mask
 
 
+def _check_writable(path):
+    """Refuse to replace a file its owner write-protected (chmod 0444), as open() would, even
+    for root (for whom os.access says yes) and although a rename needs only the folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not mode & 0o222:
+        raise StorageError('%s is write-protected (mode %04o), so minipypet does not replace '
+                           'or change it; make it writable (chmod u+w) to store into it, or '
+                           'store into another file' % (path, mode & 0o7777))
+
+
 def _atomic_write(path, write):
     """write(tmp_path) then fsync and rename over `path`: the file is old or new, never torn."""
+    _check_writable(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     stale = '.' + os.path.basename(path) + '.'
-    for name in os.listdir(directory):  # left by a writer killed mid-write (one per file)
-        if name.startswith(stale) and name.endswith('.tmp'):
+    for name in os.listdir(directory):  # left by a writer killed mid-write
+        if name.startswith(stale) and name.endswith('.tmp') and _stale_tmp(
+                os.path.join(directory, name), name[len(stale):]):
             try:
                 os.remove(os.path.join(directory, name))
             except OSError:
                 pass
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+    # the writer's pid in the name: another process's temp file is never taken for stale
+    fd, tmp = tempfile.mkstemp(prefix='%s%d-' % (stale, os.getpid()), suffix='.tmp',
                                dir=directory)
     os.close(fd)
     try:
@@ -6006,6 +6255,41 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _stale_tmp(path, rest):
+    """True for a temp file whose writer is gone: its pid (the name's '<pid>-') is no live
+    process; a name without one (minipypet 0.3), once it is a minute old."""
+    pid, dash, _ = rest.partition('-')
+    if dash and pid.isdigit() and os.name == 'posix':  # (Windows' os.kill would kill it)
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # (alive, another user's)
+            return False
+        return False
+    try:
+        return time.time() - os.stat(path).st_mtime > 60
+    except OSError:
+        return False
+
+
+def _checksum_line(payload):
+    """b'sha1 <hex>\\n' before a payload: read back, any change to it shows (_checked)."""
+    return b'sha1 ' + hashlib.sha1(payload).hexdigest().encode('ascii') + b'\n'
+
+
+def _checked(data, path, what):
+    """The payload after a checksum line, once it matches; data without one (minipypet 0.3)
+    as it is."""
+    if not data.startswith(b'sha1 '):
+        return data
+    line, _, payload = data.partition(b'\n')
+    if line[5:] != hashlib.sha1(payload).hexdigest().encode('ascii'):
+        raise StorageError('%s is damaged: the checksum of %s does not match its content '
+                           '(changed or truncated after it was written)' % (path, what))
+    return payload
 
 
 class PickleStorageService(_FileService):
@@ -6037,15 +6321,19 @@ class PickleStorageService(_FileService):
             if head != self.MAGIC:
                 raise StorageError('%s is not a minipypet pickle file (it does not start with '
                                    '%r)' % (self.filename, self.MAGIC))
-            try:
-                content = _SafeUnpickler(f).load()
-            except PickleRefusedError:
-                raise
-            except Exception as exc:
-                raise StorageError('%s cannot be read (truncated or corrupt?): %s: %s'
-                                   % (self.filename, type(exc).__name__, exc)) from exc
-        if not isinstance(content, dict) or 'trajectories' not in content:
-            raise StorageError('%s is not a minipypet pickle file' % self.filename)
+            payload = f.read()
+        payload = _checked(payload, self.filename, 'the file')
+        try:
+            content = _SafeUnpickler(io.BytesIO(payload)).load()
+        except PickleRefusedError:
+            raise
+        except Exception as exc:
+            raise StorageError('%s is damaged (truncated or corrupt): %s: %s'
+                               % (self.filename, type(exc).__name__, exc)) from exc
+        if not isinstance(content, dict) or not isinstance(content.get('trajectories'), dict) \
+                or not isinstance(content.get('order'), list):
+            raise StorageError('%s is damaged: it is not a minipypet pickle file'
+                               % self.filename)
         if content.get('format', 0) > FORMAT_VERSION:
             raise VersionMismatchError('%s was written in file format %s by a newer minipypet; '
                                        'this version (%s) reads format %d and older'
@@ -6096,18 +6384,28 @@ class PickleStorageService(_FileService):
                'title': self.file_title or ''}
 
         def write(tmp):
+            payload = pickle.dumps(new, protocol=4)
             with open(tmp, 'wb') as f:
-                f.write(self.MAGIC)
-                pickle.dump(new, f, protocol=4)
+                f.write(self.MAGIC + _checksum_line(payload))
+                f.write(payload)
         _atomic_write(self.filename, write)
         self._cache = None
 
     # -- segments: a header, then one pickle per batch ---------------------------------------
+    # -- segments: a header, then one pickle per batch, each framed with its length and
+    # CRC-32 (b'C', <QI>), then an end mark (b'E'), so that damage and truncation show --------
+    _FRAME = struct.Struct('<QI')
+
     def _segment_open(self, segment):
         f = open(segment.tmp, 'wb')
         f.write(self.SEGMENT_MAGIC)
-        pickle.dump({'trajectory': segment.meta['name'], 'seq': segment.seq}, f, protocol=4)
+        self._frame(f, {'trajectory': segment.meta['name'], 'seq': segment.seq})
         return f
+
+    def _frame(self, f, obj):
+        payload = pickle.dumps(obj, protocol=4)
+        f.write(b'C' + self._FRAME.pack(len(payload), zlib.crc32(payload)))
+        f.write(payload)
 
     def _segment_append(self, segment, rows, info):
         if self.purge_duplicate_comments:  # the seed's rule, within the segment
@@ -6119,23 +6417,55 @@ class PickleStorageService(_FileService):
                 out[template] = {i: r if i == first[0] or r[1] != first[1][1] or i in merged
                                  else (r[0], '', r[2], r[3]) for i, r in trows.items()}
             rows = out
-        pickle.dump({'rows': rows, 'runs': info}, segment.handle, protocol=4)
+        self._frame(segment.handle, {'rows': rows, 'runs': info})
 
     def _segment_close(self, segment, handle):
+        handle.write(b'E')
         handle.close()
 
     def _segment_batches(self, path):
-        with open(path, 'rb') as f:
+        try:
+            f = open(path, 'rb')
+        except FileNotFoundError:
+            raise StorageError('%s is damaged: its segment %s is missing'
+                               % (self.filename, path)) from None
+        with f:
             if f.read(len(self.SEGMENT_MAGIC)) != self.SEGMENT_MAGIC:
-                raise StorageError('%s is not a minipypet segment file' % path)
+                raise StorageError('%s is damaged: it is not a minipypet segment file' % path)
+            first = True
             try:
-                _SafeUnpickler(f).load()
-                while f.peek(1)[:1]:
-                    yield _SafeUnpickler(f).load()
-            except PickleRefusedError:
+                while True:
+                    tag = f.read(1)
+                    if tag == b'C':
+                        head = f.read(self._FRAME.size)
+                        size, crc = self._FRAME.unpack(head) if len(head) == \
+                            self._FRAME.size else (-1, 0)
+                        payload = f.read(size) if 0 <= size < 1 << 40 else b''
+                        if len(payload) != size or zlib.crc32(payload) != crc:
+                            raise StorageError('%s is damaged: a batch of runs is truncated '
+                                               'or its checksum does not match' % path)
+                        batch = _SafeUnpickler(io.BytesIO(payload)).load()
+                    elif tag == b'E' and not first:
+                        if f.read(1):
+                            raise StorageError('%s is damaged: bytes after its end' % path)
+                        return
+                    elif tag == b'\x80':  # (minipypet 0.3: bare pickles, no checksums)
+                        f.seek(-1, 1)
+                        batch = _SafeUnpickler(f).load()
+                        if not f.peek(1)[:1]:
+                            if not first:
+                                yield batch
+                            return
+                    else:
+                        raise StorageError('%s is damaged: %s' % (path, 'it is truncated' if
+                                                                  not tag else 'bad frame'))
+                    if not first:
+                        yield batch
+                    first = False
+            except (PypetError, GeneratorExit):
                 raise
             except Exception as exc:
-                raise StorageError('%s cannot be read (truncated or corrupt?): %s: %s'
+                raise StorageError('%s is damaged (truncated or corrupt): %s: %s'
                                    % (path, type(exc).__name__, exc)) from exc
 
     def _segment_read(self, state, path, seq, tombs, data, rows):
@@ -6271,7 +6601,8 @@ class HDF5StorageService(_FileService):
                 # No CLASS/VERSION/TITLE attributes on every node: ~40% faster and smaller.
                 # (PyTables >= 3.10 prefers the lower-case spelling, older ones only know this.)
                 warnings.simplefilter('ignore', DeprecationWarning)
-                out = tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False)
+                out = tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False,
+                                       USER_BLOCK_SIZE=_USER_BLOCK)
             with out:
                 if old_exists:
                     with self._open() as old:
@@ -6296,6 +6627,7 @@ class HDF5StorageService(_FileService):
                                    ('minipypet_trajectories', json.dumps(order)),
                                    ('minipypet_folded', folded)):
                     _h5_set(out.root, key, value)
+            _h5_stamp(tmp)
         _atomic_write(self.filename, write)
 
     def _write_trajectory(self, f, state):
@@ -6484,7 +6816,7 @@ class HDF5StorageService(_FileService):
             # (a chunk cache of 1 MB, not 16 MB per dataset: appends fill each chunk once,
             # and six columns' caches would otherwise hold ~100 MB by the end of a sweep)
             f = tables.open_file(segment.tmp, 'w', PYTABLES_SYS_ATTRS=False,
-                                 CHUNK_CACHE_SIZE=1 << 20)
+                                 CHUNK_CACHE_SIZE=1 << 20, USER_BLOCK_SIZE=_USER_BLOCK)
         for key, value in (('minipypet_segment', 1), ('minipypet_format', FORMAT_VERSION),
                            ('minipypet_version', __version__),
                            ('trajectory', segment.meta['name']), ('seq', segment.seq)):
@@ -6668,6 +7000,7 @@ class HDF5StorageService(_FileService):
                           filters, np)
         finally:
             h.file.close()
+        _h5_stamp(segment.tmp)
 
     def _segment_files(self, path):
         f = _open_hdf5(path, StorageError, StorageError)
@@ -7327,20 +7660,91 @@ def _check_attr_texts(state):
             _attr_text(_to_json(rec['ann']), full_name, 'annotations')
 
 
+# minipypet's HDF5 files (main files, segments) start with a user block (bytes HDF5 leaves
+# alone) that holds the SHA-1 of the rest: checked before the HDF5 library reads a byte, so
+# that damage gives a StorageError, never wrong values (nor a crash inside the library).
+_USER_BLOCK = 512
+_H5_STAMP = b'MINIPYPET-SHA1 '
+_H5_MAGIC = b'\x89HDF\r\n\x1a\n'
+_VERIFIED = {}  # path -> (inode, mtime, size) of the version whose checksum held
+
+
+def _h5_stamp(path):
+    """Write the SHA-1 of a closed HDF5 file (after its user block) into the user block."""
+    h = hashlib.sha1()
+    with open(path, 'r+b') as f:
+        f.seek(_USER_BLOCK)
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+        f.seek(0)
+        f.write(_H5_STAMP + h.hexdigest().encode('ascii') + b'\n')
+
+
+def _h5_verify(path, head, error):
+    """Check a stamped file's SHA-1 (once per version of the file in this process)."""
+    st = os.stat(path)
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if _VERIFIED.get(path) == key:
+        return
+    want = head[len(_H5_STAMP):len(_H5_STAMP) + 40]
+    h = hashlib.sha1()
+    with open(path, 'rb') as f:
+        f.seek(_USER_BLOCK)
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    if h.hexdigest().encode('ascii') != want:
+        if _held_by_writer(path):
+            raise error('%s is open for writing in another process (which may be changing '
+                        'it); load it when that process is done' % path)
+        raise error('%s is damaged: its checksum does not match its content (changed or '
+                    'truncated after it was written); nothing of it is loaded' % path)
+    if len(_VERIFIED) > 4096:
+        _VERIFIED.clear()
+    _VERIFIED[path] = key
+
+
+def _held_by_writer(path):
+    """True if another process holds the file open for writing: HDF5 writers hold an
+    exclusive flock on it (asked here without the library, which may crash on damage)."""
+    try:
+        import fcntl
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (and with it the shared lock)
+    return False
+
+
 def _open_hdf5(path, error, missing):
     """PyTables' file for reading, or `error`/`missing` naming the file."""
     tables = _require('tables', 'hdf5')
     path = os.fspath(path)
     try:
         with open(path, 'rb') as probe:
-            if probe.read(8) != b'\x89HDF\r\n\x1a\n':
-                raise error('%s is not an HDF5 file' % path)
+            head = probe.read(_USER_BLOCK + 8)
+        if head.startswith(_H5_STAMP) and head[_USER_BLOCK:] == _H5_MAGIC:
+            _h5_verify(path, head, error)
+        elif not head.startswith(_H5_MAGIC):
+            raise error('%s is not an HDF5 file%s' % (path, ' (or it is damaged)' if
+                                                       _H5_MAGIC in head else ''))
         return tables.open_file(path, 'r')
     except error:
         raise
     except FileNotFoundError:
         raise missing('%s does not exist' % path) from None
     except Exception as exc:
+        text = str(exc)
+        if 'lock' in text.lower() or _held_by_writer(path):  # (HDF5's file locking)
+            raise error('%s is open for writing in another process (HDF5 file locking '
+                        'refused to open it); open it when that process is done: %s'
+                        % (path, ' '.join(text.split())[:300])) from exc
         raise error('%s cannot be opened (truncated or corrupt?): %s: %s'
                     % (path, type(exc).__name__, exc)) from exc
 
@@ -7564,7 +7968,7 @@ def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
             if os.path.isfile(path):
                 with open(path, 'rb') as probe:
                     head = probe.read(len(PickleStorageService.MAGIC))
-                if head.startswith(b'\x89HDF'):
+                if head.startswith((b'\x89HDF', _H5_STAMP)):
                     if _is_pypet_file(path):
                         return _PypetFileReader(path)
                     return HDF5StorageService(path)
@@ -7854,9 +8258,10 @@ def _pp_read_items(group, full_name, ctx, prefix=''):
         elif store == 'TABLE':
             value = _pp_read_table_item(node, np)
         elif getattr(getattr(node, 'atom', None), 'kind', None) == 'object' and \
-                not _LOAD_POLICY.allow_pickle:  # a VLArray of objects unpickles on read
-            ctx.skipped.append('%s[%r] (pickled objects, not unpickled: allow_pickle=False)'
-                               % (full_name, key))
+                _LOAD_POLICY.allow_pickle is not True:  # (a VLArray of objects unpickles
+            # on read; pypet signs nothing, so only allow_pickle=True trusts it)
+            ctx.skipped.append('%s[%r] (pickled objects, not unpickled: load with '
+                               'allow_pickle=True if you trust the file)' % (full_name, key))
             continue
         elif store in _PP_ARRAY_STORES:
             value = _pp_read_array_item(node, np)
@@ -8177,6 +8582,7 @@ class _RunContext:
         self.traj, self.job, self.args, self.kwargs = traj, job, args, kwargs
         self.store_mode, self.service, self.lock, self.queue = store_mode, service, lock, queue
         self.log_setup, self.clean_up = log_setup, clean_up
+        self.watch = None  # (main pid, start method): workers exit when the main is gone
         # continuable: return values go to <cnt>.results before the run is stored, so a
         # resume has them for every run the store holds as completed
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
@@ -8245,8 +8651,9 @@ def _store_run(service, record):
 def _log_return(journal, idx, ret):
     if journal is None or ret is None:  # a resume reads a run missing here as None
         return
-    try:
-        journal.append((idx, ret))
+    try:  # (signed: a resume unpickles only what this user logged, see _trusted)
+        blob = pickle.dumps(ret, protocol=pickle.HIGHEST_PROTOCOL)
+        journal.append(('signed', idx, blob, _sign(_result_parts(idx, blob))))
     except Exception as exc:  # an unpicklable return value only costs the resume
         _say_once('continuable: a run returned %s, which cannot be pickled (%s); '
                   'f_continue_run will return None for such runs' % (_type_name(ret), exc))
@@ -8280,6 +8687,7 @@ def _context_from(key, payload):
     ctx = _WORKER_CONTEXT.get(key)
     if ctx is None:
         ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
+        _die_with_main(ctx.watch)
         _WORKER_CONTEXT.clear()
         _WORKER_CONTEXT[key] = ctx
         if ctx.log_setup is not None:
@@ -8308,6 +8716,51 @@ def _die_with_parent():
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _die_with_main(watch):
+    """Make this helper process (a worker, the Manager, the queue writer) exit once the main
+    process is gone, even by kill -9: PR_SET_PDEATHSIG covers a child of the main on Linux;
+    a thread that polls covers the rest (a child of the forkserver, an executor's worker,
+    other POSIX systems), so that no orphan goes on running or writing. `watch`: (main
+    pid, start method) or None."""
+    _die_with_parent()
+    if watch is None or os.name != 'posix' or watch[0] == os.getpid() or _WATCHING:
+        return
+    _WATCHING.append(watch)
+    threading.Thread(target=_watch_main, args=(watch[0], os.getppid()), daemon=True,
+                     name='minipypet-watch-main').start()
+
+
+_WATCHING = []  # this process's watch (one thread a process)
+
+
+def _is_local_pool(executor):
+    """A concurrent.futures ProcessPoolExecutor: its workers run on this machine, as
+    children of this process (a cluster's workers outlive a client by design)."""
+    cf = sys.modules.get('concurrent.futures')
+    return cf is not None and isinstance(executor, cf.ProcessPoolExecutor)
+
+
+def _watch_main(main_pid, parent):
+    while _alive(main_pid) and os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)  # (no cleanup: what the runs finished is journalled, the rest runs again)
+
+
+def _alive(pid):
+    """True while process `pid` runs (a zombie, killed but not yet reaped, is dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (another user's: alive)
+        return True
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as f:
+            return f.read().rpartition(b')')[2].split()[0] != b'Z'
+    except (OSError, IndexError):
+        return True
+
+
 def _libc():
     """The C library through ctypes (Linux), loaded once: the parent loads it before it
     forks, so that a process per run does not import ctypes again (~1 ms)."""
@@ -8329,7 +8782,7 @@ def _pool_worker(conn, key, payload):
     """A pool worker: receive (idx, values, extra[, payload]) tasks until None."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl+C means
-    ctx = _context_from(key, payload)
+    ctx = _context_from(key, payload)  # (which watches the main)
     while True:
         try:
             task = conn.recv()
@@ -8350,6 +8803,7 @@ def _process_run(conn, key, payload, idx, values, extra):
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    _die_with_main(ctx.watch)
     if ctx.log_setup is not None:
         ctx.log_setup.in_worker('run', idx)
     result = _safe_result(ctx.run(idx, values, extra))
@@ -8376,9 +8830,9 @@ def _executor_task(key, payload, idx, values, extra):
     return _safe_result(ctx.run(idx, values, extra))
 
 
-def _queue_writer(queue, service, conn, log_setup):
+def _queue_writer(queue, service, conn, log_setup, watch=None):
     """The QUEUE mode's single writer: store records from the queue until None."""
-    _die_with_parent()
+    _die_with_main(watch)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_setup is not None:
         log_setup.in_worker('queue')
@@ -9313,8 +9767,7 @@ class Environment:
         cnt = None
         self._stopped = False
         if self._automatic_storing:
-            traj.f_store(only_init=True)
-            cnt = self._write_continue_file(job, args, kwargs, per_run)
+            cnt = self._store_first(job, args, kwargs, per_run)
         first = True
         self._live = _LiveLine.make(self._show_progress, traj)
         try:
@@ -9451,20 +9904,54 @@ class Environment:
             self._stopped = sweep.stopped
 
     # -- resume ------------------------------------------------------------------------------
-    def _fingerprint(self):
+    def _fingerprint(self, legacy=False):
+        """SHA-1 of the parameters and their ranges, the same in every process (sets are
+        encoded sorted: a set's order, and so its pickle, follows the hash seed). `legacy`:
+        as .cnt files of minipypet 0.3 hold it."""
         traj = self._traj
         h = hashlib.sha1()
         for name, leaf in sorted(traj.f_get_parameters().items()):
             if leaf.f_is_empty():
                 continue
-            data = leaf._store()
-            try:
-                h.update(('%s=%s;' % (name, _to_json(data))).encode())
-            except PypetError:
-                h.update(('%s=%r;' % (name, data)).encode())
+            if legacy:
+                data = leaf._store()
+                try:
+                    h.update(('%s=%s;' % (name, _to_json(data))).encode())
+                except PypetError:
+                    h.update(('%s=%r;' % (name, data)).encode())
+                continue
+            if isinstance(leaf, PickleParameter):  # (the values, not their pickles)
+                data = (leaf._default, leaf._explored_range)
+            else:
+                data = leaf._store()
+            h.update(('%s=%s;' % (name, _canonical(data))).encode('utf-8', 'surrogatepass'))
         return h.hexdigest()
 
+    def _store_first(self, job, args, kwargs, per_run):
+        """The store before the runs and the .cnt (its path, or None): into a file service
+        under the file's lock, the .cnt first, so that a sweep stored always has one."""
+        traj = self._traj
+        service = traj.v_storage_service
+        snapshot = self._continue_snapshot(job, args, kwargs, per_run)
+        write = None if snapshot is None else functools.partial(_write_continue, *snapshot)
+        if isinstance(service, _FileService):
+            service._store_trajectory(traj, only_init=True, before=write)
+            traj.__dict__['_stored'] = True
+        else:
+            traj.f_store(only_init=True)
+            if write is not None:
+                write()
+        return None if snapshot is None else snapshot[0]
+
     def _write_continue_file(self, job, args, kwargs, per_run):
+        snapshot = self._continue_snapshot(job, args, kwargs, per_run)
+        if snapshot is None:
+            return None
+        _write_continue(*snapshot)
+        return snapshot[0]
+
+    def _continue_snapshot(self, job, args, kwargs, per_run):
+        """(.cnt path, its bytes), or None where the sweep cannot be resumed."""
         if not self._continuable or isinstance(self._traj.v_storage_service,
                                                LazyStorageService):
             return None
@@ -9480,7 +9967,8 @@ class Environment:
                         service, _FileService) else {},
                     'service_object': None if isinstance(service, _FileService) else service,
                     'job': job, 'args': args, 'kwargs': kwargs, 'per_run': per_run,
-                    'postproc': self._postproc, 'fingerprint': self._fingerprint(),
+                    'postproc': self._postproc, 'fingerprint': None,
+                    'fingerprint2': self._fingerprint(),
                     'length': len(self._traj), 'settings': self._settings,
                     'dynamic_imports': sorted(k for k in self._traj._dynamic_imports
                                               if ':' in k)}
@@ -9493,17 +9981,13 @@ class Environment:
                            'be resumed with f_continue_run (its finished runs are stored '
                            'anyway); pass continuable=False to silence this', culprit)
             return None
-
-        def write(tmp):
-            with open(tmp, 'wb') as f:
-                f.write(data)
-        _atomic_write(path, write)
-        return path
+        return path, data
 
     def f_continue_run(self, continue_file: str | os.PathLike | None = None,
                        trajectory_name: str | None = None,
                        continue_folder: str | os.PathLike | None = None,
-                       job: collections.abc.Callable | None = None) -> list:
+                       job: collections.abc.Callable | None = None,
+                       allow_pickle: bool | None = None) -> list:
         """Resume a crashed sweep from its .cnt file: run exactly the runs that are not
         stored as completed; return all results (earlier ones from the .cnt results log).
 
@@ -9511,7 +9995,10 @@ class Environment:
             continue_file: the .cnt file (or give trajectory_name and continue_folder).
             job: run this function instead of the job the .cnt names (a fixed version, or
                 the job of a script that ran the sweep as __main__, which another script
-                cannot import)."""
+                cannot import).
+            allow_pickle: the .cnt, its .cnt.results and the data file's pickled data are
+                unpickled if this user wrote them (signed); True: even if not (a sweep
+                from someone you trust; see "Trust model" in the README)."""
         if continue_file is None:
             if trajectory_name is None:
                 raise ConfigurationError('f_continue_run needs the .cnt file (or resume needs '
@@ -9525,7 +10012,7 @@ class Environment:
         if job is not None and not callable(job):
             raise ConfigurationError('f_continue_run: job must be a function called as '
                                      'job(traj, ...), got %s' % _short_repr(job))
-        snapshot = _read_continue_file(continue_file, job is not None)
+        snapshot = _read_continue_file(continue_file, job is not None, allow_pickle)
         if job is not None:
             snapshot['job'] = job
         elif isinstance(snapshot['job'], _Missing):
@@ -9542,13 +10029,17 @@ class Environment:
                           dynamic_imports=list(self._traj._dynamic_imports.values()))
         try:
             traj.f_load(name=name, load_parameters=LOAD_DATA, load_derived_parameters=LOAD_DATA,
-                        load_results=LOAD_SKELETON, load_other_data=LOAD_DATA)
+                        load_results=LOAD_SKELETON, load_other_data=LOAD_DATA,
+                        allow_pickle=allow_pickle)
         except DataNotInStorageError as exc:
-            raise ResumeError('%s names trajectory %r, which is not in %s: %s'
-                              % (continue_file, name, snapshot['filename'], exc)) from exc
+            raise ResumeError('%s names trajectory %r, which is not in %s: %s (a sweep '
+                              'stopped before its first store has nothing to resume: run it '
+                              'again)' % (continue_file, name, snapshot['filename'], exc)) \
+                from exc
         old_traj = self._traj
         self._traj = traj
-        if self._fingerprint() != snapshot['fingerprint'] or len(traj) != snapshot['length']:
+        if self._fingerprint(legacy='fingerprint2' not in snapshot) != snapshot.get(
+                'fingerprint2', snapshot['fingerprint']) or len(traj) != snapshot['length']:
             self._traj = old_traj
             raise ResumeError('%s does not match trajectory %r in %s: its parameters or '
                               'exploration changed since the snapshot; it cannot be resumed'
@@ -9567,7 +10058,7 @@ class Environment:
         self._resumed = True
         self._postproc = snapshot['postproc'] or self._postproc
         self._continue_folder = os.path.dirname(os.path.abspath(continue_file))
-        earlier = dict(_read_results_log(continue_file + '.results'))
+        earlier = dict(_read_results_log(continue_file + '.results', allow_pickle))
         done = [(i, earlier.get(i)) for i in range(len(traj)) if traj._runs.completed[i]]
         return self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
                              snapshot['per_run'], earlier=done)
@@ -9576,6 +10067,25 @@ class Environment:
                  resume_folder: str | os.PathLike | None = None) -> list:
         """pypet 0.7's spelling of f_continue_run: by trajectory name and folder."""
         return self.f_continue_run(None, trajectory_name, resume_folder)
+
+
+_CNT_MAGIC = b'MINIPYPET-CNT\n'  # then the signature (_sign) of the pickle, a newline, it
+
+
+def _write_continue(path, data):
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(_CNT_MAGIC + _sign(['cnt', data]).encode('ascii') + b'\n')
+            f.write(data)
+    _atomic_write(path, write)
+
+
+def _continue_payload(raw):
+    """(signature or None, pickle) of a .cnt's bytes (minipypet 0.3: unsigned)."""
+    if raw.startswith(_CNT_MAGIC):
+        signature, _, payload = raw[len(_CNT_MAGIC):].partition(b'\n')
+        return signature.decode('ascii', 'replace'), payload
+    return None, raw
 
 
 class _Missing:
@@ -9614,15 +10124,23 @@ class _ContinueUnpickler(pickle.Unpickler):
             return _Missing(module, name)
 
 
-def _read_continue_file(path, lenient):
-    """The snapshot dict of a .cnt file, or a ResumeError that says what to do."""
-    def load(lenient):
-        with open(path, 'rb') as f:
-            return _ContinueUnpickler(f, lenient).load()
+def _read_continue_file(path, lenient, allow_pickle=None):
+    """The snapshot dict of a .cnt file, or a ResumeError that says what to do. The .cnt is
+    unpickled (it names the job) only if this user wrote it or allow_pickle=True."""
     try:
-        snapshot = load(lenient)
+        with open(path, 'rb') as f:
+            signature, payload = _continue_payload(f.read())
     except FileNotFoundError:
         raise ResumeError('%s does not exist; nothing to resume' % path) from None
+    except OSError as exc:
+        raise ResumeError('%s cannot be read: %s' % (path, exc)) from exc
+    if allow_pickle is not True and not _trusted(['cnt', payload], signature):
+        raise ResumeError(_untrusted_text(path, path, resume=True))
+
+    def load(lenient):
+        return _ContinueUnpickler(io.BytesIO(payload), lenient).load()
+    try:
+        snapshot = load(lenient)
     except (AttributeError, ImportError) as exc:
         try:  # which name is missing, to say how to pass it
             job = load(True).get('job')
@@ -9638,6 +10156,20 @@ def _read_continue_file(path, lenient):
             from exc
     if not isinstance(snapshot, dict) or snapshot.get('format') != 1:
         raise ResumeError('%s is not a minipypet .cnt file' % path)
+    for key, kind in (('trajectory', str), ('length', int), ('settings', dict),
+                      ('args', (tuple, list)), ('kwargs', dict)):
+        if not isinstance(snapshot.get(key), kind):
+            raise ResumeError('%s is damaged: its %r is missing or not a %s'
+                              % (path, key, getattr(kind, '__name__', 'list')))
+    missing = {'multiproc', 'ncores', 'use_pool', 'wrap_mode', 'freeze_input'} - set(
+        snapshot['settings'])
+    if missing or snapshot.get('service') not in (None, 'HDF5StorageService',
+                                                  'PickleStorageService'):
+        raise ResumeError('%s is damaged: its settings are incomplete' % path)
+    try:
+        _check_stored_name(snapshot.get('trajectory'), 'trajectory name', path)
+    except StorageError as exc:
+        raise ResumeError(str(exc)) from None
     missing = [v for k in ('args', 'kwargs', 'postproc', 'service_object')
                for v in _flat(snapshot.get(k)) if isinstance(v, _Missing)]
     if missing:
@@ -9703,6 +10235,7 @@ class _Sweep:
 
     def run(self):
         env = self.env
+        self._clear_retried()
         if isinstance(self.service, _FileService) and (env._multiproc or env._executor):
             self.service._journal.quiesce()  # no timer thread alive when workers fork
         old_handler = self._install_sigint()
@@ -9724,6 +10257,23 @@ class _Sweep:
             self.traj.__dict__.update(_is_run=False, _new_leaves=[])  # even after Ctrl+C
             self.traj.__dict__.pop('_run_stored', None)
             self.traj.f_restore_default()
+
+    def _clear_retried(self):
+        """A run tried before (it failed: its record is stored, not completed) starts afresh,
+        in every mode: what the failed attempt left under its run groups is deleted first,
+        so that the retry's results replace it (it may add other names, or fewer)."""
+        runs = self.traj._runs
+        retried = [i for i in self.pending if runs.finish_timestamp[i] or runs.error[i]]
+        if not retried:
+            return
+        names = ['%s.runs.%s' % (branch, _run_name(i)) for i in retried
+                 for branch in ('results', 'derived_parameters')]
+        for name in names:  # (kept in memory with clean_up_runs=False)
+            node = self.traj._nodes.get(name)
+            if node is not None:
+                self.traj._remove_subtree(node)
+        if isinstance(self.service, _FileService):
+            self.service._delete(names, trajectory=self.traj, recursive=True)
 
     def _install_sigint(self):
         if not self.env._graceful_exit or \
@@ -9797,7 +10347,13 @@ class _Sweep:
                           self.mode, None if self.mode == 'parent' else self.service,
                           log_setup=self.env._log,
                           results_path=None if self.mode == 'parent' else self.results_path)
+        executor = self.env._executor
+        if executor is None or _is_local_pool(executor):  # (not a cluster's workers)
+            ctx.watch = self._watch()
         return ctx, '%s-%s' % (self.traj.v_name, os.urandom(8).hex())
+
+    def _watch(self):
+        return (os.getpid(), self.env._start_method)
 
     def _payload(self, ctx, what):
         try:
@@ -9831,7 +10387,7 @@ class _Sweep:
             from multiprocessing.managers import SyncManager
             manager = plumbing['manager'] = SyncManager(ctx=mp)
             try:
-                manager.start(_die_with_parent)
+                manager.start(_die_with_main, (self._watch(),))
             except EOFError:  # its process ended before it answered
                 if mp.get_start_method() == 'fork':
                     raise
@@ -9844,7 +10400,7 @@ class _Sweep:
                 here, there = mp.Pipe(duplex=False)
                 writer = mp.Process(target=_queue_writer, name='QueueProcess',
                                     args=(plumbing['queue'], self.service, there,
-                                          self.env._log))
+                                          self.env._log, self._watch()))
                 writer.daemon = True
                 writer.start()
                 there.close()
@@ -10147,11 +10703,20 @@ class _Sweep:
                                  type(exc).__name__, exc, self.env.v_continue_file)) from exc
 
 
-def _read_results_log(path):
+def _result_parts(idx, blob):
+    return ['result', str(idx), blob]
+
+
+def _read_results_log(path, allow_pickle=None):
     """(idx, return value) pairs a continuable sweep logged; damaged records are skipped.
-    They are the user's own return values, hence the plain (trusting) pickle."""
+    A return value is unpickled if this user logged it (signed), or with allow_pickle=True;
+    anything else refuses the resume (ResumeError)."""
     def loads(data):
         try:
+            return _safe_loads(data)  # (the record's frame: plain data)
+        except PickleRefusedError:  # (minipypet 0.3 logged (idx, value) unsigned)
+            if allow_pickle is not True:
+                raise ResumeError(_untrusted_text(path, path, resume=True)) from None
             return pickle.loads(data)
         except Exception:
             return None
@@ -10159,7 +10724,19 @@ def _read_results_log(path):
         _, records, _, _ = _Journal.read(path, loads=loads)
     except StorageError:
         return []
-    return [r for r in records if r is not None]
+    out = []
+    for r in records:
+        if type(r) is tuple and len(r) == 4 and r[0] == 'signed':
+            parts = _result_parts(r[1], r[2])
+            if _LOAD_POLICY.collect is not None:
+                _LOAD_POLICY.collect.add(_signed_message(parts).hex())
+                continue
+            if allow_pickle is not True and not _trusted(parts, r[3]):
+                raise ResumeError(_untrusted_text(path, path, resume=True))
+            out.append((r[1], pickle.loads(r[2])))
+        elif type(r) is tuple and len(r) == 2:
+            out.append(r)
+    return out
 
 
 class _Progress:
@@ -11222,7 +11799,7 @@ def _cli_plot(args, out):
 
 def _cli_resume(args, out):
     env = Environment(show_progress=None)
-    results = env.f_continue_run(args.file)
+    results = env.f_continue_run(args.file, allow_pickle=True if args.allow_pickle else None)
     print('resumed %s: %d of %d runs completed' % (env.v_trajectory.v_name,
                                                    sum(env.v_trajectory._runs.completed),
                                                    len(env.v_trajectory)), file=out)
@@ -11246,7 +11823,8 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
     """The command line: list, show, runs, provenance and plot of the trajectories in a file,
     resume of a .cnt file, and run of a pypet script.
 
-    Only `resume` (and `run`) unpickle anything, so files from others are safe to look at."""
+    Only `resume` (and `run`) unpickle anything, and `resume` only what this user wrote (or
+    trusted with `trust`), so files from others are safe to look at."""
     import argparse
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog='minipypet', description='Look into minipypet '
@@ -11288,7 +11866,17 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
                             description='resume a sweep from its .cnt file; its job must be '
                             'importable (defined in a module), as the .cnt names it')
     resume.add_argument('file', help='the .cnt file beside the data file')
+    resume.add_argument('--allow-pickle', action='store_true',
+                        help='unpickle the .cnt and the data even if another user wrote them '
+                        '(only for sweeps from someone you trust)')
     resume.set_defaults(func=_cli_resume)
+    trust = sub.add_parser('trust', help='trust a data file or .cnt someone else wrote: its '
+                           'pickled data loads from then on without allow_pickle=True',
+                           description='record the pickled data in a minipypet data file (or a '
+                           '.cnt file and its .cnt.results) as trusted by you; unpickling data '
+                           'runs code, so trust only files from someone you trust')
+    trust.add_argument('file', help='an .hdf5 or .pkl data file, or a .cnt file')
+    trust.set_defaults(func=_cli_trust)
     run = sub.add_parser('run', help='run a pypet script with `import pypet` resolving to '
                          'minipypet', description='run a pypet script unchanged: `import pypet` '
                          'resolves to minipypet')
@@ -11299,7 +11887,7 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
     if args.command == 'run':
         return _cli_run(args, out)
     old = _LOAD_POLICY.allow_pickle
-    _LOAD_POLICY.allow_pickle = args.command == 'resume'
+    _LOAD_POLICY.allow_pickle = None if args.command == 'resume' else False
     try:
         return args.func(args, out)
     except BrokenPipeError:  # (piped into `head`): stop quietly, as `cat` does
@@ -11310,10 +11898,46 @@ def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
                 pass
         return 1
     except (PypetError, OSError) as exc:
-        print('minipypet: error: %s' % exc, file=sys.stderr)
-        return 2
+        print('minipypet: error: %s' % _one_line(exc), file=sys.stderr)
+        return 1
+    except Exception as exc:  # (a damaged file the checks missed: one line, no traceback)
+        print('minipypet: error: %s cannot be read (%s: %s)'
+              % (getattr(args, 'file', ''), type(exc).__name__, _one_line(exc)),
+              file=sys.stderr)
+        return 1
     finally:
         _LOAD_POLICY.allow_pickle = old
+
+
+def _one_line(exc):
+    return ' '.join(str(exc).split())[:2000]
+
+
+def _cli_trust(args, out):
+    """Record the digests of every pickled item of a file (or a .cnt and its results) as
+    trusted by this user (see _trusted)."""
+    path = args.file
+    collected = set()
+    old = _LOAD_POLICY.collect
+    _LOAD_POLICY.collect = collected
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(len(_CNT_MAGIC))
+        if head == _CNT_MAGIC or path.endswith('.cnt'):
+            with open(path, 'rb') as f:
+                collected.add(_signed_message(['cnt', _continue_payload(f.read())[1]]).hex())
+            if os.path.exists(path + '.results'):
+                _read_results_log(path + '.results', allow_pickle=False)
+        else:
+            service = _make_service(True, path, mode='load')
+            for name in service.list_trajectories():
+                Trajectory(name, storage_service=service).f_load(name=name, load_all=LOAD_DATA)
+    finally:
+        _LOAD_POLICY.collect = old
+    new = _add_trusted(collected)
+    print('trusted %s: %d signatures of pickled data (%d new) recorded in %s'
+          % (path, len(collected), new, os.path.join(_config_folder(), 'trusted')), file=out)
+    return 0
 
 
 if __name__ == '__main__':
