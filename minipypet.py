@@ -2567,10 +2567,13 @@ class _RunsMixin:
         if values is None:
             self._set_crun(idx)
         else:  # a worker's copy has no ranges: the run's values came with the task
-            self.__dict__['_idx'] = idx
+            d = self.__dict__
+            d['_idx'] = idx
+            explored = d['_explored']
             for name, value in values.items():
-                self._explored[name].__dict__['_data'] = value
-            self._drop_fast()
+                explored[name].__dict__['_data'] = value
+            for short, param in d['_run_fast'].items():  # (see _fast_attributes)
+                d[short] = param._data
         nodes = self._nodes
         for branch, runs in _RUN_GROUPS:
             if nodes.get(runs) is not None and nodes[runs]._children:
@@ -8019,8 +8022,8 @@ def _find_unpicklable(job, args, kwargs):
 
 
 class _RunContext:
-    """What every worker needs, sent once (frozen) or with every run: the trajectory without
-    its explored ranges, the job and its arguments, and how to store a finished run."""
+    """What every worker needs, sent once per worker: the trajectory without its explored
+    ranges, the job and its arguments, and how to store a finished run."""
 
     def __init__(self, traj, job, args, kwargs, store_mode, service, lock=None, queue=None,
                  log_setup=None, clean_up=True, results_path=None):
@@ -8030,6 +8033,18 @@ class _RunContext:
         # continuable: return values go to <cnt>.results before the run is stored, so a
         # resume has them for every run the store holds as completed
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
+        # QUEUE and LOCK: the records of a batch of runs, stored by flush() at its end (one
+        # Manager round trip a batch instead of one or two a run)
+        self.batch = []
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.traj._fast_attributes(True)  # (a worker's reads as fast as a serial sweep's)
+
+    def renew(self, fresh):
+        """Without freeze_input: a fresh trajectory, job and arguments for the next run."""
+        self.traj, self.job, self.args, self.kwargs = pickle.loads(fresh)
+        self.traj._fast_attributes(True)
 
     def run(self, idx, values, extra):
         """Carry out one run here; store it as the wrap mode says; return what goes back."""
@@ -8057,16 +8072,42 @@ class _RunContext:
                 except Exception:  # the parent reports the cause
                     pass
             traj._finish_run(record, True)
-            try:
-                exc_bytes = pickle.dumps(exc)
-            except Exception:
-                exc_bytes = None
-            return ('err', idx, tb, exc_bytes, record)
+            return ('err', idx, tb, _pickled_exception(exc), record)
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
         return ('ok', idx, ret, None, record if self.store_mode == 'parent' else
                 record[:4] + ([],))
+
+    def run_batch(self, tasks, fresh=None):
+        """Carry out [(idx, values, extra), ...] and store their records; stops at the first
+        failed run. A run counts as done only once flush() has stored its record."""
+        out = []
+        for idx, values, extra in tasks:
+            if fresh is not None:
+                self.renew(fresh)
+            out.append(_safe_result(self.run(idx, values, extra)))
+            if out[-1][0] != 'ok':
+                break
+        try:
+            self.flush()
+        except BaseException as exc:  # nothing of the batch is stored: all of it failed
+            tb, exc_bytes = traceback.format_exc(), _pickled_exception(exc)
+            out = [('err', r[1], tb, exc_bytes, r[4]) for r in out]
+        return out
+
+    def flush(self):
+        """Store the records of the runs carried out since the last flush."""
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = []
+        if self.store_mode == 'queue':
+            self.queue.put(batch)
+        else:
+            with self.lock:
+                for record in batch:
+                    _store_run(self.service, record)
 
     def close(self):
         if isinstance(self.service, _FileService):
@@ -8076,13 +8117,17 @@ class _RunContext:
 
     def _store(self, record):
         mode = self.store_mode
-        if mode == 'queue':
-            self.queue.put(record)
-        elif mode == 'lock':
-            with self.lock:
-                _store_run(self.service, record)
+        if mode in ('queue', 'lock'):
+            self.batch.append(record)
         elif mode == 'direct':
             _store_run(self.service, record)
+
+
+def _pickled_exception(exc):
+    try:
+        return pickle.dumps(exc)
+    except Exception:  # the parent reports the traceback text alone
+        return None
 
 
 def _store_run(service, record):
@@ -8175,24 +8220,22 @@ def _libc():
 _LIBC = []
 
 
-def _pool_worker(conn, key, payload):
-    """A pool worker: receive (idx, values, extra[, payload]) tasks until None."""
+def _pool_worker(conn, key, payload, fresh):
+    """A pool worker: carry out batches [(idx, values, extra), ...] until None; each batch's
+    results go back in one message once their records are stored. `fresh` (without
+    freeze_input): the pickled trajectory, job and arguments each run starts from."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl+C means
     ctx = _context_from(key, payload)
     while True:
         try:
-            task = conn.recv()
+            tasks = conn.recv()
         except EOFError:
             return
-        if task is None:
+        if tasks is None:
             break
-        idx, values, extra, fresh = task
-        if fresh is not None:  # without freeze_input: a fresh trajectory, job and arguments
-            ctx.traj, ctx.job, ctx.args, ctx.kwargs = pickle.loads(fresh)
-        conn.send(_safe_result(ctx.run(idx, values, extra)))
-    if ctx is not None:
-        ctx.close()
+        conn.send(ctx.run_batch(tasks, fresh))
+    ctx.close()
 
 
 def _process_run(conn, key, payload, idx, values, extra):
@@ -8200,9 +8243,10 @@ def _process_run(conn, key, payload, idx, values, extra):
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    ctx.traj._fast_attributes(True)  # (fork: the parent's copy, inherited, not unpickled)
     if ctx.log_setup is not None:
         ctx.log_setup.in_worker('run', idx)
-    result = _safe_result(ctx.run(idx, values, extra))
+    result = ctx.run_batch([(idx, values, extra)])[0]
     ctx.close()
     conn.send(result)
     conn.close()
@@ -8210,13 +8254,7 @@ def _process_run(conn, key, payload, idx, values, extra):
 
 def _executor_batch(key, payload, tasks):
     """Runs [(idx, values, extra), ...] on an Executor's worker; stops at the first failure."""
-    ctx = _context_from(key, payload)
-    out = []
-    for idx, values, extra in tasks:
-        out.append(_safe_result(ctx.run(idx, values, extra)))
-        if out[-1][0] != 'ok':
-            break
-    return out
+    return _context_from(key, payload).run_batch(tasks)
 
 
 def _executor_task(key, payload, idx, values, extra):
@@ -8237,11 +8275,12 @@ def _queue_writer(queue, service, conn, log_setup):
                 type(service).__name__)
     try:
         while True:
-            record = queue.get()
-            if record is None:
+            batch = queue.get()  # the records of a worker's batch of runs
+            if batch is None:
                 break
-            _store_run(service, record)
-            count += 1
+            for record in batch:
+                _store_run(service, record)
+            count += len(batch)
         if isinstance(service, _FileService):
             service.close()
         logger.info('queue writer stored %d runs', count)
@@ -8252,10 +8291,10 @@ def _queue_writer(queue, service, conn, log_setup):
 
 
 class _Worker:
-    __slots__ = ('process', 'conn', 'idx')
+    __slots__ = ('process', 'conn', 'idx', 'sent')
 
     def __init__(self, process, conn):
-        self.process, self.conn, self.idx = process, conn, None
+        self.process, self.conn, self.idx, self.sent = process, conn, None, 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -9710,11 +9749,18 @@ class _Sweep:
         return error
 
     def _lost(self, what, idx, pid, exitcode):
+        """The error for a worker that died carrying out run idx (or a batch of runs)."""
         method = self._mp().get_start_method()
+        if isinstance(idx, list) and len(idx) == 1:
+            idx = idx[0]
+        runs = 'run %d (%s)' % (idx, _run_name(idx)) if not isinstance(idx, list) else \
+            'runs %s (a batch; those that finished were not stored yet)' % ', '.join(
+                map(str, idx))
         return WorkerDiedError(
-            'run %d (%s): %s %d died with %s while carrying it out (killed, os._exit or out '
-            'of memory); every finished run is stored, resume with env.f_continue_run(%r)%s'
-            % (idx, _run_name(idx), what, pid, _describe_exit(exitcode),
+            '%s: %s %d died with %s while carrying %s out (killed, os._exit or out of '
+            'memory); every finished run is stored, resume with env.f_continue_run(%r)%s'
+            % (runs, what, pid, _describe_exit(exitcode),
+               'them' if isinstance(idx, list) else 'it',
                self.env.v_continue_file, '' if method == 'fork' or exitcode != 1 else
                '. With the %r start method a worker that ends at once with exit code 1 is '
                'often a script without the guard (see its error above): %s'
@@ -9729,20 +9775,20 @@ class _Sweep:
         workers, ok = [], False
         try:
             payload = self._payload(ctx, 'pool (use_pool=True)')
-            # Each worker gets the whole context once. Without freeze_input only the
-            # trajectory, the job and its arguments come again with every run: unpickling
-            # the Manager proxies per run costs Manager round trips, ~1.5-3 ms CPU a run.
-            per_task = None if self.env._freeze_input else pickle.dumps(
+            # Each worker gets the whole context once, and without freeze_input the
+            # trajectory, the job and its arguments that every run starts from (unpickling
+            # the Manager proxies per run would cost Manager round trips).
+            fresh = None if self.env._freeze_input else pickle.dumps(
                 (ctx.traj, ctx.job, ctx.args, ctx.kwargs), protocol=pickle.HIGHEST_PROTOCOL)
             for _ in range(min(self._ncores(), len(self.pending))):
                 here, there = mp.Pipe()
-                process = mp.Process(target=_pool_worker, args=(there, key, payload),
+                process = mp.Process(target=_pool_worker, args=(there, key, payload, fresh),
                                      name='PoolWorker-%d' % (len(workers) + 1))
                 process.daemon = True
                 process.start()
                 there.close()
                 workers.append(_Worker(process, here))
-            self._dispatch(workers, per_task, plumbing)
+            self._dispatch(workers, plumbing)
             ok = True
         finally:
             for w in workers:
@@ -9759,18 +9805,39 @@ class _Sweep:
                 w.conn.close()
             self._stop_plumbing(plumbing, ok)
 
-    def _dispatch(self, workers, per_task, plumbing):
-        """Hand runs to idle pool workers in index order; collect results; detect deaths."""
+    # A pool hands out batches of runs that take about this long (by the runs so far): a
+    # message and a store per batch instead of per run (~0.1-0.3 ms each), while a worker
+    # that dies loses at most this much work, and a batch's finished runs wait at most
+    # about this long for their store.
+    BATCH_SECONDS = 0.01
+    MAX_BATCH = 128
+
+    def _batch_size(self, per_run, todo, nworkers):
+        """Runs in the next batch: ~BATCH_SECONDS of work, one at first and with
+        graceful_exit (Ctrl+C starts no new run), and a share of what is left that keeps
+        every worker busy until the end."""
+        if per_run is None or self.env._graceful_exit:
+            return 1
+        size = min(self.MAX_BATCH, int(self.BATCH_SECONDS / max(per_run, 1e-7)),
+                   todo // (2 * nworkers))
+        return max(1, size)
+
+    def _dispatch(self, workers, plumbing):
+        """Hand batches of runs to idle pool workers in index order; collect results; detect
+        deaths."""
         from multiprocessing.connection import wait
         traj = self.traj
         todo = collections.deque(self.pending)
         idle, busy, failure = list(workers), {}, None
         writer_conn = plumbing['writer_conn']
+        per_run, now = None, time.monotonic  # seconds a run takes, as the batches so far say
         while todo or busy:
             while idle and todo and not self.stopped and failure is None:
                 w = idle.pop()
-                w.idx = idx = todo.popleft()
-                w.conn.send((idx, traj._run_values(idx), self._extra(idx), per_task))
+                size = self._batch_size(per_run, len(todo), len(workers))
+                w.idx = chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
+                w.sent = now()
+                w.conn.send([(i, traj._run_values(i), self._extra(i)) for i in chunk])
                 busy[w.conn] = w
             if not busy:
                 break
@@ -9799,7 +9866,14 @@ class _Sweep:
                                      w.process.exitcode)
                 del busy[w.conn]
                 idle.append(w)
-                failure = self._handle(result) or failure
+                took = (now() - w.sent) / len(w.idx)
+                per_run = took if per_run is None else 0.7 * per_run + 0.3 * took
+                for r in result:
+                    failure = self._handle(r) or failure
+                ran = {r[1] for r in result}
+                skipped = [i for i in w.idx if i not in ran]  # after a failed run
+                if skipped and failure is None and not self.stopped:
+                    todo.extendleft(reversed(skipped))  # a recorded failure: go on
         if failure is not None:
             self._fail(*failure)
 
