@@ -72,6 +72,7 @@ import io
 import itertools
 import json
 import logging
+import operator
 import os
 import pickle
 import platform
@@ -8042,9 +8043,15 @@ class _RunContext:
         self.traj._fast_attributes(True)  # (a worker's reads as fast as a serial sweep's)
 
     def renew(self, fresh):
-        """Without freeze_input: a fresh trajectory, job and arguments for the next run."""
+        """Without freeze_input: a fresh trajectory, job and arguments for the next run.
+        Unpickling them costs ~0.1-0.3 ms, most of a trivial run; so the last run's are
+        kept when _Pristine proves that run left them as they came."""
+        pristine = self.__dict__.get('pristine')
+        if pristine is not None and pristine.holds(self):
+            return
         self.traj, self.job, self.args, self.kwargs = pickle.loads(fresh)
         self.traj._fast_attributes(True)
+        self.pristine = _Pristine.of(self)
 
     def run(self, idx, values, extra):
         """Carry out one run here; store it as the wrap mode says; return what goes back."""
@@ -8121,6 +8128,73 @@ class _RunContext:
             self.batch.append(record)
         elif mode == 'direct':
             _store_run(self.service, record)
+
+
+class _Pristine:
+    """What a worker's fresh trajectory and run arguments were, to tell whether a run left
+    them unchanged (then the next run may start from them instead of a new unpickled copy).
+    Only where that can be told cheaply and for sure: every value held is immutable, or a
+    list or dict of immutable values (copied here, compared by value), a tree node (each
+    is checked itself) or a Manager proxy (a handle). Anything else (an array, a set, an
+    annotation, an object of your own) makes of() return None: each run unpickles its own."""
+
+    __slots__ = ('keys', 'dicts', 'states', 'own', 'own_values', 'own_len', 'props', 'args')
+    PER_RUN = frozenset(('_idx', '_is_run', '_new_leaves', '_run_stored'))
+
+    @classmethod
+    def of(cls, ctx):
+        self = cls()
+        traj = ctx.traj
+        self.keys = list(traj._nodes)
+        self.dicts = [node.__dict__ for node in traj._nodes.values()]
+        self.states = [cls._state(d.values()) for d in self.dicts]
+        # the trajectory's own attributes but those every run sets (and the explored
+        # values kept as plain attributes, see _fast_attributes)
+        d = traj.__dict__
+        self.own = operator.itemgetter(*[k for k in d if k not in cls.PER_RUN and
+                                         k not in traj._run_fast])
+        self.own_values, self.own_len = self.own(d), len(d)
+        self.props = dict(traj._props)
+        self.args = cls._state((ctx.args, ctx.kwargs))
+        return None if self.args is None or None in self.states else self
+
+    @staticmethod
+    def _state(values):
+        """`values` as a list to compare with ==: immutable values and nodes themselves,
+        lists and dicts of immutable values as copies; None if anything else is there."""
+        out = []
+        for v in values:
+            kind = type(v)
+            if kind in _FROZEN or isinstance(v, (NNTreeNode, types.FunctionType)):
+                out.append(v)
+            elif kind is tuple or kind is list or kind is dict:
+                items = v.values() if kind is dict else v
+                if not all(type(x) in _FROZEN or isinstance(x, NNTreeNode) for x in items):
+                    return None
+                out.append(kind(v) if kind is not tuple else v)
+            elif type(v).__name__.endswith('Proxy') and hasattr(v, '_token'):
+                out.append(v)  # (a Manager proxy: what it refers to lives elsewhere)
+            else:
+                return None
+        return out
+
+    def holds(self, ctx):
+        """True if the run left the trajectory and the arguments as they came."""
+        traj = ctx.traj
+        nodes = traj._nodes
+        try:
+            if len(nodes) != len(self.keys):  # the groups that hold the runs, left empty
+                for _, path in _RUN_GROUPS:
+                    group = nodes.get(path)
+                    if group is not None and not group._children and path not in self.keys:
+                        traj._remove_subtree(group)
+            d = traj.__dict__
+            return list(nodes) == self.keys and len(d) == self.own_len and \
+                self.own(d) == self.own_values and traj._props == self.props and \
+                list(map(list, map(dict.values, self.dicts))) == self.states and \
+                self._state((ctx.args, ctx.kwargs)) == self.args
+        except Exception:  # (== of something that will not say: changed, to be safe)
+            return False
 
 
 def _pickled_exception(exc):

@@ -4220,6 +4220,24 @@ def negate(z):
     return -z
 
 
+def meddle(traj, bag=None, how='set'):
+    """Change the trajectory or an argument, and say what this run found first: a run
+    without freeze_input must never see what an earlier run in its worker changed."""
+    c = traj.f_get('parameters.c')
+    seen = (c.f_get(), len(bag) if bag is not None else 0, 'results.extra' in traj,
+            'x' in traj.__dict__, traj.x)
+    if how == 'set':
+        value = c.f_get()
+        c.f_unlock()
+        c.f_set(value + 1)
+    elif how == 'bag':
+        bag.append(traj.v_idx)
+    elif how == 'add':
+        traj.f_add_result('results.extra', 1)
+    traj.f_add_result('z', traj.x * traj.x + traj.y)
+    return seen
+
+
 def echo(traj, names):
     """Store every explored value as a result and return them."""
     out = []
@@ -4417,6 +4435,31 @@ def test_hdf5_with_wrap_mode_none_is_refused_up_front(tmp_path, J, use_pool):
         env.f_run(J.work, log=log)
     assert 'QUEUE' in str(info.value) and 'LOCK' in str(info.value)
     assert executed(log) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('how', ['set', 'bag', 'add', 'none'])
+@pytest.mark.parametrize('freeze', [False, True])
+def test_a_pool_run_starts_from_a_fresh_trajectory_unless_frozen(tmp_path, J, how, freeze):
+    # (the pool keeps a worker's trajectory and arguments for the next run only when the
+    # run provably left them unchanged; without freeze_input no change leaks to later runs)
+    filename = datafile(tmp_path, 'pickle')
+    env = J.make_env(filename, 'pickle', multiproc=True, ncores=2, use_pool=True,
+                     wrap_mode='QUEUE', freeze_input=freeze, xs=range(20))
+    env.v_trajectory.f_add_parameter('c', 10)
+    results = env.f_run(J.meddle, bag=[] if how == 'bag' else None, how=how)
+    assert [i for i, _ in results] == list(range(40))
+    seen = [r for _, r in results]
+    assert all(s[3] for s in seen), 'explored parameters are plain attributes in a worker'
+    assert [s[4] for s in seen] == [x for x in range(20) for _ in (0.5, 1.5)]
+    if not freeze or how in ('none', 'add'):  # (what a run adds goes with its run group)
+        assert set(seen) <= {(10, 0, False, True, x) for x in range(20)}, seen
+    else:  # frozen: a worker's runs share its trajectory and arguments (as pypet's)
+        changed = {'set': lambda s: s[0] > 10, 'bag': lambda s: s[1] > 0}[how]
+        assert any(changed(s) for s in seen), seen
+    values, _ = stored(filename)
+    assert values == {i: x * x + y for i, (x, y) in enumerate(
+        (x, y) for x in range(20) for y in (0.5, 1.5))}
 
 
 # ============================================================================================
