@@ -4129,8 +4129,17 @@ class LazyStorageService(StorageService):
 
 
 _FORKS = [0]  # forks so far in this process's line: a forked child reopens its files
+_HELD = set()  # journals holding their folder lock for a sweep (see _Journal.hold)
+
+
+def _after_fork_in_child():
+    _FORKS[0] += 1
+    for journal in list(_HELD):  # (the parent's lock: a child that lives on must not
+        journal._forget_hold()    # keep it after the parent is gone)
+
+
 if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Journal:
@@ -4156,12 +4165,45 @@ class _Journal:
         self._dirfd = None
         self._own = None  # see take_own
         self.listener = None  # listener(journal id or None, record, payload): see _keep
+        self._held = False  # see hold
 
     def __getstate__(self):
         return {'path': self.path, 'fsync_interval': self.fsync_interval, '_fd': None,
                 '_last_sync': 0.0, '_dirty': False, '_timer': None, '_pid': None,
                 '_folder_lock': self._folder_lock, '_dirfd': None, '_own': None,
-                'listener': None}
+                'listener': None, '_held': False}
+
+    def hold(self):
+        """Keep the shared folder lock until release() (a serial sweep): each append then
+        saves two flock calls and an fstat. No other process can checkpoint meanwhile; one
+        in this process (an f_store in a job) releases it first (_FolderLock), and a child
+        forked meanwhile lets go of it (_after_fork_in_child)."""
+        if self._fd is None or self._pid != _FORKS[0]:
+            self._open()
+        if self._dirfd is not None and not self._held:
+            _flock(self._dirfd, shared=True)
+            self._held = True
+            _HELD.add(self)
+
+    def release(self):
+        """Give back the folder lock that hold() keeps."""
+        if self._held:
+            self._held = False
+            _HELD.discard(self)
+            if self._dirfd is not None and self._pid == _FORKS[0]:
+                _flock(self._dirfd, unlock=True)
+
+    def _forget_hold(self):
+        """In a forked child: close this process's reference to the parent's locked folder
+        descriptor (the parent keeps the lock; the child reopens its files anyway)."""
+        _HELD.discard(self)
+        self._held = False
+        if self._dirfd is not None:
+            try:
+                os.close(self._dirfd)
+            except OSError:
+                pass
+            self._dirfd = None
 
     def _open(self):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)
@@ -4192,6 +4234,7 @@ class _Journal:
                 self.path, _disk_error_text(self.path, error))) from error
         self._fd, self._pid = fd, _FORKS[0]
         self._last_sync = time.monotonic()
+        self._held = False
         self._dirfd = _open_folder(self.path) if self._folder_lock else None
 
     def append(self, record):
@@ -4200,13 +4243,16 @@ class _Journal:
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()
         # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
-        # (Held for longer, a process forked meanwhile would hold it too, for its life.)
-        dirfd = self._dirfd
+        # (Held for longer, a process forked meanwhile would hold it too, for its life;
+        # except while hold() keeps it, which sees to that.)
+        dirfd = None if self._held else self._dirfd
         if dirfd is not None:
             _flock(dirfd, shared=True)
         try:
             size = None
-            if self._folder_lock:
+            if self._held:  # no checkpoint can have removed it; take_own checks the end
+                size = self._own[1] if self._own is not None else None
+            elif self._folder_lock:
                 st = os.fstat(self._fd)
                 if st.st_nlink == 0:  # a checkpoint folded and removed it
                     os.close(self._fd)
@@ -4329,6 +4375,7 @@ class _Journal:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+        self.release()
         if self._fd is not None:
             try:
                 if sync and self._pid == _FORKS[0]:
@@ -4541,6 +4588,9 @@ class _FolderLock:
             self.fd = os.open(self.folder, os.O_RDONLY)
         except OSError:
             return self
+        if not self.shared:  # (this process's own hold would block it for ever)
+            for journal in list(_HELD):
+                journal.release()
         fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         return self
 
@@ -9673,9 +9723,14 @@ class _Sweep:
     # -- serially ----------------------------------------------------------------------------
     def _serially(self):
         self.traj._fast_attributes(True)
+        journal = self.service._journal if isinstance(self.service, _FileService) else None
         try:
+            if journal is not None:
+                journal.hold()
             self._serial_loop()
         finally:
+            if journal is not None:
+                journal.release()
             self.traj._fast_attributes(False)
 
     def _serial_loop(self):

@@ -4462,6 +4462,31 @@ def test_a_pool_run_starts_from_a_fresh_trajectory_unless_frozen(tmp_path, J, ho
         (x, y) for x in range(20) for y in (0.5, 1.5))}
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('backend', ['pickle', LOCKED_BACKEND])
+def test_serial_sweep_holds_the_journal_lock_and_a_store_in_a_job_does_not_hang(
+        tmp_path, J, backend):
+    # (a serial sweep keeps the shared folder lock from the first run to the last; a
+    # checkpoint in this process, as storing another file of the folder in a job, must let
+    # go of it, not wait for it for ever)
+    filename = datafile(tmp_path, backend)
+    env = J.make_env(filename, backend)
+    held = []
+
+    def job(traj):
+        held.append(len(mp._HELD))
+        if traj.v_idx == 2:
+            other = mp.Trajectory('other', storage_service=service(
+                backend, datafile(tmp_path, backend, 'other')))
+            other.f_add_parameter('a', 1)
+            other.f_store()
+        return J.work(traj)
+    assert env.f_run(job) == PARALLEL_EXPECTED
+    assert held[:3] == [1, 1, 1] and not mp._HELD
+    assert_complete(filename)
+    assert mp.load_trajectory('other', filename=datafile(tmp_path, backend, 'other')).a == 1
+
+
 # ============================================================================================
 # 2. executors: ProcessPoolExecutor and a real dask.distributed LocalCluster
 # ============================================================================================
