@@ -2350,11 +2350,11 @@ class _RunsMixin:
             d[short] = param._data
 
     def _fast_attributes(self, on):
-        """During a serial sweep, `traj.x` of an explored Parameter with a unique name is a
-        plain attribute that f_set_crun keeps equal to its value: ~1 us a read less than
-        through __getattr__, three reads a run in a typical job. Whatever could change what
-        `traj.x` means (a node named x added or removed, loading, properties) drops it, and
-        the sweep's end drops them all."""
+        """During a sweep (serial, or a worker's copy), `traj.x` of an explored Parameter
+        with a unique name is a plain attribute that f_set_crun (a worker: _start_run) keeps
+        equal to its value: ~1 us a read less than through __getattr__, three reads a run in
+        a typical job. Whatever could change what `traj.x` means (a node named x added or
+        removed, loading, properties) drops it, and the sweep's end drops them all."""
         d = self.__dict__
         for short in d['_run_fast']:
             d.pop(short, None)
@@ -8786,7 +8786,9 @@ class Environment:
             'PIPE' (a writer thread in the main process), 'LOCAL' (the main process stores
             each run) or 'NONE' (a process-safe service of your own).
         queue_maxsize: the QUEUE mode's queue size (-1: 2 * ncores, 0: unbounded).
-        freeze_input: send the trajectory, job and arguments to each pool worker once.
+        freeze_input: a pool worker's runs share one copy of the trajectory, job and
+            arguments (without it, each run starts from a fresh copy, or from its worker's
+            last one when that run provably left it unchanged).
         timeout: refused (pypet's network modes).
         cpu_cap, memory_cap, swap_cap: accepted in (0, 100] for pypet, not enforced.
         niceness: accepted for pypet, not applied to worker processes.
