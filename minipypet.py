@@ -4129,7 +4129,7 @@ class LazyStorageService(StorageService):
 
 
 _FORKS = [0]  # forks so far in this process's line: a forked child reopens its files
-_HELD = set()  # journals holding their folder lock for a sweep (see _Journal.hold)
+_HELD = set()  # journals that keep their folder lock across appends (see _Journal.hold)
 
 
 def _after_fork_in_child():
@@ -4165,31 +4165,38 @@ class _Journal:
         self._dirfd = None
         self._own = None  # see take_own
         self.listener = None  # listener(journal id or None, record, payload): see _keep
-        self._held = False  # see hold
+        self._hold = self._held = False  # see hold
+        self._held_at = 0.0
 
     def __getstate__(self):
         return {'path': self.path, 'fsync_interval': self.fsync_interval, '_fd': None,
                 '_last_sync': 0.0, '_dirty': False, '_timer': None, '_pid': None,
                 '_folder_lock': self._folder_lock, '_dirfd': None, '_own': None,
-                'listener': None, '_held': False}
+                'listener': None, '_hold': False, '_held': False, '_held_at': 0.0}
+
+    # While a sweep holds the journal, the shared folder lock an append takes is kept for
+    # the appends that follow within this many seconds, then given back: a checkpoint of
+    # another process (another sweep's end in the same folder) gets its turn as often as
+    # it would between single appends, give or take these 10 ms.
+    HOLD_SECONDS = 0.01
 
     def hold(self):
-        """Keep the shared folder lock until release() (a serial sweep): each append then
-        saves two flock calls and an fstat. No other process can checkpoint meanwhile; one
-        in this process (an f_store in a job) releases it first (_FolderLock), and a child
-        forked meanwhile lets go of it (_after_fork_in_child)."""
-        if self._fd is None or self._pid != _FORKS[0]:
-            self._open()
-        if self._dirfd is not None and not self._held:
-            _flock(self._dirfd, shared=True)
-            self._held = True
-            _HELD.add(self)
+        """Keep the shared folder lock across appends until release() (a serial sweep):
+        most appends then save two flock calls and an fstat. It is given back every
+        HOLD_SECONDS, before a checkpoint in this process (_FolderLock), and by a child
+        forked meanwhile (_after_fork_in_child)."""
+        self._hold = True
+        _HELD.add(self)
 
     def release(self):
-        """Give back the folder lock that hold() keeps."""
+        """End hold(): give the folder lock back."""
+        self._hold = False
+        _HELD.discard(self)
+        self._unhold()
+
+    def _unhold(self):
         if self._held:
             self._held = False
-            _HELD.discard(self)
             if self._dirfd is not None and self._pid == _FORKS[0]:
                 _flock(self._dirfd, unlock=True)
 
@@ -4197,7 +4204,7 @@ class _Journal:
         """In a forked child: close this process's reference to the parent's locked folder
         descriptor (the parent keeps the lock; the child reopens its files anyway)."""
         _HELD.discard(self)
-        self._held = False
+        self._hold = self._held = False
         if self._dirfd is not None:
             try:
                 os.close(self._dirfd)
@@ -4245,12 +4252,13 @@ class _Journal:
         # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
         # (Held for longer, a process forked meanwhile would hold it too, for its life;
         # except while hold() keeps it, which sees to that.)
-        dirfd = None if self._held else self._dirfd
+        held = self._held
+        dirfd = None if held else self._dirfd
         if dirfd is not None:
             _flock(dirfd, shared=True)
         try:
             size = None
-            if self._held:  # no checkpoint can have removed it; take_own checks the end
+            if held:  # (no checkpoint can have removed it since; take_own checks the end)
                 size = self._own[1] if self._own is not None else None
             elif self._folder_lock:
                 st = os.fstat(self._fd)
@@ -4270,11 +4278,16 @@ class _Journal:
                 self._keep(record, payload, size, len(data[0]) + len(payload))
         finally:
             if dirfd is not None:
-                _flock(dirfd, unlock=True)
+                if self._hold:  # kept for the next appends (see hold)
+                    self._held, self._held_at = True, time.monotonic()
+                else:
+                    _flock(dirfd, unlock=True)
         self._dirty = True
+        now = time.monotonic()
+        if held and now - self._held_at >= self.HOLD_SECONDS:
+            self._unhold()
         interval = self.fsync_interval
         if interval is not None:
-            now = time.monotonic()
             if now - self._last_sync >= interval:
                 self.sync()
             elif self._timer is None:  # a long pause before the next record: sync anyway
@@ -4590,7 +4603,7 @@ class _FolderLock:
             return self
         if not self.shared:  # (this process's own hold would block it for ever)
             for journal in list(_HELD):
-                journal.release()
+                journal._unhold()
         fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         return self
 

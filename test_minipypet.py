@@ -4487,6 +4487,34 @@ def test_serial_sweep_holds_the_journal_lock_and_a_store_in_a_job_does_not_hang(
     assert mp.load_trajectory('other', filename=datafile(tmp_path, backend, 'other')).a == 1
 
 
+@pytest.mark.timeout(90)
+def test_a_store_beside_a_running_serial_sweep_does_not_wait_for_its_end(tmp_path, jobs_dir):
+    # (the sweep keeps its shared folder lock for 10 ms at a time only: a checkpoint of
+    # another process in the same folder, e.g. another sweep's end, gets in meanwhile)
+    backend = LOCKED_BACKEND
+    filename = datafile(tmp_path, backend)
+    log = str(tmp_path / 'exec.log')
+    proc = start_sweep(tmp_path, jobs_dir, backend, {'xs': list(range(150))},
+                       {'log': log, 'sleep': 0.01})
+    try:
+        assert wait_for(lambda: len(executed(log)) >= 20, proc), proc.communicate()
+        other = datafile(tmp_path, backend, 'other')
+        began = time.time()
+        for i in range(3):
+            traj = mp.Trajectory('other%d' % i, storage_service=service(backend, other))
+            traj.f_add_parameter('a', i)
+            traj.f_store()
+        took = time.time() - began
+        running = proc.poll() is None
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, err
+    assert running and took < 2.0, took  # (the sweep's 300 runs take >= 3 s)
+    assert len(executed(log)) == 300
+    assert mp.load_trajectory('other2', filename=other).a == 2
+
+
 # ============================================================================================
 # 2. executors: ProcessPoolExecutor and a real dask.distributed LocalCluster
 # ============================================================================================
