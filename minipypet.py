@@ -8176,8 +8176,7 @@ class _RunContext:
             self.queue.put(batch)
         else:
             with self.lock:
-                for record in batch:
-                    _store_run(self.service, record)
+                _store_runs(self.service, batch)
 
     def close(self):
         if isinstance(self.service, _FileService):
@@ -8265,6 +8264,19 @@ def _pickled_exception(exc):
         return pickle.dumps(exc)
     except Exception:  # the parent reports the traceback text alone
         return None
+
+
+def _store_runs(service, records):
+    """Store run records one by one, keeping the journal's folder lock between them."""
+    journal = service._journal if isinstance(service, _FileService) else None
+    if journal is not None:
+        journal.hold()
+    try:
+        for record in records:
+            _store_run(service, record)
+    finally:
+        if journal is not None:
+            journal.release()
 
 
 def _store_run(service, record):
@@ -8415,8 +8427,7 @@ def _queue_writer(queue, service, conn, log_setup):
             batch = queue.get()  # the records of a worker's batch of runs
             if batch is None:
                 break
-            for record in batch:
-                _store_run(service, record)
+            _store_runs(service, batch)
             count += len(batch)
         if isinstance(service, _FileService):
             service.close()
