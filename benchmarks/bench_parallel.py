@@ -286,7 +286,7 @@ def part_b(args, out, verdicts):
         lo, hi = by_n.get(n_lo), by_n.get(n_hi)
         if not (lo and hi and lo.get('ok') and hi.get('ok')):
             bad = next(r for r in (lo, hi) if r and not r.get('ok'))
-            rows.append([MODES[mode][0], fail_text(bad)] + [''] * (len(ns) + 6))
+            rows.append([MODES[mode][0], fail_text(bad)] + [''] * (len(ns) + 7))
             worst.append((mode, None))
             continue
         slope = (hi['run_s'] - lo['run_s']) / (n_hi - n_lo) * 1000.0 if n_hi > n_lo else None
@@ -296,22 +296,24 @@ def part_b(args, out, verdicts):
             worst.append((mode, hi['per_run_ms']))
         if len(ns) > 1 and growth > 1.2 and mode != 'bare-pool':
             growth_bad.append('%s %.2fx' % (mode, growth))
+        cpu_slope = (hi['cpu_per_run_ms'] * n_hi - lo['cpu_per_run_ms'] * n_lo) / \
+            (n_hi - n_lo) if n_hi > n_lo else None
         rows.append([MODES[mode][0]] + [C.fmt_num(by_n[n]['per_run_ms']) if by_n[n].get('ok')
                                         else 'fail' for n in ns] +
-                    [C.fmt_num(growth) + 'x', C.fmt_num(slope),
+                    [C.fmt_num(growth) + 'x', C.fmt_num(slope), C.fmt_num(cpu_slope),
                      C.fmt_num(hi.get('cpu_per_run_ms')),
                      C.fmt_num(hi['startup_s']) if hi['startup_s'] > 0.01 else '-',
                      C.fmt_num(hi['peak_rss_mb']), C.fmt_num(hi['peak_rss_children_mb']),
                      'ok' if hi['ok'] and lo['ok'] else 'MISSING'])
     print(C.table(['mode'] + ['ms/run n=%d' % n for n in ns] +
-                  ['growth %d/%d' % (n_hi, n_lo), 'marginal ms/run',
+                  ['growth %d/%d' % (n_hi, n_lo), 'marginal ms/run', 'marginal CPU ms/run',
                    'CPU ms/run n=%d (all procs)' % n_hi, 'executor startup s',
                    'RSS MB', 'children RSS MB', 'all stored'], rows))
     print('\n"marginal ms/run" = (run_s(n=%d) - run_s(n=%d)) / %d: the cost of one more run '
           'with the fixed start-up (pool, Manager, writer, final store) removed. "CPU ms/run" '
           '= CPU time of this process and all reaped children (workers, Manager, writer) / n: '
-          'the work a mode costs, less sensitive to a busy machine than wall time.'
-          % (n_hi, n_lo, n_hi - n_lo))
+          'the work a mode costs, less sensitive to a busy machine than wall time; "marginal '
+          'CPU" is its slope.' % (n_hi, n_lo, n_hi - n_lo))
     if any(m.startswith('nopool') for m in modes):
         fl = C.run_cell(os.path.abspath(__file__), ['floor'], args.timeout)
         if fl.get('ok'):
