@@ -4512,6 +4512,7 @@ def test_a_store_beside_a_running_serial_sweep_does_not_wait_for_its_end(tmp_pat
     assert proc.returncode == 0, err
     assert running and took < 2.0, took  # (the sweep's 300 runs take >= 3 s)
     assert len(executed(log)) == 300
+    assert len(stored(filename)[0]) == 300
     assert mp.load_trajectory('other2', filename=other).a == 2
 
 
