@@ -73,6 +73,7 @@ import io
 import itertools
 import json
 import logging
+import operator
 import os
 import pickle
 import platform
@@ -2577,11 +2578,11 @@ class _RunsMixin:
             d[short] = param._data
 
     def _fast_attributes(self, on):
-        """During a serial sweep, `traj.x` of an explored Parameter with a unique name is a
-        plain attribute that f_set_crun keeps equal to its value: ~1 us a read less than
-        through __getattr__, three reads a run in a typical job. Whatever could change what
-        `traj.x` means (a node named x added or removed, loading, properties) drops it, and
-        the sweep's end drops them all."""
+        """During a sweep (serial, or a worker's copy), `traj.x` of an explored Parameter
+        with a unique name is a plain attribute that f_set_crun (a worker: _start_run) keeps
+        equal to its value: ~1 us a read less than through __getattr__, three reads a run in
+        a typical job. Whatever could change what `traj.x` means (a node named x added or
+        removed, loading, properties) drops it, and the sweep's end drops them all."""
         d = self.__dict__
         for short in d['_run_fast']:
             d.pop(short, None)
@@ -2795,10 +2796,13 @@ class _RunsMixin:
         if values is None:
             self._set_crun(idx)
         else:  # a worker's copy has no ranges: the run's values came with the task
-            self.__dict__['_idx'] = idx
+            d = self.__dict__
+            d['_idx'] = idx
+            explored = d['_explored']
             for name, value in values.items():
-                self._explored[name].__dict__['_data'] = value
-            self._drop_fast()
+                explored[name].__dict__['_data'] = value
+            for short, param in d['_run_fast'].items():  # (see _fast_attributes)
+                d[short] = param._data
         nodes = self._nodes
         for branch, runs in _RUN_GROUPS:
             if nodes.get(runs) is not None and nodes[runs]._children:
@@ -4365,8 +4369,17 @@ class LazyStorageService(StorageService):
 
 
 _FORKS = [0]  # forks so far in this process's line: a forked child reopens its files
+_HELD = set()  # journals that keep their folder lock across appends (see _Journal.hold)
+
+
+def _after_fork_in_child():
+    _FORKS[0] += 1
+    for journal in list(_HELD):  # (the parent's lock: a child that lives on must not
+        journal._forget_hold()    # keep it after the parent is gone)
+
+
 if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Journal:
@@ -4392,12 +4405,52 @@ class _Journal:
         self._dirfd = None
         self._own = None  # see take_own
         self.listener = None  # listener(journal id or None, record, payload): see _keep
+        self._hold = self._held = False  # see hold
+        self._held_at = 0.0
 
     def __getstate__(self):
         return {'path': self.path, 'fsync_interval': self.fsync_interval, '_fd': None,
                 '_last_sync': 0.0, '_dirty': False, '_timer': None, '_pid': None,
                 '_folder_lock': self._folder_lock, '_dirfd': None, '_own': None,
-                'listener': None}
+                'listener': None, '_hold': False, '_held': False, '_held_at': 0.0}
+
+    # While a sweep holds the journal, the shared folder lock an append takes is kept for
+    # the appends that follow within this many seconds, then given back: a checkpoint of
+    # another process (another sweep's end in the same folder) gets its turn as often as
+    # it would between single appends, give or take these 10 ms.
+    HOLD_SECONDS = 0.01
+
+    def hold(self):
+        """Keep the shared folder lock across appends until release() (a serial sweep):
+        most appends then save two flock calls and an fstat. It is given back every
+        HOLD_SECONDS, before a checkpoint in this process (_FolderLock), and by a child
+        forked meanwhile (_after_fork_in_child)."""
+        self._hold = True
+        _HELD.add(self)
+
+    def release(self):
+        """End hold(): give the folder lock back."""
+        self._hold = False
+        _HELD.discard(self)
+        self._unhold()
+
+    def _unhold(self):
+        if self._held:
+            self._held = False
+            if self._dirfd is not None and self._pid == _FORKS[0]:
+                _flock(self._dirfd, unlock=True)
+
+    def _forget_hold(self):
+        """In a forked child: close this process's reference to the parent's locked folder
+        descriptor (the parent keeps the lock; the child reopens its files anyway)."""
+        _HELD.discard(self)
+        self._hold = self._held = False
+        if self._dirfd is not None:
+            try:
+                os.close(self._dirfd)
+            except OSError:
+                pass
+            self._dirfd = None
 
     def _open(self):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)
@@ -4428,6 +4481,7 @@ class _Journal:
                 self.path, _disk_error_text(self.path, error))) from error
         self._fd, self._pid = fd, _FORKS[0]
         self._last_sync = time.monotonic()
+        self._held = False
         self._dirfd = _open_folder(self.path) if self._folder_lock else None
 
     def append(self, record, locked=False):
@@ -4437,13 +4491,17 @@ class _Journal:
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()
         # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
-        # (Held for longer, a process forked meanwhile would hold it too, for its life.)
-        dirfd = self._dirfd if not locked else None
+        # (Held for longer, a process forked meanwhile would hold it too, for its life;
+        # except while hold() keeps it, which sees to that.)
+        held = self._held
+        dirfd = None if held or locked else self._dirfd
         if dirfd is not None:
             _flock(dirfd, shared=True)
         try:
             size = None
-            if self._folder_lock:
+            if held:  # (no checkpoint can have removed it since; take_own checks the end)
+                size = self._own[1] if self._own is not None else None
+            elif self._folder_lock:
                 st = os.fstat(self._fd)
                 if st.st_nlink == 0:  # a checkpoint folded and removed it
                     os.close(self._fd)
@@ -4461,11 +4519,16 @@ class _Journal:
                 self._keep(record, payload, size, len(data[0]) + len(payload))
         finally:
             if dirfd is not None:
-                _flock(dirfd, unlock=True)
+                if self._hold:  # kept for the next appends (see hold)
+                    self._held, self._held_at = True, time.monotonic()
+                else:
+                    _flock(dirfd, unlock=True)
         self._dirty = True
+        now = time.monotonic()
+        if held and now - self._held_at >= self.HOLD_SECONDS:
+            self._unhold()
         interval = self.fsync_interval
         if interval is not None:
-            now = time.monotonic()
             if now - self._last_sync >= interval:
                 self.sync()
             elif self._timer is None:  # a long pause before the next record: sync anyway
@@ -4566,6 +4629,7 @@ class _Journal:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+        self.release()
         if self._fd is not None:
             try:
                 if sync and self._pid == _FORKS[0]:
@@ -4778,6 +4842,9 @@ class _FolderLock:
             self.fd = os.open(self.folder, os.O_RDONLY)
         except OSError:
             return self
+        if not self.shared:  # (this process's own hold would block it for ever)
+            for journal in list(_HELD):
+                journal._unhold()
         fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         return self
 
@@ -8574,8 +8641,8 @@ def _find_unpicklable(job, args, kwargs):
 
 
 class _RunContext:
-    """What every worker needs, sent once (frozen) or with every run: the trajectory without
-    its explored ranges, the job and its arguments, and how to store a finished run."""
+    """What every worker needs, sent once per worker: the trajectory without its explored
+    ranges, the job and its arguments, and how to store a finished run."""
 
     def __init__(self, traj, job, args, kwargs, store_mode, service, lock=None, queue=None,
                  log_setup=None, clean_up=True, results_path=None):
@@ -8586,6 +8653,24 @@ class _RunContext:
         # continuable: return values go to <cnt>.results before the run is stored, so a
         # resume has them for every run the store holds as completed
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
+        # QUEUE and LOCK: the records of a batch of runs, stored by flush() at its end (one
+        # Manager round trip a batch instead of one or two a run)
+        self.batch = []
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.traj._fast_attributes(True)  # (a worker's reads as fast as a serial sweep's)
+
+    def renew(self, fresh):
+        """Without freeze_input: a fresh trajectory, job and arguments for the next run.
+        Unpickling them costs ~0.1-0.3 ms, most of a trivial run; so the last run's are
+        kept when _Pristine proves that run left them as they came."""
+        pristine = self.__dict__.get('pristine')
+        if pristine is not None and pristine.holds(self):
+            return
+        self.traj, self.job, self.args, self.kwargs = pickle.loads(fresh)
+        self.traj._fast_attributes(True)
+        self.pristine = _Pristine.of(self)
 
     def run(self, idx, values, extra):
         """Carry out one run here; store it as the wrap mode says; return what goes back."""
@@ -8613,16 +8698,41 @@ class _RunContext:
                 except Exception:  # the parent reports the cause
                     pass
             traj._finish_run(record, True)
-            try:
-                exc_bytes = pickle.dumps(exc)
-            except Exception:
-                exc_bytes = None
-            return ('err', idx, tb, exc_bytes, record)
+            return ('err', idx, tb, _pickled_exception(exc), record)
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
         return ('ok', idx, ret, None, record if self.store_mode == 'parent' else
                 record[:4] + ([],))
+
+    def run_batch(self, tasks, fresh=None):
+        """Carry out [(idx, values, extra), ...] and store their records; stops at the first
+        failed run. A run counts as done only once flush() has stored its record."""
+        out = []
+        for idx, values, extra in tasks:
+            if fresh is not None:
+                self.renew(fresh)
+            out.append(_safe_result(self.run(idx, values, extra)))
+            if out[-1][0] != 'ok':
+                break
+        try:
+            self.flush()
+        except BaseException as exc:  # nothing of the batch is stored: all of it failed
+            tb, exc_bytes = traceback.format_exc(), _pickled_exception(exc)
+            out = [('err', r[1], tb, exc_bytes, r[4]) for r in out]
+        return out
+
+    def flush(self):
+        """Store the records of the runs carried out since the last flush."""
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = []
+        if self.store_mode == 'queue':
+            self.queue.put(batch)
+        else:
+            with self.lock:
+                _store_runs(self.service, batch)
 
     def close(self):
         if isinstance(self.service, _FileService):
@@ -8632,13 +8742,97 @@ class _RunContext:
 
     def _store(self, record):
         mode = self.store_mode
-        if mode == 'queue':
-            self.queue.put(record)
-        elif mode == 'lock':
-            with self.lock:
-                _store_run(self.service, record)
+        if mode in ('queue', 'lock'):
+            self.batch.append(record)
         elif mode == 'direct':
             _store_run(self.service, record)
+
+
+class _Pristine:
+    """What a worker's fresh trajectory and run arguments were, to tell whether a run left
+    them unchanged (then the next run may start from them instead of a new unpickled copy).
+    Only where that can be told cheaply and for sure: every value held is immutable, or a
+    list or dict of immutable values (copied here, compared by value), a tree node (each
+    is checked itself) or a Manager proxy (a handle). Anything else (an array, a set, an
+    annotation, an object of your own) makes of() return None: each run unpickles its own."""
+
+    __slots__ = ('keys', 'dicts', 'states', 'own', 'own_values', 'own_len', 'props', 'args')
+    PER_RUN = frozenset(('_idx', '_is_run', '_new_leaves', '_run_stored'))
+
+    @classmethod
+    def of(cls, ctx):
+        self = cls()
+        traj = ctx.traj
+        self.keys = list(traj._nodes)
+        self.dicts = [node.__dict__ for node in traj._nodes.values()]
+        self.states = [cls._state(d.values()) for d in self.dicts]
+        # the trajectory's own attributes but those every run sets (and the explored
+        # values kept as plain attributes, see _fast_attributes)
+        d = traj.__dict__
+        self.own = operator.itemgetter(*[k for k in d if k not in cls.PER_RUN and
+                                         k not in traj._run_fast])
+        self.own_values, self.own_len = self.own(d), len(d)
+        self.props = dict(traj._props)
+        self.args = cls._state((ctx.args, ctx.kwargs))
+        return None if self.args is None or None in self.states else self
+
+    @staticmethod
+    def _state(values):
+        """`values` as a list to compare with ==: immutable values and nodes themselves,
+        lists and dicts of immutable values as copies; None if anything else is there."""
+        out = []
+        for v in values:
+            kind = type(v)
+            if kind in _FROZEN or isinstance(v, (NNTreeNode, types.FunctionType)):
+                out.append(v)
+            elif kind is tuple or kind is list or kind is dict:
+                items = v.values() if kind is dict else v
+                if not all(type(x) in _FROZEN or isinstance(x, NNTreeNode) for x in items):
+                    return None
+                out.append(kind(v) if kind is not tuple else v)
+            elif type(v).__name__.endswith('Proxy') and hasattr(v, '_token'):
+                out.append(v)  # (a Manager proxy: what it refers to lives elsewhere)
+            else:
+                return None
+        return out
+
+    def holds(self, ctx):
+        """True if the run left the trajectory and the arguments as they came."""
+        traj = ctx.traj
+        nodes = traj._nodes
+        try:
+            if len(nodes) != len(self.keys):  # the groups that hold the runs, left empty
+                for _, path in _RUN_GROUPS:
+                    group = nodes.get(path)
+                    if group is not None and not group._children and path not in self.keys:
+                        traj._remove_subtree(group)
+            d = traj.__dict__
+            return list(nodes) == self.keys and len(d) == self.own_len and \
+                self.own(d) == self.own_values and traj._props == self.props and \
+                list(map(list, map(dict.values, self.dicts))) == self.states and \
+                self._state((ctx.args, ctx.kwargs)) == self.args
+        except Exception:  # (== of something that will not say: changed, to be safe)
+            return False
+
+
+def _pickled_exception(exc):
+    try:
+        return pickle.dumps(exc)
+    except Exception:  # the parent reports the traceback text alone
+        return None
+
+
+def _store_runs(service, records):
+    """Store run records one by one, keeping the journal's folder lock between them."""
+    journal = service._journal if isinstance(service, _FileService) else None
+    if journal is not None:
+        journal.hold()
+    try:
+        for record in records:
+            _store_run(service, record)
+    finally:
+        if journal is not None:
+            journal.release()
 
 
 def _store_run(service, record):
@@ -8778,24 +8972,22 @@ def _libc():
 _LIBC = []
 
 
-def _pool_worker(conn, key, payload):
-    """A pool worker: receive (idx, values, extra[, payload]) tasks until None."""
+def _pool_worker(conn, key, payload, fresh):
+    """A pool worker: carry out batches [(idx, values, extra), ...] until None; each batch's
+    results go back in one message once their records are stored. `fresh` (without
+    freeze_input): the pickled trajectory, job and arguments each run starts from."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl+C means
     ctx = _context_from(key, payload)  # (which watches the main)
     while True:
         try:
-            task = conn.recv()
+            tasks = conn.recv()
         except EOFError:
             return
-        if task is None:
+        if tasks is None:
             break
-        idx, values, extra, fresh = task
-        if fresh is not None:  # without freeze_input: a fresh trajectory, job and arguments
-            ctx.traj, ctx.job, ctx.args, ctx.kwargs = pickle.loads(fresh)
-        conn.send(_safe_result(ctx.run(idx, values, extra)))
-    if ctx is not None:
-        ctx.close()
+        conn.send(ctx.run_batch(tasks, fresh))
+    ctx.close()
 
 
 def _process_run(conn, key, payload, idx, values, extra):
@@ -8804,9 +8996,10 @@ def _process_run(conn, key, payload, idx, values, extra):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
     _die_with_main(ctx.watch)
+    ctx.traj._fast_attributes(True)  # (fork: the parent's copy, inherited, not unpickled)
     if ctx.log_setup is not None:
         ctx.log_setup.in_worker('run', idx)
-    result = _safe_result(ctx.run(idx, values, extra))
+    result = ctx.run_batch([(idx, values, extra)])[0]
     ctx.close()
     conn.send(result)
     conn.close()
@@ -8814,13 +9007,7 @@ def _process_run(conn, key, payload, idx, values, extra):
 
 def _executor_batch(key, payload, tasks):
     """Runs [(idx, values, extra), ...] on an Executor's worker; stops at the first failure."""
-    ctx = _context_from(key, payload)
-    out = []
-    for idx, values, extra in tasks:
-        out.append(_safe_result(ctx.run(idx, values, extra)))
-        if out[-1][0] != 'ok':
-            break
-    return out
+    return _context_from(key, payload).run_batch(tasks)
 
 
 def _executor_task(key, payload, idx, values, extra):
@@ -8841,11 +9028,11 @@ def _queue_writer(queue, service, conn, log_setup, watch=None):
                 type(service).__name__)
     try:
         while True:
-            record = queue.get()
-            if record is None:
+            batch = queue.get()  # the records of a worker's batch of runs
+            if batch is None:
                 break
-            _store_run(service, record)
-            count += 1
+            _store_runs(service, batch)
+            count += len(batch)
         if isinstance(service, _FileService):
             service.close()
         logger.info('queue writer stored %d runs', count)
@@ -8856,10 +9043,10 @@ def _queue_writer(queue, service, conn, log_setup, watch=None):
 
 
 class _Worker:
-    __slots__ = ('process', 'conn', 'idx')
+    __slots__ = ('process', 'conn', 'idx', 'sent')
 
     def __init__(self, process, conn):
-        self.process, self.conn, self.idx = process, conn, None
+        self.process, self.conn, self.idx, self.sent = process, conn, None, 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -9264,7 +9451,9 @@ class Environment:
             'PIPE' (a writer thread in the main process), 'LOCAL' (the main process stores
             each run) or 'NONE' (a process-safe service of your own).
         queue_maxsize: the QUEUE mode's queue size (-1: 2 * ncores, 0: unbounded).
-        freeze_input: send the trajectory, job and arguments to each pool worker once.
+        freeze_input: a pool worker's runs share one copy of the trajectory, job and
+            arguments (without it, each run starts from a fresh copy, or from its worker's
+            last one when that run provably left it unchanged).
         timeout: refused (pypet's network modes).
         cpu_cap, memory_cap, swap_cap: accepted in (0, 100] for pypet, not enforced.
         niceness: accepted for pypet, not applied to worker processes.
@@ -10297,9 +10486,14 @@ class _Sweep:
     # -- serially ----------------------------------------------------------------------------
     def _serially(self):
         self.traj._fast_attributes(True)
+        journal = self.service._journal if isinstance(self.service, _FileService) else None
         try:
+            if journal is not None:
+                journal.hold()
             self._serial_loop()
         finally:
+            if journal is not None:
+                journal.release()
             self.traj._fast_attributes(False)
 
     def _serial_loop(self):
@@ -10453,11 +10647,18 @@ class _Sweep:
         return error
 
     def _lost(self, what, idx, pid, exitcode):
+        """The error for a worker that died carrying out run idx (or a batch of runs)."""
         method = self._mp().get_start_method()
+        if isinstance(idx, list) and len(idx) == 1:
+            idx = idx[0]
+        runs = 'run %d (%s)' % (idx, _run_name(idx)) if not isinstance(idx, list) else \
+            'runs %s (a batch; those that finished were not stored yet)' % ', '.join(
+                map(str, idx))
         return WorkerDiedError(
-            'run %d (%s): %s %d died with %s while carrying it out (killed, os._exit or out '
-            'of memory); every finished run is stored, resume with env.f_continue_run(%r)%s'
-            % (idx, _run_name(idx), what, pid, _describe_exit(exitcode),
+            '%s: %s %d died with %s while carrying %s out (killed, os._exit or out of '
+            'memory); every finished run is stored, resume with env.f_continue_run(%r)%s'
+            % (runs, what, pid, _describe_exit(exitcode),
+               'them' if isinstance(idx, list) else 'it',
                self.env.v_continue_file, '' if method == 'fork' or exitcode != 1 else
                '. With the %r start method a worker that ends at once with exit code 1 is '
                'often a script without the guard (see its error above): %s'
@@ -10472,20 +10673,20 @@ class _Sweep:
         workers, ok = [], False
         try:
             payload = self._payload(ctx, 'pool (use_pool=True)')
-            # Each worker gets the whole context once. Without freeze_input only the
-            # trajectory, the job and its arguments come again with every run: unpickling
-            # the Manager proxies per run costs Manager round trips, ~1.5-3 ms CPU a run.
-            per_task = None if self.env._freeze_input else pickle.dumps(
+            # Each worker gets the whole context once, and without freeze_input the
+            # trajectory, the job and its arguments that every run starts from (unpickling
+            # the Manager proxies per run would cost Manager round trips).
+            fresh = None if self.env._freeze_input else pickle.dumps(
                 (ctx.traj, ctx.job, ctx.args, ctx.kwargs), protocol=pickle.HIGHEST_PROTOCOL)
             for _ in range(min(self._ncores(), len(self.pending))):
                 here, there = mp.Pipe()
-                process = mp.Process(target=_pool_worker, args=(there, key, payload),
+                process = mp.Process(target=_pool_worker, args=(there, key, payload, fresh),
                                      name='PoolWorker-%d' % (len(workers) + 1))
                 process.daemon = True
                 process.start()
                 there.close()
                 workers.append(_Worker(process, here))
-            self._dispatch(workers, per_task, plumbing)
+            self._dispatch(workers, plumbing)
             ok = True
         finally:
             for w in workers:
@@ -10502,18 +10703,39 @@ class _Sweep:
                 w.conn.close()
             self._stop_plumbing(plumbing, ok)
 
-    def _dispatch(self, workers, per_task, plumbing):
-        """Hand runs to idle pool workers in index order; collect results; detect deaths."""
+    # A pool hands out batches of runs that take about this long (by the runs so far): a
+    # message and a store per batch instead of per run (~0.1-0.3 ms each), while a worker
+    # that dies loses at most this much work, and a batch's finished runs wait at most
+    # about this long for their store.
+    BATCH_SECONDS = 0.01
+    MAX_BATCH = 128
+
+    def _batch_size(self, per_run, todo, nworkers):
+        """Runs in the next batch: ~BATCH_SECONDS of work, one at first and with
+        graceful_exit (Ctrl+C starts no new run), and a share of what is left that keeps
+        every worker busy until the end."""
+        if per_run is None or self.env._graceful_exit:
+            return 1
+        size = min(self.MAX_BATCH, int(self.BATCH_SECONDS / max(per_run, 1e-7)),
+                   todo // (2 * nworkers))
+        return max(1, size)
+
+    def _dispatch(self, workers, plumbing):
+        """Hand batches of runs to idle pool workers in index order; collect results; detect
+        deaths."""
         from multiprocessing.connection import wait
         traj = self.traj
         todo = collections.deque(self.pending)
         idle, busy, failure = list(workers), {}, None
         writer_conn = plumbing['writer_conn']
+        per_run, now = None, time.monotonic  # seconds a run takes, as the batches so far say
         while todo or busy:
             while idle and todo and not self.stopped and failure is None:
                 w = idle.pop()
-                w.idx = idx = todo.popleft()
-                w.conn.send((idx, traj._run_values(idx), self._extra(idx), per_task))
+                size = self._batch_size(per_run, len(todo), len(workers))
+                w.idx = chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
+                w.sent = now()
+                w.conn.send([(i, traj._run_values(i), self._extra(i)) for i in chunk])
                 busy[w.conn] = w
             if not busy:
                 break
@@ -10542,7 +10764,14 @@ class _Sweep:
                                      w.process.exitcode)
                 del busy[w.conn]
                 idle.append(w)
-                failure = self._handle(result) or failure
+                took = (now() - w.sent) / len(w.idx)
+                per_run = took if per_run is None else 0.7 * per_run + 0.3 * took
+                for r in result:
+                    failure = self._handle(r) or failure
+                ran = {r[1] for r in result}
+                skipped = [i for i in w.idx if i not in ran]  # after a failed run
+                if skipped and failure is None and not self.stopped:
+                    todo.extendleft(reversed(skipped))  # a recorded failure: go on
         if failure is not None:
             self._fail(*failure)
 

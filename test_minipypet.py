@@ -4490,6 +4490,24 @@ def negate(z):
     return -z
 
 
+def meddle(traj, bag=None, how='set'):
+    """Change the trajectory or an argument, and say what this run found first: a run
+    without freeze_input must never see what an earlier run in its worker changed."""
+    c = traj.f_get('parameters.c')
+    seen = (c.f_get(), len(bag) if bag is not None else 0, 'results.extra' in traj,
+            'x' in traj.__dict__, traj.x)
+    if how == 'set':
+        value = c.f_get()
+        c.f_unlock()
+        c.f_set(value + 1)
+    elif how == 'bag':
+        bag.append(traj.v_idx)
+    elif how == 'add':
+        traj.f_add_result('results.extra', 1)
+    traj.f_add_result('z', traj.x * traj.x + traj.y)
+    return seen
+
+
 def echo(traj, names):
     """Store every explored value as a result and return them."""
     out = []
@@ -4687,6 +4705,85 @@ def test_hdf5_with_wrap_mode_none_is_refused_up_front(tmp_path, J, use_pool):
         env.f_run(J.work, log=log)
     assert 'QUEUE' in str(info.value) and 'LOCK' in str(info.value)
     assert executed(log) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('how', ['set', 'bag', 'add', 'none'])
+@pytest.mark.parametrize('freeze', [False, True])
+def test_a_pool_run_starts_from_a_fresh_trajectory_unless_frozen(tmp_path, J, how, freeze):
+    # (the pool keeps a worker's trajectory and arguments for the next run only when the
+    # run provably left them unchanged; without freeze_input no change leaks to later runs)
+    filename = datafile(tmp_path, 'pickle')
+    env = J.make_env(filename, 'pickle', multiproc=True, ncores=2, use_pool=True,
+                     wrap_mode='QUEUE', freeze_input=freeze, xs=range(20))
+    env.v_trajectory.f_add_parameter('c', 10)
+    results = env.f_run(J.meddle, bag=[] if how == 'bag' else None, how=how)
+    assert [i for i, _ in results] == list(range(40))
+    seen = [r for _, r in results]
+    assert all(s[3] for s in seen), 'explored parameters are plain attributes in a worker'
+    assert [s[4] for s in seen] == [x for x in range(20) for _ in (0.5, 1.5)]
+    if not freeze or how in ('none', 'add'):  # (what a run adds goes with its run group)
+        assert set(seen) <= {(10, 0, False, True, x) for x in range(20)}, seen
+    else:  # frozen: a worker's runs share its trajectory and arguments (as pypet's)
+        changed = {'set': lambda s: s[0] > 10, 'bag': lambda s: s[1] > 0}[how]
+        assert any(changed(s) for s in seen), seen
+    values, _ = stored(filename)
+    assert values == {i: x * x + y for i, (x, y) in enumerate(
+        (x, y) for x in range(20) for y in (0.5, 1.5))}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('backend', ['pickle', LOCKED_BACKEND])
+def test_serial_sweep_holds_the_journal_lock_and_a_store_in_a_job_does_not_hang(
+        tmp_path, J, backend):
+    # (a serial sweep keeps the shared folder lock from the first run to the last; a
+    # checkpoint in this process, as storing another file of the folder in a job, must let
+    # go of it, not wait for it for ever)
+    filename = datafile(tmp_path, backend)
+    env = J.make_env(filename, backend)
+    held = []
+
+    def job(traj):
+        held.append(len(mp._HELD))
+        if traj.v_idx == 2:
+            other = mp.Trajectory('other', storage_service=service(
+                backend, datafile(tmp_path, backend, 'other')))
+            other.f_add_parameter('a', 1)
+            other.f_store()
+        return J.work(traj)
+    assert env.f_run(job) == PARALLEL_EXPECTED
+    assert held[:3] == [1, 1, 1] and not mp._HELD
+    assert_complete(filename)
+    assert mp.load_trajectory('other', filename=datafile(tmp_path, backend, 'other')).a == 1
+
+
+@pytest.mark.timeout(90)
+def test_a_store_beside_a_running_serial_sweep_does_not_wait_for_its_end(tmp_path, jobs_dir):
+    # (the sweep keeps its shared folder lock for 10 ms at a time only: a checkpoint of
+    # another process in the same folder, e.g. another sweep's end, gets in meanwhile)
+    backend = LOCKED_BACKEND
+    filename = datafile(tmp_path, backend)
+    log = str(tmp_path / 'exec.log')
+    proc = start_sweep(tmp_path, jobs_dir, backend, {'xs': list(range(150))},
+                       {'log': log, 'sleep': 0.01})
+    try:
+        assert wait_for(lambda: len(executed(log)) >= 20, proc), proc.communicate()
+        other = datafile(tmp_path, backend, 'other')
+        began = time.time()
+        for i in range(3):
+            traj = mp.Trajectory('other%d' % i, storage_service=service(backend, other))
+            traj.f_add_parameter('a', i)
+            traj.f_store()
+        took = time.time() - began
+        running = proc.poll() is None
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, err
+    assert running and took < 2.0, took  # (the sweep's 300 runs take >= 3 s)
+    assert len(executed(log)) == 300
+    assert len(stored(filename)[0]) == 300
+    assert mp.load_trajectory('other2', filename=other).a == 2
 
 
 # ============================================================================================

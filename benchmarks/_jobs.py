@@ -47,3 +47,20 @@ def job_busy(traj):
     import numpy as np
     v = np.linspace(0.0, 1.0, 60000) * (traj.x + 1.0) + traj.y
     traj.f_add_result('z', float(np.sin(v).sum()))
+
+
+def job_reads(traj, k):
+    """Reads the explored parameter traj.seed k times (a job's inner loop); returns the
+    seconds the loop took."""
+    s = 0.0
+    t0 = time.perf_counter()
+    for _ in range(k):
+        s += traj.seed
+    took = time.perf_counter() - t0
+    traj.f_add_result('z', s)
+    return took
+
+
+def noop(i):
+    """The bare Pool.map baseline's task."""
+    return i * 0.5

@@ -1,18 +1,26 @@
 #!/usr/bin/env python
 """Parallel-run benchmark: speedup on CPU-bound jobs and per-run overhead of every mode.
 
-Three parts, each measurement ("cell") in its own subprocess:
+Four parts, each measurement ("cell") in its own subprocess:
 
   (a) speedup   200 runs of a ~20 ms pure-Python CPU-bound job (calibrated on this machine),
                 serial vs pool + QUEUE on 2 cores (pool + LOCK and a ProcessPoolExecutor
-                shown for information). Target (issue 4): pool + QUEUE >= 1.7x faster.
+                shown for information). Targets: pool + QUEUE >= 1.7x faster (issue 4);
+                pool + QUEUE and pool + LOCK >= 1.8x (issue 17).
   (b) overhead  trivial jobs (no work, one float result) at n = 500 and n = 2,000 in every
                 mode: serial; pool x {QUEUE, LOCK, NONE (pickle backend)} with and without
                 freeze_input; no pool (a process per run) x {QUEUE, LOCK, NONE (pickle)};
                 concurrent.futures.ProcessPoolExecutor (with and without freeze_input); dask
                 LocalCluster(2 worker processes).get_executor() when dask.distributed is
-                installed. Per-run cost = time inside env.run / n (the job does nothing, so
-                it is all overhead). Targets: <= 1 ms per run in every mode, no growth with n.
+                installed; and, as the floor, a bare multiprocessing.Pool(2).map of a
+                trivial function (its pool start shown apart). Per-run cost = time inside
+                env.run / n (the job does nothing, so it is all overhead); the marginal cost
+                per run = the slope from 500 to 2,000 runs. Targets: <= 1 ms per run in every
+                mode, no growth with n; pool + QUEUE and pool + LOCK (with and without
+                freeze_input) <= 0.05 ms marginal per run (issue 17).
+  (d) reads     a job that reads an explored parameter (traj.seed) in a loop, 20 runs of
+                100,000 reads: microseconds per read in serial mode and in each worker mode.
+                Target (issue 17): workers read as fast as serial (<= 1.5x).
   (c) vs pypet  the shared harness's multiproc_queue / multiproc_lock workloads (~1 ms of numpy
                 per run, ncores=2, pool) for pypet 0.7 (Python 3.12 venv; PYPET_PYTHON
                 overrides) and the bare multiprocessing.Pool baseline, beside minipypet
@@ -65,9 +73,13 @@ MODES = {
     'ppe-freeze': ('ProcessPoolExecutor(2) + freeze_input', dict(freeze_input=True), 'hdf5',
                    'ppe'),
     'dask': ('dask LocalCluster(2 procs) executor', {}, 'hdf5', 'dask'),
+    'bare-pool': ('bare multiprocessing.Pool(2).map', {}, None, 'bare'),
 }
 QUICK_MODES = ['serial', 'pool-queue', 'pool-lock', 'pool-none', 'pool-queue-freeze',
-               'nopool-queue', 'ppe', 'dask']
+               'nopool-queue', 'ppe', 'dask', 'bare-pool']
+READ_MODES = ['serial', 'pool-queue', 'pool-lock', 'pool-queue-freeze', 'nopool-queue', 'ppe']
+READS = 100000
+ISSUE17_MODES = ('pool-queue', 'pool-lock', 'pool-queue-freeze', 'pool-lock-freeze')
 
 
 # ============================================================================================
@@ -83,9 +95,28 @@ def _cpu_all():
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def bare_cell(n):
+    """multiprocessing.Pool(2).map(noop, range(n)): the floor of any pool."""
+    import multiprocessing
+    import _jobs
+    c0, t0 = _cpu_all(), time.perf_counter()
+    with multiprocessing.Pool(NCORES) as pool:
+        pool.map(_jobs.noop, range(NCORES))  # (started: every worker answered once)
+        t1 = time.perf_counter()
+        values = pool.map(_jobs.noop, range(n))
+        t2 = time.perf_counter()
+    return dict(mode='bare-pool', label=MODES['bare-pool'][0], job='trivial', n=n,
+                run_s=t2 - t1, per_run_ms=(t2 - t1) / n * 1000.0, startup_s=t1 - t0,
+                cpu_per_run_ms=(_cpu_all() - c0) / n * 1000.0, peak_rss_mb=C.peak_rss_mb(),
+                peak_rss_children_mb=C.children_rss_mb(), n_results=len(values),
+                checksum=C.checksum(values), file_bytes=0, ok=len(values) == n)
+
+
 def cell(mode, jobkind, n, out, k):
     os.environ['PYTHONPATH'] = os.pathsep.join(
         [HERE, os.environ.get('MINIPYPET_ROOT') or C.ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+    if mode == 'bare-pool':
+        return bare_cell(n)
     mp, _ = C.import_minipypet()
     import _jobs
     label, kw, backend, executor_kind = MODES[mode]
@@ -118,14 +149,19 @@ def cell(mode, jobkind, n, out, k):
                              log_config=None, filename=path, overwrite_file=True,
                              report_progress=False, **kw)
         traj = env.trajectory
-        traj.f_add_parameter('x', 0.0)
-        traj.f_add_parameter('y', 0.0)
-        traj.f_explore(mp.cartesian_product({'x': xs, 'y': ys}))
-        job = {'trivial': _jobs.job_trivial, 'cpu': _jobs.job_cpu, 'busy': _jobs.job_busy}[jobkind]
-        extra = (k,) if jobkind == 'cpu' else ()
+        if jobkind == 'reads':
+            traj.f_add_parameter('seed', 0.0)
+            traj.f_explore({'seed': [float(i) for i in range(n)]})
+        else:
+            traj.f_add_parameter('x', 0.0)
+            traj.f_add_parameter('y', 0.0)
+            traj.f_explore(mp.cartesian_product({'x': xs, 'y': ys}))
+        job = {'trivial': _jobs.job_trivial, 'cpu': _jobs.job_cpu, 'busy': _jobs.job_busy,
+               'reads': _jobs.job_reads}[jobkind]
+        extra = (k,) if jobkind in ('cpu', 'reads') else ()
         cpu1 = _cpu_all()
         t1 = time.perf_counter()
-        env.run(job, *extra)
+        returned = env.run(job, *extra)
         t2 = time.perf_counter()
         env.disable_logging()
     finally:
@@ -144,7 +180,8 @@ def cell(mode, jobkind, n, out, k):
                 per_run_ms=(t2 - t1) / n * 1000.0, startup_s=startup,
                 cpu_per_run_ms=(cpu2 - cpu1) / n * 1000.0, peak_rss_mb=rss,
                 peak_rss_children_mb=rss_children, n_results=len(values),
-                checksum=C.checksum(values), file_bytes=size, ok=len(values) == n)
+                checksum=C.checksum(values), file_bytes=size, ok=len(values) == n,
+                loop_s=sum(r[1] for r in returned) if jobkind == 'reads' else None)
 
 
 def fork_floor(n=200):
@@ -183,7 +220,8 @@ def measure(mode, jobkind, n, out, k, repeats, timeout):
             return r
         runs.append(r)
     return C.median_record(runs, ['run_s', 'per_run_ms', 'cpu_per_run_ms', 'startup_s',
-                                  'peak_rss_mb', 'peak_rss_children_mb'])
+                                  'peak_rss_mb', 'peak_rss_children_mb'] +
+                           (['loop_s'] if jobkind == 'reads' else []))
 
 
 def fail_text(r):
@@ -217,12 +255,13 @@ def part_a(args, out, verdicts):
         rows.append([r['label'], C.fmt_num(r['run_s']), C.fmt_num(r['per_run_ms']),
                      C.fmt_num(speed) + 'x' if speed else '-', 'ok (%d)' % r['n_results']])
     print(C.table(['mode', 'run s', 'ms/run', 'speedup vs serial', 'stored'], rows))
-    q = next((r for r in recs if r['mode'] == 'pool-queue' and r.get('ok')), None)
-    if serial and q:
-        s = serial['run_s'] / q['run_s']
-        verdicts.append(('%d x 20 ms, pool + QUEUE >= 1.7x faster than serial' % n, s >= 1.7,
-                         '%.2fx (serial %.2f s, pool+QUEUE %.2f s)' % (s, serial['run_s'],
-                                                                       q['run_s'])))
+    for mode in ('pool-queue', 'pool-lock'):
+        q = next((r for r in recs if r['mode'] == mode and r.get('ok')), None)
+        if serial and q:
+            s = serial['run_s'] / q['run_s']
+            verdicts.append(('%d x 20 ms, %s >= 1.8x faster than serial' % (n, MODES[mode][0]),
+                             s >= 1.8, '%.2fx (serial %.2f s, %s %.2f s)' % (
+                                 s, serial['run_s'], MODES[mode][0], q['run_s'])))
     return recs
 
 
@@ -240,37 +279,41 @@ def part_b(args, out, verdicts):
         for n in ns:
             print('  (b) %s n=%d ...' % (mode, n), file=sys.stderr, flush=True)
             recs.append(measure(mode, 'trivial', n, out, 0, args.repeats, args.timeout))
-    rows, worst, growth_bad = [], [], []
+    rows, worst, growth_bad, slopes = [], [], [], {}
     n_lo, n_hi = ns[0], ns[-1]
     for mode in modes:
         by_n = {r['n']: r for r in recs if r['mode'] == mode}
         lo, hi = by_n.get(n_lo), by_n.get(n_hi)
         if not (lo and hi and lo.get('ok') and hi.get('ok')):
             bad = next(r for r in (lo, hi) if r and not r.get('ok'))
-            rows.append([MODES[mode][0], fail_text(bad)] + [''] * (len(ns) + 6))
+            rows.append([MODES[mode][0], fail_text(bad)] + [''] * (len(ns) + 7))
             worst.append((mode, None))
             continue
         slope = (hi['run_s'] - lo['run_s']) / (n_hi - n_lo) * 1000.0 if n_hi > n_lo else None
+        slopes[mode] = slope
         growth = hi['per_run_ms'] / lo['per_run_ms']
-        worst.append((mode, hi['per_run_ms']))
-        if len(ns) > 1 and growth > 1.2:
+        if mode != 'bare-pool':
+            worst.append((mode, hi['per_run_ms']))
+        if len(ns) > 1 and growth > 1.2 and mode != 'bare-pool':
             growth_bad.append('%s %.2fx' % (mode, growth))
+        cpu_slope = (hi['cpu_per_run_ms'] * n_hi - lo['cpu_per_run_ms'] * n_lo) / \
+            (n_hi - n_lo) if n_hi > n_lo else None
         rows.append([MODES[mode][0]] + [C.fmt_num(by_n[n]['per_run_ms']) if by_n[n].get('ok')
                                         else 'fail' for n in ns] +
-                    [C.fmt_num(growth) + 'x', C.fmt_num(slope),
+                    [C.fmt_num(growth) + 'x', C.fmt_num(slope), C.fmt_num(cpu_slope),
                      C.fmt_num(hi.get('cpu_per_run_ms')),
                      C.fmt_num(hi['startup_s']) if hi['startup_s'] > 0.01 else '-',
                      C.fmt_num(hi['peak_rss_mb']), C.fmt_num(hi['peak_rss_children_mb']),
                      'ok' if hi['ok'] and lo['ok'] else 'MISSING'])
     print(C.table(['mode'] + ['ms/run n=%d' % n for n in ns] +
-                  ['growth %d/%d' % (n_hi, n_lo), 'marginal ms/run',
+                  ['growth %d/%d' % (n_hi, n_lo), 'marginal ms/run', 'marginal CPU ms/run',
                    'CPU ms/run n=%d (all procs)' % n_hi, 'executor startup s',
                    'RSS MB', 'children RSS MB', 'all stored'], rows))
     print('\n"marginal ms/run" = (run_s(n=%d) - run_s(n=%d)) / %d: the cost of one more run '
           'with the fixed start-up (pool, Manager, writer, final store) removed. "CPU ms/run" '
           '= CPU time of this process and all reaped children (workers, Manager, writer) / n: '
-          'the work a mode costs, less sensitive to a busy machine than wall time.'
-          % (n_hi, n_lo, n_hi - n_lo))
+          'the work a mode costs, less sensitive to a busy machine than wall time; "marginal '
+          'CPU" is its slope.' % (n_hi, n_lo, n_hi - n_lo))
     if any(m.startswith('nopool') for m in modes):
         fl = C.run_cell(os.path.abspath(__file__), ['floor'], args.timeout)
         if fl.get('ok'):
@@ -289,6 +332,44 @@ def part_b(args, out, verdicts):
                          % (n_lo, n_hi), not growth_bad,
                          'per-run cost at %d <= 1.2x that at %d in every mode' % (n_hi, n_lo)
                          if not growth_bad else 'grew: ' + ', '.join(growth_bad)))
+        measured = [(m, slopes.get(m)) for m in ISSUE17_MODES if m in modes]
+        if measured:
+            bare = slopes.get('bare-pool')
+            verdicts.append((
+                'pool + QUEUE / LOCK (+ freeze_input): <= 0.05 ms marginal per run',
+                all(v is not None and v <= 0.05 for _, v in measured),
+                ', '.join('%s %s' % (m, 'failed' if v is None else '%.3f' % v)
+                          for m, v in measured) +
+                ('; bare Pool.map %.4f' % bare if bare is not None else '')))
+    return recs
+
+
+def part_d(args, out, verdicts):
+    modes = [m for m in READ_MODES if not args.quick or m in ('serial', 'pool-queue', 'ppe')]
+    n = 20
+    print('\n## (d) a job that reads traj.seed (explored) %d times in a loop, %d runs\n'
+          % (READS, n))
+    recs = []
+    for mode in modes:
+        print('  (d) %s ...' % mode, file=sys.stderr, flush=True)
+        recs.append(measure(mode, 'reads', n, out, READS, args.repeats, args.timeout))
+    us = {}
+    rows = []
+    for r in recs:
+        if not r.get('ok'):
+            rows.append([r['label'], fail_text(r), '', '', ''])
+            continue
+        per_read = r['loop_s'] / (n * READS) * 1e6  # (the jobs time their own loops)
+        us[r['mode']] = per_read
+        rows.append([r['label'], C.fmt_num(r['run_s']), C.fmt_num(per_read),
+                     C.fmt_num(per_read / us['serial']) + 'x' if 'serial' in us else '-',
+                     'ok (%d)' % r['n_results']])
+    print(C.table(['mode', 'run s', 'us per read', 'vs serial', 'stored'], rows))
+    if 'serial' in us and len(us) > 1:
+        worst = max((v, m) for m, v in us.items() if m != 'serial')
+        verdicts.append(('parameter reads in workers <= 1.5x serial (%.3f us)' % us['serial'],
+                         worst[0] <= 1.5 * us['serial'],
+                         'slowest %s: %.3f us per read' % (worst[1], worst[0])))
     return recs
 
 
@@ -354,7 +435,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split('\n\n', 1)[1])
-    ap.add_argument('--parts', default='a,b,c', help='which parts to run (default a,b,c)')
+    ap.add_argument('--parts', default='a,b,c,d', help='which parts to run (default a,b,c,d)')
     ap.add_argument('--quick', action='store_true',
                     help='fewer modes; trivial n=200,500; pypet n=200')
     ap.add_argument('--modes', help='comma-separated mode ids for part (b): ' + ', '.join(MODES))
@@ -386,10 +467,12 @@ def main(argv=None):
             records['b'] = part_b(args, out, verdicts)
         if 'c' in parts:
             records['c'] = part_c(args, out, verdicts)
+        if 'd' in parts:
+            records['d'] = part_d(args, out, verdicts)
     finally:
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
-    C.report('targets (issue 4)', verdicts, records, args.json, t_start)
+    C.report('targets (issues 4 and 17)', verdicts, records, args.json, t_start)
     return 0
 
 

@@ -23,7 +23,12 @@ per stored result beyond the raw data (8 B per float, 8,000 B per array), peak R
 writing process, and the time to load all results back in a fresh process
 (load_trajectory(..., load_results=2) + f_get_from_runs('z', fast_access=True)).
 
-  python benchmarks/bench_storage.py              # full matrix, ~3-5 min on 2 cores
+Serial scaling (issue 17, skipped with --no-scale): minipypet/hdf5 scalar at 10,000, 100,000
+and 1,000,000 runs (--scale-n), ms/run and CPU ms/run, beside the floor of a durable journal
+measured in the same run: one 60-byte os.write per run to an O_APPEND file plus an fsync at
+most every second. Target: <= 0.015 ms/run at every n.
+
+  python benchmarks/bench_storage.py              # full matrix, ~4-6 min on 2 cores
   python benchmarks/bench_storage.py --quick      # ~1 min
   python benchmarks/bench_storage.py --n 1000,10000 --array-n 1000 --json out.json
 """
@@ -162,9 +167,36 @@ def cell_bare_load(workload, kind, n, out):
                 load_rss_mb=C.peak_rss_mb(), rss_before_load_mb=rss0)
 
 
+def cell_floor(n, out):
+    """The floor of a durable run: a 60-byte record appended per run, fsync every second."""
+    path = os.path.join(out, 'floor_n%d.journal' % n)
+    record = b'r' * 60
+    t0, c0 = time.perf_counter(), time.process_time()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        last = time.monotonic()
+        for _ in range(n):
+            os.write(fd, record)
+            now = time.monotonic()
+            if now - last >= 1.0:
+                os.fsync(fd)
+                last = now
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    t1, c1 = time.perf_counter(), time.process_time()
+    os.remove(path)
+    return dict(run_s=t1 - t0, run_cpu_s=c1 - c0)
+
+
 def cell_main(argv):
     what, impl, workload, backend, n, out = argv
     n = int(n)
+    if what == 'floor':
+        res = cell_floor(n, out)
+        res['ok'] = True
+        print(json.dumps(res), flush=True)
+        return
     func = {('run', 'mini'): cell_mini_run, ('load', 'mini'): cell_mini_load,
             ('run', 'bare'): cell_bare_run, ('load', 'bare'): cell_bare_load}[(what, impl)]
     res = func(workload, backend, n, out)
@@ -277,8 +309,8 @@ def print_tables(records):
         print(C.table(['impl/backend', 'workload', 'n', 'B/result'], rows))
 
 
-def targets(records):
-    """The targets of issue 3, evaluated on what was measured."""
+def targets(records, extra=None):
+    """The targets of issue 3 (and issue 17's `extra`), evaluated on what was measured."""
     def get(impl, workload, backend, n):
         for r in records:
             if (r['impl'], r['workload'], r['backend'], r['n']) == (impl, workload, backend,
@@ -325,10 +357,54 @@ def targets(records):
             out.append(('array n=%d HDF5 within 2x of bare PyTables' % n, ratio <= 2.0,
                         '%.3f ms/run vs %.3f = %.2fx' % (m['per_run_ms'], b['per_run_ms'],
                                                          ratio)))
-    print('\n## targets (issue 3)\n')
+    if extra is not None:
+        out.append(extra)
+    print('\n## targets (issues 3 and 17)\n')
     print(C.table(['target', 'verdict', 'measured'],
                   [[t, 'n/a' if ok is None else C.verdict(ok), info] for t, ok, info in out]))
     return [dict(target=t, met=ok, measured=info) for t, ok, info in out]
+
+
+def scaling(args, out):
+    """Serial scalar HDF5 ms/run at 10k..1M beside the write+fsync floor (issue 17)."""
+    script = os.path.abspath(__file__)
+    rows, verdict, recs = [], [], []
+    for n in [int(v) for v in args.scale_n.split(',') if v]:
+        print('  scaling: floor and minipypet/hdf5 scalar n=%d ...' % n, file=sys.stderr,
+              flush=True)
+        floors = [C.run_cell(script, ['floor', 'floor', 'scalar', 'none', n, out],
+                             args.timeout) for _ in range(args.repeats)]
+        runs = [C.run_cell(script, ['run', 'mini', 'scalar', 'hdf5', n, out], args.timeout)
+                for _ in range(args.repeats)]
+        floor = C.median_record(floors, ['run_s', 'run_cpu_s'])
+        run = C.median_record(runs, ['run_s', 'run_cpu_s'])
+        for f in os.listdir(out):  # (1M runs leave ~100 MB of segments behind)
+            path = os.path.join(out, f)
+            if os.path.isfile(path):
+                os.remove(path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        recs.append(dict(n=n, floor=floor, run=run))
+        if not (floor.get('ok') and run.get('ok')):
+            rows.append([n, 'FAILED: %s' % (run.get('error') or floor.get('error')), '', '',
+                         ''])
+            verdict.append((n, None))
+            continue
+        ms, cpu = run['run_s'] / n * 1e3, run['run_cpu_s'] / n * 1e3
+        fl = floor['run_s'] / n * 1e3
+        rows.append([n, C.fmt_num(ms, 3), C.fmt_num(cpu, 3), C.fmt_num(fl, 3),
+                     C.fmt_num(ms / fl, 3) + 'x' if fl > 0 else '-'])
+        verdict.append((n, ms))
+    print('\n## serial scaling: scalar workload, minipypet/hdf5, beside the floor of a '
+          'durable journal\n')
+    print(C.table(['n', 'ms/run', 'cpu ms/run', 'floor ms/run (60 B write + fsync/s)',
+                   'x floor'], rows))
+    ok = all(v is not None and v <= 0.015 for _, v in verdict)
+    target = ('serial scalar HDF5 <= 0.015 ms/run at %s runs' % ', '.join(
+        '{:,}'.format(n) for n, _ in verdict), ok, ', '.join(
+        '%s: %s' % ('{:,}'.format(n), 'failed' if v is None else '%.4f' % v)
+        for n, v in verdict))
+    return recs, target
 
 
 def main(argv=None):
@@ -347,6 +423,10 @@ def main(argv=None):
     ap.add_argument('--backends', default='hdf5,pickle')
     ap.add_argument('--no-pypet', action='store_true', help='do not run pypet 0.7')
     ap.add_argument('--no-bare', action='store_true', help='do not run the bare baselines')
+    ap.add_argument('--no-scale', action='store_true',
+                    help='skip the serial scaling section (10k, 100k, 1M runs)')
+    ap.add_argument('--scale-n', default='10000,100000,1000000',
+                    help='n of the serial scaling section (default 10000,100000,1000000)')
     ap.add_argument('--pypet-max-n', type=int, default=4000,
                     help='skip pypet above this n (it takes ~10-25 ms per run; default 4000)')
     C.add_common_args(ap, timeout=900)
@@ -374,7 +454,10 @@ def main(argv=None):
     print(C.machine_line() + ' at the start')
     records = []
     t_start = time.time()
+    scale, scale_target = None, None
     try:
+        if not args.no_scale:
+            scale, scale_target = scaling(args, out)
         for workload in workloads:
             for n in plan_n[workload]:
                 plan = [('mini', b) for b in backends]
@@ -407,11 +490,12 @@ def main(argv=None):
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
     print_tables(records)
-    verdicts = targets(records)
+    verdicts = targets(records, scale_target)
     print('\n(total %.0f s; %s at the end)' % (time.time() - t_start, C.machine_line()))
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'records': records, 'targets': verdicts}, f, indent=1, default=str)
+            json.dump({'records': records, 'scaling': scale, 'targets': verdicts}, f,
+                      indent=1, default=str)
     return 0
 
 
