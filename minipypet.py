@@ -599,13 +599,16 @@ class Annotations:
         self._dict[name] = value
 
     def f_get(self, *names: str) -> object:
-        """The value of one annotation, a tuple of several, or the only one if no name is given."""
+        """The value of one annotation, a tuple of several, or the only one if no name is
+        given (names may be ints, as pypet's: 0 is 'annotation', 1 'annotation_1', ...)."""
         if not names:
+            if not self._dict:
+                raise NoSuchNodeError('%s has no annotations' % (self._owner or 'the node'))
             if len(self._dict) != 1:
                 raise ValueError('%s has %d annotations; name the one you want'
                                  % (self._owner, len(self._dict)))
             return next(iter(self._dict.values()))
-        values = [self._dict[n] for n in names]
+        values = tuple(self[n] for n in names)
         return values[0] if len(values) == 1 else values
 
     def f_remove(self, *names: str) -> None:
@@ -626,8 +629,10 @@ class Annotations:
         self._dict.clear()
 
     def f_ann_to_str(self) -> str:
-        """The annotations as one line of text: 'a=1; b=x'."""
-        return '; '.join('%s=%s' % (k, _short_repr(v)) for k, v in sorted(self._dict.items()))
+        """The annotations as one line of text, sorted by name: 'a=1; b=x' (as pypet's)."""
+        return '; '.join('%s=%s' % (k, self._dict[k]) for k in sorted(self._dict, key=str))
+
+    __str__ = f_ann_to_str
 
     def __getattr__(self, name):
         if name.startswith('_'):  # pickle and copy probe for __setstate__ & co.
@@ -660,7 +665,7 @@ class Annotations:
         try:
             return self._dict[self._key(key)]
         except KeyError:
-            raise KeyError('%s has no annotation %r' % (self._owner, key)) from None
+            raise NoSuchNodeError('%s has no annotation %r' % (self._owner, key)) from None
 
     def __setitem__(self, key, value):
         self.f_set_single(self._key(key), value)
@@ -700,6 +705,14 @@ class NNTreeNode:
                       doc='The trajectory this node belongs to.')
 
     @property
+    def v_run_branch(self) -> str:
+        """The run this node hangs below ('run_00000003', 'run_ALL'), else 'trajectory'."""
+        for part in self._full_name.split('.'):
+            if part == 'run_ALL' or _RUN_RE.fullmatch(part):
+                return part
+        return 'trajectory'
+
+    @property
     def v_comment(self) -> str:
         """Free text describing the node; stored with it."""
         return self._comment
@@ -726,6 +739,10 @@ class NNTreeNode:
     def f_get_annotations(self, *names: str) -> object:
         """Read annotations of this node (as Annotations.f_get)."""
         return self.v_annotations.f_get(*names)
+
+    def f_ann_to_str(self) -> str:
+        """The annotations as one line of text."""
+        return self._annotations.f_ann_to_str() if self._annotations else ''
 
     def _rename(self, full_name):
         self.__dict__['_full_name'] = full_name
@@ -1062,6 +1079,11 @@ class NNGroupNode(NNTreeNode):
             if max_depth is not None and depth >= max_depth:
                 continue
             children = list(group._children.values())
+            if group is self and self._parent is None and self._full_name == '':
+                # pypet makes a branch group when something is added to it; minipypet has
+                # all four from the start, and lists one only once it holds something
+                children = [c for c in children if c._children or c._links or
+                            c._annotations or c._comment]
             if with_links:
                 children += list(group._links.values())
             for child in children:
@@ -1325,10 +1347,6 @@ class NNLeafNode(NNTreeNode):
         """The leaf's class name, e.g. 'Parameter'."""
         return type(self).__name__
 
-    def f_ann_to_str(self) -> str:
-        """The annotations as one line of text."""
-        return self._annotations.f_ann_to_str() if self._annotations else ''
-
     def f_supports_fast_access(self) -> bool:
         """True if fast access returns a value instead of the leaf."""
         return False
@@ -1395,14 +1413,14 @@ class BaseParameter(NNLeafNode):
     # -- value -------------------------------------------------------------------------------
     def f_set(self, data: object) -> None:
         """Set the default value (only before it is read or explored)."""
-        if self._locked:
-            raise ParameterLockedError(
-                '%s is locked (its value was read, e.g. during a run); call f_unlock() first '
-                'if you really want to change it' % self._full_name)
         if self._explored_range is not None:
             raise ParameterLockedError(
                 '%s is explored; change its values with f_explore/f_expand, or f_shrink() the '
                 'exploration first' % self._full_name)
+        if self._locked:
+            raise ParameterLockedError(
+                '%s is locked (its value was read, e.g. during a run); call f_unlock() first '
+                'if you really want to change it' % self._full_name)
         if data is None:
             raise UnsupportedTypeError('%s: None is not a parameter value; use f_empty() to '
                                        'clear it' % self._full_name)
@@ -1507,31 +1525,73 @@ class BaseParameter(NNLeafNode):
     def __len__(self):
         return self.f_get_range_length()
 
-    def _explore(self, values):
+    def _check_range_change(self, what, explored):
+        """Raise unless the range may change: unlocked, explored (or not) as `what` needs."""
         if self._locked:
-            raise ParameterLockedError('%s is locked; call f_unlock() before exploring it'
-                                       % self._full_name)
+            raise ParameterLockedError('%s is locked (exploring locks it, as does reading it); '
+                                       'call f_unlock() before %s' % (self._full_name, what))
+        if explored is not None and (self._explored_range is not None) != explored:
+            raise ParameterLockedError(
+                '%s is %s: %s' % (self._full_name, 'explored already' if not explored else
+                                  'not explored', 'use _expand to add values, or _shrink first'
+                                  if not explored else 'explore it first'))
+
+    def _explore(self, values):
+        self._check_range_change('exploring it', explored=False)
+        if self._empty or self.__dict__['_data'] is None:
+            raise UnsupportedTypeError(
+                '%s has no default value; set one with f_set(value) before exploring it (the '
+                'default fixes the type of the explored values)' % self._full_name)
         values = list(values)
         if not values:
             raise ConfigurationError('%s: an exploration range must not be empty'
                                      % self._full_name)
-        if self._empty:  # the first value sets the type
-            self.f_set(values[0])
         coerced = [self._coerce(v, i) for i, v in enumerate(values)]
         self._explored_range = coerced
         self._data = self._default  # outside a run an explored parameter reads its default
+        self._locked = True  # an explored value is set by the runs, never by f_set (pypet)
 
     def _expand(self, values):
+        self._check_range_change('expanding it', explored=True)
         coerced = [self._coerce(v, len(self._explored_range) + i)
                    for i, v in enumerate(values)]
         self._explored_range.extend(coerced)
+        self._locked = True
 
     def _shrink(self):
+        self._check_range_change('shrinking it', explored=True)
         self._explored_range = None
         self._data = self._default
 
     def _set_parameter_access(self, idx):
+        if self._explored_range is not None and idx >= len(self._explored_range):
+            raise ConfigurationError('%s has %d explored values; there is no run index %d'
+                                     % (self._full_name, len(self._explored_range), idx))
         self.__dict__['_data'] = self._explored_range[idx]
+
+    def _values_of_same_type(self, value1, value2):
+        """True if both values are of the type this parameter holds and explores alike (pypet
+        0.7's check before exploring); TypeError if it holds neither."""
+        supported = self.f_supports(value1), self.f_supports(value2)
+        if not any(supported):
+            raise UnsupportedTypeError('%s holds neither %s nor %s' % (
+                self._full_name, _type_name(value1), _type_name(value2)))
+        return all(supported) and self._same_type(value1, value2)
+
+    def _same_type(self, value1, value2):
+        if type(value1) is not type(value2):
+            return False
+        if _is_numpy(value1) and hasattr(value1, 'dtype'):
+            return value1.dtype == value2.dtype and \
+                getattr(value1, 'shape', ()) == getattr(value2, 'shape', ())
+        if type(value1) in (list, tuple) and value1 and value2:
+            return type(value1[0]) is type(value2[0])
+        return True
+
+    def _equal_values(self, value1, value2):
+        """True if the parameter holds both values and they are equal (numpy arrays compared
+        element by element); TypeError if it holds neither."""
+        return self._values_of_same_type(value1, value2) and nested_equal(value1, value2)
 
     def _restore_default(self):
         self.__dict__['_data'] = self._default
@@ -2308,6 +2368,7 @@ class _RunsMixin:
         saved = [(p, dict(p.__dict__), list(p._explored_range or [])) for p, _ in items]
         try:
             for param, values in items:
+                param._locked = False  # (the parameter locks itself again once explored)
                 if expand and param._explored_range is not None:
                     param._expand(values)
                 else:
@@ -2328,6 +2389,7 @@ class _RunsMixin:
             raise PypetError('%s is stored; pass force=True to drop its exploration'
                              % self._name)
         for param in self._explored.values():
+            param._locked = False
             param._shrink()
         self._explored.clear()
         self._length = 1

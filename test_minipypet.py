@@ -5883,7 +5883,7 @@ def test_presetting_parameters_and_config_as_in_pypet():
     assert leaf.f_ann_to_str() == '' and leaf.v_stored          # (f_run stored it)
     assert mp.Trajectory('fresh').f_add_result('r', 1).v_stored is False
     leaf.v_annotations.unit = 'mV'
-    assert leaf.f_ann_to_str() == "unit='mV'"
+    assert leaf.f_ann_to_str() == 'unit=mV' == str(leaf.v_annotations)  # (as pypet's)
     assert mp.Trajectory('empty').f_is_empty()
 
 
