@@ -1755,6 +1755,12 @@ class PickleParameter(BaseParameter):
         return data
 
     def _coerce(self, value, position):
+        if type(value) is not type(self._default):  # (pypet: one type per exploration)
+            raise UnsupportedTypeError(
+                '%s: explored value %s at position %d is a %s but the parameter holds a %s; '
+                'explore it with values of one type' % (
+                    self._full_name, _short_repr(value), position, _type_name(value),
+                    _type_name(self._default)))
         return self._check_value(value)
 
     def _store(self):
@@ -1848,6 +1854,8 @@ class Result(BaseResult):
         if self._refused:
             raise PickleRefusedError(self._refused)
         if not names:
+            if not self._data:
+                raise self._no_item(self._name)
             if len(self._data) != 1:
                 raise ValueError('%s has %d items %s; name the one you want' % (
                     self._full_name, len(self._data), sorted(self._data)))
@@ -1899,8 +1907,14 @@ class Result(BaseResult):
         return self._data[self._name]
 
     def f_val_to_str(self) -> str:
-        """The items as short text: 'a=1, b=2'."""
-        return ', '.join('%s=%s' % (k, _short_repr(v, 40)) for k, v in self._data.items())
+        """The items as short text, "a=1, b='x'", cut to 64 characters (as pypet's)."""
+        limit = pypetconstants.HDF5_STRCOL_MAX_VALUE_LENGTH
+        text = ''
+        for key, value in self._data.items():  # (stops early: a repr may be long)
+            text += '%s=%r, ' % (key, value)
+            if len(text) > limit:
+                return text[:limit - 3] + '...'
+        return text[:-2]
 
     def _brief_value(self):
         items = list(self._data.items())
@@ -1938,8 +1952,14 @@ class Result(BaseResult):
     def __setitem__(self, key, value):
         self.f_set_single(self.f_translate_key(key), value)
 
+    def __delitem__(self, key):
+        self.f_remove(key)
+
     def __contains__(self, key):
-        return key in self._data
+        return self.f_translate_key(key) in self._data
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self._data)
 
     def __iter__(self):
         return iter(self._data)
