@@ -219,8 +219,8 @@ class TooManyGroupsError(PypetError, TypeError):
     """pypet's fast search gave up on too many groups; kept so pypet's except clauses run."""
 
 
-class InvalidNameError(PypetError, ValueError):
-    """A node name that is not allowed."""
+class InvalidNameError(PypetError, ValueError, AttributeError):
+    """A node name that is not allowed, or taken (pypet raises AttributeError for that)."""
 
 
 class UnsupportedTypeError(PypetError, TypeError):
@@ -859,7 +859,9 @@ class NNGroupNode(NNTreeNode):
     def __getattr__(self, name):
         if name.startswith('_') or name.startswith(('f_', 'v_')):
             raise AttributeError('%r object has no attribute %r' % (type(self).__name__, name))
-        return self.f_get(name, fast_access=None, auto_load=None)
+        root = self._root()  # (natural naming follows links unless v_with_links is False)
+        return self.f_get(name, fast_access=None, auto_load=None, with_links=not isinstance(
+            root, Trajectory) or root._props['with_links'])
 
     def __setattr__(self, name, value):
         # properties (v_comment, ...) are set; a method's name (an alias such as `get`) is data
@@ -871,14 +873,23 @@ class NNGroupNode(NNTreeNode):
             else:
                 if not value._full_name:
                     value._rename(name)
-                elif value._full_name.partition('.')[0] != name:
-                    value._rename(name + '.' + value._full_name)
+                elif value._full_name != name and not value._full_name.startswith(name + '.'):
+                    raise InvalidNameError(
+                        'cannot add %s as %s.%s: the names differ; name it %r (or "") or '
+                        'assign it to %s.%s' % (value._full_name, self._full_name or 'traj',
+                                                name, name, self._full_name or 'traj',
+                                                value._full_name.partition('.')[0]))
                 self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
         else:
             child = self._root()._resolve(self, name)
             if isinstance(child, BaseParameter):
                 child.f_set(value)
             elif isinstance(child, BaseResult):
+                if child._data and not child.f_supports_fast_access():
+                    raise NoSuchNodeError(
+                        '%s holds the items %s, none named %r: set one of them, e.g. %s.%s = '
+                        'value' % (child._full_name, sorted(child._data), child._name,
+                                   child._full_name, sorted(child._data)[0]))
                 child.f_set_single(child.v_name, value)
             else:
                 raise PypetError(
@@ -896,6 +907,8 @@ class NNGroupNode(NNTreeNode):
     def __getitem__(self, name):
         if isinstance(name, tuple):  # pypet: traj['a', 'b'] is traj['a.b']
             name = '.'.join(name)
+        if isinstance(name, int) and not isinstance(name, bool):  # pypet: group[3] is the
+            name = self._root().f_wildcard('$', name)  # child of run 3, [-1] of run_ALL
         return self.f_get(name, fast_access=None, auto_load=None)
 
     def __setitem__(self, name, value):
@@ -911,6 +924,11 @@ class NNGroupNode(NNTreeNode):
         self.__setattr__(name, value)
 
     def __contains__(self, item):
+        root = self._root()  # (`in` searches as natural naming does, pypet)
+        if isinstance(root, Trajectory) and isinstance(item, str):
+            return self.f_contains(item, with_links=root._props['with_links'],
+                                   shortcuts=root._props['shortcuts'],
+                                   max_depth=root._props['max_depth'])
         return self.f_contains(item)
 
     def __iter__(self):
@@ -989,6 +1007,10 @@ class NNGroupNode(NNTreeNode):
         return dict(self._children) if copy else self._children
 
     f_get_children = f_children
+
+    def f_dir_data(self) -> list:
+        """The names of the children (what natural naming reaches from here)."""
+        return list(self._children)
 
     def f_has_children(self) -> bool:
         """True if this group has children."""
@@ -1100,11 +1122,15 @@ class NNGroupNode(NNTreeNode):
 
     def f_to_dict(self, fast_access: bool = False, short_names: bool = False, nested: bool = False,
                   copy: bool = True, with_links: bool = False) -> dict:
-        """The leaves below this group as {full name: leaf or value}."""
+        """The leaves below this group as {full name: leaf or value}; nested=True gives
+        nested dicts of the names below this group."""
+        if short_names and nested:
+            raise ConfigurationError('f_to_dict: short_names and nested exclude each other')
         result = {}
+        skip = len(self._full_name) + 1 if nested and self._full_name else 0
         for leaf in self.f_iter_leaves(with_links=with_links):
             value = leaf._fast_value() if fast_access and leaf.f_supports_fast_access() else leaf
-            key = leaf.v_name if short_names else leaf.v_full_name
+            key = leaf.v_name if short_names else leaf.v_full_name[skip:]
             if short_names and key in result:
                 raise ValueError('short name %r is not unique below %s; use short_names=False'
                                  % (key, self._full_name or 'the trajectory'))
@@ -1232,8 +1258,8 @@ class NNGroupNode(NNTreeNode):
         if isinstance(target, str):
             target = root.f_get(target)
         if not isinstance(target, NNTreeNode) or target._traj is not root or target is root:
-            raise PypetError('a link target must be a node of this trajectory, got %r'
-                             % (target,))
+            raise ConfigurationError('a link target must be a node of this trajectory, got %r'
+                                     % (target,))
         if name in self._children:
             raise InvalidNameError('%s already has a child %r' % (self._full_name, name))
         self._links[name] = target
@@ -2956,8 +2982,17 @@ class _StorageMixin:
         if not self._stored and not self._is_run:
             raise PypetError('store the trajectory once with f_store() before f_store_item')
         msgs = []
+        along = set()  # groups on the way are stored too (their comments, annotations), as pypet
         for item in iterator:
             node = self.f_get(item) if isinstance(item, str) else item
+            parent = node._parent
+            if not self._is_run:
+                path = []
+                while parent is not None and parent is not self and id(parent) not in along:
+                    along.add(id(parent))
+                    path.append((GROUP, parent))
+                    parent = parent._parent
+                msgs.extend(reversed(path))
             if node.v_is_leaf:
                 msgs.append((LEAF, node))
             else:
@@ -3533,7 +3568,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if unique is None or name[:1] == '_' or name[:2] in ('f_', 'v_'):
             return NNGroupNode.__getattr__(self, name)
         props = d['_props']
-        if props['shortcuts'] and props['max_depth'] is None and not props['auto_load']:
+        if props['shortcuts'] and props['max_depth'] is None and not props['auto_load'] and \
+                not d['_link_count']:  # (a link may make a name ambiguous)
             node = unique.get(name)
             if node is None and name not in d['_nodes']:
                 found = d['_by_name'].get(name)
@@ -3661,8 +3697,10 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         todo = [node]
         for n in todo:  # the subtree, parents before children (the list grows as it goes)
             if isinstance(n, NNLeafNode):
-                if n._full_name in self._explored:
-                    raise PypetError('%s is explored and cannot be removed' % n._full_name)
+                if n._full_name in self._explored and (self._stored or self._is_run):
+                    raise PypetError('%s is explored and stored (or running), so it cannot be '
+                                     'removed; traj.f_shrink(force=True) drops the exploration'
+                                     % n._full_name)
             elif predicate is None:
                 todo.extend(n._children.values())
         if predicate is not None and not node.v_is_leaf:
@@ -3671,6 +3709,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if node._children:
                 return
         del node._parent._children[node._name]
+        if node._parent is self and node._name in BRANCHES:  # the four branches always exist
+            self._insert(self, NNGroupNode(node._name))
         nodes, unique, by_name, fast = self._nodes, self._unique, self._by_name, self._run_fast
         for n in todo:
             name, full = n._name, n._full_name
@@ -3680,6 +3720,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             # a full collection falls in it).
             n.__dict__['_parent'] = None
             nodes.pop(full, None)
+            if full in self._explored:  # (not stored: as pypet, the runs go with the last one)
+                del self._explored[full]
+                if not self._explored:
+                    self._length = 1
+                    self._runs = _RunTable(1)
             unique.pop(name, None)
             if name in fast:
                 self._drop_fast(name)
@@ -3719,7 +3764,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if node is not None:
                 return node
             found = self._by_name.get(name)
-            if found is not None and len(found) == 1 and max_depth is None and (
+            if found is not None and len(found) == 1 and max_depth is None and not (
+                    with_links and self._link_count) and (
                     shortcuts or shortcuts is None and self._props['shortcuts']):
                 node = next(iter(found.values()))  # the common `traj.x`: a unique name
                 if self._idx < 0 or 'run_' not in node._full_name or \
@@ -3746,7 +3792,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 if child is None and _SET_RE.fullmatch(tr):
                     child = self._run_set(node)
                 if child is None and shortcuts:
-                    child = self._search(node, tr, max_depth or self._props['max_depth'])
+                    child = self._search(node, tr, max_depth or self._props['max_depth'],
+                                         with_links)
                 if child is None:
                     return None
             node = child
@@ -3763,8 +3810,14 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             return node._children.get('runs')
         return None
 
-    def _search(self, start, name, max_depth=None):
+    def _search(self, start, name, max_depth=None, with_links=False):
         candidates = self._by_name.get(name)
+        if with_links and self._link_count:  # links are found by name too (pypet), at the
+            linked = {g._full_name + '.' + name: g._links[name]  # depth of the link
+                      for g in list(self._nodes.values()) if not g.v_is_leaf and
+                      name in g._links}
+            if linked:
+                candidates = dict(candidates or {}, **linked)
         if not candidates:
             return None
         prefix = start._full_name + '.' if start._full_name else ''
@@ -3900,6 +3953,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     # -- collections -------------------------------------------------------------------------
     def _branch_dict(self, branch, fast_access, copy):
+        if fast_access and not copy:
+            raise ConfigurationError('copy=False hands out the leaves themselves, fast_access '
+                                     'their values: pass copy=True with fast_access=True')
         group = self._children[branch]
         return group.f_to_dict(fast_access=fast_access)
 

@@ -317,7 +317,10 @@ def test_f_to_dict_full_short_and_nested_names():
                                                            'parameters.b.y': 2.0}
     assert traj.parameters.f_to_dict(fast_access=True, short_names=True) == {'x': 1, 'y': 2.0}
     nested = traj.parameters.f_to_dict(fast_access=True, nested=True)
-    assert nested == {'parameters': {'a': {'x': 1}, 'b': {'y': 2.0}}}
+    assert nested == {'a': {'x': 1}, 'b': {'y': 2.0}}   # nested below the group, as pypet's
+    assert traj.f_to_dict(fast_access=True, nested=True)['parameters'] == nested
+    with pytest.raises(ValueError, match='exclude'):
+        traj.f_to_dict(short_names=True, nested=True)
     traj.f_add_parameter('c.x', 3)
     with pytest.raises(ValueError, match='x'):
         traj.parameters.f_to_dict(short_names=True)
