@@ -10741,8 +10741,28 @@ class SharedData:
         return len(self.read())
 
 
-SharedArray = SharedCArray = SharedEArray = SharedVLArray = SharedTable = \
-    SharedPandasFrame = SharedData
+class SharedArray(SharedData):
+    """pypet's shared HDF5 array (see SharedData)."""
+
+
+class SharedCArray(SharedArray):
+    """pypet's shared chunked array (see SharedData)."""
+
+
+class SharedEArray(SharedArray):
+    """pypet's shared extendable array (see SharedData)."""
+
+
+class SharedVLArray(SharedArray):
+    """pypet's shared variable-length array (see SharedData)."""
+
+
+class SharedTable(SharedData):
+    """pypet's shared table (see SharedData)."""
+
+
+class SharedPandasFrame(SharedData):
+    """pypet's shared pandas frame (see SharedData)."""
 
 
 class SharedResult(Result, KnowsTrajectory):
@@ -10861,9 +10881,13 @@ class _PypetModule(types.ModuleType):
 
 def _pypet_test(predicate=None):
     """pypet.test() runs pypet's own test suite, which minipypet does not ship."""
+    del predicate
     raise PypetError("pypet.test() runs pypet's own test suite; minipypet's is "
                      "test_minipypet.py (python -m pytest), and tools/pypet_unittests.py runs "
                      "pypet's unit tests against minipypet")
+
+
+_pypet_test.__name__ = _pypet_test.__qualname__ = 'test'  # (it is pypet.test in the alias)
 
 
 def install_as_pypet() -> types.ModuleType:
