@@ -987,18 +987,27 @@ class NNGroupNode(NNTreeNode):
         if isinstance(item, NNTreeNode):
             prefix = self._full_name + '.' if self._full_name else ''
             return item._traj is root and item._full_name.startswith(prefix) and \
-                root._nodes.get(item._full_name) is item
+                root._nodes.get(item._full_name) is item and (
+                    max_depth is None or item.v_depth - self.v_depth <= max_depth)
         try:
             return root._resolve(self, item, shortcuts, max_depth, with_links) is not None
         except NotUniqueNodeError:
             return True
 
     def f_get_all(self, name: str, max_depth: int | None = None, shortcuts: bool = True) -> list:
-        """Every node named `name` in this subtree."""
+        """Every node named `name` in this subtree; a dotted name's parts may skip groups
+        between them, as shortcuts do ('peter.yve' finds peter.markus.yve)."""
         root = self._root()
         prefix = self._full_name + '.' if self._full_name else ''
-        return [n for fn, n in root._by_name.get(name.rpartition('.')[2], {}).items()
-                if fn.startswith(prefix) and (fn == prefix + name or fn.endswith('.' + name))]
+        *path, last = name.split('.')
+        found = []
+        for fn, node in root._by_name.get(last, {}).items():
+            if not fn.startswith(prefix):
+                continue
+            parts = iter(fn[len(prefix):].split('.')[:-1])
+            if all(p in parts for p in path):  # (a subsequence: `in` consumes the iterator)
+                found.append(node)
+        return found
 
     # -- iteration ---------------------------------------------------------------------------
     def f_children(self, copy: bool = True) -> dict:
@@ -2125,8 +2134,9 @@ def _import_classes(classes):
             result['%s:%s' % (module, name)] = result[name] = cls
             continue
         if not (isinstance(cls, type) and issubclass(cls, NNLeafNode)):
-            raise ConfigurationError('dynamic imports must be leaf classes (subclasses of '
-                                     'BaseParameter or BaseResult), got %r' % (cls,))
+            raise UnsupportedTypeError('dynamic imports must be leaf classes (subclasses of '
+                                       'BaseParameter or BaseResult) or their dotted names, '
+                                       'got %s %r' % (_type_name(cls), cls))
         result[_class_tag(cls)] = cls
         result[cls.__name__] = cls
     return result
@@ -2667,8 +2677,8 @@ class _RunsMixin:
     def _preset(self, branch, name, args, kwargs):
         full = name if name.startswith(branch + '.') else branch + '.' + name
         if full in self._nodes:
-            raise PypetError('%s exists already: set it with f_set instead of presetting it'
-                             % full)
+            raise PresettingError('%s exists already: set it with f_set instead of presetting '
+                                  'it' % full)
         self.__dict__.setdefault('_presets', {})[full] = (args, kwargs)
 
     def _check_presets(self):
@@ -3477,7 +3487,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_wildcards'] = {}
         d['_props'] = {'fast_access': True, 'shortcuts': True, 'auto_load': False,
                        'max_depth': None, 'iter_recursive': False, 'auto_run_prepend': True,
-                       'full_copy': False, 'with_links': True}
+                       'full_copy': False, 'with_links': True, 'no_clobber': False}
         d['_storage_service'] = None
         for branch in BRANCHES:
             group = NNGroupNode(branch)
@@ -3606,6 +3616,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                                'In a run, results go below results.runs.run_XXXXXXXX.')
     v_full_copy = _prop('full_copy', 'Kept for pypet compatibility (pickles are full copies).')
     v_with_links = _prop('with_links', 'Natural naming follows links.')
+    v_no_clobber = _prop('no_clobber', 'Adding a leaf that exists returns it unchanged '
+                         '(instead of raising).')
     del _prop
 
     def f_set_properties(self, **kwargs: object) -> None:
@@ -3844,6 +3856,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return best
 
     def _hint(self, name):
+        cards = [p for p in name.split('.') if p in ('$', 'crun', '$set', 'crunset')]
+        if cards:  # say what the wildcards stood for (pypet's message names the run)
+            return ' (%s)' % ', '.join('%s is %s' % (c, self._translate(c)) for c in cards)
         return _did_you_mean(name.rpartition('.')[2], self._by_name)
 
     def _add_path(self, start, rel_name, leaf, comment):
@@ -3903,6 +3918,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 raise InvalidNameError('%s is a leaf already' % existing._full_name)
             node = NNGroupNode(name, comment)
             return self._insert(group, node)
+        if existing is not None and self._props.get('no_clobber'):
+            return existing
         if existing is not None:
             raise InvalidNameError(
                 '%s exists already; change its value with f_set, or remove it first with '
@@ -3952,10 +3969,14 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             name in keys for keys in self._wildcards)
 
     # -- collections -------------------------------------------------------------------------
-    def _branch_dict(self, branch, fast_access, copy):
-        if fast_access and not copy:
+    @staticmethod
+    def _check_copy(fast_access, copy):
+        if fast_access and not copy:  # (pypet refuses it too)
             raise ConfigurationError('copy=False hands out the leaves themselves, fast_access '
                                      'their values: pass copy=True with fast_access=True')
+
+    def _branch_dict(self, branch, fast_access, copy):
+        self._check_copy(fast_access, copy)
         group = self._children[branch]
         return group.f_to_dict(fast_access=fast_access)
 
@@ -3977,6 +3998,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     def f_get_explored_parameters(self, fast_access: bool = False, copy: bool = True) -> dict:
         """{full name: parameter (or value)} of the explored parameters."""
+        self._check_copy(fast_access, copy)
         return {k: (p.f_get() if fast_access else p) for k, p in self._explored.items()}
 
 
