@@ -1010,12 +1010,14 @@ class NNGroupNode(NNTreeNode):
         return found
 
     # -- iteration ---------------------------------------------------------------------------
-    def f_children(self, copy: bool = True) -> dict:
+    def f_get_children(self, copy: bool = True) -> dict:
         """{name: node} of the direct children (groups and leaves, no links); copy=False
         gives the group's own dict."""
         return dict(self._children) if copy else self._children
 
-    f_get_children = f_children
+    def f_children(self) -> int:
+        """The number of direct children (as pypet's; f_get_children() gives them)."""
+        return len(self._children)
 
     def f_dir_data(self) -> list:
         """The names of the children (what natural naming reaches from here)."""
@@ -1025,17 +1027,29 @@ class NNGroupNode(NNTreeNode):
         """True if this group has children."""
         return bool(self._children)
 
-    def f_groups(self) -> dict:
+    def f_get_groups(self, copy: bool = True) -> dict:
         """{name: group} of the child groups."""
         return {k: v for k, v in self._children.items() if not v.v_is_leaf}
 
-    def f_leaves(self) -> dict:
+    def f_get_leaves(self, copy: bool = True) -> dict:
         """{name: leaf} of the child leaves."""
         return {k: v for k, v in self._children.items() if v.v_is_leaf}
 
-    def f_links(self) -> dict:
-        """{name: target node} of the links in this group."""
-        return dict(self._links)
+    def f_get_links(self, copy: bool = True) -> dict:
+        """{name: target node} of the links in this group (copy=False: its own dict)."""
+        return dict(self._links) if copy else self._links
+
+    def f_groups(self) -> int:
+        """The number of child groups (as pypet's; f_get_groups() gives them)."""
+        return sum(not c.v_is_leaf for c in self._children.values())
+
+    def f_leaves(self) -> int:
+        """The number of child leaves (as pypet's; f_get_leaves() gives them)."""
+        return sum(c.v_is_leaf for c in self._children.values())
+
+    def f_links(self) -> int:
+        """The number of links in this group (as pypet's; f_get_links() gives them)."""
+        return len(self._links)
 
     def f_has_groups(self) -> bool:
         """True if a child is a group."""
@@ -1049,12 +1063,28 @@ class NNGroupNode(NNTreeNode):
         """True if this group holds links."""
         return bool(self._links)
 
-    f_get_groups, f_get_leaves, f_get_links = f_groups, f_leaves, f_links
 
     # -- showing -----------------------------------------------------------------------------
     def __repr__(self):
         return '<%s %s: %d children>' % (type(self).__name__, self._full_name or '(root)',
                                          len(self._children) + len(self._links))
+
+    def __str__(self):
+        """pypet's text of a group: its name and first five children, '...' if more."""
+        shown = ['(%s: %s)' % (name, type(child).__name__)
+                 for name, child in itertools.islice(self._children.items(), 5)]
+        return '%s %s: %s%s' % (type(self).__name__, self._full_name or '(root)',
+                                ', '.join(shown), ', ...' if len(self._children) > 5 else '')
+
+    def f_debug(self) -> object:
+        """A plain object whose attributes are the children and links (groups nested the
+        same way), for a debugger to unfold."""
+        tree = types.SimpleNamespace()
+        for name, child in self._children.items():
+            setattr(tree, name, child if child.v_is_leaf else child.f_debug())
+        for name, target in self._links.items():
+            setattr(tree, name, target)
+        return tree
 
     def f_tree(self, max_depth: int | None = None, config: bool = False,
                max_children: int = 10) -> str:
@@ -1425,6 +1455,11 @@ class NNLeafNode(NNTreeNode):
         return '<%s %s%s>' % (type(self).__name__, self._full_name,
                               self._brief_text().rpartition('  [')[0])
 
+    def __str__(self):
+        """pypet's text of a leaf: 'Parameter parameters.x (`comment`): 42'."""
+        return '%s %s%s: %s' % (type(self).__name__, self._full_name, ' (`%s`)' % self._comment
+                                if self._comment else '', self.f_val_to_str())
+
     @property
     def v_class_name(self) -> str:
         """The leaf's class name."""
@@ -1725,10 +1760,13 @@ class Parameter(BaseParameter):
 
 class ArrayParameter(Parameter):
     """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility); it
-    also holds an empty tuple or list, as pypet's does."""
+    also holds an empty tuple, list or 1-d numpy array, as pypet's does."""
 
     def _check_value(self, data):
         if type(data) in (tuple, list) and not data:
+            return data
+        if _is_numpy(data) and getattr(data, 'ndim', 0) == 1 and data.size == 0 and \
+                data.dtype.kind in 'biufcSU':  # (pypet's ArrayParameter holds these too)
             return data
         return super()._check_value(data)
 
@@ -3640,6 +3678,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             self._name, self._length, '' if self._length == 1 else 's',
             sum(self._runs.completed), ', explored: ' + explored if explored else
             ', nothing explored', ', file ' + filename if filename else '')
+
+    __str__ = __repr__  # (print(traj) gives the summary, not a group's list of children)
 
     def _repr_html_(self):
         """Jupyter's display: the summary, the tree and the runs table (its first 50 rows)."""

@@ -171,10 +171,11 @@ def test_dotted_names_create_groups():
     assert leaf.v_full_name == 'parameters.traffic.cars.ncars'
     traffic = traj.f_get('parameters.traffic')
     assert not traffic.v_is_leaf and traffic.v_full_name == 'parameters.traffic'
-    assert traj.f_get('parameters.traffic.cars').f_children() == {'ncars': leaf}
+    assert traj.f_get('parameters.traffic.cars').f_get_children() == {'ncars': leaf}
     # a second leaf reuses the existing groups
     traj.f_add_parameter('traffic.cars.speed', 3.0)
-    assert set(traj.parameters.traffic.cars.f_children()) == {'ncars', 'speed'}
+    assert set(traj.parameters.traffic.cars.f_get_children()) == {'ncars', 'speed'}
+    assert traj.parameters.traffic.cars.f_children() == 2    # pypet: a count
     # adding below a leaf is refused
     with pytest.raises(mp.InvalidNameError, match='ncars'):
         traj.f_add_parameter('traffic.cars.ncars.sub', 1)
@@ -6959,7 +6960,8 @@ def test_links_with_dotted_names_make_the_groups_on_the_way():
     traj.par.f_add_link('other.deeper.l', 'parameters.x')
     assert traj.parameters.mynewgroup.mylink2 == 1
     assert traj.f_get('parameters.other.deeper.l') is x
-    assert traj.par.mynewgroup.f_links() == {'mylink2': x}
+    assert traj.par.mynewgroup.f_get_links() == {'mylink2': x}
+    assert traj.par.mynewgroup.f_links() == 1
     with pytest.raises(mp.InvalidNameError):
         traj.f_add_link('parameters.g.f_bad', x)
 
@@ -6980,7 +6982,7 @@ def test_run_sets_resolve_while_the_layout_stays_columnar(backend, tmp_path):
     assert got.f_get('results.$set.$.a').v_full_name == 'results.runs.run_00000001.a'
     got.v_crun = None
     assert got.v_idx == -1
-    assert 'run_set_00000' not in got.results.runs.f_children()   # no set groups were made
+    assert 'run_set_00000' not in got.results.runs.f_get_children()   # no set groups were made
 
 
 def frame_job(traj):
@@ -7258,7 +7260,7 @@ def test_pypet_spellings_of_adding_assigning_and_copying():
     assert p.v_annotations['unit'] == 'mV' and p.v_annotations.annotation == 'first'
     del p.v_annotations['unit']
     assert 'unit' not in p.v_annotations
-    assert traj.par.f_children(copy=False) is traj.par._children
+    assert traj.par.f_get_children(copy=False) is traj.par._children
     twin = copy.copy(traj)
     assert twin is not traj and twin.par.q == 6 and twin.f_get('parameters.q') is not \
         traj.f_get('parameters.q')
@@ -7291,8 +7293,8 @@ def test_delete_only_delete_link_and_migrate(file_backend, tmp_path):
     assert traj.res.r.f_to_dict() == {'a': 1}
     assert load(filename, name='traj', load_all=2).res.r.f_to_dict() == {'a': 1}
     traj.f_delete_link('parameters.g.l', remove_from_trajectory=True)
-    assert traj.par.g.f_links() == {}
-    assert load(filename, name='traj', load_all=2).par.g.f_links() == {}
+    assert traj.par.g.f_get_links() == {}
+    assert load(filename, name='traj', load_all=2).par.g.f_links() == 0
     with pytest.raises(mp.NoSuchNodeError, match='no link'):
         traj.f_delete_link('parameters.g.nothing')
     other = path_for(file_backend, tmp_path, 'moved')
