@@ -649,7 +649,7 @@ class Annotations:
         self.f_remove(name)
 
     def __contains__(self, name):
-        return name in self._dict
+        return self._key(name) in self._dict
 
     def __iter__(self):
         return iter(self._dict)

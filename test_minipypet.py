@@ -150,8 +150,7 @@ def test_import_and_a_run_import_no_third_party_module():
 # ============================================================================================
 def test_four_branches_and_their_abbreviations():
     traj = mp.Trajectory('t')
-    assert [n.v_name for n in traj.f_iter_nodes(recursive=False)] == [
-        'config', 'parameters', 'derived_parameters', 'results']
+    assert sorted(traj._children) == ['config', 'derived_parameters', 'parameters', 'results']
     for short, long in (('conf', 'config'), ('par', 'parameters'),
                         ('dpar', 'derived_parameters'), ('res', 'results')):
         assert getattr(traj, short) is getattr(traj, long)
@@ -266,8 +265,11 @@ def test_f_contains_and_in():
     assert 'parameters.grp.x' in traj
     assert 'grp.x' in traj.par
     assert 'x' in traj.par.grp
-    assert 'x' not in traj                        # without shortcuts: direct path only
-    assert traj.f_contains('x', shortcuts=True)
+    assert 'x' in traj and not traj.f_contains('x')  # `in` searches as natural naming does
+    assert traj.f_contains('x', shortcuts=True)      # (pypet's), f_contains only if asked to
+    traj.v_shortcuts = False
+    assert 'x' not in traj
+    traj.v_shortcuts = True
     assert 'nothing' not in traj
     assert traj.f_contains(x) and x in traj.parameters
     assert r not in traj.parameters and r in traj.results
@@ -576,6 +578,165 @@ def test_empty_name_and_invalid_trajectory_name():
         mp.Trajectory('bad name')
     with pytest.raises(mp.InvalidNameError):
         mp.Trajectory('with.dot')
+
+
+# -- pypet 0.7's tree behaviour, as pypet's own unit tests check it (issue 18) ---------------
+def test_a_branch_group_is_listed_once_it_holds_something():
+    # pypet makes a branch group when something is first added to it; minipypet has all four
+    # from the start (so traj.results always works) and lists one only once it holds something
+    traj = mp.Trajectory('t')
+    assert [n.v_name for n in traj.f_iter_nodes()] == []
+    assert traj.results.f_children() == 0
+    traj.f_add_result('r', 1)
+    traj.f_add_parameter('g.x', 1)
+    assert [n.v_full_name for n in traj.f_iter_nodes(recursive=False)] == ['parameters',
+                                                                           'results']
+    traj.f_remove_child('results', recursive=True)   # a removed branch comes back empty
+    assert traj.results.f_children() == 0 and 'r' not in traj
+    traj.f_add_result('again', 2)
+    assert traj.again == 2
+
+
+def test_annotations_as_pypet_reads_them():
+    traj = mp.Trajectory('t')
+    group = traj.f_add_parameter_group('g')
+    ann = group.v_annotations
+    with pytest.raises(AttributeError, match='no annotations'):
+        ann.f_get()
+    ann.f_set(10, 20, b='x', a=[1, 2])
+    assert ann.f_get(0) == 10 and ann[1] == 20 and 0 in ann and 'annotation_1' in ann
+    assert ann.f_get(0, 'b') == (10, 'x')
+    with pytest.raises(ValueError, match='4 annotations'):
+        ann.f_get()
+    for missing in (lambda: ann.f_get('nope'), lambda: ann['nope'], lambda: ann.nope):
+        with pytest.raises(AttributeError, match='nope'):
+            missing()
+    with pytest.raises(KeyError):
+        ann['nope']
+    # sorted by name, values as str() gives them, on groups and leaves alike
+    assert str(ann) == group.f_ann_to_str() == \
+        'a=[1, 2]; annotation=10; annotation_1=20; b=x'
+
+
+def test_children_counts_and_dicts_as_pypet():
+    traj = mp.Trajectory('t')
+    x = traj.f_add_parameter('g.x', 1)
+    traj.f_add_parameter_group('g.sub')
+    traj.par.g.f_add_link('lx', x)
+    g = traj.par.g
+    assert (g.f_children(), g.f_groups(), g.f_leaves(), g.f_links()) == (2, 1, 1, 1)
+    assert g.f_get_children() == {'x': x, 'sub': g.sub}
+    assert g.f_get_groups() == {'sub': g.sub} and g.f_get_leaves() == {'x': x}
+    assert g.f_get_links() == {'lx': x} and g.f_get_links(copy=False) is g._links
+    assert sorted(g.f_dir_data()) == ['sub', 'x']
+    tree = traj.f_debug()
+    assert tree.parameters.g.x is x and tree.parameters.g.lx is x
+    assert vars(tree.parameters.g.sub) == {}
+
+
+def test_str_of_leaves_and_groups_as_pypet():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('x', 444, comment='Hey')
+    assert str(traj.f_get('x')) == 'Parameter parameters.x (`Hey`): 444'
+    assert str(traj.f_add_result('r', a=1, b='s')) == "Result results.r: a=1, b='s'"
+    few, many = traj.f_add_group('few'), traj.f_add_group('many')
+    for i in range(6):
+        many.f_add_group('g%d' % i)
+        if i < 5:
+            few.f_add_group('g%d' % i)
+    assert not str(few).endswith('...') and str(many).endswith(', ...')
+    assert str(few).startswith('NNGroupNode few: (g0: NNGroupNode), (g1')
+    assert str(traj) == repr(traj)   # print(traj): the summary
+
+
+def test_v_run_branch_names_the_run_a_node_hangs_below():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_add_result('runs.run_00000001.z', 1)
+    traj.f_add_result('runs.run_ALL.w', 1)
+    assert traj.f_get('run_00000001.z').v_run_branch == 'run_00000001'
+    assert traj.f_get('run_ALL.w').v_run_branch == 'run_ALL'
+    assert traj.f_get('x').v_run_branch == 'trajectory'
+
+
+def test_assigning_a_node_under_another_name_or_a_value_to_a_many_item_result_is_refused():
+    traj = mp.Trajectory('t')
+    traj.par.x = mp.Parameter('', 1)             # no name: it takes the attribute's
+    traj.par.g = mp.Parameter('g.y', 2)          # a dotted name under the attribute's
+    assert traj.f_get('parameters.g.y').f_get() == 2
+    with pytest.raises(AttributeError, match='names differ') as info:
+        traj.par.f = mp.Parameter('other', 3)
+    assert isinstance(info.value, mp.InvalidNameError) and 'other' not in traj
+    traj.res.one = mp.Result('one', 1)
+    traj.res.one = 5                             # one item named as the result: set it
+    assert traj.one == 5
+    traj.res.two = mp.Result('', a=1, b=2)
+    with pytest.raises(AttributeError, match="'a', 'b'"):
+        traj.res.two = 3
+    with pytest.raises(AttributeError, match='exists already'):   # pypet: AttributeError
+        traj.f_add_parameter('x', 2)
+    traj.v_no_clobber = True                     # pypet: then the existing leaf is kept
+    assert traj.f_add_parameter('x', 2) is traj.f_get('x') and traj.x == 1
+
+
+def test_links_are_found_by_name_and_v_with_links_false_stops_natural_naming():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter_group('test.test3')
+    traj.f_add_parameter_group('test2')
+    traj.test2.f_add_link(traj.test3)                   # same depth as the group itself
+    with pytest.raises(mp.NotUniqueNodeError):
+        traj.test3
+    traj.test.f_add_link('circle', traj.test2)
+    assert 'circle' in traj and traj.circle is traj.test2
+    assert not traj.f_contains('circle', with_links=False, shortcuts=True)
+    traj.v_with_links = False
+    with pytest.raises(AttributeError):
+        traj.test.circle
+    assert 'circle' not in traj
+    with pytest.raises(ValueError, match='node of this trajectory'):
+        traj.f_add_link('foreign', mp.Result('r', 1))
+
+
+def test_f_get_all_lets_a_dotted_name_skip_groups_and_f_contains_a_node_within_max_depth():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('peter.markus.yve', 6)
+    traj.f_add_parameter('paul.yve', 1)
+    assert [n.v_full_name for n in traj.f_get_all('peter.yve')] == \
+        ['parameters.peter.markus.yve']
+    assert len(traj.f_get_all('yve')) == 2 and traj.f_get_all('paul.markus') == []
+    assert len(traj.peter.f_get_all('yve')) == 1
+    yve = traj.f_get('peter.markus.yve')
+    assert traj.par.f_contains(yve, max_depth=3) and not traj.par.f_contains(yve, max_depth=2)
+
+
+def test_group_item_of_a_run_index_and_wildcard_misses_say_what_they_stood_for():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_add_result('runs.run_00000001.z', 7)
+    traj.f_add_result('runs.run_ALL.w', 8)
+    assert traj.results.runs[1].z == 7 and traj.results.runs[-1].w == 8
+    traj.v_idx = 0
+    with pytest.raises(AttributeError, match=r'crun is run_00000000'):
+        traj.par.crun.z
+    traj.v_idx = -1
+    with pytest.raises(AttributeError, match=r'\$ is run_ALL'):
+        traj.f_get('par.$.z')
+
+
+def test_nested_f_to_dict_is_below_the_group_and_branch_dicts_refuse_copy_false_values():
+    traj = mp.Trajectory('t')
+    traj.f_add_result('runs.$.r', 55)
+    assert traj.res.f_to_dict(nested=True, fast_access=True) == \
+        {'runs': {'run_ALL': {'r': 55}}}
+    assert traj.res.runs.f_to_dict(nested=True, fast_access=True) == {'run_ALL': {'r': 55}}
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    for get in (traj.f_get_parameters, traj.f_get_config, traj.f_get_explored_parameters):
+        with pytest.raises(ValueError, match='copy=True'):
+            get(fast_access=True, copy=False)
+    assert traj.f_get_explored_parameters(fast_access=True) == {'parameters.x': 1}
 
 
 # ============================================================================================
@@ -897,6 +1058,97 @@ def test_unsupported_result_data_fails_at_add_time_naming_result_and_type(item):
         res.f_set_single('later', object())
 
 
+# -- pypet 0.7's parameter and result behaviour, as pypet's own unit tests check it -----------
+def test_exploring_locks_a_parameter_and_needs_a_default():
+    param = mp.Parameter('x', 1)
+    param._explore([1, 2, 3])
+    assert param.v_locked and param.v_explored           # pypet: exploring locks
+    for change in (lambda: param.f_set(4), lambda: param._expand([4]),
+                   lambda: param._shrink(), lambda: param._explore([5])):
+        with pytest.raises(mp.ParameterLockedError):      # (a TypeError, as pypet's)
+            change()
+    param.f_unlock()
+    param._expand([4])
+    assert param.f_get_range() == [1, 2, 3, 4] and param.v_locked
+    param.f_unlock()
+    with pytest.raises(TypeError, match='explored already'):
+        param._explore([5])
+    with pytest.raises(ValueError, match='no run index 9'):
+        param._set_parameter_access(9)
+    param._shrink()
+    with pytest.raises(TypeError, match='not explored'):
+        param._shrink()
+    with pytest.raises(TypeError, match='not explored'):
+        param._expand([1])
+    with pytest.raises(TypeError, match='no default value'):
+        mp.Parameter('empty')._explore([1, 2])
+    traj = mp.Trajectory('t')                             # the trajectory unlocks for you
+    traj.f_add_parameter('y', 1.0)
+    traj.y
+    traj.f_explore({'y': [1.0, 2.0]})
+    traj.f_expand({'y': [3.0]})
+    assert traj.f_get('y').f_get_range() == [1.0, 2.0, 3.0] and traj.f_get('y').v_locked
+    traj.f_shrink()
+    assert not traj.f_get('y').v_explored
+
+
+@pytest.mark.parametrize('cls, value, same, other', [
+    (mp.Parameter, 1, 2, 'a'),
+    (mp.Parameter, (1, 2), (3, 4), (1.0, 2.0)),
+    (mp.ArrayParameter, [1, 2], [3], ['a']),
+    (mp.PickleParameter, {'a': 1}, {'b': 2}, [1]),
+], ids=['int', 'tuple', 'array-list', 'pickle'])
+def test_values_of_same_type_and_equal_values(cls, value, same, other):
+    param = cls('p', value)
+    assert param._values_of_same_type(value, same)
+    assert not param._values_of_same_type(value, other)
+    assert param._equal_values(value, value) and not param._equal_values(value, same)
+    assert not param._equal_values(value, other)
+    if cls is not mp.PickleParameter:  # it holds anything
+        with pytest.raises(TypeError, match='neither'):
+            param._values_of_same_type(object(), object())
+        assert not param._values_of_same_type(value, object())
+
+
+def test_numpy_values_of_same_type_need_the_same_dtype_and_shape():
+    np = pytest.importorskip('numpy')
+    param = mp.Parameter('a', np.zeros(3))
+    assert param._values_of_same_type(np.zeros(3), np.ones(3))
+    assert not param._values_of_same_type(np.zeros(3), np.zeros(4))
+    assert not param._values_of_same_type(np.zeros(3), np.zeros(3, dtype=int))
+    assert param._equal_values(np.arange(3.0), np.arange(3.0))
+    empty = mp.ArrayParameter('e', np.array([], dtype=float))   # as pypet's ArrayParameter
+    assert empty.f_get().size == 0
+    with pytest.raises(mp.UnsupportedTypeError):
+        mp.Parameter('e', np.array([], dtype=float))
+
+
+def test_a_pickle_parameter_explores_values_of_its_defaults_type():
+    param = mp.PickleParameter('p', {'a': 1})
+    with pytest.raises(mp.UnsupportedTypeError, match='position 1'):
+        param._explore([{'b': 2}, ['not a dict']])
+    assert not param.v_explored
+    param._explore([{'b': 2}, {'c': 3}])
+    assert param.f_get_range() == [{'b': 2}, {'c': 3}]
+
+
+def test_results_as_pypet_reads_them():
+    res = mp.Result('res')
+    with pytest.raises(AttributeError, match='res'):
+        res.f_get()
+    res[0] = 'Hi'
+    res[777] = 777
+    assert res.res == 'Hi' and res.f_get(0) == 'Hi' and res.res_777 == 777 and res[777] == 777
+    assert 0 in res and 777 in res and 9 not in res
+    assert 'res' in dir(res) and 'res_777' in dir(res)
+    del res[0]
+    assert 0 not in res
+    long = mp.Result('long', a=1, text='x' * 100)
+    assert mp.Result('short', a=1, b='x').f_val_to_str() == "a=1, b='x'"
+    text = long.f_val_to_str()
+    assert len(text) == 64 and text.startswith("a=1, text='xxx") and text.endswith('...')
+
+
 # ============================================================================================
 # Trajectory: exploration
 # ============================================================================================
@@ -1004,6 +1256,26 @@ def test_f_expand_adds_runs_and_only_those_run_next():
     assert not traj.f_is_completed(2)
     assert env.f_run(lambda t: t.x + t.y) == [(2, 33)]
     assert traj.f_is_completed()
+
+
+def test_an_explored_parameter_is_removable_until_the_trajectory_is_stored():
+    traj = mp.Trajectory('t')                      # as pypet: the runs go with the last one
+    traj.f_add_parameter('x', 1)
+    traj.f_add_parameter('y', 1)
+    traj.f_explore({'x': [1, 2, 3], 'y': [4, 5, 6]})
+    traj.parameters.f_remove_child('x')
+    assert len(traj) == 3 and list(traj.f_get_explored_parameters()) == ['parameters.y']
+    traj.parameters.f_remove_child('y')
+    assert len(traj) == 1 and not traj.f_get_explored_parameters()
+
+
+def test_presetting_an_existing_node_and_importing_a_non_class_say_which_builtin():
+    traj = mp.Trajectory('t')
+    traj.f_add_config('c', 0)
+    with pytest.raises(mp.PresettingError, match='config.c exists already'):
+        traj.f_preset_config('c', 1)
+    with pytest.raises(TypeError, match='int 44'):      # pypet: a TypeError
+        traj.f_add_to_dynamic_imports(44)
 
 
 # ============================================================================================
@@ -2357,6 +2629,19 @@ def test_links_annotations_and_group_comments_round_trip(backend, tmp_path):
         node = got.f_get(name)
         assert node is got.f_get('results.grp.sub.target'), name
         assert node.f_get() == 5
+
+
+def test_storing_an_item_stores_the_groups_on_its_way(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    traj.f_store()
+    traj.f_add_result('Im.stored.along.a.path', 43)
+    traj.Im.stored.along.v_annotations['wtf'] = 4444
+    traj.f_get('results.Im').v_comment = 'on the way'
+    traj.res.f_store_child('Im.stored.along.a.path')
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get('results.Im.stored.along').v_annotations['wtf'] == 4444
+    assert got.f_get('results.Im').v_comment == 'on the way' and got.path == 43
 
 
 # ============================================================================================
