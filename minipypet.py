@@ -10630,11 +10630,34 @@ def nested_equal(a, b):
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and \
             len(a) == len(b) and all(nested_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, collections.abc.Mapping) and isinstance(b, collections.abc.Mapping):
+        return a.keys() == b.keys() and all(nested_equal(a[k], b[k]) for k in a)
     try:
         equal = a == b
-        return bool(equal) or (a != a and b != b)  # (NaN)
+        if bool(equal) or (a != a and b != b):  # (NaN)
+            return True
     except (TypeError, ValueError):
         return False
+    if type(a).__eq__ is object.__eq__ and type(b).__eq__ is object.__eq__:
+        # objects compared by identity: equal if their attributes are (as pypet's)
+        attributes = _attributes(a), _attributes(b)
+        try:
+            return None not in attributes and nested_equal(*attributes)
+        except RecursionError:  # (objects that refer to each other in a cycle)
+            return False
+    return False
+
+
+def _attributes(obj):
+    """An object's attributes from its __dict__ and __slots__, or None if it has neither."""
+    found = dict(vars(obj)) if hasattr(obj, '__dict__') else None
+    for klass in type(obj).__mro__:
+        slots = klass.__dict__.get('__slots__', ())
+        for name in [slots] if isinstance(slots, str) else slots:
+            if name not in ('__dict__', '__weakref__') and hasattr(obj, name):
+                found = {} if found is None else found
+                found[name] = getattr(obj, name)
+    return found
 
 
 def parameters_equal(a, b):

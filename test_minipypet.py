@@ -7404,6 +7404,21 @@ def test_pypets_public_names_resolve_through_the_alias():
     assert 'pandas imported False' in out.stdout       # (ObjectTable is made when asked for)
 
 
+class PlainObject:
+    """An object with no == of its own."""
+
+
+class SlotsA:
+    __slots__ = ('a',)
+
+    def __init__(self, a):
+        self.a = a
+
+
+class SlotsB(SlotsA):
+    __slots__ = ()
+
+
 def test_helpers_behave_as_pypets(tmp_path):
     assert mp.rename_log_file('$traj/$run/$set/$env.txt', traj_name='t', run_name='run_1',
                               set_name='run_set_0', env_name='e') == 't/run_1/run_set_0/e.txt'
@@ -7420,6 +7435,14 @@ def test_helpers_behave_as_pypets(tmp_path):
     assert mp.nested_equal({'a': [1, (2, 3)]}, {'a': [1, (2, 3)]})
     assert not mp.nested_equal({'a': [1, 2]}, {'a': [1, 3]})
     assert mp.nested_equal(float('nan'), float('nan'))
+    a, b = PlainObject(), PlainObject()        # pypet: objects without == by their attributes
+    a.g = b.g = [1, 2]
+    assert mp.nested_equal(a, b) and not mp.nested_equal(a, PlainObject())
+    b.h = 3
+    assert not mp.nested_equal(a, b)
+    assert mp.nested_equal(SlotsA(1), SlotsB(1)) and not mp.nested_equal(SlotsA(1), SlotsB(2))
+    a.me, b.me = a, b                          # (a cycle compares unequal instead of failing)
+    assert not mp.nested_equal(a, b)
     p1, p2 = mp.Parameter('x', 1), mp.Parameter('x', 1)
     assert mp.parameters_equal(p1, p2) and not mp.parameters_equal(p1, mp.Parameter('x', 2))
     assert mp.results_equal(mp.Result('r', a=1), mp.Result('r', a=1))
