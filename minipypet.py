@@ -999,10 +999,12 @@ class NNGroupNode(NNTreeNode):
         between them, as shortcuts do ('peter.yve' finds peter.markus.yve)."""
         root = self._root()
         prefix = self._full_name + '.' if self._full_name else ''
+        if isinstance(root, Trajectory):  # (abbreviations and wildcards: 'par', '$', ...)
+            name = '.'.join(root._translate(p) for p in name.split('.'))
         *path, last = name.split('.')
         found = []
         for fn, node in root._by_name.get(last, {}).items():
-            if not fn.startswith(prefix):
+            if not fn.startswith(prefix) or not shortcuts and fn != prefix + name:
                 continue
             parts = iter(fn[len(prefix):].split('.')[:-1])
             if all(p in parts for p in path):  # (a subsequence: `in` consumes the iterator)
@@ -3706,6 +3708,20 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         """copy.copy(traj): an independent tree that shares the storage service (pypet)."""
         new = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
         new.__dict__['_storage_service'] = self._storage_service
+        return new
+
+    def f_copy(self, copy_leaves: bool = True, with_links: bool = True) -> Trajectory:
+        """pypet's f_copy: copy.copy(traj); with_links=False drops the links of the copy.
+        A leaf belongs to one tree here, so leaves are always copied (copy_leaves=True)."""
+        if copy_leaves is not True:
+            raise ConfigurationError(
+                'f_copy(copy_leaves=%r): a minipypet leaf belongs to one trajectory, so the '
+                'copy cannot share leaves with this one; use copy_leaves=True' % (copy_leaves,))
+        new = self.__copy__()
+        if not with_links:
+            for node in [new] + [n for n in new._nodes.values() if not n.v_is_leaf]:
+                node._links.clear()
+            new.__dict__['_link_count'] = 0
         return new
 
     def __getstate__(self):

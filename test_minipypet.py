@@ -706,6 +706,8 @@ def test_f_get_all_lets_a_dotted_name_skip_groups_and_f_contains_a_node_within_m
         ['parameters.peter.markus.yve']
     assert len(traj.f_get_all('yve')) == 2 and traj.f_get_all('paul.markus') == []
     assert len(traj.peter.f_get_all('yve')) == 1
+    assert traj.f_get_all('par.peter.yve', shortcuts=False) == []      # the exact path only
+    assert len(traj.f_get_all('par.peter.markus.yve', shortcuts=False)) == 1
     yve = traj.f_get('peter.markus.yve')
     assert traj.par.f_contains(yve, max_depth=3) and not traj.par.f_contains(yve, max_depth=2)
 
@@ -1267,6 +1269,18 @@ def test_an_explored_parameter_is_removable_until_the_trajectory_is_stored():
     assert len(traj) == 3 and list(traj.f_get_explored_parameters()) == ['parameters.y']
     traj.parameters.f_remove_child('y')
     assert len(traj) == 1 and not traj.f_get_explored_parameters()
+
+
+def test_f_copy_copies_the_tree_and_can_leave_the_links_out():
+    traj = mp.Trajectory('t')
+    x = traj.f_add_parameter('g.x', 1)
+    traj.par.g.f_add_link('lx', x)
+    twin = traj.f_copy()
+    assert twin.f_get('x') is not x and twin.f_get('g.lx') is twin.f_get('x')
+    bare = traj.f_copy(with_links=False)
+    assert bare.par.g.f_links() == 0 and traj.par.g.f_links() == 1
+    with pytest.raises(ValueError, match='copy_leaves=True'):
+        traj.f_copy(copy_leaves=False)
 
 
 def test_presetting_an_existing_node_and_importing_a_non_class_say_which_builtin():
