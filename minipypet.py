@@ -1065,7 +1065,6 @@ class NNGroupNode(NNTreeNode):
         """True if this group holds links."""
         return bool(self._links)
 
-
     # -- showing -----------------------------------------------------------------------------
     def __repr__(self):
         return '<%s %s: %d children>' % (type(self).__name__, self._full_name or '(root)',
@@ -1636,10 +1635,12 @@ class BaseParameter(NNLeafNode):
         self._data = self._default
 
     def _set_parameter_access(self, idx):
-        if self._explored_range is not None and idx >= len(self._explored_range):
+        try:
+            self.__dict__['_data'] = self._explored_range[idx]
+        except IndexError:  # (pypet: a ValueError)
             raise ConfigurationError('%s has %d explored values; there is no run index %d'
-                                     % (self._full_name, len(self._explored_range), idx))
-        self.__dict__['_data'] = self._explored_range[idx]
+                                     % (self._full_name, len(self._explored_range), idx)
+                                     ) from None
 
     def _values_of_same_type(self, value1, value2):
         """True if both values are of the type this parameter holds and explores alike (pypet
@@ -3777,8 +3778,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if node._children:
                 return
         del node._parent._children[node._name]
-        if node._parent is self and node._name in BRANCHES:  # the four branches always exist
-            self._insert(self, NNGroupNode(node._name))
+        branch = node._parent is self and node._name in BRANCHES
         nodes, unique, by_name, fast = self._nodes, self._unique, self._by_name, self._run_fast
         for n in todo:
             name, full = n._name, n._full_name
@@ -3801,6 +3801,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 index.pop(full, None)
                 if not index:
                     del by_name[name]
+        if branch:  # the four branches always exist
+            self._insert(self, NNGroupNode(node._name))
 
     def _translate(self, comp):
         if comp in ABBREVIATIONS:

@@ -593,6 +593,7 @@ def test_a_branch_group_is_listed_once_it_holds_something():
                                                                            'results']
     traj.f_remove_child('results', recursive=True)   # a removed branch comes back empty
     assert traj.results.f_children() == 0 and 'r' not in traj
+    assert traj.f_get('results') is traj._nodes['results'] is traj.res
     traj.f_add_result('again', 2)
     assert traj.again == 2
 
