@@ -3177,7 +3177,8 @@ class _StorageMixin:
                 names.append(item._full_name)
             else:
                 node = self._resolve(self, item)
-                names.append(node._full_name if node is not None else item)
+                names.append(node._full_name if node is not None else '.'.join(
+                    self._translate(part) for part in item.split('.')))  # ('res', '$', ...)
         old = _LOAD_POLICY.allow_pickle
         _LOAD_POLICY.allow_pickle = allow_pickle
         try:

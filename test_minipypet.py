@@ -2646,6 +2646,19 @@ def test_links_annotations_and_group_comments_round_trip(backend, tmp_path):
         assert node.f_get() == 5
 
 
+def test_loading_an_item_by_a_name_with_abbreviations_and_wildcards(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    traj.f_add_result('I.am.$.a.mean.resu', 42)
+    traj.f_store()
+    traj.f_remove_child('results', recursive=True)
+    assert traj.f_get_default('res.I.am.crun.a.mean.resu', auto_load=True,
+                              fast_access=True) == 42
+    traj.f_remove_child('results', recursive=True)
+    traj.f_load_item('res.I.am.$.a.mean.resu')
+    assert traj.f_get('results.I.am.run_ALL.a.mean.resu').f_get() == 42
+
+
 def test_storing_an_item_stores_the_groups_on_its_way(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     traj = mp.Trajectory('traj', filename=filename)
