@@ -1830,13 +1830,7 @@ class PickleParameter(BaseParameter):
                                        % (self._full_name, _short_repr(data), exc)) from exc
         return data
 
-    def _coerce(self, value, position):
-        if type(value) is not type(self._default):  # (pypet: one type per exploration)
-            raise UnsupportedTypeError(
-                '%s: explored value %s at position %d is a %s but the parameter holds a %s; '
-                'explore it with values of one type' % (
-                    self._full_name, _short_repr(value), position, _type_name(value),
-                    _type_name(self._default)))
+    def _coerce(self, value, position):  # (pypet wants the default's type; any value here)
         return self._check_value(value)
 
     def _store(self):

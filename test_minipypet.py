@@ -1126,15 +1126,6 @@ def test_numpy_values_of_same_type_need_the_same_dtype_and_shape():
         mp.Parameter('e', np.array([], dtype=float))
 
 
-def test_a_pickle_parameter_explores_values_of_its_defaults_type():
-    param = mp.PickleParameter('p', {'a': 1})
-    with pytest.raises(mp.UnsupportedTypeError, match='position 1'):
-        param._explore([{'b': 2}, ['not a dict']])
-    assert not param.v_explored
-    param._explore([{'b': 2}, {'c': 3}])
-    assert param.f_get_range() == [{'b': 2}, {'c': 3}]
-
-
 def test_results_as_pypet_reads_them():
     res = mp.Result('res')
     with pytest.raises(AttributeError, match='res'):
