@@ -3161,10 +3161,13 @@ class _StorageMixin:
     def f_load_items(self, iterator: collections.abc.Iterable, load_data: int = LOAD_DATA,
                      recursive: bool = True, load_only: list | None = None,
                      only_empties: bool = False, allow_pickle: bool = True,
-                     **kwargs: object) -> None:
+                     load_except: list | None = None, **kwargs: object) -> None:
         """Load the data of leaves (names or nodes); groups load their subtree.
 
-        load_only: load only these item names of a result (others stay as they are)."""
+        load_only: load only these item names of a result (others stay as they are);
+        load_except: load all items but these."""
+        if load_only is not None and load_except is not None:
+            raise ConfigurationError('pass load_only or load_except, not both')
         names = []
         for item in iterator:
             if isinstance(item, NNTreeNode):
@@ -3177,14 +3180,15 @@ class _StorageMixin:
         _LOAD_POLICY.allow_pickle = allow_pickle
         try:
             state = self._service().load(LIST, self, names=names, recursive=recursive)
-            only = {load_only} if isinstance(load_only, str) else (
-                set(load_only) if load_only is not None else None)
+            keep = load_only if load_only is not None else load_except
+            keep = {keep} if isinstance(keep, str) else set(keep) if keep is not None else None
             for full_name, (tag, comment, ann, data) in state.items():
                 node = self._nodes.get(full_name)
                 if only_empties and node is not None and not node.f_is_empty():
                     continue
-                if only is not None and data is not None:
-                    data = {k: v for k, v in data.items() if k in only}
+                if keep is not None and data is not None:
+                    data = {k: v for k, v in data.items()
+                            if (k in keep) == (load_only is not None)}
                     if node is not None and not node.f_is_empty():
                         node._load(data)
                         continue

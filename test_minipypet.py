@@ -2493,6 +2493,11 @@ def test_load_items_with_load_only_and_reload_after_f_empty(file_backend, tmp_pa
     assert multi.f_to_dict() == {'a': 1}
     traj.f_load_item(multi, load_only='c')
     assert multi.f_to_dict() == {'a': 1, 'c': [3]}
+    multi.f_empty()
+    traj.f_load_item(multi, load_except=['a'])          # pypet's complement of load_only
+    assert 'a' not in multi and multi.f_to_dict()['c'] == [3]
+    with pytest.raises(ValueError, match='not both'):
+        traj.f_load_item(multi, load_only=['a'], load_except=['c'])
     traj.f_load_items(['results.rt', 'derived_parameters.dt'])
     assert traj.f_get('results.rt').f_get() == 'trajectory result'
     assert traj.f_get('derived_parameters.dt').f_get() == [1, 2]
