@@ -1308,6 +1308,9 @@ class NNGroupNode(NNTreeNode):
 
     def f_remove_link(self, name: str) -> None:
         """Remove the link `name` from this group."""
+        if name not in self._links:
+            raise NoSuchNodeError('%s has no link %r; it has %s' % (
+                self._full_name or 'the trajectory', name, sorted(self._links)))
         del self._links[name]
 
     # -- removal -----------------------------------------------------------------------------

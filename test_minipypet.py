@@ -1271,6 +1271,8 @@ def test_f_copy_copies_the_tree_and_can_leave_the_links_out():
     assert twin.f_get('x') is not x and twin.f_get('g.lx') is twin.f_get('x')
     bare = traj.f_copy(with_links=False)
     assert bare.par.g.f_links() == 0 and traj.par.g.f_links() == 1
+    with pytest.raises(mp.NoSuchNodeError, match="no link 'nope'; it has"):
+        bare.par.g.f_remove_link('nope')
     with pytest.raises(ValueError, match='copy_leaves=True'):
         traj.f_copy(copy_leaves=False)
 
