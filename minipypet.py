@@ -3139,6 +3139,7 @@ class _StorageMixin:
                                                      self._place_group(parent, '', None))
                     if group is not None and not group.v_is_leaf:
                         group._links[lname] = target
+                        d['_link_count'] += 1
         d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
         explored = [n for n in state.get('explored', []) if n in self._nodes]
         d['_explored'] = {n: self._nodes[n] for n in explored}

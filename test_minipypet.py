@@ -2657,6 +2657,17 @@ def test_loading_an_item_by_a_name_with_abbreviations_and_wildcards(file_backend
     assert traj.f_get('results.I.am.run_ALL.a.mean.resu').f_get() == 42
 
 
+def test_loaded_links_are_found_by_name(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    res = traj.f_add_result('kk', 42)
+    traj.par.f_add_link('gg', res)
+    traj.f_add_link('hh', res)
+    traj.f_store()
+    got = load(filename, name='traj', load_data=2)
+    assert got.gg == got.hh == 42 and 'gg' in got
+
+
 def test_storing_an_item_stores_the_groups_on_its_way(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     traj = mp.Trajectory('traj', filename=filename)
