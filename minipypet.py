@@ -4931,7 +4931,8 @@ def _apply_record(state, record, shape=None):
     elif kind == 'group':
         _, _, full_name, comment, ann = record
         _make_room(state, full_name, 'group')
-        state['nodes'].setdefault(full_name, {'kind': 'group', 'comment': comment, 'ann': ann})
+        if comment or ann or full_name not in state['nodes']:  # (the group as it is now)
+            state['nodes'][full_name] = {'kind': 'group', 'comment': comment, 'ann': ann}
         if shape is not None and shape.get(None) is not None:
             shape[None].update(_heads(full_name))
     elif kind == 'delete':

@@ -2679,6 +2679,13 @@ def test_storing_an_item_stores_the_groups_on_its_way(file_backend, tmp_path):
     got = load(filename, name='traj', load_data=2)
     assert got.f_get('results.Im.stored.along').v_annotations['wtf'] == 4444
     assert got.f_get('results.Im').v_comment == 'on the way' and got.path == 43
+    group = traj.f_get('results.Im')          # a group stored again: as it is now
+    group.v_comment = 'changed'
+    group.v_annotations['a'] = 'c'
+    traj.f_store_item(group, store_data=mp.OVERWRITE_DATA)
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get('results.Im').v_comment == 'changed'
+    assert got.f_get('results.Im').v_annotations['a'] == 'c'
 
 
 # ============================================================================================
