@@ -2975,16 +2975,19 @@ class _StorageMixin:
                 return node
         return None
 
-    def _place_group(self, full_name, comment, ann):
+    def _place_group(self, full_name, comment, ann, overwrite=True):
+        """The group at `full_name` with the stored comment and annotations; without
+        overwrite (pypet's LOAD_DATA) those already in memory are kept."""
         if self._leaf_above(full_name + '.') is not None:
             return None
         branch, _, rest = full_name.partition('.')
         group = self._add_path(self._children[branch], rest, None, comment) if rest else \
             self._children[branch]
-        if comment:
+        if comment and (overwrite or not group._comment):
             group.__dict__['_comment'] = comment
         if ann:
-            group.v_annotations._dict.update(ann)
+            mine = group.v_annotations._dict
+            mine.update(ann if overwrite else {k: v for k, v in ann.items() if k not in mine})
         return group
 
     # -- storing and loading -----------------------------------------------------------------
@@ -3119,7 +3122,8 @@ class _StorageMixin:
                 continue
             kind = rec['kind']
             if kind == 'group':
-                self._place_group(full_name, rec.get('comment', ''), rec.get('ann'))
+                self._place_group(full_name, rec.get('comment', ''), rec.get('ann'),
+                                  overwrite=mode == OVERWRITE_DATA)
             elif kind == 'leaf':
                 data = rec.get('data') if mode >= LOAD_DATA else None
                 place(full_name, rec['class'], rec.get('comment', ''), data, rec.get('ann'),
@@ -5011,7 +5015,7 @@ def _merge_memory(state, mem, store_data, only_init):
     for full_name, rec in mem['nodes'].items():
         _make_room(state, full_name, rec['kind'], groups)
         if rec['kind'] != 'leaf':
-            if full_name not in state['nodes'] or rec.get('comment'):
+            if full_name not in state['nodes'] or rec.get('comment') or rec.get('ann'):
                 state['nodes'][full_name] = rec
             continue
         if store_data == STORE_DATA_SKIPPING and full_name in state['nodes']:

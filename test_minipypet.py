@@ -2668,6 +2668,22 @@ def test_loaded_links_are_found_by_name(file_backend, tmp_path):
     assert got.gg == got.hh == 42 and 'gg' in got
 
 
+def test_group_annotations_load_data_keeps_memorys_and_overwrite_data_replaces(file_backend,
+                                                                                tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    traj.f_add_result('aaa.ccc.iii', 42)
+    traj.ccc.v_annotations['gg'] = 4
+    traj.f_store()
+    other = load(filename, name='traj', load_data=2)
+    traj.ccc.v_annotations['gg'] = 5
+    traj.f_store(store_data=mp.OVERWRITE_DATA)          # (a full store takes them along)
+    other.f_load(load_data=mp.LOAD_DATA)                # pypet: what memory has is kept
+    assert other.ccc.v_annotations['gg'] == 4
+    other.f_load(load_data=mp.OVERWRITE_DATA)           # and replaced when asked to
+    assert other.ccc.v_annotations['gg'] == 5
+
+
 def test_storing_an_item_stores_the_groups_on_its_way(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     traj = mp.Trajectory('traj', filename=filename)
