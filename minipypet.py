@@ -223,8 +223,8 @@ class TooManyGroupsError(PypetError, TypeError):
     """pypet's fast search gave up on too many groups; kept so pypet's except clauses run."""
 
 
-class InvalidNameError(PypetError, ValueError):
-    """A node name that is not allowed."""
+class InvalidNameError(PypetError, ValueError, AttributeError):
+    """A node name that is not allowed, or taken (pypet raises AttributeError for that)."""
 
 
 class UnsupportedTypeError(PypetError, TypeError):
@@ -628,13 +628,16 @@ class Annotations:
         self._dict[name] = value
 
     def f_get(self, *names: str) -> object:
-        """The value of one annotation, a tuple of several, or the only one if no name is given."""
+        """The value of one annotation, a tuple of several, or the only one if no name is
+        given (names may be ints, as pypet's: 0 is 'annotation', 1 'annotation_1', ...)."""
         if not names:
+            if not self._dict:
+                raise NoSuchNodeError('%s has no annotations' % (self._owner or 'the node'))
             if len(self._dict) != 1:
                 raise ValueError('%s has %d annotations; name the one you want'
                                  % (self._owner, len(self._dict)))
             return next(iter(self._dict.values()))
-        values = [self._dict[n] for n in names]
+        values = tuple(self[n] for n in names)
         return values[0] if len(values) == 1 else values
 
     def f_remove(self, *names: str) -> None:
@@ -655,8 +658,10 @@ class Annotations:
         self._dict.clear()
 
     def f_ann_to_str(self) -> str:
-        """The annotations as one line of text: 'a=1; b=x'."""
-        return '; '.join('%s=%s' % (k, _short_repr(v)) for k, v in sorted(self._dict.items()))
+        """The annotations as one line of text, sorted by name: 'a=1; b=x' (as pypet's)."""
+        return '; '.join('%s=%s' % (k, self._dict[k]) for k in sorted(self._dict, key=str))
+
+    __str__ = f_ann_to_str
 
     def __getattr__(self, name):
         if name.startswith('_'):  # pickle and copy probe for __setstate__ & co.
@@ -673,7 +678,7 @@ class Annotations:
         self.f_remove(name)
 
     def __contains__(self, name):
-        return name in self._dict
+        return self._key(name) in self._dict
 
     def __iter__(self):
         return iter(self._dict)
@@ -689,7 +694,7 @@ class Annotations:
         try:
             return self._dict[self._key(key)]
         except KeyError:
-            raise KeyError('%s has no annotation %r' % (self._owner, key)) from None
+            raise NoSuchNodeError('%s has no annotation %r' % (self._owner, key)) from None
 
     def __setitem__(self, key, value):
         self.f_set_single(self._key(key), value)
@@ -729,6 +734,14 @@ class NNTreeNode:
                       doc='The trajectory this node belongs to.')
 
     @property
+    def v_run_branch(self) -> str:
+        """The run this node hangs below ('run_00000003', 'run_ALL'), else 'trajectory'."""
+        for part in self._full_name.split('.'):
+            if part == 'run_ALL' or _RUN_RE.fullmatch(part):
+                return part
+        return 'trajectory'
+
+    @property
     def v_comment(self) -> str:
         """Free text describing the node; stored with it."""
         return self._comment
@@ -755,6 +768,10 @@ class NNTreeNode:
     def f_get_annotations(self, *names: str) -> object:
         """Read annotations of this node (as Annotations.f_get)."""
         return self.v_annotations.f_get(*names)
+
+    def f_ann_to_str(self) -> str:
+        """The annotations as one line of text."""
+        return self._annotations.f_ann_to_str() if self._annotations else ''
 
     def _rename(self, full_name):
         self.__dict__['_full_name'] = full_name
@@ -880,7 +897,9 @@ class NNGroupNode(NNTreeNode):
     def __getattr__(self, name):
         if name.startswith('_') or name.startswith(('f_', 'v_')):
             raise AttributeError('%r object has no attribute %r' % (type(self).__name__, name))
-        return self.f_get(name, fast_access=None, auto_load=None)
+        root = self._root()  # (natural naming follows links unless v_with_links is False)
+        return self.f_get(name, fast_access=None, auto_load=None, with_links=not isinstance(
+            root, Trajectory) or root._props['with_links'])
 
     def __setattr__(self, name, value):
         # properties (v_comment, ...) are set; a method's name (an alias such as `get`) is data
@@ -892,14 +911,23 @@ class NNGroupNode(NNTreeNode):
             else:
                 if not value._full_name:
                     value._rename(name)
-                elif value._full_name.partition('.')[0] != name:
-                    value._rename(name + '.' + value._full_name)
+                elif value._full_name != name and not value._full_name.startswith(name + '.'):
+                    raise InvalidNameError(
+                        'cannot add %s as %s.%s: the names differ; name it %r (or "") or '
+                        'assign it to %s.%s' % (value._full_name, self._full_name or 'traj',
+                                                name, name, self._full_name or 'traj',
+                                                value._full_name.partition('.')[0]))
                 self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
         else:
             child = self._root()._resolve(self, name)
             if isinstance(child, BaseParameter):
                 child.f_set(value)
             elif isinstance(child, BaseResult):
+                if child._data and not child.f_supports_fast_access():
+                    raise NoSuchNodeError(
+                        '%s holds the items %s, none named %r: set one of them, e.g. %s.%s = '
+                        'value' % (child._full_name, sorted(child._data), child._name,
+                                   child._full_name, sorted(child._data)[0]))
                 child.f_set_single(child.v_name, value)
             else:
                 raise PypetError(
@@ -917,6 +945,8 @@ class NNGroupNode(NNTreeNode):
     def __getitem__(self, name):
         if isinstance(name, tuple):  # pypet: traj['a', 'b'] is traj['a.b']
             name = '.'.join(name)
+        if isinstance(name, int) and not isinstance(name, bool):  # pypet: group[3] is the
+            name = self._root().f_wildcard('$', name)  # child of run 3, [-1] of run_ALL
         return self.f_get(name, fast_access=None, auto_load=None)
 
     def __setitem__(self, name, value):
@@ -932,6 +962,11 @@ class NNGroupNode(NNTreeNode):
         self.__setattr__(name, value)
 
     def __contains__(self, item):
+        root = self._root()  # (`in` searches as natural naming does, pypet)
+        if isinstance(root, Trajectory) and isinstance(item, str):
+            return self.f_contains(item, with_links=root._props['with_links'],
+                                   shortcuts=root._props['shortcuts'],
+                                   max_depth=root._props['max_depth'])
         return self.f_contains(item)
 
     def __iter__(self):
@@ -990,42 +1025,71 @@ class NNGroupNode(NNTreeNode):
         if isinstance(item, NNTreeNode):
             prefix = self._full_name + '.' if self._full_name else ''
             return item._traj is root and item._full_name.startswith(prefix) and \
-                root._nodes.get(item._full_name) is item
+                root._nodes.get(item._full_name) is item and (
+                    max_depth is None or item.v_depth - self.v_depth <= max_depth)
         try:
             return root._resolve(self, item, shortcuts, max_depth, with_links) is not None
         except NotUniqueNodeError:
             return True
 
     def f_get_all(self, name: str, max_depth: int | None = None, shortcuts: bool = True) -> list:
-        """Every node named `name` in this subtree."""
+        """Every node named `name` in this subtree; a dotted name's parts may skip groups
+        between them, as shortcuts do ('peter.yve' finds peter.markus.yve)."""
         root = self._root()
         prefix = self._full_name + '.' if self._full_name else ''
-        return [n for fn, n in root._by_name.get(name.rpartition('.')[2], {}).items()
-                if fn.startswith(prefix) and (fn == prefix + name or fn.endswith('.' + name))]
+        if isinstance(root, Trajectory):  # (abbreviations and wildcards: 'par', '$', ...)
+            name = '.'.join(root._translate(p) for p in name.split('.'))
+        *path, last = name.split('.')
+        found = []
+        for fn, node in root._by_name.get(last, {}).items():
+            if not fn.startswith(prefix) or not shortcuts and fn != prefix + name:
+                continue
+            parts = iter(fn[len(prefix):].split('.')[:-1])
+            if all(p in parts for p in path):  # (a subsequence: `in` consumes the iterator)
+                found.append(node)
+        return found
 
     # -- iteration ---------------------------------------------------------------------------
-    def f_children(self, copy: bool = True) -> dict:
+    def f_get_children(self, copy: bool = True) -> dict:
         """{name: node} of the direct children (groups and leaves, no links); copy=False
         gives the group's own dict."""
         return dict(self._children) if copy else self._children
 
-    f_get_children = f_children
+    def f_children(self) -> int:
+        """The number of direct children (as pypet's; f_get_children() gives them)."""
+        return len(self._children)
+
+    def f_dir_data(self) -> list:
+        """The names of the children (what natural naming reaches from here)."""
+        return list(self._children)
 
     def f_has_children(self) -> bool:
         """True if this group has children."""
         return bool(self._children)
 
-    def f_groups(self) -> dict:
+    def f_get_groups(self, copy: bool = True) -> dict:
         """{name: group} of the child groups."""
         return {k: v for k, v in self._children.items() if not v.v_is_leaf}
 
-    def f_leaves(self) -> dict:
+    def f_get_leaves(self, copy: bool = True) -> dict:
         """{name: leaf} of the child leaves."""
         return {k: v for k, v in self._children.items() if v.v_is_leaf}
 
-    def f_links(self) -> dict:
-        """{name: target node} of the links in this group."""
-        return dict(self._links)
+    def f_get_links(self, copy: bool = True) -> dict:
+        """{name: target node} of the links in this group (copy=False: its own dict)."""
+        return dict(self._links) if copy else self._links
+
+    def f_groups(self) -> int:
+        """The number of child groups (as pypet's; f_get_groups() gives them)."""
+        return sum(not c.v_is_leaf for c in self._children.values())
+
+    def f_leaves(self) -> int:
+        """The number of child leaves (as pypet's; f_get_leaves() gives them)."""
+        return sum(c.v_is_leaf for c in self._children.values())
+
+    def f_links(self) -> int:
+        """The number of links in this group (as pypet's; f_get_links() gives them)."""
+        return len(self._links)
 
     def f_has_groups(self) -> bool:
         """True if a child is a group."""
@@ -1039,12 +1103,27 @@ class NNGroupNode(NNTreeNode):
         """True if this group holds links."""
         return bool(self._links)
 
-    f_get_groups, f_get_leaves, f_get_links = f_groups, f_leaves, f_links
-
     # -- showing -----------------------------------------------------------------------------
     def __repr__(self):
         return '<%s %s: %d children>' % (type(self).__name__, self._full_name or '(root)',
                                          len(self._children) + len(self._links))
+
+    def __str__(self):
+        """pypet's text of a group: its name and first five children, '...' if more."""
+        shown = ['(%s: %s)' % (name, type(child).__name__)
+                 for name, child in itertools.islice(self._children.items(), 5)]
+        return '%s %s: %s%s' % (type(self).__name__, self._full_name or '(root)',
+                                ', '.join(shown), ', ...' if len(self._children) > 5 else '')
+
+    def f_debug(self) -> object:
+        """A plain object whose attributes are the children and links (groups nested the
+        same way), for a debugger to unfold."""
+        tree = types.SimpleNamespace()
+        for name, child in self._children.items():
+            setattr(tree, name, child if child.v_is_leaf else child.f_debug())
+        for name, target in self._links.items():
+            setattr(tree, name, target)
+        return tree
 
     def f_tree(self, max_depth: int | None = None, config: bool = False,
                max_children: int = 10) -> str:
@@ -1100,6 +1179,11 @@ class NNGroupNode(NNTreeNode):
             if max_depth is not None and depth >= max_depth:
                 continue
             children = list(group._children.values())
+            if group is self and self._parent is None and self._full_name == '':
+                # pypet makes a branch group when something is added to it; minipypet has
+                # all four from the start, and lists one only once it holds something
+                children = [c for c in children if c._children or c._links or
+                            c._annotations or c._comment]
             if with_links:
                 children += list(group._links.values())
             for child in children:
@@ -1116,11 +1200,15 @@ class NNGroupNode(NNTreeNode):
 
     def f_to_dict(self, fast_access: bool = False, short_names: bool = False, nested: bool = False,
                   copy: bool = True, with_links: bool = False) -> dict:
-        """The leaves below this group as {full name: leaf or value}."""
+        """The leaves below this group as {full name: leaf or value}; nested=True gives
+        nested dicts of the names below this group."""
+        if short_names and nested:
+            raise ConfigurationError('f_to_dict: short_names and nested exclude each other')
         result = {}
+        skip = len(self._full_name) + 1 if nested and self._full_name else 0
         for leaf in self.f_iter_leaves(with_links=with_links):
             value = leaf._fast_value() if fast_access and leaf.f_supports_fast_access() else leaf
-            key = leaf.v_name if short_names else leaf.v_full_name
+            key = leaf.v_name if short_names else leaf.v_full_name[skip:]
             if short_names and key in result:
                 raise ValueError('short name %r is not unique below %s; use short_names=False'
                                  % (key, self._full_name or 'the trajectory'))
@@ -1248,8 +1336,8 @@ class NNGroupNode(NNTreeNode):
         if isinstance(target, str):
             target = root.f_get(target)
         if not isinstance(target, NNTreeNode) or target._traj is not root or target is root:
-            raise PypetError('a link target must be a node of this trajectory, got %r'
-                             % (target,))
+            raise ConfigurationError('a link target must be a node of this trajectory, got %r'
+                                     % (target,))
         if name in self._children:
             raise InvalidNameError('%s already has a child %r' % (self._full_name, name))
         self._links[name] = target
@@ -1258,6 +1346,9 @@ class NNGroupNode(NNTreeNode):
 
     def f_remove_link(self, name: str) -> None:
         """Remove the link `name` from this group."""
+        if name not in self._links:
+            raise NoSuchNodeError('%s has no link %r; it has %s' % (
+                self._full_name or 'the trajectory', name, sorted(self._links)))
         del self._links[name]
 
     # -- removal -----------------------------------------------------------------------------
@@ -1509,10 +1600,6 @@ class NNLeafNode(NNTreeNode):
         """The leaf's class name, e.g. 'Parameter'."""
         return type(self).__name__
 
-    def f_ann_to_str(self) -> str:
-        """The annotations as one line of text."""
-        return self._annotations.f_ann_to_str() if self._annotations else ''
-
     def f_supports_fast_access(self) -> bool:
         """True if fast access returns a value instead of the leaf."""
         return False
@@ -1556,6 +1643,11 @@ class NNLeafNode(NNTreeNode):
         return '<%s %s%s>' % (type(self).__name__, self._full_name,
                               self._brief_text().rpartition('  [')[0])
 
+    def __str__(self):
+        """pypet's text of a leaf: 'Parameter parameters.x (`comment`): 42'."""
+        return '%s %s%s: %s' % (type(self).__name__, self._full_name, ' (`%s`)' % self._comment
+                                if self._comment else '', self.f_val_to_str())
+
     @property
     def v_class_name(self) -> str:
         """The leaf's class name."""
@@ -1579,14 +1671,14 @@ class BaseParameter(NNLeafNode):
     # -- value -------------------------------------------------------------------------------
     def f_set(self, data: object) -> None:
         """Set the default value (only before it is read or explored)."""
-        if self._locked:
-            raise ParameterLockedError(
-                '%s is locked (its value was read, e.g. during a run); call f_unlock() first '
-                'if you really want to change it' % self._full_name)
         if self._explored_range is not None:
             raise ParameterLockedError(
                 '%s is explored; change its values with f_explore/f_expand, or f_shrink() the '
                 'exploration first' % self._full_name)
+        if self._locked:
+            raise ParameterLockedError(
+                '%s is locked (its value was read, e.g. during a run); call f_unlock() first '
+                'if you really want to change it' % self._full_name)
         if data is None:
             raise UnsupportedTypeError('%s: None is not a parameter value; use f_empty() to '
                                        'clear it' % self._full_name)
@@ -1692,31 +1784,75 @@ class BaseParameter(NNLeafNode):
     def __len__(self):
         return self.f_get_range_length()
 
-    def _explore(self, values):
+    def _check_range_change(self, what, explored):
+        """Raise unless the range may change: unlocked, explored (or not) as `what` needs."""
         if self._locked:
-            raise ParameterLockedError('%s is locked; call f_unlock() before exploring it'
-                                       % self._full_name)
+            raise ParameterLockedError('%s is locked (exploring locks it, as does reading it); '
+                                       'call f_unlock() before %s' % (self._full_name, what))
+        if explored is not None and (self._explored_range is not None) != explored:
+            raise ParameterLockedError(
+                '%s is %s: %s' % (self._full_name, 'explored already' if not explored else
+                                  'not explored', 'use _expand to add values, or _shrink first'
+                                  if not explored else 'explore it first'))
+
+    def _explore(self, values):
+        self._check_range_change('exploring it', explored=False)
+        if self._empty or self.__dict__['_data'] is None:
+            raise UnsupportedTypeError(
+                '%s has no default value; set one with f_set(value) before exploring it (the '
+                'default fixes the type of the explored values)' % self._full_name)
         values = list(values)
         if not values:
             raise ConfigurationError('%s: an exploration range must not be empty'
                                      % self._full_name)
-        if self._empty:  # the first value sets the type
-            self.f_set(values[0])
         coerced = [self._coerce(v, i) for i, v in enumerate(values)]
         self._explored_range = coerced
         self._data = self._default  # outside a run an explored parameter reads its default
+        self._locked = True  # an explored value is set by the runs, never by f_set (pypet)
 
     def _expand(self, values):
+        self._check_range_change('expanding it', explored=True)
         coerced = [self._coerce(v, len(self._explored_range) + i)
                    for i, v in enumerate(values)]
         self._explored_range.extend(coerced)
+        self._locked = True
 
     def _shrink(self):
+        self._check_range_change('shrinking it', explored=True)
         self._explored_range = None
         self._data = self._default
 
     def _set_parameter_access(self, idx):
-        self.__dict__['_data'] = self._explored_range[idx]
+        try:
+            self.__dict__['_data'] = self._explored_range[idx]
+        except IndexError:  # (pypet: a ValueError)
+            raise ConfigurationError('%s has %d explored values; there is no run index %d'
+                                     % (self._full_name, len(self._explored_range), idx)
+                                     ) from None
+
+    def _values_of_same_type(self, value1, value2):
+        """True if both values are of the type this parameter holds and explores alike (pypet
+        0.7's check before exploring); TypeError if it holds neither."""
+        supported = self.f_supports(value1), self.f_supports(value2)
+        if not any(supported):
+            raise UnsupportedTypeError('%s holds neither %s nor %s' % (
+                self._full_name, _type_name(value1), _type_name(value2)))
+        return all(supported) and self._same_type(value1, value2)
+
+    def _same_type(self, value1, value2):
+        if type(value1) is not type(value2):
+            return False
+        if _is_numpy(value1) and hasattr(value1, 'dtype'):
+            return value1.dtype == value2.dtype and \
+                getattr(value1, 'shape', ()) == getattr(value2, 'shape', ())
+        if type(value1) in (list, tuple) and value1 and value2:
+            return type(value1[0]) is type(value2[0])
+        return True
+
+    def _equal_values(self, value1, value2):
+        """True if the parameter holds both values and they are equal (numpy arrays compared
+        element by element); TypeError if it holds neither."""
+        return self._values_of_same_type(value1, value2) and nested_equal(value1, value2)
 
     def _restore_default(self):
         self.__dict__['_data'] = self._default
@@ -1815,10 +1951,13 @@ class Parameter(BaseParameter):
 
 class ArrayParameter(Parameter):
     """A Parameter meant for arrays, tuples and lists (kept for pypet compatibility); it
-    also holds an empty tuple or list, as pypet's does."""
+    also holds an empty tuple, list or 1-d numpy array, as pypet's does."""
 
     def _check_value(self, data):
         if type(data) in (tuple, list) and not data:
+            return data
+        if _is_numpy(data) and getattr(data, 'ndim', 0) == 1 and data.size == 0 and \
+                data.dtype.kind in 'biufcSU':  # (pypet's ArrayParameter holds these too)
             return data
         return super()._check_value(data)
 
@@ -1879,7 +2018,7 @@ class PickleParameter(BaseParameter):
                                        % (self._full_name, _short_repr(data), exc)) from exc
         return data
 
-    def _coerce(self, value, position):
+    def _coerce(self, value, position):  # (pypet wants the default's type; any value here)
         return self._check_value(value)
 
     def _store(self):
@@ -1983,6 +2122,8 @@ class Result(BaseResult):
         if self._refused:
             raise PickleRefusedError(self._refused)
         if not names:
+            if not self._data:
+                raise self._no_item(self._name)
             if len(self._data) != 1:
                 raise ValueError('%s has %d items %s; name the one you want' % (
                     self._full_name, len(self._data), sorted(self._data)))
@@ -2034,8 +2175,14 @@ class Result(BaseResult):
         return self._data[self._name]
 
     def f_val_to_str(self) -> str:
-        """The items as short text: 'a=1, b=2'."""
-        return ', '.join('%s=%s' % (k, _short_repr(v, 40)) for k, v in self._data.items())
+        """The items as short text, "a=1, b='x'", cut to 64 characters (as pypet's)."""
+        limit = pypetconstants.HDF5_STRCOL_MAX_VALUE_LENGTH
+        text = ''
+        for key, value in self._data.items():  # (stops early: a repr may be long)
+            text += '%s=%r, ' % (key, value)
+            if len(text) > limit:
+                return text[:limit - 3] + '...'
+        return text[:-2]
 
     def _brief_value(self):
         items = list(self._data.items())
@@ -2073,8 +2220,14 @@ class Result(BaseResult):
     def __setitem__(self, key, value):
         self.f_set_single(self.f_translate_key(key), value)
 
+    def __delitem__(self, key):
+        self.f_remove(key)
+
     def __contains__(self, key):
-        return key in self._data
+        return self.f_translate_key(key) in self._data
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self._data)
 
     def __iter__(self):
         return iter(self._data)
@@ -2222,8 +2375,9 @@ def _import_classes(classes):
             result['%s:%s' % (module, name)] = result[name] = cls
             continue
         if not (isinstance(cls, type) and issubclass(cls, NNLeafNode)):
-            raise ConfigurationError('dynamic imports must be leaf classes (subclasses of '
-                                     'BaseParameter or BaseResult), got %r' % (cls,))
+            raise UnsupportedTypeError('dynamic imports must be leaf classes (subclasses of '
+                                       'BaseParameter or BaseResult) or their dotted names, '
+                                       'got %s %r' % (_type_name(cls), cls))
         result[_class_tag(cls)] = cls
         result[cls.__name__] = cls
     return result
@@ -2511,6 +2665,7 @@ class _RunsMixin:
         saved = [(p, dict(p.__dict__), list(p._explored_range or [])) for p, _ in items]
         try:
             for param, values in items:
+                param._locked = False  # (the parameter locks itself again once explored)
                 if expand and param._explored_range is not None:
                     param._expand(values)
                 else:
@@ -2531,6 +2686,7 @@ class _RunsMixin:
             raise PypetError('%s is stored; pass force=True to drop its exploration'
                              % self._name)
         for param in self._explored.values():
+            param._locked = False
             param._shrink()
         self._explored.clear()
         self._length = 1
@@ -2762,8 +2918,8 @@ class _RunsMixin:
     def _preset(self, branch, name, args, kwargs):
         full = name if name.startswith(branch + '.') else branch + '.' + name
         if full in self._nodes:
-            raise PypetError('%s exists already: set it with f_set instead of presetting it'
-                             % full)
+            raise PresettingError('%s exists already: set it with f_set instead of presetting '
+                                  'it' % full)
         self.__dict__.setdefault('_presets', {})[full] = (args, kwargs)
 
     def _check_presets(self):
@@ -3033,16 +3189,19 @@ class _StorageMixin:
                 return node
         return None
 
-    def _place_group(self, full_name, comment, ann):
+    def _place_group(self, full_name, comment, ann, overwrite=True):
+        """The group at `full_name` with the stored comment and annotations; without
+        overwrite (pypet's LOAD_DATA) those already in memory are kept."""
         if self._leaf_above(full_name + '.') is not None:
             return None
         branch, _, rest = full_name.partition('.')
         group = self._add_path(self._children[branch], rest, None, comment) if rest else \
             self._children[branch]
-        if comment:
+        if comment and (overwrite or not group._comment):
             group.__dict__['_comment'] = comment
         if ann:
-            group.v_annotations._dict.update(ann)
+            mine = group.v_annotations._dict
+            mine.update(ann if overwrite else {k: v for k, v in ann.items() if k not in mine})
         return group
 
     # -- storing and loading -----------------------------------------------------------------
@@ -3088,8 +3247,17 @@ class _StorageMixin:
         if not self._stored and not self._is_run:
             raise PypetError('store the trajectory once with f_store() before f_store_item')
         msgs = []
+        along = set()  # groups on the way are stored too (their comments, annotations), as pypet
         for item in iterator:
             node = self.f_get(item) if isinstance(item, str) else item
+            parent = node._parent
+            if not self._is_run:
+                path = []
+                while parent is not None and parent is not self and id(parent) not in along:
+                    along.add(id(parent))
+                    path.append((GROUP, parent))
+                    parent = parent._parent
+                msgs.extend(reversed(path))
             if node.v_is_leaf:
                 msgs.append((LEAF, node))
             else:
@@ -3171,7 +3339,8 @@ class _StorageMixin:
                 continue
             kind = rec['kind']
             if kind == 'group':
-                self._place_group(full_name, rec.get('comment', ''), rec.get('ann'))
+                self._place_group(full_name, rec.get('comment', ''), rec.get('ann'),
+                                  overwrite=mode == OVERWRITE_DATA)
             elif kind == 'leaf':
                 data = rec.get('data') if mode >= LOAD_DATA else None
                 place(full_name, rec['class'], rec.get('comment', ''), data, rec.get('ann'),
@@ -3191,6 +3360,7 @@ class _StorageMixin:
                                                      self._place_group(parent, '', None))
                     if group is not None and not group.v_is_leaf:
                         group._links[lname] = target
+                        d['_link_count'] += 1
         d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
         explored = [n for n in state.get('explored', []) if n in self._nodes]
         d['_explored'] = {n: self._nodes[n] for n in explored}
@@ -3216,30 +3386,35 @@ class _StorageMixin:
     def f_load_items(self, iterator: collections.abc.Iterable, load_data: int = LOAD_DATA,
                      recursive: bool = True, load_only: list | None = None,
                      only_empties: bool = False, allow_pickle: bool | None = None,
-                     **kwargs: object) -> None:
+                     load_except: list | None = None, **kwargs: object) -> None:
         """Load the data of leaves (names or nodes); groups load their subtree.
 
-        load_only: load only these item names of a result (others stay as they are)."""
+        load_only: load only these item names of a result (others stay as they are);
+        load_except: load all items but these."""
+        if load_only is not None and load_except is not None:
+            raise ConfigurationError('pass load_only or load_except, not both')
         names = []
         for item in iterator:
             if isinstance(item, NNTreeNode):
                 names.append(item._full_name)
             else:
                 node = self._resolve(self, item)
-                names.append(node._full_name if node is not None else item)
+                names.append(node._full_name if node is not None else '.'.join(
+                    self._translate(part) for part in item.split('.')))  # ('res', '$', ...)
         old = _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source
         _LOAD_POLICY.allow_pickle = allow_pickle
         _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
         try:
             state = self._service().load(LIST, self, names=names, recursive=recursive)
-            only = {load_only} if isinstance(load_only, str) else (
-                set(load_only) if load_only is not None else None)
+            keep = load_only if load_only is not None else load_except
+            keep = {keep} if isinstance(keep, str) else set(keep) if keep is not None else None
             for full_name, (tag, comment, ann, data) in state.items():
                 node = self._nodes.get(full_name)
                 if only_empties and node is not None and not node.f_is_empty():
                     continue
-                if only is not None and data is not None:
-                    data = {k: v for k, v in data.items() if k in only}
+                if keep is not None and data is not None:
+                    data = {k: v for k, v in data.items()
+                            if (k in keep) == (load_only is not None)}
                     if node is not None and not node.f_is_empty():
                         node._load(data)
                         continue
@@ -3578,7 +3753,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_wildcards'] = {}
         d['_props'] = {'fast_access': True, 'shortcuts': True, 'auto_load': False,
                        'max_depth': None, 'iter_recursive': False, 'auto_run_prepend': True,
-                       'full_copy': False, 'with_links': True}
+                       'full_copy': False, 'with_links': True, 'no_clobber': False}
         d['_storage_service'] = None
         for branch in BRANCHES:
             group = NNGroupNode(branch)
@@ -3669,7 +3844,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if unique is None or name[:1] == '_' or name[:2] in ('f_', 'v_'):
             return NNGroupNode.__getattr__(self, name)
         props = d['_props']
-        if props['shortcuts'] and props['max_depth'] is None and not props['auto_load']:
+        if props['shortcuts'] and props['max_depth'] is None and not props['auto_load'] and \
+                not d['_link_count']:  # (a link may make a name ambiguous)
             node = unique.get(name)
             if node is None and name not in d['_nodes']:
                 found = d['_by_name'].get(name)
@@ -3706,6 +3882,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                                'In a run, results go below results.runs.run_XXXXXXXX.')
     v_full_copy = _prop('full_copy', 'Kept for pypet compatibility (pickles are full copies).')
     v_with_links = _prop('with_links', 'Natural naming follows links.')
+    v_no_clobber = _prop('no_clobber', 'Adding a leaf that exists returns it unchanged '
+                         '(instead of raising).')
     del _prop
 
     def f_set_properties(self, **kwargs: object) -> None:
@@ -3728,6 +3906,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             self._name, self._length, '' if self._length == 1 else 's',
             sum(self._runs.completed), ', explored: ' + explored if explored else
             ', nothing explored', ', file ' + filename if filename else '')
+
+    __str__ = __repr__  # (print(traj) gives the summary, not a group's list of children)
 
     def _repr_html_(self):
         """Jupyter's display: the summary, the tree and the runs table (its first 50 rows)."""
@@ -3754,6 +3934,20 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         """copy.copy(traj): an independent tree that shares the storage service (pypet)."""
         new = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
         new.__dict__['_storage_service'] = self._storage_service
+        return new
+
+    def f_copy(self, copy_leaves: bool = True, with_links: bool = True) -> Trajectory:
+        """pypet's f_copy: copy.copy(traj); with_links=False drops the links of the copy.
+        A leaf belongs to one tree here, so leaves are always copied (copy_leaves=True)."""
+        if copy_leaves is not True:
+            raise ConfigurationError(
+                'f_copy(copy_leaves=%r): a minipypet leaf belongs to one trajectory, so the '
+                'copy cannot share leaves with this one; use copy_leaves=True' % (copy_leaves,))
+        new = self.__copy__()
+        if not with_links:
+            for node in [new] + [n for n in new._nodes.values() if not n.v_is_leaf]:
+                node._links.clear()
+            new.__dict__['_link_count'] = 0
         return new
 
     def __getstate__(self):
@@ -3797,8 +3991,10 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         todo = [node]
         for n in todo:  # the subtree, parents before children (the list grows as it goes)
             if isinstance(n, NNLeafNode):
-                if n._full_name in self._explored:
-                    raise PypetError('%s is explored and cannot be removed' % n._full_name)
+                if n._full_name in self._explored and (self._stored or self._is_run):
+                    raise PypetError('%s is explored and stored (or running), so it cannot be '
+                                     'removed; traj.f_shrink(force=True) drops the exploration'
+                                     % n._full_name)
             elif predicate is None:
                 todo.extend(n._children.values())
         if predicate is not None and not node.v_is_leaf:
@@ -3807,6 +4003,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if node._children:
                 return
         del node._parent._children[node._name]
+        branch = node._parent is self and node._name in BRANCHES
         nodes, unique, by_name, fast = self._nodes, self._unique, self._by_name, self._run_fast
         for n in todo:
             name, full = n._name, n._full_name
@@ -3816,6 +4013,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             # a full collection falls in it).
             n.__dict__['_parent'] = None
             nodes.pop(full, None)
+            if full in self._explored:  # (not stored: as pypet, the runs go with the last one)
+                del self._explored[full]
+                if not self._explored:
+                    self._length = 1
+                    self._runs = _RunTable(1)
             unique.pop(name, None)
             if name in fast:
                 self._drop_fast(name)
@@ -3824,6 +4026,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 index.pop(full, None)
                 if not index:
                     del by_name[name]
+        if branch:  # the four branches always exist
+            self._insert(self, NNGroupNode(node._name))
 
     def _translate(self, comp):
         if comp in ABBREVIATIONS:
@@ -3855,7 +4059,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if node is not None:
                 return node
             found = self._by_name.get(name)
-            if found is not None and len(found) == 1 and max_depth is None and (
+            if found is not None and len(found) == 1 and max_depth is None and not (
+                    with_links and self._link_count) and (
                     shortcuts or shortcuts is None and self._props['shortcuts']):
                 node = next(iter(found.values()))  # the common `traj.x`: a unique name
                 if self._idx < 0 or 'run_' not in node._full_name or \
@@ -3882,7 +4087,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 if child is None and _SET_RE.fullmatch(tr):
                     child = self._run_set(node)
                 if child is None and shortcuts:
-                    child = self._search(node, tr, max_depth or self._props['max_depth'])
+                    child = self._search(node, tr, max_depth or self._props['max_depth'],
+                                         with_links)
                 if child is None:
                     return None
             node = child
@@ -3899,8 +4105,14 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             return node._children.get('runs')
         return None
 
-    def _search(self, start, name, max_depth=None):
+    def _search(self, start, name, max_depth=None, with_links=False):
         candidates = self._by_name.get(name)
+        if with_links and self._link_count:  # links are found by name too (pypet), at the
+            linked = {g._full_name + '.' + name: g._links[name]  # depth of the link
+                      for g in list(self._nodes.values()) if not g.v_is_leaf and
+                      name in g._links}
+            if linked:
+                candidates = dict(candidates or {}, **linked)
         if not candidates:
             return None
         prefix = start._full_name + '.' if start._full_name else ''
@@ -3927,6 +4139,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return best
 
     def _hint(self, name):
+        cards = [p for p in name.split('.') if p in ('$', 'crun', '$set', 'crunset')]
+        if cards:  # say what the wildcards stood for (pypet's message names the run)
+            return ' (%s)' % ', '.join('%s is %s' % (c, self._translate(c)) for c in cards)
         return _did_you_mean(name.rpartition('.')[2], self._by_name)
 
     def _add_path(self, start, rel_name, leaf, comment):
@@ -3986,6 +4201,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 raise InvalidNameError('%s is a leaf already' % existing._full_name)
             node = NNGroupNode(name, comment)
             return self._insert(group, node)
+        if existing is not None and self._props.get('no_clobber'):
+            return existing
         if existing is not None:
             raise InvalidNameError(
                 '%s exists already; change its value with f_set, or remove it first with '
@@ -4035,7 +4252,14 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             name in keys for keys in self._wildcards)
 
     # -- collections -------------------------------------------------------------------------
+    @staticmethod
+    def _check_copy(fast_access, copy):
+        if fast_access and not copy:  # (pypet refuses it too)
+            raise ConfigurationError('copy=False hands out the leaves themselves, fast_access '
+                                     'their values: pass copy=True with fast_access=True')
+
     def _branch_dict(self, branch, fast_access, copy):
+        self._check_copy(fast_access, copy)
         group = self._children[branch]
         return group.f_to_dict(fast_access=fast_access)
 
@@ -4057,6 +4281,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     def f_get_explored_parameters(self, fast_access: bool = False, copy: bool = True) -> dict:
         """{full name: parameter (or value)} of the explored parameters."""
+        self._check_copy(fast_access, copy)
         return {k: (p.f_get() if fast_access else p) for k, p in self._explored.items()}
 
 
@@ -4992,7 +5217,8 @@ def _apply_record(state, record, shape=None):
     elif kind == 'group':
         _, _, full_name, comment, ann = record
         _make_room(state, full_name, 'group')
-        state['nodes'].setdefault(full_name, {'kind': 'group', 'comment': comment, 'ann': ann})
+        if comment or ann or full_name not in state['nodes']:  # (the group as it is now)
+            state['nodes'][full_name] = {'kind': 'group', 'comment': comment, 'ann': ann}
         if shape is not None and shape.get(None) is not None:
             shape[None].update(_heads(full_name))
     elif kind == 'delete':
@@ -5071,7 +5297,7 @@ def _merge_memory(state, mem, store_data, only_init):
     for full_name, rec in mem['nodes'].items():
         _make_room(state, full_name, rec['kind'], groups)
         if rec['kind'] != 'leaf':
-            if full_name not in state['nodes'] or rec.get('comment'):
+            if full_name not in state['nodes'] or rec.get('comment') or rec.get('ann'):
                 state['nodes'][full_name] = rec
             continue
         if store_data == STORE_DATA_SKIPPING and full_name in state['nodes']:
@@ -11294,11 +11520,34 @@ def nested_equal(a, b):
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and \
             len(a) == len(b) and all(nested_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, collections.abc.Mapping) and isinstance(b, collections.abc.Mapping):
+        return a.keys() == b.keys() and all(nested_equal(a[k], b[k]) for k in a)
     try:
         equal = a == b
-        return bool(equal) or (a != a and b != b)  # (NaN)
+        if bool(equal) or (a != a and b != b):  # (NaN)
+            return True
     except (TypeError, ValueError):
         return False
+    if type(a).__eq__ is object.__eq__ and type(b).__eq__ is object.__eq__:
+        # objects compared by identity: equal if their attributes are (as pypet's)
+        attributes = _attributes(a), _attributes(b)
+        try:
+            return None not in attributes and nested_equal(*attributes)
+        except RecursionError:  # (objects that refer to each other in a cycle)
+            return False
+    return False
+
+
+def _attributes(obj):
+    """An object's attributes from its __dict__ and __slots__, or None if it has neither."""
+    found = dict(vars(obj)) if hasattr(obj, '__dict__') else None
+    for klass in type(obj).__mro__:
+        slots = klass.__dict__.get('__slots__', ())
+        for name in [slots] if isinstance(slots, str) else slots:
+            if name not in ('__dict__', '__weakref__') and hasattr(obj, name):
+                found = {} if found is None else found
+                found[name] = getattr(obj, name)
+    return found
 
 
 def parameters_equal(a, b):
@@ -11467,8 +11716,28 @@ class SharedData:
         return len(self.read())
 
 
-SharedArray = SharedCArray = SharedEArray = SharedVLArray = SharedTable = \
-    SharedPandasFrame = SharedData
+class SharedArray(SharedData):
+    """pypet's shared HDF5 array (see SharedData)."""
+
+
+class SharedCArray(SharedArray):
+    """pypet's shared chunked array (see SharedData)."""
+
+
+class SharedEArray(SharedArray):
+    """pypet's shared extendable array (see SharedData)."""
+
+
+class SharedVLArray(SharedArray):
+    """pypet's shared variable-length array (see SharedData)."""
+
+
+class SharedTable(SharedData):
+    """pypet's shared table (see SharedData)."""
+
+
+class SharedPandasFrame(SharedData):
+    """pypet's shared pandas frame (see SharedData)."""
 
 
 class SharedResult(Result, KnowsTrajectory):
@@ -11587,9 +11856,13 @@ class _PypetModule(types.ModuleType):
 
 def _pypet_test(predicate=None):
     """pypet.test() runs pypet's own test suite, which minipypet does not ship."""
+    del predicate
     raise PypetError("pypet.test() runs pypet's own test suite; minipypet's is "
                      "test_minipypet.py (python -m pytest), and tools/pypet_unittests.py runs "
                      "pypet's unit tests against minipypet")
+
+
+_pypet_test.__name__ = _pypet_test.__qualname__ = 'test'  # (it is pypet.test in the alias)
 
 
 def install_as_pypet() -> types.ModuleType:

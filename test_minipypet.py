@@ -154,8 +154,7 @@ def test_import_and_a_run_import_no_third_party_module():
 # ============================================================================================
 def test_four_branches_and_their_abbreviations():
     traj = mp.Trajectory('t')
-    assert [n.v_name for n in traj.f_iter_nodes(recursive=False)] == [
-        'config', 'parameters', 'derived_parameters', 'results']
+    assert sorted(traj._children) == ['config', 'derived_parameters', 'parameters', 'results']
     for short, long in (('conf', 'config'), ('par', 'parameters'),
                         ('dpar', 'derived_parameters'), ('res', 'results')):
         assert getattr(traj, short) is getattr(traj, long)
@@ -175,10 +174,11 @@ def test_dotted_names_create_groups():
     assert leaf.v_full_name == 'parameters.traffic.cars.ncars'
     traffic = traj.f_get('parameters.traffic')
     assert not traffic.v_is_leaf and traffic.v_full_name == 'parameters.traffic'
-    assert traj.f_get('parameters.traffic.cars').f_children() == {'ncars': leaf}
+    assert traj.f_get('parameters.traffic.cars').f_get_children() == {'ncars': leaf}
     # a second leaf reuses the existing groups
     traj.f_add_parameter('traffic.cars.speed', 3.0)
-    assert set(traj.parameters.traffic.cars.f_children()) == {'ncars', 'speed'}
+    assert set(traj.parameters.traffic.cars.f_get_children()) == {'ncars', 'speed'}
+    assert traj.parameters.traffic.cars.f_children() == 2    # pypet: a count
     # adding below a leaf is refused
     with pytest.raises(mp.InvalidNameError, match='ncars'):
         traj.f_add_parameter('traffic.cars.ncars.sub', 1)
@@ -269,8 +269,11 @@ def test_f_contains_and_in():
     assert 'parameters.grp.x' in traj
     assert 'grp.x' in traj.par
     assert 'x' in traj.par.grp
-    assert 'x' not in traj                        # without shortcuts: direct path only
-    assert traj.f_contains('x', shortcuts=True)
+    assert 'x' in traj and not traj.f_contains('x')  # `in` searches as natural naming does
+    assert traj.f_contains('x', shortcuts=True)      # (pypet's), f_contains only if asked to
+    traj.v_shortcuts = False
+    assert 'x' not in traj
+    traj.v_shortcuts = True
     assert 'nothing' not in traj
     assert traj.f_contains(x) and x in traj.parameters
     assert r not in traj.parameters and r in traj.results
@@ -321,7 +324,10 @@ def test_f_to_dict_full_short_and_nested_names():
                                                            'parameters.b.y': 2.0}
     assert traj.parameters.f_to_dict(fast_access=True, short_names=True) == {'x': 1, 'y': 2.0}
     nested = traj.parameters.f_to_dict(fast_access=True, nested=True)
-    assert nested == {'parameters': {'a': {'x': 1}, 'b': {'y': 2.0}}}
+    assert nested == {'a': {'x': 1}, 'b': {'y': 2.0}}   # nested below the group, as pypet's
+    assert traj.f_to_dict(fast_access=True, nested=True)['parameters'] == nested
+    with pytest.raises(ValueError, match='exclude'):
+        traj.f_to_dict(short_names=True, nested=True)
     traj.f_add_parameter('c.x', 3)
     with pytest.raises(ValueError, match='x'):
         traj.parameters.f_to_dict(short_names=True)
@@ -590,6 +596,168 @@ def test_empty_name_and_invalid_trajectory_name():
         mp.Trajectory('bad name')
     with pytest.raises(mp.InvalidNameError):
         mp.Trajectory('with.dot')
+
+
+# -- pypet 0.7's tree behaviour, as pypet's own unit tests check it (issue 18) ---------------
+def test_a_branch_group_is_listed_once_it_holds_something():
+    # pypet makes a branch group when something is first added to it; minipypet has all four
+    # from the start (so traj.results always works) and lists one only once it holds something
+    traj = mp.Trajectory('t')
+    assert [n.v_name for n in traj.f_iter_nodes()] == []
+    assert traj.results.f_children() == 0
+    traj.f_add_result('r', 1)
+    traj.f_add_parameter('g.x', 1)
+    assert [n.v_full_name for n in traj.f_iter_nodes(recursive=False)] == ['parameters',
+                                                                           'results']
+    traj.f_remove_child('results', recursive=True)   # a removed branch comes back empty
+    assert traj.results.f_children() == 0 and 'r' not in traj
+    assert traj.f_get('results') is traj._nodes['results'] is traj.res
+    traj.f_add_result('again', 2)
+    assert traj.again == 2
+
+
+def test_annotations_as_pypet_reads_them():
+    traj = mp.Trajectory('t')
+    group = traj.f_add_parameter_group('g')
+    ann = group.v_annotations
+    with pytest.raises(AttributeError, match='no annotations'):
+        ann.f_get()
+    ann.f_set(10, 20, b='x', a=[1, 2])
+    assert ann.f_get(0) == 10 and ann[1] == 20 and 0 in ann and 'annotation_1' in ann
+    assert ann.f_get(0, 'b') == (10, 'x')
+    with pytest.raises(ValueError, match='4 annotations'):
+        ann.f_get()
+    for missing in (lambda: ann.f_get('nope'), lambda: ann['nope'], lambda: ann.nope):
+        with pytest.raises(AttributeError, match='nope'):
+            missing()
+    with pytest.raises(KeyError):
+        ann['nope']
+    # sorted by name, values as str() gives them, on groups and leaves alike
+    assert str(ann) == group.f_ann_to_str() == \
+        'a=[1, 2]; annotation=10; annotation_1=20; b=x'
+
+
+def test_children_counts_and_dicts_as_pypet():
+    traj = mp.Trajectory('t')
+    x = traj.f_add_parameter('g.x', 1)
+    traj.f_add_parameter_group('g.sub')
+    traj.par.g.f_add_link('lx', x)
+    g = traj.par.g
+    assert (g.f_children(), g.f_groups(), g.f_leaves(), g.f_links()) == (2, 1, 1, 1)
+    assert g.f_get_children() == {'x': x, 'sub': g.sub}
+    assert g.f_get_groups() == {'sub': g.sub} and g.f_get_leaves() == {'x': x}
+    assert g.f_get_links() == {'lx': x} and g.f_get_links(copy=False) is g._links
+    assert sorted(g.f_dir_data()) == ['sub', 'x']
+    tree = traj.f_debug()
+    assert tree.parameters.g.x is x and tree.parameters.g.lx is x
+    assert vars(tree.parameters.g.sub) == {}
+
+
+def test_str_of_leaves_and_groups_as_pypet():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('x', 444, comment='Hey')
+    assert str(traj.f_get('x')) == 'Parameter parameters.x (`Hey`): 444'
+    assert str(traj.f_add_result('r', a=1, b='s')) == "Result results.r: a=1, b='s'"
+    few, many = traj.f_add_group('few'), traj.f_add_group('many')
+    for i in range(6):
+        many.f_add_group('g%d' % i)
+        if i < 5:
+            few.f_add_group('g%d' % i)
+    assert not str(few).endswith('...') and str(many).endswith(', ...')
+    assert str(few).startswith('NNGroupNode few: (g0: NNGroupNode), (g1')
+    assert str(traj) == repr(traj)   # print(traj): the summary
+
+
+def test_v_run_branch_names_the_run_a_node_hangs_below():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_add_result('runs.run_00000001.z', 1)
+    traj.f_add_result('runs.run_ALL.w', 1)
+    assert traj.f_get('run_00000001.z').v_run_branch == 'run_00000001'
+    assert traj.f_get('run_ALL.w').v_run_branch == 'run_ALL'
+    assert traj.f_get('x').v_run_branch == 'trajectory'
+
+
+def test_assigning_a_node_under_another_name_or_a_value_to_a_many_item_result_is_refused():
+    traj = mp.Trajectory('t')
+    traj.par.x = mp.Parameter('', 1)             # no name: it takes the attribute's
+    traj.par.g = mp.Parameter('g.y', 2)          # a dotted name under the attribute's
+    assert traj.f_get('parameters.g.y').f_get() == 2
+    with pytest.raises(AttributeError, match='names differ') as info:
+        traj.par.f = mp.Parameter('other', 3)
+    assert isinstance(info.value, mp.InvalidNameError) and 'other' not in traj
+    traj.res.one = mp.Result('one', 1)
+    traj.res.one = 5                             # one item named as the result: set it
+    assert traj.one == 5
+    traj.res.two = mp.Result('', a=1, b=2)
+    with pytest.raises(AttributeError, match="'a', 'b'"):
+        traj.res.two = 3
+    with pytest.raises(AttributeError, match='exists already'):   # pypet: AttributeError
+        traj.f_add_parameter('x', 2)
+    traj.v_no_clobber = True                     # pypet: then the existing leaf is kept
+    assert traj.f_add_parameter('x', 2) is traj.f_get('x') and traj.x == 1
+
+
+def test_links_are_found_by_name_and_v_with_links_false_stops_natural_naming():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter_group('test.test3')
+    traj.f_add_parameter_group('test2')
+    traj.test2.f_add_link(traj.test3)                   # same depth as the group itself
+    with pytest.raises(mp.NotUniqueNodeError):
+        traj.test3
+    traj.test.f_add_link('circle', traj.test2)
+    assert 'circle' in traj and traj.circle is traj.test2
+    assert not traj.f_contains('circle', with_links=False, shortcuts=True)
+    traj.v_with_links = False
+    with pytest.raises(AttributeError):
+        traj.test.circle
+    assert 'circle' not in traj
+    with pytest.raises(ValueError, match='node of this trajectory'):
+        traj.f_add_link('foreign', mp.Result('r', 1))
+
+
+def test_f_get_all_lets_a_dotted_name_skip_groups_and_f_contains_a_node_within_max_depth():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('peter.markus.yve', 6)
+    traj.f_add_parameter('paul.yve', 1)
+    assert [n.v_full_name for n in traj.f_get_all('peter.yve')] == \
+        ['parameters.peter.markus.yve']
+    assert len(traj.f_get_all('yve')) == 2 and traj.f_get_all('paul.markus') == []
+    assert len(traj.peter.f_get_all('yve')) == 1
+    assert traj.f_get_all('par.peter.yve', shortcuts=False) == []      # the exact path only
+    assert len(traj.f_get_all('par.peter.markus.yve', shortcuts=False)) == 1
+    yve = traj.f_get('peter.markus.yve')
+    assert traj.par.f_contains(yve, max_depth=3) and not traj.par.f_contains(yve, max_depth=2)
+
+
+def test_group_item_of_a_run_index_and_wildcard_misses_say_what_they_stood_for():
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_add_result('runs.run_00000001.z', 7)
+    traj.f_add_result('runs.run_ALL.w', 8)
+    assert traj.results.runs[1].z == 7 and traj.results.runs[-1].w == 8
+    traj.v_idx = 0
+    with pytest.raises(AttributeError, match=r'crun is run_00000000'):
+        traj.par.crun.z
+    traj.v_idx = -1
+    with pytest.raises(AttributeError, match=r'\$ is run_ALL'):
+        traj.f_get('par.$.z')
+
+
+def test_nested_f_to_dict_is_below_the_group_and_branch_dicts_refuse_copy_false_values():
+    traj = mp.Trajectory('t')
+    traj.f_add_result('runs.$.r', 55)
+    assert traj.res.f_to_dict(nested=True, fast_access=True) == \
+        {'runs': {'run_ALL': {'r': 55}}}
+    assert traj.res.runs.f_to_dict(nested=True, fast_access=True) == {'run_ALL': {'r': 55}}
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    for get in (traj.f_get_parameters, traj.f_get_config, traj.f_get_explored_parameters):
+        with pytest.raises(ValueError, match='copy=True'):
+            get(fast_access=True, copy=False)
+    assert traj.f_get_explored_parameters(fast_access=True) == {'parameters.x': 1}
 
 
 # ============================================================================================
@@ -911,6 +1079,88 @@ def test_unsupported_result_data_fails_at_add_time_naming_result_and_type(item):
         res.f_set_single('later', object())
 
 
+# -- pypet 0.7's parameter and result behaviour, as pypet's own unit tests check it -----------
+def test_exploring_locks_a_parameter_and_needs_a_default():
+    param = mp.Parameter('x', 1)
+    param._explore([1, 2, 3])
+    assert param.v_locked and param.v_explored           # pypet: exploring locks
+    for change in (lambda: param.f_set(4), lambda: param._expand([4]),
+                   lambda: param._shrink(), lambda: param._explore([5])):
+        with pytest.raises(mp.ParameterLockedError):      # (a TypeError, as pypet's)
+            change()
+    param.f_unlock()
+    param._expand([4])
+    assert param.f_get_range() == [1, 2, 3, 4] and param.v_locked
+    param.f_unlock()
+    with pytest.raises(TypeError, match='explored already'):
+        param._explore([5])
+    with pytest.raises(ValueError, match='no run index 9'):
+        param._set_parameter_access(9)
+    param._shrink()
+    with pytest.raises(TypeError, match='not explored'):
+        param._shrink()
+    with pytest.raises(TypeError, match='not explored'):
+        param._expand([1])
+    with pytest.raises(TypeError, match='no default value'):
+        mp.Parameter('empty')._explore([1, 2])
+    traj = mp.Trajectory('t')                             # the trajectory unlocks for you
+    traj.f_add_parameter('y', 1.0)
+    traj.y
+    traj.f_explore({'y': [1.0, 2.0]})
+    traj.f_expand({'y': [3.0]})
+    assert traj.f_get('y').f_get_range() == [1.0, 2.0, 3.0] and traj.f_get('y').v_locked
+    traj.f_shrink()
+    assert not traj.f_get('y').v_explored
+
+
+@pytest.mark.parametrize('cls, value, same, other', [
+    (mp.Parameter, 1, 2, 'a'),
+    (mp.Parameter, (1, 2), (3, 4), (1.0, 2.0)),
+    (mp.ArrayParameter, [1, 2], [3], ['a']),
+    (mp.PickleParameter, {'a': 1}, {'b': 2}, [1]),
+], ids=['int', 'tuple', 'array-list', 'pickle'])
+def test_values_of_same_type_and_equal_values(cls, value, same, other):
+    param = cls('p', value)
+    assert param._values_of_same_type(value, same)
+    assert not param._values_of_same_type(value, other)
+    assert param._equal_values(value, value) and not param._equal_values(value, same)
+    assert not param._equal_values(value, other)
+    if cls is not mp.PickleParameter:  # it holds anything
+        with pytest.raises(TypeError, match='neither'):
+            param._values_of_same_type(object(), object())
+        assert not param._values_of_same_type(value, object())
+
+
+def test_numpy_values_of_same_type_need_the_same_dtype_and_shape():
+    np = pytest.importorskip('numpy')
+    param = mp.Parameter('a', np.zeros(3))
+    assert param._values_of_same_type(np.zeros(3), np.ones(3))
+    assert not param._values_of_same_type(np.zeros(3), np.zeros(4))
+    assert not param._values_of_same_type(np.zeros(3), np.zeros(3, dtype=int))
+    assert param._equal_values(np.arange(3.0), np.arange(3.0))
+    empty = mp.ArrayParameter('e', np.array([], dtype=float))   # as pypet's ArrayParameter
+    assert empty.f_get().size == 0
+    with pytest.raises(mp.UnsupportedTypeError):
+        mp.Parameter('e', np.array([], dtype=float))
+
+
+def test_results_as_pypet_reads_them():
+    res = mp.Result('res')
+    with pytest.raises(AttributeError, match='res'):
+        res.f_get()
+    res[0] = 'Hi'
+    res[777] = 777
+    assert res.res == 'Hi' and res.f_get(0) == 'Hi' and res.res_777 == 777 and res[777] == 777
+    assert 0 in res and 777 in res and 9 not in res
+    assert 'res' in dir(res) and 'res_777' in dir(res)
+    del res[0]
+    assert 0 not in res
+    long = mp.Result('long', a=1, text='x' * 100)
+    assert mp.Result('short', a=1, b='x').f_val_to_str() == "a=1, b='x'"
+    text = long.f_val_to_str()
+    assert len(text) == 64 and text.startswith("a=1, text='xxx") and text.endswith('...')
+
+
 # ============================================================================================
 # Trajectory: exploration
 # ============================================================================================
@@ -1018,6 +1268,40 @@ def test_f_expand_adds_runs_and_only_those_run_next():
     assert not traj.f_is_completed(2)
     assert env.f_run(lambda t: t.x + t.y) == [(2, 33)]
     assert traj.f_is_completed()
+
+
+def test_an_explored_parameter_is_removable_until_the_trajectory_is_stored():
+    traj = mp.Trajectory('t')                      # as pypet: the runs go with the last one
+    traj.f_add_parameter('x', 1)
+    traj.f_add_parameter('y', 1)
+    traj.f_explore({'x': [1, 2, 3], 'y': [4, 5, 6]})
+    traj.parameters.f_remove_child('x')
+    assert len(traj) == 3 and list(traj.f_get_explored_parameters()) == ['parameters.y']
+    traj.parameters.f_remove_child('y')
+    assert len(traj) == 1 and not traj.f_get_explored_parameters()
+
+
+def test_f_copy_copies_the_tree_and_can_leave_the_links_out():
+    traj = mp.Trajectory('t')
+    x = traj.f_add_parameter('g.x', 1)
+    traj.par.g.f_add_link('lx', x)
+    twin = traj.f_copy()
+    assert twin.f_get('x') is not x and twin.f_get('g.lx') is twin.f_get('x')
+    bare = traj.f_copy(with_links=False)
+    assert bare.par.g.f_links() == 0 and traj.par.g.f_links() == 1
+    with pytest.raises(mp.NoSuchNodeError, match="no link 'nope'; it has"):
+        bare.par.g.f_remove_link('nope')
+    with pytest.raises(ValueError, match='copy_leaves=True'):
+        traj.f_copy(copy_leaves=False)
+
+
+def test_presetting_an_existing_node_and_importing_a_non_class_say_which_builtin():
+    traj = mp.Trajectory('t')
+    traj.f_add_config('c', 0)
+    with pytest.raises(mp.PresettingError, match='config.c exists already'):
+        traj.f_preset_config('c', 1)
+    with pytest.raises(TypeError, match='int 44'):      # pypet: a TypeError
+        traj.f_add_to_dynamic_imports(44)
 
 
 # ============================================================================================
@@ -2250,6 +2534,11 @@ def test_load_items_with_load_only_and_reload_after_f_empty(file_backend, tmp_pa
     assert multi.f_to_dict() == {'a': 1}
     traj.f_load_item(multi, load_only='c')
     assert multi.f_to_dict() == {'a': 1, 'c': [3]}
+    multi.f_empty()
+    traj.f_load_item(multi, load_except=['a'])          # pypet's complement of load_only
+    assert 'a' not in multi and multi.f_to_dict()['c'] == [3]
+    with pytest.raises(ValueError, match='not both'):
+        traj.f_load_item(multi, load_only=['a'], load_except=['c'])
     traj.f_load_items(['results.rt', 'derived_parameters.dt'])
     assert traj.f_get('results.rt').f_get() == 'trajectory result'
     assert traj.f_get('derived_parameters.dt').f_get() == [1, 2]
@@ -2392,6 +2681,66 @@ def test_links_annotations_and_group_comments_round_trip(backend, tmp_path):
         node = got.f_get(name)
         assert node is got.f_get('results.grp.sub.target'), name
         assert node.f_get() == 5
+
+
+def test_loading_an_item_by_a_name_with_abbreviations_and_wildcards(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    traj.f_add_result('I.am.$.a.mean.resu', 42)
+    traj.f_store()
+    traj.f_remove_child('results', recursive=True)
+    assert traj.f_get_default('res.I.am.crun.a.mean.resu', auto_load=True,
+                              fast_access=True) == 42
+    traj.f_remove_child('results', recursive=True)
+    traj.f_load_item('res.I.am.$.a.mean.resu')
+    assert traj.f_get('results.I.am.run_ALL.a.mean.resu').f_get() == 42
+
+
+def test_loaded_links_are_found_by_name(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    res = traj.f_add_result('kk', 42)
+    traj.par.f_add_link('gg', res)
+    traj.f_add_link('hh', res)
+    traj.f_store()
+    got = load(filename, name='traj', load_data=2)
+    assert got.gg == got.hh == 42 and 'gg' in got
+
+
+def test_group_annotations_load_data_keeps_memorys_and_overwrite_data_replaces(file_backend,
+                                                                                tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    traj.f_add_result('aaa.ccc.iii', 42)
+    traj.ccc.v_annotations['gg'] = 4
+    traj.f_store()
+    other = load(filename, name='traj', load_data=2)
+    traj.ccc.v_annotations['gg'] = 5
+    traj.f_store(store_data=mp.OVERWRITE_DATA)          # (a full store takes them along)
+    other.f_load(load_data=mp.LOAD_DATA)                # pypet: what memory has is kept
+    assert other.ccc.v_annotations['gg'] == 4
+    other.f_load(load_data=mp.OVERWRITE_DATA)           # and replaced when asked to
+    assert other.ccc.v_annotations['gg'] == 5
+
+
+def test_storing_an_item_stores_the_groups_on_its_way(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', filename=filename)
+    traj.f_store()
+    traj.f_add_result('Im.stored.along.a.path', 43)
+    traj.Im.stored.along.v_annotations['wtf'] = 4444
+    traj.f_get('results.Im').v_comment = 'on the way'
+    traj.res.f_store_child('Im.stored.along.a.path')
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get('results.Im.stored.along').v_annotations['wtf'] == 4444
+    assert got.f_get('results.Im').v_comment == 'on the way' and got.path == 43
+    group = traj.f_get('results.Im')          # a group stored again: as it is now
+    group.v_comment = 'changed'
+    group.v_annotations['a'] = 'c'
+    traj.f_store_item(group, store_data=mp.OVERWRITE_DATA)
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get('results.Im').v_comment == 'changed'
+    assert got.f_get('results.Im').v_annotations['a'] == 'c'
 
 
 # ============================================================================================
@@ -6657,7 +7006,7 @@ def test_presetting_parameters_and_config_as_in_pypet():
     assert leaf.f_ann_to_str() == '' and leaf.v_stored          # (f_run stored it)
     assert mp.Trajectory('fresh').f_add_result('r', 1).v_stored is False
     leaf.v_annotations.unit = 'mV'
-    assert leaf.f_ann_to_str() == "unit='mV'"
+    assert leaf.f_ann_to_str() == 'unit=mV' == str(leaf.v_annotations)  # (as pypet's)
     assert mp.Trajectory('empty').f_is_empty()
 
 
@@ -7730,7 +8079,8 @@ def test_links_with_dotted_names_make_the_groups_on_the_way():
     traj.par.f_add_link('other.deeper.l', 'parameters.x')
     assert traj.parameters.mynewgroup.mylink2 == 1
     assert traj.f_get('parameters.other.deeper.l') is x
-    assert traj.par.mynewgroup.f_links() == {'mylink2': x}
+    assert traj.par.mynewgroup.f_get_links() == {'mylink2': x}
+    assert traj.par.mynewgroup.f_links() == 1
     with pytest.raises(mp.InvalidNameError):
         traj.f_add_link('parameters.g.f_bad', x)
 
@@ -7751,7 +8101,7 @@ def test_run_sets_resolve_while_the_layout_stays_columnar(backend, tmp_path):
     assert got.f_get('results.$set.$.a').v_full_name == 'results.runs.run_00000001.a'
     got.v_crun = None
     assert got.v_idx == -1
-    assert 'run_set_00000' not in got.results.runs.f_children()   # no set groups were made
+    assert 'run_set_00000' not in got.results.runs.f_get_children()   # no set groups were made
 
 
 def frame_job(traj):
@@ -7888,6 +8238,21 @@ def test_pypets_public_names_resolve_through_the_alias():
     assert 'pandas imported False' in out.stdout       # (ObjectTable is made when asked for)
 
 
+class PlainObject:
+    """An object with no == of its own."""
+
+
+class SlotsA:
+    __slots__ = ('a',)
+
+    def __init__(self, a):
+        self.a = a
+
+
+class SlotsB(SlotsA):
+    __slots__ = ()
+
+
 def test_helpers_behave_as_pypets(tmp_path):
     assert mp.rename_log_file('$traj/$run/$set/$env.txt', traj_name='t', run_name='run_1',
                               set_name='run_set_0', env_name='e') == 't/run_1/run_set_0/e.txt'
@@ -7904,6 +8269,14 @@ def test_helpers_behave_as_pypets(tmp_path):
     assert mp.nested_equal({'a': [1, (2, 3)]}, {'a': [1, (2, 3)]})
     assert not mp.nested_equal({'a': [1, 2]}, {'a': [1, 3]})
     assert mp.nested_equal(float('nan'), float('nan'))
+    a, b = PlainObject(), PlainObject()        # pypet: objects without == by their attributes
+    a.g = b.g = [1, 2]
+    assert mp.nested_equal(a, b) and not mp.nested_equal(a, PlainObject())
+    b.h = 3
+    assert not mp.nested_equal(a, b)
+    assert mp.nested_equal(SlotsA(1), SlotsB(1)) and not mp.nested_equal(SlotsA(1), SlotsB(2))
+    a.me, b.me = a, b                          # (a cycle compares unequal instead of failing)
+    assert not mp.nested_equal(a, b)
     p1, p2 = mp.Parameter('x', 1), mp.Parameter('x', 1)
     assert mp.parameters_equal(p1, p2) and not mp.parameters_equal(p1, mp.Parameter('x', 2))
     assert mp.results_equal(mp.Result('r', a=1), mp.Result('r', a=1))
@@ -8029,7 +8402,7 @@ def test_pypet_spellings_of_adding_assigning_and_copying():
     assert p.v_annotations['unit'] == 'mV' and p.v_annotations.annotation == 'first'
     del p.v_annotations['unit']
     assert 'unit' not in p.v_annotations
-    assert traj.par.f_children(copy=False) is traj.par._children
+    assert traj.par.f_get_children(copy=False) is traj.par._children
     twin = copy.copy(traj)
     assert twin is not traj and twin.par.q == 6 and twin.f_get('parameters.q') is not \
         traj.f_get('parameters.q')
@@ -8062,8 +8435,8 @@ def test_delete_only_delete_link_and_migrate(file_backend, tmp_path):
     assert traj.res.r.f_to_dict() == {'a': 1}
     assert load(filename, name='traj', load_all=2).res.r.f_to_dict() == {'a': 1}
     traj.f_delete_link('parameters.g.l', remove_from_trajectory=True)
-    assert traj.par.g.f_links() == {}
-    assert load(filename, name='traj', load_all=2).par.g.f_links() == {}
+    assert traj.par.g.f_get_links() == {}
+    assert load(filename, name='traj', load_all=2).par.g.f_links() == 0
     with pytest.raises(mp.NoSuchNodeError, match='no link'):
         traj.f_delete_link('parameters.g.nothing')
     other = path_for(file_backend, tmp_path, 'moved')

@@ -16,6 +16,9 @@ alias. The few pypet helpers those test utilities call that are no public API
 (`LoggingManager` and its `_check_and_replace_parser_args`, `port_to_tcp`, `copydoc`) get
 stand-ins here, not in minipypet. Each test module runs in a fresh temporary working directory; the summary prints
 passed/total per module.
+
+Today 255 of the 346 tests pass (pypet 0.7 itself passes 345); README's "Coming from pypet"
+lists the differences the others trip on.
 """
 import argparse
 import collections
