@@ -3790,6 +3790,35 @@ def test_damaged_files_give_a_storage_error_never_wrong_values(file_backend, tmp
     assert sum(o[0] == 'error' for o in outcomes.values()) > n * 0.9  # (most damage shows)
 
 
+@needs_tables
+def test_a_big_file_is_checked_by_the_check_command_not_at_every_load(tmp_path, monkeypatch):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, array_job, n=4)
+    segment = h5_segments(filename, 'traj')[0]
+    out = io.StringIO()
+    assert mp.main(['check', filename], out) == 0 and 'traj is intact (4 runs' in out.getvalue()
+    h5py = pytest.importorskip('h5py')
+    with h5py.File(segment, 'r') as h:            # damage the run data's last chunk
+        dset = h['results/runs/z/z']
+        where = dset.id.get_chunk_info(dset.id.get_num_chunks() - 1).byte_offset
+    with open(segment, 'r+b') as f:
+        f.seek(where + 3)
+        byte = f.read(1)
+        f.seek(where + 3)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # every file is "big" now
+    mp._VERIFIED.clear()
+    assert len(load(filename, load_results=1)) == 4  # (a skeleton reads no run data)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert mp.main(['check', filename], io.StringIO()) == 1
+    assert os.path.basename(segment) in err.getvalue() and 'damaged' in err.getvalue()
+    assert mp._VERIFY_MAX == [1000]               # (the limit is back after the check)
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [128 << 20])
+    with pytest.raises(mp.StorageError, match='damaged'):
+        load(filename, load_results=2)
+
+
 @pytest.mark.timeout(60)
 def test_a_file_another_process_holds_open_for_writing_is_not_called_damaged(tmp_path):
     # it was reported as "truncated or corrupt?" (issue 15)
