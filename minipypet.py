@@ -7448,10 +7448,8 @@ class HDF5StorageService(_FileService):
         if legacy:
             _read_legacy_runs(f, root, state)
         prefix = len(root._v_pathname) + 1
-        skip = root._v_pathname + '/segments'
-        for node in f.walk_nodes(root):
-            if node._v_pathname.startswith(skip):
-                continue  # (external links to the segments)
+        links = []
+        for node in _walk_tree(root, links):
             ga = node._v_attrs
             if 'mp_leaves' in ga._v_attrnames:  # scalar leaves kept as attributes (format 2)
                 base = node._v_pathname[prefix:].replace('/', '.')
@@ -7497,7 +7495,7 @@ class HDF5StorageService(_FileService):
                         rec['data'][item] = _read_node(node, item, np, single=item !=
                                                        'explored_data')
             state['nodes'][full_name] = rec
-        for link in f.walk_nodes(root, classname='SoftLink'):
+        for link in links:
             target = link.target
             if target.startswith('/' + name + '/'):
                 state['nodes'][link._v_pathname[prefix:].replace('/', '.')] = {
@@ -7559,6 +7557,25 @@ def _runs_span(f):
     if '_runs' not in root:
         return None
     return _span_of(root, 'mp_runs_span', root._runs.nrows)
+
+
+def _walk_tree(root, links):
+    """A trajectory group's groups and leaves, parents first, without its overview tables
+    (made from the rest: opening their 18 tables took half of a small file's load) and the
+    external links to its segments; its soft links go to `links`."""
+    todo = [root]
+    for group in todo:
+        yield group
+        for name in list(group._v_children.keys()):
+            if group is root and name in ('overview', 'segments'):
+                continue
+            node = group._f_get_child(name)
+            if isinstance(node, _require('tables').Group):
+                todo.append(node)
+            elif isinstance(node, _require('tables').link.SoftLink):
+                links.append(node)
+            elif not isinstance(node, _require('tables').link.Link):
+                yield node
 
 
 def _read_legacy_runs(f, root, state):
