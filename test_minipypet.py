@@ -4402,6 +4402,7 @@ def fails_at_nine(traj):
     traj.f_add_result('z', traj.x * 2)
 
 
+@needs_tables
 def test_run_information_is_read_when_first_asked_for_and_in_segment_order(tmp_path):
     filename = path_for('hdf5', tmp_path)
     env, traj = sweep('hdf5', filename, multiply_job, n=6, record_failed_runs=True)
