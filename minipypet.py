@@ -9258,13 +9258,6 @@ def _executor_batch(key, payload, tasks):
     return _context_from(key, payload).run_batch(tasks)
 
 
-def _executor_task(key, payload, idx, values, extra):
-    """Runs on an Executor's worker (another process or machine); storage stays with the
-    caller, so the whole record travels back."""
-    ctx = _context_from(key, payload)
-    return _safe_result(ctx.run(idx, values, extra))
-
-
 def _queue_writer(queue, service, conn, log_setup, watch=None):
     """The QUEUE mode's single writer: store records from the queue until None."""
     _die_with_main(watch)
