@@ -7563,6 +7563,7 @@ def _walk_tree(root, links):
     """A trajectory group's groups and leaves, parents first, without its overview tables
     (made from the rest: opening their 18 tables took half of a small file's load) and the
     external links to its segments; its soft links go to `links`."""
+    tables = _require('tables')
     todo = [root]
     for group in todo:
         yield group
@@ -7570,11 +7571,11 @@ def _walk_tree(root, links):
             if group is root and name in ('overview', 'segments'):
                 continue
             node = group._f_get_child(name)
-            if isinstance(node, _require('tables').Group):
+            if isinstance(node, tables.Group):
                 todo.append(node)
-            elif isinstance(node, _require('tables').link.SoftLink):
+            elif isinstance(node, tables.link.SoftLink):
                 links.append(node)
-            elif not isinstance(node, _require('tables').link.Link):
+            elif not isinstance(node, tables.link.Link):
                 yield node
 
 
