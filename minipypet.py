@@ -976,7 +976,13 @@ class NNGroupNode(NNTreeNode):
         return list(super().__dir__()) + list(self._children) + list(self._links)
 
     def _root(self):
-        return self._traj if self._traj is not None else self
+        """The trajectory whose name index finds and adds this group's nodes."""
+        if self._traj is not None or isinstance(self, Trajectory):
+            return self._traj or self
+        raise NoSuchNodeError(
+            'group %r is not in a trajectory, and a group finds and adds its nodes through '
+            'its trajectory; add it to one first (traj.f_add_group(%r), or '
+            'traj.%s = NNGroupNode(%r)) and use that' % ((self._full_name,) * 4))
 
     # -- lookup ------------------------------------------------------------------------------
     def f_get(self, name: str, fast_access: bool = False, shortcuts: bool | None = None,
@@ -3290,7 +3296,7 @@ class _StorageMixin:
         if storage_service is not None:
             self.v_storage_service = storage_service
         elif filename is not None:
-            self.v_storage_service = _make_service(True, filename, name=name or self._name,
+            self.v_storage_service = _make_service(None, filename, name=name or self._name,
                                                    mode='load')
         if dynamic_imports is not None:
             self.f_add_to_dynamic_imports(dynamic_imports)
@@ -3471,7 +3477,11 @@ class _StorageMixin:
         return self
 
     def f_merge_many(self, other_trajectories: list, **kwargs: object) -> None:
-        """f_merge each of `other_trajectories` in turn."""
+        """f_merge each of `other_trajectories` in turn (keywords: f_merge's)."""
+        code = Trajectory.f_merge.__code__
+        unknown = set(kwargs) - set(code.co_varnames[2:code.co_argcount])
+        if unknown:
+            raise TypeError('f_merge_many got unknown keywords %s' % sorted(unknown))
         for other in other_trajectories:
             self.f_merge(other, **kwargs)
         return self
@@ -3559,7 +3569,7 @@ class _StorageMixin:
         if new_storage_service is not None:
             self.v_storage_service = new_storage_service
         elif filename is not None:
-            self.v_storage_service = _make_service(True, filename, name=self._name)
+            self.v_storage_service = _make_service(None, filename, name=self._name)
         self.__dict__['_stored'] = bool(in_store)
 
     def f_remove_item(self, item: str | NNTreeNode, recursive: bool = False) -> None:
@@ -3760,19 +3770,12 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             self._insert(self, group)
         if wildcard_functions:
             self.f_add_wildcard_functions(wildcard_functions)
-        if storage_service is None and filename is not None:
+        if storage_service is not None or filename is not None:
+            # (as pypet: a class is built with the filename and the storage arguments)
             storage_service = _make_service(
-                True, filename, name=self._name, file_title=file_title,
+                storage_service, filename, name=self._name, file_title=file_title,
                 overwrite_file=overwrite_file, complevel=complevel, complib=complib,
                 fsync_interval=fsync_interval, **storage_kwargs)
-        elif isinstance(storage_service, type) and issubclass(storage_service, _FileService):
-            # as pypet: a class is built with the filename and the storage arguments
-            storage_service = storage_service(
-                filename, trajectory_name=self._name, file_title=file_title,
-                overwrite_file=overwrite_file, complevel=complevel, complib=complib,
-                fsync_interval=fsync_interval, **storage_kwargs)
-        elif isinstance(storage_service, type):
-            storage_service = storage_service()
         d['_storage_service'] = storage_service
 
     # -- properties --------------------------------------------------------------------------
@@ -4353,6 +4356,17 @@ def cartesian_product(parameter_dict: dict, combined_parameters: tuple = ()) -> 
     return result
 
 
+def _point_key(values):
+    """An exact key of a parameter point: repr() abbreviates arrays of over 1,000 items."""
+    try:
+        return _to_json(list(values))
+    except PypetError:  # (a PickleParameter's object)
+        try:
+            return pickle.dumps(list(values), protocol=4)
+        except Exception:
+            return repr(values)
+
+
 def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge_config):
     """Fold `other` (a state) into `mine`: new run indices, explored ranges, run data."""
     def params(state):
@@ -4482,13 +4496,7 @@ def load_trajectory(name: str | None = None, index: int | None = None, as_new: b
         raise ConfigurationError('load_trajectory got unknown arguments %s' % sorted(unknown))
     if filename is None and storage_service is None:
         raise ConfigurationError('load_trajectory needs filename=... (or storage_service=...)')
-    if storage_service is None:
-        storage_service = _make_service(True, filename, name=name or 'my_trajectory',
-                                        mode='load')
-    elif isinstance(storage_service, type) and issubclass(storage_service, _FileService):
-        if filename is not None and not os.path.exists(filename):
-            raise DataNotInStorageError('cannot load: %s does not exist' % filename)
-        storage_service = storage_service(filename, trajectory_name=name)
+    storage_service = _make_service(storage_service, filename, name=name, mode='load')
     traj = Trajectory(new_name if as_new else name or 'my_trajectory',
                       add_time=bool(as_new and add_time), dynamic_imports=dynamic_imports,
                       wildcard_functions=wildcard_functions, storage_service=storage_service)
@@ -5362,6 +5370,20 @@ class _FileService(_FromState, StorageService):
 
     multiproc_safe = True
     SUFFIX = ''
+    # the storage arguments this backend takes (_make_service passes it only these)
+    OPTIONS = frozenset(('file_title', 'overwrite_file', 'purge_duplicate_comments',
+                         'summary_tables', 'small_overview_tables', 'large_overview_tables',
+                         'results_per_run', 'derived_parameters_per_run', 'fsync_interval'))
+
+    @classmethod
+    def _claims(cls, head):
+        """True if a file starting with the bytes `head` is this backend's."""
+        return False
+
+    @classmethod
+    def _open_existing(cls, path):
+        """The service that reads the existing file `path`, which this backend claims."""
+        return cls(path)
 
     def __init__(self, filename, file_title=None, overwrite_file=False,
                  purge_duplicate_comments=True, summary_tables=True, small_overview_tables=True,
@@ -6594,7 +6616,11 @@ class PickleStorageService(_FileService):
     SEGMENT_MAGIC = b'MINIPYPET-SEGMENT\n'
     SUFFIX = '.pkl'
 
-    def __init__(self, filename=None, complevel=None, complib=None, **kwargs):
+    @classmethod
+    def _claims(cls, head):
+        return head.startswith(cls.MAGIC)
+
+    def __init__(self, filename=None, **kwargs):
         super().__init__(filename, **kwargs)
         self._cache = None  # (inode, mtime, size, content) of the last file read
 
@@ -6815,6 +6841,16 @@ class HDF5StorageService(_FileService):
     # bytes; smaller datasets are neither chunked nor compressed: compressing them saves a
     # few KB at most and costs more time (~0.3 ms a dataset) than writing them
     _BIG = 16384
+    OPTIONS = _FileService.OPTIONS | {'complevel', 'complib', 'shuffle', 'fletcher32',
+                                      'encoding', 'display_time'}
+
+    @classmethod
+    def _claims(cls, head):
+        return head.startswith((b'\x89HDF', _H5_STAMP))
+
+    @classmethod
+    def _open_existing(cls, path):
+        return _PypetFileReader(path) if _is_pypet_file(path) else cls(path)
 
     def __init__(self, filename=None, file_title=None, overwrite_file=False, complevel=9,
                  complib='zlib', shuffle=True, fletcher32=False, encoding='utf8',
@@ -8274,48 +8310,90 @@ def _h5_description(dtype):
 
 STORAGE_SERVICES = {'hdf5': HDF5StorageService, 'pickle': PickleStorageService,
                     'lazy': LazyStorageService}
+# (a new backend is a StorageService subclass, one line here and the contract tests:
+# _make_service then builds it from its name, its class or an instance, and a file
+# service's _claims(head) lets it open the files it wrote)
 
 
-def _make_service(use_hdf5, filename, name=None, mode='store', **kwargs):
-    """The service for a file: HDF5 when PyTables is there, else pickle (said once)."""
-    if mode == 'load' and filename is not None:
-        filename = os.fspath(filename)
-        for path in (filename, os.path.splitext(filename)[0] + '.pkl'):
-            if os.path.isfile(path):
-                with open(path, 'rb') as probe:
-                    head = probe.read(len(PickleStorageService.MAGIC))
-                if head.startswith((b'\x89HDF', _H5_STAMP)):
-                    if _is_pypet_file(path):
-                        return _PypetFileReader(path)
-                    return HDF5StorageService(path)
-                if head == PickleStorageService.MAGIC:
-                    return PickleStorageService(path)
-                raise StorageError('%s is neither a minipypet HDF5 nor a minipypet pickle '
-                                   'file' % path)
-        if os.path.isfile(filename + '.journal'):
-            return (HDF5StorageService if _have('tables') else PickleStorageService)(filename)
-        pkl = os.path.splitext(filename)[0] + '.pkl'  # (a first sweep without PyTables)
-        if os.path.isfile(pkl + '.journal'):
-            return PickleStorageService(pkl)
-        raise DataNotInStorageError('cannot load: %s does not exist' % filename)
+def _make_service(spec=None, filename=None, name=None, mode='store', **options):
+    """Build a storage service: the one place services are made.
+
+    Args:
+        spec: None (HDF5 when PyTables is installed, else pickle; an existing file's first
+            bytes decide), a name in STORAGE_SERVICES or a class name such as pypet's
+            'HDF5StorageService', a StorageService class, or an instance (returned as is).
+        mode: 'store', or 'load' to open a file that must exist.
+        options: the file services' arguments (file_title, complevel, fsync_interval, ...);
+            each backend gets those it takes."""
+    unknown = set(options) - _STORAGE_ARGUMENTS
+    if unknown:
+        raise TypeError('unknown storage arguments %s; the storage services take %s'
+                        % (sorted(unknown), sorted(_STORAGE_ARGUMENTS)))
+    if isinstance(spec, str):
+        key = spec.lower().replace('storageservice', '')
+        if key not in STORAGE_SERVICES:
+            raise ConfigurationError(
+                'storage_service %r is not one of %s (or their class names, e.g. '
+                '"HDF5StorageService"); pass a class or an instance for your own'
+                % (spec, sorted(STORAGE_SERVICES)))
+        spec = STORAGE_SERVICES[key]
+    if spec is not None and not isinstance(spec, type):
+        return spec
+    if spec is not None and not issubclass(spec, _FileService):
+        return spec()
+    if mode == 'load':
+        if filename is None:
+            raise ConfigurationError('loading needs filename=... (or storage_service=...)')
+        if spec is None:
+            return _open_service(os.fspath(filename))
+        if not os.path.exists(filename):
+            raise DataNotInStorageError('cannot load: %s does not exist' % filename)
+        return spec(filename, trajectory_name=name)
+    if spec is None:
+        spec, filename = _default_backend(filename)
+    return spec(filename, trajectory_name=name,
+                **{k: v for k, v in options.items() if k in spec.OPTIONS})
+
+
+def _default_backend(filename):
+    """HDF5 when PyTables is there, else pickle (said once, and the name ends in .pkl);
+    an existing pickle file, or a name ending in .pkl, stays pickle."""
     existing = None
     if filename is not None and os.path.isfile(filename):
         with open(filename, 'rb') as probe:
             existing = probe.read(len(PickleStorageService.MAGIC))
-    pickled = existing == PickleStorageService.MAGIC or (
-        existing is None and filename is not None and
-        os.fspath(filename).endswith(('.pkl', '.pickle')))
-    if use_hdf5 and _have('tables') and not pickled:
-        return HDF5StorageService(filename, trajectory_name=name, **kwargs)
-    if use_hdf5 and not pickled:
-        _say_once('PyTables is not installed, so minipypet stores with the pickle backend '
-                  '(pip install tables numpy for HDF5)')
-    for key in ('complevel', 'complib', 'shuffle', 'fletcher32', 'encoding', 'display_time'):
-        kwargs.pop(key, None)
+    pickled = PickleStorageService._claims(existing) if existing is not None else (
+        filename is not None and os.fspath(filename).endswith(('.pkl', '.pickle')))
+    if pickled:
+        return PickleStorageService, filename
+    if _have('tables'):
+        return HDF5StorageService, filename
+    _say_once('PyTables is not installed, so minipypet stores with the pickle backend '
+              '(pip install tables numpy for HDF5)')
     if filename is not None and not os.fspath(filename).endswith(('/', os.sep)) and \
             not os.path.isdir(filename):
         filename = os.path.splitext(os.fspath(filename))[0] + '.pkl'
-    return PickleStorageService(filename, trajectory_name=name, **kwargs)
+    return PickleStorageService, filename
+
+
+def _open_service(filename):
+    """The service for an existing file, by its first bytes (a pickle file may sit beside
+    the name asked for, from a sweep without PyTables), or for a journal not yet folded."""
+    pkl = os.path.splitext(filename)[0] + '.pkl'
+    for path in (filename, pkl):
+        if os.path.isfile(path):
+            with open(path, 'rb') as probe:
+                head = probe.read(32)
+            for cls in STORAGE_SERVICES.values():
+                if issubclass(cls, _FileService) and cls._claims(head):
+                    return cls._open_existing(path)
+            raise StorageError('%s is neither a minipypet HDF5 nor a minipypet pickle '
+                               'file' % path)
+    if os.path.isfile(filename + '.journal'):
+        return (HDF5StorageService if _have('tables') else PickleStorageService)(filename)
+    if os.path.isfile(pkl + '.journal'):  # (a first sweep without PyTables)
+        return PickleStorageService(pkl)
+    raise DataNotInStorageError('cannot load: %s does not exist' % filename)
 
 
 _SAID = set()
@@ -9662,6 +9740,31 @@ def progressbar(index: int, total: int, percentage_step: int = 10,
 
 _time_now = time.time
 
+# pypet's Environment arguments that minipypet accepts and does not act on: (default, why).
+# Given another value, each says so once in the log, so a pypet script runs and is told.
+_NO_EFFECT = {
+    'log_stdout': (False, 'print output is not copied into the log files'),
+    'log_multiproc': (True, 'workers log to the log_folder files as the main process does'),
+    'logger_names': (None, 'log_level applies to every logger'),
+    'display_time': (20, 'progress is shown by report_progress and show_progress'),
+    'encoding': ('utf8', 'text is always stored as UTF-8'),
+    'pandas_format': ('fixed', 'DataFrames and Series are stored as plain columns'),
+    'pandas_append': (False, 'DataFrames and Series are stored as plain columns'),
+    'cpu_cap': (100.0, 'worker processes are not throttled'),
+    'memory_cap': (100.0, 'worker processes are not throttled'),
+    'swap_cap': (100.0, 'worker processes are not throttled'),
+    'niceness': (None, 'worker processes keep the main process\'s priority'),
+    'gc_interval': (None, 'the garbage collector runs as Python schedules it'),
+}
+
+
+def _say_no_effect(given, where='Environment'):
+    """Log once per argument that a pypet argument given a non-default value does nothing."""
+    for key, (default, why) in _NO_EFFECT.items():
+        if key in given and given[key] != default:
+            _say_once('%s(%s=%r) has no effect in minipypet: %s'
+                      % (where, key, given[key], why))
+
 
 class Environment:
     """Runs a job once per point of a trajectory's exploration and stores everything.
@@ -9670,6 +9773,8 @@ class Environment:
     spellings (resumable, resume_folder, dynamic_imports, freeze_pool_input, ...) as aliases.
     Beyond pypet: `executor` (any concurrent.futures Executor: dask, mpi4py), `start_method`,
     `fsync_interval` (group commit of the journal), `record_failed_runs` and `show_progress`.
+    Arguments "accepted for pypet" do nothing here; given another value than the default,
+    each says so once in the log.
 
     Args:
         trajectory: a name for a new Trajectory, or a Trajectory to run.
@@ -9792,6 +9897,7 @@ class Environment:
             log_level = min(_log_level(level) for level in log_level)
         log_level = _log_level(log_level)
         self._validate(locals())
+        _say_no_effect(locals())
         self._timestamp = time.time()
         self._time = _now_strings(self._timestamp)[0]
         if isinstance(trajectory, str):
@@ -9814,7 +9920,7 @@ class Environment:
         ncores = ncores or os.cpu_count() or 1  # (pypet's 0: one per CPU, recorded as such)
         self._multiproc, self._ncores, self._use_pool = bool(multiproc), ncores, use_pool
         self._wrap_mode, self._freeze_input = wrap_mode, freeze_input
-        self._queue_maxsize, self._niceness = queue_maxsize, niceness
+        self._queue_maxsize = queue_maxsize
         self._continuable, self._continue_folder = bool(continuable), continue_folder
         self._delete_continue = delete_continue
         self._automatic_storing, self._clean_up_runs = automatic_storing, clean_up_runs
@@ -9841,30 +9947,10 @@ class Environment:
             logger.warning('lazy_debug=True and Python runs without -O: using '
                            'LazyStorageService, NOTHING will be written to disk')
             traj.v_storage_service = LazyStorageService()
-        elif traj.v_storage_service is not None:
-            pass
-        elif storage_service is not None:
-            if isinstance(storage_service, str):
-                key = storage_service.lower().replace('storageservice', '')
-                if key not in STORAGE_SERVICES:  # ('hdf5', or pypet's 'HDF5StorageService')
-                    raise ConfigurationError(
-                        'storage_service %r is not one of %s (or their class names, e.g. '
-                        '"HDF5StorageService"); pass a class or an instance for your own'
-                        % (storage_service, sorted(STORAGE_SERVICES)))
-                storage_service = STORAGE_SERVICES[key]
-            if isinstance(storage_service, type) and issubclass(storage_service, _FileService):
-                extra = dict(complevel=complevel, complib=complib, shuffle=shuffle,
-                             fletcher32=fletcher32) if issubclass(
-                    storage_service, HDF5StorageService) else {}
-                storage_service = storage_service(filename, trajectory_name=traj.v_name,
-                                                  **dict(service_kwargs, **extra))
-            elif isinstance(storage_service, type):
-                storage_service = storage_service()
-            traj.v_storage_service = storage_service
-        elif use_hdf5:
+        elif traj.v_storage_service is None and (storage_service is not None or use_hdf5):
             traj.v_storage_service = _make_service(
-                True, filename, name=traj.v_name, complevel=complevel, complib=complib,
-                shuffle=shuffle, fletcher32=fletcher32, **service_kwargs)
+                storage_service, filename, name=traj.v_name, complevel=complevel,
+                complib=complib, shuffle=shuffle, fletcher32=fletcher32, **service_kwargs)
         # names and provenance
         self._git = None
         if git_repository is not None:
@@ -11976,17 +12062,6 @@ def find_unique_points(explored_parameters: collections.abc.Iterable) -> list:
     return list(groups.values())
 
 
-def _point_key(values):
-    """An exact key of a parameter point: repr() abbreviates arrays of over 1,000 items."""
-    try:
-        return _to_json(list(values))
-    except PypetError:  # (a PickleParameter's object)
-        try:
-            return pickle.dumps(list(values), protocol=4)
-        except Exception:
-            return repr(values)
-
-
 # ============================================================================================
 # Working with results - the runs table
 # ============================================================================================
@@ -12003,7 +12078,7 @@ def _state_of(source, name=None, index=None):
             _merge_memory(state, mem, STORE_DATA, False)
             return state
         return mem
-    service = _make_service(True, source, mode='load')
+    service = _make_service(None, source, mode='load')
     return service._load_state(name, index, data='scalars')
 
 
@@ -12097,12 +12172,12 @@ def runs_csv(source: Trajectory | str | os.PathLike,
 # Command line - python -m minipypet
 # ============================================================================================
 def _cli_state(args, data):
-    service = _make_service(True, args.file, mode='load')
+    service = _make_service(None, args.file, mode='load')
     return service._load_state(args.name, None if args.name else args.index, data=data)
 
 
 def _cli_list(args, out):
-    service = _make_service(True, args.file, mode='load')
+    service = _make_service(None, args.file, mode='load')
     names = service.list_trajectories()
     print('%-40s %8s %10s  %-20s %s' % ('trajectory', 'runs', 'completed', 'time', 'comment'),
           file=out)
@@ -12441,7 +12516,7 @@ def _one_line(exc):
 def _cli_check(args, out):
     """Read every trajectory of a file whole (nothing unpickled), every file's checksum
     checked whatever its size."""
-    service = _make_service(True, args.file, mode='load')
+    service = _make_service(None, args.file, mode='load')
     old, _VERIFY_MAX[0] = _VERIFY_MAX[0], None
     try:
         names = service.list_trajectories()
@@ -12473,7 +12548,7 @@ def _cli_trust(args, out):
             if os.path.exists(path + '.results'):
                 _read_results_log(path + '.results', allow_pickle=False)
         else:
-            service = _make_service(True, path, mode='load')
+            service = _make_service(None, path, mode='load')
             for name in service.list_trajectories():
                 Trajectory(name, storage_service=service).f_load(name=name, load_all=LOAD_DATA)
     finally:

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import pickle
 import platform
+import random
 import re
 import shutil
 import signal
@@ -48,19 +49,14 @@ mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
 os.environ['XDG_CONFIG_HOME'] = tempfile.mkdtemp(prefix='minipypet-test-config-')
 
 
-# ###########################################################################################
-# Core: exceptions, plain data, tree, parameters and results, trajectory, serial environment, aliases, examples
-# ###########################################################################################
-# Core tests for issue 2: the trajectory tree, parameters, results, exploration, runs and a
-# serial Environment. Stdlib only unless a test says `pytest.importorskip`.
-# 
-# The module is imported under an alias so that a vendored copy can be tested:
-# MINIPYPET_MODULE=myproject._vendor.minipypet python -m pytest tests_parts/t1_core.py
-# 
+# =============================================================================================
+# Test helpers, shared by the sections below
+# =============================================================================================
+# Environments, backends and their markers, subprocess helpers, the job module that
+# spawn/forkserver/executor workers import. Fixtures live beside the tests that use them.
 MODULE_DIR = os.path.dirname(os.path.abspath(mp.__file__))
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 CORE_TIME_RE = r'\d{4}_\d{2}_\d{2}_\d{2}h\d{2}m\d{2}s'
-
 
 
 def lazy_env(name='traj', **kwargs):
@@ -97,9 +93,667 @@ def run_python(code, *flags, cwd=None):
                           env=env, capture_output=True, text=True, timeout=60)
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Storage: backends, markers, file layouts
+# ---------------------------------------------------------------------------------------------
+# Real files, real PyTables, no mocks. The HDF5 parts skip when PyTables is missing, the numpy
+# parts when numpy is missing; everything else runs with the standard library only.
+# 
+try:
+    import numpy as np
+except ImportError:  # the stdlib-only CI job
+    np = None
+try:
+    import tables
+except ImportError:
+    tables = None
+try:
+    import h5py
+except ImportError:
+    h5py = None
+
+needs_numpy = pytest.mark.skipif(np is None, reason='numpy is not installed')
+needs_tables = pytest.mark.skipif(tables is None, reason='PyTables is not installed')
+needs_h5py = pytest.mark.skipif(tables is None or h5py is None, reason='h5py/PyTables missing')
+posix_only = pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs SIGKILL')
+
+# every registered backend runs the contract tests: a new one is a class and a registry line
+CLASSES = dict(mp.STORAGE_SERVICES)
+BACKENDS = [pytest.param(key, marks=needs_tables) if key == 'hdf5' else key for key in CLASSES]
+FILE_BACKENDS = [b for b in BACKENDS
+                 if issubclass(CLASSES[getattr(b, 'values', [b])[0]], mp._FileService)]
+SUFFIX = {key: getattr(cls, 'SUFFIX', '') or '.' + key for key, cls in CLASSES.items()}
+PICKLE_MAGIC = b'MINIPYPET-PICKLE\n'
+
+
+def read_pickle_file(filename):
+    """The content of a pickle-backend main file, read with the documented framing: the
+    magic line, a line 'sha1 <hex of the rest>', the pickle."""
+    with open(filename, 'rb') as f:
+        assert f.read(len(PICKLE_MAGIC)) == PICKLE_MAGIC
+        line = f.readline()
+        payload = f.read()
+    assert line.startswith(b'sha1 ') and line[5:-1].decode() == hashlib.sha1(payload).hexdigest()
+    return pickle.loads(payload)
+HDF5_MAGIC = b'\x89HDF\r\n\x1a\n'
+
+
+def assert_stamped_hdf5(path):
+    """An HDF5 file as minipypet writes it, checked with the documented layout: a 512-byte
+    user block 'MINIPYPET-SHA1 <hex SHA-1 of the rest>\\n', then the HDF5 file."""
+    with open(path, 'rb') as f:
+        block = f.read(512)
+        rest = f.read()
+    assert rest.startswith(HDF5_MAGIC)
+    assert block.startswith(b'MINIPYPET-SHA1 ' + hashlib.sha1(rest).hexdigest().encode() + b'\n')
+
+
+def run_name(idx):
+    return mp.pypetconstants.FORMATTED_RUN_NAME % idx
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=FILE_BACKENDS)
+def file_backend(request):
+    return request.param
+
+
+def path_for(backend, tmp_path, name='traj'):
+    return str(tmp_path / (name + SUFFIX[backend]))
+
+
+def service(backend, filename, **kwargs):
+    if backend == 'lazy':
+        return mp.LazyStorageService()
+    return CLASSES[backend](filename, **kwargs)
+
+
+def make_env(backend, filename, name='traj', as_class=True, **kwargs):
+    """An Environment storing with `backend` (the class, or an instance with as_class=False)."""
+    svc = CLASSES[backend] if as_class else service(backend, filename)
+    kwargs.setdefault('report_progress', False)
+    return mp.Environment(name, add_time=False, storage_service=svc, filename=filename,
+                          log_config=None, **kwargs)
+
+
+def sweep(backend, filename, job, n=4, name='traj', explore=None, **kwargs):
+    env = make_env(backend, filename, name=name, **kwargs)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0, comment='the explored x')
+    traj.f_add_parameter('y', 10, comment='a fixed y')
+    traj.f_explore(explore or {'x': list(range(n))})
+    env.f_run(job)
+    return env, traj
+
+
+def load(filename, **kwargs):
+    return mp.load_trajectory(filename=filename, **kwargs)
+
+
+def square_job(traj):
+    traj.f_add_result('z', traj.x * traj.x + 0.5, comment='x squared')
+    traj.f_add_derived_parameter('dz', traj.x * 2, comment='twice x')
+    return traj.x
+
+
+def assert_same(got, want, where='value'):
+    """Equal and of the same type, recursively (nan equals nan, numpy dtypes must match)."""
+    if np is not None and isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray), '%s: %r is not an ndarray' % (where, got)
+        assert got.dtype == want.dtype, '%s: dtype %s != %s' % (where, got.dtype, want.dtype)
+        assert got.shape == want.shape, '%s: shape %s != %s' % (where, got.shape, want.shape)
+        if want.dtype.names:
+            assert got.tolist() == want.tolist(), where
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=where)
+        return
+    if np is not None and isinstance(want, np.generic):
+        assert type(got) is type(want), '%s: %r is a %s, not %s' % (
+            where, got, type(got), type(want))
+        assert got.dtype == want.dtype, where
+        assert got == want or (got != got and want != want), '%s: %r != %r' % (where, got, want)
+        return
+    assert type(got) is type(want), '%s: %r is a %s, expected %s %r' % (
+        where, got, type(got).__name__, type(want).__name__, want)
+    if isinstance(want, float) and math.isnan(want):
+        assert math.isnan(got), where
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), '%s: %r != %r' % (where, got, want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, '%s[%d]' % (where, i))
+    elif isinstance(want, dict):
+        assert sorted(map(repr, got)) == sorted(map(repr, want)), '%s: keys %r != %r' % (
+            where, list(got), list(want))
+        for key in want:
+            assert_same(got[key], want[key], '%s[%r]' % (where, key))
+    elif isinstance(want, (set, frozenset)):
+        assert got == want, '%s: %r != %r' % (where, got, want)
+    else:
+        assert got == want, '%s: %r != %r' % (where, got, want)
+
+
+class StoragePoint:
+    """A user object that only a PickleResult/PickleParameter can hold."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return type(other) is StoragePoint and (self.x, self.y) == (other.x, other.y)
+
+    __hash__ = None
+
+
+class Boom:
+    """Unpickling this creates a file: a harmless stand-in for a payload that runs code."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+# -- the values every backend must round-trip ------------------------------------------------
+PLAIN = {
+    'yes': True, 'no': False, 'small': -7, 'zero': 0, 'big': 2 ** 100, 'negbig': -(2 ** 80),
+    'i64max': 2 ** 63 - 1, 'i64min': -(2 ** 63), 'f': 3.25, 'negzero': -0.0,
+    'nan': float('nan'), 'inf': float('inf'), 'ninf': float('-inf'), 'c': complex(1.5, -2),
+    'text': 'gr\u00fc\u00dfe \u2603 \u65e5\u672c\u8a9e \U0001f600', 'empty': '',
+    'nul': 'a\x00b', 'raw': b'\x00\xffbytes', 'noraw': b'', 'trail': b'ab\x00',
+    'lst': [1, 'two', 3.0, None, [4, (5, 6)], 2 ** 70], 'emptylist': [],
+    'tup': (1, ('a', b'b'), None), 'emptytup': (),
+    'nested': {'a': {1: 'one', (2, 3): [None, {'deep': frozenset({1, 2})}], 2.5: b'x',
+                     None: 'none key', b'k': 'bytes key', -1: {}}},
+    'sneaky': {'__t': 'tuple', 'v': [1, 2]},  # looks like an encoding tag; must stay a dict
+    'strdict': {'a': 1, 'b': [True, None]},
+    'set': {1, 'a', (2, 3)}, 'fset': frozenset({'x', 2.5}), 'none': None,
+    'listofdicts': [{'a': 1}, {2: [None]}, {}],
+    'surrogate': 'caf\udce9.dat',  # os.fsdecode of undecodable bytes: not UTF-8
+}
+
+
+def numpy_values():
+    return {
+        'i8': np.int8(-3), 'u16': np.uint16(65000), 'i64': np.int64(2 ** 62),
+        'f32': np.float32(1.5), 'f64nan': np.float64('nan'), 'c64': np.complex64(1 - 1j),
+        'bool_': np.bool_(True), 'a1': np.arange(5.0), 'a2': np.arange(12, dtype=np.int32)
+        .reshape(3, 4), 'a3': np.ones((2, 2, 2), dtype=np.uint8),
+        'structured': np.array([(1, 2.5, b'ab'), (2, -1.0, b'c')],
+                               dtype=[('a', '<i4'), ('b', '<f8'), ('s', 'S2')]),
+        'ustr': np.array(['\u03b1', 'bc']), 'bstr': np.array([b'x', b'yz']),
+        'emptyarr': np.zeros((0, 3)), 'nanarr': np.array([np.nan, np.inf, -np.inf]),
+        'fortran': np.asfortranarray(np.arange(6.0).reshape(2, 3)), 'zerod': np.array(5.0),
+        'big_array': np.linspace(0.0, 1.0, 5000),  # above the compression threshold
+        'npstr': np.str_('ab'), 'npstr0': np.str_(''), 'npbytes0': np.bytes_(b''),
+    }
+
+
+def all_values():
+    values = dict(PLAIN)
+    if np is not None:
+        values.update(numpy_values())
+    return values
+
+
+def check_loaded_values(traj, prefix):
+    for key, want in all_values().items():
+        assert_same(traj.f_get(prefix + '.multi').f_get(key), want, 'multi.' + key)
+        assert_same(traj.f_get(prefix + '.single.' + key).f_get(), want, 'single.' + key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel runs: start methods, the job module, subprocess sweeps
+# ---------------------------------------------------------------------------------------------
+# Jobs that must travel to spawn/forkserver/executor workers live in a small helper module written to a
+# session temp folder and put on sys.path; crash scenarios run the sweep in a subprocess (its own
+# session, so kill -9 reaches every process of the sweep) and resume it here.
+# 
+PAR_HAVE_TABLES = importlib.util.find_spec('tables') is not None
+HAVE_DASK = importlib.util.find_spec('distributed') is not None
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+except ImportError:  # CI's bare Python 3.9 job
+    given = None
+
+par_needs_tables = pytest.mark.skipif(not PAR_HAVE_TABLES, reason='PyTables (the hdf5 extra) missing')
+PAR_START_METHODS = [m for m in ('fork', 'spawn', 'forkserver')
+                 if m in multiprocessing.get_all_start_methods()]
+# QUEUE and LOCK are tested with HDF5 where it exists; NONE (and the bare CI) with pickle.
+LOCKED_BACKEND = 'hdf5' if PAR_HAVE_TABLES else 'pickle'
+PAR_MODULE_DIR = os.path.dirname(os.path.abspath(mp.__file__))
+XS, YS = [0, 1, 2, 3], [0.5, 1.5]
+N = len(XS) * len(YS)
+PARALLEL_EXPECTED = [(i, x * x + y) for i, (x, y) in enumerate((x, y) for x in XS for y in YS)]
+
+JOBS_SRC = '''
+"""Jobs for minipypet's parallel tests (importable by spawn/forkserver/executor workers)."""
+import importlib
+import os
+import signal
+import time
+
+mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
+
+
+def note(path, idx):
+    """Append the run index to an execution log (one O_APPEND write: atomic)."""
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b'%d\\n' % idx)
+        finally:
+            os.close(fd)
+
+
+def die(how, idx):
+    if how == 'killpg':        # kill -9 the whole sweep: parent, workers, manager, writer
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    elif how == 'exit':
+        os._exit(3)
+    elif how == 'sigkill':
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == 'raise':
+        raise ValueError('boom in run %d' % idx)
+    time.sleep(60)
+
+
+def work(traj, log=None, sleep=0.0, slow=None, at=-1, how='', marker=None, blob=0,
+         shared=None, lock=None, func=None):
+    """z = x*x + y; optionally dies once at run `at`, sleeps, stores a big blob."""
+    idx = traj.v_idx
+    note(log, idx)
+    if idx == at and (marker is None or not os.path.exists(marker)):
+        if marker is not None:
+            open(marker, 'w').close()
+        if how == 'raise':  # (a failed run keeps what it added, in every mode)
+            traj.f_add_result('partial', idx)
+        die(how, idx)
+    if sleep and (slow is None or os.path.exists(slow)):
+        time.sleep(sleep)
+    z = traj.x * traj.x + traj.y
+    if func is not None:
+        z = func(z)
+    if lock is not None:
+        with lock:
+            pass
+    traj.f_add_result('z', z, comment='x*x+y')
+    if blob:
+        traj.f_add_result('blob', bytes([idx % 256]) * blob)
+    if shared is not None:
+        shared.append((idx, z))
+    return z
+
+
+def negate(z):
+    return -z
+
+
+def meddle(traj, bag=None, how='set'):
+    """Change the trajectory or an argument, and say what this run found first: a run
+    without freeze_input must never see what an earlier run in its worker changed."""
+    c = traj.f_get('parameters.c')
+    seen = (c.f_get(), len(bag) if bag is not None else 0, 'results.extra' in traj,
+            'x' in traj.__dict__, traj.x)
+    if how == 'set':
+        value = c.f_get()
+        c.f_unlock()
+        c.f_set(value + 1)
+    elif how == 'bag':
+        bag.append(traj.v_idx)
+    elif how == 'add':
+        traj.f_add_result('results.extra', 1)
+    traj.f_add_result('z', traj.x * traj.x + traj.y)
+    return seen
+
+
+def echo(traj, names):
+    """Store every explored value as a result and return them."""
+    out = []
+    for name in names:
+        value = traj.f_get('parameters.' + name).f_get()
+        traj.f_add_result('r_' + name, value)
+        out.append(value)
+    return tuple(out)
+
+
+def make_env(filename, backend, name='t', xs=(0, 1, 2, 3), ys=(0.5, 1.5), **kwargs):
+    service = {'hdf5': mp.HDF5StorageService, 'pickle': mp.PickleStorageService}[backend]
+    env = mp.Environment(trajectory=name, filename=filename, storage_service=service,
+                         add_time=False, log_config=None, report_progress=False, **kwargs)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0, comment='first')
+    traj.f_add_parameter('y', 0.0, comment='second')
+    traj.f_explore(mp.cartesian_product({'x': list(xs), 'y': list(ys)}))
+    return env
+
+
+def run_sweep(cfg):
+    """What the subprocess runner does: build the env from cfg and run `work`."""
+    env_kwargs = dict(cfg.get('env', {}))
+    executor = None
+    if env_kwargs.pop('executor', None):
+        import concurrent.futures
+        executor = env_kwargs['executor'] = concurrent.futures.ProcessPoolExecutor(2)
+    try:
+        env = make_env(cfg['filename'], cfg['backend'], **env_kwargs)
+        return env.f_run(work, **cfg.get('kwargs', {}))
+    except BaseException:  # when f_run gave up (an executor still finishes what it runs)
+        import sys
+        sys.stderr.write('STOPPED %r\\n' % time.time())
+        raise
+    finally:
+        if executor is not None:
+            executor.shutdown()
+'''
+
+RUNNER_SRC = '''
+import json
+import sys
+
+if __name__ == '__main__':
+    cfg = json.loads(sys.argv[1])
+    sys.path[:0] = cfg['path']
+    import t3par_jobs
+    if cfg.get('resume'):
+        env = t3par_jobs.mp.Environment(log_config=None, report_progress=False)
+        result = env.f_continue_run(cfg['resume'])
+    else:
+        result = t3par_jobs.run_sweep(cfg)
+    print('RESULT ' + json.dumps(result), flush=True)
+'''
+
+
+@pytest.fixture(scope='session')
+def jobs_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('t3jobs')
+    (folder / 't3par_jobs.py').write_text(JOBS_SRC)
+    (folder / 't3par_runner.py').write_text(RUNNER_SRC)
+    sys.path.insert(0, str(folder))
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+
+
+@pytest.fixture
+def J(jobs_dir):
+    return importlib.import_module('t3par_jobs')
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_children():
+    before = set(multiprocessing.active_children())
+    yield
+    # every process a sweep started (workers, Manager, queue writer) is gone afterwards;
+    # the module-wide dask cluster's processes are not the sweep's
+    def leaked():
+        return [p for p in multiprocessing.active_children() if p not in before and
+                'dask' not in p.name.lower() and 'nanny' not in p.name.lower()]
+    deadline = time.time() + 5
+    while leaked() and time.time() < deadline:
+        time.sleep(0.05)
+    left = leaked()
+    for p in left:
+        p.terminate()
+    assert not left, 'processes left running after the sweep: %r' % left
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def datafile(tmp_path, backend, name='t'):
+    return str(tmp_path / (name + ('.hdf5' if backend == 'hdf5' else '.pkl')))
+
+
+def executed(log, start=0):
+    """Run indices the job started, in order (from byte offset `start` of the log)."""
+    try:
+        with open(log, 'rb') as f:
+            f.seek(start)
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def stored(filename, name=None):
+    """{idx: z} of the completed runs on disk (file + journal), and the loaded trajectory."""
+    traj = mp.load_trajectory(name=name, filename=filename, load_results=2)
+    info = traj.f_get_run_information()
+    done = {i for i in range(len(traj)) if info[mp.pypetconstants.FORMATTED_RUN_NAME % i]
+            ['completed']}
+    z = traj.f_get_from_runs('z', fast_access=True, use_indices=True)
+    return {i: z[i] for i in done}, traj
+
+
+def journal_runs(filename):
+    """{idx: number of completed run records} in the journal beside the data file."""
+    _, records, _, _ = mp._Journal.read(filename + '.journal')
+    counts = {}
+    for rec in records:
+        if rec[0] == 'run' and rec[3][2]:
+            counts[rec[2]] = counts.get(rec[2], 0) + 1
+    return counts
+
+
+def assert_complete(filename, n=N, expected=PARALLEL_EXPECTED):
+    values, traj = stored(filename)
+    assert traj.f_is_completed(), 'not every run is completed on disk'
+    runs = traj.f_get_from_runs('z', fast_access=True, use_indices=True)
+    assert list(runs) == list(range(n)), 'each run must be stored exactly once'
+    assert sorted(values.items()) == expected
+    assert all(traj.f_get_run_information(i)['completed'] == 1 for i in range(n))
+    assert not os.path.exists(filename + '.journal'), 'journal not folded into the file'
+    return traj
+
+
+@pytest.fixture
+def count_stores(monkeypatch):
+    """Count the run records folded into the file per run index (checkpoints in this
+    process read every record any process journalled)."""
+    counts = {}
+    original = mp._Fold.record
+
+    def spy(fold, record):
+        if record[0] == 'run':
+            counts[record[2]] = counts.get(record[2], 0) + 1
+        return original(fold, record)
+    monkeypatch.setattr(mp._Fold, 'record', spy)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance and the command line: subprocesses, git, markers
+# ---------------------------------------------------------------------------------------------
+# Everything is real: git repositories in temp folders (both
+# GitPython and the `git` command), log files written by real worker processes, files of both
+# backends, the command line run as a subprocess. Parts that need GitPython, PyTables or pandas
+# skip without them; the stdlib-only paths (git CLI, pickle backend, no pandas) always run,
+# also by blocking the optional packages in a subprocess.
+# 
+MOD = mp.__name__
+# the folder that makes `import <MOD>` work in a subprocess (a vendored copy may be dotted)
+ROOT = os.path.dirname(os.path.abspath(mp.__file__))
+for _ in range(MOD.count('.')):
+    ROOT = os.path.dirname(ROOT)
+
+PROV_HAVE_TABLES = importlib.util.find_spec('tables') is not None
+HAVE_PANDAS = importlib.util.find_spec('pandas') is not None
+HAVE_GITPYTHON = importlib.util.find_spec('git') is not None
+HAVE_NUMPY = importlib.util.find_spec('numpy') is not None
+GIT = shutil.which('git')
+
+prov_needs_tables = pytest.mark.skipif(not PROV_HAVE_TABLES, reason='PyTables (the hdf5 extra) missing')
+needs_git_cli = pytest.mark.skipif(GIT is None, reason='the git command is not installed')
+PROV_START_METHODS = multiprocessing.get_all_start_methods()
+needs_spawn = pytest.mark.skipif('spawn' not in PROV_START_METHODS, reason='no spawn start method')
+needs_fork = pytest.mark.skipif('fork' not in PROV_START_METHODS, reason='no fork start method')
+
+PROV_BACKENDS = ['pickle', pytest.param('hdf5', marks=prov_needs_tables)]
+PROV_SUFFIX = {'pickle': '.pkl', 'hdf5': '.hdf5'}
+ENV_NAME_RE = re.compile(r'^environment_[0-9a-f]{7}_\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
+PROV_TIME_RE = re.compile(r'^\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
+ETA_RE = re.compile(r'remaining ~?\d+:\d\d:\d\d')
+
+# Jobs and a pickle trap, importable by spawn workers and by subprocesses (PYTHONPATH).
+HELPERS_SRC = '''
+"""Jobs for minipypet's provenance tests."""
+import importlib
+import logging
+import os
+
+mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
+
+
+def log_job(traj):
+    """Log one INFO and one WARNING line per run, store z = 10 x, return the worker pid."""
+    log = logging.getLogger('t4job')
+    log.debug('debug line of run %d', traj.v_idx)
+    log.info('hello from run %d', traj.v_idx)
+    log.warning('careful in run %d', traj.v_idx)
+    traj.f_add_result('z', traj.x * 10, comment='ten times x')
+    return os.getpid()
+
+
+def times_ten(traj):
+    traj.f_add_result('z', traj.x * 10, comment='ten times x')
+    return traj.x * 10
+
+
+def crash_if(traj, flag):
+    """Fail on x == 4 while the file `flag` exists (a crash that a resume gets past)."""
+    if traj.x == 4 and os.path.exists(flag):
+        raise RuntimeError('simulated crash')
+    return times_ten(traj)
+
+
+def touch(path):
+    """What unpickling a Trap does: create the file `path`."""
+    with open(path, 'w') as f:
+        f.write('unpickled!')
+    return path
+
+
+class Trap:
+    """Pickles fine; unpickling it creates a file, so a reader that unpickles is caught."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (touch, (self.path,))
+'''
+
+# Import blocker for subprocesses: `sys.modules[name] = None` is the other documented way.
+BLOCK = '''
+import sys
+class _Block:
+    def __init__(self, names):
+        self.names = names
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in self.names:
+            raise ImportError('blocked for this test: %s' % name)
+        return None
+sys.meta_path.insert(0, _Block(NAMES))
+'''
+
+
+def block(*names):
+    """Code that makes importing `names` fail in a subprocess."""
+    return 'import sys\n' + BLOCK.replace('NAMES', repr(list(names)))
+IMPORT = "import importlib, os, sys\nmp = importlib.import_module(%r)\n" % MOD
+
+
+@pytest.fixture(scope='module')
+def helpers_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('t4_helpers')
+    (folder / 't4_helpers.py').write_text(HELPERS_SRC)
+    sys.path.insert(0, str(folder))
+    yield str(folder)
+    sys.path.remove(str(folder))
+    sys.modules.pop('t4_helpers', None)
+
+
+@pytest.fixture(scope='module')
+def jobs(helpers_dir):
+    return importlib.import_module('t4_helpers')
+
+
+def sub_env(helpers_dir=None, path=None):
+    env = dict(os.environ)
+    parts = [ROOT] + ([helpers_dir] if helpers_dir else []) + \
+        ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
+    env['PYTHONPATH'] = os.pathsep.join(parts)
+    if path is not None:
+        env['PATH'] = path
+    return env
+
+
+def prov_run_python(code, *args, helpers_dir=None, cwd=None, opts=(), path=None, timeout=120):
+    """Run `code` in a fresh interpreter (minipypet imported as `mp`)."""
+    return subprocess.run([sys.executable] + list(opts) + ['-c', code] + list(args),
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=sub_env(helpers_dir, path))
+
+
+def cli(*args, helpers_dir=None, cwd=None):
+    """`python -m minipypet ...` as a user types it: in this process through
+    main(argv, out) (a Python start costs 1-6 s here), in a subprocess for `run` and
+    `resume` (they run a sweep) or when a folder must be importable or current."""
+    args = [str(a) for a in args]
+    if helpers_dir is not None or cwd is not None or args[:1] in (['run'], ['resume']):
+        return subprocess.run([sys.executable, '-m', MOD] + args, capture_output=True,
+                              text=True, cwd=cwd, timeout=120, env=sub_env(helpers_dir))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = mp.main(args, out)
+        except SystemExit as exc:  # (argparse: --help, --version, usage errors)
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def env_for(backend, tmp_path, name='traj', **kwargs):
+    kwargs.setdefault('report_progress', False)
+    kwargs.setdefault('log_config', None)
+    return mp.Environment(name, add_time=False, storage_service=backend,
+                          filename=str(tmp_path / (name + PROV_SUFFIX[backend])), **kwargs)
+
+
+def cfg(traj, env_name, key):
+    return traj.f_get('config.environment.%s.%s' % (env_name, key)).f_get()
+
+
+def root_handlers():
+    return list(logging.getLogger().handlers)
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's first hour: README blocks
+# ---------------------------------------------------------------------------------------------
+HAVE_H5PY = importlib.util.find_spec('h5py') is not None
+HAVE_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
+FIRST_HOUR_PRELUDE = (
+    "import importlib, sys\n"
+    "sys.modules['minipypet'] = importlib.import_module(%r)  # (a vendored copy: its name)\n"
+    % MOD)
+
+
+def readme_blocks():
+    """[(language, code)] of the README's fenced code blocks, in order."""
+    path = os.path.join(ROOT, 'README.md')
+    if not os.path.exists(path):
+        pytest.skip('no README next to the module (installed copy)')
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    return re.findall(r'^```(\w*)\n(.*?)^```', text, flags=re.M | re.S)
+
+
+# =============================================================================================
 # Exceptions
-# ============================================================================================
+# =============================================================================================
 @pytest.mark.parametrize('name, builtin', [
     ('ConfigurationError', ValueError), ('InvalidNameError', ValueError),
     ('UnsupportedTypeError', TypeError), ('NoSuchNodeError', AttributeError),
@@ -130,9 +784,9 @@ def test_pypetconstants_namespace():
         assert lazy_env('w' + mode, wrap_mode=mode).v_trajectory is not None
 
 
-# ============================================================================================
-# Plain data: the core needs nothing beyond the standard library
-# ============================================================================================
+# =============================================================================================
+# Plain data - the core needs nothing beyond the standard library
+# =============================================================================================
 def test_import_and_a_run_import_no_third_party_module():
     proc = run_python('''
         import sys, importlib
@@ -149,9 +803,23 @@ def test_import_and_a_run_import_no_third_party_module():
     assert proc.stdout.strip() == '[]'
 
 
-# ============================================================================================
+# =============================================================================================
 # Tree and natural naming
-# ============================================================================================
+# =============================================================================================
+def test_a_group_outside_a_trajectory_says_to_add_it_first():
+    group = mp.NNGroupNode('g')
+    assert not hasattr(group, 'x')  # (natural naming keeps hasattr working)
+    for act in (lambda: group.f_get('x'), lambda: group.f_add_leaf('x', 1),
+                lambda: group.f_add_group('h'), lambda: 'x' in group):
+        with pytest.raises(mp.NoSuchNodeError, match=r"group 'g' is not in a trajectory.*"
+                           r"traj.f_add_group\('g'\)"):
+            act()
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter_group('g')
+    traj.par.g.f_add_parameter('x', 1)
+    assert traj.f_get('parameters.g.x', fast_access=True) == 1
+
+
 def test_four_branches_and_their_abbreviations():
     traj = mp.Trajectory('t')
     assert sorted(traj._children) == ['config', 'derived_parameters', 'parameters', 'results']
@@ -760,9 +1428,134 @@ def test_nested_f_to_dict_is_below_the_group_and_branch_dicts_refuse_copy_false_
     assert traj.f_get_explored_parameters(fast_access=True) == {'parameters.x': 1}
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Links and annotations
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_links_and_annotations_round_trip(tmp_path, backend):
+    env = env_for(backend, tmp_path, 'linked')
+    traj = env.v_trajectory
+    x = traj.f_add_parameter('x', 1, comment='x')
+    traj.f_add_parameter('group.y', 2.5)
+    res = traj.f_add_result('summary.value', 42, comment='the answer')
+    summary = traj.f_get('results.summary')
+    summary.f_add_link('to_x', x)                              # f_add_link(name, node)
+    summary.f_add_link('y_link', 'parameters.group.y')         # f_add_link(name, full name)
+    traj.f_add_derived_parameter('dgroup.d', 7)
+    traj.f_get('derived_parameters.dgroup').x_alias = traj.f_get('parameters.x')  # assignment
+    assert traj.f_get('results.summary.to_x') is x
+    x.v_annotations.unit = 'mV'
+    x.v_annotations.f_set(source='test', scale=3)
+    res.v_annotations.meta = {'a': [1, 2], 'b': None}
+    traj.f_get('parameters.group').v_annotations.kind = 'a group'
+    traj.parameters.v_annotations.branch = 'parameters'
+    traj.f_explore({'x': [1, 2]})
+
+    def job(t):
+        t.f_add_result('z', t.x * 10).v_annotations.run = t.v_idx
+        return t.x
+    env.f_run(job)
+    filename = str(tmp_path / ('linked' + PROV_SUFFIX[backend]))
+    loaded = mp.load_trajectory(name='linked', filename=filename, load_all=2)
+    lx = loaded.f_get('parameters.x')
+    assert loaded.f_get('results.summary.to_x') is lx
+    assert loaded.f_get('results.summary.y_link') is loaded.f_get('parameters.group.y')
+    assert loaded.results.summary.y_link == 2.5  # natural naming with fast access
+    assert loaded.f_get('derived_parameters.dgroup.x_alias') is lx
+    assert lx.v_annotations.unit == 'mV'
+    assert lx.v_annotations.f_to_dict() == {'unit': 'mV', 'source': 'test', 'scale': 3}
+    assert loaded.f_get('results.summary.value').v_annotations.meta == {'a': [1, 2],
+                                                                       'b': None}
+    assert loaded.f_get('parameters.group').v_annotations.kind == 'a group'
+    assert loaded.parameters.v_annotations.branch == 'parameters'
+    assert loaded.f_get('results.runs.run_00000001.z').v_annotations.run == 1
+    with pytest.raises(mp.PypetError):  # a link name that is taken
+        loaded.f_get('results.summary').f_add_link('value', lx)
+    out = cli('show', filename)
+    assert out.returncode == 0
+    assert 'results.summary.to_x -> parameters.x' in out.stdout
+    assert 'derived_parameters.dgroup.x_alias -> parameters.x' in out.stdout
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_links_below_a_branch_and_at_the_root_round_trip(tmp_path, backend):
+    """traj.results.f_add_link(...), traj.derived_parameters.alias = node and
+    traj.f_add_link(...) are links like any other and must survive storing."""
+    env = env_for(backend, tmp_path, 'toplinks')
+    traj = env.v_trajectory
+    x = traj.f_add_parameter('x', 1)
+    traj.results.f_add_link('to_x', x)
+    traj.derived_parameters.x_alias = x
+    traj.f_add_link('root_x', x)
+    traj.f_store()
+    loaded = mp.load_trajectory(name='toplinks', filename=str(tmp_path / (
+        'toplinks' + PROV_SUFFIX[backend])), load_all=2)
+    lx = loaded.f_get('parameters.x')
+    missing = [name for name in ('results.to_x', 'derived_parameters.x_alias', 'root_x')
+               if loaded.f_get_default(name, None) is not lx]
+    assert missing == [], 'links lost on the way through the file: %s' % missing
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_trajectory_annotations_round_trip(tmp_path, backend):
+    env = env_for(backend, tmp_path, 'rootann')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.v_annotations.author = 'test engineer'
+    traj.f_store()
+    loaded = mp.load_trajectory(name='rootann', filename=str(tmp_path / (
+        'rootann' + PROV_SUFFIX[backend])), load_all=2)
+    assert loaded.v_annotations.f_to_dict() == {'author': 'test engineer'}
+
+
+def without_long_traceback(what, func, *args):
+    """Call func; report a failure in one line (a RecursionError's chained traceback takes
+    pytest minutes to format)."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        pytest.fail('%s: %s: %s' % (what, type(exc).__name__, str(exc)[:300]), pytrace=False)
+
+
+def test_links_survive_pickling_the_trajectory():
+    traj = mp.Trajectory('pk', add_time=False)
+    x = traj.f_add_parameter('x', 1)
+    traj.f_add_parameter('g.y', 2)
+    traj.results.f_add_link('lx', x)
+    traj.f_get('parameters.g').f_add_link('ly', 'parameters.g.y')
+    copy = pickle.loads(pickle.dumps(traj))
+    assert copy.f_get('results.lx') is copy.f_get('parameters.x')
+    assert copy.f_get('parameters.g.ly') is copy.f_get('parameters.g.y')
+
+
+def test_annotations_survive_pickling():
+    """Trajectories travel to worker processes pickled, so annotated nodes must unpickle."""
+    traj = mp.Trajectory('pk', add_time=False)
+    x = traj.f_add_parameter('x', 1)
+    x.v_annotations.unit = 'ms'
+    traj.v_annotations.who = 'me'
+    copy = without_long_traceback('unpickling an annotated trajectory', pickle.loads,
+                                  pickle.dumps(traj))
+    assert copy.f_get('parameters.x').v_annotations.unit == 'ms'
+    assert copy.v_annotations.who == 'me'
+
+
+@pytest.mark.timeout(60)
+@needs_fork
+def test_annotated_trajectory_runs_in_a_pool(tmp_path, jobs):
+    env = env_for('pickle', tmp_path, 'annpool', multiproc=True, ncores=2,
+                  start_method='fork')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1).v_annotations.unit = 'mV'
+    traj.f_explore({'x': [1, 2]})
+    results = without_long_traceback('a pool run of an annotated trajectory', env.f_run,
+                                     jobs.times_ten)
+    assert results == [(0, 10), (1, 20)]
+
+
+# =============================================================================================
 # Parameters and results
-# ============================================================================================
+# =============================================================================================
 @pytest.mark.parametrize('value', [
     True, 3, 1.5, 1 + 2j, 'text', b'bytes', (1, 2, 3), [1.0, 2.0], ['a', 'b'], (True, False),
     [b'a', b'b'], (1j, 2j),
@@ -1161,9 +1954,68 @@ def test_results_as_pypet_reads_them():
     assert len(text) == 64 and text.startswith("a=1, text='xxx") and text.endswith('...')
 
 
-# ============================================================================================
-# Trajectory: exploration
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Reprs and the tree printer
+# ---------------------------------------------------------------------------------------------
+def test_reprs_show_values(tmp_path):
+    env = file_env(tmp_path, name='rep')
+    traj = xy_traj(env.v_trajectory)
+    assert repr(env).startswith('<Environment environment_')
+    assert 'trajectory rep (6 runs), serial, PickleStorageService' in repr(env)
+    assert repr(traj.f_get('x')) == '<Parameter parameters.x = 1.0 (explored: 6 values)>'
+    assert repr(mp.Parameter('n')) == '<Parameter n (empty)>'
+    res = mp.Result('r', 3.5, std=0.25, comment='c')
+    assert repr(res) == '<Result r = r=3.5, std=0.25>'
+    assert repr(mp.Result('z', 6.0)) == '<Result z = 6.0>'
+    assert repr(traj) == ('<Trajectory rep: 6 runs (0 completed), explored: x, y, file %s>'
+                          % traj.v_storage_service.filename)
+    env.f_run(store_z)
+    assert str(traj).startswith('<Trajectory rep: 6 runs (6 completed)')
+    assert repr(traj.parameters) == '<NNGroupNode parameters: 2 children>'
+
+
+@needs_numpy
+def test_repr_of_an_array_result_shows_shape_and_dtype():
+    res = mp.Result('a', np.zeros((3, 4)), n=2)
+    assert repr(res) == '<Result a = a=ndarray float64 (3, 4), n=2>'
+
+
+def test_tree_printer_and_html(tmp_path, capsys):
+    env = file_env(tmp_path, name='tree')
+    traj = xy_traj(env.v_trajectory)
+    traj.f_add_parameter('road.ncars', 42, comment='cars on the road')
+    env.f_run(store_z)
+    loaded = mp.load_trajectory(filename=traj.v_storage_service.filename, load_all=2)
+    text = loaded.f_tree(max_children=3)
+    lines = text.splitlines()
+    assert 'parameters/' in lines
+    assert '  x = 1.0 (explored: 6 values)  [Parameter]  # first factor' in lines
+    assert '    ncars = 42  [Parameter]  # cars on the road' in lines
+    assert '      z = 3.0  [Result]' in lines
+    assert '    ... 3 more' in lines
+    assert not any(line.startswith('config') for line in lines)
+    assert 'config/' in loaded.f_tree(config=True, max_depth=1).splitlines()
+    assert loaded.f_tree(max_depth=1).splitlines() == ['parameters/', 'derived_parameters/',
+                                                       'results/']
+    loaded.parameters.f_print_tree()
+    assert capsys.readouterr().out.startswith('x = 1.0 (explored: 6 values)')
+    page = loaded._repr_html_()
+    assert page.startswith('<p><b>&lt;Trajectory tree: 6 runs (6 completed)')
+    assert '<pre>parameters/\n  x = 1.0' in page
+    assert '<th>x</th><th>y</th>' in page and '<td>10.0</td>' in page
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+# =============================================================================================
+# Trajectory
+# =============================================================================================
+
+
+# ---------------------------------------------------------------------------------------------
+# Exploration
+# ---------------------------------------------------------------------------------------------
 def test_explore_ranges_of_unequal_length_give_a_configuration_error():
     traj = mp.Trajectory('t')
     traj.f_add_parameter('x', 1.0)
@@ -1304,9 +2156,9 @@ def test_presetting_an_existing_node_and_importing_a_non_class_say_which_builtin
         traj.f_add_to_dynamic_imports(44)
 
 
-# ============================================================================================
-# Trajectory: runs
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
 def test_len_v_idx_v_crun_f_set_crun_and_f_restore_default():
     traj = xy_traj(mp.Trajectory('t'))
     assert len(mp.Trajectory('fresh')) == 1
@@ -1419,580 +2271,174 @@ def test_f_get_from_runs_and_f_find_idx():
     assert list(traj.f_find_idx('y', lambda y: y == 3.0)) == [0, 3]
 
 
-# ============================================================================================
-# Environment (serial)
-# ============================================================================================
-def test_environment_defaults_are_those_of_the_seed():
-    defaults = {k: p.default for k, p in inspect.signature(mp.Environment).parameters.items()}
-    assert defaults['trajectory'] == 'trajectory'
-    assert defaults['add_time'] is True
-    assert defaults['comment'] == ''
-    assert defaults['multiproc'] is False and defaults['ncores'] == 1
-    assert defaults['wrap_mode'] == mp.pypetconstants.WRAP_MODE_LOCK
-    assert defaults['continuable'] == 1
-    assert defaults['use_hdf5'] is True and defaults['filename'] is None
-    assert defaults['large_overview_tables'] is True
-    assert defaults['results_per_run'] == 0 and defaults['derived_parameters_per_run'] == 0
-    assert defaults['lazy_debug'] is False and defaults['git_message'] == ''
-
-
-def test_environment_creates_a_trajectory_from_a_name_with_the_time_added():
-    env = mp.Environment(trajectory='mytraj', comment='a comment',
-                         storage_service=mp.LazyStorageService, log_config=None)
-    traj = env.v_trajectory
-    assert isinstance(traj, mp.Trajectory)
-    assert re.fullmatch('mytraj_' + CORE_TIME_RE, traj.v_name)
-    assert traj.v_name == 'mytraj_' + traj.v_time
-    assert traj.v_comment == 'a comment'
-    assert lazy_env('plain', add_time=False).v_trajectory.v_name == 'plain'
-
-
-def test_environment_time_is_the_new_trajectory_time():
-    # pypet 0.7: when the environment creates the trajectory, v_time/v_timestamp are the
-    # trajectory's own, so the environment name and the trajectory name carry the same time
-    env = mp.Environment(trajectory='timed', storage_service=mp.LazyStorageService,
-                         log_config=None)
-    traj = env.v_trajectory
-    assert env.v_timestamp == traj.v_timestamp
-    assert env.v_time == traj.v_time and env.v_name.endswith(traj.v_time)
-
-
-def test_environment_uses_a_given_trajectory_object():
-    traj = mp.Trajectory('given', comment='kept')
-    env = mp.Environment(trajectory=traj, comment='ignored', log_config=None,
-                         storage_service=mp.LazyStorageService)
-    assert env.v_trajectory is traj
-    assert traj.v_name == 'given' and traj.v_comment == 'kept'
-
-
-def test_environment_trajectory_properties_and_run_aliases():
-    env = lazy_env()
-    assert env.v_trajectory is env.trajectory is env.traj
-    env.traj.f_add_parameter('x', 2)
-    assert env.run(lambda traj: traj.x) == [(0, 2)]
-
-
-def test_environment_name_hexsha_and_time():
-    env = lazy_env()
-    assert re.fullmatch('[0-9a-f]{40}', env.v_hexsha)
-    assert re.fullmatch('environment_[0-9a-f]{7}_' + CORE_TIME_RE, env.v_name)
-    assert env.v_name == 'environment_%s_%s' % (env.v_hexsha[:7], env.v_time)
-    assert env.v_time == datetime.datetime.fromtimestamp(env.v_timestamp).strftime(
-        '%Y_%m_%d_%Hh%Mm%Ss')
-    assert env.name == env.v_name and env.hexsha == env.v_hexsha
-    traj = env.v_trajectory
-    assert env.v_hexsha == hashlib.sha1((traj.v_name + str(traj.v_timestamp) + str(
-        env.v_timestamp) + mp.__version__).encode()).hexdigest()
-    other = lazy_env('other')
-    assert other.v_hexsha != env.v_hexsha
-
-
-def test_environment_config_data_below_config_environment_env_name():
-    env = lazy_env()
-    traj = env.v_trajectory
-    prefix = 'config.environment.' + env.v_name
-    group = traj.f_get(prefix)
-    assert not group.v_is_leaf
-    assert traj.f_get(prefix + '.hexsha').f_get() == env.v_hexsha
-    assert traj.f_get(prefix + '.timestamp').f_get() == env.v_timestamp
-    assert traj.f_get(prefix + '.multiproc').f_get() is False
-    assert traj.f_get(prefix + '.trajectory.name').f_get() == traj.v_name
-    traj.f_add_parameter('x', 1)
-    env.f_run(lambda t: None)
-    for key in ('start_timestamp', 'finish_timestamp', 'runtime'):
-        assert (prefix + '.' + key) in traj
-
-
-def test_environment_as_a_context_manager():
-    with lazy_env() as env:
-        env.v_trajectory.f_add_parameter('x', 3)
-        assert env.f_run(lambda traj: traj.x) == [(0, 3)]
-
-
-def test_environment_unknown_keyword_raises_type_error_naming_it():
-    with pytest.raises(TypeError, match='not_an_argument'):
-        mp.Environment(trajectory='t', log_config=None, not_an_argument=1)
-
-
-@pytest.mark.parametrize('kwargs, word', [
-    (dict(wrap_mode='SOMETIMES'), 'wrap_mode'), (dict(ncores=-1), 'ncores'),
-    (dict(ncores='two'), 'ncores'), (dict(multiproc='yes'), 'multiproc'),
-    (dict(trajectory=5), 'trajectory'), (dict(cpu_cap=0), 'cpu_cap'),
-    (dict(add_time='no'), 'add_time'), (dict(log_config=None, log_folder='logs'), 'log_folder'),
-], ids=lambda v: str(v))
-def test_environment_bad_values_raise_configuration_error(kwargs, word):
-    kwargs = dict(kwargs)
-    kwargs.setdefault('trajectory', 't')
-    kwargs.setdefault('log_config', None)
-    with pytest.raises(mp.ConfigurationError, match=word):
-        mp.Environment(storage_service=mp.LazyStorageService, **kwargs)
-
-
-def test_f_run_passes_arguments_and_returns_results_ordered_by_index():
-    env = lazy_env()
-    xy_traj(env.v_trajectory)
-
-    def job(traj, offset, scale=1):
-        return traj.v_idx, traj.x * traj.y * scale + offset
-
-    results = env.f_run(job, 100, scale=2)
-    assert [idx for idx, _ in results] == list(range(6))
-    assert [r for _, (_, r) in results] == [106.0, 108.0, 110.0, 112.0, 116.0, 120.0]
-    assert all(idx == inner for idx, (inner, _) in results)
-
-
-def test_adding_a_parameter_during_a_run_is_an_error():
-    env = lazy_env()
-    env.v_trajectory.f_add_parameter('x', 1)
-
-    def job(traj):
-        traj.f_add_parameter('late', 1)
-
-    with pytest.raises(mp.PypetError) as info:
-        env.f_run(job)
-    assert 'late' in str(info.value) and 'during run' in str(info.value)
-    with pytest.raises(mp.PypetError, match='during run'):
-        env.f_run(lambda traj: traj.f_add_config('late_config', 1))
-
-
-def test_a_job_that_raises_propagates_and_earlier_runs_stay_stored(tmp_path):
-    env = file_env(tmp_path, 'failing')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1)
-    traj.f_explore({'x': [1, 2, 3, 4]})
-
-    def job(traj):
-        if traj.v_idx == 2:
-            raise ValueError('boom in run 2')
-        traj.f_add_result('z', traj.x * 10)
-        return traj.x
-
-    with pytest.raises(ValueError, match='boom in run 2'):
-        env.f_run(job)
-    assert [traj.f_is_completed(i) for i in range(4)] == [True, True, False, False]
-    loaded = mp.load_trajectory(name='failing', filename=str(tmp_path / 'failing.pkl'),
-                                load_all=2)
-    assert [loaded.f_is_completed(i) for i in range(4)] == [True, True, False, False]
-    assert dict(loaded.f_get_from_runs('z', fast_access=True)) == {
-        'run_00000000': 10, 'run_00000001': 20}
-
-
-def test_explored_values_read_in_a_serial_sweep_follow_every_change(tmp_path):
-    """A serial sweep makes `traj.x` of explored parameters a plain attribute (speed); it
-    must mean exactly what `traj.x` means without that."""
-    env = file_env(tmp_path, 'fast')
+# ---------------------------------------------------------------------------------------------
+# Merging
+# ---------------------------------------------------------------------------------------------
+def make_part(folder, backend, name, xs, trials=None, comment=None):
+    env = mp.Environment(name, add_time=False, storage_service=backend, log_config=None,
+                         filename=os.path.join(str(folder), name + PROV_SUFFIX[backend]),
+                         report_progress=False)
     traj = env.v_trajectory
     traj.f_add_parameter('x', 0)
-    traj.f_add_parameter('y', 0.5)
-    traj.f_add_parameter('explore', 7)   # the name of a method alias: never shadowed
-    traj.f_explore({'x': [1, 2, 3], 'y': [0.5, 1.5, 2.5], 'explore': [7, 8, 9]})
-    seen = []
+    traj.f_add_parameter('trial', 0)
+    explore = {'x': xs}
+    if trials is not None:
+        explore['trial'] = trials
+    traj.f_explore(explore)
+    if comment:
+        traj.f_add_result('info', name, comment=comment)
 
-    def outcome(get):
-        try:
-            value = get()
-        except Exception as exc:
-            return type(exc)
-        return value if not isinstance(value, mp.NNTreeNode) else value.v_full_name
-
-    def job(traj):
-        idx = traj.v_idx
-        seen.append(('start', traj.x, traj.y))
-        if idx == 0:  # (the fast path is what is tested; the changes below drop it)
-            assert 'y' in vars(traj)
-        assert callable(traj.explore)
-        copy = pickle.loads(pickle.dumps(traj))       # a copy has no stale attributes
-        copy.f_set_crun((idx + 1) % 3)
-        seen.append(('copy', copy.x))
-        traj.f_set_crun((idx + 1) % 3)                # the user moves to another run...
-        seen.append(('moved', traj.x))
-        traj.f_set_crun(idx)
-        traj.v_fast_access = False                    # ... switches fast access off ...
-        seen.append(('node', outcome(lambda: traj.x)))
-        traj.v_fast_access = True
-        traj.f_add_result('x', 'shadow')              # ... adds a node named like it
-        seen.append(('shadowed', outcome(lambda: traj.x),
-                     outcome(lambda: mp.NNGroupNode.__getattr__(traj, 'x'))))
-        seen.append(('y', traj.y))
-
+    def job(t):
+        t.f_add_result('z', t.x * 10 + t.trial, comment='z of %s' % name)
+        return t.x
     env.f_run(job)
-    for idx in range(3):
-        start, copy, moved, node, shadowed, y = seen[6 * idx:6 * idx + 6]
-        assert start == ('start', idx + 1, [0.5, 1.5, 2.5][idx])
-        assert copy == ('copy', (idx + 1) % 3 + 1) and moved == ('moved', (idx + 1) % 3 + 1)
-        assert node == ('node', 'parameters.x')
-        assert shadowed[1] == shadowed[2]             # as the slow path says
-        assert y == ('y', [0.5, 1.5, 2.5][idx])
-    assert traj.x == 0 and 'x' not in vars(traj) and 'y' not in vars(traj)
+    return traj, env
 
 
-def test_results_written_to_a_pickle_file_load_back(tmp_path):
-    env = file_env(tmp_path, 'stored', comment='to disk')
-    xy_traj(env.v_trajectory)
-    env.f_run(multiply)
-    loaded = mp.load_trajectory(name='stored', filename=str(tmp_path / 'stored.pkl'),
-                                load_all=mp.pypetconstants.LOAD_DATA)
-    assert loaded.v_name == 'stored' and loaded.v_comment == 'to disk' and len(loaded) == 6
-    assert loaded.f_get('x').f_get_range() == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
-    # purge_duplicate_comments (the default): the first run's comment is kept
-    assert loaded.f_get('results.runs.run_00000000.z').v_comment == 'product'
-    assert list(loaded.f_get_from_runs('z', fast_access=True).values()) == [
-        3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
-    assert loaded.f_is_completed()
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_two_with_overlapping_points(tmp_path, backend):
+    a, env_a = make_part(tmp_path, backend, 'part_a', [0, 1, 2])
+    b, env_b = make_part(tmp_path, backend, 'part_b', [1, 2, 3], comment='kept from b')
+    merged = a.f_merge(b, remove_duplicates=True, backup=False)
+    assert merged is a and len(a) == 4
+    assert a.f_get('x').f_get_range() == [0, 1, 2, 3]
+    loaded = mp.load_trajectory(name='part_a', filename=str(tmp_path / ('part_a' +
+                                                                         PROV_SUFFIX[backend])),
+                                load_all=2)
+    assert len(loaded) == 4 and loaded.f_is_completed()
+    assert dict(loaded.f_get_from_runs('z', fast_access=True, use_indices=True)) == \
+        {0: 0, 1: 10, 2: 20, 3: 30}
+    assert loaded.f_get('results.runs.run_00000000.z').v_comment == 'z of part_a'
+    assert loaded.f_get('results.info').v_comment == 'kept from b'
+    envs = loaded.f_get('config.environment').f_get_children()
+    assert set(envs) == {env_a.v_name, env_b.v_name}
+    assert [r['x'] for r in mp.runs_table(loaded)] == [0, 1, 2, 3]
+    # b is untouched without move_data / delete_other_trajectory
+    assert len(mp.runs_table(str(tmp_path / ('part_b' + PROV_SUFFIX[backend])))) == 3
+    # The merged run (index 3) comes from b, and so must its comment: b's file holds it only
+    # on b's run 0 (purge_duplicate_comments), which was a duplicate and was left out.
+    assert loaded.f_get('results.runs.run_00000003.z').v_comment == 'z of part_b'
 
 
-def test_a_file_in_a_folder_that_does_not_exist_yet(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    env = mp.Environment(trajectory='fresh', add_time=False, log_config=None,
-                         continuable=False, storage_service=mp.PickleStorageService,
-                         filename=os.path.join('new', 'folder', 'fresh.pkl'))
-    env.v_trajectory.f_add_parameter('x', 1)
-    assert env.f_run(lambda traj: traj.x) == [(0, 1)]
-    assert os.path.isfile(os.path.join('new', 'folder', 'fresh.pkl'))
-    # the default, ./hdf5/<trajectory name>.hdf5 (a pickle file without PyTables)
-    env = mp.Environment(trajectory='default', add_time=False, log_config=None,
-                         continuable=False)
-    env.v_trajectory.f_add_parameter('x', 2)
-    assert env.f_run(lambda traj: traj.x) == [(0, 2)]
-    assert os.listdir('hdf5') and all(f.startswith('default') for f in os.listdir('hdf5'))
-
-
-def test_lazy_storage_keeps_run_results_in_memory(tmp_path):
-    env = lazy_env()
-    traj = xy_traj(env.v_trajectory)
-    assert isinstance(traj.v_storage_service, mp.LazyStorageService)
-    env.f_run(multiply)
-    assert len(traj.f_get_from_runs('z')) == 6
-    assert traj.f_get('results.runs.run_00000005.z').f_get() == 10.0
-    with pytest.raises(mp.DataNotInStorageError):
-        traj.f_load()
-
-
-LAZY_DEBUG_SCRIPT = '''
-import importlib, os
-mp = importlib.import_module(%r)
-env = mp.Environment(trajectory='dbg', add_time=False, filename='dbg.hdf5',
-                     lazy_debug=True, log_config=None)
-env.v_trajectory.f_add_parameter('x', 1)
-env.f_run(lambda traj: traj.x)
-print(type(env.v_trajectory.v_storage_service).__name__)
-print(sorted(f for f in os.listdir('.') if f.startswith('dbg')))
-'''
-
-
-def test_lazy_debug_uses_lazy_storage_only_in_debug_mode(tmp_path):
-    debug_dir, optimized_dir = tmp_path / 'debug', tmp_path / 'optimized'
-    debug_dir.mkdir()
-    optimized_dir.mkdir()
-    script = LAZY_DEBUG_SCRIPT % mp.__name__
-    proc = run_python(script, cwd=str(debug_dir))
-    assert proc.returncode == 0, proc.stderr
-    kind, files = proc.stdout.strip().splitlines()
-    assert kind == 'LazyStorageService' and files == '[]'
-    assert 'nothing' in proc.stderr.lower() or 'NOTHING' in proc.stderr   # the warning
-    proc = run_python(script, '-O', cwd=str(optimized_dir))
-    assert proc.returncode == 0, proc.stderr
-    kind, files = proc.stdout.strip().splitlines()
-    assert kind != 'LazyStorageService'
-    assert files != '[]'                              # python -O: a file is written
-
-
-# ============================================================================================
-# Aliases: pypet 0.7's unprefixed spellings, one table, one loop
-# ============================================================================================
-ALIAS_PAIRS = [(cls, target) for cls, targets in mp._ALIASES.items() for target in targets]
-
-
-@pytest.mark.parametrize('cls, target', ALIAS_PAIRS,
-                         ids=['%s.%s' % (c.__name__, t) for c, t in ALIAS_PAIRS])
-def test_alias_resolves_to_the_same_function_or_property(cls, target):
-    alias = mp._alias_name(target)
-    assert alias != target and not alias.startswith(('f_', 'v_'))
-    want = inspect.getattr_static(cls, target)
-    assert inspect.getattr_static(cls, alias) is want
-    for sub in cls.__subclasses__():                  # and in the module's own subclasses
-        if sub.__module__ == cls.__module__:
-            assert inspect.getattr_static(sub, alias) is inspect.getattr_static(sub, target)
-
-
-# ============================================================================================
-# Examples: each runs with the standard library only
-# ============================================================================================
-EXAMPLES = {
-    '01_first_steps.py': ['run_00000005: x=3.0, y=7.0, z=21.0', 'with 6 runs'],
-    '02_natural_naming.py': ['traj.ncars (a shortcut)       = 42', 'NotUniqueNodeError'],
-    '03_lazy_and_results.py': ['run_00000005 final=8.0', 'runs with rate 2.0 and n > 3: [5]'],
-    '04_parallel_sweep.py': ['samples=40000: mean error', '12 runs done in parallel'],
-    '05_resume_after_crash.py': ['died with exit code 1', 'before the crash: [0, 1, 2, 3, 4, 5]',
-                                 'after the resume: [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16), '
-                                 '(5, 25), (6, 36), (7, 49), (8, 64), (9, 81)]'],
-    '06_debugging_with_lazy_storage.py': ['runs that returned: [0, 2, 3, 5]',
-                                          'run 1 failed: ZeroDivisionError',
-                                          'ratio = 0.5  [Result]  # a / (b - 2)',
-                                          'replayed: ZeroDivisionError'],
-    '07_adaptive_search.py': ['best after 21 runs: x=2.6172, y=1.6236'],
-    '08_big_arrays.py': ['stored 28.8 MB of arrays in 6 runs', 'empty, loaded as a skeleton',
-                         'ndarray float64 (400, 2000)', 'rate=0.4 steps=400: width 89 cells'],
-    '09_load_and_plot.py': ['39 runs (39 completed)', 'largest amplitude after t=0: 0.835',
-                            'plotted amplitude against t into amplitude.png'],
-    '10_dask_cluster.py': ['40 runs on the cluster; n=27 takes the most steps: 111'],
-    '11_pypet_script.py': ['ran 12 runs; z of the last run: 32.0', 'pypet here is minipypet'],
-}
-# what an example that needs an extra says instead, when it is missing
-EXAMPLES_WITHOUT = {
-    '08_big_arrays.py': ('numpy', ['this example needs numpy: pip install numpy']),
-    '09_load_and_plot.py': ('matplotlib', ['(no plot: pip install matplotlib)']),
-    '10_dask_cluster.py': ('distributed', ['this example needs dask.distributed']),
-}
-
-
-@pytest.mark.parametrize('stdlib_only', [False, True], ids=['as-installed', 'stdlib-only'])
-@pytest.mark.parametrize('name', sorted(EXAMPLES))
-def test_example_runs(name, stdlib_only, tmp_path):
-    path = os.path.join(REPO_DIR, 'examples', name)
-    env = dict(os.environ)
-    paths = [MODULE_DIR]
-    if stdlib_only:  # shadow the optional packages with modules that refuse to import
-        blocker = tmp_path / 'blocked'
-        blocker.mkdir()
-        for module in ('numpy', 'tables', 'git', 'pandas', 'dask', 'matplotlib'):
-            (blocker / (module + '.py')).write_text('raise ImportError("blocked")\n')
-        paths.insert(0, str(blocker))
-    env['PYTHONPATH'] = os.pathsep.join(paths + [env.get('PYTHONPATH', '')])
-    work = tmp_path / 'work'
-    work.mkdir()
-    command = [sys.executable, path]
-    if name == '11_pypet_script.py':  # an unchanged pypet script, as its docstring runs it
-        command[1:1] = ['-m', MOD, 'run']
-    proc = subprocess.run(command, cwd=str(work), env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    expect = EXAMPLES[name]
-    if name in EXAMPLES_WITHOUT and (stdlib_only or importlib.util.find_spec(
-            EXAMPLES_WITHOUT[name][0]) is None):
-        expect = EXAMPLES_WITHOUT[name][1]
-    for expected in expect:
-        assert expected in proc.stdout, proc.stdout
-    assert not (work / 'hdf5').exists()             # the example cleans up after itself
-
-
-# ###########################################################################################
-# Storage services: the contract over Lazy, Pickle and HDF5; durability
-# ###########################################################################################
-# Storage contract tests: one suite over the Lazy, Pickle and HDF5 backends (issues 3 and 5).
-# 
-# Real files, real PyTables, no mocks. The HDF5 parts skip when PyTables is missing, the numpy
-# parts when numpy is missing; everything else runs with the standard library only.
-# 
-try:
-    import numpy as np
-except ImportError:  # the stdlib-only CI job
-    np = None
-try:
-    import tables
-except ImportError:
-    tables = None
-try:
-    import h5py
-except ImportError:
-    h5py = None
-
-needs_numpy = pytest.mark.skipif(np is None, reason='numpy is not installed')
-needs_tables = pytest.mark.skipif(tables is None, reason='PyTables is not installed')
-needs_h5py = pytest.mark.skipif(tables is None or h5py is None, reason='h5py/PyTables missing')
-posix_only = pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs SIGKILL')
-
-BACKENDS = ['lazy', 'pickle', pytest.param('hdf5', marks=needs_tables)]
-FILE_BACKENDS = ['pickle', pytest.param('hdf5', marks=needs_tables)]
-SUFFIX = {'lazy': '.lazy', 'pickle': '.pkl', 'hdf5': '.hdf5'}
-CLASSES = {'lazy': mp.LazyStorageService, 'pickle': mp.PickleStorageService,
-           'hdf5': getattr(mp, 'HDF5StorageService', None)}
-PICKLE_MAGIC = b'MINIPYPET-PICKLE\n'
-
-
-def read_pickle_file(filename):
-    """The content of a pickle-backend main file, read with the documented framing: the
-    magic line, a line 'sha1 <hex of the rest>', the pickle."""
-    with open(filename, 'rb') as f:
-        assert f.read(len(PICKLE_MAGIC)) == PICKLE_MAGIC
-        line = f.readline()
-        payload = f.read()
-    assert line.startswith(b'sha1 ') and line[5:-1].decode() == hashlib.sha1(payload).hexdigest()
-    return pickle.loads(payload)
-HDF5_MAGIC = b'\x89HDF\r\n\x1a\n'
-
-
-def assert_stamped_hdf5(path):
-    """An HDF5 file as minipypet writes it, checked with the documented layout: a 512-byte
-    user block 'MINIPYPET-SHA1 <hex SHA-1 of the rest>\\n', then the HDF5 file."""
-    with open(path, 'rb') as f:
-        block = f.read(512)
-        rest = f.read()
-    assert rest.startswith(HDF5_MAGIC)
-    assert block.startswith(b'MINIPYPET-SHA1 ' + hashlib.sha1(rest).hexdigest().encode() + b'\n')
-
-
-def run_name(idx):
-    return mp.pypetconstants.FORMATTED_RUN_NAME % idx
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture(params=FILE_BACKENDS)
-def file_backend(request):
-    return request.param
-
-
-def path_for(backend, tmp_path, name='traj'):
-    return str(tmp_path / (name + SUFFIX[backend]))
-
-
-def service(backend, filename, **kwargs):
-    if backend == 'lazy':
-        return mp.LazyStorageService()
-    return CLASSES[backend](filename, **kwargs)
-
-
-def make_env(backend, filename, name='traj', as_class=True, **kwargs):
-    """An Environment storing with `backend` (the class, or an instance with as_class=False)."""
-    svc = CLASSES[backend] if as_class else service(backend, filename)
-    kwargs.setdefault('report_progress', False)
-    return mp.Environment(name, add_time=False, storage_service=svc, filename=filename,
-                          log_config=None, **kwargs)
-
-
-def sweep(backend, filename, job, n=4, name='traj', explore=None, **kwargs):
-    env = make_env(backend, filename, name=name, **kwargs)
+def make_y_part(folder, backend, name, y):
+    env = mp.Environment(name, add_time=False, storage_service=backend, log_config=None,
+                         filename=os.path.join(str(folder), name + PROV_SUFFIX[backend]),
+                         report_progress=False)
     traj = env.v_trajectory
-    traj.f_add_parameter('x', 0, comment='the explored x')
-    traj.f_add_parameter('y', 10, comment='a fixed y')
-    traj.f_explore(explore or {'x': list(range(n))})
-    env.f_run(job)
-    return env, traj
+    traj.f_add_parameter('x', 0)
+    traj.f_add_parameter('y', y)                     # the same name, not explored, set apart
+    traj.f_explore({'x': [1, 2]})
+    env.f_run(multiply)
+    return traj
 
 
-def load(filename, **kwargs):
-    return mp.load_trajectory(filename=filename, **kwargs)
+@pytest.mark.parametrize('remove_duplicates', [False, True])
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_explores_a_parameter_the_two_set_differently(tmp_path, backend,
+                                                            remove_duplicates):
+    # (as pypet: each merged run keeps the y it ran with; before, the runs of the other
+    # claimed this one's y, and remove_duplicates dropped them as duplicates)
+    a = make_y_part(tmp_path, backend, 'ya', 10)
+    b = make_y_part(tmp_path, backend, 'yb', 20)
+    a.f_merge(b, remove_duplicates=remove_duplicates, backup=False)
+    loaded = mp.load_trajectory(name='ya', filename=str(tmp_path / ('ya' + PROV_SUFFIX[backend])),
+                                load_all=2)
+    rows = [(r['x'], r['y'], r['z']) for r in mp.runs_table(loaded)]
+    assert rows == [(1, 10, 10), (2, 10, 20), (1, 20, 20), (2, 20, 40)]
+    assert loaded.f_get('y').f_get_range() == [10, 10, 20, 20]
 
 
-def square_job(traj):
-    traj.f_add_result('z', traj.x * traj.x + 0.5, comment='x squared')
-    traj.f_add_derived_parameter('dz', traj.x * 2, comment='twice x')
-    return traj.x
+@needs_numpy
+def test_points_of_big_arrays_are_compared_whole():
+    # (repr() abbreviates arrays of over 1,000 items: two arrays differing in the middle
+    # were one point, and merging with remove_duplicates dropped the other's run)
+    a, b = np.zeros(2000), np.zeros(2000)
+    b[1000] = 1.0
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter(mp.ArrayParameter, 'init', np.zeros(2000))
+    traj.f_explore({'init': [a, b, a.copy()]})
+    assert [idx for _, idx in mp.find_unique_points([traj.f_get('init')])] == [[0, 2], [1]]
 
 
-def assert_same(got, want, where='value'):
-    """Equal and of the same type, recursively (nan equals nan, numpy dtypes must match)."""
-    if np is not None and isinstance(want, np.ndarray):
-        assert isinstance(got, np.ndarray), '%s: %r is not an ndarray' % (where, got)
-        assert got.dtype == want.dtype, '%s: dtype %s != %s' % (where, got.dtype, want.dtype)
-        assert got.shape == want.shape, '%s: shape %s != %s' % (where, got.shape, want.shape)
-        if want.dtype.names:
-            assert got.tolist() == want.tolist(), where
-        else:
-            np.testing.assert_array_equal(got, want, err_msg=where)
-        return
-    if np is not None and isinstance(want, np.generic):
-        assert type(got) is type(want), '%s: %r is a %s, not %s' % (
-            where, got, type(got), type(want))
-        assert got.dtype == want.dtype, where
-        assert got == want or (got != got and want != want), '%s: %r != %r' % (where, got, want)
-        return
-    assert type(got) is type(want), '%s: %r is a %s, expected %s %r' % (
-        where, got, type(got).__name__, type(want).__name__, want)
-    if isinstance(want, float) and math.isnan(want):
-        assert math.isnan(got), where
-    elif isinstance(want, (list, tuple)):
-        assert len(got) == len(want), '%s: %r != %r' % (where, got, want)
-        for i, (g, w) in enumerate(zip(got, want)):
-            assert_same(g, w, '%s[%d]' % (where, i))
-    elif isinstance(want, dict):
-        assert sorted(map(repr, got)) == sorted(map(repr, want)), '%s: keys %r != %r' % (
-            where, list(got), list(want))
-        for key in want:
-            assert_same(got[key], want[key], '%s[%r]' % (where, key))
-    elif isinstance(want, (set, frozenset)):
-        assert got == want, '%s: %r != %r' % (where, got, want)
-    else:
-        assert got == want, '%s: %r != %r' % (where, got, want)
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_without_remove_duplicates_keeps_every_run(tmp_path, backend):
+    a, _ = make_part(tmp_path, backend, 'dup_a', [0, 1])
+    b, _ = make_part(tmp_path, backend, 'dup_b', [1, 2])
+    a.f_merge(b, backup=False, move_data=True)
+    rows = mp.runs_table(str(tmp_path / ('dup_a' + PROV_SUFFIX[backend])))
+    assert [(r['x'], r['z'], r['completed']) for r in rows] == \
+        [(0, 0, 1), (1, 10, 1), (1, 10, 1), (2, 20, 1)]
+    with pytest.raises(mp.PypetError):  # move_data: the data lives in dup_a now
+        mp.load_trajectory(name='dup_b', filename=str(tmp_path / ('dup_b' + PROV_SUFFIX[backend])))
 
 
-class StoragePoint:
-    """A user object that only a PickleResult/PickleParameter can hold."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __eq__(self, other):
-        return type(other) is StoragePoint and (self.x, self.y) == (other.x, other.y)
-
-    __hash__ = None
-
-
-class Boom:
-    """Unpickling this creates a file: a harmless stand-in for a payload that runs code."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, 'w'))
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_trial_parameter_backup_and_delete_other(tmp_path, backend):
+    a, _ = make_part(tmp_path, backend, 'tr_a', [5, 5], trials=[0, 1])
+    b, _ = make_part(tmp_path, backend, 'tr_b', [5, 5], trials=[0, 1])
+    before = set(os.listdir(str(tmp_path)))
+    a.f_merge(b, trial_parameter='trial', remove_duplicates=True, backup=True,
+              delete_other_trajectory=True)
+    assert a.f_get('trial').f_get_range() == [0, 1, 2, 3]
+    rows = mp.runs_table(str(tmp_path / ('tr_a' + PROV_SUFFIX[backend])))
+    assert [(r['trial'], r['z']) for r in rows] == [(0, 50), (1, 51), (2, 50), (3, 51)]
+    backups = [f for f in set(os.listdir(str(tmp_path))) - before if '_backup_' in f and
+               not f.endswith('.segments')]
+    assert len(backups) == 1 and backups[0].startswith('tr_a_backup_')
+    assert len(mp.runs_table(str(tmp_path / backups[0]))) == 2, 'the backup is the original'
+    with pytest.raises(mp.PypetError):
+        mp.load_trajectory(name='tr_b', filename=str(tmp_path / ('tr_b' + PROV_SUFFIX[backend])))
 
 
-# -- the values every backend must round-trip ------------------------------------------------
-PLAIN = {
-    'yes': True, 'no': False, 'small': -7, 'zero': 0, 'big': 2 ** 100, 'negbig': -(2 ** 80),
-    'i64max': 2 ** 63 - 1, 'i64min': -(2 ** 63), 'f': 3.25, 'negzero': -0.0,
-    'nan': float('nan'), 'inf': float('inf'), 'ninf': float('-inf'), 'c': complex(1.5, -2),
-    'text': 'gr\u00fc\u00dfe \u2603 \u65e5\u672c\u8a9e \U0001f600', 'empty': '',
-    'nul': 'a\x00b', 'raw': b'\x00\xffbytes', 'noraw': b'', 'trail': b'ab\x00',
-    'lst': [1, 'two', 3.0, None, [4, (5, 6)], 2 ** 70], 'emptylist': [],
-    'tup': (1, ('a', b'b'), None), 'emptytup': (),
-    'nested': {'a': {1: 'one', (2, 3): [None, {'deep': frozenset({1, 2})}], 2.5: b'x',
-                     None: 'none key', b'k': 'bytes key', -1: {}}},
-    'sneaky': {'__t': 'tuple', 'v': [1, 2]},  # looks like an encoding tag; must stay a dict
-    'strdict': {'a': 1, 'b': [True, None]},
-    'set': {1, 'a', (2, 3)}, 'fset': frozenset({'x', 2.5}), 'none': None,
-    'listofdicts': [{'a': 1}, {2: [None]}, {}],
-    'surrogate': 'caf\udce9.dat',  # os.fsdecode of undecodable bytes: not UTF-8
-}
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_five_in_a_folder_with_overlapping_points(tmp_path, backend):
+    parts = [[0, 1, 2], [1, 2, 3], [2, 3, 4], [0, 4, 5], [5, 6, 0]]
+    names = []
+    for k, xs in enumerate(parts):
+        _, env = make_part(tmp_path, backend, 'job%d' % k, xs)
+        names.append(env.v_name)
+    merged = mp.merge_all_in_folder(str(tmp_path), ext=PROV_SUFFIX[backend],
+                                    remove_duplicates=True, backup=False)
+    assert merged.v_name == 'job0' and len(merged) == 7
+    filename = str(tmp_path / ('job0' + PROV_SUFFIX[backend]))
+    rows = mp.runs_table(filename)
+    assert [r['x'] for r in rows] == [0, 1, 2, 3, 4, 5, 6]
+    assert [r['z'] for r in rows] == [0, 10, 20, 30, 40, 50, 60]
+    assert all(r['completed'] == 1 for r in rows)
+    loaded = mp.load_trajectory(name='job0', filename=filename, load_all=2)
+    assert set(loaded.f_get('config.environment').f_get_children()) == set(names)
+    # the other files are left alone
+    assert [len(mp.runs_table(str(tmp_path / ('job%d' % k + PROV_SUFFIX[backend]))))
+            for k in range(1, 5)] == [3, 3, 3, 3]
+    # the CLI agrees
+    out = cli('list', filename)
+    assert out.returncode == 0 and re.search(r'job0\s+7\s+7', out.stdout)
 
 
-def numpy_values():
-    return {
-        'i8': np.int8(-3), 'u16': np.uint16(65000), 'i64': np.int64(2 ** 62),
-        'f32': np.float32(1.5), 'f64nan': np.float64('nan'), 'c64': np.complex64(1 - 1j),
-        'bool_': np.bool_(True), 'a1': np.arange(5.0), 'a2': np.arange(12, dtype=np.int32)
-        .reshape(3, 4), 'a3': np.ones((2, 2, 2), dtype=np.uint8),
-        'structured': np.array([(1, 2.5, b'ab'), (2, -1.0, b'c')],
-                               dtype=[('a', '<i4'), ('b', '<f8'), ('s', 'S2')]),
-        'ustr': np.array(['\u03b1', 'bc']), 'bstr': np.array([b'x', b'yz']),
-        'emptyarr': np.zeros((0, 3)), 'nanarr': np.array([np.nan, np.inf, -np.inf]),
-        'fortran': np.asfortranarray(np.arange(6.0).reshape(2, 3)), 'zerod': np.array(5.0),
-        'big_array': np.linspace(0.0, 1.0, 5000),  # above the compression threshold
-        'npstr': np.str_('ab'), 'npstr0': np.str_(''), 'npbytes0': np.bytes_(b''),
-    }
+def test_merge_backups_are_never_overwritten(tmp_path):
+    """Two merges within the same second must not overwrite the first backup: the first
+    backup is the only copy of the original file."""
+    a, _ = make_part(tmp_path, 'pickle', 'bk_a', [0, 1])
+    b, _ = make_part(tmp_path, 'pickle', 'bk_b', [2, 3])
+    c, _ = make_part(tmp_path, 'pickle', 'bk_c', [4, 5])
+    a.f_merge(b, backup=True)
+    a.f_merge(c, backup=True)
+    backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('bk_a_backup_') and
+                     not f.endswith(('.journal', '.segments')))
+    sizes = sorted(len(mp.runs_table(str(tmp_path / f))) for f in backups)
+    assert sizes == [2, 4], 'backups: %s hold %s runs' % (backups, sizes)
 
 
-def all_values():
-    values = dict(PLAIN)
-    if np is not None:
-        values.update(numpy_values())
-    return values
+# =============================================================================================
+# Storage services
+# =============================================================================================
+# One contract over every registered backend (STORAGE_SERVICES); real files, real
+# PyTables. The HDF5 parts skip without PyTables, the numpy parts without numpy.
 
 
-def check_loaded_values(traj, prefix):
-    for key, want in all_values().items():
-        assert_same(traj.f_get(prefix + '.multi').f_get(key), want, 'multi.' + key)
-        assert_same(traj.f_get(prefix + '.single.' + key).f_get(), want, 'single.' + key)
-
-
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Round trips of every supported type
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 def test_roundtrip_trajectory_level_results_and_parameters(backend, tmp_path):
     filename = path_for(backend, tmp_path)
     traj = mp.Trajectory('traj', storage_service=service(backend, filename))
@@ -2248,9 +2694,9 @@ def test_a_buffer_reused_by_every_run_is_stored_per_run(file_backend, tmp_path):
     assert list(got.values()) == [[x, x * 2] for x in range(5)]
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Loading: modes, names and indices, as_new, items
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 def rich_job(traj):
     traj.f_add_result('z', traj.x * 10, comment='z of run')
     traj.f_add_derived_parameter('dz', traj.x + 0.5)
@@ -2743,9 +3189,9 @@ def test_storing_an_item_stores_the_groups_on_its_way(file_backend, tmp_path):
     assert got.f_get('results.Im').v_annotations['a'] == 'c'
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # File names and file handling
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 def test_default_filename_and_directory_only_filename(file_backend, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     suffix = SUFFIX[file_backend]
@@ -2825,9 +3271,9 @@ def test_files_get_permissions_from_umask(file_backend, tmp_path):
     assert os.stat(filename).st_mode & 0o777 == 0o666 & ~umask
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Pickles: allow_pickle=False, crafted payloads
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 def boom_job(traj):
     traj.f_add_result(mp.PickleResult, 'evil_run', Boom(traj.marker_run))
 
@@ -2915,9 +3361,9 @@ def test_crafted_pickle_backend_file_never_executes(tmp_path):
         assert not os.path.exists(marker)
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Your own storage service and your own leaf classes
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 class RecordingService:
     """The smallest service: store(msg, item, **kw) and load(msg, item, **kw)."""
 
@@ -2929,6 +3375,50 @@ class RecordingService:
 
     def load(self, msg, item, *args, **kwargs):
         raise mp.DataNotInStorageError('RecordingService keeps nothing')
+
+
+class TaggedPickleService(mp.PickleStorageService):
+    """A new file backend: one class (its own magic bytes) and one registry line."""
+
+    MAGIC = b'MINIPYPET-TAGGED\n'
+    SUFFIX = '.tagged'
+
+
+def test_a_registered_backend_is_built_by_name_and_opens_its_own_files(tmp_path, monkeypatch):
+    monkeypatch.setitem(mp.STORAGE_SERVICES, 'taggedpickle', TaggedPickleService)
+    filename = str(tmp_path / 'sweep.tagged')
+    env = mp.Environment(trajectory='t', filename=filename, storage_service='taggedpickle')
+    traj = env.v_trajectory
+    assert type(traj.v_storage_service) is TaggedPickleService
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(lambda traj: traj.f_add_result('y', traj.x * 2))
+    with open(filename, 'rb') as f:
+        assert f.read(len(TaggedPickleService.MAGIC)) == TaggedPickleService.MAGIC
+    loaded = mp.load_trajectory(filename=filename, load_all=mp.LOAD_DATA)
+    assert type(loaded.v_storage_service) is TaggedPickleService
+    assert loaded.f_get_from_runs('y', fast_access=True) == {
+        run_name(0): 2, run_name(1): 4, run_name(2): 6}
+    # the registry also builds it for a Trajectory given the name
+    other = mp.Trajectory('u', filename=str(tmp_path / 'u.tagged'),
+                          storage_service='TaggedPickleStorageService')
+    assert type(other.v_storage_service) is TaggedPickleService
+
+
+def test_storage_service_by_name_class_or_instance_for_a_trajectory(tmp_path):
+    by_name = mp.Trajectory('a', filename=str(tmp_path / 'a.pkl'), storage_service='pickle')
+    by_class = mp.Trajectory('b', filename=str(tmp_path / 'b.pkl'),
+                             storage_service=mp.PickleStorageService, fsync_interval=0)
+    instance = mp.LazyStorageService()
+    given = mp.Trajectory('c', storage_service=instance)
+    assert type(by_name.v_storage_service) is mp.PickleStorageService
+    assert by_class.v_storage_service._journal.fsync_interval == 0
+    assert given.v_storage_service is instance
+    with pytest.raises(mp.ConfigurationError, match="'nosuch' is not one of"):
+        mp.Trajectory('d', filename=str(tmp_path / 'd.pkl'), storage_service='nosuch')
+    with pytest.raises(TypeError, match="unknown storage arguments.*bogus"):
+        mp.Trajectory('e', filename=str(tmp_path / 'e.pkl'), bogus=1)
+    assert not os.listdir(tmp_path)  # services write nothing until a store
 
 
 def test_use_hdf5_false_with_own_service(tmp_path, monkeypatch):
@@ -3035,9 +3525,9 @@ def test_unimportable_user_class_needs_dynamic_imports(file_backend, tmp_path, m
     assert type(new.f_get('results.ta')) is alpha.Special and new.results.ta == 5
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Purging duplicate comments (the seed's semantics)
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 def comment_job(traj):
     if traj.v_idx == 0 and traj.slow_first:
         time.sleep(0.5)  # under a pool, run 0 finishes last
@@ -3174,9 +3664,9 @@ def test_purge_needs_summary_tables(file_backend, tmp_path):
     assert load(filename, load_data=2).f_is_completed()
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Overview tables, read back without minipypet
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 LONG_COMMENT = ''.join('%03d,' % i for i in range(75))  # 300 characters
 
 
@@ -3415,9 +3905,9 @@ def test_a_serial_sweep_leaves_the_defaults_in_place_however_it_ends(tmp_path,
     assert traj.f_get('x').f_get() == 0 and traj.f_get('x').f_get_range() == [5, 6, 7]
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Options checked before anything is written
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 def test_results_per_run_hints(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     env, traj = sweep(file_backend, filename, square_job, n=2, results_per_run=1,
@@ -3598,9 +4088,9 @@ def test_format1_file_still_loads(fixture_file):
     assert traj.f_is_completed()
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Bad files: newer format, missing, truncated, foreign, not minipypet
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 def test_newer_format_version_is_refused(file_backend, tmp_path):
     filename, _ = rich_sweep(file_backend, tmp_path)
     if file_backend == 'hdf5':
@@ -3666,9 +4156,9 @@ def test_bad_files_give_storage_error_naming_the_file(file_backend, tmp_path, ma
         assert os.path.basename(filename) in str(info.value)
 
 
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Unsupported data fails when it is added
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
 FUZZ_WORKER = """
 import contextlib, io, json, os, random, shutil, sys, importlib
 mp = importlib.import_module(os.environ['MINIPYPET_MODULE'])
@@ -3932,9 +4422,9 @@ def test_unsupported_data_in_a_run_fails_in_that_run(backend, tmp_path):
         assert [got.f_is_completed(i) for i in range(4)] == [True, True, False, False]
 
 
-# ============================================================================================
-# Durability: kill -9 (issues 3 and 5)
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Durability: kill -9
+# ---------------------------------------------------------------------------------------------
 SCRIPT = '''
 import importlib, os, signal, sys, time
 mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
@@ -4291,9 +4781,9 @@ def test_a_crashed_journal_survives_another_trajectorys_checkpoint(file_backend,
         'z', fast_access=True, use_indices=True) == {0: 1.5, 1: 4.5}
 
 
-# ============================================================================================
-# Storage engine: segments, folds as runs come, journal records, full disks (issue 14)
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Storage engine: segments, folds as runs come, journal records, full disks
+# ---------------------------------------------------------------------------------------------
 def segment_files(filename):
     folder = filename + '.segments'
     return {name: (os.stat(os.path.join(folder, name)).st_ino,
@@ -4779,270 +5269,946 @@ def test_a_full_disk_stops_the_sweep_and_the_resume_completes_it(file_backend, t
             i: [float(i)] * 20000 for i in range(30)}
 
 
-# ###########################################################################################
-# Parallel plumbing and resume: pool, process per run, QUEUE/LOCK/NONE, executors, kill -9
-# ###########################################################################################
-# minipypet tests, part 3: parallel runs, worker failures, resume after kill -9, graceful exit.
-# 
-# Mirrors the module's "Parallel plumbing" and "Environment" sections (issues 4 and 5). Jobs that
-# must travel to spawn/forkserver/executor workers live in a small helper module written to a
-# session temp folder and put on sys.path; crash scenarios run the sweep in a subprocess (its own
-# session, so kill -9 reaches every process of the sweep) and resume it here.
-# 
-PAR_HAVE_TABLES = importlib.util.find_spec('tables') is not None
-HAVE_DASK = importlib.util.find_spec('distributed') is not None
-try:
-    from hypothesis import HealthCheck, given, settings, strategies as st
-except ImportError:  # CI's bare Python 3.9 job
-    given = None
+# ---------------------------------------------------------------------------------------------
+# Randomized kill -9 stress: sizes x backends x modes, killed at random times
+# ---------------------------------------------------------------------------------------------
+# A sweep runs in a subprocess (in its own session, so a kill reaches every process of it) and
+# is killed with SIGKILL at a seeded random point. The points come from the phase times of an
+# uninterrupted sweep of the same configuration (measured once per session) and are anchored
+# on the progress the sweep logs, so that they are hit whatever the machine's load:
+#   before   in the interpreter's start-up (1 in 4), or between the environment being ready
+#            and the first run (storing the trajectory, writing the .cnt, starting the pool)
+#   mid      within one run's time after the k-th run started (k random)
+#   store    after the last run ended, within the time the end-of-sweep store takes (+10%)
+#   uniform  anywhere in the length of a whole sweep plus 15% (then it may have finished:
+#            its file is checked all the same)
+# Sometimes the resume is killed too (at a random phase of its own). Then a fresh subprocess
+# resumes with env.f_continue_run(<.cnt>); where the kill came before the .cnt was written
+# there is nothing to resume and the sweep is started anew (overwrite_file=True, as the
+# trajectory may be in the file already). The file must then load with
+# load_trajectory(load_results=2) and hold every run 0..n-1 completed exactly once, each with
+# the value an uninterrupted sweep gives (computed here from the parameters; arrays from a
+# numpy generator seeded per run), the returned results must be those of an uninterrupted
+# sweep, and nothing may be left beside the data file (no *.tmp, no journal, no .cnt). After
+# every kill: no run is journalled twice, no completed run is lost, and the next sweep runs
+# exactly the runs that are not completed on disk.
+#
+# Configurations: small (200 runs, a float result each) or large (15-30 runs, a 1-4 MB uint8
+# array each, random bytes but for a 4 KB block of zeros) x hdf5/pickle x serial, pool+QUEUE,
+# pool+LOCK (multiproc=True, ncores=2, use_pool=True). The phase times of a sweep are
+# measured once per configuration and session. Without PyTables (the stdlib-only CI job) the
+# short version runs its HDF5 trials on pickle, and without numpy the arrays are bytes.
+#
+#   test_kill9_stress_short  runs by default (CI): 6 configurations, one kill each plus a kill
+#                            of two of the resumes = 8 kills (fewer when a sweep ends first),
+#                            ~20-25 s on 2 cores (~15 s in the stdlib-only job).
+#   test_kill9_stress        marker `stress`, skipped unless selected with -m stress (or when
+#                            MINIPYPET_STRESS_KILLS is set):
+#                                python -m pytest -m stress test_minipypet.py
+#                            MINIPYPET_STRESS_KILLS (default 60): the number of trials, a sweep
+#                            killed in each (a few finish first), spread evenly over the 12
+#                            configurations; about a third of their resumes are killed as
+#                            well (60 trials: ~70 kills), and in the pool modes a quarter of
+#                            the first kills hit the main process only (its workers must die
+#                            with it). ~3 minutes on 2 cores with the default 60.
+#   MINIPYPET_STRESS_SEED    the base seed (random by default). Every failure message names it
+#                            with the trial's seed, kill time and what happened; the same seed
+#                            gives the same configurations and kill times (not the same timing
+#                            of the machine, so not always the same point of the sweep).
+#   MINIPYPET_STRESS_LOG     a file to append one JSON line per trial to (where each kill
+#                            landed, how long it took; the failure and story of a failed one),
+#                            to see what a run covered.
+#
+# Uses from earlier in this file: mp, np and tables (None when missing), posix_only, run_name,
+# subprocess_env, journal_runs, kill_group, session_alive; the autouse fixture
+# _no_leaked_children applies to these tests too.
 
-par_needs_tables = pytest.mark.skipif(not PAR_HAVE_TABLES, reason='PyTables (the hdf5 extra) missing')
-PAR_START_METHODS = [m for m in ('fork', 'spawn', 'forkserver')
-                 if m in multiprocessing.get_all_start_methods()]
-# QUEUE and LOCK are tested with HDF5 where it exists; NONE (and the bare CI) with pickle.
-LOCKED_BACKEND = 'hdf5' if PAR_HAVE_TABLES else 'pickle'
-PAR_MODULE_DIR = os.path.dirname(os.path.abspath(mp.__file__))
-XS, YS = [0, 1, 2, 3], [0.5, 1.5]
-N = len(XS) * len(YS)
-PARALLEL_EXPECTED = [(i, x * x + y) for i, (x, y) in enumerate((x, y) for x in XS for y in YS)]
+STRESS_BASE_SEED = int(os.environ.get('MINIPYPET_STRESS_SEED') or
+                       random.SystemRandom().randrange(10 ** 9))
+STRESS_KILLS = int(os.environ.get('MINIPYPET_STRESS_KILLS') or 60)
+STRESS_MODES = {
+    'serial': {},
+    'poolQ': dict(multiproc=True, ncores=2, use_pool=True, wrap_mode='QUEUE'),
+    'poolL': dict(multiproc=True, ncores=2, use_pool=True, wrap_mode='LOCK'),
+}
+STRESS_CONFIGS = ['%s-%s-%s' % (size, backend, mode) for size in ('small', 'large')
+                  for backend in ('hdf5', 'pickle') for mode in STRESS_MODES]
+STRESS_SHORT = [  # (configuration, where the first kill aims, kill the resume too)
+    ('small-hdf5-serial', 'before', False),
+    ('large-hdf5-poolQ', 'mid', True),
+    ('small-hdf5-poolL', 'store', False),
+    ('large-pickle-serial', 'store', False),
+    ('small-pickle-poolQ', 'mid', True),
+    ('large-pickle-poolL', 'uniform', False),
+]
+STRESS_PHASES = ('before', 'mid', 'store', 'uniform', 'uniform')
+STRESS_SMALL_RUNS = 200
+_STRESS_CALIBRATION = {}  # (configuration, runs, bytes) -> phase times of a whole sweep
 
-JOBS_SRC = '''
-"""Jobs for minipypet's parallel tests (importable by spawn/forkserver/executor workers)."""
+STRESS_JOBS_SRC = r'''
+"""The job and runner of minipypet's randomized kill stress test."""
 import importlib
+import json
 import os
-import signal
 import time
+import zlib
 
 mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
 
 
-def note(path, idx):
-    """Append the run index to an execution log (one O_APPEND write: atomic)."""
-    if path:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, b'%d\\n' % idx)
-        finally:
-            os.close(fd)
-
-
-def die(how, idx):
-    if how == 'killpg':        # kill -9 the whole sweep: parent, workers, manager, writer
-        os.killpg(os.getpgid(0), signal.SIGKILL)
-    elif how == 'exit':
-        os._exit(3)
-    elif how == 'sigkill':
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif how == 'raise':
-        raise ValueError('boom in run %d' % idx)
-    time.sleep(60)
-
-
-def work(traj, log=None, sleep=0.0, slow=None, at=-1, how='', marker=None, blob=0,
-         shared=None, lock=None, func=None):
-    """z = x*x + y; optionally dies once at run `at`, sleeps, stores a big blob."""
-    idx = traj.v_idx
-    note(log, idx)
-    if idx == at and (marker is None or not os.path.exists(marker)):
-        if marker is not None:
-            open(marker, 'w').close()
-        if how == 'raise':  # (a failed run keeps what it added, in every mode)
-            traj.f_add_result('partial', idx)
-        die(how, idx)
-    if sleep and (slow is None or os.path.exists(slow)):
-        time.sleep(sleep)
-    z = traj.x * traj.x + traj.y
-    if func is not None:
-        z = func(z)
-    if lock is not None:
-        with lock:
-            pass
-    traj.f_add_result('z', z, comment='x*x+y')
-    if blob:
-        traj.f_add_result('blob', bytes([idx % 256]) * blob)
-    if shared is not None:
-        shared.append((idx, z))
-    return z
-
-
-def negate(z):
-    return -z
-
-
-def meddle(traj, bag=None, how='set'):
-    """Change the trajectory or an argument, and say what this run found first: a run
-    without freeze_input must never see what an earlier run in its worker changed."""
-    c = traj.f_get('parameters.c')
-    seen = (c.f_get(), len(bag) if bag is not None else 0, 'results.extra' in traj,
-            'x' in traj.__dict__, traj.x)
-    if how == 'set':
-        value = c.f_get()
-        c.f_unlock()
-        c.f_set(value + 1)
-    elif how == 'bag':
-        bag.append(traj.v_idx)
-    elif how == 'add':
-        traj.f_add_result('results.extra', 1)
-    traj.f_add_result('z', traj.x * traj.x + traj.y)
-    return seen
-
-
-def echo(traj, names):
-    """Store every explored value as a result and return them."""
-    out = []
-    for name in names:
-        value = traj.f_get('parameters.' + name).f_get()
-        traj.f_add_result('r_' + name, value)
-        out.append(value)
-    return tuple(out)
-
-
-def make_env(filename, backend, name='t', xs=(0, 1, 2, 3), ys=(0.5, 1.5), **kwargs):
-    service = {'hdf5': mp.HDF5StorageService, 'pickle': mp.PickleStorageService}[backend]
-    env = mp.Environment(trajectory=name, filename=filename, storage_service=service,
-                         add_time=False, log_config=None, report_progress=False, **kwargs)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0, comment='first')
-    traj.f_add_parameter('y', 0.0, comment='second')
-    traj.f_explore(mp.cartesian_product({'x': list(xs), 'y': list(ys)}))
-    return env
-
-
-def run_sweep(cfg):
-    """What the subprocess runner does: build the env from cfg and run `work`."""
-    env_kwargs = dict(cfg.get('env', {}))
-    executor = None
-    if env_kwargs.pop('executor', None):
-        import concurrent.futures
-        executor = env_kwargs['executor'] = concurrent.futures.ProcessPoolExecutor(2)
+def note(path, line):
+    """One O_APPEND write: whole lines even when two workers write at once."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        env = make_env(cfg['filename'], cfg['backend'], **env_kwargs)
-        return env.f_run(work, **cfg.get('kwargs', {}))
-    except BaseException:  # when f_run gave up (an executor still finishes what it runs)
-        import sys
-        sys.stderr.write('STOPPED %r\\n' % time.time())
-        raise
+        os.write(fd, line.encode())
     finally:
-        if executor is not None:
-            executor.shutdown()
-'''
+        os.close(fd)
 
-RUNNER_SRC = '''
-import json
-import sys
 
-if __name__ == '__main__':
-    cfg = json.loads(sys.argv[1])
-    sys.path[:0] = cfg['path']
-    import t3par_jobs
-    if cfg.get('resume'):
-        env = t3par_jobs.mp.Environment(log_config=None, report_progress=False)
-        result = env.f_continue_run(cfg['resume'])
+def job(traj, log, kind):
+    """kind 'small': z = x*x + y; 'ndarray' (or 'bytes' without numpy): `nbytes` random
+    bytes from a generator seeded with (seed, x), 4 KB of them zero (as real data has runs of
+    zero bytes: zeros, small integers); returns z or the data's CRC-32."""
+    idx = traj.v_idx
+    note(log, 's %d %r\n' % (idx, time.time()))
+    if kind == 'small':
+        value = traj.x * traj.x + traj.y
+        traj.f_add_result('z', value, comment='x*x+y')
     else:
-        result = t3par_jobs.run_sweep(cfg)
+        if kind == 'ndarray':
+            import numpy as np
+            rng = np.random.default_rng([traj.seed, traj.x])
+            data = rng.integers(0, 256, traj.nbytes, dtype=np.uint8)
+            start = int(rng.integers(0, traj.nbytes - 4096))
+            data[start:start + 4096] = 0
+        else:
+            import random
+            rng = random.Random(traj.seed * 1000003 + traj.x)
+            data = bytearray(rng.randbytes(traj.nbytes))
+            start = rng.randrange(traj.nbytes - 4096)
+            data[start:start + 4096] = bytes(4096)
+            data = bytes(data)
+        traj.f_add_result('a', data, comment='random bytes')
+        value = zlib.crc32(bytes(data))
+    note(log, 'e %d %r\n' % (idx, time.time()))
+    return value
+
+
+def main(cfg):
+    note(cfg['events'], 'start %r\n' % time.time())
+    if cfg['what'] == 'resume':
+        env = mp.Environment(log_config=None, report_progress=False)
+        note(cfg['events'], 'ready %r\n' % time.time())
+        result = env.f_continue_run(cfg['cnt'])
+    else:
+        service = {'hdf5': mp.HDF5StorageService, 'pickle': mp.PickleStorageService}[
+            cfg['backend']]
+        env = mp.Environment(trajectory='t', add_time=False, filename=cfg['filename'],
+                             storage_service=service, log_config=None, report_progress=False,
+                             continuable=True, overwrite_file=cfg['what'] == 'rerun',
+                             **cfg['env'])
+        traj = env.v_trajectory
+        if cfg['size'] == 'small':
+            traj.f_add_parameter('x', 0.0, comment='explored')
+            traj.f_add_parameter('y', 0.5, comment='fixed')
+        else:
+            traj.f_add_parameter('x', 0, comment='explored: the run index')
+            traj.f_add_parameter('seed', cfg['seed'], comment='of the arrays')
+            traj.f_add_parameter('nbytes', cfg['nbytes'], comment='of each array')
+        traj.f_explore({'x': cfg['xs']})
+        note(cfg['events'], 'ready %r\n' % time.time())
+        result = env.f_run(job, cfg['log'], cfg['kind'])
+    note(cfg['events'], 'done %r\n' % time.time())
     print('RESULT ' + json.dumps(result), flush=True)
 '''
 
 
+def _stress_env(stress_dir):
+    env = subprocess_env()
+    env['PYTHONPATH'] = os.pathsep.join([str(stress_dir), env['PYTHONPATH']])
+    return env
+
+
 @pytest.fixture(scope='session')
-def jobs_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('t3jobs')
-    (folder / 't3par_jobs.py').write_text(JOBS_SRC)
-    (folder / 't3par_runner.py').write_text(RUNNER_SRC)
-    sys.path.insert(0, str(folder))
+def stress_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('stressjobs')
+    (folder / 'minipypet_stress_jobs.py').write_text(STRESS_JOBS_SRC)
+    # a first interpreter compiles and reads everything: the sweeps timed later start warm
+    imports = ['minipypet_stress_jobs'] + [m for m in ('numpy', 'tables')
+                                           if importlib.util.find_spec(m)]
+    subprocess.run([sys.executable, '-c', 'import ' + ', '.join(imports)],
+                   env=_stress_env(folder), timeout=120, check=True)
+    return folder
+
+
+class _StressTrial:
+    """One configuration's sweep, killed and resumed; `story` says what happened so far and
+    goes into every failure message."""
+
+    def __init__(self, tmp_path, stress_dir, config, seed, label):
+        self.size, self.backend, self.mode = config.split('-')
+        self.config, self.seed, self.label = config, seed, label
+        self.tmp, self.stress_dir = tmp_path, stress_dir
+        self.data_dir = tmp_path / 'data'
+        self.data_dir.mkdir(parents=True)
+        self.filename = str(self.data_dir / ('t.hdf5' if self.backend == 'hdf5' else 't.pkl'))
+        self.cnt = str(self.data_dir / 't.cnt')
+        rng = random.Random('%d:%s' % (STRESS_BASE_SEED, config))  # per configuration
+        if self.size == 'small':
+            self.kind, self.n, self.nbytes = 'small', STRESS_SMALL_RUNS, 0
+            self.xs = [(i - 100) / 8.0 for i in range(self.n)]
+        else:
+            self.kind = 'bytes' if np is None else 'ndarray'  # (the stdlib-only CI job)
+            short = label == 'short'
+            self.n = rng.randint(15, 20 if short else 30)
+            self.nbytes = rng.choice((1, 2) if short else (1, 2, 3, 4)) * 1024 * 1024
+            self.xs = list(range(self.n))
+        self.data_seed = seed % (2 ** 31)
+        self.procs, self.story, self.main_only, self.reruns = [], [], False, []
+
+    # -- what an uninterrupted sweep gives ---------------------------------------------------
+    def expected(self, i):
+        x = self.xs[i]
+        if self.kind == 'small':
+            return x * x + 0.5
+        if self.kind == 'bytes':
+            rng = random.Random(self.data_seed * 1000003 + x)
+            data = bytearray(rng.randbytes(self.nbytes))
+            start = rng.randrange(self.nbytes - 4096)
+            data[start:start + 4096] = bytes(4096)
+            return bytes(data)
+        rng = np.random.default_rng([self.data_seed, x])
+        data = rng.integers(0, 256, self.nbytes, dtype=np.uint8)
+        start = int(rng.integers(0, self.nbytes - 4096))
+        data[start:start + 4096] = 0
+        return data
+
+    def expected_return(self, i):
+        if self.kind == 'small':
+            return self.expected(i)
+        return zlib.crc32(bytes(self.expected(i)))
+
+    # -- processes ---------------------------------------------------------------------------
+    def start(self, what, folder=None):
+        """Start a sweep ('run', 'rerun': overwrite the file, 'resume': the .cnt) in its own
+        session; calibration sweeps go to `folder`."""
+        k = len(self.procs)
+        filename = self.filename if folder is None else str(folder / os.path.basename(
+            self.filename))
+        folder = folder or self.tmp
+        paths = {name: str(folder / ('%s%d.txt' % (name, k)))
+                 for name in ('events', 'out', 'err')}
+        # one log of started and ended runs for every sweep of a trial: a resume's job
+        # writes where the .cnt says, the log of the sweep that was killed
+        paths['log'] = str(folder / 'runs.txt')
+        offset = os.path.getsize(paths['log']) if os.path.exists(paths['log']) else 0
+        cfg = {'what': what, 'size': self.size, 'kind': self.kind, 'backend': self.backend,
+               'env': STRESS_MODES[self.mode], 'xs': self.xs, 'seed': self.data_seed,
+               'nbytes': self.nbytes, 'filename': filename, 'cnt': self.cnt,
+               'log': paths['log'], 'events': paths['events']}
+        env = _stress_env(self.stress_dir)
+        code = 'import json, sys, minipypet_stress_jobs as J; J.main(json.loads(sys.argv[1]))'
+        with open(paths['out'], 'w') as out, open(paths['err'], 'w') as err:
+            t0 = time.time()
+            proc = subprocess.Popen([sys.executable, '-c', code, json.dumps(cfg)], stdout=out,
+                                    stderr=err, start_new_session=True, cwd=str(folder), env=env)
+        proc.t0, proc.paths, proc.what, proc.killed, proc.t_exit = t0, paths, what, None, None
+        proc.offset = offset
+        if folder == self.tmp:  # (not a calibration sweep)
+            self.procs.append(proc)
+        return proc
+
+    def finish(self, proc, timeout):
+        """Wait for a process that must succeed."""
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            proc.wait(timeout=30)
+            raise AssertionError('%s hung: still running after %.0f s; stderr: %s'
+                                 % (proc.what, timeout, self.tail(proc, 'err')))
+        proc.t_exit = time.time() - proc.t0
+        assert proc.returncode == 0, '%s failed (exit %s): %s' % (
+            proc.what, proc.returncode, self.tail(proc, 'err'))
+
+    def kill(self, proc, plan, main_only=False):
+        """SIGKILL the sweep as `plan` says: (anchor, count, delay) = `delay` seconds after
+        its start ('start'), its 'ready' event, the count-th run it 'started', or after
+        `count` of its runs 'ended'. Returns False if the sweep finished first."""
+        anchor, count, delay = plan
+        deadline = time.time() + 120 + 6 * self.cal['exit']
+        while proc.poll() is None and time.time() < deadline:
+            if anchor == 'start' or self.reached(proc, anchor, count):
+                break
+            time.sleep(0.002)
+        at = time.time() + delay if anchor != 'start' else proc.t0 + delay
+        while proc.poll() is None and time.time() < min(at, deadline):
+            time.sleep(min(max(at - time.time(), 0.0), 0.002))
+        if proc.poll() is not None:
+            proc.t_exit = time.time() - proc.t0
+            return False
+        assert time.time() < deadline, '%s hung: %s' % (proc.what, self.tail(proc, 'err'))
+        if main_only:
+            os.kill(proc.pid, signal.SIGKILL)
+        else:
+            kill_group(proc)
+        proc.killed = time.time() - proc.t0
+        proc.wait(timeout=30)
+        if proc.returncode == 0:  # it ended between the last look and the kill
+            proc.killed, proc.t_exit = None, time.time() - proc.t0
+            return False
+        # whatever of the session is left must be gone before anything reads the files
+        gone = time.time() + 15
+        while session_alive(proc.pid) and time.time() < gone:
+            time.sleep(0.02)
+        alive = session_alive(proc.pid)
+        kill_group(proc)
+        assert not (main_only and alive), \
+            'processes of the sweep outlived its main process by 15 s after kill -9'
+        return True
+
+    def reached(self, proc, anchor, count):
+        if anchor == 'ready':
+            with contextlib.suppress(FileNotFoundError), open(proc.paths['events'], 'rb') as f:
+                return b'ready ' in f.read()
+            return False
+        with contextlib.suppress(FileNotFoundError), open(proc.paths['log'], 'rb') as f:
+            f.seek(proc.offset)
+            mark = b's ' if anchor == 'started' else b'e '
+            return sum(1 for x in f.read().split(b'\n') if x.startswith(mark)) >= count
+        return False
+
+    def tail(self, proc, name, chars=3000):
+        try:
+            with open(proc.paths[name]) as f:
+                return f.read()[-chars:]
+        except FileNotFoundError:
+            return ''
+
+    def events(self, proc):
+        """(events {name: time since start}, [started runs], [ended runs], {run: times})."""
+        marks = {}
+        with contextlib.suppress(FileNotFoundError), open(proc.paths['events']) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2:
+                    marks[parts[0]] = float(parts[1]) - proc.t0
+        started, ended, times = [], [], {}
+        with contextlib.suppress(FileNotFoundError), open(proc.paths['log']) as f:
+            f.seek(proc.offset)
+            for line in f:
+                parts = line.split()
+                if len(parts) != 3:
+                    continue  # (a line cut by the kill)
+                what, idx, when = parts[0], int(parts[1]), float(parts[2]) - proc.t0
+                (started if what == 's' else ended).append(idx)
+                times.setdefault(what, []).append(when)
+        return marks, started, ended, times
+
+    def result(self, proc):
+        with open(proc.paths['out']) as f:
+            lines = [x for x in f.read().splitlines() if x.startswith('RESULT ')]
+        assert len(lines) == 1, '%s printed no result: %s' % (proc.what, self.tail(proc, 'err'))
+        return json.loads(lines[0][len('RESULT '):])
+
+    # -- the store, read back ----------------------------------------------------------------
+    def on_disk(self):
+        """The set of runs completed on disk (file + journal); an empty set when the file
+        does not hold the trajectory yet."""
+        self.stored = False
+        try:
+            traj = mp.load_trajectory(name='t', filename=self.filename, load_results=1)
+        except mp.DataNotInStorageError:
+            return set()
+        self.stored = True
+        assert len(traj) == self.n, 'the stored trajectory has %d runs, not %d' % (len(traj),
+                                                                                  self.n)
+        return {i for i in range(self.n) if traj.f_is_completed(i)}
+
+    def check_journal(self):
+        counts = journal_runs(self.filename)
+        twice = {i: c for i, c in counts.items() if c != 1}
+        assert not twice, 'runs journalled more than once: %s' % twice
+
+    def check_file(self):
+        """The file an uninterrupted sweep writes: every run completed once, right values."""
+        traj = mp.load_trajectory(filename=self.filename, load_results=2)
+        assert traj.v_name == 't' and len(traj) == self.n, (traj.v_name, len(traj))
+        assert list(traj.f_get('x').f_get_range()) == self.xs, 'explored values changed'
+        info = traj.f_get_run_information()
+        bad = [i for i in range(self.n) if info[run_name(i)]['completed'] != 1]
+        assert not bad, 'runs not completed on disk: %s' % bad
+        item = 'z' if self.size == 'small' else 'a'
+        got = traj.f_get_from_runs(item, fast_access=True, use_indices=True)
+        assert list(got) == list(range(self.n)), \
+            'each run must be stored exactly once: %s' % list(got)
+        for i in range(self.n):
+            want = self.expected(i)
+            if self.kind == 'small':
+                assert isinstance(got[i], float) and got[i] == want, (i, got[i], want)
+            elif self.kind == 'bytes':
+                assert got[i] == want, 'run %d: the data differs' % i
+            else:
+                assert isinstance(got[i], np.ndarray) and got[i].dtype == want.dtype and \
+                    np.array_equal(got[i], want), 'run %d: the array differs' % i
+
+    def check_folder(self):
+        names = sorted(os.listdir(str(self.data_dir)))
+        tmp = [x for x in names if x.endswith('.tmp')]
+        assert not tmp, 'temp files left beside the data file: %s' % tmp
+        base = os.path.basename(self.filename)
+        left = [x for x in names if x not in (base, base + '.segments')]
+        assert not left, 'files left beside the data file after the resume: %s' % left
+        # the segments folder holds the segments the file lists, nothing else
+        folder = self.filename + '.segments'
+        on_disk = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        service = mp._make_service(None, self.filename, mode='load')
+        assert on_disk == service._segment_names(), \
+            'segment files: %s on disk, %s listed' % (sorted(on_disk),
+                                                      sorted(service._segment_names()))
+
+    # -- one kill, then recovery -------------------------------------------------------------
+    def calibrate(self):
+        """Phase times of an uninterrupted sweep of this configuration (cached)."""
+        key = (self.config, self.n, self.nbytes)
+        if key not in _STRESS_CALIBRATION:
+            folder = self.tmp / 'calibration'
+            folder.mkdir()
+            proc = self.start('run', folder)
+            self.finish(proc, timeout=240)
+            marks, started, ended, times = self.events(proc)
+            assert sorted(started) == list(range(self.n)), 'calibration: runs %s' % started
+            _STRESS_CALIBRATION[key] = {
+                'ready': marks['ready'], 'first': min(times['s']), 'last': max(times['e']),
+                'done': marks['done'], 'exit': proc.t_exit}
+            shutil.rmtree(str(folder))
+        self.cal = _STRESS_CALIBRATION[key]
+
+    def plan(self, rng, phase, pending):
+        """Where to kill a sweep that has `pending` runs to do (see kill()), from the phase
+        times of an uninterrupted sweep. Anchored on what the sweep has done, the phases are
+        hit whatever the load of the machine; 'uniform' is a time anywhere in a whole
+        sweep's length plus 15% (the sweep may finish first)."""
+        cal = self.cal
+        if phase == 'before':
+            if rng.random() < 0.25:  # in the interpreter's start-up
+                return ('start', 0, rng.uniform(0.0, cal['ready']))
+            # after 'ready': storing the trajectory, writing the .cnt, starting the pool
+            return ('ready', 0, rng.uniform(0.0, cal['first'] - cal['ready']))
+        if phase == 'mid' and pending >= 2:  # within a run's time after the k-th run started
+            return ('started', rng.randint(1, pending - 1),
+                    rng.uniform(0.0, (cal['last'] - cal['first']) / self.n))
+        if phase in ('mid', 'store') and pending:  # after the last run, before f_run returns
+            return ('ended', pending, rng.uniform(0.0, 1.1 * (cal['done'] - cal['last'])))
+        if phase in ('mid', 'store'):  # a resume with no run to do: it loads and stores
+            return ('ready', 0, rng.uniform(0.0, cal['done'] - cal['last'] +
+                                            cal['first'] - cal['ready']))
+        return ('start', 0, rng.uniform(0.0, 1.15 * cal['exit']))
+
+    def landed(self, proc, pending):
+        """Where a kill hit, from the killed process's own logs."""
+        marks, started, ended, _ = self.events(proc)
+        if not proc.killed:
+            return 'finished'
+        if 'done' in marks:
+            return 'exit'
+        if 'ready' not in marks:
+            return 'startup'
+        if not started:
+            return 'store-before-runs'
+        if len(set(ended)) < len(pending):
+            return 'runs(%d/%d ended)' % (len(set(ended)), len(pending))
+        return 'end-store'
+
+    def run(self, phase, second_kill, main_only_p):
+        rng = random.Random(self.seed)
+        self.calibrate()
+        everything = set(range(self.n))
+        plan = self.plan(rng, phase, self.n)
+        self.main_only = main_only = self.mode != 'serial' and rng.random() < main_only_p
+        self.story.append('%s, %d runs%s, calibrated %s; kill 1: %s %s%s' % (
+            self.config, self.n, ' of %d MB' % (self.nbytes >> 20) if self.nbytes else '',
+            {k: round(v, 3) for k, v in self.cal.items()}, phase, plan,
+            ', main process only' if main_only else ''))
+        landed = []
+        proc = self.start('run')
+        self.kill(proc, plan, main_only)
+        before = set()  # the runs completed on disk when `proc` started
+        while True:
+            if proc.killed:
+                assert proc.returncode == -signal.SIGKILL, (proc.returncode,
+                                                            self.tail(proc, 'err'))
+            elif proc.returncode != 0:
+                raise AssertionError('%s failed on its own (exit %s): %s' % (
+                    proc.what, proc.returncode, self.tail(proc, 'err')))
+            landed.append(self.landed(proc, everything - before))
+            marks, started, ended, _ = self.events(proc)
+            cnt = os.path.exists(self.cnt)
+            self.story.append('%s %s at %.3f s (%s): %d runs started in it; folder %s' % (
+                proc.what, 'killed' if proc.killed else 'ended', proc.killed or proc.t_exit,
+                landed[-1], len(started), sorted(os.listdir(str(self.data_dir)))))
+            self.check_journal()
+            done = self.on_disk()
+            self.story[-1] += '; %d runs completed on disk' % len(done)
+            assert len(started) == len(set(started)), 'a run was started twice in one sweep'
+            again = sorted(set(started) & before)
+            assert not again, 'runs completed on disk were run again: %s' % again
+            assert before <= done, 'completed runs were lost: %s' % sorted(before - done)
+            if not proc.killed:
+                assert set(started) == everything - before, \
+                    'the sweep must run exactly the runs not completed on disk: ran %s, ' \
+                    'missing were %s' % (sorted(started), sorted(everything - before))
+                assert self.result(proc) == [[i, self.expected_return(i)]
+                                             for i in range(self.n)], \
+                    'the returned results differ from an uninterrupted sweep'
+                assert done == everything and not cnt, (sorted(everything - done), cnt)
+                break
+            if not cnt:
+                if done == everything:  # killed after the .cnt was deleted
+                    break
+                # killed before the .cnt was written: no run can have started. Nothing to
+                # resume, and the trajectory may be stored already (a plain new sweep into the
+                # file is refused: it holds trajectory 't'): start anew, overwriting the file
+                assert not done and not started, 'runs done but no .cnt to resume them'
+                what = 'rerun'
+                self.reruns.append('stored' if self.stored else 'empty')
+                self.story.append('no .cnt (trajectory %s): started anew with '
+                                  'overwrite_file=True' % ('stored' if self.stored else
+                                                           'not stored'))
+            else:
+                what = 'resume'
+            assert len(self.procs) < 4, 'no complete sweep after %d processes' % len(
+                self.procs)
+            before = set() if what == 'rerun' else done
+            proc = self.start(what)
+            if second_kill and len(self.procs) == 2:
+                phase2 = rng.choice(('before', 'mid', 'store', 'uniform'))
+                plan = self.plan(rng, phase2, len(everything - before))
+                self.story.append('kill 2 (of the %s): %s %s' % (what, phase2, plan))
+                self.kill(proc, plan)
+            else:
+                self.finish(proc, timeout=120 + 6 * self.cal['exit'])
+        self.check_file()
+        self.check_folder()
+        return landed
+
+
+def _stress_trial(tmp_path, stress_dir, config, index, phase, second_kill, label,
+                  main_only_p=0.0):
+    if config.split('-')[1] == 'hdf5' and tables is None:
+        pytest.skip('PyTables is not installed')
+    seed = zlib.crc32(('%d:%s:%d' % (STRESS_BASE_SEED, config, index)).encode())
+    trial = _StressTrial(tmp_path / ('trial%d' % index), stress_dir, config, seed, label)
+    started = time.time()
+    line = {'config': config, 'trial': index, 'base_seed': STRESS_BASE_SEED, 'seed': seed,
+            'phase': phase}
     try:
-        yield folder
+        line['landed'] = trial.run(phase, second_kill, main_only_p)
+    except Exception as exc:
+        line['failed'] = '%s: %s' % (type(exc).__name__, exc)
+        raise AssertionError(
+            'kill stress FAILED: %s trial %d, MINIPYPET_STRESS_SEED=%d, trial seed %d:\n  %s\n'
+            '%s: %s' % (config, index, STRESS_BASE_SEED, seed, '\n  '.join(trial.story),
+                        type(exc).__name__, exc)) from exc
     finally:
-        sys.path.remove(str(folder))
+        for proc in trial.procs:
+            kill_group(proc)
+            if proc.poll() is None:
+                proc.wait(timeout=30)
+        line.update(main_only=trial.main_only, sweeps=[p.what for p in trial.procs],
+                    reruns=trial.reruns, kills=sum(1 for p in trial.procs if p.killed),
+                    seconds=round(time.time() - started, 2))
+        if 'failed' in line:
+            line['story'] = trial.story
+        print(json.dumps(line))
+        if os.environ.get('MINIPYPET_STRESS_LOG'):
+            with open(os.environ['MINIPYPET_STRESS_LOG'], 'a') as f:
+                f.write(json.dumps(line) + '\n')
+    shutil.rmtree(str(trial.tmp), ignore_errors=True)  # (large sweeps: up to 120 MB each)
+
+
+if tables is None:  # (the stdlib-only CI job: its HDF5 share on pickle; arrays become bytes)
+    STRESS_SHORT = [(c.replace('hdf5', 'pickle'), p, k) for c, p, k in STRESS_SHORT]
+
+
+@posix_only
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('config,phase,second_kill', STRESS_SHORT,
+                         ids=['%s-%s' % (c, p) for c, p, _ in STRESS_SHORT])
+def test_kill9_stress_short(tmp_path, stress_dir, config, phase, second_kill):
+    _stress_trial(tmp_path, stress_dir, config, 0, phase, second_kill, 'short')
+
+
+STRESS_TRIALS = -(-STRESS_KILLS // len(STRESS_CONFIGS))  # per configuration, rounded up
+
+
+@posix_only
+@pytest.mark.stress
+@pytest.mark.timeout(300 + 120 * STRESS_TRIALS)
+@pytest.mark.parametrize('config', STRESS_CONFIGS)
+def test_kill9_stress(tmp_path, stress_dir, request, config):
+    expr = request.config.getoption('markexpr', '') or ''
+    if 'MINIPYPET_STRESS_KILLS' not in os.environ and not (
+            re.search(r'\bstress\b', expr) and not re.search(r'\bnot\s+stress\b', expr)):
+        pytest.skip('the long kill stress runs with -m stress (or MINIPYPET_STRESS_KILLS set)')
+    offset = STRESS_CONFIGS.index(config)
+    for k in range(STRESS_TRIALS):
+        rng = random.Random('%d:%s:%d:plan' % (STRESS_BASE_SEED, config, k))
+        _stress_trial(tmp_path, stress_dir, config, k,
+                      STRESS_PHASES[(k + offset) % len(STRESS_PHASES)],
+                      second_kill=rng.random() < 1 / 3, label='long', main_only_p=0.25)
+
+
+# =============================================================================================
+# Reading HDF5 files written by pypet 0.6 / 0.7
+# =============================================================================================
+# Tests of the pypet-0.6/0.7 HDF5 reader against the fixtures written by the real pypet 0.7.
+# 
+# The fixtures live in testdata/ as pypet07_*.hdf5 or gzipped as pypet07_*.hdf5.gz (unpacked to
+# tmp_path); the expected values (read back by pypet itself) are in
+# testdata/pypet_fixtures_expected.json.
+# 
+HERE = os.path.dirname(os.path.abspath(__file__))
+R = mp  # the pypet reader lives in the module
+
+
+def _find_testdata():
+    for cand in (os.path.join(HERE, 'testdata'), os.path.join(HERE, '..', 'testdata')):
+        if os.path.isfile(os.path.join(cand, 'pypet_fixtures_expected.json')):
+            return os.path.abspath(cand)
+    return None
+
+
+TESTDATA = _find_testdata()
+needs_pypet_fixtures = pytest.mark.skipif(
+    TESTDATA is None or np is None or tables is None,
+    reason='reading pypet files needs numpy, PyTables and testdata/ with the pypet fixtures')
+PYPET_EXPECTED = json.load(open(os.path.join(TESTDATA, 'pypet_fixtures_expected.json'))) \
+    if TESTDATA else {'files': {}, 'raw_files': {}}
+ALL_FILES = sorted(PYPET_EXPECTED['files']) + sorted(PYPET_EXPECTED['raw_files'])
+TRAJS = [(f, t) for f in sorted(PYPET_EXPECTED['files']) for t in PYPET_EXPECTED['files'][f]]
+READ_ERROR = getattr(R, 'PypetReadError', None) or getattr(R, 'DataNotInStorageError')
 
 
 @pytest.fixture
-def J(jobs_dir):
-    return importlib.import_module('t3par_jobs')
+def fixture_file(tmp_path):
+    """fixture_file('pypet07_basic.hdf5') -> a path to it, gunzipped to tmp_path if only the
+    .gz is there."""
+    def get(name):
+        plain = os.path.join(TESTDATA, name)
+        if os.path.isfile(plain):
+            return plain
+        if os.path.isfile(plain + '.gz'):
+            out = tmp_path / name
+            if not out.exists():
+                with gzip.open(plain + '.gz', 'rb') as src, open(out, 'wb') as dst:
+                    shutil.copyfileobj(src, dst)
+            return str(out)
+        pytest.fail('fixture %s(.gz) is missing from %s' % (name, TESTDATA))
+    return get
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_children():
-    before = set(multiprocessing.active_children())
-    yield
-    # every process a sweep started (workers, Manager, queue writer) is gone afterwards;
-    # the module-wide dask cluster's processes are not the sweep's
-    def leaked():
-        return [p for p in multiprocessing.active_children() if p not in before and
-                'dask' not in p.name.lower() and 'nanny' not in p.name.lower()]
-    deadline = time.time() + 5
-    while leaked() and time.time() < deadline:
-        time.sleep(0.05)
-    left = leaked()
-    for p in left:
-        p.terminate()
-    assert not left, 'processes left running after the sweep: %r' % left
+# -- helpers ------------------------------------------------------------------------------
+def decode(v):
+    """The tagged JSON of pypet_fixtures_expected.json -> Python/numpy values."""
+    if isinstance(v, dict):
+        if '__ndarray__' in v:
+            return np.array(v['__ndarray__'], dtype=v['dtype']).reshape(v['shape'])
+        if '__tuple__' in v:
+            return tuple(decode(x) for x in v['__tuple__'])
+        if '__set__' in v:
+            return {decode(x) for x in v['__set__']}
+        if '__complex__' in v:
+            return complex(*v['__complex__'])
+        if '__npscalar__' in v:
+            return np.dtype(v['dtype']).type(decode(v['__npscalar__']))
+        return {k: decode(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    return v
 
 
-# -- helpers ----------------------------------------------------------------------------------
-def datafile(tmp_path, backend, name='t'):
-    return str(tmp_path / (name + ('.hdf5' if backend == 'hdf5' else '.pkl')))
+def typename(v):
+    t = type(v)
+    return t.__name__ if t.__module__ == 'builtins' else '%s.%s' % (t.__module__, t.__name__)
 
 
-def executed(log, start=0):
-    """Run indices the job started, in order (from byte offset `start` of the log)."""
-    try:
-        with open(log, 'rb') as f:
-            f.seek(start)
-            return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        return []
+def pypet_assert_same(got, expected, expected_type, where):
+    assert typename(got) == expected_type, '%s: type %s, pypet gives %s (%r)' % (
+        where, typename(got), expected_type, got)
+    if isinstance(expected, np.ndarray):
+        assert got.dtype == expected.dtype and got.shape == expected.shape, where
+        assert np.array_equal(got, expected), where
+    else:
+        assert got == expected, '%s: %r != %r' % (where, got, expected)
+        if isinstance(got, (list, tuple)):  # element types too (int stays int, not int32)
+            assert [typename(x) for x in got] == [typename(x) for x in expected], where
 
 
-def stored(filename, name=None):
-    """{idx: z} of the completed runs on disk (file + journal), and the loaded trajectory."""
-    traj = mp.load_trajectory(name=name, filename=filename, load_results=2)
-    info = traj.f_get_run_information()
-    done = {i for i in range(len(traj)) if info[mp.pypetconstants.FORMATTED_RUN_NAME % i]
-            ['completed']}
-    z = traj.f_get_from_runs('z', fast_access=True, use_indices=True)
-    return {i: z[i] for i in done}, traj
+def flatten(state):
+    """state -> {full name: (class, comment, ann, data)} for every leaf, run leaves included."""
+    out = {}
+    for name, rec in state['nodes'].items():
+        if rec['kind'] == 'leaf':
+            out[name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
+    for template, rows in state['columns'].items():
+        for idx, row in rows.items():
+            parts = ['run_%08d' % idx if p == '$' else 'run_set_%05d' % (idx // 1000)
+                     if p == '$set' else p for p in template.split('.')]
+            out['.'.join(parts)] = row
+    return out
 
 
-def journal_runs(filename):
-    """{idx: number of completed run records} in the journal beside the data file."""
-    _, records, _, _ = mp._Journal.read(filename + '.journal')
-    counts = {}
-    for rec in records:
-        if rec[0] == 'run' and rec[3][2]:
-            counts[rec[2]] = counts.get(rec[2], 0) + 1
-    return counts
+def check_parameter(full, leaf, exp):
+    cls, comment, ann, data = leaf
+    assert cls == exp['class'], full
+    assert comment == exp['comment'], full
+    assert data is not None, full
+    if cls == 'PickleParameter':  # pickles come back as bytes; only this test unpickles
+        assert isinstance(data['data'], bytes) and isinstance(data['protocol'], int), full
+        assert data['protocol'] == 2  # pypet's default for PickleParameter
+        default = pickle.loads(data['data'])
+        rng = [pickle.loads(x) for x in data['explored_data']] if 'explored_data' in data \
+            else None
+        if rng is not None:
+            assert all(isinstance(x, bytes) for x in data['explored_data']), full
+    else:
+        default, rng = data['data'], data.get('explored_data')
+    pypet_assert_same(default, decode(exp['default']), exp['default_type'], full + ' default')
+    assert (rng is not None) == exp['explored'], full
+    if exp['explored']:
+        assert len(rng) == len(exp['range']), full
+        for i, (got, want, wtype) in enumerate(zip(rng, exp['range'], exp['range_types'])):
+            pypet_assert_same(got, decode(want), wtype, '%s[%d]' % (full, i))
 
 
-def assert_complete(filename, n=N, expected=PARALLEL_EXPECTED):
-    values, traj = stored(filename)
-    assert traj.f_is_completed(), 'not every run is completed on disk'
-    runs = traj.f_get_from_runs('z', fast_access=True, use_indices=True)
-    assert list(runs) == list(range(n)), 'each run must be stored exactly once'
-    assert sorted(values.items()) == expected
-    assert all(traj.f_get_run_information(i)['completed'] == 1 for i in range(n))
-    assert not os.path.exists(filename + '.journal'), 'journal not folded into the file'
-    return traj
+def check_result(full, leaf, exp):
+    cls, comment, ann, data = leaf
+    assert cls == exp['class'], full
+    assert comment == exp['comment'], full  # purged duplicate comments stay ''
+    assert data is not None, full
+    if cls == 'PickleResult':
+        data = dict(data)
+        assert isinstance(data.pop('__pickle_protocol__'), int), full
+        assert all(isinstance(v, bytes) for v in data.values()), full
+        data = {k: pickle.loads(v) for k, v in data.items()}
+    assert sorted(data) == sorted(exp['items']), full
+    for key, want in exp['items'].items():
+        pypet_assert_same(data[key], decode(want), exp['item_types'][key], '%s.%s' % (full, key))
 
 
-@pytest.fixture
-def count_stores(monkeypatch):
-    """Count the run records folded into the file per run index (checkpoints in this
-    process read every record any process journalled)."""
-    counts = {}
-    original = mp._Fold.record
-
-    def spy(fold, record):
-        if record[0] == 'run':
-            counts[record[2]] = counts.get(record[2], 0) + 1
-        return original(fold, record)
-    monkeypatch.setattr(mp._Fold, 'record', spy)
-    return counts
+# -- the fixtures, item by item -----------------------------------------------------------
+@pytest.mark.parametrize('fname', ALL_FILES)
+@needs_pypet_fixtures
+def test_is_pypet_file(fname, fixture_file):
+    assert R._is_pypet_file(fixture_file(fname)) is True
 
 
-# ============================================================================================
-# 1. every mode: results correct, ordered, each run stored exactly once
-# ============================================================================================
+@pytest.mark.parametrize('fname,tname', TRAJS)
+@needs_pypet_fixtures
+def test_trajectory_matches_pypet(fname, tname, fixture_file):
+    exp = PYPET_EXPECTED['files'][fname][tname]
+    path = fixture_file(fname)
+    state = R._pypet_read_state(path, name=tname)
+    assert state['format'] == 1
+    assert state['name'] == exp['name'] == tname
+    assert state['comment'] == exp['comment']
+    assert state['length'] == exp['length'] == len(exp['run_names'])
+    assert state['version'] == PYPET_EXPECTED['versions']['pypet']
+    assert state['python'] == PYPET_EXPECTED['versions']['python']
+    assert re.match(r'^\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$', state['time'])
+    assert isinstance(state['timestamp'], float) and state['timestamp'] > 0
+    assert sorted(state['explored']) == exp['explored']
+
+    leaves = flatten(state)
+    for full, pexp in exp['parameters'].items():
+        check_parameter(full, leaves[full], pexp)
+    for full, pexp in exp['derived_parameters'].items():
+        check_parameter(full, leaves[full], pexp)
+    for full, rexp in exp['results'].items():
+        check_result(full, leaves[full], rexp)
+    mine = {k for k in leaves if k.split('.')[0] != 'config'}
+    assert mine == set(exp['parameters']) | set(exp['derived_parameters']) | \
+        set(exp['results'])
+    assert any(k.startswith('config.environment.') for k in leaves)  # pypet's own config
+
+    # run information from the overview 'runs' table
+    runs = state['runs']
+    assert set(runs) == {'timestamp', 'finish_timestamp', 'completed', 'hexsha', 'error'}
+    assert all(len(col) == state['length'] for col in runs.values())
+    assert len(state['parameter_summary']) == state['length']
+    for idx, rname in enumerate(exp['run_names']):
+        rexp = exp['runs'][rname]
+        assert rexp['idx'] == idx
+        assert runs['completed'][idx] == rexp['completed'], rname
+        assert runs['error'][idx] == ''
+        if rexp['completed']:
+            assert runs['timestamp'][idx] == rexp['timestamp']
+            assert runs['finish_timestamp'][idx] == rexp['finish_timestamp']
+            assert runs['hexsha'][idx] == rexp['short_environment_hexsha']
+            assert len(runs['hexsha'][idx]) == 7
+            assert state['parameter_summary'][idx] == rexp['parameter_summary']
+        else:  # pypet's placeholder row (timestamp 42.0, hexsha 'N/A') is not passed on
+            assert runs['timestamp'][idx] == runs['finish_timestamp'][idx] == 0.0
+            assert runs['hexsha'][idx] == '' and state['parameter_summary'][idx] == ''
+
+    # f_get_from_runs view of the per-run result
+    key = [k for k in exp if k.startswith('f_get_from_runs_')][0]
+    rname = key[len('f_get_from_runs_'):]
+    rows = state['columns']['results.runs.$.%s' % rname]
+    got = {'run_%08d' % i: row[3][rname] for i, row in rows.items()}
+    assert got == {k: decode(v) for k, v in exp[key].items()}
+
+
+@needs_pypet_fixtures
+def test_placeholders_and_comment_purge(fixture_file):
+    state = R._pypet_read_state(fixture_file('pypet07_resumed_partial.hdf5'))
+    assert state['runs']['completed'] == [1, 1, 0, 0]
+    assert sorted(state['columns']['results.runs.$.r']) == [0, 1]
+    assert [row[1] for _, row in sorted(state['columns']['results.runs.$.r'].items())] == \
+        ['a*100+sum(v)', '']
+    basic = R._pypet_read_state(fixture_file('pypet07_basic.hdf5'))
+    comments = {i: row[1] for i, row in basic['columns']['results.runs.$.z'].items()}
+    assert comments == {0: 'product', 1: '', 2: '', 3: '', 4: '', 5: ''}
+    assert basic['nodes']['config.environment'] == {
+        'kind': 'group', 'ann': None,
+        'comment': 'Settings for the different environments used to run the experiments'}
+
+
+@pytest.mark.parametrize('fname', sorted(PYPET_EXPECTED['raw_files']))
+@needs_pypet_fixtures
+def test_crashed_file(fname, fixture_file):
+    (tname, exp), = PYPET_EXPECTED['raw_files'][fname].items()
+    path = fixture_file(fname)
+    assert R._pypet_list_trajectories(path) == [tname]
+    state = R._pypet_read_state(path)
+    assert state['name'] == tname
+    assert state['comment'] == exp['SRVC_INIT_COMMENT']
+    assert state['explored'] == exp['explorations']
+    assert state['length'] == len(exp['overview_runs_rows'])
+    assert state['runs']['completed'] == [r['completed'] for r in exp['overview_runs_rows']]
+    assert state['runs']['timestamp'] == [0.0] * state['length']
+    assert state['runs']['hexsha'] == [''] * state['length']
+    assert not exp['has_parameters_group'] and not exp['has_config_group']
+    assert not [k for k in state['nodes'] if k.startswith(('parameters', 'config'))]
+    rows = state['columns']['results.runs.$.r']
+    got = {'run_%08d' % i: row[3]['r'] for i, row in rows.items()}
+    assert got == exp['results_r']
+    assert all(type(v) is int for v in got.values())
+
+
+# -- choosing a trajectory ----------------------------------------------------------------
+@needs_pypet_fixtures
+def test_two_trajectories_by_name_and_index(fixture_file):
+    path = fixture_file('pypet07_two_trajs.hdf5')
+    names = R._pypet_list_trajectories(path)
+    assert names == ['first', 'second']  # oldest first
+    exp = PYPET_EXPECTED['files']['pypet07_two_trajs.hdf5']
+    for idx, name in [(0, 'first'), (1, 'second'), (-1, 'second'), (-2, 'first')]:
+        state = R._pypet_read_state(path, index=idx)
+        assert state['name'] == name and state['comment'] == exp[name]['comment']
+        assert state['length'] == exp[name]['length']
+    assert R._pypet_read_state(path)['name'] == 'second'  # default: the newest
+    first = R._pypet_read_state(path, name='first')
+    assert first['nodes']['parameters.a']['data'] == {'data': 0, 'explored_data': [1, 2]}
+    second = R._pypet_read_state(path, name='second')
+    assert second['nodes']['parameters.b']['data'] == {'data': '',
+                                                       'explored_data': ['u', 'v', 'w']}
+    assert {i: r[3]['r'] for i, r in second['columns']['results.runs.$.r'].items()} == \
+        {0: 'uu', 1: 'vv', 2: 'ww'}
+
+
+@needs_pypet_fixtures
+def test_missing_trajectory_names_the_file(fixture_file):
+    path = fixture_file('pypet07_two_trajs.hdf5')
+    with pytest.raises(READ_ERROR) as err:
+        R._pypet_read_state(path, name='third')
+    assert 'pypet07_two_trajs.hdf5' in str(err.value) and 'third' in str(err.value)
+    with pytest.raises(READ_ERROR) as err:
+        R._pypet_read_state(path, index=5)
+    assert 'pypet07_two_trajs.hdf5' in str(err.value)
+
+
+# -- data selection, safety, speed --------------------------------------------------------
+@needs_pypet_fixtures
+def test_data_selection(fixture_file):
+    path = fixture_file('pypet07_basic.hdf5')
+    full = R._pypet_read_state(path)
+    none = R._pypet_read_state(path, data=False)
+    assert set(none['nodes']) == set(full['nodes'])
+    assert set(none['columns']) == set(full['columns'])
+    assert all(r.get('data') is None for r in none['nodes'].values())
+    assert all(row[3] is None for rows in none['columns'].values() for row in rows.values())
+    assert none['nodes']['parameters.x']['comment'] == 'x coord'  # skeleton still there
+    assert none['runs'] == full['runs'] and none['explored'] == full['explored']
+
+    some = R._pypet_read_state(path, data={'parameters'})
+    for name, rec in some['nodes'].items():
+        if rec['kind'] == 'leaf':
+            assert (rec['data'] is not None) == name.startswith('parameters.'), name
+    assert all(row[3] is None for rows in some['columns'].values() for row in rows.values())
+    res = R._pypet_read_state(path, data={'results'})
+    assert res['columns']['results.runs.$.z'][3][3] == {'z': 40.0}
+    assert res['columns']['derived_parameters.runs.$.dp'][3][3] is None
+
+
+@needs_pypet_fixtures
+def test_never_unpickles(fixture_file, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError('the pypet reader must not unpickle')
+    monkeypatch.setattr(pickle, 'loads', refuse)
+    monkeypatch.setattr(pickle, 'load', refuse)
+    for fname in ALL_FILES:
+        R._pypet_read_state(fixture_file(fname))
+
+
+@needs_pypet_fixtures
+def test_foreign_files_are_not_pypet(tmp_path):
+    import tables
+    text = tmp_path / 'a.txt'
+    text.write_text('hello')
+    assert R._is_pypet_file(str(text)) is False
+    assert R._is_pypet_file(str(tmp_path / 'missing.hdf5')) is False
+    assert R._is_pypet_file(str(tmp_path)) is False
+    broken = tmp_path / 'broken.hdf5'
+    broken.write_bytes(b'\x89HDF\r\n\x1a\n' + b'\0' * 100)
+    assert R._is_pypet_file(str(broken)) is False
+    plain = tmp_path / 'plain.hdf5'
+    with tables.open_file(str(plain), 'w') as f:
+        f.create_array(f.root, 'x', np.arange(3))
+        f.create_group(f.root, 'traj')
+    assert R._is_pypet_file(str(plain)) is False
+    with pytest.raises(READ_ERROR) as err:
+        R._pypet_read_state(str(plain))
+    assert 'plain.hdf5' in str(err.value)
+    mini = tmp_path / 'mini.hdf5'  # minipypet's own files have an overview/info table too
+    with tables.open_file(str(mini), 'w') as f:
+        f.root._v_attrs.minipypet_format = 1
+        ov = f.create_group(f.create_group(f.root, 't'), 'overview')
+        f.create_table(ov, 'info', {'name': tables.StringCol(8)})
+    assert R._is_pypet_file(str(mini)) is False
+
+
+@needs_pypet_fixtures
+def test_speed(fixture_file):
+    path = fixture_file('pypet07_basic.hdf5')
+    R._pypet_read_state(path)  # imports and first-open costs
+    best = float('inf')
+    for _ in range(3):  # the best of three, against a busy machine
+        start = time.perf_counter()
+        R._pypet_read_state(path)
+        best = min(best, time.perf_counter() - start)
+    assert best < 1.0, best
+
+
+# =============================================================================================
+# Parallel plumbing - workers, the queue writer, the lock wrapper, the executor adapter
+# =============================================================================================
+
+
+# ---------------------------------------------------------------------------------------------
+# Every mode: results correct, ordered, each run stored exactly once
+# ---------------------------------------------------------------------------------------------
 def _mode_params():
     out = []
     for start in PAR_START_METHODS:
@@ -5165,9 +6331,9 @@ def test_a_store_beside_a_running_serial_sweep_does_not_wait_for_its_end(tmp_pat
     assert mp.load_trajectory('other2', filename=other).a == 2
 
 
-# ============================================================================================
-# 2. executors: ProcessPoolExecutor and a real dask.distributed LocalCluster
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Executors: ProcessPoolExecutor and a real dask.distributed LocalCluster
+# ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def dask_executor(jobs_dir):
     if not HAVE_DASK:
@@ -5228,9 +6394,9 @@ def test_executor_reused_by_a_second_sweep_runs_the_second_job(tmp_path, J):
         executor.shutdown()
 
 
-# ============================================================================================
-# 3. a job that raises
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# A job that raises
+# ---------------------------------------------------------------------------------------------
 RAISE_MODES = {
     'serial': dict(),
     'pool-fork': dict(multiproc=True, ncores=2, start_method='fork'),
@@ -5326,9 +6492,9 @@ def test_record_failed_runs_keeps_going(tmp_path, J, request, mode):
     assert traj.f_get_from_runs('partial', fast_access=True, use_indices=True) == {3: 3}
 
 
-# ============================================================================================
-# 4. a worker that dies; the sweep is resumed
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# A worker that dies; the sweep is resumed
+# ---------------------------------------------------------------------------------------------
 @pytest.mark.timeout(25)  # takes < 5 s; a dead worker must never hang the sweep
 @pytest.mark.parametrize('how', ['exit', 'sigkill'])
 @pytest.mark.parametrize('mode', ['pool-fork', 'pool-spawn', 'nopool-fork', 'executor'])
@@ -5364,9 +6530,9 @@ def test_dead_worker_is_reported_and_resumable(tmp_path, J, monkeypatch, how, mo
     assert_complete(filename)
 
 
-# ============================================================================================
-# 5. something that does not pickle
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Something that does not pickle
+# ---------------------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize('what', ['lambda', 'lock'])
 def test_unpicklable_argument_names_the_object(tmp_path, J, what):
@@ -5396,9 +6562,9 @@ def test_unpicklable_argument_works_without_pool_on_fork(tmp_path, J, what):
     assert_complete(filename)
 
 
-# ============================================================================================
-# 6. shared data between runs: a Manager list passed as a run argument
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Shared data between runs: a Manager list passed as a run argument
+# ---------------------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize('use_pool,start_method', [(True, 'fork'), (True, 'spawn'),
                                                    (False, 'fork'), (False, 'forkserver')])
@@ -5417,9 +6583,9 @@ def test_manager_list_is_filled_by_the_runs(tmp_path, J, use_pool, start_method)
         manager.shutdown()
 
 
-# ============================================================================================
-# 7. kill -9 the whole sweep at many points, in every mode; resume
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# kill -9 the whole sweep at many points, in every mode; resume
+# ---------------------------------------------------------------------------------------------
 def start_sweep(tmp_path, jobs_dir, backend, env=None, kwargs=None, resume=None):
     cfg = {'path': [PAR_MODULE_DIR, str(jobs_dir)], 'filename': datafile(tmp_path, backend),
            'backend': backend, 'env': env or {}, 'kwargs': kwargs or {}, 'resume': resume}
@@ -6110,9 +7276,9 @@ def test_resume_by_name_and_folder(tmp_path, J, monkeypatch):
     assert_complete(filename)
 
 
-# ============================================================================================
-# 8. graceful exit: Ctrl+C once lets running runs finish; twice stops at once
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Graceful exit: Ctrl+C once lets running runs finish; twice stops at once
+# ---------------------------------------------------------------------------------------------
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize('settings', [{}, POOL_Q, POOL_L, dict(NOPOOL, wrap_mode='LOCK'),
                                       {'executor': True}],
@@ -6164,9 +7330,9 @@ def test_graceful_exit(tmp_path, jobs_dir, monkeypatch, settings, presses):
     assert_complete(filename)
 
 
-# ============================================================================================
-# 9. property-based: explorations round-trip; bad input raises and never corrupts a file
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Property-based: explorations round-trip; bad input never corrupts a file
+# ---------------------------------------------------------------------------------------------
 if given is not None:
     _VALUES = {'int': st.integers(min_value=-2 ** 63, max_value=2 ** 63 - 1),
                'float': st.floats(allow_nan=False),
@@ -6305,169 +7471,341 @@ else:
         pass
 
 
-# ###########################################################################################
-# Environment provenance, logging, git; working with results: runs table, CLI, post-processing, merging
-# ###########################################################################################
-# minipypet tests, part 4: provenance and logging (issue 6), working with results (issue 7).
-# 
-# Mirrors the module's "Environment" (config data, git, log files, progress, lazy_debug),
-# "Working with results" (runs table) and "Command line" sections, plus post-processing,
-# merging, links and annotations. Everything is real: git repositories in temp folders (both
-# GitPython and the `git` command), log files written by real worker processes, files of both
-# backends, the command line run as a subprocess. Parts that need GitPython, PyTables or pandas
-# skip without them; the stdlib-only paths (git CLI, pickle backend, no pandas) always run,
-# also by blocking the optional packages in a subprocess.
-# 
-MOD = mp.__name__
-# the folder that makes `import <MOD>` work in a subprocess (a vendored copy may be dotted)
-ROOT = os.path.dirname(os.path.abspath(mp.__file__))
-for _ in range(MOD.count('.')):
-    ROOT = os.path.dirname(ROOT)
+# ---------------------------------------------------------------------------------------------
+# An unguarded spawn sweep
+# ---------------------------------------------------------------------------------------------
+UNGUARDED = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import minipypet as pypet
 
-PROV_HAVE_TABLES = importlib.util.find_spec('tables') is not None
-HAVE_PANDAS = importlib.util.find_spec('pandas') is not None
-HAVE_GITPYTHON = importlib.util.find_spec('git') is not None
-HAVE_NUMPY = importlib.util.find_spec('numpy') is not None
-GIT = shutil.which('git')
+    def job(traj):
+        return traj.x
 
-prov_needs_tables = pytest.mark.skipif(not PROV_HAVE_TABLES, reason='PyTables (the hdf5 extra) missing')
-needs_git_cli = pytest.mark.skipif(GIT is None, reason='the git command is not installed')
-PROV_START_METHODS = multiprocessing.get_all_start_methods()
-needs_spawn = pytest.mark.skipif('spawn' not in PROV_START_METHODS, reason='no spawn start method')
-needs_fork = pytest.mark.skipif('fork' not in PROV_START_METHODS, reason='no fork start method')
-
-PROV_BACKENDS = ['pickle', pytest.param('hdf5', marks=prov_needs_tables)]
-PROV_SUFFIX = {'pickle': '.pkl', 'hdf5': '.hdf5'}
-ENV_NAME_RE = re.compile(r'^environment_[0-9a-f]{7}_\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
-PROV_TIME_RE = re.compile(r'^\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
-ETA_RE = re.compile(r'remaining ~?\d+:\d\d:\d\d')
-
-# Jobs and a pickle trap, importable by spawn workers and by subprocesses (PYTHONPATH).
-HELPERS_SRC = '''
-"""Jobs for minipypet's provenance tests."""
-import importlib
-import logging
-import os
-
-mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
+    env = pypet.Environment(trajectory='u', filename='u.pkl', add_time=False, multiproc=True,
+                            ncores=2, start_method='spawn', log_config=None)
+    env.v_trajectory.f_add_parameter('x', 1.0)
+    env.v_trajectory.f_explore({'x': [1.0, 2.0, 3.0]})
+    env.f_run(job)
+''')
 
 
-def log_job(traj):
-    """Log one INFO and one WARNING line per run, store z = 10 x, return the worker pid."""
-    log = logging.getLogger('t4job')
-    log.debug('debug line of run %d', traj.v_idx)
-    log.info('hello from run %d', traj.v_idx)
-    log.warning('careful in run %d', traj.v_idx)
-    traj.f_add_result('z', traj.x * 10, comment='ten times x')
-    return os.getpid()
+@pytest.mark.timeout(120)
+def test_an_unguarded_spawn_sweep_gets_the_hint(tmp_path):
+    (tmp_path / 'u.py').write_text(UNGUARDED)
+    out = subprocess.run([sys.executable, 'u.py'], cwd=str(tmp_path), env=sub_env(),
+                         capture_output=True, text=True, timeout=100)
+    assert out.returncode != 0
+    assert "if __name__ == '__main__':" in out.stderr
+    assert 'this sweep was started while a worker process imported the script' in out.stderr
 
 
-def times_ten(traj):
-    traj.f_add_result('z', traj.x * 10, comment='ten times x')
-    return traj.x * 10
+# -- help in the code -------------------------------------------------------------------------
+PUBLIC_CLASSES_16 = ['Environment', 'Trajectory', 'NNGroupNode', 'NNLeafNode', 'BaseParameter',
+                     'Parameter', 'ArrayParameter', 'PickleParameter', 'BaseResult', 'Result',
+                     'PickleResult', 'Annotations', 'StorageService', 'LazyStorageService',
+                     'PickleStorageService', 'HDF5StorageService']
 
 
-def crash_if(traj, flag):
-    """Fail on x == 4 while the file `flag` exists (a crash that a resume gets past)."""
-    if traj.x == 4 and os.path.exists(flag):
-        raise RuntimeError('simulated crash')
-    return times_ten(traj)
+# =============================================================================================
+# Environment - config data, logging, git, the run loop, resume
+# =============================================================================================
 
 
-def touch(path):
-    """What unpickling a Trap does: create the file `path`."""
-    with open(path, 'w') as f:
-        f.write('unpickled!')
-    return path
+# ---------------------------------------------------------------------------------------------
+# Serial runs
+# ---------------------------------------------------------------------------------------------
+def test_pypet_arguments_without_effect_say_so_once_in_the_log(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(mp, '_SAID', set())  # (earlier tests may have said these already)
+    with caplog.at_level(logging.WARNING, logger='minipypet'):
+        for _ in range(2):
+            mp.Environment(trajectory='t', filename=str(tmp_path / 't.pkl'), log_stdout=True,
+                           niceness=5, cpu_cap=50.0, display_time=20)
+    said = [r.getMessage() for r in caplog.records if 'has no effect' in r.getMessage()]
+    assert said == ['Environment(log_stdout=True) has no effect in minipypet: print output '
+                    'is not copied into the log files',
+                    "Environment(cpu_cap=50.0) has no effect in minipypet: worker processes "
+                    "are not throttled",
+                    "Environment(niceness=5) has no effect in minipypet: worker processes "
+                    "keep the main process's priority"]  # display_time=20 is the default
 
 
-class Trap:
-    """Pickles fine; unpickling it creates a file, so a reader that unpickles is caught."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (touch, (self.path,))
-'''
-
-# Import blocker for subprocesses: `sys.modules[name] = None` is the other documented way.
-BLOCK = '''
-import sys
-class _Block:
-    def __init__(self, names):
-        self.names = names
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in self.names:
-            raise ImportError('blocked for this test: %s' % name)
-        return None
-sys.meta_path.insert(0, _Block(NAMES))
-'''
+def test_environment_defaults_are_those_of_the_seed():
+    defaults = {k: p.default for k, p in inspect.signature(mp.Environment).parameters.items()}
+    assert defaults['trajectory'] == 'trajectory'
+    assert defaults['add_time'] is True
+    assert defaults['comment'] == ''
+    assert defaults['multiproc'] is False and defaults['ncores'] == 1
+    assert defaults['wrap_mode'] == mp.pypetconstants.WRAP_MODE_LOCK
+    assert defaults['continuable'] == 1
+    assert defaults['use_hdf5'] is True and defaults['filename'] is None
+    assert defaults['large_overview_tables'] is True
+    assert defaults['results_per_run'] == 0 and defaults['derived_parameters_per_run'] == 0
+    assert defaults['lazy_debug'] is False and defaults['git_message'] == ''
 
 
-def block(*names):
-    """Code that makes importing `names` fail in a subprocess."""
-    return 'import sys\n' + BLOCK.replace('NAMES', repr(list(names)))
-IMPORT = "import importlib, os, sys\nmp = importlib.import_module(%r)\n" % MOD
+def test_environment_creates_a_trajectory_from_a_name_with_the_time_added():
+    env = mp.Environment(trajectory='mytraj', comment='a comment',
+                         storage_service=mp.LazyStorageService, log_config=None)
+    traj = env.v_trajectory
+    assert isinstance(traj, mp.Trajectory)
+    assert re.fullmatch('mytraj_' + CORE_TIME_RE, traj.v_name)
+    assert traj.v_name == 'mytraj_' + traj.v_time
+    assert traj.v_comment == 'a comment'
+    assert lazy_env('plain', add_time=False).v_trajectory.v_name == 'plain'
 
 
-@pytest.fixture(scope='module')
-def helpers_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('t4_helpers')
-    (folder / 't4_helpers.py').write_text(HELPERS_SRC)
-    sys.path.insert(0, str(folder))
-    yield str(folder)
-    sys.path.remove(str(folder))
-    sys.modules.pop('t4_helpers', None)
+def test_environment_time_is_the_new_trajectory_time():
+    # pypet 0.7: when the environment creates the trajectory, v_time/v_timestamp are the
+    # trajectory's own, so the environment name and the trajectory name carry the same time
+    env = mp.Environment(trajectory='timed', storage_service=mp.LazyStorageService,
+                         log_config=None)
+    traj = env.v_trajectory
+    assert env.v_timestamp == traj.v_timestamp
+    assert env.v_time == traj.v_time and env.v_name.endswith(traj.v_time)
 
 
-@pytest.fixture(scope='module')
-def jobs(helpers_dir):
-    return importlib.import_module('t4_helpers')
+def test_environment_uses_a_given_trajectory_object():
+    traj = mp.Trajectory('given', comment='kept')
+    env = mp.Environment(trajectory=traj, comment='ignored', log_config=None,
+                         storage_service=mp.LazyStorageService)
+    assert env.v_trajectory is traj
+    assert traj.v_name == 'given' and traj.v_comment == 'kept'
 
 
-def sub_env(helpers_dir=None, path=None):
-    env = dict(os.environ)
-    parts = [ROOT] + ([helpers_dir] if helpers_dir else []) + \
-        ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
-    env['PYTHONPATH'] = os.pathsep.join(parts)
-    if path is not None:
-        env['PATH'] = path
-    return env
+def test_environment_trajectory_properties_and_run_aliases():
+    env = lazy_env()
+    assert env.v_trajectory is env.trajectory is env.traj
+    env.traj.f_add_parameter('x', 2)
+    assert env.run(lambda traj: traj.x) == [(0, 2)]
 
 
-def prov_run_python(code, *args, helpers_dir=None, cwd=None, opts=(), path=None, timeout=120):
-    """Run `code` in a fresh interpreter (minipypet imported as `mp`)."""
-    return subprocess.run([sys.executable] + list(opts) + ['-c', code] + list(args),
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env=sub_env(helpers_dir, path))
+def test_environment_name_hexsha_and_time():
+    env = lazy_env()
+    assert re.fullmatch('[0-9a-f]{40}', env.v_hexsha)
+    assert re.fullmatch('environment_[0-9a-f]{7}_' + CORE_TIME_RE, env.v_name)
+    assert env.v_name == 'environment_%s_%s' % (env.v_hexsha[:7], env.v_time)
+    assert env.v_time == datetime.datetime.fromtimestamp(env.v_timestamp).strftime(
+        '%Y_%m_%d_%Hh%Mm%Ss')
+    assert env.name == env.v_name and env.hexsha == env.v_hexsha
+    traj = env.v_trajectory
+    assert env.v_hexsha == hashlib.sha1((traj.v_name + str(traj.v_timestamp) + str(
+        env.v_timestamp) + mp.__version__).encode()).hexdigest()
+    other = lazy_env('other')
+    assert other.v_hexsha != env.v_hexsha
 
 
-def cli(*args, helpers_dir=None, cwd=None):
-    """`python -m minipypet ...` as a user types it."""
-    return subprocess.run([sys.executable, '-m', MOD] + [str(a) for a in args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env=sub_env(helpers_dir))
+def test_environment_config_data_below_config_environment_env_name():
+    env = lazy_env()
+    traj = env.v_trajectory
+    prefix = 'config.environment.' + env.v_name
+    group = traj.f_get(prefix)
+    assert not group.v_is_leaf
+    assert traj.f_get(prefix + '.hexsha').f_get() == env.v_hexsha
+    assert traj.f_get(prefix + '.timestamp').f_get() == env.v_timestamp
+    assert traj.f_get(prefix + '.multiproc').f_get() is False
+    assert traj.f_get(prefix + '.trajectory.name').f_get() == traj.v_name
+    traj.f_add_parameter('x', 1)
+    env.f_run(lambda t: None)
+    for key in ('start_timestamp', 'finish_timestamp', 'runtime'):
+        assert (prefix + '.' + key) in traj
 
 
-def env_for(backend, tmp_path, name='traj', **kwargs):
-    kwargs.setdefault('report_progress', False)
+def test_environment_as_a_context_manager():
+    with lazy_env() as env:
+        env.v_trajectory.f_add_parameter('x', 3)
+        assert env.f_run(lambda traj: traj.x) == [(0, 3)]
+
+
+def test_environment_unknown_keyword_raises_type_error_naming_it():
+    with pytest.raises(TypeError, match='not_an_argument'):
+        mp.Environment(trajectory='t', log_config=None, not_an_argument=1)
+
+
+@pytest.mark.parametrize('kwargs, word', [
+    (dict(wrap_mode='SOMETIMES'), 'wrap_mode'), (dict(ncores=-1), 'ncores'),
+    (dict(ncores='two'), 'ncores'), (dict(multiproc='yes'), 'multiproc'),
+    (dict(trajectory=5), 'trajectory'), (dict(cpu_cap=0), 'cpu_cap'),
+    (dict(add_time='no'), 'add_time'), (dict(log_config=None, log_folder='logs'), 'log_folder'),
+], ids=lambda v: str(v))
+def test_environment_bad_values_raise_configuration_error(kwargs, word):
+    kwargs = dict(kwargs)
+    kwargs.setdefault('trajectory', 't')
     kwargs.setdefault('log_config', None)
-    return mp.Environment(name, add_time=False, storage_service=backend,
-                          filename=str(tmp_path / (name + PROV_SUFFIX[backend])), **kwargs)
+    with pytest.raises(mp.ConfigurationError, match=word):
+        mp.Environment(storage_service=mp.LazyStorageService, **kwargs)
 
 
-def cfg(traj, env_name, key):
-    return traj.f_get('config.environment.%s.%s' % (env_name, key)).f_get()
+def test_f_run_passes_arguments_and_returns_results_ordered_by_index():
+    env = lazy_env()
+    xy_traj(env.v_trajectory)
+
+    def job(traj, offset, scale=1):
+        return traj.v_idx, traj.x * traj.y * scale + offset
+
+    results = env.f_run(job, 100, scale=2)
+    assert [idx for idx, _ in results] == list(range(6))
+    assert [r for _, (_, r) in results] == [106.0, 108.0, 110.0, 112.0, 116.0, 120.0]
+    assert all(idx == inner for idx, (inner, _) in results)
 
 
-def root_handlers():
-    return list(logging.getLogger().handlers)
+def test_adding_a_parameter_during_a_run_is_an_error():
+    env = lazy_env()
+    env.v_trajectory.f_add_parameter('x', 1)
+
+    def job(traj):
+        traj.f_add_parameter('late', 1)
+
+    with pytest.raises(mp.PypetError) as info:
+        env.f_run(job)
+    assert 'late' in str(info.value) and 'during run' in str(info.value)
+    with pytest.raises(mp.PypetError, match='during run'):
+        env.f_run(lambda traj: traj.f_add_config('late_config', 1))
 
 
-# ============================================================================================
-# Issue 6: config data added by the environment
-# ============================================================================================
+def test_a_job_that_raises_propagates_and_earlier_runs_stay_stored(tmp_path):
+    env = file_env(tmp_path, 'failing')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2, 3, 4]})
+
+    def job(traj):
+        if traj.v_idx == 2:
+            raise ValueError('boom in run 2')
+        traj.f_add_result('z', traj.x * 10)
+        return traj.x
+
+    with pytest.raises(ValueError, match='boom in run 2'):
+        env.f_run(job)
+    assert [traj.f_is_completed(i) for i in range(4)] == [True, True, False, False]
+    loaded = mp.load_trajectory(name='failing', filename=str(tmp_path / 'failing.pkl'),
+                                load_all=2)
+    assert [loaded.f_is_completed(i) for i in range(4)] == [True, True, False, False]
+    assert dict(loaded.f_get_from_runs('z', fast_access=True)) == {
+        'run_00000000': 10, 'run_00000001': 20}
+
+
+def test_explored_values_read_in_a_serial_sweep_follow_every_change(tmp_path):
+    """A serial sweep makes `traj.x` of explored parameters a plain attribute (speed); it
+    must mean exactly what `traj.x` means without that."""
+    env = file_env(tmp_path, 'fast')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_add_parameter('y', 0.5)
+    traj.f_add_parameter('explore', 7)   # the name of a method alias: never shadowed
+    traj.f_explore({'x': [1, 2, 3], 'y': [0.5, 1.5, 2.5], 'explore': [7, 8, 9]})
+    seen = []
+
+    def outcome(get):
+        try:
+            value = get()
+        except Exception as exc:
+            return type(exc)
+        return value if not isinstance(value, mp.NNTreeNode) else value.v_full_name
+
+    def job(traj):
+        idx = traj.v_idx
+        seen.append(('start', traj.x, traj.y))
+        if idx == 0:  # (the fast path is what is tested; the changes below drop it)
+            assert 'y' in vars(traj)
+        assert callable(traj.explore)
+        copy = pickle.loads(pickle.dumps(traj))       # a copy has no stale attributes
+        copy.f_set_crun((idx + 1) % 3)
+        seen.append(('copy', copy.x))
+        traj.f_set_crun((idx + 1) % 3)                # the user moves to another run...
+        seen.append(('moved', traj.x))
+        traj.f_set_crun(idx)
+        traj.v_fast_access = False                    # ... switches fast access off ...
+        seen.append(('node', outcome(lambda: traj.x)))
+        traj.v_fast_access = True
+        traj.f_add_result('x', 'shadow')              # ... adds a node named like it
+        seen.append(('shadowed', outcome(lambda: traj.x),
+                     outcome(lambda: mp.NNGroupNode.__getattr__(traj, 'x'))))
+        seen.append(('y', traj.y))
+
+    env.f_run(job)
+    for idx in range(3):
+        start, copy, moved, node, shadowed, y = seen[6 * idx:6 * idx + 6]
+        assert start == ('start', idx + 1, [0.5, 1.5, 2.5][idx])
+        assert copy == ('copy', (idx + 1) % 3 + 1) and moved == ('moved', (idx + 1) % 3 + 1)
+        assert node == ('node', 'parameters.x')
+        assert shadowed[1] == shadowed[2]             # as the slow path says
+        assert y == ('y', [0.5, 1.5, 2.5][idx])
+    assert traj.x == 0 and 'x' not in vars(traj) and 'y' not in vars(traj)
+
+
+def test_results_written_to_a_pickle_file_load_back(tmp_path):
+    env = file_env(tmp_path, 'stored', comment='to disk')
+    xy_traj(env.v_trajectory)
+    env.f_run(multiply)
+    loaded = mp.load_trajectory(name='stored', filename=str(tmp_path / 'stored.pkl'),
+                                load_all=mp.pypetconstants.LOAD_DATA)
+    assert loaded.v_name == 'stored' and loaded.v_comment == 'to disk' and len(loaded) == 6
+    assert loaded.f_get('x').f_get_range() == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    # purge_duplicate_comments (the default): the first run's comment is kept
+    assert loaded.f_get('results.runs.run_00000000.z').v_comment == 'product'
+    assert list(loaded.f_get_from_runs('z', fast_access=True).values()) == [
+        3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+    assert loaded.f_is_completed()
+
+
+def test_a_file_in_a_folder_that_does_not_exist_yet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = mp.Environment(trajectory='fresh', add_time=False, log_config=None,
+                         continuable=False, storage_service=mp.PickleStorageService,
+                         filename=os.path.join('new', 'folder', 'fresh.pkl'))
+    env.v_trajectory.f_add_parameter('x', 1)
+    assert env.f_run(lambda traj: traj.x) == [(0, 1)]
+    assert os.path.isfile(os.path.join('new', 'folder', 'fresh.pkl'))
+    # the default, ./hdf5/<trajectory name>.hdf5 (a pickle file without PyTables)
+    env = mp.Environment(trajectory='default', add_time=False, log_config=None,
+                         continuable=False)
+    env.v_trajectory.f_add_parameter('x', 2)
+    assert env.f_run(lambda traj: traj.x) == [(0, 2)]
+    assert os.listdir('hdf5') and all(f.startswith('default') for f in os.listdir('hdf5'))
+
+
+def test_lazy_storage_keeps_run_results_in_memory(tmp_path):
+    env = lazy_env()
+    traj = xy_traj(env.v_trajectory)
+    assert isinstance(traj.v_storage_service, mp.LazyStorageService)
+    env.f_run(multiply)
+    assert len(traj.f_get_from_runs('z')) == 6
+    assert traj.f_get('results.runs.run_00000005.z').f_get() == 10.0
+    with pytest.raises(mp.DataNotInStorageError):
+        traj.f_load()
+
+
+LAZY_DEBUG_SCRIPT = '''
+import importlib, os
+mp = importlib.import_module(%r)
+env = mp.Environment(trajectory='dbg', add_time=False, filename='dbg.hdf5',
+                     lazy_debug=True, log_config=None)
+env.v_trajectory.f_add_parameter('x', 1)
+env.f_run(lambda traj: traj.x)
+print(type(env.v_trajectory.v_storage_service).__name__)
+print(sorted(f for f in os.listdir('.') if f.startswith('dbg')))
+'''
+
+
+def test_lazy_debug_uses_lazy_storage_only_in_debug_mode(tmp_path):
+    debug_dir, optimized_dir = tmp_path / 'debug', tmp_path / 'optimized'
+    debug_dir.mkdir()
+    optimized_dir.mkdir()
+    script = LAZY_DEBUG_SCRIPT % mp.__name__
+    proc = run_python(script, cwd=str(debug_dir))
+    assert proc.returncode == 0, proc.stderr
+    kind, files = proc.stdout.strip().splitlines()
+    assert kind == 'LazyStorageService' and files == '[]'
+    assert 'nothing' in proc.stderr.lower() or 'NOTHING' in proc.stderr   # the warning
+    proc = run_python(script, '-O', cwd=str(optimized_dir))
+    assert proc.returncode == 0, proc.stderr
+    kind, files = proc.stdout.strip().splitlines()
+    assert kind != 'LazyStorageService'
+    assert files != '[]'                              # python -O: a file is written
+
+
+# ---------------------------------------------------------------------------------------------
+# Config data added by the environment
+# ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('backend', PROV_BACKENDS)
 def test_config_data_has_every_entry_with_the_right_value(tmp_path, backend, jobs):
     before = time.time()
@@ -6604,9 +7942,9 @@ def test_every_environment_that_ran_the_trajectory_keeps_its_entry(tmp_path, job
     assert [final.f_get_run_information(i)['completed'] for i in range(4)] == [1, 1, 1, 1]
 
 
-# ============================================================================================
-# Issue 6: lazy_debug
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# lazy_debug
+# ---------------------------------------------------------------------------------------------
 LAZY_CODE = IMPORT + textwrap.dedent('''
     import t4_helpers
     folder = sys.argv[1]
@@ -6654,9 +7992,9 @@ def test_readme_says_python_O_turns_storage_back_on():
     assert re.search(r'python -O', text), 'the README must say that `python -O` stores again'
 
 
-# ============================================================================================
-# Issue 6: git integration (GitPython and the git command)
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Git integration (GitPython and the git command)
+# ---------------------------------------------------------------------------------------------
 def git(repo, *args):
     return subprocess.run([GIT, '-C', str(repo)] + list(args), check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -6883,9 +8221,9 @@ def test_no_git_at_all_is_a_clear_error(tmp_path):
     assert 'git' in out.stdout and 'GitPython' in out.stdout
 
 
-# ============================================================================================
-# Issue 6: logging: no handlers unless asked, the seed's log files
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Logging: no handlers unless asked, the seed's log files
+# ---------------------------------------------------------------------------------------------
 HANDLERS_SNAPSHOT = textwrap.dedent('''
     import logging
     def snapshot():
@@ -7225,355 +8563,9 @@ def test_progressbar_helper(capsys, caplog):
     assert msgs and '100.0%' in msgs[-1]
 
 
-# ============================================================================================
-# Issue 7: the runs table
-# ============================================================================================
-def table_job(traj):
-    if traj.x == 3 and traj.y == 'b':
-        raise ValueError('boom at x=3 y=b')
-    traj.f_add_result('z', traj.x * 10, comment='ten times x')
-    traj.f_add_result('label', '%s%d' % (traj.y, traj.x))
-    traj.f_add_result('stats.mean', traj.x / 2.0)
-    traj.f_add_result('pair', lo=traj.x - 1, hi=traj.x + 1)
-    traj.f_add_result('series', [traj.x] * 5)  # not a scalar: not in the table
-    traj.f_add_derived_parameter('d', traj.x + 100)
-    return traj.x
-
-
-POINTS = [(x, y) for x in (1, 2, 3) for y in ('a', 'b')]
-
-
-def make_table_file(backend, tmp_path):
-    env = env_for(backend, tmp_path, 'table', record_failed_runs=True)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0, comment='first')
-    traj.f_add_parameter('y', 'a')
-    traj.f_add_parameter('fixed', 0.5)
-    traj.f_explore(mp.cartesian_product({'x': [1, 2, 3], 'y': ['a', 'b']}))
-    start = time.time()
-    env.f_run(table_job)
-    return traj, str(tmp_path / ('table' + PROV_SUFFIX[backend])), start
-
-
-def check_table(rows, start):
-    assert [r['idx'] for r in rows] == list(range(6))
-    assert [r['name'] for r in rows] == ['run_%08d' % i for i in range(6)]
-    assert [(r['x'], r['y']) for r in rows] == POINTS
-    for r, (x, y) in zip(rows, POINTS):
-        ok = not (x == 3 and y == 'b')
-        assert bool(r['completed']) is ok
-        assert r['failed'] is (not ok)
-        if ok:
-            assert r['error'] in ('', None)
-            assert r['z'] == 10 * x and r['label'] == '%s%d' % (y, x)
-            assert r['stats.mean'] == x / 2.0
-            assert (r['pair.lo'], r['pair.hi']) == (x - 1, x + 1)
-            assert r['dpar.d'] == x + 100
-        else:
-            assert 'ValueError' in r['error'] and 'boom at x=3 y=b' in r['error']
-            assert r.get('z') in (None, '')
-        assert 0 <= r['runtime'] < 30
-        assert PROV_TIME_RE.match(r['finish_time'])
-        assert r['finish_time'] >= datetime.datetime.fromtimestamp(int(start)).strftime(
-            '%Y_%m_%d_%Hh%Mm%Ss')
-        assert 'series' not in r and 'fixed' not in r
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_runs_table_against_known_values(tmp_path, backend):
-    traj, filename, start = make_table_file(backend, tmp_path)
-    check_table(mp.runs_table(traj), start)
-    check_table(mp.runs_table(filename), start)
-    check_table(mp.runs_table(filename, name='table'), start)
-    check_table(mp.runs_table(filename, index=-1), start)
-    loaded = mp.load_trajectory(name='table', filename=filename)  # results as skeleton only
-    check_table(mp.runs_table(loaded), start)
-
-
-def named_like_run_information_job(traj):
-    traj.f_add_result('error', traj.x / 10.0, comment='a fit error')
-    traj.f_add_result('runtime', traj.x * 5.0)
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_runs_table_keeps_every_value_in_a_column_of_its_own(tmp_path, backend):
-    env = env_for(backend, tmp_path, 'clash')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0.0)
-    traj.f_add_parameter('name', 'a')
-    traj.f_explore({'x': [1.0, 2.0], 'name': ['model_a', 'model_b']})
-    env.f_run(named_like_run_information_job)
-    rows = mp.runs_table(str(tmp_path / ('clash' + PROV_SUFFIX[backend])))
-    assert [r['name'] for r in rows] == ['run_00000000', 'run_00000001']
-    assert [r['parameters.name'] for r in rows] == ['model_a', 'model_b']
-    assert [r['error'] for r in rows] == ['', ''] and [r['failed'] for r in rows] == [False] * 2
-    assert [r['results.runs.error'] for r in rows] == [0.1, 0.2]
-    assert [r['results.runs.runtime'] for r in rows] == [5.0, 10.0]
-    assert all(0 <= r['runtime'] < 30 for r in rows)
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_runs_dataframe(tmp_path, backend):
-    pandas = pytest.importorskip('pandas')
-    traj, filename, start = make_table_file(backend, tmp_path)
-    df = mp.runs_dataframe(filename)
-    assert isinstance(df, pandas.DataFrame)
-    assert list(df.index) == list(range(6))
-    assert list(df['x']) == [p[0] for p in POINTS]
-    assert list(df['y']) == [p[1] for p in POINTS]
-    assert list(df['z'].dropna()) == [10, 10, 20, 20, 30]
-    assert list(df['completed'].astype(bool)) == [True] * 5 + [False]
-    assert mp.runs_dataframe(traj).shape == df.shape
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_runs_table_without_pandas(tmp_path, backend):
-    _, filename, _ = make_table_file(backend, tmp_path)
-    code = "import sys\nsys.modules['pandas'] = None\n" + IMPORT + textwrap.dedent('''
-        rows = mp.runs_table(sys.argv[1])
-        print('z', [r.get('z') for r in rows])
-        try:
-            mp.runs_dataframe(sys.argv[1])
-        except mp.MissingDependencyError as exc:
-            print('missing', 'pip install' in str(exc), isinstance(exc, ImportError))
-        print('pandas imported', sys.modules.get('pandas') is not None)
-    ''')
-    out = prov_run_python(code, filename)
-    assert out.returncode == 0, out.stderr
-    assert "z [10, 10, 20, 20, 30, None]" in out.stdout
-    assert 'missing True True' in out.stdout
-    assert 'pandas imported False' in out.stdout
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_runs_csv(tmp_path, backend):
-    traj, filename, _ = make_table_file(backend, tmp_path)
-    target = str(tmp_path / 'runs.csv')
-    rows = mp.runs_csv(filename, target)
-    with open(target, newline='') as f:
-        parsed = list(csv.DictReader(f))
-    assert len(parsed) == len(rows) == 6
-    assert [p['x'] for p in parsed] == ['1', '1', '2', '2', '3', '3']
-    assert [p['y'] for p in parsed] == ['a', 'b'] * 3
-    assert [p['z'] for p in parsed] == ['10', '10', '20', '20', '30', '']
-    assert 'boom' in parsed[5]['error']
-    buffer = io.StringIO()
-    mp.runs_csv(traj, buffer)
-    assert buffer.getvalue().splitlines()[0] == open(target).read().splitlines()[0]
-
-
-# ============================================================================================
-# Issue 7: the command line
-# ============================================================================================
-@pytest.fixture(scope='module', params=PROV_BACKENDS)
-def cli_file(request, tmp_path_factory, jobs):
-    """A file with two trajectories; the second has a failed run, comments, a git commit
-    and a PickleResult/PickleParameter whose unpickling would create TRAP."""
-    backend = request.param
-    folder = tmp_path_factory.mktemp('cli_' + backend)
-    filename = str(folder / ('both' + PROV_SUFFIX[backend]))
-    trap = str(folder / 'UNPICKLED_TRAP')
-    env = mp.Environment('first_traj', add_time=False, comment='the early one',
-                         storage_service=backend, filename=filename, log_config=None,
-                         report_progress=False)
-    env.v_trajectory.f_add_parameter('x', 1)
-    env.v_trajectory.f_explore({'x': [7, 8]})
-    env.f_run(jobs.times_ten)
-    repo = None
-    if GIT is not None:
-        repo = make_repo(folder / 'repo')
-        (repo / 'model.py').write_text('A = 42\n')
-    env = mp.Environment('cli_traj', add_time=False, comment='made for the CLI test',
-                         storage_service=backend, filename=filename, log_config=None,
-                         report_progress=False, record_failed_runs=True,
-                         git_repository=str(repo) if repo else None, git_message='cli')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1, comment='the explored one')
-    traj.f_add_parameter('fixed', 0.25)
-    traj.f_add_parameter(mp.PickleParameter, 'trap_param', jobs.Trap(trap))
-    traj.f_add_result(mp.PickleResult, 'trap_result', jobs.Trap(trap), comment='a trap')
-
-    def job(t):
-        if t.x == 3:
-            raise ValueError('three is bad')
-        return jobs.times_ten(t)
-    traj.f_explore({'x': [1, 2, 3]})
-    env.f_run(job)
-    assert not os.path.exists(trap)
-    return {'backend': backend, 'file': filename, 'trap': trap, 'env': env.v_name,
-            'sha': env.v_hexsha, 'git': repo is not None, 'folder': str(folder)}
-
-
-def run_cli(cli_file, *args):
-    out = cli(*args, helpers_dir=os.path.dirname(importlib.import_module(
-        't4_helpers').__file__))
-    assert not os.path.exists(cli_file['trap']), 'the command line unpickled: %r' % (args,)
-    return out
-
-
-def test_cli_list(cli_file):
-    out = run_cli(cli_file, 'list', cli_file['file'])
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].split()[:3] == ['trajectory', 'runs', 'completed']
-    first = [l for l in lines if l.startswith('first_traj')]
-    second = [l for l in lines if l.startswith('cli_traj')]
-    assert len(first) == len(second) == 1
-    assert first[0].split()[1:3] == ['2', '2'] and 'the early one' in first[0]
-    assert second[0].split()[1:3] == ['3', '2'] and 'made for the CLI test' in second[0]
-
-
-def test_cli_show(cli_file):
-    out = run_cli(cli_file, 'show', cli_file['file'])
-    assert out.returncode == 0, out.stderr
-    text = out.stdout
-    assert text.startswith('trajectory cli_traj')
-    assert 'comment: made for the CLI test' in text
-    assert 'runs: 3, completed: 2, failed: 1' in text
-    assert 'parameters.x = [1, 2, 3]' in text
-    assert re.search(r'parameters\.fixed\s+\[Parameter\] 0\.25', text)
-    assert '# the explored one' in text
-    assert re.search(r'results\.trap_result\s+\[PickleResult\] \(pickled, not unpickled\)'
-                     r'\s+# a trap', text)
-    assert re.search(r'results\.runs\.\$\.z\s+\[Result\] in 2 runs\s+# ten times x', text)
-    assert 'config.' not in text
-    out = run_cli(cli_file, 'show', cli_file['file'], '--config')
-    assert out.returncode == 0, out.stderr
-    assert 'config.environment.%s.hexsha' % cli_file['env'] in out.stdout
-    out = run_cli(cli_file, 'show', cli_file['file'], '--name', 'first_traj')
-    assert out.stdout.startswith('trajectory first_traj')
-    assert 'runs: 2, completed: 2, failed: 0, pending: 0' in out.stdout
-    out = run_cli(cli_file, 'show', cli_file['file'], '--index', '0')
-    assert out.stdout.startswith('trajectory first_traj')
-    # the failed run is failed, not also pending (2 + 1 + 1 would be 4 of 3 runs)
-    assert 'runs: 3, completed: 2, failed: 1, pending: 0' in text
-
-
-def test_cli_runs_table_csv_json(cli_file, tmp_path):
-    out = run_cli(cli_file, 'runs', cli_file['file'])
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    header = lines[0].split()
-    assert header[:3] == ['idx', 'name', 'x'] and 'z' in header and 'completed' in header
-    assert len(lines) == 4
-    assert lines[1].split()[:3] == ['0', 'run_00000000', '1']
-    assert lines[2].split()[-1] == '20'
-
-    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'csv')
-    assert out.returncode == 0, out.stderr
-    rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert [r['x'] for r in rows] == ['1', '2', '3']
-    assert [r['z'] for r in rows] == ['10', '20', '']
-    assert [r['completed'] for r in rows] == ['1', '1', '0']
-    assert 'three is bad' in rows[2]['error']
-
-    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'json', '--name',
-                  'cli_traj')
-    assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
-    assert [(r['idx'], r['x'], r.get('z')) for r in rows] == [(0, 1, 10), (1, 2, 20),
-                                                               (2, 3, None)]
-    assert rows[2]['failed'] is True
-
-    target = tmp_path / 'out.csv'
-    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'csv', '--output', target,
-                  '--name', 'first_traj')
-    assert out.returncode == 0 and out.stdout == ''
-    with open(str(target), newline='') as f:
-        rows = list(csv.DictReader(f))
-    assert [(r['x'], r['z']) for r in rows] == [('7', '70'), ('8', '80')]
-    target = tmp_path / 'out.json'
-    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'json', '-o', target)
-    assert out.returncode == 0
-    assert len(json.loads(target.read_text())) == 3
-
-
-def test_cli_provenance(cli_file):
-    out = run_cli(cli_file, 'provenance', cli_file['file'])
-    assert out.returncode == 0, out.stderr
-    text = out.stdout
-    assert text.startswith('environments of cli_traj:')
-    assert '  %s' % cli_file['env'] in text
-    assert 'hexsha = %s' % cli_file['sha'] in text
-    assert 'versions.minipypet = %s' % mp.__version__ in text
-    assert 'trajectory.name = cli_traj' in text
-    assert 'runtime = ' in text
-    if cli_file['git']:
-        assert 'git commits:\n  commit_%s_' % cli_file['sha'][:7] in text
-        assert 'message = cli -- Trajectory: `cli_traj`' in text
-    else:
-        assert 'git commits: none recorded' in text
-
-
-def test_cli_errors(cli_file, tmp_path):
-    out = run_cli(cli_file, 'show', str(tmp_path / 'nope.hdf5'))
-    assert out.returncode == 1
-    assert out.stderr.startswith('minipypet: error:') and 'nope' in out.stderr
-    out = run_cli(cli_file, 'show', cli_file['file'], '--name', 'no_such_traj')
-    assert out.returncode == 1 and 'no_such_traj' in out.stderr
-    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'xml')
-    assert out.returncode == 2 and 'invalid choice' in out.stderr
-    out = run_cli(cli_file, 'run', str(tmp_path / 'missing.py'))
-    assert out.returncode == 2 and out.stderr.startswith('minipypet: error: no script')
-    assert 'Traceback' not in out.stderr
-    target = tmp_path / 'table.txt'                  # the table format honours -o too
-    out = run_cli(cli_file, 'runs', cli_file['file'], '-o', target)
-    assert out.returncode == 0 and out.stdout == ''
-    assert target.read_text().splitlines()[0].split()[:3] == ['idx', 'name', 'x']
-
-
-def test_cli_help_of_every_command():
-    out = cli('--help')
-    assert out.returncode == 0
-    for command in ('list', 'show', 'runs', 'provenance', 'run'):
-        assert command in out.stdout
-    for command, words in (('list', ['file']), ('show', ['--config', '--name', '--index']),
-                           ('runs', ['--format', '--output', 'table,csv,json']),
-                           ('provenance', ['--name']), ('run', ['script'])):
-        out = cli(command, '--help')
-        assert out.returncode == 0, (command, out.stderr)
-        assert out.stdout.startswith('usage: minipypet %s' % command)
-        for word in words:
-            assert word in out.stdout, (command, word)
-    out = cli()
-    assert out.returncode != 0 and 'usage' in out.stderr
-
-
-def test_the_trap_really_fires_when_unpickled(tmp_path, jobs):
-    """Proof that the CLI tests above would notice an unpickling."""
-    path = str(tmp_path / 'fired')
-    pickle.loads(pickle.dumps(jobs.Trap(path)))
-    assert os.path.exists(path)
-
-
-def test_cli_on_a_pickle_file_without_pytables_numpy_pandas(tmp_path, helpers_dir):
-    filename = str(tmp_path / 'bare.pkl')
-    env = mp.Environment('bare', add_time=False, storage_service='pickle', filename=filename,
-                         log_config=None, report_progress=False)
-    env.v_trajectory.f_add_parameter('x', 1)
-    env.v_trajectory.f_explore({'x': [4, 5]})
-    env.f_run(importlib.import_module('t4_helpers').times_ten)
-    code = block('tables', 'numpy', 'pandas', 'git') + textwrap.dedent('''
-        import runpy
-        sys.argv = ['minipypet'] + sys.argv[2:]
-        try:
-            runpy.run_module(%r, run_name='__main__', alter_sys=True)
-        except SystemExit as exc:
-            print('exit', exc.code)
-        print('tables loaded', 'tables' in sys.modules)
-    ''' % MOD)
-    for args, expect in ((['list'], 'bare'), (['show'], 'parameters.x = [4, 5]'),
-                         (['runs', '--format', 'csv'], '1,run_00000001,5'),
-                         (['provenance'], 'environments of bare')):
-        out = prov_run_python(code, 'x', args[0], filename, *args[1:], helpers_dir=helpers_dir)
-        assert out.returncode == 0, out.stderr
-        assert expect in out.stdout, (args, out.stdout, out.stderr)
-        assert 'exit 0' in out.stdout and 'tables loaded False' in out.stdout
-
-
-# ============================================================================================
-# Issue 7: post-processing with expansion, pipelines, run_map
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# Post-processing with expansion, pipelines, run_map
+# ---------------------------------------------------------------------------------------------
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize('mode', ['serial', pytest.param('pool', marks=needs_fork)])
 @pytest.mark.parametrize('how', ['return', 'f_expand'])
@@ -7683,292 +8675,336 @@ def test_run_map(tmp_path, backend):
         env.f_run_map(job, [1, 2], ['p', 'q'])
 
 
-# ============================================================================================
-# Issue 7: merging
-# ============================================================================================
-def make_part(folder, backend, name, xs, trials=None, comment=None):
-    env = mp.Environment(name, add_time=False, storage_service=backend, log_config=None,
-                         filename=os.path.join(str(folder), name + PROV_SUFFIX[backend]),
-                         report_progress=False)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_add_parameter('trial', 0)
-    explore = {'x': xs}
-    if trials is not None:
-        explore['trial'] = trials
-    traj.f_explore(explore)
-    if comment:
-        traj.f_add_result('info', name, comment=comment)
+# ---------------------------------------------------------------------------------------------
+# Progress, Ctrl+C, resume hints, messages that name the run
+# ---------------------------------------------------------------------------------------------
+PROGRESS_SCRIPT = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import time, minipypet as pypet
 
-    def job(t):
-        t.f_add_result('z', t.x * 10 + t.trial, comment='z of %s' % name)
-        return t.x
+    def job(traj):
+        time.sleep(0.02)
+        if traj.x == 3:
+            raise ValueError('three')
+        return traj.x
+
+    env = pypet.Environment(trajectory='prog', filename='prog.pkl', add_time=False,
+                            record_failed_runs=True, show_progress=%s)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': list(range(20))})
     env.f_run(job)
-    return traj, env
+    print('returned')
+''')
 
 
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_merge_two_with_overlapping_points(tmp_path, backend):
-    a, env_a = make_part(tmp_path, backend, 'part_a', [0, 1, 2])
-    b, env_b = make_part(tmp_path, backend, 'part_b', [1, 2, 3], comment='kept from b')
-    merged = a.f_merge(b, remove_duplicates=True, backup=False)
-    assert merged is a and len(a) == 4
-    assert a.f_get('x').f_get_range() == [0, 1, 2, 3]
-    loaded = mp.load_trajectory(name='part_a', filename=str(tmp_path / ('part_a' +
-                                                                         PROV_SUFFIX[backend])),
-                                load_all=2)
-    assert len(loaded) == 4 and loaded.f_is_completed()
-    assert dict(loaded.f_get_from_runs('z', fast_access=True, use_indices=True)) == \
-        {0: 0, 1: 10, 2: 20, 3: 30}
-    assert loaded.f_get('results.runs.run_00000000.z').v_comment == 'z of part_a'
-    assert loaded.f_get('results.info').v_comment == 'kept from b'
-    envs = loaded.f_get('config.environment').f_get_children()
-    assert set(envs) == {env_a.v_name, env_b.v_name}
-    assert [r['x'] for r in mp.runs_table(loaded)] == [0, 1, 2, 3]
-    # b is untouched without move_data / delete_other_trajectory
-    assert len(mp.runs_table(str(tmp_path / ('part_b' + PROV_SUFFIX[backend])))) == 3
-    # The merged run (index 3) comes from b, and so must its comment: b's file holds it only
-    # on b's run 0 (purge_duplicate_comments), which was a duplicate and was left out.
-    assert loaded.f_get('results.runs.run_00000003.z').v_comment == 'z of part_b'
-
-
-def make_y_part(folder, backend, name, y):
-    env = mp.Environment(name, add_time=False, storage_service=backend, log_config=None,
-                         filename=os.path.join(str(folder), name + PROV_SUFFIX[backend]),
-                         report_progress=False)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_add_parameter('y', y)                     # the same name, not explored, set apart
-    traj.f_explore({'x': [1, 2]})
-    env.f_run(multiply)
-    return traj
-
-
-@pytest.mark.parametrize('remove_duplicates', [False, True])
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_merge_explores_a_parameter_the_two_set_differently(tmp_path, backend,
-                                                            remove_duplicates):
-    # (as pypet: each merged run keeps the y it ran with; before, the runs of the other
-    # claimed this one's y, and remove_duplicates dropped them as duplicates)
-    a = make_y_part(tmp_path, backend, 'ya', 10)
-    b = make_y_part(tmp_path, backend, 'yb', 20)
-    a.f_merge(b, remove_duplicates=remove_duplicates, backup=False)
-    loaded = mp.load_trajectory(name='ya', filename=str(tmp_path / ('ya' + PROV_SUFFIX[backend])),
-                                load_all=2)
-    rows = [(r['x'], r['y'], r['z']) for r in mp.runs_table(loaded)]
-    assert rows == [(1, 10, 10), (2, 10, 20), (1, 20, 20), (2, 20, 40)]
-    assert loaded.f_get('y').f_get_range() == [10, 10, 20, 20]
-
-
-@needs_numpy
-def test_points_of_big_arrays_are_compared_whole():
-    # (repr() abbreviates arrays of over 1,000 items: two arrays differing in the middle
-    # were one point, and merging with remove_duplicates dropped the other's run)
-    a, b = np.zeros(2000), np.zeros(2000)
-    b[1000] = 1.0
-    traj = mp.Trajectory('t')
-    traj.f_add_parameter(mp.ArrayParameter, 'init', np.zeros(2000))
-    traj.f_explore({'init': [a, b, a.copy()]})
-    assert [idx for _, idx in mp.find_unique_points([traj.f_get('init')])] == [[0, 2], [1]]
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_merge_without_remove_duplicates_keeps_every_run(tmp_path, backend):
-    a, _ = make_part(tmp_path, backend, 'dup_a', [0, 1])
-    b, _ = make_part(tmp_path, backend, 'dup_b', [1, 2])
-    a.f_merge(b, backup=False, move_data=True)
-    rows = mp.runs_table(str(tmp_path / ('dup_a' + PROV_SUFFIX[backend])))
-    assert [(r['x'], r['z'], r['completed']) for r in rows] == \
-        [(0, 0, 1), (1, 10, 1), (1, 10, 1), (2, 20, 1)]
-    with pytest.raises(mp.PypetError):  # move_data: the data lives in dup_a now
-        mp.load_trajectory(name='dup_b', filename=str(tmp_path / ('dup_b' + PROV_SUFFIX[backend])))
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_merge_trial_parameter_backup_and_delete_other(tmp_path, backend):
-    a, _ = make_part(tmp_path, backend, 'tr_a', [5, 5], trials=[0, 1])
-    b, _ = make_part(tmp_path, backend, 'tr_b', [5, 5], trials=[0, 1])
-    before = set(os.listdir(str(tmp_path)))
-    a.f_merge(b, trial_parameter='trial', remove_duplicates=True, backup=True,
-              delete_other_trajectory=True)
-    assert a.f_get('trial').f_get_range() == [0, 1, 2, 3]
-    rows = mp.runs_table(str(tmp_path / ('tr_a' + PROV_SUFFIX[backend])))
-    assert [(r['trial'], r['z']) for r in rows] == [(0, 50), (1, 51), (2, 50), (3, 51)]
-    backups = [f for f in set(os.listdir(str(tmp_path))) - before if '_backup_' in f and
-               not f.endswith('.segments')]
-    assert len(backups) == 1 and backups[0].startswith('tr_a_backup_')
-    assert len(mp.runs_table(str(tmp_path / backups[0]))) == 2, 'the backup is the original'
-    with pytest.raises(mp.PypetError):
-        mp.load_trajectory(name='tr_b', filename=str(tmp_path / ('tr_b' + PROV_SUFFIX[backend])))
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_merge_five_in_a_folder_with_overlapping_points(tmp_path, backend):
-    parts = [[0, 1, 2], [1, 2, 3], [2, 3, 4], [0, 4, 5], [5, 6, 0]]
-    names = []
-    for k, xs in enumerate(parts):
-        _, env = make_part(tmp_path, backend, 'job%d' % k, xs)
-        names.append(env.v_name)
-    merged = mp.merge_all_in_folder(str(tmp_path), ext=PROV_SUFFIX[backend],
-                                    remove_duplicates=True, backup=False)
-    assert merged.v_name == 'job0' and len(merged) == 7
-    filename = str(tmp_path / ('job0' + PROV_SUFFIX[backend]))
-    rows = mp.runs_table(filename)
-    assert [r['x'] for r in rows] == [0, 1, 2, 3, 4, 5, 6]
-    assert [r['z'] for r in rows] == [0, 10, 20, 30, 40, 50, 60]
-    assert all(r['completed'] == 1 for r in rows)
-    loaded = mp.load_trajectory(name='job0', filename=filename, load_all=2)
-    assert set(loaded.f_get('config.environment').f_get_children()) == set(names)
-    # the other files are left alone
-    assert [len(mp.runs_table(str(tmp_path / ('job%d' % k + PROV_SUFFIX[backend]))))
-            for k in range(1, 5)] == [3, 3, 3, 3]
-    # the CLI agrees
-    out = cli('list', filename)
-    assert out.returncode == 0 and re.search(r'job0\s+7\s+7', out.stdout)
-
-
-def test_merge_backups_are_never_overwritten(tmp_path):
-    """Two merges within the same second must not overwrite the first backup: the first
-    backup is the only copy of the original file."""
-    a, _ = make_part(tmp_path, 'pickle', 'bk_a', [0, 1])
-    b, _ = make_part(tmp_path, 'pickle', 'bk_b', [2, 3])
-    c, _ = make_part(tmp_path, 'pickle', 'bk_c', [4, 5])
-    a.f_merge(b, backup=True)
-    a.f_merge(c, backup=True)
-    backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('bk_a_backup_') and
-                     not f.endswith(('.journal', '.segments')))
-    sizes = sorted(len(mp.runs_table(str(tmp_path / f))) for f in backups)
-    assert sizes == [2, 4], 'backups: %s hold %s runs' % (backups, sizes)
-
-
-# ============================================================================================
-# Issue 7: links and annotations
-# ============================================================================================
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_links_and_annotations_round_trip(tmp_path, backend):
-    env = env_for(backend, tmp_path, 'linked')
-    traj = env.v_trajectory
-    x = traj.f_add_parameter('x', 1, comment='x')
-    traj.f_add_parameter('group.y', 2.5)
-    res = traj.f_add_result('summary.value', 42, comment='the answer')
-    summary = traj.f_get('results.summary')
-    summary.f_add_link('to_x', x)                              # f_add_link(name, node)
-    summary.f_add_link('y_link', 'parameters.group.y')         # f_add_link(name, full name)
-    traj.f_add_derived_parameter('dgroup.d', 7)
-    traj.f_get('derived_parameters.dgroup').x_alias = traj.f_get('parameters.x')  # assignment
-    assert traj.f_get('results.summary.to_x') is x
-    x.v_annotations.unit = 'mV'
-    x.v_annotations.f_set(source='test', scale=3)
-    res.v_annotations.meta = {'a': [1, 2], 'b': None}
-    traj.f_get('parameters.group').v_annotations.kind = 'a group'
-    traj.parameters.v_annotations.branch = 'parameters'
-    traj.f_explore({'x': [1, 2]})
-
-    def job(t):
-        t.f_add_result('z', t.x * 10).v_annotations.run = t.v_idx
-        return t.x
-    env.f_run(job)
-    filename = str(tmp_path / ('linked' + PROV_SUFFIX[backend]))
-    loaded = mp.load_trajectory(name='linked', filename=filename, load_all=2)
-    lx = loaded.f_get('parameters.x')
-    assert loaded.f_get('results.summary.to_x') is lx
-    assert loaded.f_get('results.summary.y_link') is loaded.f_get('parameters.group.y')
-    assert loaded.results.summary.y_link == 2.5  # natural naming with fast access
-    assert loaded.f_get('derived_parameters.dgroup.x_alias') is lx
-    assert lx.v_annotations.unit == 'mV'
-    assert lx.v_annotations.f_to_dict() == {'unit': 'mV', 'source': 'test', 'scale': 3}
-    assert loaded.f_get('results.summary.value').v_annotations.meta == {'a': [1, 2],
-                                                                       'b': None}
-    assert loaded.f_get('parameters.group').v_annotations.kind == 'a group'
-    assert loaded.parameters.v_annotations.branch == 'parameters'
-    assert loaded.f_get('results.runs.run_00000001.z').v_annotations.run == 1
-    with pytest.raises(mp.PypetError):  # a link name that is taken
-        loaded.f_get('results.summary').f_add_link('value', lx)
-    out = cli('show', filename)
-    assert out.returncode == 0
-    assert 'results.summary.to_x -> parameters.x' in out.stdout
-    assert 'derived_parameters.dgroup.x_alias -> parameters.x' in out.stdout
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_links_below_a_branch_and_at_the_root_round_trip(tmp_path, backend):
-    """traj.results.f_add_link(...), traj.derived_parameters.alias = node and
-    traj.f_add_link(...) are links like any other and must survive storing."""
-    env = env_for(backend, tmp_path, 'toplinks')
-    traj = env.v_trajectory
-    x = traj.f_add_parameter('x', 1)
-    traj.results.f_add_link('to_x', x)
-    traj.derived_parameters.x_alias = x
-    traj.f_add_link('root_x', x)
-    traj.f_store()
-    loaded = mp.load_trajectory(name='toplinks', filename=str(tmp_path / (
-        'toplinks' + PROV_SUFFIX[backend])), load_all=2)
-    lx = loaded.f_get('parameters.x')
-    missing = [name for name in ('results.to_x', 'derived_parameters.x_alias', 'root_x')
-               if loaded.f_get_default(name, None) is not lx]
-    assert missing == [], 'links lost on the way through the file: %s' % missing
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_trajectory_annotations_round_trip(tmp_path, backend):
-    env = env_for(backend, tmp_path, 'rootann')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1)
-    traj.v_annotations.author = 'test engineer'
-    traj.f_store()
-    loaded = mp.load_trajectory(name='rootann', filename=str(tmp_path / (
-        'rootann' + PROV_SUFFIX[backend])), load_all=2)
-    assert loaded.v_annotations.f_to_dict() == {'author': 'test engineer'}
-
-
-def without_long_traceback(what, func, *args):
-    """Call func; report a failure in one line (a RecursionError's chained traceback takes
-    pytest minutes to format)."""
+def run_in_pty(args, cwd, timeout=60):
+    """Run a command with stdin, stdout and stderr on a pseudo-terminal; return its output."""
+    pty = pytest.importorskip('pty')
+    import select
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave,
+                            env=sub_env())
+    os.close(slave)
+    out = b''
+    deadline = time.time() + timeout
     try:
-        return func(*args)
-    except Exception as exc:
-        pytest.fail('%s: %s: %s' % (what, type(exc).__name__, str(exc)[:300]), pytrace=False)
+        while time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # (Linux: EIO once the other end is closed)
+                    break
+                if not data:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(timeout=10)
+    return proc.returncode, out.decode('utf-8', 'replace')
 
 
-def test_links_survive_pickling_the_trajectory():
-    traj = mp.Trajectory('pk', add_time=False)
-    x = traj.f_add_parameter('x', 1)
-    traj.f_add_parameter('g.y', 2)
-    traj.results.f_add_link('lx', x)
-    traj.f_get('parameters.g').f_add_link('ly', 'parameters.g.y')
-    copy = pickle.loads(pickle.dumps(traj))
-    assert copy.f_get('results.lx') is copy.f_get('parameters.x')
-    assert copy.f_get('parameters.g.ly') is copy.f_get('parameters.g.y')
+@posix_only
+@pytest.mark.parametrize('setting', ['None', 'False'])
+def test_progress_line_on_a_terminal(tmp_path, setting):
+    script = tmp_path / 'prog.py'
+    script.write_text(PROGRESS_SCRIPT % setting)
+    code, out = run_in_pty([sys.executable, str(script)], str(tmp_path))
+    assert code == 0, out
+    assert 'returned' in out
+    if setting == 'False':        # the one switch: nothing at all
+        assert 'runs' not in out and '\r' not in out.replace('\r\n', '\n')
+        return
+    lines = out.replace('\r\n', '\n').split('\r')
+    live = [line for line in lines if re.match(r'prog: \d+/20 runs', line)]
+    assert live, out
+    last = live[-1]
+    assert re.match(r'prog: 19/20 runs, 1 failed, [\d.]+ runs/s, elapsed [\d.]+ s, ETA', last), \
+        out
+    assert re.search(r'prog: 19 of 20 runs done, 1 failed in [\d.]+ s, stored in prog.pkl *\r?\n',
+                     out), out
 
 
-def test_annotations_survive_pickling():
-    """Trajectories travel to worker processes pickled, so annotated nodes must unpickle."""
-    traj = mp.Trajectory('pk', add_time=False)
-    x = traj.f_add_parameter('x', 1)
-    x.v_annotations.unit = 'ms'
-    traj.v_annotations.who = 'me'
-    copy = without_long_traceback('unpickling an annotated trajectory', pickle.loads,
-                                  pickle.dumps(traj))
-    assert copy.f_get('parameters.x').v_annotations.unit == 'ms'
-    assert copy.v_annotations.who == 'me'
+def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path):
+    script = tmp_path / 'prog.py'
+    script.write_text(PROGRESS_SCRIPT % 'None')
+    out = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), capture_output=True,
+                         text=True, timeout=60, env=sub_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == 'returned\n'
+    assert '\r' not in out.stderr and 'runs/s' not in out.stderr and 'done' not in out.stderr
 
 
-@pytest.mark.timeout(60)
-@needs_fork
-def test_annotated_trajectory_runs_in_a_pool(tmp_path, jobs):
-    env = env_for('pickle', tmp_path, 'annpool', multiproc=True, ncores=2,
-                  start_method='fork')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1).v_annotations.unit = 'mV'
-    traj.f_explore({'x': [1, 2]})
-    results = without_long_traceback('a pool run of an annotated trajectory', env.f_run,
-                                     jobs.times_ten)
-    assert results == [(0, 10), (1, 20)]
+def test_show_progress_is_validated():
+    with pytest.raises(mp.ConfigurationError, match='show_progress'):
+        lazy_env(show_progress='yes')
 
 
-# ============================================================================================
-# Issue 7: a pypet script, unchanged
-# ============================================================================================
+# -- Ctrl+C, graceful exit and resuming -------------------------------------------------------
+INTERRUPT_JOB = textwrap.dedent('''
+    import time
+
+    def slow(traj):
+        time.sleep(0.1)
+        traj.f_add_result('z', traj.x * 2)
+        return traj.x * 2
+''')
+INTERRUPT_SCRIPT = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import sys, minipypet as pypet
+    from jobs16 import slow
+
+    env = pypet.Environment(trajectory='cc', filename='cc.pkl', add_time=False,
+                            graceful_exit=%s)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': list(range(40))})
+    print('started', flush=True)
+    results = env.f_run(slow)
+    print('returned %%d' %% len(results))
+''')
+
+
+@posix_only
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('graceful', [True, False], ids=['graceful_exit', 'plain'])
+def test_ctrl_c_says_how_to_resume_and_the_command_line_resumes(tmp_path, graceful):
+    (tmp_path / 'jobs16.py').write_text(INTERRUPT_JOB)
+    (tmp_path / 'cc.py').write_text(INTERRUPT_SCRIPT % graceful)
+    env = sub_env(str(tmp_path))
+    proc = subprocess.Popen([sys.executable, 'cc.py'], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == 'started\n'
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    cnt = str(tmp_path / 'cc.cnt')
+    match = re.search(r'stopped after (\d+) of 40 runs of cc; resume with '
+                      r'env\.f_continue_run\((.*?)\), or from the command line: '
+                      r'python -m (\S+) resume (\S+)', err)
+    assert match, err
+    done = int(match.group(1))
+    assert 0 < done < 40
+    assert eval(match.group(2)) == cnt and match.group(3) == MOD and match.group(4) == cnt
+    if graceful:   # returns what finished, exit status 0
+        assert proc.returncode == 0 and out.endswith('returned %d\n' % done), (out, err)
+    else:          # a KeyboardInterrupt that carries the message
+        assert proc.returncode != 0 and 'KeyboardInterrupt: stopped after' in err, err
+    resumed = subprocess.run([sys.executable, '-m', MOD, 'resume', cnt], cwd=str(tmp_path),
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resumed cc: 40 of 40 runs completed' in resumed.stdout
+    traj = mp.load_trajectory(filename=str(tmp_path / 'cc.pkl'), load_all=2)
+    assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: 2 * i for i in range(40)}
+    assert not os.path.exists(cnt)
+
+
+RESUME_MAIN_JOB = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import minipypet as pypet
+
+    def divide(traj):
+        return 1.0 / traj.x
+
+    env = pypet.Environment(trajectory='mj', filename='mj.pkl', add_time=False)
+    env.v_trajectory.f_add_parameter('x', 1.0)
+    env.v_trajectory.f_explore({'x': [1.0, 2.0, 0.0, 4.0]})
+    env.f_run(divide)
+''')
+RESUME_ELSEWHERE = FIRST_HOUR_PRELUDE + textwrap.dedent('''
+    import minipypet as pypet
+    env = pypet.Environment(log_config=None)
+    try:
+        env.f_continue_run('mj.cnt')
+    except pypet.ResumeError as exc:
+        print('refused:', exc)
+
+    def divide(traj):
+        return 1.0 / traj.x if traj.x else 0.0
+
+    print(env.f_continue_run('mj.cnt', job=divide))
+''')
+
+
+def test_resume_from_another_script_needs_an_importable_job_or_job_argument(tmp_path):
+    (tmp_path / 'a.py').write_text(RESUME_MAIN_JOB)
+    (tmp_path / 'b.py').write_text(RESUME_ELSEWHERE)
+    first = subprocess.run([sys.executable, 'a.py'], cwd=str(tmp_path), env=sub_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert first.returncode != 0 and 'ZeroDivisionError' in first.stderr
+    # the failing run is named, with its parameter values
+    assert 'run 2 (run_00000002) with x=0.0' in first.stderr, first.stderr
+    second = subprocess.run([sys.executable, 'b.py'], cwd=str(tmp_path), env=sub_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert ("refused: mj.cnt names divide from the script that ran the sweep (__main__), which "
+            "cannot be imported here" in second.stdout)
+    assert "env.f_continue_run('mj.cnt', job=divide)" in second.stdout
+    assert '[(0, 1.0), (1, 0.5), (2, 0.0), (3, 0.25)]' in second.stdout
+
+
+def test_f_continue_run_refuses_a_job_that_is_not_callable(tmp_path):
+    env = file_env(tmp_path)
+    with pytest.raises(mp.ConfigurationError, match='job must be a function'):
+        env.f_continue_run(str(tmp_path / 'x.cnt'), job=3)
+
+
+# -- errors that say what to do ---------------------------------------------------------------
+def test_a_failing_serial_run_is_named_with_its_values(tmp_path, caplog):
+    env = file_env(tmp_path)
+    xy_traj(env.v_trajectory)
+
+    def job(traj):
+        return 1 / (traj.y - 4.0)
+    with caplog.at_level(logging.ERROR, logger='minipypet'):
+        with pytest.raises(ZeroDivisionError) as info:   # the job's own exception type
+            env.f_run(job)
+    text = 'run 1 (run_00000001) with x=1.0, y=4.0'
+    notes = getattr(info.value, '__notes__', [])
+    assert ('in ' + text in notes) if sys.version_info >= (3, 11) else text in caplog.text
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_pool_run_is_named_with_its_values(tmp_path):
+    env = file_env(tmp_path, multiproc=True, ncores=2, wrap_mode='LOCK')
+    xy_traj(env.v_trajectory)
+    with pytest.raises(ZeroDivisionError) as info:
+        env.f_run(divide_by_y_minus_4)
+    assert re.search(r'Traceback of run (1 \(run_00000001\) with x=1\.0|4 \(run_00000004\) '
+                     r'with x=2\.0), y=4\.0:', str(info.value.__cause__))
+
+
+def divide_by_y_minus_4(traj):
+    return 1 / (traj.y - 4.0)
+
+
+def test_a_skeleton_result_says_how_to_load_its_data(tmp_path):
+    env = file_env(tmp_path)
+    xy_traj(env.v_trajectory)
+    env.f_run(store_z)
+    loaded = mp.load_trajectory(filename=env.v_trajectory.v_storage_service.filename,
+                                index=-1)
+    res = loaded.f_get('results.runs.run_00000001.z')
+    for read in (lambda: res.z, lambda: res.f_get('z'), lambda: res['z']):
+        with pytest.raises(mp.NoSuchNodeError) as info:
+            read()
+        text = str(info.value)
+        assert 'loaded as a skeleton' in text and 'load_results=2' in text
+        assert "traj.f_load_item('results.runs.run_00000001.z')" in text
+        assert 'v_auto_load' in text
+    assert 'loaded as a skeleton' in repr(res)
+    loaded.f_load_item(res)
+    assert res.z == 4.0
+    with pytest.raises(mp.NoSuchNodeError, match=r"has no item 'zz'; it has \['z'\]; did you "
+                                                 r"mean z\?"):
+        res.zz
+
+
+def store_z(traj):
+    traj.f_add_result('z', traj.x * traj.y)
+
+
+def test_load_by_the_name_without_the_time_says_so(tmp_path):
+    filename = str(tmp_path / 'ex.pkl')
+    env = mp.Environment(trajectory='ex', filename=filename, log_config=None,
+                         storage_service=mp.PickleStorageService)
+    xy_traj(env.v_trajectory)
+    env.f_run(store_z)
+    with pytest.raises(mp.DataNotInStorageError) as info:
+        mp.load_trajectory(name='ex', filename=filename)
+    assert 'add_time=True appended the time' in str(info.value)
+    assert "name=%r" % env.v_trajectory.v_name in str(info.value)
+    assert 'index=-1' in str(info.value)
+
+
+def test_silent_no_ops_now_speak(tmp_path, caplog):
+    env = file_env(tmp_path)
+    traj = xy_traj(env.v_trajectory)
+    with pytest.raises(mp.ConfigurationError, match=r'parameters\.x is explored already \(6 '
+                                                    r'values\).*f_expand.*f_shrink'):
+        traj.f_explore({'x': [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    assert traj.f_get('x').f_get_range() == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    assert len(env.f_run(store_z)) == 6
+    with caplog.at_level(logging.WARNING, logger='minipypet'):
+        assert env.f_run(store_z) == []
+    assert 'all 6 runs of traj are already completed' in caplog.text
+    loaded = mp.load_trajectory(filename=traj.v_storage_service.filename, load_all=2)
+    with pytest.raises(mp.NoSuchNodeError, match="'zz'; did you mean z"):
+        loaded.f_get_from_runs('zz', fast_access=True)
+    assert loaded.f_get_from_runs('z', fast_access=True)['run_00000005'] == 10.0
+    with pytest.raises(mp.ConfigurationError, match='ncores=0.*multiproc=True'):
+        lazy_env(ncores=0)
+    assert lazy_env(ncores=0, multiproc=True)._ncores == (os.cpu_count() or 1)
+
+
+def test_install_hints_name_the_packages():
+    code = "import sys\nfor m in ('tables', 'matplotlib', 'numpy'):\n    sys.modules[m] = None\n" + \
+        IMPORT + textwrap.dedent('''
+        for module, extra in (('tables', None), ('matplotlib', None), ('git', None),
+                              ('numpy', 'hdf5')):
+            try:
+                mp._require(module, extra)
+            except mp.MissingDependencyError as exc:
+                print(exc)
+    ''')
+    out = prov_run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert 'tables is needed for this feature but is not installed; install it with `pip ' \
+        'install tables numpy`' in out.stdout
+    assert 'numpy is needed for this feature but is not installed; install it with `pip ' \
+        'install tables numpy`' in out.stdout
+    assert '`pip install matplotlib`' in out.stdout
+    assert 'minipypet[' not in out.stdout
+
+
+# -- reprs, the tree printer, Jupyter ---------------------------------------------------------
+
+
+# =============================================================================================
+# Coming from pypet - the rest of pypet's public names, its spellings, its scripts
+# =============================================================================================
+
+
+# ---------------------------------------------------------------------------------------------
+# pypet 0.7's unprefixed spellings: one table, one loop
+# ---------------------------------------------------------------------------------------------
+ALIAS_PAIRS = [(cls, target) for cls, targets in mp._ALIASES.items() for target in targets]
+
+
+@pytest.mark.parametrize('cls, target', ALIAS_PAIRS,
+                         ids=['%s.%s' % (c.__name__, t) for c, t in ALIAS_PAIRS])
+def test_alias_resolves_to_the_same_function_or_property(cls, target):
+    alias = mp._alias_name(target)
+    assert alias != target and not alias.startswith(('f_', 'v_'))
+    want = inspect.getattr_static(cls, target)
+    assert inspect.getattr_static(cls, alias) is want
+    for sub in cls.__subclasses__():                  # and in the module's own subclasses
+        if sub.__module__ == cls.__module__:
+            assert inspect.getattr_static(sub, alias) is inspect.getattr_static(sub, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# A pypet script, unchanged
+# ---------------------------------------------------------------------------------------------
 PYPET_SCRIPT = '''\
 """A sweep written for pypet, in its documented style."""
 import os
@@ -8087,9 +9123,9 @@ def test_importing_minipypet_does_not_alias_pypet():
     assert out.returncode == 0 and out.stdout.strip() == 'False'
 
 
-# ============================================================================================
-# Issue 18: pypet compatibility, round two
-# ============================================================================================
+# ---------------------------------------------------------------------------------------------
+# pypet's public API, round two
+# ---------------------------------------------------------------------------------------------
 def test_func_and_vars_namespaces_on_every_node():
     traj = mp.Trajectory('ns', add_time=False)
     x = traj.func.add_parameter('x', 1, comment='c')
@@ -8520,1356 +9556,352 @@ def test_environment_from_a_pypet_config_file(tmp_path):
         mp.Environment(config=str(ini), log_config=None, storage_service='lazy')
 
 
-# ###########################################################################################
-# Coming from pypet: reading files written by pypet 0.7
-# ###########################################################################################
-# Tests of the pypet-0.6/0.7 HDF5 reader against the fixtures written by the real pypet 0.7.
-# 
-# The fixtures live in testdata/ as pypet07_*.hdf5 or gzipped as pypet07_*.hdf5.gz (unpacked to
-# tmp_path); the expected values (read back by pypet itself) are in
-# testdata/pypet_fixtures_expected.json.
-# 
-HERE = os.path.dirname(os.path.abspath(__file__))
-R = mp  # the pypet reader lives in the module
+# =============================================================================================
+# Working with results - the runs table
+# =============================================================================================
+def table_job(traj):
+    if traj.x == 3 and traj.y == 'b':
+        raise ValueError('boom at x=3 y=b')
+    traj.f_add_result('z', traj.x * 10, comment='ten times x')
+    traj.f_add_result('label', '%s%d' % (traj.y, traj.x))
+    traj.f_add_result('stats.mean', traj.x / 2.0)
+    traj.f_add_result('pair', lo=traj.x - 1, hi=traj.x + 1)
+    traj.f_add_result('series', [traj.x] * 5)  # not a scalar: not in the table
+    traj.f_add_derived_parameter('d', traj.x + 100)
+    return traj.x
 
 
-def _find_testdata():
-    for cand in (os.path.join(HERE, 'testdata'), os.path.join(HERE, '..', 'testdata')):
-        if os.path.isfile(os.path.join(cand, 'pypet_fixtures_expected.json')):
-            return os.path.abspath(cand)
-    return None
+POINTS = [(x, y) for x in (1, 2, 3) for y in ('a', 'b')]
 
 
-TESTDATA = _find_testdata()
-needs_pypet_fixtures = pytest.mark.skipif(
-    TESTDATA is None or np is None or tables is None,
-    reason='reading pypet files needs numpy, PyTables and testdata/ with the pypet fixtures')
-PYPET_EXPECTED = json.load(open(os.path.join(TESTDATA, 'pypet_fixtures_expected.json'))) \
-    if TESTDATA else {'files': {}, 'raw_files': {}}
-ALL_FILES = sorted(PYPET_EXPECTED['files']) + sorted(PYPET_EXPECTED['raw_files'])
-TRAJS = [(f, t) for f in sorted(PYPET_EXPECTED['files']) for t in PYPET_EXPECTED['files'][f]]
-READ_ERROR = getattr(R, 'PypetReadError', None) or getattr(R, 'DataNotInStorageError')
+def make_table_file(backend, tmp_path):
+    env = env_for(backend, tmp_path, 'table', record_failed_runs=True)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0, comment='first')
+    traj.f_add_parameter('y', 'a')
+    traj.f_add_parameter('fixed', 0.5)
+    traj.f_explore(mp.cartesian_product({'x': [1, 2, 3], 'y': ['a', 'b']}))
+    start = time.time()
+    env.f_run(table_job)
+    return traj, str(tmp_path / ('table' + PROV_SUFFIX[backend])), start
 
 
-@pytest.fixture
-def fixture_file(tmp_path):
-    """fixture_file('pypet07_basic.hdf5') -> a path to it, gunzipped to tmp_path if only the
-    .gz is there."""
-    def get(name):
-        plain = os.path.join(TESTDATA, name)
-        if os.path.isfile(plain):
-            return plain
-        if os.path.isfile(plain + '.gz'):
-            out = tmp_path / name
-            if not out.exists():
-                with gzip.open(plain + '.gz', 'rb') as src, open(out, 'wb') as dst:
-                    shutil.copyfileobj(src, dst)
-            return str(out)
-        pytest.fail('fixture %s(.gz) is missing from %s' % (name, TESTDATA))
-    return get
+def check_table(rows, start):
+    assert [r['idx'] for r in rows] == list(range(6))
+    assert [r['name'] for r in rows] == ['run_%08d' % i for i in range(6)]
+    assert [(r['x'], r['y']) for r in rows] == POINTS
+    for r, (x, y) in zip(rows, POINTS):
+        ok = not (x == 3 and y == 'b')
+        assert bool(r['completed']) is ok
+        assert r['failed'] is (not ok)
+        if ok:
+            assert r['error'] in ('', None)
+            assert r['z'] == 10 * x and r['label'] == '%s%d' % (y, x)
+            assert r['stats.mean'] == x / 2.0
+            assert (r['pair.lo'], r['pair.hi']) == (x - 1, x + 1)
+            assert r['dpar.d'] == x + 100
+        else:
+            assert 'ValueError' in r['error'] and 'boom at x=3 y=b' in r['error']
+            assert r.get('z') in (None, '')
+        assert 0 <= r['runtime'] < 30
+        assert PROV_TIME_RE.match(r['finish_time'])
+        assert r['finish_time'] >= datetime.datetime.fromtimestamp(int(start)).strftime(
+            '%Y_%m_%d_%Hh%Mm%Ss')
+        assert 'series' not in r and 'fixed' not in r
 
 
-# -- helpers ------------------------------------------------------------------------------
-def decode(v):
-    """The tagged JSON of pypet_fixtures_expected.json -> Python/numpy values."""
-    if isinstance(v, dict):
-        if '__ndarray__' in v:
-            return np.array(v['__ndarray__'], dtype=v['dtype']).reshape(v['shape'])
-        if '__tuple__' in v:
-            return tuple(decode(x) for x in v['__tuple__'])
-        if '__set__' in v:
-            return {decode(x) for x in v['__set__']}
-        if '__complex__' in v:
-            return complex(*v['__complex__'])
-        if '__npscalar__' in v:
-            return np.dtype(v['dtype']).type(decode(v['__npscalar__']))
-        return {k: decode(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [decode(x) for x in v]
-    return v
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_runs_table_against_known_values(tmp_path, backend):
+    traj, filename, start = make_table_file(backend, tmp_path)
+    check_table(mp.runs_table(traj), start)
+    check_table(mp.runs_table(filename), start)
+    check_table(mp.runs_table(filename, name='table'), start)
+    check_table(mp.runs_table(filename, index=-1), start)
+    loaded = mp.load_trajectory(name='table', filename=filename)  # results as skeleton only
+    check_table(mp.runs_table(loaded), start)
 
 
-def typename(v):
-    t = type(v)
-    return t.__name__ if t.__module__ == 'builtins' else '%s.%s' % (t.__module__, t.__name__)
+def named_like_run_information_job(traj):
+    traj.f_add_result('error', traj.x / 10.0, comment='a fit error')
+    traj.f_add_result('runtime', traj.x * 5.0)
 
 
-def pypet_assert_same(got, expected, expected_type, where):
-    assert typename(got) == expected_type, '%s: type %s, pypet gives %s (%r)' % (
-        where, typename(got), expected_type, got)
-    if isinstance(expected, np.ndarray):
-        assert got.dtype == expected.dtype and got.shape == expected.shape, where
-        assert np.array_equal(got, expected), where
-    else:
-        assert got == expected, '%s: %r != %r' % (where, got, expected)
-        if isinstance(got, (list, tuple)):  # element types too (int stays int, not int32)
-            assert [typename(x) for x in got] == [typename(x) for x in expected], where
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_runs_table_keeps_every_value_in_a_column_of_its_own(tmp_path, backend):
+    env = env_for(backend, tmp_path, 'clash')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_add_parameter('name', 'a')
+    traj.f_explore({'x': [1.0, 2.0], 'name': ['model_a', 'model_b']})
+    env.f_run(named_like_run_information_job)
+    rows = mp.runs_table(str(tmp_path / ('clash' + PROV_SUFFIX[backend])))
+    assert [r['name'] for r in rows] == ['run_00000000', 'run_00000001']
+    assert [r['parameters.name'] for r in rows] == ['model_a', 'model_b']
+    assert [r['error'] for r in rows] == ['', ''] and [r['failed'] for r in rows] == [False] * 2
+    assert [r['results.runs.error'] for r in rows] == [0.1, 0.2]
+    assert [r['results.runs.runtime'] for r in rows] == [5.0, 10.0]
+    assert all(0 <= r['runtime'] < 30 for r in rows)
 
 
-def flatten(state):
-    """state -> {full name: (class, comment, ann, data)} for every leaf, run leaves included."""
-    out = {}
-    for name, rec in state['nodes'].items():
-        if rec['kind'] == 'leaf':
-            out[name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
-    for template, rows in state['columns'].items():
-        for idx, row in rows.items():
-            parts = ['run_%08d' % idx if p == '$' else 'run_set_%05d' % (idx // 1000)
-                     if p == '$set' else p for p in template.split('.')]
-            out['.'.join(parts)] = row
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_runs_dataframe(tmp_path, backend):
+    pandas = pytest.importorskip('pandas')
+    traj, filename, start = make_table_file(backend, tmp_path)
+    df = mp.runs_dataframe(filename)
+    assert isinstance(df, pandas.DataFrame)
+    assert list(df.index) == list(range(6))
+    assert list(df['x']) == [p[0] for p in POINTS]
+    assert list(df['y']) == [p[1] for p in POINTS]
+    assert list(df['z'].dropna()) == [10, 10, 20, 20, 30]
+    assert list(df['completed'].astype(bool)) == [True] * 5 + [False]
+    assert mp.runs_dataframe(traj).shape == df.shape
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_runs_table_without_pandas(tmp_path, backend):
+    _, filename, _ = make_table_file(backend, tmp_path)
+    code = "import sys\nsys.modules['pandas'] = None\n" + IMPORT + textwrap.dedent('''
+        rows = mp.runs_table(sys.argv[1])
+        print('z', [r.get('z') for r in rows])
+        try:
+            mp.runs_dataframe(sys.argv[1])
+        except mp.MissingDependencyError as exc:
+            print('missing', 'pip install' in str(exc), isinstance(exc, ImportError))
+        print('pandas imported', sys.modules.get('pandas') is not None)
+    ''')
+    out = prov_run_python(code, filename)
+    assert out.returncode == 0, out.stderr
+    assert "z [10, 10, 20, 20, 30, None]" in out.stdout
+    assert 'missing True True' in out.stdout
+    assert 'pandas imported False' in out.stdout
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_runs_csv(tmp_path, backend):
+    traj, filename, _ = make_table_file(backend, tmp_path)
+    target = str(tmp_path / 'runs.csv')
+    rows = mp.runs_csv(filename, target)
+    with open(target, newline='') as f:
+        parsed = list(csv.DictReader(f))
+    assert len(parsed) == len(rows) == 6
+    assert [p['x'] for p in parsed] == ['1', '1', '2', '2', '3', '3']
+    assert [p['y'] for p in parsed] == ['a', 'b'] * 3
+    assert [p['z'] for p in parsed] == ['10', '10', '20', '20', '30', '']
+    assert 'boom' in parsed[5]['error']
+    buffer = io.StringIO()
+    mp.runs_csv(traj, buffer)
+    assert buffer.getvalue().splitlines()[0] == open(target).read().splitlines()[0]
+
+
+# =============================================================================================
+# Command line - python -m minipypet
+# =============================================================================================
+@pytest.fixture(scope='module', params=PROV_BACKENDS)
+def cli_file(request, tmp_path_factory, jobs):
+    """A file with two trajectories; the second has a failed run, comments, a git commit
+    and a PickleResult/PickleParameter whose unpickling would create TRAP."""
+    backend = request.param
+    folder = tmp_path_factory.mktemp('cli_' + backend)
+    filename = str(folder / ('both' + PROV_SUFFIX[backend]))
+    trap = str(folder / 'UNPICKLED_TRAP')
+    env = mp.Environment('first_traj', add_time=False, comment='the early one',
+                         storage_service=backend, filename=filename, log_config=None,
+                         report_progress=False)
+    env.v_trajectory.f_add_parameter('x', 1)
+    env.v_trajectory.f_explore({'x': [7, 8]})
+    env.f_run(jobs.times_ten)
+    repo = None
+    if GIT is not None:
+        repo = make_repo(folder / 'repo')
+        (repo / 'model.py').write_text('A = 42\n')
+    env = mp.Environment('cli_traj', add_time=False, comment='made for the CLI test',
+                         storage_service=backend, filename=filename, log_config=None,
+                         report_progress=False, record_failed_runs=True,
+                         git_repository=str(repo) if repo else None, git_message='cli')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1, comment='the explored one')
+    traj.f_add_parameter('fixed', 0.25)
+    traj.f_add_parameter(mp.PickleParameter, 'trap_param', jobs.Trap(trap))
+    traj.f_add_result(mp.PickleResult, 'trap_result', jobs.Trap(trap), comment='a trap')
+
+    def job(t):
+        if t.x == 3:
+            raise ValueError('three is bad')
+        return jobs.times_ten(t)
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(job)
+    assert not os.path.exists(trap)
+    return {'backend': backend, 'file': filename, 'trap': trap, 'env': env.v_name,
+            'sha': env.v_hexsha, 'git': repo is not None, 'folder': str(folder)}
+
+
+def run_cli(cli_file, *args):
+    importlib.import_module('t4_helpers')  # (the trap's class: an unpickling would fire it)
+    out = cli(*args)
+    assert not os.path.exists(cli_file['trap']), 'the command line unpickled: %r' % (args,)
     return out
 
 
-def check_parameter(full, leaf, exp):
-    cls, comment, ann, data = leaf
-    assert cls == exp['class'], full
-    assert comment == exp['comment'], full
-    assert data is not None, full
-    if cls == 'PickleParameter':  # pickles come back as bytes; only this test unpickles
-        assert isinstance(data['data'], bytes) and isinstance(data['protocol'], int), full
-        assert data['protocol'] == 2  # pypet's default for PickleParameter
-        default = pickle.loads(data['data'])
-        rng = [pickle.loads(x) for x in data['explored_data']] if 'explored_data' in data \
-            else None
-        if rng is not None:
-            assert all(isinstance(x, bytes) for x in data['explored_data']), full
-    else:
-        default, rng = data['data'], data.get('explored_data')
-    pypet_assert_same(default, decode(exp['default']), exp['default_type'], full + ' default')
-    assert (rng is not None) == exp['explored'], full
-    if exp['explored']:
-        assert len(rng) == len(exp['range']), full
-        for i, (got, want, wtype) in enumerate(zip(rng, exp['range'], exp['range_types'])):
-            pypet_assert_same(got, decode(want), wtype, '%s[%d]' % (full, i))
-
-
-def check_result(full, leaf, exp):
-    cls, comment, ann, data = leaf
-    assert cls == exp['class'], full
-    assert comment == exp['comment'], full  # purged duplicate comments stay ''
-    assert data is not None, full
-    if cls == 'PickleResult':
-        data = dict(data)
-        assert isinstance(data.pop('__pickle_protocol__'), int), full
-        assert all(isinstance(v, bytes) for v in data.values()), full
-        data = {k: pickle.loads(v) for k, v in data.items()}
-    assert sorted(data) == sorted(exp['items']), full
-    for key, want in exp['items'].items():
-        pypet_assert_same(data[key], decode(want), exp['item_types'][key], '%s.%s' % (full, key))
-
-
-# -- the fixtures, item by item -----------------------------------------------------------
-@pytest.mark.parametrize('fname', ALL_FILES)
-@needs_pypet_fixtures
-def test_is_pypet_file(fname, fixture_file):
-    assert R._is_pypet_file(fixture_file(fname)) is True
-
-
-@pytest.mark.parametrize('fname,tname', TRAJS)
-@needs_pypet_fixtures
-def test_trajectory_matches_pypet(fname, tname, fixture_file):
-    exp = PYPET_EXPECTED['files'][fname][tname]
-    path = fixture_file(fname)
-    state = R._pypet_read_state(path, name=tname)
-    assert state['format'] == 1
-    assert state['name'] == exp['name'] == tname
-    assert state['comment'] == exp['comment']
-    assert state['length'] == exp['length'] == len(exp['run_names'])
-    assert state['version'] == PYPET_EXPECTED['versions']['pypet']
-    assert state['python'] == PYPET_EXPECTED['versions']['python']
-    assert re.match(r'^\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$', state['time'])
-    assert isinstance(state['timestamp'], float) and state['timestamp'] > 0
-    assert sorted(state['explored']) == exp['explored']
-
-    leaves = flatten(state)
-    for full, pexp in exp['parameters'].items():
-        check_parameter(full, leaves[full], pexp)
-    for full, pexp in exp['derived_parameters'].items():
-        check_parameter(full, leaves[full], pexp)
-    for full, rexp in exp['results'].items():
-        check_result(full, leaves[full], rexp)
-    mine = {k for k in leaves if k.split('.')[0] != 'config'}
-    assert mine == set(exp['parameters']) | set(exp['derived_parameters']) | \
-        set(exp['results'])
-    assert any(k.startswith('config.environment.') for k in leaves)  # pypet's own config
-
-    # run information from the overview 'runs' table
-    runs = state['runs']
-    assert set(runs) == {'timestamp', 'finish_timestamp', 'completed', 'hexsha', 'error'}
-    assert all(len(col) == state['length'] for col in runs.values())
-    assert len(state['parameter_summary']) == state['length']
-    for idx, rname in enumerate(exp['run_names']):
-        rexp = exp['runs'][rname]
-        assert rexp['idx'] == idx
-        assert runs['completed'][idx] == rexp['completed'], rname
-        assert runs['error'][idx] == ''
-        if rexp['completed']:
-            assert runs['timestamp'][idx] == rexp['timestamp']
-            assert runs['finish_timestamp'][idx] == rexp['finish_timestamp']
-            assert runs['hexsha'][idx] == rexp['short_environment_hexsha']
-            assert len(runs['hexsha'][idx]) == 7
-            assert state['parameter_summary'][idx] == rexp['parameter_summary']
-        else:  # pypet's placeholder row (timestamp 42.0, hexsha 'N/A') is not passed on
-            assert runs['timestamp'][idx] == runs['finish_timestamp'][idx] == 0.0
-            assert runs['hexsha'][idx] == '' and state['parameter_summary'][idx] == ''
-
-    # f_get_from_runs view of the per-run result
-    key = [k for k in exp if k.startswith('f_get_from_runs_')][0]
-    rname = key[len('f_get_from_runs_'):]
-    rows = state['columns']['results.runs.$.%s' % rname]
-    got = {'run_%08d' % i: row[3][rname] for i, row in rows.items()}
-    assert got == {k: decode(v) for k, v in exp[key].items()}
-
-
-@needs_pypet_fixtures
-def test_placeholders_and_comment_purge(fixture_file):
-    state = R._pypet_read_state(fixture_file('pypet07_resumed_partial.hdf5'))
-    assert state['runs']['completed'] == [1, 1, 0, 0]
-    assert sorted(state['columns']['results.runs.$.r']) == [0, 1]
-    assert [row[1] for _, row in sorted(state['columns']['results.runs.$.r'].items())] == \
-        ['a*100+sum(v)', '']
-    basic = R._pypet_read_state(fixture_file('pypet07_basic.hdf5'))
-    comments = {i: row[1] for i, row in basic['columns']['results.runs.$.z'].items()}
-    assert comments == {0: 'product', 1: '', 2: '', 3: '', 4: '', 5: ''}
-    assert basic['nodes']['config.environment'] == {
-        'kind': 'group', 'ann': None,
-        'comment': 'Settings for the different environments used to run the experiments'}
-
-
-@pytest.mark.parametrize('fname', sorted(PYPET_EXPECTED['raw_files']))
-@needs_pypet_fixtures
-def test_crashed_file(fname, fixture_file):
-    (tname, exp), = PYPET_EXPECTED['raw_files'][fname].items()
-    path = fixture_file(fname)
-    assert R._pypet_list_trajectories(path) == [tname]
-    state = R._pypet_read_state(path)
-    assert state['name'] == tname
-    assert state['comment'] == exp['SRVC_INIT_COMMENT']
-    assert state['explored'] == exp['explorations']
-    assert state['length'] == len(exp['overview_runs_rows'])
-    assert state['runs']['completed'] == [r['completed'] for r in exp['overview_runs_rows']]
-    assert state['runs']['timestamp'] == [0.0] * state['length']
-    assert state['runs']['hexsha'] == [''] * state['length']
-    assert not exp['has_parameters_group'] and not exp['has_config_group']
-    assert not [k for k in state['nodes'] if k.startswith(('parameters', 'config'))]
-    rows = state['columns']['results.runs.$.r']
-    got = {'run_%08d' % i: row[3]['r'] for i, row in rows.items()}
-    assert got == exp['results_r']
-    assert all(type(v) is int for v in got.values())
-
-
-# -- choosing a trajectory ----------------------------------------------------------------
-@needs_pypet_fixtures
-def test_two_trajectories_by_name_and_index(fixture_file):
-    path = fixture_file('pypet07_two_trajs.hdf5')
-    names = R._pypet_list_trajectories(path)
-    assert names == ['first', 'second']  # oldest first
-    exp = PYPET_EXPECTED['files']['pypet07_two_trajs.hdf5']
-    for idx, name in [(0, 'first'), (1, 'second'), (-1, 'second'), (-2, 'first')]:
-        state = R._pypet_read_state(path, index=idx)
-        assert state['name'] == name and state['comment'] == exp[name]['comment']
-        assert state['length'] == exp[name]['length']
-    assert R._pypet_read_state(path)['name'] == 'second'  # default: the newest
-    first = R._pypet_read_state(path, name='first')
-    assert first['nodes']['parameters.a']['data'] == {'data': 0, 'explored_data': [1, 2]}
-    second = R._pypet_read_state(path, name='second')
-    assert second['nodes']['parameters.b']['data'] == {'data': '',
-                                                       'explored_data': ['u', 'v', 'w']}
-    assert {i: r[3]['r'] for i, r in second['columns']['results.runs.$.r'].items()} == \
-        {0: 'uu', 1: 'vv', 2: 'ww'}
-
-
-@needs_pypet_fixtures
-def test_missing_trajectory_names_the_file(fixture_file):
-    path = fixture_file('pypet07_two_trajs.hdf5')
-    with pytest.raises(READ_ERROR) as err:
-        R._pypet_read_state(path, name='third')
-    assert 'pypet07_two_trajs.hdf5' in str(err.value) and 'third' in str(err.value)
-    with pytest.raises(READ_ERROR) as err:
-        R._pypet_read_state(path, index=5)
-    assert 'pypet07_two_trajs.hdf5' in str(err.value)
-
-
-# -- data selection, safety, speed --------------------------------------------------------
-@needs_pypet_fixtures
-def test_data_selection(fixture_file):
-    path = fixture_file('pypet07_basic.hdf5')
-    full = R._pypet_read_state(path)
-    none = R._pypet_read_state(path, data=False)
-    assert set(none['nodes']) == set(full['nodes'])
-    assert set(none['columns']) == set(full['columns'])
-    assert all(r.get('data') is None for r in none['nodes'].values())
-    assert all(row[3] is None for rows in none['columns'].values() for row in rows.values())
-    assert none['nodes']['parameters.x']['comment'] == 'x coord'  # skeleton still there
-    assert none['runs'] == full['runs'] and none['explored'] == full['explored']
-
-    some = R._pypet_read_state(path, data={'parameters'})
-    for name, rec in some['nodes'].items():
-        if rec['kind'] == 'leaf':
-            assert (rec['data'] is not None) == name.startswith('parameters.'), name
-    assert all(row[3] is None for rows in some['columns'].values() for row in rows.values())
-    res = R._pypet_read_state(path, data={'results'})
-    assert res['columns']['results.runs.$.z'][3][3] == {'z': 40.0}
-    assert res['columns']['derived_parameters.runs.$.dp'][3][3] is None
-
-
-@needs_pypet_fixtures
-def test_never_unpickles(fixture_file, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError('the pypet reader must not unpickle')
-    monkeypatch.setattr(pickle, 'loads', refuse)
-    monkeypatch.setattr(pickle, 'load', refuse)
-    for fname in ALL_FILES:
-        R._pypet_read_state(fixture_file(fname))
-
-
-@needs_pypet_fixtures
-def test_foreign_files_are_not_pypet(tmp_path):
-    import tables
-    text = tmp_path / 'a.txt'
-    text.write_text('hello')
-    assert R._is_pypet_file(str(text)) is False
-    assert R._is_pypet_file(str(tmp_path / 'missing.hdf5')) is False
-    assert R._is_pypet_file(str(tmp_path)) is False
-    broken = tmp_path / 'broken.hdf5'
-    broken.write_bytes(b'\x89HDF\r\n\x1a\n' + b'\0' * 100)
-    assert R._is_pypet_file(str(broken)) is False
-    plain = tmp_path / 'plain.hdf5'
-    with tables.open_file(str(plain), 'w') as f:
-        f.create_array(f.root, 'x', np.arange(3))
-        f.create_group(f.root, 'traj')
-    assert R._is_pypet_file(str(plain)) is False
-    with pytest.raises(READ_ERROR) as err:
-        R._pypet_read_state(str(plain))
-    assert 'plain.hdf5' in str(err.value)
-    mini = tmp_path / 'mini.hdf5'  # minipypet's own files have an overview/info table too
-    with tables.open_file(str(mini), 'w') as f:
-        f.root._v_attrs.minipypet_format = 1
-        ov = f.create_group(f.create_group(f.root, 't'), 'overview')
-        f.create_table(ov, 'info', {'name': tables.StringCol(8)})
-    assert R._is_pypet_file(str(mini)) is False
-
-
-@needs_pypet_fixtures
-def test_speed(fixture_file):
-    path = fixture_file('pypet07_basic.hdf5')
-    R._pypet_read_state(path)  # imports and first-open costs
-    best = float('inf')
-    for _ in range(3):  # the best of three, against a busy machine
-        start = time.perf_counter()
-        R._pypet_read_state(path)
-        best = min(best, time.perf_counter() - start)
-    assert best < 1.0, best
-
-# ###########################################################################################
-# Randomized kill -9 stress: sizes x backends x modes, killed at random times, then resumed
-# ###########################################################################################
-# A sweep runs in a subprocess (in its own session, so a kill reaches every process of it) and
-# is killed with SIGKILL at a seeded random point. The points come from the phase times of an
-# uninterrupted sweep of the same configuration (measured once per session) and are anchored
-# on the progress the sweep logs, so that they are hit whatever the machine's load:
-#   before   in the interpreter's start-up (1 in 4), or between the environment being ready
-#            and the first run (storing the trajectory, writing the .cnt, starting the pool)
-#   mid      within one run's time after the k-th run started (k random)
-#   store    after the last run ended, within the time the end-of-sweep store takes (+10%)
-#   uniform  anywhere in the length of a whole sweep plus 15% (then it may have finished:
-#            its file is checked all the same)
-# Sometimes the resume is killed too (at a random phase of its own). Then a fresh subprocess
-# resumes with env.f_continue_run(<.cnt>); where the kill came before the .cnt was written
-# there is nothing to resume and the sweep is started anew (overwrite_file=True, as the
-# trajectory may be in the file already). The file must then load with
-# load_trajectory(load_results=2) and hold every run 0..n-1 completed exactly once, each with
-# the value an uninterrupted sweep gives (computed here from the parameters; arrays from a
-# numpy generator seeded per run), the returned results must be those of an uninterrupted
-# sweep, and nothing may be left beside the data file (no *.tmp, no journal, no .cnt). After
-# every kill: no run is journalled twice, no completed run is lost, and the next sweep runs
-# exactly the runs that are not completed on disk.
-#
-# Configurations: small (200 runs, a float result each) or large (15-30 runs, a 1-4 MB uint8
-# array each, random bytes but for a 4 KB block of zeros) x hdf5/pickle x serial, pool+QUEUE,
-# pool+LOCK (multiproc=True, ncores=2, use_pool=True). The phase times of a sweep are
-# measured once per configuration and session. Without PyTables (the stdlib-only CI job) the
-# short version runs its HDF5 trials on pickle, and without numpy the arrays are bytes.
-#
-#   test_kill9_stress_short  runs by default (CI): 6 configurations, one kill each plus a kill
-#                            of two of the resumes = 8 kills (fewer when a sweep ends first),
-#                            ~20-25 s on 2 cores (~15 s in the stdlib-only job).
-#   test_kill9_stress        marker `stress`, skipped unless selected with -m stress (or when
-#                            MINIPYPET_STRESS_KILLS is set):
-#                                python -m pytest -m stress test_minipypet.py
-#                            MINIPYPET_STRESS_KILLS (default 60): the number of trials, a sweep
-#                            killed in each (a few finish first), spread evenly over the 12
-#                            configurations; about a third of their resumes are killed as
-#                            well (60 trials: ~70 kills), and in the pool modes a quarter of
-#                            the first kills hit the main process only (its workers must die
-#                            with it). ~3 minutes on 2 cores with the default 60.
-#   MINIPYPET_STRESS_SEED    the base seed (random by default). Every failure message names it
-#                            with the trial's seed, kill time and what happened; the same seed
-#                            gives the same configurations and kill times (not the same timing
-#                            of the machine, so not always the same point of the sweep).
-#   MINIPYPET_STRESS_LOG     a file to append one JSON line per trial to (where each kill
-#                            landed, how long it took; the failure and story of a failed one),
-#                            to see what a run covered.
-#
-# Uses from earlier in this file: mp, np and tables (None when missing), posix_only, run_name,
-# subprocess_env, journal_runs, kill_group, session_alive; the autouse fixture
-# _no_leaked_children applies to these tests too.
-import random
-
-STRESS_BASE_SEED = int(os.environ.get('MINIPYPET_STRESS_SEED') or
-                       random.SystemRandom().randrange(10 ** 9))
-STRESS_KILLS = int(os.environ.get('MINIPYPET_STRESS_KILLS') or 60)
-STRESS_MODES = {
-    'serial': {},
-    'poolQ': dict(multiproc=True, ncores=2, use_pool=True, wrap_mode='QUEUE'),
-    'poolL': dict(multiproc=True, ncores=2, use_pool=True, wrap_mode='LOCK'),
-}
-STRESS_CONFIGS = ['%s-%s-%s' % (size, backend, mode) for size in ('small', 'large')
-                  for backend in ('hdf5', 'pickle') for mode in STRESS_MODES]
-STRESS_SHORT = [  # (configuration, where the first kill aims, kill the resume too)
-    ('small-hdf5-serial', 'before', False),
-    ('large-hdf5-poolQ', 'mid', True),
-    ('small-hdf5-poolL', 'store', False),
-    ('large-pickle-serial', 'store', False),
-    ('small-pickle-poolQ', 'mid', True),
-    ('large-pickle-poolL', 'uniform', False),
-]
-STRESS_PHASES = ('before', 'mid', 'store', 'uniform', 'uniform')
-STRESS_SMALL_RUNS = 200
-_STRESS_CALIBRATION = {}  # (configuration, runs, bytes) -> phase times of a whole sweep
-
-STRESS_JOBS_SRC = r'''
-"""The job and runner of minipypet's randomized kill stress test."""
-import importlib
-import json
-import os
-import time
-import zlib
-
-mp = importlib.import_module(os.environ.get('MINIPYPET_MODULE', 'minipypet'))
-
-
-def note(path, line):
-    """One O_APPEND write: whole lines even when two workers write at once."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
-def job(traj, log, kind):
-    """kind 'small': z = x*x + y; 'ndarray' (or 'bytes' without numpy): `nbytes` random
-    bytes from a generator seeded with (seed, x), 4 KB of them zero (as real data has runs of
-    zero bytes: zeros, small integers); returns z or the data's CRC-32."""
-    idx = traj.v_idx
-    note(log, 's %d %r\n' % (idx, time.time()))
-    if kind == 'small':
-        value = traj.x * traj.x + traj.y
-        traj.f_add_result('z', value, comment='x*x+y')
-    else:
-        if kind == 'ndarray':
-            import numpy as np
-            rng = np.random.default_rng([traj.seed, traj.x])
-            data = rng.integers(0, 256, traj.nbytes, dtype=np.uint8)
-            start = int(rng.integers(0, traj.nbytes - 4096))
-            data[start:start + 4096] = 0
-        else:
-            import random
-            rng = random.Random(traj.seed * 1000003 + traj.x)
-            data = bytearray(rng.randbytes(traj.nbytes))
-            start = rng.randrange(traj.nbytes - 4096)
-            data[start:start + 4096] = bytes(4096)
-            data = bytes(data)
-        traj.f_add_result('a', data, comment='random bytes')
-        value = zlib.crc32(bytes(data))
-    note(log, 'e %d %r\n' % (idx, time.time()))
-    return value
-
-
-def main(cfg):
-    note(cfg['events'], 'start %r\n' % time.time())
-    if cfg['what'] == 'resume':
-        env = mp.Environment(log_config=None, report_progress=False)
-        note(cfg['events'], 'ready %r\n' % time.time())
-        result = env.f_continue_run(cfg['cnt'])
-    else:
-        service = {'hdf5': mp.HDF5StorageService, 'pickle': mp.PickleStorageService}[
-            cfg['backend']]
-        env = mp.Environment(trajectory='t', add_time=False, filename=cfg['filename'],
-                             storage_service=service, log_config=None, report_progress=False,
-                             continuable=True, overwrite_file=cfg['what'] == 'rerun',
-                             **cfg['env'])
-        traj = env.v_trajectory
-        if cfg['size'] == 'small':
-            traj.f_add_parameter('x', 0.0, comment='explored')
-            traj.f_add_parameter('y', 0.5, comment='fixed')
-        else:
-            traj.f_add_parameter('x', 0, comment='explored: the run index')
-            traj.f_add_parameter('seed', cfg['seed'], comment='of the arrays')
-            traj.f_add_parameter('nbytes', cfg['nbytes'], comment='of each array')
-        traj.f_explore({'x': cfg['xs']})
-        note(cfg['events'], 'ready %r\n' % time.time())
-        result = env.f_run(job, cfg['log'], cfg['kind'])
-    note(cfg['events'], 'done %r\n' % time.time())
-    print('RESULT ' + json.dumps(result), flush=True)
-'''
-
-
-def _stress_env(stress_dir):
-    env = subprocess_env()
-    env['PYTHONPATH'] = os.pathsep.join([str(stress_dir), env['PYTHONPATH']])
-    return env
-
-
-@pytest.fixture(scope='session')
-def stress_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('stressjobs')
-    (folder / 'minipypet_stress_jobs.py').write_text(STRESS_JOBS_SRC)
-    # a first interpreter compiles and reads everything: the sweeps timed later start warm
-    imports = ['minipypet_stress_jobs'] + [m for m in ('numpy', 'tables')
-                                           if importlib.util.find_spec(m)]
-    subprocess.run([sys.executable, '-c', 'import ' + ', '.join(imports)],
-                   env=_stress_env(folder), timeout=120, check=True)
-    return folder
-
-
-class _StressTrial:
-    """One configuration's sweep, killed and resumed; `story` says what happened so far and
-    goes into every failure message."""
-
-    def __init__(self, tmp_path, stress_dir, config, seed, label):
-        self.size, self.backend, self.mode = config.split('-')
-        self.config, self.seed, self.label = config, seed, label
-        self.tmp, self.stress_dir = tmp_path, stress_dir
-        self.data_dir = tmp_path / 'data'
-        self.data_dir.mkdir(parents=True)
-        self.filename = str(self.data_dir / ('t.hdf5' if self.backend == 'hdf5' else 't.pkl'))
-        self.cnt = str(self.data_dir / 't.cnt')
-        rng = random.Random('%d:%s' % (STRESS_BASE_SEED, config))  # per configuration
-        if self.size == 'small':
-            self.kind, self.n, self.nbytes = 'small', STRESS_SMALL_RUNS, 0
-            self.xs = [(i - 100) / 8.0 for i in range(self.n)]
-        else:
-            self.kind = 'bytes' if np is None else 'ndarray'  # (the stdlib-only CI job)
-            short = label == 'short'
-            self.n = rng.randint(15, 20 if short else 30)
-            self.nbytes = rng.choice((1, 2) if short else (1, 2, 3, 4)) * 1024 * 1024
-            self.xs = list(range(self.n))
-        self.data_seed = seed % (2 ** 31)
-        self.procs, self.story, self.main_only, self.reruns = [], [], False, []
-
-    # -- what an uninterrupted sweep gives ---------------------------------------------------
-    def expected(self, i):
-        x = self.xs[i]
-        if self.kind == 'small':
-            return x * x + 0.5
-        if self.kind == 'bytes':
-            rng = random.Random(self.data_seed * 1000003 + x)
-            data = bytearray(rng.randbytes(self.nbytes))
-            start = rng.randrange(self.nbytes - 4096)
-            data[start:start + 4096] = bytes(4096)
-            return bytes(data)
-        rng = np.random.default_rng([self.data_seed, x])
-        data = rng.integers(0, 256, self.nbytes, dtype=np.uint8)
-        start = int(rng.integers(0, self.nbytes - 4096))
-        data[start:start + 4096] = 0
-        return data
-
-    def expected_return(self, i):
-        if self.kind == 'small':
-            return self.expected(i)
-        return zlib.crc32(bytes(self.expected(i)))
-
-    # -- processes ---------------------------------------------------------------------------
-    def start(self, what, folder=None):
-        """Start a sweep ('run', 'rerun': overwrite the file, 'resume': the .cnt) in its own
-        session; calibration sweeps go to `folder`."""
-        k = len(self.procs)
-        filename = self.filename if folder is None else str(folder / os.path.basename(
-            self.filename))
-        folder = folder or self.tmp
-        paths = {name: str(folder / ('%s%d.txt' % (name, k)))
-                 for name in ('events', 'out', 'err')}
-        # one log of started and ended runs for every sweep of a trial: a resume's job
-        # writes where the .cnt says, the log of the sweep that was killed
-        paths['log'] = str(folder / 'runs.txt')
-        offset = os.path.getsize(paths['log']) if os.path.exists(paths['log']) else 0
-        cfg = {'what': what, 'size': self.size, 'kind': self.kind, 'backend': self.backend,
-               'env': STRESS_MODES[self.mode], 'xs': self.xs, 'seed': self.data_seed,
-               'nbytes': self.nbytes, 'filename': filename, 'cnt': self.cnt,
-               'log': paths['log'], 'events': paths['events']}
-        env = _stress_env(self.stress_dir)
-        code = 'import json, sys, minipypet_stress_jobs as J; J.main(json.loads(sys.argv[1]))'
-        with open(paths['out'], 'w') as out, open(paths['err'], 'w') as err:
-            t0 = time.time()
-            proc = subprocess.Popen([sys.executable, '-c', code, json.dumps(cfg)], stdout=out,
-                                    stderr=err, start_new_session=True, cwd=str(folder), env=env)
-        proc.t0, proc.paths, proc.what, proc.killed, proc.t_exit = t0, paths, what, None, None
-        proc.offset = offset
-        if folder == self.tmp:  # (not a calibration sweep)
-            self.procs.append(proc)
-        return proc
-
-    def finish(self, proc, timeout):
-        """Wait for a process that must succeed."""
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            proc.wait(timeout=30)
-            raise AssertionError('%s hung: still running after %.0f s; stderr: %s'
-                                 % (proc.what, timeout, self.tail(proc, 'err')))
-        proc.t_exit = time.time() - proc.t0
-        assert proc.returncode == 0, '%s failed (exit %s): %s' % (
-            proc.what, proc.returncode, self.tail(proc, 'err'))
-
-    def kill(self, proc, plan, main_only=False):
-        """SIGKILL the sweep as `plan` says: (anchor, count, delay) = `delay` seconds after
-        its start ('start'), its 'ready' event, the count-th run it 'started', or after
-        `count` of its runs 'ended'. Returns False if the sweep finished first."""
-        anchor, count, delay = plan
-        deadline = time.time() + 120 + 6 * self.cal['exit']
-        while proc.poll() is None and time.time() < deadline:
-            if anchor == 'start' or self.reached(proc, anchor, count):
-                break
-            time.sleep(0.002)
-        at = time.time() + delay if anchor != 'start' else proc.t0 + delay
-        while proc.poll() is None and time.time() < min(at, deadline):
-            time.sleep(min(max(at - time.time(), 0.0), 0.002))
-        if proc.poll() is not None:
-            proc.t_exit = time.time() - proc.t0
-            return False
-        assert time.time() < deadline, '%s hung: %s' % (proc.what, self.tail(proc, 'err'))
-        if main_only:
-            os.kill(proc.pid, signal.SIGKILL)
-        else:
-            kill_group(proc)
-        proc.killed = time.time() - proc.t0
-        proc.wait(timeout=30)
-        if proc.returncode == 0:  # it ended between the last look and the kill
-            proc.killed, proc.t_exit = None, time.time() - proc.t0
-            return False
-        # whatever of the session is left must be gone before anything reads the files
-        gone = time.time() + 15
-        while session_alive(proc.pid) and time.time() < gone:
-            time.sleep(0.02)
-        alive = session_alive(proc.pid)
-        kill_group(proc)
-        assert not (main_only and alive), \
-            'processes of the sweep outlived its main process by 15 s after kill -9'
-        return True
-
-    def reached(self, proc, anchor, count):
-        if anchor == 'ready':
-            with contextlib.suppress(FileNotFoundError), open(proc.paths['events'], 'rb') as f:
-                return b'ready ' in f.read()
-            return False
-        with contextlib.suppress(FileNotFoundError), open(proc.paths['log'], 'rb') as f:
-            f.seek(proc.offset)
-            mark = b's ' if anchor == 'started' else b'e '
-            return sum(1 for x in f.read().split(b'\n') if x.startswith(mark)) >= count
-        return False
-
-    def tail(self, proc, name, chars=3000):
-        try:
-            with open(proc.paths[name]) as f:
-                return f.read()[-chars:]
-        except FileNotFoundError:
-            return ''
-
-    def events(self, proc):
-        """(events {name: time since start}, [started runs], [ended runs], {run: times})."""
-        marks = {}
-        with contextlib.suppress(FileNotFoundError), open(proc.paths['events']) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2:
-                    marks[parts[0]] = float(parts[1]) - proc.t0
-        started, ended, times = [], [], {}
-        with contextlib.suppress(FileNotFoundError), open(proc.paths['log']) as f:
-            f.seek(proc.offset)
-            for line in f:
-                parts = line.split()
-                if len(parts) != 3:
-                    continue  # (a line cut by the kill)
-                what, idx, when = parts[0], int(parts[1]), float(parts[2]) - proc.t0
-                (started if what == 's' else ended).append(idx)
-                times.setdefault(what, []).append(when)
-        return marks, started, ended, times
-
-    def result(self, proc):
-        with open(proc.paths['out']) as f:
-            lines = [x for x in f.read().splitlines() if x.startswith('RESULT ')]
-        assert len(lines) == 1, '%s printed no result: %s' % (proc.what, self.tail(proc, 'err'))
-        return json.loads(lines[0][len('RESULT '):])
-
-    # -- the store, read back ----------------------------------------------------------------
-    def on_disk(self):
-        """The set of runs completed on disk (file + journal); an empty set when the file
-        does not hold the trajectory yet."""
-        self.stored = False
-        try:
-            traj = mp.load_trajectory(name='t', filename=self.filename, load_results=1)
-        except mp.DataNotInStorageError:
-            return set()
-        self.stored = True
-        assert len(traj) == self.n, 'the stored trajectory has %d runs, not %d' % (len(traj),
-                                                                                  self.n)
-        return {i for i in range(self.n) if traj.f_is_completed(i)}
-
-    def check_journal(self):
-        counts = journal_runs(self.filename)
-        twice = {i: c for i, c in counts.items() if c != 1}
-        assert not twice, 'runs journalled more than once: %s' % twice
-
-    def check_file(self):
-        """The file an uninterrupted sweep writes: every run completed once, right values."""
-        traj = mp.load_trajectory(filename=self.filename, load_results=2)
-        assert traj.v_name == 't' and len(traj) == self.n, (traj.v_name, len(traj))
-        assert list(traj.f_get('x').f_get_range()) == self.xs, 'explored values changed'
-        info = traj.f_get_run_information()
-        bad = [i for i in range(self.n) if info[run_name(i)]['completed'] != 1]
-        assert not bad, 'runs not completed on disk: %s' % bad
-        item = 'z' if self.size == 'small' else 'a'
-        got = traj.f_get_from_runs(item, fast_access=True, use_indices=True)
-        assert list(got) == list(range(self.n)), \
-            'each run must be stored exactly once: %s' % list(got)
-        for i in range(self.n):
-            want = self.expected(i)
-            if self.kind == 'small':
-                assert isinstance(got[i], float) and got[i] == want, (i, got[i], want)
-            elif self.kind == 'bytes':
-                assert got[i] == want, 'run %d: the data differs' % i
-            else:
-                assert isinstance(got[i], np.ndarray) and got[i].dtype == want.dtype and \
-                    np.array_equal(got[i], want), 'run %d: the array differs' % i
-
-    def check_folder(self):
-        names = sorted(os.listdir(str(self.data_dir)))
-        tmp = [x for x in names if x.endswith('.tmp')]
-        assert not tmp, 'temp files left beside the data file: %s' % tmp
-        base = os.path.basename(self.filename)
-        left = [x for x in names if x not in (base, base + '.segments')]
-        assert not left, 'files left beside the data file after the resume: %s' % left
-        # the segments folder holds the segments the file lists, nothing else
-        folder = self.filename + '.segments'
-        on_disk = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-        service = mp._make_service(True, self.filename, mode='load')
-        assert on_disk == service._segment_names(), \
-            'segment files: %s on disk, %s listed' % (sorted(on_disk),
-                                                      sorted(service._segment_names()))
-
-    # -- one kill, then recovery -------------------------------------------------------------
-    def calibrate(self):
-        """Phase times of an uninterrupted sweep of this configuration (cached)."""
-        key = (self.config, self.n, self.nbytes)
-        if key not in _STRESS_CALIBRATION:
-            folder = self.tmp / 'calibration'
-            folder.mkdir()
-            proc = self.start('run', folder)
-            self.finish(proc, timeout=240)
-            marks, started, ended, times = self.events(proc)
-            assert sorted(started) == list(range(self.n)), 'calibration: runs %s' % started
-            _STRESS_CALIBRATION[key] = {
-                'ready': marks['ready'], 'first': min(times['s']), 'last': max(times['e']),
-                'done': marks['done'], 'exit': proc.t_exit}
-            shutil.rmtree(str(folder))
-        self.cal = _STRESS_CALIBRATION[key]
-
-    def plan(self, rng, phase, pending):
-        """Where to kill a sweep that has `pending` runs to do (see kill()), from the phase
-        times of an uninterrupted sweep. Anchored on what the sweep has done, the phases are
-        hit whatever the load of the machine; 'uniform' is a time anywhere in a whole
-        sweep's length plus 15% (the sweep may finish first)."""
-        cal = self.cal
-        if phase == 'before':
-            if rng.random() < 0.25:  # in the interpreter's start-up
-                return ('start', 0, rng.uniform(0.0, cal['ready']))
-            # after 'ready': storing the trajectory, writing the .cnt, starting the pool
-            return ('ready', 0, rng.uniform(0.0, cal['first'] - cal['ready']))
-        if phase == 'mid' and pending >= 2:  # within a run's time after the k-th run started
-            return ('started', rng.randint(1, pending - 1),
-                    rng.uniform(0.0, (cal['last'] - cal['first']) / self.n))
-        if phase in ('mid', 'store') and pending:  # after the last run, before f_run returns
-            return ('ended', pending, rng.uniform(0.0, 1.1 * (cal['done'] - cal['last'])))
-        if phase in ('mid', 'store'):  # a resume with no run to do: it loads and stores
-            return ('ready', 0, rng.uniform(0.0, cal['done'] - cal['last'] +
-                                            cal['first'] - cal['ready']))
-        return ('start', 0, rng.uniform(0.0, 1.15 * cal['exit']))
-
-    def landed(self, proc, pending):
-        """Where a kill hit, from the killed process's own logs."""
-        marks, started, ended, _ = self.events(proc)
-        if not proc.killed:
-            return 'finished'
-        if 'done' in marks:
-            return 'exit'
-        if 'ready' not in marks:
-            return 'startup'
-        if not started:
-            return 'store-before-runs'
-        if len(set(ended)) < len(pending):
-            return 'runs(%d/%d ended)' % (len(set(ended)), len(pending))
-        return 'end-store'
-
-    def run(self, phase, second_kill, main_only_p):
-        rng = random.Random(self.seed)
-        self.calibrate()
-        everything = set(range(self.n))
-        plan = self.plan(rng, phase, self.n)
-        self.main_only = main_only = self.mode != 'serial' and rng.random() < main_only_p
-        self.story.append('%s, %d runs%s, calibrated %s; kill 1: %s %s%s' % (
-            self.config, self.n, ' of %d MB' % (self.nbytes >> 20) if self.nbytes else '',
-            {k: round(v, 3) for k, v in self.cal.items()}, phase, plan,
-            ', main process only' if main_only else ''))
-        landed = []
-        proc = self.start('run')
-        self.kill(proc, plan, main_only)
-        before = set()  # the runs completed on disk when `proc` started
-        while True:
-            if proc.killed:
-                assert proc.returncode == -signal.SIGKILL, (proc.returncode,
-                                                            self.tail(proc, 'err'))
-            elif proc.returncode != 0:
-                raise AssertionError('%s failed on its own (exit %s): %s' % (
-                    proc.what, proc.returncode, self.tail(proc, 'err')))
-            landed.append(self.landed(proc, everything - before))
-            marks, started, ended, _ = self.events(proc)
-            cnt = os.path.exists(self.cnt)
-            self.story.append('%s %s at %.3f s (%s): %d runs started in it; folder %s' % (
-                proc.what, 'killed' if proc.killed else 'ended', proc.killed or proc.t_exit,
-                landed[-1], len(started), sorted(os.listdir(str(self.data_dir)))))
-            self.check_journal()
-            done = self.on_disk()
-            self.story[-1] += '; %d runs completed on disk' % len(done)
-            assert len(started) == len(set(started)), 'a run was started twice in one sweep'
-            again = sorted(set(started) & before)
-            assert not again, 'runs completed on disk were run again: %s' % again
-            assert before <= done, 'completed runs were lost: %s' % sorted(before - done)
-            if not proc.killed:
-                assert set(started) == everything - before, \
-                    'the sweep must run exactly the runs not completed on disk: ran %s, ' \
-                    'missing were %s' % (sorted(started), sorted(everything - before))
-                assert self.result(proc) == [[i, self.expected_return(i)]
-                                             for i in range(self.n)], \
-                    'the returned results differ from an uninterrupted sweep'
-                assert done == everything and not cnt, (sorted(everything - done), cnt)
-                break
-            if not cnt:
-                if done == everything:  # killed after the .cnt was deleted
-                    break
-                # killed before the .cnt was written: no run can have started. Nothing to
-                # resume, and the trajectory may be stored already (a plain new sweep into the
-                # file is refused: it holds trajectory 't'): start anew, overwriting the file
-                assert not done and not started, 'runs done but no .cnt to resume them'
-                what = 'rerun'
-                self.reruns.append('stored' if self.stored else 'empty')
-                self.story.append('no .cnt (trajectory %s): started anew with '
-                                  'overwrite_file=True' % ('stored' if self.stored else
-                                                           'not stored'))
-            else:
-                what = 'resume'
-            assert len(self.procs) < 4, 'no complete sweep after %d processes' % len(
-                self.procs)
-            before = set() if what == 'rerun' else done
-            proc = self.start(what)
-            if second_kill and len(self.procs) == 2:
-                phase2 = rng.choice(('before', 'mid', 'store', 'uniform'))
-                plan = self.plan(rng, phase2, len(everything - before))
-                self.story.append('kill 2 (of the %s): %s %s' % (what, phase2, plan))
-                self.kill(proc, plan)
-            else:
-                self.finish(proc, timeout=120 + 6 * self.cal['exit'])
-        self.check_file()
-        self.check_folder()
-        return landed
-
-
-def _stress_trial(tmp_path, stress_dir, config, index, phase, second_kill, label,
-                  main_only_p=0.0):
-    if config.split('-')[1] == 'hdf5' and tables is None:
-        pytest.skip('PyTables is not installed')
-    seed = zlib.crc32(('%d:%s:%d' % (STRESS_BASE_SEED, config, index)).encode())
-    trial = _StressTrial(tmp_path / ('trial%d' % index), stress_dir, config, seed, label)
-    started = time.time()
-    line = {'config': config, 'trial': index, 'base_seed': STRESS_BASE_SEED, 'seed': seed,
-            'phase': phase}
-    try:
-        line['landed'] = trial.run(phase, second_kill, main_only_p)
-    except Exception as exc:
-        line['failed'] = '%s: %s' % (type(exc).__name__, exc)
-        raise AssertionError(
-            'kill stress FAILED: %s trial %d, MINIPYPET_STRESS_SEED=%d, trial seed %d:\n  %s\n'
-            '%s: %s' % (config, index, STRESS_BASE_SEED, seed, '\n  '.join(trial.story),
-                        type(exc).__name__, exc)) from exc
-    finally:
-        for proc in trial.procs:
-            kill_group(proc)
-            if proc.poll() is None:
-                proc.wait(timeout=30)
-        line.update(main_only=trial.main_only, sweeps=[p.what for p in trial.procs],
-                    reruns=trial.reruns, kills=sum(1 for p in trial.procs if p.killed),
-                    seconds=round(time.time() - started, 2))
-        if 'failed' in line:
-            line['story'] = trial.story
-        print(json.dumps(line))
-        if os.environ.get('MINIPYPET_STRESS_LOG'):
-            with open(os.environ['MINIPYPET_STRESS_LOG'], 'a') as f:
-                f.write(json.dumps(line) + '\n')
-    shutil.rmtree(str(trial.tmp), ignore_errors=True)  # (large sweeps: up to 120 MB each)
-
-
-if tables is None:  # (the stdlib-only CI job: its HDF5 share on pickle; arrays become bytes)
-    STRESS_SHORT = [(c.replace('hdf5', 'pickle'), p, k) for c, p, k in STRESS_SHORT]
-
-
-@posix_only
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize('config,phase,second_kill', STRESS_SHORT,
-                         ids=['%s-%s' % (c, p) for c, p, _ in STRESS_SHORT])
-def test_kill9_stress_short(tmp_path, stress_dir, config, phase, second_kill):
-    _stress_trial(tmp_path, stress_dir, config, 0, phase, second_kill, 'short')
-
-
-STRESS_TRIALS = -(-STRESS_KILLS // len(STRESS_CONFIGS))  # per configuration, rounded up
-
-
-@posix_only
-@pytest.mark.stress
-@pytest.mark.timeout(300 + 120 * STRESS_TRIALS)
-@pytest.mark.parametrize('config', STRESS_CONFIGS)
-def test_kill9_stress(tmp_path, stress_dir, request, config):
-    expr = request.config.getoption('markexpr', '') or ''
-    if 'MINIPYPET_STRESS_KILLS' not in os.environ and not (
-            re.search(r'\bstress\b', expr) and not re.search(r'\bnot\s+stress\b', expr)):
-        pytest.skip('the long kill stress runs with -m stress (or MINIPYPET_STRESS_KILLS set)')
-    offset = STRESS_CONFIGS.index(config)
-    for k in range(STRESS_TRIALS):
-        rng = random.Random('%d:%s:%d:plan' % (STRESS_BASE_SEED, config, k))
-        _stress_trial(tmp_path, stress_dir, config, k,
-                      STRESS_PHASES[(k + offset) % len(STRESS_PHASES)],
-                      second_kill=rng.random() < 1 / 3, label='long', main_only_p=0.25)
-
-
-# ###########################################################################################
-# A user's first hour (issue 16): the README as written, progress, messages, reprs, plots
-# ###########################################################################################
-HAVE_H5PY = importlib.util.find_spec('h5py') is not None
-HAVE_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
-FIRST_HOUR_PRELUDE = (
-    "import importlib, sys\n"
-    "sys.modules['minipypet'] = importlib.import_module(%r)  # (a vendored copy: its name)\n"
-    % MOD)
-
-
-def readme_blocks():
-    """[(language, code)] of the README's fenced code blocks, in order."""
-    path = os.path.join(ROOT, 'README.md')
-    if not os.path.exists(path):
-        pytest.skip('no README next to the module (installed copy)')
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
-    return re.findall(r'^```(\w*)\n(.*?)^```', text, flags=re.M | re.S)
-
-
-def test_readme_blocks_run_verbatim_in_order(tmp_path):
-    """Every python block runs as written, one after the other in one interpreter (blocks
-    for a cluster are compiled only, blocks for a missing extra are compiled only); then
-    the command lines of the `python -m minipypet` block run against the files made."""
-    blocks = readme_blocks()
-    runner = [FIRST_HOUR_PRELUDE, 'import __main__\nCOMPILE_ONLY = []\n']
-    n = 0
-    for lang, code in blocks:
-        if lang != 'python':
-            continue
-        compile(code, 'README block %d' % n, 'exec')  # every block: valid Python
-        needs = [m for m, key in (('h5py', 'h5py'), ('pandas', 'runs_dataframe'),
-                                  ('tables', 'h5py'))
-                 if key in code and importlib.util.find_spec(m) is None]
-        if 'dask_jobqueue' in code or 'mpi4py' in code or needs:
-            runner.append('COMPILE_ONLY.append(%d)\n' % n)
-        else:
-            runner.append('print("block %d", flush=True)\nexec(compile(%r, "README block %d", '
-                          '"exec"), __main__.__dict__)\n' % (n, code, n))
-        n += 1
-    assert n >= 10
-    script = tmp_path / 'readme.py'
-    script.write_text(''.join(runner))
-    work = tmp_path / 'work'
-    work.mkdir()
-    out = subprocess.run([sys.executable, str(script)], cwd=str(work), capture_output=True,
-                         text=True, timeout=240, env=sub_env())
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert 'block %d' % (n - 1) in out.stdout or 'COMPILE_ONLY' in script.read_text()
-    assert '6.0' in out.stdout          # the intro's loaded z values were printed
-    commands = [line.split('#')[0].split() for lang, code in blocks if lang == 'sh'
-                for line in code.splitlines() if line.startswith('python -m minipypet')]
-    assert len(commands) >= 4
-    for words in commands:
-        if words[3] == 'plot' and not HAVE_MATPLOTLIB:
-            continue
-        got = subprocess.run([sys.executable, '-m', MOD] + words[3:], cwd=str(work),
-                             capture_output=True, text=True, timeout=120, env=sub_env())
-        assert got.returncode == 0, (words, got.stderr)
-
-
-def test_readme_parallel_blocks_are_guarded():
-    for lang, code in readme_blocks():
-        if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
-                'f_run' in code:
-            assert "if __name__ == '__main__':" in code, code
-
-
-# -- the live progress line -------------------------------------------------------------------
-PROGRESS_SCRIPT = FIRST_HOUR_PRELUDE + textwrap.dedent('''
-    import time, minipypet as pypet
-
-    def job(traj):
-        time.sleep(0.02)
-        if traj.x == 3:
-            raise ValueError('three')
-        return traj.x
-
-    env = pypet.Environment(trajectory='prog', filename='prog.pkl', add_time=False,
-                            record_failed_runs=True, show_progress=%s)
-    env.v_trajectory.f_add_parameter('x', 0)
-    env.v_trajectory.f_explore({'x': list(range(20))})
-    env.f_run(job)
-    print('returned')
-''')
-
-
-def run_in_pty(args, cwd, timeout=60):
-    """Run a command with stdin, stdout and stderr on a pseudo-terminal; return its output."""
-    pty = pytest.importorskip('pty')
-    import select
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave,
-                            env=sub_env())
-    os.close(slave)
-    out = b''
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # (Linux: EIO once the other end is closed)
-                    break
-                if not data:
-                    break
-                out += data
-            elif proc.poll() is not None:
-                break
-    finally:
-        os.close(master)
-        proc.wait(timeout=10)
-    return proc.returncode, out.decode('utf-8', 'replace')
-
-
-@posix_only
-@pytest.mark.parametrize('setting', ['None', 'False'])
-def test_progress_line_on_a_terminal(tmp_path, setting):
-    script = tmp_path / 'prog.py'
-    script.write_text(PROGRESS_SCRIPT % setting)
-    code, out = run_in_pty([sys.executable, str(script)], str(tmp_path))
-    assert code == 0, out
-    assert 'returned' in out
-    if setting == 'False':        # the one switch: nothing at all
-        assert 'runs' not in out and '\r' not in out.replace('\r\n', '\n')
-        return
-    lines = out.replace('\r\n', '\n').split('\r')
-    live = [line for line in lines if re.match(r'prog: \d+/20 runs', line)]
-    assert live, out
-    last = live[-1]
-    assert re.match(r'prog: 19/20 runs, 1 failed, [\d.]+ runs/s, elapsed [\d.]+ s, ETA', last), \
-        out
-    assert re.search(r'prog: 19 of 20 runs done, 1 failed in [\d.]+ s, stored in prog.pkl *\r?\n',
-                     out), out
-
-
-def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path):
-    script = tmp_path / 'prog.py'
-    script.write_text(PROGRESS_SCRIPT % 'None')
-    out = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), capture_output=True,
-                         text=True, timeout=60, env=sub_env())
+def test_cli_list(cli_file):
+    out = run_cli(cli_file, 'list', cli_file['file'])
     assert out.returncode == 0, out.stderr
-    assert out.stdout == 'returned\n'
-    assert '\r' not in out.stderr and 'runs/s' not in out.stderr and 'done' not in out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ['trajectory', 'runs', 'completed']
+    first = [l for l in lines if l.startswith('first_traj')]
+    second = [l for l in lines if l.startswith('cli_traj')]
+    assert len(first) == len(second) == 1
+    assert first[0].split()[1:3] == ['2', '2'] and 'the early one' in first[0]
+    assert second[0].split()[1:3] == ['3', '2'] and 'made for the CLI test' in second[0]
 
 
-def test_show_progress_is_validated():
-    with pytest.raises(mp.ConfigurationError, match='show_progress'):
-        lazy_env(show_progress='yes')
-
-
-# -- Ctrl+C, graceful exit and resuming -------------------------------------------------------
-INTERRUPT_JOB = textwrap.dedent('''
-    import time
-
-    def slow(traj):
-        time.sleep(0.1)
-        traj.f_add_result('z', traj.x * 2)
-        return traj.x * 2
-''')
-INTERRUPT_SCRIPT = FIRST_HOUR_PRELUDE + textwrap.dedent('''
-    import sys, minipypet as pypet
-    from jobs16 import slow
-
-    env = pypet.Environment(trajectory='cc', filename='cc.pkl', add_time=False,
-                            graceful_exit=%s)
-    env.v_trajectory.f_add_parameter('x', 0)
-    env.v_trajectory.f_explore({'x': list(range(40))})
-    print('started', flush=True)
-    results = env.f_run(slow)
-    print('returned %%d' %% len(results))
-''')
-
-
-@posix_only
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize('graceful', [True, False], ids=['graceful_exit', 'plain'])
-def test_ctrl_c_says_how_to_resume_and_the_command_line_resumes(tmp_path, graceful):
-    (tmp_path / 'jobs16.py').write_text(INTERRUPT_JOB)
-    (tmp_path / 'cc.py').write_text(INTERRUPT_SCRIPT % graceful)
-    env = sub_env(str(tmp_path))
-    proc = subprocess.Popen([sys.executable, 'cc.py'], cwd=str(tmp_path), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == 'started\n'
-    time.sleep(0.8)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    cnt = str(tmp_path / 'cc.cnt')
-    match = re.search(r'stopped after (\d+) of 40 runs of cc; resume with '
-                      r'env\.f_continue_run\((.*?)\), or from the command line: '
-                      r'python -m (\S+) resume (\S+)', err)
-    assert match, err
-    done = int(match.group(1))
-    assert 0 < done < 40
-    assert eval(match.group(2)) == cnt and match.group(3) == MOD and match.group(4) == cnt
-    if graceful:   # returns what finished, exit status 0
-        assert proc.returncode == 0 and out.endswith('returned %d\n' % done), (out, err)
-    else:          # a KeyboardInterrupt that carries the message
-        assert proc.returncode != 0 and 'KeyboardInterrupt: stopped after' in err, err
-    resumed = subprocess.run([sys.executable, '-m', MOD, 'resume', cnt], cwd=str(tmp_path),
-                             env=env, capture_output=True, text=True, timeout=60)
-    assert resumed.returncode == 0, resumed.stderr
-    assert 'resumed cc: 40 of 40 runs completed' in resumed.stdout
-    traj = mp.load_trajectory(filename=str(tmp_path / 'cc.pkl'), load_all=2)
-    assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-        i: 2 * i for i in range(40)}
-    assert not os.path.exists(cnt)
-
-
-RESUME_MAIN_JOB = FIRST_HOUR_PRELUDE + textwrap.dedent('''
-    import minipypet as pypet
-
-    def divide(traj):
-        return 1.0 / traj.x
-
-    env = pypet.Environment(trajectory='mj', filename='mj.pkl', add_time=False)
-    env.v_trajectory.f_add_parameter('x', 1.0)
-    env.v_trajectory.f_explore({'x': [1.0, 2.0, 0.0, 4.0]})
-    env.f_run(divide)
-''')
-RESUME_ELSEWHERE = FIRST_HOUR_PRELUDE + textwrap.dedent('''
-    import minipypet as pypet
-    env = pypet.Environment(log_config=None)
-    try:
-        env.f_continue_run('mj.cnt')
-    except pypet.ResumeError as exc:
-        print('refused:', exc)
-
-    def divide(traj):
-        return 1.0 / traj.x if traj.x else 0.0
-
-    print(env.f_continue_run('mj.cnt', job=divide))
-''')
-
-
-def test_resume_from_another_script_needs_an_importable_job_or_job_argument(tmp_path):
-    (tmp_path / 'a.py').write_text(RESUME_MAIN_JOB)
-    (tmp_path / 'b.py').write_text(RESUME_ELSEWHERE)
-    first = subprocess.run([sys.executable, 'a.py'], cwd=str(tmp_path), env=sub_env(),
-                           capture_output=True, text=True, timeout=60)
-    assert first.returncode != 0 and 'ZeroDivisionError' in first.stderr
-    # the failing run is named, with its parameter values
-    assert 'run 2 (run_00000002) with x=0.0' in first.stderr, first.stderr
-    second = subprocess.run([sys.executable, 'b.py'], cwd=str(tmp_path), env=sub_env(),
-                            capture_output=True, text=True, timeout=60)
-    assert second.returncode == 0, second.stderr
-    assert ("refused: mj.cnt names divide from the script that ran the sweep (__main__), which "
-            "cannot be imported here" in second.stdout)
-    assert "env.f_continue_run('mj.cnt', job=divide)" in second.stdout
-    assert '[(0, 1.0), (1, 0.5), (2, 0.0), (3, 0.25)]' in second.stdout
-
-
-def test_f_continue_run_refuses_a_job_that_is_not_callable(tmp_path):
-    env = file_env(tmp_path)
-    with pytest.raises(mp.ConfigurationError, match='job must be a function'):
-        env.f_continue_run(str(tmp_path / 'x.cnt'), job=3)
-
-
-# -- errors that say what to do ---------------------------------------------------------------
-def test_a_failing_serial_run_is_named_with_its_values(tmp_path, caplog):
-    env = file_env(tmp_path)
-    xy_traj(env.v_trajectory)
-
-    def job(traj):
-        return 1 / (traj.y - 4.0)
-    with caplog.at_level(logging.ERROR, logger='minipypet'):
-        with pytest.raises(ZeroDivisionError) as info:   # the job's own exception type
-            env.f_run(job)
-    text = 'run 1 (run_00000001) with x=1.0, y=4.0'
-    notes = getattr(info.value, '__notes__', [])
-    assert ('in ' + text in notes) if sys.version_info >= (3, 11) else text in caplog.text
-
-
-@pytest.mark.timeout(120)
-def test_a_failing_pool_run_is_named_with_its_values(tmp_path):
-    env = file_env(tmp_path, multiproc=True, ncores=2, wrap_mode='LOCK')
-    xy_traj(env.v_trajectory)
-    with pytest.raises(ZeroDivisionError) as info:
-        env.f_run(divide_by_y_minus_4)
-    assert re.search(r'Traceback of run (1 \(run_00000001\) with x=1\.0|4 \(run_00000004\) '
-                     r'with x=2\.0), y=4\.0:', str(info.value.__cause__))
-
-
-def divide_by_y_minus_4(traj):
-    return 1 / (traj.y - 4.0)
-
-
-def test_a_skeleton_result_says_how_to_load_its_data(tmp_path):
-    env = file_env(tmp_path)
-    xy_traj(env.v_trajectory)
-    env.f_run(store_z)
-    loaded = mp.load_trajectory(filename=env.v_trajectory.v_storage_service.filename,
-                                index=-1)
-    res = loaded.f_get('results.runs.run_00000001.z')
-    for read in (lambda: res.z, lambda: res.f_get('z'), lambda: res['z']):
-        with pytest.raises(mp.NoSuchNodeError) as info:
-            read()
-        text = str(info.value)
-        assert 'loaded as a skeleton' in text and 'load_results=2' in text
-        assert "traj.f_load_item('results.runs.run_00000001.z')" in text
-        assert 'v_auto_load' in text
-    assert 'loaded as a skeleton' in repr(res)
-    loaded.f_load_item(res)
-    assert res.z == 4.0
-    with pytest.raises(mp.NoSuchNodeError, match=r"has no item 'zz'; it has \['z'\]; did you "
-                                                 r"mean z\?"):
-        res.zz
-
-
-def store_z(traj):
-    traj.f_add_result('z', traj.x * traj.y)
-
-
-def test_load_by_the_name_without_the_time_says_so(tmp_path):
-    filename = str(tmp_path / 'ex.pkl')
-    env = mp.Environment(trajectory='ex', filename=filename, log_config=None,
-                         storage_service=mp.PickleStorageService)
-    xy_traj(env.v_trajectory)
-    env.f_run(store_z)
-    with pytest.raises(mp.DataNotInStorageError) as info:
-        mp.load_trajectory(name='ex', filename=filename)
-    assert 'add_time=True appended the time' in str(info.value)
-    assert "name=%r" % env.v_trajectory.v_name in str(info.value)
-    assert 'index=-1' in str(info.value)
-
-
-def test_silent_no_ops_now_speak(tmp_path, caplog):
-    env = file_env(tmp_path)
-    traj = xy_traj(env.v_trajectory)
-    with pytest.raises(mp.ConfigurationError, match=r'parameters\.x is explored already \(6 '
-                                                    r'values\).*f_expand.*f_shrink'):
-        traj.f_explore({'x': [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
-    assert traj.f_get('x').f_get_range() == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
-    assert len(env.f_run(store_z)) == 6
-    with caplog.at_level(logging.WARNING, logger='minipypet'):
-        assert env.f_run(store_z) == []
-    assert 'all 6 runs of traj are already completed' in caplog.text
-    loaded = mp.load_trajectory(filename=traj.v_storage_service.filename, load_all=2)
-    with pytest.raises(mp.NoSuchNodeError, match="'zz'; did you mean z"):
-        loaded.f_get_from_runs('zz', fast_access=True)
-    assert loaded.f_get_from_runs('z', fast_access=True)['run_00000005'] == 10.0
-    with pytest.raises(mp.ConfigurationError, match='ncores=0.*multiproc=True'):
-        lazy_env(ncores=0)
-    assert lazy_env(ncores=0, multiproc=True)._ncores == (os.cpu_count() or 1)
-
-
-def test_install_hints_name_the_packages():
-    code = "import sys\nfor m in ('tables', 'matplotlib', 'numpy'):\n    sys.modules[m] = None\n" + \
-        IMPORT + textwrap.dedent('''
-        for module, extra in (('tables', None), ('matplotlib', None), ('git', None),
-                              ('numpy', 'hdf5')):
-            try:
-                mp._require(module, extra)
-            except mp.MissingDependencyError as exc:
-                print(exc)
-    ''')
-    out = prov_run_python(code)
+def test_cli_show(cli_file):
+    out = run_cli(cli_file, 'show', cli_file['file'])
     assert out.returncode == 0, out.stderr
-    assert 'tables is needed for this feature but is not installed; install it with `pip ' \
-        'install tables numpy`' in out.stdout
-    assert 'numpy is needed for this feature but is not installed; install it with `pip ' \
-        'install tables numpy`' in out.stdout
-    assert '`pip install matplotlib`' in out.stdout
-    assert 'minipypet[' not in out.stdout
+    text = out.stdout
+    assert text.startswith('trajectory cli_traj')
+    assert 'comment: made for the CLI test' in text
+    assert 'runs: 3, completed: 2, failed: 1' in text
+    assert 'parameters.x = [1, 2, 3]' in text
+    assert re.search(r'parameters\.fixed\s+\[Parameter\] 0\.25', text)
+    assert '# the explored one' in text
+    assert re.search(r'results\.trap_result\s+\[PickleResult\] \(pickled, not unpickled\)'
+                     r'\s+# a trap', text)
+    assert re.search(r'results\.runs\.\$\.z\s+\[Result\] in 2 runs\s+# ten times x', text)
+    assert 'config.' not in text
+    out = run_cli(cli_file, 'show', cli_file['file'], '--config')
+    assert out.returncode == 0, out.stderr
+    assert 'config.environment.%s.hexsha' % cli_file['env'] in out.stdout
+    out = run_cli(cli_file, 'show', cli_file['file'], '--name', 'first_traj')
+    assert out.stdout.startswith('trajectory first_traj')
+    assert 'runs: 2, completed: 2, failed: 0, pending: 0' in out.stdout
+    out = run_cli(cli_file, 'show', cli_file['file'], '--index', '0')
+    assert out.stdout.startswith('trajectory first_traj')
+    # the failed run is failed, not also pending (2 + 1 + 1 would be 4 of 3 runs)
+    assert 'runs: 3, completed: 2, failed: 1, pending: 0' in text
 
 
-# -- reprs, the tree printer, Jupyter ---------------------------------------------------------
-def test_reprs_show_values(tmp_path):
-    env = file_env(tmp_path, name='rep')
-    traj = xy_traj(env.v_trajectory)
-    assert repr(env).startswith('<Environment environment_')
-    assert 'trajectory rep (6 runs), serial, PickleStorageService' in repr(env)
-    assert repr(traj.f_get('x')) == '<Parameter parameters.x = 1.0 (explored: 6 values)>'
-    assert repr(mp.Parameter('n')) == '<Parameter n (empty)>'
-    res = mp.Result('r', 3.5, std=0.25, comment='c')
-    assert repr(res) == '<Result r = r=3.5, std=0.25>'
-    assert repr(mp.Result('z', 6.0)) == '<Result z = 6.0>'
-    assert repr(traj) == ('<Trajectory rep: 6 runs (0 completed), explored: x, y, file %s>'
-                          % traj.v_storage_service.filename)
-    env.f_run(store_z)
-    assert str(traj).startswith('<Trajectory rep: 6 runs (6 completed)')
-    assert repr(traj.parameters) == '<NNGroupNode parameters: 2 children>'
+def test_cli_runs_table_csv_json(cli_file, tmp_path):
+    out = run_cli(cli_file, 'runs', cli_file['file'])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    header = lines[0].split()
+    assert header[:3] == ['idx', 'name', 'x'] and 'z' in header and 'completed' in header
+    assert len(lines) == 4
+    assert lines[1].split()[:3] == ['0', 'run_00000000', '1']
+    assert lines[2].split()[-1] == '20'
+
+    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'csv')
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r['x'] for r in rows] == ['1', '2', '3']
+    assert [r['z'] for r in rows] == ['10', '20', '']
+    assert [r['completed'] for r in rows] == ['1', '1', '0']
+    assert 'three is bad' in rows[2]['error']
+
+    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'json', '--name',
+                  'cli_traj')
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [(r['idx'], r['x'], r.get('z')) for r in rows] == [(0, 1, 10), (1, 2, 20),
+                                                               (2, 3, None)]
+    assert rows[2]['failed'] is True
+
+    target = tmp_path / 'out.csv'
+    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'csv', '--output', target,
+                  '--name', 'first_traj')
+    assert out.returncode == 0 and out.stdout == ''
+    with open(str(target), newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['x'], r['z']) for r in rows] == [('7', '70'), ('8', '80')]
+    target = tmp_path / 'out.json'
+    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'json', '-o', target)
+    assert out.returncode == 0
+    assert len(json.loads(target.read_text())) == 3
 
 
-@needs_numpy
-def test_repr_of_an_array_result_shows_shape_and_dtype():
-    res = mp.Result('a', np.zeros((3, 4)), n=2)
-    assert repr(res) == '<Result a = a=ndarray float64 (3, 4), n=2>'
+def test_cli_provenance(cli_file):
+    out = run_cli(cli_file, 'provenance', cli_file['file'])
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith('environments of cli_traj:')
+    assert '  %s' % cli_file['env'] in text
+    assert 'hexsha = %s' % cli_file['sha'] in text
+    assert 'versions.minipypet = %s' % mp.__version__ in text
+    assert 'trajectory.name = cli_traj' in text
+    assert 'runtime = ' in text
+    if cli_file['git']:
+        assert 'git commits:\n  commit_%s_' % cli_file['sha'][:7] in text
+        assert 'message = cli -- Trajectory: `cli_traj`' in text
+    else:
+        assert 'git commits: none recorded' in text
 
 
-def test_tree_printer_and_html(tmp_path, capsys):
-    env = file_env(tmp_path, name='tree')
-    traj = xy_traj(env.v_trajectory)
-    traj.f_add_parameter('road.ncars', 42, comment='cars on the road')
-    env.f_run(store_z)
-    loaded = mp.load_trajectory(filename=traj.v_storage_service.filename, load_all=2)
-    text = loaded.f_tree(max_children=3)
-    lines = text.splitlines()
-    assert 'parameters/' in lines
-    assert '  x = 1.0 (explored: 6 values)  [Parameter]  # first factor' in lines
-    assert '    ncars = 42  [Parameter]  # cars on the road' in lines
-    assert '      z = 3.0  [Result]' in lines
-    assert '    ... 3 more' in lines
-    assert not any(line.startswith('config') for line in lines)
-    assert 'config/' in loaded.f_tree(config=True, max_depth=1).splitlines()
-    assert loaded.f_tree(max_depth=1).splitlines() == ['parameters/', 'derived_parameters/',
-                                                       'results/']
-    loaded.parameters.f_print_tree()
-    assert capsys.readouterr().out.startswith('x = 1.0 (explored: 6 values)')
-    page = loaded._repr_html_()
-    assert page.startswith('<p><b>&lt;Trajectory tree: 6 runs (6 completed)')
-    assert '<pre>parameters/\n  x = 1.0' in page
-    assert '<th>x</th><th>y</th>' in page and '<td>10.0</td>' in page
+def test_cli_errors(cli_file, tmp_path):
+    out = run_cli(cli_file, 'show', str(tmp_path / 'nope.hdf5'))
+    assert out.returncode == 1
+    assert out.stderr.startswith('minipypet: error:') and 'nope' in out.stderr
+    out = run_cli(cli_file, 'show', cli_file['file'], '--name', 'no_such_traj')
+    assert out.returncode == 1 and 'no_such_traj' in out.stderr
+    out = run_cli(cli_file, 'runs', cli_file['file'], '--format', 'xml')
+    assert out.returncode == 2 and 'invalid choice' in out.stderr
+    out = run_cli(cli_file, 'run', str(tmp_path / 'missing.py'))
+    assert out.returncode == 2 and out.stderr.startswith('minipypet: error: no script')
+    assert 'Traceback' not in out.stderr
+    target = tmp_path / 'table.txt'                  # the table format honours -o too
+    out = run_cli(cli_file, 'runs', cli_file['file'], '-o', target)
+    assert out.returncode == 0 and out.stdout == ''
+    assert target.read_text().splitlines()[0].split()[:3] == ['idx', 'name', 'x']
 
 
-# -- the command line -------------------------------------------------------------------------
+def test_cli_help_of_every_command():
+    out = cli('--help')
+    assert out.returncode == 0
+    for command in ('list', 'show', 'runs', 'provenance', 'run'):
+        assert command in out.stdout
+    for command, words in (('list', ['file']), ('show', ['--config', '--name', '--index']),
+                           ('runs', ['--format', '--output', 'table,csv,json']),
+                           ('provenance', ['--name']), ('run', ['script'])):
+        out = cli(command, '--help')
+        assert out.returncode == 0, (command, out.stderr)
+        assert out.stdout.startswith('usage: minipypet %s' % command)
+        for word in words:
+            assert word in out.stdout, (command, word)
+    out = cli()
+    assert out.returncode != 0 and 'usage' in out.stderr
+
+
+def test_the_trap_really_fires_when_unpickled(tmp_path, jobs):
+    """Proof that the CLI tests above would notice an unpickling."""
+    path = str(tmp_path / 'fired')
+    pickle.loads(pickle.dumps(jobs.Trap(path)))
+    assert os.path.exists(path)
+
+
+def test_cli_on_a_pickle_file_without_pytables_numpy_pandas(tmp_path, helpers_dir):
+    filename = str(tmp_path / 'bare.pkl')
+    env = mp.Environment('bare', add_time=False, storage_service='pickle', filename=filename,
+                         log_config=None, report_progress=False)
+    env.v_trajectory.f_add_parameter('x', 1)
+    env.v_trajectory.f_explore({'x': [4, 5]})
+    env.f_run(importlib.import_module('t4_helpers').times_ten)
+    code = block('tables', 'numpy', 'pandas', 'git') + textwrap.dedent('''
+        import runpy
+        sys.argv = ['minipypet'] + sys.argv[2:]
+        try:
+            runpy.run_module(%r, run_name='__main__', alter_sys=True)
+        except SystemExit as exc:
+            print('exit', exc.code)
+        print('tables loaded', 'tables' in sys.modules)
+    ''' % MOD)
+    for args, expect in ((['list'], 'bare'), (['show'], 'parameters.x = [4, 5]'),
+                         (['runs', '--format', 'csv'], '1,run_00000001,5'),
+                         (['provenance'], 'environments of bare')):
+        out = prov_run_python(code, 'x', args[0], filename, *args[1:], helpers_dir=helpers_dir)
+        assert out.returncode == 0, out.stderr
+        assert expect in out.stdout, (args, out.stdout, out.stderr)
+        assert 'exit 0' in out.stdout and 'tables loaded False' in out.stdout
+
+
 def first_hour_file(tmp_path, n=None):
     """A pickle file with a 3 x 2 x 2 sweep of z = x * y + k (or n runs of z = x)."""
     filename = str(tmp_path / 'sweep.pkl')
@@ -9954,37 +9986,15 @@ def test_cli_plot_without_matplotlib_names_the_package(tmp_path):
 
 
 # -- parallel sweeps started without the __main__ guard ---------------------------------------
-UNGUARDED = FIRST_HOUR_PRELUDE + textwrap.dedent('''
-    import minipypet as pypet
-
-    def job(traj):
-        return traj.x
-
-    env = pypet.Environment(trajectory='u', filename='u.pkl', add_time=False, multiproc=True,
-                            ncores=2, start_method='spawn', log_config=None)
-    env.v_trajectory.f_add_parameter('x', 1.0)
-    env.v_trajectory.f_explore({'x': [1.0, 2.0, 3.0]})
-    env.f_run(job)
-''')
+def test_python_m_minipypet_version():
+    out = subprocess.run([sys.executable, '-m', MOD, '--version'], capture_output=True,
+                         text=True, timeout=60, env=sub_env())
+    assert out.returncode == 0 and out.stdout == 'minipypet %s\n' % mp.__version__
 
 
-@pytest.mark.timeout(120)
-def test_an_unguarded_spawn_sweep_gets_the_hint(tmp_path):
-    (tmp_path / 'u.py').write_text(UNGUARDED)
-    out = subprocess.run([sys.executable, 'u.py'], cwd=str(tmp_path), env=sub_env(),
-                         capture_output=True, text=True, timeout=100)
-    assert out.returncode != 0
-    assert "if __name__ == '__main__':" in out.stderr
-    assert 'this sweep was started while a worker process imported the script' in out.stderr
-
-
-# -- help in the code -------------------------------------------------------------------------
-PUBLIC_CLASSES_16 = ['Environment', 'Trajectory', 'NNGroupNode', 'NNLeafNode', 'BaseParameter',
-                     'Parameter', 'ArrayParameter', 'PickleParameter', 'BaseResult', 'Result',
-                     'PickleResult', 'Annotations', 'StorageService', 'LazyStorageService',
-                     'PickleStorageService', 'HDF5StorageService']
-
-
+# =============================================================================================
+# Public names: docstrings and annotations
+# =============================================================================================
 def public_callables():
     """(qualified name, object) of every public class, function, method and property."""
     found = {}
@@ -10035,7 +10045,113 @@ def test_public_signatures_are_annotated():
     assert bare == []
 
 
-def test_python_m_minipypet_version():
-    out = subprocess.run([sys.executable, '-m', MOD, '--version'], capture_output=True,
-                         text=True, timeout=60, env=sub_env())
-    assert out.returncode == 0 and out.stdout == 'minipypet %s\n' % mp.__version__
+# =============================================================================================
+# Examples and the README
+# =============================================================================================
+EXAMPLES = {
+    '01_first_steps.py': ['run_00000005: x=3.0, y=7.0, z=21.0', 'with 6 runs'],
+    '02_natural_naming.py': ['traj.ncars (a shortcut)       = 42', 'NotUniqueNodeError'],
+    '03_lazy_and_results.py': ['run_00000005 final=8.0', 'runs with rate 2.0 and n > 3: [5]'],
+    '04_parallel_sweep.py': ['samples=40000: mean error', '12 runs done in parallel'],
+    '05_resume_after_crash.py': ['died with exit code 1', 'before the crash: [0, 1, 2, 3, 4, 5]',
+                                 'after the resume: [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16), '
+                                 '(5, 25), (6, 36), (7, 49), (8, 64), (9, 81)]'],
+    '06_debugging_with_lazy_storage.py': ['runs that returned: [0, 2, 3, 5]',
+                                          'run 1 failed: ZeroDivisionError',
+                                          'ratio = 0.5  [Result]  # a / (b - 2)',
+                                          'replayed: ZeroDivisionError'],
+    '07_adaptive_search.py': ['best after 21 runs: x=2.6172, y=1.6236'],
+    '08_big_arrays.py': ['stored 28.8 MB of arrays in 6 runs', 'empty, loaded as a skeleton',
+                         'ndarray float64 (400, 2000)', 'rate=0.4 steps=400: width 89 cells'],
+    '09_load_and_plot.py': ['39 runs (39 completed)', 'largest amplitude after t=0: 0.835',
+                            'plotted amplitude against t into amplitude.png'],
+    '10_dask_cluster.py': ['40 runs on the cluster; n=27 takes the most steps: 111'],
+    '11_pypet_script.py': ['ran 12 runs; z of the last run: 32.0', 'pypet here is minipypet'],
+}
+# what an example that needs an extra says instead, when it is missing
+EXAMPLES_WITHOUT = {
+    '08_big_arrays.py': ('numpy', ['this example needs numpy: pip install numpy']),
+    '09_load_and_plot.py': ('matplotlib', ['(no plot: pip install matplotlib)']),
+    '10_dask_cluster.py': ('distributed', ['this example needs dask.distributed']),
+}
+
+
+@pytest.mark.parametrize('stdlib_only', [False, True], ids=['as-installed', 'stdlib-only'])
+@pytest.mark.parametrize('name', sorted(EXAMPLES))
+def test_example_runs(name, stdlib_only, tmp_path):
+    path = os.path.join(REPO_DIR, 'examples', name)
+    env = dict(os.environ)
+    paths = [MODULE_DIR]
+    if stdlib_only:  # shadow the optional packages with modules that refuse to import
+        blocker = tmp_path / 'blocked'
+        blocker.mkdir()
+        for module in ('numpy', 'tables', 'git', 'pandas', 'dask', 'matplotlib'):
+            (blocker / (module + '.py')).write_text('raise ImportError("blocked")\n')
+        paths.insert(0, str(blocker))
+    env['PYTHONPATH'] = os.pathsep.join(paths + [env.get('PYTHONPATH', '')])
+    work = tmp_path / 'work'
+    work.mkdir()
+    command = [sys.executable, path]
+    if name == '11_pypet_script.py':  # an unchanged pypet script, as its docstring runs it
+        command[1:1] = ['-m', MOD, 'run']
+    proc = subprocess.run(command, cwd=str(work), env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    expect = EXAMPLES[name]
+    if name in EXAMPLES_WITHOUT and (stdlib_only or importlib.util.find_spec(
+            EXAMPLES_WITHOUT[name][0]) is None):
+        expect = EXAMPLES_WITHOUT[name][1]
+    for expected in expect:
+        assert expected in proc.stdout, proc.stdout
+    assert not (work / 'hdf5').exists()             # the example cleans up after itself
+
+
+def test_readme_blocks_run_verbatim_in_order(tmp_path):
+    """Every python block runs as written, one after the other in one interpreter (blocks
+    for a cluster are compiled only, blocks for a missing extra are compiled only); then
+    the command lines of the `python -m minipypet` block run against the files made."""
+    blocks = readme_blocks()
+    runner = [FIRST_HOUR_PRELUDE, 'import __main__\nCOMPILE_ONLY = []\n']
+    n = 0
+    for lang, code in blocks:
+        if lang != 'python':
+            continue
+        compile(code, 'README block %d' % n, 'exec')  # every block: valid Python
+        needs = [m for m, key in (('h5py', 'h5py'), ('pandas', 'runs_dataframe'),
+                                  ('tables', 'h5py'))
+                 if key in code and importlib.util.find_spec(m) is None]
+        if 'dask_jobqueue' in code or 'mpi4py' in code or needs:
+            runner.append('COMPILE_ONLY.append(%d)\n' % n)
+        else:
+            runner.append('print("block %d", flush=True)\nexec(compile(%r, "README block %d", '
+                          '"exec"), __main__.__dict__)\n' % (n, code, n))
+        n += 1
+    assert n >= 10
+    script = tmp_path / 'readme.py'
+    script.write_text(''.join(runner))
+    work = tmp_path / 'work'
+    work.mkdir()
+    out = subprocess.run([sys.executable, str(script)], cwd=str(work), capture_output=True,
+                         text=True, timeout=240, env=sub_env())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert 'block %d' % (n - 1) in out.stdout or 'COMPILE_ONLY' in script.read_text()
+    assert '6.0' in out.stdout          # the intro's loaded z values were printed
+    commands = [line.split('#')[0].split() for lang, code in blocks if lang == 'sh'
+                for line in code.splitlines() if line.startswith('python -m minipypet')]
+    assert len(commands) >= 4
+    for words in commands:
+        if words[3] == 'plot' and not HAVE_MATPLOTLIB:
+            continue
+        got = subprocess.run([sys.executable, '-m', MOD] + words[3:], cwd=str(work),
+                             capture_output=True, text=True, timeout=120, env=sub_env())
+        assert got.returncode == 0, (words, got.stderr)
+
+
+def test_readme_parallel_blocks_are_guarded():
+    for lang, code in readme_blocks():
+        if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
+                'f_run' in code:
+            assert "if __name__ == '__main__':" in code, code
+
+
+# -- the live progress line -------------------------------------------------------------------
