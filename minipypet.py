@@ -9766,6 +9766,128 @@ def _say_no_effect(given, where='Environment'):
                       % (where, key, given[key], why))
 
 
+class _Settings:
+    """An Environment's arguments, checked once and kept together: what the run loop, the
+    workers, the .cnt snapshot and the config data read. Built from Environment.__init__'s
+    arguments, with pypet 0.7's spellings (resumable, freeze_pool_input, log_levels, ...)
+    mapped to the seed's names; a bad value raises ConfigurationError naming it."""
+
+    __slots__ = ('multiproc', 'ncores', 'use_pool', 'wrap_mode', 'freeze_input',
+                 'queue_maxsize', 'continuable', 'continue_folder', 'delete_continue',
+                 'automatic_storing', 'clean_up_runs', 'graceful_exit', 'start_method',
+                 'executor', 'record_failed_runs', 'report_progress', 'show_progress',
+                 'do_single_runs', 'git_message', 'lazy', 'fsync_interval', 'log_level',
+                 'storage')
+    # pypet 0.7's name -> the seed's
+    _SPELLINGS = (('resumable', 'continuable'), ('resume_folder', 'continue_folder'),
+                  ('delete_resume', 'delete_continue'), ('freeze_pool_input', 'freeze_input'),
+                  ('log_levels', 'log_level'))
+    # the storage services' arguments (_make_service gives each backend those it takes)
+    _STORAGE = ('file_title', 'overwrite_file', 'purge_duplicate_comments', 'summary_tables',
+                'small_overview_tables', 'large_overview_tables', 'results_per_run',
+                'derived_parameters_per_run', 'fsync_interval', 'complevel', 'complib',
+                'shuffle', 'fletcher32')
+
+    def __init__(self, a):
+        a = dict(a)
+        for old, new in self._SPELLINGS:
+            if a[old] is not None:
+                a[new] = a[old]
+        if a['use_pool'] is None:  # the seed's pool, unless pypet's immediate_postproc
+            a['use_pool'] = not a['immediate_postproc']
+        level = a['log_level']
+        a['log_level'] = min(_log_level(x) for x in level) if isinstance(
+            level, (list, tuple)) else _log_level(level)
+        self._check(a)
+        _say_no_effect(a)
+        a['ncores'] = a['ncores'] or os.cpu_count() or 1  # (pypet's 0: one per CPU)
+        a['lazy'] = bool(a['lazy_debug'] and __debug__)
+        for flag in ('multiproc', 'continuable'):
+            a[flag] = bool(a[flag])
+        a['storage'] = {key: a[key] for key in self._STORAGE}
+        for name in self.__slots__:
+            setattr(self, name, a[name])
+
+    def config(self, service):
+        """The settings as the environment's config data (config.environment.<name>.*)."""
+        return {
+            'multiproc': self.multiproc, 'ncores': self.ncores, 'use_pool': self.use_pool,
+            'wrap_mode': self.wrap_mode, 'continuable': self.continuable,
+            'freeze_input': self.freeze_input, 'automatic_storing': self.automatic_storing,
+            'clean_up_runs': self.clean_up_runs, 'graceful_exit': self.graceful_exit,
+            'start_method': self.start_method or '',
+            'executor': type(self.executor).__name__ if self.executor is not None else '',
+            'fsync_interval': -1.0 if self.fsync_interval is None else self.fsync_interval,
+            'record_failed_runs': self.record_failed_runs,
+            'storage_service': type(service).__name__,
+            'filename': getattr(service, 'filename', None) or ''}
+
+    @staticmethod
+    def _check(a):
+        def bad(message):
+            raise ConfigurationError(message)
+        if a['wrap_mode'] in _PYPET_ONLY_WRAP_MODES:
+            bad("wrap_mode %r is one of pypet's modes that minipypet does not have; use "
+                "'QUEUE' (one writer process), 'LOCK' (workers write in turn), 'LOCAL' (the "
+                "main process stores) or, for other machines, a concurrent.futures Executor "
+                "(executor=...)" % a['wrap_mode'])
+        if a['wrap_mode'] not in WRAP_MODES:
+            bad('wrap_mode must be one of %s (see pypetconstants), got %r'
+                % (WRAP_MODES, a['wrap_mode']))
+        if not isinstance(a['ncores'], int) or isinstance(a['ncores'], bool) or \
+                a['ncores'] < 0:
+            bad('ncores must be an int >= 1 (0: one per CPU), got %r' % (a['ncores'],))
+        if a['ncores'] == 0 and not a['multiproc'] and a['executor'] is None:
+            bad('ncores=0 (a process per CPU) does nothing without multiproc=True; pass '
+                'multiproc=True, or leave ncores at 1')
+        if a['use_scoop']:
+            bad('SCOOP is not supported; pass a concurrent.futures Executor instead, e.g. '
+                'executor=dask.distributed.Client(...).get_executor()')
+        if a['port'] is not None or a['timeout'] is not None:
+            bad('port and timeout belong to pypet\'s NETLOCK/NETQUEUE/SCOOP modes, which '
+                'minipypet does not have; use executor=... to reach other machines')
+        if a['sumatra_project'] is not None:
+            bad('Sumatra is not supported')
+        for cap in ('cpu_cap', 'memory_cap', 'swap_cap'):
+            value = a[cap]
+            value = value[0] if isinstance(value, tuple) else value
+            if not 0.0 < value <= 100.0:
+                bad('%s must lie in (0, 100], got %r' % (cap, value))
+        if a['freeze_input'] and not (a['multiproc'] and a['use_pool']) and \
+                a['executor'] is None:
+            bad('freeze_input only applies to a pool (multiproc=True, use_pool=True) or an '
+                'executor')
+        if a['immediate_postproc'] and a['use_pool'] and a['multiproc']:
+            bad('immediate_postproc needs use_pool=False')
+        if a['start_method'] not in (None, 'fork', 'spawn', 'forkserver'):
+            bad("start_method must be None, 'fork', 'spawn' or 'forkserver', got %r"
+                % (a['start_method'],))
+        if a['executor'] is not None and not callable(getattr(a['executor'], 'submit', None)):
+            bad('executor must have a submit(fn, *args) method (a concurrent.futures '
+                'Executor), got %r' % (a['executor'],))
+        if a['log_config'] is None and a['log_folder'] is not None:
+            bad('log_config=None means "leave logging alone"; do not pass log_folder with it')
+        if a['queue_maxsize'] is not None and (not isinstance(a['queue_maxsize'], int) or
+                                               a['queue_maxsize'] < -1):
+            bad('queue_maxsize must be -1 (2*ncores), 0 (unbounded) or a positive int')
+        if a['gc_interval'] is not None and (not isinstance(a['gc_interval'], int) or
+                                             a['gc_interval'] < 1):
+            bad('gc_interval must be None or an int >= 1')
+        for flag in ('multiproc', 'use_pool', 'add_time', 'automatic_storing', 'use_hdf5',
+                     'graceful_exit', 'clean_up_runs', 'record_failed_runs', 'lazy_debug'):
+            if not isinstance(a[flag], (bool, int)):
+                bad('%s must be True or False, got %r' % (flag, a[flag]))
+        if a['show_progress'] not in (None, True, False):
+            bad('show_progress must be None (a live line when stderr is a terminal or in '
+                'Jupyter), True or False, got %r' % (a['show_progress'],))
+        if a['report_progress'] not in (True, False, None) and not (
+                isinstance(a['report_progress'], tuple) and 1 <= len(a['report_progress']) <= 3
+                and 0 < a['report_progress'][0] <= 100):
+            bad('report_progress must be True, False or (percent, logger name or "print", '
+                'level), got %r' % (a['report_progress'],))
+
+
+
 class Environment:
     """Runs a job once per point of a trajectory's exploration and stores everything.
 
@@ -9885,19 +10007,7 @@ class Environment:
         if config is not None:  # pypet's .ini file of arguments, parameters and config
             given = {k: v for k, v in locals().items() if k not in ('self', 'config')}
             return self._from_config(config, given)
-        if use_pool is None:  # the seed's pool, unless pypet's immediate_postproc needs none
-            use_pool = not immediate_postproc
-        # pypet 0.7 spellings of the seed's arguments
-        continuable = continuable if resumable is None else resumable
-        continue_folder = continue_folder if resume_folder is None else resume_folder
-        delete_continue = delete_continue if delete_resume is None else delete_resume
-        freeze_input = freeze_input if freeze_pool_input is None else freeze_pool_input
-        log_level = log_level if log_levels is None else log_levels
-        if isinstance(log_level, (list, tuple)):
-            log_level = min(_log_level(level) for level in log_level)
-        log_level = _log_level(log_level)
-        self._validate(locals())
-        _say_no_effect(locals())
+        settings = self._s = _Settings(locals())
         self._timestamp = time.time()
         self._time = _now_strings(self._timestamp)[0]
         if isinstance(trajectory, str):
@@ -9917,40 +10027,18 @@ class Environment:
             raise ConfigurationError('trajectory must be a name (str) or a Trajectory, got %r'
                                      % (trajectory,))
         traj = self._traj
-        ncores = ncores or os.cpu_count() or 1  # (pypet's 0: one per CPU, recorded as such)
-        self._multiproc, self._ncores, self._use_pool = bool(multiproc), ncores, use_pool
-        self._wrap_mode, self._freeze_input = wrap_mode, freeze_input
-        self._queue_maxsize = queue_maxsize
-        self._continuable, self._continue_folder = bool(continuable), continue_folder
-        self._delete_continue = delete_continue
-        self._automatic_storing, self._clean_up_runs = automatic_storing, clean_up_runs
-        self._graceful_exit, self._start_method = graceful_exit, start_method
-        self._executor, self._record_failed = executor, record_failed_runs
-        self._report_progress, self._show_progress = report_progress, show_progress
         self._live = None
-        self._do_single_runs = do_single_runs
         self._postproc = None
         self._stopped = False
-        self._git_message = git_message
         self._resumed = False
         # storage: an explicit service, or HDF5 (pickle without PyTables), or the user's own
-        self._lazy = bool(lazy_debug and __debug__)
-        service_kwargs = dict(file_title=file_title, overwrite_file=overwrite_file,
-                              purge_duplicate_comments=purge_duplicate_comments,
-                              summary_tables=summary_tables,
-                              small_overview_tables=small_overview_tables,
-                              large_overview_tables=large_overview_tables,
-                              results_per_run=results_per_run,
-                              derived_parameters_per_run=derived_parameters_per_run,
-                              fsync_interval=fsync_interval)
-        if self._lazy:
+        if settings.lazy:
             logger.warning('lazy_debug=True and Python runs without -O: using '
                            'LazyStorageService, NOTHING will be written to disk')
             traj.v_storage_service = LazyStorageService()
         elif traj.v_storage_service is None and (storage_service is not None or use_hdf5):
-            traj.v_storage_service = _make_service(
-                storage_service, filename, name=traj.v_name, complevel=complevel,
-                complib=complib, shuffle=shuffle, fletcher32=fletcher32, **service_kwargs)
+            traj.v_storage_service = _make_service(storage_service, filename,
+                                                   name=traj.v_name, **settings.storage)
         # names and provenance
         self._git = None
         if git_repository is not None:
@@ -9969,22 +10057,13 @@ class Environment:
         # logging, only when asked for
         self._log = None
         if log_folder is not None:
+            log_level = settings.log_level
             if log_level is None:  # the seed: INFO, unless the user set a level already
                 root_level = logging.getLogger().level
                 log_level = logging.INFO if root_level in (logging.NOTSET, logging.WARNING) \
                     else root_level
             self._log = _LogSetup(os.path.join(os.fspath(log_folder), traj.v_name), log_level)
             self._log.in_main()
-        self._settings = {
-            'multiproc': self._multiproc, 'ncores': ncores, 'use_pool': use_pool,
-            'wrap_mode': wrap_mode, 'continuable': self._continuable,
-            'freeze_input': freeze_input, 'automatic_storing': automatic_storing,
-            'clean_up_runs': clean_up_runs, 'graceful_exit': graceful_exit,
-            'start_method': start_method or '', 'executor': type(executor).__name__
-            if executor is not None else '', 'fsync_interval': fsync_interval
-            if fsync_interval is not None else -1.0, 'record_failed_runs': record_failed_runs,
-            'storage_service': type(traj.v_storage_service).__name__,
-            'filename': getattr(traj.v_storage_service, 'filename', None) or ''}
         self._add_config()
         if traj.v_storage_service is not None:
             self._check_parallel(traj.v_storage_service)
@@ -10040,71 +10119,6 @@ class Environment:
             for key, value in section(name).items():
                 add(key, *(value if isinstance(value, tuple) else (value,)))
 
-    # -- validation --------------------------------------------------------------------------
-    @staticmethod
-    def _validate(a):
-        def bad(message):
-            raise ConfigurationError(message)
-        if a['wrap_mode'] in _PYPET_ONLY_WRAP_MODES:
-            bad("wrap_mode %r is one of pypet's modes that minipypet does not have; use "
-                "'QUEUE' (one writer process), 'LOCK' (workers write in turn), 'LOCAL' (the "
-                "main process stores) or, for other machines, a concurrent.futures Executor "
-                "(executor=...)" % a['wrap_mode'])
-        if a['wrap_mode'] not in WRAP_MODES:
-            bad('wrap_mode must be one of %s (see pypetconstants), got %r'
-                % (WRAP_MODES, a['wrap_mode']))
-        if not isinstance(a['ncores'], int) or isinstance(a['ncores'], bool) or \
-                a['ncores'] < 0:
-            bad('ncores must be an int >= 1 (0: one per CPU), got %r' % (a['ncores'],))
-        if a['ncores'] == 0 and not a['multiproc'] and a['executor'] is None:
-            bad('ncores=0 (a process per CPU) does nothing without multiproc=True; pass '
-                'multiproc=True, or leave ncores at 1')
-        if a['use_scoop']:
-            bad('SCOOP is not supported; pass a concurrent.futures Executor instead, e.g. '
-                'executor=dask.distributed.Client(...).get_executor()')
-        if a['port'] is not None or a['timeout'] is not None:
-            bad('port and timeout belong to pypet\'s NETLOCK/NETQUEUE/SCOOP modes, which '
-                'minipypet does not have; use executor=... to reach other machines')
-        if a['sumatra_project'] is not None:
-            bad('Sumatra is not supported')
-        for cap in ('cpu_cap', 'memory_cap', 'swap_cap'):
-            value = a[cap]
-            value = value[0] if isinstance(value, tuple) else value
-            if not 0.0 < value <= 100.0:
-                bad('%s must lie in (0, 100], got %r' % (cap, value))
-        if a['freeze_input'] and not (a['multiproc'] and a['use_pool']) and \
-                a['executor'] is None:
-            bad('freeze_input only applies to a pool (multiproc=True, use_pool=True) or an '
-                'executor')
-        if a['immediate_postproc'] and a['use_pool'] and a['multiproc']:
-            bad('immediate_postproc needs use_pool=False')
-        if a['start_method'] not in (None, 'fork', 'spawn', 'forkserver'):
-            bad("start_method must be None, 'fork', 'spawn' or 'forkserver', got %r"
-                % (a['start_method'],))
-        if a['executor'] is not None and not callable(getattr(a['executor'], 'submit', None)):
-            bad('executor must have a submit(fn, *args) method (a concurrent.futures '
-                'Executor), got %r' % (a['executor'],))
-        if a['log_config'] is None and a['log_folder'] is not None:
-            bad('log_config=None means "leave logging alone"; do not pass log_folder with it')
-        if a['queue_maxsize'] is not None and (not isinstance(a['queue_maxsize'], int) or
-                                               a['queue_maxsize'] < -1):
-            bad('queue_maxsize must be -1 (2*ncores), 0 (unbounded) or a positive int')
-        if a['gc_interval'] is not None and (not isinstance(a['gc_interval'], int) or
-                                             a['gc_interval'] < 1):
-            bad('gc_interval must be None or an int >= 1')
-        for flag in ('multiproc', 'use_pool', 'add_time', 'automatic_storing', 'use_hdf5',
-                     'graceful_exit', 'clean_up_runs', 'record_failed_runs', 'lazy_debug'):
-            if not isinstance(a[flag], (bool, int)):
-                bad('%s must be True or False, got %r' % (flag, a[flag]))
-        if a['show_progress'] not in (None, True, False):
-            bad('show_progress must be None (a live line when stderr is a terminal or in '
-                'Jupyter), True or False, got %r' % (a['show_progress'],))
-        if a['report_progress'] not in (True, False, None) and not (
-                isinstance(a['report_progress'], tuple) and 1 <= len(a['report_progress']) <= 3
-                and 0 < a['report_progress'][0] <= 100):
-            bad('report_progress must be True, False or (percent, logger name or "print", '
-                'level), got %r' % (a['report_progress'],))
-
     # -- properties --------------------------------------------------------------------------
     v_trajectory = property(lambda self: self._traj, doc='The trajectory being run.')
     v_traj = v_trajectory
@@ -10123,19 +10137,19 @@ class Environment:
         service = self._traj.v_storage_service
         filename = getattr(service, 'filename', None)
         if filename is not None:
-            folder = self._continue_folder or os.path.dirname(os.path.abspath(filename))
+            folder = self._s.continue_folder or os.path.dirname(os.path.abspath(filename))
         elif self._log is not None:
-            folder = self._continue_folder or self._log.folder
+            folder = self._s.continue_folder or self._log.folder
         else:
             return None
         return os.path.join(folder, self._traj.v_name + '.cnt')
 
     def __repr__(self):
-        if self._executor is not None:
-            how = 'executor %s' % type(self._executor).__name__
-        elif self._multiproc:
-            how = '%s of %d, wrap_mode %s' % ('pool' if self._use_pool else 'process per run',
-                                            self._ncores, self._wrap_mode)
+        if self._s.executor is not None:
+            how = 'executor %s' % type(self._s.executor).__name__
+        elif self._s.multiproc:
+            how = '%s of %d, wrap_mode %s' % ('pool' if self._s.use_pool else 'process per run',
+                                            self._s.ncores, self._s.wrap_mode)
         else:
             how = 'serial'
         service = self._traj.v_storage_service
@@ -10176,7 +10190,7 @@ class Environment:
         c('name', self._name)
         c('trajectory.name', traj.v_name)
         c('trajectory.timestamp', traj.v_timestamp)
-        for key, value in self._settings.items():
+        for key, value in self._s.config(traj.v_storage_service).items():
             c(key, value)
         c('versions.python', platform.python_version())
         c('versions.minipypet', __version__)
@@ -10211,7 +10225,7 @@ class Environment:
     def f_run(self, runfunc: collections.abc.Callable, *args: object, **kwargs: object) -> list:
         """Run runfunc(traj, *args, **kwargs) for every run not completed yet; returns
         [(run index, return value), ...] ordered by run index."""
-        if not self._do_single_runs:
+        if not self._s.do_single_runs:
             raise PypetError('this environment was made with do_single_runs=False')
         return self._execute(runfunc, args, kwargs, None)
 
@@ -10275,7 +10289,7 @@ class Environment:
         traj._check_presets()
         service = self._service()
         self._check_parallel(service)
-        if isinstance(service, _FileService) and not self._automatic_storing:
+        if isinstance(service, _FileService) and not self._s.automatic_storing:
             service._prepare_overwrite()  # (else the first store does, once its data passed)
         start = time.time()
         self._config('start_timestamp', start)
@@ -10283,10 +10297,10 @@ class Environment:
         results = list(earlier)
         cnt = None
         self._stopped = False
-        if self._automatic_storing:
+        if self._s.automatic_storing:
             cnt = self._store_first(job, args, kwargs, per_run)
         first = True
-        self._live = _LiveLine.make(self._show_progress, traj)
+        self._live = _LiveLine.make(self._s.show_progress, traj)
         try:
             while True:
                 if pending is None:
@@ -10299,7 +10313,7 @@ class Environment:
                 first = False
                 results.extend(self._run_pending(job, args, kwargs, per_run, pending, cnt))
                 pending = None
-                if self._postproc is not None and self._automatic_storing:
+                if self._postproc is not None and self._s.automatic_storing:
                     traj.f_store()  # post-processing may load what the runs stored
                     self._refresh_runs()
                 if self._postproc is None or self._stopped:
@@ -10312,7 +10326,7 @@ class Environment:
                 self._config('postproc_expand', True)
                 if expanded is not None:
                     args, kwargs = expanded
-                if self._automatic_storing:  # the new runs' ranges reach the store first
+                if self._s.automatic_storing:  # the new runs' ranges reach the store first
                     traj.f_store(only_init=True)
                     if cnt is not None:
                         cnt = self._write_continue_file(job, args, kwargs, per_run)
@@ -10328,7 +10342,7 @@ class Environment:
             self._config('runtime', str(datetime.timedelta(seconds=finish - start)))
             if self._resumed:
                 self._config('resumed', True)
-            if self._automatic_storing:
+            if self._s.automatic_storing:
                 try:
                     traj.f_store()
                     self._refresh_runs()
@@ -10347,7 +10361,7 @@ class Environment:
                 if interrupted:  # (raised from here: the finally's own exception wins)
                     raise KeyboardInterrupt(stopped) from None
                 logger.warning('%s', stopped)
-        if cnt is not None and self._delete_continue and traj.f_is_completed():
+        if cnt is not None and self._s.delete_continue and traj.f_is_completed():
             for path in (cnt + '.results', cnt):  # (a kill between leaves the .cnt alone)
                 if os.path.exists(path):
                     os.remove(path)
@@ -10362,7 +10376,7 @@ class Environment:
         if cnt is None:
             return text + ('; the finished runs are stored, but the sweep cannot be resumed '
                            '(continuable=False, or a job that does not pickle)'
-                           if self._automatic_storing else '')
+                           if self._s.automatic_storing else '')
         module = __name__ if __name__ != '__main__' else 'minipypet'
         return text + ('; resume with env.f_continue_run(%r), or from the command line: '
                        'python -m %s resume %s' % (cnt, module, _shell_quote(cnt)))
@@ -10370,8 +10384,8 @@ class Environment:
     def _refresh_runs(self):
         """After workers stored runs themselves, read which runs the store holds."""
         service = self._traj.v_storage_service
-        if self._executor is None and self._multiproc and isinstance(service, _FileService) \
-                and _store_mode(service, self._wrap_mode) != 'parent':
+        if self._s.executor is None and self._s.multiproc and isinstance(service, _FileService) \
+                and _store_mode(service, self._s.wrap_mode) != 'parent':
             state = service._load_state(self._traj.v_name, data=set())
             self._traj.__dict__['_runs'] = _RunTable.from_plain(state['runs'])
 
@@ -10401,9 +10415,9 @@ class Environment:
         return None
 
     def _check_parallel(self, service):
-        if not (self._multiproc or self._executor is not None):
+        if not (self._s.multiproc or self._s.executor is not None):
             return
-        if self._multiproc and self._wrap_mode == WRAP_MODE_NONE and \
+        if self._s.multiproc and self._s.wrap_mode == WRAP_MODE_NONE and \
                 not getattr(service, 'multiproc_safe', False):
             raise ConfigurationError(
                 "wrap_mode='NONE' needs a storage service that is safe for several processes; "
@@ -10469,7 +10483,7 @@ class Environment:
 
     def _continue_snapshot(self, job, args, kwargs, per_run):
         """(.cnt path, its bytes), or None where the sweep cannot be resumed."""
-        if not self._continuable or isinstance(self._traj.v_storage_service,
+        if not self._s.continuable or isinstance(self._traj.v_storage_service,
                                                LazyStorageService):
             return None
         path = self.v_continue_file
@@ -10486,7 +10500,8 @@ class Environment:
                     'job': job, 'args': args, 'kwargs': kwargs, 'per_run': per_run,
                     'postproc': self._postproc, 'fingerprint': None,
                     'fingerprint2': self._fingerprint(),
-                    'length': len(self._traj), 'settings': self._settings,
+                    'length': len(self._traj),
+                    'settings': self._s.config(service),
                     'dynamic_imports': sorted(k for k in self._traj._dynamic_imports
                                               if ':' in k)}
         try:
@@ -10520,7 +10535,7 @@ class Environment:
             if trajectory_name is None:
                 raise ConfigurationError('f_continue_run needs the .cnt file (or resume needs '
                                          'the trajectory name)')
-            continue_file = os.path.join(continue_folder or self._continue_folder or '.',
+            continue_file = os.path.join(continue_folder or self._s.continue_folder or '.',
                                          trajectory_name + '.cnt')
             if not os.path.exists(continue_file) and continue_folder is not None:
                 alt = os.path.join(continue_folder, trajectory_name, trajectory_name + '.cnt')
@@ -10539,9 +10554,13 @@ class Environment:
             service = snapshot['service_object']
         else:
             filename = snapshot['filename']
-            cls = {'HDF5StorageService': HDF5StorageService,
-                   'PickleStorageService': PickleStorageService}[snapshot['service']]
-            service = cls(filename, **snapshot.get('service_settings', {}))
+            classes = {cls.__name__: cls for cls in STORAGE_SERVICES.values()}
+            if snapshot['service'] not in classes:
+                raise ResumeError('%s was written with the storage service %s, which is not '
+                                  'in STORAGE_SERVICES here; register it first'
+                                  % (continue_file, snapshot['service']))
+            service = classes[snapshot['service']](filename,
+                                                   **snapshot.get('service_settings', {}))
         traj = Trajectory(name, storage_service=service,
                           dynamic_imports=list(self._traj._dynamic_imports.values()))
         try:
@@ -10564,17 +10583,15 @@ class Environment:
         traj.__dict__['_environment_hexsha'] = self._hexsha
         traj.__dict__['_environment_name'] = self._name
         settings = snapshot['settings']
-        if not self._multiproc and self._executor is None:
-            self._multiproc = settings['multiproc']
-            self._ncores, self._use_pool = settings['ncores'], settings['use_pool']
-            self._wrap_mode, self._freeze_input = settings['wrap_mode'], settings['freeze_input']
-        self._settings['continuable'] = True
-        self._settings['storage_service'] = type(service).__name__
-        self._settings['filename'] = snapshot['filename'] or ''
+        mine = self._s
+        if not mine.multiproc and mine.executor is None:  # (as the sweep ran before)
+            for key in ('multiproc', 'ncores', 'use_pool', 'wrap_mode', 'freeze_input'):
+                setattr(mine, key, settings[key])
+        mine.continuable = True
         self._add_config()
         self._resumed = True
         self._postproc = snapshot['postproc'] or self._postproc
-        self._continue_folder = os.path.dirname(os.path.abspath(continue_file))
+        self._s.continue_folder = os.path.dirname(os.path.abspath(continue_file))
         earlier = dict(_read_results_log(continue_file + '.results', allow_pickle))
         done = [(i, earlier.get(i)) for i in range(len(traj)) if traj._runs.completed[i]]
         return self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
@@ -10680,8 +10697,7 @@ def _read_continue_file(path, lenient, allow_pickle=None):
                               % (path, key, getattr(kind, '__name__', 'list')))
     missing = {'multiproc', 'ncores', 'use_pool', 'wrap_mode', 'freeze_input'} - set(
         snapshot['settings'])
-    if missing or snapshot.get('service') not in (None, 'HDF5StorageService',
-                                                  'PickleStorageService'):
+    if missing or not isinstance(snapshot.get('service'), (str, type(None))):
         raise ResumeError('%s is damaged: its settings are incomplete' % path)
     try:
         _check_stored_name(snapshot.get('trajectory'), 'trajectory name', path)
@@ -10743,25 +10759,25 @@ class _Sweep:
         self.job, self.args, self.kwargs, self.per_run = job, args, kwargs, per_run
         self.pending = pending
         self.service = self.traj.v_storage_service
-        self.mode = 'parent' if env._executor is not None else _store_mode(
-            self.service, env._wrap_mode)
+        self.mode = 'parent' if env._s.executor is not None else _store_mode(
+            self.service, env._s.wrap_mode)
         self.results_path = cnt + '.results' if cnt else None
         self.results_log = _Journal(self.results_path, folder_lock=False) if cnt else None
-        self.progress = _Progress(env._report_progress, len(pending), env._live)
+        self.progress = _Progress(env._s.report_progress, len(pending), env._live)
         self.results, self.stopped, self.interrupts = [], False, 0
 
     def run(self):
         env = self.env
         self._clear_retried()
-        if isinstance(self.service, _FileService) and (env._multiproc or env._executor):
+        if isinstance(self.service, _FileService) and (env._s.multiproc or env._s.executor):
             self.service._journal.quiesce()  # no timer thread alive when workers fork
         old_handler = self._install_sigint()
         try:
-            if env._executor is not None:
+            if env._s.executor is not None:
                 self._on_executor()
-            elif env._multiproc and env._use_pool:
+            elif env._s.multiproc and env._s.use_pool:
                 self._in_pool()
-            elif env._multiproc:
+            elif env._s.multiproc:
                 self._process_per_run()
             else:
                 self._serially()
@@ -10793,7 +10809,7 @@ class _Sweep:
             self.service._delete(names, trajectory=self.traj, recursive=True)
 
     def _install_sigint(self):
-        if not self.env._graceful_exit or \
+        if not self.env._s.graceful_exit or \
                 threading.current_thread() is not threading.main_thread():
             return None
 
@@ -10828,7 +10844,7 @@ class _Sweep:
         env, traj, service = self.env, self.traj, self.service
         store = service._store_run if isinstance(service, _FileService) else \
             functools.partial(service.store, SINGLE_RUN)
-        clean_up = env._clean_up_runs and not getattr(service, 'keeps_runs', False)
+        clean_up = env._s.clean_up_runs and not getattr(service, 'keeps_runs', False)
         # (locals: this loop's own cost is part of every run's)
         job, per_run, now, log = self.job, self.per_run, time.time, self.results_log
         keep, step = self.results.append, self.progress.step
@@ -10847,7 +10863,7 @@ class _Sweep:
                 record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
                 store(record)
                 traj._finish_run(record, clean_up, restore=False)
-                if not env._record_failed:
+                if not env._s.record_failed_runs:
                     _note_run(exc, traj, idx)
                     raise
                 self.progress.clear()
@@ -10869,13 +10885,13 @@ class _Sweep:
                           self.mode, None if self.mode == 'parent' else self.service,
                           log_setup=self.env._log,
                           results_path=None if self.mode == 'parent' else self.results_path)
-        executor = self.env._executor
+        executor = self.env._s.executor
         if executor is None or _is_local_pool(executor):  # (not a cluster's workers)
             ctx.watch = self._watch()
         return ctx, '%s-%s' % (self.traj.v_name, os.urandom(8).hex())
 
     def _watch(self):
-        return (os.getpid(), self.env._start_method)
+        return (os.getpid(), self.env._s.start_method)
 
     def _payload(self, ctx, what):
         try:
@@ -10896,10 +10912,7 @@ class _Sweep:
     def _mp(self):
         import multiprocessing
         _libc()  # (loaded here once: forked helpers inherit it, see _die_with_parent)
-        return multiprocessing.get_context(self.env._start_method)
-
-    def _ncores(self):
-        return self.env._ncores or os.cpu_count() or 1
+        return multiprocessing.get_context(self.env._s.start_method)
 
     def _start_plumbing(self, mp, ctx):
         """The Manager, its queue or lock and the queue writer process, as the mode needs."""
@@ -10916,8 +10929,8 @@ class _Sweep:
                 raise WorkerDiedError('the Manager process of the sweep ended as it started; %s'
                                       % _BOOTSTRAP_HINT) from None
             if self.mode == 'queue':
-                size = self.env._queue_maxsize
-                size = 2 * self._ncores() if size == -1 else size
+                size = self.env._s.queue_maxsize
+                size = 2 * self.env._s.ncores if size == -1 else size
                 plumbing['queue'] = manager.Queue(maxsize=size)
                 here, there = mp.Pipe(duplex=False)
                 writer = mp.Process(target=_queue_writer, name='QueueProcess',
@@ -11004,9 +11017,9 @@ class _Sweep:
             # Each worker gets the whole context once, and without freeze_input the
             # trajectory, the job and its arguments that every run starts from (unpickling
             # the Manager proxies per run would cost Manager round trips).
-            fresh = None if self.env._freeze_input else pickle.dumps(
+            fresh = None if self.env._s.freeze_input else pickle.dumps(
                 (ctx.traj, ctx.job, ctx.args, ctx.kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-            for _ in range(min(self._ncores(), len(self.pending))):
+            for _ in range(min(self.env._s.ncores, len(self.pending))):
                 here, there = mp.Pipe()
                 process = mp.Process(target=_pool_worker, args=(there, key, payload, fresh),
                                      name='PoolWorker-%d' % (len(workers) + 1))
@@ -11042,7 +11055,7 @@ class _Sweep:
         """Runs in the next batch: ~BATCH_SECONDS of work, one at first and with
         graceful_exit (Ctrl+C starts no new run), and a share of what is left that keeps
         every worker busy until the end."""
-        if per_run is None or self.env._graceful_exit:
+        if per_run is None or self.env._s.graceful_exit:
             return 1
         size = min(self.MAX_BATCH, int(self.BATCH_SECONDS / max(per_run, 1e-7)),
                    todo // (2 * nworkers))
@@ -11127,7 +11140,7 @@ class _Sweep:
                 exc = pickle.loads(exc_bytes)
             except Exception:  # an exception class the main process cannot rebuild
                 exc = None
-        if self.env._record_failed:
+        if self.env._s.record_failed_runs:
             self.progress.clear()
             logger.error('run %d failed (recorded, going on):\n%s', idx, value)
             self.progress.step(failed=True)
@@ -11159,7 +11172,7 @@ class _Sweep:
         try:
             payload = ctx if method == 'fork' else self._payload(ctx, what)
             while todo or running:
-                while todo and len(running) < self._ncores() and not self.stopped and \
+                while todo and len(running) < self.env._s.ncores and not self.stopped and \
                         failure is None:
                     idx = todo.popleft()
                     here, there = mp.Pipe(duplex=False)
@@ -11197,7 +11210,7 @@ class _Sweep:
     def _on_executor(self):
         """Hand runs to a concurrent.futures Executor; this process stores every record."""
         import concurrent.futures as cf
-        executor = self.env._executor
+        executor = self.env._s.executor
         ctx, key = self._context()
         payload = self._payload(ctx, 'executor')
         # No more runs in flight than workers (when the executor says how many): what is
@@ -11207,7 +11220,7 @@ class _Sweep:
         # ProcessPoolExecutor, ~6 ms for dask) and a trip of the context: batches of runs
         # amortise both. A batch stops at its first failing run. With graceful_exit, one run
         # a task: Ctrl+C must not leave a batch of not-yet-started runs going.
-        batch = 1 if self.env._graceful_exit else max(
+        batch = 1 if self.env._s.graceful_exit else max(
             1, min(64, len(self.pending) // (4 * window)))
         todo = collections.deque(self.pending)
         futures, failure = {}, None

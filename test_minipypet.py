@@ -3377,6 +3377,16 @@ class RecordingService:
         raise mp.DataNotInStorageError('RecordingService keeps nothing')
 
 
+def fail_on_three(traj):
+    if traj.x == 3:
+        raise ValueError('three')
+    traj.f_add_result('y', traj.x * 2)
+
+
+def double_x(traj):
+    traj.f_add_result('y', traj.x * 2)
+
+
 class TaggedPickleService(mp.PickleStorageService):
     """A new file backend: one class (its own magic bytes) and one registry line."""
 
@@ -3399,6 +3409,18 @@ def test_a_registered_backend_is_built_by_name_and_opens_its_own_files(tmp_path,
     assert type(loaded.v_storage_service) is TaggedPickleService
     assert loaded.f_get_from_runs('y', fast_access=True) == {
         run_name(0): 2, run_name(1): 4, run_name(2): 6}
+    # a sweep stopped by a failing run resumes with the registered class
+    env = mp.Environment(trajectory='r', filename=str(tmp_path / 'r.tagged'),
+                         storage_service=TaggedPickleService, report_progress=False)
+    env.v_trajectory.f_add_parameter('x', 1)
+    env.v_trajectory.f_explore({'x': [1, 2, 3]})
+    with pytest.raises(ValueError, match='three'):
+        env.f_run(fail_on_three)
+    resumed = mp.Environment(trajectory='other', storage_service='lazy')
+    resumed.f_continue_run(env.v_continue_file, job=double_x)
+    loaded = mp.load_trajectory(filename=str(tmp_path / 'r.tagged'), load_all=mp.LOAD_DATA)
+    assert type(loaded.v_storage_service) is TaggedPickleService
+    assert sorted(loaded.f_get_from_runs('y', fast_access=True).values()) == [2, 4, 6]
     # the registry also builds it for a Trajectory given the name
     other = mp.Trajectory('u', filename=str(tmp_path / 'u.tagged'),
                           storage_service='TaggedPickleStorageService')
