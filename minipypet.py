@@ -40,7 +40,7 @@ __all__ = [
     'Result', 'PickleResult', 'BaseResult', 'NNGroupNode', 'NNLeafNode',
     'LazyStorageService', 'PickleStorageService', 'HDF5StorageService', 'StorageService',
     'pypetconstants', 'PypetError', 'NotUniqueNodeError', 'ParameterLockedError',
-    'ParameterLockedException', 'DataNotInStorageError', 'MissingDependencyError',
+    'ParameterLockedException', 'NoSuchLinkError', 'DataNotInStorageError', 'MissingDependencyError',
     'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
     'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
@@ -240,6 +240,10 @@ class NoSuchNodeError(PypetError, AttributeError, KeyError):
 
 class NotUniqueNodeError(NoSuchNodeError):
     """A shortcut that matches several nodes at the same depth."""
+
+
+class NoSuchLinkError(NoSuchNodeError, ValueError):
+    """f_remove_link of a name that is no link of the group (pypet raises ValueError)."""
 
 
 class ParameterLockedError(PypetError, TypeError):
@@ -1326,6 +1330,9 @@ class NNGroupNode(NNTreeNode):
     def f_add_link(self, name: str, target: NNTreeNode | str | None = None) -> NNTreeNode:
         """Link `name` in this group to `target` (a node of the same trajectory)."""
         if target is None:
+            if not isinstance(name, NNTreeNode):
+                raise ConfigurationError('f_add_link(%r) needs a target: pass a node, or a '
+                                         'name and a node' % (name,))
             target, name = name, name.v_name
         root = self._root()
         if isinstance(name, str) and '.' in name:  # pypet: the groups on the way are made
@@ -1340,6 +1347,9 @@ class NNGroupNode(NNTreeNode):
                                      % (target,))
         if name in self._children:
             raise InvalidNameError('%s already has a child %r' % (self._full_name, name))
+        if name == 'overview' and self is root:  # (pypet's reserved name at the root)
+            raise InvalidNameError("'overview' is reserved at the trajectory's root; "
+                                   "put the link into a group")
         self._links[name] = target
         root._link_count += 1
         return target
@@ -1347,15 +1357,17 @@ class NNGroupNode(NNTreeNode):
     def f_remove_link(self, name: str) -> None:
         """Remove the link `name` from this group."""
         if name not in self._links:
-            raise NoSuchNodeError('%s has no link %r; it has %s' % (
+            raise NoSuchLinkError('%s has no link %r; it has %s' % (
                 self._full_name or 'the trajectory', name, sorted(self._links)))
         del self._links[name]
+        root = self._root()
+        root._link_count = max(root._link_count - 1, 0)  # (a count of 0 skips link searches)
 
     # -- removal -----------------------------------------------------------------------------
     def f_remove_child(self, name: str, recursive: bool = False, predicate: object = None) -> None:
         """Remove the child `name` from memory (not from the file)."""
         if name in self._links:
-            del self._links[name]
+            self.f_remove_link(name)
             return
         child = self._children.get(name)
         if child is None:
@@ -3195,8 +3207,10 @@ class _StorageMixin:
         if self._leaf_above(full_name + '.') is not None:
             return None
         branch, _, rest = full_name.partition('.')
-        group = self._add_path(self._children[branch], rest, None, comment) if rest else \
-            self._children[branch]
+        top = self._children.get(branch)
+        if top is None:  # a group outside the four branches (links' groups: traj.x.y)
+            top = self._add_path(self, branch, None, '')
+        group = self._add_path(top, rest, None, comment) if rest else top
         if comment and (overwrite or not group._comment):
             group.__dict__['_comment'] = comment
         if ann:
@@ -3230,8 +3244,12 @@ class _StorageMixin:
         self.f_store_items([item], *args, **kwargs)
 
     def f_store_items(self, iterator: collections.abc.Iterable, recursive: bool = False,
-                      store_data: int = STORE_DATA, **kwargs: object) -> None:
-        """Store single leaves or groups (with recursive=True, their subtree)."""
+                      store_data: int = STORE_DATA, overwrite: str | list | None = None,
+                      **kwargs: object) -> None:
+        """Store single leaves or groups (with recursive=True, their subtree).
+
+        overwrite: names of a stored result's items to replace (pypet's; the other stored
+        items stay, new ones are added); store_data=OVERWRITE_DATA replaces them all."""
         iterator = list(iterator)
         if self._is_run:  # the data as it is now goes with the run's record, even if the
             # leaf is emptied before the run ends
@@ -3264,7 +3282,12 @@ class _StorageMixin:
                 msgs.append((GROUP, node))
                 if recursive:
                     msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes())
-        self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
+        if overwrite is None:
+            self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
+        else:
+            self._service().store(LIST, msgs, trajectory=self, store_data=store_data,
+                                  overwrite=[overwrite] if isinstance(overwrite, str)
+                                  else list(overwrite))
 
     def f_load(self, name: str | None = None, index: int | None = None, as_new: bool = False,
                load_parameters: int = LOAD_DATA, load_derived_parameters: int = LOAD_SKELETON,
@@ -3282,7 +3305,6 @@ class _StorageMixin:
         the trajectory can be run again. Pickled data (PickleParameter, PickleResult) is
         unpickled where this user wrote it (signed with the user's key; see "Trust model" in
         the README): allow_pickle=True unpickles any, False none."""
-        del load_other_data  # pypet's nodes outside the four branches: minipypet has none
         if load_all is not None:
             load_data = load_all
         if load_data is not None:
@@ -3315,7 +3337,8 @@ class _StorageMixin:
         try:
             state = self._service().load(TRAJECTORY, self, name=name, index=index,
                                          modes=modes, force=force)
-            self._from_state(state, modes, as_new, with_run_information)
+            self._from_state(state, dict(modes, **{'': load_other_data}), as_new,
+                             with_run_information)
         finally:
             _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
             if gc_was_enabled:
@@ -3332,9 +3355,10 @@ class _StorageMixin:
                 self.v_annotations._dict.update(state['ann'])
         d['_version'], d['_python'] = state.get('version', ''), state.get('python', '')
         place = self._place_leaf
+        other = modes.get('', LOAD_NOTHING)  # (groups and links outside the four branches)
         for full_name, rec in state['nodes'].items():
             branch = full_name.partition('.')[0]
-            mode = modes.get(branch, LOAD_NOTHING)
+            mode = modes.get(branch, other)
             if mode == LOAD_NOTHING:
                 continue
             kind = rec['kind']
@@ -3352,7 +3376,7 @@ class _StorageMixin:
             self._place_rows(template, rows, mode)
         for full_name, rec in state['nodes'].items():
             if rec['kind'] == 'link' and ('.' not in full_name or
-                                          modes.get(full_name.partition('.')[0])):
+                                          modes.get(full_name.partition('.')[0], other)):
                 target = self._nodes.get(rec['target'])
                 if target is not None:
                     parent, _, lname = full_name.rpartition('.')
@@ -3370,6 +3394,9 @@ class _StorageMixin:
         elif with_run_information:
             d['_length'] = state.get('length', 1)
             d['_runs'] = _RunTable.from_plain(state['runs'], state.get('runs_loader'))
+        else:  # as pypet: the explored ranges set the length, the run rows are not read
+            d['_length'] = state.get('length', 1)
+            d['_runs'] = _RunTable(d['_length'])
         for param in self._explored.values():
             if param._explored_range is not None:
                 param._restore_default()
@@ -3386,11 +3413,13 @@ class _StorageMixin:
     def f_load_items(self, iterator: collections.abc.Iterable, load_data: int = LOAD_DATA,
                      recursive: bool = True, load_only: list | None = None,
                      only_empties: bool = False, allow_pickle: bool | None = None,
-                     load_except: list | None = None, **kwargs: object) -> None:
-        """Load the data of leaves (names or nodes); groups load their subtree.
+                     load_except: list | None = None, with_links: bool = True,
+                     **kwargs: object) -> None:
+        """Load the data of leaves (names or nodes); groups load their subtree, and the
+        groups on the way are loaded too.
 
         load_only: load only these item names of a result (others stay as they are);
-        load_except: load all items but these."""
+        load_except: load all items but these; with_links=False: no links."""
         if load_only is not None and load_except is not None:
             raise ConfigurationError('pass load_only or load_except, not both')
         names = []
@@ -3409,6 +3438,20 @@ class _StorageMixin:
             keep = load_only if load_only is not None else load_except
             keep = {keep} if isinstance(keep, str) else set(keep) if keep is not None else None
             for full_name, (tag, comment, ann, data) in state.items():
+                if tag == ':group':
+                    self._place_group(full_name, comment, ann,
+                                      overwrite=load_data == OVERWRITE_DATA)
+                    continue
+                if tag == ':link':
+                    target = self._nodes.get(comment)  # (a link's record: its target)
+                    parent, _, lname = full_name.rpartition('.')
+                    group = self._nodes.get(parent) if parent else self
+                    if with_links and target is not None and group is not None and \
+                            not group.v_is_leaf and lname not in group._children:
+                        if lname not in group._links:
+                            self.__dict__['_link_count'] += 1
+                        group._links[lname] = target
+                    continue
                 node = self._nodes.get(full_name)
                 if only_empties and node is not None and not node.f_is_empty():
                     continue
@@ -4114,7 +4157,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if linked:
                 candidates = dict(candidates or {}, **linked)
         if not candidates:
-            return None
+            return self._search_links(start, name, max_depth) if with_links and \
+                self._link_count else None
         prefix = start._full_name + '.' if start._full_name else ''
         base = start._full_name.count('.') + 1 if start._full_name else 0
         crun = _run_name(self._idx) if self._idx >= 0 else None
@@ -4136,7 +4180,40 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 '%r is not unique below %s: %s and %s (and maybe more) match at the same '
                 'depth; use a longer name' % (name, start._full_name or 'the trajectory',
                                               best._full_name, other._full_name))
+        if best is None and with_links and self._link_count:
+            return self._search_links(start, name, max_depth)
         return best
+
+    def _search_links(self, start, name, max_depth=None):
+        """`name` below `start` through link targets too (pypet searches the tree with its
+        links, breadth first: traj.test2.test3 finds test3 below test2's link to test).
+        Only when the name index found nothing below `start`: walking is slower."""
+        crun = _run_name(self._idx) if self._idx >= 0 else None
+        level, seen, depth = [start], {id(start)}, 0
+        while level and (max_depth is None or depth < max_depth):
+            depth += 1
+            found, below = [], []
+            for group in level:
+                for key, child in itertools.chain(group._children.items(),
+                                                  group._links.items()):
+                    if crun is not None and 'run_' in child._full_name and \
+                            not _in_run(child._full_name, crun):
+                        continue
+                    if key == name and all(child is not f for f in found):
+                        found.append(child)
+                    if not child.v_is_leaf and id(child) not in seen:
+                        seen.add(id(child))
+                        below.append(child)
+            if len(found) > 1:
+                raise NotUniqueNodeError(
+                    '%r is not unique below %s: %s and %s (and maybe more) match at the same '
+                    'depth, through links; use a longer name' % (
+                        name, start._full_name or 'the trajectory', found[0]._full_name,
+                        found[1]._full_name))
+            if found:
+                return found[0]
+            level = below
+        return None
 
     def _hint(self, name):
         cards = [p for p in name.split('.') if p in ('$', 'crun', '$set', 'crunset')]
@@ -4182,6 +4259,10 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             child = group._children.get(part)
             if i == last:
                 break
+            if child is None and part in group._links:  # (pypet: nothing is added below a
+                raise InvalidNameError(  # link, the target has its own place for that)
+                    'cannot add %r: %s.%s is a link; add below its target %s instead' % (
+                        rel_name, group._full_name, part, group._links[part]._full_name))
             if child is None:
                 _check_name(part, rel_name)
                 child = self._insert(group, NNGroupNode(part))
@@ -4520,7 +4601,8 @@ class StorageService:
     record: plain data, see Trajectory._run_record), LIST (a list of (LEAF|GROUP, node)),
     DELETE (a list of full names), FLUSH, CLOSE_FILE. `load(TRAJECTORY, traj, name=, index=,
     modes=)` returns the trajectory's plain-data state; `load(LIST, traj, names=)` returns
-    {full name: (class tag, comment, annotations, data)}. A service used by several processes
+    {full name: (class tag, comment, annotations, data)} (groups and links may come too, see
+    _items_from_state). A service used by several processes
     at once without wrapping sets `multiproc_safe = True`; one that keeps run data in memory
     (so the environment must not clean it up) sets `keeps_runs = True`."""
 
@@ -4580,7 +4662,7 @@ class LazyStorageService(StorageService):
     def _store_run(self, record):
         pass
 
-    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None):
         pass
 
     def _delete(self, names, trajectory=None, recursive=False):
@@ -5135,6 +5217,13 @@ def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
                               else old[3])
         return split[0]
     old = state['nodes'].get(full_name)
+    if isinstance(overwrite, tuple) and old is not None and old.get('kind') == 'leaf' and \
+            old.get('data') is not None and data is not None and tag == old.get('class'):
+        # pypet's f_store_item(overwrite=[items]): those replace the stored ones, and new
+        # items are added; the other stored items stay
+        kept = {k: v for k, v in old['data'].items() if k not in overwrite}
+        state['nodes'][full_name] = dict(old, comment=comment, ann=ann, data=dict(data, **kept))
+        return
     if old is None or old.get('kind') != 'leaf' or overwrite or old.get('data') is None:
         state['nodes'][full_name] = {'kind': 'leaf', 'class': tag, 'comment': comment,
                                      'ann': ann, 'data': data if data is not None or old is None
@@ -5587,17 +5676,18 @@ class _FileService(_FromState, StorageService):
     def _check_run(self, record):
         """The same for a run record."""
 
-    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None):
         self._prepare_overwrite()
         name = trajectory._name
+        # overwrite: pypet's item names that replace the stored ones (the others stay)
+        replace = store_data >= OVERWRITE_DATA if overwrite is None else tuple(overwrite)
         for msg, node in msgs:
             if msg == LEAF:
                 data = None if node.f_is_empty() else node._store()
                 if data is not None and type(node) not in _BUILTIN_TYPES:
                     _check_plain(data, node._full_name)
                 self._journal.append(('leaf', name, node._full_name, _class_tag(type(node)),
-                                      node._comment, data, _ann(node),
-                                      store_data >= OVERWRITE_DATA))
+                                      node._comment, data, _ann(node), replace))
             elif msg == GROUP:
                 self._journal.append(('group', name, node._full_name, node._comment,
                                       _ann(node)))
@@ -6458,12 +6548,25 @@ def _new_meta(name):
 
 
 def _items_from_state(state, names, recursive, filename):
-    """{full name: (class tag, comment, annotations, data)} of leaves named or below names."""
-    out = {}
+    """{full name: (class tag, comment, annotations, data)} of leaves named or below names;
+    groups (on the path too) come as (':group', comment, annotations, None) and links as
+    (':link', target's full name, None, None), before the leaves and after them."""
+    out, links = {}, {}
+    nodes = state['nodes']
     for full_name in names:
         prefix = full_name + '.'
         found = False
-        rec = state['nodes'].get(full_name)
+        parts = full_name.split('.')
+        for i in range(1, len(parts) + 1):  # (pypet loads the groups on the way, too)
+            head = '.'.join(parts[:i])
+            rec = nodes.get(head)
+            if rec is not None and rec['kind'] == 'group':
+                out[head] = (':group', rec.get('comment', ''), rec.get('ann'), None)
+                found = found or head == full_name
+        rec = nodes.get(full_name)
+        if rec is not None and rec['kind'] == 'link':
+            links[full_name] = (':link', rec['target'], None, None)
+            found = True
         if rec is not None and rec['kind'] == 'leaf':
             out[full_name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
             found = True
@@ -6475,11 +6578,18 @@ def _items_from_state(state, names, recursive, filename):
                     found = True
         if rec is None or rec['kind'] == 'group':
             for key, rec2 in state['nodes'].items():
-                if rec2['kind'] == 'leaf' and recursive and key.startswith(prefix):
+                if not recursive or not key.startswith(prefix):
+                    continue
+                if rec2['kind'] == 'leaf':
                     out[key] = (rec2['class'], rec2['comment'], rec2['ann'], rec2['data'])
-                    found = True
+                elif rec2['kind'] == 'group':
+                    out[key] = (':group', rec2.get('comment', ''), rec2.get('ann'), None)
+                else:
+                    links[key] = (':link', rec2['target'], None, None)
+                found = True
         if not found:
             raise DataNotInStorageError('%s is not stored in %s' % (full_name, filename))
+    out.update(links)
     return out
 
 
