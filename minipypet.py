@@ -40,7 +40,8 @@ __all__ = [
     'Result', 'PickleResult', 'BaseResult', 'NNGroupNode', 'NNLeafNode',
     'LazyStorageService', 'PickleStorageService', 'HDF5StorageService', 'StorageService',
     'pypetconstants', 'PypetError', 'NotUniqueNodeError', 'ParameterLockedError',
-    'ParameterLockedException', 'NoSuchLinkError', 'DataNotInStorageError', 'MissingDependencyError',
+    'ParameterLockedException', 'DataNotInStorageError', 'MissingDependencyError',
+    'NoSuchChildError', 'GroupNotEmptyError',
     'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
     'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
@@ -242,8 +243,13 @@ class NotUniqueNodeError(NoSuchNodeError):
     """A shortcut that matches several nodes at the same depth."""
 
 
-class NoSuchLinkError(NoSuchNodeError, ValueError):
-    """f_remove_link of a name that is no link of the group (pypet raises ValueError)."""
+class NoSuchChildError(NoSuchNodeError, ValueError):
+    """A name that is no direct child (or link) of the group it is asked of, for
+    f_remove_child, f_remove_link, f_store_child (pypet raises ValueError)."""
+
+
+class GroupNotEmptyError(PypetError, TypeError):
+    """A group with children removed without recursive=True (pypet raises TypeError)."""
 
 
 class ParameterLockedError(PypetError, TypeError):
@@ -955,6 +961,9 @@ class NNGroupNode(NNTreeNode):
 
     def __setitem__(self, name, value):
         """group['x'] = value is group.x = value (pypet); a dotted name adds on the way."""
+        root = self._root()
+        if isinstance(root, Trajectory) and isinstance(value, NNTreeNode):
+            name = '.'.join(root._translate(p) for p in name.split('.'))  # ('r_1', 'par')
         if '.' in name and isinstance(value, NNTreeNode):
             head, _, tail = name.rpartition('.')
             if value._full_name not in ('', tail, name):
@@ -1275,8 +1284,21 @@ class NNGroupNode(NNTreeNode):
         return self._add_branch_group('results', name, comment)
 
     def _add_branch_group(self, branch, name, comment):
+        root = self._root()
+        if branch in ('parameters', 'config') and root._is_run:
+            raise ParameterLockedError(
+                'cannot add the %s group %r during run %d: parameters and config must be '
+                'added before the runs' % (branch, name, root._idx))
         start = self._branch_start(branch, 'group %r' % name)
-        return self._root()._add_path(start, _strip_branch(name, branch, start), None, comment)
+        rel = _strip_branch(name, branch, start)
+        if root._is_run and branch in _RUN_BRANCHES and root._props['auto_run_prepend'] and \
+                not any(_RUN_RE.fullmatch(p) or p in (RUN_NAME_DUMMY, '$', 'crun')
+                        for p in rel.split('.')):  # (a group goes into the run, as a leaf)
+            if start._full_name == branch and rel != 'runs':
+                rel = 'runs.%s.%s' % (_run_name(root._idx), rel)
+            elif start._full_name == branch + '.runs':
+                rel = _run_name(root._idx) + '.' + rel
+        return root._add_path(start, rel, None, comment)
 
     def _branch_start(self, branch, what):
         """`what` is a str or a leaf, named in the error."""
@@ -1295,6 +1317,9 @@ class NNGroupNode(NNTreeNode):
             '_standard_result' if default_cls is Result else '_standard_parameter')
         if standard is not None:  # (pypet's v_standard_parameter / v_standard_result)
             default_cls = standard
+        if not args and 'name' in kwargs:  # pypet: f_add_result(name='z', data=1)
+            kwargs = dict(kwargs)
+            args = (kwargs.pop('name'),)
         if args and type(args[0]) is str:  # the common f_add_result('z', value)
             leaf = default_cls(*args, **kwargs)
         elif args and isinstance(args[0], NNLeafNode):
@@ -1310,7 +1335,7 @@ class NNGroupNode(NNTreeNode):
             leaf = default_cls(*args, **kwargs)
         root = self._root()
         if branch in ('parameters', 'config') and root._is_run:
-            raise PypetError(
+            raise ParameterLockedError(  # (a TypeError, as pypet's)
                 'cannot add %s %r during run %d: parameters and config must be added before '
                 'the runs; use f_add_derived_parameter or f_add_result inside a run'
                 % (branch, leaf._full_name, root._idx))
@@ -1357,7 +1382,7 @@ class NNGroupNode(NNTreeNode):
     def f_remove_link(self, name: str) -> None:
         """Remove the link `name` from this group."""
         if name not in self._links:
-            raise NoSuchLinkError('%s has no link %r; it has %s' % (
+            raise NoSuchChildError('%s has no link %r; it has %s' % (
                 self._full_name or 'the trajectory', name, sorted(self._links)))
         del self._links[name]
         root = self._root()
@@ -1371,10 +1396,12 @@ class NNGroupNode(NNTreeNode):
             return
         child = self._children.get(name)
         if child is None:
-            raise NoSuchNodeError('%s has no child %r' % (self._full_name or 'trajectory', name))
+            raise NoSuchChildError('%s has no child %r; it has %s' % (
+                self._full_name or 'the trajectory', name,
+                _short_repr(sorted(self._children), 200)))
         if not child.v_is_leaf and child._children and not recursive:
-            raise PypetError('%s has children; pass recursive=True to remove it'
-                             % child._full_name)
+            raise GroupNotEmptyError('%s has children; pass recursive=True to remove it'
+                                     % child._full_name)
         self._root()._remove_subtree(child, predicate)
 
     def f_remove(self, recursive: bool = True, predicate: object = None) -> None:
@@ -1385,25 +1412,38 @@ class NNGroupNode(NNTreeNode):
 
     def f_store(self, recursive: bool = True, store_data: int = STORE_DATA,
                 max_depth: int | None = None) -> None:
-        """Store this group (and, recursive, what is below it)."""
-        self._root().f_store_item(self, recursive=recursive, store_data=store_data)
+        """Store this group (and, recursive, what is below it, down to max_depth levels)."""
+        self._root().f_store_item(self, recursive=recursive, store_data=store_data,
+                                  max_depth=max_depth)
 
     def f_load(self, recursive: bool = True, load_data: int = LOAD_DATA,
                max_depth: int | None = None) -> NNGroupNode:
-        """Load this group (and, recursive, what is below it) from storage."""
-        self._root().f_load_item(self._full_name, recursive=recursive, load_data=load_data)
+        """Load this group (and, recursive, what is below it, down to max_depth levels)."""
+        self._root().f_load_item(self._full_name, recursive=recursive, load_data=load_data,
+                                 max_depth=max_depth)
         return self
 
     def f_store_child(self, name: str, recursive: bool = False,
-                      store_data: int = STORE_DATA) -> None:
-        """Store the child `name` (recursive: with everything below it)."""
+                      store_data: int = STORE_DATA, max_depth: int | None = None) -> None:
+        """Store the child `name` (a dotted path below this group, no shortcut; recursive:
+        with what is below it, down to max_depth levels below this group)."""
         root = self._root()
-        root.f_store_item(self.f_get(name), recursive=recursive, store_data=store_data)
+        node = root._resolve(self, name, False, None, True)
+        if node is None:
+            raise NoSuchChildError('%s has no child %r (f_store_child takes a path below the '
+                                   'group, no shortcut)' % (self._full_name or 'the trajectory',
+                                                            name))
+        root.f_store_item(node, recursive=recursive, store_data=store_data, max_depth=None
+                          if max_depth is None else max_depth - 1 - name.count('.'))
 
-    def f_load_child(self, name: str, recursive: bool = False, load_data: int = LOAD_DATA) -> None:
-        """Load the child `name` from storage (recursive: everything below it)."""
+    def f_load_child(self, name: str, recursive: bool = False, load_data: int = LOAD_DATA,
+                     max_depth: int | None = None) -> NNTreeNode:
+        """Load the child `name` from storage (recursive: what is below it, down to
+        max_depth levels below this group)."""
         root = self._root()
-        root.f_load_item(self._join(name), recursive=recursive, load_data=load_data)
+        root.f_load_item(self._join(name), recursive=recursive, load_data=load_data,
+                         max_depth=None if max_depth is None
+                         else max_depth - 1 - name.count('.'))
         return self.f_get(name)
 
 
@@ -2627,8 +2667,8 @@ class _RunsMixin:
     def f_explore(self, build_dict: dict) -> None:
         """Explore parameters: {name: iterable}; all ranges must be of equal length."""
         if any(self._runs.completed):
-            raise PypetError('runs of %s are completed already; use f_expand to add runs'
-                             % self._name)
+            raise ParameterLockedError(  # (a TypeError, as pypet's)
+                'runs of %s are completed already; use f_expand to add runs' % self._name)
         self._explore(build_dict, expand=False)
 
     def f_expand(self, build_dict: dict, fail_safe: bool = True) -> None:
@@ -2695,8 +2735,8 @@ class _RunsMixin:
     def f_shrink(self, force: bool = False) -> None:
         """Drop the exploration (refused once stored, unless force=True)."""
         if self._stored and not force:
-            raise PypetError('%s is stored; pass force=True to drop its exploration'
-                             % self._name)
+            raise ParameterLockedError('%s is stored; pass force=True to drop its exploration'
+                                       % self._name)
         for param in self._explored.values():
             param._locked = False
             param._shrink()
@@ -2902,9 +2942,10 @@ class _RunsMixin:
             result[idx if use_indices else _run_name(idx)] = node
         if not result and name.rpartition('.')[2] not in self._by_name and any(
                 self._nodes.get(b + '.runs') is not None and self._nodes[b + '.runs']._children
-                for b in _RUN_BRANCHES):  # (runs hold other nodes: a misspelled name)
-            raise NoSuchNodeError('no run has a result or derived parameter %r%s'
-                                  % (name, self._hint(name)))
+                for b in _RUN_BRANCHES):  # (runs hold other nodes: a misspelled name?
+            # pypet gives an empty dict, which scripts test for; say it, once)
+            _say_once('f_get_from_runs: no run has a result or derived parameter %r%s'
+                      % (name, self._hint(name)))
         return result
 
     def f_find_idx(self, name_list: str | list, predicate: object) -> collections.abc.Iterator:
@@ -3095,9 +3136,14 @@ class _StorageMixin:
             node = cls(full_name.rpartition('.')[2])  # as pypet: the class's own constructor
             branch, _, rest = full_name.partition('.')
             parent = self._nodes.get(full_name.rpartition('.')[0]) if rest else None
-            if parent is None:
-                parent = self._add_path(self._children[branch], rest.rpartition('.')[0],
-                                        None, '') if '.' in rest else self._children[branch]
+            if parent is None and not rest:
+                parent = self  # (a leaf at the root, pypet's f_add_leaf)
+            elif parent is None:
+                top = self._children.get(branch)
+                if top is None:  # (below a group outside the four branches: f_add_leaf)
+                    top = self._add_path(self, branch, None, '')
+                parent = self._add_path(top, rest.rpartition('.')[0], None, '') \
+                    if '.' in rest else top
             node._rename(full_name.rpartition('.')[2])
             self._insert(parent, node)
         elif not node.v_is_leaf:
@@ -3232,11 +3278,16 @@ class _StorageMixin:
 
     def f_store(self, only_init: bool = False, store_data: int = STORE_DATA,
                 max_depth: int | None = None) -> None:
-        """Store the whole trajectory (outside a run) or what the current run added."""
+        """Store the whole trajectory (outside a run) or what the current run added.
+        max_depth: only nodes up to that depth (the branches are depth 1)."""
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
             self.f_store_items(list(self._new_leaves))
             return
-        self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
+        self.__dict__['_store_max_depth'] = max_depth  # (read by _to_state, see there)
+        try:
+            self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
+        finally:
+            self.__dict__.pop('_store_max_depth', None)
         self.__dict__['_stored'] = True
 
     def f_store_item(self, item: str | NNTreeNode, *args: object, **kwargs: object) -> None:
@@ -3245,11 +3296,14 @@ class _StorageMixin:
 
     def f_store_items(self, iterator: collections.abc.Iterable, recursive: bool = False,
                       store_data: int = STORE_DATA, overwrite: str | list | None = None,
+                      max_depth: int | None = None, with_links: bool = True,
                       **kwargs: object) -> None:
         """Store single leaves or groups (with recursive=True, their subtree).
 
         overwrite: names of a stored result's items to replace (pypet's; the other stored
-        items stay, new ones are added); store_data=OVERWRITE_DATA replaces them all."""
+        items stay, new ones are added); store_data=OVERWRITE_DATA replaces them all;
+        max_depth: with recursive, the levels below each item that are stored; a group's
+        links are stored with it unless with_links=False."""
         iterator = list(iterator)
         if self._is_run:  # the data as it is now goes with the run's record, even if the
             # leaf is emptied before the run ends
@@ -3281,13 +3335,16 @@ class _StorageMixin:
             else:
                 msgs.append((GROUP, node))
                 if recursive:
-                    msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes())
-        if overwrite is None:
-            self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
-        else:
-            self._service().store(LIST, msgs, trajectory=self, store_data=store_data,
-                                  overwrite=[overwrite] if isinstance(overwrite, str)
-                                  else list(overwrite))
+                    top = node._full_name.count('.')
+                    msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes()
+                                if max_depth is None or
+                                n._full_name.count('.') - top <= max_depth)
+        extra = {}  # (only when asked for: a service of one's own need not know them)
+        if overwrite is not None:
+            extra['overwrite'] = [overwrite] if isinstance(overwrite, str) else list(overwrite)
+        if not with_links:
+            extra['with_links'] = False
+        self._service().store(LIST, msgs, trajectory=self, store_data=store_data, **extra)
 
     def f_load(self, name: str | None = None, index: int | None = None, as_new: bool = False,
                load_parameters: int = LOAD_DATA, load_derived_parameters: int = LOAD_SKELETON,
@@ -3308,7 +3365,8 @@ class _StorageMixin:
         if load_all is not None:
             load_data = load_all
         if load_data is not None:
-            load_parameters = load_derived_parameters = load_results = load_data
+            load_parameters = load_derived_parameters = load_results = load_other_data = \
+                load_data
         if storage_service is not None:
             self.v_storage_service = storage_service
         elif filename is not None:
@@ -3335,16 +3393,17 @@ class _StorageMixin:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
+            modes[''] = load_other_data if not as_new else LOAD_NOTHING  # (outside the four)
             state = self._service().load(TRAJECTORY, self, name=name, index=index,
                                          modes=modes, force=force)
-            self._from_state(state, dict(modes, **{'': load_other_data}), as_new,
-                             with_run_information)
+            self._from_state(state, modes, as_new, with_run_information, max_depth)
         finally:
             _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
             if gc_was_enabled:
                 gc.enable()
 
-    def _from_state(self, state, modes, as_new=False, with_run_information=True):
+    def _from_state(self, state, modes, as_new=False, with_run_information=True,
+                    max_depth=None):
         d = self.__dict__
         if not as_new:
             d['_name'] = state['name']
@@ -3356,6 +3415,11 @@ class _StorageMixin:
         d['_version'], d['_python'] = state.get('version', ''), state.get('python', '')
         place = self._place_leaf
         other = modes.get('', LOAD_NOTHING)  # (groups and links outside the four branches)
+        if max_depth is not None:  # (pypet's f_load(max_depth): the branches are depth 1)
+            state = dict(state, nodes={k: v for k, v in state['nodes'].items()
+                                       if k.count('.') < max_depth},
+                         columns={k: v for k, v in state.get('columns', {}).items()
+                                  if k.count('.') < max_depth})
         for full_name, rec in state['nodes'].items():
             branch = full_name.partition('.')[0]
             mode = modes.get(branch, other)
@@ -3414,12 +3478,13 @@ class _StorageMixin:
                      recursive: bool = True, load_only: list | None = None,
                      only_empties: bool = False, allow_pickle: bool | None = None,
                      load_except: list | None = None, with_links: bool = True,
-                     **kwargs: object) -> None:
+                     max_depth: int | None = None, **kwargs: object) -> None:
         """Load the data of leaves (names or nodes); groups load their subtree, and the
         groups on the way are loaded too.
 
         load_only: load only these item names of a result (others stay as they are);
-        load_except: load all items but these; with_links=False: no links."""
+        load_except: load all items but these; with_links=False: no links; max_depth: with
+        recursive, the levels below each item that are loaded."""
         if load_only is not None and load_except is not None:
             raise ConfigurationError('pass load_only or load_except, not both')
         names = []
@@ -3435,6 +3500,11 @@ class _StorageMixin:
         _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
         try:
             state = self._service().load(LIST, self, names=names, recursive=recursive)
+            if max_depth is not None:
+                tops = [n.count('.') for n in names]
+                state = {k: v for k, v in state.items() if any(
+                    (k == n or k.startswith(n + '.')) and k.count('.') - t <= max_depth
+                    or n.startswith(k + '.') for n, t in zip(names, tops))}
             keep = load_only if load_only is not None else load_except
             keep = {keep} if isinstance(keep, str) else set(keep) if keep is not None else None
             for full_name, (tag, comment, ann, data) in state.items():
@@ -3619,8 +3689,11 @@ class _StorageMixin:
     def _to_state(self, only_init=False):
         """The whole trajectory as plain data: nodes, run columns, run table."""
         nodes, columns = {}, {}
+        max_depth = self.__dict__.get('_store_max_depth')  # (f_store(max_depth=...))
         for node in self.f_iter_nodes(recursive=True):
             full = node._full_name
+            if max_depth is not None and full.count('.') >= max_depth:
+                continue
             if full.partition('.')[2] == '' and not node.v_is_leaf:
                 if node._comment or node._annotations:
                     nodes[full] = {'kind': 'group', 'comment': node._comment,
@@ -3642,7 +3715,8 @@ class _StorageMixin:
                                    'comment': node._comment, 'ann': _ann(node), 'data': data}
             elif split is None:
                 nodes[full] = {'kind': 'group', 'comment': node._comment, 'ann': _ann(node)}
-            for lname, target in node._links.items() if not node.v_is_leaf else ():
+            for lname, target in node._links.items() if not node.v_is_leaf and (
+                    max_depth is None or full.count('.') + 1 < max_depth) else ():
                 nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
         for lname, target in self._links.items():
             nodes[lname] = {'kind': 'link', 'target': target._full_name}
@@ -4252,7 +4326,10 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if self._is_run and leaf is not None and parts[0] in ('results', 'derived_parameters') \
                 and self._props['auto_run_prepend'] and \
                 not any(_RUN_RE.fullmatch(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
-            parts[1:1] = ['runs', _run_name(self._idx)]
+            if parts[1] == 'runs' and start._full_name == parts[0] + '.runs':
+                parts.insert(2, _run_name(self._idx))  # traj.res.runs.f_add_result('z')
+            elif parts[1] != 'runs' or start._full_name in _RUN_BRANCHES:
+                parts[1:1] = ['runs', _run_name(self._idx)]
         group = self
         last = len(parts) - 1
         for i, part in enumerate(parts):
@@ -4662,7 +4739,8 @@ class LazyStorageService(StorageService):
     def _store_run(self, record):
         pass
 
-    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None):
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None,
+                    with_links=True):
         pass
 
     def _delete(self, names, trajectory=None, recursive=False):
@@ -5310,6 +5388,10 @@ def _apply_record(state, record, shape=None):
             state['nodes'][full_name] = {'kind': 'group', 'comment': comment, 'ann': ann}
         if shape is not None and shape.get(None) is not None:
             shape[None].update(_heads(full_name))
+    elif kind == 'link':  # (a group stored with f_store_item takes its links along)
+        _, _, full_name, target = record
+        if (state['nodes'].get(full_name) or {'kind': 'link'})['kind'] == 'link':
+            state['nodes'][full_name] = {'kind': 'link', 'target': target}
     elif kind == 'delete':
         _, _, names, recursive = record
         _state_delete(state, names, recursive)
@@ -5415,12 +5497,26 @@ def _merged_set(ranges):
     return {i for start, stop in ranges for i in range(start, stop)}
 
 
+class _AllBut(frozenset):
+    """The branches whose data a load reads when it is all but these (load_other_data)."""
+
+    def __contains__(self, branch):
+        return not frozenset.__contains__(self, branch)
+
+    def __bool__(self):
+        return True
+
+
 class _FromState:
     """Loading for services that read a whole trajectory's plain-data state from a file
     (`self.filename`, `self._load_state`): minipypet's own and the pypet 0.7 reader."""
 
     def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
+        modes = None if modes is None else dict(modes)
+        other = LOAD_SKELETON if modes is None else modes.pop('', LOAD_SKELETON)
         data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
+        if other >= LOAD_DATA and data is not True:  # (pypet's load_other_data: the data
+            data = _AllBut(b for b, m in modes.items() if m < LOAD_DATA)  # of the rest, too)
         skip = {b for b, m in (modes or {}).items() if m == LOAD_NOTHING}
         return self._load_state(name, index, data=data, skip=skip, lazy_runs=True)
 
@@ -5676,7 +5772,8 @@ class _FileService(_FromState, StorageService):
     def _check_run(self, record):
         """The same for a run record."""
 
-    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None):
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None,
+                    with_links=True):
         self._prepare_overwrite()
         name = trajectory._name
         # overwrite: pypet's item names that replace the stored ones (the others stay)
@@ -5691,6 +5788,8 @@ class _FileService(_FromState, StorageService):
             elif msg == GROUP:
                 self._journal.append(('group', name, node._full_name, node._comment,
                                       _ann(node)))
+                for lname, target in node._links.items() if with_links else ():
+                    self._journal.append(('link', name, node._join(lname), target._full_name))
             else:
                 raise ConfigurationError('unknown item message %r' % (msg,))
         self._journal.sync()
