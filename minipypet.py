@@ -744,6 +744,17 @@ class NNTreeNode:
                       doc='The trajectory this node belongs to.')
 
     @property
+    def _logger(self):
+        # pypet's nodes are HasLogger: custom leaf classes in pypet scripts log with
+        # self._logger, so it is there (made when asked for: a logger per node would cost)
+        return self.__dict__.get('_own_logger') or logging.getLogger(
+            'pypet.' + type(self).__name__)
+
+    @_logger.setter
+    def _logger(self, logger):
+        self.__dict__['_own_logger'] = logger
+
+    @property
     def v_run_branch(self) -> str:
         """The run this node hangs below ('run_00000003', 'run_ALL'), else 'trajectory'."""
         for part in self._full_name.split('.'):
@@ -1360,6 +1371,8 @@ class NNGroupNode(NNTreeNode):
                                          'name and a node' % (name,))
             target, name = name, name.v_name
         root = self._root()
+        if isinstance(root, Trajectory) and name in ('$', 'crun', '$set', 'crunset'):
+            name = root._translate(name)  # (pypet: a link named after the current run)
         if isinstance(name, str) and '.' in name:  # pypet: the groups on the way are made
             head, _, name = name.rpartition('.')
             _check_name(name, self._join(head))
@@ -3123,6 +3136,18 @@ class _RunsMixin:
         return {name: p._explored_range[idx] for name, p in self._explored.items()}
 
 
+def _tuple_item(entry):
+    """pypet's (message, item[, args[, kwargs]]) form of an item to store or load: the item
+    (the arguments are those of the call)."""
+    if not isinstance(entry, tuple):
+        return entry
+    if not 2 <= len(entry) <= 4:
+        raise ConfigurationError('an item given as a tuple is (message, item[, args[, '
+                                 'kwargs]]), got %d parts: %s' % (len(entry),
+                                                                  _short_repr(entry, 200)))
+    return entry[1]
+
+
 class _StorageMixin:
     """Storing and loading, merging, and the plain-data state that storage services read
     and write (a part of Trajectory)."""
@@ -3304,7 +3329,7 @@ class _StorageMixin:
         items stay, new ones are added); store_data=OVERWRITE_DATA replaces them all;
         max_depth: with recursive, the levels below each item that are stored; a group's
         links are stored with it unless with_links=False."""
-        iterator = list(iterator)
+        iterator = [_tuple_item(i) for i in iterator]
         if self._is_run:  # the data as it is now goes with the run's record, even if the
             # leaf is emptied before the run ends
             stored = self.__dict__.setdefault('_run_stored', {})
@@ -3489,12 +3514,19 @@ class _StorageMixin:
             raise ConfigurationError('pass load_only or load_except, not both')
         names = []
         for item in iterator:
+            item = _tuple_item(item)
             if isinstance(item, NNTreeNode):
                 names.append(item._full_name)
             else:
                 node = self._resolve(self, item)
-                names.append(node._full_name if node is not None else '.'.join(
-                    self._translate(part) for part in item.split('.')))  # ('res', '$', ...)
+                if node is not None:
+                    names.append(node._full_name)
+                    continue
+                parts = [self._translate(part) for part in item.split('.')]  # ('res', '$')
+                if len(parts) > 1 and parts[0] in _RUN_BRANCHES and (
+                        _RUN_RE.fullmatch(parts[1]) or _SET_RE.fullmatch(parts[1])):
+                    parts.insert(1, 'runs')  # (pypet's results.run_set_X: results.runs...)
+                names.append('.'.join(parts))
         old = _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source
         _LOAD_POLICY.allow_pickle = allow_pickle
         _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
@@ -4203,6 +4235,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                     child = node._children['runs']._children.get(tr)  # seed: results.run_X
                 if child is None and _SET_RE.fullmatch(tr):
                     child = self._run_set(node)
+                    if child is None and node._full_name in _RUN_BRANCHES and \
+                            self._stored and self._props['auto_load']:
+                        # (runs stored by workers, not in memory: the runs' group, for
+                        # auto-loading to go on below it, as pypet's set group)
+                        child = self._insert(node, NNGroupNode('runs'))
                 if child is None and shortcuts:
                     child = self._search(node, tr, max_depth or self._props['max_depth'],
                                          with_links)
@@ -5964,7 +6001,9 @@ class _FileService(_FromState, StorageService):
             split = _split_run(full_name)
             head, idx = split if split is not None else (full_name, None)
             for template in templates:
-                if template == head or (recursive and template.startswith(head + '.')):
+                plain = template.replace('.$set.', '.')  # (pypet's run sets, see there)
+                if template == head or (recursive and template.startswith(head + '.')) or \
+                        plain == head or (recursive and plain.startswith(head + '.')):
                     if idx is None:
                         rows[template] = None
                     elif rows.get(template, ()) is not None:
@@ -6670,11 +6709,17 @@ def _items_from_state(state, names, recursive, filename):
             out[full_name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
             found = True
         for template, rows in state['columns'].items():
+            sets = '$set' in template.split('.')  # (pypet's run sets: found without them)
             for idx, row in rows.items():
                 fn = _join_run(template, idx)
                 if fn == full_name or (recursive and fn.startswith(prefix)):
                     out[fn] = row
                     found = True
+                elif sets:
+                    plain = '.'.join(p for p in fn.split('.') if not _SET_RE.fullmatch(p))
+                    if plain == full_name or (recursive and plain.startswith(prefix)):
+                        out[fn] = row
+                        found = True
         if rec is None or rec['kind'] == 'group':
             for key, rec2 in state['nodes'].items():
                 if not recursive or not key.startswith(prefix):
@@ -10309,6 +10354,7 @@ class Environment:
             if version:
                 c('versions.' + dist, version)
         c('platform', platform.platform())
+        self._add_hdf5_config()
         main = sys.modules.get('__main__')
         script = getattr(main, '__file__', None)
         if script:
@@ -10319,6 +10365,59 @@ class Environment:
             if 'config.' + prefix not in traj._nodes:
                 for key in ('hexsha', 'name_rev', 'committed_date', 'message'):
                     traj.f_add_config('%s.%s' % (prefix, key), g[key])
+
+    # pypet's config.hdf5 settings: {config name: (service attribute, comment)}; the overview
+    # tables are three switches here (summary, small, large), pypet's are one per table
+    _HDF5_CONFIG = {
+        'complib': ('complib', 'compression library'),
+        'complevel': ('complevel', 'compression level (0-9)'),
+        'shuffle': ('shuffle', 'the shuffle filter'),
+        'fletcher32': ('fletcher32', 'the fletcher32 checksum filter'),
+        'purge_duplicate_comments': ('purge_duplicate_comments',
+                                     'a comment of a run leaf is stored once'),
+        'results_per_run': ('results_per_run', 'a size hint (pypet\'s; no effect)'),
+        'derived_parameters_per_run': ('derived_parameters_per_run',
+                                       'a size hint (pypet\'s; no effect)'),
+        'overview.results_summary': ('summary_tables', 'the summary tables'),
+        'overview.derived_parameters_summary': ('summary_tables', 'the summary tables'),
+        'overview.config_overview': ('small_overview_tables', 'the small overview tables'),
+        'overview.parameters_overview': ('small_overview_tables', 'the small overview tables'),
+        'overview.explored_parameters_overview': ('small_overview_tables',
+                                                  'the small overview tables'),
+        'overview.results_overview': ('large_overview_tables', 'the large overview tables'),
+        'overview.derived_parameters_overview': ('large_overview_tables',
+                                                 'the large overview tables')}
+
+    def _add_hdf5_config(self):
+        """config.hdf5.*, as pypet's environment adds them: pypet scripts set them
+        (traj.hdf5.purge_duplicate_comments = False) before the runs, which apply them."""
+        traj, service = self._traj, self._traj.v_storage_service
+        if not isinstance(service, HDF5StorageService) or 'config.hdf5' in traj._nodes:
+            return
+        for name, (attr, comment) in self._HDF5_CONFIG.items():
+            value = getattr(service, attr)
+            traj.f_add_config('hdf5.' + name, int(value) if isinstance(value, bool) else value,
+                              comment=comment)
+
+    def _apply_hdf5_config(self):
+        """config.hdf5.* back into the HDF5 service (they may have changed since)."""
+        traj, service = self._traj, self._traj.v_storage_service
+        if not isinstance(service, HDF5StorageService) or 'config.hdf5' not in traj._nodes:
+            return
+        values = {}
+        for name, (attr, _) in self._HDF5_CONFIG.items():
+            node = traj._nodes.get('config.hdf5.' + name)
+            if node is not None and not node.f_is_empty():
+                value = node.f_get()
+                values[attr] = values.get(attr, False) or value  # (any table of a switch)
+        for attr, value in values.items():
+            if attr in ('complib', 'complevel', 'results_per_run',
+                        'derived_parameters_per_run'):
+                setattr(service, attr, value)
+            else:
+                setattr(service, attr, bool(value))
+        if service.purge_duplicate_comments and not service.summary_tables:
+            service.purge_duplicate_comments = False  # (it needs the summary: pypet's rule)
 
     # -- running -----------------------------------------------------------------------------
     def f_add_postprocessing(self, postproc: collections.abc.Callable, *args: object,
@@ -10572,6 +10671,7 @@ class Environment:
         under the file's lock, the .cnt first, so that a sweep stored always has one."""
         traj = self._traj
         service = traj.v_storage_service
+        self._apply_hdf5_config()
         snapshot = self._continue_snapshot(job, args, kwargs, per_run)
         write = None if snapshot is None else functools.partial(_write_continue, *snapshot)
         if isinstance(service, _FileService):
@@ -10920,10 +11020,12 @@ class _Sweep:
                 threading.current_thread() is not threading.main_thread():
             return None
 
+        sigint_handling.hit = False  # (pypet's flag, for scripts that read it)
+
         def handler(signum, frame):
             self.interrupts += 1
             if self.interrupts == 1:
-                self.stopped = True
+                self.stopped = sigint_handling.hit = True
                 self.progress.clear()
                 logger.warning('Ctrl+C: no new runs are started; running ones finish and are '
                                'stored (press Ctrl+C again to stop at once)')
@@ -10956,8 +11058,10 @@ class _Sweep:
         job, per_run, now, log = self.job, self.per_run, time.time, self.results_log
         keep, step = self.results.append, self.progress.step
         args, kwargs = self.args, self.kwargs
+        graceful = self.env._graceful_exit
         for idx in self.pending:
-            if self.stopped:
+            if self.stopped or graceful and sigint_handling.hit:  # (pypet's flag: a job
+                self.stopped = True  # may set it, as pypet's tests do)
                 break
             traj._start_run(idx)
             if per_run is not None:  # (run_map: each run its own arguments)

@@ -122,7 +122,7 @@ def run_module(name, verbose, package='unittests'):
             os.chdir(cwd)
     failures = [(t.id(), first_error(tb)) for t, tb in result.errors + result.failures]
     skipped = len(result.skipped)
-    passed = result.testsRun - len(failures) - skipped
+    passed = max(0, result.testsRun - len(failures) - skipped)  # (setUpClass errors)
     return passed, result.testsRun, failures
 
 
