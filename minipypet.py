@@ -583,6 +583,7 @@ class _SafeUnpickler(pickle.Unpickler):
         ('numpy._core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
         ('numpy._core.multiarray', 'scalar'), ('numpy.core.numeric', '_frombuffer'),
         ('numpy._core.numeric', '_frombuffer'), ('_codecs', 'encode'),
+        ('numpy', 'matrix'), ('numpy.matrixlib.defmatrix', 'matrix'),  # (an ndarray too)
     }
 
     def find_class(self, module, name):
@@ -3563,9 +3564,16 @@ class _StorageMixin:
                     if node is not None and not node.f_is_empty():
                         node._load(data)
                         continue
-                self._place_leaf(full_name, tag, comment,
-                                 data if load_data >= LOAD_DATA else None, ann,
-                                 overwrite=load_data == OVERWRITE_DATA)
+                node = self._place_leaf(full_name, tag, comment,
+                                        data if load_data >= LOAD_DATA else None, ann,
+                                        overwrite=load_data == OVERWRITE_DATA)
+                if isinstance(node, BaseParameter) and node._explored_range is not None \
+                        and node.v_branch == 'parameters' and full_name not in self._explored:
+                    # (a trajectory loaded without its parameters: an explored one loaded
+                    # now takes part in f_set_crun / v_idx, as pypet's)
+                    self._explored[full_name] = node
+                    if self._idx >= 0:
+                        node._set_parameter_access(self._idx)
         finally:
             _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
 
