@@ -41,6 +41,7 @@ __all__ = [
     'LazyStorageService', 'PickleStorageService', 'HDF5StorageService', 'StorageService',
     'pypetconstants', 'PypetError', 'NotUniqueNodeError', 'ParameterLockedError',
     'ParameterLockedException', 'DataNotInStorageError', 'MissingDependencyError',
+    'NoSuchChildError', 'GroupNotEmptyError',
     'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
     'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
@@ -240,6 +241,15 @@ class NoSuchNodeError(PypetError, AttributeError, KeyError):
 
 class NotUniqueNodeError(NoSuchNodeError):
     """A shortcut that matches several nodes at the same depth."""
+
+
+class NoSuchChildError(NoSuchNodeError, ValueError):
+    """A name that is no direct child (or link) of the group it is asked of, for
+    f_remove_child, f_remove_link, f_store_child (pypet raises ValueError)."""
+
+
+class GroupNotEmptyError(PypetError, TypeError):
+    """A group with children removed without recursive=True (pypet raises TypeError)."""
 
 
 class ParameterLockedError(PypetError, TypeError):
@@ -573,6 +583,7 @@ class _SafeUnpickler(pickle.Unpickler):
         ('numpy._core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
         ('numpy._core.multiarray', 'scalar'), ('numpy.core.numeric', '_frombuffer'),
         ('numpy._core.numeric', '_frombuffer'), ('_codecs', 'encode'),
+        ('numpy', 'matrix'), ('numpy.matrixlib.defmatrix', 'matrix'),  # (an ndarray too)
     }
 
     def find_class(self, module, name):
@@ -732,6 +743,17 @@ class NNTreeNode:
                         doc="The branch: 'parameters', 'results', ...")
     v_root = property(lambda self: self._traj,
                       doc='The trajectory this node belongs to.')
+
+    @property
+    def _logger(self):
+        # pypet's nodes are HasLogger: custom leaf classes in pypet scripts log with
+        # self._logger, so it is there (made when asked for: a logger per node would cost)
+        return self.__dict__.get('_own_logger') or logging.getLogger(
+            'pypet.' + type(self).__name__)
+
+    @_logger.setter
+    def _logger(self, logger):
+        self.__dict__['_own_logger'] = logger
 
     @property
     def v_run_branch(self) -> str:
@@ -951,6 +973,9 @@ class NNGroupNode(NNTreeNode):
 
     def __setitem__(self, name, value):
         """group['x'] = value is group.x = value (pypet); a dotted name adds on the way."""
+        root = self._root()
+        if isinstance(root, Trajectory) and isinstance(value, NNTreeNode):
+            name = '.'.join(root._translate(p) for p in name.split('.'))  # ('r_1', 'par')
         if '.' in name and isinstance(value, NNTreeNode):
             head, _, tail = name.rpartition('.')
             if value._full_name not in ('', tail, name):
@@ -1277,8 +1302,21 @@ class NNGroupNode(NNTreeNode):
         return self._add_branch_group('results', name, comment)
 
     def _add_branch_group(self, branch, name, comment):
+        root = self._root()
+        if branch in ('parameters', 'config') and root._is_run:
+            raise ParameterLockedError(
+                'cannot add the %s group %r during run %d: parameters and config must be '
+                'added before the runs' % (branch, name, root._idx))
         start = self._branch_start(branch, 'group %r' % name)
-        return self._root()._add_path(start, _strip_branch(name, branch, start), None, comment)
+        rel = _strip_branch(name, branch, start)
+        if root._is_run and branch in _RUN_BRANCHES and root._props['auto_run_prepend'] and \
+                not any(_RUN_RE.fullmatch(p) or p in (RUN_NAME_DUMMY, '$', 'crun')
+                        for p in rel.split('.')):  # (a group goes into the run, as a leaf)
+            if start._full_name == branch and rel != 'runs':
+                rel = 'runs.%s.%s' % (_run_name(root._idx), rel)
+            elif start._full_name == branch + '.runs':
+                rel = _run_name(root._idx) + '.' + rel
+        return root._add_path(start, rel, None, comment)
 
     def _branch_start(self, branch, what):
         """`what` is a str or a leaf, named in the error."""
@@ -1297,6 +1335,9 @@ class NNGroupNode(NNTreeNode):
             '_standard_result' if default_cls is Result else '_standard_parameter')
         if standard is not None:  # (pypet's v_standard_parameter / v_standard_result)
             default_cls = standard
+        if not args and 'name' in kwargs:  # pypet: f_add_result(name='z', data=1)
+            kwargs = dict(kwargs)
+            args = (kwargs.pop('name'),)
         if args and type(args[0]) is str:  # the common f_add_result('z', value)
             leaf = default_cls(*args, **kwargs)
         elif args and isinstance(args[0], NNLeafNode):
@@ -1312,7 +1353,7 @@ class NNGroupNode(NNTreeNode):
             leaf = default_cls(*args, **kwargs)
         root = self._root()
         if branch in ('parameters', 'config') and root._is_run:
-            raise PypetError(
+            raise ParameterLockedError(  # (a TypeError, as pypet's)
                 'cannot add %s %r during run %d: parameters and config must be added before '
                 'the runs; use f_add_derived_parameter or f_add_result inside a run'
                 % (branch, leaf._full_name, root._idx))
@@ -1332,8 +1373,13 @@ class NNGroupNode(NNTreeNode):
     def f_add_link(self, name: str, target: NNTreeNode | str | None = None) -> NNTreeNode:
         """Link `name` in this group to `target` (a node of the same trajectory)."""
         if target is None:
+            if not isinstance(name, NNTreeNode):
+                raise ConfigurationError('f_add_link(%r) needs a target: pass a node, or a '
+                                         'name and a node' % (name,))
             target, name = name, name.v_name
         root = self._root()
+        if isinstance(root, Trajectory) and name in ('$', 'crun', '$set', 'crunset'):
+            name = root._translate(name)  # (pypet: a link named after the current run)
         if isinstance(name, str) and '.' in name:  # pypet: the groups on the way are made
             head, _, name = name.rpartition('.')
             _check_name(name, self._join(head))
@@ -1346,6 +1392,9 @@ class NNGroupNode(NNTreeNode):
                                      % (target,))
         if name in self._children:
             raise InvalidNameError('%s already has a child %r' % (self._full_name, name))
+        if name == 'overview' and self is root:  # (pypet's reserved name at the root)
+            raise InvalidNameError("'overview' is reserved at the trajectory's root; "
+                                   "put the link into a group")
         self._links[name] = target
         root._link_count += 1
         return target
@@ -1353,22 +1402,26 @@ class NNGroupNode(NNTreeNode):
     def f_remove_link(self, name: str) -> None:
         """Remove the link `name` from this group."""
         if name not in self._links:
-            raise NoSuchNodeError('%s has no link %r; it has %s' % (
+            raise NoSuchChildError('%s has no link %r; it has %s' % (
                 self._full_name or 'the trajectory', name, sorted(self._links)))
         del self._links[name]
+        root = self._root()
+        root._link_count = max(root._link_count - 1, 0)  # (a count of 0 skips link searches)
 
     # -- removal -----------------------------------------------------------------------------
     def f_remove_child(self, name: str, recursive: bool = False, predicate: object = None) -> None:
         """Remove the child `name` from memory (not from the file)."""
         if name in self._links:
-            del self._links[name]
+            self.f_remove_link(name)
             return
         child = self._children.get(name)
         if child is None:
-            raise NoSuchNodeError('%s has no child %r' % (self._full_name or 'trajectory', name))
+            raise NoSuchChildError('%s has no child %r; it has %s' % (
+                self._full_name or 'the trajectory', name,
+                _short_repr(sorted(self._children), 200)))
         if not child.v_is_leaf and child._children and not recursive:
-            raise PypetError('%s has children; pass recursive=True to remove it'
-                             % child._full_name)
+            raise GroupNotEmptyError('%s has children; pass recursive=True to remove it'
+                                     % child._full_name)
         self._root()._remove_subtree(child, predicate)
 
     def f_remove(self, recursive: bool = True, predicate: object = None) -> None:
@@ -1379,25 +1432,38 @@ class NNGroupNode(NNTreeNode):
 
     def f_store(self, recursive: bool = True, store_data: int = STORE_DATA,
                 max_depth: int | None = None) -> None:
-        """Store this group (and, recursive, what is below it)."""
-        self._root().f_store_item(self, recursive=recursive, store_data=store_data)
+        """Store this group (and, recursive, what is below it, down to max_depth levels)."""
+        self._root().f_store_item(self, recursive=recursive, store_data=store_data,
+                                  max_depth=max_depth)
 
     def f_load(self, recursive: bool = True, load_data: int = LOAD_DATA,
                max_depth: int | None = None) -> NNGroupNode:
-        """Load this group (and, recursive, what is below it) from storage."""
-        self._root().f_load_item(self._full_name, recursive=recursive, load_data=load_data)
+        """Load this group (and, recursive, what is below it, down to max_depth levels)."""
+        self._root().f_load_item(self._full_name, recursive=recursive, load_data=load_data,
+                                 max_depth=max_depth)
         return self
 
     def f_store_child(self, name: str, recursive: bool = False,
-                      store_data: int = STORE_DATA) -> None:
-        """Store the child `name` (recursive: with everything below it)."""
+                      store_data: int = STORE_DATA, max_depth: int | None = None) -> None:
+        """Store the child `name` (a dotted path below this group, no shortcut; recursive:
+        with what is below it, down to max_depth levels below this group)."""
         root = self._root()
-        root.f_store_item(self.f_get(name), recursive=recursive, store_data=store_data)
+        node = root._resolve(self, name, False, None, True)
+        if node is None:
+            raise NoSuchChildError('%s has no child %r (f_store_child takes a path below the '
+                                   'group, no shortcut)' % (self._full_name or 'the trajectory',
+                                                            name))
+        root.f_store_item(node, recursive=recursive, store_data=store_data, max_depth=None
+                          if max_depth is None else max_depth - 1 - name.count('.'))
 
-    def f_load_child(self, name: str, recursive: bool = False, load_data: int = LOAD_DATA) -> None:
-        """Load the child `name` from storage (recursive: everything below it)."""
+    def f_load_child(self, name: str, recursive: bool = False, load_data: int = LOAD_DATA,
+                     max_depth: int | None = None) -> NNTreeNode:
+        """Load the child `name` from storage (recursive: what is below it, down to
+        max_depth levels below this group)."""
         root = self._root()
-        root.f_load_item(self._join(name), recursive=recursive, load_data=load_data)
+        root.f_load_item(self._join(name), recursive=recursive, load_data=load_data,
+                         max_depth=None if max_depth is None
+                         else max_depth - 1 - name.count('.'))
         return self.f_get(name)
 
 
@@ -2621,8 +2687,8 @@ class _RunsMixin:
     def f_explore(self, build_dict: dict) -> None:
         """Explore parameters: {name: iterable}; all ranges must be of equal length."""
         if any(self._runs.completed):
-            raise PypetError('runs of %s are completed already; use f_expand to add runs'
-                             % self._name)
+            raise ParameterLockedError(  # (a TypeError, as pypet's)
+                'runs of %s are completed already; use f_expand to add runs' % self._name)
         self._explore(build_dict, expand=False)
 
     def f_expand(self, build_dict: dict, fail_safe: bool = True) -> None:
@@ -2689,8 +2755,8 @@ class _RunsMixin:
     def f_shrink(self, force: bool = False) -> None:
         """Drop the exploration (refused once stored, unless force=True)."""
         if self._stored and not force:
-            raise PypetError('%s is stored; pass force=True to drop its exploration'
-                             % self._name)
+            raise ParameterLockedError('%s is stored; pass force=True to drop its exploration'
+                                       % self._name)
         for param in self._explored.values():
             param._locked = False
             param._shrink()
@@ -2896,9 +2962,10 @@ class _RunsMixin:
             result[idx if use_indices else _run_name(idx)] = node
         if not result and name.rpartition('.')[2] not in self._by_name and any(
                 self._nodes.get(b + '.runs') is not None and self._nodes[b + '.runs']._children
-                for b in _RUN_BRANCHES):  # (runs hold other nodes: a misspelled name)
-            raise NoSuchNodeError('no run has a result or derived parameter %r%s'
-                                  % (name, self._hint(name)))
+                for b in _RUN_BRANCHES):  # (runs hold other nodes: a misspelled name?
+            # pypet gives an empty dict, which scripts test for; say it, once)
+            _say_once('f_get_from_runs: no run has a result or derived parameter %r%s'
+                      % (name, self._hint(name)))
         return result
 
     def f_find_idx(self, name_list: str | list, predicate: object) -> collections.abc.Iterator:
@@ -3076,6 +3143,18 @@ class _RunsMixin:
         return {name: p._explored_range[idx] for name, p in self._explored.items()}
 
 
+def _tuple_item(entry):
+    """pypet's (message, item[, args[, kwargs]]) form of an item to store or load: the item
+    (the arguments are those of the call)."""
+    if not isinstance(entry, tuple):
+        return entry
+    if not 2 <= len(entry) <= 4:
+        raise ConfigurationError('an item given as a tuple is (message, item[, args[, '
+                                 'kwargs]]), got %d parts: %s' % (len(entry),
+                                                                  _short_repr(entry, 200)))
+    return entry[1]
+
+
 class _StorageMixin:
     """Storing and loading, merging, and the plain-data state that storage services read
     and write (a part of Trajectory)."""
@@ -3089,9 +3168,14 @@ class _StorageMixin:
             node = cls(full_name.rpartition('.')[2])  # as pypet: the class's own constructor
             branch, _, rest = full_name.partition('.')
             parent = self._nodes.get(full_name.rpartition('.')[0]) if rest else None
-            if parent is None:
-                parent = self._add_path(self._children[branch], rest.rpartition('.')[0],
-                                        None, '') if '.' in rest else self._children[branch]
+            if parent is None and not rest:
+                parent = self  # (a leaf at the root, pypet's f_add_leaf)
+            elif parent is None:
+                top = self._children.get(branch)
+                if top is None:  # (below a group outside the four branches: f_add_leaf)
+                    top = self._add_path(self, branch, None, '')
+                parent = self._add_path(top, rest.rpartition('.')[0], None, '') \
+                    if '.' in rest else top
             node._rename(full_name.rpartition('.')[2])
             self._insert(parent, node)
         elif not node.v_is_leaf:
@@ -3201,8 +3285,10 @@ class _StorageMixin:
         if self._leaf_above(full_name + '.') is not None:
             return None
         branch, _, rest = full_name.partition('.')
-        group = self._add_path(self._children[branch], rest, None, comment) if rest else \
-            self._children[branch]
+        top = self._children.get(branch)
+        if top is None:  # a group outside the four branches (links' groups: traj.x.y)
+            top = self._add_path(self, branch, None, '')
+        group = self._add_path(top, rest, None, comment) if rest else top
         if comment and (overwrite or not group._comment):
             group.__dict__['_comment'] = comment
         if ann:
@@ -3224,11 +3310,16 @@ class _StorageMixin:
 
     def f_store(self, only_init: bool = False, store_data: int = STORE_DATA,
                 max_depth: int | None = None) -> None:
-        """Store the whole trajectory (outside a run) or what the current run added."""
+        """Store the whole trajectory (outside a run) or what the current run added.
+        max_depth: only nodes up to that depth (the branches are depth 1)."""
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
             self.f_store_items(list(self._new_leaves))
             return
-        self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
+        self.__dict__['_store_max_depth'] = max_depth  # (read by _to_state, see there)
+        try:
+            self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
+        finally:
+            self.__dict__.pop('_store_max_depth', None)
         self.__dict__['_stored'] = True
 
     def f_store_item(self, item: str | NNTreeNode, *args: object, **kwargs: object) -> None:
@@ -3236,9 +3327,16 @@ class _StorageMixin:
         self.f_store_items([item], *args, **kwargs)
 
     def f_store_items(self, iterator: collections.abc.Iterable, recursive: bool = False,
-                      store_data: int = STORE_DATA, **kwargs: object) -> None:
-        """Store single leaves or groups (with recursive=True, their subtree)."""
-        iterator = list(iterator)
+                      store_data: int = STORE_DATA, overwrite: str | list | None = None,
+                      max_depth: int | None = None, with_links: bool = True,
+                      **kwargs: object) -> None:
+        """Store single leaves or groups (with recursive=True, their subtree).
+
+        overwrite: names of a stored result's items to replace (pypet's; the other stored
+        items stay, new ones are added); store_data=OVERWRITE_DATA replaces them all;
+        max_depth: with recursive, the levels below each item that are stored; a group's
+        links are stored with it unless with_links=False."""
+        iterator = [_tuple_item(i) for i in iterator]
         if self._is_run:  # the data as it is now goes with the run's record, even if the
             # leaf is emptied before the run ends
             stored = self.__dict__.setdefault('_run_stored', {})
@@ -3269,8 +3367,16 @@ class _StorageMixin:
             else:
                 msgs.append((GROUP, node))
                 if recursive:
-                    msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes())
-        self._service().store(LIST, msgs, trajectory=self, store_data=store_data)
+                    top = node._full_name.count('.')
+                    msgs.extend((LEAF if n.v_is_leaf else GROUP, n) for n in node.f_iter_nodes()
+                                if max_depth is None or
+                                n._full_name.count('.') - top <= max_depth)
+        extra = {}  # (only when asked for: a service of one's own need not know them)
+        if overwrite is not None:
+            extra['overwrite'] = [overwrite] if isinstance(overwrite, str) else list(overwrite)
+        if not with_links:
+            extra['with_links'] = False
+        self._service().store(LIST, msgs, trajectory=self, store_data=store_data, **extra)
 
     def f_load(self, name: str | None = None, index: int | None = None, as_new: bool = False,
                load_parameters: int = LOAD_DATA, load_derived_parameters: int = LOAD_SKELETON,
@@ -3288,11 +3394,11 @@ class _StorageMixin:
         the trajectory can be run again. Pickled data (PickleParameter, PickleResult) is
         unpickled where this user wrote it (signed with the user's key; see "Trust model" in
         the README): allow_pickle=True unpickles any, False none."""
-        del load_other_data  # pypet's nodes outside the four branches: minipypet has none
         if load_all is not None:
             load_data = load_all
         if load_data is not None:
-            load_parameters = load_derived_parameters = load_results = load_data
+            load_parameters = load_derived_parameters = load_results = load_other_data = \
+                load_data
         if storage_service is not None:
             self.v_storage_service = storage_service
         elif filename is not None:
@@ -3319,15 +3425,17 @@ class _StorageMixin:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
+            modes[''] = load_other_data if not as_new else LOAD_NOTHING  # (outside the four)
             state = self._service().load(TRAJECTORY, self, name=name, index=index,
                                          modes=modes, force=force)
-            self._from_state(state, modes, as_new, with_run_information)
+            self._from_state(state, modes, as_new, with_run_information, max_depth)
         finally:
             _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
             if gc_was_enabled:
                 gc.enable()
 
-    def _from_state(self, state, modes, as_new=False, with_run_information=True):
+    def _from_state(self, state, modes, as_new=False, with_run_information=True,
+                    max_depth=None):
         d = self.__dict__
         if not as_new:
             d['_name'] = state['name']
@@ -3338,9 +3446,15 @@ class _StorageMixin:
                 self.v_annotations._dict.update(state['ann'])
         d['_version'], d['_python'] = state.get('version', ''), state.get('python', '')
         place = self._place_leaf
+        other = modes.get('', LOAD_NOTHING)  # (groups and links outside the four branches)
+        if max_depth is not None:  # (pypet's f_load(max_depth): the branches are depth 1)
+            state = dict(state, nodes={k: v for k, v in state['nodes'].items()
+                                       if k.count('.') < max_depth},
+                         columns={k: v for k, v in state.get('columns', {}).items()
+                                  if k.count('.') < max_depth})
         for full_name, rec in state['nodes'].items():
             branch = full_name.partition('.')[0]
-            mode = modes.get(branch, LOAD_NOTHING)
+            mode = modes.get(branch, other)
             if mode == LOAD_NOTHING:
                 continue
             kind = rec['kind']
@@ -3358,7 +3472,7 @@ class _StorageMixin:
             self._place_rows(template, rows, mode)
         for full_name, rec in state['nodes'].items():
             if rec['kind'] == 'link' and ('.' not in full_name or
-                                          modes.get(full_name.partition('.')[0])):
+                                          modes.get(full_name.partition('.')[0], other)):
                 target = self._nodes.get(rec['target'])
                 if target is not None:
                     parent, _, lname = full_name.rpartition('.')
@@ -3376,6 +3490,9 @@ class _StorageMixin:
         elif with_run_information:
             d['_length'] = state.get('length', 1)
             d['_runs'] = _RunTable.from_plain(state['runs'], state.get('runs_loader'))
+        else:  # as pypet: the explored ranges set the length, the run rows are not read
+            d['_length'] = state.get('length', 1)
+            d['_runs'] = _RunTable(d['_length'])
         for param in self._explored.values():
             if param._explored_range is not None:
                 param._restore_default()
@@ -3392,29 +3509,58 @@ class _StorageMixin:
     def f_load_items(self, iterator: collections.abc.Iterable, load_data: int = LOAD_DATA,
                      recursive: bool = True, load_only: list | None = None,
                      only_empties: bool = False, allow_pickle: bool | None = None,
-                     load_except: list | None = None, **kwargs: object) -> None:
-        """Load the data of leaves (names or nodes); groups load their subtree.
+                     load_except: list | None = None, with_links: bool = True,
+                     max_depth: int | None = None, **kwargs: object) -> None:
+        """Load the data of leaves (names or nodes); groups load their subtree, and the
+        groups on the way are loaded too.
 
         load_only: load only these item names of a result (others stay as they are);
-        load_except: load all items but these."""
+        load_except: load all items but these; with_links=False: no links; max_depth: with
+        recursive, the levels below each item that are loaded."""
         if load_only is not None and load_except is not None:
             raise ConfigurationError('pass load_only or load_except, not both')
         names = []
         for item in iterator:
+            item = _tuple_item(item)
             if isinstance(item, NNTreeNode):
                 names.append(item._full_name)
             else:
                 node = self._resolve(self, item)
-                names.append(node._full_name if node is not None else '.'.join(
-                    self._translate(part) for part in item.split('.')))  # ('res', '$', ...)
+                if node is not None:
+                    names.append(node._full_name)
+                    continue
+                parts = [self._translate(part) for part in item.split('.')]  # ('res', '$')
+                if len(parts) > 1 and parts[0] in _RUN_BRANCHES and (
+                        _RUN_RE.fullmatch(parts[1]) or _SET_RE.fullmatch(parts[1])):
+                    parts.insert(1, 'runs')  # (pypet's results.run_set_X: results.runs...)
+                names.append('.'.join(parts))
         old = _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source
         _LOAD_POLICY.allow_pickle = allow_pickle
         _LOAD_POLICY.source = getattr(self._service(), 'filename', None)
         try:
             state = self._service().load(LIST, self, names=names, recursive=recursive)
+            if max_depth is not None:
+                tops = [n.count('.') for n in names]
+                state = {k: v for k, v in state.items() if any(
+                    (k == n or k.startswith(n + '.')) and k.count('.') - t <= max_depth
+                    or n.startswith(k + '.') for n, t in zip(names, tops))}
             keep = load_only if load_only is not None else load_except
             keep = {keep} if isinstance(keep, str) else set(keep) if keep is not None else None
             for full_name, (tag, comment, ann, data) in state.items():
+                if tag == ':group':
+                    self._place_group(full_name, comment, ann,
+                                      overwrite=load_data == OVERWRITE_DATA)
+                    continue
+                if tag == ':link':
+                    target = self._nodes.get(comment)  # (a link's record: its target)
+                    parent, _, lname = full_name.rpartition('.')
+                    group = self._nodes.get(parent) if parent else self
+                    if with_links and target is not None and group is not None and \
+                            not group.v_is_leaf and lname not in group._children:
+                        if lname not in group._links:
+                            self.__dict__['_link_count'] += 1
+                        group._links[lname] = target
+                    continue
                 node = self._nodes.get(full_name)
                 if only_empties and node is not None and not node.f_is_empty():
                     continue
@@ -3424,9 +3570,16 @@ class _StorageMixin:
                     if node is not None and not node.f_is_empty():
                         node._load(data)
                         continue
-                self._place_leaf(full_name, tag, comment,
-                                 data if load_data >= LOAD_DATA else None, ann,
-                                 overwrite=load_data == OVERWRITE_DATA)
+                node = self._place_leaf(full_name, tag, comment,
+                                        data if load_data >= LOAD_DATA else None, ann,
+                                        overwrite=load_data == OVERWRITE_DATA)
+                if isinstance(node, BaseParameter) and node._explored_range is not None \
+                        and node.v_branch == 'parameters' and full_name not in self._explored:
+                    # (a trajectory loaded without its parameters: an explored one loaded
+                    # now takes part in f_set_crun / v_idx, as pypet's)
+                    self._explored[full_name] = node
+                    if self._idx >= 0:
+                        node._set_parameter_access(self._idx)
         finally:
             _LOAD_POLICY.allow_pickle, _LOAD_POLICY.source = old
 
@@ -3586,8 +3739,11 @@ class _StorageMixin:
     def _to_state(self, only_init=False):
         """The whole trajectory as plain data: nodes, run columns, run table."""
         nodes, columns = {}, {}
+        max_depth = self.__dict__.get('_store_max_depth')  # (f_store(max_depth=...))
         for node in self.f_iter_nodes(recursive=True):
             full = node._full_name
+            if max_depth is not None and full.count('.') >= max_depth:
+                continue
             if full.partition('.')[2] == '' and not node.v_is_leaf:
                 if node._comment or node._annotations:
                     nodes[full] = {'kind': 'group', 'comment': node._comment,
@@ -3609,7 +3765,8 @@ class _StorageMixin:
                                    'comment': node._comment, 'ann': _ann(node), 'data': data}
             elif split is None:
                 nodes[full] = {'kind': 'group', 'comment': node._comment, 'ann': _ann(node)}
-            for lname, target in node._links.items() if not node.v_is_leaf else ():
+            for lname, target in node._links.items() if not node.v_is_leaf and (
+                    max_depth is None or full.count('.') + 1 < max_depth) else ():
                 nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
         for lname, target in self._links.items():
             nodes[lname] = {'kind': 'link', 'target': target._full_name}
@@ -4089,6 +4246,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                     child = node._children['runs']._children.get(tr)  # seed: results.run_X
                 if child is None and _SET_RE.fullmatch(tr):
                     child = self._run_set(node)
+                    if child is None and node._full_name in _RUN_BRANCHES and \
+                            self._stored and self._props['auto_load']:
+                        # (runs stored by workers, not in memory: the runs' group, for
+                        # auto-loading to go on below it, as pypet's set group)
+                        child = self._insert(node, NNGroupNode('runs'))
                 if child is None and shortcuts:
                     child = self._search(node, tr, max_depth or self._props['max_depth'],
                                          with_links)
@@ -4117,7 +4279,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if linked:
                 candidates = dict(candidates or {}, **linked)
         if not candidates:
-            return None
+            return self._search_links(start, name, max_depth) if with_links and \
+                self._link_count else None
         prefix = start._full_name + '.' if start._full_name else ''
         base = start._full_name.count('.') + 1 if start._full_name else 0
         crun = _run_name(self._idx) if self._idx >= 0 else None
@@ -4139,7 +4302,40 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 '%r is not unique below %s: %s and %s (and maybe more) match at the same '
                 'depth; use a longer name' % (name, start._full_name or 'the trajectory',
                                               best._full_name, other._full_name))
+        if best is None and with_links and self._link_count:
+            return self._search_links(start, name, max_depth)
         return best
+
+    def _search_links(self, start, name, max_depth=None):
+        """`name` below `start` through link targets too (pypet searches the tree with its
+        links, breadth first: traj.test2.test3 finds test3 below test2's link to test).
+        Only when the name index found nothing below `start`: walking is slower."""
+        crun = _run_name(self._idx) if self._idx >= 0 else None
+        level, seen, depth = [start], {id(start)}, 0
+        while level and (max_depth is None or depth < max_depth):
+            depth += 1
+            found, below = [], []
+            for group in level:
+                for key, child in itertools.chain(group._children.items(),
+                                                  group._links.items()):
+                    if crun is not None and 'run_' in child._full_name and \
+                            not _in_run(child._full_name, crun):
+                        continue
+                    if key == name and all(child is not f for f in found):
+                        found.append(child)
+                    if not child.v_is_leaf and id(child) not in seen:
+                        seen.add(id(child))
+                        below.append(child)
+            if len(found) > 1:
+                raise NotUniqueNodeError(
+                    '%r is not unique below %s: %s and %s (and maybe more) match at the same '
+                    'depth, through links; use a longer name' % (
+                        name, start._full_name or 'the trajectory', found[0]._full_name,
+                        found[1]._full_name))
+            if found:
+                return found[0]
+            level = below
+        return None
 
     def _hint(self, name):
         cards = [p for p in name.split('.') if p in ('$', 'crun', '$set', 'crunset')]
@@ -4178,13 +4374,20 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if self._is_run and leaf is not None and parts[0] in ('results', 'derived_parameters') \
                 and self._props['auto_run_prepend'] and \
                 not any(_RUN_RE.fullmatch(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
-            parts[1:1] = ['runs', _run_name(self._idx)]
+            if parts[1] == 'runs' and start._full_name == parts[0] + '.runs':
+                parts.insert(2, _run_name(self._idx))  # traj.res.runs.f_add_result('z')
+            elif parts[1] != 'runs' or start._full_name in _RUN_BRANCHES:
+                parts[1:1] = ['runs', _run_name(self._idx)]
         group = self
         last = len(parts) - 1
         for i, part in enumerate(parts):
             child = group._children.get(part)
             if i == last:
                 break
+            if child is None and part in group._links:  # (pypet: nothing is added below a
+                raise InvalidNameError(  # link, the target has its own place for that)
+                    'cannot add %r: %s.%s is a link; add below its target %s instead' % (
+                        rel_name, group._full_name, part, group._links[part]._full_name))
             if child is None:
                 _check_name(part, rel_name)
                 child = self._insert(group, NNGroupNode(part))
@@ -4528,7 +4731,8 @@ class StorageService:
     record: plain data, see Trajectory._run_record), LIST (a list of (LEAF|GROUP, node)),
     DELETE (a list of full names), FLUSH, CLOSE_FILE. `load(TRAJECTORY, traj, name=, index=,
     modes=)` returns the trajectory's plain-data state; `load(LIST, traj, names=)` returns
-    {full name: (class tag, comment, annotations, data)}. A service used by several processes
+    {full name: (class tag, comment, annotations, data)} (groups and links may come too, see
+    _items_from_state). A service used by several processes
     at once without wrapping sets `multiproc_safe = True`; one that keeps run data in memory
     (so the environment must not clean it up) sets `keeps_runs = True`."""
 
@@ -4588,7 +4792,8 @@ class LazyStorageService(StorageService):
     def _store_run(self, record):
         pass
 
-    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None,
+                    with_links=True):
         pass
 
     def _delete(self, names, trajectory=None, recursive=False):
@@ -5143,6 +5348,13 @@ def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
                               else old[3])
         return split[0]
     old = state['nodes'].get(full_name)
+    if isinstance(overwrite, tuple) and old is not None and old.get('kind') == 'leaf' and \
+            old.get('data') is not None and data is not None and tag == old.get('class'):
+        # pypet's f_store_item(overwrite=[items]): those replace the stored ones, and new
+        # items are added; the other stored items stay
+        kept = {k: v for k, v in old['data'].items() if k not in overwrite}
+        state['nodes'][full_name] = dict(old, comment=comment, ann=ann, data=dict(data, **kept))
+        return
     if old is None or old.get('kind') != 'leaf' or overwrite or old.get('data') is None:
         state['nodes'][full_name] = {'kind': 'leaf', 'class': tag, 'comment': comment,
                                      'ann': ann, 'data': data if data is not None or old is None
@@ -5229,6 +5441,10 @@ def _apply_record(state, record, shape=None):
             state['nodes'][full_name] = {'kind': 'group', 'comment': comment, 'ann': ann}
         if shape is not None and shape.get(None) is not None:
             shape[None].update(_heads(full_name))
+    elif kind == 'link':  # (a group stored with f_store_item takes its links along)
+        _, _, full_name, target = record
+        if (state['nodes'].get(full_name) or {'kind': 'link'})['kind'] == 'link':
+            state['nodes'][full_name] = {'kind': 'link', 'target': target}
     elif kind == 'delete':
         _, _, names, recursive = record
         _state_delete(state, names, recursive)
@@ -5334,12 +5550,26 @@ def _merged_set(ranges):
     return {i for start, stop in ranges for i in range(start, stop)}
 
 
+class _AllBut(frozenset):
+    """The branches whose data a load reads when it is all but these (load_other_data)."""
+
+    def __contains__(self, branch):
+        return not frozenset.__contains__(self, branch)
+
+    def __bool__(self):
+        return True
+
+
 class _FromState:
     """Loading for services that read a whole trajectory's plain-data state from a file
     (`self.filename`, `self._load_state`): minipypet's own and the pypet 0.7 reader."""
 
     def _load_trajectory(self, traj, name=None, index=None, modes=None, force=False):
+        modes = None if modes is None else dict(modes)
+        other = LOAD_SKELETON if modes is None else modes.pop('', LOAD_SKELETON)
         data = True if modes is None else {b for b, m in modes.items() if m >= LOAD_DATA}
+        if other >= LOAD_DATA and data is not True:  # (pypet's load_other_data: the data
+            data = _AllBut(b for b, m in modes.items() if m < LOAD_DATA)  # of the rest, too)
         skip = {b for b, m in (modes or {}).items() if m == LOAD_NOTHING}
         return self._load_state(name, index, data=data, skip=skip, lazy_runs=True)
 
@@ -5609,20 +5839,24 @@ class _FileService(_FromState, StorageService):
     def _check_run(self, record):
         """The same for a run record."""
 
-    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA):
+    def _store_list(self, msgs, trajectory=None, store_data=STORE_DATA, overwrite=None,
+                    with_links=True):
         self._prepare_overwrite()
         name = trajectory._name
+        # overwrite: pypet's item names that replace the stored ones (the others stay)
+        replace = store_data >= OVERWRITE_DATA if overwrite is None else tuple(overwrite)
         for msg, node in msgs:
             if msg == LEAF:
                 data = None if node.f_is_empty() else node._store()
                 if data is not None and type(node) not in _BUILTIN_TYPES:
                     _check_plain(data, node._full_name)
                 self._journal.append(('leaf', name, node._full_name, _class_tag(type(node)),
-                                      node._comment, data, _ann(node),
-                                      store_data >= OVERWRITE_DATA))
+                                      node._comment, data, _ann(node), replace))
             elif msg == GROUP:
                 self._journal.append(('group', name, node._full_name, node._comment,
                                       _ann(node)))
+                for lname, target in node._links.items() if with_links else ():
+                    self._journal.append(('link', name, node._join(lname), target._full_name))
             else:
                 raise ConfigurationError('unknown item message %r' % (msg,))
         self._journal.sync()
@@ -5797,7 +6031,9 @@ class _FileService(_FromState, StorageService):
             split = _split_run(full_name)
             head, idx = split if split is not None else (full_name, None)
             for template in templates:
-                if template == head or (recursive and template.startswith(head + '.')):
+                plain = template.replace('.$set.', '.')  # (pypet's run sets, see there)
+                if template == head or (recursive and template.startswith(head + '.')) or \
+                        plain == head or (recursive and plain.startswith(head + '.')):
                     if idx is None:
                         rows[template] = None
                     elif rows.get(template, ()) is not None:
@@ -6480,28 +6716,54 @@ def _new_meta(name):
 
 
 def _items_from_state(state, names, recursive, filename):
-    """{full name: (class tag, comment, annotations, data)} of leaves named or below names."""
-    out = {}
+    """{full name: (class tag, comment, annotations, data)} of leaves named or below names;
+    groups (on the path too) come as (':group', comment, annotations, None) and links as
+    (':link', target's full name, None, None), before the leaves and after them."""
+    out, links = {}, {}
+    nodes = state['nodes']
     for full_name in names:
         prefix = full_name + '.'
         found = False
-        rec = state['nodes'].get(full_name)
+        parts = full_name.split('.')
+        for i in range(1, len(parts) + 1):  # (pypet loads the groups on the way, too)
+            head = '.'.join(parts[:i])
+            rec = nodes.get(head)
+            if rec is not None and rec['kind'] == 'group':
+                out[head] = (':group', rec.get('comment', ''), rec.get('ann'), None)
+                found = found or head == full_name
+        rec = nodes.get(full_name)
+        if rec is not None and rec['kind'] == 'link':
+            links[full_name] = (':link', rec['target'], None, None)
+            found = True
         if rec is not None and rec['kind'] == 'leaf':
             out[full_name] = (rec['class'], rec['comment'], rec['ann'], rec['data'])
             found = True
         for template, rows in state['columns'].items():
+            sets = '$set' in template.split('.')  # (pypet's run sets: found without them)
             for idx, row in rows.items():
                 fn = _join_run(template, idx)
                 if fn == full_name or (recursive and fn.startswith(prefix)):
                     out[fn] = row
                     found = True
+                elif sets:
+                    plain = '.'.join(p for p in fn.split('.') if not _SET_RE.fullmatch(p))
+                    if plain == full_name or (recursive and plain.startswith(prefix)):
+                        out[fn] = row
+                        found = True
         if rec is None or rec['kind'] == 'group':
             for key, rec2 in state['nodes'].items():
-                if rec2['kind'] == 'leaf' and recursive and key.startswith(prefix):
+                if not recursive or not key.startswith(prefix):
+                    continue
+                if rec2['kind'] == 'leaf':
                     out[key] = (rec2['class'], rec2['comment'], rec2['ann'], rec2['data'])
-                    found = True
+                elif rec2['kind'] == 'group':
+                    out[key] = (':group', rec2.get('comment', ''), rec2.get('ann'), None)
+                else:
+                    links[key] = (':link', rec2['target'], None, None)
+                found = True
         if not found:
             raise DataNotInStorageError('%s is not stored in %s' % (full_name, filename))
+    out.update(links)
     return out
 
 
@@ -10200,6 +10462,7 @@ class Environment:
             if version:
                 c('versions.' + dist, version)
         c('platform', platform.platform())
+        self._add_hdf5_config()
         main = sys.modules.get('__main__')
         script = getattr(main, '__file__', None)
         if script:
@@ -10210,6 +10473,59 @@ class Environment:
             if 'config.' + prefix not in traj._nodes:
                 for key in ('hexsha', 'name_rev', 'committed_date', 'message'):
                     traj.f_add_config('%s.%s' % (prefix, key), g[key])
+
+    # pypet's config.hdf5 settings: {config name: (service attribute, comment)}; the overview
+    # tables are three switches here (summary, small, large), pypet's are one per table
+    _HDF5_CONFIG = {
+        'complib': ('complib', 'compression library'),
+        'complevel': ('complevel', 'compression level (0-9)'),
+        'shuffle': ('shuffle', 'the shuffle filter'),
+        'fletcher32': ('fletcher32', 'the fletcher32 checksum filter'),
+        'purge_duplicate_comments': ('purge_duplicate_comments',
+                                     'a comment of a run leaf is stored once'),
+        'results_per_run': ('results_per_run', 'a size hint (pypet\'s; no effect)'),
+        'derived_parameters_per_run': ('derived_parameters_per_run',
+                                       'a size hint (pypet\'s; no effect)'),
+        'overview.results_summary': ('summary_tables', 'the summary tables'),
+        'overview.derived_parameters_summary': ('summary_tables', 'the summary tables'),
+        'overview.config_overview': ('small_overview_tables', 'the small overview tables'),
+        'overview.parameters_overview': ('small_overview_tables', 'the small overview tables'),
+        'overview.explored_parameters_overview': ('small_overview_tables',
+                                                  'the small overview tables'),
+        'overview.results_overview': ('large_overview_tables', 'the large overview tables'),
+        'overview.derived_parameters_overview': ('large_overview_tables',
+                                                 'the large overview tables')}
+
+    def _add_hdf5_config(self):
+        """config.hdf5.*, as pypet's environment adds them: pypet scripts set them
+        (traj.hdf5.purge_duplicate_comments = False) before the runs, which apply them."""
+        traj, service = self._traj, self._traj.v_storage_service
+        if not isinstance(service, HDF5StorageService) or 'config.hdf5' in traj._nodes:
+            return
+        for name, (attr, comment) in self._HDF5_CONFIG.items():
+            value = getattr(service, attr)
+            traj.f_add_config('hdf5.' + name, int(value) if isinstance(value, bool) else value,
+                              comment=comment)
+
+    def _apply_hdf5_config(self):
+        """config.hdf5.* back into the HDF5 service (they may have changed since)."""
+        traj, service = self._traj, self._traj.v_storage_service
+        if not isinstance(service, HDF5StorageService) or 'config.hdf5' not in traj._nodes:
+            return
+        values = {}
+        for name, (attr, _) in self._HDF5_CONFIG.items():
+            node = traj._nodes.get('config.hdf5.' + name)
+            if node is not None and not node.f_is_empty():
+                value = node.f_get()
+                values[attr] = values.get(attr, False) or value  # (any table of a switch)
+        for attr, value in values.items():
+            if attr in ('complib', 'complevel', 'results_per_run',
+                        'derived_parameters_per_run'):
+                setattr(service, attr, value)
+            else:
+                setattr(service, attr, bool(value))
+        if service.purge_duplicate_comments and not service.summary_tables:
+            service.purge_duplicate_comments = False  # (it needs the summary: pypet's rule)
 
     # -- running -----------------------------------------------------------------------------
     def f_add_postprocessing(self, postproc: collections.abc.Callable, *args: object,
@@ -10463,6 +10779,7 @@ class Environment:
         under the file's lock, the .cnt first, so that a sweep stored always has one."""
         traj = self._traj
         service = traj.v_storage_service
+        self._apply_hdf5_config()
         snapshot = self._continue_snapshot(job, args, kwargs, per_run)
         write = None if snapshot is None else functools.partial(_write_continue, *snapshot)
         if isinstance(service, _FileService):
@@ -10813,10 +11130,12 @@ class _Sweep:
                 threading.current_thread() is not threading.main_thread():
             return None
 
+        sigint_handling.hit = False  # (pypet's flag, for scripts that read it)
+
         def handler(signum, frame):
             self.interrupts += 1
             if self.interrupts == 1:
-                self.stopped = True
+                self.stopped = sigint_handling.hit = True
                 self.progress.clear()
                 logger.warning('Ctrl+C: no new runs are started; running ones finish and are '
                                'stored (press Ctrl+C again to stop at once)')
@@ -10849,8 +11168,10 @@ class _Sweep:
         job, per_run, now, log = self.job, self.per_run, time.time, self.results_log
         keep, step = self.results.append, self.progress.step
         args, kwargs = self.args, self.kwargs
+        graceful = self.env._s.graceful_exit
         for idx in self.pending:
-            if self.stopped:
+            if self.stopped or graceful and sigint_handling.hit:  # (pypet's flag: a job
+                self.stopped = True  # may set it, as pypet's tests do)
                 break
             traj._start_run(idx)
             if per_run is not None:  # (run_map: each run its own arguments)
