@@ -7822,11 +7822,13 @@ class _H5Segment:
         sized then, with room to grow: a longer text is cut, ending in '...')."""
         table = self.tables.get(name)
         n = len(columns[0][1])
+        texts = {}  # (the first batch's texts, encoded once)
         if table is None:
             widths = {}
             for col, values in columns:
                 if values and type(values[0]) is str:
-                    widths[col] = max(16, 2 * _h5_texts(values, None, np).itemsize)
+                    texts[col] = _h5_texts(values, None, np)
+                    widths[col] = max(16, 2 * texts[col].itemsize)
             dtype = [(col, np.dtype('S%d' % widths[col])) if col in widths else
                      (col, np.array(values).dtype) for col, values in columns]
             table = self.tables[name] = self.file.create_table(
@@ -7836,7 +7838,9 @@ class _H5Segment:
         rows = np.empty(n, dtype=table.dtype)
         for col, values in columns:
             kind = table.dtype[col].kind
-            if kind == 'S':
+            if col in texts:  # (fits: the column was made twice as wide)
+                rows[col] = texts[col]
+            elif kind == 'S':
                 rows[col] = _h5_texts(values, table.dtype[col].itemsize, np)
             else:
                 rows[col] = values
