@@ -8053,9 +8053,26 @@ _VERIFY_MAX = [128 << 20]
 
 
 def _h5_stamp(path):
-    """Write the SHA-1 of a closed HDF5 file (after its user block) into the user block."""
+    """Write the SHA-1 of a closed HDF5 file (after its user block) into the user block,
+    once it is known whole: PyTables ignores what H5Fflush and H5Fclose return, so a write
+    that failed at the close (a full disk) would leave a torn file without an error. The
+    close writes the superblock last, with the end-of-file address: it must be the size."""
     h = hashlib.sha1()
     with open(path, 'r+b') as f:
+        f.seek(_USER_BLOCK)
+        head = f.read(64)
+        size = os.fstat(f.fileno()).st_size
+        if head[:8] == _H5_MAGIC and head[8] in (0, 1, 2, 3) and head[13 if head[8] < 2
+                                                                      else 9] == 8:
+            # (superblock versions 0/1: base, free space, end of file address at 24 (+4);
+            # 2/3: base, extension, end of file address from 12; 8-byte addresses)
+            at = (24 + 4 * head[8] + 16) if head[8] < 2 else 28
+            eof = struct.unpack_from('<Q', head, at)[0]
+            if eof not in (size, size - _USER_BLOCK):
+                import errno
+                raise OSError(errno.EIO, 'HDF5 did not write %s whole (it ends at byte %d, '
+                              'its superblock says %d): a write failed as the file was '
+                              'closed' % (path, size, eof))
         f.seek(_USER_BLOCK)
         for chunk in iter(lambda: f.read(1 << 20), b''):
             h.update(chunk)
@@ -8321,7 +8338,8 @@ def _h5_table(f, group, name, columns, filters, np):
             block[col] = arr[start:start + step]
         out.append(block)
     # Its rows went to HDF5 as they were appended; PyTables' default close would flush the
-    # whole file's buffers once per table (~0.3 ms each), where the file's close does it once.
+    # whole file's buffers once per table (~0.3 ms each), where the file's close does it once
+    # (_h5_stamp then checks that the close wrote the file whole).
     out.close(flush=False)
 
 
