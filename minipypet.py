@@ -6208,6 +6208,7 @@ class _Fold:
         rows, info = old.rows, old.info
         old.rows, old.info = {}, {}
         self._close(name, old)
+        self.durable()  # (under its final name now: the rest of the fold may read it)
         new = self.segment(name)
         new.rows, new.info = rows, info
         new.info_written.update(info)
