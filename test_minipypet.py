@@ -5785,7 +5785,11 @@ class _StressTrial:
                     'the returned results differ from an uninterrupted sweep'
                 assert done == everything and not cnt, (sorted(everything - done), cnt)
                 break
-            if not cnt:
+            # (killed between the .cnt and the first record: a .cnt with neither file nor
+            # journal, which a resume answers with "nothing to resume: run it again")
+            nothing = not (os.path.exists(self.filename) or
+                           os.path.exists(self.filename + '.journal'))
+            if not cnt or nothing:
                 if done == everything:  # killed after the .cnt was deleted
                     break
                 # killed before the .cnt was written: no run can have started. Nothing to
@@ -10387,3 +10391,96 @@ def test_nodes_have_pypets_logger():
     assert leaf._logger.name == 'pypet.Result'
     leaf._logger = logging.getLogger('mine')
     assert leaf._logger.name == 'mine'
+
+
+
+
+# ==== issue 14 round 2 (to be sorted into sections) ====
+# The end-of-sweep checkpoint of a small sweep costs less: segments are synced in a thread
+# while the main file is written, the folder is not read back through the main file unless
+# it holds something unknown, and small or bookkeeping columns are compressed lightly or not.
+def float_job(traj):
+    traj.f_add_result('z', traj.x * 0.5)
+
+
+@needs_tables
+def test_a_store_keeps_every_listed_segment_and_removes_debris(tmp_path):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, float_job, n=3, name='first')
+    folder = filename + '.segments'
+    assert sorted(os.listdir(folder)) == [os.path.basename(p)
+                                          for p in h5_segments(filename, 'first')]
+    # debris of a writer killed mid-store: a segment never listed and a temp file
+    for junk in ('first_000007_0badcafe.hdf5', 'first_000008_0badcafe.hdf5.tmp'):
+        with open(os.path.join(folder, junk), 'wb') as f:
+            f.write(b'\0' * 64)
+    sweep('hdf5', filename, float_job, n=2, name='second')
+    listed = h5_segments(filename, 'first') + h5_segments(filename, 'second')
+    assert sorted(os.listdir(folder)) == sorted(os.path.basename(p) for p in listed)
+    assert len(listed) == 2 and all(os.path.exists(p) for p in listed)
+    for name, n in (('first', 3), ('second', 2)):
+        traj = load(filename, name=name, load_data=2)
+        assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+            i: i * 0.5 for i in range(n)}
+
+
+@needs_tables
+def test_small_segments_stay_uncompressed_and_bookkeeping_is_compressed_lightly(tmp_path):
+    small, big = path_for('hdf5', tmp_path, 'small'), path_for('hdf5', tmp_path, 'big')
+    sweep('hdf5', small, float_job, n=10)
+    sweep('hdf5', big, float_job, n=3000)  # 24 KB of z in the segment's first batch
+    with tables.open_file(h5_segments(small, 'traj')[0]) as h:
+        levels = [h.get_node(p).filters.complevel
+                  for p in ('/results/runs/z/z', '/results/runs/z/_idx', '/_runs')]
+    assert levels == [0, 0, 0]
+    with tables.open_file(h5_segments(big, 'traj')[0]) as h:
+        assert h.root.results.runs.z.z.filters.complevel == 9  # the data: complevel
+        assert h.root.results.runs.z._idx.filters.complevel == 1  # indices: light zlib
+        assert h.root._runs.filters.complevel == 1
+        assert h.root.results.runs.z.z.read().tolist() == [i * 0.5 for i in range(3000)]
+    got = load(big, load_data=2)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True)[2999] == 1499.5
+    assert got.f_get_run_information(2999)['completed'] == 1
+
+
+@pytest.mark.parametrize('values', [
+    [0.5, -0.0, 0.0, float('inf'), float('nan'), 1e300, 3, True, False],
+    [10 ** 50, 1, 2.5],  # a repr longer than 40 characters is cut
+    ['a', 'b', None],
+    [(1, 2), 0.5, {3}],
+])
+def test_parameter_summaries_of_a_span_of_runs_equal_those_of_single_runs(values):
+    explored = [('parameters.p', values), ('parameters.q', list(range(len(values))))]
+    span = list(range(len(values)))
+    whole = mp._run_summaries(explored, span)
+    single = [mp._run_summaries(explored, [i, len(values) + 5])[0] for i in span]
+    assert whole == single  # ([i, beyond the range] is no span: the general path)
+    assert all(len(text.partition(', ')[0]) <= len('p: ') + 40 for text in whole)
+    assert mp._run_summaries(explored, [len(values) - 1, len(values)])[1] == ', '
+
+
+@pytest.mark.parametrize('value', [
+    [0.5, -0.0, 1, True, None, 'x', b'y', 1j], (1, 2.5), [], [[1, 2], {3, 1}],
+    [{'b': 1, 'a': 2}, frozenset({'b', 'a'})], list(range(1000))])
+def test_the_canonical_text_of_a_list_is_that_of_its_items(value):
+    name = type(value).__name__
+    assert mp._canonical(value) == '%s[%s]' % (name, ','.join(mp._canonical(v) for v in value))
+
+
+@needs_tables
+def test_a_file_that_hdf5_did_not_write_whole_is_never_stamped(tmp_path):
+    # PyTables ignores what H5Fclose returns: a close that hit a full disk left a torn main
+    # file, which the rename then put in place. The superblock's end-of-file address tells.
+    path = str(tmp_path / 'x.hdf5')
+    with warnings.catch_warnings():  # (PyTables >= 3.10 prefers user_block_size)
+        warnings.simplefilter('ignore', DeprecationWarning)
+        f = tables.open_file(path, 'w', USER_BLOCK_SIZE=512)
+    with f:
+        f.create_array('/', 'a', obj=np.arange(1000.0))
+    with open(path, 'rb') as f:
+        whole = f.read()
+    mp._h5_stamp(path)  # whole: stamped
+    with open(path, 'r+b') as f:
+        f.truncate(len(whole) - 100)
+    with pytest.raises(OSError, match='did not write .* whole'):
+        mp._h5_stamp(path)
