@@ -3087,11 +3087,12 @@ class _RunsMixin:
         self._set_crun(idx)
         return self
 
-    def _run_record(self, idx, start, finish, completed, error=''):
-        """The plain-data record of a finished run: what the journal stores."""
+    def _run_record(self, idx, start, finish, completed, error='', with_leaves=True):
+        """The _RunRecord of a finished run: what the journal stores (with_leaves=False:
+        its information alone, where storing what it added failed)."""
         leaves = []
         stored = self.__dict__.get('_run_stored')  # (see f_store_items)
-        for leaf in self._new_leaves:
+        for leaf in self._new_leaves if with_leaves else ():
             if not leaf.f_is_empty():
                 data = leaf._store()
             else:  # emptied after f_store_item (pypet's way to free memory in a run): the
@@ -3101,14 +3102,15 @@ class _RunsMixin:
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
         hexsha = _short_sha(self._environment_hexsha)
-        return ('run', self._name, idx, (start, finish, completed, hexsha, error), leaves)
+        return _RunRecord('run', self._name, idx, (start, finish, completed, hexsha, error),
+                          leaves)
 
     def _finish_run(self, record, clean_up, restore=True):
         """The run's bookkeeping after its record is stored. restore=False leaves the
         explored parameters at the run's values (a serial sweep sets the next run's at once;
         _Sweep.run restores the defaults when the sweep ends, however it ends)."""
-        _, _, idx, info, _ = record
-        self._runs.set(idx, *info)
+        idx = record.idx
+        self._runs.set(idx, *record.info)
         d = self.__dict__
         d['_is_run'] = False
         d['_new_leaves'] = []
@@ -3134,9 +3136,8 @@ class _RunsMixin:
 
     def _apply_run_record(self, record):
         """Put a run record made elsewhere (a worker) into this trajectory's tree."""
-        _, _, idx, info, leaves = record
-        self._runs.set(idx, *info)
-        for full_name, tag, comment, data, ann in leaves:
+        self._runs.set(record.idx, *record.info)
+        for full_name, tag, comment, data, ann in record.leaves:
             self._place_leaf(full_name, tag, comment, data, ann)
 
     def _worker_copy(self):
@@ -4834,6 +4835,21 @@ if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# The two messages about a finished run, defined once (as concurrent.futures' _CallItem and
+# _ResultItem). Tuples with names: a run record is journalled as the plain tuple (no class of
+# minipypet's in a file), so that what a reader gets back unpacks in this field order.
+#
+#   _RunRecord  what a run left: kind 'run', the trajectory's name, the run index, info
+#               (start, finish, completed, hexsha, error: _RunTable.FIELDS, in order) and
+#               leaves [(full name, class tag, comment, data, annotations), ...]
+#   _RunResult  what goes back from a worker: status 'ok' or 'err', the run index, value
+#               (the job's return value, or the traceback text), exc_bytes (the pickled
+#               exception, or None) and the run's _RunRecord (leaves only where the parent
+#               stores the run)
+_RunRecord = collections.namedtuple('_RunRecord', 'kind name idx info leaves')
+_RunResult = collections.namedtuple('_RunResult', 'status idx value exc_bytes record')
+
+
 class _Journal:
     """An append-only file of checksummed records beside the data file.
 
@@ -4938,7 +4954,8 @@ class _Journal:
 
     def append(self, record, locked=False):
         """Append one record (`locked`: the caller holds the folder's exclusive lock)."""
-        payload = pickle.dumps(record, protocol=4)
+        # (a _RunRecord goes in as the plain tuple: no class of minipypet's in the file)
+        payload = pickle.dumps(record if type(record) is tuple else tuple(record), protocol=4)
         data = (self._HEAD.pack(len(payload), zlib.crc32(payload)), payload)
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()
@@ -5235,7 +5252,7 @@ def _frozen_run(record):
     own (whose _store makes a new dict), without annotations, holding immutable values."""
     if record[0] != 'run':
         return False
-    for _, tag, _, data, ann in record[4]:
+    for _, tag, _, data, ann in record.leaves:
         if ann or tag not in _BUILTIN_LEAVES:
             return False
         if data is not None:
@@ -5390,7 +5407,7 @@ def _apply_records(states, records):
             last, columns = name, state['columns']
             shape = shapes.setdefault(name, {})  # (see _run_shape and _apply_record)
         if kind == 'run':  # (nearly all of them: inline)
-            _, _, idx, info, leaves = record
+            _, _, idx, info, leaves = record  # (_RunRecord fields; read back: a tuple)
             _state_set_run(state, idx, info)
             if idx >= state['length']:
                 state['length'] = idx + 1
@@ -6516,7 +6533,7 @@ class _Fold:
         kind, name = record[0], record[1]
         meta = self.meta(name)
         if kind == 'run':  # (nearly all of them)
-            _, _, idx, info, leaves = record
+            _, _, idx, info, leaves = record  # (_RunRecord fields; read back: a tuple)
             segment = self.segments.get(name) or self.segment(name)
             segment.add_info(idx, info)
             if idx >= meta['length']:
@@ -7215,7 +7232,7 @@ class HDF5StorageService(_FileService):
         _check_attr_texts(state)
 
     def _check_run(self, record):
-        for full_name, _, comment, _, ann in record[4]:
+        for full_name, _, comment, _, ann in record.leaves:
             if comment and len(comment) > _ATTR_TEXT_MAX // 4:  # (cheap first: chars)
                 _attr_text(comment, full_name, 'comment')
 
@@ -9370,19 +9387,19 @@ class _RunContext:
                 record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
                 self._store(record)
             except Exception:  # storing is what failed: the failure alone, if it can be
-                record = ('run', traj._name, idx, (start, time.time(), 0, (
-                    traj._environment_hexsha or '')[:7], _format_exc(exc)), [])
+                record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc),
+                                          with_leaves=False)
                 try:
                     self._store(record)
                 except Exception:  # the parent reports the cause
                     pass
             traj._finish_run(record, True)
-            return ('err', idx, tb, _pickled_exception(exc), record)
+            return _RunResult('err', idx, tb, _pickled_exception(exc), record)
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
-        return ('ok', idx, ret, None, record if self.store_mode == 'parent' else
-                record[:4] + ([],))
+        return _RunResult('ok', idx, ret, None, record if self.store_mode == 'parent' else
+                          record._replace(leaves=[]))
 
     def run_batch(self, tasks, fresh=None):
         """Carry out [(idx, values, extra), ...] and store their records; stops at the first
@@ -9392,13 +9409,13 @@ class _RunContext:
             if fresh is not None:
                 self.renew(fresh)
             out.append(_safe_result(self.run(idx, values, extra)))
-            if out[-1][0] != 'ok':
+            if out[-1].status != 'ok':
                 break
         try:
             self.flush()
         except BaseException as exc:  # nothing of the batch is stored: all of it failed
             tb, exc_bytes = traceback.format_exc(), _pickled_exception(exc)
-            out = [('err', r[1], tb, exc_bytes, r[4]) for r in out]
+            out = [_RunResult('err', r.idx, tb, exc_bytes, r.record) for r in out]
         return out
 
     def flush(self):
@@ -9571,13 +9588,14 @@ def _context_from(key, payload):
 def _safe_result(result):
     """Make sure what goes back to the parent pickles; explain if the return value does not."""
     try:
-        pickle.dumps(result[2])
+        pickle.dumps(result.value)
         return result
     except Exception as exc:
-        return ('err', result[1], 'run %d returned %s, which cannot be pickled back to the main '
-                'process (%s: %s); return plain data or store it as a result instead'
-                % (result[1], _type_name(result[2]), type(exc).__name__, exc), None,
-                result[4])
+        return _RunResult(
+            'err', result.idx, 'run %d returned %s, which cannot be pickled back to the main '
+            'process (%s: %s); return plain data or store it as a result instead'
+            % (result.idx, _type_name(result.value), type(exc).__name__, exc), None,
+            result.record)
 
 
 def _die_with_parent():
@@ -11520,7 +11538,7 @@ class _Sweep:
                 per_run = took if per_run is None else 0.7 * per_run + 0.3 * took
                 for r in result:
                     failure = self._handle(r) or failure
-                ran = {r[1] for r in result}
+                ran = {r.idx for r in result}
                 skipped = [i for i in w.idx if i not in ran]  # after a failed run
                 if skipped and failure is None and not self.stopped:
                     todo.extendleft(reversed(skipped))  # a recorded failure: go on
@@ -11538,7 +11556,7 @@ class _Sweep:
                 traj._apply_run_record(record)
             else:
                 _store_run(self.service, record)
-            traj._runs.set(idx, *record[3])
+            traj._runs.set(idx, *record.info)
         # Otherwise a worker or the queue writer stored the run: the store, not this
         # message, says whether it is completed (Environment._refresh_runs).
         if status == 'ok':
@@ -11656,7 +11674,7 @@ class _Sweep:
                         self._executor_broke(futures, chunk, exc)
                     for result in batch_results:
                         failure = self._handle(result) or failure
-                    ran = {r[1] for r in batch_results}
+                    ran = {r.idx for r in batch_results}
                     skipped = [i for i in chunk if i not in ran]  # after a failed run
                     if skipped and failure is None and not self.stopped:
                         todo.extendleft(reversed(skipped))  # recorded failure: go on
