@@ -9399,7 +9399,7 @@ class _RunContext:
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
         return _RunResult('ok', idx, ret, None, record if self.store_mode == 'parent' else
-                          record._replace(leaves=[]))
+                          _RunRecord('run', record.name, idx, record.info, []))
 
     def run_batch(self, tasks, fresh=None):
         """Carry out [(idx, values, extra), ...] and store their records; stops at the first
