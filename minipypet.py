@@ -6248,6 +6248,9 @@ def _row_bytes(row):
     return size
 
 
+_NOT_FULL = re.compile(b'[^\xff]')  # (a byte of a _Bits not all set)
+
+
 class _Bits:
     """A set of run indices as a bitmap: 1M runs in 125 KB."""
 
@@ -6272,6 +6275,19 @@ class _Bits:
     def update(self, idxs):
         for idx in idxs:
             self.add(idx)
+
+    def missing(self, n):
+        """The indices below n not held, in order: the bytes of eight held ones are
+        skipped at C speed (at a sweep's end all but a few are held)."""
+        nbytes = (n + 7) >> 3
+        bits = bytes(self.bits[:nbytes]).ljust(nbytes, b'\0')
+        out = []
+        for m in _NOT_FULL.finditer(bits):
+            byte = m.start()
+            value = bits[byte]
+            out.extend(i for i in range(byte << 3, min((byte + 1) << 3, n))
+                       if not value & (1 << (i & 7)))
+        return out
 
     def union(self, other):
         n = max(len(self.bits), len(other.bits))
@@ -6645,8 +6661,8 @@ class _Fold:
         runs = mem['runs']
         segment = self.segments.get(name)
         written = segment.info_written if segment is not None else _Bits()
-        fresh = [i for i in range(min(len(runs['completed']), mem['length']))
-                 if i not in written and (runs['completed'][i] or runs['timestamp'][i])]
+        fresh = [i for i in written.missing(min(len(runs['completed']), mem['length']))
+                 if runs['completed'][i] or runs['timestamp'][i]]
         if fresh:
             stored = self.service._stored_runs(meta) if meta['segments'] else {}
             for i in fresh:

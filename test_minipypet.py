@@ -10484,3 +10484,55 @@ def test_a_file_that_hdf5_did_not_write_whole_is_never_stamped(tmp_path):
         f.truncate(len(whole) - 100)
     with pytest.raises(OSError, match='did not write .* whole'):
         mp._h5_stamp(path)
+
+
+# ==== issue 17 round 2 (to be sorted into sections) ====
+def test_run_records_are_journalled_as_plain_tuples(tmp_path):
+    record = mp._RunRecord('run', 'traj', 3, (1.0, 2.0, 1, 'abc', ''),
+                           [('results.runs.run_00000003.z', 'Result', '', {'z': 1.5}, None)])
+    journal = mp._Journal(str(tmp_path / 'j.cnt'))
+    journal.append(record)
+    journal.close()
+    raw = (tmp_path / 'j.cnt').read_bytes()
+    assert b'_RunRecord' not in raw and b'minipypet' not in raw
+    (back,) = mp._Journal.read(str(tmp_path / 'j.cnt'))[1]
+    assert type(back) is tuple and back == tuple(record)
+    assert mp._RunRecord(*back).leaves[0][3] == {'z': 1.5}
+
+
+def test_a_worker_keeps_its_pristine_copy_over_runs_that_add_results(monkeypatch):
+    made = []
+    of = mp._Pristine.of.__func__
+    monkeypatch.setattr(mp._Pristine, 'of', classmethod(
+        lambda cls, ctx: made.append(1) or of(cls, ctx)))
+    traj = mp.Trajectory('t', add_time=False)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [float(i) for i in range(10)]})
+    ctx = mp._RunContext(traj._worker_copy(), _plain_job_x, (), {}, 'parent', None)
+    fresh = pickle.dumps((ctx.traj, ctx.job, ctx.args, ctx.kwargs))
+    ctx = pickle.loads(pickle.dumps(ctx))
+    out = []
+    for i in range(10):
+        ctx.renew(fresh)
+        out.append(ctx.run(i, {'parameters.x': float(i)}, None))
+    assert [r.status for r in out] == ['ok'] * 10 and len(made) == 1
+    assert out[3].record.leaves == [('results.runs.run_00000003.z', 'Result', '',
+                                     {'z': 3.5}, None)]
+
+
+def _plain_job_x(traj):
+    traj.f_add_result('z', traj.x + 0.5)
+
+
+
+def test_bits_missing_lists_the_indices_not_held():
+    import random
+    rng = random.Random(17)
+    for _ in range(200):
+        n = rng.randint(0, 300)
+        held = set(rng.sample(range(n + 20), rng.randint(0, n + 20)))
+        if rng.random() < 0.3:  # (the usual end of a sweep: nearly all held)
+            held = set(range(n + 5)) - set(rng.sample(range(n + 5), min(3, n + 5)))
+        bits = mp._Bits()
+        bits.update(held)
+        assert bits.missing(n) == [i for i in range(n) if i not in held]
