@@ -8968,7 +8968,7 @@ def test_silent_no_ops_now_speak(tmp_path, caplog):
     assert loaded.f_get_from_runs('z', fast_access=True)['run_00000005'] == 10.0
     with pytest.raises(mp.ConfigurationError, match='ncores=0.*multiproc=True'):
         lazy_env(ncores=0)
-    assert lazy_env(ncores=0, multiproc=True)._ncores == (os.cpu_count() or 1)
+    assert lazy_env(ncores=0, multiproc=True)._s.ncores == (os.cpu_count() or 1)
 
 
 def test_install_hints_name_the_packages():
