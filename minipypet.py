@@ -8474,7 +8474,8 @@ def _open_hdf5(path, error, missing):
         raise missing('%s does not exist' % path) from None
     except Exception as exc:
         text = str(exc)
-        if 'lock' in text.lower() or _held_by_writer(path):  # (HDF5's file locking)
+        # (HDF5's file locking says "unable to lock file"; a truncated file's "sblock" not)
+        if re.search(r'\block\b', text, re.I) or _held_by_writer(path):
             raise error('%s is open for writing in another process (HDF5 file locking '
                         'refused to open it); open it when that process is done: %s'
                         % (path, ' '.join(text.split())[:300])) from exc

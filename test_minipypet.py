@@ -10486,6 +10486,20 @@ def test_a_file_that_hdf5_did_not_write_whole_is_never_stamped(tmp_path):
         mp._h5_stamp(path)
 
 
+
+@needs_tables
+def test_a_truncated_hdf5_file_is_called_damaged_not_locked(tmp_path):
+    # (HDF5's text for a truncated file names its superblock, "sblock", which a search for
+    # "lock" once took for HDF5's file locking)
+    path = str(tmp_path / 'x.hdf5')
+    with tables.open_file(path, 'w') as f:
+        f.create_array('/', 'a', obj=np.arange(100000.0))
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+        f.truncate(size // 2)
+    with pytest.raises(mp.StorageError, match=r'cannot be opened \(truncated or corrupt'):
+        mp._open_hdf5(path, mp.StorageError, mp.DataNotInStorageError)
+
 # ==== issue 17 round 2 (to be sorted into sections) ====
 def test_run_records_are_journalled_as_plain_tuples(tmp_path):
     record = mp._RunRecord('run', 'traj', 3, (1.0, 2.0, 1, 'abc', ''),
