@@ -10259,3 +10259,14 @@ def test_nodes_have_pypets_logger():
     assert leaf._logger.name == 'pypet.Result'
     leaf._logger = logging.getLogger('mine')
     assert leaf._logger.name == 'mine'
+
+
+def test_max_depth_limits_dotted_paths_too_but_not_a_way_through_a_link():
+    traj = mp.Trajectory()
+    traj.f_add_parameter('halo.this.is.a.depth.testrr')
+    assert not traj.par.f_contains('halo.this', max_depth=1)
+    assert traj.par.f_contains('halo.this', max_depth=2)
+    assert not traj.f_contains('a.depth.testrr', max_depth=3)
+    assert not traj.par.f_contains('testrr', max_depth=5)
+    traj.par.mylink = traj.this
+    assert traj.par.f_contains('is', shortcuts=True, max_depth=2)  # (par.mylink.is)
