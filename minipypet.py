@@ -4231,7 +4231,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             raise TypeError('node names are str, got %r' % (name,))
         if start is self:
             node = self._nodes.get(name)
-            if node is not None:
+            if node is not None and (max_depth is None or name.count('.') < max_depth):
                 return node
             found = self._by_name.get(name)
             if found is not None and len(found) == 1 and max_depth is None and not (
@@ -4243,13 +4243,14 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                     return node
         if shortcuts is None:
             shortcuts = self._props['shortcuts']
-        node = start
+        node, depth = start, 0  # (depth below start along the path: max_depth limits it)
         for comp in name.split('.'):
             if node.v_is_leaf:
                 return None
             child = node._children.get(comp)
             if child is None and with_links and node._links:
                 child = node._links.get(comp)
+            depth += 1
             if child is None:
                 tr = self._translate(comp)
                 child = node._children.get(tr)
@@ -4267,10 +4268,17 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                         # auto-loading to go on below it, as pypet's set group)
                         child = self._insert(node, NNGroupNode('runs'))
                 if child is None and shortcuts:
-                    child = self._search(node, tr, max_depth or self._props['max_depth'],
+                    child = self._search(node, tr, max_depth - depth + 1 if max_depth
+                                         is not None else self._props['max_depth'],
                                          with_links)
+                    if child is not None and not self._link_count and (
+                            node is self or child._full_name.startswith(node._full_name + '.')):
+                        # (the groups skipped; through links the search kept to max_depth)
+                        depth += child.v_depth - node.v_depth - 1
                 if child is None:
                     return None
+            if max_depth is not None and depth > max_depth:
+                return None
             node = child
         return node
 

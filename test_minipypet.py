@@ -10550,3 +10550,16 @@ def test_bits_missing_lists_the_indices_not_held():
         bits = mp._Bits()
         bits.update(held)
         assert bits.missing(n) == [i for i in range(n) if i not in held]
+
+
+
+
+def test_max_depth_limits_dotted_paths_too_but_not_a_way_through_a_link():
+    traj = mp.Trajectory()
+    traj.f_add_parameter('halo.this.is.a.depth.testrr')
+    assert not traj.par.f_contains('halo.this', max_depth=1)
+    assert traj.par.f_contains('halo.this', max_depth=2)
+    assert not traj.f_contains('a.depth.testrr', max_depth=3)
+    assert not traj.par.f_contains('testrr', max_depth=5)
+    traj.par.mylink = traj.this
+    assert traj.par.f_contains('is', shortcuts=True, max_depth=2)  # (par.mylink.is)
