@@ -3342,16 +3342,33 @@ class _StorageMixin:
         self.f_store_items([item], *args, **kwargs)
 
     def f_store_items(self, iterator: collections.abc.Iterable, recursive: bool = False,
-                      store_data: int = STORE_DATA, overwrite: str | list | None = None,
+                      store_data: int = STORE_DATA,
+                      overwrite: str | list | bool | None = None,
                       max_depth: int | None = None, with_links: bool = True,
-                      **kwargs: object) -> None:
+                      non_empties: bool = False, complevel: int | None = None,
+                      complib: str | None = None, shuffle: bool | None = None,
+                      fletcher32: bool | None = None) -> None:
         """Store single leaves or groups (with recursive=True, their subtree).
 
         overwrite: names of a stored result's items to replace (pypet's; the other stored
-        items stay, new ones are added); store_data=OVERWRITE_DATA replaces them all;
+        items stay, new ones are added); overwrite=True or store_data=OVERWRITE_DATA
+        replaces them all; non_empties: skip the empty leaves among the items; complevel,
+        complib, shuffle, fletcher32: pypet's per-store filters, said to have no effect
+        (a store uses its service's);
         max_depth: with recursive, the levels below each item that are stored; a group's
         links are stored with it unless with_links=False."""
         iterator = [_tuple_item(i) for i in iterator]
+        for key, value in (('complevel', complevel), ('complib', complib),
+                           ('shuffle', shuffle), ('fletcher32', fletcher32)):
+            if value is not None:
+                _say_once('f_store_items(%s=%r) has no effect in minipypet: a store uses its '
+                          "service's filters (HDF5StorageService(..., %s=...))"
+                          % (key, value, key))
+        if overwrite is True:
+            overwrite, store_data = None, OVERWRITE_DATA
+        if non_empties:
+            nodes = [self.f_get(i) if isinstance(i, str) else i for i in iterator]
+            iterator = [n for n in nodes if not (n.v_is_leaf and n.f_is_empty())]
         if self._is_run:  # the data as it is now goes with the run's record, even if the
             # leaf is emptied before the run ends
             stored = self.__dict__.setdefault('_run_stored', {})
@@ -3525,7 +3542,7 @@ class _StorageMixin:
                      recursive: bool = True, load_only: list | None = None,
                      only_empties: bool = False, allow_pickle: bool | None = None,
                      load_except: list | None = None, with_links: bool = True,
-                     max_depth: int | None = None, **kwargs: object) -> None:
+                     max_depth: int | None = None) -> None:
         """Load the data of leaves (names or nodes); groups load their subtree, and the
         groups on the way are loaded too.
 

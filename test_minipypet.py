@@ -10500,6 +10500,23 @@ def test_a_truncated_hdf5_file_is_called_damaged_not_locked(tmp_path):
     with pytest.raises(mp.StorageError, match=r'cannot be opened \(truncated or corrupt'):
         mp._open_hdf5(path, mp.StorageError, mp.DataNotInStorageError)
 
+
+def test_store_and_load_items_refuse_unknown_keywords_and_take_pypets(tmp_path):
+    traj = mp.Trajectory('t', filename=str(tmp_path / 't.pkl'))
+    traj.f_add_parameter('x', 1)
+    traj.f_add_result('r', a=1, b=2)
+    traj.f_add_result('e')
+    traj.f_store()
+    with pytest.raises(TypeError, match='bogus_kwarg'):
+        traj.f_store_items(['parameters.x'], bogus_kwarg=1)
+    with pytest.raises(TypeError, match='bogus_kwarg'):
+        traj.f_load_items(['parameters.x'], bogus_kwarg=1)
+    traj.r.f_set_single('a', 5)
+    traj.f_store_item('r', overwrite=True)             # pypet's: every item replaced
+    traj.f_store_items(['r', 'e'], non_empties=True)   # pypet's: the empty `e` skipped
+    loaded = mp.load_trajectory('t', filename=str(tmp_path / 't.pkl'), load_all=mp.LOAD_DATA)
+    assert (loaded.r.a, loaded.r.b) == (5, 2)
+
 # ==== issue 17 round 2 (to be sorted into sections) ====
 def test_run_records_are_journalled_as_plain_tuples(tmp_path):
     record = mp._RunRecord('run', 'traj', 3, (1.0, 2.0, 1, 'abc', ''),
