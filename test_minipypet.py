@@ -1553,6 +1553,47 @@ def test_annotated_trajectory_runs_in_a_pool(tmp_path, jobs):
     assert results == [(0, 10), (1, 20)]
 
 
+# ---------------------------------------------------------------------------------------------
+# Links through their targets; max_depth on dotted paths
+# ---------------------------------------------------------------------------------------------
+def test_links_are_searched_through_their_targets_and_nothing_is_added_below_one():
+    traj = mp.Trajectory()
+    traj.f_add_parameter_group('test.test3')
+    traj.f_add_parameter_group('test2')
+    traj.test.f_add_link('circle1', traj.test2)
+    traj.test2.f_add_link('circle2', traj.test)
+    assert traj.test2.test3 is traj.par.test.test3  # (test2 -> circle2 -> test -> test3)
+    assert traj['test2.test3'] is traj.test3
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.f_get('test2.test3', with_links=False)
+    with pytest.raises(mp.InvalidNameError, match='circle1 is a link'):
+        traj.f_add_parameter('test.circle1.testy', 33)
+    with pytest.raises(mp.InvalidNameError, match="'overview' is reserved"):
+        traj.f_add_link('overview', traj.test)
+    with pytest.raises(mp.ConfigurationError, match='needs a target'):
+        traj.f_add_link('v_crun')
+    with pytest.raises(ValueError):  # (pypet raises ValueError; also a NoSuchNodeError)
+        traj.test2.f_remove_link('nope')
+    with pytest.raises(mp.NoSuchChildError, match="no child 'test3'"):
+        traj.par.f_remove_child('test3')  # (a grandchild: only direct children)
+    with pytest.raises(mp.GroupNotEmptyError):  # (a TypeError, as pypet's)
+        traj.par.f_remove_child('test')
+    traj.test.f_remove_link('circle1')
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.test.circle1
+
+
+def test_max_depth_limits_dotted_paths_too_but_not_a_way_through_a_link():
+    traj = mp.Trajectory()
+    traj.f_add_parameter('halo.this.is.a.depth.testrr')
+    assert not traj.par.f_contains('halo.this', max_depth=1)
+    assert traj.par.f_contains('halo.this', max_depth=2)
+    assert not traj.f_contains('a.depth.testrr', max_depth=3)
+    assert not traj.par.f_contains('testrr', max_depth=5)
+    traj.par.mylink = traj.this
+    assert traj.par.f_contains('is', shortcuts=True, max_depth=2)  # (par.mylink.is)
+
+
 # =============================================================================================
 # Parameters and results
 # =============================================================================================
@@ -5885,6 +5926,254 @@ def test_kill9_stress(tmp_path, stress_dir, request, config):
                       second_kill=rng.random() < 1 / 3, label='long', main_only_p=0.25)
 
 
+# ---------------------------------------------------------------------------------------------
+# Storing and loading items: pypet's options
+# ---------------------------------------------------------------------------------------------
+def test_store_item_overwrite_replaces_only_the_named_items(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('t', filename=filename, add_time=False)
+    res = traj.f_add_result('mytest.test', a='b', c='d')
+    traj.f_store()
+    res.f_set(a=[1, 2, 3], c=123445, e=5)
+    traj.f_store_item(res, overwrite='a')
+    got = mp.load_trajectory(name='t', filename=filename, load_all=2).test
+    assert (got.a, got.c, got.e) == ([1, 2, 3], 'd', 5)  # (e is new: added, as STORE_DATA)
+    traj.f_store_item(res, store_data=mp.pypetconstants.OVERWRITE_DATA)
+    assert mp.load_trajectory(name='t', filename=filename, load_all=2).test.c == 123445
+
+
+def test_load_item_brings_the_groups_on_the_path_and_the_links_below(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('t', filename=filename, add_time=False)
+    res = traj.f_add_result('aaa.bbb.ccc.iii', 42, comment='leaf')
+    traj.bbb.v_comment = 'a group'
+    traj.ccc.v_annotations['gg'] = 4
+    traj.ccc.f_add_link('link', res)
+    traj.f_store()
+    new = mp.Trajectory('t', filename=filename, add_time=False)
+    new.f_load(load_results=0)
+    new.f_load_item('results.aaa.bbb.ccc.iii')
+    assert new.bbb.v_comment == 'a group' and new.ccc.v_annotations['gg'] == 4
+    assert 'link' not in new.ccc  # (recursive=False loads the leaf, not what is beside it)
+    new.f_load_item('results.aaa.bbb.ccc', with_links=False)
+    assert 'link' not in new.ccc
+    new.f_load_item('results.aaa.bbb.ccc')
+    assert new.ccc.link is new.iii
+    traj.ccc.f_add_link('second', res)  # a group stored again takes its links along
+    traj.f_store_item(traj.ccc)
+    assert mp.load_trajectory(name='t', filename=filename, load_all=2).ccc.second == 42
+
+
+def test_max_depth_stores_and_loads_only_that_deep(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('t', filename=filename, add_time=False)
+    traj.par.d1 = mp.Parameter('d1.d2.d3.d4.d5', 55)
+    traj.f_store(max_depth=4)  # parameters is depth 1: d1 to d3 are stored
+    got = mp.load_trajectory(name='t', filename=filename, load_all=2)
+    assert 'd3' in got and 'd4' not in got
+    got = mp.load_trajectory(name='t', filename=filename, max_depth=3)
+    assert 'd2' in got and 'd3' not in got
+    got.dpar.l1 = mp.Parameter('l1.l2.l3.l4.l5', 123)
+    got.dpar.f_store_child('l1', recursive=True, max_depth=3)  # (below dpar: l1 to l3)
+    got.dpar.f_remove_child('l1', recursive=True)
+    got.dpar.f_load_child('l1', recursive=True)
+    assert 'l3' in got and 'l4' not in got
+    got.dpar.f_remove_child('l1', recursive=True)
+    got.dpar.f_load_child('l1', recursive=True, max_depth=2)
+    assert 'l2' in got and 'l3' not in got
+
+
+def test_loading_without_run_information_keeps_the_length(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename)
+    traj = xy_traj(env.v_trajectory)
+    env.f_run(multiply)
+    got = mp.load_trajectory(name='traj', filename=filename, with_run_information=False)
+    assert len(got) == 6 and got.f_get('x').f_get_range() == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    got.f_store()  # (the runs' information in the file is kept: it was not loaded)
+    assert mp.load_trajectory(name='traj', filename=filename).f_is_completed()
+    del traj
+
+
+def test_groups_and_links_outside_the_four_branches_load(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('t', filename=filename, add_time=False)
+    res = traj.f_add_result('mytest.test', a='b')
+    traj.f_add_link('x.y', res)
+    traj.f_add_link('x.g.h', res)
+    traj.f_store()
+    traj.f_remove_child('x', recursive=True)
+    traj.f_load()  # (load_other_data=LOAD_SKELETON by default, as pypet's)
+    assert traj.x.y is traj.test and traj.x.g.h is traj.test
+    traj.f_delete_link('x.y', remove_from_trajectory=True)
+    traj.f_load()
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.x.y
+
+
+def test_an_explored_parameter_loaded_later_follows_v_idx(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename)
+    xy_traj(env.v_trajectory)
+    env.f_run(multiply)
+    new = mp.load_trajectory(name='traj', filename=filename, load_all=0)
+    new.v_auto_load = True
+    new.v_idx = 4
+    assert (new.par.x, new.par.y, new.res.runs.crun.z) == (2.0, 4.0, 8.0)
+    new.v_idx = 0
+    assert (new.x, new.y) == (1.0, 3.0)
+
+
+def test_store_and_load_items_refuse_unknown_keywords_and_take_pypets(tmp_path):
+    traj = mp.Trajectory('t', filename=str(tmp_path / 't.pkl'))
+    traj.f_add_parameter('x', 1)
+    traj.f_add_result('r', a=1, b=2)
+    traj.f_add_result('e')
+    traj.f_store()
+    with pytest.raises(TypeError, match='bogus_kwarg'):
+        traj.f_store_items(['parameters.x'], bogus_kwarg=1)
+    with pytest.raises(TypeError, match='bogus_kwarg'):
+        traj.f_load_items(['parameters.x'], bogus_kwarg=1)
+    traj.r.f_set_single('a', 5)
+    traj.f_store_item('r', overwrite=True)             # pypet's: every item replaced
+    traj.f_store_items(['r', 'e'], non_empties=True)   # pypet's: the empty `e` skipped
+    loaded = mp.load_trajectory('t', filename=str(tmp_path / 't.pkl'), load_all=mp.LOAD_DATA)
+    assert (loaded.r.a, loaded.r.b) == (5, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The end-of-sweep checkpoint: lighter, and checked
+# ---------------------------------------------------------------------------------------------
+# The end-of-sweep checkpoint of a small sweep costs less: segments are synced in a thread
+# while the main file is written, the folder is not read back through the main file unless
+# it holds something unknown, and small or bookkeeping columns are compressed lightly or not.
+def float_job(traj):
+    traj.f_add_result('z', traj.x * 0.5)
+
+
+@needs_tables
+def test_a_store_keeps_every_listed_segment_and_removes_debris(tmp_path):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, float_job, n=3, name='first')
+    folder = filename + '.segments'
+    assert sorted(os.listdir(folder)) == [os.path.basename(p)
+                                          for p in h5_segments(filename, 'first')]
+    # debris of a writer killed mid-store: a segment never listed and a temp file
+    for junk in ('first_000007_0badcafe.hdf5', 'first_000008_0badcafe.hdf5.tmp'):
+        with open(os.path.join(folder, junk), 'wb') as f:
+            f.write(b'\0' * 64)
+    sweep('hdf5', filename, float_job, n=2, name='second')
+    listed = h5_segments(filename, 'first') + h5_segments(filename, 'second')
+    assert sorted(os.listdir(folder)) == sorted(os.path.basename(p) for p in listed)
+    assert len(listed) == 2 and all(os.path.exists(p) for p in listed)
+    for name, n in (('first', 3), ('second', 2)):
+        traj = load(filename, name=name, load_data=2)
+        assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+            i: i * 0.5 for i in range(n)}
+
+
+@needs_tables
+def test_small_segments_stay_uncompressed_and_bookkeeping_is_compressed_lightly(tmp_path):
+    small, big = path_for('hdf5', tmp_path, 'small'), path_for('hdf5', tmp_path, 'big')
+    sweep('hdf5', small, float_job, n=10)
+    sweep('hdf5', big, float_job, n=3000)  # 24 KB of z in the segment's first batch
+    with tables.open_file(h5_segments(small, 'traj')[0]) as h:
+        levels = [h.get_node(p).filters.complevel
+                  for p in ('/results/runs/z/z', '/results/runs/z/_idx', '/_runs')]
+    assert levels == [0, 0, 0]
+    with tables.open_file(h5_segments(big, 'traj')[0]) as h:
+        assert h.root.results.runs.z.z.filters.complevel == 9  # the data: complevel
+        assert h.root.results.runs.z._idx.filters.complevel == 1  # indices: light zlib
+        assert h.root._runs.filters.complevel == 1
+        assert h.root.results.runs.z.z.read().tolist() == [i * 0.5 for i in range(3000)]
+    got = load(big, load_data=2)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True)[2999] == 1499.5
+    assert got.f_get_run_information(2999)['completed'] == 1
+
+
+@pytest.mark.parametrize('values', [
+    [0.5, -0.0, 0.0, float('inf'), float('nan'), 1e300, 3, True, False],
+    [10 ** 50, 1, 2.5],  # a repr longer than 40 characters is cut
+    ['a', 'b', None],
+    [(1, 2), 0.5, {3}],
+])
+def test_parameter_summaries_of_a_span_of_runs_equal_those_of_single_runs(values):
+    explored = [('parameters.p', values), ('parameters.q', list(range(len(values))))]
+    span = list(range(len(values)))
+    whole = mp._run_summaries(explored, span)
+    single = [mp._run_summaries(explored, [i, len(values) + 5])[0] for i in span]
+    assert whole == single  # ([i, beyond the range] is no span: the general path)
+    assert all(len(text.partition(', ')[0]) <= len('p: ') + 40 for text in whole)
+    assert mp._run_summaries(explored, [len(values) - 1, len(values)])[1] == ', '
+
+
+@pytest.mark.parametrize('value', [
+    [0.5, -0.0, 1, True, None, 'x', b'y', 1j], (1, 2.5), [], [[1, 2], {3, 1}],
+    [{'b': 1, 'a': 2}, frozenset({'b', 'a'})], list(range(1000))])
+def test_the_canonical_text_of_a_list_is_that_of_its_items(value):
+    name = type(value).__name__
+    assert mp._canonical(value) == '%s[%s]' % (name, ','.join(mp._canonical(v) for v in value))
+
+
+@needs_tables
+def test_a_file_that_hdf5_did_not_write_whole_is_never_stamped(tmp_path):
+    # PyTables ignores what H5Fclose returns: a close that hit a full disk left a torn main
+    # file, which the rename then put in place. The superblock's end-of-file address tells.
+    path = str(tmp_path / 'x.hdf5')
+    with warnings.catch_warnings():  # (PyTables >= 3.10 prefers user_block_size)
+        warnings.simplefilter('ignore', DeprecationWarning)
+        f = tables.open_file(path, 'w', USER_BLOCK_SIZE=512)
+    with f:
+        f.create_array('/', 'a', obj=np.arange(1000.0))
+    with open(path, 'rb') as f:
+        whole = f.read()
+    mp._h5_stamp(path)  # whole: stamped
+    with open(path, 'r+b') as f:
+        f.truncate(len(whole) - 100)
+    with pytest.raises(OSError, match='did not write .* whole'):
+        mp._h5_stamp(path)
+
+
+@needs_tables
+def test_a_truncated_hdf5_file_is_called_damaged_not_locked(tmp_path):
+    # (HDF5's text for a truncated file names its superblock, "sblock", which a search for
+    # "lock" once took for HDF5's file locking)
+    path = str(tmp_path / 'x.hdf5')
+    with tables.open_file(path, 'w') as f:
+        f.create_array('/', 'a', obj=np.arange(100000.0))
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+        f.truncate(size // 2)
+    with pytest.raises(mp.StorageError, match=r'cannot be opened \(truncated or corrupt'):
+        mp._open_hdf5(path, mp.StorageError, mp.DataNotInStorageError)
+
+
+def test_run_records_are_journalled_as_plain_tuples(tmp_path):
+    record = mp._RunRecord('run', 'traj', 3, (1.0, 2.0, 1, 'abc', ''),
+                           [('results.runs.run_00000003.z', 'Result', '', {'z': 1.5}, None)])
+    journal = mp._Journal(str(tmp_path / 'j.cnt'))
+    journal.append(record)
+    journal.close()
+    raw = (tmp_path / 'j.cnt').read_bytes()
+    assert b'_RunRecord' not in raw and b'minipypet' not in raw
+    (back,) = mp._Journal.read(str(tmp_path / 'j.cnt'))[1]
+    assert type(back) is tuple and back == tuple(record)
+    assert mp._RunRecord(*back).leaves[0][3] == {'z': 1.5}
+
+
+def test_bits_missing_lists_the_indices_not_held():
+    import random
+    rng = random.Random(17)
+    for _ in range(200):
+        n = rng.randint(0, 300)
+        held = set(rng.sample(range(n + 20), rng.randint(0, n + 20)))
+        if rng.random() < 0.3:  # (the usual end of a sweep: nearly all held)
+            held = set(range(n + 5)) - set(rng.sample(range(n + 5), min(3, n + 5)))
+        bits = mp._Bits()
+        bits.update(held)
+        assert bits.missing(n) == [i for i in range(n) if i not in held]
+
+
 # =============================================================================================
 # Reading HDF5 files written by pypet 0.6 / 0.7
 # =============================================================================================
@@ -7519,6 +7808,33 @@ PUBLIC_CLASSES_16 = ['Environment', 'Trajectory', 'NNGroupNode', 'NNLeafNode', '
                      'PickleStorageService', 'HDF5StorageService']
 
 
+# ---------------------------------------------------------------------------------------------
+# A worker's pristine copy
+# ---------------------------------------------------------------------------------------------
+def test_a_worker_keeps_its_pristine_copy_over_runs_that_add_results(monkeypatch):
+    made = []
+    of = mp._Pristine.of.__func__
+    monkeypatch.setattr(mp._Pristine, 'of', classmethod(
+        lambda cls, ctx: made.append(1) or of(cls, ctx)))
+    traj = mp.Trajectory('t', add_time=False)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [float(i) for i in range(10)]})
+    ctx = mp._RunContext(traj._worker_copy(), _plain_job_x, (), {}, 'parent', None)
+    fresh = pickle.dumps((ctx.traj, ctx.job, ctx.args, ctx.kwargs))
+    ctx = pickle.loads(pickle.dumps(ctx))
+    out = []
+    for i in range(10):
+        ctx.renew(fresh)
+        out.append(ctx.run(i, {'parameters.x': float(i)}, None))
+    assert [r.status for r in out] == ['ok'] * 10 and len(made) == 1
+    assert out[3].record.leaves == [('results.runs.run_00000003.z', 'Result', '',
+                                     {'z': 3.5}, None)]
+
+
+def _plain_job_x(traj):
+    traj.f_add_result('z', traj.x + 0.5)
+
+
 # =============================================================================================
 # Environment - config data, logging, git, the run loop, resume
 # =============================================================================================
@@ -8692,6 +9008,7 @@ def test_run_map(tmp_path, backend):
 # ---------------------------------------------------------------------------------------------
 # Progress, Ctrl+C, resume hints, messages that name the run
 # ---------------------------------------------------------------------------------------------
+# -- the live progress line -------------------------------------------------------------------
 PROGRESS_SCRIPT = FIRST_HOUR_PRELUDE + textwrap.dedent('''
     import time, minipypet as pypet
 
@@ -9571,6 +9888,105 @@ def test_environment_from_a_pypet_config_file(tmp_path):
         mp.Environment(config=str(ini), log_config=None, storage_service='lazy')
 
 
+# ---------------------------------------------------------------------------------------------
+# pypet's behaviour in runs, config and errors
+# ---------------------------------------------------------------------------------------------
+def test_pypet_type_errors_for_what_cannot_change_after_the_runs(tmp_path):
+    env = file_env(tmp_path)
+    traj = xy_traj(env.v_trajectory)
+    with pytest.raises(TypeError, match='during run'):  # (ParameterLockedError)
+        env.f_run(lambda t: t.f_add_config('late', 1))
+    with pytest.raises(TypeError, match='during run'):
+        env.f_run(lambda t: t.f_add_parameter_group('late'))
+    env.f_run(multiply)
+    with pytest.raises(mp.ParameterLockedError, match='completed already'):
+        traj.f_explore({'x': [1.0, 2.0]})
+    with pytest.raises(TypeError, match='force=True'):
+        traj.f_shrink()
+
+
+def test_pypet_spellings_of_adding_and_storing_in_a_run(tmp_path):
+    env = file_env(tmp_path)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+
+    def job(traj):
+        traj.res.f_add_result(name='named', data=traj.x)  # (pypet's name=)
+        traj.res.runs.f_add_result('hhg', 5)  # from results.runs: into the run
+        group = traj.f_add_result_group('List')  # a group goes into the run, too
+        group.f_add_result('Of.Keys', 3)
+        traj.List.f_store_child('Of', recursive=True)
+        traj.f_store_item((mp.pypetconstants.LEAF, traj.f_get('hhg')))  # pypet's tuple
+
+    env.f_run(job)
+    got = mp.load_trajectory(name='traj', filename=str(tmp_path / 'traj.pkl'), load_all=2)
+    assert [r.data for r in got.f_get_from_runs('named').values()] == [1, 2]
+    assert got.f_contains('results.runs.%s.hhg' % run_name(1), shortcuts=False)
+    assert got.f_contains('results.runs.%s.List.Of.Keys' % run_name(0), shortcuts=False)
+    with pytest.raises(mp.ConfigurationError, match='tuple'):
+        traj.f_store_item((mp.pypetconstants.LEAF, traj.x, (), {}, 5))
+
+
+def test_graceful_exit_honours_pypets_sigint_flag(tmp_path):
+    env = file_env(tmp_path, graceful_exit=True)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(8))})
+
+    def job(traj):
+        if traj.v_idx == 3:  # (pypet's tests stop a sweep this way)
+            mp.install_as_pypet()
+            sys.modules['pypet.utils.siginthandling'].sigint_handling.hit = True
+        return traj.x
+
+    assert env.f_run(job) == [(i, i) for i in range(4)]
+    assert not traj.f_is_completed()
+
+
+@needs_tables
+def test_pypets_hdf5_config_is_added_and_applied(tmp_path):
+    filename = str(tmp_path / 'c.hdf5')
+    env = mp.Environment(trajectory='c', filename=filename, log_config=None, complevel=4)
+    traj = env.v_trajectory
+    assert traj.f_get('config.hdf5.complevel')._data == 4  # (reading would lock it)
+    traj.hdf5.purge_duplicate_comments = False
+    traj.config.hdf5.complevel = 7
+    traj.f_add_parameter('x', 1.0)
+    traj.f_add_parameter('y', 2.0)
+    env.f_run(multiply)
+    service = traj.v_storage_service
+    assert (service.complevel, service.purge_duplicate_comments) == (7, False)
+
+
+@needs_tables
+@pytest.mark.timeout(120)
+def test_run_sets_auto_load_after_a_pool_run(tmp_path):
+    filename = str(tmp_path / 'sets.hdf5')
+    env = mp.Environment(trajectory='s', filename=filename, log_config=None, multiproc=True,
+                         ncores=2, use_pool=True, freeze_input=True, wrap_mode='QUEUE')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(1003))})
+    env.f_run(_add_to_a_run_set)
+    traj.v_auto_load = True
+    traj.v_idx = 1002
+    assert traj.res.crunset.crun.z == 1002
+    traj.v_idx = -1
+    assert traj.res.rts_1001.r_1001.z == 1001
+
+
+def _add_to_a_run_set(traj):
+    traj.f_add_result('$set.$.z', traj.x)
+
+
+def test_nodes_have_pypets_logger():
+    leaf = mp.Result('r', 1)
+    assert leaf._logger.name == 'pypet.Result'
+    leaf._logger = logging.getLogger('mine')
+    assert leaf._logger.name == 'mine'
+
+
 # =============================================================================================
 # Working with results - the runs table
 # =============================================================================================
@@ -10167,416 +10583,3 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
-
-
-# -- the live progress line -------------------------------------------------------------------
-
-
-
-
-# ==== issue 18 round 2 (to be sorted into sections) ====
-def test_links_are_searched_through_their_targets_and_nothing_is_added_below_one():
-    traj = mp.Trajectory()
-    traj.f_add_parameter_group('test.test3')
-    traj.f_add_parameter_group('test2')
-    traj.test.f_add_link('circle1', traj.test2)
-    traj.test2.f_add_link('circle2', traj.test)
-    assert traj.test2.test3 is traj.par.test.test3  # (test2 -> circle2 -> test -> test3)
-    assert traj['test2.test3'] is traj.test3
-    with pytest.raises(mp.NoSuchNodeError):
-        traj.f_get('test2.test3', with_links=False)
-    with pytest.raises(mp.InvalidNameError, match='circle1 is a link'):
-        traj.f_add_parameter('test.circle1.testy', 33)
-    with pytest.raises(mp.InvalidNameError, match="'overview' is reserved"):
-        traj.f_add_link('overview', traj.test)
-    with pytest.raises(mp.ConfigurationError, match='needs a target'):
-        traj.f_add_link('v_crun')
-    with pytest.raises(ValueError):  # (pypet raises ValueError; also a NoSuchNodeError)
-        traj.test2.f_remove_link('nope')
-    with pytest.raises(mp.NoSuchChildError, match="no child 'test3'"):
-        traj.par.f_remove_child('test3')  # (a grandchild: only direct children)
-    with pytest.raises(mp.GroupNotEmptyError):  # (a TypeError, as pypet's)
-        traj.par.f_remove_child('test')
-    traj.test.f_remove_link('circle1')
-    with pytest.raises(mp.NoSuchNodeError):
-        traj.test.circle1
-
-
-def test_store_item_overwrite_replaces_only_the_named_items(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    traj = mp.Trajectory('t', filename=filename, add_time=False)
-    res = traj.f_add_result('mytest.test', a='b', c='d')
-    traj.f_store()
-    res.f_set(a=[1, 2, 3], c=123445, e=5)
-    traj.f_store_item(res, overwrite='a')
-    got = mp.load_trajectory(name='t', filename=filename, load_all=2).test
-    assert (got.a, got.c, got.e) == ([1, 2, 3], 'd', 5)  # (e is new: added, as STORE_DATA)
-    traj.f_store_item(res, store_data=mp.pypetconstants.OVERWRITE_DATA)
-    assert mp.load_trajectory(name='t', filename=filename, load_all=2).test.c == 123445
-
-
-def test_load_item_brings_the_groups_on_the_path_and_the_links_below(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    traj = mp.Trajectory('t', filename=filename, add_time=False)
-    res = traj.f_add_result('aaa.bbb.ccc.iii', 42, comment='leaf')
-    traj.bbb.v_comment = 'a group'
-    traj.ccc.v_annotations['gg'] = 4
-    traj.ccc.f_add_link('link', res)
-    traj.f_store()
-    new = mp.Trajectory('t', filename=filename, add_time=False)
-    new.f_load(load_results=0)
-    new.f_load_item('results.aaa.bbb.ccc.iii')
-    assert new.bbb.v_comment == 'a group' and new.ccc.v_annotations['gg'] == 4
-    assert 'link' not in new.ccc  # (recursive=False loads the leaf, not what is beside it)
-    new.f_load_item('results.aaa.bbb.ccc', with_links=False)
-    assert 'link' not in new.ccc
-    new.f_load_item('results.aaa.bbb.ccc')
-    assert new.ccc.link is new.iii
-    traj.ccc.f_add_link('second', res)  # a group stored again takes its links along
-    traj.f_store_item(traj.ccc)
-    assert mp.load_trajectory(name='t', filename=filename, load_all=2).ccc.second == 42
-
-
-def test_max_depth_stores_and_loads_only_that_deep(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    traj = mp.Trajectory('t', filename=filename, add_time=False)
-    traj.par.d1 = mp.Parameter('d1.d2.d3.d4.d5', 55)
-    traj.f_store(max_depth=4)  # parameters is depth 1: d1 to d3 are stored
-    got = mp.load_trajectory(name='t', filename=filename, load_all=2)
-    assert 'd3' in got and 'd4' not in got
-    got = mp.load_trajectory(name='t', filename=filename, max_depth=3)
-    assert 'd2' in got and 'd3' not in got
-    got.dpar.l1 = mp.Parameter('l1.l2.l3.l4.l5', 123)
-    got.dpar.f_store_child('l1', recursive=True, max_depth=3)  # (below dpar: l1 to l3)
-    got.dpar.f_remove_child('l1', recursive=True)
-    got.dpar.f_load_child('l1', recursive=True)
-    assert 'l3' in got and 'l4' not in got
-    got.dpar.f_remove_child('l1', recursive=True)
-    got.dpar.f_load_child('l1', recursive=True, max_depth=2)
-    assert 'l2' in got and 'l3' not in got
-
-
-def test_loading_without_run_information_keeps_the_length(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    env = make_env(file_backend, filename)
-    traj = xy_traj(env.v_trajectory)
-    env.f_run(multiply)
-    got = mp.load_trajectory(name='traj', filename=filename, with_run_information=False)
-    assert len(got) == 6 and got.f_get('x').f_get_range() == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
-    got.f_store()  # (the runs' information in the file is kept: it was not loaded)
-    assert mp.load_trajectory(name='traj', filename=filename).f_is_completed()
-    del traj
-
-
-def test_groups_and_links_outside_the_four_branches_load(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    traj = mp.Trajectory('t', filename=filename, add_time=False)
-    res = traj.f_add_result('mytest.test', a='b')
-    traj.f_add_link('x.y', res)
-    traj.f_add_link('x.g.h', res)
-    traj.f_store()
-    traj.f_remove_child('x', recursive=True)
-    traj.f_load()  # (load_other_data=LOAD_SKELETON by default, as pypet's)
-    assert traj.x.y is traj.test and traj.x.g.h is traj.test
-    traj.f_delete_link('x.y', remove_from_trajectory=True)
-    traj.f_load()
-    with pytest.raises(mp.NoSuchNodeError):
-        traj.x.y
-
-
-def test_pypet_type_errors_for_what_cannot_change_after_the_runs(tmp_path):
-    env = file_env(tmp_path)
-    traj = xy_traj(env.v_trajectory)
-    with pytest.raises(TypeError, match='during run'):  # (ParameterLockedError)
-        env.f_run(lambda t: t.f_add_config('late', 1))
-    with pytest.raises(TypeError, match='during run'):
-        env.f_run(lambda t: t.f_add_parameter_group('late'))
-    env.f_run(multiply)
-    with pytest.raises(mp.ParameterLockedError, match='completed already'):
-        traj.f_explore({'x': [1.0, 2.0]})
-    with pytest.raises(TypeError, match='force=True'):
-        traj.f_shrink()
-
-
-def test_pypet_spellings_of_adding_and_storing_in_a_run(tmp_path):
-    env = file_env(tmp_path)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1)
-    traj.f_explore({'x': [1, 2]})
-
-    def job(traj):
-        traj.res.f_add_result(name='named', data=traj.x)  # (pypet's name=)
-        traj.res.runs.f_add_result('hhg', 5)  # from results.runs: into the run
-        group = traj.f_add_result_group('List')  # a group goes into the run, too
-        group.f_add_result('Of.Keys', 3)
-        traj.List.f_store_child('Of', recursive=True)
-        traj.f_store_item((mp.pypetconstants.LEAF, traj.f_get('hhg')))  # pypet's tuple
-
-    env.f_run(job)
-    got = mp.load_trajectory(name='traj', filename=str(tmp_path / 'traj.pkl'), load_all=2)
-    assert [r.data for r in got.f_get_from_runs('named').values()] == [1, 2]
-    assert got.f_contains('results.runs.%s.hhg' % run_name(1), shortcuts=False)
-    assert got.f_contains('results.runs.%s.List.Of.Keys' % run_name(0), shortcuts=False)
-    with pytest.raises(mp.ConfigurationError, match='tuple'):
-        traj.f_store_item((mp.pypetconstants.LEAF, traj.x, (), {}, 5))
-
-
-def test_an_explored_parameter_loaded_later_follows_v_idx(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    env = make_env(file_backend, filename)
-    xy_traj(env.v_trajectory)
-    env.f_run(multiply)
-    new = mp.load_trajectory(name='traj', filename=filename, load_all=0)
-    new.v_auto_load = True
-    new.v_idx = 4
-    assert (new.par.x, new.par.y, new.res.runs.crun.z) == (2.0, 4.0, 8.0)
-    new.v_idx = 0
-    assert (new.x, new.y) == (1.0, 3.0)
-
-
-def test_graceful_exit_honours_pypets_sigint_flag(tmp_path):
-    env = file_env(tmp_path, graceful_exit=True)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': list(range(8))})
-
-    def job(traj):
-        if traj.v_idx == 3:  # (pypet's tests stop a sweep this way)
-            mp.install_as_pypet()
-            sys.modules['pypet.utils.siginthandling'].sigint_handling.hit = True
-        return traj.x
-
-    assert env.f_run(job) == [(i, i) for i in range(4)]
-    assert not traj.f_is_completed()
-
-
-@needs_tables
-def test_pypets_hdf5_config_is_added_and_applied(tmp_path):
-    filename = str(tmp_path / 'c.hdf5')
-    env = mp.Environment(trajectory='c', filename=filename, log_config=None, complevel=4)
-    traj = env.v_trajectory
-    assert traj.f_get('config.hdf5.complevel')._data == 4  # (reading would lock it)
-    traj.hdf5.purge_duplicate_comments = False
-    traj.config.hdf5.complevel = 7
-    traj.f_add_parameter('x', 1.0)
-    traj.f_add_parameter('y', 2.0)
-    env.f_run(multiply)
-    service = traj.v_storage_service
-    assert (service.complevel, service.purge_duplicate_comments) == (7, False)
-
-
-@needs_tables
-@pytest.mark.timeout(120)
-def test_run_sets_auto_load_after_a_pool_run(tmp_path):
-    filename = str(tmp_path / 'sets.hdf5')
-    env = mp.Environment(trajectory='s', filename=filename, log_config=None, multiproc=True,
-                         ncores=2, use_pool=True, freeze_input=True, wrap_mode='QUEUE')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': list(range(1003))})
-    env.f_run(_add_to_a_run_set)
-    traj.v_auto_load = True
-    traj.v_idx = 1002
-    assert traj.res.crunset.crun.z == 1002
-    traj.v_idx = -1
-    assert traj.res.rts_1001.r_1001.z == 1001
-
-
-def _add_to_a_run_set(traj):
-    traj.f_add_result('$set.$.z', traj.x)
-
-
-def test_nodes_have_pypets_logger():
-    leaf = mp.Result('r', 1)
-    assert leaf._logger.name == 'pypet.Result'
-    leaf._logger = logging.getLogger('mine')
-    assert leaf._logger.name == 'mine'
-
-
-
-
-# ==== issue 14 round 2 (to be sorted into sections) ====
-# The end-of-sweep checkpoint of a small sweep costs less: segments are synced in a thread
-# while the main file is written, the folder is not read back through the main file unless
-# it holds something unknown, and small or bookkeeping columns are compressed lightly or not.
-def float_job(traj):
-    traj.f_add_result('z', traj.x * 0.5)
-
-
-@needs_tables
-def test_a_store_keeps_every_listed_segment_and_removes_debris(tmp_path):
-    filename = path_for('hdf5', tmp_path)
-    sweep('hdf5', filename, float_job, n=3, name='first')
-    folder = filename + '.segments'
-    assert sorted(os.listdir(folder)) == [os.path.basename(p)
-                                          for p in h5_segments(filename, 'first')]
-    # debris of a writer killed mid-store: a segment never listed and a temp file
-    for junk in ('first_000007_0badcafe.hdf5', 'first_000008_0badcafe.hdf5.tmp'):
-        with open(os.path.join(folder, junk), 'wb') as f:
-            f.write(b'\0' * 64)
-    sweep('hdf5', filename, float_job, n=2, name='second')
-    listed = h5_segments(filename, 'first') + h5_segments(filename, 'second')
-    assert sorted(os.listdir(folder)) == sorted(os.path.basename(p) for p in listed)
-    assert len(listed) == 2 and all(os.path.exists(p) for p in listed)
-    for name, n in (('first', 3), ('second', 2)):
-        traj = load(filename, name=name, load_data=2)
-        assert traj.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-            i: i * 0.5 for i in range(n)}
-
-
-@needs_tables
-def test_small_segments_stay_uncompressed_and_bookkeeping_is_compressed_lightly(tmp_path):
-    small, big = path_for('hdf5', tmp_path, 'small'), path_for('hdf5', tmp_path, 'big')
-    sweep('hdf5', small, float_job, n=10)
-    sweep('hdf5', big, float_job, n=3000)  # 24 KB of z in the segment's first batch
-    with tables.open_file(h5_segments(small, 'traj')[0]) as h:
-        levels = [h.get_node(p).filters.complevel
-                  for p in ('/results/runs/z/z', '/results/runs/z/_idx', '/_runs')]
-    assert levels == [0, 0, 0]
-    with tables.open_file(h5_segments(big, 'traj')[0]) as h:
-        assert h.root.results.runs.z.z.filters.complevel == 9  # the data: complevel
-        assert h.root.results.runs.z._idx.filters.complevel == 1  # indices: light zlib
-        assert h.root._runs.filters.complevel == 1
-        assert h.root.results.runs.z.z.read().tolist() == [i * 0.5 for i in range(3000)]
-    got = load(big, load_data=2)
-    assert got.f_get_from_runs('z', fast_access=True, use_indices=True)[2999] == 1499.5
-    assert got.f_get_run_information(2999)['completed'] == 1
-
-
-@pytest.mark.parametrize('values', [
-    [0.5, -0.0, 0.0, float('inf'), float('nan'), 1e300, 3, True, False],
-    [10 ** 50, 1, 2.5],  # a repr longer than 40 characters is cut
-    ['a', 'b', None],
-    [(1, 2), 0.5, {3}],
-])
-def test_parameter_summaries_of_a_span_of_runs_equal_those_of_single_runs(values):
-    explored = [('parameters.p', values), ('parameters.q', list(range(len(values))))]
-    span = list(range(len(values)))
-    whole = mp._run_summaries(explored, span)
-    single = [mp._run_summaries(explored, [i, len(values) + 5])[0] for i in span]
-    assert whole == single  # ([i, beyond the range] is no span: the general path)
-    assert all(len(text.partition(', ')[0]) <= len('p: ') + 40 for text in whole)
-    assert mp._run_summaries(explored, [len(values) - 1, len(values)])[1] == ', '
-
-
-@pytest.mark.parametrize('value', [
-    [0.5, -0.0, 1, True, None, 'x', b'y', 1j], (1, 2.5), [], [[1, 2], {3, 1}],
-    [{'b': 1, 'a': 2}, frozenset({'b', 'a'})], list(range(1000))])
-def test_the_canonical_text_of_a_list_is_that_of_its_items(value):
-    name = type(value).__name__
-    assert mp._canonical(value) == '%s[%s]' % (name, ','.join(mp._canonical(v) for v in value))
-
-
-@needs_tables
-def test_a_file_that_hdf5_did_not_write_whole_is_never_stamped(tmp_path):
-    # PyTables ignores what H5Fclose returns: a close that hit a full disk left a torn main
-    # file, which the rename then put in place. The superblock's end-of-file address tells.
-    path = str(tmp_path / 'x.hdf5')
-    with warnings.catch_warnings():  # (PyTables >= 3.10 prefers user_block_size)
-        warnings.simplefilter('ignore', DeprecationWarning)
-        f = tables.open_file(path, 'w', USER_BLOCK_SIZE=512)
-    with f:
-        f.create_array('/', 'a', obj=np.arange(1000.0))
-    with open(path, 'rb') as f:
-        whole = f.read()
-    mp._h5_stamp(path)  # whole: stamped
-    with open(path, 'r+b') as f:
-        f.truncate(len(whole) - 100)
-    with pytest.raises(OSError, match='did not write .* whole'):
-        mp._h5_stamp(path)
-
-
-
-@needs_tables
-def test_a_truncated_hdf5_file_is_called_damaged_not_locked(tmp_path):
-    # (HDF5's text for a truncated file names its superblock, "sblock", which a search for
-    # "lock" once took for HDF5's file locking)
-    path = str(tmp_path / 'x.hdf5')
-    with tables.open_file(path, 'w') as f:
-        f.create_array('/', 'a', obj=np.arange(100000.0))
-    size = os.path.getsize(path)
-    with open(path, 'r+b') as f:
-        f.truncate(size // 2)
-    with pytest.raises(mp.StorageError, match=r'cannot be opened \(truncated or corrupt'):
-        mp._open_hdf5(path, mp.StorageError, mp.DataNotInStorageError)
-
-
-def test_store_and_load_items_refuse_unknown_keywords_and_take_pypets(tmp_path):
-    traj = mp.Trajectory('t', filename=str(tmp_path / 't.pkl'))
-    traj.f_add_parameter('x', 1)
-    traj.f_add_result('r', a=1, b=2)
-    traj.f_add_result('e')
-    traj.f_store()
-    with pytest.raises(TypeError, match='bogus_kwarg'):
-        traj.f_store_items(['parameters.x'], bogus_kwarg=1)
-    with pytest.raises(TypeError, match='bogus_kwarg'):
-        traj.f_load_items(['parameters.x'], bogus_kwarg=1)
-    traj.r.f_set_single('a', 5)
-    traj.f_store_item('r', overwrite=True)             # pypet's: every item replaced
-    traj.f_store_items(['r', 'e'], non_empties=True)   # pypet's: the empty `e` skipped
-    loaded = mp.load_trajectory('t', filename=str(tmp_path / 't.pkl'), load_all=mp.LOAD_DATA)
-    assert (loaded.r.a, loaded.r.b) == (5, 2)
-
-# ==== issue 17 round 2 (to be sorted into sections) ====
-def test_run_records_are_journalled_as_plain_tuples(tmp_path):
-    record = mp._RunRecord('run', 'traj', 3, (1.0, 2.0, 1, 'abc', ''),
-                           [('results.runs.run_00000003.z', 'Result', '', {'z': 1.5}, None)])
-    journal = mp._Journal(str(tmp_path / 'j.cnt'))
-    journal.append(record)
-    journal.close()
-    raw = (tmp_path / 'j.cnt').read_bytes()
-    assert b'_RunRecord' not in raw and b'minipypet' not in raw
-    (back,) = mp._Journal.read(str(tmp_path / 'j.cnt'))[1]
-    assert type(back) is tuple and back == tuple(record)
-    assert mp._RunRecord(*back).leaves[0][3] == {'z': 1.5}
-
-
-def test_a_worker_keeps_its_pristine_copy_over_runs_that_add_results(monkeypatch):
-    made = []
-    of = mp._Pristine.of.__func__
-    monkeypatch.setattr(mp._Pristine, 'of', classmethod(
-        lambda cls, ctx: made.append(1) or of(cls, ctx)))
-    traj = mp.Trajectory('t', add_time=False)
-    traj.f_add_parameter('x', 0.0)
-    traj.f_explore({'x': [float(i) for i in range(10)]})
-    ctx = mp._RunContext(traj._worker_copy(), _plain_job_x, (), {}, 'parent', None)
-    fresh = pickle.dumps((ctx.traj, ctx.job, ctx.args, ctx.kwargs))
-    ctx = pickle.loads(pickle.dumps(ctx))
-    out = []
-    for i in range(10):
-        ctx.renew(fresh)
-        out.append(ctx.run(i, {'parameters.x': float(i)}, None))
-    assert [r.status for r in out] == ['ok'] * 10 and len(made) == 1
-    assert out[3].record.leaves == [('results.runs.run_00000003.z', 'Result', '',
-                                     {'z': 3.5}, None)]
-
-
-def _plain_job_x(traj):
-    traj.f_add_result('z', traj.x + 0.5)
-
-
-
-def test_bits_missing_lists_the_indices_not_held():
-    import random
-    rng = random.Random(17)
-    for _ in range(200):
-        n = rng.randint(0, 300)
-        held = set(rng.sample(range(n + 20), rng.randint(0, n + 20)))
-        if rng.random() < 0.3:  # (the usual end of a sweep: nearly all held)
-            held = set(range(n + 5)) - set(rng.sample(range(n + 5), min(3, n + 5)))
-        bits = mp._Bits()
-        bits.update(held)
-        assert bits.missing(n) == [i for i in range(n) if i not in held]
-
-
-
-
-def test_max_depth_limits_dotted_paths_too_but_not_a_way_through_a_link():
-    traj = mp.Trajectory()
-    traj.f_add_parameter('halo.this.is.a.depth.testrr')
-    assert not traj.par.f_contains('halo.this', max_depth=1)
-    assert traj.par.f_contains('halo.this', max_depth=2)
-    assert not traj.f_contains('a.depth.testrr', max_depth=3)
-    assert not traj.par.f_contains('testrr', max_depth=5)
-    traj.par.mylink = traj.this
-    assert traj.par.f_contains('is', shortcuts=True, max_depth=2)  # (par.mylink.is)
