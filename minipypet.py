@@ -29,6 +29,15 @@ Data flow::
 The journal is what makes a finished run survive `kill -9`; a segment is never changed once
 written and the main file is only ever replaced whole, so nothing is left half written, and a
 store costs what its new runs cost. Loading reads the main file, the segments and the journal.
+
+Sections, in data-flow order (each opens with a banner; search for its title): imports,
+constants, exceptions, plain data | the tree, groups | signed pickles, parameters, results,
+leaf classes by name | trajectory: the runs, storing and loading, the class, exploring and
+merging | storage: the protocol, the journal, plain-data states, file services, segments and
+folds, atomic files, the pickle backend, the HDF5 backend (reading, writing), the registry |
+reading pypet's files | parallel plumbing, your own multiprocessing | environment: logging,
+settings, the class, the .cnt file, the sweep, progress | coming from pypet, pypet 0.7's
+spellings, the opt-in alias | the runs table | the command line.
 """
 from __future__ import annotations  # (annotations stay text: `str | None` on Python 3.9)
 
@@ -54,6 +63,7 @@ __all__ = [
     'plot_runs',
     'STORAGE_SERVICES',
 ]
+
 
 # ============================================================================================
 # Imports and optional dependencies
@@ -126,6 +136,7 @@ def _have(module):
 def _is_numpy(value):
     # A numpy value can only exist if numpy is imported already, so this never imports numpy.
     return type(value).__module__ == 'numpy'
+
 
 # ============================================================================================
 # Constants
@@ -912,6 +923,9 @@ def _check_name(component, where):
                                     component.lstrip('_') or 'x'))
 
 
+# ============================================================================================
+# Tree: groups - lookup, adding, removing, iterating
+# ============================================================================================
 class NNGroupNode(NNTreeNode):
     """A group of the tree; children are reached by natural naming (`group.child`)."""
 
@@ -1508,7 +1522,7 @@ def _strip_branch(name, branch, start):
 
 
 # ============================================================================================
-# Parameters and results
+# Signed pickles - whose pickled data may be loaded
 # ============================================================================================
 # Trust: pickled data (PickleParameter, PickleResult, the .cnt and .cnt.results) runs code
 # when it is unpickled, so by default it is unpickled only where this user wrote it: what
@@ -1658,6 +1672,9 @@ def _unpickle_parts(parts, signature, where):
     return [_NumpyCompatUnpickler(io.BytesIO(p)).load() for p in parts[1::2]]
 
 
+# ============================================================================================
+# Parameters - leaves that hold one value and can be explored
+# ============================================================================================
 class NNLeafNode(NNTreeNode):
     """A leaf. Subclasses hold data and convert it to plain data for storage.
 
@@ -2130,6 +2147,9 @@ class PickleParameter(BaseParameter):
         self._empty = False
 
 
+# ============================================================================================
+# Results - leaves that hold named items
+# ============================================================================================
 class BaseResult(NNLeafNode):
     """Base class of results."""
 
@@ -2390,6 +2410,9 @@ _BUILTIN_LEAVES = {cls.__name__: cls for cls in (
     SparseResult)}
 
 
+# ============================================================================================
+# Leaf classes by name - class tags and dynamic imports
+# ============================================================================================
 def _class_tag(cls):
     """The stored name of a leaf class: bare for ours, 'module:qualname' for user classes."""
     if _BUILTIN_LEAVES.get(cls.__name__) is cls:
@@ -2489,7 +2512,7 @@ def __getattr__(name):
 
 
 # ============================================================================================
-# Trajectory
+# Trajectory: the run table and the runs
 # ============================================================================================
 def _now_strings(timestamp=None):
     timestamp = time.time() if timestamp is None else timestamp
@@ -3170,6 +3193,9 @@ def _tuple_item(entry):
     return entry[1]
 
 
+# ============================================================================================
+# Trajectory: storing and loading
+# ============================================================================================
 class _StorageMixin:
     """Storing and loading, merging, and the plain-data state that storage services read
     and write (a part of Trajectory)."""
@@ -3812,6 +3838,9 @@ class _StorageMixin:
         return state
 
 
+# ============================================================================================
+# Trajectory
+# ============================================================================================
 class _RunValues(collections.abc.Mapping):
     """{run name (or index): value}, read-only and ordered by run, as f_get_from_runs(...,
     fast_access=True, auto_load=True) returns it: the run names are made only when asked
@@ -4531,6 +4560,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return {k: (p.f_get() if fast_access else p) for k, p in self._explored.items()}
 
 
+# ============================================================================================
+# Exploring, merging and loading trajectories
+# ============================================================================================
 def _ann(node):
     return dict(node._annotations._dict) if node._annotations else None
 
@@ -4762,7 +4794,7 @@ _STORAGE_ARGUMENTS = frozenset((
 
 
 # ============================================================================================
-# Storage services
+# Storage services - the protocol and the lazy service
 # ============================================================================================
 class StorageService:
     """The storage protocol: `store(msg, item, **kw)` and `load(msg, item, **kw)`.
@@ -4850,6 +4882,9 @@ _FORKS = [0]  # forks so far in this process's line: a forked child reopens its 
 _HELD = set()  # journals that keep their folder lock across appends (see _Journal.hold)
 
 
+# ============================================================================================
+# Storage: the journal - finished runs between checkpoints
+# ============================================================================================
 def _after_fork_in_child():
     _FORKS[0] += 1
     for journal in list(_HELD):  # (the parent's lock: a child that lives on must not
@@ -5377,6 +5412,9 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+# ============================================================================================
+# Storage: plain-data states - what a file holds, as dicts
+# ============================================================================================
 def _new_state(name):
     return {'format': FORMAT_VERSION, 'name': name, 'time': '', 'timestamp': 0.0,
             'comment': '', 'version': __version__, 'python': '', 'length': 0,
@@ -5634,6 +5672,9 @@ class _FromState:
                                  self.filename)
 
 
+# ============================================================================================
+# Storage: file services - the main file, segments and checkpoints
+# ============================================================================================
 class _FileService(_FromState, StorageService):
     """What the pickle and HDF5 services share: the journal, segments, checkpoints, loading.
 
@@ -6180,6 +6221,9 @@ _STORED_PART = r'(?:\$|\$set|(?!f_|v_|__|_[cfgipv]_)[A-Za-z0-9_-]{1,4096})'
 _STORED_NAME_RE = re.compile(r'%s(?:\.%s)*' % (_STORED_PART, _STORED_PART))
 
 
+# ============================================================================================
+# Storage: segments and folds
+# ============================================================================================
 def _check_stored_name(name, what, filename):
     """Refuse a name read from a file that code could not have given (a crafted file)."""
     if type(name) is not str or not _STORED_NAME_RE.fullmatch(name) or (
@@ -6876,6 +6920,9 @@ def _items_from_state(state, names, recursive, filename):
     return out
 
 
+# ============================================================================================
+# Storage: atomic files and checksums
+# ============================================================================================
 def _default_filename(filename, trajectory_name, suffix):
     """None -> ./hdf5/<traj>.hdf5; a folder ('./dir/') -> ./dir/<traj>.hdf5."""
     name = (trajectory_name or 'trajectory') + (suffix or '.hdf5')
@@ -6978,6 +7025,9 @@ def _checked(data, path, what):
     return payload
 
 
+# ============================================================================================
+# Storage: the pickle backend
+# ============================================================================================
 class PickleStorageService(_FileService):
     """Stores trajectories with the stdlib only: a main pickle file of plain data (never of
     minipypet classes), rewritten atomically at checkpoints, plus segment files (a stream of
@@ -7200,6 +7250,9 @@ class PickleStorageService(_FileService):
         return out
 
 
+# ============================================================================================
+# Storage: the HDF5 backend
+# ============================================================================================
 class HDF5StorageService(_FileService):
     """Stores trajectories in HDF5 through PyTables (the `hdf5` extra), in a columnar layout
     that plain PyTables or h5py can read (see the README, "File layout"): a run leaf is one
@@ -7949,6 +8002,9 @@ class HDF5StorageService(_FileService):
                     anns.get(i), datas[i]) for i in idxs}
 
 
+# ============================================================================================
+# Storage: reading HDF5 columns
+# ============================================================================================
 def _span_of(node, key, rows):
     """(lo, hi) of a span attribute 'lo:hi' when it spans `rows` rows, else None."""
     text = _attr(node._v_attrs, key)
@@ -8204,6 +8260,9 @@ class _H5Segment:
         table.append(rows)
 
 
+# ============================================================================================
+# Storage: writing HDF5 datasets and attributes
+# ============================================================================================
 def _compresses(arr, np):
     """Whether compression pays for a new dataset: its first MB, shuffled as HDF5's filter
     would, shrinks by 10% or more under fast zlib. Noise (random numbers, images from a
@@ -8719,6 +8778,9 @@ def _h5_description(dtype):
     return tables.Description(cols)
 
 
+# ============================================================================================
+# Storage: the registry of backends and the one factory
+# ============================================================================================
 STORAGE_SERVICES = {'hdf5': HDF5StorageService, 'pickle': PickleStorageService,
                     'lazy': LazyStorageService}
 # (a new backend is a StorageService subclass, one line here and the contract tests:
@@ -8817,9 +8879,9 @@ def _say_once(message, remember=True):
         logger.warning(message)
 
 
-# --------------------------------------------------------------------------------------------
+# ============================================================================================
 # Reading HDF5 files written by pypet 0.6 / 0.7 (read only)
-# --------------------------------------------------------------------------------------------
+# ============================================================================================
 # pypet's layout in short (one root group per trajectory):
 #   /<traj>                      attrs: SRVC_INIT_COMMENT
 #   /<traj>/overview/info        one row: name, time, timestamp, comment, length, python, version
@@ -9331,7 +9393,6 @@ class _PypetFileReader(_FromState, StorageService):
     _store_trajectory = _store_run = _store_list = _delete = _refuse
 
 
-
 # ============================================================================================
 # Parallel plumbing - workers, the queue writer, the lock wrapper, the executor adapter
 # ============================================================================================
@@ -9781,9 +9842,9 @@ class _Worker:
         self.process, self.conn, self.idx, self.sent = process, conn, None, 0.0
 
 
-# --------------------------------------------------------------------------------------------
+# ============================================================================================
 # Your own multiprocessing: pypet's MultiprocContext and the wrapped services it installs
-# --------------------------------------------------------------------------------------------
+# ============================================================================================
 _PROXIES = {}  # (pid, manager address, object id) -> this process's proxy (_one_proxy)
 
 
@@ -9986,7 +10047,7 @@ class MultiprocContext:
 
 
 # ============================================================================================
-# Environment - config data, logging, git, the run loop, resume
+# Environment: logging, git, progress bars
 # ============================================================================================
 class _LogSetup:
     """The seed's log files below <log_folder>/<trajectory name>/. Picklable, so worker
@@ -10152,6 +10213,10 @@ def progressbar(index: int, total: int, percentage_step: int = 10,
 
 _time_now = time.time
 
+
+# ============================================================================================
+# Environment: its settings
+# ============================================================================================
 # pypet's Environment arguments that minipypet accepts and does not act on: (default, why).
 # Given another value, each says so once in the log, so a pypet script runs and is told.
 _NO_EFFECT = {
@@ -10299,7 +10364,9 @@ class _Settings:
                 'level), got %r' % (a['report_progress'],))
 
 
-
+# ============================================================================================
+# Environment
+# ============================================================================================
 class Environment:
     """Runs a job once per point of a trajectory's exploration and stores everything.
 
@@ -11070,6 +11137,9 @@ class Environment:
         return self.f_continue_run(None, trajectory_name, resume_folder)
 
 
+# ============================================================================================
+# Environment: the .cnt file - resuming a sweep
+# ============================================================================================
 _CNT_MAGIC = b'MINIPYPET-CNT\n'  # then the signature (_sign) of the pickle, a newline, it
 
 
@@ -11216,6 +11286,9 @@ def _store_mode(service, wrap_mode):
             WRAP_MODE_LOCAL: 'parent', WRAP_MODE_PIPE: 'queue'}[wrap_mode]
 
 
+# ============================================================================================
+# Environment: the sweep - the run loop in every mode
+# ============================================================================================
 class _Sweep:
     """The runs of one f_run call (or post-processing round, or resume), carried out serially,
     in a pool, a process per run or on an Executor; results come back in index order, and
@@ -11744,6 +11817,9 @@ class _Sweep:
                                  type(exc).__name__, exc, self.env.v_continue_file)) from exc
 
 
+# ============================================================================================
+# Environment: returned results and progress
+# ============================================================================================
 def _result_parts(idx, blob):
     return ['result', str(idx), blob]
 
@@ -12357,9 +12433,9 @@ def make_shared_result(result: Result, key: str, trajectory: Trajectory | None,
                                                            _SHARED_REPLACEMENT))
 
 
-# --------------------------------------------------------------------------------------------
+# ============================================================================================
 # pypet 0.7's unprefixed spellings: one table, one loop
-# --------------------------------------------------------------------------------------------
+# ============================================================================================
 _ALIASES = {
     NNGroupNode: ['f_add_parameter', 'f_add_result', 'f_add_derived_parameter', 'f_add_config',
                   'f_add_parameter_group', 'f_add_result_group',
