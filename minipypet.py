@@ -9418,15 +9418,6 @@ def _describe_exit(exitcode):
     return 'exit code %d' % exitcode
 
 
-def _pickle_or_explain(obj, what, hint):
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise ConfigurationError('%s cannot be pickled (%s: %s), but %s; %s'
-                                 % (what, type(exc).__name__, exc, 'it must travel to other '
-                                    'processes', hint)) from exc
-
-
 def _find_unpicklable(job, args, kwargs):
     """Name the first object that does not pickle."""
     for what, obj in [('the job %r' % (job,), job)] + \
