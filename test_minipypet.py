@@ -5826,10 +5826,9 @@ class _StressTrial:
                     'the returned results differ from an uninterrupted sweep'
                 assert done == everything and not cnt, (sorted(everything - done), cnt)
                 break
-            # (killed between the .cnt and the first record: a .cnt with neither file nor
-            # journal, which a resume answers with "nothing to resume: run it again")
-            nothing = not (os.path.exists(self.filename) or
-                           os.path.exists(self.filename + '.journal'))
+            # (killed between the .cnt and the first record: a .cnt with neither a file nor
+            # a journal record, which a resume answers with "nothing to resume: run it again")
+            nothing = not (os.path.exists(self.filename) or self.journalled())
             if not cnt or nothing:
                 if done == everything:  # killed after the .cnt was deleted
                     break
@@ -5858,6 +5857,17 @@ class _StressTrial:
         self.check_file()
         self.check_folder()
         return landed
+
+    def journalled(self):
+        """True if the journal beside the file holds a record (a damaged one: True, for
+        the resume to judge)."""
+        path = self.filename + '.journal'
+        if not os.path.exists(path):
+            return False
+        try:
+            return bool(mp._Journal.read(path)[1])
+        except Exception:
+            return True
 
 
 def _stress_trial(tmp_path, stress_dir, config, index, phase, second_kill, label,
