@@ -5948,8 +5948,14 @@ class _FileService(_FromState, StorageService):
                 data = None if node.f_is_empty() else node._store()
                 if data is not None and type(node) not in _BUILTIN_TYPES:
                     _check_plain(data, node._full_name)
+                how = replace
+                if isinstance(replace, tuple) and \
+                        _leaf_split(_split_run(node._full_name)) is not None:
+                    how = True  # (a run's leaf: its row whole, with the items kept)
+                    if data is not None:
+                        data = self._keep_stored_items(trajectory, node, data, replace)
                 self._journal.append(('leaf', name, node._full_name, _class_tag(type(node)),
-                                      node._comment, data, _ann(node), replace))
+                                      node._comment, data, _ann(node), how))
             elif msg == GROUP:
                 self._journal.append(('group', name, node._full_name, node._comment,
                                       _ann(node)))
@@ -6115,6 +6121,17 @@ class _FileService(_FromState, StorageService):
             if os.path.isdir(self.segment_folder):  # the segments first, the main file last
                 shutil.copytree(self.segment_folder, path + '.segments', dirs_exist_ok=True)
             _atomic_write(path, lambda tmp: shutil.copyfile(self.filename, tmp))
+
+    def _keep_stored_items(self, traj, node, data, replace):
+        """A run's leaf stored with pypet's overwrite=[items]: it is one row of a column,
+        replaced whole, so the stored items the list does not name are read and kept."""
+        try:
+            stored = self._load_list(traj, names=[node._full_name]).get(node._full_name)
+        except DataNotInStorageError:
+            stored = None
+        if stored is None or stored[0] != _class_tag(type(node)) or not stored[3]:
+            return data
+        return dict(data, **{k: v for k, v in stored[3].items() if k not in replace})
 
     def _load_list(self, traj, names=(), recursive=True):
         """Items by full name, reading of the run columns only the rows asked for."""
@@ -6754,6 +6771,11 @@ class _Fold:
         for name, meta in self.metas.items():
             meta['columns_info'] = self.columns_info(name, meta)
         self.service._write_main(self.metas, folded, drop, ready=self.durable)
+        if self.syncing:  # (a backend's _write_main that never called ready())
+            self.durable()
+            raise StorageError('%s._write_main did not call ready() before replacing the '
+                               'main file; a crash then could lose the segments it lists'
+                               % type(self.service).__name__)
         self.collect(drop)
 
     def make_durable(self, tmp, path):
@@ -6775,8 +6797,9 @@ class _Fold:
         """Wait until every closed segment is synced under its final name, and the
         segment folder too (before the main file that lists them replaces the old one)."""
         syncing, self.syncing = self.syncing, []
-        for thread, failed in syncing:
+        for thread, _ in syncing:  # (all of them, before any failure is raised)
             thread.join()
+        for _, failed in syncing:
             if failed:
                 raise failed[0]
         folder = self.service.segment_folder
@@ -6837,8 +6860,8 @@ class _Fold:
         for segment in self.segments.values():
             segment.abort()
         self.segments = {}
-        for thread, _ in self.syncing:  # (no rename after the fold gave up; what they
-            thread.join()  # left is collected by the next store, as a crash's debris)
+        for thread, _ in self.syncing:  # (a sync may still rename its segment, listed
+            thread.join()  # nowhere: the next store collects it, as a crash's debris)
         self.syncing = []
 
 
@@ -7338,7 +7361,8 @@ class HDF5StorageService(_FileService):
         if not self.complevel:
             return None
         if light:
-            return tables.Filters(complevel=1, complib='zlib', shuffle=True)
+            return tables.Filters(complevel=1, complib='zlib', shuffle=True,
+                                  fletcher32=self.fletcher32)
         return tables.Filters(complevel=self.complevel, complib=self.complib,
                               shuffle=self.shuffle, fletcher32=self.fletcher32)
 
@@ -8313,10 +8337,10 @@ def _h5_append(f, group, name, arr, kind, filters):
         row = max(1, dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64)))
         rows = max(1, min(1 << 20, (1 << 20) // row if row < (1 << 20) else 1,
                           max(len(arr), 1024)))
-        if filters is not None and (arr.nbytes <= HDF5StorageService._BIG or
-                                    not _compresses(arr, np)):
-            # (a first batch this small is a small segment's only one, see _SEGMENT_ROWS:
-            # compressing it costs more time than the few KB it saves, as for _BIG)
+        if filters is not None and not _compresses(arr, np):
+            # (judged on the first batch; a small one keeps the filters: a segment flushes
+            # every column when one of them fills its budget, so a column's first batch
+            # may be a few rows of millions to come)
             filters = None
         node = f.create_earray(group, name, atom=tables.Atom.from_dtype(dtype),
                                shape=(0,) + arr.shape[1:], filters=filters,
@@ -8815,13 +8839,14 @@ def _make_service(spec=None, filename=None, name=None, mode='store', **options):
     if spec is not None and not issubclass(spec, _FileService):
         return spec()
     if mode == 'load':
-        if filename is None:
-            raise ConfigurationError('loading needs filename=... (or storage_service=...)')
         if spec is None:
+            if filename is None:
+                raise ConfigurationError('loading needs filename=... (or a storage_service)')
             return _open_service(os.fspath(filename))
-        if not os.path.exists(filename):
-            raise DataNotInStorageError('cannot load: %s does not exist' % filename)
-        return spec(filename, trajectory_name=name)
+        service = spec(filename, trajectory_name=name)  # (no filename: the default one)
+        if not os.path.exists(service.filename):
+            raise DataNotInStorageError('cannot load: %s does not exist' % service.filename)
+        return service
     if spec is None:
         spec, filename = _default_backend(filename)
     return spec(filename, trajectory_name=name,
@@ -10706,9 +10731,12 @@ class Environment:
 
     def _add_hdf5_config(self):
         """config.hdf5.*, as pypet's environment adds them: pypet scripts set them
-        (traj.hdf5.purge_duplicate_comments = False) before the runs, which apply them."""
+        (traj.hdf5.purge_duplicate_comments = False) before the runs, which apply them.
+        Only for pypet scripts (the alias installed): their names (shuffle, complevel, ...)
+        would make a user's parameter of the same name ambiguous in natural naming."""
         traj, service = self._traj, self._traj.v_storage_service
-        if not isinstance(service, HDF5StorageService) or 'config.hdf5' in traj._nodes:
+        if not isinstance(service, HDF5StorageService) or 'config.hdf5' in traj._nodes or \
+                not getattr(sys.modules.get('pypet'), '__minipypet__', False):
             return
         for name, (attr, comment) in self._HDF5_CONFIG.items():
             value = getattr(service, attr)
@@ -11340,11 +11368,10 @@ class _Sweep:
             self.service._delete(names, trajectory=self.traj, recursive=True)
 
     def _install_sigint(self):
+        sigint_handling.hit = False  # (pypet's flag, for scripts that read it: per sweep)
         if not self.env._s.graceful_exit or \
                 threading.current_thread() is not threading.main_thread():
             return None
-
-        sigint_handling.hit = False  # (pypet's flag, for scripts that read it)
 
         def handler(signum, frame):
             self.interrupts += 1

@@ -38,6 +38,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import types
 import warnings
 import zlib
 
@@ -3484,6 +3485,19 @@ def test_storage_service_by_name_class_or_instance_for_a_trajectory(tmp_path):
     assert not os.listdir(tmp_path)  # services write nothing until a store
 
 
+def test_loading_with_a_service_class_and_no_filename_uses_the_default_file(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    traj = mp.Trajectory('t', storage_service=mp.PickleStorageService)
+    traj.f_add_parameter('x', 3)
+    traj.f_store()
+    assert os.path.exists(os.path.join('hdf5', 't.pkl'))
+    loaded = mp.load_trajectory(name='t', storage_service=mp.PickleStorageService)
+    assert loaded.x == 3
+    with pytest.raises(mp.DataNotInStorageError, match=r'nope\.pkl does not exist'):
+        mp.load_trajectory(name='nope', storage_service=mp.PickleStorageService)
+
+
 def test_use_hdf5_false_with_own_service(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     env = mp.Environment('own', add_time=False, use_hdf5=False, log_config=None,
@@ -5952,6 +5966,26 @@ def test_store_item_overwrite_replaces_only_the_named_items(file_backend, tmp_pa
     assert mp.load_trajectory(name='t', filename=filename, load_all=2).test.c == 123445
 
 
+def test_store_item_overwrite_of_a_run_result_keeps_the_other_stored_items(file_backend,
+                                                                         tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, two_items_job, n=2)
+    traj = load(filename, load_data=2)
+    res = traj.f_get('results.runs.%s.r' % run_name(1))
+    res.f_set_single('a', 100)
+    del res._data['b']  # (as if loaded with load_only=['a'])
+    res.f_set_single('c', 3)
+    traj.f_store_item(res, overwrite=['a'])
+    again = load(filename, load_data=2)
+    assert again.f_get('results.runs.%s.r' % run_name(1)).f_to_dict() == {
+        'a': 100, 'b': 2, 'c': 3}
+    assert again.f_get('results.runs.%s.r' % run_name(0)).f_to_dict() == {'a': 1, 'b': 2}
+
+
+def two_items_job(traj):
+    traj.f_add_result('r', a=1, b=2)
+
+
 def test_load_item_brings_the_groups_on_the_path_and_the_links_below(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     traj = mp.Trajectory('t', filename=filename, add_time=False)
@@ -6083,14 +6117,10 @@ def test_a_store_keeps_every_listed_segment_and_removes_debris(tmp_path):
 
 
 @needs_tables
-def test_small_segments_stay_uncompressed_and_bookkeeping_is_compressed_lightly(tmp_path):
-    small, big = path_for('hdf5', tmp_path, 'small'), path_for('hdf5', tmp_path, 'big')
-    sweep('hdf5', small, float_job, n=10)
-    sweep('hdf5', big, float_job, n=3000)  # 24 KB of z in the segment's first batch
-    with tables.open_file(h5_segments(small, 'traj')[0]) as h:
-        levels = [h.get_node(p).filters.complevel
-                  for p in ('/results/runs/z/z', '/results/runs/z/_idx', '/_runs')]
-    assert levels == [0, 0, 0]
+def test_bookkeeping_is_compressed_lightly_and_a_small_first_batch_keeps_the_filters(
+        tmp_path, monkeypatch):
+    big = path_for('hdf5', tmp_path, 'big')
+    sweep('hdf5', big, float_job, n=3000)
     with tables.open_file(h5_segments(big, 'traj')[0]) as h:
         assert h.root.results.runs.z.z.filters.complevel == 9  # the data: complevel
         assert h.root.results.runs.z._idx.filters.complevel == 1  # indices: light zlib
@@ -6099,6 +6129,22 @@ def test_small_segments_stay_uncompressed_and_bookkeeping_is_compressed_lightly(
     got = load(big, load_data=2)
     assert got.f_get_from_runs('z', fast_access=True, use_indices=True)[2999] == 1499.5
     assert got.f_get_run_information(2999)['completed'] == 1
+    # an array per run fills the segment's budget after a few runs, so every column is
+    # flushed in small batches: their first batch must not leave them uncompressed
+    monkeypatch.setattr(mp, '_SEGMENT_BUDGET', 32 << 10)
+    arrays = path_for('hdf5', tmp_path, 'arrays')
+    sweep('hdf5', arrays, array_and_float_job, n=200)
+    with tables.open_file(h5_segments(arrays, 'traj')[0]) as h:
+        assert h.root.results.runs.s.s.filters.complevel == 9
+        assert h.root.results.runs.s._idx.filters.complevel == 1
+        assert h.root._runs.filters.complevel == 1
+    got = load(arrays, load_data=2)
+    assert got.f_get_from_runs('s', fast_access=True, use_indices=True)[199] == 199
+
+
+def array_and_float_job(traj):
+    traj.f_add_result('a', np.zeros(1000))
+    traj.f_add_result('s', traj.v_idx)
 
 
 @pytest.mark.parametrize('values', [
@@ -9955,7 +10001,15 @@ def test_graceful_exit_honours_pypets_sigint_flag(tmp_path):
 
 
 @needs_tables
-def test_pypets_hdf5_config_is_added_and_applied(tmp_path):
+def test_pypets_hdf5_config_is_added_and_applied(tmp_path, monkeypatch):
+    # without the alias there is no config.hdf5: a parameter named shuffle stays unique
+    monkeypatch.delitem(sys.modules, 'pypet', raising=False)  # (another test's alias)
+    env = mp.Environment(trajectory='u', filename=str(tmp_path / 'u.hdf5'), log_config=None)
+    env.v_trajectory.f_add_parameter('train.shuffle', True)
+    assert env.v_trajectory.shuffle is True and 'config.hdf5' not in env.v_trajectory
+    pypet = types.ModuleType('pypet')
+    pypet.__minipypet__ = True  # (as install_as_pypet() marks its module)
+    monkeypatch.setitem(sys.modules, 'pypet', pypet)
     filename = str(tmp_path / 'c.hdf5')
     env = mp.Environment(trajectory='c', filename=filename, log_config=None, complevel=4)
     traj = env.v_trajectory
