@@ -924,7 +924,7 @@ def _check_name(component, where):
 
 
 # ============================================================================================
-# Tree: groups - lookup, adding, removing, iterating
+# Tree groups - lookup, adding, removing, iterating
 # ============================================================================================
 class NNGroupNode(NNTreeNode):
     """A group of the tree; children are reached by natural naming (`group.child`)."""
@@ -2512,7 +2512,7 @@ def __getattr__(name):
 
 
 # ============================================================================================
-# Trajectory: the run table and the runs
+# Trajectory runs - the run table and the current run
 # ============================================================================================
 def _now_strings(timestamp=None):
     timestamp = time.time() if timestamp is None else timestamp
@@ -3194,7 +3194,7 @@ def _tuple_item(entry):
 
 
 # ============================================================================================
-# Trajectory: storing and loading
+# Trajectory storage - storing and loading
 # ============================================================================================
 class _StorageMixin:
     """Storing and loading, merging, and the plain-data state that storage services read
@@ -4883,7 +4883,7 @@ _HELD = set()  # journals that keep their folder lock across appends (see _Journ
 
 
 # ============================================================================================
-# Storage: the journal - finished runs between checkpoints
+# Storage journal - finished runs between checkpoints
 # ============================================================================================
 def _after_fork_in_child():
     _FORKS[0] += 1
@@ -5413,7 +5413,7 @@ def _fsync_dir(path):
 
 
 # ============================================================================================
-# Storage: plain-data states - what a file holds, as dicts
+# Storage states - what a file holds, as plain dicts
 # ============================================================================================
 def _new_state(name):
     return {'format': FORMAT_VERSION, 'name': name, 'time': '', 'timestamp': 0.0,
@@ -5673,7 +5673,7 @@ class _FromState:
 
 
 # ============================================================================================
-# Storage: file services - the main file, segments and checkpoints
+# File services - the main file, segments and checkpoints
 # ============================================================================================
 class _FileService(_FromState, StorageService):
     """What the pickle and HDF5 services share: the journal, segments, checkpoints, loading.
@@ -6239,7 +6239,7 @@ _STORED_NAME_RE = re.compile(r'%s(?:\.%s)*' % (_STORED_PART, _STORED_PART))
 
 
 # ============================================================================================
-# Storage: segments and folds
+# Segments and folds - runs written as they come
 # ============================================================================================
 def _check_stored_name(name, what, filename):
     """Refuse a name read from a file that code could not have given (a crafted file)."""
@@ -6944,7 +6944,7 @@ def _items_from_state(state, names, recursive, filename):
 
 
 # ============================================================================================
-# Storage: atomic files and checksums
+# Atomic files and checksums
 # ============================================================================================
 def _default_filename(filename, trajectory_name, suffix):
     """None -> ./hdf5/<traj>.hdf5; a folder ('./dir/') -> ./dir/<traj>.hdf5."""
@@ -7049,7 +7049,7 @@ def _checked(data, path, what):
 
 
 # ============================================================================================
-# Storage: the pickle backend
+# Pickle backend
 # ============================================================================================
 class PickleStorageService(_FileService):
     """Stores trajectories with the stdlib only: a main pickle file of plain data (never of
@@ -7274,7 +7274,7 @@ class PickleStorageService(_FileService):
 
 
 # ============================================================================================
-# Storage: the HDF5 backend
+# HDF5 backend
 # ============================================================================================
 class HDF5StorageService(_FileService):
     """Stores trajectories in HDF5 through PyTables (the `hdf5` extra), in a columnar layout
@@ -8027,7 +8027,7 @@ class HDF5StorageService(_FileService):
 
 
 # ============================================================================================
-# Storage: reading HDF5 columns
+# HDF5 reading - columns, run information, nodes
 # ============================================================================================
 def _span_of(node, key, rows):
     """(lo, hi) of a span attribute 'lo:hi' when it spans `rows` rows, else None."""
@@ -8285,7 +8285,7 @@ class _H5Segment:
 
 
 # ============================================================================================
-# Storage: writing HDF5 datasets and attributes
+# HDF5 writing - datasets, chunks and attributes
 # ============================================================================================
 def _compresses(arr, np):
     """Whether compression pays for a new dataset: its first MB, shuffled as HDF5's filter
@@ -8803,7 +8803,7 @@ def _h5_description(dtype):
 
 
 # ============================================================================================
-# Storage: the registry of backends and the one factory
+# Storage registry - the backends and the one factory
 # ============================================================================================
 STORAGE_SERVICES = {'hdf5': HDF5StorageService, 'pickle': PickleStorageService,
                     'lazy': LazyStorageService}
@@ -8905,7 +8905,7 @@ def _say_once(message, remember=True):
 
 
 # ============================================================================================
-# Reading HDF5 files written by pypet 0.6 / 0.7 (read only)
+# Reading pypet files - HDF5 written by pypet, read only
 # ============================================================================================
 # pypet's layout in short (one root group per trajectory):
 #   /<traj>                      attrs: SRVC_INIT_COMMENT
@@ -9859,7 +9859,7 @@ class _Worker:
 
 
 # ============================================================================================
-# Your own multiprocessing: pypet's MultiprocContext and the wrapped services it installs
+# Your own multiprocessing - MultiprocContext and the wrapped services
 # ============================================================================================
 _PROXIES = {}  # (pid, manager address, object id) -> this process's proxy (_one_proxy)
 
@@ -10063,7 +10063,7 @@ class MultiprocContext:
 
 
 # ============================================================================================
-# Environment: logging, git, progress bars
+# Environment helpers - logging, git, progress bars
 # ============================================================================================
 class _LogSetup:
     """The seed's log files below <log_folder>/<trajectory name>/. Picklable, so worker
@@ -10231,7 +10231,7 @@ _time_now = time.time
 
 
 # ============================================================================================
-# Environment: its settings
+# Environment settings - the arguments, checked once
 # ============================================================================================
 # pypet's Environment arguments that minipypet accepts and does not act on: (default, why).
 # Given another value, each says so once in the log, so a pypet script runs and is told.
@@ -11157,7 +11157,7 @@ class Environment:
 
 
 # ============================================================================================
-# Environment: the .cnt file - resuming a sweep
+# Continue files - resuming a sweep
 # ============================================================================================
 _CNT_MAGIC = b'MINIPYPET-CNT\n'  # then the signature (_sign) of the pickle, a newline, it
 
@@ -11306,7 +11306,7 @@ def _store_mode(service, wrap_mode):
 
 
 # ============================================================================================
-# Environment: the sweep - the run loop in every mode
+# The sweep - the run loop in every mode
 # ============================================================================================
 class _Sweep:
     """The runs of one f_run call (or post-processing round, or resume), carried out serially,
@@ -11836,7 +11836,7 @@ class _Sweep:
 
 
 # ============================================================================================
-# Environment: returned results and progress
+# Returned results and progress
 # ============================================================================================
 def _result_parts(idx, blob):
     return ['result', str(idx), blob]
@@ -12002,7 +12002,7 @@ def _duration(seconds):
 
 
 # ============================================================================================
-# Coming from pypet - the rest of pypet's public names
+# Coming from pypet - the rest of the public names
 # ============================================================================================
 class HasSlots:
     """pypet's base of classes with __slots__: pickles the slots of every class it is made of."""
@@ -12452,7 +12452,7 @@ def make_shared_result(result: Result, key: str, trajectory: Trajectory | None,
 
 
 # ============================================================================================
-# pypet 0.7's unprefixed spellings: one table, one loop
+# Aliases - the unprefixed spellings of pypet 0.7, one table, one loop
 # ============================================================================================
 _ALIASES = {
     NNGroupNode: ['f_add_parameter', 'f_add_result', 'f_add_derived_parameter', 'f_add_config',
