@@ -6779,13 +6779,15 @@ class _Fold:
         self.collect(drop)
 
     def make_durable(self, tmp, path):
-        """fsync a closed segment and rename it to its final name, in a thread: the fsync
-        waits on the disk (~2 ms, without the GIL) while the main file is written, and
-        the main file's rename waits for it (durable()), so the order on disk is kept."""
+        """fsync a closed segment, rename it to its final name and fsync the folder, in a
+        thread: the fsyncs wait on the disk (~2 ms each, without the GIL) while the main
+        file is written, and the main file's rename waits for them (durable()), so the
+        order on disk is kept."""
         def sync():
             try:
                 _sync_file(tmp)
                 os.replace(tmp, path)
+                _fsync_dir(path)
             except BaseException as exc:  # (re-raised by durable, in the folding thread)
                 failed.append(exc)
         failed = []
@@ -6802,9 +6804,6 @@ class _Fold:
         for _, failed in syncing:
             if failed:
                 raise failed[0]
-        folder = self.service.segment_folder
-        if os.path.isdir(folder):
-            _fsync_dir(os.path.join(folder, 'x'))
 
     def columns_info(self, name, meta):
         """{template: [first run index, number of runs, highest run index, first row]} for
@@ -7725,7 +7724,7 @@ class HDF5StorageService(_FileService):
             if branch in _RUN_BRANCHES:
                 h.overview_rows(branch + '_runs', [
                     ('idx', idxs), ('name', [template] * len(idxs)),
-                    ('value', [_value_summary(trows[i][3]) for i in idxs])], np)
+                    ('value', _value_summaries([trows[i][3] for i in idxs]))], np)
 
     def _append_runs(self, h, segment, info, np):
         idxs = sorted(info)
@@ -8650,6 +8649,23 @@ def _value_summary(data, limit=64):
         text = ', '.join('%s=%s' % (k, _brief_repr(v)) for k, v in data.items()
                          if not k.startswith('__'))
     return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _value_summaries(datas, limit=64):
+    """[_value_summary(data) for data in datas]; a sweep's usual column (one int, float
+    or bool item of one name in every row) repr'd in C: ~2.5x faster."""
+    first = datas[0] if datas else None
+    if type(first) is dict and len(first) == 1:
+        key = next(iter(first))
+        if key[:2] != '__' and all(type(d) is dict and len(d) == 1 and key in d
+                                   for d in datas):
+            values = [d[key] for d in datas]
+            if set(map(type, values)) <= {float, int, bool}:
+                head = '' if key == 'data' else key + '='
+                texts = [head + text for text in map(repr, values)]
+                if max(map(len, texts)) <= limit:
+                    return texts
+    return [_value_summary(data, limit) for data in datas]
 
 
 def _value_array(value, np):
