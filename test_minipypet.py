@@ -10647,3 +10647,65 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
+
+
+# ==== issue 14 round 3 (to be sorted into sections) ====
+def test_a_serial_sweep_does_not_import_multiprocessing(tmp_path):
+    """Importing multiprocessing (socket and more) costs ~4 ms a process: a serial sweep,
+    which has no use for it, must not pay that."""
+    script = tmp_path / 'serial.py'
+    script.write_text(textwrap.dedent('''
+        import sys
+        import %s as mp
+
+        def job(traj):
+            traj.f_add_result('z', traj.x * 2)
+
+        env = mp.Environment(trajectory='t', filename=%r, add_time=False, log_config=None,
+                             report_progress=False,
+                             storage_service=mp.PickleStorageService)
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_explore({'x': [1, 2, 3]})
+        env.f_run(job)
+        print('mp' if 'multiprocessing' in sys.modules else 'no mp')
+    ''' % (MOD, str(tmp_path / 'serial.pkl'))))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=sub_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['no', 'mp']
+    assert list(load(str(tmp_path / 'serial.pkl'), name='t', load_data=2).f_get_from_runs(
+        'z', fast_access=True).values()) == [2, 4, 6]
+
+
+def result_only_job(traj):
+    traj.f_add_result('z', traj.x * 0.5)
+
+
+@needs_tables
+def test_overview_tables_without_rows_are_left_out(tmp_path):
+    filename = path_for('hdf5', tmp_path)
+    env, traj = sweep('hdf5', filename, result_only_job, n=3)
+    names = h5_overview_names(filename, 'traj')
+    assert {'info', 'parameters', 'config', 'explored_parameters', 'explored_parameters_runs',
+            'results_runs_summary', 'runs', 'results_runs'} <= names
+    assert not {'results_trajectory', 'derived_parameters_trajectory',
+                'derived_parameters_runs_summary', 'derived_parameters_runs'} & names
+    # a later store that gives such a table rows writes it
+    traj.f_add_result('summary', 1.5, comment='after the sweep')
+    traj.f_store()
+    with tables.open_file(filename) as h:
+        rows = h.get_node('/traj/overview/results_trajectory').read()
+    assert rows['name'].tolist() == [b'summary'] and rows['value'].tolist() == [b'summary=1.5']
+    assert load(filename, name='traj', load_data=2).f_get('results.summary').f_get() == 1.5
+
+
+def test_value_summaries_are_those_of_value_summary():
+    cases = [[{'z': 0.1 * i} for i in range(20)] + [{'z': 1e300}, {'z': -0.0}],
+             [{'data': i} for i in range(5)] + [{'data': True}],
+             [{'z': float('nan')}, {'z': float('-inf')}, {'z': 2 ** 63}],
+             [{'z': 10 ** 80}],                   # over 64 characters: cut with '...'
+             [{'k' * 70: 1.0}],
+             [{'z': 1}, {'y': 2}], [{'z': 1}, None], [{'z': 1}, {}], [{'__z': 1.0}],
+             [{'a': 1, 'b': 2}], [{'z': 'text'}], [{'z': [1, 2]}], []]
+    for datas in cases:
+        assert mp._value_summaries(datas) == [mp._value_summary(d) for d in datas], datas
