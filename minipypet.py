@@ -1201,7 +1201,12 @@ class NNGroupNode(NNTreeNode):
     def _tree_lines(self, lines, indent, max_depth, config, max_children):
         if max_depth is not None and max_depth <= 0:
             return
-        children = [c for c in self._children.values() if config or c._full_name != 'config']
+        kids, more = self._children, 0
+        if type(kids) is _PendingRuns and kids.layers and max_children is not None:
+            kids.make(kids.first(max_children - dict.__len__(kids)))  # (those shown)
+            more = len(kids) - dict.__len__(kids)
+        children = [c for c in kids.values() if config or c._full_name != 'config'] \
+            if not more else list(dict.values(kids))
         for child in children[:max_children]:
             note = '  # ' + child._comment if child._comment else ''
             if child.v_is_leaf:
@@ -1210,8 +1215,8 @@ class NNGroupNode(NNTreeNode):
             lines.append('%s%s/%s' % (indent, child._name, note))
             child._tree_lines(lines, indent + '  ', None if max_depth is None else
                               max_depth - 1, config, max_children)
-        if len(children) > max_children:
-            lines.append('%s... %d more' % (indent, len(children) - max_children))
+        if len(children) + more > max_children:
+            lines.append('%s... %d more' % (indent, len(children) + more - max_children))
         for name, target in self._links.items():
             lines.append('%s%s -> %s' % (indent, name, target._full_name))
 
@@ -1615,6 +1620,18 @@ class _PendingRuns(dict):
             if name in made:
                 dict.__setitem__(self, name, made.pop(name))
         dict.update(self, made)  # (runs added since: after them)
+
+    def first(self, k):
+        """The indices of the first `k` pending runs, in the order loaded."""
+        found, fmt = [], FORMATTED_RUN_NAME
+        for _, rows, _ in self.layers:
+            for i in rows:
+                if len(found) >= k:
+                    return found
+                if i not in self.done and i not in found and not dict.__contains__(
+                        self, fmt % i if i >= 0 else RUN_NAME_DUMMY):
+                    found.append(i)
+        return found
 
     def _pending_total(self):
         if self.count is None:
@@ -7544,6 +7561,9 @@ class PickleStorageService(_FileService):
 
     def _segment_read(self, state, path, seq, tombs, data, rows):
         for batch in self._segment_batches(path):
+            top = max(batch['runs'], default=-1) + 1
+            if top > len(state['runs']['completed']):  # (at once: not a run at a time)
+                _runs_length(state['runs'], top)
             for idx, info in batch['runs'].items():
                 _state_set_run(state, idx, info)
             for template, trows in batch['rows'].items():

@@ -10871,3 +10871,14 @@ def test_hdf5_column_rows_are_plain_data():
     del rows[6]
     assert list(rows) == [5, 7, 9] and len(rows) == 3 and 6 not in rows
     assert type(pickle.loads(pickle.dumps(rows))) is dict    # never the class in a file
+
+
+def test_showing_a_lazy_trajectory_makes_only_the_runs_shown(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=50)
+    traj = load(filename, index=-1, load_data=2)
+    text = traj.f_tree(max_children=3)
+    assert 'run_00000002' in text and 'run_00000003' not in text
+    assert text.count('... 47 more') == 2                 # results and derived_parameters
+    assert made_runs(traj) == 3 and made_runs(traj, 'derived_parameters') == 3
+    assert 'run_00000001' in traj._repr_html_() and made_runs(traj) == 10
+    assert traj.results.runs.f_children() == 50
