@@ -1072,6 +1072,9 @@ class NNGroupNode(NNTreeNode):
                    max_depth: int | None = None) -> bool:
         """True if `item` (a name or a node) is in this group's subtree."""
         root = self._root()
+        kids = self._children
+        if type(kids) is _PendingRuns and kids._idx(item) is not None:
+            return True  # (a pending run: not made to say so)
         if isinstance(item, NNTreeNode):
             prefix = self._full_name + '.' if self._full_name else ''
             return item._traj is root and item._full_name.startswith(prefix) and \
@@ -1090,6 +1093,8 @@ class NNGroupNode(NNTreeNode):
         if isinstance(root, Trajectory):  # (abbreviations and wildcards: 'par', '$', ...)
             name = '.'.join(root._translate(p) for p in name.split('.'))
         *path, last = name.split('.')
+        if isinstance(root, Trajectory):
+            root._lazy_lookup(last, self, everywhere=True)
         found = []
         for fn, node in root._by_name.get(last, {}).items():
             if not fn.startswith(prefix) or not shortcuts and fn != prefix + name:
@@ -1196,7 +1201,12 @@ class NNGroupNode(NNTreeNode):
     def _tree_lines(self, lines, indent, max_depth, config, max_children):
         if max_depth is not None and max_depth <= 0:
             return
-        children = [c for c in self._children.values() if config or c._full_name != 'config']
+        kids, more = self._children, 0
+        if type(kids) is _PendingRuns and kids.layers and max_children is not None:
+            kids.make(kids.first(max_children - dict.__len__(kids)))  # (those shown)
+            more = len(kids) - dict.__len__(kids)
+        children = [c for c in kids.values() if config or c._full_name != 'config'] \
+            if not more else list(dict.values(kids))
         for child in children[:max_children]:
             note = '  # ' + child._comment if child._comment else ''
             if child.v_is_leaf:
@@ -1205,8 +1215,8 @@ class NNGroupNode(NNTreeNode):
             lines.append('%s%s/%s' % (indent, child._name, note))
             child._tree_lines(lines, indent + '  ', None if max_depth is None else
                               max_depth - 1, config, max_children)
-        if len(children) > max_children:
-            lines.append('%s... %d more' % (indent, len(children) - max_children))
+        if len(children) + more > max_children:
+            lines.append('%s... %d more' % (indent, len(children) + more - max_children))
         for name, target in self._links.items():
             lines.append('%s%s -> %s' % (indent, name, target._full_name))
 
@@ -1510,6 +1520,188 @@ def _new_group(name):
 
 
 _GROUP_DICT = {'_comment': '', '_parent': None, '_traj': None, '_annotations': None}
+
+
+def _plain_rows(rows):
+    """True if the rows' leaves load their data without unpickling (a run made later
+    loads outside f_load's allow_pickle, so pickled data is placed at once)."""
+    if type(rows) is _ColumnRows:
+        tags = {rows.extras[0], *rows.extras[3].values(),
+                *(row[0] for row in rows.extra.values())}
+    else:
+        tags = {row[0] for row in rows.values()}
+    return tags <= _PLAIN_TAGS
+
+
+_PLAIN_TAGS = frozenset(('Result', 'Parameter', 'ArrayParameter', 'SparseParameter',
+                         'SparseResult'))
+
+
+class _PendingRuns(dict):
+    """The children of a loaded `runs` group: run groups made when first touched.
+
+    A load keeps each run column's rows ({run index: (class, comment, annotations,
+    data)}) as a layer here instead of making a group and a leaf per run (1M runs: ~2
+    KB and ~13 us each). Looking one run up (get, [], in) makes that run's group; len
+    counts the runs without making them; anything that lists the children (iteration,
+    values, items, copy) makes them all first, in one batch. The trajectory's
+    `_lazy_names` says which names a pending run may hold: lookups that skip groups
+    (traj.z, f_get_all) make the runs they may find."""
+    __slots__ = ('group', 'layers', 'done', 'count')
+
+    def __init__(self, group, made=()):
+        dict.__init__(self, made)
+        self.group, self.layers, self.done, self.count = group, [], set(), None
+
+    def __reduce__(self):  # (a copy of a trajectory, for a worker: still pending)
+        return _PendingRuns, (None,), (self.group, self.layers, self.done, dict(
+            dict.items(self)))
+
+    def __setstate__(self, state):
+        self.group, self.layers, self.done, made = state
+        self.count = None
+        dict.update(self, made)
+
+    def add(self, template, rows, mode):
+        """Keep the rows of `template` (branch.runs.$.tail) to place when asked."""
+        self.layers.append((template, rows, mode))
+        if self.done:  # (removed once, loaded again: pending again)
+            self.done = {i for i in self.done if i not in rows}
+        self.count = None
+
+    def _idx(self, name):
+        """The pending run index of the child `name`, or None."""
+        if not self.layers or type(name) is not str or dict.__contains__(self, name):
+            return None
+        match = _RUN_RE.fullmatch(name)
+        idx = int(match.group(1)) if match else -1 if name == RUN_NAME_DUMMY else None
+        if idx is None or idx in self.done or not any(idx in rows for _, rows, _ in
+                                                      self.layers):
+            return None
+        return idx
+
+    def make(self, idxs=None):
+        """Place the pending runs `idxs` (None: all of them, in the order loaded)."""
+        layers, traj = self.layers, self.group._traj
+        if idxs is None:
+            self.layers, self.count = [], None  # (first: placing inserts into self)
+            done, early = self.done, dict.__len__(self)
+            gc_was_enabled = gc.isenabled()
+            gc.disable()  # (as f_load: the GC's passes would rescan the growing tree)
+            try:
+                for template, rows, mode in layers:
+                    if done:
+                        rows = {i: r for i, r in rows.items() if i not in done}
+                    traj._place_rows(template, rows, mode, lazy=False)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+            self.done = set()
+            if early:  # (runs made one by one before: in their places, as loaded)
+                self._reorder(layers)
+        else:
+            self.done.update(idxs)
+            for template, rows, mode in layers:
+                some = {i: rows[i] for i in idxs if i in rows}
+                if some:
+                    traj._place_rows(template, some, mode, lazy=False)
+        if not self.layers or len(self.done) >= self._pending_total():
+            self.layers, self.done, self.count = [], set(), None
+            traj._lazy_changed()
+
+    def _reorder(self, layers):
+        order, fmt = {}, FORMATTED_RUN_NAME
+        for _, rows, _ in layers:
+            order.update(dict.fromkeys(fmt % i if i >= 0 else RUN_NAME_DUMMY
+                                       for i in rows))
+        made = dict(dict.items(self))
+        dict.clear(self)
+        for name in order:
+            if name in made:
+                dict.__setitem__(self, name, made.pop(name))
+        dict.update(self, made)  # (runs added since: after them)
+
+    def first(self, k):
+        """The indices of the first `k` pending runs, in the order loaded."""
+        found, fmt = [], FORMATTED_RUN_NAME
+        for _, rows, _ in self.layers:
+            for i in rows:
+                if len(found) >= k:
+                    return found
+                if i not in self.done and i not in found and not dict.__contains__(
+                        self, fmt % i if i >= 0 else RUN_NAME_DUMMY):
+                    found.append(i)
+        return found
+
+    def _pending_total(self):
+        if self.count is None:
+            keys = [rows.keys() for _, rows, _ in self.layers]
+            self.count = len(keys[0]) if len(keys) == 1 else len(set().union(*keys)) \
+                if keys else 0
+        return self.count
+
+    def pending(self):
+        """The number of runs not made yet."""
+        return self._pending_total() - len(self.done) if self.layers else 0
+
+    def get(self, name, default=None):
+        idx = self._idx(name)
+        if idx is not None:
+            self.make([idx])
+        return dict.get(self, name, default)
+
+    def __getitem__(self, name):
+        idx = self._idx(name)
+        if idx is not None:
+            self.make([idx])
+        return dict.__getitem__(self, name)
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name) or self._idx(name) is not None
+
+    def __len__(self):
+        return dict.__len__(self) + self.pending()
+
+    def __setitem__(self, name, node):
+        idx = self._idx(name)
+        if idx is not None:  # (a new group in its place: the pending one is dropped)
+            self.done.add(idx)
+        dict.__setitem__(self, name, node)
+
+    def __delitem__(self, name):
+        idx = self._idx(name)
+        if idx is not None:
+            self.done.add(idx)
+        else:
+            dict.__delitem__(self, name)
+
+    def forget(self):
+        """Drop the pending runs unmade (their group is removed from memory)."""
+        if self.layers:
+            self.layers, self.done, self.count = [], set(), None
+            self.group._traj._lazy_changed()
+
+    def pop(self, name, *default):
+        self.get(name)
+        return dict.pop(self, name, *default)
+
+
+def _listing(name):
+    """dict's method `name`, after every pending run is made (see _PendingRuns)."""
+    method = getattr(dict, name)
+
+    def listing(self, *args):
+        if self.layers:
+            self.make()
+        return method(self, *args)
+    listing.__name__ = name
+    return listing
+
+
+for _name in ('__iter__', 'keys', 'values', 'items', 'copy', 'popitem', 'setdefault',
+              'update', 'clear', '__reversed__'):
+    setattr(_PendingRuns, _name, _listing(_name))
+del _name
 
 
 def _strip_branch(name, branch, start):
@@ -2951,20 +3143,25 @@ class _RunsMixin:
         result = {}  # (ordered by run, as pypet's OrderedDict; a plain dict is ~3x cheaper)
         simple = '.' not in name
         bulk = None
-        if auto_load and fast_access and simple and self._stored and \
+        if fast_access and simple and self._stored and (
+                auto_load or self._loaded_column(name)) and \
                 isinstance(self._storage_service, _FileService):
             # (a column at a time from the file instead of a node per run: a million
-            # runs' values in well under a second)
+            # runs' values in well under a second; runs loaded with their data and not
+            # made yet (see _PendingRuns) hold what the file holds)
             bulk = self._storage_service._fast_values(self._name, name)
-            if bulk is not None and not any(self._nodes.get(b + '.runs') is not None and
-                                            self._nodes[b + '.runs']._children
-                                            for b in _RUN_BRANCHES):
+            if bulk is not None and not any(
+                    self._nodes.get(b + '.runs') is not None and
+                    dict.__len__(self._nodes[b + '.runs']._children)
+                    for b in _RUN_BRANCHES):
                 idxs, values = bulk
                 if idxs and idxs[-1] >= self._length:
                     keep = bisect.bisect_left(idxs, self._length)
                     idxs, values = idxs[:keep], values[:keep]
                 return _RunValues(idxs, values, use_indices)
             bulk = dict(zip(bulk[0], _py_values(bulk[1]))) if bulk is not None else None
+        for kids in self._pending_runs():  # (a node per run is asked for: made at once)
+            kids.make()
         for idx in range(self._length):
             node = None
             for branch in ('results', 'derived_parameters'):
@@ -3004,6 +3201,24 @@ class _RunsMixin:
             _say_once('f_get_from_runs: no run has a result or derived parameter %r%s'
                       % (name, self._hint(name)))
         return result
+
+    def _loaded_column(self, name):
+        """True if pending runs (see _PendingRuns) hold the leaves `name` loaded with
+        their data, and no run is made: their values are the file's column."""
+        found = False
+        for _, path in _RUN_GROUPS:
+            group = self._nodes.get(path)
+            if group is None:
+                continue
+            kids = group._children
+            if dict.__len__(kids) or type(kids) is not _PendingRuns:
+                return False
+            for template, _, mode in kids.layers:
+                if template.split('.', 3)[3] == name:
+                    if mode < LOAD_DATA:
+                        return False
+                    found = True
+        return found
 
     def f_find_idx(self, name_list: str | list, predicate: object) -> collections.abc.Iterator:
         """Yield the run indices whose parameter values satisfy predicate(*values)."""
@@ -3201,6 +3416,7 @@ class _StorageMixin:
     and write (a part of Trajectory)."""
 
     def _place_leaf(self, full_name, tag, comment, data, ann, overwrite=True):
+        self._lazy_touch(full_name)
         node = self._nodes.get(full_name)
         if node is None:
             if self._leaf_above(full_name) is not None:
@@ -3234,9 +3450,33 @@ class _StorageMixin:
             self._drop_fast(node._name)
         return node
 
-    def _place_rows(self, template, rows, mode):
-        """Bulk load of one run column: the fast path that keeps loading 100k runs quick."""
+    def _place_rows(self, template, rows, mode, lazy=True):
+        """Bulk load of one run column: the fast path that keeps loading 100k runs
+        quick. A column right below results.runs or derived_parameters.runs is kept
+        pending (see _PendingRuns): its runs' groups are made when asked for."""
         parts = template.split('.')
+        if lazy and len(parts) > 3 and parts[1] == 'runs' and parts[2] == '$' and \
+                parts[0] in _RUN_BRANCHES and '$' not in parts[3:] and \
+                '$set' not in parts and rows and (
+                    mode < LOAD_DATA or _plain_rows(rows)):
+            base = self._place_group(parts[0] + '.runs', '', None)
+            if base is None:
+                return
+            kids = base._children
+            if type(kids) is not _PendingRuns:
+                kids = base.__dict__['_children'] = _PendingRuns(base, kids)
+            made = {}
+            if dict.__len__(kids):  # (runs made already take the rows now, as before)
+                fmt = FORMATTED_RUN_NAME
+                made = {i: r for i, r in rows.items() if dict.__contains__(
+                    kids, fmt % i if i >= 0 else RUN_NAME_DUMMY)}
+            if made:
+                self._place_rows(template, made, mode, lazy=False)
+                rows = {i: r for i, r in rows.items() if i not in made}
+            if rows:
+                kids.add(template, rows, mode)
+                self._lazy_changed()
+            return
         if parts.count('$') != 1 or '$set' in parts or len(parts) < 3 or parts[-1] == '$':
             # (a template ending in $: leaves named like runs, as 0.2.0 wrote them)
             for idx, (tag, comment, ann, data) in rows.items():
@@ -3256,11 +3496,14 @@ class _StorageMixin:
         leaf_index = index.setdefault(leaf_name, {})
         leaf_dicts = {}  # class -> what every new leaf of it holds (copied, not rebuilt)
         base_children, new_group, fmt = base._children, NNGroupNode.__new__, FORMATTED_RUN_NAME
+        pending = type(base_children) is _PendingRuns and base_children.layers
         for idx, (tag, comment, ann, data) in rows.items():
             cls = _BUILTIN_LEAVES.get(tag)
             run = fmt % idx if idx >= 0 else RUN_NAME_DUMMY
             prefix = head + '.' + run
             group = nodes.get(prefix)
+            if group is None and pending:  # (a pending run: made first, then added to)
+                group = base_children.get(run)
             if group is None:  # (what _insert(base, _new_group(run)) does, for a new name)
                 group = new_group(NNGroupNode)
                 group.__dict__.update(_comment='', _annotations=None, _full_name=prefix,
@@ -3303,6 +3546,59 @@ class _StorageMixin:
             nodes[full] = leaf
             leaf_index[full] = leaf
 
+    def _pending_runs(self):
+        """The children of the runs groups that hold pending runs (see _PendingRuns)."""
+        found = []
+        for _, path in _RUN_GROUPS:
+            group = self._nodes.get(path)
+            if group is not None and type(group._children) is _PendingRuns and \
+                    group._children.layers:
+                found.append(group._children)
+        return found
+
+    def _lazy_changed(self):
+        """Note the names the pending runs may hold: a lookup of one that skips groups
+        makes them (_lazy_lookup); names remembered as unique may not be any more."""
+        names = set()
+        for kids in self._pending_runs():
+            for template, _, _ in kids.layers:
+                names.update(template.split('.')[3:])
+        for name in names:
+            self._unique.pop(name, None)
+            self._drop_fast(name)
+        self.__dict__['_lazy_names'] = names
+
+    def _lazy_lookup(self, name, below, everywhere=False):
+        """Make the pending runs that a search for `name` below the group `below`
+        (skipping groups) may find: a run's name makes that run; another name the
+        current run's, or all of them outside a run (or `everywhere`)."""
+        names = self._lazy_names
+        if not names:
+            return
+        held = name in names
+        if not held and not _RUN_RE.fullmatch(name) and name != RUN_NAME_DUMMY:
+            return
+        for kids in self._pending_runs():
+            path = kids.group._full_name
+            if below is not self and path != below._full_name and \
+                    not path.startswith(below._full_name + '.'):
+                continue
+            if not held:
+                kids.get(name)
+            elif everywhere or self._idx < 0:
+                kids.make()
+            else:
+                kids.get(_run_name(self._idx))
+
+    def _lazy_touch(self, full_name):
+        """Make the pending run that `full_name` is in, if any."""
+        if self._lazy_names:
+            parts = full_name.split('.', 3)
+            if len(parts) > 2 and parts[1] == 'runs' and parts[0] in _RUN_BRANCHES:
+                group = self._nodes.get(parts[0] + '.runs')
+                if group is not None:
+                    group._children.get(parts[2])
+
     def _leaf_above(self, full_name):
         """The leaf at one of full_name's prefixes, said in the log, or None. Files where a
         node changed from leaf to group (or back) between stores held both (0.2.0 wrote
@@ -3323,6 +3619,7 @@ class _StorageMixin:
     def _place_group(self, full_name, comment, ann, overwrite=True):
         """The group at `full_name` with the stored comment and annotations; without
         overwrite (pypet's LOAD_DATA) those already in memory are kept."""
+        self._lazy_touch(full_name)
         if self._leaf_above(full_name + '.') is not None:
             return None
         branch, _, rest = full_name.partition('.')
@@ -3531,6 +3828,7 @@ class _StorageMixin:
         for full_name, rec in state['nodes'].items():
             if rec['kind'] == 'link' and ('.' not in full_name or
                                           modes.get(full_name.partition('.')[0], other)):
+                self._lazy_touch(rec['target'])  # (a link into a pending run makes it)
                 target = self._nodes.get(rec['target'])
                 if target is not None:
                     parent, _, lname = full_name.rpartition('.')
@@ -3700,7 +3998,7 @@ class _StorageMixin:
     def _reset_tree(self):
         d = self.__dict__
         d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
-        d['_unique'] = {}
+        d['_unique'], d['_lazy_names'] = {}, set()
         for branch in BRANCHES:
             self._insert(self, NNGroupNode(branch))
 
@@ -3794,11 +4092,22 @@ class _StorageMixin:
             node._parent.f_remove_child(node._name, recursive=recursive)
 
     # -- plain-data state (what storage services read and write) ----------------------------
+    def _iter_made_nodes(self, pending):
+        """f_iter_nodes() over the nodes made: the runs `pending` holds are left out."""
+        for kids in pending:
+            kids.group.__dict__['_children'] = dict(dict.items(kids))
+        try:
+            yield from self.f_iter_nodes(recursive=True)
+        finally:
+            for kids in pending:
+                kids.group.__dict__['_children'] = kids
+
     def _to_state(self, only_init=False):
         """The whole trajectory as plain data: nodes, run columns, run table."""
         nodes, columns = {}, {}
         max_depth = self.__dict__.get('_store_max_depth')  # (f_store(max_depth=...))
-        for node in self.f_iter_nodes(recursive=True):
+        pending = self._pending_runs()
+        for node in self._iter_made_nodes(pending):
             full = node._full_name
             if max_depth is not None and full.count('.') >= max_depth:
                 continue
@@ -3828,6 +4137,16 @@ class _StorageMixin:
                 nodes[full + '.' + lname] = {'kind': 'link', 'target': target._full_name}
         for lname, target in self._links.items():
             nodes[lname] = {'kind': 'link', 'target': target._full_name}
+        for kids in pending:  # (runs not made: their rows as loaded, see _PendingRuns)
+            for template, rows, _ in kids.layers:
+                if max_depth is not None and template.count('.') >= max_depth:
+                    continue
+                column, done = columns.setdefault(template, {}), kids.done
+                for idx, row in rows.items():
+                    if idx not in done:
+                        if row[3] is None and idx in column:  # (a skeleton over data
+                            row = row[:3] + (column[idx][3],)  # keeps the data)
+                        column[idx] = row
         state = {'format': FORMAT_VERSION, 'name': self._name, 'time': self._time,
                  'timestamp': self._timestamp, 'comment': self._comment,
                  'version': __version__, 'python': self._python, 'length': self._length,
@@ -3960,6 +4279,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_traj'] = None
         d['_nodes'] = {}
         d['_by_name'] = {}
+        d['_lazy_names'] = set()  # (names pending runs may hold, see _PendingRuns)
         d['_unique'] = {}
         d['_run_fast'] = {}
         d['_link_count'] = 0
@@ -4062,7 +4382,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         # such names outside runs' subtrees (_insert and _remove_subtree forget them).
         d = self.__dict__
         unique = d.get('_unique')
-        if unique is None or name[:1] == '_' or name[:2] in ('f_', 'v_'):
+        if unique is None or name[:1] == '_' or name[:2] in ('f_', 'v_') or \
+                name in d['_lazy_names']:  # (pending runs may hold it: the long way)
             return NNGroupNode.__getattr__(self, name)
         props = d['_props']
         if props['shortcuts'] and props['max_depth'] is None and not props['auto_load'] and \
@@ -4184,6 +4505,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     def __setstate__(self, state):
         state.setdefault('_run_fast', {})
         state.setdefault('_unique', {})
+        state.setdefault('_lazy_names', set())
         self.__dict__.update(state)
 
     # -- tree bookkeeping --------------------------------------------------------------------
@@ -4217,6 +4539,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                                      'removed; traj.f_shrink(force=True) drops the exploration'
                                      % n._full_name)
             elif predicate is None:
+                if type(n._children) is _PendingRuns:  # (removed unmade)
+                    n._children.forget()
                 todo.extend(n._children.values())
         if predicate is not None and not node.v_is_leaf:
             for child in list(node._children.values()):
@@ -4281,7 +4605,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 return node
             found = self._by_name.get(name)
             if found is not None and len(found) == 1 and max_depth is None and not (
-                    with_links and self._link_count) and (
+                    with_links and self._link_count) and \
+                    name not in self._lazy_names and (
                     shortcuts or shortcuts is None and self._props['shortcuts']):
                 node = next(iter(found.values()))  # the common `traj.x`: a unique name
                 if self._idx < 0 or 'run_' not in node._full_name or \
@@ -4314,6 +4639,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                         # auto-loading to go on below it, as pypet's set group)
                         child = self._insert(node, NNGroupNode('runs'))
                 if child is None and shortcuts:
+                    self._lazy_lookup(tr, node)  # (pending runs: see _PendingRuns)
                     child = self._search(node, tr, max_depth - depth + 1 if max_depth
                                          is not None else self._props['max_depth'],
                                          with_links)
@@ -4421,7 +4747,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             group = self._nodes.get(start._full_name + '.runs.' + run)
             if group is None:
                 runs = start._children.get('runs') or self._insert(start, NNGroupNode('runs'))
-                group = self._insert(runs, _new_group(run))
+                group = runs._children.get(run) or self._insert(runs, _new_group(run))
             if rel_name not in group._children and rel_name not in group._links:
                 if leaf._full_name != rel_name:
                     leaf._rename(rel_name)
@@ -7234,6 +7560,9 @@ class PickleStorageService(_FileService):
 
     def _segment_read(self, state, path, seq, tombs, data, rows):
         for batch in self._segment_batches(path):
+            top = max(batch['runs'], default=-1) + 1
+            if top > len(state['runs']['completed']):  # (at once: not a run at a time)
+                _runs_length(state['runs'], top)
             for idx, info in batch['runs'].items():
                 _state_set_run(state, idx, info)
             for template, trows in batch['rows'].items():
@@ -7817,6 +8146,10 @@ class HDF5StorageService(_FileService):
                 tomb = tombs.get(template)
                 read = self._read_rows(group, want, np, None if rows is None else
                                        rows[template])
+                if tomb is None and type(read) is _ColumnRows and \
+                        not state['columns'].get(template):
+                    state['columns'][template] = read  # (kept as read, see _ColumnRows)
+                    continue
                 column = state['columns'].setdefault(template, {})
                 for idx, row in read.items():
                     if tomb is None or max(tomb.get(idx, -1), tomb.get(_ALL, -1)) <= seq:
@@ -8013,17 +8346,23 @@ class HDF5StorageService(_FileService):
         `only`: these run indices alone, their data read row by row."""
         if only is not None:
             return _read_some_rows(group, want, np, only)
-        idxs = _h5_idx(group, np).tolist()
-        tag, first_comment, default_comment, classes, comments, anns, empty = \
-            _column_extras(group, np)
+        idx_array = _h5_idx(group, np)
+        extras = _column_extras(group, np)
+        items = [(item, _read_node(group, item, np), group._f_get_child(
+            item + '__idx').read().tolist() if item + '__idx' in group else None)
+            for item, _ in _column_items(group, want)] if want else None
+        if len(idx_array) > 1 and all(c is None for _, _, c in items or ()) and \
+                int(idx_array[-1]) - int(idx_array[0]) == len(idx_array) - 1 and \
+                bool((np.diff(idx_array) == 1).all()):
+            # (a sweep's column: its rows are made when asked for, see _ColumnRows)
+            return _ColumnRows(int(idx_array[0]), len(idx_array), extras, items)
+        idxs = idx_array.tolist()
+        tag, first_comment, default_comment, classes, comments, anns, empty = extras
         datas = {i: ({} if i not in empty else None) for i in idxs} if want else \
             dict.fromkeys(idxs)
         if want:
-            for item, leaf in _column_items(group, want):
-                values = _read_node(group, item, np)
-                col_idx = group._f_get_child(item + '__idx').read().tolist() \
-                    if item + '__idx' in group else idxs
-                for i, v in zip(col_idx, values):
+            for item, values, col_idx in items:
+                for i, v in zip(idxs if col_idx is None else col_idx, values):
                     datas[i][item] = v
         first = idxs[0] if idxs else None
         return {i: (classes.get(i, tag),
@@ -8034,6 +8373,64 @@ class HDF5StorageService(_FileService):
 # ============================================================================================
 # HDF5 reading - columns, run information, nodes
 # ============================================================================================
+class _ColumnRows(collections.abc.MutableMapping):
+    """{run index: (class, comment, annotations, data)} of a run column of consecutive
+    runs as read: the columns are kept and a run's row is made when asked for (a tuple
+    and a dict per run cost ~1 s and ~300 MB at 1M runs). Rows set or deleted later
+    (journal records not folded in yet) are kept beside the columns."""
+
+    __slots__ = ('first', 'n', 'extras', 'cols', 'extra', 'gone')
+
+    def __init__(self, first, n, extras, cols):
+        self.first, self.n, self.extras, self.cols = first, n, extras, cols
+        self.extra, self.gone = {}, set()
+
+    def _base(self, idx):
+        return type(idx) is int and 0 <= idx - self.first < self.n
+
+    def __getitem__(self, idx):
+        if idx in self.extra:
+            return self.extra[idx]
+        if not self._base(idx) or idx in self.gone:
+            raise KeyError(idx)
+        tag, first_comment, default_comment, classes, comments, anns, empty = \
+            self.extras
+        pos = idx - self.first
+        data = None if self.cols is None or idx in empty else {
+            item: values[pos] for item, values, _ in self.cols}
+        return (classes.get(idx, tag), first_comment if pos == 0 else
+                comments.get(idx, default_comment), anns.get(idx), data)
+
+    def __contains__(self, idx):
+        return idx in self.extra or self._base(idx) and idx not in self.gone
+
+    def __setitem__(self, idx, row):
+        self.extra[idx] = row
+        self.gone.discard(idx)
+
+    def __delitem__(self, idx):
+        if idx not in self:
+            raise KeyError(idx)
+        self.extra.pop(idx, None)
+        if self._base(idx):
+            self.gone.add(idx)
+
+    def __iter__(self):
+        gone = self.gone
+        for idx in range(self.first, self.first + self.n):
+            if idx not in gone:
+                yield idx
+        for idx in list(self.extra):
+            if not self._base(idx):
+                yield idx
+
+    def __len__(self):
+        return self.n - len(self.gone) + sum(not self._base(i) for i in self.extra)
+
+    def __reduce__(self):  # (a plain dict wherever it goes: never this class in a file)
+        return dict, (dict(self),)
+
+
 def _span_of(node, key, rows):
     """(lo, hi) of a span attribute 'lo:hi' when it spans `rows` rows, else None."""
     text = _attr(node._v_attrs, key)

@@ -10709,3 +10709,235 @@ def test_value_summaries_are_those_of_value_summary():
              [{'a': 1, 'b': 2}], [{'z': 'text'}], [{'z': [1, 2]}], []]
     for datas in cases:
         assert mp._value_summaries(datas) == [mp._value_summary(d) for d in datas], datas
+# Item 3, loads cost what is asked: a loaded trajectory's runs groups are lazy
+# (mp._PendingRuns); a run's group and leaves are made when something touches them.
+def lazy_job(traj):
+    traj.f_add_result('z', traj.x * traj.x + 0.5, comment='x squared')
+    traj.f_add_derived_parameter('dz', traj.x * 2, comment='twice x')
+
+
+def lazy_sweep(file_backend, tmp_path, n=6, **kwargs):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, lazy_job, n=n, **kwargs)
+    return filename, env
+
+
+def made_runs(traj, branch='results'):
+    """How many run groups of `branch` are made (not pending)."""
+    return dict.__len__(traj.f_get(branch + '.runs')._children)
+
+
+@pytest.mark.parametrize('load_results', [1, 2])
+def test_lazy_load_makes_a_run_only_when_it_is_touched(file_backend, tmp_path,
+                                                        load_results):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=200)
+    traj = load(filename, index=-1, load_results=load_results,
+                load_derived_parameters=2)
+    runs = traj.results.runs
+    assert made_runs(traj) == 0 and made_runs(traj, 'derived_parameters') == 0
+    assert len(traj._nodes) < 100, 'a load made nodes per run'
+    assert runs.f_children() == 200 and traj.dpar.runs.f_children() == 200
+    assert 'run_00000007' in runs and 'run_00000200' not in runs and 'x' not in runs
+    assert made_runs(traj) == 0, '`in` made a run'
+    z = runs.run_00000012.z
+    if load_results == 2:
+        assert z == 12 * 12 + 0.5
+    else:
+        assert isinstance(z, mp.Result) and z.f_is_empty()
+    assert made_runs(traj) == 1 and runs.f_children() == 200
+    assert runs.run_00000000.f_get('z').v_comment == 'x squared'   # (the others purged)
+    assert traj.f_get('derived_parameters.runs.run_00000012.dz').f_get() == 24
+    assert made_runs(traj, 'derived_parameters') == 1
+
+
+def test_lazy_runs_are_reached_by_every_kind_of_name(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    assert traj.res.runs.run_00000002.z == 4.5
+    assert traj.results.run_00000003.z == 9.5            # the seed's results.run_X
+    assert traj.res.runs.r_4.z == 16.5                          # pypet's r_4
+    assert traj['results', 'runs', 'run_00000001', 'z'] == 1.5
+    assert traj.f_get('results.runs.run_set_00000.run_00000005.z').f_get() == 25.5
+    assert traj.results.run_set_00000.run_00000000.z == 0.5
+    with pytest.raises(mp.NotUniqueNodeError):
+        traj.z                                                   # every run holds a z
+    traj.f_set_crun(3)
+    assert traj.res.crun.z == 9.5 and traj.z == 9.5 and traj.dz == 6
+    assert traj.f_get('results.runs.$.z').f_get() == 9.5
+    assert traj.dpar.runs.crun.dz == 6
+    traj.f_restore_default()
+    assert len(traj.f_get_all('z')) == 6
+    assert sorted(traj.results.runs.f_get_children()) == [run_name(i) for i in range(6)]
+
+
+def test_lazy_runs_names_are_found_before_their_runs_are_made(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    traj.f_add_result('z', -1.0, comment='not in a run')  # results.z beside the runs
+    traj.f_set_crun(2)
+    assert traj.res.crun.z == 4.5 and traj.z == -1.0             # the shallowest
+    assert made_runs(traj) == 1
+    traj.f_restore_default()
+    assert traj.z == -1.0 and traj.results.f_get('z').f_get() == -1.0
+
+
+def test_f_get_from_runs_on_lazy_runs_reads_the_column(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=50)
+    want = {run_name(i): i * i + 0.5 for i in range(50)}
+    traj = load(filename, index=-1, load_data=2)
+    assert dict(traj.f_get_from_runs('z', fast_access=True)) == want
+    assert made_runs(traj) == 0, 'f_get_from_runs made a node per run'
+    assert dict(traj.f_get_from_runs('dz', fast_access=True, use_indices=True)) == {
+        i: 2 * i for i in range(50)}
+    skeleton = load(filename, index=-1, load_results=1)
+    assert dict(skeleton.f_get_from_runs('z', fast_access=True, auto_load=True)) == want
+    assert made_runs(skeleton) == 0
+    nodes = skeleton.f_get_from_runs('z')                       # nodes asked for: made
+    assert len(nodes) == 50 and all(isinstance(n, mp.Result) for n in nodes.values())
+    assert nodes[run_name(7)] is skeleton.results.runs.run_00000007.z
+    traj.results.runs.run_00000003.z                       # one run made: the rest
+    assert dict(traj.f_get_from_runs('z', fast_access=True)) == want   # still right
+
+
+def test_iterating_lazy_runs_gives_what_an_eager_load_gave(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=8)
+    traj = load(filename, index=-1, load_data=2)
+    traj.results.runs.run_00000005.z                             # one made first
+    got = traj.results.f_to_dict(fast_access=True)
+    assert got == {'results.runs.%s.z' % run_name(i): i * i + 0.5 for i in range(8)}
+    assert list(traj.results.runs.f_get_children()) == [run_name(i) for i in range(8)]
+    assert [n.v_name for n in traj.results.runs] == [run_name(i) for i in range(8)]
+    assert len(list(traj.f_iter_leaves())) > 16
+    assert traj.results.runs.f_groups() == 8
+    assert 'run_00000000' in traj.results.runs.f_tree()
+    again = load(filename, index=-1, load_data=2)
+    dz = [leaf.f_get() for leaf in again.derived_parameters.f_iter_leaves()]
+    assert dz == [2 * i for i in range(8)]
+
+
+def test_links_into_lazy_runs_load_and_store(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    traj.f_add_link('best', traj.results.runs.run_00000004)
+    traj.f_add_link('results.best_z', traj.f_get('results.runs.run_00000002.z'))
+    traj.f_store()
+    again = load(filename, index=-1, load_data=2)
+    assert again.best.z == 16.5 and again.results.best_z == 4.5
+    assert again.f_get_from_runs('z', fast_access=True)[run_name(5)] == 25.5
+
+
+def test_removing_lazy_runs(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    runs = traj.results.runs
+    runs.f_remove_child('run_00000001', recursive=True)
+    assert runs.f_children() == 5 and 'run_00000001' not in runs
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.f_get('results.runs.run_00000001.z')
+    assert [g.v_name for g in runs] == [run_name(i) for i in (0, 2, 3, 4, 5)]
+    traj.results.f_remove_child('runs', recursive=True)
+    assert 'runs' not in traj.results._children
+    assert made_runs(traj, 'derived_parameters') == 0
+    with pytest.raises(mp.NotUniqueNodeError):                  # dz: still six pending
+        traj.dz
+    traj.derived_parameters.f_remove_child('runs', recursive=True)
+    assert not traj._lazy_names
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.dz
+
+
+def test_stores_after_a_lazy_load_keep_every_run(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_results=1)
+    traj.f_add_result('summary', 42, comment='after the runs')
+    traj.f_store()
+    assert made_runs(traj) == 0, 'a store made the runs not touched'
+    traj.f_store_item('summary')
+    full = load(filename, index=-1, load_data=2)
+    assert full.results.summary == 42
+    assert dict(full.f_get_from_runs('z', fast_access=True, use_indices=True)) == {
+        i: i * i + 0.5 for i in range(6)}
+    full.results.runs.run_00000002.f_get('z').f_set(99.0)
+    full.f_store_item('results.runs.run_00000002.z', overwrite=True)
+    again = load(filename, index=-1, load_data=2)
+    assert again.results.runs.run_00000002.z == 99.0
+    assert again.results.runs.run_00000003.z == 9.5
+    assert again.f_get_from_runs('z', fast_access=True, use_indices=True)[2] == 99.0
+
+
+@pytest.mark.parametrize('multiproc', [False, True])
+@pytest.mark.timeout(120)
+def test_expand_and_run_a_lazily_loaded_trajectory(file_backend, tmp_path, multiproc):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_results=1)
+    traj.f_expand({'x': [6, 7]})
+    kwargs = dict(multiproc=True, ncores=2, use_pool=True) if multiproc else {}
+    env = mp.Environment(trajectory=traj, filename=filename, log_config=None,
+                         report_progress=False, **kwargs)
+    env.f_run(lazy_job)
+    got = load(filename, index=-1, load_data=2)
+    assert got.f_is_completed() and len(got) == 8
+    assert dict(got.f_get_from_runs('z', fast_access=True, use_indices=True)) == {
+        i: i * i + 0.5 for i in range(8)}
+    assert got.results.runs.run_00000007.z == 49.5
+    assert got.results.runs.run_00000001.z == 1.5
+
+
+def test_merging_lazily_loaded_trajectories(file_backend, tmp_path):
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    a_file, _ = lazy_sweep(file_backend, tmp_path / 'a', n=3)
+    b_file, _ = lazy_sweep(file_backend, tmp_path / 'b', n=3, name='other')
+    a = load(a_file, index=-1, load_results=1)
+    b = load(b_file, index=-1, load_results=1)
+    a.f_merge(b, backup=False)
+    assert len(a) == 6 and a.results.runs.f_children() == 6 and made_runs(a) == 0
+    got = load(a_file, index=-1, load_data=2)
+    assert len(got) == 6
+    values = got.f_get_from_runs('z', fast_access=True, use_indices=True)
+    assert sorted(values.values()) == sorted([i * i + 0.5 for i in range(3)] * 2)
+
+
+def test_pickled_lazy_trajectory_stays_lazy_and_independent(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    traj.results.runs.run_00000001.z
+    copy_ = pickle.loads(pickle.dumps(traj))
+    assert made_runs(copy_) == 1 and copy_.results.runs.f_children() == 6
+    assert copy_.results.runs.run_00000004.z == 16.5 and made_runs(traj) == 1
+    assert copy.copy(traj).results.f_to_dict(fast_access=True) == \
+        traj.results.f_to_dict(fast_access=True)
+
+
+def test_pickled_results_in_runs_are_placed_at_load(file_backend, tmp_path):
+    # a run made later loads outside f_load's allow_pickle: pickled data comes at once
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, lambda traj: traj.f_add_result(
+        mp.PickleResult, 'p', {'x': traj.x}), n=3)
+    traj = load(filename, index=-1, load_data=2)
+    assert made_runs(traj) == 3
+    assert traj.results.runs.run_00000002.p == {'x': 2}
+
+
+@needs_tables
+def test_hdf5_column_rows_are_plain_data():
+    extras = ('Result', 'c', '', {}, {}, {}, {6})     # (run 6: an empty leaf)
+    rows = mp._ColumnRows(5, 3, extras, [('z', [1.0, 2.0, 3.0], None)])
+    assert dict(rows) == {5: ('Result', 'c', None, {'z': 1.0}),
+                          6: ('Result', '', None, None),
+                          7: ('Result', '', None, {'z': 3.0})}
+    rows[9] = ('Result', '', None, {'z': 9.0})
+    del rows[6]
+    assert list(rows) == [5, 7, 9] and len(rows) == 3 and 6 not in rows
+    assert type(pickle.loads(pickle.dumps(rows))) is dict    # never the class in a file
+
+
+def test_showing_a_lazy_trajectory_makes_only_the_runs_shown(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=50)
+    traj = load(filename, index=-1, load_data=2)
+    text = traj.f_tree(max_children=3)
+    assert 'run_00000002' in text and 'run_00000003' not in text
+    assert text.count('... 47 more') == 2                 # results and derived_parameters
+    assert made_runs(traj) == 3 and made_runs(traj, 'derived_parameters') == 3
+    assert 'run_00000001' in traj._repr_html_() and made_runs(traj) == 10
+    assert traj.results.runs.f_children() == 50

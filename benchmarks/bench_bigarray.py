@@ -278,14 +278,21 @@ def cell_load(mode, n, out):
                     rss_before_load_mb=rss0, n_results=int(arr.shape[0]), floats=True,
                     checksum=math.fsum(arr.tolist()), note='%s: /%s' % (how, column), ok=True)
     mp, _ = C.import_minipypet()
-    load_results = {'lr1': 1, 'lr2': 2, 'lr0a': 0, 'lr1a': 1}[mode]
+    load_results = {'lr1': 1, 'lr1s': 1, 'lr2': 2, 'lr0a': 0, 'lr1a': 1}[mode]
     auto = {'auto_load': True} if mode.endswith('a') else {}
     rss0 = C.peak_rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     traj = mp.load_trajectory(filename=path, index=-1, load_results=load_results)
-    got = traj.f_get_from_runs('z', fast_access=True, **auto)
+    got = None if mode == 'lr1s' else traj.f_get_from_runs('z', fast_access=True,
+                                                           **auto)
     t1, c1 = time.perf_counter(), time.process_time()
     rss1 = C.peak_rss_mb()
+    if got is None:  # (the load alone: its runs, counted, not made)
+        runs = traj.f_get('results.runs').f_children()
+        return dict(load_s=t1 - t0, load_cpu_s=c1 - c0, load_rss_mb=rss1,
+                    rss_before_load_mb=rss0, n_results=runs, floats=False,
+                    checksum=None, ok=True,
+                    note='no values asked for; %d runs in results.runs' % runs)
     vals = _values(got)
     import numbers
     floats = sum(1 for v in vals if isinstance(v, numbers.Real))
@@ -468,6 +475,7 @@ def part_scalar(args, out, verdicts):
 
 LOAD_MODES = [('lr0a', 'load_results=0 + f_get_from_runs(auto_load=True)'),
               ('lr1a', 'load_results=1 + f_get_from_runs(auto_load=True)'),
+              ('lr1s', 'load_results=1 (the default skeleton load) alone'),
               ('lr1', 'load_results=1 + f_get_from_runs'),
               ('lr2', 'load_results=2 + f_get_from_runs'),
               ('h5py', 'h5py: read the column')]
@@ -518,6 +526,23 @@ def part_load(args, out, verdicts, scalar_recs):
         verdicts.append((name, met, '%.3f s, %.0f MB%s' % (
             r['load_s'], r['load_rss_mb'], '' if r['floats'] else
             '; the values did not come back (%s)' % r.get('note'))))
+    # (issue 14 item 3: the loads a pypet user types make no node per run)
+    for mode, what in (('lr1s', 'skeleton load'),
+                       ('lr2', 'load_results=2 + f_get_from_runs')):
+        for n, limit_s, limit_mb in ((100000, 0.2, None), (1000000, 1.0, 300)):
+            r = get.get((n, mode))
+            name = '3. %s at %s runs <= %s s%s' % (
+                what, '{:,}'.format(n), limit_s,
+                ' and <= %d MB' % limit_mb if limit_mb else '')
+            if r is None:
+                verdicts.append((name, None, 'not measured'))
+                continue
+            back = r['n_results'] == n if mode == 'lr1s' else \
+                r['floats'] and r['checksum_ok']
+            met = r['load_s'] <= limit_s and back and (
+                limit_mb is None or r['load_rss_mb'] <= limit_mb)
+            verdicts.append((name, met, '%.3f s, %.0f MB' % (r['load_s'],
+                                                            r['load_rss_mb'])))
     return recs
 
 
