@@ -310,6 +310,8 @@ class WorkerDiedError(PypetError, RuntimeError):
 # Plain data - what leaves may hold, and a tagged JSON encoding of it
 # ============================================================================================
 _SCALARS = (bool, int, float, complex, str, bytes)
+_SCALAR_TYPES = frozenset(_SCALARS)
+_NUMBER_TYPES = frozenset((bool, int, float, complex))
 
 
 def _type_name(value):
@@ -1360,6 +1362,14 @@ class NNGroupNode(NNTreeNode):
         return self
 
     def _add_leaf(self, branch, default_cls, args, kwargs):
+        d = self.__dict__
+        if d.get('_is_run') and len(args) == 2 and not kwargs and branch == 'results' and \
+                type(args[0]) is str and args[0] in _PLAIN_NAMES and \
+                type(args[1]) in _SCALAR_TYPES and d.get('_standard_result') is None and \
+                not d.get('_presets'):
+            # the common traj.f_add_result('z', 1.5) of a run, without the general walk:
+            # what the rest of this method does for it, in short
+            return self._add_path(d['_children']['results'], args[0], Result(*args), '')
         standard = self._root().__dict__.get(
             '_standard_result' if default_cls is Result else '_standard_parameter')
         if standard is not None:  # (pypet's v_standard_parameter / v_standard_result)
@@ -3340,8 +3350,9 @@ class _RunsMixin:
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
         hexsha = _short_sha(self._environment_hexsha)
-        return _RunRecord('run', self._name, idx, (start, finish, completed, hexsha, error),
-                          leaves)
+        # (tuple.__new__: the namedtuple's own __new__ is Python code, ~0.5 us a run)
+        return _new_tuple(_RunRecord, ('run', self._name, idx,
+                                       (start, finish, completed, hexsha, error), leaves))
 
     def _finish_run(self, record, clean_up, restore=True):
         """The run's bookkeeping after its record is stored. restore=False leaves the
@@ -5234,6 +5245,7 @@ if hasattr(os, 'register_at_fork'):
 #               stores the run)
 _RunRecord = collections.namedtuple('_RunRecord', 'kind name idx info leaves')
 _RunResult = collections.namedtuple('_RunResult', 'status idx value exc_bytes record')
+_new_tuple = tuple.__new__  # _new_tuple(_RunRecord, fields): one made without its __new__
 
 
 class _Journal:
@@ -6653,6 +6665,9 @@ def _row_bytes(row):
     and its run's information take ~400 bytes in CPython, plus the values."""
     size = 400
     for value in (row[3] or {}).values():
+        if type(value) in _NUMBER_TYPES:  # (a scalar result: nearly every row)
+            size += 132
+            continue
         nbytes = getattr(value, 'nbytes', None)
         size += 100 + (nbytes if nbytes is not None else (
             len(value) if type(value) in (str, bytes) else

@@ -10941,3 +10941,44 @@ def test_showing_a_lazy_trajectory_makes_only_the_runs_shown(file_backend, tmp_p
     assert made_runs(traj) == 3 and made_runs(traj, 'derived_parameters') == 3
     assert 'run_00000001' in traj._repr_html_() and made_runs(traj) == 10
     assert traj.results.runs.f_children() == 50
+# ==== issue 17 round 3 (to be sorted into sections) ====
+class _Issue17Result(mp.Result):
+    """A user's result class (v_standard_result): f_add_result must still make one."""
+
+
+def test_add_result_in_a_run_short_path_keeps_behaviour(tmp_path):
+    """traj.f_add_result('z', scalar) in a run takes a short path: the leaf is where the
+    general path puts it, visible during the run, stored, and v_standard_result and a
+    preset still apply."""
+    seen = []
+
+    def job(traj):
+        traj.f_add_result('z', traj.x * 2.0)
+        leaf = traj.f_get('z')
+        seen.append((leaf.v_full_name, traj.crun.z == leaf.z == traj.z, leaf.z,
+                     type(leaf).__name__))
+
+    path = str(tmp_path / 'f.pkl')
+    env = mp.Environment(trajectory='t', filename=path, add_time=False,
+                         storage_service=mp.PickleStorageService, log_config=None,
+                         report_progress=False, continuable=False)
+    traj = env.trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0, 3.0]})
+    env.f_run(job)
+    assert seen == [('results.runs.run_%08d.z' % i, True, 2.0 * x, 'Result')
+                    for i, x in enumerate([1.0, 2.0, 3.0])]
+    loaded = mp.load_trajectory(name='t', filename=path, load_results=2,
+                                storage_service=mp.PickleStorageService)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {
+        'run_%08d' % i: 2.0 * x for i, x in enumerate([1.0, 2.0, 3.0])}
+    assert loaded.res.runs.run_00000002.z == 6.0
+    # the general path's rules still hold where the short path does not apply
+    del seen[:]
+    traj2 = mp.Trajectory('u')
+    traj2.v_standard_result = _Issue17Result
+    traj2.f_add_parameter('x', 1.0)
+    traj2.f_explore({'x': [1.0, 2.0]})
+    traj2.f_start_run(0)
+    job(traj2)
+    assert seen[-1][3] == '_Issue17Result'
