@@ -3000,6 +3000,9 @@ class _RunsMixin:
             param._locked = False
             param._shrink()
         self._explored.clear()
+        self._unexplore()
+
+    def _unexplore(self):
         self._length = 1
         self._runs = _RunTable(1)
 
@@ -3426,6 +3429,18 @@ class _StorageMixin:
     """Storing and loading, merging, and the plain-data state that storage services read
     and write (a part of Trajectory)."""
 
+    @property
+    def v_storage_service(self) -> StorageService | None:
+        """The storage service (store/load); assign your own with use_hdf5=False."""
+        return self._storage_service
+
+    @v_storage_service.setter
+    def v_storage_service(self, service: StorageService) -> None:
+        if isinstance(service, type):
+            service = service(None, trajectory_name=self._name) if issubclass(
+                service, _FileService) else service()
+        self.__dict__['_storage_service'] = service
+
     def _place_leaf(self, full_name, tag, comment, data, ann, overwrite=True):
         self._lazy_touch(full_name)
         node = self._nodes.get(full_name)
@@ -3566,18 +3581,6 @@ class _StorageMixin:
                     group._children.layers:
                 found.append(group._children)
         return found
-
-    def _lazy_changed(self):
-        """Note the names the pending runs may hold: a lookup of one that skips groups
-        makes them (_lazy_lookup); names remembered as unique may not be any more."""
-        names = set()
-        for kids in self._pending_runs():
-            for template, _, _ in kids.layers:
-                names.update(template.split('.')[3:])
-        for name in names:
-            self._unique.pop(name, None)
-            self._drop_fast(name)
-        self.__dict__['_lazy_names'] = names
 
     def _lazy_lookup(self, name, below, everywhere=False):
         """Make the pending runs that a search for `name` below the group `below`
@@ -3846,8 +3849,7 @@ class _StorageMixin:
                     group = self if not parent else (self._nodes.get(parent) or
                                                      self._place_group(parent, '', None))
                     if group is not None and not group.v_is_leaf:
-                        group._links[lname] = target
-                        d['_link_count'] += 1
+                        self._load_link(group, lname, target)
         d['_merged_runs'] = [list(r) for r in state.get('merged_runs', [])]
         explored = [n for n in state.get('explored', []) if n in self._nodes]
         d['_explored'] = {n: self._nodes[n] for n in explored}
@@ -3924,9 +3926,7 @@ class _StorageMixin:
                     group = self._nodes.get(parent) if parent else self
                     if with_links and target is not None and group is not None and \
                             not group.v_is_leaf and lname not in group._children:
-                        if lname not in group._links:
-                            self.__dict__['_link_count'] += 1
-                        group._links[lname] = target
+                        self._load_link(group, lname, target)
                     continue
                 node = self._nodes.get(full_name)
                 if only_empties and node is not None and not node.f_is_empty():
@@ -4005,13 +4005,6 @@ class _StorageMixin:
         for other in other_trajectories:
             self.f_merge(other, **kwargs)
         return self
-
-    def _reset_tree(self):
-        d = self.__dict__
-        d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
-        d['_unique'], d['_lazy_names'] = {}, set()
-        for branch in BRANCHES:
-            self._insert(self, NNGroupNode(branch))
 
     def f_delete_item(self, item: str | NNTreeNode, *args: object, **kwargs: object) -> None:
         """Delete one node from storage; see f_delete_items."""
@@ -4272,6 +4265,23 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         storage_service: a service instance (or class); `filename` picks HDF5 (or pickle).
     """
 
+    # Who writes which part of the state (__init__ sets it all up; a load, a copy and
+    # pickling restore it whole). The others read it and call the owner's methods.
+    _STATE_OWNERS = {
+        'Trajectory': (  # the tree's index and how lookups behave
+            '_nodes', '_by_name', '_unique', '_lazy_names', '_link_count', '_traj',
+            '_props', '_wildcards', '_presets', '_dynamic_imports', '_environment_hexsha',
+            '_environment_name', '_standard_parameter', '_standard_result'),
+        '_RunsMixin': (  # the exploration and the current run
+            '_explored', '_length', '_runs', '_idx', '_is_run', '_new_leaves', '_run_fast',
+            '_manual_start'),
+        '_StorageMixin': (  # the service and what the file knows the trajectory by
+            '_storage_service', '_stored', '_merged_runs', '_store_max_depth', '_name',
+            '_time', '_timestamp', '_version', '_python'),
+    }
+    _RESTORES = ('__init__', '__getstate__', '__setstate__', '__copy__', 'f_copy',
+                 '_from_state', '_worker_copy')
+
     def __init__(self, name: str = 'my_trajectory', add_time: bool = False, comment: str = '',
                  dynamic_imports: list | None = None, wildcard_functions: dict | None = None,
                  storage_service: StorageService | type | str | None = None,
@@ -4365,18 +4375,6 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             raise ConfigurationError('%s must be a subclass of %s, got %r'
                                      % (key[1:], base.__name__, cls))
         self.__dict__[key] = cls
-
-    @property
-    def v_storage_service(self) -> StorageService | None:
-        """The storage service (store/load); assign your own with use_hdf5=False."""
-        return self._storage_service
-
-    @v_storage_service.setter
-    def v_storage_service(self, service: StorageService) -> None:
-        if isinstance(service, type):
-            service = service(None, trajectory_name=self._name) if issubclass(
-                service, _FileService) else service()
-        self.__dict__['_storage_service'] = service
 
     @property
     def v_idx(self) -> int:
@@ -4520,6 +4518,32 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         self.__dict__.update(state)
 
     # -- tree bookkeeping --------------------------------------------------------------------
+    def _reset_tree(self):
+        d = self.__dict__
+        d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
+        d['_unique'], d['_lazy_names'] = {}, set()
+        for branch in BRANCHES:
+            self._insert(self, NNGroupNode(branch))
+
+    def _lazy_changed(self):
+        """Note the names the pending runs may hold: a lookup of one that skips groups
+        makes them (_lazy_lookup); names remembered as unique may not be any more."""
+        names = set()
+        for kids in self._pending_runs():
+            for template, _, _ in kids.layers:
+                names.update(template.split('.')[3:])
+        for name in names:
+            self._unique.pop(name, None)
+            self._drop_fast(name)
+        self.__dict__['_lazy_names'] = names
+
+    def _load_link(self, group, name, target):
+        """Put a stored link below `group` (counted: lookups skip link searches while
+        the trajectory has none)."""
+        if name not in group._links:
+            self.__dict__['_link_count'] += 1
+        group._links[name] = target
+
     def _insert(self, parent, node):
         name = node._name
         full = parent._full_name + '.' + name if parent._full_name else name
@@ -4572,8 +4596,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if full in self._explored:  # (not stored: as pypet, the runs go with the last one)
                 del self._explored[full]
                 if not self._explored:
-                    self._length = 1
-                    self._runs = _RunTable(1)
+                    self._unexplore()
             unique.pop(name, None)
             if name in fast:
                 self._drop_fast(name)

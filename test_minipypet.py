@@ -2055,6 +2055,53 @@ def test_tree_printer_and_html(tmp_path, capsys):
 # =============================================================================================
 
 
+def _state_writes(cls_node):
+    """(function, attribute) of every write to the instance's own dict in a class:
+    `self._x = ...`, `self.__dict__['_x'] = ...` and `d['_x'] = ...` after
+    `d = self.__dict__`."""
+    import ast
+    for func in cls_node.body:
+        if not isinstance(func, ast.FunctionDef):
+            continue
+        aliases = {sub.targets[0].id for sub in ast.walk(func)
+                   if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and
+                   isinstance(sub.targets[0], ast.Name) and
+                   ast.dump(sub.value) == ast.dump(ast.parse('self.__dict__').body[0].value)}
+        for sub in ast.walk(func):
+            targets = sub.targets if isinstance(sub, ast.Assign) else \
+                [sub.target] if isinstance(sub, ast.AugAssign) else []
+            for target in targets:
+                for t in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) \
+                            and t.value.id == 'self':
+                        yield func.name, t.attr
+                    elif isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant):
+                        owner = t.value
+                        if isinstance(owner, ast.Name) and owner.id in aliases or \
+                                ast.unparse(owner) == 'self.__dict__':
+                            yield func.name, t.slice.value
+
+
+@pytest.mark.skipif(sys.version_info < (3, 9), reason='ast.unparse')
+def test_each_part_of_a_trajectorys_state_has_one_writer():
+    """Trajectory is cut into parts (mixins): each attribute of its state is written by
+    the part that owns it (Trajectory._STATE_OWNERS); the others call its methods."""
+    import ast
+    owners = mp.Trajectory._STATE_OWNERS
+    owner_of = {attr: cls for cls, attrs in owners.items() for attr in attrs}
+    with open(mp.__file__) as f:
+        module = ast.parse(f.read())
+    strays = ['%s.%s writes %s (its owner: %s)' % (cls.name, func, attr, owner_of[attr])
+              for cls in module.body if isinstance(cls, ast.ClassDef) and cls.name in owners
+              for func, attr in _state_writes(cls)
+              if attr in owner_of and owner_of[attr] != cls.name and
+              func not in mp.Trajectory._RESTORES]
+    assert not strays, strays
+    traj = mp.Trajectory('t', filename=None)
+    state = set(vars(traj)) - set(vars(mp.NNGroupNode('g')))
+    assert state <= set(owner_of), sorted(state - set(owner_of))
+
+
 # ---------------------------------------------------------------------------------------------
 # Exploration
 # ---------------------------------------------------------------------------------------------
