@@ -51,7 +51,8 @@ __all__ = [
     'pypetconstants', 'PypetError', 'NotUniqueNodeError', 'ParameterLockedError',
     'ParameterLockedException', 'DataNotInStorageError', 'MissingDependencyError',
     'NoSuchChildError', 'GroupNotEmptyError',
-    'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
+    'InvalidNameError', 'UnsupportedTypeError', 'UnknownArgumentError', 'NoSuchNodeError',
+    'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
     'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
     'PresettingError', 'NoSuchServiceError', 'TooManyGroupsError', 'SparseParameter',
@@ -237,6 +238,11 @@ class TooManyGroupsError(PypetError, TypeError):
 
 class InvalidNameError(PypetError, ValueError, AttributeError):
     """A node name that is not allowed, or taken (pypet raises AttributeError for that)."""
+
+
+class UnknownArgumentError(PypetError, TypeError, ValueError, AttributeError):
+    """Keywords a call does not take: a TypeError as Python raises it, also the ValueError
+    pypet's Environment and f_store raise and the AttributeError of its f_set_properties."""
 
 
 class UnsupportedTypeError(PypetError, TypeError):
@@ -1000,6 +1006,13 @@ class NNGroupNode(NNTreeNode):
             if value._full_name not in ('', tail, name):
                 raise InvalidNameError('cannot add %s as %r: the names differ'
                                        % (value._full_name, name))
+            first, _, rest = name.partition('.')
+            group = self._children.get(first)
+            if group is not None and not group.v_is_leaf and first not in BRANCHES:
+                # (a group of the user's own, e.g. traj['r_1'] = NNGroupNode(''): pypet
+                # adds below it rather than placing the leaf in its branch)
+                group[rest] = value
+                return
             value._rename(name)
             self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
             return
@@ -1445,8 +1458,18 @@ class NNGroupNode(NNTreeNode):
 
     def f_remove(self, recursive: bool = True, predicate: object = None) -> None:
         """Remove this group (and, with recursive, everything below it) from memory."""
-        if self._parent is None:
-            raise PypetError('the trajectory root cannot be removed')
+        if self._parent is None:  # pypet: the trajectory empties itself, the root stays
+            if not recursive:
+                raise ConfigurationError('the trajectory root cannot be removed; '
+                                         'traj.f_remove() removes everything below it')
+            for group in [self] + [self._children[b] for b in BRANCHES
+                                   if b in self._children]:
+                for name in list(group._links):
+                    group.f_remove_link(name)
+                for name in list(group._children):
+                    if group is not self or name not in BRANCHES:  # (branches stay)
+                        group.f_remove_child(name, True, predicate)
+            return
         self._parent.f_remove_child(self._name, recursive, predicate)
 
     def f_store(self, recursive: bool = True, store_data: int = STORE_DATA,
@@ -1855,8 +1878,26 @@ class BaseParameter(NNLeafNode):
 
     v_locked = property(lambda self: self._locked,
                         doc='True if f_set is refused (read during a run, or f_lock).')
-    v_explored = property(lambda self: self._explored_range is not None,
-                          doc='True if the parameter has a range.')
+    v_explored = property(lambda self: self._explored_range is not None or
+                          '_range_dropped' in self.__dict__,
+                          doc='True if the parameter has a range (or had one before a '
+                              'copy without it, see v_full_copy).')
+
+    @property
+    def v_full_copy(self) -> bool:
+        """pypet's: False makes a pickle (or copy) of the parameter keep its current value
+        and drop the range (it stays v_explored); True, the default here, keeps the range."""
+        return self.__dict__.get('_full_copy', True)
+
+    @v_full_copy.setter
+    def v_full_copy(self, value):
+        self.__dict__['_full_copy'] = bool(value)
+
+    def __getstate__(self):
+        state = self.__dict__
+        if state.get('_full_copy', True) or state['_explored_range'] is None:
+            return state
+        return dict(state, _explored_range=None, _range_dropped=True)
 
     # -- exploration -------------------------------------------------------------------------
     def f_has_range(self) -> bool:
@@ -2943,8 +2984,14 @@ class _RunsMixin:
     def f_get_from_runs(self, name: str, include_default_run: bool = True,
                         use_indices: bool = False, fast_access: bool = False,
                         with_links: bool = True, shortcuts: bool = True,
-                        max_depth: int | None = None, auto_load: bool = False) -> dict:
-        """{run name (or index): node or value} of `name` found below each run's group."""
+                        max_depth: int | None = None, auto_load: bool = False,
+                        where: object = None, backwards_search: object = None) -> dict:
+        """{run name (or index): node or value} of `name` found below each run's group.
+        where, backwards_search: pypet's old keywords, ignored as pypet ignores them."""
+        for key, value in (('where', where), ('backwards_search', backwards_search)):
+            if value is not None:
+                warnings.warn('f_get_from_runs(%s=...) is deprecated and ignored (as in '
+                              'pypet 0.7): drop it' % key, DeprecationWarning, stacklevel=2)
         if not isinstance(name, str):
             raise ConfigurationError('f_get_from_runs needs the name of a result or derived '
                                      'parameter (a str, e.g. "z"), got %r' % (name,))
@@ -3350,9 +3397,15 @@ class _StorageMixin:
         return self._storage_service
 
     def f_store(self, only_init: bool = False, store_data: int = STORE_DATA,
-                max_depth: int | None = None) -> None:
+                max_depth: int | None = None, recursive: bool | None = None) -> None:
         """Store the whole trajectory (outside a run) or what the current run added.
-        max_depth: only nodes up to that depth (the branches are depth 1)."""
+        max_depth: only nodes up to that depth (the branches are depth 1);
+        recursive=False: pypet's other spelling of only_init=True."""
+        if recursive is not None:
+            if only_init:  # (pypet: the two are mutually exclusive)
+                raise ConfigurationError('f_store takes only_init=True or recursive=False, '
+                                         'not both; drop one')
+            only_init = not recursive
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
             self.f_store_items(list(self._new_leaves))
             return
@@ -3942,6 +3995,12 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         storage_service: a service instance (or class); `filename` picks HDF5 (or pickle).
     """
 
+    # the v_ properties and their defaults (also Environment(v_auto_load=...) keywords)
+    _PROPERTY_DEFAULTS = {'fast_access': True, 'shortcuts': True, 'auto_load': False,
+                          'max_depth': None, 'iter_recursive': False,
+                          'auto_run_prepend': True, 'full_copy': None, 'with_links': True,
+                          'no_clobber': False}  # (full_copy None: not set, see v_full_copy)
+
     def __init__(self, name: str = 'my_trajectory', add_time: bool = False, comment: str = '',
                  dynamic_imports: list | None = None, wildcard_functions: dict | None = None,
                  storage_service: StorageService | type | str | None = None,
@@ -3979,9 +4038,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_dynamic_imports'] = _import_classes(dynamic_imports)
         d['_dynamic_imports'].update(_import_classes(dynamically_imported_classes))
         d['_wildcards'] = {}
-        d['_props'] = {'fast_access': True, 'shortcuts': True, 'auto_load': False,
-                       'max_depth': None, 'iter_recursive': False, 'auto_run_prepend': True,
-                       'full_copy': False, 'with_links': True, 'no_clobber': False}
+        d['_props'] = dict(self._PROPERTY_DEFAULTS)
         d['_storage_service'] = None
         for branch in BRANCHES:
             group = NNGroupNode(branch)
@@ -4101,7 +4158,16 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     v_iter_recursive = _prop('iter_recursive', 'Iterating the trajectory is recursive.')
     v_auto_run_prepend = _prop('auto_run_prepend',
                                'In a run, results go below results.runs.run_XXXXXXXX.')
-    v_full_copy = _prop('full_copy', 'Kept for pypet compatibility (pickles are full copies).')
+    @property
+    def v_full_copy(self) -> bool:
+        """pypet's: set False, copy.copy(traj) and f_copy() drop the explored ranges (the
+        parameters keep their current values and stay v_explored); unset or True, a copy
+        keeps them (pickles for workers and .cnt files always do)."""
+        return bool(self._props['full_copy'])
+
+    @v_full_copy.setter
+    def v_full_copy(self, value):
+        self._props['full_copy'] = bool(value)
     v_with_links = _prop('with_links', 'Natural naming follows links.')
     v_no_clobber = _prop('no_clobber', 'Adding a leaf that exists returns it unchanged '
                          '(instead of raising).')
@@ -4112,8 +4178,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         for key, value in kwargs.items():
             key = key[2:] if key.startswith('v_') else key
             if key not in self._props:
-                raise TypeError('unknown trajectory property %r; known: %s'
-                                % (key, sorted(self._props)))
+                raise UnknownArgumentError('unknown trajectory property %r; known: %s'
+                                           % (key, sorted(self._props)))
             self._props[key] = value
         self._drop_fast()
 
@@ -4155,6 +4221,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         """copy.copy(traj): an independent tree that shares the storage service (pypet)."""
         new = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
         new.__dict__['_storage_service'] = self._storage_service
+        if self._props['full_copy'] is False:  # (set by the user: pypet's copy of one run)
+            for param in new._explored.values():
+                if param._explored_range is not None:
+                    param.__dict__['_explored_range'] = None
+                    param.__dict__['_range_dropped'] = True
         return new
 
     def f_copy(self, copy_leaves: bool = True, with_links: bool = True) -> Trajectory:
@@ -10461,6 +10532,9 @@ class Environment:
             arguments given here win).
         show_progress: the live progress line on stderr: None (default) when stderr is a
             terminal or Jupyter, True always, False never.
+        **properties: trajectory properties, as pypet takes them (v_auto_load=False,
+            with_links=False, ...); other keywords raise UnknownArgumentError (a TypeError,
+            and the ValueError pypet raises).
     """
 
     def __init__(self, trajectory: str | Trajectory = 'trajectory', add_time: bool = True,
@@ -10498,9 +10572,18 @@ class Environment:
                  sumatra_project: str | None = None, sumatra_reason: str = '',
                  sumatra_label: str | None = None, pandas_append: bool = False,
                  config: str | os.PathLike | None = None,
-                 show_progress: bool | None = None) -> None:
+                 show_progress: bool | None = None, **properties: object) -> None:
+        unknown = sorted(k for k in properties if (k[2:] if k.startswith('v_') else k)
+                         not in Trajectory._PROPERTY_DEFAULTS)
+        if unknown:
+            raise UnknownArgumentError(
+                'Environment got unknown keywords %s; besides its arguments it takes the '
+                'trajectory properties %s (also as v_...)'
+                % (unknown, sorted(Trajectory._PROPERTY_DEFAULTS)))
         if config is not None:  # pypet's .ini file of arguments, parameters and config
-            given = {k: v for k, v in locals().items() if k not in ('self', 'config')}
+            given = {k: v for k, v in locals().items()
+                     if k not in ('self', 'config', 'properties', 'unknown')}
+            given.update(properties)
             return self._from_config(config, given)
         settings = self._s = _Settings(locals())
         self._timestamp = time.time()
@@ -10522,6 +10605,8 @@ class Environment:
             raise ConfigurationError('trajectory must be a name (str) or a Trajectory, got %r'
                                      % (trajectory,))
         traj = self._traj
+        if properties:  # (pypet's Environment(v_auto_load=False, with_links=False))
+            traj.f_set_properties(**properties)
         self._live = None
         self._postproc = None
         self._stopped = False

@@ -10647,3 +10647,87 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
+
+
+# ==== issue 18 round 3 (to be sorted into sections) ====
+def test_environment_takes_trajectory_properties_and_refuses_other_keywords(tmp_path):
+    traj = mp.Trajectory('props')
+    env = mp.Environment(trajectory=traj, storage_service=mp.LazyStorageService,
+                         log_config=None, v_auto_load=True, with_links=False)
+    assert traj.v_auto_load is True and traj.v_with_links is False
+    del env
+    for exc in (TypeError, ValueError, mp.UnknownArgumentError):  # (pypet: ValueError)
+        with pytest.raises(exc, match=r"unknown keywords \['foo'\]"):
+            mp.Environment(trajectory='t', filename=str(tmp_path / 'x.hdf5'),
+                           log_config=None, foo='bar')
+    assert not os.listdir(str(tmp_path))                 # refused before anything is made
+    with pytest.raises(AttributeError, match="unknown trajectory property 'j'"):
+        traj.f_set_properties(j=7)                          # (pypet: AttributeError)
+
+
+def test_f_store_recursive_false_is_only_init(tmp_path):
+    traj = mp.Trajectory('oi', filename=str(tmp_path / 'oi.pkl'))
+    traj.f_add_parameter('x', 1)
+    with pytest.raises(ValueError, match='not both'):
+        traj.f_store(only_init=True, recursive=False)
+    traj.f_store(recursive=False)                       # as only_init=True
+    loaded = mp.load_trajectory(name='oi', filename=str(tmp_path / 'oi.pkl'),
+                                load_parameters=mp.LOAD_DATA)
+    assert loaded.x == 1 and len(loaded) == 1
+
+
+def test_f_get_from_runs_accepts_pypets_old_keywords_with_a_warning():
+    env = lazy_env()
+    traj = env.v_trajectory
+    xy_traj(traj)
+    env.f_run(lambda t: t.f_add_result('z', t.x * t.y))
+    with pytest.warns(DeprecationWarning, match='where'):
+        got = traj.f_get_from_runs('z', where='results', fast_access=True)
+    assert got == traj.f_get_from_runs('z', fast_access=True) and len(got) == 6
+
+
+def test_full_copy_false_drops_ranges_of_copies_only_when_set():
+    param = mp.Parameter('p', 1)
+    param._explore([1, 2, 3])
+    assert pickle.loads(pickle.dumps(param)).f_get_range() == [1, 2, 3]  # (default: full)
+    param.v_full_copy = False
+    copied = pickle.loads(pickle.dumps(param))
+    assert copied.v_explored and not copied.f_has_range() and copied.f_get() == 1
+    assert param.f_has_range()                          # the original keeps its range
+    traj = mp.Trajectory('fc')
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    assert copy.copy(traj).f_get('x').f_get_range() == [1, 2, 3]   # unset: a full copy
+    traj.v_full_copy = False
+    assert traj.v_full_copy is False
+    new = copy.copy(traj)
+    assert new.f_get('x').v_explored and not new.f_get('x').f_has_range()
+    assert traj.f_get('x').f_get_range() == [1, 2, 3]
+    traj.v_full_copy = True
+    assert traj.f_copy().f_get('x').f_get_range() == [1, 2, 3]
+
+
+def test_setitem_below_a_group_of_the_users_at_the_root():
+    traj = mp.Trajectory('si')
+    traj['r_1'] = mp.NNGroupNode('')
+    with pytest.raises(AttributeError):
+        traj['r_1.new'] = mp.Result('', 5)              # (an empty name is no name)
+    traj['r_1.new'] = mp.Result('new', 5)
+    assert traj.run_00000001.new == 5
+    assert traj.f_get('run_00000001.new').v_full_name == 'run_00000001.new'
+
+
+def test_f_remove_of_the_trajectory_empties_it_and_keeps_the_branches():
+    traj = mp.Trajectory('rm')
+    traj.f_add_parameter('g.x', 1)
+    traj.f_add_result('r', 2)
+    traj.f_add_link('l', traj.f_get('g'))
+    traj['mine'] = mp.NNGroupNode('mine')
+    with pytest.raises(ValueError, match='root cannot be removed'):
+        traj.f_remove(recursive=False)
+    assert not traj.f_is_empty()
+    traj.f_remove()
+    assert traj.f_is_empty() and 'mine' not in traj and 'l' not in traj
+    assert traj.parameters.f_get_children() == {} and traj.results.f_get_children() == {}
+    traj.f_add_parameter('x', 3)                        # the tree works on
+    assert traj.x == 3
