@@ -166,6 +166,9 @@ SET_NAME = 'run_set_'
 FORMATTED_SET_NAME = SET_NAME + '%05d'
 SET_NAME_DUMMY = 'run_set_ALL'
 RUN_SET_SIZE = 1000
+# the wildcards of the current run and its set; pypet's naming functions for them give the
+# runs names of their own, which resolve to these index names (f_add_wildcard_functions)
+_RUN_WILDCARDS, _SET_WILDCARDS = ('$', 'crun'), ('$set', 'crunset')
 TIME_FORMAT = '%Y_%m_%d_%Hh%Mm%Ss'
 FORMAT_VERSION = 3  # of the files minipypet writes; a newer one is refused on load
 # (3: run rows in segment files beside the main file; 2: scalar leaves are attributes of
@@ -1414,6 +1417,8 @@ class NNGroupNode(NNTreeNode):
             name = root._translate(name)  # (pypet: a link named after the current run)
         if isinstance(name, str) and '.' in name:  # pypet: the groups on the way are made
             head, _, name = name.rpartition('.')
+            if isinstance(root, Trajectory):  # ('res.runs.crun.ff': results.runs.run_X)
+                head = '.'.join(root._translate(p) for p in head.split('.'))
             _check_name(name, self._join(head))
             return root._add_path(self, head, None, '').f_add_link(name, target)
         _check_name(name, self._full_name)
@@ -1429,6 +1434,8 @@ class NNGroupNode(NNTreeNode):
                                    "put the link into a group")
         self._links[name] = target
         root._link_count += 1
+        if root.__dict__.get('_is_run'):  # (stored with the run, see _run_record)
+            root.__dict__.setdefault('_new_links', []).append((self, name))
         return target
 
     def f_remove_link(self, name: str) -> None:
@@ -3125,6 +3132,7 @@ class _RunsMixin:
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
+        d['_new_links'] = []  # ((group, link name), ...) added in the run, see _run_record
 
     def f_start_run(self, run_name_or_idx: str | int | None = None, turn_into_run: bool = True
                     ) -> None:
@@ -3172,8 +3180,11 @@ class _RunsMixin:
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
         hexsha = _short_sha(self._environment_hexsha)
+        links = [(group._join(lname), group._links[lname]._full_name)
+                 for group, lname in self.__dict__.get('_new_links', ())
+                 if lname in group._links] if with_leaves else ()
         return _RunRecord('run', self._name, idx, (start, finish, completed, hexsha, error),
-                          leaves)
+                          leaves, links)
 
     def _finish_run(self, record, clean_up, restore=True):
         """The run's bookkeeping after its record is stored. restore=False leaves the
@@ -3184,6 +3195,7 @@ class _RunsMixin:
         d = self.__dict__
         d['_is_run'] = False
         d['_new_leaves'] = []
+        d.pop('_new_links', None)
         if '_run_stored' in d:
             del d['_run_stored']
         if clean_up:
@@ -3209,6 +3221,22 @@ class _RunsMixin:
         self._runs.set(record.idx, *record.info)
         for full_name, tag, comment, data, ann in record.leaves:
             self._place_leaf(full_name, tag, comment, data, ann)
+        self._place_links(record.links)
+
+    def _place_links(self, links):
+        """Put links [(full name, target's full name), ...] into the tree (the groups on
+        the way are made; a link whose target is not in the tree is left out)."""
+        for full_name, target_name in links:
+            target = self._nodes.get(target_name)
+            parent, _, lname = full_name.rpartition('.')
+            group = self if not parent else (self._nodes.get(parent) or
+                                             self._place_group(parent, '', None))
+            if target is None or group is None or group.v_is_leaf or \
+                    lname in group._children:
+                continue
+            if lname not in group._links:
+                self.__dict__['_link_count'] += 1
+            group._links[lname] = target
 
     def _worker_copy(self):
         """A copy for other processes: no explored ranges (each run's values travel with the
@@ -4341,7 +4369,25 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         for keys, func in self._wildcards.items():
             if comp in keys:
                 return func(self._idx)
+        if self._wildcards and '.' not in comp:
+            return self._custom_run_names().get(comp, comp)
         return comp
+
+    def _custom_run_names(self):
+        """{name: index name} of pypet's own run and set naming functions (see
+        f_add_wildcard_functions), made again when the number of runs changes."""
+        d = self.__dict__
+        cached = d.get('_custom_names')
+        if cached is not None and cached[0] == self._length:
+            return cached[1]
+        names = {}
+        for keys, index_name in ((_RUN_WILDCARDS, _run_name), (_SET_WILDCARDS, _set_name)):
+            func = self._wildcards.get(keys)
+            if func is not None:
+                for idx in range(-1, self._length):
+                    names[func(idx)] = index_name(idx)
+        d['_custom_names'] = (self._length, names)
+        return names
 
     def _resolve(self, start, name, shortcuts=None, max_depth=None, with_links=True):
         if not isinstance(name, str):
@@ -4568,13 +4614,29 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     # -- wildcards ---------------------------------------------------------------------------
     def f_add_wildcard_functions(self, func_dict: dict) -> None:
-        """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1)."""
+        """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1).
+
+        pypet's own run and set naming, {('$', 'crun'): f, ('$set', 'crunset'): g}, is
+        taken as names for the runs: 'hello_3' (f(3)) resolves to run_00000003 (g's names
+        to the run's set), while the tree, '$' and the file keep the index names (runs
+        are stored by index)."""
         for keys, func in func_dict.items():
             keys = (keys,) if isinstance(keys, str) else tuple(keys)
-            if set(keys) & {'$', 'crun', '$set', 'crunset'}:
-                raise ConfigurationError('%s are built-in wildcards and cannot be replaced'
-                                         % (keys,))
+            if keys in (_RUN_WILDCARDS, _SET_WILDCARDS):
+                names = [func(i) for i in (-1, 0, 1)] if callable(func) else None
+                if names is None or not all(isinstance(n, str) and _NAME_RE.fullmatch(n)
+                                            for n in names) or \
+                        keys == _RUN_WILDCARDS and len(set(names)) < 3:
+                    raise ConfigurationError(
+                        'the wildcard function of %s must give each run index (and -1) a '
+                        'node name of its own, e.g. lambda idx: "sim_%%d" %% idx; it gave %r'
+                        % (keys, names))
+            elif set(keys) & {'$', 'crun', '$set', 'crunset'}:
+                raise ConfigurationError(
+                    '%s mixes built-in wildcards with others; give %s or %s alone, or '
+                    'wildcards of your own' % (keys, _RUN_WILDCARDS, _SET_WILDCARDS))
             self._wildcards[keys] = func
+            self.__dict__.pop('_custom_names', None)
 
     def f_wildcard(self, wildcard: str = '$', run_idx: int | None = None) -> str:
         """The name a wildcard stands for: '$' is the current run's name."""
@@ -4590,7 +4652,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     def f_get_wildcards(self) -> list:
         """The wildcards known to this trajectory."""
-        return [('$', 'crun'), ('$set', 'crunset')] + list(self._wildcards)
+        return [_RUN_WILDCARDS, _SET_WILDCARDS] + [
+            k for k in self._wildcards if k not in (_RUN_WILDCARDS, _SET_WILDCARDS)]
 
     def f_is_wildcard(self, name: str) -> bool:
         """True if `name` is a wildcard."""
@@ -4971,13 +5034,16 @@ if hasattr(os, 'register_at_fork'):
 # minipypet's in a file), so that what a reader gets back unpacks in this field order.
 #
 #   _RunRecord  what a run left: kind 'run', the trajectory's name, the run index, info
-#               (start, finish, completed, hexsha, error: _RunTable.FIELDS, in order) and
-#               leaves [(full name, class tag, comment, data, annotations), ...]
+#               (start, finish, completed, hexsha, error: _RunTable.FIELDS, in order),
+#               leaves [(full name, class tag, comment, data, annotations), ...] and links
+#               [(full name, target's full name), ...] (the links the run added; a field
+#               added last, with a default, so the 5-field records of older journals read)
 #   _RunResult  what goes back from a worker: status 'ok' or 'err', the run index, value
 #               (the job's return value, or the traceback text), exc_bytes (the pickled
 #               exception, or None) and the run's _RunRecord (leaves only where the parent
 #               stores the run)
-_RunRecord = collections.namedtuple('_RunRecord', 'kind name idx info leaves')
+_RunRecord = collections.namedtuple('_RunRecord', 'kind name idx info leaves links',
+                                    defaults=((),))
 _RunResult = collections.namedtuple('_RunResult', 'status idx value exc_bytes record')
 
 
@@ -5541,7 +5607,9 @@ def _apply_records(states, records):
             last, columns = name, state['columns']
             shape = shapes.setdefault(name, {})  # (see _run_shape and _apply_record)
         if kind == 'run':  # (nearly all of them: inline)
-            _, _, idx, info, leaves = record  # (_RunRecord fields; read back: a tuple)
+            idx, info, leaves = record[2:5]  # (_RunRecord fields; read back: a tuple)
+            if len(record) > 5 and record[5]:  # (the run's links; older records have none)
+                _state_put_links(state, record[5])
             _state_set_run(state, idx, info)
             if idx >= state['length']:
                 state['length'] = idx + 1
@@ -5607,9 +5675,7 @@ def _apply_record(state, record, shape=None):
         if shape is not None and shape.get(None) is not None:
             shape[None].update(_heads(full_name))
     elif kind == 'link':  # (a group stored with f_store_item takes its links along)
-        _, _, full_name, target = record
-        if (state['nodes'].get(full_name) or {'kind': 'link'})['kind'] == 'link':
-            state['nodes'][full_name] = {'kind': 'link', 'target': target}
+        _state_put_links(state, [record[2:4]])
     elif kind == 'delete':
         _, _, names, recursive = record
         _state_delete(state, names, recursive)
@@ -5620,6 +5686,14 @@ def _apply_record(state, record, shape=None):
             shape.pop(None, None)  # (many new names: made again when needed)
     else:
         raise StorageError('unknown journal record %r' % (kind,))
+
+
+def _state_put_links(state, links):
+    """Links [(full name, target's full name), ...] into a state (not over a node)."""
+    nodes = state['nodes']
+    for full_name, target in links:
+        if (nodes.get(full_name) or {'kind': 'link'})['kind'] == 'link':
+            nodes[full_name] = {'kind': 'link', 'target': target}
 
 
 def _state_delete(state, names, recursive):
@@ -6706,7 +6780,9 @@ class _Fold:
         kind, name = record[0], record[1]
         meta = self.meta(name)
         if kind == 'run':  # (nearly all of them)
-            _, _, idx, info, leaves = record  # (_RunRecord fields; read back: a tuple)
+            idx, info, leaves = record[2:5]  # (_RunRecord fields; read back: a tuple)
+            if len(record) > 5 and record[5]:  # (the run's links; older records have none)
+                _state_put_links(meta, record[5])
             segment = self.segments.get(name) or self.segment(name)
             segment.add_info(idx, info)
             if idx >= meta['length']:

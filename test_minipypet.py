@@ -10731,3 +10731,82 @@ def test_f_remove_of_the_trajectory_empties_it_and_keeps_the_branches():
     assert traj.parameters.f_get_children() == {} and traj.results.f_get_children() == {}
     traj.f_add_parameter('x', 3)                        # the tree works on
     assert traj.x == 3
+
+
+def link_in_run_job(traj):
+    traj.f_add_result('lll.res32', traj.x * 2)
+    traj.f_add_link('res.runs.crun.ff', traj.f_get('results.runs.crun.lll.res32'))
+    traj.f_add_link('results.runs.crun.to_x', traj.f_get('parameters.x'))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize('mode', [None, 'QUEUE', 'LOCK', 'LOCAL'])
+def test_links_added_in_a_run_are_stored_and_loaded(file_backend, tmp_path, mode):
+    filename = path_for(file_backend, tmp_path)
+    kwargs = dict(multiproc=True, ncores=2, wrap_mode=mode) if mode else {}
+    env, traj = sweep(file_backend, filename, link_in_run_job, n=3, **kwargs)
+    got = load(filename, name='traj', load_all=mp.LOAD_DATA)
+    for idx in range(3):
+        group = got.f_get('results.runs.' + run_name(idx))
+        assert group.f_get('ff').v_full_name == 'results.runs.%s.lll.res32' % run_name(idx)
+        assert group.ff == 2 * idx and group.f_get('to_x') is got.f_get('parameters.x')
+        assert 'ff' in group.f_get_links()
+
+
+def test_run_records_of_older_journals_without_links_still_load(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', storage_service=service(file_backend, filename))
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_store(only_init=True)
+    now = time.time()
+    journal = mp._Journal(filename + '.journal')
+    journal.append(('run', 'traj', 0, (now, now, 1, '', ''),            # (5 fields: old)
+                    [('results.runs.run_00000000.z', 'Result', '', {'z': 5}, None)]))
+    journal.append(tuple(mp._RunRecord('run', 'traj', 1, (now, now, 1, '', ''),
+                                       [('results.runs.run_00000001.z', 'Result', '',
+                                         {'z': 6}, None)],
+                                       [('results.runs.run_00000001.l',
+                                         'results.runs.run_00000001.z')])))
+    journal.close()
+    for _ in range(2):  # read from the journal, then from the file after a checkpoint
+        got = load(filename, name='traj', load_all=mp.LOAD_DATA)
+        assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 5, 1: 6}
+        assert got.f_get('results.runs.run_00000001').l == 6
+        got.f_store()
+
+
+def hello_run(idx):
+    return 'hello_%d' % idx
+
+
+def huhu_set(idx):
+    return 'huhu_%d' % idx
+
+
+def z_in_set_job(traj):
+    traj.f_add_result('$set.$.z', traj.x * 2)
+
+
+def test_pypets_run_naming_functions_name_the_runs_stored_by_index(tmp_path):
+    filename = str(tmp_path / 'w.pkl')
+    names = {('$', 'crun'): hello_run, ('$set', 'crunset'): huhu_set}
+    env = mp.Environment(trajectory='w', add_time=False, filename=filename,
+                         storage_service=mp.PickleStorageService, log_config=None,
+                         wildcard_functions=names, clean_up_runs=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(z_in_set_job)
+    assert traj.f_wildcard('$', 2) == run_name(2)       # the tree keeps the index names
+    for t in (traj, load(filename, name='w', load_all=mp.LOAD_DATA,
+                         wildcard_functions=names)):
+        z = t.f_get('results.runs.hello_2.z')
+        assert z.v_full_name == 'results.runs.run_set_00000.run_00000002.z'  # (by index)
+        assert t.res.runs.hello_1.z == 4 and t.huhu_0.hello_0.z == 2
+        assert t.f_get_from_runs('z', fast_access=True) == {
+            run_name(i): 2 * (i + 1) for i in range(3)}
+    with pytest.raises(mp.ConfigurationError, match='a node name of its own'):
+        mp.Trajectory('bad', wildcard_functions={('$', 'crun'): lambda i: 'same'})
+    with pytest.raises(mp.ConfigurationError, match='mixes built-in wildcards'):
+        mp.Trajectory('bad', wildcard_functions={('$', 'mine'): lambda i: 'm%d' % i})
