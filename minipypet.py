@@ -1419,6 +1419,8 @@ class NNGroupNode(NNTreeNode):
             head, _, name = name.rpartition('.')
             if isinstance(root, Trajectory):  # ('res.runs.crun.ff': results.runs.run_X)
                 head = '.'.join(root._translate(p) for p in head.split('.'))
+                if name in ('$', 'crun', '$set', 'crunset'):  # ('results.$')
+                    name = root._translate(name)
             _check_name(name, self._join(head))
             return root._add_path(self, head, None, '').f_add_link(name, target)
         _check_name(name, self._full_name)
@@ -3778,6 +3780,28 @@ class _StorageMixin:
             self.f_merge(other, **kwargs)
         return self
 
+    def f_backup(self, backup_filename: str | os.PathLike | None = None) -> str:
+        """Store this trajectory as stored (the file's, not what memory holds since) into
+        `backup_filename` (default: backup_<name><ext> beside its file), as the only
+        trajectory of that new file; returns its path (pypet's backup)."""
+        service = self._storage_service
+        if not isinstance(service, _FileService) or not self._stored:
+            raise PypetError('f_backup needs the trajectory stored in a file; %s is not '
+                             '(store it with f_store() first)' % self._name)
+        if backup_filename is None:
+            folder, base = os.path.split(service.filename)
+            backup_filename = os.path.join(folder, 'backup_%s%s'
+                                           % (self._name, os.path.splitext(base)[1]))
+        backup_filename = os.fspath(backup_filename)
+        if os.path.exists(backup_filename):  # (never over a file: it may be another's)
+            raise ConfigurationError('f_backup: %s exists; give another backup_filename or '
+                                     'remove it' % backup_filename)
+        service.flush()
+        state = service._load_state(self._name, data=True)
+        type(service)(backup_filename).checkpoint(extra=(state, OVERWRITE_DATA, False),
+                                                 fresh=self._name)
+        return backup_filename
+
     def _reset_tree(self):
         d = self.__dict__
         d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
@@ -4417,6 +4441,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if child is None:
                 tr = self._translate(comp)
                 child = node._children.get(tr)
+                if child is None and with_links and node._links:  # (a run's link: 'crun')
+                    child = node._links.get(tr)
                 if child is None and tr != comp and comp in ('$', 'crun'):
                     child = node._children.get(RUN_NAME_DUMMY)
                 if child is None and (_RUN_RE.fullmatch(tr) or tr == RUN_NAME_DUMMY or
@@ -4848,13 +4874,54 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
                 target[mapping[j]] = row if row[1] else (row[0], first, row[2], row[3])
     if mapping:
         mine.setdefault('merged_runs', []).append([n_mine, mine['length']])
+
+    def renumber(name):  # the other's name of a run's node -> ours (None: not merged)
+        split = _split_run(name)
+        if split is None:
+            return name
+        return _join_run(split[0], mapping[split[1]]) if split[1] in mapping else None
     for key, rec in other['nodes'].items():
-        if key in mine['nodes'] or any(key.startswith(i) for i in ignore):
+        if any(key.startswith(i) for i in ignore):
+            continue
+        if mapping and rec['kind'] == 'leaf' and key.startswith('derived_parameters.') \
+                and RUN_NAME_DUMMY in key.split('.'):
+            _merge_run_all(mine, key, rec, sorted(mapping.values()))
+            continue
+        key = renumber(key)  # (a run's links and nodes named after it, e.g. results.$)
+        if rec['kind'] == 'link':
+            rec = dict(rec, target=renumber(rec['target']))
+        if key is None or rec.get('target', '') is None or key in mine['nodes']:
             continue
         if key.startswith('config.') and not merge_config:
             continue
         if key.startswith(('results.', 'derived_parameters.', 'config.')):
             mine['nodes'][key] = rec
+
+
+def _merge_run_all(mine, key, rec, new_runs):
+    """The other's derived parameter of run_ALL, where ours differs or is missing: as
+    pypet, it goes into the first merged run and the other merged runs link to it."""
+    own = mine['nodes'].get(key)
+    try:
+        if own is not None and own.get('data') == rec.get('data'):
+            return
+    except (ValueError, TypeError):  # (numpy arrays compare elementwise: not the same)
+        pass
+    parts = key.split('.')
+    where = parts.index(RUN_NAME_DUMMY)
+
+    def at(idx):
+        parts[where] = _run_name(idx)
+        return '.'.join(parts)
+    first = at(new_runs[0])
+    split = _leaf_split(_split_run(first))
+    if split is None:  # (a leaf named after its run: a node of its own)
+        mine['nodes'][first] = rec
+    else:
+        mine['columns'].setdefault(split[0], {})[new_runs[0]] = (
+            rec['class'], rec['comment'], rec['ann'], rec['data'])
+    for idx in new_runs[1:]:
+        mine['nodes'].setdefault(at(idx), {'kind': 'link', 'target': first})
 
 
 def merge_all_in_folder(folder: str | os.PathLike, ext: str = '.hdf5',
@@ -12631,7 +12698,7 @@ _ALIASES = {
                  'f_get_from_runs', 'f_find_idx', 'f_get_config', 'f_get_parameters',
                  'f_get_explored_parameters', 'f_get_derived_parameters', 'f_get_results',
                  'f_lock_parameters', 'f_lock_derived_parameters', 'f_add_to_dynamic_imports',
-                 'f_add_wildcard_functions', 'f_wildcard', 'f_set_properties'],
+                 'f_add_wildcard_functions', 'f_wildcard', 'f_set_properties', 'f_backup'],
     BaseParameter: ['f_get', 'f_set', 'f_get_range', 'f_has_range', 'f_get_range_length',
                     'f_is_empty', 'f_empty', 'f_lock', 'f_unlock', 'f_get_default',
                     'f_supports', 'f_val_to_str', 'v_explored', 'v_locked', 'v_name',

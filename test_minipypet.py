@@ -10810,3 +10810,41 @@ def test_pypets_run_naming_functions_name_the_runs_stored_by_index(tmp_path):
         mp.Trajectory('bad', wildcard_functions={('$', 'crun'): lambda i: 'same'})
     with pytest.raises(mp.ConfigurationError, match='mixes built-in wildcards'):
         mp.Trajectory('bad', wildcard_functions={('$', 'mine'): lambda i: 'm%d' % i})
+
+
+def gg_job(traj):
+    traj.f_add_result('z', traj.p * 10)
+    traj.f_add_link('results.$', traj.f_get('parameters.p'))    # a link named by its run
+    traj.f_add_link('results.runs.crun.to_z', traj.f_get('results.runs.crun.z'))
+
+
+@needs_tables
+def test_merge_renumbers_run_links_and_spreads_the_others_run_all_values(tmp_path):
+    filename = str(tmp_path / 'm.hdf5')
+    trajs = []
+    for name, value, points in (('a', 42, [1, 2]), ('b', 44, [3, 4, 5])):
+        env = mp.Environment(trajectory=name, add_time=False, filename=filename,
+                             log_config=None)
+        traj = env.v_trajectory
+        traj.f_add_parameter('p', 1)
+        traj.f_explore({'p': points})
+        traj.f_add_derived_parameter('test.$.gg', value)     # run_ALL: one for all runs
+        env.f_run(gg_job)
+        trajs.append(traj)
+    a, b = trajs
+    a.f_merge(b, backup=False)
+    a.f_load(load_data=mp.LOAD_DATA)
+    for idx, (p, gg) in enumerate([(1, 42), (2, 42), (3, 44), (4, 44), (5, 44)]):
+        a.v_idx = idx
+        assert a['test.crun.gg'] == gg                     # pypet: the other's run_ALL
+        group = a.f_get('results.runs.' + run_name(idx))  # value in the merged runs
+        assert group.to_z == 10 * p and group.f_get('to_z') is group.f_get('z')
+        assert a.f_get('results').f_get_links()[run_name(idx)] is a.f_get('parameters.p')
+    a.v_idx = -1
+    backup = a.f_backup(str(tmp_path / 'backup.hdf5'))
+    again = mp.load_trajectory(index=-1, filename=backup, load_all=mp.LOAD_DATA)
+    assert again.v_name == 'a' and len(again) == 5          # only this trajectory
+    assert again.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: 10 * (i + 1) for i in range(5)}
+    with pytest.raises(mp.ConfigurationError, match='exists'):
+        a.f_backup(backup)
