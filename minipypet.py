@@ -10259,8 +10259,10 @@ class MultiprocContext:
             traj.v_storage_service = QueueStorageServiceSender(self.queue)
 
     def finalize(self) -> None:
-        """Store what is still queued, then restore the trajectory's own storage service."""
-        if self._service is None:
+        """Store what is still queued, then restore the trajectory's own storage service
+        and fold what the processes stored into the file (pypet leaves its file written)."""
+        service = self._service
+        if service is None:
             return
         try:
             if self._writer is not None:
@@ -10268,10 +10270,12 @@ class MultiprocContext:
                 self._writer.join()
                 self._writer = None
         finally:
-            self._traj.v_storage_service, self._service = self._service, None
+            self._traj.v_storage_service, self._service = service, None
             if self._own_manager is not None:
                 self._own_manager.shutdown()
                 self._own_manager = self._manager = None
+        if isinstance(service, _FileService):
+            service.checkpoint()
 
     f_start, f_finalize = start, finalize
 

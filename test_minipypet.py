@@ -10848,3 +10848,22 @@ def test_merge_renumbers_run_links_and_spreads_the_others_run_all_values(tmp_pat
         i: 10 * (i + 1) for i in range(5)}
     with pytest.raises(mp.ConfigurationError, match='exists'):
         a.f_backup(backup)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('backend', FILE_BACKENDS)
+def test_multiproc_context_leaves_the_data_file_written(backend, tmp_path):
+    """pypet's example 16: processes store into the file and nothing stores the trajectory
+    after them; pypet leaves its HDF5 file written, so the context folds the journal."""
+    filename = path_for(backend, tmp_path)
+    traj = mp.Trajectory('ctx', add_time=False, filename=filename,
+                         storage_service=CLASSES[backend])
+    traj.f_add_parameter('x', 1)
+    traj.f_add_result('last', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    with mp.MultiprocContext(trajectory=traj, wrap_mode='LOCK'):
+        with multiprocessing.get_context(PAR_START_METHODS[0]).Pool(2) as pool:
+            pool.map(context_store_name, list(traj.f_iter_runs(yields='copy')))
+    assert os.path.exists(filename) and not os.path.exists(filename + '.journal')
+    traj.results.f_load(load_data=3)
+    assert traj.res.last in (1, 2, 3)
