@@ -3196,7 +3196,7 @@ class _RunsMixin:
         self._runs.set(idx, *record.info)
         d = self.__dict__
         d['_is_run'] = False
-        d['_new_leaves'] = []
+        added, d['_new_leaves'] = d['_new_leaves'], []
         d.pop('_new_links', None)
         if '_run_stored' in d:
             del d['_run_stored']
@@ -3210,6 +3210,15 @@ class _RunsMixin:
                 group = runs._children.get(name) or self._run_group(branch, idx)
                 if group is not None:
                     self._remove_subtree(group)
+            # and what it added elsewhere below its name (results.sim.run_X.w, results.$):
+            # as pypet, a later run sees none of an earlier one's nodes
+            for leaf in added:
+                full = leaf._full_name
+                if name in full and nodes.get(full) is leaf:
+                    parts = full.split('.')
+                    top = nodes.get('.'.join(parts[:parts.index(name) + 1]))
+                    if top is not None and top._parent is not None:
+                        self._remove_subtree(top)
         d['_idx'] = -1  # f_set_crun(-1)
         if not restore:
             return
@@ -4823,8 +4832,13 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
     if trial_parameter is not None:
         trial = trial_parameter if trial_parameter.startswith('parameters.') else \
             'parameters.' + trial_parameter
-        if trial not in mine['nodes']:
-            raise ConfigurationError('trial_parameter %r is not a parameter' % trial_parameter)
+        if trial not in mine['nodes']:  # (a short name, as natural naming finds it: pypet)
+            found = [k for k in params(mine) if k.endswith('.' + trial_parameter)]
+            if len(found) != 1:
+                raise ConfigurationError('trial_parameter %r is %s' % (
+                    trial_parameter, 'ambiguous: %s' % sorted(found) if found else
+                    'not a parameter'))
+            trial = found[0]
         if trial not in explored:
             explored.append(trial)
 
@@ -4852,6 +4866,9 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
             continue
         seen.add(point)
         mapping[j] = n_mine + len(mapping)
+    if n_other and not mapping:  # (pypet: a ValueError, before anything is written)
+        raise ConfigurationError('nothing to merge: every run of %s is a duplicate of one '
+                                 'here (remove_duplicates=True)' % other.get('name', 'the other'))
     for k in explored:
         mr[k].extend(orr[k][j] for j in mapping)
         rec = mine['nodes'][k]
@@ -4869,9 +4886,16 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
         # the other file may have purged duplicate comments: give them back, since merged
         # runs keep their comments (the seed)
         first = rows[min(rows)][1] if rows else ''
+        # ... unless ours says the same first: a duplicate, purged as in one sweep's file
+        own = target[min(target)][1] if target else None
+        purged = own is not None and not any(r[1] for r in target.values() if r[1] != own)
         for j, row in rows.items():
             if j in mapping:
-                target[mapping[j]] = row if row[1] else (row[0], first, row[2], row[3])
+                comment = row[1] or first
+                if purged and comment == own:
+                    comment = ''
+                target[mapping[j]] = row if comment == row[1] else (
+                    row[0], comment, row[2], row[3])
     if mapping:
         mine.setdefault('merged_runs', []).append([n_mine, mine['length']])
 

@@ -10867,3 +10867,38 @@ def test_multiproc_context_leaves_the_data_file_written(backend, tmp_path):
     assert os.path.exists(filename) and not os.path.exists(filename + '.journal')
     traj.results.f_load(load_data=3)
     assert traj.res.last in (1, 2, 3)
+
+
+def trial_job(traj):
+    traj.f_add_result('sim.$.w', traj.x)                  # a run's node outside runs
+    traj.f_add_result('seen', sorted(n for n in traj.f_to_dict() if 'sim.run_' in n))
+
+
+def test_merge_by_a_short_trial_name_and_runs_that_see_no_earlier_run(tmp_path):
+    parts = []
+    for name, points in (('a', [1, 2]), ('b', [1, 2, 3])):
+        env = mp.Environment(trajectory=name, add_time=False, log_config=None,
+                             filename=str(tmp_path / (name + '.pkl')),
+                             storage_service=mp.PickleStorageService)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_add_parameter('setup.trial', 0)
+        traj.f_explore({'x': points})
+        env.f_run(trial_job)
+        parts.append(traj)
+    a, b = parts
+    assert not a.f_contains('results.sim.run_00000001')     # cleaned up with its run
+    a.f_merge(b, trial_parameter='trial', backup=False)   # (a short name, as pypet's)
+    got = load(str(tmp_path / 'a.pkl'), name='a', load_all=mp.LOAD_DATA)
+    assert got.f_get('trial').f_get_range() == [0, 0, 1, 1, 1]
+    assert got.f_get_from_runs('seen', fast_access=True, use_indices=True) == {
+        i: ['results.sim.%s.w' % run_name(j)] for i, j in enumerate([0, 1, 0, 1, 2])}
+    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
+        0: 1, 1: 2, 2: 1, 3: 2, 4: 3}
+    comments = [got.f_get('results.runs.%s.seen' % run_name(i)).v_comment for i in range(5)]
+    assert comments[1:] == [''] * 4                    # b's first run's comment: purged
+    again = mp.load_trajectory(name='b', filename=str(tmp_path / 'b.pkl'))
+    got.f_merge(again, remove_duplicates=True, backup=False)
+    assert len(got) == 6                                # b's (x=3, trial=0) was new
+    with pytest.raises(ValueError, match='nothing to merge'):
+        got.f_merge(again, remove_duplicates=True, backup=False)
