@@ -3134,7 +3134,7 @@ class _RunsMixin:
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
-        d['_new_links'] = []  # ((group, link name), ...) added in the run, see _run_record
+        d.pop('_new_links', None)  # ((group, link name), ...) added in the run: f_add_link
 
     def f_start_run(self, run_name_or_idx: str | int | None = None, turn_into_run: bool = True
                     ) -> None:
@@ -3182,9 +3182,10 @@ class _RunsMixin:
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
         hexsha = _short_sha(self._environment_hexsha)
+        added = self.__dict__.get('_new_links')
         links = [(group._join(lname), group._links[lname]._full_name)
-                 for group, lname in self.__dict__.get('_new_links', ())
-                 if lname in group._links] if with_leaves else ()
+                 for group, lname in added if lname in group._links] \
+            if added and with_leaves else ()
         return _RunRecord('run', self._name, idx, (start, finish, completed, hexsha, error),
                           leaves, links)
 
@@ -3213,6 +3214,8 @@ class _RunsMixin:
             # and what it added elsewhere below its name (results.sim.run_X.w, results.$):
             # as pypet, a later run sees none of an earlier one's nodes
             for leaf in added:
+                if leaf._parent is None:  # (the common case: gone with the run's group)
+                    continue
                 full = leaf._full_name
                 if name in full and nodes.get(full) is leaf:
                     parts = full.split('.')
