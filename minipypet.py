@@ -51,7 +51,8 @@ __all__ = [
     'pypetconstants', 'PypetError', 'NotUniqueNodeError', 'ParameterLockedError',
     'ParameterLockedException', 'DataNotInStorageError', 'MissingDependencyError',
     'NoSuchChildError', 'GroupNotEmptyError',
-    'InvalidNameError', 'UnsupportedTypeError', 'NoSuchNodeError', 'StorageError',
+    'InvalidNameError', 'UnsupportedTypeError', 'UnknownArgumentError', 'NoSuchNodeError',
+    'StorageError',
     'PickleRefusedError', 'VersionMismatchError', 'GitDiffError', 'ResumeError',
     'WorkerDiedError', 'RunFailedError', 'ConfigurationError', 'install_as_pypet',
     'PresettingError', 'NoSuchServiceError', 'TooManyGroupsError', 'SparseParameter',
@@ -165,6 +166,9 @@ SET_NAME = 'run_set_'
 FORMATTED_SET_NAME = SET_NAME + '%05d'
 SET_NAME_DUMMY = 'run_set_ALL'
 RUN_SET_SIZE = 1000
+# the wildcards of the current run and its set; pypet's naming functions for them give the
+# runs names of their own, which resolve to these index names (f_add_wildcard_functions)
+_RUN_WILDCARDS, _SET_WILDCARDS = ('$', 'crun'), ('$set', 'crunset')
 TIME_FORMAT = '%Y_%m_%d_%Hh%Mm%Ss'
 FORMAT_VERSION = 3  # of the files minipypet writes; a newer one is refused on load
 # (3: run rows in segment files beside the main file; 2: scalar leaves are attributes of
@@ -237,6 +241,11 @@ class TooManyGroupsError(PypetError, TypeError):
 
 class InvalidNameError(PypetError, ValueError, AttributeError):
     """A node name that is not allowed, or taken (pypet raises AttributeError for that)."""
+
+
+class UnknownArgumentError(PypetError, TypeError, ValueError, AttributeError):
+    """Keywords a call does not take: a TypeError as Python raises it, also the ValueError
+    pypet's Environment and f_store raise and the AttributeError of its f_set_properties."""
 
 
 class UnsupportedTypeError(PypetError, TypeError):
@@ -1002,6 +1011,13 @@ class NNGroupNode(NNTreeNode):
             if value._full_name not in ('', tail, name):
                 raise InvalidNameError('cannot add %s as %r: the names differ'
                                        % (value._full_name, name))
+            first, _, rest = name.partition('.')
+            group = self._children.get(first)
+            if group is not None and not group.v_is_leaf and first not in BRANCHES:
+                # (a group of the user's own, e.g. traj['r_1'] = NNGroupNode(''): pypet
+                # adds below it rather than placing the leaf in its branch)
+                group[rest] = value
+                return
             value._rename(name)
             self.f_add_leaf(value) if value.v_is_leaf else self._add_group_node(value)
             return
@@ -1421,6 +1437,10 @@ class NNGroupNode(NNTreeNode):
             name = root._translate(name)  # (pypet: a link named after the current run)
         if isinstance(name, str) and '.' in name:  # pypet: the groups on the way are made
             head, _, name = name.rpartition('.')
+            if isinstance(root, Trajectory):  # ('res.runs.crun.ff': results.runs.run_X)
+                head = '.'.join(root._translate(p) for p in head.split('.'))
+                if name in ('$', 'crun', '$set', 'crunset'):  # ('results.$')
+                    name = root._translate(name)
             _check_name(name, self._join(head))
             return root._add_path(self, head, None, '').f_add_link(name, target)
         _check_name(name, self._full_name)
@@ -1436,6 +1456,8 @@ class NNGroupNode(NNTreeNode):
                                    "put the link into a group")
         self._links[name] = target
         root._link_count += 1
+        if root.__dict__.get('_is_run'):  # (stored with the run, see _run_record)
+            root.__dict__.setdefault('_new_links', []).append((self, name))
         return target
 
     def f_remove_link(self, name: str) -> None:
@@ -1465,8 +1487,18 @@ class NNGroupNode(NNTreeNode):
 
     def f_remove(self, recursive: bool = True, predicate: object = None) -> None:
         """Remove this group (and, with recursive, everything below it) from memory."""
-        if self._parent is None:
-            raise PypetError('the trajectory root cannot be removed')
+        if self._parent is None:  # pypet: the trajectory empties itself, the root stays
+            if not recursive:
+                raise ConfigurationError('the trajectory root cannot be removed; '
+                                         'traj.f_remove() removes everything below it')
+            for group in [self] + [self._children[b] for b in BRANCHES
+                                   if b in self._children]:
+                for name in list(group._links):
+                    group.f_remove_link(name)
+                for name in list(group._children):
+                    if group is not self or name not in BRANCHES:  # (branches stay)
+                        group.f_remove_child(name, True, predicate)
+            return
         self._parent.f_remove_child(self._name, recursive, predicate)
 
     def f_store(self, recursive: bool = True, store_data: int = STORE_DATA,
@@ -2057,8 +2089,26 @@ class BaseParameter(NNLeafNode):
 
     v_locked = property(lambda self: self._locked,
                         doc='True if f_set is refused (read during a run, or f_lock).')
-    v_explored = property(lambda self: self._explored_range is not None,
-                          doc='True if the parameter has a range.')
+    v_explored = property(lambda self: self._explored_range is not None or
+                          '_range_dropped' in self.__dict__,
+                          doc='True if the parameter has a range (or had one before a '
+                              'copy without it, see v_full_copy).')
+
+    @property
+    def v_full_copy(self) -> bool:
+        """pypet's: False makes a pickle (or copy) of the parameter keep its current value
+        and drop the range (it stays v_explored); True, the default here, keeps the range."""
+        return self.__dict__.get('_full_copy', True)
+
+    @v_full_copy.setter
+    def v_full_copy(self, value):
+        self.__dict__['_full_copy'] = bool(value)
+
+    def __getstate__(self):
+        state = self.__dict__
+        if state.get('_full_copy', True) or state['_explored_range'] is None:
+            return state
+        return dict(state, _explored_range=None, _range_dropped=True)
 
     # -- exploration -------------------------------------------------------------------------
     def f_has_range(self) -> bool:
@@ -3148,8 +3198,14 @@ class _RunsMixin:
     def f_get_from_runs(self, name: str, include_default_run: bool = True,
                         use_indices: bool = False, fast_access: bool = False,
                         with_links: bool = True, shortcuts: bool = True,
-                        max_depth: int | None = None, auto_load: bool = False) -> dict:
-        """{run name (or index): node or value} of `name` found below each run's group."""
+                        max_depth: int | None = None, auto_load: bool = False,
+                        where: object = None, backwards_search: object = None) -> dict:
+        """{run name (or index): node or value} of `name` found below each run's group.
+        where, backwards_search: pypet's old keywords, ignored as pypet ignores them."""
+        for key, value in (('where', where), ('backwards_search', backwards_search)):
+            if value is not None:
+                warnings.warn('f_get_from_runs(%s=...) is deprecated and ignored (as in '
+                              'pypet 0.7): drop it' % key, DeprecationWarning, stacklevel=2)
         if not isinstance(name, str):
             raise ConfigurationError('f_get_from_runs needs the name of a result or derived '
                                      'parameter (a str, e.g. "z"), got %r' % (name,))
@@ -3306,6 +3362,7 @@ class _RunsMixin:
         d = self.__dict__
         d['_is_run'] = True
         d['_new_leaves'] = []
+        d.pop('_new_links', None)  # ((group, link name), ...) added in the run: f_add_link
 
     def f_start_run(self, run_name_or_idx: str | int | None = None, turn_into_run: bool = True
                     ) -> None:
@@ -3353,9 +3410,14 @@ class _RunsMixin:
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
         hexsha = _short_sha(self._environment_hexsha)
+        added = self.__dict__.get('_new_links')
+        links = [(group._join(lname), group._links[lname]._full_name)
+                 for group, lname in added if lname in group._links] \
+            if added and with_leaves else ()
         # (tuple.__new__: the namedtuple's own __new__ is Python code, ~0.5 us a run)
         return _new_tuple(_RunRecord, ('run', self._name, idx,
-                                       (start, finish, completed, hexsha, error), leaves))
+                                       (start, finish, completed, hexsha, error), leaves,
+                                       links))
 
     def _finish_run(self, record, clean_up, restore=True):
         """The run's bookkeeping after its record is stored. restore=False leaves the
@@ -3365,7 +3427,8 @@ class _RunsMixin:
         self._runs.set(idx, *record.info)
         d = self.__dict__
         d['_is_run'] = False
-        d['_new_leaves'] = []
+        added, d['_new_leaves'] = d['_new_leaves'], []
+        d.pop('_new_links', None)
         if '_run_stored' in d:
             del d['_run_stored']
         if clean_up:
@@ -3378,6 +3441,17 @@ class _RunsMixin:
                 group = runs._children.get(name) or self._run_group(branch, idx)
                 if group is not None:
                     self._remove_subtree(group)
+            # and what it added elsewhere below its name (results.sim.run_X.w, results.$):
+            # as pypet, a later run sees none of an earlier one's nodes
+            for leaf in added:
+                if leaf._parent is None:  # (the common case: gone with the run's group)
+                    continue
+                full = leaf._full_name
+                if name in full and nodes.get(full) is leaf:
+                    parts = full.split('.')
+                    top = nodes.get('.'.join(parts[:parts.index(name) + 1]))
+                    if top is not None and top._parent is not None:
+                        self._remove_subtree(top)
         d['_idx'] = -1  # f_set_crun(-1)
         if not restore:
             return
@@ -3391,6 +3465,20 @@ class _RunsMixin:
         self._runs.set(record.idx, *record.info)
         for full_name, tag, comment, data, ann in record.leaves:
             self._place_leaf(full_name, tag, comment, data, ann)
+        self._place_links(record.links)
+
+    def _place_links(self, links):
+        """Put links [(full name, target's full name), ...] into the tree (the groups on
+        the way are made; a link whose target is not in the tree is left out)."""
+        for full_name, target_name in links:
+            target = self._nodes.get(target_name)
+            parent, _, lname = full_name.rpartition('.')
+            group = self if not parent else (self._nodes.get(parent) or
+                                             self._place_group(parent, '', None))
+            if target is None or group is None or group.v_is_leaf or \
+                    lname in group._children:
+                continue
+            self._load_link(group, lname, target)
 
     def _worker_copy(self):
         """A copy for other processes: no explored ranges (each run's values travel with the
@@ -3661,9 +3749,15 @@ class _StorageMixin:
         return self._storage_service
 
     def f_store(self, only_init: bool = False, store_data: int = STORE_DATA,
-                max_depth: int | None = None) -> None:
+                max_depth: int | None = None, recursive: bool | None = None) -> None:
         """Store the whole trajectory (outside a run) or what the current run added.
-        max_depth: only nodes up to that depth (the branches are depth 1)."""
+        max_depth: only nodes up to that depth (the branches are depth 1);
+        recursive=False: pypet's other spelling of only_init=True."""
+        if recursive is not None:
+            if only_init:  # (pypet: the two are mutually exclusive)
+                raise ConfigurationError('f_store takes only_init=True or recursive=False, '
+                                         'not both; drop one')
+            only_init = not recursive
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
             self.f_store_items(list(self._new_leaves))
             return
@@ -4006,6 +4100,28 @@ class _StorageMixin:
             self.f_merge(other, **kwargs)
         return self
 
+    def f_backup(self, backup_filename: str | os.PathLike | None = None) -> str:
+        """Store this trajectory as stored (the file's, not what memory holds since) into
+        `backup_filename` (default: backup_<name><ext> beside its file), as the only
+        trajectory of that new file; returns its path (pypet's backup)."""
+        service = self._storage_service
+        if not isinstance(service, _FileService) or not self._stored:
+            raise PypetError('f_backup needs the trajectory stored in a file; %s is not '
+                             '(store it with f_store() first)' % self._name)
+        if backup_filename is None:
+            folder, base = os.path.split(service.filename)
+            backup_filename = os.path.join(folder, 'backup_%s%s'
+                                           % (self._name, os.path.splitext(base)[1]))
+        backup_filename = os.fspath(backup_filename)
+        if os.path.exists(backup_filename):  # (never over a file: it may be another's)
+            raise ConfigurationError('f_backup: %s exists; give another backup_filename or '
+                                     'remove it' % backup_filename)
+        service.flush()
+        state = service._load_state(self._name, data=True)
+        type(service)(backup_filename).checkpoint(extra=(state, OVERWRITE_DATA, False),
+                                                 fresh=self._name)
+        return backup_filename
+
     def f_delete_item(self, item: str | NNTreeNode, *args: object, **kwargs: object) -> None:
         """Delete one node from storage; see f_delete_items."""
         self.f_delete_items([item], *args, **kwargs)
@@ -4274,13 +4390,18 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             '_environment_name', '_standard_parameter', '_standard_result'),
         '_RunsMixin': (  # the exploration and the current run
             '_explored', '_length', '_runs', '_idx', '_is_run', '_new_leaves', '_run_fast',
-            '_manual_start'),
+            '_manual_start', '_new_links'),
         '_StorageMixin': (  # the service and what the file knows the trajectory by
             '_storage_service', '_stored', '_merged_runs', '_store_max_depth', '_name',
             '_time', '_timestamp', '_version', '_python'),
     }
     _RESTORES = ('__init__', '__getstate__', '__setstate__', '__copy__', 'f_copy',
                  '_from_state', '_worker_copy')
+    # the v_ properties and their defaults (also Environment(v_auto_load=...) keywords)
+    _PROPERTY_DEFAULTS = {'fast_access': True, 'shortcuts': True, 'auto_load': False,
+                          'max_depth': None, 'iter_recursive': False,
+                          'auto_run_prepend': True, 'full_copy': None, 'with_links': True,
+                          'no_clobber': False}  # (full_copy None: not set, see v_full_copy)
 
     def __init__(self, name: str = 'my_trajectory', add_time: bool = False, comment: str = '',
                  dynamic_imports: list | None = None, wildcard_functions: dict | None = None,
@@ -4320,9 +4441,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_dynamic_imports'] = _import_classes(dynamic_imports)
         d['_dynamic_imports'].update(_import_classes(dynamically_imported_classes))
         d['_wildcards'] = {}
-        d['_props'] = {'fast_access': True, 'shortcuts': True, 'auto_load': False,
-                       'max_depth': None, 'iter_recursive': False, 'auto_run_prepend': True,
-                       'full_copy': False, 'with_links': True, 'no_clobber': False}
+        d['_props'] = dict(self._PROPERTY_DEFAULTS)
         d['_storage_service'] = None
         for branch in BRANCHES:
             group = NNGroupNode(branch)
@@ -4431,7 +4550,16 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     v_iter_recursive = _prop('iter_recursive', 'Iterating the trajectory is recursive.')
     v_auto_run_prepend = _prop('auto_run_prepend',
                                'In a run, results go below results.runs.run_XXXXXXXX.')
-    v_full_copy = _prop('full_copy', 'Kept for pypet compatibility (pickles are full copies).')
+    @property
+    def v_full_copy(self) -> bool:
+        """pypet's: set False, copy.copy(traj) and f_copy() drop the explored ranges (the
+        parameters keep their current values and stay v_explored); unset or True, a copy
+        keeps them (pickles for workers and .cnt files always do)."""
+        return bool(self._props['full_copy'])
+
+    @v_full_copy.setter
+    def v_full_copy(self, value):
+        self._props['full_copy'] = bool(value)
     v_with_links = _prop('with_links', 'Natural naming follows links.')
     v_no_clobber = _prop('no_clobber', 'Adding a leaf that exists returns it unchanged '
                          '(instead of raising).')
@@ -4442,8 +4570,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         for key, value in kwargs.items():
             key = key[2:] if key.startswith('v_') else key
             if key not in self._props:
-                raise TypeError('unknown trajectory property %r; known: %s'
-                                % (key, sorted(self._props)))
+                raise UnknownArgumentError('unknown trajectory property %r; known: %s'
+                                           % (key, sorted(self._props)))
             self._props[key] = value
         self._drop_fast()
 
@@ -4485,6 +4613,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         """copy.copy(traj): an independent tree that shares the storage service (pypet)."""
         new = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
         new.__dict__['_storage_service'] = self._storage_service
+        if self._props['full_copy'] is False:  # (set by the user: pypet's copy of one run)
+            for param in new._explored.values():
+                if param._explored_range is not None:
+                    param.__dict__['_explored_range'] = None
+                    param.__dict__['_range_dropped'] = True
         return new
 
     def f_copy(self, copy_leaves: bool = True, with_links: bool = True) -> Trajectory:
@@ -4628,7 +4761,25 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         for keys, func in self._wildcards.items():
             if comp in keys:
                 return func(self._idx)
+        if self._wildcards and '.' not in comp:
+            return self._custom_run_names().get(comp, comp)
         return comp
+
+    def _custom_run_names(self):
+        """{name: index name} of pypet's own run and set naming functions (see
+        f_add_wildcard_functions), made again when the number of runs changes."""
+        d = self.__dict__
+        cached = d.get('_custom_names')
+        if cached is not None and cached[0] == self._length:
+            return cached[1]
+        names = {}
+        for keys, index_name in ((_RUN_WILDCARDS, _run_name), (_SET_WILDCARDS, _set_name)):
+            func = self._wildcards.get(keys)
+            if func is not None:
+                for idx in range(-1, self._length):
+                    names[func(idx)] = index_name(idx)
+        d['_custom_names'] = (self._length, names)
+        return names
 
     def _resolve(self, start, name, shortcuts=None, max_depth=None, with_links=True):
         if not isinstance(name, str):
@@ -4659,6 +4810,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             if child is None:
                 tr = self._translate(comp)
                 child = node._children.get(tr)
+                if child is None and with_links and node._links:  # (a run's link: 'crun')
+                    child = node._links.get(tr)
                 if child is None and tr != comp and comp in ('$', 'crun'):
                     child = node._children.get(RUN_NAME_DUMMY)
                 if child is None and (_RUN_RE.fullmatch(tr) or tr == RUN_NAME_DUMMY or
@@ -4857,13 +5010,29 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     # -- wildcards ---------------------------------------------------------------------------
     def f_add_wildcard_functions(self, func_dict: dict) -> None:
-        """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1)."""
+        """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1).
+
+        pypet's own run and set naming, {('$', 'crun'): f, ('$set', 'crunset'): g}, is
+        taken as names for the runs: 'hello_3' (f(3)) resolves to run_00000003 (g's names
+        to the run's set), while the tree, '$' and the file keep the index names (runs
+        are stored by index)."""
         for keys, func in func_dict.items():
             keys = (keys,) if isinstance(keys, str) else tuple(keys)
-            if set(keys) & {'$', 'crun', '$set', 'crunset'}:
-                raise ConfigurationError('%s are built-in wildcards and cannot be replaced'
-                                         % (keys,))
+            if keys in (_RUN_WILDCARDS, _SET_WILDCARDS):
+                names = [func(i) for i in (-1, 0, 1)] if callable(func) else None
+                if names is None or not all(isinstance(n, str) and _NAME_RE.fullmatch(n)
+                                            for n in names) or \
+                        keys == _RUN_WILDCARDS and len(set(names)) < 3:
+                    raise ConfigurationError(
+                        'the wildcard function of %s must give each run index (and -1) a '
+                        'node name of its own, e.g. lambda idx: "sim_%%d" %% idx; it gave %r'
+                        % (keys, names))
+            elif set(keys) & {'$', 'crun', '$set', 'crunset'}:
+                raise ConfigurationError(
+                    '%s mixes built-in wildcards with others; give %s or %s alone, or '
+                    'wildcards of your own' % (keys, _RUN_WILDCARDS, _SET_WILDCARDS))
             self._wildcards[keys] = func
+            self.__dict__.pop('_custom_names', None)
 
     def f_wildcard(self, wildcard: str = '$', run_idx: int | None = None) -> str:
         """The name a wildcard stands for: '$' is the current run's name."""
@@ -4879,7 +5048,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     def f_get_wildcards(self) -> list:
         """The wildcards known to this trajectory."""
-        return [('$', 'crun'), ('$set', 'crunset')] + list(self._wildcards)
+        return [_RUN_WILDCARDS, _SET_WILDCARDS] + [
+            k for k in self._wildcards if k not in (_RUN_WILDCARDS, _SET_WILDCARDS)]
 
     def f_is_wildcard(self, name: str) -> bool:
         """True if `name` is a wildcard."""
@@ -5023,8 +5193,13 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
     if trial_parameter is not None:
         trial = trial_parameter if trial_parameter.startswith('parameters.') else \
             'parameters.' + trial_parameter
-        if trial not in mine['nodes']:
-            raise ConfigurationError('trial_parameter %r is not a parameter' % trial_parameter)
+        if trial not in mine['nodes']:  # (a short name, as natural naming finds it: pypet)
+            found = [k for k in params(mine) if k.endswith('.' + trial_parameter)]
+            if len(found) != 1:
+                raise ConfigurationError('trial_parameter %r is %s' % (
+                    trial_parameter, 'ambiguous: %s' % sorted(found) if found else
+                    'not a parameter'))
+            trial = found[0]
         if trial not in explored:
             explored.append(trial)
 
@@ -5052,6 +5227,9 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
             continue
         seen.add(point)
         mapping[j] = n_mine + len(mapping)
+    if n_other and not mapping:  # (pypet: a ValueError, before anything is written)
+        raise ConfigurationError('nothing to merge: every run of %s is a duplicate of one '
+                                 'here (remove_duplicates=True)' % other.get('name', 'the other'))
     for k in explored:
         mr[k].extend(orr[k][j] for j in mapping)
         rec = mine['nodes'][k]
@@ -5069,18 +5247,66 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
         # the other file may have purged duplicate comments: give them back, since merged
         # runs keep their comments (the seed)
         first = rows[min(rows)][1] if rows else ''
+        # ... unless ours says the same first: a duplicate, purged as in one sweep's file
+        own = target[min(target)][1] if target else None
+        purged = own is not None and not any(r[1] for r in target.values() if r[1] != own)
         for j, row in rows.items():
             if j in mapping:
-                target[mapping[j]] = row if row[1] else (row[0], first, row[2], row[3])
+                comment = row[1] or first
+                if purged and comment == own:
+                    comment = ''
+                target[mapping[j]] = row if comment == row[1] else (
+                    row[0], comment, row[2], row[3])
     if mapping:
         mine.setdefault('merged_runs', []).append([n_mine, mine['length']])
+
+    def renumber(name):  # the other's name of a run's node -> ours (None: not merged)
+        split = _split_run(name)
+        if split is None:
+            return name
+        return _join_run(split[0], mapping[split[1]]) if split[1] in mapping else None
     for key, rec in other['nodes'].items():
-        if key in mine['nodes'] or any(key.startswith(i) for i in ignore):
+        if any(key.startswith(i) for i in ignore):
+            continue
+        if mapping and rec['kind'] == 'leaf' and key.startswith('derived_parameters.') \
+                and RUN_NAME_DUMMY in key.split('.'):
+            _merge_run_all(mine, key, rec, sorted(mapping.values()))
+            continue
+        key = renumber(key)  # (a run's links and nodes named after it, e.g. results.$)
+        if rec['kind'] == 'link':
+            rec = dict(rec, target=renumber(rec['target']))
+        if key is None or rec.get('target', '') is None or key in mine['nodes']:
             continue
         if key.startswith('config.') and not merge_config:
             continue
         if key.startswith(('results.', 'derived_parameters.', 'config.')):
             mine['nodes'][key] = rec
+
+
+def _merge_run_all(mine, key, rec, new_runs):
+    """The other's derived parameter of run_ALL, where ours differs or is missing: as
+    pypet, it goes into the first merged run and the other merged runs link to it."""
+    own = mine['nodes'].get(key)
+    try:
+        if own is not None and own.get('data') == rec.get('data'):
+            return
+    except (ValueError, TypeError):  # (numpy arrays compare elementwise: not the same)
+        pass
+    parts = key.split('.')
+    where = parts.index(RUN_NAME_DUMMY)
+
+    def at(idx):
+        parts[where] = _run_name(idx)
+        return '.'.join(parts)
+    first = at(new_runs[0])
+    split = _leaf_split(_split_run(first))
+    if split is None:  # (a leaf named after its run: a node of its own)
+        mine['nodes'][first] = rec
+    else:
+        mine['columns'].setdefault(split[0], {})[new_runs[0]] = (
+            rec['class'], rec['comment'], rec['ann'], rec['data'])
+    for idx in new_runs[1:]:
+        mine['nodes'].setdefault(at(idx), {'kind': 'link', 'target': first})
 
 
 def merge_all_in_folder(folder: str | os.PathLike, ext: str = '.hdf5',
@@ -5260,13 +5486,16 @@ if hasattr(os, 'register_at_fork'):
 # minipypet's in a file), so that what a reader gets back unpacks in this field order.
 #
 #   _RunRecord  what a run left: kind 'run', the trajectory's name, the run index, info
-#               (start, finish, completed, hexsha, error: _RunTable.FIELDS, in order) and
-#               leaves [(full name, class tag, comment, data, annotations), ...]
+#               (start, finish, completed, hexsha, error: _RunTable.FIELDS, in order),
+#               leaves [(full name, class tag, comment, data, annotations), ...] and links
+#               [(full name, target's full name), ...] (the links the run added; a field
+#               added last, with a default, so the 5-field records of older journals read)
 #   _RunResult  what goes back from a worker: status 'ok' or 'err', the run index, value
 #               (the job's return value, or the traceback text), exc_bytes (the pickled
 #               exception, or None) and the run's _RunRecord (leaves only where the parent
 #               stores the run)
-_RunRecord = collections.namedtuple('_RunRecord', 'kind name idx info leaves')
+_RunRecord = collections.namedtuple('_RunRecord', 'kind name idx info leaves links',
+                                    defaults=((),))
 _RunResult = collections.namedtuple('_RunResult', 'status idx value exc_bytes record')
 _new_tuple = tuple.__new__  # _new_tuple(_RunRecord, fields): one made without its __new__
 
@@ -5831,7 +6060,9 @@ def _apply_records(states, records):
             last, columns = name, state['columns']
             shape = shapes.setdefault(name, {})  # (see _run_shape and _apply_record)
         if kind == 'run':  # (nearly all of them: inline)
-            _, _, idx, info, leaves = record  # (_RunRecord fields; read back: a tuple)
+            idx, info, leaves = record[2:5]  # (_RunRecord fields; read back: a tuple)
+            if len(record) > 5 and record[5]:  # (the run's links; older records have none)
+                _state_put_links(state, record[5])
             _state_set_run(state, idx, info)
             if idx >= state['length']:
                 state['length'] = idx + 1
@@ -5897,9 +6128,7 @@ def _apply_record(state, record, shape=None):
         if shape is not None and shape.get(None) is not None:
             shape[None].update(_heads(full_name))
     elif kind == 'link':  # (a group stored with f_store_item takes its links along)
-        _, _, full_name, target = record
-        if (state['nodes'].get(full_name) or {'kind': 'link'})['kind'] == 'link':
-            state['nodes'][full_name] = {'kind': 'link', 'target': target}
+        _state_put_links(state, [record[2:4]])
     elif kind == 'delete':
         _, _, names, recursive = record
         _state_delete(state, names, recursive)
@@ -5910,6 +6139,14 @@ def _apply_record(state, record, shape=None):
             shape.pop(None, None)  # (many new names: made again when needed)
     else:
         raise StorageError('unknown journal record %r' % (kind,))
+
+
+def _state_put_links(state, links):
+    """Links [(full name, target's full name), ...] into a state (not over a node)."""
+    nodes = state['nodes']
+    for full_name, target in links:
+        if (nodes.get(full_name) or {'kind': 'link'})['kind'] == 'link':
+            nodes[full_name] = {'kind': 'link', 'target': target}
 
 
 def _state_delete(state, names, recursive):
@@ -6999,7 +7236,9 @@ class _Fold:
         kind, name = record[0], record[1]
         meta = self.meta(name)
         if kind == 'run':  # (nearly all of them)
-            _, _, idx, info, leaves = record  # (_RunRecord fields; read back: a tuple)
+            idx, info, leaves = record[2:5]  # (_RunRecord fields; read back: a tuple)
+            if len(record) > 5 and record[5]:  # (the run's links; older records have none)
+                _state_put_links(meta, record[5])
             segment = self.segments.get(name) or self.segment(name)
             segment.add_info(idx, info)
             if idx >= meta['length']:
@@ -10502,8 +10741,10 @@ class MultiprocContext:
             traj.v_storage_service = QueueStorageServiceSender(self.queue)
 
     def finalize(self) -> None:
-        """Store what is still queued, then restore the trajectory's own storage service."""
-        if self._service is None:
+        """Store what is still queued, then restore the trajectory's own storage service
+        and fold what the processes stored into the file (pypet leaves its file written)."""
+        service = self._service
+        if service is None:
             return
         try:
             if self._writer is not None:
@@ -10511,10 +10752,12 @@ class MultiprocContext:
                 self._writer.join()
                 self._writer = None
         finally:
-            self._traj.v_storage_service, self._service = self._service, None
+            self._traj.v_storage_service, self._service = service, None
             if self._own_manager is not None:
                 self._own_manager.shutdown()
                 self._own_manager = self._manager = None
+        if isinstance(service, _FileService):
+            service.checkpoint()
 
     f_start, f_finalize = start, finalize
 
@@ -10918,6 +11161,9 @@ class Environment:
             arguments given here win).
         show_progress: the live progress line on stderr: None (default) when stderr is a
             terminal or Jupyter, True always, False never.
+        **properties: trajectory properties, as pypet takes them (v_auto_load=False,
+            with_links=False, ...); other keywords raise UnknownArgumentError (a TypeError,
+            and the ValueError pypet raises).
     """
 
     def __init__(self, trajectory: str | Trajectory = 'trajectory', add_time: bool = True,
@@ -10955,9 +11201,18 @@ class Environment:
                  sumatra_project: str | None = None, sumatra_reason: str = '',
                  sumatra_label: str | None = None, pandas_append: bool = False,
                  config: str | os.PathLike | None = None,
-                 show_progress: bool | None = None) -> None:
+                 show_progress: bool | None = None, **properties: object) -> None:
+        unknown = sorted(k for k in properties if (k[2:] if k.startswith('v_') else k)
+                         not in Trajectory._PROPERTY_DEFAULTS)
+        if unknown:
+            raise UnknownArgumentError(
+                'Environment got unknown keywords %s; besides its arguments it takes the '
+                'trajectory properties %s (also as v_...)'
+                % (unknown, sorted(Trajectory._PROPERTY_DEFAULTS)))
         if config is not None:  # pypet's .ini file of arguments, parameters and config
-            given = {k: v for k, v in locals().items() if k not in ('self', 'config')}
+            given = {k: v for k, v in locals().items()
+                     if k not in ('self', 'config', 'properties', 'unknown')}
+            given.update(properties)
             return self._from_config(config, given)
         settings = self._s = _Settings(locals())
         self._timestamp = time.time()
@@ -10979,6 +11234,8 @@ class Environment:
             raise ConfigurationError('trajectory must be a name (str) or a Trajectory, got %r'
                                      % (trajectory,))
         traj = self._traj
+        if properties:  # (pypet's Environment(v_auto_load=False, with_links=False))
+            traj.f_set_properties(**properties)
         self._live = None
         self._postproc = None
         self._stopped = False
@@ -12930,7 +13187,7 @@ _ALIASES = {
                  'f_get_from_runs', 'f_find_idx', 'f_get_config', 'f_get_parameters',
                  'f_get_explored_parameters', 'f_get_derived_parameters', 'f_get_results',
                  'f_lock_parameters', 'f_lock_derived_parameters', 'f_add_to_dynamic_imports',
-                 'f_add_wildcard_functions', 'f_wildcard', 'f_set_properties'],
+                 'f_add_wildcard_functions', 'f_wildcard', 'f_set_properties', 'f_backup'],
     BaseParameter: ['f_get', 'f_set', 'f_get_range', 'f_has_range', 'f_get_range_length',
                     'f_is_empty', 'f_empty', 'f_lock', 'f_unlock', 'f_get_default',
                     'f_supports', 'f_val_to_str', 'v_explored', 'v_locked', 'v_name',

@@ -11029,3 +11029,256 @@ def test_add_result_in_a_run_short_path_keeps_behaviour(tmp_path):
     traj2.f_start_run(0)
     job(traj2)
     assert seen[-1][3] == '_Issue17Result'
+# ==== issue 18 round 3 (to be sorted into sections) ====
+def test_environment_takes_trajectory_properties_and_refuses_other_keywords(tmp_path):
+    traj = mp.Trajectory('props')
+    env = mp.Environment(trajectory=traj, storage_service=mp.LazyStorageService,
+                         log_config=None, v_auto_load=True, with_links=False)
+    assert traj.v_auto_load is True and traj.v_with_links is False
+    del env
+    for exc in (TypeError, ValueError, mp.UnknownArgumentError):  # (pypet: ValueError)
+        with pytest.raises(exc, match=r"unknown keywords \['foo'\]"):
+            mp.Environment(trajectory='t', filename=str(tmp_path / 'x.hdf5'),
+                           log_config=None, foo='bar')
+    assert not os.listdir(str(tmp_path))                 # refused before anything is made
+    with pytest.raises(AttributeError, match="unknown trajectory property 'j'"):
+        traj.f_set_properties(j=7)                          # (pypet: AttributeError)
+
+
+def test_f_store_recursive_false_is_only_init(tmp_path):
+    traj = mp.Trajectory('oi', filename=str(tmp_path / 'oi.pkl'))
+    traj.f_add_parameter('x', 1)
+    with pytest.raises(ValueError, match='not both'):
+        traj.f_store(only_init=True, recursive=False)
+    traj.f_store(recursive=False)                       # as only_init=True
+    loaded = mp.load_trajectory(name='oi', filename=str(tmp_path / 'oi.pkl'),
+                                load_parameters=mp.LOAD_DATA)
+    assert loaded.x == 1 and len(loaded) == 1
+
+
+def test_f_get_from_runs_accepts_pypets_old_keywords_with_a_warning():
+    env = lazy_env()
+    traj = env.v_trajectory
+    xy_traj(traj)
+    env.f_run(lambda t: t.f_add_result('z', t.x * t.y))
+    with pytest.warns(DeprecationWarning, match='where'):
+        got = traj.f_get_from_runs('z', where='results', fast_access=True)
+    assert got == traj.f_get_from_runs('z', fast_access=True) and len(got) == 6
+
+
+def test_full_copy_false_drops_ranges_of_copies_only_when_set():
+    param = mp.Parameter('p', 1)
+    param._explore([1, 2, 3])
+    assert pickle.loads(pickle.dumps(param)).f_get_range() == [1, 2, 3]  # (default: full)
+    param.v_full_copy = False
+    copied = pickle.loads(pickle.dumps(param))
+    assert copied.v_explored and not copied.f_has_range() and copied.f_get() == 1
+    assert param.f_has_range()                          # the original keeps its range
+    traj = mp.Trajectory('fc')
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    assert copy.copy(traj).f_get('x').f_get_range() == [1, 2, 3]   # unset: a full copy
+    traj.v_full_copy = False
+    assert traj.v_full_copy is False
+    new = copy.copy(traj)
+    assert new.f_get('x').v_explored and not new.f_get('x').f_has_range()
+    assert traj.f_get('x').f_get_range() == [1, 2, 3]
+    traj.v_full_copy = True
+    assert traj.f_copy().f_get('x').f_get_range() == [1, 2, 3]
+
+
+def test_setitem_below_a_group_of_the_users_at_the_root():
+    traj = mp.Trajectory('si')
+    traj['r_1'] = mp.NNGroupNode('')
+    with pytest.raises(AttributeError):
+        traj['r_1.new'] = mp.Result('', 5)              # (an empty name is no name)
+    traj['r_1.new'] = mp.Result('new', 5)
+    assert traj.run_00000001.new == 5
+    assert traj.f_get('run_00000001.new').v_full_name == 'run_00000001.new'
+
+
+def test_f_remove_of_the_trajectory_empties_it_and_keeps_the_branches():
+    traj = mp.Trajectory('rm')
+    traj.f_add_parameter('g.x', 1)
+    traj.f_add_result('r', 2)
+    traj.f_add_link('l', traj.f_get('g'))
+    traj['mine'] = mp.NNGroupNode('mine')
+    with pytest.raises(ValueError, match='root cannot be removed'):
+        traj.f_remove(recursive=False)
+    assert not traj.f_is_empty()
+    traj.f_remove()
+    assert traj.f_is_empty() and 'mine' not in traj and 'l' not in traj
+    assert traj.parameters.f_get_children() == {} and traj.results.f_get_children() == {}
+    traj.f_add_parameter('x', 3)                        # the tree works on
+    assert traj.x == 3
+
+
+def link_in_run_job(traj):
+    traj.f_add_result('lll.res32', traj.x * 2)
+    traj.f_add_link('res.runs.crun.ff', traj.f_get('results.runs.crun.lll.res32'))
+    traj.f_add_link('results.runs.crun.to_x', traj.f_get('parameters.x'))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize('mode', [None, 'QUEUE', 'LOCK', 'LOCAL'])
+def test_links_added_in_a_run_are_stored_and_loaded(file_backend, tmp_path, mode):
+    filename = path_for(file_backend, tmp_path)
+    kwargs = dict(multiproc=True, ncores=2, wrap_mode=mode) if mode else {}
+    env, traj = sweep(file_backend, filename, link_in_run_job, n=3, **kwargs)
+    got = load(filename, name='traj', load_all=mp.LOAD_DATA)
+    for idx in range(3):
+        group = got.f_get('results.runs.' + run_name(idx))
+        assert group.f_get('ff').v_full_name == 'results.runs.%s.lll.res32' % run_name(idx)
+        assert group.ff == 2 * idx and group.f_get('to_x') is got.f_get('parameters.x')
+        assert 'ff' in group.f_get_links()
+
+
+def test_run_records_of_older_journals_without_links_still_load(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', storage_service=service(file_backend, filename))
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_store(only_init=True)
+    now = time.time()
+    journal = mp._Journal(filename + '.journal')
+    journal.append(('run', 'traj', 0, (now, now, 1, '', ''),            # (5 fields: old)
+                    [('results.runs.run_00000000.z', 'Result', '', {'z': 5}, None)]))
+    journal.append(tuple(mp._RunRecord('run', 'traj', 1, (now, now, 1, '', ''),
+                                       [('results.runs.run_00000001.z', 'Result', '',
+                                         {'z': 6}, None)],
+                                       [('results.runs.run_00000001.l',
+                                         'results.runs.run_00000001.z')])))
+    journal.close()
+    for _ in range(2):  # read from the journal, then from the file after a checkpoint
+        got = load(filename, name='traj', load_all=mp.LOAD_DATA)
+        assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 5, 1: 6}
+        assert got.f_get('results.runs.run_00000001').l == 6
+        got.f_store()
+
+
+def hello_run(idx):
+    return 'hello_%d' % idx
+
+
+def huhu_set(idx):
+    return 'huhu_%d' % idx
+
+
+def z_in_set_job(traj):
+    traj.f_add_result('$set.$.z', traj.x * 2)
+
+
+def test_pypets_run_naming_functions_name_the_runs_stored_by_index(tmp_path):
+    filename = str(tmp_path / 'w.pkl')
+    names = {('$', 'crun'): hello_run, ('$set', 'crunset'): huhu_set}
+    env = mp.Environment(trajectory='w', add_time=False, filename=filename,
+                         storage_service=mp.PickleStorageService, log_config=None,
+                         wildcard_functions=names, clean_up_runs=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(z_in_set_job)
+    assert traj.f_wildcard('$', 2) == run_name(2)       # the tree keeps the index names
+    for t in (traj, load(filename, name='w', load_all=mp.LOAD_DATA,
+                         wildcard_functions=names)):
+        z = t.f_get('results.runs.hello_2.z')
+        assert z.v_full_name == 'results.runs.run_set_00000.run_00000002.z'  # (by index)
+        assert t.res.runs.hello_1.z == 4 and t.huhu_0.hello_0.z == 2
+        assert t.f_get_from_runs('z', fast_access=True) == {
+            run_name(i): 2 * (i + 1) for i in range(3)}
+    with pytest.raises(mp.ConfigurationError, match='a node name of its own'):
+        mp.Trajectory('bad', wildcard_functions={('$', 'crun'): lambda i: 'same'})
+    with pytest.raises(mp.ConfigurationError, match='mixes built-in wildcards'):
+        mp.Trajectory('bad', wildcard_functions={('$', 'mine'): lambda i: 'm%d' % i})
+
+
+def gg_job(traj):
+    traj.f_add_result('z', traj.p * 10)
+    traj.f_add_link('results.$', traj.f_get('parameters.p'))    # a link named by its run
+    traj.f_add_link('results.runs.crun.to_z', traj.f_get('results.runs.crun.z'))
+
+
+@needs_tables
+def test_merge_renumbers_run_links_and_spreads_the_others_run_all_values(tmp_path):
+    filename = str(tmp_path / 'm.hdf5')
+    trajs = []
+    for name, value, points in (('a', 42, [1, 2]), ('b', 44, [3, 4, 5])):
+        env = mp.Environment(trajectory=name, add_time=False, filename=filename,
+                             log_config=None)
+        traj = env.v_trajectory
+        traj.f_add_parameter('p', 1)
+        traj.f_explore({'p': points})
+        traj.f_add_derived_parameter('test.$.gg', value)     # run_ALL: one for all runs
+        env.f_run(gg_job)
+        trajs.append(traj)
+    a, b = trajs
+    a.f_merge(b, backup=False)
+    a.f_load(load_data=mp.LOAD_DATA)
+    for idx, (p, gg) in enumerate([(1, 42), (2, 42), (3, 44), (4, 44), (5, 44)]):
+        a.v_idx = idx
+        assert a['test.crun.gg'] == gg                     # pypet: the other's run_ALL
+        group = a.f_get('results.runs.' + run_name(idx))  # value in the merged runs
+        assert group.to_z == 10 * p and group.f_get('to_z') is group.f_get('z')
+        assert a.f_get('results').f_get_links()[run_name(idx)] is a.f_get('parameters.p')
+    a.v_idx = -1
+    backup = a.f_backup(str(tmp_path / 'backup.hdf5'))
+    again = mp.load_trajectory(index=-1, filename=backup, load_all=mp.LOAD_DATA)
+    assert again.v_name == 'a' and len(again) == 5          # only this trajectory
+    assert again.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: 10 * (i + 1) for i in range(5)}
+    with pytest.raises(mp.ConfigurationError, match='exists'):
+        a.f_backup(backup)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('backend', FILE_BACKENDS)
+def test_multiproc_context_leaves_the_data_file_written(backend, tmp_path):
+    """pypet's example 16: processes store into the file and nothing stores the trajectory
+    after them; pypet leaves its HDF5 file written, so the context folds the journal."""
+    filename = path_for(backend, tmp_path)
+    traj = mp.Trajectory('ctx', add_time=False, filename=filename,
+                         storage_service=CLASSES[backend])
+    traj.f_add_parameter('x', 1)
+    traj.f_add_result('last', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    with mp.MultiprocContext(trajectory=traj, wrap_mode='LOCK'):
+        with multiprocessing.get_context(PAR_START_METHODS[0]).Pool(2) as pool:
+            pool.map(context_store_name, list(traj.f_iter_runs(yields='copy')))
+    assert os.path.exists(filename) and not os.path.exists(filename + '.journal')
+    traj.results.f_load(load_data=3)
+    assert traj.res.last in (1, 2, 3)
+
+
+def trial_job(traj):
+    traj.f_add_result('sim.$.w', traj.x)                  # a run's node outside runs
+    traj.f_add_result('seen', sorted(n for n in traj.f_to_dict() if 'sim.run_' in n))
+
+
+def test_merge_by_a_short_trial_name_and_runs_that_see_no_earlier_run(tmp_path):
+    parts = []
+    for name, points in (('a', [1, 2]), ('b', [1, 2, 3])):
+        env = mp.Environment(trajectory=name, add_time=False, log_config=None,
+                             filename=str(tmp_path / (name + '.pkl')),
+                             storage_service=mp.PickleStorageService)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_add_parameter('setup.trial', 0)
+        traj.f_explore({'x': points})
+        env.f_run(trial_job)
+        parts.append(traj)
+    a, b = parts
+    assert not a.f_contains('results.sim.run_00000001')     # cleaned up with its run
+    a.f_merge(b, trial_parameter='trial', backup=False)   # (a short name, as pypet's)
+    got = load(str(tmp_path / 'a.pkl'), name='a', load_all=mp.LOAD_DATA)
+    assert got.f_get('trial').f_get_range() == [0, 0, 1, 1, 1]
+    assert got.f_get_from_runs('seen', fast_access=True, use_indices=True) == {
+        i: ['results.sim.%s.w' % run_name(j)] for i, j in enumerate([0, 1, 0, 1, 2])}
+    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
+        0: 1, 1: 2, 2: 1, 3: 2, 4: 3}
+    comments = [got.f_get('results.runs.%s.seen' % run_name(i)).v_comment for i in range(5)]
+    assert comments[1:] == [''] * 4                    # b's first run's comment: purged
+    again = mp.load_trajectory(name='b', filename=str(tmp_path / 'b.pkl'))
+    got.f_merge(again, remove_duplicates=True, backup=False)
+    assert len(got) == 6                                # b's (x=3, trial=0) was new
+    with pytest.raises(ValueError, match='nothing to merge'):
+        got.f_merge(again, remove_duplicates=True, backup=False)
