@@ -10728,7 +10728,7 @@ def test_fletcher32_is_the_checksum_hdf5_appends_to_a_chunk(tmp_path):
     path = str(tmp_path / 'f.h5')
     rs = np.random.RandomState(3)
     datas = [rs.randint(0, 256, n).astype(np.uint8) for n in (1, 2, 3, 719, 721, 4097)]
-    datas += [np.full(1441, 0xFF, np.uint8), np.zeros(9, np.uint8),  # (sums = 0 mod 65535)
+    datas += [np.full(1441, 0xFF, np.uint8), np.zeros(9, np.uint8),  # (0 mod 65535)
               np.tile(np.array([0xFF, 0xFE], np.uint8), 70001)]
     with tables.open_file(path, 'w') as f:
         for k, data in enumerate(datas):
@@ -10744,12 +10744,12 @@ def test_fletcher32_is_the_checksum_hdf5_appends_to_a_chunk(tmp_path):
 
 @needs_h5py
 @pytest.mark.parametrize('shuffle', [True, False])
-def test_chunks_written_directly_equal_hdf5s_own_with_their_fletcher32(tmp_path, shuffle):
+def test_chunks_written_directly_equal_hdf5s_own_with_fletcher32(tmp_path, shuffle):
     path = str(tmp_path / 'c.h5')
     rs = np.random.RandomState(5)
     smooth = np.repeat(rs.randint(0, 1000, (24, 1000)), 20, axis=1).astype(np.int64)
-    smooth[12:] = rs.randint(-2 ** 63, 2 ** 63 - 1, (12, 20000), dtype=np.int64)  # (noise:
-    # these chunks do not compress, they are stored raw)
+    # (noise in the last rows: their chunks do not compress, they are stored raw)
+    smooth[12:] = rs.randint(-2 ** 63, 2 ** 63 - 1, (12, 20000), dtype=np.int64)
     filters = tables.Filters(complevel=9, complib='zlib', shuffle=shuffle)
     with tables.open_file(path, 'w') as f:
         direct = mp._h5_append(f, f.root, 'direct', smooth, 'ndarray', filters)
@@ -10789,8 +10789,8 @@ def smooth_array_job(traj):
 
 @needs_h5py
 @pytest.mark.parametrize('data', ['raw', 'compressed'])
-def test_damage_in_a_big_segments_run_array_is_found_when_it_is_read(tmp_path, monkeypatch,
-                                                                     data):
+def test_damage_in_a_big_segments_run_array_is_found_when_read(tmp_path, monkeypatch,
+                                                               data):
     # 1 MB a run (a chunk each): noise is stored raw, with no zlib adler32 to fail
     filename = path_for('hdf5', tmp_path)
     sweep('hdf5', filename, noise_array_job if data == 'raw' else smooth_array_job, n=4)
