@@ -8519,7 +8519,10 @@ class HDF5StorageService(_FileService):
                 node = group._f_get_child(items[0])
                 if _attr(node._v_attrs, 'mp_type') in ('bool', 'int', 'float') and \
                         items[0] + '__offsets' not in group:
-                    return _h5_idx(group, np), node.read()  # (numbers: kept as read)
+                    try:  # (numbers: kept as read)
+                        return _h5_idx(group, np), node.read()
+                    except Exception as exc:
+                        raise _damaged(node, exc) or exc
                 return _h5_idx(group, np), _read_node(group, items[0], np)
         return [], []
 
@@ -8792,11 +8795,14 @@ def _read_some_rows(group, want, np, only):
             offsets = group._f_get_child(item + '__offsets') \
                 if item + '__offsets' in group else None
             for i, pos in positions.items():
-                if offsets is not None:
-                    lo, hi = offsets[pos:pos + 2].tolist()
-                    value = _from_json(leaf[lo:hi].tobytes().decode('utf-8'))
-                else:
-                    value = _decode_node_row(leaf, pos)
+                try:
+                    if offsets is not None:
+                        lo, hi = offsets[pos:pos + 2].tolist()
+                        value = _from_json(leaf[lo:hi].tobytes().decode('utf-8'))
+                    else:
+                        value = _decode_node_row(leaf, pos)
+                except Exception as exc:
+                    raise _damaged(leaf, exc, i) or exc
                 if datas[i] is not None:
                     datas[i][item] = value
     first = idxs[0]
@@ -8876,6 +8882,26 @@ def _fill_runs(table, runs, errors, np):
                              codes.ravel().tolist()):
         t0s[i], t1s[i], done[i] = a, b, c
         shas[i], errs[i] = text[s], errors.get(i, '')
+
+
+def _damaged(node, exc, run=None):
+    """The StorageError for a dataset whose chunk does not read back (its Fletcher-32
+    or zlib check failed: the file changed after it was written), or None for any other
+    error. HDF5's own text names no file and no run."""
+    if not isinstance(exc, _require('tables').HDF5ExtError):
+        return None
+    path = node._v_file.filename
+    err = StorageError(
+        '%s is damaged: %s%s does not read back (a chunk of it fails its checksum: the '
+        'file changed after it was written). Run "python -m minipypet check %s" to see '
+        'what else is damaged, and restore the file from a backup (or run %s again)%s. '
+        'HDF5 said: %s'
+        % (path, node._v_pathname, '' if run is None else ", run %d's row" % run, path,
+           'the runs' if run is None else 'that run',
+           '' if run is None else '; the other runs still load',
+           (str(exc).strip().splitlines() or [''])[-1][:200]))
+    err.__cause__ = exc
+    return err
 
 
 def _decode_node_row(node, pos):
@@ -8979,6 +9005,26 @@ def _compresses(arr, np):
     return len(zlib.compress(raw, 1)) < 0.9 * len(raw)
 
 
+def _fletcher32(data, np):
+    """HDF5's Fletcher-32 of `data` as its fletcher32 filter appends it to a chunk
+    (4 bytes, little-endian). HDF5 sums 16-bit big-endian words (an odd last byte as
+    the high byte of a word) into sum1 and sum1's running values into sum2, folding
+    both to 16 bits every 360 words; a folded sum is the sum mod 65535 taken in
+    1..65535 (0 only for zeros), so the exact sums are taken here, with cumulative
+    sums over blocks of words."""
+    words = np.frombuffer(data, dtype='>u2', count=len(data) // 2)
+    s1 = s2 = 0
+    for lo in range(0, len(words), 1 << 16):  # (a block's sums fit in 64 bits)
+        sums = np.cumsum(words[lo:lo + (1 << 16)], dtype=np.uint64)
+        s2 += s1 * len(sums) + int(sums.sum())
+        s1 += int(sums[-1])
+    if len(data) % 2:
+        s1 += data[-1] << 8
+        s2 += s1
+    s1, s2 = (s and (s - 1) % 65535 + 1 for s in (s1, s2))
+    return struct.pack('<I', s2 << 16 | s1)
+
+
 def _h5_texts(values, size, np):
     """str values as an S array (UTF-8, lone surrogates escaped), each cut to `size` bytes
     with '...' where longer (None: as long as the longest)."""
@@ -9021,6 +9067,11 @@ def _h5_append(f, group, name, arr, kind, filters):
             # every column when one of them fills its budget, so a column's first batch
             # may be a few rows of millions to come)
             filters = None
+        # Every chunk carries HDF5's Fletcher-32 (4 bytes): a file over _VERIFY_MAX is
+        # not hashed at its open, and a chunk stored raw has no zlib adler32 either, so
+        # this finds a flipped byte in it, at its read (by PyTables, h5py and HDF5).
+        filters = tables.Filters(complevel=0, fletcher32=True) if filters is None else \
+            filters.copy(fletcher32=True)
         node = f.create_earray(group, name, atom=tables.Atom.from_dtype(dtype),
                                shape=(0,) + arr.shape[1:], filters=filters,
                                chunkshape=(rows,) + arr.shape[1:])
@@ -9040,15 +9091,16 @@ def _direct_chunks(node, arr):
     zlib releases the GIL, so the cores compress in parallel; HDF5's own filter runs on
     one core, at half the speed of zlib here."""
     filters, rows = node.filters, node.chunkshape[0]
-    return filters.complib == 'zlib' and filters.complevel > 0 and not filters.fletcher32 \
-        and len(arr) >= rows and rows * arr[0].nbytes >= (64 << 10) and \
+    return filters.complib == 'zlib' and filters.complevel > 0 and \
+        len(arr) >= rows and rows * arr[0].nbytes >= (64 << 10) and \
         arr.dtype.kind in 'biufc' and arr.dtype.isnative and \
         tuple(node.chunkshape[1:]) == arr.shape[1:] and hasattr(node, 'write_chunk')
 
 
 def _append_chunks(node, arr):
     """Append `arr`: the rows up to a chunk's edge through HDF5, then whole chunks written
-    directly, then the rest through HDF5 again."""
+    directly (with the Fletcher-32 HDF5's filter would append: it is last in the
+    pipeline, so of the bytes as stored), then the rest through HDF5 again."""
     import concurrent.futures
     filters, np, rows = node.filters, sys.modules['numpy'], node.chunkshape[0]
     shuffle = filters.shuffle and arr.itemsize > 1
@@ -9059,7 +9111,10 @@ def _append_chunks(node, arr):
         data = raw.view(np.uint8).reshape(-1, raw.itemsize).T.tobytes() if shuffle else \
             raw.tobytes()  # (HDF5's shuffle: every value's first byte, then second, ...)
         packed = zlib.compress(data, filters.complevel)
-        return (packed, 0) if len(packed) < len(data) else (raw.tobytes(), skip_all)
+        packed, mask = (packed, 0) if len(packed) < len(data) else \
+            (raw.tobytes(), skip_all)
+        return (packed + _fletcher32(packed, np), mask) if filters.fletcher32 else \
+            (packed, mask)
     fill = (-node.nrows) % rows
     if fill:
         node.append(arr[:fill])
@@ -9411,7 +9466,10 @@ def _decode_node(node, offsets, np, single):
     if getattr(getattr(node, 'atom', None), 'kind', None) == 'object':  # a pickled VLArray
         raise StorageError('%s is not a minipypet dataset (it holds pickled objects)'
                            % node._v_pathname)
-    arr = node.read()
+    try:
+        arr = node.read()
+    except Exception as exc:
+        raise _damaged(node, exc) or exc
     if kind == 'json':
         raw = arr.tobytes()
         if offsets is None:
