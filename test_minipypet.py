@@ -2518,6 +2518,51 @@ def test_merge_backups_are_never_overwritten(tmp_path):
     assert sizes == [2, 4], 'backups: %s hold %s runs' % (backups, sizes)
 
 
+# ---------------------------------------------------------------------------------------------
+# Runs: f_add_result of a scalar takes a short path
+# ---------------------------------------------------------------------------------------------
+class _OwnResult(mp.Result):
+    """A user's result class (v_standard_result): f_add_result must still make one."""
+
+
+def test_add_result_in_a_run_short_path_keeps_behaviour(tmp_path):
+    """traj.f_add_result('z', scalar) in a run takes a short path: the leaf is where the
+    general path puts it, visible during the run, stored, and v_standard_result and a
+    preset still apply."""
+    seen = []
+
+    def job(traj):
+        traj.f_add_result('z', traj.x * 2.0)
+        leaf = traj.f_get('z')
+        seen.append((leaf.v_full_name, traj.crun.z == leaf.z == traj.z, leaf.z,
+                     type(leaf).__name__))
+
+    path = str(tmp_path / 'f.pkl')
+    env = mp.Environment(trajectory='t', filename=path, add_time=False,
+                         storage_service=mp.PickleStorageService, log_config=None,
+                         report_progress=False, continuable=False)
+    traj = env.trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0, 3.0]})
+    env.f_run(job)
+    assert seen == [('results.runs.run_%08d.z' % i, True, 2.0 * x, 'Result')
+                    for i, x in enumerate([1.0, 2.0, 3.0])]
+    loaded = mp.load_trajectory(name='t', filename=path, load_results=2,
+                                storage_service=mp.PickleStorageService)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {
+        'run_%08d' % i: 2.0 * x for i, x in enumerate([1.0, 2.0, 3.0])}
+    assert loaded.res.runs.run_00000002.z == 6.0
+    # the general path's rules still hold where the short path does not apply
+    del seen[:]
+    traj2 = mp.Trajectory('u')
+    traj2.v_standard_result = _OwnResult
+    traj2.f_add_parameter('x', 1.0)
+    traj2.f_explore({'x': [1.0, 2.0]})
+    traj2.f_start_run(0)
+    job(traj2)
+    assert seen[-1][3] == '_OwnResult'
+
+
 # =============================================================================================
 # Storage services
 # =============================================================================================
@@ -6275,6 +6320,422 @@ def test_bits_missing_lists_the_indices_not_held():
         bits = mp._Bits()
         bits.update(held)
         assert bits.missing(n) == [i for i in range(n) if i not in held]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: run groups made when they are touched
+# ---------------------------------------------------------------------------------------------
+# A loaded trajectory's runs groups are lazy (mp._PendingRuns): a run's group and
+# leaves are made when something touches them.
+def lazy_job(traj):
+    traj.f_add_result('z', traj.x * traj.x + 0.5, comment='x squared')
+    traj.f_add_derived_parameter('dz', traj.x * 2, comment='twice x')
+
+
+def lazy_sweep(file_backend, tmp_path, n=6, **kwargs):
+    filename = path_for(file_backend, tmp_path)
+    env, traj = sweep(file_backend, filename, lazy_job, n=n, **kwargs)
+    return filename, env
+
+
+def made_runs(traj, branch='results'):
+    """How many run groups of `branch` are made (not pending)."""
+    return dict.__len__(traj.f_get(branch + '.runs')._children)
+
+
+@pytest.mark.parametrize('load_results', [1, 2])
+def test_lazy_load_makes_a_run_only_when_it_is_touched(file_backend, tmp_path,
+                                                        load_results):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=200)
+    traj = load(filename, index=-1, load_results=load_results,
+                load_derived_parameters=2)
+    runs = traj.results.runs
+    assert made_runs(traj) == 0 and made_runs(traj, 'derived_parameters') == 0
+    assert len(traj._nodes) < 100, 'a load made nodes per run'
+    assert runs.f_children() == 200 and traj.dpar.runs.f_children() == 200
+    assert 'run_00000007' in runs and 'run_00000200' not in runs and 'x' not in runs
+    assert made_runs(traj) == 0, '`in` made a run'
+    z = runs.run_00000012.z
+    if load_results == 2:
+        assert z == 12 * 12 + 0.5
+    else:
+        assert isinstance(z, mp.Result) and z.f_is_empty()
+    assert made_runs(traj) == 1 and runs.f_children() == 200
+    assert runs.run_00000000.f_get('z').v_comment == 'x squared'   # (the others purged)
+    assert traj.f_get('derived_parameters.runs.run_00000012.dz').f_get() == 24
+    assert made_runs(traj, 'derived_parameters') == 1
+
+
+def test_lazy_runs_are_reached_by_every_kind_of_name(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    assert traj.res.runs.run_00000002.z == 4.5
+    assert traj.results.run_00000003.z == 9.5            # the seed's results.run_X
+    assert traj.res.runs.r_4.z == 16.5                          # pypet's r_4
+    assert traj['results', 'runs', 'run_00000001', 'z'] == 1.5
+    assert traj.f_get('results.runs.run_set_00000.run_00000005.z').f_get() == 25.5
+    assert traj.results.run_set_00000.run_00000000.z == 0.5
+    with pytest.raises(mp.NotUniqueNodeError):
+        traj.z                                                   # every run holds a z
+    traj.f_set_crun(3)
+    assert traj.res.crun.z == 9.5 and traj.z == 9.5 and traj.dz == 6
+    assert traj.f_get('results.runs.$.z').f_get() == 9.5
+    assert traj.dpar.runs.crun.dz == 6
+    traj.f_restore_default()
+    assert len(traj.f_get_all('z')) == 6
+    assert sorted(traj.results.runs.f_get_children()) == [run_name(i) for i in range(6)]
+
+
+def test_lazy_runs_names_are_found_before_their_runs_are_made(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    traj.f_add_result('z', -1.0, comment='not in a run')  # results.z beside the runs
+    traj.f_set_crun(2)
+    assert traj.res.crun.z == 4.5 and traj.z == -1.0             # the shallowest
+    assert made_runs(traj) == 1
+    traj.f_restore_default()
+    assert traj.z == -1.0 and traj.results.f_get('z').f_get() == -1.0
+
+
+def test_f_get_from_runs_on_lazy_runs_reads_the_column(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=50)
+    want = {run_name(i): i * i + 0.5 for i in range(50)}
+    traj = load(filename, index=-1, load_data=2)
+    assert dict(traj.f_get_from_runs('z', fast_access=True)) == want
+    assert made_runs(traj) == 0, 'f_get_from_runs made a node per run'
+    assert dict(traj.f_get_from_runs('dz', fast_access=True, use_indices=True)) == {
+        i: 2 * i for i in range(50)}
+    skeleton = load(filename, index=-1, load_results=1)
+    assert dict(skeleton.f_get_from_runs('z', fast_access=True, auto_load=True)) == want
+    assert made_runs(skeleton) == 0
+    nodes = skeleton.f_get_from_runs('z')                       # nodes asked for: made
+    assert len(nodes) == 50 and all(isinstance(n, mp.Result) for n in nodes.values())
+    assert nodes[run_name(7)] is skeleton.results.runs.run_00000007.z
+    traj.results.runs.run_00000003.z                       # one run made: the rest
+    assert dict(traj.f_get_from_runs('z', fast_access=True)) == want   # still right
+
+
+def test_iterating_lazy_runs_gives_what_an_eager_load_gave(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=8)
+    traj = load(filename, index=-1, load_data=2)
+    traj.results.runs.run_00000005.z                             # one made first
+    got = traj.results.f_to_dict(fast_access=True)
+    assert got == {'results.runs.%s.z' % run_name(i): i * i + 0.5 for i in range(8)}
+    assert list(traj.results.runs.f_get_children()) == [run_name(i) for i in range(8)]
+    assert [n.v_name for n in traj.results.runs] == [run_name(i) for i in range(8)]
+    assert len(list(traj.f_iter_leaves())) > 16
+    assert traj.results.runs.f_groups() == 8
+    assert 'run_00000000' in traj.results.runs.f_tree()
+    again = load(filename, index=-1, load_data=2)
+    dz = [leaf.f_get() for leaf in again.derived_parameters.f_iter_leaves()]
+    assert dz == [2 * i for i in range(8)]
+
+
+def test_links_into_lazy_runs_load_and_store(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    traj.f_add_link('best', traj.results.runs.run_00000004)
+    traj.f_add_link('results.best_z', traj.f_get('results.runs.run_00000002.z'))
+    traj.f_store()
+    again = load(filename, index=-1, load_data=2)
+    assert again.best.z == 16.5 and again.results.best_z == 4.5
+    assert again.f_get_from_runs('z', fast_access=True)[run_name(5)] == 25.5
+
+
+def test_removing_lazy_runs(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    runs = traj.results.runs
+    runs.f_remove_child('run_00000001', recursive=True)
+    assert runs.f_children() == 5 and 'run_00000001' not in runs
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.f_get('results.runs.run_00000001.z')
+    assert [g.v_name for g in runs] == [run_name(i) for i in (0, 2, 3, 4, 5)]
+    traj.results.f_remove_child('runs', recursive=True)
+    assert 'runs' not in traj.results._children
+    assert made_runs(traj, 'derived_parameters') == 0
+    with pytest.raises(mp.NotUniqueNodeError):                  # dz: still six pending
+        traj.dz
+    traj.derived_parameters.f_remove_child('runs', recursive=True)
+    assert not traj._lazy_names
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.dz
+
+
+def test_stores_after_a_lazy_load_keep_every_run(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_results=1)
+    traj.f_add_result('summary', 42, comment='after the runs')
+    traj.f_store()
+    assert made_runs(traj) == 0, 'a store made the runs not touched'
+    traj.f_store_item('summary')
+    full = load(filename, index=-1, load_data=2)
+    assert full.results.summary == 42
+    assert dict(full.f_get_from_runs('z', fast_access=True, use_indices=True)) == {
+        i: i * i + 0.5 for i in range(6)}
+    full.results.runs.run_00000002.f_get('z').f_set(99.0)
+    full.f_store_item('results.runs.run_00000002.z', overwrite=True)
+    again = load(filename, index=-1, load_data=2)
+    assert again.results.runs.run_00000002.z == 99.0
+    assert again.results.runs.run_00000003.z == 9.5
+    assert again.f_get_from_runs('z', fast_access=True, use_indices=True)[2] == 99.0
+
+
+@pytest.mark.parametrize('multiproc', [False, True])
+@pytest.mark.timeout(120)
+def test_expand_and_run_a_lazily_loaded_trajectory(file_backend, tmp_path, multiproc):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_results=1)
+    traj.f_expand({'x': [6, 7]})
+    kwargs = dict(multiproc=True, ncores=2, use_pool=True) if multiproc else {}
+    env = mp.Environment(trajectory=traj, filename=filename, log_config=None,
+                         report_progress=False, **kwargs)
+    env.f_run(lazy_job)
+    got = load(filename, index=-1, load_data=2)
+    assert got.f_is_completed() and len(got) == 8
+    assert dict(got.f_get_from_runs('z', fast_access=True, use_indices=True)) == {
+        i: i * i + 0.5 for i in range(8)}
+    assert got.results.runs.run_00000007.z == 49.5
+    assert got.results.runs.run_00000001.z == 1.5
+
+
+def test_merging_lazily_loaded_trajectories(file_backend, tmp_path):
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    a_file, _ = lazy_sweep(file_backend, tmp_path / 'a', n=3)
+    b_file, _ = lazy_sweep(file_backend, tmp_path / 'b', n=3, name='other')
+    a = load(a_file, index=-1, load_results=1)
+    b = load(b_file, index=-1, load_results=1)
+    a.f_merge(b, backup=False)
+    assert len(a) == 6 and a.results.runs.f_children() == 6 and made_runs(a) == 0
+    got = load(a_file, index=-1, load_data=2)
+    assert len(got) == 6
+    values = got.f_get_from_runs('z', fast_access=True, use_indices=True)
+    assert sorted(values.values()) == sorted([i * i + 0.5 for i in range(3)] * 2)
+
+
+def test_pickled_lazy_trajectory_stays_lazy_and_independent(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path)
+    traj = load(filename, index=-1, load_data=2)
+    traj.results.runs.run_00000001.z
+    copy_ = pickle.loads(pickle.dumps(traj))
+    assert made_runs(copy_) == 1 and copy_.results.runs.f_children() == 6
+    assert copy_.results.runs.run_00000004.z == 16.5 and made_runs(traj) == 1
+    assert copy.copy(traj).results.f_to_dict(fast_access=True) == \
+        traj.results.f_to_dict(fast_access=True)
+
+
+def test_pickled_results_in_runs_are_placed_at_load(file_backend, tmp_path):
+    # a run made later loads outside f_load's allow_pickle: pickled data comes at once
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, lambda traj: traj.f_add_result(
+        mp.PickleResult, 'p', {'x': traj.x}), n=3)
+    traj = load(filename, index=-1, load_data=2)
+    assert made_runs(traj) == 3
+    assert traj.results.runs.run_00000002.p == {'x': 2}
+
+
+@needs_tables
+def test_hdf5_column_rows_are_plain_data():
+    extras = ('Result', 'c', '', {}, {}, {}, {6})     # (run 6: an empty leaf)
+    rows = mp._ColumnRows(5, 3, extras, [('z', [1.0, 2.0, 3.0], None)])
+    assert dict(rows) == {5: ('Result', 'c', None, {'z': 1.0}),
+                          6: ('Result', '', None, None),
+                          7: ('Result', '', None, {'z': 3.0})}
+    rows[9] = ('Result', '', None, {'z': 9.0})
+    del rows[6]
+    assert list(rows) == [5, 7, 9] and len(rows) == 3 and 6 not in rows
+    assert type(pickle.loads(pickle.dumps(rows))) is dict    # never the class in a file
+
+
+def test_showing_a_lazy_trajectory_makes_only_the_runs_shown(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=50)
+    traj = load(filename, index=-1, load_data=2)
+    text = traj.f_tree(max_children=3)
+    assert 'run_00000002' in text and 'run_00000003' not in text
+    assert text.count('... 47 more') == 2                 # results and derived_parameters
+    assert made_runs(traj) == 3 and made_runs(traj, 'derived_parameters') == 3
+    assert 'run_00000001' in traj._repr_html_() and made_runs(traj) == 10
+    assert traj.results.runs.f_children() == 50
+
+
+# ---------------------------------------------------------------------------------------------
+# A small sweep's fixed costs
+# ---------------------------------------------------------------------------------------------
+def test_a_serial_sweep_does_not_import_multiprocessing(tmp_path):
+    """Importing multiprocessing (socket and more) costs ~4 ms a process: a serial sweep,
+    which has no use for it, must not pay that."""
+    script = tmp_path / 'serial.py'
+    script.write_text(textwrap.dedent('''
+        import sys
+        import %s as mp
+
+        def job(traj):
+            traj.f_add_result('z', traj.x * 2)
+
+        env = mp.Environment(trajectory='t', filename=%r, add_time=False, log_config=None,
+                             report_progress=False,
+                             storage_service=mp.PickleStorageService)
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_explore({'x': [1, 2, 3]})
+        env.f_run(job)
+        print('mp' if 'multiprocessing' in sys.modules else 'no mp')
+    ''' % (MOD, str(tmp_path / 'serial.pkl'))))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=sub_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['no', 'mp']
+    assert list(load(str(tmp_path / 'serial.pkl'), name='t', load_data=2).f_get_from_runs(
+        'z', fast_access=True).values()) == [2, 4, 6]
+
+
+def result_only_job(traj):
+    traj.f_add_result('z', traj.x * 0.5)
+
+
+@needs_tables
+def test_overview_tables_without_rows_are_left_out(tmp_path):
+    filename = path_for('hdf5', tmp_path)
+    env, traj = sweep('hdf5', filename, result_only_job, n=3)
+    names = h5_overview_names(filename, 'traj')
+    assert {'info', 'parameters', 'config', 'explored_parameters', 'explored_parameters_runs',
+            'results_runs_summary', 'runs', 'results_runs'} <= names
+    assert not {'results_trajectory', 'derived_parameters_trajectory',
+                'derived_parameters_runs_summary', 'derived_parameters_runs'} & names
+    # a later store that gives such a table rows writes it
+    traj.f_add_result('summary', 1.5, comment='after the sweep')
+    traj.f_store()
+    with tables.open_file(filename) as h:
+        rows = h.get_node('/traj/overview/results_trajectory').read()
+    assert rows['name'].tolist() == [b'summary'] and rows['value'].tolist() == [b'summary=1.5']
+    assert load(filename, name='traj', load_data=2).f_get('results.summary').f_get() == 1.5
+
+
+def test_value_summaries_are_those_of_value_summary():
+    cases = [[{'z': 0.1 * i} for i in range(20)] + [{'z': 1e300}, {'z': -0.0}],
+             [{'data': i} for i in range(5)] + [{'data': True}],
+             [{'z': float('nan')}, {'z': float('-inf')}, {'z': 2 ** 63}],
+             [{'z': 10 ** 80}],                   # over 64 characters: cut with '...'
+             [{'k' * 70: 1.0}],
+             [{'z': 1}, {'y': 2}], [{'z': 1}, None], [{'z': 1}, {}], [{'__z': 1.0}],
+             [{'a': 1, 'b': 2}], [{'z': 'text'}], [{'z': [1, 2]}], []]
+    for datas in cases:
+        assert mp._value_summaries(datas) == [mp._value_summary(d) for d in datas], datas
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk checksums (fletcher32): damage found when it is read
+# ---------------------------------------------------------------------------------------------
+def _flip_chunk_byte(path, dset_path, chunk, at=100):
+    """Flip one byte inside a dataset's chunk of a file (found with get_chunk_info)."""
+    with h5py.File(path, 'r') as h:
+        where = h[dset_path].id.get_chunk_info(chunk).byte_offset + at
+    with open(path, 'r+b') as f:
+        f.seek(where)
+        byte = f.read(1)
+        f.seek(where)
+        f.write(bytes([byte[0] ^ 0x5A]))
+
+
+@needs_h5py
+def test_fletcher32_is_the_checksum_hdf5_appends_to_a_chunk(tmp_path):
+    path = str(tmp_path / 'f.h5')
+    rs = np.random.RandomState(3)
+    datas = [rs.randint(0, 256, n).astype(np.uint8) for n in (1, 2, 3, 719, 721, 4097)]
+    datas += [np.full(1441, 0xFF, np.uint8), np.zeros(9, np.uint8),  # (0 mod 65535)
+              np.tile(np.array([0xFF, 0xFE], np.uint8), 70001)]
+    with tables.open_file(path, 'w') as f:
+        for k, data in enumerate(datas):
+            f.create_earray('/', 'd%d' % k, atom=tables.UInt8Atom(), shape=(0,),
+                            filters=tables.Filters(complevel=0, fletcher32=True),
+                            chunkshape=(len(data),)).append(data)
+    with h5py.File(path, 'r') as h:
+        for k, data in enumerate(datas):
+            mask, chunk = h['d%d' % k].id.read_direct_chunk((0,))
+            assert chunk[:-4] == data.tobytes()
+            assert mp._fletcher32(data.tobytes(), np) == chunk[-4:], len(data)
+
+
+@needs_h5py
+@pytest.mark.parametrize('shuffle', [True, False])
+def test_chunks_written_directly_equal_hdf5s_own_with_fletcher32(tmp_path, shuffle):
+    path = str(tmp_path / 'c.h5')
+    rs = np.random.RandomState(5)
+    smooth = np.repeat(rs.randint(0, 1000, (24, 1000)), 20, axis=1).astype(np.int64)
+    # (noise in the last rows: their chunks do not compress, they are stored raw)
+    smooth[12:] = rs.randint(-2 ** 63, 2 ** 63 - 1, (12, 20000), dtype=np.int64)
+    filters = tables.Filters(complevel=9, complib='zlib', shuffle=shuffle)
+    with tables.open_file(path, 'w') as f:
+        direct = mp._h5_append(f, f.root, 'direct', smooth, 'ndarray', filters)
+        assert direct.filters.fletcher32 and mp._direct_chunks(direct, smooth)
+        own = f.create_earray('/', 'own', atom=direct.atom, shape=(0, 20000),
+                              filters=direct.filters, chunkshape=direct.chunkshape)
+        own.append(smooth)
+        plain = f.create_earray('/', 'plain', atom=direct.atom, shape=(0, 20000),
+                                filters=tables.Filters(complevel=0, fletcher32=True),
+                                chunkshape=direct.chunkshape)
+        plain.append(smooth)  # (HDF5's raw chunks, as minipypet keeps noise)
+        assert direct.chunkshape[0] < len(smooth)  # (several chunks)
+        assert_same(direct.read(), smooth)
+    with h5py.File(path, 'r') as h:
+        a, b, c = h['direct'], h['own'], h['plain']
+        assert a.fletcher32 and a.id.get_num_chunks() == b.id.get_num_chunks()
+        masks = set()
+        for k in range(a.id.get_num_chunks()):
+            offset = a.id.get_chunk_info(k).chunk_offset
+            mask, got = a.id.read_direct_chunk(offset)
+            # (HDF5 keeps a chunk that zlib makes bigger compressed; minipypet stores it
+            # raw, the compression marked skipped: as HDF5 stores it without zlib)
+            want = (b if mask == 0 else c).id.read_direct_chunk(offset)[1]
+            assert got == want, (k, mask, len(got), len(want))
+            masks.add(mask)
+        assert masks == {0, 3 if shuffle else 1}  # (compressed chunks and raw ones)
+        assert_same(a[()], smooth)
+
+
+def noise_array_job(traj):
+    traj.f_add_result('a', np.random.RandomState(traj.x).randint(0, 2 ** 62, 1 << 17))
+
+
+def smooth_array_job(traj):
+    traj.f_add_result('a', np.arange(1 << 17) // 100 + traj.x)
+
+
+@needs_h5py
+@pytest.mark.parametrize('data', ['raw', 'compressed'])
+def test_damage_in_a_big_segments_run_array_is_found_when_read(tmp_path, monkeypatch,
+                                                               data):
+    # 1 MB a run (a chunk each): noise is stored raw, with no zlib adler32 to fail
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, noise_array_job if data == 'raw' else smooth_array_job, n=4)
+    segment = h5_segments(filename, 'traj')[0]
+    with h5py.File(segment, 'r') as h:
+        dset = h['results/runs/a/a']
+        assert dset.fletcher32 and dset.chunks[0] == 1
+        assert (dset.compression is None) == (data == 'raw')
+        assert dset.id.get_chunk_info(1).chunk_offset == (1, 0)
+    _flip_chunk_byte(segment, 'results/runs/a/a', 1)
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the segment is "over 128 MB"
+    mp._VERIFIED.clear()
+    name = os.path.basename(segment)
+    with h5py.File(segment, 'r') as h:  # (HDF5 itself checks: plain h5py sees it)
+        with pytest.raises(OSError):
+            h['results/runs/a/a'][1]
+    traj = load(filename, load_results=1)
+    for idx in (0, 2, 3):
+        traj.f_load_item(traj.f_get('results.runs.%s.a' % mp._run_name(idx)))
+        assert traj.f_get('results.runs.%s.a' % mp._run_name(idx)).a.shape == (1 << 17,)
+    with pytest.raises(mp.StorageError) as info:
+        traj.f_load_item(traj.f_get('results.runs.%s.a' % mp._run_name(1)))
+    text = str(info.value)
+    assert name in text and 'results/runs/a/a' in text and "run 1's row" in text
+    assert 'python -m minipypet check' in text and 'backup' in text
+    for call in (lambda: load(filename, load_results=2),
+                 lambda: load(filename, load_results=1).f_get_from_runs(
+                     'a', fast_access=True, auto_load=True)):
+        with pytest.raises(mp.StorageError, match='damaged') as info:
+            call()
+        assert name in str(info.value) and 'results/runs/a/a' in str(info.value)
 
 
 # =============================================================================================
@@ -10098,6 +10559,263 @@ def test_nodes_have_pypets_logger():
     assert leaf._logger.name == 'mine'
 
 
+# ---------------------------------------------------------------------------------------------
+# pypet's keywords, copies, links in runs, run names and merges
+# ---------------------------------------------------------------------------------------------
+def test_environment_takes_trajectory_properties_and_refuses_other_keywords(tmp_path):
+    traj = mp.Trajectory('props')
+    env = mp.Environment(trajectory=traj, storage_service=mp.LazyStorageService,
+                         log_config=None, v_auto_load=True, with_links=False)
+    assert traj.v_auto_load is True and traj.v_with_links is False
+    del env
+    for exc in (TypeError, ValueError, mp.UnknownArgumentError):  # (pypet: ValueError)
+        with pytest.raises(exc, match=r"unknown keywords \['foo'\]"):
+            mp.Environment(trajectory='t', filename=str(tmp_path / 'x.hdf5'),
+                           log_config=None, foo='bar')
+    assert not os.listdir(str(tmp_path))                 # refused before anything is made
+    with pytest.raises(AttributeError, match="unknown trajectory property 'j'"):
+        traj.f_set_properties(j=7)                          # (pypet: AttributeError)
+
+
+def test_f_store_recursive_false_is_only_init(tmp_path):
+    traj = mp.Trajectory('oi', filename=str(tmp_path / 'oi.pkl'))
+    traj.f_add_parameter('x', 1)
+    with pytest.raises(ValueError, match='not both'):
+        traj.f_store(only_init=True, recursive=False)
+    traj.f_store(recursive=False)                       # as only_init=True
+    loaded = mp.load_trajectory(name='oi', filename=str(tmp_path / 'oi.pkl'),
+                                load_parameters=mp.LOAD_DATA)
+    assert loaded.x == 1 and len(loaded) == 1
+
+
+def test_f_get_from_runs_accepts_pypets_old_keywords_with_a_warning():
+    env = lazy_env()
+    traj = env.v_trajectory
+    xy_traj(traj)
+    env.f_run(lambda t: t.f_add_result('z', t.x * t.y))
+    with pytest.warns(DeprecationWarning, match='where'):
+        got = traj.f_get_from_runs('z', where='results', fast_access=True)
+    assert got == traj.f_get_from_runs('z', fast_access=True) and len(got) == 6
+
+
+def test_full_copy_false_drops_ranges_of_copies_only_when_set():
+    param = mp.Parameter('p', 1)
+    param._explore([1, 2, 3])
+    assert pickle.loads(pickle.dumps(param)).f_get_range() == [1, 2, 3]  # (default: full)
+    param.v_full_copy = False
+    copied = pickle.loads(pickle.dumps(param))
+    assert copied.v_explored and not copied.f_has_range() and copied.f_get() == 1
+    assert param.f_has_range()                          # the original keeps its range
+    traj = mp.Trajectory('fc')
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    assert copy.copy(traj).f_get('x').f_get_range() == [1, 2, 3]   # unset: a full copy
+    traj.v_full_copy = False
+    assert traj.v_full_copy is False
+    new = copy.copy(traj)
+    assert new.f_get('x').v_explored and not new.f_get('x').f_has_range()
+    assert traj.f_get('x').f_get_range() == [1, 2, 3]
+    traj.v_full_copy = True
+    assert traj.f_copy().f_get('x').f_get_range() == [1, 2, 3]
+
+
+def test_setitem_below_a_group_of_the_users_at_the_root():
+    traj = mp.Trajectory('si')
+    traj['r_1'] = mp.NNGroupNode('')
+    with pytest.raises(AttributeError):
+        traj['r_1.new'] = mp.Result('', 5)              # (an empty name is no name)
+    traj['r_1.new'] = mp.Result('new', 5)
+    assert traj.run_00000001.new == 5
+    assert traj.f_get('run_00000001.new').v_full_name == 'run_00000001.new'
+
+
+def test_f_remove_of_the_trajectory_empties_it_and_keeps_the_branches():
+    traj = mp.Trajectory('rm')
+    traj.f_add_parameter('g.x', 1)
+    traj.f_add_result('r', 2)
+    traj.f_add_link('l', traj.f_get('g'))
+    traj['mine'] = mp.NNGroupNode('mine')
+    with pytest.raises(ValueError, match='root cannot be removed'):
+        traj.f_remove(recursive=False)
+    assert not traj.f_is_empty()
+    traj.f_remove()
+    assert traj.f_is_empty() and 'mine' not in traj and 'l' not in traj
+    assert traj.parameters.f_get_children() == {} and traj.results.f_get_children() == {}
+    traj.f_add_parameter('x', 3)                        # the tree works on
+    assert traj.x == 3
+
+
+def link_in_run_job(traj):
+    traj.f_add_result('lll.res32', traj.x * 2)
+    traj.f_add_link('res.runs.crun.ff', traj.f_get('results.runs.crun.lll.res32'))
+    traj.f_add_link('results.runs.crun.to_x', traj.f_get('parameters.x'))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize('mode', [None, 'QUEUE', 'LOCK', 'LOCAL'])
+def test_links_added_in_a_run_are_stored_and_loaded(file_backend, tmp_path, mode):
+    filename = path_for(file_backend, tmp_path)
+    kwargs = dict(multiproc=True, ncores=2, wrap_mode=mode) if mode else {}
+    env, traj = sweep(file_backend, filename, link_in_run_job, n=3, **kwargs)
+    got = load(filename, name='traj', load_all=mp.LOAD_DATA)
+    for idx in range(3):
+        group = got.f_get('results.runs.' + run_name(idx))
+        assert group.f_get('ff').v_full_name == 'results.runs.%s.lll.res32' % run_name(idx)
+        assert group.ff == 2 * idx and group.f_get('to_x') is got.f_get('parameters.x')
+        assert 'ff' in group.f_get_links()
+
+
+def test_run_records_of_older_journals_without_links_still_load(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    traj = mp.Trajectory('traj', storage_service=service(file_backend, filename))
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2]})
+    traj.f_store(only_init=True)
+    now = time.time()
+    journal = mp._Journal(filename + '.journal')
+    journal.append(('run', 'traj', 0, (now, now, 1, '', ''),            # (5 fields: old)
+                    [('results.runs.run_00000000.z', 'Result', '', {'z': 5}, None)]))
+    journal.append(tuple(mp._RunRecord('run', 'traj', 1, (now, now, 1, '', ''),
+                                       [('results.runs.run_00000001.z', 'Result', '',
+                                         {'z': 6}, None)],
+                                       [('results.runs.run_00000001.l',
+                                         'results.runs.run_00000001.z')])))
+    journal.close()
+    for _ in range(2):  # read from the journal, then from the file after a checkpoint
+        got = load(filename, name='traj', load_all=mp.LOAD_DATA)
+        assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 5, 1: 6}
+        assert got.f_get('results.runs.run_00000001').l == 6
+        got.f_store()
+
+
+def hello_run(idx):
+    return 'hello_%d' % idx
+
+
+def huhu_set(idx):
+    return 'huhu_%d' % idx
+
+
+def z_in_set_job(traj):
+    traj.f_add_result('$set.$.z', traj.x * 2)
+
+
+def test_pypets_run_naming_functions_name_the_runs_stored_by_index(tmp_path):
+    filename = str(tmp_path / 'w.pkl')
+    names = {('$', 'crun'): hello_run, ('$set', 'crunset'): huhu_set}
+    env = mp.Environment(trajectory='w', add_time=False, filename=filename,
+                         storage_service=mp.PickleStorageService, log_config=None,
+                         wildcard_functions=names, clean_up_runs=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(z_in_set_job)
+    assert traj.f_wildcard('$', 2) == run_name(2)       # the tree keeps the index names
+    for t in (traj, load(filename, name='w', load_all=mp.LOAD_DATA,
+                         wildcard_functions=names)):
+        z = t.f_get('results.runs.hello_2.z')
+        assert z.v_full_name == 'results.runs.run_set_00000.run_00000002.z'  # (by index)
+        assert t.res.runs.hello_1.z == 4 and t.huhu_0.hello_0.z == 2
+        assert t.f_get_from_runs('z', fast_access=True) == {
+            run_name(i): 2 * (i + 1) for i in range(3)}
+    with pytest.raises(mp.ConfigurationError, match='a node name of its own'):
+        mp.Trajectory('bad', wildcard_functions={('$', 'crun'): lambda i: 'same'})
+    with pytest.raises(mp.ConfigurationError, match='mixes built-in wildcards'):
+        mp.Trajectory('bad', wildcard_functions={('$', 'mine'): lambda i: 'm%d' % i})
+
+
+def gg_job(traj):
+    traj.f_add_result('z', traj.p * 10)
+    traj.f_add_link('results.$', traj.f_get('parameters.p'))    # a link named by its run
+    traj.f_add_link('results.runs.crun.to_z', traj.f_get('results.runs.crun.z'))
+
+
+@needs_tables
+def test_merge_renumbers_run_links_and_spreads_the_others_run_all_values(tmp_path):
+    filename = str(tmp_path / 'm.hdf5')
+    trajs = []
+    for name, value, points in (('a', 42, [1, 2]), ('b', 44, [3, 4, 5])):
+        env = mp.Environment(trajectory=name, add_time=False, filename=filename,
+                             log_config=None)
+        traj = env.v_trajectory
+        traj.f_add_parameter('p', 1)
+        traj.f_explore({'p': points})
+        traj.f_add_derived_parameter('test.$.gg', value)     # run_ALL: one for all runs
+        env.f_run(gg_job)
+        trajs.append(traj)
+    a, b = trajs
+    a.f_merge(b, backup=False)
+    a.f_load(load_data=mp.LOAD_DATA)
+    for idx, (p, gg) in enumerate([(1, 42), (2, 42), (3, 44), (4, 44), (5, 44)]):
+        a.v_idx = idx
+        assert a['test.crun.gg'] == gg                     # pypet: the other's run_ALL
+        group = a.f_get('results.runs.' + run_name(idx))  # value in the merged runs
+        assert group.to_z == 10 * p and group.f_get('to_z') is group.f_get('z')
+        assert a.f_get('results').f_get_links()[run_name(idx)] is a.f_get('parameters.p')
+    a.v_idx = -1
+    backup = a.f_backup(str(tmp_path / 'backup.hdf5'))
+    again = mp.load_trajectory(index=-1, filename=backup, load_all=mp.LOAD_DATA)
+    assert again.v_name == 'a' and len(again) == 5          # only this trajectory
+    assert again.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: 10 * (i + 1) for i in range(5)}
+    with pytest.raises(mp.ConfigurationError, match='exists'):
+        a.f_backup(backup)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('backend', FILE_BACKENDS)
+def test_multiproc_context_leaves_the_data_file_written(backend, tmp_path):
+    """pypet's example 16: processes store into the file and nothing stores the trajectory
+    after them; pypet leaves its HDF5 file written, so the context folds the journal."""
+    filename = path_for(backend, tmp_path)
+    traj = mp.Trajectory('ctx', add_time=False, filename=filename,
+                         storage_service=CLASSES[backend])
+    traj.f_add_parameter('x', 1)
+    traj.f_add_result('last', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    with mp.MultiprocContext(trajectory=traj, wrap_mode='LOCK'):
+        with multiprocessing.get_context(PAR_START_METHODS[0]).Pool(2) as pool:
+            pool.map(context_store_name, list(traj.f_iter_runs(yields='copy')))
+    assert os.path.exists(filename) and not os.path.exists(filename + '.journal')
+    traj.results.f_load(load_data=3)
+    assert traj.res.last in (1, 2, 3)
+
+
+def trial_job(traj):
+    traj.f_add_result('sim.$.w', traj.x)                  # a run's node outside runs
+    traj.f_add_result('seen', sorted(n for n in traj.f_to_dict() if 'sim.run_' in n))
+
+
+def test_merge_by_a_short_trial_name_and_runs_that_see_no_earlier_run(tmp_path):
+    parts = []
+    for name, points in (('a', [1, 2]), ('b', [1, 2, 3])):
+        env = mp.Environment(trajectory=name, add_time=False, log_config=None,
+                             filename=str(tmp_path / (name + '.pkl')),
+                             storage_service=mp.PickleStorageService)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_add_parameter('setup.trial', 0)
+        traj.f_explore({'x': points})
+        env.f_run(trial_job)
+        parts.append(traj)
+    a, b = parts
+    assert not a.f_contains('results.sim.run_00000001')     # cleaned up with its run
+    a.f_merge(b, trial_parameter='trial', backup=False)   # (a short name, as pypet's)
+    got = load(str(tmp_path / 'a.pkl'), name='a', load_all=mp.LOAD_DATA)
+    assert got.f_get('trial').f_get_range() == [0, 0, 1, 1, 1]
+    assert got.f_get_from_runs('seen', fast_access=True, use_indices=True) == {
+        i: ['results.sim.%s.w' % run_name(j)] for i, j in enumerate([0, 1, 0, 1, 2])}
+    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
+        0: 1, 1: 2, 2: 1, 3: 2, 4: 3}
+    comments = [got.f_get('results.runs.%s.seen' % run_name(i)).v_comment for i in range(5)]
+    assert comments[1:] == [''] * 4                    # b's first run's comment: purged
+    again = mp.load_trajectory(name='b', filename=str(tmp_path / 'b.pkl'))
+    got.f_merge(again, remove_duplicates=True, backup=False)
+    assert len(got) == 6                                # b's (x=3, trial=0) was new
+    with pytest.raises(ValueError, match='nothing to merge'):
+        got.f_merge(again, remove_duplicates=True, backup=False)
+
+
 # =============================================================================================
 # Working with results - the runs table
 # =============================================================================================
@@ -10694,704 +11412,3 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
-
-
-# ==== issue 14 round 3 (to be sorted into sections) ====
-def test_a_serial_sweep_does_not_import_multiprocessing(tmp_path):
-    """Importing multiprocessing (socket and more) costs ~4 ms a process: a serial sweep,
-    which has no use for it, must not pay that."""
-    script = tmp_path / 'serial.py'
-    script.write_text(textwrap.dedent('''
-        import sys
-        import %s as mp
-
-        def job(traj):
-            traj.f_add_result('z', traj.x * 2)
-
-        env = mp.Environment(trajectory='t', filename=%r, add_time=False, log_config=None,
-                             report_progress=False,
-                             storage_service=mp.PickleStorageService)
-        env.v_trajectory.f_add_parameter('x', 0)
-        env.v_trajectory.f_explore({'x': [1, 2, 3]})
-        env.f_run(job)
-        print('mp' if 'multiprocessing' in sys.modules else 'no mp')
-    ''' % (MOD, str(tmp_path / 'serial.pkl'))))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=120, env=sub_env())
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ['no', 'mp']
-    assert list(load(str(tmp_path / 'serial.pkl'), name='t', load_data=2).f_get_from_runs(
-        'z', fast_access=True).values()) == [2, 4, 6]
-
-
-def result_only_job(traj):
-    traj.f_add_result('z', traj.x * 0.5)
-
-
-@needs_tables
-def test_overview_tables_without_rows_are_left_out(tmp_path):
-    filename = path_for('hdf5', tmp_path)
-    env, traj = sweep('hdf5', filename, result_only_job, n=3)
-    names = h5_overview_names(filename, 'traj')
-    assert {'info', 'parameters', 'config', 'explored_parameters', 'explored_parameters_runs',
-            'results_runs_summary', 'runs', 'results_runs'} <= names
-    assert not {'results_trajectory', 'derived_parameters_trajectory',
-                'derived_parameters_runs_summary', 'derived_parameters_runs'} & names
-    # a later store that gives such a table rows writes it
-    traj.f_add_result('summary', 1.5, comment='after the sweep')
-    traj.f_store()
-    with tables.open_file(filename) as h:
-        rows = h.get_node('/traj/overview/results_trajectory').read()
-    assert rows['name'].tolist() == [b'summary'] and rows['value'].tolist() == [b'summary=1.5']
-    assert load(filename, name='traj', load_data=2).f_get('results.summary').f_get() == 1.5
-
-
-def test_value_summaries_are_those_of_value_summary():
-    cases = [[{'z': 0.1 * i} for i in range(20)] + [{'z': 1e300}, {'z': -0.0}],
-             [{'data': i} for i in range(5)] + [{'data': True}],
-             [{'z': float('nan')}, {'z': float('-inf')}, {'z': 2 ** 63}],
-             [{'z': 10 ** 80}],                   # over 64 characters: cut with '...'
-             [{'k' * 70: 1.0}],
-             [{'z': 1}, {'y': 2}], [{'z': 1}, None], [{'z': 1}, {}], [{'__z': 1.0}],
-             [{'a': 1, 'b': 2}], [{'z': 'text'}], [{'z': [1, 2]}], []]
-    for datas in cases:
-        assert mp._value_summaries(datas) == [mp._value_summary(d) for d in datas], datas
-# Item 3, loads cost what is asked: a loaded trajectory's runs groups are lazy
-# (mp._PendingRuns); a run's group and leaves are made when something touches them.
-def lazy_job(traj):
-    traj.f_add_result('z', traj.x * traj.x + 0.5, comment='x squared')
-    traj.f_add_derived_parameter('dz', traj.x * 2, comment='twice x')
-
-
-def lazy_sweep(file_backend, tmp_path, n=6, **kwargs):
-    filename = path_for(file_backend, tmp_path)
-    env, traj = sweep(file_backend, filename, lazy_job, n=n, **kwargs)
-    return filename, env
-
-
-def made_runs(traj, branch='results'):
-    """How many run groups of `branch` are made (not pending)."""
-    return dict.__len__(traj.f_get(branch + '.runs')._children)
-
-
-@pytest.mark.parametrize('load_results', [1, 2])
-def test_lazy_load_makes_a_run_only_when_it_is_touched(file_backend, tmp_path,
-                                                        load_results):
-    filename, _ = lazy_sweep(file_backend, tmp_path, n=200)
-    traj = load(filename, index=-1, load_results=load_results,
-                load_derived_parameters=2)
-    runs = traj.results.runs
-    assert made_runs(traj) == 0 and made_runs(traj, 'derived_parameters') == 0
-    assert len(traj._nodes) < 100, 'a load made nodes per run'
-    assert runs.f_children() == 200 and traj.dpar.runs.f_children() == 200
-    assert 'run_00000007' in runs and 'run_00000200' not in runs and 'x' not in runs
-    assert made_runs(traj) == 0, '`in` made a run'
-    z = runs.run_00000012.z
-    if load_results == 2:
-        assert z == 12 * 12 + 0.5
-    else:
-        assert isinstance(z, mp.Result) and z.f_is_empty()
-    assert made_runs(traj) == 1 and runs.f_children() == 200
-    assert runs.run_00000000.f_get('z').v_comment == 'x squared'   # (the others purged)
-    assert traj.f_get('derived_parameters.runs.run_00000012.dz').f_get() == 24
-    assert made_runs(traj, 'derived_parameters') == 1
-
-
-def test_lazy_runs_are_reached_by_every_kind_of_name(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path)
-    traj = load(filename, index=-1, load_data=2)
-    assert traj.res.runs.run_00000002.z == 4.5
-    assert traj.results.run_00000003.z == 9.5            # the seed's results.run_X
-    assert traj.res.runs.r_4.z == 16.5                          # pypet's r_4
-    assert traj['results', 'runs', 'run_00000001', 'z'] == 1.5
-    assert traj.f_get('results.runs.run_set_00000.run_00000005.z').f_get() == 25.5
-    assert traj.results.run_set_00000.run_00000000.z == 0.5
-    with pytest.raises(mp.NotUniqueNodeError):
-        traj.z                                                   # every run holds a z
-    traj.f_set_crun(3)
-    assert traj.res.crun.z == 9.5 and traj.z == 9.5 and traj.dz == 6
-    assert traj.f_get('results.runs.$.z').f_get() == 9.5
-    assert traj.dpar.runs.crun.dz == 6
-    traj.f_restore_default()
-    assert len(traj.f_get_all('z')) == 6
-    assert sorted(traj.results.runs.f_get_children()) == [run_name(i) for i in range(6)]
-
-
-def test_lazy_runs_names_are_found_before_their_runs_are_made(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path)
-    traj = load(filename, index=-1, load_data=2)
-    traj.f_add_result('z', -1.0, comment='not in a run')  # results.z beside the runs
-    traj.f_set_crun(2)
-    assert traj.res.crun.z == 4.5 and traj.z == -1.0             # the shallowest
-    assert made_runs(traj) == 1
-    traj.f_restore_default()
-    assert traj.z == -1.0 and traj.results.f_get('z').f_get() == -1.0
-
-
-def test_f_get_from_runs_on_lazy_runs_reads_the_column(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path, n=50)
-    want = {run_name(i): i * i + 0.5 for i in range(50)}
-    traj = load(filename, index=-1, load_data=2)
-    assert dict(traj.f_get_from_runs('z', fast_access=True)) == want
-    assert made_runs(traj) == 0, 'f_get_from_runs made a node per run'
-    assert dict(traj.f_get_from_runs('dz', fast_access=True, use_indices=True)) == {
-        i: 2 * i for i in range(50)}
-    skeleton = load(filename, index=-1, load_results=1)
-    assert dict(skeleton.f_get_from_runs('z', fast_access=True, auto_load=True)) == want
-    assert made_runs(skeleton) == 0
-    nodes = skeleton.f_get_from_runs('z')                       # nodes asked for: made
-    assert len(nodes) == 50 and all(isinstance(n, mp.Result) for n in nodes.values())
-    assert nodes[run_name(7)] is skeleton.results.runs.run_00000007.z
-    traj.results.runs.run_00000003.z                       # one run made: the rest
-    assert dict(traj.f_get_from_runs('z', fast_access=True)) == want   # still right
-
-
-def test_iterating_lazy_runs_gives_what_an_eager_load_gave(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path, n=8)
-    traj = load(filename, index=-1, load_data=2)
-    traj.results.runs.run_00000005.z                             # one made first
-    got = traj.results.f_to_dict(fast_access=True)
-    assert got == {'results.runs.%s.z' % run_name(i): i * i + 0.5 for i in range(8)}
-    assert list(traj.results.runs.f_get_children()) == [run_name(i) for i in range(8)]
-    assert [n.v_name for n in traj.results.runs] == [run_name(i) for i in range(8)]
-    assert len(list(traj.f_iter_leaves())) > 16
-    assert traj.results.runs.f_groups() == 8
-    assert 'run_00000000' in traj.results.runs.f_tree()
-    again = load(filename, index=-1, load_data=2)
-    dz = [leaf.f_get() for leaf in again.derived_parameters.f_iter_leaves()]
-    assert dz == [2 * i for i in range(8)]
-
-
-def test_links_into_lazy_runs_load_and_store(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path)
-    traj = load(filename, index=-1, load_data=2)
-    traj.f_add_link('best', traj.results.runs.run_00000004)
-    traj.f_add_link('results.best_z', traj.f_get('results.runs.run_00000002.z'))
-    traj.f_store()
-    again = load(filename, index=-1, load_data=2)
-    assert again.best.z == 16.5 and again.results.best_z == 4.5
-    assert again.f_get_from_runs('z', fast_access=True)[run_name(5)] == 25.5
-
-
-def test_removing_lazy_runs(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path)
-    traj = load(filename, index=-1, load_data=2)
-    runs = traj.results.runs
-    runs.f_remove_child('run_00000001', recursive=True)
-    assert runs.f_children() == 5 and 'run_00000001' not in runs
-    with pytest.raises(mp.NoSuchNodeError):
-        traj.f_get('results.runs.run_00000001.z')
-    assert [g.v_name for g in runs] == [run_name(i) for i in (0, 2, 3, 4, 5)]
-    traj.results.f_remove_child('runs', recursive=True)
-    assert 'runs' not in traj.results._children
-    assert made_runs(traj, 'derived_parameters') == 0
-    with pytest.raises(mp.NotUniqueNodeError):                  # dz: still six pending
-        traj.dz
-    traj.derived_parameters.f_remove_child('runs', recursive=True)
-    assert not traj._lazy_names
-    with pytest.raises(mp.NoSuchNodeError):
-        traj.dz
-
-
-def test_stores_after_a_lazy_load_keep_every_run(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path)
-    traj = load(filename, index=-1, load_results=1)
-    traj.f_add_result('summary', 42, comment='after the runs')
-    traj.f_store()
-    assert made_runs(traj) == 0, 'a store made the runs not touched'
-    traj.f_store_item('summary')
-    full = load(filename, index=-1, load_data=2)
-    assert full.results.summary == 42
-    assert dict(full.f_get_from_runs('z', fast_access=True, use_indices=True)) == {
-        i: i * i + 0.5 for i in range(6)}
-    full.results.runs.run_00000002.f_get('z').f_set(99.0)
-    full.f_store_item('results.runs.run_00000002.z', overwrite=True)
-    again = load(filename, index=-1, load_data=2)
-    assert again.results.runs.run_00000002.z == 99.0
-    assert again.results.runs.run_00000003.z == 9.5
-    assert again.f_get_from_runs('z', fast_access=True, use_indices=True)[2] == 99.0
-
-
-@pytest.mark.parametrize('multiproc', [False, True])
-@pytest.mark.timeout(120)
-def test_expand_and_run_a_lazily_loaded_trajectory(file_backend, tmp_path, multiproc):
-    filename, _ = lazy_sweep(file_backend, tmp_path)
-    traj = load(filename, index=-1, load_results=1)
-    traj.f_expand({'x': [6, 7]})
-    kwargs = dict(multiproc=True, ncores=2, use_pool=True) if multiproc else {}
-    env = mp.Environment(trajectory=traj, filename=filename, log_config=None,
-                         report_progress=False, **kwargs)
-    env.f_run(lazy_job)
-    got = load(filename, index=-1, load_data=2)
-    assert got.f_is_completed() and len(got) == 8
-    assert dict(got.f_get_from_runs('z', fast_access=True, use_indices=True)) == {
-        i: i * i + 0.5 for i in range(8)}
-    assert got.results.runs.run_00000007.z == 49.5
-    assert got.results.runs.run_00000001.z == 1.5
-
-
-def test_merging_lazily_loaded_trajectories(file_backend, tmp_path):
-    (tmp_path / 'a').mkdir()
-    (tmp_path / 'b').mkdir()
-    a_file, _ = lazy_sweep(file_backend, tmp_path / 'a', n=3)
-    b_file, _ = lazy_sweep(file_backend, tmp_path / 'b', n=3, name='other')
-    a = load(a_file, index=-1, load_results=1)
-    b = load(b_file, index=-1, load_results=1)
-    a.f_merge(b, backup=False)
-    assert len(a) == 6 and a.results.runs.f_children() == 6 and made_runs(a) == 0
-    got = load(a_file, index=-1, load_data=2)
-    assert len(got) == 6
-    values = got.f_get_from_runs('z', fast_access=True, use_indices=True)
-    assert sorted(values.values()) == sorted([i * i + 0.5 for i in range(3)] * 2)
-
-
-def test_pickled_lazy_trajectory_stays_lazy_and_independent(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path)
-    traj = load(filename, index=-1, load_data=2)
-    traj.results.runs.run_00000001.z
-    copy_ = pickle.loads(pickle.dumps(traj))
-    assert made_runs(copy_) == 1 and copy_.results.runs.f_children() == 6
-    assert copy_.results.runs.run_00000004.z == 16.5 and made_runs(traj) == 1
-    assert copy.copy(traj).results.f_to_dict(fast_access=True) == \
-        traj.results.f_to_dict(fast_access=True)
-
-
-def test_pickled_results_in_runs_are_placed_at_load(file_backend, tmp_path):
-    # a run made later loads outside f_load's allow_pickle: pickled data comes at once
-    filename = path_for(file_backend, tmp_path)
-    sweep(file_backend, filename, lambda traj: traj.f_add_result(
-        mp.PickleResult, 'p', {'x': traj.x}), n=3)
-    traj = load(filename, index=-1, load_data=2)
-    assert made_runs(traj) == 3
-    assert traj.results.runs.run_00000002.p == {'x': 2}
-
-
-@needs_tables
-def test_hdf5_column_rows_are_plain_data():
-    extras = ('Result', 'c', '', {}, {}, {}, {6})     # (run 6: an empty leaf)
-    rows = mp._ColumnRows(5, 3, extras, [('z', [1.0, 2.0, 3.0], None)])
-    assert dict(rows) == {5: ('Result', 'c', None, {'z': 1.0}),
-                          6: ('Result', '', None, None),
-                          7: ('Result', '', None, {'z': 3.0})}
-    rows[9] = ('Result', '', None, {'z': 9.0})
-    del rows[6]
-    assert list(rows) == [5, 7, 9] and len(rows) == 3 and 6 not in rows
-    assert type(pickle.loads(pickle.dumps(rows))) is dict    # never the class in a file
-
-
-def test_showing_a_lazy_trajectory_makes_only_the_runs_shown(file_backend, tmp_path):
-    filename, _ = lazy_sweep(file_backend, tmp_path, n=50)
-    traj = load(filename, index=-1, load_data=2)
-    text = traj.f_tree(max_children=3)
-    assert 'run_00000002' in text and 'run_00000003' not in text
-    assert text.count('... 47 more') == 2                 # results and derived_parameters
-    assert made_runs(traj) == 3 and made_runs(traj, 'derived_parameters') == 3
-    assert 'run_00000001' in traj._repr_html_() and made_runs(traj) == 10
-    assert traj.results.runs.f_children() == 50
-# ==== issue 17 round 3 (to be sorted into sections) ====
-class _Issue17Result(mp.Result):
-    """A user's result class (v_standard_result): f_add_result must still make one."""
-
-
-def test_add_result_in_a_run_short_path_keeps_behaviour(tmp_path):
-    """traj.f_add_result('z', scalar) in a run takes a short path: the leaf is where the
-    general path puts it, visible during the run, stored, and v_standard_result and a
-    preset still apply."""
-    seen = []
-
-    def job(traj):
-        traj.f_add_result('z', traj.x * 2.0)
-        leaf = traj.f_get('z')
-        seen.append((leaf.v_full_name, traj.crun.z == leaf.z == traj.z, leaf.z,
-                     type(leaf).__name__))
-
-    path = str(tmp_path / 'f.pkl')
-    env = mp.Environment(trajectory='t', filename=path, add_time=False,
-                         storage_service=mp.PickleStorageService, log_config=None,
-                         report_progress=False, continuable=False)
-    traj = env.trajectory
-    traj.f_add_parameter('x', 0.0)
-    traj.f_explore({'x': [1.0, 2.0, 3.0]})
-    env.f_run(job)
-    assert seen == [('results.runs.run_%08d.z' % i, True, 2.0 * x, 'Result')
-                    for i, x in enumerate([1.0, 2.0, 3.0])]
-    loaded = mp.load_trajectory(name='t', filename=path, load_results=2,
-                                storage_service=mp.PickleStorageService)
-    assert loaded.f_get_from_runs('z', fast_access=True) == {
-        'run_%08d' % i: 2.0 * x for i, x in enumerate([1.0, 2.0, 3.0])}
-    assert loaded.res.runs.run_00000002.z == 6.0
-    # the general path's rules still hold where the short path does not apply
-    del seen[:]
-    traj2 = mp.Trajectory('u')
-    traj2.v_standard_result = _Issue17Result
-    traj2.f_add_parameter('x', 1.0)
-    traj2.f_explore({'x': [1.0, 2.0]})
-    traj2.f_start_run(0)
-    job(traj2)
-    assert seen[-1][3] == '_Issue17Result'
-# ==== issue 18 round 3 (to be sorted into sections) ====
-def test_environment_takes_trajectory_properties_and_refuses_other_keywords(tmp_path):
-    traj = mp.Trajectory('props')
-    env = mp.Environment(trajectory=traj, storage_service=mp.LazyStorageService,
-                         log_config=None, v_auto_load=True, with_links=False)
-    assert traj.v_auto_load is True and traj.v_with_links is False
-    del env
-    for exc in (TypeError, ValueError, mp.UnknownArgumentError):  # (pypet: ValueError)
-        with pytest.raises(exc, match=r"unknown keywords \['foo'\]"):
-            mp.Environment(trajectory='t', filename=str(tmp_path / 'x.hdf5'),
-                           log_config=None, foo='bar')
-    assert not os.listdir(str(tmp_path))                 # refused before anything is made
-    with pytest.raises(AttributeError, match="unknown trajectory property 'j'"):
-        traj.f_set_properties(j=7)                          # (pypet: AttributeError)
-
-
-def test_f_store_recursive_false_is_only_init(tmp_path):
-    traj = mp.Trajectory('oi', filename=str(tmp_path / 'oi.pkl'))
-    traj.f_add_parameter('x', 1)
-    with pytest.raises(ValueError, match='not both'):
-        traj.f_store(only_init=True, recursive=False)
-    traj.f_store(recursive=False)                       # as only_init=True
-    loaded = mp.load_trajectory(name='oi', filename=str(tmp_path / 'oi.pkl'),
-                                load_parameters=mp.LOAD_DATA)
-    assert loaded.x == 1 and len(loaded) == 1
-
-
-def test_f_get_from_runs_accepts_pypets_old_keywords_with_a_warning():
-    env = lazy_env()
-    traj = env.v_trajectory
-    xy_traj(traj)
-    env.f_run(lambda t: t.f_add_result('z', t.x * t.y))
-    with pytest.warns(DeprecationWarning, match='where'):
-        got = traj.f_get_from_runs('z', where='results', fast_access=True)
-    assert got == traj.f_get_from_runs('z', fast_access=True) and len(got) == 6
-
-
-def test_full_copy_false_drops_ranges_of_copies_only_when_set():
-    param = mp.Parameter('p', 1)
-    param._explore([1, 2, 3])
-    assert pickle.loads(pickle.dumps(param)).f_get_range() == [1, 2, 3]  # (default: full)
-    param.v_full_copy = False
-    copied = pickle.loads(pickle.dumps(param))
-    assert copied.v_explored and not copied.f_has_range() and copied.f_get() == 1
-    assert param.f_has_range()                          # the original keeps its range
-    traj = mp.Trajectory('fc')
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': [1, 2, 3]})
-    assert copy.copy(traj).f_get('x').f_get_range() == [1, 2, 3]   # unset: a full copy
-    traj.v_full_copy = False
-    assert traj.v_full_copy is False
-    new = copy.copy(traj)
-    assert new.f_get('x').v_explored and not new.f_get('x').f_has_range()
-    assert traj.f_get('x').f_get_range() == [1, 2, 3]
-    traj.v_full_copy = True
-    assert traj.f_copy().f_get('x').f_get_range() == [1, 2, 3]
-
-
-def test_setitem_below_a_group_of_the_users_at_the_root():
-    traj = mp.Trajectory('si')
-    traj['r_1'] = mp.NNGroupNode('')
-    with pytest.raises(AttributeError):
-        traj['r_1.new'] = mp.Result('', 5)              # (an empty name is no name)
-    traj['r_1.new'] = mp.Result('new', 5)
-    assert traj.run_00000001.new == 5
-    assert traj.f_get('run_00000001.new').v_full_name == 'run_00000001.new'
-
-
-def test_f_remove_of_the_trajectory_empties_it_and_keeps_the_branches():
-    traj = mp.Trajectory('rm')
-    traj.f_add_parameter('g.x', 1)
-    traj.f_add_result('r', 2)
-    traj.f_add_link('l', traj.f_get('g'))
-    traj['mine'] = mp.NNGroupNode('mine')
-    with pytest.raises(ValueError, match='root cannot be removed'):
-        traj.f_remove(recursive=False)
-    assert not traj.f_is_empty()
-    traj.f_remove()
-    assert traj.f_is_empty() and 'mine' not in traj and 'l' not in traj
-    assert traj.parameters.f_get_children() == {} and traj.results.f_get_children() == {}
-    traj.f_add_parameter('x', 3)                        # the tree works on
-    assert traj.x == 3
-
-
-def link_in_run_job(traj):
-    traj.f_add_result('lll.res32', traj.x * 2)
-    traj.f_add_link('res.runs.crun.ff', traj.f_get('results.runs.crun.lll.res32'))
-    traj.f_add_link('results.runs.crun.to_x', traj.f_get('parameters.x'))
-
-
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize('mode', [None, 'QUEUE', 'LOCK', 'LOCAL'])
-def test_links_added_in_a_run_are_stored_and_loaded(file_backend, tmp_path, mode):
-    filename = path_for(file_backend, tmp_path)
-    kwargs = dict(multiproc=True, ncores=2, wrap_mode=mode) if mode else {}
-    env, traj = sweep(file_backend, filename, link_in_run_job, n=3, **kwargs)
-    got = load(filename, name='traj', load_all=mp.LOAD_DATA)
-    for idx in range(3):
-        group = got.f_get('results.runs.' + run_name(idx))
-        assert group.f_get('ff').v_full_name == 'results.runs.%s.lll.res32' % run_name(idx)
-        assert group.ff == 2 * idx and group.f_get('to_x') is got.f_get('parameters.x')
-        assert 'ff' in group.f_get_links()
-
-
-def test_run_records_of_older_journals_without_links_still_load(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    traj = mp.Trajectory('traj', storage_service=service(file_backend, filename))
-    traj.f_add_parameter('x', 1)
-    traj.f_explore({'x': [1, 2]})
-    traj.f_store(only_init=True)
-    now = time.time()
-    journal = mp._Journal(filename + '.journal')
-    journal.append(('run', 'traj', 0, (now, now, 1, '', ''),            # (5 fields: old)
-                    [('results.runs.run_00000000.z', 'Result', '', {'z': 5}, None)]))
-    journal.append(tuple(mp._RunRecord('run', 'traj', 1, (now, now, 1, '', ''),
-                                       [('results.runs.run_00000001.z', 'Result', '',
-                                         {'z': 6}, None)],
-                                       [('results.runs.run_00000001.l',
-                                         'results.runs.run_00000001.z')])))
-    journal.close()
-    for _ in range(2):  # read from the journal, then from the file after a checkpoint
-        got = load(filename, name='traj', load_all=mp.LOAD_DATA)
-        assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {0: 5, 1: 6}
-        assert got.f_get('results.runs.run_00000001').l == 6
-        got.f_store()
-
-
-def hello_run(idx):
-    return 'hello_%d' % idx
-
-
-def huhu_set(idx):
-    return 'huhu_%d' % idx
-
-
-def z_in_set_job(traj):
-    traj.f_add_result('$set.$.z', traj.x * 2)
-
-
-def test_pypets_run_naming_functions_name_the_runs_stored_by_index(tmp_path):
-    filename = str(tmp_path / 'w.pkl')
-    names = {('$', 'crun'): hello_run, ('$set', 'crunset'): huhu_set}
-    env = mp.Environment(trajectory='w', add_time=False, filename=filename,
-                         storage_service=mp.PickleStorageService, log_config=None,
-                         wildcard_functions=names, clean_up_runs=False)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1)
-    traj.f_explore({'x': [1, 2, 3]})
-    env.f_run(z_in_set_job)
-    assert traj.f_wildcard('$', 2) == run_name(2)       # the tree keeps the index names
-    for t in (traj, load(filename, name='w', load_all=mp.LOAD_DATA,
-                         wildcard_functions=names)):
-        z = t.f_get('results.runs.hello_2.z')
-        assert z.v_full_name == 'results.runs.run_set_00000.run_00000002.z'  # (by index)
-        assert t.res.runs.hello_1.z == 4 and t.huhu_0.hello_0.z == 2
-        assert t.f_get_from_runs('z', fast_access=True) == {
-            run_name(i): 2 * (i + 1) for i in range(3)}
-    with pytest.raises(mp.ConfigurationError, match='a node name of its own'):
-        mp.Trajectory('bad', wildcard_functions={('$', 'crun'): lambda i: 'same'})
-    with pytest.raises(mp.ConfigurationError, match='mixes built-in wildcards'):
-        mp.Trajectory('bad', wildcard_functions={('$', 'mine'): lambda i: 'm%d' % i})
-
-
-def gg_job(traj):
-    traj.f_add_result('z', traj.p * 10)
-    traj.f_add_link('results.$', traj.f_get('parameters.p'))    # a link named by its run
-    traj.f_add_link('results.runs.crun.to_z', traj.f_get('results.runs.crun.z'))
-
-
-@needs_tables
-def test_merge_renumbers_run_links_and_spreads_the_others_run_all_values(tmp_path):
-    filename = str(tmp_path / 'm.hdf5')
-    trajs = []
-    for name, value, points in (('a', 42, [1, 2]), ('b', 44, [3, 4, 5])):
-        env = mp.Environment(trajectory=name, add_time=False, filename=filename,
-                             log_config=None)
-        traj = env.v_trajectory
-        traj.f_add_parameter('p', 1)
-        traj.f_explore({'p': points})
-        traj.f_add_derived_parameter('test.$.gg', value)     # run_ALL: one for all runs
-        env.f_run(gg_job)
-        trajs.append(traj)
-    a, b = trajs
-    a.f_merge(b, backup=False)
-    a.f_load(load_data=mp.LOAD_DATA)
-    for idx, (p, gg) in enumerate([(1, 42), (2, 42), (3, 44), (4, 44), (5, 44)]):
-        a.v_idx = idx
-        assert a['test.crun.gg'] == gg                     # pypet: the other's run_ALL
-        group = a.f_get('results.runs.' + run_name(idx))  # value in the merged runs
-        assert group.to_z == 10 * p and group.f_get('to_z') is group.f_get('z')
-        assert a.f_get('results').f_get_links()[run_name(idx)] is a.f_get('parameters.p')
-    a.v_idx = -1
-    backup = a.f_backup(str(tmp_path / 'backup.hdf5'))
-    again = mp.load_trajectory(index=-1, filename=backup, load_all=mp.LOAD_DATA)
-    assert again.v_name == 'a' and len(again) == 5          # only this trajectory
-    assert again.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-        i: 10 * (i + 1) for i in range(5)}
-    with pytest.raises(mp.ConfigurationError, match='exists'):
-        a.f_backup(backup)
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize('backend', FILE_BACKENDS)
-def test_multiproc_context_leaves_the_data_file_written(backend, tmp_path):
-    """pypet's example 16: processes store into the file and nothing stores the trajectory
-    after them; pypet leaves its HDF5 file written, so the context folds the journal."""
-    filename = path_for(backend, tmp_path)
-    traj = mp.Trajectory('ctx', add_time=False, filename=filename,
-                         storage_service=CLASSES[backend])
-    traj.f_add_parameter('x', 1)
-    traj.f_add_result('last', 0)
-    traj.f_explore({'x': [1, 2, 3]})
-    with mp.MultiprocContext(trajectory=traj, wrap_mode='LOCK'):
-        with multiprocessing.get_context(PAR_START_METHODS[0]).Pool(2) as pool:
-            pool.map(context_store_name, list(traj.f_iter_runs(yields='copy')))
-    assert os.path.exists(filename) and not os.path.exists(filename + '.journal')
-    traj.results.f_load(load_data=3)
-    assert traj.res.last in (1, 2, 3)
-
-
-def trial_job(traj):
-    traj.f_add_result('sim.$.w', traj.x)                  # a run's node outside runs
-    traj.f_add_result('seen', sorted(n for n in traj.f_to_dict() if 'sim.run_' in n))
-
-
-def test_merge_by_a_short_trial_name_and_runs_that_see_no_earlier_run(tmp_path):
-    parts = []
-    for name, points in (('a', [1, 2]), ('b', [1, 2, 3])):
-        env = mp.Environment(trajectory=name, add_time=False, log_config=None,
-                             filename=str(tmp_path / (name + '.pkl')),
-                             storage_service=mp.PickleStorageService)
-        traj = env.v_trajectory
-        traj.f_add_parameter('x', 0)
-        traj.f_add_parameter('setup.trial', 0)
-        traj.f_explore({'x': points})
-        env.f_run(trial_job)
-        parts.append(traj)
-    a, b = parts
-    assert not a.f_contains('results.sim.run_00000001')     # cleaned up with its run
-    a.f_merge(b, trial_parameter='trial', backup=False)   # (a short name, as pypet's)
-    got = load(str(tmp_path / 'a.pkl'), name='a', load_all=mp.LOAD_DATA)
-    assert got.f_get('trial').f_get_range() == [0, 0, 1, 1, 1]
-    assert got.f_get_from_runs('seen', fast_access=True, use_indices=True) == {
-        i: ['results.sim.%s.w' % run_name(j)] for i, j in enumerate([0, 1, 0, 1, 2])}
-    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
-        0: 1, 1: 2, 2: 1, 3: 2, 4: 3}
-    comments = [got.f_get('results.runs.%s.seen' % run_name(i)).v_comment for i in range(5)]
-    assert comments[1:] == [''] * 4                    # b's first run's comment: purged
-    again = mp.load_trajectory(name='b', filename=str(tmp_path / 'b.pkl'))
-    got.f_merge(again, remove_duplicates=True, backup=False)
-    assert len(got) == 6                                # b's (x=3, trial=0) was new
-    with pytest.raises(ValueError, match='nothing to merge'):
-        got.f_merge(again, remove_duplicates=True, backup=False)
-
-
-# ==== issue 14 round 3 (to be sorted into sections) ====
-def _flip_chunk_byte(path, dset_path, chunk, at=100):
-    """Flip one byte inside a dataset's chunk of a file (found with get_chunk_info)."""
-    with h5py.File(path, 'r') as h:
-        where = h[dset_path].id.get_chunk_info(chunk).byte_offset + at
-    with open(path, 'r+b') as f:
-        f.seek(where)
-        byte = f.read(1)
-        f.seek(where)
-        f.write(bytes([byte[0] ^ 0x5A]))
-
-
-@needs_h5py
-def test_fletcher32_is_the_checksum_hdf5_appends_to_a_chunk(tmp_path):
-    path = str(tmp_path / 'f.h5')
-    rs = np.random.RandomState(3)
-    datas = [rs.randint(0, 256, n).astype(np.uint8) for n in (1, 2, 3, 719, 721, 4097)]
-    datas += [np.full(1441, 0xFF, np.uint8), np.zeros(9, np.uint8),  # (0 mod 65535)
-              np.tile(np.array([0xFF, 0xFE], np.uint8), 70001)]
-    with tables.open_file(path, 'w') as f:
-        for k, data in enumerate(datas):
-            f.create_earray('/', 'd%d' % k, atom=tables.UInt8Atom(), shape=(0,),
-                            filters=tables.Filters(complevel=0, fletcher32=True),
-                            chunkshape=(len(data),)).append(data)
-    with h5py.File(path, 'r') as h:
-        for k, data in enumerate(datas):
-            mask, chunk = h['d%d' % k].id.read_direct_chunk((0,))
-            assert chunk[:-4] == data.tobytes()
-            assert mp._fletcher32(data.tobytes(), np) == chunk[-4:], len(data)
-
-
-@needs_h5py
-@pytest.mark.parametrize('shuffle', [True, False])
-def test_chunks_written_directly_equal_hdf5s_own_with_fletcher32(tmp_path, shuffle):
-    path = str(tmp_path / 'c.h5')
-    rs = np.random.RandomState(5)
-    smooth = np.repeat(rs.randint(0, 1000, (24, 1000)), 20, axis=1).astype(np.int64)
-    # (noise in the last rows: their chunks do not compress, they are stored raw)
-    smooth[12:] = rs.randint(-2 ** 63, 2 ** 63 - 1, (12, 20000), dtype=np.int64)
-    filters = tables.Filters(complevel=9, complib='zlib', shuffle=shuffle)
-    with tables.open_file(path, 'w') as f:
-        direct = mp._h5_append(f, f.root, 'direct', smooth, 'ndarray', filters)
-        assert direct.filters.fletcher32 and mp._direct_chunks(direct, smooth)
-        own = f.create_earray('/', 'own', atom=direct.atom, shape=(0, 20000),
-                              filters=direct.filters, chunkshape=direct.chunkshape)
-        own.append(smooth)
-        plain = f.create_earray('/', 'plain', atom=direct.atom, shape=(0, 20000),
-                                filters=tables.Filters(complevel=0, fletcher32=True),
-                                chunkshape=direct.chunkshape)
-        plain.append(smooth)  # (HDF5's raw chunks, as minipypet keeps noise)
-        assert direct.chunkshape[0] < len(smooth)  # (several chunks)
-        assert_same(direct.read(), smooth)
-    with h5py.File(path, 'r') as h:
-        a, b, c = h['direct'], h['own'], h['plain']
-        assert a.fletcher32 and a.id.get_num_chunks() == b.id.get_num_chunks()
-        masks = set()
-        for k in range(a.id.get_num_chunks()):
-            offset = a.id.get_chunk_info(k).chunk_offset
-            mask, got = a.id.read_direct_chunk(offset)
-            # (HDF5 keeps a chunk that zlib makes bigger compressed; minipypet stores it
-            # raw, the compression marked skipped: as HDF5 stores it without zlib)
-            want = (b if mask == 0 else c).id.read_direct_chunk(offset)[1]
-            assert got == want, (k, mask, len(got), len(want))
-            masks.add(mask)
-        assert masks == {0, 3 if shuffle else 1}  # (compressed chunks and raw ones)
-        assert_same(a[()], smooth)
-
-
-def noise_array_job(traj):
-    traj.f_add_result('a', np.random.RandomState(traj.x).randint(0, 2 ** 62, 1 << 17))
-
-
-def smooth_array_job(traj):
-    traj.f_add_result('a', np.arange(1 << 17) // 100 + traj.x)
-
-
-@needs_h5py
-@pytest.mark.parametrize('data', ['raw', 'compressed'])
-def test_damage_in_a_big_segments_run_array_is_found_when_read(tmp_path, monkeypatch,
-                                                               data):
-    # 1 MB a run (a chunk each): noise is stored raw, with no zlib adler32 to fail
-    filename = path_for('hdf5', tmp_path)
-    sweep('hdf5', filename, noise_array_job if data == 'raw' else smooth_array_job, n=4)
-    segment = h5_segments(filename, 'traj')[0]
-    with h5py.File(segment, 'r') as h:
-        dset = h['results/runs/a/a']
-        assert dset.fletcher32 and dset.chunks[0] == 1
-        assert (dset.compression is None) == (data == 'raw')
-        assert dset.id.get_chunk_info(1).chunk_offset == (1, 0)
-    _flip_chunk_byte(segment, 'results/runs/a/a', 1)
-    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the segment is "over 128 MB"
-    mp._VERIFIED.clear()
-    name = os.path.basename(segment)
-    with h5py.File(segment, 'r') as h:  # (HDF5 itself checks: plain h5py sees it)
-        with pytest.raises(OSError):
-            h['results/runs/a/a'][1]
-    traj = load(filename, load_results=1)
-    for idx in (0, 2, 3):
-        traj.f_load_item(traj.f_get('results.runs.%s.a' % mp._run_name(idx)))
-        assert traj.f_get('results.runs.%s.a' % mp._run_name(idx)).a.shape == (1 << 17,)
-    with pytest.raises(mp.StorageError) as info:
-        traj.f_load_item(traj.f_get('results.runs.%s.a' % mp._run_name(1)))
-    text = str(info.value)
-    assert name in text and 'results/runs/a/a' in text and "run 1's row" in text
-    assert 'python -m minipypet check' in text and 'backup' in text
-    for call in (lambda: load(filename, load_results=2),
-                 lambda: load(filename, load_results=1).f_get_from_runs(
-                     'a', fast_access=True, auto_load=True)):
-        with pytest.raises(mp.StorageError, match='damaged') as info:
-            call()
-        assert name in str(info.value) and 'results/runs/a/a' in str(info.value)
