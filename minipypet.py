@@ -1589,11 +1589,12 @@ class _PendingRuns(dict):
     values, items, copy) makes them all first, in one batch. The trajectory's
     `_lazy_names` says which names a pending run may hold: lookups that skip groups
     (traj.z, f_get_all) make the runs they may find."""
-    __slots__ = ('group', 'layers', 'done', 'count')
+    __slots__ = ('group', 'layers', 'done', 'count', 'stamp')
 
     def __init__(self, group, made=()):
         dict.__init__(self, made)
         self.group, self.layers, self.done, self.count = group, [], set(), None
+        self.stamp = None  # (the files as loaded; see _RunsMixin._loaded_column)
 
     def __reduce__(self):  # (a copy of a trajectory, for a worker: still pending)
         return _PendingRuns, (None,), (self.group, self.layers, self.done, dict(
@@ -1601,7 +1602,7 @@ class _PendingRuns(dict):
 
     def __setstate__(self, state):
         self.group, self.layers, self.done, made = state
-        self.count = None
+        self.count = self.stamp = None
         dict.update(self, made)
 
     def add(self, template, rows, mode):
@@ -1647,6 +1648,8 @@ class _PendingRuns(dict):
                 some = {i: rows[i] for i in idxs if i in rows}
                 if some:
                     traj._place_rows(template, some, mode, lazy=False)
+            if len(self.done) >= self._pending_total():  # (the last: in load order)
+                self._reorder(layers)
         if not self.layers or len(self.done) >= self._pending_total():
             self.layers, self.done, self.count = [], set(), None
             traj._lazy_changed()
@@ -3280,7 +3283,9 @@ class _RunsMixin:
             if group is None:
                 continue
             kids = group._children
-            if dict.__len__(kids) or type(kids) is not _PendingRuns:
+            # (a run made or removed, or a file changed since the load: memory decides)
+            if type(kids) is not _PendingRuns or dict.__len__(kids) or kids.done or \
+                    kids.stamp is None or kids.stamp != _files_stamp(self._storage_service):
                 return False
             for template, _, mode in kids.layers:
                 if template.split('.', 3)[3] == name:
@@ -3443,15 +3448,24 @@ class _RunsMixin:
                     self._remove_subtree(group)
             # and what it added elsewhere below its name (results.sim.run_X.w, results.$):
             # as pypet, a later run sees none of an earlier one's nodes
+            # (only the run's leaves and the groups they leave empty: a group named after
+            # the run may hold what the user put there before the sweep)
             for leaf in added:
                 if leaf._parent is None:  # (the common case: gone with the run's group)
                     continue
                 full = leaf._full_name
-                if name in full and nodes.get(full) is leaf:
-                    parts = full.split('.')
-                    top = nodes.get('.'.join(parts[:parts.index(name) + 1]))
-                    if top is not None and top._parent is not None:
-                        self._remove_subtree(top)
+                parts = full.split('.')
+                if name not in parts or nodes.get(full) is not leaf:
+                    continue
+                group = leaf._parent
+                self._remove_subtree(leaf)
+                depth = parts.index(name) + 1  # (the groups at or below the run's name)
+                while group is not None and group._parent is not None and \
+                        group._full_name.count('.') + 1 >= depth and \
+                        not group._children and not group._links:
+                    above = group._parent
+                    self._remove_subtree(group)
+                    group = above
         d['_idx'] = -1  # f_set_crun(-1)
         if not restore:
             return
@@ -3579,6 +3593,7 @@ class _StorageMixin:
             kids = base._children
             if type(kids) is not _PendingRuns:
                 kids = base.__dict__['_children'] = _PendingRuns(base, kids)
+                kids.stamp = _files_stamp(self._storage_service)
             made = {}
             if dict.__len__(kids):  # (runs made already take the rows now, as before)
                 fmt = FORMATTED_RUN_NAME
@@ -6676,7 +6691,7 @@ class _FileService(_FromState, StorageService):
             out = found[template] = {}
             tomb = meta['tombs'].get(template, {})
             for got, seq in parts:
-                got = (got[0], _py_values(got[1]))
+                got = (_py_values(got[0]), _py_values(got[1]))
                 if not tomb:
                     out.update(zip(*got))
                     continue
@@ -7111,6 +7126,13 @@ def _disk_error_text(path, error=None):
         return 'the disk is full (ENOSPC)'
     return '%s: %s' % (type(error).__name__, error) if error is not None else \
         'a short write (the disk is full?)'
+
+
+def _files_stamp(service):
+    """The stamps of a file service's main file and journal (None: another service)."""
+    if not isinstance(service, _FileService):
+        return None
+    return _file_stamp(service.filename), _file_stamp(service._journal.path)
 
 
 def _file_stamp(path):
@@ -7864,8 +7886,10 @@ class PickleStorageService(_FileService):
     def _segment_column(self, path, template):
         idxs, values = [], []
         for batch in self._segment_batches(path):
+            leaf = template.rpartition('.')[2]  # (fast access: one item, named as the leaf)
             for idx, (tag, _, ann, data) in batch['rows'].get(template, {}).items():
-                if ann or tag not in ('Result', 'Parameter') or len(data or ()) != 1:
+                if ann or tag not in ('Result', 'Parameter') or len(data or ()) != 1 or \
+                        leaf not in data and tag == 'Result':
                     return None
                 idxs.append(idx)
                 values.append(next(iter(data.values())))
@@ -8512,7 +8536,9 @@ class HDF5StorageService(_FileService):
                 if 'mp_template' not in ga._v_attrnames or _attr(ga, 'mp_template') != template:
                     continue
                 items = [k for k, _ in _column_items(group)]
-                if len(items) != 1 or _attr(ga, 'mp_class') not in ('Result', 'Parameter') or \
+                cls = _attr(ga, 'mp_class')  # (fast access: one item, named as the leaf)
+                if len(items) != 1 or cls not in ('Result', 'Parameter') or \
+                        cls == 'Result' and items[0] != template.rpartition('.')[2] or \
                         {'_class_idx', '_ann_idx', '_empty_idx', items[0] + '__idx'} & \
                         set(group._v_leaves):
                     return None

@@ -2521,6 +2521,30 @@ def test_merge_backups_are_never_overwritten(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Runs: f_add_result of a scalar takes a short path
 # ---------------------------------------------------------------------------------------------
+def sim_job(traj):
+    traj.f_add_result('results.sim.crun.out', traj.x * 1.0)
+    traj.f_add_result('results.tag_' + traj.v_crun, 1)  # (the run's name inside a name)
+
+
+def test_clean_up_removes_what_a_run_added_and_keeps_what_was_there(file_backend,
+                                                                      tmp_path):
+    """A run's nodes outside the runs group go when it ends (as pypet); a node the user
+    put below the run's name before the sweep stays, in memory and in the file."""
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1, 2]})
+    traj.f_add_result('results.sim.run_00000001.init', 5)
+    env.f_run(sim_job)
+    assert traj.results.sim.run_00000001.init == 5
+    assert 'results.sim.run_00000000' not in traj._nodes      # (the run's own: gone)
+    loaded = load(filename, index=-1, load_data=2)
+    assert loaded.results.sim.run_00000001.init == 5
+    assert [loaded.results.sim['run_%08d' % i].out for i in range(3)] == [0.0, 1.0, 2.0]
+    assert loaded.results.tag_run_00000002 == 1
+
+
 class _OwnResult(mp.Result):
     """A user's result class (v_standard_result): f_add_result must still make one."""
 
@@ -6557,6 +6581,46 @@ def test_showing_a_lazy_trajectory_makes_only_the_runs_shown(file_backend, tmp_p
     assert made_runs(traj) == 3 and made_runs(traj, 'derived_parameters') == 3
     assert 'run_00000001' in traj._repr_html_() and made_runs(traj) == 10
     assert traj.results.runs.f_children() == 50
+
+
+def foo_job(traj):
+    traj.f_add_result('z', foo=traj.x * 1.0)  # (one item, not named as the leaf)
+
+
+def test_lazy_runs_answer_as_an_eager_load_where_memory_and_file_differ(file_backend,
+                                                                        tmp_path):
+    """The column of pending runs is read from the file only while memory holds exactly
+    what the file holds: not after a run is removed or the file changed since the load;
+    fast access takes a lone item only when it is named as the leaf (pypet's rule)."""
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=4)
+    traj = load(filename, index=-1, load_data=2)
+    traj.results.runs.f_remove_child('run_00000002', recursive=True)
+    assert dict(traj.f_get_from_runs('z', fast_access=True, use_indices=True)) == {
+        0: 0.5, 1: 1.5, 3: 9.5}
+    a, b = (load(filename, index=-1, load_data=2) for _ in range(2))
+    b.results.runs.run_00000002.f_get('z').f_set(99.0)
+    b.f_store_item('results.runs.run_00000002.z', overwrite=True)
+    got = a.f_get_from_runs('z', fast_access=True, use_indices=True)
+    assert dict(got) == {0: 0.5, 1: 1.5, 2: 4.5, 3: 9.5} == {
+        i: a.results.runs['run_%08d' % i].z for i in range(4)}
+    fresh = load(filename, index=-1, load_data=2)   # (the journal holds b's record)
+    got = fresh.f_get_from_runs('z', fast_access=True, use_indices=True, auto_load=True)
+    assert dict(got)[2] == 99.0 and all(type(k) is int for k in got)
+    json.dumps(dict(got))
+    other = tmp_path / 'foo'
+    other.mkdir()
+    sweep(file_backend, path_for(file_backend, other), foo_job, n=3)
+    traj = load(path_for(file_backend, other), index=-1, load_data=2)
+    got = traj.f_get_from_runs('z', fast_access=True, use_indices=True)
+    assert all(isinstance(v, mp.Result) and v.foo == i for i, v in got.items()), got
+
+
+def test_lazy_runs_made_one_by_one_keep_the_load_order(file_backend, tmp_path):
+    filename, _ = lazy_sweep(file_backend, tmp_path, n=3)
+    traj = load(filename, index=-1, load_data=2)
+    for i in (2, 0, 1):
+        traj.results.runs['run_%08d' % i]
+    assert list(traj.results.runs.f_get_children()) == [run_name(i) for i in range(3)]
 
 
 # ---------------------------------------------------------------------------------------------
