@@ -6731,6 +6731,9 @@ def test_chunks_written_directly_equal_hdf5s_own_with_fletcher32(tmp_path, shuff
     filters = tables.Filters(complevel=9, complib='zlib', shuffle=shuffle)
     with tables.open_file(path, 'w') as f:
         direct = mp._h5_append(f, f.root, 'direct', smooth, 'ndarray', filters)
+        if not hasattr(direct, 'write_chunk'):
+            pytest.skip('PyTables %s writes no chunks directly (3.10 does): HDF5 '
+                        'computes every checksum itself' % tables.__version__)
         assert direct.filters.fletcher32 and mp._direct_chunks(direct, smooth)
         own = f.create_earray('/', 'own', atom=direct.atom, shape=(0, 20000),
                               filters=direct.filters, chunkshape=direct.chunkshape)
