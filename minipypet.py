@@ -1221,10 +1221,10 @@ class NNGroupNode(NNTreeNode):
             return
         kids, more = self._children, 0
         if type(kids) is _PendingRuns and kids.layers and max_children is not None:
-            kids.make(kids.first(max_children - dict.__len__(kids)))  # (those shown)
-            more = len(kids) - dict.__len__(kids)
-        children = [c for c in kids.values() if config or c._full_name != 'config'] \
-            if not more else list(dict.values(kids))
+            children = kids.head(max_children)  # (those shown are made, no more)
+            more = len(kids) - len(children)
+        else:
+            children = [c for c in kids.values() if config or c._full_name != 'config']
         for child in children[:max_children]:
             note = '  # ' + child._comment if child._comment else ''
             if child.v_is_leaf:
@@ -1666,17 +1666,24 @@ class _PendingRuns(dict):
                 dict.__setitem__(self, name, made.pop(name))
         dict.update(self, made)  # (runs added since: after them)
 
-    def first(self, k):
-        """The indices of the first `k` pending runs, in the order loaded."""
-        found, fmt = [], FORMATTED_RUN_NAME
+    def head(self, k):
+        """The first `k` runs in the order loaded (made where pending), then runs added
+        since."""
+        fmt, names, want = FORMATTED_RUN_NAME, [], []
         for _, rows, _ in self.layers:
             for i in rows:
-                if len(found) >= k:
-                    return found
-                if i not in self.done and i not in found and not dict.__contains__(
-                        self, fmt % i if i >= 0 else RUN_NAME_DUMMY):
-                    found.append(i)
-        return found
+                if len(names) >= k:
+                    break
+                name = fmt % i if i >= 0 else RUN_NAME_DUMMY
+                made = dict.__contains__(self, name)
+                if name not in names and (made or i not in self.done):
+                    names.append(name)
+                    if not made:
+                        want.append(i)
+        if want:
+            self.make(want)
+        names += [n for n in dict.keys(self) if n not in names][:max(0, k - len(names))]
+        return [dict.__getitem__(self, n) for n in names]
 
     def _pending_total(self):
         if self.count is None:

@@ -6621,6 +6621,14 @@ def test_lazy_runs_made_one_by_one_keep_the_load_order(file_backend, tmp_path):
     for i in (2, 0, 1):
         traj.results.runs['run_%08d' % i]
     assert list(traj.results.runs.f_get_children()) == [run_name(i) for i in range(3)]
+    traj = load(filename, index=-1, load_data=2)
+    traj.results.runs.run_00000002                          # (made first)
+    text = traj.results.runs.f_tree(max_children=2)        # (shows the first two)
+    assert 'run_00000000' in text and 'run_00000002' not in text and '1 more' in text
+    traj.results.runs.f_remove_child('run_00000000', recursive=True)
+    text = traj.results.runs.f_tree(max_children=2)
+    assert 'run_00000000' not in text and 'run_00000001' in text and \
+        'run_00000002' in text
 
 
 # ---------------------------------------------------------------------------------------------
