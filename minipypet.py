@@ -6591,11 +6591,11 @@ class _FileService(_FromState, StorageService):
         self._journal.sync()
 
     def flush(self, *args, **kwargs):
-        """Fold the journal into the file now (a checkpoint)."""
+        """Make what the journal holds durable now (fsync); the next checkpoint folds it."""
         self._journal.sync()
 
     def close(self, *args, **kwargs):
-        """Checkpoint and release the file."""
+        """Release the journal; what it holds is folded at the next checkpoint or load."""
         self._journal.close()
 
     # -- loading -----------------------------------------------------------------------------
