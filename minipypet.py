@@ -981,8 +981,8 @@ class NNGroupNode(NNTreeNode):
                         'value' % (child._full_name, sorted(child._data), child._name,
                                    child._full_name, sorted(child._data)[0]))
                 child.f_set_single(child.v_name, value)
-            else:
-                raise PypetError(
+            else:  # (an AttributeError, as pypet's, which finds no such node either)
+                raise NoSuchNodeError(
                     'cannot assign a plain value to %s.%s; add a leaf instead, e.g. '
                     'f_add_parameter(%r, value) or %s.%s = Parameter(%r, value)'
                     % (self._full_name or 'traj', name, name, self._full_name or 'traj',
@@ -4078,7 +4078,8 @@ class _StorageMixin:
         Merged runs get new indices after this trajectory's; `remove_duplicates` skips runs
         whose parameter point this trajectory has already; `trial_parameter` is renumbered
         to continue after this trajectory's trials; config and environment entries of both
-        are kept, and so are the other's comments. Both trajectories must be stored."""
+        are kept, and so are the other's comments. Both trajectories must be stored;
+        `backup` first writes each into backup_<name> beside its file (pypet's names)."""
         for traj in (self, other_trajectory):
             if not isinstance(traj._storage_service, _FileService) or not traj._stored:
                 raise PypetError('f_merge needs both trajectories stored in files; %s is not '
@@ -4087,14 +4088,21 @@ class _StorageMixin:
                 other_trajectory._storage_service.filename == self._storage_service.filename:
             raise PypetError('cannot merge %s with itself' % self._name)
         service = self._storage_service
-        if backup:
-            root, ext = os.path.splitext(service.filename)
-            target = backup_filename or '%s_backup_%s%s' % (root, _now_strings()[0], ext)
-            count = 1
-            while os.path.exists(target):  # never overwrite an earlier backup
-                count += 1
-                target = '%s_backup_%s_%d%s' % (root, _now_strings()[0], count, ext)
-            service.copy_to(target)
+        if backup or backup_filename:  # (pypet 0.7 took backup_filename=True for backup)
+            # as pypet's: each trajectory into backup_<name> beside its file, the other
+            # first; a name an earlier merge took gets a number (a backup is never lost)
+            for traj in (other_trajectory, self):
+                if traj is self and isinstance(backup_filename, (str, os.PathLike)):
+                    traj.f_backup(backup_filename)
+                    continue
+                folder, base = os.path.split(traj._storage_service.filename)
+                root = os.path.join(folder, 'backup_' + traj._name)
+                ext, count = os.path.splitext(base)[1], 1
+                target = root + ext
+                while os.path.exists(target):
+                    count += 1
+                    target = '%s_%d%s' % (root, count, ext)
+                traj.f_backup(target)
         # (this trajectory's run rows are stored already: only their indices are read)
         mine = service._load_state(self._name, data={'config', 'parameters'})
         _merge_memory(mine, self._to_state(), STORE_DATA, False)
@@ -5342,7 +5350,7 @@ def merge_all_in_folder(folder: str | os.PathLike, ext: str = '.hdf5',
     """Merge the newest trajectory of every `ext` file in `folder` into the first one (by
     file name): the way to collect sweeps run as separate batch jobs on a cluster."""
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(ext) and
-                   '_backup_' not in f)
+                   not f.startswith('backup_') and '_backup_' not in f)
     if not files:
         raise DataNotInStorageError('no %s files in %s' % (ext, folder))
     first = load_trajectory(index=-1, filename=files[0], dynamic_imports=dynamic_imports,
@@ -9915,7 +9923,8 @@ def _pp_read_array_item(node, np):
 
 def _pp_read_items(group, full_name, ctx, prefix=''):
     """All items of a leaf group as {name: value}; items in nested groups get dotted names.
-    Items the reader cannot translate (pandas data) are left out and noted in ctx.skipped."""
+    Items the reader cannot translate (pandas data without pandas, panels) are left out
+    and noted in ctx.skipped."""
     np = ctx.np
     import tables
     items = {}
@@ -9947,6 +9956,17 @@ def _pp_read_items(group, full_name, ctx, prefix=''):
         elif store.startswith('SHARED_DATA') and isinstance(node, tables.Leaf) and \
                 not store.endswith('FRAME'):
             value = node.read()  # shared tables/arrays: their plain content
+        elif store in ('FRAME', 'SERIES') and importlib.util.find_spec('pandas'):
+            # (pandas' own layout, so pandas reads it; it pickles object columns)
+            if _LOAD_POLICY.allow_pickle is not True and any(
+                    getattr(getattr(n, 'atom', None), 'kind', None) == 'object'
+                    for n in node._f_walknodes('Leaf')):
+                ctx.skipped.append('%s[%r] (pandas %s with pickled objects, not unpickled: '
+                                   'load with allow_pickle=True if you trust the file)'
+                                   % (full_name, key, store))
+                continue
+            import pandas
+            value = pandas.read_hdf(ctx.path, node._v_pathname)
         else:
             ctx.skipped.append('%s[%r] (%s%s)' % (full_name, key, 'pandas ' if store in
                                                   _PP_PANDAS_STORES else '', store))

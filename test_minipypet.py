@@ -2471,9 +2471,11 @@ def test_merge_trial_parameter_backup_and_delete_other(tmp_path, backend):
     assert a.f_get('trial').f_get_range() == [0, 1, 2, 3]
     rows = mp.runs_table(str(tmp_path / ('tr_a' + PROV_SUFFIX[backend])))
     assert [(r['trial'], r['z']) for r in rows] == [(0, 50), (1, 51), (2, 50), (3, 51)]
-    backups = [f for f in set(os.listdir(str(tmp_path))) - before if '_backup_' in f and
-               not f.endswith('.segments')]
-    assert len(backups) == 1 and backups[0].startswith('tr_a_backup_')
+    backups = sorted(f for f in set(os.listdir(str(tmp_path))) - before
+                     if f.startswith('backup_') and not f.endswith(('.segments', '.journal')))
+    # (as pypet's: each trajectory into backup_<name> beside its file)
+    assert backups == ['backup_tr_a' + PROV_SUFFIX[backend],
+                       'backup_tr_b' + PROV_SUFFIX[backend]]
     assert len(mp.runs_table(str(tmp_path / backups[0]))) == 2, 'the backup is the original'
     with pytest.raises(mp.PypetError):
         mp.load_trajectory(name='tr_b', filename=str(tmp_path / ('tr_b' + PROV_SUFFIX[backend])))
@@ -2512,7 +2514,7 @@ def test_merge_backups_are_never_overwritten(tmp_path):
     c, _ = make_part(tmp_path, 'pickle', 'bk_c', [4, 5])
     a.f_merge(b, backup=True)
     a.f_merge(c, backup=True)
-    backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('bk_a_backup_') and
+    backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('backup_bk_a') and
                      not f.endswith(('.journal', '.segments')))
     sizes = sorted(len(mp.runs_table(str(tmp_path / f))) for f in backups)
     assert sizes == [2, 4], 'backups: %s hold %s runs' % (backups, sizes)
@@ -11487,3 +11489,82 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
+
+
+# ==== issueex18-r4 (to be sorted into sections) ====
+def two_in_one_file(filename, backend, points):
+    """Trajectories named by `points` ({name: xs}) run into one file; z = x * 10."""
+    trajs = []
+    for name, xs in points.items():
+        env = mp.Environment(name, add_time=False, storage_service=backend,
+                             log_config=None, filename=filename, report_progress=False)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': xs})
+        env.f_run(lambda t: t.f_add_result('z', t.x * 10))
+        trajs.append(traj)
+    return trajs
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_backs_up_each_trajectory_beside_its_file(tmp_path, backend):
+    """pypet's f_merge(backup=True) (0.7 also takes backup_filename=True) writes
+    backup_<name> beside the file for both trajectories, each alone in its backup; a
+    later merge's backup of the same trajectory gets a number instead of replacing it."""
+    ext = PROV_SUFFIX[backend]
+    filename = str(tmp_path / ('both' + ext))
+    one, two, three = two_in_one_file(filename, backend,
+                                      {'one': [0, 1], 'two': [1, 2], 'three': [5]})
+    one.f_merge(two, remove_duplicates=True, backup_filename=True)
+    backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('backup_') and
+                     f.endswith(ext))
+    assert backups == ['backup_one' + ext, 'backup_two' + ext]
+    for name, xs in (('one', [0, 1]), ('two', [1, 2])):
+        path = str(tmp_path / ('backup_%s%s' % (name, ext)))
+        assert [r['x'] for r in mp.runs_table(path)] == xs
+        got = mp.load_trajectory(index=-1, filename=path, load_all=2)
+        assert got.v_name == name
+    assert [r['z'] for r in mp.runs_table(filename, name='one')] == [0, 10, 20]
+    one.f_merge(three, backup=True)
+    path = str(tmp_path / ('backup_one_2' + ext))
+    assert [r['x'] for r in mp.runs_table(path)] == [0, 1, 2]
+    assert [r['x'] for r in mp.runs_table(str(tmp_path / ('backup_one' + ext)))] == [0, 1]
+
+
+@needs_pypet_fixtures
+@pytest.mark.skipif(not HAVE_PANDAS, reason='pandas is not installed')
+def test_pypet_file_pandas_results_load_as_frames(fixture_file):
+    """DataFrames and Series pypet stored in results (pandas' own HDF5 layout) load as
+    pandas objects; an object-dtype frame, pickled by pandas, only with allow_pickle=True
+    (before: every pandas item was left out with a warning)."""
+    import pandas as pd
+    path = fixture_file('pypet07_frames.hdf5')
+    with pytest.warns(UserWarning, match=r"results\.tables\['objects'\].*allow_pickle"):
+        traj = mp.load_trajectory(name='frames', filename=path, load_all=2)
+    got = traj.results.tables
+    pd.testing.assert_frame_equal(got.numbers, pd.DataFrame({'f': [1.5, 2.5], 'i': [3, 4]},
+                                                            index=[0.5, 1.5]))
+    pd.testing.assert_series_equal(got.series, pd.Series([1.0, 2.0, 3.0],
+                                                         index=['p', 'q', 'r']))
+    assert 'objects' not in got
+    runs = traj.f_get_from_runs('s', fast_access=True)
+    assert [list(s.values) for s in runs.values()] == [[1.0, 2.0], [2.0, 4.0]]
+    assert [list(s.index) for s in runs.values()] == [['a', 'b'], ['a', 'b']]
+    traj = mp.load_trajectory(name='frames', filename=path, load_all=2, allow_pickle=True)
+    objects = traj.results.tables.objects
+    assert list(objects.columns) == [5.0, 7.5] and list(objects.index) == [0.0, 0.1]
+    assert objects.values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_plain_value_to_an_unknown_name_raises_attribute_error():
+    """pypet's tutorial shows `traj.par.simulation.dt = 0.1, 'comment'` for a new
+    parameter; pypet 0.7 finds no such node and raises an AttributeError: so does
+    minipypet (a NoSuchNodeError, naming the fix), and nothing is added."""
+    traj = mp.Trajectory('plain', add_time=False)
+    traj.f_add_parameter('simulation.dt', 0.1)
+    with pytest.raises(AttributeError, match=r"simulation\.dt3.*f_add_parameter\('dt3'"):
+        traj.par.simulation.dt3 = 0.1, 'The step size'
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.par.simulation = 1.0  # (a group: no value to set either)
+    traj.par.simulation.dt = 0.2  # (an existing parameter takes the value, as pypet's)
+    assert 'dt3' not in traj and traj.dt == 0.2

@@ -20,7 +20,8 @@ It writes into the directory containing this script:
     pypet07_layout.txt              text dump of the HDF5 structure of every file
                                     (via dump_h5_layout.py in this directory)
 
-With --gzip the four .hdf5 files are replaced by .hdf5.gz copies.
+With --gzip the four .hdf5 files are replaced by .hdf5.gz copies. With --frames only
+pypet07_frames.hdf5.gz is written (pandas objects in results; see make_frames).
 Timestamps, runtimes, environment hexshas and config paths change on every
 regeneration (the JSON is regenerated together with the files).
 
@@ -346,8 +347,47 @@ def _dec(v):
     return v
 
 
+# --------------------------------------------------------------------------
+# 5. frames (pandas objects in results; `--frames` writes only this file)
+# --------------------------------------------------------------------------
+
+FRAMES = os.path.join(HERE, "pypet07_frames.hdf5")
+
+
+def job_frames(traj):
+    import pandas as pd
+    traj.f_add_result("s", pd.Series([traj.x, traj.x * 2.0], index=["a", "b"]))
+
+
+def make_frames():
+    """Trajectory 'frames', 2 runs (x in [1.0, 2.0]): per-run Series `s` (index a, b;
+    values x, 2x) and a trajectory-level result `tables` with `numbers` (float and int
+    columns 'f', 'i', float index 0.5, 1.5), `objects` (object dtype, as an empty frame
+    filled with .loc: columns 5.0, 7.5, index 0.0, 0.1, values 1.0..4.0) and `series`."""
+    import pandas as pd
+    env = _env("frames", FRAMES, "fixture frames", overwrite=True)
+    traj = env.trajectory
+    traj.f_add_parameter("x", 1.0)
+    traj.f_explore({"x": [1.0, 2.0]})
+    objects = pd.DataFrame(columns=[5.0, 7.5], index=[0.0, 0.1])
+    for k, (i, c) in enumerate([(0.0, 5.0), (0.0, 7.5), (0.1, 5.0), (0.1, 7.5)]):
+        objects.loc[i, c] = float(k + 1)
+    traj.f_add_result("tables", numbers=pd.DataFrame({"f": [1.5, 2.5], "i": [3, 4]},
+                                                     index=[0.5, 1.5]),
+                      objects=objects, series=pd.Series([1.0, 2.0, 3.0], index=["p", "q", "r"]))
+    env.run(job_frames)
+    env.disable_logging()
+    with open(FRAMES, "rb") as src, gzip.open(FRAMES + ".gz", "wb", compresslevel=9) as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(FRAMES)
+    print("%8d  %s" % (os.path.getsize(FRAMES + ".gz"), os.path.basename(FRAMES) + ".gz"))
+
+
 def main():
     warnings.simplefilter("ignore")
+    if "--frames" in sys.argv[1:]:
+        make_frames()
+        return
     make_basic()
     make_partial()
     make_crashed_raw()
