@@ -6,7 +6,9 @@
 FOLDER holds pypet's examples (`examples/` of a pypet checkout; they are pypet's code, so
 they are not shipped here). The interpreter must have pypet installed (it runs the pypet side)
 and what the examples import. Examples that need brian2, deap, scoop, saga or matplotlib
-(when it is not installed) are skipped.
+(when it is not installed) are skipped. (05, 06, 10, 13 and 17 need matplotlib: to keep
+pypet's interpreter as it is, `pip install --target DIR --no-deps matplotlib contourpy
+cycler fonttools kiwisolver pillow pyparsing` and run with PYTHONPATH=DIR.)
 
 Each example runs twice, each time unchanged in a fresh temporary folder with a time limit:
 `python example.py` (pypet) and `python -m minipypet run example.py` (minipypet; nothing of
