@@ -11497,7 +11497,8 @@ def two_in_one_file(filename, backend, points):
     trajs = []
     for name, xs in points.items():
         env = mp.Environment(name, add_time=False, storage_service=backend,
-                             log_config=None, filename=filename, report_progress=False)
+                             log_config=None, filename=filename, report_progress=False,
+                             continuable=False)
         traj = env.v_trajectory
         traj.f_add_parameter('x', 0)
         traj.f_explore({'x': xs})
