@@ -8140,10 +8140,14 @@ class HDF5StorageService(_FileService):
         return group
 
     def _put_array(self, f, group, name, arr, kind, filters):
-        if filters is not None and arr.ndim and arr.nbytes > self._BIG:
+        if arr.ndim and arr.nbytes > self._BIG:
             # Up to 1 MB is one chunk: PyTables' default chunk for a small array is far
             # bigger than the array and compressing it whole costs ~5x the data's time.
-            chunks = arr.shape if arr.nbytes <= 1 << 20 and arr.size else None
+            # Each chunk carries its Fletcher-32, as in segments (see _h5_append): a
+            # file over _VERIFY_MAX is not hashed at its open.
+            chunks = arr.shape if arr.nbytes <= 1 << 20 else None
+            filters = filters.copy(fletcher32=True) if filters is not None else \
+                _require('tables').Filters(complevel=0, fletcher32=True)
             node = f.create_carray(group, name, obj=arr, filters=filters, chunkshape=chunks)
         else:
             node = f.create_array(group, name, obj=arr)
@@ -8479,13 +8483,13 @@ class HDF5StorageService(_FileService):
             if '_runs' in f.root:
                 blocks = self._runs_blocks(f, np)
             elif 'overview' in f.root and 'runs' in f.root.overview:
-                blocks = [f.root.overview.runs.read()]
+                blocks = [_h5_read(f.root.overview.runs)]
             else:
                 blocks = []
             errors = {}
             if '/overview/run_errors' in f:
                 errors = {i: e.decode('utf-8') for i, e in
-                          f.root.overview.run_errors.read().tolist()}
+                          _h5_read(f.root.overview.run_errors).tolist()}
             for runs in blocks:
                 _fill_runs(state['runs'], runs, errors, np)
 
@@ -8516,10 +8520,11 @@ class HDF5StorageService(_FileService):
         shas = f.root._runs_hexsha if '_runs_hexsha' in f.root else None
         one = np.array([_attr(f.root._v_attrs, 'mp_hexsha', '').encode()], 'S')
         for start in range(0, node.nrows, step):
-            numbers = node.read(start, start + step)
+            numbers = _h5_read(node, start, start + step)
             yield {'idx': numbers[:, 0].astype(np.int64), 'timestamp': numbers[:, 1],
                    'finish_timestamp': numbers[:, 2], 'completed': numbers[:, 3],
-                   'short_environment_hexsha': shas.read(start, start + len(numbers))
+                   'short_environment_hexsha':
+                   _h5_read(shas, start, start + len(numbers))
                    if shas is not None else np.broadcast_to(one, (len(numbers),))}
 
     def _segment_names(self):
@@ -8552,10 +8557,7 @@ class HDF5StorageService(_FileService):
                 node = group._f_get_child(items[0])
                 if _attr(node._v_attrs, 'mp_type') in ('bool', 'int', 'float') and \
                         items[0] + '__offsets' not in group:
-                    try:  # (numbers: kept as read)
-                        return _h5_idx(group, np), node.read()
-                    except Exception as exc:
-                        raise _damaged(node, exc) or exc
+                    return _h5_idx(group, np), _h5_read(node)  # (numbers: as read)
                 return _h5_idx(group, np), _read_node(group, items[0], np)
         return [], []
 
@@ -8661,8 +8663,8 @@ class HDF5StorageService(_FileService):
             return _read_some_rows(group, want, np, only)
         idx_array = _h5_idx(group, np)
         extras = _column_extras(group, np)
-        items = [(item, _read_node(group, item, np), group._f_get_child(
-            item + '__idx').read().tolist() if item + '__idx' in group else None)
+        items = [(item, _read_node(group, item, np), _h5_read(group._f_get_child(
+            item + '__idx')).tolist() if item + '__idx' in group else None)
             for item, _ in _column_items(group, want)] if want else None
         if len(idx_array) > 1 and all(c is None for _, _, c in items or ()) and \
                 int(idx_array[-1]) - int(idx_array[0]) == len(idx_array) - 1 and \
@@ -8761,7 +8763,7 @@ def _h5_idx(group, np):
     """A run column's run indices: made from its span when it has one (1M runs' indices
     take ~40 ms to decompress), else read."""
     span = _span_of(group, 'mp_idx_span', group._idx.nrows)
-    return np.arange(*span, dtype=np.int64) if span else group._idx.read()
+    return np.arange(*span, dtype=np.int64) if span else _h5_read(group._idx)
 
 
 def _runs_span(f):
@@ -8794,7 +8796,7 @@ def _walk_tree(root, links):
 
 def _read_legacy_runs(f, root, state):
     """Run information from a format 2 main file's overview/runs table."""
-    runs = f.get_node(root, 'overview/runs').read()
+    runs = _h5_read(f.get_node(root, 'overview/runs'))
     state['runs'] = {
         'timestamp': runs['timestamp'].tolist(),
         'finish_timestamp': runs['finish_timestamp'].tolist(),
@@ -8802,7 +8804,7 @@ def _read_legacy_runs(f, root, state):
         'hexsha': [x.decode() for x in runs['short_environment_hexsha'].tolist()],
         'error': [''] * len(runs)}
     if 'run_errors' in root.overview:
-        for i, e in f.get_node(root, 'overview/run_errors').read().tolist():
+        for i, e in _h5_read(f.get_node(root, 'overview/run_errors')).tolist():
             state['runs']['error'][i] = e.decode('utf-8')
 
 
@@ -8821,7 +8823,7 @@ def _read_some_rows(group, want, np, only):
     if want:
         for item, leaf in _column_items(group, want):
             if item + '__idx' in group:
-                own = group._f_get_child(item + '__idx').read().tolist()
+                own = _h5_read(group._f_get_child(item + '__idx')).tolist()
                 positions = {i: p for p, i in enumerate(own) if i in where}
             else:
                 positions = where
@@ -8867,9 +8869,9 @@ def _column_extras(group, np):
     for idx_name, name in (('_class_idx', '_classes'), ('_comment_idx', '_comments'),
                            ('_ann_idx', '_ann')):
         if idx_name in group:
-            extra[name] = dict(zip(group._f_get_child(idx_name).read().tolist(),
+            extra[name] = dict(zip(_h5_read(group._f_get_child(idx_name)).tolist(),
                                    _read_node(group, name, np)))
-    empty = set(group._empty_idx.read().tolist()) if '_empty_idx' in group else set()
+    empty = set(_h5_read(group._empty_idx).tolist()) if '_empty_idx' in group else set()
     return (tag, first_comment, default_comment, extra['_classes'],
             extra.get('_comments', {}), extra.get('_ann', {}), empty)
 
@@ -8935,6 +8937,16 @@ def _damaged(node, exc, run=None):
            (str(exc).strip().splitlines() or [''])[-1][:200]))
     err.__cause__ = exc
     return err
+
+
+def _h5_read(node, start=None, stop=None):
+    """node.read(start, stop), damage raised as _damaged's StorageError (the run indices
+    and run information say which run is where: PyTables' own error names neither file
+    nor fix)."""
+    try:
+        return node.read(start, stop)
+    except Exception as exc:
+        raise _damaged(node, exc) or exc
 
 
 def _decode_node_row(node, pos):
@@ -9507,7 +9519,7 @@ def _decode_node(node, offsets, np, single):
         raw = arr.tobytes()
         if offsets is None:
             return _from_json(raw.decode('utf-8'))
-        offsets = offsets.read().tolist()
+        offsets = _h5_read(offsets).tolist()
         return [_from_json(raw[a:b].decode('utf-8')) for a, b in zip(offsets, offsets[1:])]
     if single:
         if kind == 'str':

@@ -11487,3 +11487,77 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
+
+
+# ==== issuer14-r4 (to be sorted into sections) ====
+def _flip_middle_of_chunk(path, dset_path, chunk=0):
+    """Flip the middle byte of a dataset's chunk (however small compression made it)."""
+    with h5py.File(path, 'r') as h:
+        info = h[dset_path].id.get_chunk_info(chunk)
+    _flip_chunk_byte(path, dset_path, chunk, at=info.size // 2)
+
+
+def every_other_z_job(traj):
+    if traj.x % 2 == 0:  # (z's run indices are no span: its _idx is read at a load)
+        traj.f_add_result('z', traj.x + 0.5)
+
+
+@needs_h5py
+@pytest.mark.parametrize('dset', ['results/runs/z/_idx', '_runs'])
+def test_damage_in_a_segments_run_index_is_a_storage_error_naming_it(tmp_path, monkeypatch,
+                                                                     dset):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, every_other_z_job, n=3000)
+    segment = h5_segments(filename, 'traj')[0]
+    with h5py.File(segment, 'r') as h:
+        assert h[dset].fletcher32
+    _flip_middle_of_chunk(segment, dset)
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the segment is "over 128 MB"
+    mp._VERIFIED.clear()
+
+    def load_all():
+        traj = load(filename, load_results=2)
+        traj.f_get_run_information(1)  # (the run information is read when asked for)
+    with pytest.raises(mp.StorageError, match='damaged') as info:
+        load_all()
+    text = str(info.value)
+    assert os.path.basename(segment) in text and dset in text, text
+    assert 'python -m minipypet check' in text and 'HDF5ExtError' not in text
+    assert not isinstance(info.value.__cause__, mp.PypetError)
+
+
+def big_result_job(traj):
+    traj.f_add_result('z', traj.x)
+
+
+@needs_h5py
+@pytest.mark.parametrize('complevel', [9, 0])
+def test_arrays_outside_runs_carry_fletcher32_and_their_damage_is_named(
+        tmp_path, monkeypatch, complevel):
+    filename = path_for('hdf5', tmp_path)
+    env = make_env('hdf5', filename, complevel=complevel)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1]})
+    big = np.arange(1 << 14, dtype=np.int64) % 7  # 128 KB: a chunked dataset
+    traj.f_add_result('big', big)
+    traj.f_add_result('small', np.arange(10))     # (small: contiguous, hashed at the open)
+    env.f_run(big_result_job)
+    with h5py.File(filename, 'r') as h:
+        dset = h['traj/results/big']
+        assert dset.fletcher32 and dset.chunks is not None
+        assert (dset.compression is None) == (complevel == 0)
+    assert_same(load(filename, load_results=2).results.big, big)
+    _flip_middle_of_chunk(filename, 'traj/results/big')
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the main file is "over 128 MB"
+    mp._VERIFIED.clear()
+    with h5py.File(filename, 'r') as h:  # (HDF5 itself checks: plain h5py sees it)
+        with pytest.raises(OSError):
+            h['traj/results/big'][()]
+    with pytest.raises(mp.StorageError, match='damaged') as info:
+        load(filename, load_results=2)
+    text = str(info.value)
+    assert os.path.basename(filename) in text and 'results/big' in text
+    assert 'backup' in text
+    assert load(filename, load_results=1).f_get_from_runs(
+        'z', fast_access=True, auto_load=True) == {mp._run_name(0): 0, mp._run_name(1): 1}
