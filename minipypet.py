@@ -74,6 +74,7 @@ import base64
 import bisect
 import collections
 import collections.abc
+import copyreg
 import datetime
 import functools
 import gc
@@ -2834,18 +2835,21 @@ def _run_summaries(explored, idxs):
     range)]; a sweep repeats few distinct values, so each value's repr is made once."""
     if not explored:
         return [''] * len(idxs)
-    columns = []
+    columns, formats = [], []  # (a column's '%'-format where its values are plain)
     lo, hi = (idxs[0], idxs[-1]) if len(idxs) else (0, -1)
     span = hi - lo + 1 == len(idxs) and list(idxs) == list(range(lo, hi + 1))
     for key, values in explored:
         head, memo, column = key.rpartition('.')[2] + ': ', {}, []
         if span and hi < len(values):  # (a sweep's batch: plain numbers, repr'd in C)
             part = values[lo:hi + 1]
-            if set(map(type, part)) <= {float, int, bool}:
-                texts = list(map(repr, part))
-                if max(map(len, texts), default=0) <= 40:
-                    columns.append([head + text for text in texts])
-                    continue
+            kinds = set(map(type, part))
+            ints = [v for v in part if type(v) is int] if int in kinds else ()
+            if kinds <= {float, int, bool} and (not ints or max(  # (a float's repr: <= 24)
+                    len(repr(max(ints))), len(repr(min(ints)))) <= 40):
+                formats.append(head.replace('%', '%%') + '%r')
+                columns.append(part)
+                continue
+        formats.append(None)
         for i in idxs:
             if i >= len(values):
                 column.append('')
@@ -2860,6 +2864,10 @@ def _run_summaries(explored, idxs):
                     memo[memo_key] = text
             column.append(text)
         columns.append(column)
+    if all(formats):  # (one format a run)
+        return list(map(', '.join(formats).__mod__, zip(*columns)))
+    columns = [list(map(text.__mod__, column)) if text else column
+               for text, column in zip(formats, columns)]
     return [', '.join(row) for row in zip(*columns)]
 
 
@@ -3506,8 +3514,14 @@ class _RunsMixin:
         run), no run data, no storage service."""
         runs = self._runs  # O(n): it made every task of a pool without freeze_input grow
         self.__dict__['_runs'] = _RunTable(0)
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+        # (runs loaded and not made yet travel as their columns, see _SentRows)
+        pickler.dispatch_table = dict(copyreg.dispatch_table)
+        pickler.dispatch_table[_ColumnRows] = _SentRows.__reduce__
         try:
-            copy = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+            pickler.dump(self)
+            copy = pickle.loads(out.getbuffer())
         finally:
             self.__dict__['_runs'] = runs
         copy.__dict__['_runs'] = _WorkerRunTable(len(runs))
@@ -7031,7 +7045,7 @@ class _Segment:
         self.rows, self.info, self.size = {}, {}, 0
         self.written, self.info_written = {}, _Bits()  # (template -> _Bits)
         self.first = {}  # template -> (run index, row) of the first row written
-        self.handle = None
+        self.handle, self.whole = None, False
         safe = re.sub(r'[^A-Za-z0-9_-]', '_', meta['name'])[:64]
         self.name = '%s_%06d_%s%s' % (safe, seq, os.urandom(4).hex(), self.service.SUFFIX)
         self.path = os.path.join(self.service.segment_folder, self.name)
@@ -7100,6 +7114,7 @@ class _Segment:
     def close(self):
         """Write out what is buffered; make the file durable under its final name. Returns
         False if the segment holds nothing (no file is left)."""
+        self.whole = self.handle is None  # (its one batch: a small sweep's segment)
         self.flush()
         if self.handle is None:
             return False
@@ -8252,7 +8267,7 @@ class HDF5StorageService(_FileService):
                            ('minipypet_version', __version__),
                            ('trajectory', segment.meta['name']), ('seq', segment.seq)):
             _h5_set(f.root, key, value)
-        return _H5Segment(f, segment.meta)
+        return _H5Segment(f, segment.meta, segment.whole)
 
     def _segment_append(self, segment, rows, info):
         np = _require('numpy', 'hdf5')
@@ -8746,6 +8761,24 @@ class _ColumnRows(collections.abc.MutableMapping):
         return dict, (dict(self),)
 
 
+class _SentRows(_ColumnRows):
+    """_ColumnRows in a trajectory copied for workers (_worker_copy), pickled as its
+    columns: a row per run made 100k pending runs cost ~0.5 s per copy. A worker's copy
+    never goes into a file (its state copies rows into plain dicts, see _to_state)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return _sent_rows, (self.first, self.n, self.extras, self.cols, self.extra,
+                            self.gone)
+
+
+def _sent_rows(first, n, extras, cols, extra, gone):
+    rows = _SentRows(first, n, extras, cols)
+    rows.extra, rows.gone = extra, gone
+    return rows
+
+
 def _span_of(node, key, rows):
     """(lo, hi) of a span attribute 'lo:hi' when it spans `rows` rows, else None."""
     text = _attr(node._v_attrs, key)
@@ -8992,8 +9025,9 @@ class _H5Column:
 class _H5Segment:
     """A segment file being written: its columns and overview tables."""
 
-    def __init__(self, f, meta):
+    def __init__(self, f, meta, whole=False):
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
+        self.whole = whole  # (written in one batch: no later texts to make room for)
         self.tables, self.errors = {}, {}
         self.shas, self.sha_codes = {}, array.array('I')  # (a code per _runs row)
         # (the runs' indices while they are each completed once: lo, hi and a byte each)
@@ -9006,7 +9040,8 @@ class _H5Segment:
 
     def overview_rows(self, name, columns, np):
         """Append rows to an overview table (made by the first batch; its string columns are
-        sized then, with room to grow: a longer text is cut, ending in '...')."""
+        sized then, with room to grow unless the segment has one batch: a longer text is
+        cut, ending in '...')."""
         table = self.tables.get(name)
         n = len(columns[0][1])
         texts = {}  # (the first batch's texts, encoded once)
@@ -9015,7 +9050,8 @@ class _H5Segment:
             for col, values in columns:
                 if values and type(values[0]) is str:
                     texts[col] = _h5_texts(values, None, np)
-                    widths[col] = max(16, 2 * texts[col].itemsize)
+                    widths[col] = texts[col].itemsize if self.whole else \
+                        max(16, 2 * texts[col].itemsize)
             dtype = [(col, np.dtype('S%d' % widths[col])) if col in widths else
                      (col, np.array(values).dtype) for col, values in columns]
             table = self.tables[name] = self.file.create_table(
@@ -9025,7 +9061,7 @@ class _H5Segment:
         rows = np.empty(n, dtype=table.dtype)
         for col, values in columns:
             kind = table.dtype[col].kind
-            if col in texts:  # (fits: the column was made twice as wide)
+            if col in texts:  # (fits: the column was sized for them)
                 rows[col] = texts[col]
             elif kind == 'S':
                 rows[col] = _h5_texts(values, table.dtype[col].itemsize, np)
@@ -9434,10 +9470,12 @@ def _value_summaries(datas, limit=64):
         if key[:2] != '__' and all(type(d) is dict and len(d) == 1 and key in d
                                    for d in datas):
             values = [d[key] for d in datas]
-            if set(map(type, values)) <= {float, int, bool}:
+            kinds = set(map(type, values))
+            if kinds <= {float, int, bool}:
                 head = '' if key == 'data' else key + '='
-                texts = [head + text for text in map(repr, values)]
-                if max(map(len, texts)) <= limit:
+                texts = list(map((head.replace('%', '%%') + '%r').__mod__, values))
+                if len(head) + 24 <= limit and int not in kinds or \
+                        max(map(len, texts)) <= limit:  # (a float's repr: <= 24)
                     return texts
     return [_value_summary(data, limit) for data in datas]
 

@@ -11561,3 +11561,37 @@ def test_arrays_outside_runs_carry_fletcher32_and_their_damage_is_named(
     assert 'backup' in text
     assert load(filename, load_results=1).f_get_from_runs(
         'z', fast_access=True, auto_load=True) == {mp._run_name(0): 0, mp._run_name(1): 1}
+
+
+def read_earlier_run_job(traj):
+    """Runs 6 and 7 read run 0's and 1's z, loaded with the trajectory and not made yet."""
+    earlier = traj.f_get('results.runs.%s.z' % mp._run_name(traj.v_idx - 6))
+    traj.f_add_result('w', earlier.z + 100)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('start_method', ['fork', 'spawn'])
+def test_pending_runs_reach_pool_workers_as_their_columns(tmp_path, start_method):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=6)
+    loaded = load(filename, load_results=2, load_parameters=2)
+    kids = loaded.results.runs._children
+    assert type(kids) is mp._PendingRuns and kids.pending() == 6
+    assert any(type(rows) is mp._ColumnRows for _, rows, _ in kids.layers)
+    copy = loaded._worker_copy()  # (what a pool's workers get)
+    sent = copy.results.runs._children
+    assert all(type(rows) is mp._SentRows for _, rows, _ in sent.layers
+               if isinstance(rows, mp._ColumnRows))
+    assert [dict(rows) for _, rows, _ in sent.layers] == \
+        [dict(rows) for _, rows, _ in kids.layers]
+    # (a row per run pickled would be ~6x bigger: the columns are sent as they were read)
+    assert type(pickle.loads(pickle.dumps(kids.layers[0][1]))) is dict  # (files: plain)
+    loaded.f_expand({'x': [6, 7]})
+    env = mp.Environment(loaded, log_config=None, report_progress=False, multiproc=True,
+                         ncores=2, use_pool=True, start_method=start_method)
+    env.f_run(read_earlier_run_job)
+    got = load(filename, load_results=2)
+    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
+        6: 100.5, 7: 101.5}
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i * i + 0.5 for i in range(6)}
