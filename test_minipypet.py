@@ -11595,3 +11595,48 @@ def test_pending_runs_reach_pool_workers_as_their_columns(tmp_path, start_method
         6: 100.5, 7: 101.5}
     assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
         i: i * i + 0.5 for i in range(6)}
+
+
+def nested_z_job(traj):
+    traj.f_add_result('z', traj.x * 2.0)
+    if traj.x == 1:
+        traj.f_add_result('sub.z', -1.0)  # (a second z below run 1: f_get_from_runs says)
+
+
+@pytest.mark.parametrize('load_results', [1, 2])
+def test_f_get_from_runs_of_pending_runs_makes_a_run_when_its_leaf_is_asked_for(
+        tmp_path, load_results):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=6)
+    for kwargs in ({}, {'use_indices': True}, {'fast_access': True},
+                   {'include_default_run': False}):
+        traj = load(filename, load_results=load_results, load_parameters=2)
+        kids = traj.results.runs._children
+        got = traj.f_get_from_runs('z', **kwargs)
+        assert kids.pending() == 6 and len(got) == 6  # (no run made yet)
+        key = 3 if kwargs.get('use_indices') else mp._run_name(3)
+        assert key in got and (-1 if key == 3 else 'run_ALL') not in got
+        eager = load(filename, load_results=load_results, load_parameters=2)
+        eager.results.runs._children.make()
+        want = eager.f_get_from_runs('z', **kwargs)
+        assert list(got) == list(want)
+        if kwargs.get('fast_access') and load_results == 2:  # (values: the file's column)
+            assert got == want == {mp._run_name(i): i * i + 0.5 for i in range(6)}
+            continue
+        node = got[key]
+        assert kids.pending() == 5
+        assert node is traj.f_get('results.runs.%s.z' % mp._run_name(3))
+        assert [n.v_full_name for n in got.values()] == \
+            [n.v_full_name for n in want.values()]
+        assert [n.f_is_empty() for n in got.values()] == [load_results == 1] * 6
+        assert kids.pending() == 0
+    # runs with another z below them (and derived parameters' dz): made as before
+    filename = path_for('hdf5', tmp_path, 'nested')
+    sweep('hdf5', filename, nested_z_job, n=3, name='nested')
+    traj = load(filename, load_results=load_results)
+    got = traj.f_get_from_runs('z', use_indices=True)
+    assert type(got) is dict and [n.v_full_name for n in got.values()] == [
+        'results.runs.%s.z' % mp._run_name(i) for i in range(3)]
+    traj = load(filename, load_results=load_results)
+    dz = traj.f_get_from_runs('dz', use_indices=True)
+    assert type(dz) is dict and dz == {}
