@@ -11569,8 +11569,10 @@ def read_earlier_run_job(traj):
     traj.f_add_result('w', earlier.z + 100)
 
 
+@needs_tables
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize('start_method', ['fork', 'spawn'])
+@pytest.mark.parametrize('start_method', [pytest.param('fork', marks=needs_fork),
+                                          pytest.param('spawn', marks=needs_spawn)])
 def test_pending_runs_reach_pool_workers_as_their_columns(tmp_path, start_method):
     filename = path_for('hdf5', tmp_path)
     sweep('hdf5', filename, square_job, n=6)
@@ -11603,6 +11605,7 @@ def nested_z_job(traj):
         traj.f_add_result('sub.z', -1.0)  # (a second z below run 1: f_get_from_runs says)
 
 
+@needs_tables
 @pytest.mark.parametrize('load_results', [1, 2])
 def test_f_get_from_runs_of_pending_runs_makes_a_run_when_its_leaf_is_asked_for(
         tmp_path, load_results):
