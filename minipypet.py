@@ -74,6 +74,7 @@ import base64
 import bisect
 import collections
 import collections.abc
+import copyreg
 import datetime
 import functools
 import gc
@@ -2834,18 +2835,21 @@ def _run_summaries(explored, idxs):
     range)]; a sweep repeats few distinct values, so each value's repr is made once."""
     if not explored:
         return [''] * len(idxs)
-    columns = []
+    columns, formats = [], []  # (a column's '%'-format where its values are plain)
     lo, hi = (idxs[0], idxs[-1]) if len(idxs) else (0, -1)
     span = hi - lo + 1 == len(idxs) and list(idxs) == list(range(lo, hi + 1))
     for key, values in explored:
         head, memo, column = key.rpartition('.')[2] + ': ', {}, []
         if span and hi < len(values):  # (a sweep's batch: plain numbers, repr'd in C)
             part = values[lo:hi + 1]
-            if set(map(type, part)) <= {float, int, bool}:
-                texts = list(map(repr, part))
-                if max(map(len, texts), default=0) <= 40:
-                    columns.append([head + text for text in texts])
-                    continue
+            kinds = set(map(type, part))
+            ints = [v for v in part if type(v) is int] if int in kinds else ()
+            if kinds <= {float, int, bool} and (not ints or max(  # (a float's repr: <= 24)
+                    len(repr(max(ints))), len(repr(min(ints)))) <= 40):
+                formats.append(head.replace('%', '%%') + '%r')
+                columns.append(part)
+                continue
+        formats.append(None)
         for i in idxs:
             if i >= len(values):
                 column.append('')
@@ -2860,6 +2864,10 @@ def _run_summaries(explored, idxs):
                     memo[memo_key] = text
             column.append(text)
         columns.append(column)
+    if all(formats):  # (one format a run)
+        return list(map(', '.join(formats).__mod__, zip(*columns)))
+    columns = [list(map(text.__mod__, column)) if text else column
+               for text, column in zip(formats, columns)]
     return [', '.join(row) for row in zip(*columns)]
 
 
@@ -3239,6 +3247,10 @@ class _RunsMixin:
                     idxs, values = idxs[:keep], values[:keep]
                 return _RunValues(idxs, values, use_indices)
             bulk = dict(zip(bulk[0], _py_values(bulk[1]))) if bulk is not None else None
+        leaves = None if auto_load or bulk is not None or max_depth is not None or \
+            not simple else self._pending_leaves(name, fast_access, include_default_run)
+        if leaves is not None:
+            return _RunValues(leaves.idxs, leaves, use_indices)
         for kids in self._pending_runs():  # (a node per run is asked for: made at once)
             kids.make()
         for idx in range(self._length):
@@ -3280,6 +3292,39 @@ class _RunsMixin:
             _say_once('f_get_from_runs: no run has a result or derived parameter %r%s'
                       % (name, self._hint(name)))
         return result
+
+    def _pending_leaves(self, name, fast_access, include_default_run):
+        """_RunLeaves of the leaves `name` if no run is made yet (see _PendingRuns) and
+        each run's `name` is that leaf: a run's node is then made when its value is asked
+        for (1M runs' empty leaves at once took ~19 s and 1.8 GB). Else None."""
+        found = None
+        for _, path in _RUN_GROUPS:
+            group = self._nodes.get(path)
+            kids = None if group is None else group._children
+            if kids is None or not (dict.__len__(kids) or getattr(kids, 'layers', None)):
+                continue
+            if type(kids) is not _PendingRuns or dict.__len__(kids) or kids.done:
+                return None
+            for template, rows, _ in kids.layers:
+                parts = template.split('.')[3:]
+                if name not in parts:
+                    continue
+                if parts != [name] or found not in (None, kids) or \
+                        include_default_run and -1 in rows:
+                    return None  # (a group, a deeper leaf, two branches: as below)
+                found = kids
+        if found is None or self._links or any(k.startswith(RUN_NAME) and k not in (
+                'runs', RUN_NAME_DUMMY) for k in self._by_name):
+            return None  # (other run groups may hold the name: results.sim.run_X)
+        layers = [rows for template, rows, _ in found.layers
+                  if template.split('.')[3:] == [name]]
+        rows = layers[0]
+        if len(layers) == 1 and type(rows) is _ColumnRows and not rows.gone and \
+                not rows.extra:  # (a sweep's column as read: its runs are a span)
+            idxs = range(max(rows.first, 0), min(rows.first + rows.n, self._length))
+        else:
+            idxs = sorted(i for i in set().union(*layers) if 0 <= i < self._length)
+        return _RunLeaves(idxs, found, name, fast_access)
 
     def _loaded_column(self, name):
         """True if pending runs (see _PendingRuns) hold the leaves `name` loaded with
@@ -3506,8 +3551,14 @@ class _RunsMixin:
         run), no run data, no storage service."""
         runs = self._runs  # O(n): it made every task of a pool without freeze_input grow
         self.__dict__['_runs'] = _RunTable(0)
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+        # (runs loaded and not made yet travel as their columns, see _SentRows)
+        pickler.dispatch_table = dict(copyreg.dispatch_table)
+        pickler.dispatch_table[_ColumnRows] = _SentRows.__reduce__
         try:
-            copy = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+            pickler.dump(self)
+            copy = pickle.loads(out.getbuffer())
         finally:
             self.__dict__['_runs'] = runs
         copy.__dict__['_runs'] = _WorkerRunTable(len(runs))
@@ -4363,6 +4414,36 @@ class _RunValues(collections.abc.Mapping):
                                                       _py_values(self._values[:20])))
         more = ', ... (%d runs)' % len(self) if len(self) > 20 else ''
         return '{%s%s}' % (shown, more)
+
+
+class _RunLeaves(collections.abc.Sequence):
+    """The leaves `name` of pending runs (see _PendingRuns) at `idxs`, each run made when
+    its leaf is asked for (f_get_from_runs, through _RunValues)."""
+
+    __slots__ = ('idxs', '_kids', '_name', '_fast', '_asked')
+
+    def __init__(self, idxs, kids, name, fast):
+        self.idxs, self._kids, self._name, self._fast = idxs, kids, name, fast
+        self._asked = 0
+
+    def __len__(self):
+        return len(self.idxs)
+
+    def __iter__(self):
+        if self._kids.pending():  # (all asked for: made in one batch, ~4x faster)
+            self._kids.make()
+        return map(self.__getitem__, range(len(self)))
+
+    def __getitem__(self, pos):
+        if isinstance(pos, slice):
+            return [self[k] for k in range(*pos.indices(len(self)))]
+        self._asked += 1
+        if self._asked == 64 and self._kids.pending():  # (a loop of lookups: the rest
+            self._kids.make()  # in one batch)
+        node = self._kids[_run_name(self.idxs[pos])]._children[self._name]
+        if self._fast and node.f_supports_fast_access():
+            return node._fast_value()
+        return node
 
 
 class _ListView(collections.abc.Collection):
@@ -7039,7 +7120,7 @@ class _Segment:
         self.rows, self.info, self.size = {}, {}, 0
         self.written, self.info_written = {}, _Bits()  # (template -> _Bits)
         self.first = {}  # template -> (run index, row) of the first row written
-        self.handle = None
+        self.handle, self.whole = None, False
         safe = re.sub(r'[^A-Za-z0-9_-]', '_', meta['name'])[:64]
         self.name = '%s_%06d_%s%s' % (safe, seq, os.urandom(4).hex(), self.service.SUFFIX)
         self.path = os.path.join(self.service.segment_folder, self.name)
@@ -7108,6 +7189,7 @@ class _Segment:
     def close(self):
         """Write out what is buffered; make the file durable under its final name. Returns
         False if the segment holds nothing (no file is left)."""
+        self.whole = self.handle is None  # (its one batch: a small sweep's segment)
         self.flush()
         if self.handle is None:
             return False
@@ -8148,10 +8230,14 @@ class HDF5StorageService(_FileService):
         return group
 
     def _put_array(self, f, group, name, arr, kind, filters):
-        if filters is not None and arr.ndim and arr.nbytes > self._BIG:
+        if arr.ndim and arr.nbytes > self._BIG:
             # Up to 1 MB is one chunk: PyTables' default chunk for a small array is far
             # bigger than the array and compressing it whole costs ~5x the data's time.
-            chunks = arr.shape if arr.nbytes <= 1 << 20 and arr.size else None
+            # Each chunk carries its Fletcher-32, as in segments (see _h5_append): a
+            # file over _VERIFY_MAX is not hashed at its open.
+            chunks = arr.shape if arr.nbytes <= 1 << 20 else None
+            filters = filters.copy(fletcher32=True) if filters is not None else \
+                _require('tables').Filters(complevel=0, fletcher32=True)
             node = f.create_carray(group, name, obj=arr, filters=filters, chunkshape=chunks)
         else:
             node = f.create_array(group, name, obj=arr)
@@ -8256,7 +8342,7 @@ class HDF5StorageService(_FileService):
                            ('minipypet_version', __version__),
                            ('trajectory', segment.meta['name']), ('seq', segment.seq)):
             _h5_set(f.root, key, value)
-        return _H5Segment(f, segment.meta)
+        return _H5Segment(f, segment.meta, segment.whole)
 
     def _segment_append(self, segment, rows, info):
         np = _require('numpy', 'hdf5')
@@ -8487,13 +8573,13 @@ class HDF5StorageService(_FileService):
             if '_runs' in f.root:
                 blocks = self._runs_blocks(f, np)
             elif 'overview' in f.root and 'runs' in f.root.overview:
-                blocks = [f.root.overview.runs.read()]
+                blocks = [_h5_read(f.root.overview.runs)]
             else:
                 blocks = []
             errors = {}
             if '/overview/run_errors' in f:
                 errors = {i: e.decode('utf-8') for i, e in
-                          f.root.overview.run_errors.read().tolist()}
+                          _h5_read(f.root.overview.run_errors).tolist()}
             for runs in blocks:
                 _fill_runs(state['runs'], runs, errors, np)
 
@@ -8524,10 +8610,11 @@ class HDF5StorageService(_FileService):
         shas = f.root._runs_hexsha if '_runs_hexsha' in f.root else None
         one = np.array([_attr(f.root._v_attrs, 'mp_hexsha', '').encode()], 'S')
         for start in range(0, node.nrows, step):
-            numbers = node.read(start, start + step)
+            numbers = _h5_read(node, start, start + step)
             yield {'idx': numbers[:, 0].astype(np.int64), 'timestamp': numbers[:, 1],
                    'finish_timestamp': numbers[:, 2], 'completed': numbers[:, 3],
-                   'short_environment_hexsha': shas.read(start, start + len(numbers))
+                   'short_environment_hexsha':
+                   _h5_read(shas, start, start + len(numbers))
                    if shas is not None else np.broadcast_to(one, (len(numbers),))}
 
     def _segment_names(self):
@@ -8560,10 +8647,7 @@ class HDF5StorageService(_FileService):
                 node = group._f_get_child(items[0])
                 if _attr(node._v_attrs, 'mp_type') in ('bool', 'int', 'float') and \
                         items[0] + '__offsets' not in group:
-                    try:  # (numbers: kept as read)
-                        return _h5_idx(group, np), node.read()
-                    except Exception as exc:
-                        raise _damaged(node, exc) or exc
+                    return _h5_idx(group, np), _h5_read(node)  # (numbers: as read)
                 return _h5_idx(group, np), _read_node(group, items[0], np)
         return [], []
 
@@ -8669,8 +8753,8 @@ class HDF5StorageService(_FileService):
             return _read_some_rows(group, want, np, only)
         idx_array = _h5_idx(group, np)
         extras = _column_extras(group, np)
-        items = [(item, _read_node(group, item, np), group._f_get_child(
-            item + '__idx').read().tolist() if item + '__idx' in group else None)
+        items = [(item, _read_node(group, item, np), _h5_read(group._f_get_child(
+            item + '__idx')).tolist() if item + '__idx' in group else None)
             for item, _ in _column_items(group, want)] if want else None
         if len(idx_array) > 1 and all(c is None for _, _, c in items or ()) and \
                 int(idx_array[-1]) - int(idx_array[0]) == len(idx_array) - 1 and \
@@ -8752,6 +8836,24 @@ class _ColumnRows(collections.abc.MutableMapping):
         return dict, (dict(self),)
 
 
+class _SentRows(_ColumnRows):
+    """_ColumnRows in a trajectory copied for workers (_worker_copy), pickled as its
+    columns: a row per run made 100k pending runs cost ~0.5 s per copy. A worker's copy
+    never goes into a file (its state copies rows into plain dicts, see _to_state)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return _sent_rows, (self.first, self.n, self.extras, self.cols, self.extra,
+                            self.gone)
+
+
+def _sent_rows(first, n, extras, cols, extra, gone):
+    rows = _SentRows(first, n, extras, cols)
+    rows.extra, rows.gone = extra, gone
+    return rows
+
+
 def _span_of(node, key, rows):
     """(lo, hi) of a span attribute 'lo:hi' when it spans `rows` rows, else None."""
     text = _attr(node._v_attrs, key)
@@ -8769,7 +8871,7 @@ def _h5_idx(group, np):
     """A run column's run indices: made from its span when it has one (1M runs' indices
     take ~40 ms to decompress), else read."""
     span = _span_of(group, 'mp_idx_span', group._idx.nrows)
-    return np.arange(*span, dtype=np.int64) if span else group._idx.read()
+    return np.arange(*span, dtype=np.int64) if span else _h5_read(group._idx)
 
 
 def _runs_span(f):
@@ -8802,7 +8904,7 @@ def _walk_tree(root, links):
 
 def _read_legacy_runs(f, root, state):
     """Run information from a format 2 main file's overview/runs table."""
-    runs = f.get_node(root, 'overview/runs').read()
+    runs = _h5_read(f.get_node(root, 'overview/runs'))
     state['runs'] = {
         'timestamp': runs['timestamp'].tolist(),
         'finish_timestamp': runs['finish_timestamp'].tolist(),
@@ -8810,7 +8912,7 @@ def _read_legacy_runs(f, root, state):
         'hexsha': [x.decode() for x in runs['short_environment_hexsha'].tolist()],
         'error': [''] * len(runs)}
     if 'run_errors' in root.overview:
-        for i, e in f.get_node(root, 'overview/run_errors').read().tolist():
+        for i, e in _h5_read(f.get_node(root, 'overview/run_errors')).tolist():
             state['runs']['error'][i] = e.decode('utf-8')
 
 
@@ -8829,7 +8931,7 @@ def _read_some_rows(group, want, np, only):
     if want:
         for item, leaf in _column_items(group, want):
             if item + '__idx' in group:
-                own = group._f_get_child(item + '__idx').read().tolist()
+                own = _h5_read(group._f_get_child(item + '__idx')).tolist()
                 positions = {i: p for p, i in enumerate(own) if i in where}
             else:
                 positions = where
@@ -8875,9 +8977,9 @@ def _column_extras(group, np):
     for idx_name, name in (('_class_idx', '_classes'), ('_comment_idx', '_comments'),
                            ('_ann_idx', '_ann')):
         if idx_name in group:
-            extra[name] = dict(zip(group._f_get_child(idx_name).read().tolist(),
+            extra[name] = dict(zip(_h5_read(group._f_get_child(idx_name)).tolist(),
                                    _read_node(group, name, np)))
-    empty = set(group._empty_idx.read().tolist()) if '_empty_idx' in group else set()
+    empty = set(_h5_read(group._empty_idx).tolist()) if '_empty_idx' in group else set()
     return (tag, first_comment, default_comment, extra['_classes'],
             extra.get('_comments', {}), extra.get('_ann', {}), empty)
 
@@ -8945,6 +9047,16 @@ def _damaged(node, exc, run=None):
     return err
 
 
+def _h5_read(node, start=None, stop=None):
+    """node.read(start, stop), damage raised as _damaged's StorageError (the run indices
+    and run information say which run is where: PyTables' own error names neither file
+    nor fix)."""
+    try:
+        return node.read(start, stop)
+    except Exception as exc:
+        raise _damaged(node, exc) or exc
+
+
 def _decode_node_row(node, pos):
     """One row of a column dataset, as _decode_node gives it in a column's list."""
     kind = _attr(node._v_attrs, 'mp_type')
@@ -8988,8 +9100,9 @@ class _H5Column:
 class _H5Segment:
     """A segment file being written: its columns and overview tables."""
 
-    def __init__(self, f, meta):
+    def __init__(self, f, meta, whole=False):
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
+        self.whole = whole  # (written in one batch: no later texts to make room for)
         self.tables, self.errors = {}, {}
         self.shas, self.sha_codes = {}, array.array('I')  # (a code per _runs row)
         # (the runs' indices while they are each completed once: lo, hi and a byte each)
@@ -9002,7 +9115,8 @@ class _H5Segment:
 
     def overview_rows(self, name, columns, np):
         """Append rows to an overview table (made by the first batch; its string columns are
-        sized then, with room to grow: a longer text is cut, ending in '...')."""
+        sized then, with room to grow unless the segment has one batch: a longer text is
+        cut, ending in '...')."""
         table = self.tables.get(name)
         n = len(columns[0][1])
         texts = {}  # (the first batch's texts, encoded once)
@@ -9011,7 +9125,8 @@ class _H5Segment:
             for col, values in columns:
                 if values and type(values[0]) is str:
                     texts[col] = _h5_texts(values, None, np)
-                    widths[col] = max(16, 2 * texts[col].itemsize)
+                    widths[col] = texts[col].itemsize if self.whole else \
+                        max(16, 2 * texts[col].itemsize)
             dtype = [(col, np.dtype('S%d' % widths[col])) if col in widths else
                      (col, np.array(values).dtype) for col, values in columns]
             table = self.tables[name] = self.file.create_table(
@@ -9021,7 +9136,7 @@ class _H5Segment:
         rows = np.empty(n, dtype=table.dtype)
         for col, values in columns:
             kind = table.dtype[col].kind
-            if col in texts:  # (fits: the column was made twice as wide)
+            if col in texts:  # (fits: the column was sized for them)
                 rows[col] = texts[col]
             elif kind == 'S':
                 rows[col] = _h5_texts(values, table.dtype[col].itemsize, np)
@@ -9430,10 +9545,12 @@ def _value_summaries(datas, limit=64):
         if key[:2] != '__' and all(type(d) is dict and len(d) == 1 and key in d
                                    for d in datas):
             values = [d[key] for d in datas]
-            if set(map(type, values)) <= {float, int, bool}:
+            kinds = set(map(type, values))
+            if kinds <= {float, int, bool}:
                 head = '' if key == 'data' else key + '='
-                texts = [head + text for text in map(repr, values)]
-                if max(map(len, texts)) <= limit:
+                texts = list(map((head.replace('%', '%%') + '%r').__mod__, values))
+                if len(head) + 24 <= limit and int not in kinds or \
+                        max(map(len, texts)) <= limit:  # (a float's repr: <= 24)
                     return texts
     return [_value_summary(data, limit) for data in datas]
 
@@ -9515,7 +9632,7 @@ def _decode_node(node, offsets, np, single):
         raw = arr.tobytes()
         if offsets is None:
             return _from_json(raw.decode('utf-8'))
-        offsets = offsets.read().tolist()
+        offsets = _h5_read(offsets).tolist()
         return [_from_json(raw[a:b].decode('utf-8')) for a, b in zip(offsets, offsets[1:])]
     if single:
         if kind == 'str':

@@ -11569,3 +11569,157 @@ def test_plain_value_to_an_unknown_name_raises_attribute_error():
         traj.par.simulation = 1.0  # (a group: no value to set either)
     traj.par.simulation.dt = 0.2  # (an existing parameter takes the value, as pypet's)
     assert 'dt3' not in traj and traj.dt == 0.2
+# ==== issuer14-r4 (to be sorted into sections) ====
+def _flip_middle_of_chunk(path, dset_path, chunk=0):
+    """Flip the middle byte of a dataset's chunk (however small compression made it)."""
+    with h5py.File(path, 'r') as h:
+        info = h[dset_path].id.get_chunk_info(chunk)
+    _flip_chunk_byte(path, dset_path, chunk, at=info.size // 2)
+
+
+def every_other_z_job(traj):
+    if traj.x % 2 == 0:  # (z's run indices are no span: its _idx is read at a load)
+        traj.f_add_result('z', traj.x + 0.5)
+
+
+@needs_h5py
+@pytest.mark.parametrize('dset', ['results/runs/z/_idx', '_runs'])
+def test_damage_in_a_segments_run_index_is_a_storage_error_naming_it(tmp_path, monkeypatch,
+                                                                     dset):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, every_other_z_job, n=3000)
+    segment = h5_segments(filename, 'traj')[0]
+    with h5py.File(segment, 'r') as h:
+        assert h[dset].fletcher32
+    _flip_middle_of_chunk(segment, dset)
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the segment is "over 128 MB"
+    mp._VERIFIED.clear()
+
+    def load_all():
+        traj = load(filename, load_results=2)
+        traj.f_get_run_information(1)  # (the run information is read when asked for)
+    with pytest.raises(mp.StorageError, match='damaged') as info:
+        load_all()
+    text = str(info.value)
+    assert os.path.basename(segment) in text and dset in text, text
+    assert 'python -m minipypet check' in text and 'HDF5ExtError' not in text
+    assert not isinstance(info.value.__cause__, mp.PypetError)
+
+
+def big_result_job(traj):
+    traj.f_add_result('z', traj.x)
+
+
+@needs_h5py
+@pytest.mark.parametrize('complevel', [9, 0])
+def test_arrays_outside_runs_carry_fletcher32_and_their_damage_is_named(
+        tmp_path, monkeypatch, complevel):
+    filename = path_for('hdf5', tmp_path)
+    env = make_env('hdf5', filename, complevel=complevel)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1]})
+    big = np.arange(1 << 14, dtype=np.int64) % 7  # 128 KB: a chunked dataset
+    traj.f_add_result('big', big)
+    traj.f_add_result('small', np.arange(10))     # (small: contiguous, hashed at the open)
+    env.f_run(big_result_job)
+    with h5py.File(filename, 'r') as h:
+        dset = h['traj/results/big']
+        assert dset.fletcher32 and dset.chunks is not None
+        assert (dset.compression is None) == (complevel == 0)
+    assert_same(load(filename, load_results=2).results.big, big)
+    _flip_middle_of_chunk(filename, 'traj/results/big')
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the main file is "over 128 MB"
+    mp._VERIFIED.clear()
+    with h5py.File(filename, 'r') as h:  # (HDF5 itself checks: plain h5py sees it)
+        with pytest.raises(OSError):
+            h['traj/results/big'][()]
+    with pytest.raises(mp.StorageError, match='damaged') as info:
+        load(filename, load_results=2)
+    text = str(info.value)
+    assert os.path.basename(filename) in text and 'results/big' in text
+    assert 'backup' in text
+    assert load(filename, load_results=1).f_get_from_runs(
+        'z', fast_access=True, auto_load=True) == {mp._run_name(0): 0, mp._run_name(1): 1}
+
+
+def read_earlier_run_job(traj):
+    """Runs 6 and 7 read run 0's and 1's z, loaded with the trajectory and not made yet."""
+    earlier = traj.f_get('results.runs.%s.z' % mp._run_name(traj.v_idx - 6))
+    traj.f_add_result('w', earlier.z + 100)
+
+
+@needs_tables
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('start_method', [pytest.param('fork', marks=needs_fork),
+                                          pytest.param('spawn', marks=needs_spawn)])
+def test_pending_runs_reach_pool_workers_as_their_columns(tmp_path, start_method):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=6)
+    loaded = load(filename, load_results=2, load_parameters=2)
+    kids = loaded.results.runs._children
+    assert type(kids) is mp._PendingRuns and kids.pending() == 6
+    assert any(type(rows) is mp._ColumnRows for _, rows, _ in kids.layers)
+    copy = loaded._worker_copy()  # (what a pool's workers get)
+    sent = copy.results.runs._children
+    assert all(type(rows) is mp._SentRows for _, rows, _ in sent.layers
+               if isinstance(rows, mp._ColumnRows))
+    assert [dict(rows) for _, rows, _ in sent.layers] == \
+        [dict(rows) for _, rows, _ in kids.layers]
+    # (a row per run pickled would be ~6x bigger: the columns are sent as they were read)
+    assert type(pickle.loads(pickle.dumps(kids.layers[0][1]))) is dict  # (files: plain)
+    loaded.f_expand({'x': [6, 7]})
+    env = mp.Environment(loaded, log_config=None, report_progress=False, multiproc=True,
+                         ncores=2, use_pool=True, start_method=start_method)
+    env.f_run(read_earlier_run_job)
+    got = load(filename, load_results=2)
+    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
+        6: 100.5, 7: 101.5}
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i * i + 0.5 for i in range(6)}
+
+
+def nested_z_job(traj):
+    traj.f_add_result('z', traj.x * 2.0)
+    if traj.x == 1:
+        traj.f_add_result('sub.z', -1.0)  # (a second z below run 1: f_get_from_runs says)
+
+
+@needs_tables
+@pytest.mark.parametrize('load_results', [1, 2])
+def test_f_get_from_runs_of_pending_runs_makes_a_run_when_its_leaf_is_asked_for(
+        tmp_path, load_results):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=6)
+    for kwargs in ({}, {'use_indices': True}, {'fast_access': True},
+                   {'include_default_run': False}):
+        traj = load(filename, load_results=load_results, load_parameters=2)
+        kids = traj.results.runs._children
+        got = traj.f_get_from_runs('z', **kwargs)
+        assert kids.pending() == 6 and len(got) == 6  # (no run made yet)
+        key = 3 if kwargs.get('use_indices') else mp._run_name(3)
+        assert key in got and (-1 if key == 3 else 'run_ALL') not in got
+        eager = load(filename, load_results=load_results, load_parameters=2)
+        eager.results.runs._children.make()
+        want = eager.f_get_from_runs('z', **kwargs)
+        assert list(got) == list(want)
+        if kwargs.get('fast_access') and load_results == 2:  # (values: the file's column)
+            assert got == want == {mp._run_name(i): i * i + 0.5 for i in range(6)}
+            continue
+        node = got[key]
+        assert kids.pending() == 5
+        assert node is traj.f_get('results.runs.%s.z' % mp._run_name(3))
+        assert [n.v_full_name for n in got.values()] == \
+            [n.v_full_name for n in want.values()]
+        assert [n.f_is_empty() for n in got.values()] == [load_results == 1] * 6
+        assert kids.pending() == 0
+    # runs with another z below them (and derived parameters' dz): made as before
+    filename = path_for('hdf5', tmp_path, 'nested')
+    sweep('hdf5', filename, nested_z_job, n=3, name='nested')
+    traj = load(filename, load_results=load_results)
+    got = traj.f_get_from_runs('z', use_indices=True)
+    assert type(got) is dict and [n.v_full_name for n in got.values()] == [
+        'results.runs.%s.z' % mp._run_name(i) for i in range(3)]
+    traj = load(filename, load_results=load_results)
+    dz = traj.f_get_from_runs('dz', use_indices=True)
+    assert type(dz) is dict and dz == {}
