@@ -3783,6 +3783,7 @@ class _StorageMixin:
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
             self.f_store_items(list(self._new_leaves))
             return
+        self._store_merged()
         self.__dict__['_store_max_depth'] = max_depth  # (read by _to_state, see there)
         try:
             self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
@@ -3881,6 +3882,7 @@ class _StorageMixin:
         the README): allow_pickle=True unpickles any, False none."""
         if load_all is not None:
             load_data = load_all
+        self._store_merged()  # (loading reads the file, so merges waiting in memory first)
         if load_data is not None:
             load_parameters = load_derived_parameters = load_results = load_other_data = \
                 load_data
@@ -4078,7 +4080,9 @@ class _StorageMixin:
         Merged runs get new indices after this trajectory's; `remove_duplicates` skips runs
         whose parameter point this trajectory has already; `trial_parameter` is renumbered
         to continue after this trajectory's trials; config and environment entries of both
-        are kept, and so are the other's comments. Both trajectories must be stored."""
+        are kept, and so are the other's comments. Both trajectories must be stored.
+        consecutive_merge: as pypet's, the merged trajectory is written at the next f_store
+        (or f_load) instead of at each merge: call f_store() after the last one."""
         for traj in (self, other_trajectory):
             if not isinstance(traj._storage_service, _FileService) or not traj._stored:
                 raise PypetError('f_merge needs both trajectories stored in files; %s is not '
@@ -4087,6 +4091,9 @@ class _StorageMixin:
                 other_trajectory._storage_service.filename == self._storage_service.filename:
             raise PypetError('cannot merge %s with itself' % self._name)
         service = self._storage_service
+        defer = consecutive_merge and not (backup or move_data or delete_other_trajectory)
+        if not defer:
+            self._store_merged()
         if backup:
             root, ext = os.path.splitext(service.filename)
             target = backup_filename or '%s_backup_%s%s' % (root, _now_strings()[0], ext)
@@ -4096,21 +4103,33 @@ class _StorageMixin:
                 target = '%s_backup_%s_%d%s' % (root, _now_strings()[0], count, ext)
             service.copy_to(target)
         # (this trajectory's run rows are stored already: only their indices are read)
-        mine = service._load_state(self._name, data={'config', 'parameters'})
+        mine = self.__dict__.pop('_merged', None) or service._load_state(
+            self._name, data={'config', 'parameters'})
         _merge_memory(mine, self._to_state(), STORE_DATA, False)
         other = other_trajectory._storage_service._load_state(other_trajectory._name,
                                                               data=True)
         _merge_memory(other, other_trajectory._to_state(), STORE_DATA, False)
         _merge_states(mine, other, trial_parameter, remove_duplicates, set(ignore_data),
                       merge_config)
-        service.checkpoint(extra=(mine, OVERWRITE_DATA, False))
+        if defer:  # (a write copies every trajectory of the file: the caller stores once)
+            self.__dict__['_merged'] = mine
+        else:
+            service.checkpoint(extra=(mine, OVERWRITE_DATA, False))
         if move_data or delete_other_trajectory:
             other_trajectory._storage_service.delete_trajectory(other_trajectory._name)
         self._reset_tree()
-        self._from_state(service._load_state(self._name, data={'config', 'parameters'}), {
+        self._from_state(dict(mine, runs={f: list(v) for f, v in mine['runs'].items()})
+                         if defer else
+                         service._load_state(self._name, data={'config', 'parameters'}), {
             'config': LOAD_DATA, 'parameters': LOAD_DATA,
             'derived_parameters': LOAD_SKELETON, 'results': LOAD_SKELETON})
         return self
+
+    def _store_merged(self):
+        """Write what consecutive merges (f_merge(consecutive_merge=True)) left in memory."""
+        pending = self.__dict__.pop('_merged', None)
+        if pending is not None:
+            self._storage_service.checkpoint(extra=(pending, OVERWRITE_DATA, False))
 
     def f_merge_many(self, other_trajectories: list, **kwargs: object) -> None:
         """f_merge each of `other_trajectories` in turn (keywords: f_merge's)."""
@@ -11141,7 +11160,7 @@ class _Settings:
                 a['executor'] is None:
             bad('freeze_input only applies to a pool (multiproc=True, use_pool=True) or an '
                 'executor')
-        if a['immediate_postproc'] and a['use_pool'] and a['multiproc']:
+        if a['immediate_postproc'] and a['use_pool']:  # (pypet: even without multiproc)
             bad('immediate_postproc needs use_pool=False')
         if a['start_method'] not in (None, 'fork', 'spawn', 'forkserver'):
             bad("start_method must be None, 'fork', 'spawn' or 'forkserver', got %r"
@@ -11174,6 +11193,21 @@ class _Settings:
 # ============================================================================================
 # Environment
 # ============================================================================================
+def _map_arguments(iter_args, iter_kwargs, n):
+    """[(args, kwargs)] of `n` runs from iterables of one element a run (f_run_map)."""
+    columns = [list(a) for a in iter_args]
+    kwcolumns = {k: list(v) for k, v in iter_kwargs.items()}
+    if not columns and not kwcolumns:
+        raise ConfigurationError('f_run_map needs at least one iterable of arguments '
+                                 '(one element per run); use f_run for none')
+    for col in columns + list(kwcolumns.values()):
+        if len(col) != n:
+            raise ConfigurationError('f_run_map: every iterable needs one element per '
+                                     'run (%d), got %d' % (n, len(col)))
+    return [(tuple(c[i] for c in columns), {k: v[i] for k, v in kwcolumns.items()})
+            for i in range(n)]
+
+
 class Environment:
     """Runs a job once per point of a trajectory's exploration and stores everything.
 
@@ -11589,20 +11623,20 @@ class Environment:
     def f_run_map(self, runfunc: collections.abc.Callable, *iter_args: collections.abc.Iterable,
                   **iter_kwargs: collections.abc.Iterable) -> list:
         """Like f_run, but run i gets the i-th element of each iterable as arguments."""
-        columns = [list(a) for a in iter_args]
-        kwcolumns = {k: list(v) for k, v in iter_kwargs.items()}
-        n = len(self._traj)
-        for col in columns + list(kwcolumns.values()):
-            if len(col) != n:
-                raise ConfigurationError('f_run_map: every iterable needs one element per run '
-                                         '(%d), got %d' % (n, len(col)))
-        per_run = [(tuple(c[i] for c in columns), {k: v[i] for k, v in kwcolumns.items()})
-                   for i in range(n)]
-        return self._execute(runfunc, (), {}, per_run)
+        return self._execute(runfunc, (), {}, _map_arguments(iter_args, iter_kwargs,
+                                                             len(self._traj)))
 
     def f_pipeline(self, pipeline: collections.abc.Callable) -> list | None:
         """pipeline(traj) builds the trajectory and returns (runfunc, args, kwargs) or
         ((runfunc, args, kwargs), (postproc, args, kwargs)); None means analysis only."""
+        return self._pipeline(pipeline, self.f_run)
+
+    def f_pipeline_map(self, pipeline: collections.abc.Callable) -> list | None:
+        """f_pipeline whose run part is (runfunc, iter_args, iter_kwargs), as f_run_map
+        takes them."""
+        return self._pipeline(pipeline, self.f_run_map)
+
+    def _pipeline(self, pipeline, run):
         spec = pipeline(self._traj)
         if spec is None:
             return None
@@ -11621,8 +11655,8 @@ class Environment:
                                          '(postproc[, args[, kwargs]]), got %r' % (post,))
             self.f_add_postprocessing(post[0], *(post[1] if len(post) > 1 else ()),
                                       **(post[2] if len(post) > 2 else {}))
-        return self.f_run(run_spec[0], *(run_spec[1] if len(run_spec) > 1 else ()),
-                          **(run_spec[2] if len(run_spec) > 2 else {}))
+        return run(run_spec[0], *(run_spec[1] if len(run_spec) > 1 else ()),
+                   **(run_spec[2] if len(run_spec) > 2 else {}))
 
     def _service(self):
         service = self._traj.v_storage_service
@@ -11683,6 +11717,10 @@ class Environment:
                 self._config('postproc_expand', True)
                 if expanded is not None:
                     args, kwargs = expanded
+                    if per_run is not None:  # (a map: iterables for the new runs)
+                        per_run = per_run + _map_arguments(args, kwargs,
+                                                           len(traj) - len(per_run))
+                        args, kwargs = (), {}
                 if self._s.automatic_storing:  # the new runs' ranges reach the store first
                     traj.f_store(only_init=True)
                     if cnt is not None:
@@ -13285,8 +13323,9 @@ _ALIASES = {
                     'v_full_name', 'v_comment', 'v_location'],
     Result: ['f_set', 'f_set_single', 'f_get', 'f_to_dict', 'f_is_empty', 'f_empty',
              'f_translate_key', 'f_val_to_str'],
-    Environment: ['f_run', 'f_run_map', 'f_pipeline', 'f_add_postprocessing', 'f_resume',
-                  'f_continue_run', 'f_disable_logging', 'v_trajectory', 'v_traj', 'v_name',
+    Environment: ['f_run', 'f_run_map', 'f_pipeline', 'f_pipeline_map',
+                  'f_add_postprocessing', 'f_resume', 'f_continue_run',
+                  'f_disable_logging', 'v_trajectory', 'v_traj', 'v_name',
                   'v_hexsha', 'v_time', 'v_timestamp'],
 }
 _RENAMED = {'v_trajectory': 'trajectory', 'v_traj': 'traj', 'f_resume': 'resume',
@@ -13389,8 +13428,9 @@ def install_as_pypet() -> types.ModuleType:
         'comparisons': dict(nested_equal=nested_equal, parameters_equal=parameters_equal,
                             results_equal=results_equal),
         'decorators': dict(manual_run=manual_run, retry=retry),
-        'mpwrappers': dict(LockWrapper=LockWrapper,
-                           QueueStorageServiceSender=QueueStorageServiceSender),
+        'mpwrappers': dict(LockWrapper=LockWrapper, ReferenceWrapper=LockWrapper,
+                           QueueStorageServiceSender=QueueStorageServiceSender,
+                           PipeStorageServiceSender=QueueStorageServiceSender),
         'siginthandling': dict(sigint_handling=sigint_handling),
         'hdf5compression': dict(compact_hdf5_file=compact_hdf5_file),
         'trajectory_utils': dict(merge_all_in_folder=merge_all_in_folder),

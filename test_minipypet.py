@@ -11487,3 +11487,65 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
+
+
+# ==== issuer18-r4 (to be sorted into sections) ====
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_consecutive_merges_are_written_by_the_next_store_or_load(tmp_path, backend):
+    # pypet's consecutive_merge=True: no write per merge (each write copies the file's other
+    # trajectories, so merging many into a shared file grew quadratic); f_store writes
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    others = [make_part(tmp_path, backend, 'part_%d' % x, [x])[0] for x in (2, 3, 4)]
+    filename = str(tmp_path / ('part_a' + PROV_SUFFIX[backend]))
+    before = open(filename, 'rb').read()
+    for other in others[:2]:
+        a.f_merge(other, backup=False, consecutive_merge=True)
+    assert len(a) == 4 and a.f_get('x').f_get_range() == [0, 1, 2, 3]
+    assert open(filename, 'rb').read() == before         # nothing written yet
+    a.f_store()
+    loaded = mp.load_trajectory(name='part_a', filename=filename, load_all=mp.LOAD_DATA)
+    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 0, 1: 10, 2: 20, 3: 30}
+    a.f_merge(others[2], backup=False, consecutive_merge=True)
+    a.f_load(load_data=mp.LOAD_DATA)                     # a load writes them first
+    assert len(a) == 5 and a.f_get_from_runs('z', fast_access=True, use_indices=True)[4] == 40
+    assert len(mp.load_trajectory(name='part_4', filename=str(
+        tmp_path / ('part_4' + PROV_SUFFIX[backend])))) == 1    # the other: untouched
+
+
+def map_job(traj, a, w=0):
+    traj.f_add_result('z', traj.x * 100 + a + w)
+    return a
+
+
+def map_postproc(traj, results, first):
+    if len(traj) == 2:                                   # pypet's: (expand, args, kwargs, ..)
+        return {'x': [3, 4]}, ([30, 40],), {'w': [5, 6]}, (first + 1,)
+    return None
+
+
+def test_pipeline_map_and_postprocessing_give_the_new_runs_their_arguments(tmp_path):
+    env = mp.Environment('pm', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'pm.hdf5'), storage_service='pickle')
+
+    def pipeline(traj):
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': [1, 2]})
+        return (map_job, ([10, 20],), {'w': [1, 2]}), (map_postproc, (7,))
+    results = env.pipeline_map(pipeline)                 # (pypet's name, an alias)
+    assert sorted(results) == [(0, 10), (1, 20), (2, 30), (3, 40)]
+    got = mp.load_trajectory(name='pm', filename=str(tmp_path / 'pm.hdf5'),
+                             load_all=mp.LOAD_DATA)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 111, 1: 222, 2: 335, 3: 446}
+
+
+def test_run_map_and_immediate_postproc_refused_as_pypet_does(tmp_path):
+    env = mp.Environment('rm', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'rm.hdf5'), storage_service='pickle')
+    env.v_trajectory.f_add_parameter('x', 0)
+    with pytest.raises(mp.ConfigurationError, match='at least one iterable'):
+        env.f_run_map(map_job)                           # (pypet: a ValueError)
+    assert not os.path.exists(str(tmp_path / 'rm.hdf5'))  # before anything was written
+    with pytest.raises(ValueError, match='use_pool=False'):
+        mp.Environment('rm2', log_config=None, use_pool=True, immediate_postproc=True)
