@@ -8036,12 +8036,14 @@ class HDF5StorageService(_FileService):
 
         def write(tmp):
             order, title = [], self.file_title
+            patched = old_exists and self._copy_whole(tmp, metas)
             with warnings.catch_warnings():
                 # No CLASS/VERSION/TITLE attributes on every node: ~40% faster and smaller.
                 # (PyTables >= 3.10 prefers the lower-case spelling, older ones only know this.)
                 warnings.simplefilter('ignore', DeprecationWarning)
-                out = tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False,
-                                       USER_BLOCK_SIZE=_USER_BLOCK)
+                out = tables.open_file(tmp, 'a', PYTABLES_SYS_ATTRS=False) \
+                    if patched else tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False,
+                                                     USER_BLOCK_SIZE=_USER_BLOCK)
             with out:
                 if old_exists:
                     with self._open() as old:
@@ -8049,8 +8051,14 @@ class HDF5StorageService(_FileService):
                             _attr(old.root._v_attrs, 'minipypet_trajectories')) if n not in drop]
                         title = title or _attr(old.root._v_attrs, 'TITLE', '')
                         for name in order:
-                            if name not in metas:
+                            if name not in metas and not patched:
                                 old.get_node('/' + name)._f_copy(out.root, recursive=True)
+                if patched:  # (the copy's groups of what is written anew or dropped go)
+                    for name in set(metas) | set(drop):
+                        if '/' + name in out:
+                            out.remove_node('/' + name, recursive=True)
+                if patched:
+                    _h5_set(out.root, 'minipypet_patched', patched)
                 for name, meta in metas.items():
                     if name in drop:
                         continue
@@ -8070,6 +8078,23 @@ class HDF5StorageService(_FileService):
             if ready is not None:
                 ready()
         _atomic_write(self.filename, write)
+
+    def _copy_whole(self, tmp, metas):
+        """Copy the file byte for byte into `tmp` when it holds other trajectories too,
+        and return how many times in a row that was done; 0: write anew. (PyTables
+        copies the trajectories kept node by node, so storing one of n into a shared
+        file cost O(n): merging 40 into one file took minutes. What HDF5 frees in a
+        patched copy and does not reuse stays, so every 16th write is whole again.)"""
+        with self._open() as old:
+            attrs = old.root._v_attrs
+            names = json.loads(_attr(attrs, 'minipypet_trajectories'))
+            count = int(_attr(attrs, 'minipypet_patched', 0)) + 1
+            if int(_attr(attrs, 'minipypet_format')) != FORMAT_VERSION or \
+                    count > 16 or not set(names) - set(metas):
+                return 0
+        import shutil
+        shutil.copyfile(self.filename, tmp)
+        return count
 
     def _write_trajectory(self, f, state):
         np = _require('numpy', 'hdf5')

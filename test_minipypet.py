@@ -11549,3 +11549,28 @@ def test_run_map_and_immediate_postproc_refused_as_pypet_does(tmp_path):
     assert not os.path.exists(str(tmp_path / 'rm.hdf5'))  # before anything was written
     with pytest.raises(ValueError, match='use_pool=False'):
         mp.Environment('rm2', log_config=None, use_pool=True, immediate_postproc=True)
+
+
+@prov_needs_tables
+def test_storing_one_of_several_trajectories_of_a_file_keeps_the_others(tmp_path):
+    # (a shared file is copied byte for byte and patched, every 16th time written whole:
+    # the others stay as they were, and freed space does not pile up)
+    filename = str(tmp_path / 'shared.hdf5')
+    for name in ('a', 'b', 'c'):
+        traj = mp.Trajectory(name, filename=filename, add_time=False)
+        traj.f_add_parameter('x', 1)
+        traj.f_add_result('r', list(range(500)), comment=name)
+        traj.f_store()
+    sizes = []
+    for i in range(20):
+        traj.f_add_result('more%d' % i, i)
+        traj.f_store()
+        sizes.append(os.path.getsize(filename))
+    assert max(sizes) < 3 * sizes[0]
+    for name in ('a', 'b', 'c'):
+        got = load(filename, name=name, load_all=mp.LOAD_DATA)
+        assert got.r == list(range(500)) and got.f_get('r').v_comment == name
+    assert load(filename, name='c', load_all=mp.LOAD_DATA).more19 == 19
+    got.f_delete_item('more3')            # (a drop of a trajectory's node, in a patched copy)
+    assert 'more3' not in load(filename, name='c', load_all=mp.LOAD_DATA)
+    assert mp.load_trajectory(name='a', filename=filename, load_all=mp.LOAD_DATA).r[-1] == 499
