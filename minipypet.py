@@ -5531,7 +5531,8 @@ if hasattr(os, 'register_at_fork'):
 #               leaves [(full name, class tag, comment, data, annotations), ...] and links
 #               [(full name, target's full name), ...] (the links the run added; a field
 #               added last, with a default, so the 5-field records of older journals read)
-#   _RunResult  what goes back from a worker: status 'ok' or 'err', the run index, value
+#   _RunResult  what goes back from a worker: status 'ok', 'err' or 'stop' (ok, and the
+#               job set pypet's sigint_handling.hit: no new runs), the run index, value
 #               (the job's return value, or the traceback text), exc_bytes (the pickled
 #               exception, or None) and the run's _RunRecord (leaves only where the parent
 #               stores the run)
@@ -10348,7 +10349,9 @@ class _RunContext:
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
-        return _RunResult('ok', idx, ret, None, record if self.store_mode == 'parent' else
+        # (the job set pypet's sigint flag, as pypet's tests do: a Ctrl+C to the parent)
+        return _RunResult('stop' if sigint_handling.hit else 'ok', idx, ret, None,
+                          record if self.store_mode == 'parent' else
                           _RunRecord('run', record.name, idx, record.info, []))
 
     def run_batch(self, tasks, fresh=None):
@@ -12554,7 +12557,7 @@ class _Sweep:
         status, idx, value, exc_bytes, record = result
         traj = self.traj
         if self.mode == 'parent':
-            if status == 'ok':
+            if status != 'err':
                 _log_return(self.results_log, idx, value)
             if getattr(self.service, 'keeps_runs', False):
                 traj._apply_run_record(record)
@@ -12563,7 +12566,9 @@ class _Sweep:
             traj._runs.set(idx, *record.info)
         # Otherwise a worker or the queue writer stored the run: the store, not this
         # message, says whether it is completed (Environment._refresh_runs).
-        if status == 'ok':
+        if status != 'err':
+            if status == 'stop' and self.env._s.graceful_exit:
+                self.stopped = True  # (as the parent's Ctrl+C: no new runs)
             self.results.append((idx, value))
             self.progress.step()
             return None
@@ -12958,12 +12963,13 @@ def racedirs(path: str) -> None:
 
 def compact_hdf5_file(filename: str, name: str | None = None, index: int | None = None,
                       keep_backup: bool = True) -> None:
-    """A no-op, kept for pypet scripts: minipypet replaces a file whole at each store (and
-    writes run data once, into segments), so it never holds the freed space that pypet's
-    ptrepack call reclaims. Returns 0, as ptrepack does on success."""
+    """A no-op, kept for pypet scripts: minipypet replaces a file at each store (and
+    writes run data once, into segments); a file shared by several trajectories is
+    patched in a copy and written whole every 16th time, so the freed space that pypet's
+    ptrepack call reclaims does not pile up. Returns 0, as ptrepack does on success."""
     del name, index, keep_backup
-    logger.info('compact_hdf5_file(%r): nothing to do; minipypet files hold no freed space',
-                filename)
+    logger.info('compact_hdf5_file(%r): nothing to do; minipypet files are rewritten '
+                'whole often enough to hold little freed space', filename)
     return 0
 
 

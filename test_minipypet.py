@@ -11574,3 +11574,24 @@ def test_storing_one_of_several_trajectories_of_a_file_keeps_the_others(tmp_path
     got.f_delete_item('more3')            # (a drop of a trajectory's node, in a patched copy)
     assert 'more3' not in load(filename, name='c', load_all=mp.LOAD_DATA)
     assert mp.load_trajectory(name='a', filename=filename, load_all=mp.LOAD_DATA).r[-1] == 499
+
+
+def sigint_flag_job(traj):
+    if traj.v_idx == 2:  # (pypet's tests stop a sweep this way, in a worker too)
+        mp.install_as_pypet()
+        sys.modules['pypet.utils.siginthandling'].sigint_handling.hit = True
+    return traj.x
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
+def test_a_worker_that_sets_pypets_sigint_flag_stops_a_graceful_sweep(tmp_path, use_pool):
+    env = mp.Environment('g', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'g.pkl'), storage_service='pickle',
+                         multiproc=True, ncores=1, use_pool=use_pool, graceful_exit=True)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(8))})
+    results = env.f_run(sigint_flag_job)
+    assert results == [(i, i) for i in range(3)]       # run 2 finished; none after it
+    assert not traj.f_is_completed()
