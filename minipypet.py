@@ -10297,6 +10297,7 @@ class _RunContext:
         self.store_mode, self.service, self.lock, self.queue = store_mode, service, lock, queue
         self.log_setup, self.clean_up = log_setup, clean_up
         self.watch = None  # (main pid, start method): workers exit when the main is gone
+        self.niceness = None  # (pypet's: the local worker processes' least niceness)
         # continuable: return values go to <cnt>.results before the run is stored, so a
         # resume has them for every run the store holds as completed
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
@@ -10535,7 +10536,17 @@ def _context_from(key, payload):
         _WORKER_CONTEXT[key] = ctx
         if ctx.log_setup is not None:
             ctx.log_setup.in_worker('process')
+        _nice(ctx.niceness)
     return ctx
+
+
+def _nice(niceness):
+    """pypet's niceness: this worker process at least that nice (Unix only; a process
+    cannot become less nice without privileges)."""
+    if niceness is not None and hasattr(os, 'nice'):
+        current = os.nice(0)
+        if niceness > current:
+            os.nice(niceness - current)
 
 
 def _safe_result(result):
@@ -10646,6 +10657,7 @@ def _process_run(conn, key, payload, idx, values, extra):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
     _die_with_main(ctx.watch)
+    _nice(ctx.niceness)
     ctx.traj._fast_attributes(True)  # (fork: the parent's copy, inherited, not unpickled)
     if ctx.log_setup is not None:
         ctx.log_setup.in_worker('run', idx)
@@ -11084,7 +11096,6 @@ _NO_EFFECT = {
     'cpu_cap': (100.0, 'worker processes are not throttled'),
     'memory_cap': (100.0, 'worker processes are not throttled'),
     'swap_cap': (100.0, 'worker processes are not throttled'),
-    'niceness': (None, 'worker processes keep the main process\'s priority'),
     'gc_interval': (None, 'the garbage collector runs as Python schedules it'),
 }
 
@@ -11108,7 +11119,7 @@ class _Settings:
                  'automatic_storing', 'clean_up_runs', 'graceful_exit', 'start_method',
                  'executor', 'record_failed_runs', 'report_progress', 'show_progress',
                  'do_single_runs', 'git_message', 'lazy', 'fsync_interval', 'log_level',
-                 'storage')
+                 'niceness', 'storage')
     # pypet 0.7's name -> the seed's
     _SPELLINGS = (('resumable', 'continuable'), ('resume_folder', 'continue_folder'),
                   ('delete_resume', 'delete_continue'), ('freeze_pool_input', 'freeze_input'),
@@ -11151,7 +11162,8 @@ class _Settings:
             'fsync_interval': -1.0 if self.fsync_interval is None else self.fsync_interval,
             'record_failed_runs': self.record_failed_runs,
             'storage_service': type(service).__name__,
-            'filename': getattr(service, 'filename', None) or ''}
+            'filename': getattr(service, 'filename', None) or '',
+            **({} if self.niceness is None else {'niceness': self.niceness})}
 
     @staticmethod
     def _check(a):
@@ -11273,7 +11285,7 @@ class Environment:
             last one when that run provably left it unchanged).
         timeout: refused (pypet's network modes).
         cpu_cap, memory_cap, swap_cap: accepted in (0, 100] for pypet, not enforced.
-        niceness: accepted for pypet, not applied to worker processes.
+        niceness: pypet's: the worker processes on this machine at least that nice (Unix).
         continuable: write <trajectory>.cnt so that a crashed sweep can be resumed.
         continue_folder: where the .cnt goes (default: beside the data file).
         delete_continue: delete the .cnt after a complete sweep.
@@ -12323,7 +12335,7 @@ class _Sweep:
                           results_path=None if self.mode == 'parent' else self.results_path)
         executor = self.env._s.executor
         if executor is None or _is_local_pool(executor):  # (not a cluster's workers)
-            ctx.watch = self._watch()
+            ctx.watch, ctx.niceness = self._watch(), self.env._s.niceness
         return ctx, '%s-%s' % (self.traj.v_name, os.urandom(8).hex())
 
     def _watch(self):

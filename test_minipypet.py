@@ -8492,9 +8492,7 @@ def test_pypet_arguments_without_effect_say_so_once_in_the_log(tmp_path, caplog,
     assert said == ['Environment(log_stdout=True) has no effect in minipypet: print output '
                     'is not copied into the log files',
                     "Environment(cpu_cap=50.0) has no effect in minipypet: worker processes "
-                    "are not throttled",
-                    "Environment(niceness=5) has no effect in minipypet: worker processes "
-                    "keep the main process's priority"]  # display_time=20 is the default
+                    "are not throttled"]  # display_time=20 is the default; niceness acts
 
 
 def test_environment_defaults_are_those_of_the_seed():
@@ -11595,3 +11593,21 @@ def test_a_worker_that_sets_pypets_sigint_flag_stops_a_graceful_sweep(tmp_path, 
     results = env.f_run(sigint_flag_job)
     assert results == [(i, i) for i in range(3)]       # run 2 finished; none after it
     assert not traj.f_is_completed()
+
+
+def niceness_job(traj):
+    return os.nice(0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not hasattr(os, 'nice'), reason='os.nice is Unix only')
+@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
+def test_niceness_makes_the_workers_nicer_as_pypets(tmp_path, use_pool):
+    env = mp.Environment('n', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'n.pkl'), storage_service='pickle',
+                         multiproc=True, ncores=1, use_pool=use_pool, niceness=os.nice(0) + 3)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2]})
+    assert [nice for _, nice in env.f_run(niceness_job)] == [os.nice(0) + 3] * 2
+    assert traj.niceness == os.nice(0) + 3      # config.environment.n.niceness, as pypet's
