@@ -227,6 +227,10 @@ class ConfigurationError(PypetError, ValueError):
     """An argument or a combination of arguments that cannot work."""
 
 
+class _MergeMismatchError(ConfigurationError, TypeError):
+    """Trajectories whose parameters differ cannot be merged (pypet's TypeError)."""
+
+
 class PresettingError(ConfigurationError):
     """A parameter was preset (f_preset_parameter) but never added (pypet's name)."""
 
@@ -4841,7 +4845,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if shortcuts is None:
             shortcuts = self._props['shortcuts']
         node, depth = start, 0  # (depth below start along the path: max_depth limits it)
-        for comp in name.split('.'):
+        parts = name.split('.')
+        for i, comp in enumerate(parts):
             if node.v_is_leaf:
                 return None
             child = node._children.get(comp)
@@ -4868,9 +4873,16 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                         child = self._insert(node, NNGroupNode('runs'))
                 if child is None and shortcuts:
                     self._lazy_lookup(tr, node)  # (pending runs: see _PendingRuns)
-                    child = self._search(node, tr, max_depth - depth + 1 if max_depth
-                                         is not None else self._props['max_depth'],
-                                         with_links)
+                    try:
+                        child = self._search(node, tr, max_depth - depth + 1
+                                             if max_depth is not None
+                                             else self._props['max_depth'], with_links)
+                    except NotUniqueNodeError:
+                        if i + 1 == len(parts) or max_depth is not None:
+                            raise
+                        # (pypet's: 'run_00000001.rrr' is the one whose rest resolves)
+                        return self._by_rest(node, tr, '.'.join(parts[i + 1:]),
+                                             with_links)
                     if child is not None and not self._link_count and (
                             node is self or child._full_name.startswith(node._full_name + '.')):
                         # (the groups skipped; through links the search kept to max_depth)
@@ -4881,6 +4893,26 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 return None
             node = child
         return node
+
+    def _by_rest(self, start, comp, rest, with_links):
+        """The node at `rest` below the one group named `comp` (below `start`) that has
+        it; NotUniqueNodeError if none or several do."""
+        prefix = start._full_name + '.' if start._full_name else ''
+        found = set()
+        for full, group in (self._by_name.get(comp) or {}).items():
+            if full.startswith(prefix) and not group.v_is_leaf:
+                try:
+                    node = self._resolve(group, rest, None, None, with_links)
+                except NotUniqueNodeError:
+                    node = None
+                if node is not None:
+                    found.add(node)
+        if len(found) != 1:
+            raise NotUniqueNodeError(
+                '%r is not unique below %s, and %s %s below it; use a longer name' % (
+                    comp, start._full_name or 'the trajectory', rest,
+                    'is in several' if found else 'is in none'))
+        return found.pop()
 
     @staticmethod
     def _run_set(node):
@@ -5215,13 +5247,24 @@ def _point_key(values):
 
 def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge_config):
     """Fold `other` (a state) into `mine`: new run indices, explored ranges, run data."""
-    def params(state):
-        return {k for k, r in state['nodes'].items()
-                if k.startswith('parameters.') and r['kind'] == 'leaf'}
+    def params(state):  # (pypet: ignore_data leaves them out of the comparison too)
+        return {k for k, r in state['nodes'].items() if k.startswith('parameters.') and
+                r['kind'] == 'leaf' and not any(k.startswith(i) for i in ignore)}
     if params(mine) != params(other):
-        raise ConfigurationError('cannot merge: the parameters differ (only here: %s; only '
-                                 'in the other: %s)' % (sorted(params(mine) - params(other)),
-                                                        sorted(params(other) - params(mine))))
+        raise _MergeMismatchError(
+            'cannot merge: the parameters differ (only here: %s; only in the other: %s)'
+            % (sorted(params(mine) - params(other)),
+               sorted(params(other) - params(mine))))
+
+    def kind(state, key):  # (a numpy scalar as the Python value it holds)
+        value = (state['nodes'][key].get('data') or {}).get('data')
+        return type(value.item() if getattr(value, 'ndim', None) == 0 else value)
+    for key in sorted(params(mine)):  # (pypet: a parameter of another type, too)
+        kinds = kind(mine, key), kind(other, key)
+        if kinds[0] is not kinds[1] and type(None) not in kinds:
+            raise _MergeMismatchError('cannot merge: %s is a %s here and a %s in the '
+                                      'other' % (key, kinds[0].__name__,
+                                                 kinds[1].__name__))
     explored = list(mine['explored']) + [k for k in other['explored']
                                          if k not in mine['explored']]
 

@@ -11611,3 +11611,33 @@ def test_niceness_makes_the_workers_nicer_as_pypets(tmp_path, use_pool):
     traj.f_explore({'x': [1, 2]})
     assert [nice for _, nice in env.f_run(niceness_job)] == [os.nice(0) + 3] * 2
     assert traj.niceness == os.nice(0) + 3      # config.environment.n.niceness, as pypet's
+
+
+def test_a_dotted_name_resolves_by_its_rest_where_its_first_part_is_ambiguous():
+    traj = mp.Trajectory('amb', add_time=False)
+    traj.f_add_result('runs.run_00000001.rrr', 1)
+    traj.f_add_derived_parameter('runs.run_00000001.other', 2)
+    assert traj.f_get('run_00000001.rrr').v_full_name == 'results.runs.run_00000001.rrr'
+    with pytest.raises(mp.NotUniqueNodeError, match='is in none'):
+        traj.f_get('run_00000001.missing')
+    with pytest.raises(mp.NotUniqueNodeError, match='match at the same depth'):
+        traj.f_get('run_00000001')
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_ignores_ignored_parameters_and_refuses_other_types(tmp_path, backend):
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    b, _ = make_part(tmp_path, backend, 'part_b', [2])
+    b.f_add_parameter('Ignore.Me', 42)
+    b.f_store()
+    a.f_add_parameter('Denied', 13)
+    a.f_store()
+    with pytest.raises(TypeError, match='the parameters differ'):   # (pypet's TypeError)
+        a.f_merge(b, backup=False)
+    b.f_add_parameter('Denied', 13.5)                  # (in memory, as pypet's test)
+    with pytest.raises(TypeError, match='Denied is a int here and a float'):
+        a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
+    b.f_get('Denied').f_unlock()
+    b.f_get('Denied').f_set(15)
+    a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
+    assert len(a) == 3 and 'Ignore' not in a.parameters
