@@ -4898,7 +4898,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         """The node at `rest` below the one group named `comp` (below `start`) that has
         it; NotUniqueNodeError if none or several do."""
         prefix = start._full_name + '.' if start._full_name else ''
-        found = set()
+        found = {}  # (by identity: nodes may compare equal by their data)
         for full, group in (self._by_name.get(comp) or {}).items():
             if full.startswith(prefix) and not group.v_is_leaf:
                 try:
@@ -4906,13 +4906,13 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 except NotUniqueNodeError:
                     node = None
                 if node is not None:
-                    found.add(node)
+                    found[id(node)] = node
         if len(found) != 1:
             raise NotUniqueNodeError(
                 '%r is not unique below %s, and %s %s below it; use a longer name' % (
                     comp, start._full_name or 'the trajectory', rest,
                     'is in several' if found else 'is in none'))
-        return found.pop()
+        return found.popitem()[1]
 
     @staticmethod
     def _run_set(node):
