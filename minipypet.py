@@ -228,6 +228,10 @@ class ConfigurationError(PypetError, ValueError):
     """An argument or a combination of arguments that cannot work."""
 
 
+class _MergeMismatchError(ConfigurationError, TypeError):
+    """Trajectories whose parameters differ cannot be merged (pypet's TypeError)."""
+
+
 class PresettingError(ConfigurationError):
     """A parameter was preset (f_preset_parameter) but never added (pypet's name)."""
 
@@ -3834,6 +3838,7 @@ class _StorageMixin:
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
             self.f_store_items(list(self._new_leaves))
             return
+        self._store_merged()
         self.__dict__['_store_max_depth'] = max_depth  # (read by _to_state, see there)
         try:
             self._service().store(TRAJECTORY, self, only_init=only_init, store_data=store_data)
@@ -3932,6 +3937,7 @@ class _StorageMixin:
         the README): allow_pickle=True unpickles any, False none."""
         if load_all is not None:
             load_data = load_all
+        self._store_merged()  # (loading reads the file, so merges waiting in memory first)
         if load_data is not None:
             load_parameters = load_derived_parameters = load_results = load_other_data = \
                 load_data
@@ -4130,7 +4136,9 @@ class _StorageMixin:
         whose parameter point this trajectory has already; `trial_parameter` is renumbered
         to continue after this trajectory's trials; config and environment entries of both
         are kept, and so are the other's comments. Both trajectories must be stored;
-        `backup` first writes each into backup_<name> beside its file (pypet's names)."""
+        `backup` first writes each into backup_<name> beside its file (pypet's names).
+        consecutive_merge: as pypet's, the merged trajectory is written at the next f_store
+        (or f_load) instead of at each merge: call f_store() after the last one."""
         for traj in (self, other_trajectory):
             if not isinstance(traj._storage_service, _FileService) or not traj._stored:
                 raise PypetError('f_merge needs both trajectories stored in files; %s is not '
@@ -4139,6 +4147,10 @@ class _StorageMixin:
                 other_trajectory._storage_service.filename == self._storage_service.filename:
             raise PypetError('cannot merge %s with itself' % self._name)
         service = self._storage_service
+        defer = consecutive_merge and not (backup or backup_filename or move_data or
+                                           delete_other_trajectory)
+        if not defer:
+            self._store_merged()
         if backup or backup_filename:  # (pypet 0.7 took backup_filename=True for backup)
             # as pypet's: each trajectory into backup_<name> beside its file, the other
             # first; a name an earlier merge took gets a number (a backup is never lost)
@@ -4155,21 +4167,33 @@ class _StorageMixin:
                     target = '%s_%d%s' % (root, count, ext)
                 traj.f_backup(target)
         # (this trajectory's run rows are stored already: only their indices are read)
-        mine = service._load_state(self._name, data={'config', 'parameters'})
+        mine = self.__dict__.pop('_merged', None) or service._load_state(
+            self._name, data={'config', 'parameters'})
         _merge_memory(mine, self._to_state(), STORE_DATA, False)
         other = other_trajectory._storage_service._load_state(other_trajectory._name,
                                                               data=True)
         _merge_memory(other, other_trajectory._to_state(), STORE_DATA, False)
         _merge_states(mine, other, trial_parameter, remove_duplicates, set(ignore_data),
                       merge_config)
-        service.checkpoint(extra=(mine, OVERWRITE_DATA, False))
+        if defer:  # (a write copies every trajectory of the file: the caller stores once)
+            self.__dict__['_merged'] = mine
+        else:
+            service.checkpoint(extra=(mine, OVERWRITE_DATA, False))
         if move_data or delete_other_trajectory:
             other_trajectory._storage_service.delete_trajectory(other_trajectory._name)
         self._reset_tree()
-        self._from_state(service._load_state(self._name, data={'config', 'parameters'}), {
+        self._from_state(dict(mine, runs={f: list(v) for f, v in mine['runs'].items()})
+                         if defer else
+                         service._load_state(self._name, data={'config', 'parameters'}), {
             'config': LOAD_DATA, 'parameters': LOAD_DATA,
             'derived_parameters': LOAD_SKELETON, 'results': LOAD_SKELETON})
         return self
+
+    def _store_merged(self):
+        """Write what consecutive merges (f_merge(consecutive_merge=True)) left in memory."""
+        pending = self.__dict__.pop('_merged', None)
+        if pending is not None:
+            self._storage_service.checkpoint(extra=(pending, OVERWRITE_DATA, False))
 
     def f_merge_many(self, other_trajectories: list, **kwargs: object) -> None:
         """f_merge each of `other_trajectories` in turn (keywords: f_merge's)."""
@@ -4911,7 +4935,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if shortcuts is None:
             shortcuts = self._props['shortcuts']
         node, depth = start, 0  # (depth below start along the path: max_depth limits it)
-        for comp in name.split('.'):
+        parts = name.split('.')
+        for i, comp in enumerate(parts):
             if node.v_is_leaf:
                 return None
             child = node._children.get(comp)
@@ -4938,9 +4963,16 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                         child = self._insert(node, NNGroupNode('runs'))
                 if child is None and shortcuts:
                     self._lazy_lookup(tr, node)  # (pending runs: see _PendingRuns)
-                    child = self._search(node, tr, max_depth - depth + 1 if max_depth
-                                         is not None else self._props['max_depth'],
-                                         with_links)
+                    try:
+                        child = self._search(node, tr, max_depth - depth + 1
+                                             if max_depth is not None
+                                             else self._props['max_depth'], with_links)
+                    except NotUniqueNodeError:
+                        if i + 1 == len(parts) or max_depth is not None:
+                            raise
+                        # (pypet's: 'run_00000001.rrr' is the one whose rest resolves)
+                        return self._by_rest(node, tr, '.'.join(parts[i + 1:]),
+                                             with_links)
                     if child is not None and not self._link_count and (
                             node is self or child._full_name.startswith(node._full_name + '.')):
                         # (the groups skipped; through links the search kept to max_depth)
@@ -4951,6 +4983,26 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 return None
             node = child
         return node
+
+    def _by_rest(self, start, comp, rest, with_links):
+        """The node at `rest` below the one group named `comp` (below `start`) that has
+        it; NotUniqueNodeError if none or several do."""
+        prefix = start._full_name + '.' if start._full_name else ''
+        found = {}  # (by identity: nodes may compare equal by their data)
+        for full, group in (self._by_name.get(comp) or {}).items():
+            if full.startswith(prefix) and not group.v_is_leaf:
+                try:
+                    node = self._resolve(group, rest, None, None, with_links)
+                except NotUniqueNodeError:
+                    node = None
+                if node is not None:
+                    found[id(node)] = node
+        if len(found) != 1:
+            raise NotUniqueNodeError(
+                '%r is not unique below %s, and %s %s below it; use a longer name' % (
+                    comp, start._full_name or 'the trajectory', rest,
+                    'is in several' if found else 'is in none'))
+        return found.popitem()[1]
 
     @staticmethod
     def _run_set(node):
@@ -5285,13 +5337,24 @@ def _point_key(values):
 
 def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge_config):
     """Fold `other` (a state) into `mine`: new run indices, explored ranges, run data."""
-    def params(state):
-        return {k for k, r in state['nodes'].items()
-                if k.startswith('parameters.') and r['kind'] == 'leaf'}
+    def params(state):  # (pypet: ignore_data leaves them out of the comparison too)
+        return {k for k, r in state['nodes'].items() if k.startswith('parameters.') and
+                r['kind'] == 'leaf' and not any(k.startswith(i) for i in ignore)}
     if params(mine) != params(other):
-        raise ConfigurationError('cannot merge: the parameters differ (only here: %s; only '
-                                 'in the other: %s)' % (sorted(params(mine) - params(other)),
-                                                        sorted(params(other) - params(mine))))
+        raise _MergeMismatchError(
+            'cannot merge: the parameters differ (only here: %s; only in the other: %s)'
+            % (sorted(params(mine) - params(other)),
+               sorted(params(other) - params(mine))))
+
+    def kind(state, key):  # (a numpy scalar as the Python value it holds)
+        value = (state['nodes'][key].get('data') or {}).get('data')
+        return type(value.item() if getattr(value, 'ndim', None) == 0 else value)
+    for key in sorted(params(mine)):  # (pypet: a parameter of another type, too)
+        kinds = kind(mine, key), kind(other, key)
+        if kinds[0] is not kinds[1] and type(None) not in kinds:
+            raise _MergeMismatchError('cannot merge: %s is a %s here and a %s in the '
+                                      'other' % (key, kinds[0].__name__,
+                                                 kinds[1].__name__))
     explored = list(mine['explored']) + [k for k in other['explored']
                                          if k not in mine['explored']]
 
@@ -5601,7 +5664,8 @@ if hasattr(os, 'register_at_fork'):
 #               leaves [(full name, class tag, comment, data, annotations), ...] and links
 #               [(full name, target's full name), ...] (the links the run added; a field
 #               added last, with a default, so the 5-field records of older journals read)
-#   _RunResult  what goes back from a worker: status 'ok' or 'err', the run index, value
+#   _RunResult  what goes back from a worker: status 'ok', 'err' or 'stop' (ok, and the
+#               job set pypet's sigint_handling.hit: no new runs), the run index, value
 #               (the job's return value, or the traceback text), exc_bytes (the pickled
 #               exception, or None) and the run's _RunRecord (leaves only where the parent
 #               stores the run)
@@ -8107,12 +8171,14 @@ class HDF5StorageService(_FileService):
 
         def write(tmp):
             order, title = [], self.file_title
+            patched = old_exists and self._copy_whole(tmp, metas)
             with warnings.catch_warnings():
                 # No CLASS/VERSION/TITLE attributes on every node: ~40% faster and smaller.
                 # (PyTables >= 3.10 prefers the lower-case spelling, older ones only know this.)
                 warnings.simplefilter('ignore', DeprecationWarning)
-                out = tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False,
-                                       USER_BLOCK_SIZE=_USER_BLOCK)
+                out = tables.open_file(tmp, 'a', PYTABLES_SYS_ATTRS=False) \
+                    if patched else tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False,
+                                                     USER_BLOCK_SIZE=_USER_BLOCK)
             with out:
                 if old_exists:
                     with self._open() as old:
@@ -8120,8 +8186,14 @@ class HDF5StorageService(_FileService):
                             _attr(old.root._v_attrs, 'minipypet_trajectories')) if n not in drop]
                         title = title or _attr(old.root._v_attrs, 'TITLE', '')
                         for name in order:
-                            if name not in metas:
+                            if name not in metas and not patched:
                                 old.get_node('/' + name)._f_copy(out.root, recursive=True)
+                if patched:  # (the copy's groups of what is written anew or dropped go)
+                    for name in set(metas) | set(drop):
+                        if '/' + name in out:
+                            out.remove_node('/' + name, recursive=True)
+                if patched:
+                    _h5_set(out.root, 'minipypet_patched', patched)
                 for name, meta in metas.items():
                     if name in drop:
                         continue
@@ -8141,6 +8213,23 @@ class HDF5StorageService(_FileService):
             if ready is not None:
                 ready()
         _atomic_write(self.filename, write)
+
+    def _copy_whole(self, tmp, metas):
+        """Copy the file byte for byte into `tmp` when it holds other trajectories too,
+        and return how many times in a row that was done; 0: write anew. (PyTables
+        copies the trajectories kept node by node, so storing one of n into a shared
+        file cost O(n): merging 40 into one file took minutes. What HDF5 frees in a
+        patched copy and does not reuse stays, so every 16th write is whole again.)"""
+        with self._open() as old:
+            attrs = old.root._v_attrs
+            names = json.loads(_attr(attrs, 'minipypet_trajectories'))
+            count = int(_attr(attrs, 'minipypet_patched', 0)) + 1
+            if int(_attr(attrs, 'minipypet_format')) != FORMAT_VERSION or \
+                    count > 16 or not set(names) - set(metas):
+                return 0
+        import shutil
+        shutil.copyfile(self.filename, tmp)
+        return count
 
     def _write_trajectory(self, f, state):
         np = _require('numpy', 'hdf5')
@@ -10389,6 +10478,7 @@ class _RunContext:
         self.store_mode, self.service, self.lock, self.queue = store_mode, service, lock, queue
         self.log_setup, self.clean_up = log_setup, clean_up
         self.watch = None  # (main pid, start method): workers exit when the main is gone
+        self.niceness = None  # (pypet's: the local worker processes' least niceness)
         # continuable: return values go to <cnt>.results before the run is stored, so a
         # resume has them for every run the store holds as completed
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
@@ -10441,7 +10531,9 @@ class _RunContext:
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
-        return _RunResult('ok', idx, ret, None, record if self.store_mode == 'parent' else
+        # (the job set pypet's sigint flag, as pypet's tests do: a Ctrl+C to the parent)
+        return _RunResult('stop' if sigint_handling.hit else 'ok', idx, ret, None,
+                          record if self.store_mode == 'parent' else
                           _RunRecord('run', record.name, idx, record.info, []))
 
     def run_batch(self, tasks, fresh=None):
@@ -10625,7 +10717,17 @@ def _context_from(key, payload):
         _WORKER_CONTEXT[key] = ctx
         if ctx.log_setup is not None:
             ctx.log_setup.in_worker('process')
+        _nice(ctx.niceness)
     return ctx
+
+
+def _nice(niceness):
+    """pypet's niceness: this worker process at least that nice (Unix only; a process
+    cannot become less nice without privileges)."""
+    if niceness is not None and hasattr(os, 'nice'):
+        current = os.nice(0)
+        if niceness > current:
+            os.nice(niceness - current)
 
 
 def _safe_result(result):
@@ -10736,6 +10838,7 @@ def _process_run(conn, key, payload, idx, values, extra):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = pickle.loads(payload) if isinstance(payload, bytes) else payload
     _die_with_main(ctx.watch)
+    _nice(ctx.niceness)
     ctx.traj._fast_attributes(True)  # (fork: the parent's copy, inherited, not unpickled)
     if ctx.log_setup is not None:
         ctx.log_setup.in_worker('run', idx)
@@ -11174,7 +11277,6 @@ _NO_EFFECT = {
     'cpu_cap': (100.0, 'worker processes are not throttled'),
     'memory_cap': (100.0, 'worker processes are not throttled'),
     'swap_cap': (100.0, 'worker processes are not throttled'),
-    'niceness': (None, 'worker processes keep the main process\'s priority'),
     'gc_interval': (None, 'the garbage collector runs as Python schedules it'),
 }
 
@@ -11198,7 +11300,7 @@ class _Settings:
                  'automatic_storing', 'clean_up_runs', 'graceful_exit', 'start_method',
                  'executor', 'record_failed_runs', 'report_progress', 'show_progress',
                  'do_single_runs', 'git_message', 'lazy', 'fsync_interval', 'log_level',
-                 'storage')
+                 'niceness', 'storage')
     # pypet 0.7's name -> the seed's
     _SPELLINGS = (('resumable', 'continuable'), ('resume_folder', 'continue_folder'),
                   ('delete_resume', 'delete_continue'), ('freeze_pool_input', 'freeze_input'),
@@ -11241,7 +11343,8 @@ class _Settings:
             'fsync_interval': -1.0 if self.fsync_interval is None else self.fsync_interval,
             'record_failed_runs': self.record_failed_runs,
             'storage_service': type(service).__name__,
-            'filename': getattr(service, 'filename', None) or ''}
+            'filename': getattr(service, 'filename', None) or '',
+            **({} if self.niceness is None else {'niceness': self.niceness})}
 
     @staticmethod
     def _check(a):
@@ -11278,7 +11381,7 @@ class _Settings:
                 a['executor'] is None:
             bad('freeze_input only applies to a pool (multiproc=True, use_pool=True) or an '
                 'executor')
-        if a['immediate_postproc'] and a['use_pool'] and a['multiproc']:
+        if a['immediate_postproc'] and a['use_pool']:  # (pypet: even without multiproc)
             bad('immediate_postproc needs use_pool=False')
         if a['start_method'] not in (None, 'fork', 'spawn', 'forkserver'):
             bad("start_method must be None, 'fork', 'spawn' or 'forkserver', got %r"
@@ -11311,6 +11414,21 @@ class _Settings:
 # ============================================================================================
 # Environment
 # ============================================================================================
+def _map_arguments(iter_args, iter_kwargs, n):
+    """[(args, kwargs)] of `n` runs from iterables of one element a run (f_run_map)."""
+    columns = [list(a) for a in iter_args]
+    kwcolumns = {k: list(v) for k, v in iter_kwargs.items()}
+    if not columns and not kwcolumns:
+        raise ConfigurationError('f_run_map needs at least one iterable of arguments '
+                                 '(one element per run); use f_run for none')
+    for col in columns + list(kwcolumns.values()):
+        if len(col) != n:
+            raise ConfigurationError('f_run_map: every iterable needs one element per '
+                                     'run (%d), got %d' % (n, len(col)))
+    return [(tuple(c[i] for c in columns), {k: v[i] for k, v in kwcolumns.items()})
+            for i in range(n)]
+
+
 class Environment:
     """Runs a job once per point of a trajectory's exploration and stores everything.
 
@@ -11348,7 +11466,7 @@ class Environment:
             last one when that run provably left it unchanged).
         timeout: refused (pypet's network modes).
         cpu_cap, memory_cap, swap_cap: accepted in (0, 100] for pypet, not enforced.
-        niceness: accepted for pypet, not applied to worker processes.
+        niceness: pypet's: the worker processes on this machine at least that nice (Unix).
         continuable: write <trajectory>.cnt so that a crashed sweep can be resumed.
         continue_folder: where the .cnt goes (default: beside the data file).
         delete_continue: delete the .cnt after a complete sweep.
@@ -11726,20 +11844,20 @@ class Environment:
     def f_run_map(self, runfunc: collections.abc.Callable, *iter_args: collections.abc.Iterable,
                   **iter_kwargs: collections.abc.Iterable) -> list:
         """Like f_run, but run i gets the i-th element of each iterable as arguments."""
-        columns = [list(a) for a in iter_args]
-        kwcolumns = {k: list(v) for k, v in iter_kwargs.items()}
-        n = len(self._traj)
-        for col in columns + list(kwcolumns.values()):
-            if len(col) != n:
-                raise ConfigurationError('f_run_map: every iterable needs one element per run '
-                                         '(%d), got %d' % (n, len(col)))
-        per_run = [(tuple(c[i] for c in columns), {k: v[i] for k, v in kwcolumns.items()})
-                   for i in range(n)]
-        return self._execute(runfunc, (), {}, per_run)
+        return self._execute(runfunc, (), {}, _map_arguments(iter_args, iter_kwargs,
+                                                             len(self._traj)))
 
     def f_pipeline(self, pipeline: collections.abc.Callable) -> list | None:
         """pipeline(traj) builds the trajectory and returns (runfunc, args, kwargs) or
         ((runfunc, args, kwargs), (postproc, args, kwargs)); None means analysis only."""
+        return self._pipeline(pipeline, self.f_run)
+
+    def f_pipeline_map(self, pipeline: collections.abc.Callable) -> list | None:
+        """f_pipeline whose run part is (runfunc, iter_args, iter_kwargs), as f_run_map
+        takes them."""
+        return self._pipeline(pipeline, self.f_run_map)
+
+    def _pipeline(self, pipeline, run):
         spec = pipeline(self._traj)
         if spec is None:
             return None
@@ -11758,8 +11876,8 @@ class Environment:
                                          '(postproc[, args[, kwargs]]), got %r' % (post,))
             self.f_add_postprocessing(post[0], *(post[1] if len(post) > 1 else ()),
                                       **(post[2] if len(post) > 2 else {}))
-        return self.f_run(run_spec[0], *(run_spec[1] if len(run_spec) > 1 else ()),
-                          **(run_spec[2] if len(run_spec) > 2 else {}))
+        return run(run_spec[0], *(run_spec[1] if len(run_spec) > 1 else ()),
+                   **(run_spec[2] if len(run_spec) > 2 else {}))
 
     def _service(self):
         service = self._traj.v_storage_service
@@ -11820,6 +11938,10 @@ class Environment:
                 self._config('postproc_expand', True)
                 if expanded is not None:
                     args, kwargs = expanded
+                    if per_run is not None:  # (a map: iterables for the new runs)
+                        per_run = per_run + _map_arguments(args, kwargs,
+                                                           len(traj) - len(per_run))
+                        args, kwargs = (), {}
                 if self._s.automatic_storing:  # the new runs' ranges reach the store first
                     traj.f_store(only_init=True)
                     if cnt is not None:
@@ -12394,7 +12516,7 @@ class _Sweep:
                           results_path=None if self.mode == 'parent' else self.results_path)
         executor = self.env._s.executor
         if executor is None or _is_local_pool(executor):  # (not a cluster's workers)
-            ctx.watch = self._watch()
+            ctx.watch, ctx.niceness = self._watch(), self.env._s.niceness
         return ctx, '%s-%s' % (self.traj.v_name, os.urandom(8).hex())
 
     def _watch(self):
@@ -12628,7 +12750,7 @@ class _Sweep:
         status, idx, value, exc_bytes, record = result
         traj = self.traj
         if self.mode == 'parent':
-            if status == 'ok':
+            if status != 'err':
                 _log_return(self.results_log, idx, value)
             if getattr(self.service, 'keeps_runs', False):
                 traj._apply_run_record(record)
@@ -12637,7 +12759,9 @@ class _Sweep:
             traj._runs.set(idx, *record.info)
         # Otherwise a worker or the queue writer stored the run: the store, not this
         # message, says whether it is completed (Environment._refresh_runs).
-        if status == 'ok':
+        if status != 'err':
+            if status == 'stop' and self.env._s.graceful_exit:
+                self.stopped = True  # (as the parent's Ctrl+C: no new runs)
             self.results.append((idx, value))
             self.progress.step()
             return None
@@ -13032,12 +13156,13 @@ def racedirs(path: str) -> None:
 
 def compact_hdf5_file(filename: str, name: str | None = None, index: int | None = None,
                       keep_backup: bool = True) -> None:
-    """A no-op, kept for pypet scripts: minipypet replaces a file whole at each store (and
-    writes run data once, into segments), so it never holds the freed space that pypet's
-    ptrepack call reclaims. Returns 0, as ptrepack does on success."""
+    """A no-op, kept for pypet scripts: minipypet replaces a file at each store (and
+    writes run data once, into segments); a file shared by several trajectories is
+    patched in a copy and written whole every 16th time, so the freed space that pypet's
+    ptrepack call reclaims does not pile up. Returns 0, as ptrepack does on success."""
     del name, index, keep_backup
-    logger.info('compact_hdf5_file(%r): nothing to do; minipypet files hold no freed space',
-                filename)
+    logger.info('compact_hdf5_file(%r): nothing to do; minipypet files are rewritten '
+                'whole often enough to hold little freed space', filename)
     return 0
 
 
@@ -13422,8 +13547,9 @@ _ALIASES = {
                     'v_full_name', 'v_comment', 'v_location'],
     Result: ['f_set', 'f_set_single', 'f_get', 'f_to_dict', 'f_is_empty', 'f_empty',
              'f_translate_key', 'f_val_to_str'],
-    Environment: ['f_run', 'f_run_map', 'f_pipeline', 'f_add_postprocessing', 'f_resume',
-                  'f_continue_run', 'f_disable_logging', 'v_trajectory', 'v_traj', 'v_name',
+    Environment: ['f_run', 'f_run_map', 'f_pipeline', 'f_pipeline_map',
+                  'f_add_postprocessing', 'f_resume', 'f_continue_run',
+                  'f_disable_logging', 'v_trajectory', 'v_traj', 'v_name',
                   'v_hexsha', 'v_time', 'v_timestamp'],
 }
 _RENAMED = {'v_trajectory': 'trajectory', 'v_traj': 'traj', 'f_resume': 'resume',
@@ -13526,8 +13652,9 @@ def install_as_pypet() -> types.ModuleType:
         'comparisons': dict(nested_equal=nested_equal, parameters_equal=parameters_equal,
                             results_equal=results_equal),
         'decorators': dict(manual_run=manual_run, retry=retry),
-        'mpwrappers': dict(LockWrapper=LockWrapper,
-                           QueueStorageServiceSender=QueueStorageServiceSender),
+        'mpwrappers': dict(LockWrapper=LockWrapper, ReferenceWrapper=LockWrapper,
+                           QueueStorageServiceSender=QueueStorageServiceSender,
+                           PipeStorageServiceSender=QueueStorageServiceSender),
         'siginthandling': dict(sigint_handling=sigint_handling),
         'hdf5compression': dict(compact_hdf5_file=compact_hdf5_file),
         'trajectory_utils': dict(merge_all_in_folder=merge_all_in_folder),

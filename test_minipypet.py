@@ -8494,9 +8494,7 @@ def test_pypet_arguments_without_effect_say_so_once_in_the_log(tmp_path, caplog,
     assert said == ['Environment(log_stdout=True) has no effect in minipypet: print output '
                     'is not copied into the log files',
                     "Environment(cpu_cap=50.0) has no effect in minipypet: worker processes "
-                    "are not throttled",
-                    "Environment(niceness=5) has no effect in minipypet: worker processes "
-                    "keep the main process's priority"]  # display_time=20 is the default
+                    "are not throttled"]  # display_time=20 is the default; niceness acts
 
 
 def test_environment_defaults_are_those_of_the_seed():
@@ -11569,6 +11567,8 @@ def test_plain_value_to_an_unknown_name_raises_attribute_error():
         traj.par.simulation = 1.0  # (a group: no value to set either)
     traj.par.simulation.dt = 0.2  # (an existing parameter takes the value, as pypet's)
     assert 'dt3' not in traj and traj.dt == 0.2
+
+
 # ==== issuer14-r4 (to be sorted into sections) ====
 def _flip_middle_of_chunk(path, dset_path, chunk=0):
     """Flip the middle byte of a dataset's chunk (however small compression made it)."""
@@ -11723,3 +11723,159 @@ def test_f_get_from_runs_of_pending_runs_makes_a_run_when_its_leaf_is_asked_for(
     traj = load(filename, load_results=load_results)
     dz = traj.f_get_from_runs('dz', use_indices=True)
     assert type(dz) is dict and dz == {}
+
+
+# ==== issuer18-r4 (to be sorted into sections) ====
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_consecutive_merges_are_written_by_the_next_store_or_load(tmp_path, backend):
+    # pypet's consecutive_merge=True: no write per merge (each write copies the file's other
+    # trajectories, so merging many into a shared file grew quadratic); f_store writes
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    others = [make_part(tmp_path, backend, 'part_%d' % x, [x])[0] for x in (2, 3, 4)]
+    filename = str(tmp_path / ('part_a' + PROV_SUFFIX[backend]))
+    before = open(filename, 'rb').read()
+    for other in others[:2]:
+        a.f_merge(other, backup=False, consecutive_merge=True)
+    assert len(a) == 4 and a.f_get('x').f_get_range() == [0, 1, 2, 3]
+    assert open(filename, 'rb').read() == before         # nothing written yet
+    a.f_store()
+    loaded = mp.load_trajectory(name='part_a', filename=filename, load_all=mp.LOAD_DATA)
+    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 0, 1: 10, 2: 20, 3: 30}
+    a.f_merge(others[2], backup=False, consecutive_merge=True)
+    a.f_load(load_data=mp.LOAD_DATA)                     # a load writes them first
+    assert len(a) == 5 and a.f_get_from_runs('z', fast_access=True, use_indices=True)[4] == 40
+    assert len(mp.load_trajectory(name='part_4', filename=str(
+        tmp_path / ('part_4' + PROV_SUFFIX[backend])))) == 1    # the other: untouched
+
+
+def map_job(traj, a, w=0):
+    traj.f_add_result('z', traj.x * 100 + a + w)
+    return a
+
+
+def map_postproc(traj, results, first):
+    if len(traj) == 2:                                   # pypet's: (expand, args, kwargs, ..)
+        return {'x': [3, 4]}, ([30, 40],), {'w': [5, 6]}, (first + 1,)
+    return None
+
+
+def test_pipeline_map_and_postprocessing_give_the_new_runs_their_arguments(tmp_path):
+    env = mp.Environment('pm', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'pm.hdf5'), storage_service='pickle')
+
+    def pipeline(traj):
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': [1, 2]})
+        return (map_job, ([10, 20],), {'w': [1, 2]}), (map_postproc, (7,))
+    results = env.pipeline_map(pipeline)                 # (pypet's name, an alias)
+    assert sorted(results) == [(0, 10), (1, 20), (2, 30), (3, 40)]
+    got = mp.load_trajectory(name='pm', filename=str(tmp_path / 'pm.hdf5'),
+                             load_all=mp.LOAD_DATA)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 111, 1: 222, 2: 335, 3: 446}
+
+
+def test_run_map_and_immediate_postproc_refused_as_pypet_does(tmp_path):
+    env = mp.Environment('rm', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'rm.hdf5'), storage_service='pickle')
+    env.v_trajectory.f_add_parameter('x', 0)
+    with pytest.raises(mp.ConfigurationError, match='at least one iterable'):
+        env.f_run_map(map_job)                           # (pypet: a ValueError)
+    assert not os.path.exists(str(tmp_path / 'rm.hdf5'))  # before anything was written
+    with pytest.raises(ValueError, match='use_pool=False'):
+        mp.Environment('rm2', log_config=None, use_pool=True, immediate_postproc=True)
+
+
+@prov_needs_tables
+def test_storing_one_of_several_trajectories_of_a_file_keeps_the_others(tmp_path):
+    # (a shared file is copied byte for byte and patched, every 16th time written whole:
+    # the others stay as they were, and freed space does not pile up)
+    filename = str(tmp_path / 'shared.hdf5')
+    for name in ('a', 'b', 'c'):
+        traj = mp.Trajectory(name, filename=filename, add_time=False)
+        traj.f_add_parameter('x', 1)
+        traj.f_add_result('r', list(range(500)), comment=name)
+        traj.f_store()
+    sizes = []
+    for i in range(20):
+        traj.f_add_result('more%d' % i, i)
+        traj.f_store()
+        sizes.append(os.path.getsize(filename))
+    assert max(sizes) < 3 * sizes[0]
+    for name in ('a', 'b', 'c'):
+        got = load(filename, name=name, load_all=mp.LOAD_DATA)
+        assert got.r == list(range(500)) and got.f_get('r').v_comment == name
+    assert load(filename, name='c', load_all=mp.LOAD_DATA).more19 == 19
+    got.f_delete_item('more3')            # (a drop of a trajectory's node, in a patched copy)
+    assert 'more3' not in load(filename, name='c', load_all=mp.LOAD_DATA)
+    assert mp.load_trajectory(name='a', filename=filename, load_all=mp.LOAD_DATA).r[-1] == 499
+
+
+def sigint_flag_job(traj):
+    if traj.v_idx == 2:  # (pypet's tests stop a sweep this way, in a worker too)
+        mp.install_as_pypet()
+        sys.modules['pypet.utils.siginthandling'].sigint_handling.hit = True
+    return traj.x
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
+def test_a_worker_that_sets_pypets_sigint_flag_stops_a_graceful_sweep(tmp_path, use_pool):
+    env = mp.Environment('g', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'g.pkl'), storage_service='pickle',
+                         multiproc=True, ncores=1, use_pool=use_pool, graceful_exit=True)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(8))})
+    results = env.f_run(sigint_flag_job)
+    assert results == [(i, i) for i in range(3)]       # run 2 finished; none after it
+    assert not traj.f_is_completed()
+
+
+def niceness_job(traj):
+    return os.nice(0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not hasattr(os, 'nice'), reason='os.nice is Unix only')
+@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
+def test_niceness_makes_the_workers_nicer_as_pypets(tmp_path, use_pool):
+    env = mp.Environment('n', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'n.pkl'), storage_service='pickle',
+                         multiproc=True, ncores=1, use_pool=use_pool, niceness=os.nice(0) + 3)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2]})
+    assert [nice for _, nice in env.f_run(niceness_job)] == [os.nice(0) + 3] * 2
+    assert traj.niceness == os.nice(0) + 3      # config.environment.n.niceness, as pypet's
+
+
+def test_a_dotted_name_resolves_by_its_rest_where_its_first_part_is_ambiguous():
+    traj = mp.Trajectory('amb', add_time=False)
+    traj.f_add_result('runs.run_00000001.rrr', 1)
+    traj.f_add_derived_parameter('runs.run_00000001.other', 2)
+    assert traj.f_get('run_00000001.rrr').v_full_name == 'results.runs.run_00000001.rrr'
+    with pytest.raises(mp.NotUniqueNodeError, match='is in none'):
+        traj.f_get('run_00000001.missing')
+    with pytest.raises(mp.NotUniqueNodeError, match='match at the same depth'):
+        traj.f_get('run_00000001')
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_ignores_ignored_parameters_and_refuses_other_types(tmp_path, backend):
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    b, _ = make_part(tmp_path, backend, 'part_b', [2])
+    b.f_add_parameter('Ignore.Me', 42)
+    b.f_store()
+    a.f_add_parameter('Denied', 13)
+    a.f_store()
+    with pytest.raises(TypeError, match='the parameters differ'):   # (pypet's TypeError)
+        a.f_merge(b, backup=False)
+    b.f_add_parameter('Denied', 13.5)                  # (in memory, as pypet's test)
+    with pytest.raises(TypeError, match='Denied is a int here and a float'):
+        a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
+    b.f_get('Denied').f_unlock()
+    b.f_get('Denied').f_set(15)
+    a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
+    assert len(a) == 3 and 'Ignore' not in a.parameters

@@ -19,9 +19,12 @@ alias. The few pypet helpers those test utilities call that are no public API
 stand-ins here, not in minipypet. Each test module runs in a fresh temporary working directory; the summary prints
 passed/total per module.
 
-Today 271 of the 346 unit tests pass (pypet 0.7 itself passes 345); README's "Coming from
-pypet" lists the differences the others trip on. --integration runs pypet's integration tests
-(pypet/tests/integration; scoop and brian2 ones left out) the same way, a module at a time.
+Today (2026-12-07) 276 of the 346 unit tests pass (pypet 0.7 itself passes 345); README's
+"Coming from pypet" lists the differences the others trip on. --integration runs pypet's
+integration tests (pypet/tests/integration; scoop and brian2 ones left out) the same way, a
+module at a time (in scope: environment 42/49, environment_multiproc 156/170, links 9/9,
+merge 32/32, pipeline 24/24, removal_and_continue 3/3, logging 6/54: pypet's log-file
+layout and log_config files are not implemented).
 
 A test is out of scope only if it reads or writes pypet's private attributes, or pypet's own
 files (its HDF5 layout, its resume files, its package folder); OUT_OF_SCOPE below lists them
@@ -109,6 +112,16 @@ OUT_OF_SCOPE = {
     'pypetlogging_test': "pypet's private LoggingManager",
     'shared_data_test': "edits pypet's HDF5 nodes in place (shared data; minipypet keeps "
     'stored files immutable, README)',
+    # (integration tests that pypet's environment_multiproc_test runs in many classes)
+    '*.test_switch_off_all_tables': "reads pypet's HDF5 layout (NAME_TABLE_MAPPING, "
+    'overview tables)',
+    '*.test_switch_ON_large_tables': "reads pypet's HDF5 layout (overview tables)",
+    '*.test_purge_duplicate_comments': "reads pypet's HDF5 layout (SRVC_INIT_COMMENT "
+    'attributes)',
+    '*.test_NOT_purge_duplicate_comments': "reads pypet's HDF5 layout "
+    '(SRVC_INIT_COMMENT attributes)',
+    '*.test_time_display_of_loading': _PRIVATE + " (the storage service's _logger)",
+    '*LoggingTest.test_disable': _PRIVATE + ' (_logging_manager)',
     'removal_and_continue_test.ContinueTest.test_continueing': "removes pypet's resume "
     'files (dill .rcnt) by hand',
     'removal_and_continue_test.ContinueMPTest': "removes pypet's resume files (dill .rcnt) "
@@ -122,18 +135,12 @@ def out_of_scope(test_id):
     """The reason a test (pypet.tests.<package>.<module>.<Class>.<test>) is out of scope."""
     short = test_id.split('.', 3)[-1] if test_id.startswith('pypet.tests.') else test_id
     for key, why in OUT_OF_SCOPE.items():
+        # (a module, a class, a name ending in '_': a prefix; '*name': in any class)
         if short == key or short.startswith(key + '.') or (
-                key.endswith('_') and short.startswith(key)):  # (a module, class, prefix)
+                key.endswith('_') and short.startswith(key)) or (
+                key.startswith('*') and short.endswith(key[1:])):
             return why
     return None
-
-
-def test_ids(suite):
-    for item in suite:
-        if isinstance(item, unittest.TestSuite):
-            yield from test_ids(item)
-        else:
-            yield item.id()
 
 
 def pypet_tests_folder():
@@ -189,6 +196,14 @@ def first_error(text):
     return lines[-1][:160] if lines else text[:160]
 
 
+class _Result(unittest.TextTestResult):
+    """A test result that keeps the ids of the tests that ran."""
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.__dict__.setdefault('ran', []).append(test.id())
+
+
 def run_module(name, verbose, package='unittests'):
     result = unittest.TestResult()
     loader = unittest.TestLoader()
@@ -197,7 +212,6 @@ def run_module(name, verbose, package='unittests'):
         suite = loader.loadTestsFromModule(module)
     except Exception:
         return 0, None, [('<import>', first_error(traceback.format_exc()))], (0, 0)
-    in_scope = [t for t in test_ids(suite) if out_of_scope(t) is None]
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix='pypet_ut_') as tmp:
         os.chdir(tmp)
@@ -207,12 +221,17 @@ def run_module(name, verbose, package='unittests'):
             ioutils.testParams['actual_tempdir'] = tmp
         stream = io.StringIO() if not verbose else sys.stderr
         try:
-            runner = unittest.TextTestRunner(stream=stream, verbosity=2 if verbose else 0)
+            runner = unittest.TextTestRunner(stream=stream, verbosity=2 if verbose else 0,
+                                             resultclass=_Result)
             result = runner.run(suite)
         finally:
             os.chdir(cwd)
     failures = [(t.id(), first_error(tb)) for t, tb in result.errors + result.failures]
     skipped = len(result.skipped)
+    skipped_ids = {t.id() for t, _ in result.skipped}  # (pypet's skips: not in scope)
+    # (the tests that ran: a class skipped by pypet, scoop's, runs none of its tests)
+    in_scope = [t for t in getattr(result, 'ran', ()) if out_of_scope(t) is None and
+                t not in skipped_ids]
     passed = max(0, result.testsRun - len(failures) - skipped)  # (setUpClass errors)
     failed = {t for t, _ in failures}
     return passed, result.testsRun, failures, (
