@@ -3115,8 +3115,12 @@ class _RunsMixin:
             for param in self._explored.values():
                 param._restore_default()
         else:
-            for param in self._explored.values():
+            try:  # (what _set_parameter_access does, without a call per parameter)
+                for param in d['_explored'].values():
+                    param.__dict__['_data'] = param._explored_range[idx]
+            except (IndexError, TypeError):  # (it says what is wrong)
                 param._set_parameter_access(idx)
+                raise
         for short, param in d['_run_fast'].items():
             d[short] = param._data
 
@@ -4794,9 +4798,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if held is None:
             return
         d['_nodes'], d['_children'], results, kids, runs, run_kids, _ = d.pop('_hidden')
-        results.__dict__['_children'] = kids
-        if runs is not None:
-            runs.__dict__['_children'] = run_kids
+        for group, children in ((results, kids), (runs, run_kids)):
+            if group is not None:  # (in their order: a worker compares its groups'
+                gd = group.__dict__  # dicts with their values in order, see _Pristine)
+                gd['_children'] = children
+                gd['_links'] = gd.pop('_links')
         for leaf in held.values():
             leaf.__dict__['_parent'] = None
             if keep:
