@@ -953,6 +953,10 @@ class NNGroupNode(NNTreeNode):
     # -- natural naming ----------------------------------------------------------------------
     def __getattr__(self, name):
         if name.startswith('_') or name.startswith(('f_', 'v_')):
+            root = self.__dict__.get('_traj') or self
+            if name in Trajectory._HIDDEN and '_held' in root.__dict__:
+                root._place_held()  # (see Trajectory._hold_result)
+                return getattr(self, name)
             raise AttributeError('%r object has no attribute %r' % (type(self).__name__, name))
         root = self._root()  # (natural naming follows links unless v_with_links is False)
         return self.f_get(name, fast_access=None, auto_load=None, with_links=not isinstance(
@@ -1389,8 +1393,12 @@ class NNGroupNode(NNTreeNode):
                 type(args[1]) in _SCALAR_TYPES and d.get('_standard_result') is None and \
                 not d.get('_presets'):
             # the common traj.f_add_result('z', 1.5) of a run, without the general walk:
-            # what the rest of this method does for it, in short
-            return self._add_path(d['_children']['results'], args[0], Result(*args), '')
+            # what the rest of this method does for it, in short (held apart from the
+            # tree where it can be, see Trajectory._hold_result)
+            leaf = self._hold_result(*args)
+            if leaf is not None:
+                return leaf
+            return self._add_path(self._children['results'], args[0], Result(*args), '')
         standard = self._root().__dict__.get(
             '_standard_result' if default_cls is Result else '_standard_parameter')
         if standard is not None:  # (pypet's v_standard_parameter / v_standard_result)
@@ -1567,6 +1575,7 @@ def _new_group(name):
 
 
 _GROUP_DICT = {'_comment': '', '_parent': None, '_traj': None, '_annotations': None}
+_HELD_RESULT = {'_comment': '', '_annotations': None, '_refused': None}  # _hold_result
 
 
 def _plain_rows(rows):
@@ -2557,6 +2566,10 @@ class Result(BaseResult):
 
     def __getattr__(self, name):
         if name.startswith('_'):
+            traj = self.__dict__.get('_traj')
+            if name == '_parent' and traj is not None and '_held' in traj.__dict__:
+                traj._place_held()  # (a held result, see Trajectory._hold_result)
+                return self._parent
             raise AttributeError(name)
         try:
             return self.__dict__['_data'][name]
@@ -3114,8 +3127,12 @@ class _RunsMixin:
             for param in self._explored.values():
                 param._restore_default()
         else:
-            for param in self._explored.values():
+            try:  # (what _set_parameter_access does, without a call per parameter)
+                for param in d['_explored'].values():
+                    param.__dict__['_data'] = param._explored_range[idx]
+            except (IndexError, TypeError):  # (it says what is wrong)
                 param._set_parameter_access(idx)
+                raise
         for short, param in d['_run_fast'].items():
             d[short] = param._data
 
@@ -3125,6 +3142,7 @@ class _RunsMixin:
         equal to its value: ~1 us a read less than through __getattr__, three reads a run in
         a typical job. Whatever could change what `traj.x` means (a node named x added or
         removed, loading, properties) drops it, and the sweep's end drops them all."""
+        self._place_held()
         d = self.__dict__
         for short in d['_run_fast']:
             d.pop(short, None)
@@ -3460,8 +3478,11 @@ class _RunsMixin:
         """The _RunRecord of a finished run: what the journal stores (with_leaves=False:
         its information alone, where storing what it added failed)."""
         leaves = []
-        stored = self.__dict__.get('_run_stored')  # (see f_store_items)
-        for leaf in self._new_leaves if with_leaves else ():
+        d = self.__dict__
+        stored = d.get('_run_stored')  # (see f_store_items)
+        new = d['_new_leaves'] if '_held' not in d else \
+            d['_new_leaves'] + list(d['_held'].values())  # (Trajectory._hold_result)
+        for leaf in new if with_leaves else ():
             if not leaf.f_is_empty():
                 data = leaf._store()
             else:  # emptied after f_store_item (pypet's way to free memory in a run): the
@@ -3470,8 +3491,8 @@ class _RunsMixin:
                 _check_plain(data, leaf._full_name)
             ann = leaf._annotations._dict if leaf._annotations else None
             leaves.append((leaf._full_name, _class_tag(type(leaf)), leaf._comment, data, ann))
-        hexsha = _short_sha(self._environment_hexsha)
-        added = self.__dict__.get('_new_links')
+        hexsha = _short_sha(d['_environment_hexsha'])
+        added = d.get('_new_links')
         links = [(group._join(lname), group._links[lname]._full_name)
                  for group, lname in added if lname in group._links] \
             if added and with_leaves else ()
@@ -3487,6 +3508,8 @@ class _RunsMixin:
         idx = record.idx
         self._runs.set(idx, *record.info)
         d = self.__dict__
+        if '_held' in d:  # (see Trajectory._hold_result)
+            self._place_held(keep=not clean_up)
         d['_is_run'] = False
         added, d['_new_leaves'] = d['_new_leaves'], []
         d.pop('_new_links', None)
@@ -3499,7 +3522,8 @@ class _RunsMixin:
                 if runs is None:
                     continue
                 # the run's group directly below runs (the common case), else the long way
-                group = runs._children.get(name) or self._run_group(branch, idx)
+                group = runs._children.get(name) or (
+                    self._run_group(branch, idx) if runs._children else None)
                 if group is not None:
                     self._remove_subtree(group)
             # and what it added elsewhere below its name (results.sim.run_X.w, results.$):
@@ -3836,6 +3860,7 @@ class _StorageMixin:
                                          'not both; drop one')
             only_init = not recursive
         if self._is_run:  # what the run added (in a worker: it goes with the run's record)
+            self._place_held()
             self.f_store_items(list(self._new_leaves))
             return
         self._store_merged()
@@ -4521,6 +4546,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     _STATE_OWNERS = {
         'Trajectory': (  # the tree's index and how lookups behave
             '_nodes', '_by_name', '_unique', '_lazy_names', '_link_count', '_traj',
+            '_held', '_hidden',
             '_props', '_wildcards', '_presets', '_dynamic_imports', '_environment_hexsha',
             '_environment_name', '_standard_parameter', '_standard_result'),
         '_RunsMixin': (  # the exploration and the current run
@@ -4644,6 +4670,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         # what they would return, anything else goes the long way. `_unique` remembers
         # such names outside runs' subtrees (_insert and _remove_subtree forget them).
         d = self.__dict__
+        if '_held' in d:  # (see _hold_result)
+            self._place_held()
+            return getattr(self, name)
         unique = d.get('_unique')
         if unique is None or name[:1] == '_' or name[:2] in ('f_', 'v_') or \
                 name in d['_lazy_names']:  # (pending runs may hold it: the long way)
@@ -4770,6 +4799,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         return new
 
     def __getstate__(self):
+        self._place_held()
         state = dict(self.__dict__)
         if not isinstance(state['_storage_service'], (LockWrapper, QueueStorageServiceSender)):
             state['_storage_service'] = None  # services hold files and locks; workers get
@@ -4787,6 +4817,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
 
     # -- tree bookkeeping --------------------------------------------------------------------
     def _reset_tree(self):
+        self._place_held(keep=False)
         d = self.__dict__
         d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
         d['_unique'], d['_lazy_names'] = {}, set()
@@ -4828,6 +4859,67 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         else:
             index[full] = node
         return node
+
+    # A run's f_add_result('z', 1.5) is held apart from the tree (what a scalar run
+    # cost the tree: its group and leaf put into the indices, then taken out again).
+    # While results are held, the tree's index and the child lists of the trajectory,
+    # of results and of results.runs are out of their __dict__s: whatever then reads
+    # the tree (natural naming, f_get, iteration, storing, pickling, the leaf's
+    # _parent) misses them in __getattr__, which places the held results first
+    # (_place_held). A run whose job reads none of it hands them to its record and
+    # drops them (_finish_run).
+    _HIDDEN = ('_nodes', '_children')
+
+    def _hold_result(self, name, value):
+        """Result(name, value) of a scalar, held apart (see above); None where the
+        tree must take it now (the name is held already, or the run has its group)."""
+        d = self.__dict__
+        held = d.get('_held')
+        if name not in _ITEM_NAMES:  # (Result checks it then: the long way)
+            return None
+        if held is None:
+            if name in d['_run_fast'] or not d['_props']['auto_run_prepend']:
+                return None
+            results = d['_children']['results']
+            kids = results.__dict__['_children']
+            runs = kids.get('runs')
+            run = FORMATTED_RUN_NAME % d['_idx']
+            if runs is None and 'runs' in results._links or runs is not None and (
+                    type(runs._children) is not dict or run in runs._children or
+                    run in runs._links):
+                return None
+            d['_hidden'] = (d.pop('_nodes'), d.pop('_children'), results,
+                            results.__dict__.pop('_children'), runs,
+                            None if runs is None else runs.__dict__.pop('_children'),
+                            'results.runs.%s.' % run)
+            held = d['_held'] = {}
+        elif name in held:
+            return None
+        leaf = Result.__new__(Result)  # (as Result(name, value) makes it, no __init__)
+        ld = leaf.__dict__
+        ld.update(_HELD_RESULT)  # (no _parent: asked for, it places the held results)
+        ld['_full_name'], ld['_name'] = d['_hidden'][6] + name, name
+        ld['_traj'], ld['_data'] = self, {name: value}
+        held[name] = leaf
+        return leaf
+
+    def _place_held(self, keep=True):
+        """Put the held results into the tree (keep=False: drop them, the run is over)
+        and the tree's hidden parts back."""
+        d = self.__dict__
+        held = d.pop('_held', None)
+        if held is None:
+            return
+        d['_nodes'], d['_children'], results, kids, runs, run_kids, _ = d.pop('_hidden')
+        for group, children in ((results, kids), (runs, run_kids)):
+            if group is not None:  # (in their order: a worker compares its groups'
+                gd = group.__dict__  # dicts with their values in order, see _Pristine)
+                gd['_children'] = children
+                gd['_links'] = gd.pop('_links')
+        for leaf in held.values():
+            leaf.__dict__['_parent'] = None
+            if keep:
+                self._add_run_leaf(results, leaf._name, leaf)
 
     def _remove_subtree(self, node, predicate=None):
         """Remove `node` and what is below it (with a predicate: the nodes it accepts, and
@@ -5088,21 +5180,29 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             return ' (%s)' % ', '.join('%s is %s' % (c, self._translate(c)) for c in cards)
         return _did_you_mean(name.rpartition('.')[2], self._by_name)
 
+    def _add_run_leaf(self, start, name, leaf):
+        """Put `leaf` as `name` into the current run's group below `start` (results
+        or derived_parameters), making the groups on the way; False if it is taken."""
+        run = FORMATTED_RUN_NAME % self._idx  # (in a run: idx >= 0)
+        group = self._nodes.get(start._full_name + '.runs.' + run)
+        if group is None:
+            runs = start._children.get('runs') or \
+                self._insert(start, NNGroupNode('runs'))
+            group = runs._children.get(run) or self._insert(runs, _new_group(run))
+        if name in group._children or name in group._links:
+            return False
+        if leaf._full_name != name:
+            leaf._rename(name)
+        self._insert(group, leaf)
+        self._new_leaves.append(leaf)
+        return True
+
     def _add_path(self, start, rel_name, leaf, comment):
         if leaf is not None and self._is_run and start._full_name in _RUN_BRANCHES and \
                 (rel_name in _PLAIN_NAMES or _plain_name(rel_name)) and \
                 self._props['auto_run_prepend']:
             # The common f_add_result('z', ...) in a run: results.runs.run_XXXXXXXX.z
-            run = FORMATTED_RUN_NAME % self._idx  # (in a run: idx >= 0)
-            group = self._nodes.get(start._full_name + '.runs.' + run)
-            if group is None:
-                runs = start._children.get('runs') or self._insert(start, NNGroupNode('runs'))
-                group = runs._children.get(run) or self._insert(runs, _new_group(run))
-            if rel_name not in group._children and rel_name not in group._links:
-                if leaf._full_name != rel_name:
-                    leaf._rename(rel_name)
-                self._insert(group, leaf)
-                self._new_leaves.append(leaf)
+            if self._add_run_leaf(start, rel_name, leaf):
                 return leaf
         if not rel_name:
             raise InvalidNameError('a node needs a name (got an empty one)')
@@ -7324,6 +7424,7 @@ class _Fold:
         self.stored, self.said = {}, set()
         self.prior, self.closed, self.tombed = {}, {}, set()
         self.plain = {}  # name -> columns no other column conflicts with (see row)
+        self.tails = {}  # 'z' -> 'results.runs.$.z' (see record)
         self.jid, self.broken = None, False  # (a fold made as the records come)
         self.stamp = None  # the main file as it was when its metadata was first read
         self.syncing = []  # threads syncing closed segments (see make_durable)
@@ -7417,7 +7518,7 @@ class _Fold:
     # -- records -----------------------------------------------------------------------------
     def record(self, record):
         kind, name = record[0], record[1]
-        meta = self.meta(name)
+        meta = self.metas.get(name) or self.meta(name)
         if kind == 'run':  # (nearly all of them)
             idx, info, leaves = record[2:5]  # (_RunRecord fields; read back: a tuple)
             if len(record) > 5 and record[5]:  # (the run's links; older records have none)
@@ -7426,9 +7527,20 @@ class _Fold:
             segment.add_info(idx, info)
             if idx >= meta['length']:
                 meta['length'] = idx + 1
-            plain = self.plain.get(name)
+            plain, tails, run = self.plain.get(name), self.tails, None
             for full_name, tag, comment, data, ann in leaves:
-                split = _leaf_split(_split_run(full_name))
+                # (most are results.runs.run_X.<name>: their column found by the name)
+                if run is None:
+                    run = 'results.runs.%s.' % (FORMATTED_RUN_NAME % idx)
+                tail = full_name[len(run):] if full_name.startswith(run) else None
+                template = tails.get(tail)
+                if template is not None:
+                    split = template, idx
+                else:
+                    split = _leaf_split(_split_run(full_name))
+                    if tail is not None and split is not None and \
+                            split[0] == 'results.runs.$.' + tail:
+                        tails[tail] = split[0]
                 if split is None:
                     _state_put_leaf(meta, full_name, tag, comment, data, ann)
                 elif plain is not None and split[0] in plain and data is not None:
@@ -12413,6 +12525,7 @@ class _Sweep:
                 signal.signal(signal.SIGINT, old_handler)
             if self.results_log is not None:
                 self.results_log.close(sync=False)  # the final store fsyncs the runs' data
+            self.traj._place_held()  # (a run whose store failed keeps its results)
             self.traj.__dict__.update(_is_run=False, _new_leaves=[])  # even after Ctrl+C
             self.traj.__dict__.pop('_run_stored', None)
             self.traj.f_restore_default()

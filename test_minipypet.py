@@ -11879,3 +11879,136 @@ def test_merge_ignores_ignored_parameters_and_refuses_other_types(tmp_path, back
     b.f_get('Denied').f_set(15)
     a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
     assert len(a) == 3 and 'Ignore' not in a.parameters
+
+
+# ==== issues17-r4 (to be sorted into sections) ====
+def held_job(traj):
+    """Adds results the short way (held apart from the tree), reads them every way."""
+    leaf = traj.f_add_result('z', traj.x * 2.0)
+    traj.f_add_result('w', 1)
+    before = traj.res.runs  # (a group taken before a held result is read through it)
+    traj.f_add_result('v', 3)
+    with pytest.raises(mp.InvalidNameError):
+        traj.f_add_result('v', 4)           # a held name is taken
+    seen = dict(z=traj.z, get=traj.f_get('z').z, crun=traj.crun.z,
+                res=traj.res.runs.crun.z, parent=leaf.f_get_parent().v_name,
+                name=leaf.v_full_name, v=before.crun.v,
+                leaves=sorted(n.v_name for n in traj.res.runs.crun.f_iter_leaves()))
+    traj.f_add_result('u', 5)               # (held again, after the tree was read)
+    seen['u'] = traj.f_get('u', fast_access=True)
+    traj.f_add_link('results.runs.crun.to_z', traj.f_get('z'))
+    copy = pickle.loads(pickle.dumps(traj))
+    seen['copy'] = copy.f_get('results.runs.%s.u' % traj.v_crun).u
+    return seen
+
+
+@pytest.mark.timeout(120)
+def test_results_held_apart_in_a_run_are_seen_everywhere_and_stored(file_backend,
+                                                                       tmp_path):
+    """f_add_result('z', 1.5) in a run holds the result apart from the tree until
+    something reads the tree: every way of reading finds it, in the run or after."""
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename, name='t')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0, 3.0]})
+    results = env.f_run(held_job)
+    for idx, (i, seen) in enumerate(results):
+        x = idx + 1.0
+        assert i == idx and seen == dict(
+            z=2 * x, get=2 * x, crun=2 * x, res=2 * x, parent=run_name(idx),
+            name='results.runs.%s.z' % run_name(idx), v=3, leaves=['v', 'w', 'z'], u=5,
+            copy=5)
+    assert '_held' not in vars(traj) and isinstance(traj._nodes, dict)
+    assert 'results.runs.run_00000000' not in traj._nodes          # (cleaned up)
+    loaded = load(filename, name='t', load_results=2)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {
+        run_name(i): 2.0 * (i + 1) for i in range(3)}
+    assert loaded.f_get_from_runs('u', fast_access=True) == {
+        run_name(i): 5 for i in range(3)}
+    assert loaded.res.runs.run_00000001.to_z == 4.0
+
+
+def test_results_held_apart_are_kept_where_runs_stay_in_memory():
+    """Where the runs stay in memory (LazyStorageService, clean_up_runs=False), the held
+    results are put into the tree when the run ends."""
+    env = lazy_env('t', report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0]})
+    env.f_run(lambda traj: traj.f_add_result('z', traj.x) and None)
+    assert traj.res.runs.run_00000001.z == 2.0
+    assert traj.f_get_from_runs('z', fast_access=True) == {run_name(0): 1.0,
+                                                           run_name(1): 2.0}
+    assert 'run_00000000' in traj.f_tree()
+
+
+@pytest.mark.timeout(120)
+def test_a_run_that_fails_after_holding_results_leaves_the_tree_whole(tmp_path):
+    """A job that raises after adding results the short way: the failed run is stored
+    with them, the trajectory's tree is whole, and a second sweep stores the rest."""
+    def job(traj):
+        traj.f_add_result('z', traj.x)
+        if traj.x == 1.0:
+            raise ValueError('boom')
+
+    env = file_env(tmp_path, 't', report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [0.0, 1.0, 2.0]})
+    with pytest.raises(ValueError, match='boom'):
+        env.f_run(job)
+    assert '_held' not in vars(traj) and '_hidden' not in vars(traj)
+    assert isinstance(traj._nodes, dict) and 'results' in traj._children
+    assert isinstance(traj.results._children, dict)
+    assert traj.x == 0.0                                            # (default again)
+    loaded = mp.load_trajectory(name='t', filename=str(tmp_path / 't.pkl'),
+                                load_results=2, storage_service=mp.PickleStorageService)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {run_name(0): 0.0,
+                                                             run_name(1): 1.0}
+    assert list(loaded._runs.completed[:2]) == [1, 0]
+
+
+def test_a_manual_run_holds_results_and_finalize_stores_them(tmp_path):
+    """f_start_run / f_finalize_run (pypet's manual runs) hold results too."""
+    traj = mp.Trajectory('t', filename=str(tmp_path / 't.pkl'),
+                         storage_service=mp.PickleStorageService)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0]})
+    traj.f_store()
+    for idx in range(2):
+        traj.f_start_run(idx)
+        traj.f_add_result('z', 10.0 * (idx + 1))   # (the first run learns the name)
+        traj.f_add_result('q', 1)
+        traj.f_finalize_run()
+        assert '_held' not in vars(traj)
+    loaded = mp.load_trajectory(name='t', filename=str(tmp_path / 't.pkl'),
+                                load_results=2, storage_service=mp.PickleStorageService)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {run_name(0): 10.0,
+                                                             run_name(1): 20.0}
+    assert loaded.f_get_from_runs('q', fast_access=True) == {run_name(0): 1,
+                                                             run_name(1): 1}
+
+
+@pytest.mark.timeout(120)
+def test_the_live_fold_finds_run_columns_by_name(file_backend, tmp_path):
+    """The live fold looks a run leaf's column up by its name below the run's group
+    (results.runs.run_X.<name>); other places of the run's name go the long way."""
+    def job(traj):
+        traj.f_add_result('z', traj.x)
+        traj.f_add_result('sim.crun.out', traj.x + 1)
+        traj.f_add_result('runs.crun.deep.w', traj.x + 2)
+        traj.f_add_result('results.tag_' + traj.v_crun, 7)
+
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename, name='t')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1, 2]})
+    env.f_run(job)
+    loaded = load(filename, name='t', load_results=2)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {
+        run_name(i): i for i in range(3)}
+    assert [loaded.results.sim[run_name(i)].out for i in range(3)] == [1, 2, 3]
+    assert [loaded.res.runs[run_name(i)].deep.w for i in range(3)] == [2, 3, 4]
+    assert loaded.results.tag_run_00000002 == 7
