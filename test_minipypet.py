@@ -7174,7 +7174,10 @@ def test_every_mode_stores_each_run_once(tmp_path, J, count_stores, use_pool, wr
     results = env.f_run(J.work, log=log)
     assert results == PARALLEL_EXPECTED  # ordered by run index
     assert sorted(executed(log)) == list(range(N))
-    assert count_stores == {i: 1 for i in range(N)}
+    # (QUEUE, PIPE: the queue writer folds the runs and hands the fold to this process,
+    # whose checkpoint reads none of them back)
+    assert count_stores == ({} if wrap_mode in ('QUEUE', 'PIPE') else
+                            {i: 1 for i in range(N)})
     assert env.v_trajectory.f_is_completed()
     assert_complete(filename)
     assert not os.path.exists(str(tmp_path / 't.cnt')), '.cnt not removed after success'
