@@ -6446,7 +6446,10 @@ class _FileService(_FromState, StorageService):
 
     def _take_over(self, handed):
         """Make the fold _hand_over gave this process's own (see _checkpoint)."""
-        fold = pickle.loads(handed)
+        try:
+            fold = pickle.loads(handed)
+        except Exception:  # (a speed-up only: the checkpoint reads the journal instead)
+            return
         fold.service = self
         for segment in itertools.chain(*fold.closed.values()):
             segment.fold, segment.service = fold, self
