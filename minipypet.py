@@ -6640,6 +6640,7 @@ class _FileService(_FromState, StorageService):
             # (a value the job changes after the run must not reach the fold: except where
             # nothing can change, the record is the pickle written, made here, so trusted)
             live.record(record if _frozen_record(record) else pickle.loads(payload))
+            live.end = self._journal._own[1]  # (what it covers: checked before use)
         except BaseException as exc:
             live.abort()
             live.broken = True
@@ -6647,6 +6648,68 @@ class _FileService(_FromState, StorageService):
                 raise
             logger.debug('folding as the runs come failed (%s: %s); the checkpoint will read '
                          'the journal instead', type(exc).__name__, exc)
+
+    # The QUEUE writer appends runs to a journal the parent started (the store before
+    # the runs), so its records would never count as its own: it adopts the journal
+    # (folds what is there, claims the end), folds its records as they come and hands
+    # the fold, segments closed, to the parent, whose checkpoint takes it only if the
+    # journal still ends where the fold does (take_own); else it reads the journal.
+    def _adopt_journal(self):
+        """Fold the journal so far and claim its end, under the exclusive folder lock so
+        that no record comes between (a torn or damaged record: nothing is adopted)."""
+        journal, self._live = self._journal, None  # (not the parent's, forked with us)
+        journal.close(sync=False)
+        journal.listener = self._live_record  # (unpickled, the journal has none)
+        with _FolderLock(journal.path, shared=False):
+            jid, start = self._unfolded()
+            if jid is None:
+                return
+            fold, counts = _Fold(self), [0, 0]
+            try:
+                for record in _Journal.records(journal.path, start, counts=counts):
+                    fold.record(record)
+                journal._open()
+                adopted = counts == [os.fstat(journal._fd).st_size, 0]
+            except Exception:  # (the parent's checkpoint reads the journal, as ever)
+                adopted = False
+            if not adopted:
+                fold.abort()
+                return
+            fold.jid, fold.end, self._live = jid, counts[0], fold
+            journal._own = [jid, counts[0]]
+
+    def _hand_over(self):
+        """Close the journal; return the fold pickled, its segments closed and durable,
+        for _take_over; None where no fold covers the journal."""
+        live, self._live = self._live, None
+        own = self._journal._own
+        self._journal.close()
+        if live is None:
+            return None
+        if not live.broken and own == [live.jid, live.end]:
+            try:
+                live.close_segments()
+                live.durable()
+                return pickle.dumps(live, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # (its segments are debris the checkpoint removes)
+                logger.debug('handing the fold over failed (%s: %s)',
+                             type(exc).__name__, exc)
+        live.abort()
+        return None
+
+    def _take_over(self, handed):
+        """Make the fold _hand_over gave this process's own (see _checkpoint)."""
+        try:
+            fold = pickle.loads(handed)
+        except Exception:  # (a speed-up only: the checkpoint reads the journal instead)
+            return
+        fold.service = self
+        for segment in itertools.chain(*fold.closed.values()):
+            segment.fold, segment.service = fold, self
+        old, self._live = self._live, fold
+        if old is not None:
+            old.abort()
+        self._journal._own = [fold.jid, fold.end]
 
     @property
     def segment_folder(self):
@@ -6730,7 +6793,7 @@ class _FileService(_FromState, StorageService):
         own = self._journal.take_own()
         live, self._live = self._live, None
         counts = [0, 0]
-        if own is not None and live is not None and live.jid == own[0] and \
+        if own is not None and live is not None and (live.jid, live.end) == own and \
                 not live.broken and live.stamp in (None, _file_stamp(self.filename)):
             # every record went through it, and the main file is still the one it read
             fold, records, (jid, end) = live, (), own
@@ -7290,6 +7353,9 @@ class _Segment:
         self.path = os.path.join(self.service.segment_folder, self.name)
         self.tmp = self.path + '.tmp'
 
+    def __getstate__(self):
+        return dict(self.__dict__, fold=None, service=None)  # (see _Fold.__getstate__)
+
     def has(self, template, idx):
         rows = self.rows.get(template)
         if rows is not None and idx in rows:
@@ -7425,7 +7491,8 @@ class _Fold:
         self.prior, self.closed, self.tombed = {}, {}, set()
         self.plain = {}  # name -> columns no other column conflicts with (see row)
         self.tails = {}  # 'z' -> 'results.runs.$.z' (see record)
-        self.jid, self.broken = None, False  # (a fold made as the records come)
+        # (a fold made as records come: the journal's id, the end of its last record)
+        self.jid, self.end, self.broken = None, None, False
         self.stamp = None  # the main file as it was when its metadata was first read
         self.syncing = []  # threads syncing closed segments (see make_durable)
 
@@ -7660,12 +7727,7 @@ class _Fold:
         for name in self.service._legacy_names():
             if name not in drop:
                 self.meta(name)
-        for name in list(self.segments):
-            while self.segments.get(name) is not None:  # (a close may start another)
-                segment = self.segments[name]
-                self._close(name, segment)
-                if self.segments.get(name) is segment:
-                    del self.segments[name]
+        self.close_segments()
         for name, meta in self.metas.items():
             meta['columns_info'] = self.columns_info(name, meta)
         self.service._write_main(self.metas, folded, drop, ready=self.durable)
@@ -7675,6 +7737,19 @@ class _Fold:
                                'main file; a crash then could lose the segments it lists'
                                % type(self.service).__name__)
         self.collect(drop)
+
+    def close_segments(self):
+        """Write out and close the segments being written (listed in the metadata)."""
+        for name in list(self.segments):
+            while self.segments.get(name) is not None:  # (a close may start another)
+                segment = self.segments[name]
+                self._close(name, segment)
+                if self.segments.get(name) is segment:
+                    del self.segments[name]
+
+    def __getstate__(self):
+        """(Handed to another process once its segments are closed: _hand_over.)"""
+        return dict(self.__dict__, service=None, syncing=[])
 
     def make_durable(self, tmp, path):
         """fsync a closed segment, rename it to its final name and fsync the folder, in a
@@ -10708,7 +10783,12 @@ class _Pristine:
         traj = ctx.traj
         self.keys = list(traj._nodes)
         self.dicts = [node.__dict__ for node in traj._nodes.values()]
-        self.states = [cls._state(d.values()) for d in self.dicts]
+        states = [cls._state(d.values()) for d in self.dicts]
+        if None in states:
+            return None
+        # (copies of the nodes' dicts: holds() compares them with one == in C, ~4x
+        # cheaper than lists of their values made per run)
+        self.states = [dict(zip(d, state)) for d, state in zip(self.dicts, states)]
         # the trajectory's own attributes but those every run sets (and the explored
         # values kept as plain attributes, see _fast_attributes)
         d = traj.__dict__
@@ -10717,7 +10797,7 @@ class _Pristine:
         self.own_values, self.own_len = self.own(d), len(d)
         self.props = dict(traj._props)
         self.args = cls._state((ctx.args, ctx.kwargs))
-        return None if self.args is None or None in self.states else self
+        return None if self.args is None else self
 
     @staticmethod
     def _state(values):
@@ -10752,7 +10832,7 @@ class _Pristine:
             d = traj.__dict__
             return list(nodes) == self.keys and len(d) == self.own_len and \
                 self.own(d) == self.own_values and traj._props == self.props and \
-                list(map(list, map(dict.values, self.dicts))) == self.states and \
+                self.dicts == self.states and \
                 self._state((ctx.args, ctx.kwargs)) == self.args
         except Exception:  # (== of something that will not say: changed, to be safe)
             return False
@@ -10971,20 +11051,22 @@ def _queue_writer(queue, service, conn, log_setup, watch=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_setup is not None:
         log_setup.in_worker('queue')
-    count = 0
+    count, files, handed = 0, isinstance(service, _FileService), None
     logger.info('queue writer (process %d) stores runs with %s', os.getpid(),
                 type(service).__name__)
     try:
+        if files:  # (its records fold as they come: see _FileService._adopt_journal)
+            service._adopt_journal()
         while True:
             batch = queue.get()  # the records of a worker's batch of runs
             if batch is None:
                 break
             _store_runs(service, batch)
             count += len(batch)
-        if isinstance(service, _FileService):
-            service.close()
+        if files:
+            handed = service._hand_over()
         logger.info('queue writer stored %d runs', count)
-        conn.send(('ok', count))
+        conn.send(('ok', count, handed))
     except BaseException as exc:  # report, never swallow: the parent stops the sweep
         conn.send(('err', '%s\n%s' % (_format_exc(exc), traceback.format_exc())))
         raise
@@ -12705,9 +12787,9 @@ class _Sweep:
             raise StorageError('storing through the queue failed; the runs it did not store '
                                'are not completed and a resume repeats them:\n%s' % error)
 
-    @staticmethod
-    def _writer_status(plumbing):
-        """The queue writer's error (None if it stored everything); it is ended either way."""
+    def _writer_status(self, plumbing):
+        """The queue writer's error (None if it stored everything); it is ended either
+        way. The fold of the runs it stored goes to the service (_take_over)."""
         writer, conn = plumbing['writer'], plumbing['writer_conn']
         status = None
         try:
@@ -12719,6 +12801,8 @@ class _Sweep:
         error = None
         if status is not None and status[0] == 'err':
             error = status[1]
+        elif status is not None and status[2] is not None:
+            self.service._take_over(status[2])
         elif status is None:
             writer.join(5)
             error = 'the queue writer process %s' % (
