@@ -3581,9 +3581,9 @@ class _RunsMixin:
         self.__dict__['_runs'] = _RunTable(0)
         out = io.BytesIO()
         pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-        # (runs loaded and not made yet travel as their columns, see _SentRows)
+        # (runs loaded and not made yet travel as their columns, see _send_rows)
         pickler.dispatch_table = dict(copyreg.dispatch_table)
-        pickler.dispatch_table[_ColumnRows] = _SentRows.__reduce__
+        pickler.dispatch_table[_ColumnRows] = _send_rows
         try:
             pickler.dump(self)
             copy = pickle.loads(out.getbuffer())
@@ -9112,20 +9112,15 @@ class _ColumnRows(collections.abc.MutableMapping):
         return dict, (dict(self),)
 
 
-class _SentRows(_ColumnRows):
-    """_ColumnRows in a trajectory copied for workers (_worker_copy), pickled as its
-    columns: a row per run made 100k pending runs cost ~0.5 s per copy. A worker's copy
-    never goes into a file (its state copies rows into plain dicts, see _to_state)."""
-
-    __slots__ = ()
-
-    def __reduce__(self):
-        return _sent_rows, (self.first, self.n, self.extras, self.cols, self.extra,
-                            self.gone)
+def _send_rows(rows):
+    """How _worker_copy pickles a _ColumnRows (its pickler's dispatch table only): as its
+    columns, since a row per run made 100k pending runs cost ~0.5 s per copy. Anything
+    else pickles one as a plain dict, so what a job pickles into a file never names this."""
+    return _sent_rows, (rows.first, rows.n, rows.extras, rows.cols, rows.extra, rows.gone)
 
 
 def _sent_rows(first, n, extras, cols, extra, gone):
-    rows = _SentRows(first, n, extras, cols)
+    rows = _ColumnRows(first, n, extras, cols)
     rows.extra, rows.gone = extra, gone
     return rows
 
@@ -10718,8 +10713,10 @@ class _RunContext:
         traj._finish_run(record, True)
         if self.log_setup is not None:
             self.log_setup.note_run(idx)
-        # (the job set pypet's sigint flag, as pypet's tests do: a Ctrl+C to the parent)
-        return _RunResult('stop' if sigint_handling.hit else 'ok', idx, ret, None,
+        # (the job set pypet's sigint flag, as pypet's tests do: a Ctrl+C to the parent;
+        # said once, since an executor's worker lives on into later sweeps)
+        stop, sigint_handling.hit = sigint_handling.hit, False
+        return _RunResult('stop' if stop else 'ok', idx, ret, None,
                           record if self.store_mode == 'parent' else
                           _RunRecord('run', record.name, idx, record.info, []))
 
