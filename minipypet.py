@@ -5437,9 +5437,12 @@ def _point_key(values):
 
 def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge_config):
     """Fold `other` (a state) into `mine`: new run indices, explored ranges, run data."""
+    def ignored(key):  # (a name of ignore_data, or below it: whole parts of the name)
+        return any(key == i or key.startswith(i + '.') for i in ignore)
+
     def params(state):  # (pypet: ignore_data leaves them out of the comparison too)
         return {k for k, r in state['nodes'].items() if k.startswith('parameters.') and
-                r['kind'] == 'leaf' and not any(k.startswith(i) for i in ignore)}
+                r['kind'] == 'leaf' and not ignored(k)}
     if params(mine) != params(other):
         raise _MergeMismatchError(
             'cannot merge: the parameters differ (only here: %s; only in the other: %s)'
@@ -5515,7 +5518,7 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
         _state_set_run(mine, new, tuple(other['runs'][f][j] for f in _RunTable.FIELDS))
     mine['length'] = n_mine + len(mapping)
     for template, rows in other['columns'].items():
-        if any(template.startswith(i) for i in ignore):
+        if ignored(template):
             continue
         target = mine['columns'].setdefault(template, {})
         # the other file may have purged duplicate comments: give them back, since merged
@@ -5540,7 +5543,7 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
             return name
         return _join_run(split[0], mapping[split[1]]) if split[1] in mapping else None
     for key, rec in other['nodes'].items():
-        if any(key.startswith(i) for i in ignore):
+        if ignored(key):
             continue
         if mapping and rec['kind'] == 'leaf' and key.startswith('derived_parameters.') \
                 and RUN_NAME_DUMMY in key.split('.'):
