@@ -3258,7 +3258,7 @@ class _RunsMixin:
             # (a column at a time from the file instead of a node per run: a million
             # runs' values in well under a second; runs loaded with their data and not
             # made yet (see _PendingRuns) hold what the file holds)
-            bulk = self._storage_service._fast_values(self._name, name)
+            bulk = self._service()._fast_values(self._name, name)
             if bulk is not None and not any(
                     self._nodes.get(b + '.runs') is not None and
                     dict.__len__(self._nodes[b + '.runs']._children)
@@ -3839,6 +3839,8 @@ class _StorageMixin:
 
     # -- storing and loading -----------------------------------------------------------------
     def _service(self):
+        if '_merged' in self.__dict__:  # (what reads or writes the file sees the merges)
+            self._store_merged()
         if self._storage_service is None:
             if self._is_run:  # a worker's copy
                 raise PypetError(
@@ -4218,7 +4220,7 @@ class _StorageMixin:
         """Write what consecutive merges (f_merge(consecutive_merge=True)) left in memory."""
         pending = self.__dict__.pop('_merged', None)
         if pending is not None:
-            self._storage_service.checkpoint(extra=(pending, OVERWRITE_DATA, False))
+            self._service().checkpoint(extra=(pending, OVERWRITE_DATA, False))
 
     def f_merge_many(self, other_trajectories: list, **kwargs: object) -> None:
         """f_merge each of `other_trajectories` in turn (keywords: f_merge's)."""
@@ -4234,7 +4236,7 @@ class _StorageMixin:
         """Store this trajectory as stored (the file's, not what memory holds since) into
         `backup_filename` (default: backup_<name><ext> beside its file), as the only
         trajectory of that new file; returns its path (pypet's backup)."""
-        service = self._storage_service
+        service = self._service() if self._storage_service is not None else None
         if not isinstance(service, _FileService) or not self._stored:
             raise PypetError('f_backup needs the trajectory stored in a file; %s is not '
                              '(store it with f_store() first)' % self._name)
@@ -4801,6 +4803,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     def __getstate__(self):
         self._place_held()
         state = dict(self.__dict__)
+        state.pop('_merged', None)  # (a merge waiting for f_store: the original writes it)
         if not isinstance(state['_storage_service'], (LockWrapper, QueueStorageServiceSender)):
             state['_storage_service'] = None  # services hold files and locks; workers get
             # their own (those a MultiprocContext installs are made to travel)

@@ -11755,6 +11755,23 @@ def test_consecutive_merges_are_written_by_the_next_store_or_load(tmp_path, back
         tmp_path / ('part_4' + PROV_SUFFIX[backend])))) == 1    # the other: untouched
 
 
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_what_reads_the_file_sees_the_consecutive_merges_waiting_in_memory(tmp_path,
+                                                                           backend):
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    b, _ = make_part(tmp_path, backend, 'part_b', [2, 3])
+    a.f_merge(b, backup=False, consecutive_merge=True)
+    twin = copy.deepcopy(a)               # (a copy does not carry the merge to write it twice)
+    with pytest.raises(mp.PypetError, match='no storage service'):
+        twin.f_store()
+    # a column read, an item load and a backup read the file: they write the merge first
+    assert a.f_get_from_runs('z', fast_access=True, auto_load=True, use_indices=True) == {
+        0: 0, 1: 10, 2: 20, 3: 30}
+    a.f_load_item('results.runs.%s.z' % mp._run_name(3))
+    assert a.f_get('results.runs.%s.z' % mp._run_name(3)).z == 30
+    assert len(mp.runs_table(a.f_backup(str(tmp_path / ('bk' + PROV_SUFFIX[backend]))))) == 4
+
+
 def map_job(traj, a, w=0):
     traj.f_add_result('z', traj.x * 100 + a + w)
     return a
