@@ -100,6 +100,7 @@ import time
 import traceback
 import types
 import warnings
+import weakref
 import zlib
 
 logger = logging.getLogger('minipypet')
@@ -4471,11 +4472,24 @@ class _RunLeaves(collections.abc.Sequence):
     """The leaves `name` of pending runs (see _PendingRuns) at `idxs`, each run made when
     its leaf is asked for (f_get_from_runs, through _RunValues)."""
 
-    __slots__ = ('idxs', '_kids', '_name', '_fast', '_asked')
+    __slots__ = ('idxs', '_kids', '_name', '_fast', '_asked', '_nodes', '__weakref__')
+    live = weakref.WeakSet()  # (see freeze)
 
     def __init__(self, idxs, kids, name, fast):
         self.idxs, self._kids, self._name, self._fast = idxs, kids, name, fast
-        self._asked = 0
+        self._asked, self._nodes = 0, None
+        _RunLeaves.live.add(self)
+
+    @classmethod
+    def freeze(cls, traj):
+        """Before nodes of `traj` are removed: its views take their leaves, so that they
+        hold what they held, as the dict f_get_from_runs returned before did."""
+        for view in list(cls.live):
+            if view._kids.group._traj is traj and view._nodes is None:
+                view._fast, fast = False, view._fast
+                view._nodes = list(view)
+                view._fast = fast
+                cls.live.discard(view)
 
     def __len__(self):
         return len(self.idxs)
@@ -4491,7 +4505,8 @@ class _RunLeaves(collections.abc.Sequence):
         self._asked += 1
         if self._asked == 64 and self._kids.pending():  # (a loop of lookups: the rest
             self._kids.make()  # in one batch)
-        node = self._kids[_run_name(self.idxs[pos])]._children[self._name]
+        node = self._nodes[pos] if self._nodes is not None else \
+            self._kids[_run_name(self.idxs[pos])]._children[self._name]
         if self._fast and node.f_supports_fast_access():
             return node._fast_value()
         return node
@@ -4929,6 +4944,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         groups left empty by that). An explored parameter stops it before anything goes."""
         if predicate is not None and not predicate(node):
             return
+        if _RunLeaves.live:  # (views of runs not made yet keep what they show)
+            _RunLeaves.freeze(self)
         todo = [node]
         for n in todo:  # the subtree, parents before children (the list grows as it goes)
             if isinstance(n, NNLeafNode):

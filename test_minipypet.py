@@ -11731,6 +11731,23 @@ def test_f_get_from_runs_of_pending_runs_makes_a_run_when_its_leaf_is_asked_for(
     assert type(dz) is dict and dz == {}
 
 
+@needs_tables
+def test_f_get_from_runs_of_pending_runs_keeps_its_leaves_when_nodes_are_removed(tmp_path):
+    """What f_get_from_runs returned holds its leaves, as the dict of nodes did, when
+    runs or leaves are removed from the tree afterwards (review)."""
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=4)
+    for remove in ('results', 'results.runs.%s.z' % mp._run_name(1)):
+        traj = load(filename, load_results=2, load_parameters=2)
+        got = traj.f_get_from_runs('z', use_indices=True)
+        if remove == 'results':
+            traj.f_remove_child('results', recursive=True)
+        else:
+            traj.f_remove_item(remove)
+        assert [n.z for n in got.values()] == [i * i + 0.5 for i in range(4)]
+        assert got[1].v_full_name == 'results.runs.%s.z' % mp._run_name(1)
+
+
 # ==== issuer18-r4 (to be sorted into sections) ====
 @pytest.mark.parametrize('backend', PROV_BACKENDS)
 def test_consecutive_merges_are_written_by_the_next_store_or_load(tmp_path, backend):
