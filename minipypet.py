@@ -7370,7 +7370,7 @@ class _Segment:
         self.rows, self.info, self.size = {}, {}, 0
         self.written, self.info_written = {}, _Bits()  # (template -> _Bits)
         self.first = {}  # template -> (run index, row) of the first row written
-        self.handle, self.whole = None, False
+        self.handle = None
         safe = re.sub(r'[^A-Za-z0-9_-]', '_', meta['name'])[:64]
         self.name = '%s_%06d_%s%s' % (safe, seq, os.urandom(4).hex(), self.service.SUFFIX)
         self.path = os.path.join(self.service.segment_folder, self.name)
@@ -7442,7 +7442,6 @@ class _Segment:
     def close(self):
         """Write out what is buffered; make the file durable under its final name. Returns
         False if the segment holds nothing (no file is left)."""
-        self.whole = self.handle is None  # (its one batch: a small sweep's segment)
         self.flush()
         if self.handle is None:
             return False
@@ -8641,7 +8640,7 @@ class HDF5StorageService(_FileService):
                            ('minipypet_version', __version__),
                            ('trajectory', segment.meta['name']), ('seq', segment.seq)):
             _h5_set(f.root, key, value)
-        return _H5Segment(f, segment.meta, segment.whole)
+        return _H5Segment(f, segment.meta)
 
     def _segment_append(self, segment, rows, info):
         np = _require('numpy', 'hdf5')
@@ -9394,9 +9393,8 @@ class _H5Column:
 class _H5Segment:
     """A segment file being written: its columns and overview tables."""
 
-    def __init__(self, f, meta, whole=False):
+    def __init__(self, f, meta):
         self.file, self.meta, self.columns, self.paths, self.made = f, meta, {}, set(), {}
-        self.whole = whole  # (written in one batch: no later texts to make room for)
         self.tables, self.errors = {}, {}
         self.shas, self.sha_codes = {}, array.array('I')  # (a code per _runs row)
         # (the runs' indices while they are each completed once: lo, hi and a byte each)
@@ -9409,8 +9407,7 @@ class _H5Segment:
 
     def overview_rows(self, name, columns, np):
         """Append rows to an overview table (made by the first batch; its string columns are
-        sized then, with room to grow unless the segment has one batch: a longer text is
-        cut, ending in '...')."""
+        sized then, with room to grow: a longer text is cut, ending in '...')."""
         table = self.tables.get(name)
         n = len(columns[0][1])
         texts = {}  # (the first batch's texts, encoded once)
@@ -9419,8 +9416,7 @@ class _H5Segment:
             for col, values in columns:
                 if values and type(values[0]) is str:
                     texts[col] = _h5_texts(values, None, np)
-                    widths[col] = texts[col].itemsize if self.whole else \
-                        max(16, 2 * texts[col].itemsize)
+                    widths[col] = max(16, 2 * texts[col].itemsize)
             dtype = [(col, np.dtype('S%d' % widths[col])) if col in widths else
                      (col, np.array(values).dtype) for col, values in columns]
             table = self.tables[name] = self.file.create_table(
