@@ -8385,7 +8385,7 @@ class HDF5StorageService(_FileService):
                 # No CLASS/VERSION/TITLE attributes on every node: ~40% faster and smaller.
                 # (PyTables >= 3.10 prefers the lower-case spelling, older ones only know this.)
                 warnings.simplefilter('ignore', DeprecationWarning)
-                out = tables.open_file(tmp, 'a', PYTABLES_SYS_ATTRS=False) \
+                out = tables.open_file(_guard_attributes(tmp), 'a', PYTABLES_SYS_ATTRS=False) \
                     if patched else tables.open_file(tmp, 'w', PYTABLES_SYS_ATTRS=False,
                                                      USER_BLOCK_SIZE=_USER_BLOCK)
             with out:
@@ -9743,10 +9743,41 @@ def _held_by_writer(path):
     return False
 
 
+_NO_UNPICKLE = set()  # files whose HDF5 attributes are never unpickled (see _AttrPickle)
+
+
+class _AttrPickle:
+    """The pickle module as PyTables' attribute sets see it once minipypet reads HDF5.
+
+    tables.attributeset unpickles every attribute value ending in '.' as soon as a node's
+    attributes are touched (opening a file touches the root's): a crafted file would run
+    code. In the files minipypet opens, attributes unpickle as plain data only
+    (_safe_loads; PyTables keeps a refused value as its raw bytes); others as before."""
+
+    def __getattr__(self, name):
+        return getattr(pickle, name)
+
+    def loads(self, data, **kwargs):
+        attrs = sys._getframe(1).f_locals.get('self')  # (AttributeSet.__getattr__'s)
+        if getattr(getattr(attrs, '_v__nodefile', None), 'filename', None) in _NO_UNPICKLE:
+            return _safe_loads(data)
+        return pickle.loads(data, **kwargs)
+
+
+def _guard_attributes(path):
+    """Never unpickle anything but plain data from the HDF5 attributes of `path`."""
+    _require('tables', 'hdf5')
+    attributeset = sys.modules['tables.attributeset']
+    if not isinstance(attributeset.pickle, _AttrPickle):
+        attributeset.pickle = _AttrPickle()
+    _NO_UNPICKLE.add(path)
+    return path
+
+
 def _open_hdf5(path, error, missing):
     """PyTables' file for reading, or `error`/`missing` naming the file."""
     tables = _require('tables', 'hdf5')
-    path = os.fspath(path)
+    path = _guard_attributes(os.fspath(path))
     try:
         with open(path, 'rb') as probe:
             head = probe.read(_USER_BLOCK + 8)
@@ -10212,7 +10243,7 @@ def _is_pypet_file(path):
             if probe.read(8) != b'\x89HDF\r\n\x1a\n':
                 return False
         import tables
-        with tables.open_file(path, 'r') as f:
+        with tables.open_file(_guard_attributes(path), 'r') as f:
             if 'minipypet_format' in f.root._v_attrs._v_attrnames:
                 return False
             return any(_pp_is_traj_group(g) for _, g in _pp_children(f.root._v_groups))

@@ -12181,3 +12181,41 @@ def test_p17_the_parent_killed_before_it_took_the_fold_loses_nothing(file_backen
     again.f_store()  # another process's checkpoint: the runs once, the debris gone
     assert not segments & set(segment_files(filename))
     assert_p17_runs(filename, range(4))
+
+
+# ==== review4 (to be sorted into sections) ====
+
+class _WritesAMarker:
+    """Unpickling it creates the file `path` (code run by a crafted file)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+@needs_tables
+def test_hdf5_attributes_of_a_crafted_file_are_never_unpickled(tmp_path):
+    """PyTables unpickles an attribute value as soon as its node's attributes are read
+    (the root's at opening): in the files minipypet opens, plain data only (review)."""
+    import tables
+    marker, path = tmp_path / 'ran', str(tmp_path / 'crafted.hdf5')
+    with tables.open_file(path, 'w') as f:
+        f.root._v_attrs.evil = _WritesAMarker(str(marker))
+        f.create_group('/', 'results')._v_attrs.evil = _WritesAMarker(str(marker))
+        f.root._v_attrs.fine = [1, 2.5, 'plain']
+    shutil.copyfile(path, str(tmp_path / 'copy.hdf5'))
+    with tables.open_file(str(tmp_path / 'copy.hdf5'), 'r') as other:  # (not minipypet's:
+        assert other.root._v_attrs.fine == [1, 2.5, 'plain']      # PyTables as it is)
+    assert marker.exists()  # (the crafted value ran)
+    marker.unlink()
+    with pytest.raises(mp.PypetError):
+        mp.load_trajectory(filename=path)
+    assert not mp._is_pypet_file(path)
+    assert not marker.exists()
+    f = mp._open_hdf5(path, mp.StorageError, mp.StorageError)
+    with f:
+        assert f.root._v_attrs.fine == [1, 2.5, 'plain']   # (plain data still reads)
+        assert isinstance(f.get_node('/results')._v_attrs.evil, bytes)
+    assert not marker.exists()
