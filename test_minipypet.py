@@ -2589,6 +2589,227 @@ def test_add_result_in_a_run_short_path_keeps_behaviour(tmp_path):
     assert seen[-1][3] == '_OwnResult'
 
 
+# ---------------------------------------------------------------------------------------------
+# Merging: consecutive merges, backups, ignored data
+# ---------------------------------------------------------------------------------------------
+def two_in_one_file(filename, backend, points):
+    """Trajectories named by `points` ({name: xs}) run into one file; z = x * 10."""
+    trajs = []
+    for name, xs in points.items():
+        env = mp.Environment(name, add_time=False, storage_service=backend,
+                             log_config=None, filename=filename, report_progress=False,
+                             continuable=False)
+        traj = env.v_trajectory
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': xs})
+        env.f_run(lambda t: t.f_add_result('z', t.x * 10))
+        trajs.append(traj)
+    return trajs
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_backs_up_each_trajectory_beside_its_file(tmp_path, backend):
+    """pypet's f_merge(backup=True) (0.7 also takes backup_filename=True) writes
+    backup_<name> beside the file for both trajectories, each alone in its backup; a
+    later merge's backup of the same trajectory gets a number instead of replacing it."""
+    ext = PROV_SUFFIX[backend]
+    filename = str(tmp_path / ('both' + ext))
+    one, two, three = two_in_one_file(filename, backend,
+                                      {'one': [0, 1], 'two': [1, 2], 'three': [5]})
+    one.f_merge(two, remove_duplicates=True, backup_filename=True)
+    backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('backup_') and
+                     f.endswith(ext))
+    assert backups == ['backup_one' + ext, 'backup_two' + ext]
+    for name, xs in (('one', [0, 1]), ('two', [1, 2])):
+        path = str(tmp_path / ('backup_%s%s' % (name, ext)))
+        assert [r['x'] for r in mp.runs_table(path)] == xs
+        got = mp.load_trajectory(index=-1, filename=path, load_all=2)
+        assert got.v_name == name
+    assert [r['z'] for r in mp.runs_table(filename, name='one')] == [0, 10, 20]
+    one.f_merge(three, backup=True)
+    path = str(tmp_path / ('backup_one_2' + ext))
+    assert [r['x'] for r in mp.runs_table(path)] == [0, 1, 2]
+    assert [r['x'] for r in mp.runs_table(str(tmp_path / ('backup_one' + ext)))] == [0, 1]
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_consecutive_merges_are_written_by_the_next_store_or_load(tmp_path, backend):
+    # pypet's consecutive_merge=True: no write per merge (each write copies the file's other
+    # trajectories, so merging many into a shared file grew quadratic); f_store writes
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    others = [make_part(tmp_path, backend, 'part_%d' % x, [x])[0] for x in (2, 3, 4)]
+    filename = str(tmp_path / ('part_a' + PROV_SUFFIX[backend]))
+    before = open(filename, 'rb').read()
+    for other in others[:2]:
+        a.f_merge(other, backup=False, consecutive_merge=True)
+    assert len(a) == 4 and a.f_get('x').f_get_range() == [0, 1, 2, 3]
+    assert open(filename, 'rb').read() == before         # nothing written yet
+    a.f_store()
+    loaded = mp.load_trajectory(name='part_a', filename=filename, load_all=mp.LOAD_DATA)
+    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 0, 1: 10, 2: 20, 3: 30}
+    a.f_merge(others[2], backup=False, consecutive_merge=True)
+    a.f_load(load_data=mp.LOAD_DATA)                     # a load writes them first
+    assert len(a) == 5 and a.f_get_from_runs('z', fast_access=True, use_indices=True)[4] == 40
+    assert len(mp.load_trajectory(name='part_4', filename=str(
+        tmp_path / ('part_4' + PROV_SUFFIX[backend])))) == 1    # the other: untouched
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_what_reads_the_file_sees_the_consecutive_merges_waiting_in_memory(tmp_path,
+                                                                           backend):
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    b, _ = make_part(tmp_path, backend, 'part_b', [2, 3])
+    a.f_merge(b, backup=False, consecutive_merge=True)
+    twin = copy.deepcopy(a)               # (a copy does not carry the merge to write it twice)
+    with pytest.raises(mp.PypetError, match='no storage service'):
+        twin.f_store()
+    # a column read, an item load and a backup read the file: they write the merge first
+    assert a.f_get_from_runs('z', fast_access=True, auto_load=True, use_indices=True) == {
+        0: 0, 1: 10, 2: 20, 3: 30}
+    a.f_load_item('results.runs.%s.z' % mp._run_name(3))
+    assert a.f_get('results.runs.%s.z' % mp._run_name(3)).z == 30
+    assert len(mp.runs_table(a.f_backup(str(tmp_path / ('bk' + PROV_SUFFIX[backend]))))) == 4
+
+
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_ignores_ignored_parameters_and_refuses_other_types(tmp_path, backend):
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    b, _ = make_part(tmp_path, backend, 'part_b', [2])
+    b.f_add_parameter('Ignore.Me', 42)
+    b.f_store()
+    a.f_add_parameter('Denied', 13)
+    a.f_store()
+    with pytest.raises(TypeError, match='the parameters differ'):   # (pypet's TypeError)
+        a.f_merge(b, backup=False)
+    b.f_add_parameter('Denied', 13.5)                  # (in memory, as pypet's test)
+    with pytest.raises(TypeError, match='Denied is a int here and a float'):
+        a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
+    b.f_get('Denied').f_unlock()
+    b.f_get('Denied').f_set(15)
+    a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
+    assert len(a) == 3 and 'Ignore' not in a.parameters
+    # a name of ignore_data ignores that node and what is below it, not every name it
+    # begins (x_scale is not ignored by 'parameters.x'; review)
+    c, _ = make_part(tmp_path, backend, 'part_c', [5])
+    c.f_add_parameter('x_scale', 2.5)
+    c.f_store()
+    d, _ = make_part(tmp_path, backend, 'part_d', [6])
+    with pytest.raises(TypeError, match='the parameters differ'):
+        c.f_merge(d, backup=False, ignore_data=('parameters.x',))
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: results held apart from the tree
+# ---------------------------------------------------------------------------------------------
+def held_job(traj):
+    """Adds results the short way (held apart from the tree), reads them every way."""
+    leaf = traj.f_add_result('z', traj.x * 2.0)
+    traj.f_add_result('w', 1)
+    before = traj.res.runs  # (a group taken before a held result is read through it)
+    traj.f_add_result('v', 3)
+    with pytest.raises(mp.InvalidNameError):
+        traj.f_add_result('v', 4)           # a held name is taken
+    seen = dict(z=traj.z, get=traj.f_get('z').z, crun=traj.crun.z,
+                res=traj.res.runs.crun.z, parent=leaf.f_get_parent().v_name,
+                name=leaf.v_full_name, v=before.crun.v,
+                leaves=sorted(n.v_name for n in traj.res.runs.crun.f_iter_leaves()))
+    traj.f_add_result('u', 5)               # (held again, after the tree was read)
+    seen['u'] = traj.f_get('u', fast_access=True)
+    traj.f_add_link('results.runs.crun.to_z', traj.f_get('z'))
+    copy = pickle.loads(pickle.dumps(traj))
+    seen['copy'] = copy.f_get('results.runs.%s.u' % traj.v_crun).u
+    return seen
+
+
+@pytest.mark.timeout(120)
+def test_results_held_apart_in_a_run_are_seen_everywhere_and_stored(file_backend,
+                                                                       tmp_path):
+    """f_add_result('z', 1.5) in a run holds the result apart from the tree until
+    something reads the tree: every way of reading finds it, in the run or after."""
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename, name='t')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0, 3.0]})
+    results = env.f_run(held_job)
+    for idx, (i, seen) in enumerate(results):
+        x = idx + 1.0
+        assert i == idx and seen == dict(
+            z=2 * x, get=2 * x, crun=2 * x, res=2 * x, parent=run_name(idx),
+            name='results.runs.%s.z' % run_name(idx), v=3, leaves=['v', 'w', 'z'], u=5,
+            copy=5)
+    assert '_held' not in vars(traj) and isinstance(traj._nodes, dict)
+    assert 'results.runs.run_00000000' not in traj._nodes          # (cleaned up)
+    loaded = load(filename, name='t', load_results=2)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {
+        run_name(i): 2.0 * (i + 1) for i in range(3)}
+    assert loaded.f_get_from_runs('u', fast_access=True) == {
+        run_name(i): 5 for i in range(3)}
+    assert loaded.res.runs.run_00000001.to_z == 4.0
+
+
+def test_results_held_apart_are_kept_where_runs_stay_in_memory():
+    """Where the runs stay in memory (LazyStorageService, clean_up_runs=False), the held
+    results are put into the tree when the run ends."""
+    env = lazy_env('t', report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0]})
+    env.f_run(lambda traj: traj.f_add_result('z', traj.x) and None)
+    assert traj.res.runs.run_00000001.z == 2.0
+    assert traj.f_get_from_runs('z', fast_access=True) == {run_name(0): 1.0,
+                                                           run_name(1): 2.0}
+    assert 'run_00000000' in traj.f_tree()
+
+
+@pytest.mark.timeout(120)
+def test_a_run_that_fails_after_holding_results_leaves_the_tree_whole(tmp_path):
+    """A job that raises after adding results the short way: the failed run is stored
+    with them, the trajectory's tree is whole, and a second sweep stores the rest."""
+    def job(traj):
+        traj.f_add_result('z', traj.x)
+        if traj.x == 1.0:
+            raise ValueError('boom')
+
+    env = file_env(tmp_path, 't', report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [0.0, 1.0, 2.0]})
+    with pytest.raises(ValueError, match='boom'):
+        env.f_run(job)
+    assert '_held' not in vars(traj) and '_hidden' not in vars(traj)
+    assert isinstance(traj._nodes, dict) and 'results' in traj._children
+    assert isinstance(traj.results._children, dict)
+    assert traj.x == 0.0                                            # (default again)
+    loaded = mp.load_trajectory(name='t', filename=str(tmp_path / 't.pkl'),
+                                load_results=2, storage_service=mp.PickleStorageService)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {run_name(0): 0.0,
+                                                             run_name(1): 1.0}
+    assert list(loaded._runs.completed[:2]) == [1, 0]
+
+
+def test_a_manual_run_holds_results_and_finalize_stores_them(tmp_path):
+    """f_start_run / f_finalize_run (pypet's manual runs) hold results too."""
+    traj = mp.Trajectory('t', filename=str(tmp_path / 't.pkl'),
+                         storage_service=mp.PickleStorageService)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [1.0, 2.0]})
+    traj.f_store()
+    for idx in range(2):
+        traj.f_start_run(idx)
+        traj.f_add_result('z', 10.0 * (idx + 1))   # (the first run learns the name)
+        traj.f_add_result('q', 1)
+        traj.f_finalize_run()
+        assert '_held' not in vars(traj)
+    loaded = mp.load_trajectory(name='t', filename=str(tmp_path / 't.pkl'),
+                                load_results=2, storage_service=mp.PickleStorageService)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {run_name(0): 10.0,
+                                                             run_name(1): 20.0}
+    assert loaded.f_get_from_runs('q', fast_access=True) == {run_name(0): 1,
+                                                             run_name(1): 1}
+
+
 # =============================================================================================
 # Storage services
 # =============================================================================================
@@ -6815,6 +7036,251 @@ def test_damage_in_a_big_segments_run_array_is_found_when_read(tmp_path, monkeyp
         assert name in str(info.value) and 'results/runs/a/a' in str(info.value)
 
 
+# ---------------------------------------------------------------------------------------------
+# Damaged and crafted files: run indices, arrays outside runs, attributes
+# ---------------------------------------------------------------------------------------------
+def _flip_middle_of_chunk(path, dset_path, chunk=0):
+    """Flip the middle byte of a dataset's chunk (however small compression made it)."""
+    with h5py.File(path, 'r') as h:
+        info = h[dset_path].id.get_chunk_info(chunk)
+    _flip_chunk_byte(path, dset_path, chunk, at=info.size // 2)
+
+
+def every_other_z_job(traj):
+    if traj.x % 2 == 0:  # (z's run indices are no span: its _idx is read at a load)
+        traj.f_add_result('z', traj.x + 0.5)
+
+
+@needs_h5py
+@pytest.mark.parametrize('dset', ['results/runs/z/_idx', '_runs'])
+def test_damage_in_a_segments_run_index_is_a_storage_error_naming_it(tmp_path, monkeypatch,
+                                                                     dset):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, every_other_z_job, n=3000)
+    segment = h5_segments(filename, 'traj')[0]
+    with h5py.File(segment, 'r') as h:
+        assert h[dset].fletcher32
+    _flip_middle_of_chunk(segment, dset)
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the segment is "over 128 MB"
+    mp._VERIFIED.clear()
+
+    def load_all():
+        traj = load(filename, load_results=2)
+        traj.f_get_run_information(1)  # (the run information is read when asked for)
+    with pytest.raises(mp.StorageError, match='damaged') as info:
+        load_all()
+    text = str(info.value)
+    assert os.path.basename(segment) in text and dset in text, text
+    assert 'python -m minipypet check' in text and 'HDF5ExtError' not in text
+    assert not isinstance(info.value.__cause__, mp.PypetError)
+
+
+def big_result_job(traj):
+    traj.f_add_result('z', traj.x)
+
+
+@needs_h5py
+@pytest.mark.parametrize('complevel', [9, 0])
+def test_arrays_outside_runs_carry_fletcher32_and_their_damage_is_named(
+        tmp_path, monkeypatch, complevel):
+    filename = path_for('hdf5', tmp_path)
+    env = make_env('hdf5', filename, complevel=complevel)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1]})
+    big = np.arange(1 << 14, dtype=np.int64) % 7  # 128 KB: a chunked dataset
+    traj.f_add_result('big', big)
+    traj.f_add_result('small', np.arange(10))     # (small: contiguous, hashed at the open)
+    env.f_run(big_result_job)
+    with h5py.File(filename, 'r') as h:
+        dset = h['traj/results/big']
+        assert dset.fletcher32 and dset.chunks is not None
+        assert (dset.compression is None) == (complevel == 0)
+    assert_same(load(filename, load_results=2).results.big, big)
+    _flip_middle_of_chunk(filename, 'traj/results/big')
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the main file is "over 128 MB"
+    mp._VERIFIED.clear()
+    with h5py.File(filename, 'r') as h:  # (HDF5 itself checks: plain h5py sees it)
+        with pytest.raises(OSError):
+            h['traj/results/big'][()]
+    with pytest.raises(mp.StorageError, match='damaged') as info:
+        load(filename, load_results=2)
+    text = str(info.value)
+    assert os.path.basename(filename) in text and 'results/big' in text
+    assert 'backup' in text
+    assert load(filename, load_results=1).f_get_from_runs(
+        'z', fast_access=True, auto_load=True) == {mp._run_name(0): 0, mp._run_name(1): 1}
+
+
+class _WritesAMarker:
+    """Unpickling it creates the file `path` (code run by a crafted file)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+@needs_tables
+def test_hdf5_attributes_of_a_crafted_file_are_never_unpickled(tmp_path):
+    """PyTables unpickles an attribute value as soon as its node's attributes are read
+    (the root's at opening): in the files minipypet opens, plain data only (review)."""
+    import tables
+    marker, path = tmp_path / 'ran', str(tmp_path / 'crafted.hdf5')
+    with tables.open_file(path, 'w') as f:
+        f.root._v_attrs.evil = _WritesAMarker(str(marker))
+        f.create_group('/', 'results')._v_attrs.evil = _WritesAMarker(str(marker))
+        f.root._v_attrs.fine = [1, 2.5, 'plain']
+    shutil.copyfile(path, str(tmp_path / 'copy.hdf5'))
+    with tables.open_file(str(tmp_path / 'copy.hdf5'), 'r') as other:  # (not minipypet's:
+        assert other.root._v_attrs.fine == [1, 2.5, 'plain']      # PyTables as it is)
+    assert marker.exists()  # (the crafted value ran)
+    marker.unlink()
+    with pytest.raises(mp.PypetError):
+        mp.load_trajectory(filename=path)
+    assert not mp._is_pypet_file(path)
+    assert not marker.exists()
+    f = mp._open_hdf5(path, mp.StorageError, mp.StorageError)
+    with f:
+        assert f.root._v_attrs.fine == [1, 2.5, 'plain']   # (plain data still reads)
+        assert isinstance(f.get_node('/results')._v_attrs.evil, bytes)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaded runs not made yet: in workers and in f_get_from_runs
+# ---------------------------------------------------------------------------------------------
+def read_earlier_run_job(traj):
+    """Runs 6 and 7 read run 0's and 1's z, loaded with the trajectory and not made yet."""
+    earlier = traj.f_get('results.runs.%s.z' % mp._run_name(traj.v_idx - 6))
+    traj.f_add_result('w', earlier.z + 100)
+
+
+@needs_tables
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('start_method', [pytest.param('fork', marks=needs_fork),
+                                          pytest.param('spawn', marks=needs_spawn)])
+def test_pending_runs_reach_pool_workers_as_their_columns(tmp_path, start_method):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=6)
+    loaded = load(filename, load_results=2, load_parameters=2)
+    kids = loaded.results.runs._children
+    assert type(kids) is mp._PendingRuns and kids.pending() == 6
+    assert any(type(rows) is mp._ColumnRows for _, rows, _ in kids.layers)
+    copy = loaded._worker_copy()  # (what a pool's workers get)
+    sent = copy.results.runs._children
+    assert [type(rows) for _, rows, _ in sent.layers] == \
+        [type(rows) for _, rows, _ in kids.layers]  # (columns arrive as columns)
+    # what a job pickles (into a file) names no private class of minipypet's (review)
+    assert type(pickle.loads(pickle.dumps(sent.layers[0][1]))) is dict
+    assert b'_sent_rows' not in pickle.dumps(copy)
+    assert [dict(rows) for _, rows, _ in sent.layers] == \
+        [dict(rows) for _, rows, _ in kids.layers]
+    # (a row per run pickled would be ~6x bigger: the columns are sent as they were read)
+    assert type(pickle.loads(pickle.dumps(kids.layers[0][1]))) is dict  # (files: plain)
+    loaded.f_expand({'x': [6, 7]})
+    env = mp.Environment(loaded, log_config=None, report_progress=False, multiproc=True,
+                         ncores=2, use_pool=True, start_method=start_method)
+    env.f_run(read_earlier_run_job)
+    got = load(filename, load_results=2)
+    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
+        6: 100.5, 7: 101.5}
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i * i + 0.5 for i in range(6)}
+
+
+def nested_z_job(traj):
+    traj.f_add_result('z', traj.x * 2.0)
+    if traj.x == 1:
+        traj.f_add_result('sub.z', -1.0)  # (a second z below run 1: f_get_from_runs says)
+
+
+@needs_tables
+@pytest.mark.parametrize('load_results', [1, 2])
+def test_f_get_from_runs_of_pending_runs_makes_a_run_when_its_leaf_is_asked_for(
+        tmp_path, load_results):
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=6)
+    for kwargs in ({}, {'use_indices': True}, {'fast_access': True},
+                   {'include_default_run': False}):
+        traj = load(filename, load_results=load_results, load_parameters=2)
+        kids = traj.results.runs._children
+        got = traj.f_get_from_runs('z', **kwargs)
+        assert kids.pending() == 6 and len(got) == 6  # (no run made yet)
+        key = 3 if kwargs.get('use_indices') else mp._run_name(3)
+        assert key in got and (-1 if key == 3 else 'run_ALL') not in got
+        eager = load(filename, load_results=load_results, load_parameters=2)
+        eager.results.runs._children.make()
+        want = eager.f_get_from_runs('z', **kwargs)
+        assert list(got) == list(want)
+        if kwargs.get('fast_access') and load_results == 2:  # (values: the file's column)
+            assert got == want == {mp._run_name(i): i * i + 0.5 for i in range(6)}
+            continue
+        node = got[key]
+        assert kids.pending() == 5
+        assert node is traj.f_get('results.runs.%s.z' % mp._run_name(3))
+        assert [n.v_full_name for n in got.values()] == \
+            [n.v_full_name for n in want.values()]
+        assert [n.f_is_empty() for n in got.values()] == [load_results == 1] * 6
+        assert kids.pending() == 0
+    # runs with another z below them (and derived parameters' dz): made as before
+    filename = path_for('hdf5', tmp_path, 'nested')
+    sweep('hdf5', filename, nested_z_job, n=3, name='nested')
+    traj = load(filename, load_results=load_results)
+    got = traj.f_get_from_runs('z', use_indices=True)
+    assert type(got) is dict and [n.v_full_name for n in got.values()] == [
+        'results.runs.%s.z' % mp._run_name(i) for i in range(3)]
+    traj = load(filename, load_results=load_results)
+    dz = traj.f_get_from_runs('dz', use_indices=True)
+    assert type(dz) is dict and dz == {}
+
+
+@needs_tables
+def test_f_get_from_runs_of_pending_runs_keeps_its_leaves_when_nodes_are_removed(tmp_path):
+    """What f_get_from_runs returned holds its leaves, as the dict of nodes did, when
+    runs or leaves are removed from the tree afterwards (review)."""
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=4)
+    for remove in ('results', 'results.runs.%s.z' % mp._run_name(1)):
+        traj = load(filename, load_results=2, load_parameters=2)
+        got = traj.f_get_from_runs('z', use_indices=True)
+        if remove == 'results':
+            traj.f_remove_child('results', recursive=True)
+        else:
+            traj.f_remove_item(remove)
+        assert [n.z for n in got.values()] == [i * i + 0.5 for i in range(4)]
+        assert got[1].v_full_name == 'results.runs.%s.z' % mp._run_name(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# A file of several trajectories: stores patch a copy
+# ---------------------------------------------------------------------------------------------
+@prov_needs_tables
+def test_storing_one_of_several_trajectories_of_a_file_keeps_the_others(tmp_path):
+    # (a shared file is copied byte for byte and patched, every 16th time written whole:
+    # the others stay as they were, and freed space does not pile up)
+    filename = str(tmp_path / 'shared.hdf5')
+    for name in ('a', 'b', 'c'):
+        traj = mp.Trajectory(name, filename=filename, add_time=False)
+        traj.f_add_parameter('x', 1)
+        traj.f_add_result('r', list(range(500)), comment=name)
+        traj.f_store()
+    sizes = []
+    for i in range(20):
+        traj.f_add_result('more%d' % i, i)
+        traj.f_store()
+        sizes.append(os.path.getsize(filename))
+    assert max(sizes) < 3 * sizes[0]
+    for name in ('a', 'b', 'c'):
+        got = load(filename, name=name, load_all=mp.LOAD_DATA)
+        assert got.r == list(range(500)) and got.f_get('r').v_comment == name
+    assert load(filename, name='c', load_all=mp.LOAD_DATA).more19 == 19
+    got.f_delete_item('more3')            # (a drop of a trajectory's node, in a patched copy)
+    assert 'more3' not in load(filename, name='c', load_all=mp.LOAD_DATA)
+    assert mp.load_trajectory(name='a', filename=filename, load_all=mp.LOAD_DATA).r[-1] == 499
+
+
 # =============================================================================================
 # Reading HDF5 files written by pypet 0.6 / 0.7
 # =============================================================================================
@@ -8479,6 +8945,135 @@ def _plain_job_x(traj):
     traj.f_add_result('z', traj.x + 0.5)
 
 
+# ---------------------------------------------------------------------------------------------
+# Folds as runs come: by column name, and handed over by the QUEUE writer
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_the_live_fold_finds_run_columns_by_name(file_backend, tmp_path):
+    """The live fold looks a run leaf's column up by its name below the run's group
+    (results.runs.run_X.<name>); other places of the run's name go the long way."""
+    def job(traj):
+        traj.f_add_result('z', traj.x)
+        traj.f_add_result('sim.crun.out', traj.x + 1)
+        traj.f_add_result('runs.crun.deep.w', traj.x + 2)
+        traj.f_add_result('results.tag_' + traj.v_crun, 7)
+
+    filename = path_for(file_backend, tmp_path)
+    env = make_env(file_backend, filename, name='t')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1, 2]})
+    env.f_run(job)
+    loaded = load(filename, name='t', load_results=2)
+    assert loaded.f_get_from_runs('z', fast_access=True) == {
+        run_name(i): i for i in range(3)}
+    assert [loaded.results.sim[run_name(i)].out for i in range(3)] == [1, 2, 3]
+    assert [loaded.res.runs[run_name(i)].deep.w for i in range(3)] == [2, 3, 4]
+    assert loaded.results.tag_run_00000002 == 7
+
+
+def handover_record(idx):
+    return mp._RunRecord('run', 'traj', idx, (1.0 + idx, 2.0 + idx, 1, '', ''), [(
+        'results.runs.%s.z' % run_name(idx), 'Result', '', {'z': idx + 0.5}, None)])
+
+
+def handover_writer(svc, idxs, others, conn):
+    """What the QUEUE writer does with the service: adopt the journal, store runs (those
+    in `others` another appender stores, as another process would), hand over."""
+    svc._adopt_journal()
+    for idx in idxs:
+        if idx in others:
+            mp._Journal(svc._journal.path).append(tuple(handover_record(idx)))
+        else:
+            svc._store_run(handover_record(idx))
+    conn.send(svc._hand_over())
+    conn.close()
+
+
+def handover_handed(svc, idxs, others=()):
+    """Run handover_writer in a forked process; (what it handed over, segment files after)."""
+    ctx = multiprocessing.get_context('fork')
+    here, there = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=handover_writer, args=(svc, list(idxs), set(others), there))
+    proc.start()
+    there.close()
+    handed = here.recv() if here.poll(60) else 'nothing'
+    proc.join(30)
+    assert proc.exitcode == 0 and handed != 'nothing'
+    return handed, set(segment_files(svc.filename))
+
+
+def handover_sweep_start(file_backend, tmp_path, n):
+    filename = path_for(file_backend, tmp_path)
+    svc = service(file_backend, filename)
+    traj = mp.Trajectory('traj', storage_service=svc)
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(n))})
+    traj.f_store(only_init=True)  # the journal's first record, this process's
+    return filename, svc, traj
+
+
+def assert_handover_runs(filename, done):
+    got = load(filename, name='traj', load_data=2)
+    assert [i for i in range(len(got)) if got.f_is_completed(i)] == list(done)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i + 0.5 for i in done}
+
+
+@needs_fork
+@pytest.mark.timeout(120)
+def test_the_checkpoint_takes_the_queue_writers_fold(file_backend, tmp_path):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 6)
+    handed, segments = handover_handed(svc, range(6))
+    assert handed is not None and segments and not any(s.endswith('.tmp') for s in segments)
+    svc._take_over(handed)
+    traj.f_store()
+    # its segments are the file's: this process read no record of the journal back
+    assert segments <= set(svc._segment_names())
+    assert not os.path.exists(filename + '.journal')
+    assert_handover_runs(filename, range(6))
+
+
+@needs_fork
+@pytest.mark.timeout(120)
+def test_a_record_appended_after_the_writers_is_read(file_backend, tmp_path):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 5)
+    handed, segments = handover_handed(svc, range(4))
+    assert handed is not None
+    mp._Journal(filename + '.journal').append(tuple(handover_record(4)))  # another process's
+    svc._take_over(handed)
+    traj.f_store()
+    # the journal did not end where the fold did: read whole; the fold's segments removed
+    assert not segments & set(segment_files(filename))
+    assert_handover_runs(filename, range(5))
+
+
+@needs_fork
+@pytest.mark.timeout(120)
+def test_a_record_appended_between_the_writers_ends_its_fold(file_backend, tmp_path):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 5)
+    handed, segments = handover_handed(svc, range(5), others=[2])
+    assert handed is None and not segments
+    traj.f_store()
+    assert_handover_runs(filename, range(5))
+
+
+@needs_fork
+@pytest.mark.timeout(120)
+def test_the_parent_killed_before_it_took_the_fold_loses_nothing(file_backend,
+                                                                      tmp_path):
+    """(A kill -9 of the parent once the writer has handed over: its durable segments are
+    listed nowhere; the journal still holds every run, each loads once.)"""
+    filename, svc, _ = handover_sweep_start(file_backend, tmp_path, 4)
+    handed, segments = handover_handed(svc, range(4))
+    assert handed is not None and segments
+    assert_handover_runs(filename, range(4))
+    again = load(filename, name='traj', load_data=2)
+    again.f_store()  # another process's checkpoint: the runs once, the debris gone
+    assert not segments & set(segment_files(filename))
+    assert_handover_runs(filename, range(4))
+
+
 # =============================================================================================
 # Environment - config data, logging, git, the run loop, resume
 # =============================================================================================
@@ -9953,6 +10548,104 @@ def test_install_hints_name_the_packages():
 # -- reprs, the tree printer, Jupyter ---------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# Pipelines, map post-processing, niceness, pypet's sigint flag in workers
+# ---------------------------------------------------------------------------------------------
+def map_job(traj, a, w=0):
+    traj.f_add_result('z', traj.x * 100 + a + w)
+    return a
+
+
+def map_postproc(traj, results, first):
+    if len(traj) == 2:                                   # pypet's: (expand, args, kwargs, ..)
+        return {'x': [3, 4]}, ([30, 40],), {'w': [5, 6]}, (first + 1,)
+    return None
+
+
+def test_pipeline_map_and_postprocessing_give_the_new_runs_their_arguments(tmp_path):
+    env = mp.Environment('pm', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'pm.hdf5'), storage_service='pickle')
+
+    def pipeline(traj):
+        traj.f_add_parameter('x', 0)
+        traj.f_explore({'x': [1, 2]})
+        return (map_job, ([10, 20],), {'w': [1, 2]}), (map_postproc, (7,))
+    results = env.pipeline_map(pipeline)                 # (pypet's name, an alias)
+    assert sorted(results) == [(0, 10), (1, 20), (2, 30), (3, 40)]
+    got = mp.load_trajectory(name='pm', filename=str(tmp_path / 'pm.hdf5'),
+                             load_all=mp.LOAD_DATA)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 111, 1: 222, 2: 335, 3: 446}
+
+
+def test_run_map_and_immediate_postproc_refused_as_pypet_does(tmp_path):
+    env = mp.Environment('rm', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'rm.hdf5'), storage_service='pickle')
+    env.v_trajectory.f_add_parameter('x', 0)
+    with pytest.raises(mp.ConfigurationError, match='at least one iterable'):
+        env.f_run_map(map_job)                           # (pypet: a ValueError)
+    assert not os.path.exists(str(tmp_path / 'rm.hdf5'))  # before anything was written
+    with pytest.raises(ValueError, match='use_pool=False'):
+        mp.Environment('rm2', log_config=None, use_pool=True, immediate_postproc=True)
+
+
+def sigint_flag_job(traj):
+    if traj.v_idx == 2:  # (pypet's tests stop a sweep this way, in a worker too)
+        mp.install_as_pypet()
+        sys.modules['pypet.utils.siginthandling'].sigint_handling.hit = True
+    return traj.x
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
+def test_a_worker_that_sets_pypets_sigint_flag_stops_a_graceful_sweep(tmp_path, use_pool):
+    env = mp.Environment('g', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'g.pkl'), storage_service='pickle',
+                         multiproc=True, ncores=1, use_pool=use_pool, graceful_exit=True)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(8))})
+    results = env.f_run(sigint_flag_job)
+    assert results == [(i, i) for i in range(3)]       # run 2 finished; none after it
+    assert not traj.f_is_completed()
+
+
+@pytest.mark.timeout(180)
+def test_the_sigint_flag_a_worker_set_stops_its_sweep_only(tmp_path):
+    """An executor's worker lives on into the next sweep: the flag its job set stops the
+    sweep it was set in, not every later one (review)."""
+    import concurrent.futures
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:
+        for k, job in enumerate((sigint_flag_job, square_job)):
+            env = mp.Environment('s%d' % k, add_time=False, log_config=None,
+                                 report_progress=False, storage_service='pickle',
+                                 filename=str(tmp_path / ('s%d.pkl' % k)), executor=pool,
+                                 graceful_exit=True)
+            traj = env.v_trajectory
+            traj.f_add_parameter('x', 0)
+            traj.f_explore({'x': list(range(6))})
+            env.f_run(job)
+            assert traj.f_is_completed() == (k == 1)
+
+
+def niceness_job(traj):
+    return os.nice(0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not hasattr(os, 'nice'), reason='os.nice is Unix only')
+@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
+def test_niceness_makes_the_workers_nicer_as_pypets(tmp_path, use_pool):
+    env = mp.Environment('n', add_time=False, log_config=None, report_progress=False,
+                         filename=str(tmp_path / 'n.pkl'), storage_service='pickle',
+                         multiproc=True, ncores=1, use_pool=use_pool, niceness=os.nice(0) + 3)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2]})
+    assert [nice for _, nice in env.f_run(niceness_job)] == [os.nice(0) + 3] * 2
+    assert traj.niceness == os.nice(0) + 3      # config.environment.n.niceness, as pypet's
+
+
 # =============================================================================================
 # Coming from pypet - the rest of pypet's public names, its spellings, its scripts
 # =============================================================================================
@@ -10894,6 +11587,59 @@ def test_merge_by_a_short_trial_name_and_runs_that_see_no_earlier_run(tmp_path):
         got.f_merge(again, remove_duplicates=True, backup=False)
 
 
+# ---------------------------------------------------------------------------------------------
+# pypet's examples: frames in pypet files, names, assignment
+# ---------------------------------------------------------------------------------------------
+@needs_pypet_fixtures
+@pytest.mark.skipif(not HAVE_PANDAS, reason='pandas is not installed')
+def test_pypet_file_pandas_results_load_as_frames(fixture_file):
+    """DataFrames and Series pypet stored in results (pandas' own HDF5 layout) load as
+    pandas objects; an object-dtype frame, pickled by pandas, only with allow_pickle=True
+    (before: every pandas item was left out with a warning)."""
+    import pandas as pd
+    path = fixture_file('pypet07_frames.hdf5')
+    with pytest.warns(UserWarning, match=r"results\.tables\['objects'\].*allow_pickle"):
+        traj = mp.load_trajectory(name='frames', filename=path, load_all=2)
+    got = traj.results.tables
+    pd.testing.assert_frame_equal(got.numbers, pd.DataFrame({'f': [1.5, 2.5], 'i': [3, 4]},
+                                                            index=[0.5, 1.5]))
+    pd.testing.assert_series_equal(got.series, pd.Series([1.0, 2.0, 3.0],
+                                                         index=['p', 'q', 'r']))
+    assert 'objects' not in got
+    runs = traj.f_get_from_runs('s', fast_access=True)
+    assert [list(s.values) for s in runs.values()] == [[1.0, 2.0], [2.0, 4.0]]
+    assert [list(s.index) for s in runs.values()] == [['a', 'b'], ['a', 'b']]
+    traj = mp.load_trajectory(name='frames', filename=path, load_all=2, allow_pickle=True)
+    objects = traj.results.tables.objects
+    assert list(objects.columns) == [5.0, 7.5] and list(objects.index) == [0.0, 0.1]
+    assert objects.values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_plain_value_to_an_unknown_name_raises_attribute_error():
+    """pypet's tutorial shows `traj.par.simulation.dt = 0.1, 'comment'` for a new
+    parameter; pypet 0.7 finds no such node and raises an AttributeError: so does
+    minipypet (a NoSuchNodeError, naming the fix), and nothing is added."""
+    traj = mp.Trajectory('plain', add_time=False)
+    traj.f_add_parameter('simulation.dt', 0.1)
+    with pytest.raises(AttributeError, match=r"simulation\.dt3.*f_add_parameter\('dt3'"):
+        traj.par.simulation.dt3 = 0.1, 'The step size'
+    with pytest.raises(mp.NoSuchNodeError):
+        traj.par.simulation = 1.0  # (a group: no value to set either)
+    traj.par.simulation.dt = 0.2  # (an existing parameter takes the value, as pypet's)
+    assert 'dt3' not in traj and traj.dt == 0.2
+
+
+def test_a_dotted_name_resolves_by_its_rest_where_its_first_part_is_ambiguous():
+    traj = mp.Trajectory('amb', add_time=False)
+    traj.f_add_result('runs.run_00000001.rrr', 1)
+    traj.f_add_derived_parameter('runs.run_00000001.other', 2)
+    assert traj.f_get('run_00000001.rrr').v_full_name == 'results.runs.run_00000001.rrr'
+    with pytest.raises(mp.NotUniqueNodeError, match='is in none'):
+        traj.f_get('run_00000001.missing')
+    with pytest.raises(mp.NotUniqueNodeError, match='match at the same depth'):
+        traj.f_get('run_00000001')
+
+
 # =============================================================================================
 # Working with results - the runs table
 # =============================================================================================
@@ -11490,732 +12236,3 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
-
-
-# ==== issueex18-r4 (to be sorted into sections) ====
-def two_in_one_file(filename, backend, points):
-    """Trajectories named by `points` ({name: xs}) run into one file; z = x * 10."""
-    trajs = []
-    for name, xs in points.items():
-        env = mp.Environment(name, add_time=False, storage_service=backend,
-                             log_config=None, filename=filename, report_progress=False,
-                             continuable=False)
-        traj = env.v_trajectory
-        traj.f_add_parameter('x', 0)
-        traj.f_explore({'x': xs})
-        env.f_run(lambda t: t.f_add_result('z', t.x * 10))
-        trajs.append(traj)
-    return trajs
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_merge_backs_up_each_trajectory_beside_its_file(tmp_path, backend):
-    """pypet's f_merge(backup=True) (0.7 also takes backup_filename=True) writes
-    backup_<name> beside the file for both trajectories, each alone in its backup; a
-    later merge's backup of the same trajectory gets a number instead of replacing it."""
-    ext = PROV_SUFFIX[backend]
-    filename = str(tmp_path / ('both' + ext))
-    one, two, three = two_in_one_file(filename, backend,
-                                      {'one': [0, 1], 'two': [1, 2], 'three': [5]})
-    one.f_merge(two, remove_duplicates=True, backup_filename=True)
-    backups = sorted(f for f in os.listdir(str(tmp_path)) if f.startswith('backup_') and
-                     f.endswith(ext))
-    assert backups == ['backup_one' + ext, 'backup_two' + ext]
-    for name, xs in (('one', [0, 1]), ('two', [1, 2])):
-        path = str(tmp_path / ('backup_%s%s' % (name, ext)))
-        assert [r['x'] for r in mp.runs_table(path)] == xs
-        got = mp.load_trajectory(index=-1, filename=path, load_all=2)
-        assert got.v_name == name
-    assert [r['z'] for r in mp.runs_table(filename, name='one')] == [0, 10, 20]
-    one.f_merge(three, backup=True)
-    path = str(tmp_path / ('backup_one_2' + ext))
-    assert [r['x'] for r in mp.runs_table(path)] == [0, 1, 2]
-    assert [r['x'] for r in mp.runs_table(str(tmp_path / ('backup_one' + ext)))] == [0, 1]
-
-
-@needs_pypet_fixtures
-@pytest.mark.skipif(not HAVE_PANDAS, reason='pandas is not installed')
-def test_pypet_file_pandas_results_load_as_frames(fixture_file):
-    """DataFrames and Series pypet stored in results (pandas' own HDF5 layout) load as
-    pandas objects; an object-dtype frame, pickled by pandas, only with allow_pickle=True
-    (before: every pandas item was left out with a warning)."""
-    import pandas as pd
-    path = fixture_file('pypet07_frames.hdf5')
-    with pytest.warns(UserWarning, match=r"results\.tables\['objects'\].*allow_pickle"):
-        traj = mp.load_trajectory(name='frames', filename=path, load_all=2)
-    got = traj.results.tables
-    pd.testing.assert_frame_equal(got.numbers, pd.DataFrame({'f': [1.5, 2.5], 'i': [3, 4]},
-                                                            index=[0.5, 1.5]))
-    pd.testing.assert_series_equal(got.series, pd.Series([1.0, 2.0, 3.0],
-                                                         index=['p', 'q', 'r']))
-    assert 'objects' not in got
-    runs = traj.f_get_from_runs('s', fast_access=True)
-    assert [list(s.values) for s in runs.values()] == [[1.0, 2.0], [2.0, 4.0]]
-    assert [list(s.index) for s in runs.values()] == [['a', 'b'], ['a', 'b']]
-    traj = mp.load_trajectory(name='frames', filename=path, load_all=2, allow_pickle=True)
-    objects = traj.results.tables.objects
-    assert list(objects.columns) == [5.0, 7.5] and list(objects.index) == [0.0, 0.1]
-    assert objects.values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
-
-
-def test_plain_value_to_an_unknown_name_raises_attribute_error():
-    """pypet's tutorial shows `traj.par.simulation.dt = 0.1, 'comment'` for a new
-    parameter; pypet 0.7 finds no such node and raises an AttributeError: so does
-    minipypet (a NoSuchNodeError, naming the fix), and nothing is added."""
-    traj = mp.Trajectory('plain', add_time=False)
-    traj.f_add_parameter('simulation.dt', 0.1)
-    with pytest.raises(AttributeError, match=r"simulation\.dt3.*f_add_parameter\('dt3'"):
-        traj.par.simulation.dt3 = 0.1, 'The step size'
-    with pytest.raises(mp.NoSuchNodeError):
-        traj.par.simulation = 1.0  # (a group: no value to set either)
-    traj.par.simulation.dt = 0.2  # (an existing parameter takes the value, as pypet's)
-    assert 'dt3' not in traj and traj.dt == 0.2
-
-
-# ==== issuer14-r4 (to be sorted into sections) ====
-def _flip_middle_of_chunk(path, dset_path, chunk=0):
-    """Flip the middle byte of a dataset's chunk (however small compression made it)."""
-    with h5py.File(path, 'r') as h:
-        info = h[dset_path].id.get_chunk_info(chunk)
-    _flip_chunk_byte(path, dset_path, chunk, at=info.size // 2)
-
-
-def every_other_z_job(traj):
-    if traj.x % 2 == 0:  # (z's run indices are no span: its _idx is read at a load)
-        traj.f_add_result('z', traj.x + 0.5)
-
-
-@needs_h5py
-@pytest.mark.parametrize('dset', ['results/runs/z/_idx', '_runs'])
-def test_damage_in_a_segments_run_index_is_a_storage_error_naming_it(tmp_path, monkeypatch,
-                                                                     dset):
-    filename = path_for('hdf5', tmp_path)
-    sweep('hdf5', filename, every_other_z_job, n=3000)
-    segment = h5_segments(filename, 'traj')[0]
-    with h5py.File(segment, 'r') as h:
-        assert h[dset].fletcher32
-    _flip_middle_of_chunk(segment, dset)
-    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the segment is "over 128 MB"
-    mp._VERIFIED.clear()
-
-    def load_all():
-        traj = load(filename, load_results=2)
-        traj.f_get_run_information(1)  # (the run information is read when asked for)
-    with pytest.raises(mp.StorageError, match='damaged') as info:
-        load_all()
-    text = str(info.value)
-    assert os.path.basename(segment) in text and dset in text, text
-    assert 'python -m minipypet check' in text and 'HDF5ExtError' not in text
-    assert not isinstance(info.value.__cause__, mp.PypetError)
-
-
-def big_result_job(traj):
-    traj.f_add_result('z', traj.x)
-
-
-@needs_h5py
-@pytest.mark.parametrize('complevel', [9, 0])
-def test_arrays_outside_runs_carry_fletcher32_and_their_damage_is_named(
-        tmp_path, monkeypatch, complevel):
-    filename = path_for('hdf5', tmp_path)
-    env = make_env('hdf5', filename, complevel=complevel)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': [0, 1]})
-    big = np.arange(1 << 14, dtype=np.int64) % 7  # 128 KB: a chunked dataset
-    traj.f_add_result('big', big)
-    traj.f_add_result('small', np.arange(10))     # (small: contiguous, hashed at the open)
-    env.f_run(big_result_job)
-    with h5py.File(filename, 'r') as h:
-        dset = h['traj/results/big']
-        assert dset.fletcher32 and dset.chunks is not None
-        assert (dset.compression is None) == (complevel == 0)
-    assert_same(load(filename, load_results=2).results.big, big)
-    _flip_middle_of_chunk(filename, 'traj/results/big')
-    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the main file is "over 128 MB"
-    mp._VERIFIED.clear()
-    with h5py.File(filename, 'r') as h:  # (HDF5 itself checks: plain h5py sees it)
-        with pytest.raises(OSError):
-            h['traj/results/big'][()]
-    with pytest.raises(mp.StorageError, match='damaged') as info:
-        load(filename, load_results=2)
-    text = str(info.value)
-    assert os.path.basename(filename) in text and 'results/big' in text
-    assert 'backup' in text
-    assert load(filename, load_results=1).f_get_from_runs(
-        'z', fast_access=True, auto_load=True) == {mp._run_name(0): 0, mp._run_name(1): 1}
-
-
-def read_earlier_run_job(traj):
-    """Runs 6 and 7 read run 0's and 1's z, loaded with the trajectory and not made yet."""
-    earlier = traj.f_get('results.runs.%s.z' % mp._run_name(traj.v_idx - 6))
-    traj.f_add_result('w', earlier.z + 100)
-
-
-@needs_tables
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize('start_method', [pytest.param('fork', marks=needs_fork),
-                                          pytest.param('spawn', marks=needs_spawn)])
-def test_pending_runs_reach_pool_workers_as_their_columns(tmp_path, start_method):
-    filename = path_for('hdf5', tmp_path)
-    sweep('hdf5', filename, square_job, n=6)
-    loaded = load(filename, load_results=2, load_parameters=2)
-    kids = loaded.results.runs._children
-    assert type(kids) is mp._PendingRuns and kids.pending() == 6
-    assert any(type(rows) is mp._ColumnRows for _, rows, _ in kids.layers)
-    copy = loaded._worker_copy()  # (what a pool's workers get)
-    sent = copy.results.runs._children
-    assert [type(rows) for _, rows, _ in sent.layers] == \
-        [type(rows) for _, rows, _ in kids.layers]  # (columns arrive as columns)
-    # what a job pickles (into a file) names no private class of minipypet's (review)
-    assert type(pickle.loads(pickle.dumps(sent.layers[0][1]))) is dict
-    assert b'_sent_rows' not in pickle.dumps(copy)
-    assert [dict(rows) for _, rows, _ in sent.layers] == \
-        [dict(rows) for _, rows, _ in kids.layers]
-    # (a row per run pickled would be ~6x bigger: the columns are sent as they were read)
-    assert type(pickle.loads(pickle.dumps(kids.layers[0][1]))) is dict  # (files: plain)
-    loaded.f_expand({'x': [6, 7]})
-    env = mp.Environment(loaded, log_config=None, report_progress=False, multiproc=True,
-                         ncores=2, use_pool=True, start_method=start_method)
-    env.f_run(read_earlier_run_job)
-    got = load(filename, load_results=2)
-    assert got.f_get_from_runs('w', fast_access=True, use_indices=True) == {
-        6: 100.5, 7: 101.5}
-    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-        i: i * i + 0.5 for i in range(6)}
-
-
-def nested_z_job(traj):
-    traj.f_add_result('z', traj.x * 2.0)
-    if traj.x == 1:
-        traj.f_add_result('sub.z', -1.0)  # (a second z below run 1: f_get_from_runs says)
-
-
-@needs_tables
-@pytest.mark.parametrize('load_results', [1, 2])
-def test_f_get_from_runs_of_pending_runs_makes_a_run_when_its_leaf_is_asked_for(
-        tmp_path, load_results):
-    filename = path_for('hdf5', tmp_path)
-    sweep('hdf5', filename, square_job, n=6)
-    for kwargs in ({}, {'use_indices': True}, {'fast_access': True},
-                   {'include_default_run': False}):
-        traj = load(filename, load_results=load_results, load_parameters=2)
-        kids = traj.results.runs._children
-        got = traj.f_get_from_runs('z', **kwargs)
-        assert kids.pending() == 6 and len(got) == 6  # (no run made yet)
-        key = 3 if kwargs.get('use_indices') else mp._run_name(3)
-        assert key in got and (-1 if key == 3 else 'run_ALL') not in got
-        eager = load(filename, load_results=load_results, load_parameters=2)
-        eager.results.runs._children.make()
-        want = eager.f_get_from_runs('z', **kwargs)
-        assert list(got) == list(want)
-        if kwargs.get('fast_access') and load_results == 2:  # (values: the file's column)
-            assert got == want == {mp._run_name(i): i * i + 0.5 for i in range(6)}
-            continue
-        node = got[key]
-        assert kids.pending() == 5
-        assert node is traj.f_get('results.runs.%s.z' % mp._run_name(3))
-        assert [n.v_full_name for n in got.values()] == \
-            [n.v_full_name for n in want.values()]
-        assert [n.f_is_empty() for n in got.values()] == [load_results == 1] * 6
-        assert kids.pending() == 0
-    # runs with another z below them (and derived parameters' dz): made as before
-    filename = path_for('hdf5', tmp_path, 'nested')
-    sweep('hdf5', filename, nested_z_job, n=3, name='nested')
-    traj = load(filename, load_results=load_results)
-    got = traj.f_get_from_runs('z', use_indices=True)
-    assert type(got) is dict and [n.v_full_name for n in got.values()] == [
-        'results.runs.%s.z' % mp._run_name(i) for i in range(3)]
-    traj = load(filename, load_results=load_results)
-    dz = traj.f_get_from_runs('dz', use_indices=True)
-    assert type(dz) is dict and dz == {}
-
-
-@needs_tables
-def test_f_get_from_runs_of_pending_runs_keeps_its_leaves_when_nodes_are_removed(tmp_path):
-    """What f_get_from_runs returned holds its leaves, as the dict of nodes did, when
-    runs or leaves are removed from the tree afterwards (review)."""
-    filename = path_for('hdf5', tmp_path)
-    sweep('hdf5', filename, square_job, n=4)
-    for remove in ('results', 'results.runs.%s.z' % mp._run_name(1)):
-        traj = load(filename, load_results=2, load_parameters=2)
-        got = traj.f_get_from_runs('z', use_indices=True)
-        if remove == 'results':
-            traj.f_remove_child('results', recursive=True)
-        else:
-            traj.f_remove_item(remove)
-        assert [n.z for n in got.values()] == [i * i + 0.5 for i in range(4)]
-        assert got[1].v_full_name == 'results.runs.%s.z' % mp._run_name(1)
-
-
-# ==== issuer18-r4 (to be sorted into sections) ====
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_consecutive_merges_are_written_by_the_next_store_or_load(tmp_path, backend):
-    # pypet's consecutive_merge=True: no write per merge (each write copies the file's other
-    # trajectories, so merging many into a shared file grew quadratic); f_store writes
-    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
-    others = [make_part(tmp_path, backend, 'part_%d' % x, [x])[0] for x in (2, 3, 4)]
-    filename = str(tmp_path / ('part_a' + PROV_SUFFIX[backend]))
-    before = open(filename, 'rb').read()
-    for other in others[:2]:
-        a.f_merge(other, backup=False, consecutive_merge=True)
-    assert len(a) == 4 and a.f_get('x').f_get_range() == [0, 1, 2, 3]
-    assert open(filename, 'rb').read() == before         # nothing written yet
-    a.f_store()
-    loaded = mp.load_trajectory(name='part_a', filename=filename, load_all=mp.LOAD_DATA)
-    assert loaded.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-        0: 0, 1: 10, 2: 20, 3: 30}
-    a.f_merge(others[2], backup=False, consecutive_merge=True)
-    a.f_load(load_data=mp.LOAD_DATA)                     # a load writes them first
-    assert len(a) == 5 and a.f_get_from_runs('z', fast_access=True, use_indices=True)[4] == 40
-    assert len(mp.load_trajectory(name='part_4', filename=str(
-        tmp_path / ('part_4' + PROV_SUFFIX[backend])))) == 1    # the other: untouched
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_what_reads_the_file_sees_the_consecutive_merges_waiting_in_memory(tmp_path,
-                                                                           backend):
-    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
-    b, _ = make_part(tmp_path, backend, 'part_b', [2, 3])
-    a.f_merge(b, backup=False, consecutive_merge=True)
-    twin = copy.deepcopy(a)               # (a copy does not carry the merge to write it twice)
-    with pytest.raises(mp.PypetError, match='no storage service'):
-        twin.f_store()
-    # a column read, an item load and a backup read the file: they write the merge first
-    assert a.f_get_from_runs('z', fast_access=True, auto_load=True, use_indices=True) == {
-        0: 0, 1: 10, 2: 20, 3: 30}
-    a.f_load_item('results.runs.%s.z' % mp._run_name(3))
-    assert a.f_get('results.runs.%s.z' % mp._run_name(3)).z == 30
-    assert len(mp.runs_table(a.f_backup(str(tmp_path / ('bk' + PROV_SUFFIX[backend]))))) == 4
-
-
-def map_job(traj, a, w=0):
-    traj.f_add_result('z', traj.x * 100 + a + w)
-    return a
-
-
-def map_postproc(traj, results, first):
-    if len(traj) == 2:                                   # pypet's: (expand, args, kwargs, ..)
-        return {'x': [3, 4]}, ([30, 40],), {'w': [5, 6]}, (first + 1,)
-    return None
-
-
-def test_pipeline_map_and_postprocessing_give_the_new_runs_their_arguments(tmp_path):
-    env = mp.Environment('pm', add_time=False, log_config=None, report_progress=False,
-                         filename=str(tmp_path / 'pm.hdf5'), storage_service='pickle')
-
-    def pipeline(traj):
-        traj.f_add_parameter('x', 0)
-        traj.f_explore({'x': [1, 2]})
-        return (map_job, ([10, 20],), {'w': [1, 2]}), (map_postproc, (7,))
-    results = env.pipeline_map(pipeline)                 # (pypet's name, an alias)
-    assert sorted(results) == [(0, 10), (1, 20), (2, 30), (3, 40)]
-    got = mp.load_trajectory(name='pm', filename=str(tmp_path / 'pm.hdf5'),
-                             load_all=mp.LOAD_DATA)
-    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-        0: 111, 1: 222, 2: 335, 3: 446}
-
-
-def test_run_map_and_immediate_postproc_refused_as_pypet_does(tmp_path):
-    env = mp.Environment('rm', add_time=False, log_config=None, report_progress=False,
-                         filename=str(tmp_path / 'rm.hdf5'), storage_service='pickle')
-    env.v_trajectory.f_add_parameter('x', 0)
-    with pytest.raises(mp.ConfigurationError, match='at least one iterable'):
-        env.f_run_map(map_job)                           # (pypet: a ValueError)
-    assert not os.path.exists(str(tmp_path / 'rm.hdf5'))  # before anything was written
-    with pytest.raises(ValueError, match='use_pool=False'):
-        mp.Environment('rm2', log_config=None, use_pool=True, immediate_postproc=True)
-
-
-@prov_needs_tables
-def test_storing_one_of_several_trajectories_of_a_file_keeps_the_others(tmp_path):
-    # (a shared file is copied byte for byte and patched, every 16th time written whole:
-    # the others stay as they were, and freed space does not pile up)
-    filename = str(tmp_path / 'shared.hdf5')
-    for name in ('a', 'b', 'c'):
-        traj = mp.Trajectory(name, filename=filename, add_time=False)
-        traj.f_add_parameter('x', 1)
-        traj.f_add_result('r', list(range(500)), comment=name)
-        traj.f_store()
-    sizes = []
-    for i in range(20):
-        traj.f_add_result('more%d' % i, i)
-        traj.f_store()
-        sizes.append(os.path.getsize(filename))
-    assert max(sizes) < 3 * sizes[0]
-    for name in ('a', 'b', 'c'):
-        got = load(filename, name=name, load_all=mp.LOAD_DATA)
-        assert got.r == list(range(500)) and got.f_get('r').v_comment == name
-    assert load(filename, name='c', load_all=mp.LOAD_DATA).more19 == 19
-    got.f_delete_item('more3')            # (a drop of a trajectory's node, in a patched copy)
-    assert 'more3' not in load(filename, name='c', load_all=mp.LOAD_DATA)
-    assert mp.load_trajectory(name='a', filename=filename, load_all=mp.LOAD_DATA).r[-1] == 499
-
-
-def sigint_flag_job(traj):
-    if traj.v_idx == 2:  # (pypet's tests stop a sweep this way, in a worker too)
-        mp.install_as_pypet()
-        sys.modules['pypet.utils.siginthandling'].sigint_handling.hit = True
-    return traj.x
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
-def test_a_worker_that_sets_pypets_sigint_flag_stops_a_graceful_sweep(tmp_path, use_pool):
-    env = mp.Environment('g', add_time=False, log_config=None, report_progress=False,
-                         filename=str(tmp_path / 'g.pkl'), storage_service='pickle',
-                         multiproc=True, ncores=1, use_pool=use_pool, graceful_exit=True)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': list(range(8))})
-    results = env.f_run(sigint_flag_job)
-    assert results == [(i, i) for i in range(3)]       # run 2 finished; none after it
-    assert not traj.f_is_completed()
-
-
-@pytest.mark.timeout(180)
-def test_the_sigint_flag_a_worker_set_stops_its_sweep_only(tmp_path):
-    """An executor's worker lives on into the next sweep: the flag its job set stops the
-    sweep it was set in, not every later one (review)."""
-    import concurrent.futures
-    with concurrent.futures.ProcessPoolExecutor(1) as pool:
-        for k, job in enumerate((sigint_flag_job, square_job)):
-            env = mp.Environment('s%d' % k, add_time=False, log_config=None,
-                                 report_progress=False, storage_service='pickle',
-                                 filename=str(tmp_path / ('s%d.pkl' % k)), executor=pool,
-                                 graceful_exit=True)
-            traj = env.v_trajectory
-            traj.f_add_parameter('x', 0)
-            traj.f_explore({'x': list(range(6))})
-            env.f_run(job)
-            assert traj.f_is_completed() == (k == 1)
-
-
-def niceness_job(traj):
-    return os.nice(0)
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.skipif(not hasattr(os, 'nice'), reason='os.nice is Unix only')
-@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
-def test_niceness_makes_the_workers_nicer_as_pypets(tmp_path, use_pool):
-    env = mp.Environment('n', add_time=False, log_config=None, report_progress=False,
-                         filename=str(tmp_path / 'n.pkl'), storage_service='pickle',
-                         multiproc=True, ncores=1, use_pool=use_pool, niceness=os.nice(0) + 3)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': [1, 2]})
-    assert [nice for _, nice in env.f_run(niceness_job)] == [os.nice(0) + 3] * 2
-    assert traj.niceness == os.nice(0) + 3      # config.environment.n.niceness, as pypet's
-
-
-def test_a_dotted_name_resolves_by_its_rest_where_its_first_part_is_ambiguous():
-    traj = mp.Trajectory('amb', add_time=False)
-    traj.f_add_result('runs.run_00000001.rrr', 1)
-    traj.f_add_derived_parameter('runs.run_00000001.other', 2)
-    assert traj.f_get('run_00000001.rrr').v_full_name == 'results.runs.run_00000001.rrr'
-    with pytest.raises(mp.NotUniqueNodeError, match='is in none'):
-        traj.f_get('run_00000001.missing')
-    with pytest.raises(mp.NotUniqueNodeError, match='match at the same depth'):
-        traj.f_get('run_00000001')
-
-
-@pytest.mark.parametrize('backend', PROV_BACKENDS)
-def test_merge_ignores_ignored_parameters_and_refuses_other_types(tmp_path, backend):
-    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
-    b, _ = make_part(tmp_path, backend, 'part_b', [2])
-    b.f_add_parameter('Ignore.Me', 42)
-    b.f_store()
-    a.f_add_parameter('Denied', 13)
-    a.f_store()
-    with pytest.raises(TypeError, match='the parameters differ'):   # (pypet's TypeError)
-        a.f_merge(b, backup=False)
-    b.f_add_parameter('Denied', 13.5)                  # (in memory, as pypet's test)
-    with pytest.raises(TypeError, match='Denied is a int here and a float'):
-        a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
-    b.f_get('Denied').f_unlock()
-    b.f_get('Denied').f_set(15)
-    a.f_merge(b, backup=False, ignore_data=('parameters.Ignore.Me',))
-    assert len(a) == 3 and 'Ignore' not in a.parameters
-    # a name of ignore_data ignores that node and what is below it, not every name it
-    # begins (x_scale is not ignored by 'parameters.x'; review)
-    c, _ = make_part(tmp_path, backend, 'part_c', [5])
-    c.f_add_parameter('x_scale', 2.5)
-    c.f_store()
-    d, _ = make_part(tmp_path, backend, 'part_d', [6])
-    with pytest.raises(TypeError, match='the parameters differ'):
-        c.f_merge(d, backup=False, ignore_data=('parameters.x',))
-
-
-# ==== issues17-r4 (to be sorted into sections) ====
-def held_job(traj):
-    """Adds results the short way (held apart from the tree), reads them every way."""
-    leaf = traj.f_add_result('z', traj.x * 2.0)
-    traj.f_add_result('w', 1)
-    before = traj.res.runs  # (a group taken before a held result is read through it)
-    traj.f_add_result('v', 3)
-    with pytest.raises(mp.InvalidNameError):
-        traj.f_add_result('v', 4)           # a held name is taken
-    seen = dict(z=traj.z, get=traj.f_get('z').z, crun=traj.crun.z,
-                res=traj.res.runs.crun.z, parent=leaf.f_get_parent().v_name,
-                name=leaf.v_full_name, v=before.crun.v,
-                leaves=sorted(n.v_name for n in traj.res.runs.crun.f_iter_leaves()))
-    traj.f_add_result('u', 5)               # (held again, after the tree was read)
-    seen['u'] = traj.f_get('u', fast_access=True)
-    traj.f_add_link('results.runs.crun.to_z', traj.f_get('z'))
-    copy = pickle.loads(pickle.dumps(traj))
-    seen['copy'] = copy.f_get('results.runs.%s.u' % traj.v_crun).u
-    return seen
-
-
-@pytest.mark.timeout(120)
-def test_results_held_apart_in_a_run_are_seen_everywhere_and_stored(file_backend,
-                                                                       tmp_path):
-    """f_add_result('z', 1.5) in a run holds the result apart from the tree until
-    something reads the tree: every way of reading finds it, in the run or after."""
-    filename = path_for(file_backend, tmp_path)
-    env = make_env(file_backend, filename, name='t')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0.0)
-    traj.f_explore({'x': [1.0, 2.0, 3.0]})
-    results = env.f_run(held_job)
-    for idx, (i, seen) in enumerate(results):
-        x = idx + 1.0
-        assert i == idx and seen == dict(
-            z=2 * x, get=2 * x, crun=2 * x, res=2 * x, parent=run_name(idx),
-            name='results.runs.%s.z' % run_name(idx), v=3, leaves=['v', 'w', 'z'], u=5,
-            copy=5)
-    assert '_held' not in vars(traj) and isinstance(traj._nodes, dict)
-    assert 'results.runs.run_00000000' not in traj._nodes          # (cleaned up)
-    loaded = load(filename, name='t', load_results=2)
-    assert loaded.f_get_from_runs('z', fast_access=True) == {
-        run_name(i): 2.0 * (i + 1) for i in range(3)}
-    assert loaded.f_get_from_runs('u', fast_access=True) == {
-        run_name(i): 5 for i in range(3)}
-    assert loaded.res.runs.run_00000001.to_z == 4.0
-
-
-def test_results_held_apart_are_kept_where_runs_stay_in_memory():
-    """Where the runs stay in memory (LazyStorageService, clean_up_runs=False), the held
-    results are put into the tree when the run ends."""
-    env = lazy_env('t', report_progress=False)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0.0)
-    traj.f_explore({'x': [1.0, 2.0]})
-    env.f_run(lambda traj: traj.f_add_result('z', traj.x) and None)
-    assert traj.res.runs.run_00000001.z == 2.0
-    assert traj.f_get_from_runs('z', fast_access=True) == {run_name(0): 1.0,
-                                                           run_name(1): 2.0}
-    assert 'run_00000000' in traj.f_tree()
-
-
-@pytest.mark.timeout(120)
-def test_a_run_that_fails_after_holding_results_leaves_the_tree_whole(tmp_path):
-    """A job that raises after adding results the short way: the failed run is stored
-    with them, the trajectory's tree is whole, and a second sweep stores the rest."""
-    def job(traj):
-        traj.f_add_result('z', traj.x)
-        if traj.x == 1.0:
-            raise ValueError('boom')
-
-    env = file_env(tmp_path, 't', report_progress=False)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0.0)
-    traj.f_explore({'x': [0.0, 1.0, 2.0]})
-    with pytest.raises(ValueError, match='boom'):
-        env.f_run(job)
-    assert '_held' not in vars(traj) and '_hidden' not in vars(traj)
-    assert isinstance(traj._nodes, dict) and 'results' in traj._children
-    assert isinstance(traj.results._children, dict)
-    assert traj.x == 0.0                                            # (default again)
-    loaded = mp.load_trajectory(name='t', filename=str(tmp_path / 't.pkl'),
-                                load_results=2, storage_service=mp.PickleStorageService)
-    assert loaded.f_get_from_runs('z', fast_access=True) == {run_name(0): 0.0,
-                                                             run_name(1): 1.0}
-    assert list(loaded._runs.completed[:2]) == [1, 0]
-
-
-def test_a_manual_run_holds_results_and_finalize_stores_them(tmp_path):
-    """f_start_run / f_finalize_run (pypet's manual runs) hold results too."""
-    traj = mp.Trajectory('t', filename=str(tmp_path / 't.pkl'),
-                         storage_service=mp.PickleStorageService)
-    traj.f_add_parameter('x', 0.0)
-    traj.f_explore({'x': [1.0, 2.0]})
-    traj.f_store()
-    for idx in range(2):
-        traj.f_start_run(idx)
-        traj.f_add_result('z', 10.0 * (idx + 1))   # (the first run learns the name)
-        traj.f_add_result('q', 1)
-        traj.f_finalize_run()
-        assert '_held' not in vars(traj)
-    loaded = mp.load_trajectory(name='t', filename=str(tmp_path / 't.pkl'),
-                                load_results=2, storage_service=mp.PickleStorageService)
-    assert loaded.f_get_from_runs('z', fast_access=True) == {run_name(0): 10.0,
-                                                             run_name(1): 20.0}
-    assert loaded.f_get_from_runs('q', fast_access=True) == {run_name(0): 1,
-                                                             run_name(1): 1}
-
-
-@pytest.mark.timeout(120)
-def test_the_live_fold_finds_run_columns_by_name(file_backend, tmp_path):
-    """The live fold looks a run leaf's column up by its name below the run's group
-    (results.runs.run_X.<name>); other places of the run's name go the long way."""
-    def job(traj):
-        traj.f_add_result('z', traj.x)
-        traj.f_add_result('sim.crun.out', traj.x + 1)
-        traj.f_add_result('runs.crun.deep.w', traj.x + 2)
-        traj.f_add_result('results.tag_' + traj.v_crun, 7)
-
-    filename = path_for(file_backend, tmp_path)
-    env = make_env(file_backend, filename, name='t')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': [0, 1, 2]})
-    env.f_run(job)
-    loaded = load(filename, name='t', load_results=2)
-    assert loaded.f_get_from_runs('z', fast_access=True) == {
-        run_name(i): i for i in range(3)}
-    assert [loaded.results.sim[run_name(i)].out for i in range(3)] == [1, 2, 3]
-    assert [loaded.res.runs[run_name(i)].deep.w for i in range(3)] == [2, 3, 4]
-    assert loaded.results.tag_run_00000002 == 7
-
-
-# ==== issuep17-r4 (to be sorted into sections) ====
-def p17_record(idx):
-    return mp._RunRecord('run', 'traj', idx, (1.0 + idx, 2.0 + idx, 1, '', ''), [(
-        'results.runs.%s.z' % run_name(idx), 'Result', '', {'z': idx + 0.5}, None)])
-
-
-def p17_writer(svc, idxs, others, conn):
-    """What the QUEUE writer does with the service: adopt the journal, store runs (those
-    in `others` another appender stores, as another process would), hand over."""
-    svc._adopt_journal()
-    for idx in idxs:
-        if idx in others:
-            mp._Journal(svc._journal.path).append(tuple(p17_record(idx)))
-        else:
-            svc._store_run(p17_record(idx))
-    conn.send(svc._hand_over())
-    conn.close()
-
-
-def p17_handed(svc, idxs, others=()):
-    """Run p17_writer in a forked process; (what it handed over, segment files after)."""
-    ctx = multiprocessing.get_context('fork')
-    here, there = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=p17_writer, args=(svc, list(idxs), set(others), there))
-    proc.start()
-    there.close()
-    handed = here.recv() if here.poll(60) else 'nothing'
-    proc.join(30)
-    assert proc.exitcode == 0 and handed != 'nothing'
-    return handed, set(segment_files(svc.filename))
-
-
-def p17_sweep_start(file_backend, tmp_path, n):
-    filename = path_for(file_backend, tmp_path)
-    svc = service(file_backend, filename)
-    traj = mp.Trajectory('traj', storage_service=svc)
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': list(range(n))})
-    traj.f_store(only_init=True)  # the journal's first record, this process's
-    return filename, svc, traj
-
-
-def assert_p17_runs(filename, done):
-    got = load(filename, name='traj', load_data=2)
-    assert [i for i in range(len(got)) if got.f_is_completed(i)] == list(done)
-    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-        i: i + 0.5 for i in done}
-
-
-@needs_fork
-@pytest.mark.timeout(120)
-def test_p17_the_checkpoint_takes_the_queue_writers_fold(file_backend, tmp_path):
-    filename, svc, traj = p17_sweep_start(file_backend, tmp_path, 6)
-    handed, segments = p17_handed(svc, range(6))
-    assert handed is not None and segments and not any(s.endswith('.tmp') for s in segments)
-    svc._take_over(handed)
-    traj.f_store()
-    # its segments are the file's: this process read no record of the journal back
-    assert segments <= set(svc._segment_names())
-    assert not os.path.exists(filename + '.journal')
-    assert_p17_runs(filename, range(6))
-
-
-@needs_fork
-@pytest.mark.timeout(120)
-def test_p17_a_record_appended_after_the_writers_is_read(file_backend, tmp_path):
-    filename, svc, traj = p17_sweep_start(file_backend, tmp_path, 5)
-    handed, segments = p17_handed(svc, range(4))
-    assert handed is not None
-    mp._Journal(filename + '.journal').append(tuple(p17_record(4)))  # another process's
-    svc._take_over(handed)
-    traj.f_store()
-    # the journal did not end where the fold did: read whole; the fold's segments removed
-    assert not segments & set(segment_files(filename))
-    assert_p17_runs(filename, range(5))
-
-
-@needs_fork
-@pytest.mark.timeout(120)
-def test_p17_a_record_appended_between_the_writers_ends_its_fold(file_backend, tmp_path):
-    filename, svc, traj = p17_sweep_start(file_backend, tmp_path, 5)
-    handed, segments = p17_handed(svc, range(5), others=[2])
-    assert handed is None and not segments
-    traj.f_store()
-    assert_p17_runs(filename, range(5))
-
-
-@needs_fork
-@pytest.mark.timeout(120)
-def test_p17_the_parent_killed_before_it_took_the_fold_loses_nothing(file_backend,
-                                                                      tmp_path):
-    """(A kill -9 of the parent once the writer has handed over: its durable segments are
-    listed nowhere; the journal still holds every run, each loads once.)"""
-    filename, svc, _ = p17_sweep_start(file_backend, tmp_path, 4)
-    handed, segments = p17_handed(svc, range(4))
-    assert handed is not None and segments
-    assert_p17_runs(filename, range(4))
-    again = load(filename, name='traj', load_data=2)
-    again.f_store()  # another process's checkpoint: the runs once, the debris gone
-    assert not segments & set(segment_files(filename))
-    assert_p17_runs(filename, range(4))
-
-
-# ==== review4 (to be sorted into sections) ====
-
-class _WritesAMarker:
-    """Unpickling it creates the file `path` (code run by a crafted file)."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return open, (self.path, 'w')
-
-
-@needs_tables
-def test_hdf5_attributes_of_a_crafted_file_are_never_unpickled(tmp_path):
-    """PyTables unpickles an attribute value as soon as its node's attributes are read
-    (the root's at opening): in the files minipypet opens, plain data only (review)."""
-    import tables
-    marker, path = tmp_path / 'ran', str(tmp_path / 'crafted.hdf5')
-    with tables.open_file(path, 'w') as f:
-        f.root._v_attrs.evil = _WritesAMarker(str(marker))
-        f.create_group('/', 'results')._v_attrs.evil = _WritesAMarker(str(marker))
-        f.root._v_attrs.fine = [1, 2.5, 'plain']
-    shutil.copyfile(path, str(tmp_path / 'copy.hdf5'))
-    with tables.open_file(str(tmp_path / 'copy.hdf5'), 'r') as other:  # (not minipypet's:
-        assert other.root._v_attrs.fine == [1, 2.5, 'plain']      # PyTables as it is)
-    assert marker.exists()  # (the crafted value ran)
-    marker.unlink()
-    with pytest.raises(mp.PypetError):
-        mp.load_trajectory(filename=path)
-    assert not mp._is_pypet_file(path)
-    assert not marker.exists()
-    f = mp._open_hdf5(path, mp.StorageError, mp.StorageError)
-    with f:
-        assert f.root._v_attrs.fine == [1, 2.5, 'plain']   # (plain data still reads)
-        assert isinstance(f.get_node('/results')._v_attrs.evil, bytes)
-    assert not marker.exists()
