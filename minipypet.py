@@ -105,16 +105,16 @@ import zlib
 
 logger = logging.getLogger('minipypet')
 
-# What to pip install for an optional module, or for a feature (the extras of pyproject.toml):
-# named as packages, since a copied-in minipypet.py has no extras.
+# What to pip install for an optional module, or for a feature (the extras of
+# pyproject.toml): named as packages, since a copied-in minipypet.py has no extras.
 _PACKAGES = {'tables': 'tables numpy', 'numpy': 'numpy', 'git': 'GitPython', 'pandas': 'pandas',
              'dask': '"dask[distributed]"', 'distributed': '"dask[distributed]"',
              'h5py': 'h5py', 'matplotlib': 'matplotlib', 'hdf5': 'tables numpy'}
 
 
 def _require(module, extra=None):
-    """Import an optional dependency, or raise MissingDependencyError naming the packages
-    (those of the feature `extra`, e.g. 'hdf5', else the module's own)."""
+    """Import an optional dependency, or raise MissingDependencyError naming the
+    packages (those of the feature `extra`, e.g. 'hdf5', else the module's own)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -403,9 +403,9 @@ _REPR_SCALARS = frozenset(_SCALARS + (type(None),))  # (their _canonical text is
 
 
 def _canonical(value):
-    """A text for `value` that is the same in every process: sets and frozensets sorted by
-    their items' texts, dicts by their keys' (unlike repr and pickle, whose order for a set
-    follows PYTHONHASHSEED)."""
+    """A text for `value` that is the same in every process: sets and frozensets sorted
+    by their items' texts, dicts by their keys' (unlike repr and pickle, whose order for
+    a set follows PYTHONHASHSEED)."""
     t = type(value)
     if t in (set, frozenset):
         return '%s{%s}' % (t.__name__, ','.join(sorted(_canonical(v) for v in value)))
@@ -592,8 +592,8 @@ def _from_plain(value):
 
 
 def _freeze(value):
-    # JSON turns tuples used as dict keys or set members into tagged lists; they decode back
-    # to tuples, but a nested list would not be hashable, so make it a tuple.
+    # JSON turns tuples used as dict keys or set members into tagged lists; they decode
+    # back to tuples, but a nested list would not be hashable, so make it a tuple.
     return tuple(value) if type(value) is list else value
 
 
@@ -606,8 +606,8 @@ def _from_json(text):
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Unpickles only plain data and numpy arrays: journal and pickle-backend files never hold
-    anything else, so a crafted payload in them cannot run code."""
+    """Unpickles only plain data and numpy arrays: journal and pickle-backend files
+    never hold anything else, so a crafted payload in them cannot run code."""
     _ALLOWED = {
         ('builtins', 'complex'), ('builtins', 'set'), ('builtins', 'frozenset'),
         ('builtins', 'bytearray'), ('builtins', 'slice'),
@@ -637,8 +637,8 @@ def _numpy_pickle_module(module):
 
 
 class _NumpyCompatUnpickler(pickle.Unpickler):
-    """The plain unpickler (for PickleResult/PickleParameter data the user allowed), able to
-    read numpy arrays pickled by the other numpy major version."""
+    """The plain unpickler (for PickleResult/PickleParameter data the user allowed),
+    able to read numpy arrays pickled by the other numpy major version."""
 
     def find_class(self, module, name):
         return super().find_class(_numpy_pickle_module(module), name)
@@ -659,8 +659,8 @@ class Annotations:
         object.__setattr__(self, '_dict', {})
 
     def f_set(self, *args: object, **kwargs: object) -> None:
-        """Set annotations: positional values are named annotation, annotation_1, ...; keywords by
-        name."""
+        """Set annotations: positional values are named annotation, annotation_1, ...;
+        keywords by name."""
         for i, value in enumerate(args):
             self.f_set_single('annotation' if i == 0 else 'annotation_%d' % i, value)
         for key, value in kwargs.items():
@@ -894,8 +894,8 @@ def _did_you_mean(name, names):
 
 
 def _check_comment(comment, where):
-    """`comment` if every backend keeps it exactly: a str without NUL characters (HDF5 text
-    attributes end at the first one) that UTF-8 can encode (no lone surrogates)."""
+    """`comment` if every backend keeps it exactly: a str without NUL characters (HDF5
+    text attributes end at the first one) that UTF-8 can encode (no lone surrogates)."""
     where = where or 'the trajectory'
     if not isinstance(comment, str):
         raise UnsupportedTypeError('%s: a comment must be a str, not %s (%r)'
@@ -930,9 +930,9 @@ def _check_name(component, where):
             '4,096 of them), and do not start with "f_" or "v_" (reserved for methods and '
             'properties)' % (_short_repr(component, 80), _short_repr(where, 160)))
     if component.startswith(_PYTABLES_RESERVED):
-        # PyTables reads such names as its own attributes (a group's __dict__, _v_attrs):
-        # stored, they break every later store into that file, so no backend takes them
-        # (a file must move between backends)
+        # PyTables reads such names as its own attributes (a group's __dict__,
+        # _v_attrs): stored, they break every later store into that file, so no backend
+        # takes them (a file must move between backends)
         raise InvalidNameError(
             '%s is not a valid node name in %s: names starting with "__" or with one of '
             '"_c_", "_f_", "_g_", "_i_", "_p_", "_v_" are reserved by PyTables (HDF5 files); '
@@ -1114,8 +1114,8 @@ class NNGroupNode(NNTreeNode):
             return True
 
     def f_get_all(self, name: str, max_depth: int | None = None, shortcuts: bool = True) -> list:
-        """Every node named `name` in this subtree; a dotted name's parts may skip groups
-        between them, as shortcuts do ('peter.yve' finds peter.markus.yve)."""
+        """Every node named `name` in this subtree; a dotted name's parts may skip
+        groups between them, as shortcuts do ('peter.yve' finds peter.markus.yve)."""
         root = self._root()
         prefix = self._full_name + '.' if self._full_name else ''
         if isinstance(root, Trajectory):  # (abbreviations and wildcards: 'par', '$', ...)
@@ -1252,8 +1252,8 @@ class NNGroupNode(NNTreeNode):
                      predicate: object = None,
                      with_links: bool = False) -> collections.abc.Iterator:
         """Breadth-first iterator over the nodes below this group. predicate: a function
-        of the node, or (as pypet) run indices or names, whose runs' nodes alone are kept
-        among the runs' (the rest of the tree stays)."""
+        of the node, or (as pypet) run indices or names, whose runs' nodes alone are
+        kept among the runs' (the rest of the tree stays)."""
         if predicate is not None and not callable(predicate):
             keep = {_run_name(r) if isinstance(r, int) else r for r in (
                 [predicate] if isinstance(predicate, (int, str)) else predicate)}
@@ -1530,8 +1530,8 @@ class NNGroupNode(NNTreeNode):
 
     def f_store_child(self, name: str, recursive: bool = False,
                       store_data: int = STORE_DATA, max_depth: int | None = None) -> None:
-        """Store the child `name` (a dotted path below this group, no shortcut; recursive:
-        with what is below it, down to max_depth levels below this group)."""
+        """Store the child `name` (a dotted path below this group, no shortcut;
+        recursive: with what is below it, down to max_depth levels below this group)."""
         root = self._root()
         node = root._resolve(self, name, False, None, True)
         if node is None:
@@ -1553,8 +1553,8 @@ class NNGroupNode(NNTreeNode):
 
 
 def _leaf_dict(cls, name, traj):
-    """The attributes a leaf of class `cls` named `name` starts with when a load makes it
-    without __init__ (its full name, comment and parent are set after)."""
+    """The attributes a leaf of class `cls` named `name` starts with when a load makes
+    it without __init__ (its full name, comment and parent are set after)."""
     d = dict(_name=name, _traj=traj, _annotations=None, _refused=None)
     if issubclass(cls, BaseResult):
         d['_data'] = {}
@@ -1837,8 +1837,8 @@ def _user_key():
 
 
 def _message(parts):
-    """What a signature covers: the pickles (and their names) of one leaf or record, each
-    after its length (so that no two lists of parts give one message)."""
+    """What a signature covers: the pickles (and their names) of one leaf or record,
+    each after its length (so that no two lists of parts give one message)."""
     pack = _LENGTH.pack
     return b''.join(pack(len(p)) + p for p in (
         p.encode('utf-8', 'surrogatepass') if isinstance(p, str) else p for p in parts))
@@ -2202,8 +2202,8 @@ class BaseParameter(NNLeafNode):
                                      ) from None
 
     def _values_of_same_type(self, value1, value2):
-        """True if both values are of the type this parameter holds and explores alike (pypet
-        0.7's check before exploring); TypeError if it holds neither."""
+        """True if both values are of the type this parameter holds and explores alike
+        (pypet 0.7's check before exploring); TypeError if it holds neither."""
         supported = self.f_supports(value1), self.f_supports(value2)
         if not any(supported):
             raise UnsupportedTypeError('%s holds neither %s nor %s' % (
@@ -2221,8 +2221,8 @@ class BaseParameter(NNLeafNode):
         return True
 
     def _equal_values(self, value1, value2):
-        """True if the parameter holds both values and they are equal (numpy arrays compared
-        element by element); TypeError if it holds neither."""
+        """True if the parameter holds both values and they are equal (numpy arrays
+        compared element by element); TypeError if it holds neither."""
         return self._values_of_same_type(value1, value2) and nested_equal(value1, value2)
 
     def _restore_default(self):
@@ -2256,8 +2256,8 @@ _PY_KINDS = {bool: 'b', int: 'iu', float: 'fiu', complex: 'cfiu', str: 'U', byte
 
 
 class Parameter(BaseParameter):
-    """A parameter holding a bool, int, float, complex, str, bytes, a homogeneous non-empty
-    list/tuple of these, or (with numpy) a numpy scalar or array."""
+    """A parameter holding a bool, int, float, complex, str, bytes, a homogeneous
+    non-empty list/tuple of these, or (with numpy) a numpy scalar or array."""
 
     def f_supports(self, data: object) -> bool:
         """True if a Parameter can hold `data` (scalars, homogeneous lists/tuples, numpy data)."""
@@ -2460,8 +2460,8 @@ class Result(BaseResult):
             self.f_set(*args, **kwargs)
 
     def f_set(self, *args: object, **kwargs: object) -> None:
-        """Set items: positional ones are named like the result, then name_1, ...; keywords by
-        name."""
+        """Set items: positional ones are named like the result, then name_1, ...;
+        keywords by name."""
         for i, item in enumerate(args):
             self.f_set_single(self._name if i == 0 else '%s_%d' % (self._name, i), item)
         for name, item in kwargs.items():
@@ -2785,8 +2785,8 @@ def _object_table_class():
 
 
 def __getattr__(name):
-    """PEP 562: ObjectTable subclasses pandas.DataFrame, so it is made on first use (importing
-    minipypet never imports pandas)."""
+    """PEP 562: ObjectTable subclasses pandas.DataFrame, so it is made on first use
+    (importing minipypet never imports pandas)."""
     if name == 'ObjectTable':
         return _object_table()
     raise AttributeError('module %r has no attribute %r' % (__name__, name))
@@ -2833,8 +2833,8 @@ def _set_name(idx):
 
 
 def _runtime_strings(starts, finishes):
-    """str(timedelta) of each run ('' if unfinished); short runs share their microseconds
-    counts, so each count is formatted once."""
+    """str(timedelta) of each run ('' if unfinished); short runs share their
+    microseconds counts, so each count is formatted once."""
     memo, out = {}, []
     for a, b in zip(starts, finishes):
         if not b:
@@ -2968,16 +2968,16 @@ class _RunTable:
         self.completed[idx], self.hexsha[idx], self.error[idx] = completed, hexsha, error
 
     def to_plain(self, share=False):
-        """{field: list} (share: the table's own columns, for a state that is used at once
-        and not kept; 1M runs' timestamps as float objects would take 50 MB)."""
+        """{field: list} (share: the table's own columns, for a state that is used at
+        once and not kept; 1M runs' timestamps as float objects would take 50 MB)."""
         return {f: getattr(self, f) if share else list(getattr(self, f))
                 for f in self.FIELDS}
 
     @classmethod
     def from_plain(cls, data, loader=None):
-        """The table of a state's run information; columns already as the table keeps them
-        are taken, not copied (a loaded state is dropped once its trajectory is made).
-        `loader(table)`: sets the LAZY columns when one is first asked for."""
+        """The table of a state's run information; columns already as the table keeps
+        them are taken, not copied (a loaded state is dropped once its trajectory is
+        made). `loader(table)`: sets the LAZY columns when one is first asked for."""
         table = cls(0)
         if loader is not None:
             table.completed = bytearray(data['completed'])
@@ -3380,9 +3380,9 @@ class _RunsMixin:
                 yield idx
 
     def f_preset_parameter(self, name: str, *args: object, **kwargs: object) -> None:
-        """As pypet: the value f_set(*args, **kwargs) gives the parameter `name` when it is
-        added later (a script's defaults, changed from outside); f_run refuses to start while
-        a preset parameter was never added."""
+        """As pypet: the value f_set(*args, **kwargs) gives the parameter `name` when it
+        is added later (a script's defaults, changed from outside); f_run refuses to
+        start while a preset parameter was never added."""
         self._preset('parameters', name, args, kwargs)
 
     def f_preset_config(self, name: str, *args: object, **kwargs: object) -> None:
@@ -3446,8 +3446,8 @@ class _RunsMixin:
 
     def f_start_run(self, run_name_or_idx: str | int | None = None, turn_into_run: bool = True
                     ) -> None:
-        """Make this trajectory a run by hand, without an Environment (pypet's manual runs,
-        see manual_run): the run it is set to, or `run_name_or_idx`."""
+        """Make this trajectory a run by hand, without an Environment (pypet's manual
+        runs, see manual_run): the run it is set to, or `run_name_or_idx`."""
         del turn_into_run  # (a run is always one here)
         if self.__dict__.get('_manual_start') is not None:
             return self
@@ -3460,9 +3460,9 @@ class _RunsMixin:
         return self
 
     def f_finalize_run(self, store_meta_data: bool = True, clean_up: bool = True) -> None:
-        """End a run started with f_start_run. store_meta_data stores the run (its timing
-        and, unlike pypet, which left them to an f_store, what it added: a finished run is
-        never lost); the trajectory stays set to the run."""
+        """End a run started with f_start_run. store_meta_data stores the run (its
+        timing and, unlike pypet, which left them to an f_store, what it added: a
+        finished run is never lost); the trajectory stays set to the run."""
         start = self.__dict__.pop('_manual_start', None)
         if start is None:
             return self
@@ -3504,8 +3504,8 @@ class _RunsMixin:
 
     def _finish_run(self, record, clean_up, restore=True):
         """The run's bookkeeping after its record is stored. restore=False leaves the
-        explored parameters at the run's values (a serial sweep sets the next run's at once;
-        _Sweep.run restores the defaults when the sweep ends, however it ends)."""
+        explored parameters at the run's values (a serial sweep sets the next run's at
+        once; _Sweep.run restores the defaults when the sweep ends, however it ends)."""
         idx = record.idx
         self._runs.set(idx, *record.info)
         d = self.__dict__
@@ -3527,10 +3527,10 @@ class _RunsMixin:
                     self._run_group(branch, idx) if runs._children else None)
                 if group is not None:
                     self._remove_subtree(group)
-            # and what it added elsewhere below its name (results.sim.run_X.w, results.$):
-            # as pypet, a later run sees none of an earlier one's nodes
-            # (only the run's leaves and the groups they leave empty: a group named after
-            # the run may hold what the user put there before the sweep)
+            # and what it added elsewhere below its name (results.sim.run_X.w,
+            # results.$): as pypet, a later run sees none of an earlier one's nodes
+            # (only the run's leaves and the groups they leave empty: a group named
+            # after the run may hold what the user put there before the sweep)
             for leaf in added:
                 if leaf._parent is None:  # (the common case: gone with the run's group)
                     continue
@@ -3576,8 +3576,8 @@ class _RunsMixin:
             self._load_link(group, lname, target)
 
     def _worker_copy(self):
-        """A copy for other processes: no explored ranges (each run's values travel with the
-        run), no run data, no storage service."""
+        """A copy for other processes: no explored ranges (each run's values travel with
+        the run), no run data, no storage service."""
         runs = self._runs  # O(n): it made every task of a pool without freeze_input grow
         self.__dict__['_runs'] = _RunTable(0)
         out = io.BytesIO()
@@ -3600,8 +3600,8 @@ class _RunsMixin:
 
 
 def _tuple_item(entry):
-    """pypet's (message, item[, args[, kwargs]]) form of an item to store or load: the item
-    (the arguments are those of the call)."""
+    """pypet's (message, item[, args[, kwargs]]) form of an item to store or load: the
+    item (the arguments are those of the call)."""
     if not isinstance(entry, tuple):
         return entry
     if not 2 <= len(entry) <= 4:
@@ -3887,13 +3887,13 @@ class _StorageMixin:
                       fletcher32: bool | None = None) -> None:
         """Store single leaves or groups (with recursive=True, their subtree).
 
-        overwrite: names of a stored result's items to replace (pypet's; the other stored
-        items stay, new ones are added); overwrite=True or store_data=OVERWRITE_DATA
-        replaces them all; non_empties: skip the empty leaves among the items; complevel,
-        complib, shuffle, fletcher32: pypet's per-store filters, said to have no effect
-        (a store uses its service's);
-        max_depth: with recursive, the levels below each item that are stored; a group's
-        links are stored with it unless with_links=False."""
+        overwrite: names of a stored result's items to replace (pypet's; the other
+        stored items stay, new ones are added); overwrite=True or
+        store_data=OVERWRITE_DATA replaces them all; non_empties: skip the empty leaves
+        among the items; complevel, complib, shuffle, fletcher32: pypet's per-store
+        filters, said to have no effect (a store uses its service's); max_depth: with
+        recursive, the levels below each item that are stored; a group's links are
+        stored with it unless with_links=False."""
         iterator = [_tuple_item(i) for i in iterator]
         for key, value in (('complevel', complevel), ('complib', complib),
                            ('shuffle', shuffle), ('fletcher32', fletcher32)):
@@ -4085,8 +4085,8 @@ class _StorageMixin:
         groups on the way are loaded too.
 
         load_only: load only these item names of a result (others stay as they are);
-        load_except: load all items but these; with_links=False: no links; max_depth: with
-        recursive, the levels below each item that are loaded."""
+        load_except: load all items but these; with_links=False: no links; max_depth:
+        with recursive, the levels below each item that are loaded."""
         if load_only is not None and load_except is not None:
             raise ConfigurationError('pass load_only or load_except, not both')
         names = []
@@ -4143,8 +4143,8 @@ class _StorageMixin:
                                         overwrite=load_data == OVERWRITE_DATA)
                 if isinstance(node, BaseParameter) and node._explored_range is not None \
                         and node.v_branch == 'parameters' and full_name not in self._explored:
-                    # (a trajectory loaded without its parameters: an explored one loaded
-                    # now takes part in f_set_crun / v_idx, as pypet's)
+                    # (a trajectory loaded without its parameters: an explored one
+                    # loaded now takes part in f_set_crun / v_idx, as pypet's)
                     self._explored[full_name] = node
                     if self._idx >= 0:
                         node._set_parameter_access(self._idx)
@@ -4234,9 +4234,9 @@ class _StorageMixin:
         return self
 
     def f_backup(self, backup_filename: str | os.PathLike | None = None) -> str:
-        """Store this trajectory as stored (the file's, not what memory holds since) into
-        `backup_filename` (default: backup_<name><ext> beside its file), as the only
-        trajectory of that new file; returns its path (pypet's backup)."""
+        """Store this trajectory as stored (the file's, not what memory holds since)
+        into `backup_filename` (default: backup_<name><ext> beside its file), as the
+        only trajectory of that new file; returns its path (pypet's backup)."""
         service = self._service() if self._storage_service is not None else None
         if not isinstance(service, _FileService) or not self._stored:
             raise PypetError('f_backup needs the trajectory stored in a file; %s is not '
@@ -4323,8 +4323,8 @@ class _StorageMixin:
 
     def f_migrate(self, new_name: str | None = None, in_store: bool = False,
                   new_storage_service: object = None, filename: str | None = None) -> None:
-        """Rename the trajectory and/or move it to another file or service; in_store=True
-        says it is stored there already."""
+        """Rename the trajectory and/or move it to another file or service;
+        in_store=True says it is stored there already."""
         if new_name is not None:
             _check_name(new_name, 'the trajectory name')
             self.__dict__['_name'] = new_name
@@ -4469,8 +4469,8 @@ class _RunValues(collections.abc.Mapping):
 
 
 class _RunLeaves(collections.abc.Sequence):
-    """The leaves `name` of pending runs (see _PendingRuns) at `idxs`, each run made when
-    its leaf is asked for (f_get_from_runs, through _RunValues)."""
+    """The leaves `name` of pending runs (see _PendingRuns) at `idxs`, each run made
+    when its leaf is asked for (f_get_from_runs, through _RunValues)."""
 
     __slots__ = ('idxs', '_kids', '_name', '_fast', '_asked', '_nodes', '__weakref__')
     live = weakref.WeakSet()  # (see freeze)
@@ -4733,9 +4733,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                                'In a run, results go below results.runs.run_XXXXXXXX.')
     @property
     def v_full_copy(self) -> bool:
-        """pypet's: set False, copy.copy(traj) and f_copy() drop the explored ranges (the
-        parameters keep their current values and stay v_explored); unset or True, a copy
-        keeps them (pickles for workers and .cnt files always do)."""
+        """pypet's: set False, copy.copy(traj) and f_copy() drop the explored ranges
+        (the parameters keep their current values and stay v_explored); unset or True, a
+        copy keeps them (pickles for workers and .cnt files always do)."""
         return bool(self._props['full_copy'])
 
     @v_full_copy.setter
@@ -4967,10 +4967,10 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         nodes, unique, by_name, fast = self._nodes, self._unique, self._by_name, self._run_fast
         for n in todo:
             name, full = n._name, n._full_name
-            # A removed node has no parent: without this link back, a removed group and its
-            # children (every run's results, at clean-up) are freed at once instead of piling
-            # up as cycles for the garbage collector (~3 ms a 1,000-run sweep, ~10 ms when
-            # a full collection falls in it).
+            # A removed node has no parent: without this link back, a removed group and
+            # its children (every run's results, at clean-up) are freed at once instead
+            # of piling up as cycles for the garbage collector (~3 ms a 1,000-run sweep,
+            # ~10 ms when a full collection falls in it).
             n.__dict__['_parent'] = None
             nodes.pop(full, None)
             if full in self._explored:  # (not stored: as pypet, the runs go with the last one)
@@ -5296,9 +5296,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1).
 
         pypet's own run and set naming, {('$', 'crun'): f, ('$set', 'crunset'): g}, is
-        taken as names for the runs: 'hello_3' (f(3)) resolves to run_00000003 (g's names
-        to the run's set), while the tree, '$' and the file keep the index names (runs
-        are stored by index)."""
+        taken as names for the runs: 'hello_3' (f(3)) resolves to run_00000003 (g's
+        names to the run's set), while the tree, '$' and the file keep the index names
+        (runs are stored by index)."""
         for keys, func in func_dict.items():
             keys = (keys,) if isinstance(keys, str) else tuple(keys)
             if keys in (_RUN_WILDCARDS, _SET_WILDCARDS):
@@ -5541,8 +5541,8 @@ def _merge_states(mine, other, trial_parameter, remove_duplicates, ignore, merge
         if ignored(template):
             continue
         target = mine['columns'].setdefault(template, {})
-        # the other file may have purged duplicate comments: give them back, since merged
-        # runs keep their comments (the seed)
+        # the other file may have purged duplicate comments: give them back, since
+        # merged runs keep their comments (the seed)
         first = rows[min(rows)][1] if rows else ''
         # ... unless ours says the same first: a duplicate, purged as in one sweep's file
         own = target[min(target)][1] if target else None
@@ -5647,8 +5647,8 @@ def load_trajectory(name: str | None = None, index: int | None = None, as_new: b
                     recursive: bool = True, max_depth: int | None = None,
                     **kwargs: object) -> Trajectory:
     """Load a trajectory from a file by name or index and return it. As in pypet, with
-    as_new=True it is named new_name (+ the time with add_time), so that running it again
-    does not store over the loaded one."""
+    as_new=True it is named new_name (+ the time with add_time), so that running it
+    again does not store over the loaded one."""
     unknown = set(kwargs) - _STORAGE_ARGUMENTS
     if unknown:
         raise ConfigurationError('load_trajectory got unknown arguments %s' % sorted(unknown))
@@ -5667,8 +5667,8 @@ def load_trajectory(name: str | None = None, index: int | None = None, as_new: b
     return traj
 
 
-# pypet passes load_trajectory's other arguments to the storage service; for loading these
-# change nothing here
+# pypet passes load_trajectory's other arguments to the storage service; for loading
+# these change nothing here
 _STORAGE_ARGUMENTS = frozenset((
     'file_title', 'complevel', 'complib', 'shuffle', 'fletcher32', 'overwrite_file',
     'purge_duplicate_comments', 'summary_tables', 'small_overview_tables',
@@ -5682,14 +5682,14 @@ _STORAGE_ARGUMENTS = frozenset((
 class StorageService:
     """The storage protocol: `store(msg, item, **kw)` and `load(msg, item, **kw)`.
 
-    Messages: TRAJECTORY (the whole trajectory; kw only_init, store_data), SINGLE_RUN (a run
-    record: plain data, see Trajectory._run_record), LIST (a list of (LEAF|GROUP, node)),
-    DELETE (a list of full names), FLUSH, CLOSE_FILE. `load(TRAJECTORY, traj, name=, index=,
-    modes=)` returns the trajectory's plain-data state; `load(LIST, traj, names=)` returns
-    {full name: (class tag, comment, annotations, data)} (groups and links may come too, see
-    _items_from_state). A service used by several processes
-    at once without wrapping sets `multiproc_safe = True`; one that keeps run data in memory
-    (so the environment must not clean it up) sets `keeps_runs = True`."""
+    Messages: TRAJECTORY (the whole trajectory; kw only_init, store_data), SINGLE_RUN (a
+    run record: plain data, see Trajectory._run_record), LIST (a list of (LEAF|GROUP,
+    node)), DELETE (a list of full names), FLUSH, CLOSE_FILE. `load(TRAJECTORY, traj,
+    name=, index=, modes=)` returns the trajectory's plain-data state; `load(LIST, traj,
+    names=)` returns {full name: (class tag, comment, annotations, data)} (groups and
+    links may come too, see _items_from_state). A service used by several processes at
+    once without wrapping sets `multiproc_safe = True`; one that keeps run data in
+    memory (so the environment must not clean it up) sets `keeps_runs = True`."""
 
     multiproc_safe = False
     keeps_runs = False
@@ -5735,8 +5735,8 @@ class StorageService:
 
 
 class LazyStorageService(StorageService):
-    """Writes nothing. Run results stay in the trajectory in memory, so a quick script or a
-    lesson can still look at them after the runs."""
+    """Writes nothing. Run results stay in the trajectory in memory, so a quick script
+    or a lesson can still look at them after the runs."""
 
     multiproc_safe = True
     keeps_runs = True
@@ -5830,10 +5830,10 @@ class _Journal:
                 '_folder_lock': self._folder_lock, '_dirfd': None, '_own': None,
                 'listener': None, '_hold': False, '_held': False, '_held_at': 0.0}
 
-    # While a sweep holds the journal, the shared folder lock an append takes is kept for
-    # the appends that follow within this many seconds, then given back: a checkpoint of
-    # another process (another sweep's end in the same folder) gets its turn as often as
-    # it would between single appends, give or take these 10 ms.
+    # While a sweep holds the journal, the shared folder lock an append takes is kept
+    # for the appends that follow within this many seconds, then given back: a
+    # checkpoint of another process (another sweep's end in the same folder) gets its
+    # turn as often as it would between single appends, give or take these 10 ms.
     HOLD_SECONDS = 0.01
 
     def hold(self):
@@ -5907,9 +5907,9 @@ class _Journal:
         data = (self._HEAD.pack(len(payload), zlib.crc32(payload)), payload)
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()
-        # Shared lock on the folder for the write only: a checkpoint takes it exclusively.
-        # (Held for longer, a process forked meanwhile would hold it too, for its life;
-        # except while hold() keeps it, which sees to that.)
+        # Shared lock on the folder for the write only: a checkpoint takes it
+        # exclusively. (Held for longer, a process forked meanwhile would hold it too,
+        # for its life; except while hold() keeps it, which sees to that.)
         held = self._held
         dirfd = None if held or locked else self._dirfd
         if dirfd is not None:
@@ -5954,10 +5954,10 @@ class _Journal:
                 self._timer.start()
 
     def _write(self, data, size):
-        """One write of a whole record (head, payload): one system call, so that appenders
-        never interleave. A short write or ENOSPC (a full disk) would leave a torn record
-        that the next one follows: it is cut off again (to `size`, the length before, where
-        known) and the run is not counted as done."""
+        """One write of a whole record (head, payload): one system call, so that
+        appenders never interleave. A short write or ENOSPC (a full disk) would leave a
+        torn record that the next one follows: it is cut off again (to `size`, the
+        length before, where known) and the run is not counted as done."""
         head, payload = data
         try:
             if len(payload) > 1 << 16 and hasattr(os, 'writev'):
@@ -6003,9 +6003,9 @@ class _Journal:
             self.listener(own[0], record, payload)
 
     def take_own(self):
-        """(journal id, end) if the file holds exactly the records this process appended,
-        else None; either way it is forgotten. Call it under the exclusive folder lock, so
-        that nothing is appended meanwhile."""
+        """(journal id, end) if the file holds exactly the records this process
+        appended, else None; either way it is forgotten. Call it under the exclusive
+        folder lock, so that nothing is appended meanwhile."""
         own, self._own = self._own, None
         if own is None:
             return None
@@ -6108,9 +6108,9 @@ class _Journal:
 
     @classmethod
     def open(cls, path):
-        """(journal id, mmap of the file) or (None, bytes skipped) where there is no journal
-        or only a torn header. An mmap, so that a journal of gigabytes is read a record at a
-        time and never held in memory whole."""
+        """(journal id, mmap of the file) or (None, bytes skipped) where there is no
+        journal or only a torn header. An mmap, so that a journal of gigabytes is read a
+        record at a time and never held in memory whole."""
         import mmap
         try:
             f = open(path, 'rb')
@@ -6332,8 +6332,8 @@ def _state_put_leaf(state, full_name, tag, comment, data, ann, overwrite=True):
     old = state['nodes'].get(full_name)
     if isinstance(overwrite, tuple) and old is not None and old.get('kind') == 'leaf' and \
             old.get('data') is not None and data is not None and tag == old.get('class'):
-        # pypet's f_store_item(overwrite=[items]): those replace the stored ones, and new
-        # items are added; the other stored items stay
+        # pypet's f_store_item(overwrite=[items]): those replace the stored ones, and
+        # new items are added; the other stored items stay
         kept = {k: v for k, v in old['data'].items() if k not in overwrite}
         state['nodes'][full_name] = dict(old, comment=comment, ann=ann, data=dict(data, **kept))
         return
@@ -6397,9 +6397,9 @@ def _run_shape(state, template, idx, others, said):
 
 
 def _apply_record(state, record, shape=None):
-    """Fold one journal record other than a run's into its trajectory's state. `shape`: a
-    fold's cache for this trajectory (the prefixes of its stored names, made on first use,
-    so that many stored items stay linear)."""
+    """Fold one journal record other than a run's into its trajectory's state. `shape`:
+    a fold's cache for this trajectory (the prefixes of its stored names, made on first
+    use, so that many stored items stay linear)."""
     kind = record[0]
     if kind == 'leaf':
         _, _, full_name, tag, comment, data, ann, overwrite = record
@@ -6645,8 +6645,8 @@ class _FileService(_FromState, StorageService):
     def _live_record(self, jid, record, payload):
         """Fold a record this process journalled right away (into a segment written as a
         temporary file), so that the checkpoint at the end of a sweep only closes it. A
-        record from elsewhere (jid None), or a new journal, ends the fold: the checkpoint
-        then reads the journal."""
+        record from elsewhere (jid None), or a new journal, ends the fold: the
+        checkpoint then reads the journal."""
         live = self._live
         if live is not None and live.jid != jid:
             self._live = None
@@ -6767,9 +6767,9 @@ class _FileService(_FromState, StorageService):
         """A checkpoint: journal + memory -> new segments and a new main file.
 
         The store before the runs (only_init) goes to the journal instead, as durable as
-        the runs' records, and the sweep's checkpoint then happens at the end. `before()` runs under the
-        file's lock just before it (a sweep writes its .cnt there: a kill between never
-        leaves a stored sweep without one)."""
+        the runs' records, and the sweep's checkpoint then happens at the end.
+        `before()` runs under the file's lock just before it (a sweep writes its .cnt
+        there: a kill between never leaves a stored sweep without one)."""
         mem = traj._to_state(only_init)
         self._check(mem)
         self._prepare_overwrite()
@@ -6777,8 +6777,8 @@ class _FileService(_FromState, StorageService):
         if only_init:
             self._journal.close()
             with _FolderLock(self._journal.path, shared=False):
-                # (the check, the .cnt and the record under one lock: of two sweeps of one
-                # name started at once, exactly one is stored and the other refused)
+                # (the check, the .cnt and the record under one lock: of two sweeps of
+                # one name started at once, exactly one is stored and the other refused)
                 self._refuse_another(fresh)
                 _Journal.repair(self._journal.path)
                 if before is not None:
@@ -6998,8 +6998,8 @@ class _FileService(_FromState, StorageService):
     def _fast_values(self, name, item):
         """{run index: value} of the run leaves named `item` (results.runs.run_X.<item>,
         else derived_parameters...) read a column at a time, for f_get_from_runs(...,
-        fast_access=True, auto_load=True); None where a leaf has more than its one item or
-        another class than Result/Parameter (then the nodes are made as usual)."""
+        fast_access=True, auto_load=True); None where a leaf has more than its one item
+        or another class than Result/Parameter (then the nodes are made as usual)."""
         if not os.path.exists(self.filename) or name not in self._list_names():
             return None
         meta = self._read_main(name, set())
@@ -7161,8 +7161,8 @@ class _FileService(_FromState, StorageService):
         raise NotImplementedError
 
     def _write_main(self, metas, folded, drop=(), ready=None):
-        """Replace the main file; ready() is called once the new one is written, before it
-        replaces the old one (what it lists must be on disk first)."""
+        """Replace the main file; ready() is called once the new one is written, before
+        it replaces the old one (what it lists must be on disk first)."""
         raise NotImplementedError
 
     def _segment_open(self, segment):
@@ -7190,9 +7190,9 @@ class _FileService(_FromState, StorageService):
         raise NotImplementedError
 
 
-# A stored name as _check_name accepts it (dotted for a node's full name); the trajectory
-# name becomes a file name (its .cnt, logs), so a crafted '../../x' must never pass.
-# ($ and $set: a run in a column's template)
+# A stored name as _check_name accepts it (dotted for a node's full name); the
+# trajectory name becomes a file name (its .cnt, logs), so a crafted '../../x' must
+# never pass. ($ and $set: a run in a column's template)
 _STORED_PART = r'(?:\$|\$set|(?!f_|v_|__|_[cfgipv]_)[A-Za-z0-9_-]{1,4096})'
 _STORED_NAME_RE = re.compile(r'%s(?:\.%s)*' % (_STORED_PART, _STORED_PART))
 
@@ -7230,8 +7230,8 @@ def _ascending(parts):
 
 
 class _RowsSkipping(dict):
-    """A `rows` filter (see _FileService._load_state) that holds every column except those
-    of the given branches."""
+    """A `rows` filter (see _FileService._load_state) that holds every column except
+    those of the given branches."""
 
     def __init__(self, rows, skip):
         super().__init__(rows or {})
@@ -7361,9 +7361,9 @@ class _Bits:
 
 class _Segment:
     """A segment being written: run rows and run information of one trajectory. They are
-    buffered up to _SEGMENT_BUDGET bytes, then appended to a temporary file, which close()
-    syncs and moves into the segment folder under its final name. Once there, the file is
-    never changed again."""
+    buffered up to _SEGMENT_BUDGET bytes, then appended to a temporary file, which
+    close() syncs and moves into the segment folder under its final name. Once there,
+    the file is never changed again."""
 
     def __init__(self, fold, meta, seq):
         self.fold, self.service, self.meta, self.seq = fold, fold.service, meta, seq
@@ -7440,8 +7440,8 @@ class _Segment:
         self.rows, self.info, self.size = {}, {}, 0
 
     def close(self):
-        """Write out what is buffered; make the file durable under its final name. Returns
-        False if the segment holds nothing (no file is left)."""
+        """Write out what is buffered; make the file durable under its final name.
+        Returns False if the segment holds nothing (no file is left)."""
         self.flush()
         if self.handle is None:
             return False
@@ -7579,8 +7579,8 @@ class _Fold:
         return meta.setdefault('templates', set())
 
     def stored_bits(self, name, template):
-        """The run indices of a column in the segments written before (read once), and in
-        those this fold has closed."""
+        """The run indices of a column in the segments written before (read once), and
+        in those this fold has closed."""
         bits = self.stored.get((name, template))
         if bits is None:
             bits = self.stored[name, template] = _Bits()
@@ -7654,8 +7654,8 @@ class _Fold:
             _apply_record(meta, record, self.shapes.setdefault(name, {}))
 
     def row(self, name, template, idx, row, overwrite):
-        """A run row; newest wins, except that STORE_DATA (overwrite False) keeps a stored
-        row and an empty leaf never replaces stored data."""
+        """A run row; newest wins, except that STORE_DATA (overwrite False) keeps a
+        stored row and an empty leaf never replaces stored data."""
         meta = self.metas[name]
         known = self.known(meta)
         if template not in known:
@@ -7689,8 +7689,8 @@ class _Fold:
         return found
 
     def hide(self, name, template, idx):
-        """Drop a run's row of a column (idx _ALL: every row): from the buffer, and from the
-        segments written before by a tombstone."""
+        """Drop a run's row of a column (idx _ALL: every row): from the buffer, and from
+        the segments written before by a tombstone."""
         segment = self.segment(name)
         if not segment.drop(template, idx):
             segment = self.split(name)
@@ -7774,10 +7774,10 @@ class _Fold:
         return dict(self.__dict__, service=None, syncing=[])
 
     def make_durable(self, tmp, path):
-        """fsync a closed segment, rename it to its final name and fsync the folder, in a
-        thread: the fsyncs wait on the disk (~2 ms each, without the GIL) while the main
-        file is written, and the main file's rename waits for them (durable()), so the
-        order on disk is kept."""
+        """fsync a closed segment, rename it to its final name and fsync the folder, in
+        a thread: the fsyncs wait on the disk (~2 ms each, without the GIL) while the
+        main file is written, and the main file's rename waits for them (durable()), so
+        the order on disk is kept."""
         def sync():
             try:
                 _sync_file(tmp)
@@ -7801,10 +7801,10 @@ class _Fold:
                 raise failed[0]
 
     def columns_info(self, name, meta):
-        """{template: [first run index, number of runs, highest run index, first row]} for
-        the summary tables (a row: (class, comment, annotations, data)). Runs appended
-        beyond the highest index are counted as they come; otherwise (a run stored again,
-        a row deleted) the indices are read from the segments."""
+        """{template: [first run index, number of runs, highest run index, first row]}
+        for the summary tables (a row: (class, comment, annotations, data)). Runs
+        appended beyond the highest index are counted as they come; otherwise (a run
+        stored again, a row deleted) the indices are read from the segments."""
         known = self.known(meta)
         info = {t: list(v) for t, v in (meta.get('columns_info') or {}).items() if t in known}
         for segment in self.closed.get(name, ()):
@@ -8008,8 +8008,8 @@ def _atomic_write(path, write):
 
 
 def _stale_tmp(path, rest):
-    """True for a temp file whose writer is gone: its pid (the name's '<pid>-') is no live
-    process; a name without one (minipypet 0.3), once it is a minute old."""
+    """True for a temp file whose writer is gone: its pid (the name's '<pid>-') is no
+    live process; a name without one (minipypet 0.3), once it is a minute old."""
     pid, dash, _ = rest.partition('-')
     if dash and pid.isdigit() and os.name == 'posix':  # (Windows' os.kill would kill it)
         try:
@@ -8031,8 +8031,8 @@ def _checksum_line(payload):
 
 
 def _checked(data, path, what):
-    """The payload after a checksum line, once it matches; data without one (minipypet 0.3)
-    as it is."""
+    """The payload after a checksum line, once it matches; data without one (minipypet
+    0.3) as it is."""
     if not data.startswith(b'sha1 '):
         return data
     line, _, payload = data.partition(b'\n')
@@ -8046,9 +8046,9 @@ def _checked(data, path, what):
 # Pickle backend
 # ============================================================================================
 class PickleStorageService(_FileService):
-    """Stores trajectories with the stdlib only: a main pickle file of plain data (never of
-    minipypet classes), rewritten atomically at checkpoints, plus segment files (a stream of
-    pickled batches of run rows) and the journal between checkpoints."""
+    """Stores trajectories with the stdlib only: a main pickle file of plain data (never
+    of minipypet classes), rewritten atomically at checkpoints, plus segment files (a
+    stream of pickled batches of run rows) and the journal between checkpoints."""
 
     MAGIC = b'MINIPYPET-PICKLE\n'
     SEGMENT_MAGIC = b'MINIPYPET-SEGMENT\n'
@@ -8286,8 +8286,8 @@ class HDF5StorageService(_FileService):
     # but pypet users know HDF5 as not process safe, and the issue tracker asked to refuse
     # wrap_mode='NONE' with it rather than rely on that: QUEUE or LOCK it is.
     multiproc_safe = False
-    # bytes; smaller datasets are neither chunked nor compressed: compressing them saves a
-    # few KB at most and costs more time (~0.3 ms a dataset) than writing them
+    # bytes; smaller datasets are neither chunked nor compressed: compressing them saves
+    # a few KB at most and costs more time (~0.3 ms a dataset) than writing them
     _BIG = 16384
     OPTIONS = _FileService.OPTIONS | {'complevel', 'complib', 'shuffle', 'fletcher32',
                                       'encoding', 'display_time'}
@@ -8353,9 +8353,9 @@ class HDF5StorageService(_FileService):
                 _attr_text(comment, full_name, 'comment')
 
     def _filters(self, light=False):
-        """The data's filters (None: uncompressed). light: zlib level 1, for what minipypet
-        writes beside the data (run indices and information, overview tables): ~2x faster
-        than level 9 on such columns and ~10% bigger, readable everywhere."""
+        """The data's filters (None: uncompressed). light: zlib level 1, for what
+        minipypet writes beside the data (run indices and information, overview tables):
+        ~2x faster than level 9 on such columns and ~10% bigger, readable everywhere."""
         tables = _require('tables')
         if not self.complevel:
             return None
@@ -8409,8 +8409,8 @@ class HDF5StorageService(_FileService):
                     self._write_trajectory(out, meta)
                     if name not in order:
                         order.append(name)
-                # file_title, else the title it had, else the first trajectory's name (as
-                # PyTables' TITLE: the sys attributes that would write it are off)
+                # file_title, else the title it had, else the first trajectory's name
+                # (as PyTables' TITLE: the sys attributes that would write it are off)
                 _h5_set(out.root, 'TITLE', _attr_text(title or (order[0] if order else ''),
                                                       out.root, 'title'))
                 for key, value in (('minipypet_format', FORMAT_VERSION),
@@ -8470,9 +8470,9 @@ class HDF5StorageService(_FileService):
                 pack = packed.setdefault(group._v_pathname, [group, {}, 0])
                 size = len(json.dumps(meta)) + len(parts[-1]) + 4 if kind else 0
                 if kind is not None and pack[2] + size <= _PACK_BYTES:
-                    # A scalar (config, most parameters): an attribute of its group, named
-                    # like the leaf, described in the group's mp_leaves. ~8x faster to write
-                    # than a dataset, and far smaller.
+                    # A scalar (config, most parameters): an attribute of its group,
+                    # named like the leaf, described in the group's mp_leaves. ~8x
+                    # faster to write than a dataset, and far smaller.
                     _h5_set(group, parts[-1], value)
                     pack[1][parts[-1]] = meta
                     pack[2] += size
@@ -8708,8 +8708,8 @@ class HDF5StorageService(_FileService):
             if tag != column.tag:
                 column.classes[0].append(i)
                 column.classes[1].append(tag)
-            # The seed's rule (purge_duplicate_comments): a run keeps its comment only if it
-            # differs from the first run's; merged runs keep theirs.
+            # The seed's rule (purge_duplicate_comments): a run keeps its comment only
+            # if it differs from the first run's; merged runs keep theirs.
             if comment != column.comment and i != column.first or \
                     purge and comment and i in merged:
                 column.comments[0].append(i)
@@ -8882,8 +8882,8 @@ class HDF5StorageService(_FileService):
                 _fill_runs(state['runs'], runs, errors, np)
 
     def _runs_flush(self, state, paths=None):
-        """Read the run information of the segments a load put off (state['runs_pending'])
-        into state['runs'], in their order."""
+        """Read the run information of the segments a load put off
+        (state['runs_pending']) into state['runs'], in their order."""
         if paths is None:
             paths, state['runs_pending'] = state['runs_pending'], []
         np = _require('numpy', 'hdf5') if paths else None
@@ -8893,8 +8893,8 @@ class HDF5StorageService(_FileService):
                     _fill_runs(state['runs'], runs, {}, np)
 
     def _runs_later(self, paths, table):
-        """Fill a _RunTable's run information put off at its load (its `completed` column
-        is the table's own already, and may have changed since)."""
+        """Fill a _RunTable's run information put off at its load (its `completed`
+        column is the table's own already, and may have changed since)."""
         runs = _RunTable(len(table)).to_plain(share=True)
         self._runs_flush({'runs': runs}, paths)
         for field in _RunTable.LAZY:
@@ -8966,8 +8966,8 @@ class HDF5StorageService(_FileService):
             return self._read_trajectory(f, name, data, rows)
 
     def _read_trajectory(self, f, name, data, rows=None):
-        """A trajectory's metadata from the main file; the run rows and run information a
-        main file of format 2 holds itself go to state['legacy']."""
+        """A trajectory's metadata from the main file; the run rows and run information
+        a main file of format 2 holds itself go to state['legacy']."""
         np = _require('numpy', 'hdf5')
         root = f.get_node('/' + name)
         a = root._v_attrs
@@ -9176,9 +9176,9 @@ def _runs_span(f):
 
 
 def _walk_tree(root, links):
-    """A trajectory group's groups and leaves, parents first, without its overview tables
-    (made from the rest: opening their 18 tables took half of a small file's load) and the
-    external links to its segments; its soft links go to `links`."""
+    """A trajectory group's groups and leaves, parents first, without its overview
+    tables (made from the rest: opening their 18 tables took half of a small file's
+    load) and the external links to its segments; its soft links go to `links`."""
     tables = _require('tables')
     todo = [root]
     for group in todo:
@@ -9362,8 +9362,8 @@ def _decode_node_row(node, pos):
 
 
 def _note_span(h, idxs, info):
-    """Keep a segment's run span (lo, hi) and mark each run in it; a run not completed, or
-    stored twice, spoils it (h.span[0] None)."""
+    """Keep a segment's run span (lo, hi) and mark each run in it; a run not completed,
+    or stored twice, spoils it (h.span[0] None)."""
     span, seen = h.span, h.seen
     if h.seen is None:
         return
@@ -9406,8 +9406,8 @@ class _H5Segment:
         return self.file.root.overview
 
     def overview_rows(self, name, columns, np):
-        """Append rows to an overview table (made by the first batch; its string columns are
-        sized then, with room to grow: a longer text is cut, ending in '...')."""
+        """Append rows to an overview table (made by the first batch; its string columns
+        are sized then, with room to grow: a longer text is cut, ending in '...')."""
         table = self.tables.get(name)
         n = len(columns[0][1])
         texts = {}  # (the first batch's texts, encoded once)
@@ -9439,9 +9439,9 @@ class _H5Segment:
 # HDF5 writing - datasets, chunks and attributes
 # ============================================================================================
 def _compresses(arr, np):
-    """Whether compression pays for a new dataset: its first MB, shuffled as HDF5's filter
-    would, shrinks by 10% or more under fast zlib. Noise (random numbers, images from a
-    sensor) does not, and zlib level 9 spends ~20 s a GB on it for nothing."""
+    """Whether compression pays for a new dataset: its first MB, shuffled as HDF5's
+    filter would, shrinks by 10% or more under fast zlib. Noise (random numbers, images
+    from a sensor) does not, and zlib level 9 spends ~20 s a GB on it for nothing."""
     if arr.nbytes < (64 << 10):
         return True  # (too small to matter either way)
     sample = np.ascontiguousarray(arr.reshape(-1)[:(1 << 20) // arr.itemsize])
@@ -9472,8 +9472,8 @@ def _fletcher32(data, np):
 
 
 def _h5_texts(values, size, np):
-    """str values as an S array (UTF-8, lone surrogates escaped), each cut to `size` bytes
-    with '...' where longer (None: as long as the longest)."""
+    """str values as an S array (UTF-8, lone surrogates escaped), each cut to `size`
+    bytes with '...' where longer (None: as long as the longest)."""
     try:  # numpy encodes ASCII itself, ~10x faster than a loop
         arr = np.array(values, dtype='S')
     except UnicodeEncodeError:
@@ -9496,8 +9496,8 @@ def _h5_fits(node, had, kind, arr):
 
 
 def _h5_append(f, group, name, arr, kind, filters):
-    """Append rows to an extendable dataset of a segment (made by the first batch, sized so
-    that a chunk holds ~64 KB-1 MB, or one row of a big array)."""
+    """Append rows to an extendable dataset of a segment (made by the first batch, sized
+    so that a chunk holds ~64 KB-1 MB, or one row of a big array)."""
     node = group._f_get_child(name) if name in group else None
     if node is None:
         tables = _require('tables')
@@ -9509,9 +9509,9 @@ def _h5_append(f, group, name, arr, kind, filters):
         rows = max(1, min(1 << 20, (1 << 20) // row if row < (1 << 20) else 1,
                           max(len(arr), 1024)))
         if filters is not None and not _compresses(arr, np):
-            # (judged on the first batch; a small one keeps the filters: a segment flushes
-            # every column when one of them fills its budget, so a column's first batch
-            # may be a few rows of millions to come)
+            # (judged on the first batch; a small one keeps the filters: a segment
+            # flushes every column when one of them fills its budget, so a column's
+            # first batch may be a few rows of millions to come)
             filters = None
         # Every chunk carries HDF5's Fletcher-32 (4 bytes): a file over _VERIFY_MAX is
         # not hashed at its open, and a chunk stored raw has no zlib adler32 either, so
@@ -9532,10 +9532,10 @@ def _h5_append(f, group, name, arr, kind, filters):
 
 
 def _direct_chunks(node, arr):
-    """Whether the whole chunks of a batch can be compressed here, in threads, and written
-    directly: zlib (with or without shuffle), numbers, chunks of 64 KB or more. Python's
-    zlib releases the GIL, so the cores compress in parallel; HDF5's own filter runs on
-    one core, at half the speed of zlib here."""
+    """Whether the whole chunks of a batch can be compressed here, in threads, and
+    written directly: zlib (with or without shuffle), numbers, chunks of 64 KB or more.
+    Python's zlib releases the GIL, so the cores compress in parallel; HDF5's own filter
+    runs on one core, at half the speed of zlib here."""
     filters, rows = node.filters, node.chunkshape[0]
     return filters.complib == 'zlib' and filters.complevel > 0 and \
         len(arr) >= rows and rows * arr[0].nbytes >= (64 << 10) and \
@@ -9590,8 +9590,8 @@ _COLUMN_META = frozenset(('_idx', '_comments', '_comment_idx', '_ann', '_ann_idx
 
 
 _ATTR_KINDS = {'bool': bool, 'int': int, 'float': float, 'str': str}
-# The JSON of a group's mp_leaves stays below this: an HDF5 attribute must fit in 64 KB (with
-# PyTables' default file format); further scalar leaves of the group are datasets.
+# The JSON of a group's mp_leaves stays below this: an HDF5 attribute must fit in 64 KB
+# (with PyTables' default file format); further scalar leaves of the group are datasets.
 _PACK_BYTES = 48 * 1024
 
 
@@ -9623,10 +9623,10 @@ def _leaf_attrs(node, rec):
 
 
 def _h5_set(node, name, value):
-    """Attribute `name` of a node made in this write, through PyTables' C-level setter: the
-    Python one checks the name against PyTables' own (~25 us each, numpy per call) and
-    keeps a cache this writer never reads. The value becomes a numpy scalar as PyTables
-    would make it, so the file is the same."""
+    """Attribute `name` of a node made in this write, through PyTables' C-level setter:
+    the Python one checks the name against PyTables' own (~25 us each, numpy per call)
+    and keeps a cache this writer never reads. The value becomes a numpy scalar as
+    PyTables would make it, so the file is the same."""
     np = sys.modules['numpy']  # (imported: this is an HDF5 write)
     node._v_attrs._g_setattr(node, name, np.array(value))
 
@@ -9666,9 +9666,9 @@ _USER_BLOCK = 512
 _H5_STAMP = b'MINIPYPET-SHA1 '
 _H5_MAGIC = b'\x89HDF\r\n\x1a\n'
 _VERIFIED = {}  # path -> (inode, mtime, size) of the version whose checksum held
-# Bytes: a bigger file is checked by `python -m minipypet check` instead of at every open (a
-# skeleton load, or one run's array, of a 10 GB sweep must not hash 10 GB first: ~13 s).
-# [None]: every file, whatever its size (the check command).
+# Bytes: a bigger file is checked by `python -m minipypet check` instead of at every
+# open (a skeleton load, or one run's array, of a 10 GB sweep must not hash 10 GB first:
+# ~13 s). [None]: every file, whatever its size (the check command).
 _VERIFY_MAX = [128 << 20]
 
 
@@ -9684,8 +9684,8 @@ def _h5_stamp(path):
         size = os.fstat(f.fileno()).st_size
         if head[:8] == _H5_MAGIC and head[8] in (0, 1, 2, 3) and head[13 if head[8] < 2
                                                                       else 9] == 8:
-            # (superblock versions 0/1: base, free space, end of file address at 24 (+4);
-            # 2/3: base, extension, end of file address from 12; 8-byte addresses)
+            # (superblock versions 0/1: base, free space, end of file address at 24
+            # (+4); 2/3: base, extension, end of file address from 12; 8-byte addresses)
             at = (24 + 4 * head[8] + 16) if head[8] < 2 else 28
             eof = struct.unpack_from('<Q', head, at)[0]
             if eof not in (size, size - _USER_BLOCK):
@@ -9749,9 +9749,9 @@ _NO_UNPICKLE = set()  # files whose HDF5 attributes are never unpickled (see _At
 class _AttrPickle:
     """The pickle module as PyTables' attribute sets see it once minipypet reads HDF5.
 
-    tables.attributeset unpickles every attribute value ending in '.' as soon as a node's
-    attributes are touched (opening a file touches the root's): a crafted file would run
-    code. In the files minipypet opens, attributes unpickle as plain data only
+    tables.attributeset unpickles every attribute value ending in '.' as soon as a
+    node's attributes are touched (opening a file touches the root's): a crafted file
+    would run code. In the files minipypet opens, attributes unpickle as plain data only
     (_safe_loads; PyTables keeps a refused value as its raw bytes); others as before."""
 
     def __getattr__(self, name):
@@ -9830,8 +9830,8 @@ def _range_text(values, limit=1 << 20):
 
 
 def _brief_repr(value):
-    """repr() that stays cheap for big values: only `limit` characters are kept anyway, and
-    the repr of a 1,000-element array costs ~10 ms."""
+    """repr() that stays cheap for big values: only `limit` characters are kept anyway,
+    and the repr of a 1,000-element array costs ~10 ms."""
     if _is_numpy(value) and getattr(value, 'size', 0) > 8:
         head = ', '.join(repr(v) for v in value.ravel()[:4].tolist())
         return 'array([%s, ...], shape=%s, dtype=%s)' % (head, value.shape, value.dtype)
@@ -10011,9 +10011,9 @@ def _h5_table(f, group, name, columns, filters, np):
         for (col, _), arr in zip(dtype, arrays):
             block[col] = arr[start:start + step]
         out.append(block)
-    # Its rows went to HDF5 as they were appended; PyTables' default close would flush the
-    # whole file's buffers once per table (~0.3 ms each), where the file's close does it once
-    # (_h5_stamp then checks that the close wrote the file whole).
+    # Its rows went to HDF5 as they were appended; PyTables' default close would flush
+    # the whole file's buffers once per table (~0.3 ms each), where the file's close
+    # does it once (_h5_stamp then checks that the close wrote the file whole).
     out.close(flush=False)
 
 
@@ -10175,8 +10175,8 @@ def _pp_attrnames(node):
 
 
 def _pp_attr(node, name, default=None):
-    """An HDF5 attribute, read raw: PyTables' normal attribute access unpickles any bytes
-    value that ends in '.', i.e. it would unpickle file content."""
+    """An HDF5 attribute, read raw: PyTables' normal attribute access unpickles any
+    bytes value that ends in '.', i.e. it would unpickle file content."""
     attrs = node._v_attrs
     if name not in attrs._v_attrnames:
         return default
@@ -10360,9 +10360,9 @@ def _pp_read_array_item(node, np):
 
 
 def _pp_read_items(group, full_name, ctx, prefix=''):
-    """All items of a leaf group as {name: value}; items in nested groups get dotted names.
-    Items the reader cannot translate (pandas data without pandas, panels) are left out
-    and noted in ctx.skipped."""
+    """All items of a leaf group as {name: value}; items in nested groups get dotted
+    names. Items the reader cannot translate (pandas data without pandas, panels) are
+    left out and noted in ctx.skipped."""
     np = ctx.np
     import tables
     items = {}
@@ -10414,8 +10414,8 @@ def _pp_read_items(group, full_name, ctx, prefix=''):
 
 
 def _pp_protocol(dump):
-    """The pickle protocol of a dump, from its PROTO opcode (old pypet files do not record
-    it); 0 for dumps without one (protocols 0 and 1)."""
+    """The pickle protocol of a dump, from its PROTO opcode (old pypet files do not
+    record it); 0 for dumps without one (protocols 0 and 1)."""
     if isinstance(dump, bytes) and len(dump) > 1 and dump[:1] == b'\x80':
         return dump[1]
     return 0
@@ -10561,9 +10561,9 @@ def _pp_rows(table):
 def _pypet_read_state(path, name=None, index=None, data=True):
     """One pypet trajectory as minipypet's plain-data state.
 
-    name, or else index into _pypet_list_trajectories (default -1, the newest).
-    data: True (all leaves get their data), False, or a set of branch names whose leaves
-    get data (the other leaves are listed with data=None and their datasets are not read).
+    name, or else index into _pypet_list_trajectories (default -1, the newest). data:
+    True (all leaves get their data), False, or a set of branch names whose leaves get
+    data (the other leaves are listed with data=None and their datasets are not read).
     Pickled data is returned as bytes, never unpickled."""
     import numpy as np
     path = os.fspath(path)
@@ -10701,8 +10701,8 @@ def _find_unpicklable(job, args, kwargs):
 
 
 class _RunContext:
-    """What every worker needs, sent once per worker: the trajectory without its explored
-    ranges, the job and its arguments, and how to store a finished run."""
+    """What every worker needs, sent once per worker: the trajectory without its
+    explored ranges, the job and its arguments, and how to store a finished run."""
 
     def __init__(self, traj, job, args, kwargs, store_mode, service, lock=None, queue=None,
                  log_setup=None, clean_up=True, results_path=None):
@@ -10714,8 +10714,8 @@ class _RunContext:
         # continuable: return values go to <cnt>.results before the run is stored, so a
         # resume has them for every run the store holds as completed
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
-        # QUEUE and LOCK: the records of a batch of runs, stored by flush() at its end (one
-        # Manager round trip a batch instead of one or two a run)
+        # QUEUE and LOCK: the records of a batch of runs, stored by flush() at its end
+        # (one Manager round trip a batch instead of one or two a run)
         self.batch = []
 
     def __setstate__(self, state):
@@ -10984,19 +10984,19 @@ def _safe_result(result):
 
 def _die_with_parent():
     """Linux: this helper process is killed when the process that started it dies, even
-    by kill -9 (an out-of-memory killer, a batch scheduler), instead of waiting forever on
-    its pipes and queues. Elsewhere nothing happens."""
+    by kill -9 (an out-of-memory killer, a batch scheduler), instead of waiting forever
+    on its pipes and queues. Elsewhere nothing happens."""
     libc = _libc()
     if libc is not None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _die_with_main(watch):
-    """Make this helper process (a worker, the Manager, the queue writer) exit once the main
-    process is gone, even by kill -9: PR_SET_PDEATHSIG covers a child of the main on Linux;
-    a thread that polls covers the rest (a child of the forkserver, an executor's worker,
-    other POSIX systems), so that no orphan goes on running or writing. `watch`: (main
-    pid, start method) or None."""
+    """Make this helper process (a worker, the Manager, the queue writer) exit once the
+    main process is gone, even by kill -9: PR_SET_PDEATHSIG covers a child of the main
+    on Linux; a thread that polls covers the rest (a child of the forkserver, an
+    executor's worker, other POSIX systems), so that no orphan goes on running or
+    writing. `watch`: (main pid, start method) or None."""
     _die_with_parent()
     if watch is None or os.name != 'posix' or watch[0] == os.getpid() or _WATCHING:
         return
@@ -11184,8 +11184,8 @@ class LockWrapper(StorageService):
 
 
 class QueueStorageServiceSender(StorageService):
-    """A storage service for worker processes that sends what they store, as plain data, to
-    the writer thread of a MultiprocContext (QUEUE or PIPE), which stores it."""
+    """A storage service for worker processes that sends what they store, as plain data,
+    to the writer thread of a MultiprocContext (QUEUE or PIPE), which stores it."""
     multiproc_safe = True
 
     def __init__(self, storage_queue=None):
@@ -12294,8 +12294,8 @@ class Environment:
     # -- resume ------------------------------------------------------------------------------
     def _fingerprint(self, legacy=False):
         """SHA-1 of the parameters and their ranges, the same in every process (sets are
-        encoded sorted: a set's order, and so its pickle, follows the hash seed). `legacy`:
-        as .cnt files of minipypet 0.3 hold it."""
+        encoded sorted: a set's order, and so its pickle, follows the hash seed).
+        `legacy`: as .cnt files of minipypet 0.3 hold it."""
         traj = self._traj
         h = hashlib.sha1()
         for name, leaf in sorted(traj.f_get_parameters().items()):
@@ -12605,8 +12605,8 @@ def _bootstrapping():
 
 
 def _store_mode(service, wrap_mode):
-    """How workers store: through the queue writer, under a lock, directly, or not at all
-    (the record comes back to the main process, which stores it)."""
+    """How workers store: through the queue writer, under a lock, directly, or not at
+    all (the record comes back to the main process, which stores it)."""
     if getattr(service, 'keeps_runs', False) or isinstance(service, LazyStorageService):
         return 'parent'
     return {WRAP_MODE_QUEUE: 'queue', WRAP_MODE_LOCK: 'lock', WRAP_MODE_NONE: 'direct',
@@ -12617,9 +12617,9 @@ def _store_mode(service, wrap_mode):
 # The sweep - the run loop in every mode
 # ============================================================================================
 class _Sweep:
-    """The runs of one f_run call (or post-processing round, or resume), carried out serially,
-    in a pool, a process per run or on an Executor; results come back in index order, and
-    Ctrl+C (graceful_exit) or a failed run stops handing out new runs."""
+    """The runs of one f_run call (or post-processing round, or resume), carried out
+    serially, in a pool, a process per run or on an Executor; results come back in index
+    order, and Ctrl+C (graceful_exit) or a failed run stops handing out new runs."""
 
     def __init__(self, env, job, args, kwargs, per_run, pending, cnt):
         self.env, self.traj = env, env._traj
@@ -12888,8 +12888,8 @@ class _Sweep:
         try:
             payload = self._payload(ctx, 'pool (use_pool=True)')
             # Each worker gets the whole context once, and without freeze_input the
-            # trajectory, the job and its arguments that every run starts from (unpickling
-            # the Manager proxies per run would cost Manager round trips).
+            # trajectory, the job and its arguments that every run starts from
+            # (unpickling the Manager proxies per run would cost Manager round trips).
             fresh = None if self.env._s.freeze_input else pickle.dumps(
                 (ctx.traj, ctx.job, ctx.args, ctx.kwargs), protocol=pickle.HIGHEST_PROTOCOL)
             for _ in range(min(self.env._s.ncores, len(self.pending))):
@@ -12918,9 +12918,9 @@ class _Sweep:
             self._stop_plumbing(plumbing, ok)
 
     # A pool hands out batches of runs that take about this long (by the runs so far): a
-    # message and a store per batch instead of per run (~0.1-0.3 ms each), while a worker
-    # that dies loses at most this much work, and a batch's finished runs wait at most
-    # about this long for their store.
+    # message and a store per batch instead of per run (~0.1-0.3 ms each), while a
+    # worker that dies loses at most this much work, and a batch's finished runs wait at
+    # most about this long for their store.
     BATCH_SECONDS = 0.01
     MAX_BATCH = 128
 
@@ -12935,8 +12935,8 @@ class _Sweep:
         return max(1, size)
 
     def _dispatch(self, workers, plumbing):
-        """Hand batches of runs to idle pool workers in index order; collect results; detect
-        deaths."""
+        """Hand batches of runs to idle pool workers in index order; collect results;
+        detect deaths."""
         from multiprocessing.connection import wait
         traj = self.traj
         todo = collections.deque(self.pending)
@@ -13156,9 +13156,9 @@ def _result_parts(idx, blob):
 
 
 def _read_results_log(path, allow_pickle=None):
-    """(idx, return value) pairs a continuable sweep logged; damaged records are skipped.
-    A return value is unpickled if this user logged it (signed), or with allow_pickle=True;
-    anything else refuses the resume (ResumeError)."""
+    """(idx, return value) pairs a continuable sweep logged; damaged records are
+    skipped. A return value is unpickled if this user logged it (signed), or with
+    allow_pickle=True; anything else refuses the resume (ResumeError)."""
     def loads(data):
         try:
             return _safe_loads(data)  # (the record's frame: plain data)
@@ -13656,8 +13656,8 @@ _SHARED_REPLACEMENT = ('minipypet never edits a stored file in place; let each r
 
 
 class StorageContextManager:
-    """`with StorageContextManager(traj):` pypet's "keep the file open" block; minipypet opens
-    files per operation, so this just hands over the trajectory."""
+    """`with StorageContextManager(traj):` pypet's "keep the file open" block; minipypet
+    opens files per operation, so this just hands over the trajectory."""
 
     def __init__(self, trajectory: Trajectory) -> None:
         self._traj = trajectory
@@ -14207,9 +14207,9 @@ def plot_runs(source: Trajectory | str | os.PathLike, result: str, x: str, hue: 
               name: str | None = None, index: int | None = None) -> object:
     """Plot a scalar result against an explored parameter (needs matplotlib).
 
-    One line per value of `hue`, or with heatmap=True a heatmap over x and hue. Runs that share
-    a point (a third explored parameter) are averaged. Returns the matplotlib Figure and
-    saves it to `filename` when given.
+    One line per value of `hue`, or with heatmap=True a heatmap over x and hue. Runs
+    that share a point (a third explored parameter) are averaged. Returns the matplotlib
+    Figure and saves it to `filename` when given.
 
     Args:
         source: a Trajectory or a filename (then name/index pick the trajectory).
@@ -14307,11 +14307,11 @@ def _cli_run(args, out):
 
 
 def main(argv: list | None = None, out: io.TextIOBase | None = None) -> int:
-    """The command line: list, show, runs, provenance and plot of the trajectories in a file,
-    resume of a .cnt file, and run of a pypet script.
+    """The command line: list, show, runs, provenance and plot of the trajectories in a
+    file, resume of a .cnt file, and run of a pypet script.
 
-    Only `resume` (and `run`) unpickle anything, and `resume` only what this user wrote (or
-    trusted with `trust`), so files from others are safe to look at."""
+    Only `resume` (and `run`) unpickle anything, and `resume` only what this user wrote
+    (or trusted with `trust`), so files from others are safe to look at."""
     import argparse
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog='minipypet', description='Look into minipypet '
@@ -14454,8 +14454,8 @@ def _cli_trust(args, out):
 
 
 if __name__ == '__main__':
-    # Under `python -m` this file runs as __main__; import it under its real name so that its
-    # classes pickle by a name other processes can import.
+    # Under `python -m` this file runs as __main__; import it under its real name so
+    # that its classes pickle by a name other processes can import.
     _spec = globals().get('__spec__')
     _real = importlib.import_module(_spec.name) if _spec is not None and _spec.name != \
         '__main__' else sys.modules[__name__]
