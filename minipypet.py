@@ -1119,6 +1119,7 @@ class NNGroupNode(NNTreeNode):
         root = self._root()
         prefix = self._full_name + '.' if self._full_name else ''
         if isinstance(root, Trajectory):  # (abbreviations and wildcards: 'par', '$', ...)
+            root._place_held()  # (the name index is read directly below)
             name = '.'.join(root._translate(p) for p in name.split('.'))
         *path, last = name.split('.')
         if isinstance(root, Trajectory):
@@ -2579,6 +2580,12 @@ class Result(BaseResult):
                 raise PickleRefusedError(self._refused) from None
             raise self._no_item(name) from None
 
+    def __getstate__(self):  # (a held result goes into the tree before pickle reads it)
+        traj = self.__dict__.get('_traj')
+        if traj is not None and '_held' in traj.__dict__:
+            traj._place_held()
+        return self.__dict__
+
     def __setattr__(self, name, value):
         # properties (v_comment, ...) are set; a method's name (an alias such as `get`) is data
         if name.startswith('_') or isinstance(getattr(type(self), name, None), property):
@@ -3128,9 +3135,13 @@ class _RunsMixin:
             for param in self._explored.values():
                 param._restore_default()
         else:
+            own = BaseParameter._set_parameter_access
             try:  # (what _set_parameter_access does, without a call per parameter)
                 for param in d['_explored'].values():
-                    param.__dict__['_data'] = param._explored_range[idx]
+                    if type(param)._set_parameter_access is own:
+                        param.__dict__['_data'] = param._explored_range[idx]
+                    else:  # (a class of the user's that does more)
+                        param._set_parameter_access(idx)
             except (IndexError, TypeError):  # (it says what is wrong)
                 param._set_parameter_access(idx)
                 raise
@@ -4909,7 +4920,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             d['_hidden'] = (d.pop('_nodes'), d.pop('_children'), results,
                             results.__dict__.pop('_children'), runs,
                             None if runs is None else runs.__dict__.pop('_children'),
-                            'results.runs.%s.' % run)
+                            'results.runs.%s.' % run, d['_idx'])
             held = d['_held'] = {}
         elif name in held:
             return None
@@ -4928,7 +4939,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         held = d.pop('_held', None)
         if held is None:
             return
-        d['_nodes'], d['_children'], results, kids, runs, run_kids, _ = d.pop('_hidden')
+        d['_nodes'], d['_children'], results, kids, runs, run_kids, _, idx = \
+            d.pop('_hidden')
         for group, children in ((results, kids), (runs, run_kids)):
             if group is not None:  # (in their order: a worker compares its groups'
                 gd = group.__dict__  # dicts with their values in order, see _Pristine)
@@ -4936,8 +4948,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 gd['_links'] = gd.pop('_links')
         for leaf in held.values():
             leaf.__dict__['_parent'] = None
-            if keep:
-                self._add_run_leaf(results, leaf._name, leaf)
+            if keep:  # (into the run that added it: the job may have set another)
+                self._add_run_leaf(results, leaf._name, leaf, idx)
 
     def _remove_subtree(self, node, predicate=None):
         """Remove `node` and what is below it (with a predicate: the nodes it accepts, and
@@ -5200,10 +5212,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
             return ' (%s)' % ', '.join('%s is %s' % (c, self._translate(c)) for c in cards)
         return _did_you_mean(name.rpartition('.')[2], self._by_name)
 
-    def _add_run_leaf(self, start, name, leaf):
-        """Put `leaf` as `name` into the current run's group below `start` (results
-        or derived_parameters), making the groups on the way; False if it is taken."""
-        run = FORMATTED_RUN_NAME % self._idx  # (in a run: idx >= 0)
+    def _add_run_leaf(self, start, name, leaf, idx=None):
+        """Put `leaf` as `name` into the group of run `idx` (None: the current one)
+        below `start` (results or derived_parameters), making the groups on the way;
+        False if it is taken."""
+        run = FORMATTED_RUN_NAME % (self._idx if idx is None else idx)  # (idx >= 0)
         group = self._nodes.get(start._full_name + '.runs.' + run)
         if group is None:
             runs = start._children.get('runs') or \

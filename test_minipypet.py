@@ -2789,6 +2789,51 @@ def test_a_run_that_fails_after_holding_results_leaves_the_tree_whole(tmp_path):
     assert list(loaded._runs.completed[:2]) == [1, 0]
 
 
+def peeking_job(traj):
+    """Adds a held result, then reads another run's value (pypet allows v_idx in a run),
+    pickles the leaf it added and lists every z."""
+    here = traj.v_idx
+    leaf = traj.f_add_result('z', traj.x * 10)
+    names = [n.v_full_name for n in traj.f_get_all('z')]
+    copy.deepcopy(leaf)
+    traj.v_idx = 0
+    first = traj.parameters.x
+    traj.v_idx = here
+    return first, names
+
+
+class ScaledParameter(mp.Parameter):
+    """A user's parameter class that does more when a run's value is set."""
+
+    def _set_parameter_access(self, idx):
+        super()._set_parameter_access(idx)
+        self.__dict__['_data'] = self.__dict__['_data'] * 100
+
+
+@pytest.mark.parametrize('clean_up_runs', [True, False])
+def test_held_results_go_to_their_own_run_whatever_the_job_reads(tmp_path, clean_up_runs):
+    """(review) A held result is placed into the run that added it, also when the job set
+    another run first; a held leaf pickles; f_get_all finds it."""
+    backend = 'hdf5' if tables is not None else 'pickle'
+    filename = path_for(backend, tmp_path)
+    env = mp.Environment('t', add_time=False, log_config=None, report_progress=False,
+                         filename=filename, clean_up_runs=clean_up_runs,
+                         storage_service=backend)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_add_parameter(ScaledParameter, 'y', 1)
+    traj.f_explore({'x': [1, 2, 3], 'y': [1, 2, 3]})
+    results = env.f_run(peeking_job)
+    assert [r for _, r in results] == [  # (runs kept in memory: the earlier ones' too)
+        (1, ['results.runs.%s.z' % mp._run_name(j)
+             for j in ([i] if clean_up_runs else range(i + 1))]) for i in range(3)]
+    got = mp.load_trajectory(name='t', filename=filename, load_all=mp.LOAD_DATA)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 10, 1: 20, 2: 30}
+    traj.f_set_crun(1)
+    assert traj.y == 200  # (the class's own _set_parameter_access runs)
+
+
 def test_a_manual_run_holds_results_and_finalize_stores_them(tmp_path):
     """f_start_run / f_finalize_run (pypet's manual runs) hold results too."""
     traj = mp.Trajectory('t', filename=str(tmp_path / 't.pkl'),
