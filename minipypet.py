@@ -4424,140 +4424,6 @@ class _StorageMixin:
 # ============================================================================================
 # Trajectory
 # ============================================================================================
-class _RunValues(collections.abc.Mapping):
-    """{run name (or index): value}, read-only and ordered by run, as f_get_from_runs(...,
-    fast_access=True, auto_load=True) returns it: the run names are made only when asked
-    for (1M names and a dict of them cost ~1 s and ~100 MB more than the values)."""
-
-    __slots__ = ('_idxs', '_values', '_by_index')
-
-    def __init__(self, idxs, values, by_index):
-        self._idxs, self._values, self._by_index = idxs, values, by_index
-
-    def _pos(self, key):
-        idx = None
-        if self._by_index:
-            if hasattr(key, '__index__') and not isinstance(key, bool):
-                idx = key.__index__()
-        elif isinstance(key, str) and key.startswith(RUN_NAME) and \
-                key[len(RUN_NAME):].isdigit():
-            idx = int(key[len(RUN_NAME):])
-            idx = idx if FORMATTED_RUN_NAME % idx == key else None
-        pos = bisect.bisect_left(self._idxs, idx) if idx is not None else len(self._idxs)
-        if pos == len(self._idxs) or self._idxs[pos] != idx:
-            raise KeyError(key)
-        return pos
-
-    def __getitem__(self, key):
-        value = self._values[self._pos(key)]
-        return value.item() if hasattr(self._values, 'dtype') else value
-
-    def __contains__(self, key):
-        try:
-            self._pos(key)
-        except (KeyError, TypeError):
-            return False
-        return True
-
-    def __iter__(self):
-        return iter(self._idxs) if self._by_index else \
-            map(FORMATTED_RUN_NAME.__mod__, self._idxs)
-
-    def __len__(self):
-        return len(self._idxs)
-
-    def values(self):
-        return _ListView(self)
-
-    def items(self):
-        return _ListView(self, True)
-
-    def __repr__(self):
-        shown = ', '.join('%r: %r' % kv for kv in zip(itertools.islice(self, 20),
-                                                      _py_values(self._values[:20])))
-        more = ', ... (%d runs)' % len(self) if len(self) > 20 else ''
-        return '{%s%s}' % (shown, more)
-
-
-class _RunLeaves(collections.abc.Sequence):
-    """The leaves `name` of pending runs (see _PendingRuns) at `idxs`, each run made
-    when its leaf is asked for (f_get_from_runs, through _RunValues)."""
-
-    __slots__ = ('idxs', '_kids', '_name', '_fast', '_asked', '_nodes', '__weakref__')
-    live = weakref.WeakSet()  # (see freeze)
-
-    def __init__(self, idxs, kids, name, fast):
-        self.idxs, self._kids, self._name, self._fast = idxs, kids, name, fast
-        self._asked, self._nodes = 0, None
-        _RunLeaves.live.add(self)
-
-    @classmethod
-    def freeze(cls, traj):
-        """Before nodes of `traj` are removed: its views take their leaves, so that they
-        hold what they held, as the dict f_get_from_runs returned before did."""
-        for view in list(cls.live):
-            if view._kids.group._traj is traj and view._nodes is None:
-                view._fast, fast = False, view._fast
-                view._nodes = list(view)
-                view._fast = fast
-                cls.live.discard(view)
-
-    def __len__(self):
-        return len(self.idxs)
-
-    def __iter__(self):
-        if self._kids.pending():  # (all asked for: made in one batch, ~4x faster)
-            self._kids.make()
-        return map(self.__getitem__, range(len(self)))
-
-    def __getitem__(self, pos):
-        if isinstance(pos, slice):
-            return [self[k] for k in range(*pos.indices(len(self)))]
-        self._asked += 1
-        if self._asked == 64 and self._kids.pending():  # (a loop of lookups: the rest
-            self._kids.make()  # in one batch)
-        node = self._nodes[pos] if self._nodes is not None else \
-            self._kids[_run_name(self.idxs[pos])]._children[self._name]
-        if self._fast and node.f_supports_fast_access():
-            return node._fast_value()
-        return node
-
-
-class _ListView(collections.abc.Collection):
-    """A values() or items() view of _RunValues, at list speed."""
-
-    __slots__ = ('_of', '_zip')
-
-    def __init__(self, of, zipped=False):
-        self._of, self._zip = of, zipped
-
-    def __iter__(self):
-        values = _py_values(self._of._values)
-        return zip(iter(self._of), values) if self._zip else iter(values)
-
-    def __len__(self):
-        return len(self._of)
-
-    def __contains__(self, item):
-        return any(item == x for x in self)
-
-    def __repr__(self):
-        return '%s(%r)' % ('run_items' if self._zip else 'run_values', list(self))
-
-
-class _WorkerRunTable(_RunTable):
-    """A worker's run table: only the runs it carried out, so it pickles in O(1)."""
-
-    def __init__(self, n=0):
-        self.n = n
-        self.timestamp, self.finish_timestamp = {}, {}
-        self.completed = collections.defaultdict(int)
-        self.hexsha, self.error = {}, {}
-
-    def __len__(self):
-        return self.n
-
-
 class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
     """The tree of config, parameters, derived parameters and results, plus the exploration.
 
@@ -13970,8 +13836,142 @@ def find_unique_points(explored_parameters: collections.abc.Iterable) -> list:
 
 
 # ============================================================================================
-# Working with results - the runs table
+# Working with results - what f_get_from_runs returns, the runs table
 # ============================================================================================
+class _RunValues(collections.abc.Mapping):
+    """{run name (or index): value}, read-only and ordered by run, as f_get_from_runs(...,
+    fast_access=True, auto_load=True) returns it: the run names are made only when asked
+    for (1M names and a dict of them cost ~1 s and ~100 MB more than the values)."""
+
+    __slots__ = ('_idxs', '_values', '_by_index')
+
+    def __init__(self, idxs, values, by_index):
+        self._idxs, self._values, self._by_index = idxs, values, by_index
+
+    def _pos(self, key):
+        idx = None
+        if self._by_index:
+            if hasattr(key, '__index__') and not isinstance(key, bool):
+                idx = key.__index__()
+        elif isinstance(key, str) and key.startswith(RUN_NAME) and \
+                key[len(RUN_NAME):].isdigit():
+            idx = int(key[len(RUN_NAME):])
+            idx = idx if FORMATTED_RUN_NAME % idx == key else None
+        pos = bisect.bisect_left(self._idxs, idx) if idx is not None else len(self._idxs)
+        if pos == len(self._idxs) or self._idxs[pos] != idx:
+            raise KeyError(key)
+        return pos
+
+    def __getitem__(self, key):
+        value = self._values[self._pos(key)]
+        return value.item() if hasattr(self._values, 'dtype') else value
+
+    def __contains__(self, key):
+        try:
+            self._pos(key)
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def __iter__(self):
+        return iter(self._idxs) if self._by_index else \
+            map(FORMATTED_RUN_NAME.__mod__, self._idxs)
+
+    def __len__(self):
+        return len(self._idxs)
+
+    def values(self):
+        return _ListView(self)
+
+    def items(self):
+        return _ListView(self, True)
+
+    def __repr__(self):
+        shown = ', '.join('%r: %r' % kv for kv in zip(itertools.islice(self, 20),
+                                                      _py_values(self._values[:20])))
+        more = ', ... (%d runs)' % len(self) if len(self) > 20 else ''
+        return '{%s%s}' % (shown, more)
+
+
+class _RunLeaves(collections.abc.Sequence):
+    """The leaves `name` of pending runs (see _PendingRuns) at `idxs`, each run made
+    when its leaf is asked for (f_get_from_runs, through _RunValues)."""
+
+    __slots__ = ('idxs', '_kids', '_name', '_fast', '_asked', '_nodes', '__weakref__')
+    live = weakref.WeakSet()  # (see freeze)
+
+    def __init__(self, idxs, kids, name, fast):
+        self.idxs, self._kids, self._name, self._fast = idxs, kids, name, fast
+        self._asked, self._nodes = 0, None
+        _RunLeaves.live.add(self)
+
+    @classmethod
+    def freeze(cls, traj):
+        """Before nodes of `traj` are removed: its views take their leaves, so that they
+        hold what they held, as the dict f_get_from_runs returned before did."""
+        for view in list(cls.live):
+            if view._kids.group._traj is traj and view._nodes is None:
+                view._fast, fast = False, view._fast
+                view._nodes = list(view)
+                view._fast = fast
+                cls.live.discard(view)
+
+    def __len__(self):
+        return len(self.idxs)
+
+    def __iter__(self):
+        if self._kids.pending():  # (all asked for: made in one batch, ~4x faster)
+            self._kids.make()
+        return map(self.__getitem__, range(len(self)))
+
+    def __getitem__(self, pos):
+        if isinstance(pos, slice):
+            return [self[k] for k in range(*pos.indices(len(self)))]
+        self._asked += 1
+        if self._asked == 64 and self._kids.pending():  # (a loop of lookups: the rest
+            self._kids.make()  # in one batch)
+        node = self._nodes[pos] if self._nodes is not None else \
+            self._kids[_run_name(self.idxs[pos])]._children[self._name]
+        if self._fast and node.f_supports_fast_access():
+            return node._fast_value()
+        return node
+
+
+class _ListView(collections.abc.Collection):
+    """A values() or items() view of _RunValues, at list speed."""
+
+    __slots__ = ('_of', '_zip')
+
+    def __init__(self, of, zipped=False):
+        self._of, self._zip = of, zipped
+
+    def __iter__(self):
+        values = _py_values(self._of._values)
+        return zip(iter(self._of), values) if self._zip else iter(values)
+
+    def __len__(self):
+        return len(self._of)
+
+    def __contains__(self, item):
+        return any(item == x for x in self)
+
+    def __repr__(self):
+        return '%s(%r)' % ('run_items' if self._zip else 'run_values', list(self))
+
+
+class _WorkerRunTable(_RunTable):
+    """A worker's run table: only the runs it carried out, so it pickles in O(1)."""
+
+    def __init__(self, n=0):
+        self.n = n
+        self.timestamp, self.finish_timestamp = {}, {}
+        self.completed = collections.defaultdict(int)
+        self.hexsha, self.error = {}, {}
+
+    def __len__(self):
+        return self.n
+
+
 def _state_of(source, name=None, index=None):
     """A plain-data state from a Trajectory (memory over its stored file) or a filename."""
     if isinstance(source, Trajectory):
