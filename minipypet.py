@@ -5799,15 +5799,16 @@ class _Journal:
                 size = self._own[1] if self._own is not None else None
             elif self._folder_lock:
                 st = os.fstat(self._fd)
-                if st.st_nlink == 0:  # a checkpoint folded and removed it
-                    os.close(self._fd)
-                    self._close_folder()
+                if st.st_nlink:
+                    size = st.st_size
+                while st.st_nlink == 0:  # a checkpoint folded and removed it: a new one,
+                    os.close(self._fd)  # checked again under the lock (one may have
+                    self._close_folder()  # folded the new one before the lock was had)
                     self._open()
                     dirfd = self._dirfd if not locked else None
                     if dirfd is not None:
                         _flock(dirfd, shared=True)
-                else:
-                    size = st.st_size
+                    st = os.fstat(self._fd)
             if size is None and self._own is not None:
                 size = os.fstat(self._fd).st_size
             self._write(data, size)

@@ -5507,6 +5507,44 @@ def test_copy_to_twice_leaves_a_copy_that_loads(file_backend, tmp_path):
         0: 0.0, 1: 0.5, 2: 1.0, 3: 1.5}
 
 
+def journal_record(idx):
+    return mp._RunRecord('run', 't', idx, (1.0 + idx, 2.0 + idx, 1, '', ''), [(
+        'results.runs.%s.z' % run_name(idx), 'Result', '', {'z': idx + 0.5}, None)])
+
+
+@posix_only
+def test_a_run_appended_while_another_process_checkpoints_is_never_lost(tmp_path,
+                                                                        monkeypatch):
+    """(review) An append that finds its journal folded and removed opens a new one; a
+    checkpoint of another process in the moment before the folder lock is had again folds
+    and removes that one too: the record must go into a journal that still exists."""
+    filename = str(tmp_path / 'f.pkl')
+    service = mp.PickleStorageService(filename)
+    traj = mp.Trajectory('t', storage_service=service, add_time=False)
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1, 2]})
+    traj.f_store()
+    checkpoint = [sys.executable, '-c', 'import sys; sys.path.insert(0, %r); import %s as mp;'
+                  ' mp.PickleStorageService(%r).checkpoint()' % (
+                      os.path.dirname(mp.__file__), mp.__name__, filename)]
+    service._store_run(journal_record(0))
+    subprocess.run(checkpoint, check=True, timeout=120)  # (folds the journal, removes it)
+    opened, fired = mp._open_folder, []
+
+    def in_the_gap(path):  # (the new journal is made, the folder lock not had yet)
+        if not fired:
+            fired.append(subprocess.run(checkpoint, check=True, timeout=120))
+        return opened(path)
+    monkeypatch.setattr(mp, '_open_folder', in_the_gap)
+    service._store_run(journal_record(1))
+    monkeypatch.setattr(mp, '_open_folder', opened)
+    service._store_run(journal_record(2))
+    assert fired
+    got = mp.load_trajectory(filename=filename, name='t', load_all=mp.LOAD_DATA)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 0.5, 1: 1.5, 2: 2.5}
+
+
 def test_folding_as_runs_come_and_reading_the_journal_agree(file_backend, tmp_path,
                                                            monkeypatch):
     live = path_for(file_backend, tmp_path, 'live')
