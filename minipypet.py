@@ -12838,9 +12838,7 @@ class _Sweep:
                 watch.append(writer_conn)
             for ready in wait(watch):
                 if ready is writer_conn:
-                    raise StorageError('the queue writer failed; finished runs that reached '
-                                       'the file stay stored:\n%s'
-                                       % (self._writer_status(plumbing),))
+                    raise self._writer_failed(plumbing)
                 w = busy.get(ready) or next(
                     (x for x in busy.values() if x.process.sentinel == ready), None)
                 if w is None:
@@ -12912,6 +12910,10 @@ class _Sweep:
         raise exc
 
     # -- a process per run -------------------------------------------------------------------
+    def _writer_failed(self, plumbing):
+        return StorageError('the queue writer failed; finished runs that reached the file '
+                            'stay stored:\n%s' % (self._writer_status(plumbing),))
+
     def _process_per_run(self):
         from multiprocessing.connection import wait
         traj = self.traj
@@ -12940,7 +12942,11 @@ class _Sweep:
                 if not running:
                     break
                 watch = list(running) + [p.sentinel for _, p in running.values()]
+                if plumbing['writer_conn'] is not None:  # (its end: workers would block on
+                    watch.append(plumbing['writer_conn'])  # the full queue for good)
                 for ready in wait(watch):
+                    if ready is plumbing['writer_conn']:
+                        raise self._writer_failed(plumbing)
                     if ready not in running:
                         continue  # a sentinel: its pipe reports the outcome
                     idx, process = running.pop(ready)

@@ -9141,6 +9141,43 @@ def test_a_record_appended_between_the_writers_ends_its_fold(file_backend, tmp_p
     assert_handover_runs(filename, range(5))
 
 
+def slow_z_job(traj):
+    time.sleep(0.05)
+    traj.f_add_result('z', traj.x * 2.0)
+
+
+@pytest.mark.timeout(180)
+@needs_fork
+@posix_only
+@pytest.mark.parametrize('use_pool', [True, False], ids=['pool', 'process_per_run'])
+def test_a_killed_queue_writer_ends_the_sweep_with_an_error(tmp_path, use_pool):
+    """(review) kill -9 of the QUEUE writer: the sweep stops with a StorageError, also with
+    a process per run (there the workers blocked on the full queue and it hung)."""
+    env = mp.Environment('t', add_time=False, log_config=None, report_progress=False,
+                         filename=path_for('pickle', tmp_path), storage_service='pickle',
+                         multiproc=True, ncores=2, use_pool=use_pool, wrap_mode='QUEUE',
+                         start_method='fork')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(60))})
+    killed = []
+
+    def kill_the_writer():
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            time.sleep(0.3)  # (the runs under way)
+            for process in multiprocessing.active_children():
+                if process.name == 'QueueProcess':  # (the writer's name, as pypet's)
+                    os.kill(process.pid, signal.SIGKILL)
+                    killed.append(process.pid)
+    killer = threading.Thread(target=kill_the_writer, daemon=True)
+    killer.start()
+    with pytest.raises(mp.StorageError, match='queue writer'):
+        env.f_run(slow_z_job)
+    killer.join()
+    assert killed
+
+
 @needs_fork
 @pytest.mark.timeout(120)
 def test_the_parent_killed_before_it_took_the_fold_loses_nothing(file_backend,
