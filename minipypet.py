@@ -10701,7 +10701,8 @@ class _Pristine:
     is checked itself) or a Manager proxy (a handle). Anything else (an array, a set, an
     annotation, an object of your own) makes of() return None: each run unpickles its own."""
 
-    __slots__ = ('keys', 'dicts', 'states', 'own', 'own_values', 'own_len', 'props', 'args')
+    __slots__ = ('keys', 'dicts', 'states', 'own', 'own_values', 'own_len', 'props', 'args',
+                 'held')
     PER_RUN = frozenset(('_idx', '_is_run', '_new_leaves', '_run_stored'))
 
     @classmethod
@@ -10723,8 +10724,17 @@ class _Pristine:
                                          k not in traj._run_fast])
         self.own_values, self.own_len = self.own(d), len(d)
         self.props = dict(traj._props)
+        self.held = cls._held(d)
         self.args = cls._state((ctx.args, ctx.kwargs))
         return None if self.args is None else self
+
+    @staticmethod
+    def _held(d):
+        """Copies of what the trajectory holds in place (a run may change it there): its
+        annotations, wildcards, presets and dynamic imports."""
+        ann = d.get('_annotations')
+        return (None if ann is None else dict(ann._dict), dict(d['_wildcards']),
+                dict(d['_presets']), dict(d['_dynamic_imports']))
 
     @staticmethod
     def _state(values):
@@ -10759,6 +10769,7 @@ class _Pristine:
             d = traj.__dict__
             return list(nodes) == self.keys and len(d) == self.own_len and \
                 self.own(d) == self.own_values and traj._props == self.props and \
+                self._held(d) == self.held and \
                 self.dicts == self.states and \
                 self._state((ctx.args, ctx.kwargs)) == self.args
         except Exception:  # (== of something that will not say: changed, to be safe)

@@ -9141,6 +9141,30 @@ def test_a_record_appended_between_the_writers_ends_its_fold(file_backend, tmp_p
     assert_handover_runs(filename, range(5))
 
 
+def annotating_job(traj):
+    seen = traj.v_annotations.f_get('a')
+    if traj.v_idx == 0:  # (in place, in the worker's copy of the trajectory)
+        traj.v_annotations.f_set(a='changed by run 0')
+        traj.f_add_wildcard_functions({('$w',): lambda idx: 'w%d' % idx})
+    return seen, '$w' in traj._wildcards
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('wrap_mode', ['QUEUE', 'LOCK'])
+def test_what_a_run_changes_in_the_trajectory_in_place_is_not_seen_by_the_next(
+        tmp_path, wrap_mode):
+    """(review) A worker reuses its trajectory for the next run only if the run left it
+    as it came: changed annotations or wildcards are such a change."""
+    env = mp.Environment('t', add_time=False, log_config=None, report_progress=False,
+                         filename=path_for('pickle', tmp_path), storage_service='pickle',
+                         multiproc=True, ncores=1, use_pool=True, wrap_mode=wrap_mode)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.v_annotations.f_set(a='orig')
+    traj.f_explore({'x': [0, 1, 2, 3]})
+    assert [r for _, r in env.f_run(annotating_job)] == [('orig', False)] * 4
+
+
 def slow_z_job(traj):
     time.sleep(0.05)
     traj.f_add_result('z', traj.x * 2.0)
