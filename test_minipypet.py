@@ -10503,8 +10503,11 @@ def test_ctrl_c_says_how_to_resume_and_the_command_line_resumes(tmp_path, gracef
     (tmp_path / 'jobs16.py').write_text(INTERRUPT_JOB)
     (tmp_path / 'cc.py').write_text(INTERRUPT_SCRIPT % graceful)
     env = sub_env(str(tmp_path))
+    # (a suite run in the background by a shell (`cmd &`) hands on SIGINT ignored, and
+    # Python keeps it so: the script would not see the Ctrl+C)
     proc = subprocess.Popen([sys.executable, 'cc.py'], cwd=str(tmp_path), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline() == 'started\n'
     time.sleep(0.8)
     proc.send_signal(signal.SIGINT)
