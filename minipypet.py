@@ -13928,10 +13928,11 @@ class _RunLeaves(collections.abc.Sequence):
         """Before nodes of `traj` are removed: its views take their leaves, so that they
         hold what they held, as the dict f_get_from_runs returned before did."""
         for view in list(cls.live):
-            if view._kids.group._traj is traj and view._nodes is None:
-                view._fast, fast = False, view._fast
-                view._nodes = list(view)
-                view._fast = fast
+            kids = view._kids
+            if kids.group._traj is traj and view._nodes is None:
+                if kids.pending():
+                    kids.make()
+                view._nodes = [kids[_run_name(i)]._children[view._name] for i in view.idxs]
                 cls.live.discard(view)
 
     def __len__(self):
