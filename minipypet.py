@@ -1048,13 +1048,14 @@ class NNGroupNode(NNTreeNode):
         return list(super().__dir__()) + list(self._children) + list(self._links)
 
     def _root(self):
-        """The trajectory whose name index finds and adds this group's nodes."""
+        """The trajectory whose name index finds and adds this group's nodes (a group
+        made on its own gets a private one, until it is added to a trajectory)."""
         if self._traj is not None or isinstance(self, Trajectory):
             return self._traj or self
-        raise NoSuchNodeError(
-            'group %r is not in a trajectory, and a group finds and adds its nodes through '
-            'its trajectory; add it to one first (traj.f_add_group(%r), or '
-            'traj.%s = NNGroupNode(%r)) and use that' % ((self._full_name,) * 4))
+        holder = Trajectory('detached')
+        head = self._full_name.rpartition('.')[0]
+        holder._insert(holder._add_path(holder, head, None, '') if head else holder, self)
+        return holder
 
     # -- lookup ------------------------------------------------------------------------------
     def f_get(self, name: str, fast_access: bool = False, shortcuts: bool | None = None,
@@ -1438,7 +1439,22 @@ class NNGroupNode(NNTreeNode):
         return leaf
 
     def _add_group_node(self, group):
-        return self._root()._add_path(self, group._full_name, None, group._comment)
+        """Add the group `group` names here; a group with nodes of its own (made on its
+        own) brings them: its leaves themselves, its groups and links anew."""
+        new = self._root()._add_path(self, group._full_name, None, group._comment)
+        todo = [(group, new)]
+        for old, made in todo:  # (groups before their children, links after all nodes)
+            for name, child in old._children.items():
+                if child.v_is_leaf:
+                    child._rename(name)
+                    made.f_add_leaf(child)
+                else:
+                    todo.append((child, made.f_add_group(name, child._comment)))
+        moved = {old._full_name: made for old, made in todo}
+        for old, made in todo:
+            for name, target in old._links.items():
+                made.f_add_link(name, moved.get(target._full_name, target))
+        return new
 
     def f_add_link(self, name: str, target: NNTreeNode | str | None = None) -> NNTreeNode:
         """Link `name` in this group to `target` (a node of the same trajectory)."""
@@ -5558,6 +5574,9 @@ _STORAGE_ARGUMENTS = frozenset((
 # ============================================================================================
 # Storage services - the protocol and the lazy service
 # ============================================================================================
+STORAGE_SERVICES = {}  # a backend's name: its class (StorageService.__init_subclass__)
+
+
 class StorageService:
     """The storage protocol: `store(msg, item, **kw)` and `load(msg, item, **kw)`.
 
@@ -5568,10 +5587,20 @@ class StorageService:
     names=)` returns {full name: (class tag, comment, annotations, data)} (groups and
     links may come too, see _items_from_state). A service used by several processes at
     once without wrapping sets `multiproc_safe = True`; one that keeps run data in
-    memory (so the environment must not clean it up) sets `keeps_runs = True`."""
+    memory (so the environment must not clean it up) sets `keeps_runs = True`.
+
+    A backend names itself in its class body (`BACKEND = 'mine'`): that registers it in
+    STORAGE_SERVICES, so `storage_service='mine'` builds it (a file backend's `_claims`
+    lets load_trajectory open its files). A subclass without its own BACKEND is not
+    registered."""
 
     multiproc_safe = False
     keeps_runs = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if 'BACKEND' in cls.__dict__:
+            STORAGE_SERVICES[cls.BACKEND] = cls
     _STORE = {TRAJECTORY: '_store_trajectory', SINGLE_RUN: '_store_run', LIST: '_store_list',
               DELETE: '_delete', FLUSH: 'flush', CLOSE_FILE: 'close', OPEN_FILE: '_noop'}
     _LOAD = {TRAJECTORY: '_load_trajectory', LIST: '_load_list'}
@@ -5617,6 +5646,7 @@ class LazyStorageService(StorageService):
     """Writes nothing. Run results stay in the trajectory in memory, so a quick script
     or a lesson can still look at them after the runs."""
 
+    BACKEND = 'lazy'
     multiproc_safe = True
     keeps_runs = True
 
@@ -6465,7 +6495,7 @@ class _FileService(_FromState, StorageService):
     lists them, then removes the journal: it writes what is new, never the runs stored
     before, and holds at most a batch of rows (_SEGMENT_BUDGET) in memory.
 
-    Backend hooks (a new backend implements these, registers in STORAGE_SERVICES and runs
+    Backend hooks (a new backend implements these, names itself with BACKEND and runs
     the contract tests): _list_names, _folded_marker, _read_main (a trajectory's metadata
     and, for files of format 2, the rows the main file itself holds), _write_main,
     _segment_open/_segment_append/_segment_close (write one segment), _segment_read (its
@@ -7932,6 +7962,7 @@ class PickleStorageService(_FileService):
 
     MAGIC = b'MINIPYPET-PICKLE\n'
     SEGMENT_MAGIC = b'MINIPYPET-SEGMENT\n'
+    BACKEND = 'pickle'
     SUFFIX = '.pkl'
 
     @classmethod
@@ -8161,6 +8192,7 @@ class HDF5StorageService(_FileService):
     group whose datasets hold that item for every run. The file is rewritten whole (temp
     file, fsync, rename) at checkpoints; between them finished runs go to the journal."""
 
+    BACKEND = 'hdf5'
     SUFFIX = '.hdf5'
     # Runs only ever reach the journal, which is safe to append to from several processes,
     # but pypet users know HDF5 as not process safe, and the issue tracker asked to refuse
@@ -9918,11 +9950,7 @@ def _h5_description(dtype):
 # ============================================================================================
 # Storage registry - the backends and the one factory
 # ============================================================================================
-STORAGE_SERVICES = {'hdf5': HDF5StorageService, 'pickle': PickleStorageService,
-                    'lazy': LazyStorageService}
-# (a new backend is a StorageService subclass, one line here and the contract tests:
-# _make_service then builds it from its name, its class or an instance, and a file
-# service's _claims(head) lets it open the files it wrote)
+# (STORAGE_SERVICES, filled by the backends' BACKEND names, is in "Storage services")
 
 
 def _make_service(spec=None, filename=None, name=None, mode='store', **options):

@@ -807,18 +807,37 @@ def test_import_and_a_run_import_no_third_party_module():
 # =============================================================================================
 # Tree and natural naming
 # =============================================================================================
-def test_a_group_outside_a_trajectory_says_to_add_it_first():
-    group = mp.NNGroupNode('g')
-    assert not hasattr(group, 'x')  # (natural naming keeps hasattr working)
-    for act in (lambda: group.f_get('x'), lambda: group.f_add_leaf('x', 1),
-                lambda: group.f_add_group('h'), lambda: 'x' in group):
-        with pytest.raises(mp.NoSuchNodeError, match=r"group 'g' is not in a trajectory.*"
-                           r"traj.f_add_group\('g'\)"):
-            act()
-    traj = mp.Trajectory('t')
-    traj.f_add_parameter_group('g')
-    traj.par.g.f_add_parameter('x', 1)
-    assert traj.f_get('parameters.g.x', fast_access=True) == 1
+def test_a_group_made_on_its_own_finds_and_adds_nodes_and_brings_them_along(tmp_path):
+    group = mp.NNGroupNode('g', comment='made alone')
+    assert not hasattr(group, 'x') and 'x' not in group  # (hasattr and `in` keep working)
+    with pytest.raises(mp.NoSuchNodeError, match="g has no node 'x'"):
+        group.f_get('x')
+    group.f_add_leaf('x', 1)
+    group.f_add_group('sub').f_add_leaf('y', 2)
+    group.sub.z = mp.Parameter('z', 3, comment='zed')
+    group.f_add_link('lx', group.f_get('x'))
+    group.f_add_link('ls', group.sub)
+    assert (group.x, group.sub.y, group.y, group['sub.z'], group.lx) == (1, 2, 2, 3, 1)
+    assert 'y' in group and group.ls is group.sub
+    assert [n.v_full_name for n in group.f_iter_nodes()] == [
+        'g.x', 'g.sub', 'g.sub.y', 'g.sub.z']
+    with pytest.raises(mp.InvalidNameError, match='f_bad'):
+        group.f_add_leaf('f_bad', 1)
+    traj = mp.Trajectory('t', filename=str(tmp_path / 't.hdf5'))
+    traj.f_add_parameter('p', 0)
+    traj.par.g = group  # (its leaves come along; its groups and links are made anew)
+    assert traj.f_get('parameters.g.sub.z').v_comment == 'zed'
+    assert traj.par.g.v_comment == 'made alone'
+    assert traj.par.g.ls is traj.par.g.sub and traj.par.g.lx == 1
+    assert sorted(n.v_full_name for n in traj.par.g.f_iter_nodes()) == [
+        'parameters.g.sub', 'parameters.g.sub.y', 'parameters.g.sub.z', 'parameters.g.x']
+    dotted = mp.NNGroupNode('a.b')  # (a dotted name is kept while the group is alone)
+    dotted.f_add_leaf('w', 4)
+    traj.par.a = dotted
+    assert traj.f_get('parameters.a.b.w', fast_access=True) == 4
+    traj.f_store()  # (HDF5, or pickle without PyTables)
+    loaded = mp.load_trajectory('t', filename=str(tmp_path / 't.hdf5'), load_all=2)
+    assert loaded.par.g.sub.z == 3 and loaded.f_get('parameters.a.b.w').f_get() == 4
 
 
 def test_four_branches_and_their_abbreviations():
@@ -3813,15 +3832,21 @@ def double_x(traj):
     traj.f_add_result('y', traj.x * 2)
 
 
-class TaggedPickleService(mp.PickleStorageService):
-    """A new file backend: one class (its own magic bytes) and one registry line."""
-
-    MAGIC = b'MINIPYPET-TAGGED\n'
-    SUFFIX = '.tagged'
-
-
 def test_a_registered_backend_is_built_by_name_and_opens_its_own_files(tmp_path, monkeypatch):
-    monkeypatch.setitem(mp.STORAGE_SERVICES, 'taggedpickle', TaggedPickleService)
+    monkeypatch.setattr(mp, 'STORAGE_SERVICES', dict(mp.STORAGE_SERVICES))
+
+    class TaggedPickleService(mp.PickleStorageService):
+        """A new file backend: one class, its name and its own magic bytes."""
+
+        BACKEND = 'taggedpickle'
+        MAGIC = b'MINIPYPET-TAGGED\n'
+        SUFFIX = '.tagged'
+
+    class SubclassedHDF5(mp.HDF5StorageService):  # (no BACKEND of its own: not registered)
+        pass
+
+    assert mp.STORAGE_SERVICES['taggedpickle'] is TaggedPickleService
+    assert mp.STORAGE_SERVICES['hdf5'] is mp.HDF5StorageService
     filename = str(tmp_path / 'sweep.tagged')
     env = mp.Environment(trajectory='t', filename=filename, storage_service='taggedpickle')
     traj = env.v_trajectory
