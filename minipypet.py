@@ -1569,6 +1569,18 @@ class NNGroupNode(NNTreeNode):
         return self.f_get(name)
 
 
+def _strip_branch(name, branch, start):
+    """Names given to f_add_* on the root are relative to the branch: drop a leading branch."""
+    if start._full_name == branch:
+        head, _, rest = name.partition('.')
+        if rest and (head == branch or ABBREVIATIONS.get(head) == branch):
+            return rest
+    return name
+
+
+# ============================================================================================
+# Nodes made in bulk - loaded leaves and groups, and the runs made when touched
+# ============================================================================================
 def _leaf_dict(cls, name, traj):
     """The attributes a leaf of class `cls` named `name` starts with when a load makes
     it without __init__ (its full name, comment and parent are set after)."""
@@ -1786,15 +1798,6 @@ for _name in ('__iter__', 'keys', 'values', 'items', 'copy', 'popitem', 'setdefa
               'update', 'clear', '__reversed__'):
     setattr(_PendingRuns, _name, _listing(_name))
 del _name
-
-
-def _strip_branch(name, branch, start):
-    """Names given to f_add_* on the root are relative to the branch: drop a leading branch."""
-    if start._full_name == branch:
-        head, _, rest = name.partition('.')
-        if rest and (head == branch or ABBREVIATIONS.get(head) == branch):
-            return rest
-    return name
 
 
 # ============================================================================================
@@ -2816,7 +2819,7 @@ def __getattr__(name):
 
 
 # ============================================================================================
-# Trajectory runs - the run table and the current run
+# Run names, times and the run table
 # ============================================================================================
 def _now_strings(timestamp=None):
     timestamp = time.time() if timestamp is None else timestamp
@@ -3019,6 +3022,9 @@ class _RunTable:
         return table
 
 
+# ============================================================================================
+# Trajectory runs - exploring, the current run and the records of finished runs
+# ============================================================================================
 class _RunsMixin:
     """Exploration and runs: ranges, the current run, run information and the records
     of finished runs (a part of Trajectory)."""
@@ -3624,6 +3630,54 @@ class _RunsMixin:
 
     def _run_values(self, idx):
         return {name: p._explored_range[idx] for name, p in self._explored.items()}
+
+    # -- wildcards ---------------------------------------------------------------------------
+    def f_add_wildcard_functions(self, func_dict: dict) -> None:
+        """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1).
+
+        pypet's own run and set naming, {('$', 'crun'): f, ('$set', 'crunset'): g}, is
+        taken as names for the runs: 'hello_3' (f(3)) resolves to run_00000003 (g's
+        names to the run's set), while the tree, '$' and the file keep the index names
+        (runs are stored by index)."""
+        for keys, func in func_dict.items():
+            keys = (keys,) if isinstance(keys, str) else tuple(keys)
+            if keys in (_RUN_WILDCARDS, _SET_WILDCARDS):
+                names = [func(i) for i in (-1, 0, 1)] if callable(func) else None
+                if names is None or not all(isinstance(n, str) and _NAME_RE.fullmatch(n)
+                                            for n in names) or \
+                        keys == _RUN_WILDCARDS and len(set(names)) < 3:
+                    raise ConfigurationError(
+                        'the wildcard function of %s must give each run index (and -1) a '
+                        'node name of its own, e.g. lambda idx: "sim_%%d" %% idx; it gave %r'
+                        % (keys, names))
+            elif set(keys) & {'$', 'crun', '$set', 'crunset'}:
+                raise ConfigurationError(
+                    '%s mixes built-in wildcards with others; give %s or %s alone, or '
+                    'wildcards of your own' % (keys, _RUN_WILDCARDS, _SET_WILDCARDS))
+            self._wildcards[keys] = func
+            self.__dict__.pop('_custom_names', None)
+
+    def f_wildcard(self, wildcard: str = '$', run_idx: int | None = None) -> str:
+        """The name a wildcard stands for: '$' is the current run's name."""
+        idx = self._idx if run_idx is None else run_idx
+        if wildcard in ('$', 'crun'):
+            return _run_name(idx)
+        if wildcard in ('$set', 'crunset'):
+            return _set_name(idx)
+        for keys, func in self._wildcards.items():
+            if wildcard in keys:
+                return func(idx)
+        raise ValueError('unknown wildcard %r' % wildcard)
+
+    def f_get_wildcards(self) -> list:
+        """The wildcards known to this trajectory."""
+        return [_RUN_WILDCARDS, _SET_WILDCARDS] + [
+            k for k in self._wildcards if k not in (_RUN_WILDCARDS, _SET_WILDCARDS)]
+
+    def f_is_wildcard(self, name: str) -> bool:
+        """True if `name` is a wildcard."""
+        return name in ('$', 'crun', '$set', 'crunset') or any(
+            name in keys for keys in self._wildcards)
 
 
 def _tuple_item(entry):
@@ -4457,11 +4511,11 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         'Trajectory': (  # the tree's index and how lookups behave
             '_nodes', '_by_name', '_unique', '_lazy_names', '_link_count', '_traj',
             '_held', '_hidden',
-            '_props', '_wildcards', '_presets', '_dynamic_imports', '_environment_hexsha',
+            '_props', '_presets', '_dynamic_imports', '_environment_hexsha',
             '_environment_name', '_standard_parameter', '_standard_result'),
         '_RunsMixin': (  # the exploration and the current run
             '_explored', '_length', '_runs', '_idx', '_is_run', '_new_leaves', '_run_fast',
-            '_manual_start', '_new_links'),
+            '_manual_start', '_new_links', '_wildcards'),
         '_StorageMixin': (  # the service and what the file knows the trajectory by
             '_storage_service', '_stored', '_merged_runs', '_store_max_depth', '_name',
             '_time', '_timestamp', '_version', '_python'),
@@ -5185,54 +5239,6 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         if self._is_run:
             self._new_leaves.append(leaf)
         return leaf
-
-    # -- wildcards ---------------------------------------------------------------------------
-    def f_add_wildcard_functions(self, func_dict: dict) -> None:
-        """{('$mine', 'mine'): f} where f(run_idx) returns a unique name (also for -1).
-
-        pypet's own run and set naming, {('$', 'crun'): f, ('$set', 'crunset'): g}, is
-        taken as names for the runs: 'hello_3' (f(3)) resolves to run_00000003 (g's
-        names to the run's set), while the tree, '$' and the file keep the index names
-        (runs are stored by index)."""
-        for keys, func in func_dict.items():
-            keys = (keys,) if isinstance(keys, str) else tuple(keys)
-            if keys in (_RUN_WILDCARDS, _SET_WILDCARDS):
-                names = [func(i) for i in (-1, 0, 1)] if callable(func) else None
-                if names is None or not all(isinstance(n, str) and _NAME_RE.fullmatch(n)
-                                            for n in names) or \
-                        keys == _RUN_WILDCARDS and len(set(names)) < 3:
-                    raise ConfigurationError(
-                        'the wildcard function of %s must give each run index (and -1) a '
-                        'node name of its own, e.g. lambda idx: "sim_%%d" %% idx; it gave %r'
-                        % (keys, names))
-            elif set(keys) & {'$', 'crun', '$set', 'crunset'}:
-                raise ConfigurationError(
-                    '%s mixes built-in wildcards with others; give %s or %s alone, or '
-                    'wildcards of your own' % (keys, _RUN_WILDCARDS, _SET_WILDCARDS))
-            self._wildcards[keys] = func
-            self.__dict__.pop('_custom_names', None)
-
-    def f_wildcard(self, wildcard: str = '$', run_idx: int | None = None) -> str:
-        """The name a wildcard stands for: '$' is the current run's name."""
-        idx = self._idx if run_idx is None else run_idx
-        if wildcard in ('$', 'crun'):
-            return _run_name(idx)
-        if wildcard in ('$set', 'crunset'):
-            return _set_name(idx)
-        for keys, func in self._wildcards.items():
-            if wildcard in keys:
-                return func(idx)
-        raise ValueError('unknown wildcard %r' % wildcard)
-
-    def f_get_wildcards(self) -> list:
-        """The wildcards known to this trajectory."""
-        return [_RUN_WILDCARDS, _SET_WILDCARDS] + [
-            k for k in self._wildcards if k not in (_RUN_WILDCARDS, _SET_WILDCARDS)]
-
-    def f_is_wildcard(self, name: str) -> bool:
-        """True if `name` is a wildcard."""
-        return name in ('$', 'crun', '$set', 'crunset') or any(
-            name in keys for keys in self._wildcards)
 
     # -- collections -------------------------------------------------------------------------
     @staticmethod
