@@ -7361,13 +7361,17 @@ class _Segment:
         self.flush()
         if self.handle is None:
             return False
-        handle, self.handle = self.handle, None
-        self.service._segment_close(self, handle)
+        self.service._segment_close(self, self.handle)  # (if it fails, abort closes it)
+        self.handle = None
         self.fold.make_durable(self.tmp, self.path)
         return True
 
     def abort(self):
         handle, self.handle = self.handle, None
+        if os.path.exists(self.tmp):
+            # emptied first: its space comes back at once, so closing it (which writes
+            # metadata) succeeds on a full disk rather than leaving it open unlinked
+            os.truncate(self.tmp, 0)
         if handle is not None:
             try:
                 handle.close()
@@ -9317,6 +9321,9 @@ class _H5Segment:
         self.shas, self.sha_codes = {}, array.array('I')  # (a code per _runs row)
         # (the runs' indices while they are each completed once: lo, hi and a byte each)
         self.span, self.seen = [None, -1], bytearray()
+
+    def close(self):  # (_Segment.abort)
+        self.file.close()
 
     def overview(self):
         if 'overview' not in self.file.root:

@@ -5793,6 +5793,38 @@ def test_a_full_disk_stops_the_sweep_and_the_resume_completes_it(file_backend, t
             i: [float(i)] * 20000 for i in range(30)}
 
 
+def random_list_job(traj):
+    traj.f_add_result('arr', [random.random() for _ in range(8000)])  # (incompressible)
+
+
+def test_a_full_disk_at_the_store_leaves_no_file_open_and_the_same_process_resumes(
+        file_backend, tmp_path):
+    # The journal fits, the end-of-sweep segment does not: its temporary file must be
+    # closed and removed (a deleted file held open keeps its space: the resume then
+    # failed with ENOSPC again, in the same process)
+    with small_disk(tmp_path) as (folder, grow):
+        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
+                             add_time=False, log_config=None, report_progress=False,
+                             continuable=True, continue_folder=folder + '/cnt',
+                             storage_service=CLASSES[file_backend])
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_explore({'x': list(range(20))})
+        with pytest.raises(mp.StorageError, match='ENOSPC'):
+            env.f_run(random_list_job)
+
+        def held_deleted():
+            fds = [os.path.join('/proc/self/fd', fd) for fd in os.listdir('/proc/self/fd')]
+            links = [os.readlink(fd) for fd in fds if os.path.islink(fd)]
+            return [link for link in links if link.startswith(folder) and 'deleted' in link]
+        assert held_deleted() == []
+        grow()
+        resumed = mp.Environment(continuable=True, log_config=None, report_progress=False)
+        assert len(resumed.f_continue_run(folder + '/cnt/full.cnt')) == 20
+        assert held_deleted() == []
+        got = load(folder + '/full' + SUFFIX[file_backend], load_data=2)
+        assert got.f_is_completed() and len(got.f_get_from_runs('arr', fast_access=True)) == 20
+
+
 # ---------------------------------------------------------------------------------------------
 # Randomized kill -9 stress: sizes x backends x modes, killed at random times
 # ---------------------------------------------------------------------------------------------
