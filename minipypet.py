@@ -1063,16 +1063,17 @@ class NNGroupNode(NNTreeNode):
               with_links: bool = True) -> object:
         """The node at `name` (dotted, relative to this group); a value if fast_access.
         auto_load=None (natural naming) follows the trajectory's v_auto_load."""
-        root = self._root()
-        if auto_load is None:
+        root, natural = self._root(), auto_load is None
+        if natural:
             auto_load = root._props['auto_load'] if isinstance(root, Trajectory) else False
         node = root._resolve(self, name, shortcuts, max_depth, with_links)
         if node is None:
             if auto_load and root._storage_service is not None:
                 try:
                     root.f_load_item(self._join(name))
-                except DataNotInStorageError:  # not stored either: no such node (hasattr)
-                    pass
+                except DataNotInStorageError:  # not stored either: no such node, and
+                    if natural:  # natural naming says so as pypet's does (so hasattr
+                        raise  # raises while v_auto_load is on)
                 node = root._resolve(self, name, shortcuts, max_depth, with_links)
             if node is None:
                 raise NoSuchNodeError('%s has no node %r%s' % (
@@ -1438,22 +1439,36 @@ class NNGroupNode(NNTreeNode):
             leaf.f_set(*args, **kwargs)
         return leaf
 
-    def _add_group_node(self, group):
-        """Add the group `group` names here; a group with nodes of its own (made on its
-        own) brings them: its leaves themselves, its groups and links anew."""
-        new = self._root()._add_path(self, group._full_name, None, group._comment)
-        todo = [(group, new)]
-        for old, made in todo:  # (groups before their children, links after all nodes)
-            for name, child in old._children.items():
-                if child.v_is_leaf:
-                    child._rename(name)
-                    made.f_add_leaf(child)
-                else:
-                    todo.append((child, made.f_add_group(name, child._comment)))
-        moved = {old._full_name: made for old, made in todo}
-        for old, made in todo:
-            for name, target in old._links.items():
-                made.f_add_link(name, moved.get(target._full_name, target))
+    def _add_group_node(self, group, links=None):
+        """Add `group` itself where its name says, with the nodes it holds (a group made
+        on its own); into a group there already, its nodes only. Links come last."""
+        root, outer = self._root(), links is None
+        kind = type(group).__dict__.get('_BRANCH', '' if type(group) is NNGroupNode else None)
+        if outer and kind is not None:  # pypet's rule: a branch's own group class below
+            head, _, rest = self._join(group._full_name).partition('.')  # it, NNGroupNode
+            branch = ABBREVIATIONS.get(head, head) if rest else ''  # outside (a subclass
+            branch = branch * (branch in BRANCHES)  # of the user's own goes anywhere)
+            if kind != branch:
+                raise UnsupportedTypeError(
+                    'a %s cannot be added as %s: below %s a group is a %s (as in pypet); '
+                    'assign %s(%r) instead' % (
+                        type(group).__name__, self._join(group._full_name),
+                        branch or 'the root', _GROUP_KINDS.get(branch, 'NNGroupNode'),
+                        _GROUP_KINDS.get(branch, 'NNGroupNode'), group._full_name))
+        kids, own_links = dict(group._children), dict(group._links)
+        links = [] if outer else links
+        new = root._add_path(self, group._full_name, None, group._comment)
+        if new is not group and not new._children and not new._links:
+            group.__dict__.update(_children={}, _links={}, _name=new._name)
+            root._insert(new._parent, group)  # (the group itself, in the new one's place)
+            new = group
+        for name, child in kids.items():
+            child._rename(name)
+            new.f_add_leaf(child) if child.v_is_leaf else new._add_group_node(child, links)
+        links.extend((new, name, target) for name, target in own_links.items())
+        if outer:
+            for at, name, target in links:
+                at.f_add_link(name, target)
         return new
 
     def f_add_link(self, name: str, target: NNTreeNode | str | None = None) -> NNTreeNode:
@@ -13772,7 +13787,15 @@ def _static_attr(cls, name):
 
 
 _install_aliases()
-ParameterGroup = ConfigGroup = DerivedParameterGroup = ResultGroup = NNGroupNode
+_GROUP_KINDS = {'parameters': 'ParameterGroup', 'config': 'ConfigGroup',
+                'derived_parameters': 'DerivedParameterGroup', 'results': 'ResultGroup'}
+for _branch, _kind in _GROUP_KINDS.items():  # pypet's group classes, one per branch
+    globals()[_kind] = type(_kind, (NNGroupNode,), {
+        '_BRANCH': _branch, '__module__': __name__,
+        '__doc__': "pypet's group below `%s`: traj.%s.g = %s('g') adds it there (a group "
+                   "of another kind there is a TypeError, as in pypet)"
+                   % (_branch, _branch, _kind)})
+del _branch, _kind
 
 
 # ============================================================================================
@@ -13812,8 +13835,7 @@ def install_as_pypet() -> types.ModuleType:
         return mod
     constants = module('pypet.pypetconstants', **{k: v for k, v in vars(pypetconstants).items()
                                                    if not k.startswith('_')})
-    groups = dict(ParameterGroup=NNGroupNode, ResultGroup=NNGroupNode, ConfigGroup=NNGroupNode,
-                  DerivedParameterGroup=NNGroupNode)
+    groups = {kind: me.__dict__[kind] for kind in _GROUP_KINDS.values()}
     leaves = dict(Parameter=Parameter, ArrayParameter=ArrayParameter,
                   PickleParameter=PickleParameter, BaseParameter=BaseParameter, Result=Result,
                   PickleResult=PickleResult, BaseResult=BaseResult,

@@ -808,7 +808,7 @@ def test_import_and_a_run_import_no_third_party_module():
 # Tree and natural naming
 # =============================================================================================
 def test_a_group_made_on_its_own_finds_and_adds_nodes_and_brings_them_along(tmp_path):
-    group = mp.NNGroupNode('g', comment='made alone')
+    group = mp.ParameterGroup('g', comment='made alone')
     assert not hasattr(group, 'x') and 'x' not in group  # (hasattr and `in` keep working)
     with pytest.raises(mp.NoSuchNodeError, match="g has no node 'x'"):
         group.f_get('x')
@@ -825,13 +825,14 @@ def test_a_group_made_on_its_own_finds_and_adds_nodes_and_brings_them_along(tmp_
         group.f_add_leaf('f_bad', 1)
     traj = mp.Trajectory('t', filename=str(tmp_path / 't.hdf5'))
     traj.f_add_parameter('p', 0)
-    traj.par.g = group  # (its leaves come along; its groups and links are made anew)
+    traj.par.g = group  # (the group itself, with its nodes)
+    assert traj.par.g is group and traj.par.g.sub.f_get('y').v_full_name == 'parameters.g.sub.y'
     assert traj.f_get('parameters.g.sub.z').v_comment == 'zed'
     assert traj.par.g.v_comment == 'made alone'
     assert traj.par.g.ls is traj.par.g.sub and traj.par.g.lx == 1
     assert sorted(n.v_full_name for n in traj.par.g.f_iter_nodes()) == [
         'parameters.g.sub', 'parameters.g.sub.y', 'parameters.g.sub.z', 'parameters.g.x']
-    dotted = mp.NNGroupNode('a.b')  # (a dotted name is kept while the group is alone)
+    dotted = mp.ParameterGroup('a.b')  # (a dotted name is kept while the group is alone)
     dotted.f_add_leaf('w', 4)
     traj.par.a = dotted
     assert traj.f_get('parameters.a.b.w', fast_access=True) == 4
@@ -1045,8 +1046,19 @@ def test_generic_addition_with_the_same_or_an_empty_name():
     assert traj.f_get('y').v_full_name == 'parameters.y' and traj.y == 2.0
     assert traj.f_get('y').v_comment == 'named by the attribute'
     assert traj.f_get('z').v_full_name == 'results.z' and traj.z.k == 3
-    traj.par.sub = mp.NNGroupNode('sub', comment='a group')
-    assert traj.f_get('parameters.sub').v_comment == 'a group'
+    sub = mp.ParameterGroup('sub', comment='a group')
+    traj.par.sub = sub
+    assert traj.f_get('parameters.sub') is sub and sub.v_comment == 'a group'
+    traj.mine = mp.NNGroupNode('', comment='outside the branches')
+    assert traj.f_get('mine').v_comment == 'outside the branches'
+    # pypet's rule: a branch's own group class below it, a plain NNGroupNode outside
+    for where, group in (('par', mp.NNGroupNode('jj')), ('res', mp.ParameterGroup('jj')),
+                         ('conf', mp.DerivedParameterGroup('jj')), ('', mp.ResultGroup('jj'))):
+        with pytest.raises(mp.UnsupportedTypeError, match=r'cannot be added as .*jj.*assign'):
+            setattr(traj.f_get(where) if where else traj, 'jj', group)
+        assert 'jj' not in (traj.f_get(where) if where else traj)._children
+    traj.conf.a = config = mp.ConfigGroup('a.g')
+    assert traj.f_get('config.a.g', shortcuts=False) is config
 
 
 def test_generic_addition_with_a_dotted_name_creates_the_groups():
@@ -3380,9 +3392,13 @@ def test_auto_load_loads_what_natural_naming_reaches(file_backend, tmp_path):
     got.v_auto_load = True
     got.v_idx = 1
     assert got.crun.z == 2 and got.res.summary == 42.0 and got['summary'] == 42.0
+    for ask in (lambda: got.nothing_stored, lambda: got['nothing_stored'],
+                lambda: hasattr(got, 'nothing_stored')):  # (in neither place: pypet's error)
+        with pytest.raises(mp.DataNotInStorageError, match='nothing_stored is not stored'):
+            ask()
+    assert got.f_get_default('nothing_stored', 'd') == 'd' and 'nothing_stored' not in got
+    got.v_auto_load = False
     assert not hasattr(got, 'nothing_stored') and getattr(got, 'nowhere', 'd') == 'd'
-    with pytest.raises(KeyError):                    # (a NoSuchNodeError, as without auto_load)
-        got['nothing_stored']
 
 
 def elsewhere_job(traj):
