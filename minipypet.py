@@ -1456,6 +1456,8 @@ class NNGroupNode(NNTreeNode):
                         branch or 'the root', _GROUP_KINDS.get(branch, 'NNGroupNode'),
                         _GROUP_KINDS.get(branch, 'NNGroupNode'), group._full_name))
         kids, own_links = dict(group._children), dict(group._links)
+        if outer and group._traj is not None and group._traj is not root:
+            group._traj._remove_subtree(group)  # (moved here: its old tree forgets it)
         links = [] if outer else links
         new = root._add_path(self, group._full_name, None, group._comment)
         if new is not group and not new._children and not new._links:

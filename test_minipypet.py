@@ -1059,6 +1059,12 @@ def test_generic_addition_with_the_same_or_an_empty_name():
         assert 'jj' not in (traj.f_get(where) if where else traj)._children
     traj.conf.a = config = mp.ConfigGroup('a.g')
     assert traj.f_get('config.a.g', shortcuts=False) is config
+    other = mp.Trajectory('other')  # (a group moved from another trajectory leaves it)
+    other.spare = mp.NNGroupNode('spare')
+    other.spare.f_add_leaf('x', 1)
+    traj.spare = moved = other.spare
+    assert traj.spare is moved and traj.f_get('spare.x').v_root is traj
+    assert 'spare' not in other._children and not other.f_contains('x')
 
 
 def test_generic_addition_with_a_dotted_name_creates_the_groups():
