@@ -1054,7 +1054,8 @@ class NNGroupNode(NNTreeNode):
             return self._traj or self
         holder = Trajectory('detached')
         head = self._full_name.rpartition('.')[0]
-        holder._insert(holder._add_path(holder, head, None, '') if head else holder, self)
+        parent = holder._add_path(holder, head, None, '') if head else holder
+        holder._insert(parent, self)
         return holder
 
     # -- lookup ------------------------------------------------------------------------------
@@ -1443,18 +1444,8 @@ class NNGroupNode(NNTreeNode):
         """Add `group` itself where its name says, with the nodes it holds (a group made
         on its own); into a group there already, its nodes only. Links come last."""
         root, outer = self._root(), links is None
-        kind = type(group).__dict__.get('_BRANCH', '' if type(group) is NNGroupNode else None)
-        if outer and kind is not None:  # pypet's rule: a branch's own group class below
-            head, _, rest = self._join(group._full_name).partition('.')  # it, NNGroupNode
-            branch = ABBREVIATIONS.get(head, head) if rest else ''  # outside (a subclass
-            branch = branch * (branch in BRANCHES)  # of the user's own goes anywhere)
-            if kind != branch:
-                raise UnsupportedTypeError(
-                    'a %s cannot be added as %s: below %s a group is a %s (as in pypet); '
-                    'assign %s(%r) instead' % (
-                        type(group).__name__, self._join(group._full_name),
-                        branch or 'the root', _GROUP_KINDS.get(branch, 'NNGroupNode'),
-                        _GROUP_KINDS.get(branch, 'NNGroupNode'), group._full_name))
+        if outer:
+            self._check_group_kind(group)
         kids, own_links = dict(group._children), dict(group._links)
         if outer and group._traj is not None and group._traj is not root:
             group._traj._remove_subtree(group)  # (moved here: its old tree forgets it)
@@ -1462,16 +1453,36 @@ class NNGroupNode(NNTreeNode):
         new = root._add_path(self, group._full_name, None, group._comment)
         if new is not group and not new._children and not new._links:
             group.__dict__.update(_children={}, _links={}, _name=new._name)
-            root._insert(new._parent, group)  # (the group itself, in the new one's place)
-            new = group
+            root._insert(new._parent, group)  # (the group itself, in the new one's
+            new = group  # place)
         for name, child in kids.items():
             child._rename(name)
-            new.f_add_leaf(child) if child.v_is_leaf else new._add_group_node(child, links)
+            if child.v_is_leaf:
+                new.f_add_leaf(child)
+            else:
+                new._add_group_node(child, links)
         links.extend((new, name, target) for name, target in own_links.items())
         if outer:
             for at, name, target in links:
                 at.f_add_link(name, target)
         return new
+
+    def _check_group_kind(self, group):
+        """pypet's rule: below a branch, that branch's group class; outside, NNGroupNode
+        (a subclass of the user's own goes anywhere)."""
+        kind = type(group).__dict__.get('_BRANCH')
+        if kind is None and type(group) is not NNGroupNode:
+            return
+        head, _, rest = self._join(group._full_name).partition('.')
+        branch = ABBREVIATIONS.get(head, head) if rest else ''
+        branch = branch if branch in BRANCHES else ''
+        if (kind or '') != branch:
+            want = _GROUP_KINDS.get(branch, 'NNGroupNode')
+            name = group._full_name
+            raise UnsupportedTypeError(
+                'a %s cannot be added as %s: below %s a group is a %s (as in pypet); '
+                'assign %s(%r) instead' % (type(group).__name__, self._join(name),
+                                           branch or 'the root', want, want, name))
 
     def f_add_link(self, name: str, target: NNTreeNode | str | None = None) -> NNTreeNode:
         """Link `name` in this group to `target` (a node of the same trajectory)."""
@@ -13794,8 +13805,8 @@ _GROUP_KINDS = {'parameters': 'ParameterGroup', 'config': 'ConfigGroup',
 for _branch, _kind in _GROUP_KINDS.items():  # pypet's group classes, one per branch
     globals()[_kind] = type(_kind, (NNGroupNode,), {
         '_BRANCH': _branch, '__module__': __name__,
-        '__doc__': "pypet's group below `%s`: traj.%s.g = %s('g') adds it there (a group "
-                   "of another kind there is a TypeError, as in pypet)"
+        '__doc__': "pypet's group below `%s`: traj.%s.g = %s('g') adds it there (a "
+                   "group of another kind there is a TypeError, as in pypet)"
                    % (_branch, _branch, _kind)})
 del _branch, _kind
 
