@@ -5733,8 +5733,8 @@ if hasattr(os, 'register_at_fork'):
 #   _RunResult  what goes back from a worker: status 'ok', 'err' or 'stop' (ok, and the
 #               job set pypet's sigint_handling.hit: no new runs), the run index, value
 #               (the job's return value, or the traceback text), exc_bytes (the pickled
-#               exception, or None) and the run's _RunRecord (leaves only where the parent
-#               stores the run)
+#               exception, or None) and the run's _RunRecord (where the parent stores
+#               the run, or it failed; else None: the store says the rest)
 _RunRecord = collections.namedtuple('_RunRecord', 'kind name idx info leaves links',
                                     defaults=((),))
 _RunResult = collections.namedtuple('_RunResult', 'status idx value exc_bytes record')
@@ -6677,6 +6677,44 @@ class _FileService(_FromState, StorageService):
         if old is not None:
             old.abort()
         self._journal._own = [fold.jid, fold.end]
+
+    # LOCK and NONE pool workers append their runs to the journal themselves: the parent
+    # folds them as their batches come back, while the workers go on, so that the
+    # checkpoint at the end of the sweep does not read them again.
+    def _follow_journal(self, claim=False):
+        """Fold the records other processes appended to the journal since the fold's end,
+        up to the last whole one (an append under way comes next time); `claim`: the
+        appends are over, the checkpoint may take the fold (take_own checks the end).
+        A gap, another journal or a failure ends it: the checkpoint reads the journal."""
+        live = self._live
+        if live is None or live.broken or live.jid is None:
+            return
+        data = scan = None
+        try:
+            jid, data = _Journal.open(self._journal.path)
+            if jid != live.jid:
+                raise ValueError('another journal')
+            scan = _Journal.scan(data, live.end)
+            for payload, end in scan:
+                if end - 8 - len(payload) != live.end:  # (damage skipped: not ours to judge)
+                    raise ValueError('a gap in the journal')
+                live.record(_safe_loads(payload))
+                live.end = end
+        except BaseException as exc:
+            self._live = None
+            live.abort()
+            if not isinstance(exc, Exception):
+                raise
+            logger.debug('folding the workers\' runs as they come failed (%s: %s); the '
+                         'checkpoint will read the journal', type(exc).__name__, exc)
+            return
+        finally:
+            if scan is not None:
+                scan.close()
+            if hasattr(data, 'close'):
+                data.close()
+        if claim:
+            self._journal._own = [live.jid, live.end]
 
     @property
     def segment_folder(self):
@@ -10716,19 +10754,21 @@ class _RunContext:
         # said once, since an executor's worker lives on into later sweeps)
         stop, sigint_handling.hit = sigint_handling.hit, False
         return _RunResult('stop' if stop else 'ok', idx, ret, None,
-                          record if self.store_mode == 'parent' else
-                          _RunRecord('run', record.name, idx, record.info, []))
+                          record if self.store_mode == 'parent' else None)
 
     def run_batch(self, tasks, fresh=None):
         """Carry out [(idx, values, extra), ...] and store their records; stops at the first
-        failed run. A run counts as done only once flush() has stored its record."""
-        out = []
+        failed run. A run counts as done only once flush() has stored its record.
+        self.took: the seconds the runs took (without their store: what a pool sizes its
+        batches by, a wait for the lock or the queue being no run's cost)."""
+        out, start = [], time.perf_counter()
         for idx, values, extra in tasks:
             if fresh is not None:
                 self.renew(fresh)
             out.append(_safe_result(self.run(idx, values, extra)))
             if out[-1].status != 'ok':
                 break
+        self.took = time.perf_counter() - start
         try:
             self.flush()
         except BaseException as exc:  # nothing of the batch is stored: all of it failed
@@ -10742,8 +10782,11 @@ class _RunContext:
         if not batch:
             return
         self.batch = []
-        if self.store_mode == 'queue':
-            self.queue.put(batch)
+        if self.store_mode == 'queue':  # (pickled here: the Manager passes bytes on
+            # instead of unpickling and pickling every record again, ~10 us a run)
+            self.queue.put(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        elif self.lock is None:  # (a file service: see _Sweep._start_plumbing)
+            _store_runs(self.service, batch)
         else:
             with self.lock:
                 _store_runs(self.service, batch)
@@ -11015,7 +11058,8 @@ _LIBC = []
 
 def _pool_worker(conn, key, payload, fresh):
     """A pool worker: carry out batches [(idx, values, extra), ...] until None; each batch's
-    results go back in one message once their records are stored. `fresh` (without
+    results go back in one message once their records are stored, with the seconds its
+    runs took. `fresh` (without
     freeze_input): the pickled trajectory, job and arguments each run starts from."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl+C means
@@ -11027,7 +11071,8 @@ def _pool_worker(conn, key, payload, fresh):
             return
         if tasks is None:
             break
-        conn.send(ctx.run_batch(tasks, fresh))
+        results = ctx.run_batch(tasks, fresh)
+        conn.send((results, ctx.took))
     ctx.close()
 
 
@@ -11065,9 +11110,10 @@ def _queue_writer(queue, service, conn, log_setup, watch=None):
         if files:  # (its records fold as they come: see _FileService._adopt_journal)
             service._adopt_journal()
         while True:
-            batch = queue.get()  # the records of a worker's batch of runs
+            batch = queue.get()  # the records of a worker's batch of runs, pickled
             if batch is None:
                 break
+            batch = pickle.loads(batch)
             _store_runs(service, batch)
             count += len(batch)
         if files:
@@ -11080,10 +11126,10 @@ def _queue_writer(queue, service, conn, log_setup, watch=None):
 
 
 class _Worker:
-    __slots__ = ('process', 'conn', 'idx', 'sent')
+    __slots__ = ('process', 'conn', 'idx')
 
     def __init__(self, process, conn):
-        self.process, self.conn, self.idx, self.sent = process, conn, None, 0.0
+        self.process, self.conn, self.idx = process, conn, None
 
 
 # ============================================================================================
@@ -12746,10 +12792,16 @@ class _Sweep:
         return multiprocessing.get_context(self.env._s.start_method)
 
     def _start_plumbing(self, mp, ctx):
-        """The Manager, its queue or lock and the queue writer process, as the mode needs."""
+        """The Manager, its queue or lock and the queue writer process, as the mode needs.
+        LOCK with a file service needs no lock: each journal append is one write to a
+        file opened O_APPEND under the folder's shared flock, so appends of several
+        processes never interleave and a checkpoint never drops one (as with NONE); a
+        Manager lock cost two round trips a batch, and one held by a worker killed -9
+        was never given back."""
         plumbing = {'manager': None, 'queue': None, 'lock': None, 'writer': None,
                     'writer_conn': None}
-        if self.mode in ('queue', 'lock'):
+        if self.mode == 'queue' or self.mode == 'lock' and \
+                not isinstance(self.service, _FileService):
             from multiprocessing.managers import SyncManager
             manager = plumbing['manager'] = SyncManager(ctx=mp)
             try:
@@ -12875,12 +12927,15 @@ class _Sweep:
                     w.process.terminate()
                     w.process.join()
                 w.conn.close()
+            if isinstance(self.service, _FileService) and self.mode in ('lock', 'direct'):
+                self.service._follow_journal(claim=True)  # (the workers are gone)
             self._stop_plumbing(plumbing, ok)
 
-    # A pool hands out batches of runs that take about this long (by the runs so far): a
-    # message and a store per batch instead of per run (~0.1-0.3 ms each), while a
-    # worker that dies loses at most this much work, and a batch's finished runs wait at
-    # most about this long for their store.
+    # A pool hands out batches of runs that take about this long (by the runs so far, as
+    # the workers time them: a round trip's latency, ~1-10 ms on a busy machine, counted
+    # per run kept batches of trivial runs at ~30): a message and a store per batch
+    # instead of per run (~0.1-0.3 ms each), while a worker that dies loses at most this
+    # much work, and a batch's finished runs wait at most about this long for their store.
     BATCH_SECONDS = 0.01
     MAX_BATCH = 128
 
@@ -12902,17 +12957,21 @@ class _Sweep:
         todo = collections.deque(self.pending)
         idle, busy, failure = list(workers), {}, None
         writer_conn = plumbing['writer_conn']
-        per_run, now = None, time.monotonic  # seconds a run takes, as the batches so far say
+        per_run = None  # seconds a run takes, as the batches so far say
+        follow = self.mode in ('lock', 'direct') and isinstance(self.service, _FileService)
+        came = False  # (results came since the workers' runs were last folded)
         while todo or busy:
             while idle and todo and not self.stopped and failure is None:
                 w = idle.pop()
                 size = self._batch_size(per_run, len(todo), len(workers))
                 w.idx = chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
-                w.sent = now()
                 w.conn.send([(i, traj._run_values(i), self._extra(i)) for i in chunk])
                 busy[w.conn] = w
             if not busy:
                 break
+            if follow and came:  # (while the workers run)
+                self.service._follow_journal()
+                came = False
             watch = list(busy) + [w.process.sentinel for w in busy.values()]
             if writer_conn is not None:
                 watch.append(writer_conn)
@@ -12924,7 +12983,7 @@ class _Sweep:
                 if w is None:
                     continue  # handled already in this round
                 try:
-                    result = w.conn.recv() if w.conn.poll() else None
+                    result, took = w.conn.recv() if w.conn.poll() else (None, 0.0)
                 except (EOFError, OSError):  # its end of the pipe closed: it is gone
                     result = None
                 if result is None:
@@ -12936,7 +12995,8 @@ class _Sweep:
                                      w.process.exitcode)
                 del busy[w.conn]
                 idle.append(w)
-                took = (now() - w.sent) / len(w.idx)
+                came = True
+                took /= max(1, len(result))
                 per_run = took if per_run is None else 0.7 * per_run + 0.3 * took
                 for r in result:
                     failure = self._handle(r) or failure

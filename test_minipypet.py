@@ -12462,3 +12462,141 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
+
+
+# ==== pool-r5 (to be sorted into sections) ====
+def append_as_a_worker(filename, idxs):
+    """What a LOCK (or NONE) pool worker does: append runs to the journal itself."""
+    journal = mp._Journal(filename + '.journal')
+    for idx in idxs:
+        journal.append(tuple(handover_record(idx)))
+    journal.close()
+
+
+def no_journal_reads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError('the checkpoint read the journal again')
+    monkeypatch.setattr(mp._Journal, 'records', classmethod(refuse))
+
+
+@pytest.mark.timeout(120)
+def test_the_parent_folds_the_runs_the_workers_append_as_they_come(
+        file_backend, tmp_path, monkeypatch):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 6)
+    append_as_a_worker(filename, range(3))
+    svc._follow_journal()
+    append_as_a_worker(filename, range(3, 6))
+    svc._follow_journal(claim=True)
+    assert svc._live.end == os.path.getsize(filename + '.journal')
+    no_journal_reads(monkeypatch)
+    traj.f_store()
+    monkeypatch.undo()
+    assert not os.path.exists(filename + '.journal')
+    assert_handover_runs(filename, range(6))
+
+
+@pytest.mark.timeout(120)
+def test_an_append_under_way_is_folded_once_it_is_whole(file_backend, tmp_path, monkeypatch):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 3)
+    append_as_a_worker(filename, range(2))
+    payload = pickle.dumps(tuple(handover_record(2)), protocol=4)
+    record = mp._Journal._HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+    with open(filename + '.journal', 'ab') as f:
+        f.write(record[:len(record) // 2])  # (what a reader can see of a write under way)
+        f.flush()
+        whole = os.path.getsize(filename + '.journal') - len(record) // 2
+        svc._follow_journal()
+        assert svc._live.end == whole  # (the two whole runs; not the half)
+        f.write(record[len(record) // 2:])
+    svc._follow_journal(claim=True)
+    no_journal_reads(monkeypatch)
+    traj.f_store()
+    monkeypatch.undo()
+    assert_handover_runs(filename, range(3))
+
+
+@pytest.mark.timeout(120)
+def test_damage_in_the_journal_ends_the_parents_fold(file_backend, tmp_path, caplog):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
+    append_as_a_worker(filename, range(2))
+    with open(filename + '.journal', 'ab') as f:
+        f.write(b'\x07' * 40)  # (damage; the checkpoint skips it and says so)
+    append_as_a_worker(filename, range(2, 4))
+    svc._follow_journal(claim=True)
+    assert svc._live is None
+    with caplog.at_level(logging.WARNING, logger='minipypet'):
+        traj.f_store()
+    assert any('damaged bytes were skipped' in r.getMessage() for r in caplog.records)
+    assert_handover_runs(filename, range(4))
+
+
+@pytest.mark.timeout(120)
+def test_a_record_appended_after_the_parents_claim_is_folded_too(file_backend, tmp_path):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
+    append_as_a_worker(filename, range(3))
+    svc._follow_journal(claim=True)
+    append_as_a_worker(filename, [3])  # (after the workers: the checkpoint reads it all)
+    traj.f_store()
+    assert_handover_runs(filename, range(4))
+
+
+def processes_seen(names, stop):
+    while not stop:
+        names.update(p.name for p in multiprocessing.active_children())
+        time.sleep(0.01)
+
+
+@needs_fork
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize('wrap_mode', ['LOCK', 'NONE'])
+def test_a_lock_pool_on_a_file_folds_as_it_goes_and_needs_no_manager(
+        file_backend, tmp_path, wrap_mode):
+    """LOCK on a file service: the journal serialises the workers' appends (no Manager
+    lock); the parent folds them while the pool runs, the checkpoint reads none again."""
+    if wrap_mode == 'NONE' and file_backend == 'hdf5':
+        pytest.skip('HDF5 refuses NONE (see HDF5StorageService.multiproc_safe)')
+    filename = path_for(file_backend, tmp_path)
+    env = mp.Environment('traj', add_time=False, log_config=None, report_progress=False,
+                         filename=filename, storage_service=file_backend, multiproc=True,
+                         ncores=2, use_pool=True, wrap_mode=wrap_mode, start_method='fork')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(300))})
+    names, stop = set(), []
+    seer = threading.Thread(target=processes_seen, args=(names, stop), daemon=True)
+    seer.start()
+    taken = []
+    checkpoint = mp._FileService._checkpoint
+
+    def spy(self, extra):
+        taken.append(self._live is not None and self._journal._own ==
+                     [self._live.jid, self._live.end])
+        return checkpoint(self, extra)
+    try:
+        mp._FileService._checkpoint = spy
+        env.f_run(_plain_job_x)
+    finally:
+        mp._FileService._checkpoint = checkpoint
+        stop.append(1)
+        seer.join()
+    assert taken[0] and not any(n.startswith('SyncManager') for n in names)
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i + 0.5 for i in range(300)}
+
+
+def test_a_batch_times_its_runs_without_the_wait_for_the_store(tmp_path):
+    """The pool sizes batches by the runs' time as the worker measures it: a wait for the
+    lock (or a full queue) is no run's cost."""
+    traj = mp.Trajectory('t', add_time=False)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [float(i) for i in range(4)]})
+    lock = threading.Lock()
+    ctx = mp._RunContext(traj._worker_copy(), _plain_job_x, (), {}, 'lock',
+                         mp.LazyStorageService(), lock=lock)
+    lock.acquire()
+    threading.Timer(0.5, lock.release).start()
+    t0 = time.perf_counter()
+    out = ctx.run_batch([(i, {'parameters.x': float(i)}, None) for i in range(4)])
+    assert [r.status for r in out] == ['ok'] * 4
+    assert time.perf_counter() - t0 >= 0.45 and 0 < ctx.took < 0.3
