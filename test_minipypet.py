@@ -596,7 +596,7 @@ PROV_BACKENDS = ['pickle', pytest.param('hdf5', marks=prov_needs_tables)]
 PROV_SUFFIX = {'pickle': '.pkl', 'hdf5': '.hdf5'}
 ENV_NAME_RE = re.compile(r'^environment_[0-9a-f]{7}_\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
 PROV_TIME_RE = re.compile(r'^\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
-ETA_RE = re.compile(r'remaining ~?\d+:\d\d:\d\d')
+ETA_RE = re.compile(r'remaining:? ~?\d+:\d\d:\d\d')
 
 # Jobs and a pickle trap, importable by spawn workers and by subprocesses (PYTHONPATH).
 HELPERS_SRC = '''
@@ -9230,11 +9230,11 @@ def test_pypet_arguments_without_effect_say_so_once_in_the_log(tmp_path, caplog,
     monkeypatch.setattr(mp, '_SAID', set())  # (earlier tests may have said these already)
     with caplog.at_level(logging.WARNING, logger='minipypet'):
         for _ in range(2):
-            mp.Environment(trajectory='t', filename=str(tmp_path / 't.pkl'), log_stdout=True,
+            mp.Environment(trajectory='t', filename=str(tmp_path / 't.pkl'), encoding='ascii',
                            niceness=5, cpu_cap=50.0, display_time=20)
     said = [r.getMessage() for r in caplog.records if 'has no effect' in r.getMessage()]
-    assert said == ['Environment(log_stdout=True) has no effect in minipypet: print output '
-                    'is not copied into the log files',
+    assert said == ["Environment(encoding='ascii') has no effect in minipypet: text is always "
+                    'stored as UTF-8',
                     "Environment(cpu_cap=50.0) has no effect in minipypet: worker processes "
                     "are not throttled"]  # display_time=20 is the default; niceness acts
 
@@ -10158,7 +10158,7 @@ def check_worker_files(files, pids, n, queue):
         assert warn.count('careful in run %d\n' % i) == 1
     assert 'hello from run' not in warn
     assert set(levels(warn)) == {'WARNING'}
-    assert 'progress:' in files['main.txt']
+    assert 'PROGRESS: Finished' in files['main.txt']
     if queue:
         assert 'queue writer' in files['queue_process.txt']
         assert 'QueueProcess' in files['queue_process.txt']
@@ -10239,7 +10239,7 @@ def test_report_progress_logs_lines_with_an_eta(tmp_path, jobs):
     assert 4 <= len(lines) <= 5, lines  # every 25 %
     assert all(ETA_RE.search(l) for l in lines), lines
     assert all(' WARNING ' in l for l in lines)
-    assert '8/8' in lines[-1] and '100%' in lines[-1]
+    assert '8/8' in lines[-1] and '100.0%' in lines[-1]
     done = [int(re.search(r'(\d+)/8', l).group(1)) for l in lines]
     assert done == sorted(done) and {2, 4, 6, 8} <= set(done)
 

@@ -219,6 +219,11 @@ def run_module(name, verbose, package='unittests'):
         if ioutils is not None:
             ioutils.testParams['user_tempdir'] = tmp
             ioutils.testParams['actual_tempdir'] = tmp
+            # (pypet's run_suite sets the folder before its test log config is made, so
+            # that the config's files and get_log_path() lie in it: made again here)
+            ioutils.testParams['log_config'] = 'test'
+            ioutils.generic_log_folder = None
+            ioutils.prepare_log_config()
         stream = io.StringIO() if not verbose else sys.stderr
         try:
             runner = unittest.TextTestRunner(stream=stream, verbosity=2 if verbose else 0,
