@@ -11248,7 +11248,8 @@ class _LogSetup:
         self._handlers, self._runs_file, self._redirect, self._main_files = [], None, None, []
 
     def __getstate__(self):
-        return dict(self.__dict__, _handlers=[], _runs_file=None, _redirect=None)
+        return dict(self.__dict__, _handlers=[], _runs_file=None, _redirect=None,
+                    _removed=[])
 
     def _add(self, filename, warnings_only=False):
         for name, level in self.levels.items():
@@ -11259,7 +11260,8 @@ class _LogSetup:
             self._handlers.append((name, handler))
 
     def _configure(self, config, run_name, set_name):
-        """Apply a pypet configuration with its wildcards replaced; keep what it added."""
+        """Apply a pypet configuration with its wildcards replaced; keep what it added and
+        the handlers it took off (remove() puts them back)."""
         import logging.config
 
         def rename(filename):
@@ -11283,7 +11285,9 @@ class _LogSetup:
             parser.write(text)
             text.seek(0)
             logging.config.fileConfig(text, disable_existing_loggers=False)
-        self._handlers += [pair for pair in _log_handlers() if pair not in before]
+        after = _log_handlers()
+        self._handlers += [pair for pair in after if pair not in before]
+        self._removed = [pair for pair in before if pair not in after]
 
     def in_main(self):
         root = logging.getLogger()
@@ -11344,6 +11348,8 @@ class _LogSetup:
             logging.getLogger(name).removeHandler(handler)
             handler.close()
         self._handlers = []
+        for name, handler in self.__dict__.pop('_removed', ()):
+            logging.getLogger(name).addHandler(handler)
         if getattr(self, '_old_level', None) is not None:
             logging.getLogger().setLevel(self._old_level)
             self._old_level = None
