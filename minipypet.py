@@ -11229,15 +11229,17 @@ class MultiprocContext:
 # Environment helpers - logging, git, progress bars
 # ============================================================================================
 class _LogSetup:
-    """The logging an environment sets up, in the main process and again in each worker
-    process (it pickles without its handlers, so workers set up their own). Either the
-    seed's files below <log_folder>/<trajectory name>/ (main.txt, warnings_and_errors.txt;
-    in workers process_<pid>.txt, run_<idx>.txt, queue_process.txt), on the loggers named
-    in `names` (the root: ''); or pypet's `config`: (main, worker) configurations, each
-    the text of a logging.config.fileConfig file or a dictConfig dict, or None, whose file
-    names may hold pypet's wildcards ($env, $traj, $run, $set, $proc, $host). `stdout`:
-    (logger name, level) that print output goes to, or None. `multiproc`: pypet's
-    log_multiproc (False: workers set up nothing, and fork's keep the main's handlers)."""
+    """The logging an environment sets up, in the main process and again in each
+    worker process (it pickles without its handlers, so workers set up their own).
+    Either the seed's files below <log_folder>/<trajectory name>/ (main.txt,
+    warnings_and_errors.txt; in workers process_<pid>.txt, run_<idx>.txt,
+    queue_process.txt) on the loggers of `levels` ({name: level}; the root's: '');
+    or pypet's `config`: (main, worker) configurations, each the text of a
+    logging.config.fileConfig file, a dictConfig dict or None, whose file names may
+    hold pypet's wildcards ($env, $traj, $run, $set, $proc, $host; `names`: the
+    environment's and the trajectory's). `stdout`: (logger name, level) that print
+    output goes to, or None. `multiproc`: pypet's log_multiproc (False: workers set
+    up nothing, and fork's keep the main's handlers)."""
 
     FORMAT = '%(asctime)s %(processName)-12s %(name)s %(levelname)-8s %(message)s'
 
@@ -11245,7 +11247,8 @@ class _LogSetup:
                  multiproc=True, names=('', '')):
         self.folder, self.levels, self.config = folder, levels, config
         self.stdout, self.multiproc, self.names = stdout, multiproc, names
-        self._handlers, self._runs_file, self._redirect, self._main_files = [], None, None, []
+        self._handlers, self._runs_file, self._redirect = [], None, None
+        self._main_files = []
 
     def __getstate__(self):
         return dict(self.__dict__, _handlers=[], _runs_file=None, _redirect=None,
@@ -11253,15 +11256,16 @@ class _LogSetup:
 
     def _add(self, filename, warnings_only=False):
         for name, level in self.levels.items():
-            handler = logging.FileHandler(os.path.join(self.folder, filename), delay=True)
+            path = os.path.join(self.folder, filename)
+            handler = logging.FileHandler(path, delay=True)
             handler.setLevel(logging.WARNING if warnings_only else level)
             handler.setFormatter(logging.Formatter(self.FORMAT))
             logging.getLogger(name).addHandler(handler)
             self._handlers.append((name, handler))
 
     def _configure(self, config, run_name, set_name):
-        """Apply a pypet configuration with its wildcards replaced; keep what it added and
-        the handlers it took off (remove() puts them back)."""
+        """Apply a pypet configuration with its wildcards replaced; keep what it
+        added and the handlers it took off (remove() puts them back)."""
         import logging.config
 
         def rename(filename):
@@ -11311,7 +11315,7 @@ class _LogSetup:
             self._redirect_stdout()  # (fork: the main's handlers stay, as in pypet)
             return
         main_files = set(self._main_files)
-        for name, handler in _log_handlers():  # (inherited through fork: the main's files)
+        for name, handler in _log_handlers():  # (fork's: the main's files)
             if getattr(handler, 'baseFilename', None) in main_files:
                 logging.getLogger(name).removeHandler(handler)
         self._handlers = []
@@ -11322,8 +11326,8 @@ class _LogSetup:
             for name, level in self.levels.items():
                 lg = logging.getLogger(name)
                 lg.setLevel(min(lg.level or level, level))
-            name = {'process': 'process_%d' % os.getpid(), 'run': 'run_%08d' % (idx or 0),
-                    'queue': 'queue_process'}[kind]
+            name = {'process': 'process_%d' % os.getpid(),
+                    'run': 'run_%08d' % (idx or 0), 'queue': 'queue_process'}[kind]
             self._add(name + '.txt')
             self._add('warnings_and_errors.txt', warnings_only=True)  # appends: shared
             if kind == 'process':
@@ -11333,7 +11337,8 @@ class _LogSetup:
 
     def _redirect_stdout(self):
         if self.stdout is not None and not isinstance(sys.stdout, _StdoutToLogger):
-            self._redirect = sys.stdout = _StdoutToLogger(*self.stdout, stream=sys.stdout)
+            self._redirect = _StdoutToLogger(*self.stdout, stream=sys.stdout)
+            sys.stdout = self._redirect
 
     def note_run(self, idx):
         if self._runs_file is not None:
@@ -11359,8 +11364,8 @@ class _StdoutToLogger:
     """sys.stdout while log_stdout is on: each line printed is logged."""
 
     def __init__(self, name, level, stream):
-        self.logger, self.level, self.stream, self._busy = logging.getLogger(name), level, \
-            stream, False
+        self.logger, self.level, self.stream = logging.getLogger(name), level, stream
+        self._busy = False
 
     def write(self, text):
         if self._busy:  # (a handler that prints to stdout: there, not round again)
@@ -11394,8 +11399,8 @@ def _log_parser(source):
 
 def _renamed_files(config, rename):
     """A dictConfig dict with rename() applied to every 'filename', or the text of a
-    fileConfig 'args'/'kwargs' option with it applied to each string that names a file
-    (holds a wildcard, or ends in .log or .txt, as pypet decides)."""
+    fileConfig 'args'/'kwargs' option with it applied to each string that names a
+    file (holds a wildcard, or ends in .log or .txt, as pypet decides)."""
     if isinstance(config, dict):
         return {k: rename(v) if k == 'filename' and isinstance(v, str) else
                 _renamed_files(v, rename) if isinstance(v, dict) else v
@@ -11405,14 +11410,16 @@ def _renamed_files(config, rename):
         text = getattr(node, 'value', None)
         if isinstance(node, ast.Constant) and isinstance(text, str) and (
                 '$' in text or text.endswith(('.log', '.txt'))):
-            config = config.replace(repr(text)[1:-1], rename(text).replace('\\', '\\\\'))
+            new = rename(text).replace('\\', '\\\\')
+            config = config.replace(repr(text)[1:-1], new)
     return config
 
 
 def _log_config(config):
-    """pypet's log_config (an .ini file's path, a ConfigParser or a dictConfig dict) as
-    (main, worker) configurations for _LogSetup: the 'multiproc_' sections or keys, without
-    the prefix, configure the worker processes (none: workers set up nothing)."""
+    """pypet's log_config (an .ini file's path, a ConfigParser or a dictConfig dict)
+    as (main, worker) configurations for _LogSetup: the 'multiproc_' sections or
+    keys, without the prefix, configure the worker processes (none: workers set up
+    nothing)."""
     import configparser
     if isinstance(config, dict):
         main = {k: v for k, v in config.items() if not k.startswith('multiproc_')}
@@ -11423,15 +11430,16 @@ def _log_config(config):
         return main, worker or None
     if isinstance(config, (str, os.PathLike)):
         if not os.path.isfile(config):
-            raise ConfigurationError('log_config %r: no such file; give the path of an .ini '
-                                     'file in logging.config.fileConfig format, a '
-                                     'ConfigParser or a dict for dictConfig' % (config,))
+            raise ConfigurationError(
+                'log_config %r: no such file; give the path of an .ini file in '
+                'logging.config.fileConfig format, a ConfigParser or a dict for '
+                'dictConfig' % (config,))
         with open(config) as f:
             config = _log_parser(f)
     if not isinstance(config, configparser.RawConfigParser):
-        raise ConfigurationError("log_config must be 'DEFAULT', None, the path of an .ini "
-                                 'file, a ConfigParser or a dict for logging.config.'
-                                 'dictConfig, got %r' % (config,))
+        raise ConfigurationError(
+            "log_config must be 'DEFAULT', None, the path of an .ini file, a "
+            'ConfigParser or a dict for logging.config.dictConfig, got %r' % (config,))
     texts = []
     for worker in (False, True):
         part = _log_parser(io.StringIO(''))
@@ -11515,8 +11523,8 @@ def _is_default(log_config):
 
 def _log_levels(names, levels):
     """{logger name: level} of the seed's log files from pypet's logger_names and
-    log_levels (one level, or one a name); a level left out: INFO, unless that logger has
-    a level of its own already (not WARNING, the root's default)."""
+    log_levels (one level, or one a name); a level left out: INFO, unless that
+    logger has a level of its own already (not WARNING, the root's default)."""
     names = list(names) if isinstance(names, (list, tuple)) else [names or '']
     levels = list(levels) if isinstance(levels, (list, tuple)) else [levels]
     if len(levels) == 1:
@@ -11542,8 +11550,8 @@ def _log_stdout(value):
         return (value, logging.INFO) if isinstance(value, str) else ('STDOUT', value)
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
         return value[0], _log_level(value[1])
-    raise ConfigurationError('log_stdout must be True, False, a logger name, a level or '
-                             '(logger name, level), got %r' % (value,))
+    raise ConfigurationError('log_stdout must be True, False, a logger name, a level '
+                             'or (logger name, level), got %r' % (value,))
 
 
 def _log_level(level):
@@ -11648,7 +11656,8 @@ class _Settings:
             progress = () if progress is True else (5, progress) if isinstance(
                 progress, str) else (progress,)
         if isinstance(progress, tuple):
-            a['report_progress'] = progress + (5, 'minipypet', logging.INFO)[len(progress):]
+            default = (5, 'minipypet', logging.INFO)
+            a['report_progress'] = progress + default[len(progress):]
         level = a['log_level']
         a['log_level'] = min(_log_level(x) for x in level) if isinstance(
             level, (list, tuple)) else _log_level(level)
@@ -11720,12 +11729,14 @@ class _Settings:
         if a['executor'] is not None and not callable(getattr(a['executor'], 'submit', None)):
             bad('executor must have a submit(fn, *args) method (a concurrent.futures '
                 'Executor), got %r' % (a['executor'],))
-        simple = [k for k in ('log_folder', 'logger_names', 'log_level') if a[k] is not None]
-        if not _is_default(a['log_config']) and (simple or a['log_multiproc'] is not True):
-            bad('log_config=%r and %s: give either log_config (None, an .ini file, a '
-                'ConfigParser or a dict for dictConfig) or the simple way (log_folder, '
-                'logger_names, log_levels, log_multiproc), as pypet takes one or the other'
-                % (a['log_config'], ', '.join(simple or ['log_multiproc'])))
+        simple = [k for k in ('log_folder', 'logger_names', 'log_level')
+                  if a[k] is not None] + (['log_multiproc'] if a['log_multiproc']
+                                          is not True else [])
+        if not _is_default(a['log_config']) and simple:
+            bad('log_config=%r and %s: give either log_config (None, an .ini file, '
+                'a ConfigParser or a dict for dictConfig) or the simple way '
+                '(log_folder, logger_names, log_levels, log_multiproc), as pypet '
+                'takes one or the other' % (a['log_config'], ', '.join(simple)))
         if a['queue_maxsize'] is not None and (not isinstance(a['queue_maxsize'], int) or
                                                a['queue_maxsize'] < -1):
             bad('queue_maxsize must be -1 (2*ncores), 0 (unbounded) or a positive int')
@@ -11739,11 +11750,12 @@ class _Settings:
         if a['show_progress'] not in (None, True, False):
             bad('show_progress must be None (a live line when stderr is a terminal or in '
                 'Jupyter), True or False, got %r' % (a['show_progress'],))
-        if a['report_progress'] not in (False, None, 0) and not (
-                isinstance(a['report_progress'], tuple) and len(a['report_progress']) == 3
-                and 0 < a['report_progress'][0] <= 100):
-            bad('report_progress must be True, False, a percent, a logger name or (percent, '
-                'logger name or "print", level), got %r' % (a['report_progress'],))
+        progress = a['report_progress']
+        if progress not in (False, None, 0) and not (
+                isinstance(progress, tuple) and len(progress) == 3
+                and 0 < progress[0] <= 100):
+            bad('report_progress must be True, False, a percent, a logger name or '
+                '(percent, logger name or "print", level), got %r' % (progress,))
 
 
 # ============================================================================================
@@ -11782,9 +11794,14 @@ class Environment:
         wildcard_functions: {('$', 'crun'): func(idx) -> name, ...}, extra wildcards.
         automatic_storing: store the trajectory before, each run during and all after the runs.
         log_folder: write log files to <log_folder>/<trajectory>/ (None: leave logging alone).
-        log_config: 'DEFAULT' (files in log_folder when given) or None (no logging setup).
+        log_config: 'DEFAULT' (files in log_folder when given), None (no logging
+            setup), or pypet's: an .ini file's path or a ConfigParser (for
+            logging.config.fileConfig) or a dict (dictConfig), file names with $env,
+            $traj, $run, $set, $proc, $host; 'multiproc_' sections or keys set up
+            the worker processes.
         log_level: the level of the log files (default INFO).
-        log_stdout: accepted for pypet; print output is not redirected into the logs.
+        log_stdout: print output to a logger: True ('STDOUT', INFO), a name, a level or
+            (name, level), until f_disable_logging().
         report_progress: log progress with an ETA: (percent, logger name or 'print', level),
             True for (5, 'minipypet', INFO), False to stop.
         multiproc: run the runs in other processes (a pool or a process per run).
@@ -11836,7 +11853,9 @@ class Environment:
         dynamically_imported_classes: the seed's name of dynamic_imports.
         freeze_pool_input: pypet 0.7's name of freeze_input.
         log_levels: pypet 0.7's name of log_level (a level or a list of levels).
-        logger_names, log_multiproc: accepted for pypet.
+        logger_names: the loggers log_folder's files are on (default: the root), each at
+            its level of log_levels.
+        log_multiproc: False: worker processes make no log files of their own.
         sumatra_project, sumatra_reason, sumatra_label: refused (Sumatra is not supported).
         config: pypet's .ini file of Environment arguments, parameters and config (the
             arguments given here win).

@@ -56,8 +56,9 @@ INTEGRATION = ('environment_test', 'environment_multiproc_test', 'link_test',
 
 # test id (or the start of one) -> why it does not measure minipypet (see the docstring)
 _PRIVATE = "reads or sets pypet's private attributes"
-_QUEUE_STORE = ("README's row 'QUEUE mode: the queue process turns a run's leaves into "
-                "data': here the worker does, so a leaf's _store() logs in the run's files")
+_QUEUE_STORE = ("README's row 'QUEUE mode: the queue process turns a run's leaves "
+                "into data': here the worker does, so a leaf's _store() logs in the "
+                "run's files")
 _SEED_LOGS = ("README's row 'logs LOG.txt/ERROR.txt ...': log_folder= (pypet's simple "
               "logging) writes the seed's files, <log_folder>/<traj>/main.txt, ...")
 OUT_OF_SCOPE = {
@@ -131,13 +132,14 @@ OUT_OF_SCOPE = {
     '*.test_logfile_old_way_disabling_mp_log': _SEED_LOGS,
     '*QueueLoggingTest.test_logfile_creation_normal': _QUEUE_STORE,
     '*QueueLoggingTest.test_logfile_creation_with_errors': _QUEUE_STORE,
-    '*.test_file_overwriting': "README's row 'Environment(overwrite_file=True) deletes the "
-    "file at once': minipypet deletes it at the first store",
-    '*.test_full_store': "README's row 'a leaf assigned at the root (traj.hi = Result(...)) "
-    "stays at the root': here it goes into its branch, so f_remove_child('hi') finds none",
-    '*.test_errors': "README's row 'resume needs dill, not in QUEUE mode': minipypet resumes "
-    'in every mode and map sweeps too, and continuable=True is its default (so it is no '
-    'error without automatic_storing)',
+    '*.test_file_overwriting': "README's row 'Environment(overwrite_file=True) deletes "
+    "the file at once': minipypet deletes it at the first store",
+    '*.test_full_store': "README's row 'a leaf assigned at the root (traj.hi = "
+    "Result(...)) stays at the root': here it goes into its branch, so "
+    "f_remove_child('hi') finds none",
+    '*.test_errors': "README's row 'resume needs dill, not in QUEUE mode': minipypet "
+    'resumes in every mode and map sweeps too, and continuable=True is its default (so '
+    'it is no error without automatic_storing)',
     'removal_and_continue_test.ContinueTest.test_continueing': "removes pypet's resume "
     'files (dill .rcnt) by hand',
     'removal_and_continue_test.ContinueMPTest': "removes pypet's resume files (dill .rcnt) "
