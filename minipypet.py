@@ -11970,6 +11970,12 @@ class Environment:
         traj.__dict__['_environment_name'] = self._name
         # logging, only when asked for
         self._log = None
+        if stdout and log_config is None and log_folder is None and \
+                not logging.getLogger(stdout[0]).hasHandlers():  # (prints would vanish)
+            _say_once('Environment(log_stdout=%r): print output stays on stdout, as no '
+                      'handler would write it anywhere (give log_folder or log_config)'
+                      % (log_stdout,))
+            stdout = None
         if log_config is not None or log_folder is not None or stdout:
             folder = None if log_folder is None else os.path.join(os.fspath(log_folder),
                                                                   traj.v_name)

@@ -12564,3 +12564,18 @@ def test_log_folder_with_logger_names_levels_and_no_worker_files(tmp_path, jobs)
     assert 'hello from run' not in files['main.txt']  # (t4job logs at WARNING)
     assert not logging.getLogger('t4job').handlers
     logging.getLogger('t4job').setLevel(logging.NOTSET)
+
+
+def test_log_stdout_without_anywhere_to_log_leaves_print_alone(tmp_path, monkeypatch):
+    """log_stdout=True with no log files and no handler for its logger: print output
+    would vanish, so it stays on stdout (and the log says why)."""
+    monkeypatch.setattr(mp, '_SAID', set())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, 'handlers', [])
+    said = []
+    monkeypatch.setattr(mp, '_say_once', said.append)
+    stdout = sys.stdout
+    env = mp.Environment('plain', add_time=False, log_stdout=True,
+                         storage_service='lazy')
+    assert sys.stdout is stdout and env._log is None
+    assert said and 'print output stays on stdout' in said[0]
