@@ -11344,48 +11344,116 @@ class MultiprocContext:
 # Environment helpers - logging, git, progress bars
 # ============================================================================================
 class _LogSetup:
-    """The seed's log files below <log_folder>/<trajectory name>/. Picklable, so worker
-    processes set up their own files (process_<pid>.txt, run_<idx>.txt, queue_process.txt)."""
+    """The logging an environment sets up, in the main process and again in each
+    worker process (it pickles without its handlers, so workers set up their own).
+    Either the seed's files below <log_folder>/<trajectory name>/ (main.txt,
+    warnings_and_errors.txt; in workers process_<pid>.txt, run_<idx>.txt,
+    queue_process.txt) on the loggers of `levels` ({name: level}; the root's: '');
+    or pypet's `config`: (main, worker) configurations, each the text of a
+    logging.config.fileConfig file, a dictConfig dict or None, whose file names may
+    hold pypet's wildcards ($env, $traj, $run, $set, $proc, $host; `names`: the
+    environment's and the trajectory's). `stdout`: (logger name, level) that print
+    output goes to, or None. `multiproc`: pypet's log_multiproc (False: workers set
+    up nothing, and fork's keep the main's handlers)."""
 
     FORMAT = '%(asctime)s %(processName)-12s %(name)s %(levelname)-8s %(message)s'
 
-    def __init__(self, folder, level):
-        self.folder, self.level = folder, level
-        self._handlers, self._runs_file = [], None
+    def __init__(self, folder=None, levels=None, config=None, stdout=None,
+                 multiproc=True, names=('', '')):
+        self.folder, self.levels, self.config = folder, levels, config
+        self.stdout, self.multiproc, self.names = stdout, multiproc, names
+        self._handlers, self._runs_file, self._redirect = [], None, None
+        self._main_files = []
 
     def __getstate__(self):
-        return {'folder': self.folder, 'level': self.level, '_handlers': [],
-                '_runs_file': None}
+        return dict(self.__dict__, _handlers=[], _runs_file=None, _redirect=None,
+                    _removed=[])
 
-    def _add(self, filename, level):
-        handler = logging.FileHandler(os.path.join(self.folder, filename), delay=True)
-        handler.setLevel(level)
-        handler.setFormatter(logging.Formatter(self.FORMAT))
-        logging.getLogger().addHandler(handler)
-        self._handlers.append(handler)
+    def _add(self, filename, warnings_only=False):
+        for name, level in self.levels.items():
+            path = os.path.join(self.folder, filename)
+            handler = logging.FileHandler(path, delay=True)
+            handler.setLevel(logging.WARNING if warnings_only else level)
+            handler.setFormatter(logging.Formatter(self.FORMAT))
+            logging.getLogger(name).addHandler(handler)
+            self._handlers.append((name, handler))
+
+    def _configure(self, config, run_name, set_name):
+        """Apply a pypet configuration with its wildcards replaced; keep what it
+        added and the handlers it took off (remove() puts them back)."""
+        import logging.config
+
+        def rename(filename):
+            filename = rename_log_file(filename, env_name=self.names[0],
+                                       traj_name=self.names[1], run_name=run_name,
+                                       set_name=set_name)
+            if os.path.dirname(filename):
+                racedirs(os.path.dirname(filename))  # (pypet makes the folders too)
+            return filename
+        before = set(_log_handlers())
+        if isinstance(config, dict):
+            logging.config.dictConfig(_renamed_files(config, rename))
+        else:
+            parser = _log_parser(io.StringIO(config))
+            for section in parser.sections():
+                for option in ('args', 'kwargs'):
+                    if parser.has_option(section, option):
+                        parser.set(section, option, _renamed_files(
+                            parser.get(section, option), rename))
+            text = io.StringIO()
+            parser.write(text)
+            text.seek(0)
+            logging.config.fileConfig(text, disable_existing_loggers=False)
+        after = _log_handlers()
+        self._handlers += [pair for pair in after if pair not in before]
+        self._removed = [pair for pair in before if pair not in after]
 
     def in_main(self):
-        os.makedirs(self.folder, exist_ok=True)
         root = logging.getLogger()
         self._old_level = root.level
-        if root.level > self.level or root.level == logging.NOTSET:
-            root.setLevel(self.level)
-        self._add('main.txt', self.level)
-        self._add('warnings_and_errors.txt', logging.WARNING)
+        if self.config is not None and self.config[0] is not None:
+            self._configure(self.config[0], RUN_NAME_DUMMY, SET_NAME_DUMMY)
+        elif self.folder is not None:
+            os.makedirs(self.folder, exist_ok=True)
+            for name, level in self.levels.items():
+                lg = logging.getLogger(name)
+                if lg.level > level or lg.level == logging.NOTSET:
+                    lg.setLevel(level)
+            self._add('main.txt')
+            self._add('warnings_and_errors.txt', warnings_only=True)
+        self._main_files = [h.baseFilename for _, h in self._handlers
+                            if isinstance(h, logging.FileHandler)]
+        self._redirect_stdout()
 
     def in_worker(self, kind, idx=None):
-        root = logging.getLogger()
-        for handler in list(root.handlers):  # inherited through fork: the parent's files
-            if isinstance(handler, logging.FileHandler) and \
-                    os.path.dirname(handler.baseFilename) == os.path.abspath(self.folder):
-                root.removeHandler(handler)
-        root.setLevel(min(root.level or self.level, self.level))
-        name = {'process': 'process_%d' % os.getpid(), 'run': 'run_%08d' % (idx or 0),
-                'queue': 'queue_process'}[kind]
-        self._add(name + '.txt', self.level)
-        self._add('warnings_and_errors.txt', logging.WARNING)  # appends: shared by all
-        if kind == 'process':
-            self._runs_file = os.path.join(self.folder, 'process_%d_runs.txt' % os.getpid())
+        if not self.multiproc or self.config is not None and self.config[1] is None:
+            self._redirect_stdout()  # (fork: the main's handlers stay, as in pypet)
+            return
+        main_files = set(self._main_files)
+        for name, handler in _log_handlers():  # (fork's: the main's files)
+            if getattr(handler, 'baseFilename', None) in main_files:
+                logging.getLogger(name).removeHandler(handler)
+        self._handlers = []
+        if self.config is not None:
+            run = idx if kind == 'run' else -1
+            self._configure(self.config[1], _run_name(run), _set_name(run))
+        elif self.folder is not None:
+            for name, level in self.levels.items():
+                lg = logging.getLogger(name)
+                lg.setLevel(min(lg.level or level, level))
+            name = {'process': 'process_%d' % os.getpid(),
+                    'run': 'run_%08d' % (idx or 0), 'queue': 'queue_process'}[kind]
+            self._add(name + '.txt')
+            self._add('warnings_and_errors.txt', warnings_only=True)  # appends: shared
+            if kind == 'process':
+                self._runs_file = os.path.join(self.folder,
+                                               'process_%d_runs.txt' % os.getpid())
+        self._redirect_stdout()
+
+    def _redirect_stdout(self):
+        if self.stdout is not None and not isinstance(sys.stdout, _StdoutToLogger):
+            self._redirect = _StdoutToLogger(*self.stdout, stream=sys.stdout)
+            sys.stdout = self._redirect
 
     def note_run(self, idx):
         if self._runs_file is not None:
@@ -11393,14 +11461,113 @@ class _LogSetup:
                 f.write('%s: %s\n' % (_now_strings()[0], _run_name(idx)))
 
     def remove(self):
-        root = logging.getLogger()
-        for handler in self._handlers:
-            root.removeHandler(handler)
+        if self._redirect is not None and sys.stdout is self._redirect:
+            sys.stdout = self._redirect.stream
+        self._redirect = None
+        for name, handler in self._handlers:
+            logging.getLogger(name).removeHandler(handler)
             handler.close()
         self._handlers = []
+        for name, handler in self.__dict__.pop('_removed', ()):
+            logging.getLogger(name).addHandler(handler)
         if getattr(self, '_old_level', None) is not None:
-            root.setLevel(self._old_level)
+            logging.getLogger().setLevel(self._old_level)
             self._old_level = None
+
+
+class _StdoutToLogger:
+    """sys.stdout while log_stdout is on: each line printed is logged."""
+
+    def __init__(self, name, level, stream):
+        self.logger, self.level, self.stream = logging.getLogger(name), level, stream
+        self._busy = False
+
+    def write(self, text):
+        if self._busy:  # (a handler that prints to stdout: there, not round again)
+            return self.stream.write(text)
+        self._busy = True
+        try:
+            for line in text.rstrip().splitlines():
+                self.logger.log(self.level, line.rstrip())
+        finally:
+            self._busy = False
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def _log_handlers():
+    """[(logger name, handler)] of every logger (the root's name: '')."""
+    manager = logging.getLogger().manager
+    names = [''] + [n for n, lg in list(manager.loggerDict.items())
+                    if isinstance(lg, logging.Logger)]
+    return [(n, h) for n in names for h in logging.getLogger(n).handlers]
+
+
+def _log_parser(source):
+    import configparser
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_file(source)
+    return parser
+
+
+def _renamed_files(config, rename):
+    """A dictConfig dict with rename() applied to every 'filename', or the text of a
+    fileConfig 'args'/'kwargs' option with it applied to each string that names a
+    file (holds a wildcard, or ends in .log or .txt, as pypet decides)."""
+    if isinstance(config, dict):
+        return {k: rename(v) if k == 'filename' and isinstance(v, str) else
+                _renamed_files(v, rename) if isinstance(v, dict) else v
+                for k, v in config.items()}
+    import ast
+    for node in ast.walk(ast.parse(config.strip() or 'None', mode='eval')):
+        text = getattr(node, 'value', None)
+        if isinstance(node, ast.Constant) and isinstance(text, str) and (
+                '$' in text or text.endswith(('.log', '.txt'))):
+            new = rename(text).replace('\\', '\\\\')
+            config = config.replace(repr(text)[1:-1], new)
+    return config
+
+
+def _log_config(config):
+    """pypet's log_config (an .ini file's path, a ConfigParser or a dictConfig dict)
+    as (main, worker) configurations for _LogSetup: the 'multiproc_' sections or
+    keys, without the prefix, configure the worker processes (none: workers set up
+    nothing)."""
+    import configparser
+    if isinstance(config, dict):
+        main = {k: v for k, v in config.items() if not k.startswith('multiproc_')}
+        worker = {k[10:]: v for k, v in config.items() if k.startswith('multiproc_')}
+        for key in ('version', 'disable_existing_loggers'):
+            if key in config and worker:
+                worker[key] = config[key]
+        return main, worker or None
+    if isinstance(config, (str, os.PathLike)):
+        if not os.path.isfile(config):
+            raise ConfigurationError(
+                'log_config %r: no such file; give the path of an .ini file in '
+                'logging.config.fileConfig format, a ConfigParser or a dict for '
+                'dictConfig' % (config,))
+        with open(config) as f:
+            config = _log_parser(f)
+    if not isinstance(config, configparser.RawConfigParser):
+        raise ConfigurationError(
+            "log_config must be 'DEFAULT', None, the path of an .ini file, a "
+            'ConfigParser or a dict for logging.config.dictConfig, got %r' % (config,))
+    texts = []
+    for worker in (False, True):
+        part = _log_parser(io.StringIO(''))
+        for section in config.sections():
+            if section.startswith('multiproc_') == worker:
+                name = section[10:] if worker else section
+                part.add_section(name)
+                for option in config.options(section):
+                    part.set(name, option, config.get(section, option, raw=True))
+        text = io.StringIO()
+        part.write(text)
+        texts.append(text.getvalue() if part.sections() else None)
+    return tuple(texts)
 
 
 def _package_version(name):
@@ -11465,6 +11632,43 @@ def _git_commit(repo, message, fail):
             'new_commit': dirty}
 
 
+def _is_default(log_config):
+    return isinstance(log_config, str) and log_config == 'DEFAULT'
+
+
+def _log_levels(names, levels):
+    """{logger name: level} of the seed's log files from pypet's logger_names and
+    log_levels (one level, or one a name); a level left out: INFO, unless that
+    logger has a level of its own already (not WARNING, the root's default)."""
+    names = list(names) if isinstance(names, (list, tuple)) else [names or '']
+    levels = list(levels) if isinstance(levels, (list, tuple)) else [levels]
+    if len(levels) == 1:
+        levels *= len(names)
+    if len(levels) != len(names):
+        raise ConfigurationError('log_levels %r: give one level, or one for each of '
+                                 'logger_names %r' % (levels, names))
+    out = {}
+    for name, level in zip(names, levels):
+        own = logging.getLogger(name).level
+        out[name] = _log_level(level) if level is not None else own if own not in (
+            logging.NOTSET, logging.WARNING) else logging.INFO
+    return out
+
+
+def _log_stdout(value):
+    """pypet's log_stdout as (logger name, level) that print output goes to, or None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 'STDOUT', logging.INFO
+    if isinstance(value, (str, int)):  # (a logger's name, or a level)
+        return (value, logging.INFO) if isinstance(value, str) else ('STDOUT', value)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        return value[0], _log_level(value[1])
+    raise ConfigurationError('log_stdout must be True, False, a logger name, a level '
+                             'or (logger name, level), got %r' % (value,))
+
+
 def _log_level(level):
     """A logging level from an int or a name ('DEBUG'), as logging.setLevel takes it."""
     if level is None or isinstance(level, int) and not isinstance(level, bool):
@@ -11514,9 +11718,6 @@ _time_now = time.time
 # pypet's Environment arguments that minipypet accepts and does not act on: (default, why).
 # Given another value, each says so once in the log, so a pypet script runs and is told.
 _NO_EFFECT = {
-    'log_stdout': (False, 'print output is not copied into the log files'),
-    'log_multiproc': (True, 'workers log to the log_folder files as the main process does'),
-    'logger_names': (None, 'log_level applies to every logger'),
     'display_time': (20, 'progress is shown by report_progress and show_progress'),
     'encoding': ('utf8', 'text is always stored as UTF-8'),
     'pandas_format': ('fixed', 'DataFrames and Series are stored as plain columns'),
@@ -11565,6 +11766,13 @@ class _Settings:
                 a[new] = a[old]
         if a['use_pool'] is None:  # the seed's pool, unless pypet's immediate_postproc
             a['use_pool'] = not a['immediate_postproc']
+        progress = a['report_progress']  # (pypet's forms: True, a percent, a logger)
+        if progress is True or isinstance(progress, (int, float, str)) and progress:
+            progress = () if progress is True else (5, progress) if isinstance(
+                progress, str) else (progress,)
+        if isinstance(progress, tuple):
+            default = (5, 'minipypet', logging.INFO)
+            a['report_progress'] = progress + default[len(progress):]
         level = a['log_level']
         a['log_level'] = min(_log_level(x) for x in level) if isinstance(
             level, (list, tuple)) else _log_level(level)
@@ -11636,8 +11844,14 @@ class _Settings:
         if a['executor'] is not None and not callable(getattr(a['executor'], 'submit', None)):
             bad('executor must have a submit(fn, *args) method (a concurrent.futures '
                 'Executor), got %r' % (a['executor'],))
-        if a['log_config'] is None and a['log_folder'] is not None:
-            bad('log_config=None means "leave logging alone"; do not pass log_folder with it')
+        simple = [k for k in ('log_folder', 'logger_names', 'log_level')
+                  if a[k] is not None] + (['log_multiproc'] if a['log_multiproc']
+                                          is not True else [])
+        if not _is_default(a['log_config']) and simple:
+            bad('log_config=%r and %s: give either log_config (None, an .ini file, '
+                'a ConfigParser or a dict for dictConfig) or the simple way '
+                '(log_folder, logger_names, log_levels, log_multiproc), as pypet '
+                'takes one or the other' % (a['log_config'], ', '.join(simple)))
         if a['queue_maxsize'] is not None and (not isinstance(a['queue_maxsize'], int) or
                                                a['queue_maxsize'] < -1):
             bad('queue_maxsize must be -1 (2*ncores), 0 (unbounded) or a positive int')
@@ -11651,11 +11865,12 @@ class _Settings:
         if a['show_progress'] not in (None, True, False):
             bad('show_progress must be None (a live line when stderr is a terminal or in '
                 'Jupyter), True or False, got %r' % (a['show_progress'],))
-        if a['report_progress'] not in (True, False, None) and not (
-                isinstance(a['report_progress'], tuple) and 1 <= len(a['report_progress']) <= 3
-                and 0 < a['report_progress'][0] <= 100):
-            bad('report_progress must be True, False or (percent, logger name or "print", '
-                'level), got %r' % (a['report_progress'],))
+        progress = a['report_progress']
+        if progress not in (False, None, 0) and not (
+                isinstance(progress, tuple) and len(progress) == 3
+                and 0 < progress[0] <= 100):
+            bad('report_progress must be True, False, a percent, a logger name or '
+                '(percent, logger name or "print", level), got %r' % (progress,))
 
 
 # ============================================================================================
@@ -11694,9 +11909,14 @@ class Environment:
         wildcard_functions: {('$', 'crun'): func(idx) -> name, ...}, extra wildcards.
         automatic_storing: store the trajectory before, each run during and all after the runs.
         log_folder: write log files to <log_folder>/<trajectory>/ (None: leave logging alone).
-        log_config: 'DEFAULT' (files in log_folder when given) or None (no logging setup).
+        log_config: 'DEFAULT' (files in log_folder when given), None (no logging
+            setup), or pypet's: an .ini file's path or a ConfigParser (for
+            logging.config.fileConfig) or a dict (dictConfig), file names with $env,
+            $traj, $run, $set, $proc, $host; 'multiproc_' sections or keys set up
+            the worker processes.
         log_level: the level of the log files (default INFO).
-        log_stdout: accepted for pypet; print output is not redirected into the logs.
+        log_stdout: print output to a logger: True ('STDOUT', INFO), a name, a level or
+            (name, level), until f_disable_logging().
         report_progress: log progress with an ETA: (percent, logger name or 'print', level),
             True for (5, 'minipypet', INFO), False to stop.
         multiproc: run the runs in other processes (a pool or a process per run).
@@ -11748,7 +11968,9 @@ class Environment:
         dynamically_imported_classes: the seed's name of dynamic_imports.
         freeze_pool_input: pypet 0.7's name of freeze_input.
         log_levels: pypet 0.7's name of log_level (a level or a list of levels).
-        logger_names, log_multiproc: accepted for pypet.
+        logger_names: the loggers log_folder's files are on (default: the root), each at
+            its level of log_levels.
+        log_multiproc: False: worker processes make no log files of their own.
         sumatra_project, sumatra_reason, sumatra_label: refused (Sumatra is not supported).
         config: pypet's .ini file of Environment arguments, parameters and config (the
             arguments given here win).
@@ -11808,6 +12030,11 @@ class Environment:
             given.update(properties)
             return self._from_config(config, given)
         settings = self._s = _Settings(locals())
+        stdout = _log_stdout(log_stdout)  # (checked before anything is written)
+        log_config = None if log_config is None or _is_default(log_config) else \
+            _log_config(log_config)
+        levels = None if log_folder is None else _log_levels(
+            logger_names, log_level if log_levels is None else log_levels)
         self._timestamp = time.time()
         self._time = _now_strings(self._timestamp)[0]
         if isinstance(trajectory, str):
@@ -11858,13 +12085,17 @@ class Environment:
         traj.__dict__['_environment_name'] = self._name
         # logging, only when asked for
         self._log = None
-        if log_folder is not None:
-            log_level = settings.log_level
-            if log_level is None:  # the seed: INFO, unless the user set a level already
-                root_level = logging.getLogger().level
-                log_level = logging.INFO if root_level in (logging.NOTSET, logging.WARNING) \
-                    else root_level
-            self._log = _LogSetup(os.path.join(os.fspath(log_folder), traj.v_name), log_level)
+        if stdout and log_config is None and log_folder is None and \
+                not logging.getLogger(stdout[0]).hasHandlers():  # (prints would vanish)
+            _say_once('Environment(log_stdout=%r): print output stays on stdout, as no '
+                      'handler would write it anywhere (give log_folder or log_config)'
+                      % (log_stdout,))
+            stdout = None
+        if log_config is not None or log_folder is not None or stdout:
+            folder = None if log_folder is None else os.path.join(os.fspath(log_folder),
+                                                                  traj.v_name)
+            self._log = _LogSetup(folder, levels, log_config, stdout, log_multiproc,
+                                  (self._name, traj.v_name))
             self._log.in_main()
         self._add_config()
         if traj.v_storage_service is not None:
@@ -11911,7 +12142,6 @@ class Environment:
                     kwargs.setdefault(key, value)
                 else:
                     props[key] = value
-        kwargs.pop('log_stdout', None) if isinstance(kwargs.get('log_stdout'), tuple) else None
         kwargs.pop('display_time', None)
         self.__init__(**kwargs)
         if props:
@@ -11940,7 +12170,7 @@ class Environment:
         filename = getattr(service, 'filename', None)
         if filename is not None:
             folder = self._s.continue_folder or os.path.dirname(os.path.abspath(filename))
-        elif self._log is not None:
+        elif self._log is not None and self._log.folder is not None:
             folder = self._s.continue_folder or self._log.folder
         else:
             return None
@@ -13220,12 +13450,9 @@ class _Progress:
         self.live = live
         if live is not None:
             live.begin()
-        if setting is True:
-            setting = (5, 'minipypet', logging.INFO)
         self.on = bool(setting) and total > 0
         if not self.on:
             return
-        setting = tuple(setting) + (5, 'minipypet', logging.INFO)[len(setting):]
         self.step_pct, self.target, self.level = setting
         self.total, self.done, self.start, self.next = total, 0, time.time(), 0
 
@@ -13246,8 +13473,9 @@ class _Progress:
         self.next = (int(pct / self.step_pct) + 1) * self.step_pct
         elapsed = time.time() - self.start
         eta = elapsed / self.done * (self.total - self.done)
-        text = 'progress: %d/%d runs (%.0f%%), elapsed %s, remaining ~%s' % (
-            self.done, self.total, pct, datetime.timedelta(seconds=int(elapsed)),
+        bar = int(self.done * 20 // self.total)  # (pypet's words and bar)
+        text = 'PROGRESS: Finished %d/%d runs [%s%s] %5.1f%%, remaining: %s' % (
+            self.done, self.total, '=' * bar, ' ' * (20 - bar), pct,
             datetime.timedelta(seconds=int(eta)))
         if self.target == 'print':
             print(text)

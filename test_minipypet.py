@@ -596,7 +596,7 @@ PROV_BACKENDS = ['pickle', pytest.param('hdf5', marks=prov_needs_tables)]
 PROV_SUFFIX = {'pickle': '.pkl', 'hdf5': '.hdf5'}
 ENV_NAME_RE = re.compile(r'^environment_[0-9a-f]{7}_\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
 PROV_TIME_RE = re.compile(r'^\d{4}_\d\d_\d\d_\d\dh\d\dm\d\ds$')
-ETA_RE = re.compile(r'remaining ~?\d+:\d\d:\d\d')
+ETA_RE = re.compile(r'remaining:? ~?\d+:\d\d:\d\d')
 
 # Jobs and a pickle trap, importable by spawn workers and by subprocesses (PYTHONPATH).
 HELPERS_SRC = '''
@@ -9309,11 +9309,11 @@ def test_pypet_arguments_without_effect_say_so_once_in_the_log(tmp_path, caplog,
     monkeypatch.setattr(mp, '_SAID', set())  # (earlier tests may have said these already)
     with caplog.at_level(logging.WARNING, logger='minipypet'):
         for _ in range(2):
-            mp.Environment(trajectory='t', filename=str(tmp_path / 't.pkl'), log_stdout=True,
-                           niceness=5, cpu_cap=50.0, display_time=20)
+            mp.Environment(trajectory='t', filename=str(tmp_path / 't.pkl'),
+                           encoding='ascii', niceness=5, cpu_cap=50.0, display_time=20)
     said = [r.getMessage() for r in caplog.records if 'has no effect' in r.getMessage()]
-    assert said == ['Environment(log_stdout=True) has no effect in minipypet: print output '
-                    'is not copied into the log files',
+    assert said == ["Environment(encoding='ascii') has no effect in minipypet: text is "
+                    'always stored as UTF-8',
                     "Environment(cpu_cap=50.0) has no effect in minipypet: worker processes "
                     "are not throttled"]  # display_time=20 is the default; niceness acts
 
@@ -10237,7 +10237,7 @@ def check_worker_files(files, pids, n, queue):
         assert warn.count('careful in run %d\n' % i) == 1
     assert 'hello from run' not in warn
     assert set(levels(warn)) == {'WARNING'}
-    assert 'progress:' in files['main.txt']
+    assert 'PROGRESS: Finished' in files['main.txt']
     if queue:
         assert 'queue writer' in files['queue_process.txt']
         assert 'QueueProcess' in files['queue_process.txt']
@@ -10318,7 +10318,7 @@ def test_report_progress_logs_lines_with_an_eta(tmp_path, jobs):
     assert 4 <= len(lines) <= 5, lines  # every 25 %
     assert all(ETA_RE.search(l) for l in lines), lines
     assert all(' WARNING ' in l for l in lines)
-    assert '8/8' in lines[-1] and '100%' in lines[-1]
+    assert '8/8' in lines[-1] and '100.0%' in lines[-1]
     done = [int(re.search(r'(\d+)/8', l).group(1)) for l in lines]
     assert done == sorted(done) and {2, 4, 6, 8} <= set(done)
 
@@ -12600,3 +12600,199 @@ def test_a_batch_times_its_runs_without_the_wait_for_the_store(tmp_path):
     out = ctx.run_batch([(i, {'parameters.x': float(i)}, None) for i in range(4)])
     assert [r.status for r in out] == ['ok'] * 4
     assert time.perf_counter() - t0 >= 0.45 and 0 < ctx.took < 0.3
+
+
+# ==== issue18-r5 (to be sorted into sections) ====
+LOG_INI = '''
+[loggers]
+keys=root
+[logger_root]
+handlers=main,warn
+level=INFO
+[formatters]
+keys=plain
+[formatter_plain]
+format=%(processName)s %(name)s %(levelname)s %(message)s
+[handlers]
+keys=main,warn
+[handler_main]
+class=FileHandler
+formatter=plain
+args=('LOGS/$traj/$env/LOG.txt',)
+[handler_warn]
+class=FileHandler
+level=WARNING
+formatter=plain
+args=('LOGS/$traj/$env/WARN.txt',)
+[multiproc_loggers]
+keys=root
+[multiproc_logger_root]
+handlers=main,warn
+level=INFO
+[multiproc_formatters]
+keys=plain
+[multiproc_formatter_plain]
+format=%(processName)s %(name)s %(levelname)s %(message)s
+[multiproc_handlers]
+keys=main,warn
+[multiproc_handler_main]
+class=FileHandler
+formatter=plain
+args=('LOGS/$traj/$env/$run_$set_$proc_LOG.txt',)
+[multiproc_handler_warn]
+class=FileHandler
+level=WARNING
+formatter=plain
+args=('LOGS/$traj/$env/$run_$set_$proc_WARN.txt',)
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('how', ['serial', pytest.param('pool', marks=needs_fork),
+                                 pytest.param('per_run', marks=needs_spawn)])
+def test_log_config_ini_file_makes_pypets_files_in_main_and_workers(tmp_path, jobs,
+                                                                    how):
+    """pypet's log_config: an .ini file whose file names hold $traj, $env, $run, $set
+    and $proc; its multiproc_ sections set up each worker (a pool worker's $run is
+    run_ALL, a process per run's its run)."""
+    ini = tmp_path / 'log.ini'
+    ini.write_text(LOG_INI.replace('LOGS', str(tmp_path / 'logs')))
+    before = root_handlers()
+    parallel = {'serial': {}, 'pool': dict(multiproc=True, ncores=2, use_pool=True,
+                                           wrap_mode='LOCK', start_method='fork'),
+                'per_run': dict(multiproc=True, ncores=2, use_pool=False,
+                                wrap_mode='QUEUE', start_method='spawn')}[how]
+    env = mp.Environment('inilog', add_time=False, log_config=str(ini),
+                         report_progress=False, storage_service='pickle',
+                         filename=str(tmp_path / 'i.pkl'), **parallel)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': list(range(4))})
+    env.f_run(jobs.log_job)
+    env.f_disable_logging()
+    logging.getLogger('t4job').warning('after the environment')
+    assert set(before) <= set(root_handlers()), 'the handlers it took off are back'
+    assert not [h for h in root_handlers()
+                if str(tmp_path) in getattr(h, 'baseFilename', '')]
+    files = read_logs(str(tmp_path / 'logs' / 'inilog' / env.v_name))
+    assert 'after the environment' not in ''.join(files.values())
+    workers = sorted(name for name in files if name not in ('LOG.txt', 'WARN.txt'))
+    text = ''.join(files[name] for name in workers if name.endswith('_LOG.txt'))
+    if how == 'serial':
+        assert workers == []
+        text = files['LOG.txt']
+    elif how == 'pool':
+        assert len(workers) == 4  # (two workers, two files each, made at its start)
+        name = r'run_ALL_run_set_ALL_PoolWorker-\d-\d+_(LOG|WARN)\.txt$'
+        assert all(re.match(name, n) for n in workers), workers
+    else:
+        runs = [n for n in workers if n.startswith('run_0')]
+        assert len(runs) == 8
+        for n in runs:
+            i = int(n[4:12])
+            assert re.match(r'run_%08d_run_set_00000_Run-%d-\d+_(LOG|WARN)\.txt$'
+                            % (i, i), n), n
+        assert all('QueueProcess' in n for n in workers if n not in runs)
+        for i in range(4):
+            own = [n for n in runs if n.startswith('run_%08d' % i) and 'LOG' in n]
+            assert files[own[0]].count('hello from run') == 1, 'its own run only'
+    for i in range(4):
+        assert text.count('hello from run %d\n' % i) == 1
+        warned = ''.join(v for n, v in files.items() if n.endswith('WARN.txt'))
+        assert warned.count('careful in run %d\n' % i) == 1
+    assert 'debug line' not in ''.join(files.values())
+    assert 'hello from run' not in ''.join(v for n, v in files.items() if 'WARN' in n)
+    if how != 'serial':
+        assert 'hello from run' not in files['LOG.txt'], 'the main file: no run lines'
+    assert mp.runs_table(str(tmp_path / 'i.pkl'))[3]['z'] == 30
+
+
+def test_log_config_dict_log_stdout_and_progress_print(tmp_path, jobs):
+    """A dictConfig dict as log_config; log_stdout sends print output to a logger
+    (until f_disable_logging), and report_progress=(percent, 'print') prints pypet's
+    bar there."""
+    log = str(tmp_path / 'logs' / '$traj' / 'LOG.txt')
+    config = {'version': 1, 'disable_existing_loggers': False,
+              'formatters': {'f': {'format': '%(name)s %(levelname)s %(message)s'}},
+              'handlers': {'file': {'class': 'logging.FileHandler', 'filename': log,
+                                    'formatter': 'f'}},
+              'root': {'handlers': ['file'], 'level': 'INFO'},
+              'multiproc_handlers': {}}
+    stdout = sys.stdout
+    env = mp.Environment('dictlog', add_time=False, log_config=config,
+                         log_stdout=('out', logging.WARNING),
+                         report_progress=(50, 'print'), storage_service='lazy')
+    assert config['handlers']['file']['filename'] == log, 'the dict given is unchanged'
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': list(range(4))})
+    env.f_run(jobs.times_ten)
+    print('after the runs')
+    env.f_disable_logging()
+    assert sys.stdout is stdout
+    print('not logged')
+    with open(str(tmp_path / 'logs' / 'dictlog' / 'LOG.txt')) as f:
+        text = f.read()
+    assert 'out WARNING PROGRESS: Finished 2/4 runs [==========' in text
+    assert 'out WARNING PROGRESS: Finished 4/4 runs [%s] 100.0%%' % ('=' * 20) in text
+    assert 'out WARNING after the runs\n' in text and 'not logged' not in text
+
+
+def test_log_config_refusals_come_before_anything_is_written(tmp_path):
+    """pypet's ValueErrors: log_config together with the simple way (log_folder,
+    logger_names, log_levels, log_multiproc), and a log_config file that is not
+    there."""
+    import configparser
+    parser = configparser.ConfigParser()
+    cases = [(dict(log_config=parser, log_folder=str(tmp_path / 'logs')), 'log_folder'),
+             (dict(log_config=None, logger_names='test'), 'logger_names'),
+             (dict(log_config={'version': 1}, log_multiproc=False), 'log_multiproc'),
+             (dict(log_config=str(tmp_path / 'no.ini')), "no.ini': no such file"),
+             (dict(log_config=42), "log_config must be 'DEFAULT', None"),
+             (dict(log_stdout=('out', 'LOUD')), 'log_level must be a logging level'),
+             (dict(log_folder=str(tmp_path / 'logs'), logger_names=['a', 'b'],
+                   log_levels=[10, 20, 30]), 'one for each of logger_names')]
+    for kwargs, words in cases:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            mp.Environment('refused', filename=str(tmp_path / 'r.pkl'), **kwargs)
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.timeout(120)
+@needs_fork
+def test_log_folder_with_logger_names_levels_and_no_worker_files(tmp_path, jobs):
+    """The seed's files on the loggers pypet's logger_names names, at their
+    log_levels; log_multiproc=False: workers make no files of their own (fork's write
+    to the main's)."""
+    env = mp.Environment('named', add_time=False, log_folder=str(tmp_path / 'logs'),
+                         logger_names=('t4job',), log_levels=(logging.WARNING,),
+                         log_multiproc=False, storage_service='pickle',
+                         filename=str(tmp_path / 'n.pkl'), multiproc=True, ncores=2,
+                         start_method='fork', report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': list(range(4))})
+    with env:
+        env.f_run(jobs.log_job)
+    files = read_logs(str(tmp_path / 'logs' / 'named'))
+    assert sorted(files) == ['main.txt', 'warnings_and_errors.txt']
+    for i in range(4):
+        assert files['main.txt'].count('careful in run %d\n' % i) == 1
+    assert 'hello from run' not in files['main.txt']  # (t4job logs at WARNING)
+    assert not logging.getLogger('t4job').handlers
+    logging.getLogger('t4job').setLevel(logging.NOTSET)
+
+
+def test_log_stdout_without_anywhere_to_log_leaves_print_alone(tmp_path, monkeypatch):
+    """log_stdout=True with no log files and no handler for its logger: print output
+    would vanish, so it stays on stdout (and the log says why)."""
+    monkeypatch.setattr(mp, '_SAID', set())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, 'handlers', [])
+    said = []
+    monkeypatch.setattr(mp, '_say_once', said.append)
+    stdout = sys.stdout
+    env = mp.Environment('plain', add_time=False, log_stdout=True,
+                         storage_service='lazy')
+    assert sys.stdout is stdout and env._log is None
+    assert said and 'print output stays on stdout' in said[0]
