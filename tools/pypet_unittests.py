@@ -19,7 +19,7 @@ alias. The few pypet helpers those test utilities call that are no public API
 stand-ins here, not in minipypet. Each test module runs in a fresh temporary working directory; the summary prints
 passed/total per module.
 
-Today (2026-12-07) 276 of the 346 unit tests pass (pypet 0.7 itself passes 345); README's
+Today (2026-12-07) 277 of the 346 unit tests pass (pypet 0.7 itself passes 345); README's
 "Coming from pypet" lists the differences the others trip on. --integration runs pypet's
 integration tests (pypet/tests/integration; scoop and brian2 ones left out) the same way, a
 module at a time (in scope, 2026-12-07, round five: environment 42/42,
