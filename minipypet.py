@@ -7201,24 +7201,18 @@ class _Bits:
         return 0 <= byte < len(self.bits) and bool(self.bits[byte] & (1 << (idx & 7)))
 
     def update(self, idxs):
-        """Add unique indices (a dict's keys: a batch of runs). A span lo..hi of them, as
-        a sweep's batches are, is set a whole byte at a time."""
+        """Add unique indices (a dict's keys: a batch of runs); a span lo..hi of them, as
+        a sweep's batches are, is set at C speed."""
         n = len(idxs)
-        lo, hi = (min(idxs), max(idxs)) if n > 16 else (0, -1)
-        if hi - lo + 1 != n or lo < 0:
+        lo = min(idxs) if n > 16 else -1
+        if lo < 0 or max(idxs) - lo + 1 != n:
             for idx in idxs:
                 self.add(idx)
             return
-        bits, first, last = self.bits, (lo + 7) >> 3, (hi + 1) >> 3  # (the whole bytes)
-        if hi >> 3 >= len(bits):
-            bits.extend(bytes((hi >> 3) + 1 - len(bits) + (len(bits) >> 1)))
-        inner = bits[first:last]
-        self.count += 8 * len(inner) - bin(int.from_bytes(inner, 'little')).count('1')
-        bits[first:last] = b'\xff' * len(inner)
-        for idx in range(lo, min(first << 3, hi + 1)):
-            self.add(idx)
-        for idx in range(max(last, first) << 3, hi + 1):
-            self.add(idx)
+        old, span = int.from_bytes(self.bits, 'little'), ((1 << n) - 1) << lo
+        self.count += n - bin(old & span).count('1')
+        self.bits = bytearray((old | span).to_bytes(max(len(self.bits), (lo + n + 7) >> 3),
+                                                    'little'))
 
     def missing(self, n):
         """The indices below n not held, in order: the bytes of eight held ones are
