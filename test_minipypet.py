@@ -12796,3 +12796,88 @@ def test_log_stdout_without_anywhere_to_log_leaves_print_alone(tmp_path, monkeyp
                          storage_service='lazy')
     assert sys.stdout is stdout and env._log is None
     assert said and 'print output stays on stdout' in said[0]
+
+
+# ==== speed-r5 (to be sorted into sections) ====
+def test_bits_update_of_a_span_counts_as_one_by_one():
+    import random
+    rng = random.Random(5)
+    for _ in range(300):
+        bits, held = mp._Bits(), set()
+        for _ in range(rng.randint(1, 3)):
+            for idx in rng.sample(range(300), rng.randint(0, 8)):  # (held before)
+                bits.add(idx)
+                held.add(idx)
+            lo = rng.randint(0, 200)
+            batch = dict.fromkeys(range(lo, lo + rng.randint(0, 90)))  # (a sweep's batch)
+            if rng.random() < 0.3:
+                batch = dict.fromkeys(rng.sample(range(260), rng.randint(0, 40)))
+            bits.update(batch)
+            held.update(batch)
+            assert bits.count == len(held)
+            assert [i for i in range(320) if i in bits] == sorted(held)
+
+
+def test_run_span_of_batches_out_of_order_or_spoiled():
+    import types
+    h = types.SimpleNamespace(span=[None, -1], seen=bytearray())
+    mp._note_span(h, [0, 2, 4], (1, 1, True))     # (a pool's runs: gaps filled later)
+    mp._note_span(h, [1, 3], (1, 1))
+    mp._note_span(h, [5, 6, 7], (1, 1, 1))
+    assert h.span == [0, 7] and h.seen.count(1) == 8
+    mp._note_span(h, [7, 8], (1, 1))              # run 7 stored again: no span
+    assert h.span[0] is None and h.seen is None
+    h = types.SimpleNamespace(span=[None, -1], seen=bytearray())
+    mp._note_span(h, [0, 1, 2], (1, 0, 1))        # a run not completed: no span
+    assert h.span[0] is None
+
+
+def test_serial_sweep_freezes_and_thaws_only_what_it_may(file_backend, tmp_path):
+    seen = []
+
+    def job(traj):
+        seen.append(gc.get_freeze_count() > 0)
+        traj.f_add_result('z', traj.x * 2.0)
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, job, n=3)
+    assert seen == [True] * 3 and gc.get_freeze_count() == 0  # thawed at the end
+    mine = [object()]
+    gc.freeze()  # the process froze objects itself: a sweep must not thaw them
+    try:
+        count = gc.get_freeze_count()
+        sweep(file_backend, path_for(file_backend, tmp_path, 'other'), job, n=2,
+              name='other')
+        # (still frozen: only what the sweep freed left the count; thawed it is 0)
+        assert count // 2 < gc.get_freeze_count() <= count and mine
+    finally:
+        gc.unfreeze()
+    assert load(filename, load_results=2).f_get_from_runs('z', fast_access=True) == {
+        run_name(i): 2.0 * i for i in range(3)}
+
+
+def mixed_rows_job(traj):
+    """Rows a segment's fast paths must hand to the long way: a second item, another
+    comment, annotations and an empty leaf, in some runs only."""
+    x = traj.x
+    if x % 4 == 1:
+        traj.f_add_result('r', a=float(x), b=x)
+    elif x % 4 == 2:
+        traj.f_add_result('r', a=float(x), comment='odd one')
+    elif x % 4 == 3:
+        res = traj.f_add_result('r', a=float(x))
+        res.v_annotations.f_set(note=x)
+    else:
+        traj.f_add_result('r', a=float(x))
+
+
+def test_segment_batches_with_exceptions_load_as_stored(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, mixed_rows_job, n=12)
+    got = load(filename, load_results=2)
+    for x in range(12):
+        res = got.f_get('results.runs.%s.r' % run_name(x))
+        assert res.a == float(x)
+        assert (res.b == x) if x % 4 == 1 else not hasattr(res, 'b') or res.f_is_empty()
+        assert res.v_comment == ('odd one' if x % 4 == 2 else '')
+        assert (res.v_annotations.f_get('note') == x) if x % 4 == 3 else \
+            not res.v_annotations.f_to_dict()
