@@ -5633,8 +5633,8 @@ class StorageService:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if 'BACKEND' in cls.__dict__:
-            STORAGE_SERVICES[cls.BACKEND] = cls
+        if 'BACKEND' in cls.__dict__:  # (names are looked up lower-cased)
+            STORAGE_SERVICES[cls.BACKEND.lower()] = cls
     _STORE = {TRAJECTORY: '_store_trajectory', SINGLE_RUN: '_store_run', LIST: '_store_list',
               DELETE: '_delete', FLUSH: 'flush', CLOSE_FILE: 'close', OPEN_FILE: '_noop'}
     _LOAD = {TRAJECTORY: '_load_trajectory', LIST: '_load_list'}
@@ -11423,28 +11423,36 @@ class _LogSetup:
                 racedirs(os.path.dirname(filename))  # (pypet makes the folders too)
             return filename
         before = set(_log_handlers())
-        if isinstance(config, dict):
-            logging.config.dictConfig(_renamed_files(config, rename))
-        else:
-            parser = _log_parser(io.StringIO(config))
-            for section in parser.sections():
-                for option in ('args', 'kwargs'):
-                    if parser.has_option(section, option):
-                        parser.set(section, option, _renamed_files(
-                            parser.get(section, option), rename))
-            text = io.StringIO()
-            parser.write(text)
-            text.seek(0)
-            logging.config.fileConfig(text, disable_existing_loggers=False)
-        after = _log_handlers()
-        self._handlers += [pair for pair in after if pair not in before]
-        self._removed = [pair for pair in before if pair not in after]
+        try:
+            if isinstance(config, dict):
+                logging.config.dictConfig(_renamed_files(config, rename))
+            else:
+                parser = _log_parser(io.StringIO(config))
+                for section in parser.sections():
+                    for option in ('args', 'kwargs'):
+                        if parser.has_option(section, option):
+                            parser.set(section, option, _renamed_files(
+                                parser.get(section, option), rename))
+                text = io.StringIO()
+                parser.write(text)
+                text.seek(0)
+                logging.config.fileConfig(text, disable_existing_loggers=False)
+        finally:  # (also when it fails half-way: remove() undoes what it did)
+            after = _log_handlers()
+            self._handlers += [pair for pair in after if pair not in before]
+            self._removed = [pair for pair in before if pair not in after]
 
     def in_main(self):
         root = logging.getLogger()
         self._old_level = root.level
         if self.config is not None and self.config[0] is not None:
-            self._configure(self.config[0], RUN_NAME_DUMMY, SET_NAME_DUMMY)
+            try:
+                self._configure(self.config[0], RUN_NAME_DUMMY, SET_NAME_DUMMY)
+            except Exception as exc:
+                self.remove()
+                raise ConfigurationError('log_config cannot be applied: %s: %s; mend it '
+                                         '(see logging.config in the Python docs)'
+                                         % (type(exc).__name__, exc)) from exc
         elif self.folder is not None:
             os.makedirs(self.folder, exist_ok=True)
             for name, level in self.levels.items():
@@ -11483,7 +11491,8 @@ class _LogSetup:
         self._redirect_stdout()
 
     def _redirect_stdout(self):
-        if self.stdout is not None and not isinstance(sys.stdout, _StdoutToLogger):
+        if self.stdout is not None and getattr(sys.stdout, 'logger', None) is not \
+                logging.getLogger(self.stdout[0]):  # (a fork's: redirected already)
             self._redirect = _StdoutToLogger(*self.stdout, stream=sys.stdout)
             sys.stdout = self._redirect
 
@@ -11499,12 +11508,20 @@ class _LogSetup:
         for name, handler in self._handlers:
             logging.getLogger(name).removeHandler(handler)
             handler.close()
+            _RETIRED.add(handler)
         self._handlers = []
         for name, handler in self.__dict__.pop('_removed', ()):
+            if handler in _RETIRED:  # (another environment's, which it removed since)
+                continue
+            if isinstance(handler, logging.FileHandler) and handler.mode == 'w':
+                handler.mode = 'a'  # (fileConfig closed it: it reopens after what it wrote)
             logging.getLogger(name).addHandler(handler)
         if getattr(self, '_old_level', None) is not None:
             logging.getLogger().setLevel(self._old_level)
             self._old_level = None
+
+
+_RETIRED = weakref.WeakSet()  # log handlers an environment removed and closed for good
 
 
 class _StdoutToLogger:
@@ -12115,6 +12132,8 @@ class Environment:
         self._name = 'environment_%s_%s' % (self._hexsha[:7], self._time)
         traj.__dict__['_environment_hexsha'] = self._hexsha
         traj.__dict__['_environment_name'] = self._name
+        if traj.v_storage_service is not None:  # (refused before a log file is made)
+            self._check_parallel(traj.v_storage_service)
         # logging, only when asked for
         self._log = None
         if stdout and log_config is None and log_folder is None and \
@@ -12129,9 +12148,12 @@ class Environment:
             self._log = _LogSetup(folder, levels, log_config, stdout, log_multiproc,
                                   (self._name, traj.v_name))
             self._log.in_main()
-        self._add_config()
-        if traj.v_storage_service is not None:
-            self._check_parallel(traj.v_storage_service)
+        try:
+            self._add_config()
+        except BaseException:  # (no environment comes back to disable the logging)
+            if self._log is not None:
+                self._log.remove()
+            raise
 
     def _from_config(self, config, given):
         """pypet's Environment(config=...): an .ini file (or a ConfigParser) whose sections

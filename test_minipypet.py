@@ -3860,7 +3860,7 @@ def test_a_registered_backend_is_built_by_name_and_opens_its_own_files(tmp_path,
     class TaggedPickleService(mp.PickleStorageService):
         """A new file backend: one class, its name and its own magic bytes."""
 
-        BACKEND = 'taggedpickle'
+        BACKEND = 'TaggedPickle'  # (names are matched in any case)
         MAGIC = b'MINIPYPET-TAGGED\n'
         SUFFIX = '.tagged'
 
@@ -3870,7 +3870,7 @@ def test_a_registered_backend_is_built_by_name_and_opens_its_own_files(tmp_path,
     assert mp.STORAGE_SERVICES['taggedpickle'] is TaggedPickleService
     assert mp.STORAGE_SERVICES['hdf5'] is mp.HDF5StorageService
     filename = str(tmp_path / 'sweep.tagged')
-    env = mp.Environment(trajectory='t', filename=filename, storage_service='taggedpickle')
+    env = mp.Environment(trajectory='t', filename=filename, storage_service='TaggedPickle')
     traj = env.v_trajectory
     assert type(traj.v_storage_service) is TaggedPickleService
     traj.f_add_parameter('x', 1)
@@ -12796,6 +12796,120 @@ def test_log_stdout_without_anywhere_to_log_leaves_print_alone(tmp_path, monkeyp
                          storage_service='lazy')
     assert sys.stdout is stdout and env._log is None
     assert said and 'print output stays on stdout' in said[0]
+
+
+SMALL_INI = '''
+[loggers]
+keys=root
+[logger_root]
+handlers=main
+level=INFO
+[formatters]
+keys=plain
+[formatter_plain]
+format=%(name)s %(levelname)s %(message)s
+[handlers]
+keys=main
+[handler_main]
+class=FileHandler
+formatter=plain
+args=('LOGS/$traj/LOG.txt',)
+'''
+
+
+def test_an_environment_refused_after_its_logging_leaves_no_trace(tmp_path):
+    """A combination refused in Environment() (wrap_mode='NONE' with a service that is
+    not safe for several processes): there is no environment to disable the logging
+    on, so print output, the root's handlers and the log folder stay as they were."""
+    class Mine(mp.StorageService):
+        def store(self, *args, **kwargs):
+            pass
+
+        def load(self, *args, **kwargs):
+            pass
+    stdout, before = sys.stdout, root_handlers()
+    with pytest.raises(mp.ConfigurationError, match="wrap_mode='NONE'"):
+        mp.Environment('t', storage_service=Mine(), log_folder=str(tmp_path / 'logs'),
+                       log_stdout=True, multiproc=True, wrap_mode='NONE', add_time=False)
+    assert sys.stdout is stdout and root_handlers() == before
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_two_environments_logging_to_files_come_off_in_any_order(tmp_path):
+    """Two environments with log_config in one process (a notebook): disabling the
+    first, then the second, leaves the root logger as before both; neither puts the
+    other's closed handler back. A user's FileHandler(mode='w') that log_config took
+    off comes back appending to what it wrote."""
+    user_log = str(tmp_path / 'user.log')
+    user = logging.FileHandler(user_log, mode='w')
+    root = logging.getLogger()
+    root.addHandler(user)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        logging.getLogger('me').info('before the environments')
+        ini = tmp_path / 'log.ini'
+        ini.write_text(SMALL_INI.replace('LOGS', str(tmp_path / 'logs')))
+        envs = [mp.Environment(name, storage_service='lazy', log_config=str(ini),
+                               add_time=False, report_progress=False)
+                for name in ('one', 'two')]
+        assert user not in root.handlers
+        for env in envs:
+            env.f_disable_logging()
+        assert root.handlers.count(user) == 1
+        assert not [h for h in root.handlers
+                    if str(tmp_path / 'logs') in getattr(h, 'baseFilename', '')]
+        logging.getLogger('me').info('after the environments')
+    finally:
+        root.removeHandler(user)
+        user.close()
+        root.setLevel(level)
+    with open(user_log) as f:
+        assert f.read().splitlines() == ['before the environments', 'after the environments']
+    for name in ('one', 'two'):
+        with open(str(tmp_path / 'logs' / name / 'LOG.txt')) as f:
+            assert 'after the environments' not in f.read()
+
+
+def test_a_broken_log_config_is_a_minipypet_error_that_undoes_itself(tmp_path):
+    """A log_config dictConfig refuses (a handler it cannot make): a ConfigurationError
+    naming the cause, and the root logger as before."""
+    before = root_handlers()
+    config = {'version': 1, 'disable_existing_loggers': False,
+              'handlers': {'good': {'class': 'logging.StreamHandler'},
+                           'bad': {'class': 'logging.NoSuchHandler'}},
+              'root': {'handlers': ['good', 'bad'], 'level': 'INFO'}}
+    with pytest.raises(mp.ConfigurationError, match="log_config cannot be applied.*'bad'"):
+        mp.Environment('t', storage_service='lazy', log_config=config, add_time=False)
+    assert root_handlers() == before
+
+
+def test_each_environments_log_stdout_goes_to_its_own_logger(tmp_path):
+    """Two environments with different log_stdout loggers: print output goes to the
+    newest one's logger, and to the older one's when the newer is disabled."""
+    got = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            got.append((record.name, record.getMessage()))
+    catch = Catch()
+    for name in ('one', 'two'):
+        logging.getLogger(name).addHandler(catch)
+    stdout = sys.stdout
+    try:
+        env1 = mp.Environment('t1', storage_service='lazy', log_stdout=('one', 30),
+                              add_time=False)
+        env2 = mp.Environment('t2', storage_service='lazy', log_stdout=('two', 30),
+                              add_time=False)
+        print('both live')
+        env2.f_disable_logging()
+        print('the first only')
+        env1.f_disable_logging()
+    finally:
+        for name in ('one', 'two'):
+            logging.getLogger(name).removeHandler(catch)
+    assert sys.stdout is stdout
+    assert got == [('two', 'both live'), ('one', 'the first only')]
 
 
 # ==== speed-r5 (to be sorted into sections) ====
