@@ -5912,6 +5912,18 @@ class _Journal:
             written, error = 0, exc
         else:
             error = None
+        while error is None and 0 < written < len(head) + len(payload):
+            # (a short write: the rest again, which on a full disk says ENOSPC itself)
+            rest = memoryview(head)[written:] if written < len(head) else \
+                memoryview(payload)[written - len(head):]
+            try:
+                more = os.write(self._fd, rest)
+            except OSError as exc:
+                error = exc
+            else:
+                written += more
+                if not more:
+                    break
         if written == len(head) + len(payload):
             return
         if size is None:  # (no folder lock: cut at the last intact record instead)
@@ -10950,12 +10962,15 @@ def _store_run(service, record):
 def _log_return(journal, idx, ret):
     if journal is None or ret is None:  # a resume reads a run missing here as None
         return
-    try:  # (signed: a resume unpickles only what this user logged, see _trusted)
+    try:
         blob = pickle.dumps(ret, protocol=pickle.HIGHEST_PROTOCOL)
-        journal.append(('signed', idx, blob, _sign(_result_parts(idx, blob))))
     except Exception as exc:  # an unpicklable return value only costs the resume
         _say_once('continuable: a run returned %s, which cannot be pickled (%s); '
                   'f_continue_run will return None for such runs' % (_type_name(ret), exc))
+        return
+    # (signed: a resume unpickles only what this user logged, see _trusted; a full disk
+    # stops the sweep here, before the run counts as stored)
+    journal.append(('signed', idx, blob, _sign(_result_parts(idx, blob))))
 
 
 def _run_label(traj, idx):
@@ -12614,7 +12629,20 @@ class Environment:
         snapshot = self._continue_snapshot(job, args, kwargs, per_run)
         write = None if snapshot is None else functools.partial(_write_continue, *snapshot)
         if isinstance(service, _FileService):
-            service._store_trajectory(traj, only_init=True, before=write)
+            wrote = []
+            try:
+                service._store_trajectory(traj, only_init=True, before=None if write is None
+                                          else lambda: wrote.append(write()))
+            except StorageError as exc:
+                if not wrote or traj._stored:
+                    raise
+                os.remove(snapshot[0])  # (a .cnt of a sweep that never started misleads)
+                cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+                raise StorageError(
+                    'the sweep of %r could not start: its first store into %s failed: %s. '
+                    'Nothing of it is stored and no .cnt is left; once that is mended, run '
+                    'it again' % (traj.v_name, service.filename,
+                                  _disk_error_text(service.filename, cause))) from exc
             traj.__dict__['_stored'] = True
         else:
             traj.f_store(only_init=True)

@@ -5847,6 +5847,54 @@ def test_a_full_disk_at_the_store_leaves_no_file_open_and_the_same_process_resum
         assert got.f_is_completed() and len(got.f_get_from_runs('arr', fast_access=True)) == 20
 
 
+def big_return_job(traj):
+    traj.f_add_result('y', traj.x * 2)
+    return bytes([traj.x]) * 300000  # (the .cnt's results journal fills the disk)
+
+
+def test_a_full_disk_for_the_return_values_stops_the_sweep_and_loses_none(file_backend,
+                                                                           tmp_path):
+    """The return values a resume gives back go to a journal beside the .cnt: a full disk
+    there stops the sweep (it was taken for an unpicklable value, and the runs' values
+    came back None), and the resume returns every run's value."""
+    with small_disk(tmp_path) as (folder, grow):
+        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
+                             add_time=False, log_config=None, report_progress=False,
+                             continuable=True, continue_folder=folder + '/cnt',
+                             storage_service=CLASSES[file_backend])
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_explore({'x': list(range(12))})
+        with pytest.raises(mp.StorageError, match='ENOSPC'):
+            env.f_run(big_return_job)
+        grow()
+        resumed = mp.Environment(continuable=True, log_config=None, report_progress=False)
+        got = resumed.f_continue_run(folder + '/cnt/full.cnt')
+        assert sorted(got) == [(i, bytes([i]) * 300000) for i in range(12)]
+
+
+def test_a_full_disk_before_the_first_run_leaves_no_cnt_to_resume(file_backend, tmp_path):
+    """The store before the runs does not fit: the sweep never started, so no .cnt is
+    left to resume it (a resume of it failed with 'holds no trajectory'), and the error
+    says to run it again."""
+    with small_disk(tmp_path) as (folder, grow):
+        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
+                             add_time=False, log_config=None, report_progress=False,
+                             continuable=True, continue_folder=folder + '/cnt',
+                             storage_service=CLASSES[file_backend])
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_add_parameter('big', bytes(range(256)) * 12000)  # 3 MB
+        env.v_trajectory.f_explore({'x': list(range(3))})
+        with pytest.raises(mp.StorageError, match=r"sweep of 'full' could not start.*"
+                                                  r"ENOSPC.*no \.cnt is left.*run it again"):
+            env.f_run(double_x)
+        assert not os.path.exists(folder + '/cnt/full.cnt')
+        grow()
+        env.f_run(double_x)
+        got = load(folder + '/full' + SUFFIX[file_backend], load_data=2)
+        assert got.f_get_from_runs('y', fast_access=True, use_indices=True) == {
+            0: 0, 1: 2, 2: 4}
+
+
 # ---------------------------------------------------------------------------------------------
 # Randomized kill -9 stress: sizes x backends x modes, killed at random times
 # ---------------------------------------------------------------------------------------------
