@@ -1052,7 +1052,7 @@ class NNGroupNode(NNTreeNode):
         made on its own gets a private one, until it is added to a trajectory)."""
         if self._traj is not None or isinstance(self, Trajectory):
             return self._traj or self
-        holder = Trajectory('detached')
+        holder = _Holder('detached')
         head = self._full_name.rpartition('.')[0]
         parent = holder._add_path(holder, head, None, '') if head else holder
         holder._insert(parent, self)
@@ -1316,12 +1316,15 @@ class NNGroupNode(NNTreeNode):
 
     # -- adding ------------------------------------------------------------------------------
     def f_add_group(self, name: str, comment: str = '') -> NNGroupNode:
-        """Add a (possibly dotted) group below this one."""
+        """Add a (possibly dotted) group below this one; or a group instance, with the
+        nodes it holds."""
+        if isinstance(name, NNGroupNode):
+            return self._add_group_node(name)
         return self._root()._add_path(self, name, None, comment)
 
     def f_add_leaf(self, *args: object, **kwargs: object) -> NNLeafNode:
         """Add a leaf: (name, data, comment=...), (Class, name, ...) or (instance)."""
-        branch = self.v_branch
+        branch = self._own_branch()
         if not branch and args:  # on the root the kind of leaf picks the branch
             kind = args[0] if isinstance(args[0], type) else type(args[0])
             branch = 'parameters' if issubclass(kind, BaseParameter) else 'results'
@@ -1364,6 +1367,9 @@ class NNGroupNode(NNTreeNode):
 
     def _add_branch_group(self, branch, name, comment):
         root = self._root()
+        if isinstance(name, NNGroupNode):  # (pypet: a name or a group instance)
+            return self._branch_start(branch, 'group %r' % name._full_name)._add_group_node(
+                name)
         if branch in ('parameters', 'config') and root._is_run:
             raise ParameterLockedError(
                 'cannot add the %s group %r during run %d: parameters and config must be '
@@ -1384,7 +1390,7 @@ class NNGroupNode(NNTreeNode):
         root = self._root()
         if self is root:
             return root._children[branch]
-        if self.v_branch != branch:
+        if self._own_branch() != branch:
             if not isinstance(what, str):
                 what = '%s %r' % (branch, what._full_name)
             raise PypetError('cannot add %s below %s: it belongs below %s'
@@ -1440,21 +1446,33 @@ class NNGroupNode(NNTreeNode):
             leaf.f_set(*args, **kwargs)
         return leaf
 
+    def _own_branch(self):
+        """v_branch; for a group made on its own, the branch its pypet class says."""
+        root = self._root()
+        if isinstance(root, _Holder):
+            return root._detached_branch(self) or self.v_branch
+        return self.v_branch
+
     def _add_group_node(self, group, links=None):
         """Add `group` itself where its name says, with the nodes it holds (a group made
-        on its own); into a group there already, its nodes only. Links come last."""
+        on its own, or removed from its trajectory). Links come last."""
         root, outer = self._root(), links is None
         if outer:
-            self._check_group_kind(group)
+            self._check_group_to_add(group, root)
         kids, own_links = dict(group._children), dict(group._links)
-        if outer and group._traj is not None and group._traj is not root:
-            group._traj._remove_subtree(group)  # (moved here: its old tree forgets it)
         links = [] if outer else links
-        new = root._add_path(self, group._full_name, None, group._comment)
-        if new is not group and not new._children and not new._links:
-            group.__dict__.update(_children={}, _links={}, _name=new._name)
-            root._insert(new._parent, group)  # (the group itself, in the new one's
-            new = group  # place)
+        count = len(root._nodes)
+        new = root._add_path(self, group._full_name, None, '')
+        if new is group:
+            return group
+        if outer and len(root._nodes) == count:  # (pypet: one node of a name)
+            raise InvalidNameError(
+                'cannot add the group %s: %s exists already; add to that one, or remove it '
+                'first with f_remove_child(%r, recursive=True)'
+                % (group._full_name, new._full_name, new._name))
+        group.__dict__.update(_children={}, _links={}, _name=new._name)
+        root._insert(new._parent, group)  # (the group itself, in the new one's place)
+        new = group
         for name, child in kids.items():
             child._rename(name)
             if child.v_is_leaf:
@@ -1466,6 +1484,29 @@ class NNGroupNode(NNTreeNode):
             for at, name, target in links:
                 at.f_add_link(name, target)
         return new
+
+    def _check_group_to_add(self, group, root):
+        """Refuse, before anything changes, a group of another kind than its branch's, one
+        of another trajectory, and one holding a link to a node of neither."""
+        owner = group._traj
+        if owner is not None and owner is not root and not isinstance(owner, _Holder) and \
+                owner._nodes.get(group._full_name) is group:
+            raise InvalidNameError(
+                '%s belongs to trajectory %r, and a node is in one trajectory at a time: add '
+                'a copy (copy.deepcopy(node)), or remove it there first (f_remove_child)'
+                % (group._full_name, owner.v_name))
+        self._check_group_kind(group)
+        todo = [group]
+        for g in todo:
+            todo.extend(c for c in g._children.values() if not c.v_is_leaf)
+            for name, target in g._links.items():
+                inside = target is group or target._full_name.startswith(
+                    group._full_name + '.') and target._traj is group._traj
+                if not inside and root._nodes.get(target._full_name) is not target:
+                    raise ConfigurationError(
+                        'cannot add %s: its link %s.%s points to %s, which is in neither it '
+                        'nor this trajectory; remove the link first (f_remove_link)'
+                        % (group._full_name, g._full_name, name, target._full_name))
 
     def _check_group_kind(self, group):
         """pypet's rule: below a branch, that branch's group class; outside, NNGroupNode
@@ -1622,9 +1663,10 @@ def _leaf_dict(cls, name, traj):
     return d
 
 
-def _new_group(name):
+def _new_group(name, cls=None):
     """A group without the __init__ chain (bulk loading creates one per run)."""
-    group = NNGroupNode.__new__(NNGroupNode)
+    cls = cls or NNGroupNode
+    group = cls.__new__(cls)
     d = group.__dict__
     d.update(_GROUP_DICT)
     d['_full_name'] = d['_name'] = name
@@ -1633,6 +1675,7 @@ def _new_group(name):
 
 
 _GROUP_DICT = {'_comment': '', '_parent': None, '_traj': None, '_annotations': None}
+_BRANCH_GROUP = {}  # branch -> pypet's group class there (ParameterGroup, ...; made below)
 _HELD_RESULT = {'_comment': '', '_annotations': None, '_refused': None}  # _hold_result
 
 
@@ -3820,7 +3863,8 @@ class _StorageMixin:
         self._drop_fast(leaf_name)
         leaf_index = index.setdefault(leaf_name, {})
         leaf_dicts = {}  # class -> what every new leaf of it holds (copied, not rebuilt)
-        base_children, new_group, fmt = base._children, NNGroupNode.__new__, FORMATTED_RUN_NAME
+        base_children, fmt = base._children, FORMATTED_RUN_NAME
+        group_cls = _BRANCH_GROUP.get(head.partition('.')[0], NNGroupNode)
         pending = type(base_children) is _PendingRuns and base_children.layers
         for idx, (tag, comment, ann, data) in rows.items():
             cls = _BUILTIN_LEAVES.get(tag)
@@ -3830,7 +3874,7 @@ class _StorageMixin:
             if group is None and pending:  # (a pending run: made first, then added to)
                 group = base_children.get(run)
             if group is None:  # (what _insert(base, _new_group(run)) does, for a new name)
-                group = new_group(NNGroupNode)
+                group = group_cls.__new__(group_cls)
                 group.__dict__.update(_comment='', _annotations=None, _full_name=prefix,
                                       _name=run, _children={}, _links={}, _parent=base,
                                       _traj=self)
@@ -3845,7 +3889,8 @@ class _StorageMixin:
                 if group.v_is_leaf:
                     break
                 child = group._children.get(part)
-                group = child if child is not None else self._insert(group, _new_group(part))
+                group = child if child is not None else self._insert(
+                    group, _new_group(part, group_cls))
             if group.v_is_leaf:
                 self._leaf_above(prefix + '.' + '.'.join(tail))  # (says which, and skips)
                 continue
@@ -4597,8 +4642,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_props'] = dict(self._PROPERTY_DEFAULTS)
         d['_storage_service'] = None
         for branch in BRANCHES:
-            group = NNGroupNode(branch)
-            self._insert(self, group)
+            self._insert(self, _BRANCH_GROUP[branch](branch))
         if wildcard_functions:
             self.f_add_wildcard_functions(wildcard_functions)
         if storage_service is not None or filename is not None:
@@ -4815,7 +4859,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         d['_nodes'], d['_by_name'], d['_children'], d['_links'] = {}, {}, {}, {}
         d['_unique'], d['_lazy_names'] = {}, set()
         for branch in BRANCHES:
-            self._insert(self, NNGroupNode(branch))
+            self._insert(self, _BRANCH_GROUP[branch](branch))
 
     def _lazy_changed(self):
         """Note the names the pending runs may hold: a lookup of one that skips groups
@@ -4962,7 +5006,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 if not index:
                     del by_name[name]
         if branch:  # the four branches always exist
-            self._insert(self, NNGroupNode(node._name))
+            self._insert(self, _BRANCH_GROUP[node._name](node._name))
 
     def _translate(self, comp):
         if comp in ABBREVIATIONS:
@@ -5048,7 +5092,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                             self._stored and self._props['auto_load']:
                         # (runs stored by workers, not in memory: the runs' group, for
                         # auto-loading to go on below it, as pypet's set group)
-                        child = self._insert(node, NNGroupNode('runs'))
+                        child = self._insert(node, _BRANCH_GROUP[node._full_name]('runs'))
                 if child is None and shortcuts:
                     self._lazy_lookup(tr, node)  # (pending runs: see _PendingRuns)
                     try:
@@ -5183,9 +5227,9 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         run = FORMATTED_RUN_NAME % (self._idx if idx is None else idx)  # (idx >= 0)
         group = self._nodes.get(start._full_name + '.runs.' + run)
         if group is None:
-            runs = start._children.get('runs') or \
-                self._insert(start, NNGroupNode('runs'))
-            group = runs._children.get(run) or self._insert(runs, _new_group(run))
+            cls = _BRANCH_GROUP[start._full_name]
+            runs = start._children.get('runs') or self._insert(start, cls('runs'))
+            group = runs._children.get(run) or self._insert(runs, _new_group(run, cls))
         if name in group._children or name in group._links:
             return False
         if leaf._full_name != name:
@@ -5220,7 +5264,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 parts.insert(2, _run_name(self._idx))  # traj.res.runs.f_add_result('z')
             elif parts[1] != 'runs' or start._full_name in _RUN_BRANCHES:
                 parts[1:1] = ['runs', _run_name(self._idx)]
-        group = self
+        group, cls = self, _BRANCH_GROUP.get(parts[0], NNGroupNode)
         last = len(parts) - 1
         for i, part in enumerate(parts):
             child = group._children.get(part)
@@ -5232,7 +5276,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                         rel_name, group._full_name, part, group._links[part]._full_name))
             if child is None:
                 _check_name(part, rel_name)
-                child = self._insert(group, NNGroupNode(part))
+                child = self._insert(group, cls(part))
             elif child.v_is_leaf:
                 raise InvalidNameError('cannot add %r below leaf %s' % (rel_name,
                                                                         child._full_name))
@@ -5247,8 +5291,7 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 return existing
             if existing is not None:
                 raise InvalidNameError('%s is a leaf already' % existing._full_name)
-            node = NNGroupNode(name, comment)
-            return self._insert(group, node)
+            return self._insert(group, cls(name, comment))
         if existing is not None and self._props.get('no_clobber'):
             return existing
         if existing is not None:
@@ -5300,6 +5343,16 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         """{full name: parameter (or value)} of the explored parameters."""
         self._check_copy(fast_access, copy)
         return {k: (p.f_get() if fast_access else p) for k, p in self._explored.items()}
+
+
+class _Holder(Trajectory):
+    """The private trajectory of a group made on its own (see NNGroupNode._root): its
+    nodes move to the trajectory the group is added to."""
+
+    def _detached_branch(self, node):
+        """The branch a pypet group class at the top of `node`'s tree says (or None)."""
+        top = self._children.get(node._full_name.partition('.')[0])
+        return getattr(type(top), '_BRANCH', None)
 
 
 # ============================================================================================
@@ -14182,7 +14235,7 @@ _install_aliases()
 _GROUP_KINDS = {'parameters': 'ParameterGroup', 'config': 'ConfigGroup',
                 'derived_parameters': 'DerivedParameterGroup', 'results': 'ResultGroup'}
 for _branch, _kind in _GROUP_KINDS.items():  # pypet's group classes, one per branch
-    globals()[_kind] = type(_kind, (NNGroupNode,), {
+    globals()[_kind] = _BRANCH_GROUP[_branch] = type(_kind, (NNGroupNode,), {
         '_BRANCH': _branch, '__module__': __name__,
         '__doc__': "pypet's group below `%s`: traj.%s.g = %s('g') adds it there (a "
                    "group of another kind there is a TypeError, as in pypet)"

@@ -1059,12 +1059,56 @@ def test_generic_addition_with_the_same_or_an_empty_name():
         assert 'jj' not in (traj.f_get(where) if where else traj)._children
     traj.conf.a = config = mp.ConfigGroup('a.g')
     assert traj.f_get('config.a.g', shortcuts=False) is config
-    other = mp.Trajectory('other')  # (a group moved from another trajectory leaves it)
+    other = mp.Trajectory('other')  # (a node is in one trajectory at a time)
     other.spare = mp.NNGroupNode('spare')
     other.spare.f_add_leaf('x', 1)
-    traj.spare = moved = other.spare
+    with pytest.raises(mp.InvalidNameError, match="spare belongs to trajectory 'other'.*"
+                                                  "remove it there first"):
+        traj.spare = other.spare
+    assert 'spare' not in traj._children and other.f_get('spare.x').v_root is other
+    moved = other.spare
+    other.f_remove_child('spare', recursive=True)
+    traj.spare = moved  # (removed there: it moves, with what it holds)
     assert traj.spare is moved and traj.f_get('spare.x').v_root is traj
     assert 'spare' not in other._children and not other.f_contains('x')
+
+
+def test_group_instances_as_pypet_adds_them():
+    """pypet's group classes: the groups minipypet makes are its branch's class; a group
+    made on its own takes its branch's f_add_*; f_add_*_group takes an instance; a name
+    taken already, or a link out of the group, is refused before anything changes."""
+    traj = mp.Trajectory('t')
+    traj.f_add_parameter('g.x', 1)
+    traj.f_add_result('r.y', 2)
+    assert type(traj.par.g) is mp.ParameterGroup and type(traj.parameters) is mp.ParameterGroup
+    assert type(traj.res.r) is mp.ResultGroup and type(traj.f_get('config')) is mp.ConfigGroup
+    alone = mp.ParameterGroup('h')
+    assert alone.f_add_parameter('p', 3).v_full_name == 'h.p'
+    assert isinstance(alone.f_add_leaf('q', 4), mp.Parameter)  # (as below parameters)
+    with pytest.raises(mp.PypetError, match="results 'z' below h: it belongs below results"):
+        alone.f_add_result('z', 1)
+    assert traj.f_add_parameter_group(alone) is alone
+    assert traj.f_get('parameters.h.p').v_root is traj and traj.h.q == 4
+    assert traj.f_add_result_group(mp.ResultGroup('rg')).v_full_name == 'results.rg'
+    assert traj.res.f_add_group(mp.ResultGroup('rg2')).v_full_name == 'results.rg2'
+    assert traj.f_add_group(mp.NNGroupNode('mine')).v_full_name == 'mine'
+    again = mp.ParameterGroup('g')
+    again.f_add_parameter('new', 5)
+    with pytest.raises(mp.InvalidNameError, match='parameters.g exists already'):
+        traj.par.g = again
+    assert traj.par.g is not again and 'new' not in traj.par.g._children
+    linked = mp.NNGroupNode('linked')
+    linked.f_add_leaf('a', 1)
+    linked.f_add_link('inside', linked.f_get('a'))
+    other = mp.Trajectory('other')
+    other.f_add_result('far', 1)
+    outside = mp.NNGroupNode('out')
+    outside.__dict__['_links'] = {'far': other.f_get('results.far')}  # (as a removed one's)
+    with pytest.raises(mp.ConfigurationError, match=r'its link out\.far points to results.far'):
+        traj.out = outside
+    assert 'out' not in traj._children
+    traj.linked = linked
+    assert traj.f_get('linked.inside') is traj.f_get('linked.a')
 
 
 def test_generic_addition_with_a_dotted_name_creates_the_groups():
@@ -2050,7 +2094,7 @@ def test_reprs_show_values(tmp_path):
                           % traj.v_storage_service.filename)
     env.f_run(store_z)
     assert str(traj).startswith('<Trajectory rep: 6 runs (6 completed)')
-    assert repr(traj.parameters) == '<NNGroupNode parameters: 2 children>'
+    assert repr(traj.parameters) == '<ParameterGroup parameters: 2 children>'
 
 
 @needs_numpy
@@ -7491,6 +7535,171 @@ def test_storing_one_of_several_trajectories_of_a_file_keeps_the_others(tmp_path
     assert mp.load_trajectory(name='a', filename=filename, load_all=mp.LOAD_DATA).r[-1] == 499
 
 
+# ---------------------------------------------------------------------------------------------
+# The parent folds what workers append, as it comes
+# ---------------------------------------------------------------------------------------------
+def append_as_a_worker(filename, idxs):
+    """What a LOCK (or NONE) pool worker does: append runs to the journal itself."""
+    journal = mp._Journal(filename + '.journal')
+    for idx in idxs:
+        journal.append(tuple(handover_record(idx)))
+    journal.close()
+
+
+def no_journal_reads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError('the checkpoint read the journal again')
+    monkeypatch.setattr(mp._Journal, 'records', classmethod(refuse))
+
+
+@pytest.mark.timeout(120)
+def test_the_parent_folds_the_runs_the_workers_append_as_they_come(
+        file_backend, tmp_path, monkeypatch):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 6)
+    append_as_a_worker(filename, range(3))
+    svc._follow_journal()
+    append_as_a_worker(filename, range(3, 6))
+    svc._follow_journal(claim=True)
+    assert svc._live.end == os.path.getsize(filename + '.journal')
+    no_journal_reads(monkeypatch)
+    traj.f_store()
+    monkeypatch.undo()
+    assert not os.path.exists(filename + '.journal')
+    assert_handover_runs(filename, range(6))
+
+
+@pytest.mark.timeout(120)
+def test_an_append_under_way_is_folded_once_it_is_whole(file_backend, tmp_path, monkeypatch):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 3)
+    append_as_a_worker(filename, range(2))
+    payload = pickle.dumps(tuple(handover_record(2)), protocol=4)
+    record = mp._Journal._HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+    with open(filename + '.journal', 'ab') as f:
+        f.write(record[:len(record) // 2])  # (what a reader can see of a write under way)
+        f.flush()
+        whole = os.path.getsize(filename + '.journal') - len(record) // 2
+        svc._follow_journal()
+        assert svc._live.end == whole  # (the two whole runs; not the half)
+        f.write(record[len(record) // 2:])
+    svc._follow_journal(claim=True)
+    no_journal_reads(monkeypatch)
+    traj.f_store()
+    monkeypatch.undo()
+    assert_handover_runs(filename, range(3))
+
+
+@pytest.mark.timeout(120)
+def test_damage_in_the_journal_ends_the_parents_fold(file_backend, tmp_path, caplog):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
+    append_as_a_worker(filename, range(2))
+    with open(filename + '.journal', 'ab') as f:
+        f.write(b'\x07' * 40)  # (damage; the checkpoint skips it and says so)
+    append_as_a_worker(filename, range(2, 4))
+    svc._follow_journal(claim=True)
+    assert svc._live is None
+    with caplog.at_level(logging.WARNING, logger='minipypet'):
+        traj.f_store()
+    assert any('damaged bytes were skipped' in r.getMessage() for r in caplog.records)
+    assert_handover_runs(filename, range(4))
+
+
+@pytest.mark.timeout(120)
+def test_a_record_appended_after_the_parents_claim_is_folded_too(file_backend, tmp_path):
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
+    append_as_a_worker(filename, range(3))
+    svc._follow_journal(claim=True)
+    append_as_a_worker(filename, [3])  # (after the workers: the checkpoint reads it all)
+    traj.f_store()
+    assert_handover_runs(filename, range(4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Run-index bitmaps, segment batches, the serial sweep's GC freeze
+# ---------------------------------------------------------------------------------------------
+def test_bits_update_of_a_span_counts_as_one_by_one():
+    import random
+    rng = random.Random(5)
+    for _ in range(300):
+        bits, held = mp._Bits(), set()
+        for _ in range(rng.randint(1, 3)):
+            for idx in rng.sample(range(300), rng.randint(0, 8)):  # (held before)
+                bits.add(idx)
+                held.add(idx)
+            lo = rng.randint(0, 200)
+            batch = dict.fromkeys(range(lo, lo + rng.randint(0, 90)))  # (a sweep's batch)
+            if rng.random() < 0.3:
+                batch = dict.fromkeys(rng.sample(range(260), rng.randint(0, 40)))
+            bits.update(batch)
+            held.update(batch)
+            assert bits.count == len(held)
+            assert [i for i in range(320) if i in bits] == sorted(held)
+
+
+def test_run_span_of_batches_out_of_order_or_spoiled():
+    import types
+    h = types.SimpleNamespace(span=[None, -1], seen=bytearray())
+    mp._note_span(h, [0, 2, 4], (1, 1, True))     # (a pool's runs: gaps filled later)
+    mp._note_span(h, [1, 3], (1, 1))
+    mp._note_span(h, [5, 6, 7], (1, 1, 1))
+    assert h.span == [0, 7] and h.seen.count(1) == 8
+    mp._note_span(h, [7, 8], (1, 1))              # run 7 stored again: no span
+    assert h.span[0] is None and h.seen is None
+    h = types.SimpleNamespace(span=[None, -1], seen=bytearray())
+    mp._note_span(h, [0, 1, 2], (1, 0, 1))        # a run not completed: no span
+    assert h.span[0] is None
+
+
+def test_serial_sweep_freezes_and_thaws_only_what_it_may(file_backend, tmp_path):
+    seen = []
+
+    def job(traj):
+        seen.append(gc.get_freeze_count() > 0)
+        traj.f_add_result('z', traj.x * 2.0)
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, job, n=3)
+    assert seen == [True] * 3 and gc.get_freeze_count() == 0  # thawed at the end
+    mine = [object()]
+    gc.freeze()  # the process froze objects itself: a sweep must not thaw them
+    try:
+        count = gc.get_freeze_count()
+        sweep(file_backend, path_for(file_backend, tmp_path, 'other'), job, n=2,
+              name='other')
+        # (still frozen: only what the sweep freed left the count; thawed it is 0)
+        assert count // 2 < gc.get_freeze_count() <= count and mine
+    finally:
+        gc.unfreeze()
+    assert load(filename, load_results=2).f_get_from_runs('z', fast_access=True) == {
+        run_name(i): 2.0 * i for i in range(3)}
+
+
+def mixed_rows_job(traj):
+    """Rows a segment's fast paths must hand to the long way: a second item, another
+    comment, annotations and an empty leaf, in some runs only."""
+    x = traj.x
+    if x % 4 == 1:
+        traj.f_add_result('r', a=float(x), b=x)
+    elif x % 4 == 2:
+        traj.f_add_result('r', a=float(x), comment='odd one')
+    elif x % 4 == 3:
+        res = traj.f_add_result('r', a=float(x))
+        res.v_annotations.f_set(note=x)
+    else:
+        traj.f_add_result('r', a=float(x))
+
+
+def test_segment_batches_with_exceptions_load_as_stored(file_backend, tmp_path):
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, mixed_rows_job, n=12)
+    got = load(filename, load_results=2)
+    for x in range(12):
+        res = got.f_get('results.runs.%s.r' % run_name(x))
+        assert res.a == float(x)
+        assert (res.b == x) if x % 4 == 1 else not hasattr(res, 'b') or res.f_is_empty()
+        assert res.v_comment == ('odd one' if x % 4 == 2 else '')
+        assert (res.v_annotations.f_get('note') == x) if x % 4 == 3 else \
+            not res.v_annotations.f_to_dict()
+
+
 # =============================================================================================
 # Reading HDF5 files written by pypet 0.6 / 0.7
 # =============================================================================================
@@ -9345,6 +9554,71 @@ def test_the_parent_killed_before_it_took_the_fold_loses_nothing(file_backend,
     assert_handover_runs(filename, range(4))
 
 
+# ---------------------------------------------------------------------------------------------
+# A LOCK pool on a file: no Manager, batches timed by the workers
+# ---------------------------------------------------------------------------------------------
+def processes_seen(names, stop):
+    while not stop:
+        names.update(p.name for p in multiprocessing.active_children())
+        time.sleep(0.01)
+
+
+@needs_fork
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize('wrap_mode', ['LOCK', 'NONE'])
+def test_a_lock_pool_on_a_file_folds_as_it_goes_and_needs_no_manager(
+        file_backend, tmp_path, wrap_mode):
+    """LOCK on a file service: the journal serialises the workers' appends (no Manager
+    lock); the parent folds them while the pool runs, the checkpoint reads none again."""
+    if wrap_mode == 'NONE' and file_backend == 'hdf5':
+        pytest.skip('HDF5 refuses NONE (see HDF5StorageService.multiproc_safe)')
+    filename = path_for(file_backend, tmp_path)
+    env = mp.Environment('traj', add_time=False, log_config=None, report_progress=False,
+                         filename=filename, storage_service=file_backend, multiproc=True,
+                         ncores=2, use_pool=True, wrap_mode=wrap_mode, start_method='fork')
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': list(range(300))})
+    names, stop = set(), []
+    seer = threading.Thread(target=processes_seen, args=(names, stop), daemon=True)
+    seer.start()
+    taken = []
+    checkpoint = mp._FileService._checkpoint
+
+    def spy(self, extra):
+        taken.append(self._live is not None and self._journal._own ==
+                     [self._live.jid, self._live.end])
+        return checkpoint(self, extra)
+    try:
+        mp._FileService._checkpoint = spy
+        env.f_run(_plain_job_x)
+    finally:
+        mp._FileService._checkpoint = checkpoint
+        stop.append(1)
+        seer.join()
+    assert taken[0] and not any(n.startswith('SyncManager') for n in names)
+    got = load(filename, name='traj', load_data=2)
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        i: i + 0.5 for i in range(300)}
+
+
+def test_a_batch_times_its_runs_without_the_wait_for_the_store(tmp_path):
+    """The pool sizes batches by the runs' time as the worker measures it: a wait for the
+    lock (or a full queue) is no run's cost."""
+    traj = mp.Trajectory('t', add_time=False)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [float(i) for i in range(4)]})
+    lock = threading.Lock()
+    ctx = mp._RunContext(traj._worker_copy(), _plain_job_x, (), {}, 'lock',
+                         mp.LazyStorageService(), lock=lock)
+    lock.acquire()
+    threading.Timer(0.5, lock.release).start()
+    t0 = time.perf_counter()
+    out = ctx.run_batch([(i, {'parameters.x': float(i)}, None) for i in range(4)])
+    assert [r.status for r in out] == ['ok'] * 4
+    assert time.perf_counter() - t0 >= 0.45 and 0 < ctx.took < 0.3
+
+
 # =============================================================================================
 # Environment - config data, logging, git, the run loop, resume
 # =============================================================================================
@@ -10918,6 +11192,318 @@ def test_niceness_makes_the_workers_nicer_as_pypets(tmp_path, use_pool):
     traj.f_explore({'x': [1, 2]})
     assert [nice for _, nice in env.f_run(niceness_job)] == [os.nice(0) + 3] * 2
     assert traj.niceness == os.nice(0) + 3      # config.environment.n.niceness, as pypet's
+
+
+# ---------------------------------------------------------------------------------------------
+# pypet's log_config, log_stdout, logger_names; logging that undoes itself
+# ---------------------------------------------------------------------------------------------
+LOG_INI = '''
+[loggers]
+keys=root
+[logger_root]
+handlers=main,warn
+level=INFO
+[formatters]
+keys=plain
+[formatter_plain]
+format=%(processName)s %(name)s %(levelname)s %(message)s
+[handlers]
+keys=main,warn
+[handler_main]
+class=FileHandler
+formatter=plain
+args=('LOGS/$traj/$env/LOG.txt',)
+[handler_warn]
+class=FileHandler
+level=WARNING
+formatter=plain
+args=('LOGS/$traj/$env/WARN.txt',)
+[multiproc_loggers]
+keys=root
+[multiproc_logger_root]
+handlers=main,warn
+level=INFO
+[multiproc_formatters]
+keys=plain
+[multiproc_formatter_plain]
+format=%(processName)s %(name)s %(levelname)s %(message)s
+[multiproc_handlers]
+keys=main,warn
+[multiproc_handler_main]
+class=FileHandler
+formatter=plain
+args=('LOGS/$traj/$env/$run_$set_$proc_LOG.txt',)
+[multiproc_handler_warn]
+class=FileHandler
+level=WARNING
+formatter=plain
+args=('LOGS/$traj/$env/$run_$set_$proc_WARN.txt',)
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('how', ['serial', pytest.param('pool', marks=needs_fork),
+                                 pytest.param('per_run', marks=needs_spawn)])
+def test_log_config_ini_file_makes_pypets_files_in_main_and_workers(tmp_path, jobs,
+                                                                    how):
+    """pypet's log_config: an .ini file whose file names hold $traj, $env, $run, $set
+    and $proc; its multiproc_ sections set up each worker (a pool worker's $run is
+    run_ALL, a process per run's its run)."""
+    ini = tmp_path / 'log.ini'
+    ini.write_text(LOG_INI.replace('LOGS', str(tmp_path / 'logs')))
+    before = root_handlers()
+    parallel = {'serial': {}, 'pool': dict(multiproc=True, ncores=2, use_pool=True,
+                                           wrap_mode='LOCK', start_method='fork'),
+                'per_run': dict(multiproc=True, ncores=2, use_pool=False,
+                                wrap_mode='QUEUE', start_method='spawn')}[how]
+    env = mp.Environment('inilog', add_time=False, log_config=str(ini),
+                         report_progress=False, storage_service='pickle',
+                         filename=str(tmp_path / 'i.pkl'), **parallel)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': list(range(4))})
+    env.f_run(jobs.log_job)
+    env.f_disable_logging()
+    logging.getLogger('t4job').warning('after the environment')
+    assert set(before) <= set(root_handlers()), 'the handlers it took off are back'
+    assert not [h for h in root_handlers()
+                if str(tmp_path) in getattr(h, 'baseFilename', '')]
+    files = read_logs(str(tmp_path / 'logs' / 'inilog' / env.v_name))
+    assert 'after the environment' not in ''.join(files.values())
+    workers = sorted(name for name in files if name not in ('LOG.txt', 'WARN.txt'))
+    text = ''.join(files[name] for name in workers if name.endswith('_LOG.txt'))
+    if how == 'serial':
+        assert workers == []
+        text = files['LOG.txt']
+    elif how == 'pool':
+        assert len(workers) == 4  # (two workers, two files each, made at its start)
+        name = r'run_ALL_run_set_ALL_PoolWorker-\d-\d+_(LOG|WARN)\.txt$'
+        assert all(re.match(name, n) for n in workers), workers
+    else:
+        runs = [n for n in workers if n.startswith('run_0')]
+        assert len(runs) == 8
+        for n in runs:
+            i = int(n[4:12])
+            assert re.match(r'run_%08d_run_set_00000_Run-%d-\d+_(LOG|WARN)\.txt$'
+                            % (i, i), n), n
+        assert all('QueueProcess' in n for n in workers if n not in runs)
+        for i in range(4):
+            own = [n for n in runs if n.startswith('run_%08d' % i) and 'LOG' in n]
+            assert files[own[0]].count('hello from run') == 1, 'its own run only'
+    for i in range(4):
+        assert text.count('hello from run %d\n' % i) == 1
+        warned = ''.join(v for n, v in files.items() if n.endswith('WARN.txt'))
+        assert warned.count('careful in run %d\n' % i) == 1
+    assert 'debug line' not in ''.join(files.values())
+    assert 'hello from run' not in ''.join(v for n, v in files.items() if 'WARN' in n)
+    if how != 'serial':
+        assert 'hello from run' not in files['LOG.txt'], 'the main file: no run lines'
+    assert mp.runs_table(str(tmp_path / 'i.pkl'))[3]['z'] == 30
+
+
+def test_log_config_dict_log_stdout_and_progress_print(tmp_path, jobs):
+    """A dictConfig dict as log_config; log_stdout sends print output to a logger
+    (until f_disable_logging), and report_progress=(percent, 'print') prints pypet's
+    bar there."""
+    log = str(tmp_path / 'logs' / '$traj' / 'LOG.txt')
+    config = {'version': 1, 'disable_existing_loggers': False,
+              'formatters': {'f': {'format': '%(name)s %(levelname)s %(message)s'}},
+              'handlers': {'file': {'class': 'logging.FileHandler', 'filename': log,
+                                    'formatter': 'f'}},
+              'root': {'handlers': ['file'], 'level': 'INFO'},
+              'multiproc_handlers': {}}
+    stdout = sys.stdout
+    env = mp.Environment('dictlog', add_time=False, log_config=config,
+                         log_stdout=('out', logging.WARNING),
+                         report_progress=(50, 'print'), storage_service='lazy')
+    assert config['handlers']['file']['filename'] == log, 'the dict given is unchanged'
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': list(range(4))})
+    env.f_run(jobs.times_ten)
+    print('after the runs')
+    env.f_disable_logging()
+    assert sys.stdout is stdout
+    print('not logged')
+    with open(str(tmp_path / 'logs' / 'dictlog' / 'LOG.txt')) as f:
+        text = f.read()
+    assert 'out WARNING PROGRESS: Finished 2/4 runs [==========' in text
+    assert 'out WARNING PROGRESS: Finished 4/4 runs [%s] 100.0%%' % ('=' * 20) in text
+    assert 'out WARNING after the runs\n' in text and 'not logged' not in text
+
+
+def test_log_config_refusals_come_before_anything_is_written(tmp_path):
+    """pypet's ValueErrors: log_config together with the simple way (log_folder,
+    logger_names, log_levels, log_multiproc), and a log_config file that is not
+    there."""
+    import configparser
+    parser = configparser.ConfigParser()
+    cases = [(dict(log_config=parser, log_folder=str(tmp_path / 'logs')), 'log_folder'),
+             (dict(log_config=None, logger_names='test'), 'logger_names'),
+             (dict(log_config={'version': 1}, log_multiproc=False), 'log_multiproc'),
+             (dict(log_config=str(tmp_path / 'no.ini')), "no.ini': no such file"),
+             (dict(log_config=42), "log_config must be 'DEFAULT', None"),
+             (dict(log_stdout=('out', 'LOUD')), 'log_level must be a logging level'),
+             (dict(log_folder=str(tmp_path / 'logs'), logger_names=['a', 'b'],
+                   log_levels=[10, 20, 30]), 'one for each of logger_names')]
+    for kwargs, words in cases:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            mp.Environment('refused', filename=str(tmp_path / 'r.pkl'), **kwargs)
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.timeout(120)
+@needs_fork
+def test_log_folder_with_logger_names_levels_and_no_worker_files(tmp_path, jobs):
+    """The seed's files on the loggers pypet's logger_names names, at their
+    log_levels; log_multiproc=False: workers make no files of their own (fork's write
+    to the main's)."""
+    env = mp.Environment('named', add_time=False, log_folder=str(tmp_path / 'logs'),
+                         logger_names=('t4job',), log_levels=(logging.WARNING,),
+                         log_multiproc=False, storage_service='pickle',
+                         filename=str(tmp_path / 'n.pkl'), multiproc=True, ncores=2,
+                         start_method='fork', report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 1)
+    traj.f_explore({'x': list(range(4))})
+    with env:
+        env.f_run(jobs.log_job)
+    files = read_logs(str(tmp_path / 'logs' / 'named'))
+    assert sorted(files) == ['main.txt', 'warnings_and_errors.txt']
+    for i in range(4):
+        assert files['main.txt'].count('careful in run %d\n' % i) == 1
+    assert 'hello from run' not in files['main.txt']  # (t4job logs at WARNING)
+    assert not logging.getLogger('t4job').handlers
+    logging.getLogger('t4job').setLevel(logging.NOTSET)
+
+
+def test_log_stdout_without_anywhere_to_log_leaves_print_alone(tmp_path, monkeypatch):
+    """log_stdout=True with no log files and no handler for its logger: print output
+    would vanish, so it stays on stdout (and the log says why)."""
+    monkeypatch.setattr(mp, '_SAID', set())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, 'handlers', [])
+    said = []
+    monkeypatch.setattr(mp, '_say_once', said.append)
+    stdout = sys.stdout
+    env = mp.Environment('plain', add_time=False, log_stdout=True,
+                         storage_service='lazy')
+    assert sys.stdout is stdout and env._log is None
+    assert said and 'print output stays on stdout' in said[0]
+
+
+SMALL_INI = '''
+[loggers]
+keys=root
+[logger_root]
+handlers=main
+level=INFO
+[formatters]
+keys=plain
+[formatter_plain]
+format=%(name)s %(levelname)s %(message)s
+[handlers]
+keys=main
+[handler_main]
+class=FileHandler
+formatter=plain
+args=('LOGS/$traj/LOG.txt',)
+'''
+
+
+def test_an_environment_refused_after_its_logging_leaves_no_trace(tmp_path):
+    """A combination refused in Environment() (wrap_mode='NONE' with a service that is
+    not safe for several processes): there is no environment to disable the logging
+    on, so print output, the root's handlers and the log folder stay as they were."""
+    class Mine(mp.StorageService):
+        def store(self, *args, **kwargs):
+            pass
+
+        def load(self, *args, **kwargs):
+            pass
+    stdout, before = sys.stdout, root_handlers()
+    with pytest.raises(mp.ConfigurationError, match="wrap_mode='NONE'"):
+        mp.Environment('t', storage_service=Mine(), log_folder=str(tmp_path / 'logs'),
+                       log_stdout=True, multiproc=True, wrap_mode='NONE', add_time=False)
+    assert sys.stdout is stdout and root_handlers() == before
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_two_environments_logging_to_files_come_off_in_any_order(tmp_path):
+    """Two environments with log_config in one process (a notebook): disabling the
+    first, then the second, leaves the root logger as before both; neither puts the
+    other's closed handler back. A user's FileHandler(mode='w') that log_config took
+    off comes back appending to what it wrote."""
+    user_log = str(tmp_path / 'user.log')
+    user = logging.FileHandler(user_log, mode='w')
+    root = logging.getLogger()
+    root.addHandler(user)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        logging.getLogger('me').info('before the environments')
+        ini = tmp_path / 'log.ini'
+        ini.write_text(SMALL_INI.replace('LOGS', str(tmp_path / 'logs')))
+        envs = [mp.Environment(name, storage_service='lazy', log_config=str(ini),
+                               add_time=False, report_progress=False)
+                for name in ('one', 'two')]
+        assert user not in root.handlers
+        for env in envs:
+            env.f_disable_logging()
+        assert root.handlers.count(user) == 1
+        assert not [h for h in root.handlers
+                    if str(tmp_path / 'logs') in getattr(h, 'baseFilename', '')]
+        logging.getLogger('me').info('after the environments')
+    finally:
+        root.removeHandler(user)
+        user.close()
+        root.setLevel(level)
+    with open(user_log) as f:
+        assert f.read().splitlines() == ['before the environments', 'after the environments']
+    for name in ('one', 'two'):
+        with open(str(tmp_path / 'logs' / name / 'LOG.txt')) as f:
+            assert 'after the environments' not in f.read()
+
+
+def test_a_broken_log_config_is_a_minipypet_error_that_undoes_itself(tmp_path):
+    """A log_config dictConfig refuses (a handler it cannot make): a ConfigurationError
+    naming the cause, and the root logger as before."""
+    before = root_handlers()
+    config = {'version': 1, 'disable_existing_loggers': False,
+              'handlers': {'good': {'class': 'logging.StreamHandler'},
+                           'bad': {'class': 'logging.NoSuchHandler'}},
+              'root': {'handlers': ['good', 'bad'], 'level': 'INFO'}}
+    with pytest.raises(mp.ConfigurationError, match="log_config cannot be applied.*'bad'"):
+        mp.Environment('t', storage_service='lazy', log_config=config, add_time=False)
+    assert root_handlers() == before
+
+
+def test_each_environments_log_stdout_goes_to_its_own_logger(tmp_path):
+    """Two environments with different log_stdout loggers: print output goes to the
+    newest one's logger, and to the older one's when the newer is disabled."""
+    got = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            got.append((record.name, record.getMessage()))
+    catch = Catch()
+    for name in ('one', 'two'):
+        logging.getLogger(name).addHandler(catch)
+    stdout = sys.stdout
+    try:
+        env1 = mp.Environment('t1', storage_service='lazy', log_stdout=('one', 30),
+                              add_time=False)
+        env2 = mp.Environment('t2', storage_service='lazy', log_stdout=('two', 30),
+                              add_time=False)
+        print('both live')
+        env2.f_disable_logging()
+        print('the first only')
+        env1.f_disable_logging()
+    finally:
+        for name in ('one', 'two'):
+            logging.getLogger(name).removeHandler(catch)
+    assert sys.stdout is stdout
+    assert got == [('two', 'both live'), ('one', 'the first only')]
 
 
 # =============================================================================================
@@ -12510,536 +13096,3 @@ def test_readme_parallel_blocks_are_guarded():
         if lang == 'python' and re.search(r'multiproc=True|executor=', code) and \
                 'f_run' in code:
             assert "if __name__ == '__main__':" in code, code
-
-
-# ==== pool-r5 (to be sorted into sections) ====
-def append_as_a_worker(filename, idxs):
-    """What a LOCK (or NONE) pool worker does: append runs to the journal itself."""
-    journal = mp._Journal(filename + '.journal')
-    for idx in idxs:
-        journal.append(tuple(handover_record(idx)))
-    journal.close()
-
-
-def no_journal_reads(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError('the checkpoint read the journal again')
-    monkeypatch.setattr(mp._Journal, 'records', classmethod(refuse))
-
-
-@pytest.mark.timeout(120)
-def test_the_parent_folds_the_runs_the_workers_append_as_they_come(
-        file_backend, tmp_path, monkeypatch):
-    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 6)
-    append_as_a_worker(filename, range(3))
-    svc._follow_journal()
-    append_as_a_worker(filename, range(3, 6))
-    svc._follow_journal(claim=True)
-    assert svc._live.end == os.path.getsize(filename + '.journal')
-    no_journal_reads(monkeypatch)
-    traj.f_store()
-    monkeypatch.undo()
-    assert not os.path.exists(filename + '.journal')
-    assert_handover_runs(filename, range(6))
-
-
-@pytest.mark.timeout(120)
-def test_an_append_under_way_is_folded_once_it_is_whole(file_backend, tmp_path, monkeypatch):
-    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 3)
-    append_as_a_worker(filename, range(2))
-    payload = pickle.dumps(tuple(handover_record(2)), protocol=4)
-    record = mp._Journal._HEAD.pack(len(payload), zlib.crc32(payload)) + payload
-    with open(filename + '.journal', 'ab') as f:
-        f.write(record[:len(record) // 2])  # (what a reader can see of a write under way)
-        f.flush()
-        whole = os.path.getsize(filename + '.journal') - len(record) // 2
-        svc._follow_journal()
-        assert svc._live.end == whole  # (the two whole runs; not the half)
-        f.write(record[len(record) // 2:])
-    svc._follow_journal(claim=True)
-    no_journal_reads(monkeypatch)
-    traj.f_store()
-    monkeypatch.undo()
-    assert_handover_runs(filename, range(3))
-
-
-@pytest.mark.timeout(120)
-def test_damage_in_the_journal_ends_the_parents_fold(file_backend, tmp_path, caplog):
-    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
-    append_as_a_worker(filename, range(2))
-    with open(filename + '.journal', 'ab') as f:
-        f.write(b'\x07' * 40)  # (damage; the checkpoint skips it and says so)
-    append_as_a_worker(filename, range(2, 4))
-    svc._follow_journal(claim=True)
-    assert svc._live is None
-    with caplog.at_level(logging.WARNING, logger='minipypet'):
-        traj.f_store()
-    assert any('damaged bytes were skipped' in r.getMessage() for r in caplog.records)
-    assert_handover_runs(filename, range(4))
-
-
-@pytest.mark.timeout(120)
-def test_a_record_appended_after_the_parents_claim_is_folded_too(file_backend, tmp_path):
-    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
-    append_as_a_worker(filename, range(3))
-    svc._follow_journal(claim=True)
-    append_as_a_worker(filename, [3])  # (after the workers: the checkpoint reads it all)
-    traj.f_store()
-    assert_handover_runs(filename, range(4))
-
-
-def processes_seen(names, stop):
-    while not stop:
-        names.update(p.name for p in multiprocessing.active_children())
-        time.sleep(0.01)
-
-
-@needs_fork
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize('wrap_mode', ['LOCK', 'NONE'])
-def test_a_lock_pool_on_a_file_folds_as_it_goes_and_needs_no_manager(
-        file_backend, tmp_path, wrap_mode):
-    """LOCK on a file service: the journal serialises the workers' appends (no Manager
-    lock); the parent folds them while the pool runs, the checkpoint reads none again."""
-    if wrap_mode == 'NONE' and file_backend == 'hdf5':
-        pytest.skip('HDF5 refuses NONE (see HDF5StorageService.multiproc_safe)')
-    filename = path_for(file_backend, tmp_path)
-    env = mp.Environment('traj', add_time=False, log_config=None, report_progress=False,
-                         filename=filename, storage_service=file_backend, multiproc=True,
-                         ncores=2, use_pool=True, wrap_mode=wrap_mode, start_method='fork')
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 0)
-    traj.f_explore({'x': list(range(300))})
-    names, stop = set(), []
-    seer = threading.Thread(target=processes_seen, args=(names, stop), daemon=True)
-    seer.start()
-    taken = []
-    checkpoint = mp._FileService._checkpoint
-
-    def spy(self, extra):
-        taken.append(self._live is not None and self._journal._own ==
-                     [self._live.jid, self._live.end])
-        return checkpoint(self, extra)
-    try:
-        mp._FileService._checkpoint = spy
-        env.f_run(_plain_job_x)
-    finally:
-        mp._FileService._checkpoint = checkpoint
-        stop.append(1)
-        seer.join()
-    assert taken[0] and not any(n.startswith('SyncManager') for n in names)
-    got = load(filename, name='traj', load_data=2)
-    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
-        i: i + 0.5 for i in range(300)}
-
-
-def test_a_batch_times_its_runs_without_the_wait_for_the_store(tmp_path):
-    """The pool sizes batches by the runs' time as the worker measures it: a wait for the
-    lock (or a full queue) is no run's cost."""
-    traj = mp.Trajectory('t', add_time=False)
-    traj.f_add_parameter('x', 0.0)
-    traj.f_explore({'x': [float(i) for i in range(4)]})
-    lock = threading.Lock()
-    ctx = mp._RunContext(traj._worker_copy(), _plain_job_x, (), {}, 'lock',
-                         mp.LazyStorageService(), lock=lock)
-    lock.acquire()
-    threading.Timer(0.5, lock.release).start()
-    t0 = time.perf_counter()
-    out = ctx.run_batch([(i, {'parameters.x': float(i)}, None) for i in range(4)])
-    assert [r.status for r in out] == ['ok'] * 4
-    assert time.perf_counter() - t0 >= 0.45 and 0 < ctx.took < 0.3
-
-
-# ==== issue18-r5 (to be sorted into sections) ====
-LOG_INI = '''
-[loggers]
-keys=root
-[logger_root]
-handlers=main,warn
-level=INFO
-[formatters]
-keys=plain
-[formatter_plain]
-format=%(processName)s %(name)s %(levelname)s %(message)s
-[handlers]
-keys=main,warn
-[handler_main]
-class=FileHandler
-formatter=plain
-args=('LOGS/$traj/$env/LOG.txt',)
-[handler_warn]
-class=FileHandler
-level=WARNING
-formatter=plain
-args=('LOGS/$traj/$env/WARN.txt',)
-[multiproc_loggers]
-keys=root
-[multiproc_logger_root]
-handlers=main,warn
-level=INFO
-[multiproc_formatters]
-keys=plain
-[multiproc_formatter_plain]
-format=%(processName)s %(name)s %(levelname)s %(message)s
-[multiproc_handlers]
-keys=main,warn
-[multiproc_handler_main]
-class=FileHandler
-formatter=plain
-args=('LOGS/$traj/$env/$run_$set_$proc_LOG.txt',)
-[multiproc_handler_warn]
-class=FileHandler
-level=WARNING
-formatter=plain
-args=('LOGS/$traj/$env/$run_$set_$proc_WARN.txt',)
-'''
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize('how', ['serial', pytest.param('pool', marks=needs_fork),
-                                 pytest.param('per_run', marks=needs_spawn)])
-def test_log_config_ini_file_makes_pypets_files_in_main_and_workers(tmp_path, jobs,
-                                                                    how):
-    """pypet's log_config: an .ini file whose file names hold $traj, $env, $run, $set
-    and $proc; its multiproc_ sections set up each worker (a pool worker's $run is
-    run_ALL, a process per run's its run)."""
-    ini = tmp_path / 'log.ini'
-    ini.write_text(LOG_INI.replace('LOGS', str(tmp_path / 'logs')))
-    before = root_handlers()
-    parallel = {'serial': {}, 'pool': dict(multiproc=True, ncores=2, use_pool=True,
-                                           wrap_mode='LOCK', start_method='fork'),
-                'per_run': dict(multiproc=True, ncores=2, use_pool=False,
-                                wrap_mode='QUEUE', start_method='spawn')}[how]
-    env = mp.Environment('inilog', add_time=False, log_config=str(ini),
-                         report_progress=False, storage_service='pickle',
-                         filename=str(tmp_path / 'i.pkl'), **parallel)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1)
-    traj.f_explore({'x': list(range(4))})
-    env.f_run(jobs.log_job)
-    env.f_disable_logging()
-    logging.getLogger('t4job').warning('after the environment')
-    assert set(before) <= set(root_handlers()), 'the handlers it took off are back'
-    assert not [h for h in root_handlers()
-                if str(tmp_path) in getattr(h, 'baseFilename', '')]
-    files = read_logs(str(tmp_path / 'logs' / 'inilog' / env.v_name))
-    assert 'after the environment' not in ''.join(files.values())
-    workers = sorted(name for name in files if name not in ('LOG.txt', 'WARN.txt'))
-    text = ''.join(files[name] for name in workers if name.endswith('_LOG.txt'))
-    if how == 'serial':
-        assert workers == []
-        text = files['LOG.txt']
-    elif how == 'pool':
-        assert len(workers) == 4  # (two workers, two files each, made at its start)
-        name = r'run_ALL_run_set_ALL_PoolWorker-\d-\d+_(LOG|WARN)\.txt$'
-        assert all(re.match(name, n) for n in workers), workers
-    else:
-        runs = [n for n in workers if n.startswith('run_0')]
-        assert len(runs) == 8
-        for n in runs:
-            i = int(n[4:12])
-            assert re.match(r'run_%08d_run_set_00000_Run-%d-\d+_(LOG|WARN)\.txt$'
-                            % (i, i), n), n
-        assert all('QueueProcess' in n for n in workers if n not in runs)
-        for i in range(4):
-            own = [n for n in runs if n.startswith('run_%08d' % i) and 'LOG' in n]
-            assert files[own[0]].count('hello from run') == 1, 'its own run only'
-    for i in range(4):
-        assert text.count('hello from run %d\n' % i) == 1
-        warned = ''.join(v for n, v in files.items() if n.endswith('WARN.txt'))
-        assert warned.count('careful in run %d\n' % i) == 1
-    assert 'debug line' not in ''.join(files.values())
-    assert 'hello from run' not in ''.join(v for n, v in files.items() if 'WARN' in n)
-    if how != 'serial':
-        assert 'hello from run' not in files['LOG.txt'], 'the main file: no run lines'
-    assert mp.runs_table(str(tmp_path / 'i.pkl'))[3]['z'] == 30
-
-
-def test_log_config_dict_log_stdout_and_progress_print(tmp_path, jobs):
-    """A dictConfig dict as log_config; log_stdout sends print output to a logger
-    (until f_disable_logging), and report_progress=(percent, 'print') prints pypet's
-    bar there."""
-    log = str(tmp_path / 'logs' / '$traj' / 'LOG.txt')
-    config = {'version': 1, 'disable_existing_loggers': False,
-              'formatters': {'f': {'format': '%(name)s %(levelname)s %(message)s'}},
-              'handlers': {'file': {'class': 'logging.FileHandler', 'filename': log,
-                                    'formatter': 'f'}},
-              'root': {'handlers': ['file'], 'level': 'INFO'},
-              'multiproc_handlers': {}}
-    stdout = sys.stdout
-    env = mp.Environment('dictlog', add_time=False, log_config=config,
-                         log_stdout=('out', logging.WARNING),
-                         report_progress=(50, 'print'), storage_service='lazy')
-    assert config['handlers']['file']['filename'] == log, 'the dict given is unchanged'
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1)
-    traj.f_explore({'x': list(range(4))})
-    env.f_run(jobs.times_ten)
-    print('after the runs')
-    env.f_disable_logging()
-    assert sys.stdout is stdout
-    print('not logged')
-    with open(str(tmp_path / 'logs' / 'dictlog' / 'LOG.txt')) as f:
-        text = f.read()
-    assert 'out WARNING PROGRESS: Finished 2/4 runs [==========' in text
-    assert 'out WARNING PROGRESS: Finished 4/4 runs [%s] 100.0%%' % ('=' * 20) in text
-    assert 'out WARNING after the runs\n' in text and 'not logged' not in text
-
-
-def test_log_config_refusals_come_before_anything_is_written(tmp_path):
-    """pypet's ValueErrors: log_config together with the simple way (log_folder,
-    logger_names, log_levels, log_multiproc), and a log_config file that is not
-    there."""
-    import configparser
-    parser = configparser.ConfigParser()
-    cases = [(dict(log_config=parser, log_folder=str(tmp_path / 'logs')), 'log_folder'),
-             (dict(log_config=None, logger_names='test'), 'logger_names'),
-             (dict(log_config={'version': 1}, log_multiproc=False), 'log_multiproc'),
-             (dict(log_config=str(tmp_path / 'no.ini')), "no.ini': no such file"),
-             (dict(log_config=42), "log_config must be 'DEFAULT', None"),
-             (dict(log_stdout=('out', 'LOUD')), 'log_level must be a logging level'),
-             (dict(log_folder=str(tmp_path / 'logs'), logger_names=['a', 'b'],
-                   log_levels=[10, 20, 30]), 'one for each of logger_names')]
-    for kwargs, words in cases:
-        with pytest.raises(ValueError, match=re.escape(words)):
-            mp.Environment('refused', filename=str(tmp_path / 'r.pkl'), **kwargs)
-    assert os.listdir(str(tmp_path)) == []
-
-
-@pytest.mark.timeout(120)
-@needs_fork
-def test_log_folder_with_logger_names_levels_and_no_worker_files(tmp_path, jobs):
-    """The seed's files on the loggers pypet's logger_names names, at their
-    log_levels; log_multiproc=False: workers make no files of their own (fork's write
-    to the main's)."""
-    env = mp.Environment('named', add_time=False, log_folder=str(tmp_path / 'logs'),
-                         logger_names=('t4job',), log_levels=(logging.WARNING,),
-                         log_multiproc=False, storage_service='pickle',
-                         filename=str(tmp_path / 'n.pkl'), multiproc=True, ncores=2,
-                         start_method='fork', report_progress=False)
-    traj = env.v_trajectory
-    traj.f_add_parameter('x', 1)
-    traj.f_explore({'x': list(range(4))})
-    with env:
-        env.f_run(jobs.log_job)
-    files = read_logs(str(tmp_path / 'logs' / 'named'))
-    assert sorted(files) == ['main.txt', 'warnings_and_errors.txt']
-    for i in range(4):
-        assert files['main.txt'].count('careful in run %d\n' % i) == 1
-    assert 'hello from run' not in files['main.txt']  # (t4job logs at WARNING)
-    assert not logging.getLogger('t4job').handlers
-    logging.getLogger('t4job').setLevel(logging.NOTSET)
-
-
-def test_log_stdout_without_anywhere_to_log_leaves_print_alone(tmp_path, monkeypatch):
-    """log_stdout=True with no log files and no handler for its logger: print output
-    would vanish, so it stays on stdout (and the log says why)."""
-    monkeypatch.setattr(mp, '_SAID', set())
-    root = logging.getLogger()
-    monkeypatch.setattr(root, 'handlers', [])
-    said = []
-    monkeypatch.setattr(mp, '_say_once', said.append)
-    stdout = sys.stdout
-    env = mp.Environment('plain', add_time=False, log_stdout=True,
-                         storage_service='lazy')
-    assert sys.stdout is stdout and env._log is None
-    assert said and 'print output stays on stdout' in said[0]
-
-
-SMALL_INI = '''
-[loggers]
-keys=root
-[logger_root]
-handlers=main
-level=INFO
-[formatters]
-keys=plain
-[formatter_plain]
-format=%(name)s %(levelname)s %(message)s
-[handlers]
-keys=main
-[handler_main]
-class=FileHandler
-formatter=plain
-args=('LOGS/$traj/LOG.txt',)
-'''
-
-
-def test_an_environment_refused_after_its_logging_leaves_no_trace(tmp_path):
-    """A combination refused in Environment() (wrap_mode='NONE' with a service that is
-    not safe for several processes): there is no environment to disable the logging
-    on, so print output, the root's handlers and the log folder stay as they were."""
-    class Mine(mp.StorageService):
-        def store(self, *args, **kwargs):
-            pass
-
-        def load(self, *args, **kwargs):
-            pass
-    stdout, before = sys.stdout, root_handlers()
-    with pytest.raises(mp.ConfigurationError, match="wrap_mode='NONE'"):
-        mp.Environment('t', storage_service=Mine(), log_folder=str(tmp_path / 'logs'),
-                       log_stdout=True, multiproc=True, wrap_mode='NONE', add_time=False)
-    assert sys.stdout is stdout and root_handlers() == before
-    assert os.listdir(str(tmp_path)) == []
-
-
-def test_two_environments_logging_to_files_come_off_in_any_order(tmp_path):
-    """Two environments with log_config in one process (a notebook): disabling the
-    first, then the second, leaves the root logger as before both; neither puts the
-    other's closed handler back. A user's FileHandler(mode='w') that log_config took
-    off comes back appending to what it wrote."""
-    user_log = str(tmp_path / 'user.log')
-    user = logging.FileHandler(user_log, mode='w')
-    root = logging.getLogger()
-    root.addHandler(user)
-    level = root.level
-    root.setLevel(logging.INFO)
-    try:
-        logging.getLogger('me').info('before the environments')
-        ini = tmp_path / 'log.ini'
-        ini.write_text(SMALL_INI.replace('LOGS', str(tmp_path / 'logs')))
-        envs = [mp.Environment(name, storage_service='lazy', log_config=str(ini),
-                               add_time=False, report_progress=False)
-                for name in ('one', 'two')]
-        assert user not in root.handlers
-        for env in envs:
-            env.f_disable_logging()
-        assert root.handlers.count(user) == 1
-        assert not [h for h in root.handlers
-                    if str(tmp_path / 'logs') in getattr(h, 'baseFilename', '')]
-        logging.getLogger('me').info('after the environments')
-    finally:
-        root.removeHandler(user)
-        user.close()
-        root.setLevel(level)
-    with open(user_log) as f:
-        assert f.read().splitlines() == ['before the environments', 'after the environments']
-    for name in ('one', 'two'):
-        with open(str(tmp_path / 'logs' / name / 'LOG.txt')) as f:
-            assert 'after the environments' not in f.read()
-
-
-def test_a_broken_log_config_is_a_minipypet_error_that_undoes_itself(tmp_path):
-    """A log_config dictConfig refuses (a handler it cannot make): a ConfigurationError
-    naming the cause, and the root logger as before."""
-    before = root_handlers()
-    config = {'version': 1, 'disable_existing_loggers': False,
-              'handlers': {'good': {'class': 'logging.StreamHandler'},
-                           'bad': {'class': 'logging.NoSuchHandler'}},
-              'root': {'handlers': ['good', 'bad'], 'level': 'INFO'}}
-    with pytest.raises(mp.ConfigurationError, match="log_config cannot be applied.*'bad'"):
-        mp.Environment('t', storage_service='lazy', log_config=config, add_time=False)
-    assert root_handlers() == before
-
-
-def test_each_environments_log_stdout_goes_to_its_own_logger(tmp_path):
-    """Two environments with different log_stdout loggers: print output goes to the
-    newest one's logger, and to the older one's when the newer is disabled."""
-    got = []
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            got.append((record.name, record.getMessage()))
-    catch = Catch()
-    for name in ('one', 'two'):
-        logging.getLogger(name).addHandler(catch)
-    stdout = sys.stdout
-    try:
-        env1 = mp.Environment('t1', storage_service='lazy', log_stdout=('one', 30),
-                              add_time=False)
-        env2 = mp.Environment('t2', storage_service='lazy', log_stdout=('two', 30),
-                              add_time=False)
-        print('both live')
-        env2.f_disable_logging()
-        print('the first only')
-        env1.f_disable_logging()
-    finally:
-        for name in ('one', 'two'):
-            logging.getLogger(name).removeHandler(catch)
-    assert sys.stdout is stdout
-    assert got == [('two', 'both live'), ('one', 'the first only')]
-
-
-# ==== speed-r5 (to be sorted into sections) ====
-def test_bits_update_of_a_span_counts_as_one_by_one():
-    import random
-    rng = random.Random(5)
-    for _ in range(300):
-        bits, held = mp._Bits(), set()
-        for _ in range(rng.randint(1, 3)):
-            for idx in rng.sample(range(300), rng.randint(0, 8)):  # (held before)
-                bits.add(idx)
-                held.add(idx)
-            lo = rng.randint(0, 200)
-            batch = dict.fromkeys(range(lo, lo + rng.randint(0, 90)))  # (a sweep's batch)
-            if rng.random() < 0.3:
-                batch = dict.fromkeys(rng.sample(range(260), rng.randint(0, 40)))
-            bits.update(batch)
-            held.update(batch)
-            assert bits.count == len(held)
-            assert [i for i in range(320) if i in bits] == sorted(held)
-
-
-def test_run_span_of_batches_out_of_order_or_spoiled():
-    import types
-    h = types.SimpleNamespace(span=[None, -1], seen=bytearray())
-    mp._note_span(h, [0, 2, 4], (1, 1, True))     # (a pool's runs: gaps filled later)
-    mp._note_span(h, [1, 3], (1, 1))
-    mp._note_span(h, [5, 6, 7], (1, 1, 1))
-    assert h.span == [0, 7] and h.seen.count(1) == 8
-    mp._note_span(h, [7, 8], (1, 1))              # run 7 stored again: no span
-    assert h.span[0] is None and h.seen is None
-    h = types.SimpleNamespace(span=[None, -1], seen=bytearray())
-    mp._note_span(h, [0, 1, 2], (1, 0, 1))        # a run not completed: no span
-    assert h.span[0] is None
-
-
-def test_serial_sweep_freezes_and_thaws_only_what_it_may(file_backend, tmp_path):
-    seen = []
-
-    def job(traj):
-        seen.append(gc.get_freeze_count() > 0)
-        traj.f_add_result('z', traj.x * 2.0)
-    filename = path_for(file_backend, tmp_path)
-    sweep(file_backend, filename, job, n=3)
-    assert seen == [True] * 3 and gc.get_freeze_count() == 0  # thawed at the end
-    mine = [object()]
-    gc.freeze()  # the process froze objects itself: a sweep must not thaw them
-    try:
-        count = gc.get_freeze_count()
-        sweep(file_backend, path_for(file_backend, tmp_path, 'other'), job, n=2,
-              name='other')
-        # (still frozen: only what the sweep freed left the count; thawed it is 0)
-        assert count // 2 < gc.get_freeze_count() <= count and mine
-    finally:
-        gc.unfreeze()
-    assert load(filename, load_results=2).f_get_from_runs('z', fast_access=True) == {
-        run_name(i): 2.0 * i for i in range(3)}
-
-
-def mixed_rows_job(traj):
-    """Rows a segment's fast paths must hand to the long way: a second item, another
-    comment, annotations and an empty leaf, in some runs only."""
-    x = traj.x
-    if x % 4 == 1:
-        traj.f_add_result('r', a=float(x), b=x)
-    elif x % 4 == 2:
-        traj.f_add_result('r', a=float(x), comment='odd one')
-    elif x % 4 == 3:
-        res = traj.f_add_result('r', a=float(x))
-        res.v_annotations.f_set(note=x)
-    else:
-        traj.f_add_result('r', a=float(x))
-
-
-def test_segment_batches_with_exceptions_load_as_stored(file_backend, tmp_path):
-    filename = path_for(file_backend, tmp_path)
-    sweep(file_backend, filename, mixed_rows_job, n=12)
-    got = load(filename, load_results=2)
-    for x in range(12):
-        res = got.f_get('results.runs.%s.r' % run_name(x))
-        assert res.a == float(x)
-        assert (res.b == x) if x % 4 == 1 else not hasattr(res, 'b') or res.f_is_empty()
-        assert res.v_comment == ('odd one' if x % 4 == 2 else '')
-        assert (res.v_annotations.f_get('note') == x) if x % 4 == 3 else \
-            not res.v_annotations.f_to_dict()
