@@ -5928,7 +5928,7 @@ class _Journal:
                     st = os.fstat(self._fd)
             if size is None and self._own is not None:
                 size = os.fstat(self._fd).st_size
-            self._write(data, size)
+            self._write(data, locked)
             if self._own is not None:
                 self._keep(record, payload, size, len(data[0]) + len(payload))
         finally:
@@ -5950,11 +5950,13 @@ class _Journal:
                 self._timer.daemon = True
                 self._timer.start()
 
-    def _write(self, data, size):
+    def _write(self, data, locked):
         """One write of a whole record (head, payload): one system call, so that
-        appenders never interleave. A short write or ENOSPC (a full disk) would leave a
-        torn record that the next one follows: it is cut off again (to `size`, the
-        length before, where known) and the run is not counted as done."""
+        appenders never interleave. A short write or ENOSPC (a full disk) leaves a torn
+        record, and the run is not counted as done. The torn bytes are cut off only under
+        the folder's exclusive lock (`locked`): other processes may be appending after
+        them, and a cut could take their records. Readers skip a torn record; the next
+        store, under the exclusive lock, cuts a torn tail."""
         head, payload = data
         try:
             if len(payload) > 1 << 16 and hasattr(os, 'writev'):
@@ -5965,34 +5967,22 @@ class _Journal:
             written, error = 0, exc
         else:
             error = None
-        while error is None and 0 < written < len(head) + len(payload):
-            # (a short write: the rest again, which on a full disk says ENOSPC itself)
-            rest = memoryview(head)[written:] if written < len(head) else \
-                memoryview(payload)[written - len(head):]
-            try:
-                more = os.write(self._fd, rest)
-            except OSError as exc:
-                error = exc
-            else:
-                written += more
-                if not more:
-                    break
         if written == len(head) + len(payload):
             return
-        if size is None:  # (no folder lock: cut at the last intact record instead)
+        cause = _disk_error_text(self.path, error)  # (before a cut frees the space)
+        if self._own is not None:  # (its records no longer end where the file does)
+            self._own = None
+            if self.listener is not None:
+                self.listener(None, None, None)
+        if locked:
             self.close(sync=False)
             _Journal.repair(self.path)
-        else:
-            try:  # (only where nothing was appended after ours by another process: a
-                # torn record between two intact ones is skipped by the readers anyway)
-                if os.fstat(self._fd).st_size == size + written:
-                    os.ftruncate(self._fd, size)
-            except OSError:
-                pass
-        raise StorageError(
+        exc = StorageError(
             'cannot write to %s: %s; the runs journalled before are safe. Free some space '
             'and resume the sweep (env.f_continue_run with its .cnt file)'
-            % (self.path, _disk_error_text(self.path, error))) from error
+            % (self.path, cause))
+        exc.reason = cause  # (for a message of its own: see Environment._store_first)
+        raise exc from error
 
     # A journal this process started, while it alone appends, holds exactly the records the
     # process appended: each goes to the listener as well (the service folds them as they
@@ -6139,6 +6129,33 @@ class _Journal:
                 raise StorageError('%s is not a minipypet journal (bad header)' % path) \
                     from None
             return jid, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    @classmethod
+    def tail(cls, path, jid, start):
+        """Yield (payload, end offset) of the whole records from `start` on, read with
+        plain reads and without the folder's lock (a follower while others append): an
+        append under way ends it; damage raises ValueError. (Not an mmap: an appender
+        that hits a full disk cuts its torn record off, and a page of an mmap past the
+        end of its file is a SIGBUS.)"""
+        head = len(cls.MAGIC) + 17
+        with open(path, 'rb') as f:
+            first = f.read(head)
+            if not first.startswith(cls.MAGIC) or first[len(cls.MAGIC):head - 1] != \
+                    jid.encode('ascii'):
+                raise ValueError('another journal')
+            f.seek(start)
+            while True:
+                got = f.read(8)
+                if len(got) < 8:
+                    return
+                length, crc = cls._HEAD.unpack(got)
+                payload = f.read(length)
+                if len(payload) < length:
+                    return
+                if length < 2 or payload[0] != 0x80 or zlib.crc32(payload) != crc:
+                    raise ValueError('damage in the journal at byte %d' % start)
+                start += 8 + length
+                yield payload, start
 
     @classmethod
     def records(cls, path, start=0, loads=None, counts=None):
@@ -6754,15 +6771,8 @@ class _FileService(_FromState, StorageService):
         live = self._live
         if live is None or live.broken or live.jid is None:
             return
-        data = scan = None
         try:
-            jid, data = _Journal.open(self._journal.path)
-            if jid != live.jid:
-                raise ValueError('another journal')
-            scan = _Journal.scan(data, live.end)
-            for payload, end in scan:
-                if end - 8 - len(payload) != live.end:  # (damage skipped: not ours to judge)
-                    raise ValueError('a gap in the journal')
+            for payload, end in _Journal.tail(self._journal.path, live.jid, live.end):
                 live.record(_safe_loads(payload))
                 live.end = end
         except BaseException as exc:
@@ -6773,11 +6783,6 @@ class _FileService(_FromState, StorageService):
             logger.debug('folding the workers\' runs as they come failed (%s: %s); the '
                          'checkpoint will read the journal', type(exc).__name__, exc)
             return
-        finally:
-            if scan is not None:
-                scan.close()
-            if hasattr(data, 'close'):
-                data.close()
         if claim:
             self._journal._own = [live.jid, live.end]
 
@@ -10788,6 +10793,12 @@ class _RunContext:
     """What every worker needs, sent once per worker: the trajectory without its
     explored ranges, the job and its arguments, and how to store a finished run."""
 
+    # What a byte of a batch sent to the queue writer costs, in seconds, counted into
+    # `took`: pickled, carried through the Manager and unpickled by the writer (~100 MB/s
+    # in all), so that cheap runs with big results go in small batches (batches of 50
+    # runs of 1 MB each held ~1 GB across the processes at once)
+    QUEUE_BYTE_SECONDS = 1e-8
+
     def __init__(self, traj, job, args, kwargs, store_mode, service, lock=None, queue=None,
                  log_setup=None, clean_up=True, results_path=None):
         self.traj, self.job, self.args, self.kwargs = traj, job, args, kwargs
@@ -10824,13 +10835,15 @@ class _RunContext:
         args, kwargs = self.args, self.kwargs
         if extra is not None:
             args, kwargs = tuple(args) + tuple(extra[0]), dict(kwargs, **extra[1])
-        start = time.time()
+        start, stored = time.time(), False
         try:
             ret = self.job(traj, *args, **kwargs)
-            record = traj._run_record(idx, start, time.time(), 1)
+            record, stored = traj._run_record(idx, start, time.time(), 1), True
             _log_return(self.results, idx, ret)
             self._store(record)
         except BaseException as exc:  # the job, or storing its run, failed: tell the parent
+            if stored:
+                _mark_store_failure(exc)
             tb = traceback.format_exc()
             try:  # with what the run added, as a serial sweep stores a failed run
                 record = traj._run_record(idx, start, time.time(), 0, _format_exc(exc))
@@ -10857,7 +10870,8 @@ class _RunContext:
         """Carry out [(idx, values, extra), ...] and store their records; stops at the first
         failed run. A run counts as done only once flush() has stored its record.
         self.took: the seconds the runs took (without their store: what a pool sizes its
-        batches by, a wait for the lock or the queue being no run's cost)."""
+        batches by, a wait for the lock or the queue being no run's cost), plus what the
+        batch's bytes cost to carry to the queue writer (QUEUE_BYTE_SECONDS)."""
         out, start = [], time.perf_counter()
         for idx, values, extra in tasks:
             if fresh is not None:
@@ -10869,6 +10883,7 @@ class _RunContext:
         try:
             self.flush()
         except BaseException as exc:  # nothing of the batch is stored: all of it failed
+            _mark_store_failure(exc)
             tb, exc_bytes = traceback.format_exc(), _pickled_exception(exc)
             out = [_RunResult('err', r.idx, tb, exc_bytes, r.record) for r in out]
         return out
@@ -10881,7 +10896,9 @@ class _RunContext:
         self.batch = []
         if self.store_mode == 'queue':  # (pickled here: the Manager passes bytes on
             # instead of unpickling and pickling every record again, ~10 us a run)
-            self.queue.put(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            blob = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+            self.took = getattr(self, 'took', 0.0) + len(blob) * self.QUEUE_BYTE_SECONDS
+            self.queue.put(blob)
         elif self.lock is None:  # (a file service: see _Sweep._start_plumbing)
             _store_runs(self.service, batch)
         else:
@@ -10983,6 +11000,15 @@ class _Pristine:
                 self._state((ctx.args, ctx.kwargs)) == self.args
         except Exception:  # (== of something that will not say: changed, to be safe)
             return False
+
+
+def _mark_store_failure(exc):
+    """Mark an exception as the store's, not the job's: record_failed_runs does not go on
+    past it (a full disk would fail every run after)."""
+    try:  # (an attribute: it travels with the pickled exception)
+        exc.minipypet_store_failure = True
+    except AttributeError:
+        pass
 
 
 def _pickled_exception(exc):
@@ -12694,8 +12720,8 @@ class Environment:
                 raise StorageError(
                     'the sweep of %r could not start: its first store into %s failed: %s. '
                     'Nothing of it is stored and no .cnt is left; once that is mended, run '
-                    'it again' % (traj.v_name, service.filename,
-                                  _disk_error_text(service.filename, cause))) from exc
+                    'it again' % (traj.v_name, service.filename, getattr(exc, 'reason', None)
+                                  or _disk_error_text(service.filename, cause))) from exc
             traj.__dict__['_stored'] = True
         else:
             traj.f_store(only_init=True)
@@ -13407,7 +13433,8 @@ class _Sweep:
                 exc = pickle.loads(exc_bytes)
             except Exception:  # an exception class the main process cannot rebuild
                 exc = None
-        if self.env._s.record_failed_runs:
+        if self.env._s.record_failed_runs and not getattr(exc, 'minipypet_store_failure',
+                                                           False):
             self.progress.clear()
             logger.error('run %d failed (recorded, going on):\n%s', idx, value)
             self.progress.step(failed=True)

@@ -5916,6 +5916,33 @@ def test_a_full_disk_for_the_return_values_stops_the_sweep_and_loses_none(file_b
         assert sorted(got) == [(i, bytes([i]) * 300000) for i in range(12)]
 
 
+@pytest.mark.timeout(120)
+@needs_fork
+@pytest.mark.parametrize('wrap_mode', ['LOCK', 'QUEUE'])
+def test_a_full_disk_stops_a_pool_that_records_failed_runs(file_backend, tmp_path,
+                                                             wrap_mode, caplog):
+    """record_failed_runs goes on past a failing job, not past a failing store: a full
+    disk stops the sweep (it went on, every later run 'failed' too, and f_run returned
+    as if the sweep were done); the resume completes it."""
+    with small_disk(tmp_path) as (folder, grow):
+        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
+                             add_time=False, log_config=None, report_progress=False,
+                             continuable=True, continue_folder=folder + '/cnt',
+                             storage_service=CLASSES[file_backend], multiproc=True,
+                             ncores=2, wrap_mode=wrap_mode, start_method='fork',
+                             record_failed_runs=True)
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_explore({'x': list(range(40))})
+        with pytest.raises(mp.StorageError, match='ENOSPC'):
+            env.f_run(random_list_job)
+        assert 'going on' not in caplog.text
+        grow()
+        resumed = mp.Environment(continuable=True, log_config=None, report_progress=False)
+        assert len(resumed.f_continue_run(folder + '/cnt/full.cnt')) == 40
+        got = load(folder + '/full' + SUFFIX[file_backend], load_data=2)
+        assert got.f_is_completed() and len(got.f_get_from_runs('arr', fast_access=True)) == 40
+
+
 def test_a_full_disk_before_the_first_run_leaves_no_cnt_to_resume(file_backend, tmp_path):
     """The store before the runs does not fit: the sweep never started, so no .cnt is
     left to resume it (a resume of it failed with 'holds no trajectory'), and the error
@@ -7592,8 +7619,31 @@ def test_an_append_under_way_is_folded_once_it_is_whole(file_backend, tmp_path, 
 def test_damage_in_the_journal_ends_the_parents_fold(file_backend, tmp_path, caplog):
     filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
     append_as_a_worker(filename, range(2))
+    intact = os.path.getsize(filename + '.journal')
     with open(filename + '.journal', 'ab') as f:
         f.write(b'\x07' * 40)  # (damage; the checkpoint skips it and says so)
+    append_as_a_worker(filename, range(2, 4))
+    svc._follow_journal(claim=True)
+    assert svc._live is None or svc._live.end == intact  # (the fold stops at it)
+    with caplog.at_level(logging.WARNING, logger='minipypet'):
+        traj.f_store()
+    assert any('damaged bytes were skipped' in r.getMessage() for r in caplog.records)
+    assert_handover_runs(filename, range(4))
+
+
+@pytest.mark.timeout(120)
+def test_a_torn_record_a_full_disk_left_between_runs_ends_the_parents_fold(
+        file_backend, tmp_path, caplog):
+    """A worker whose append hit a full disk leaves its torn record (cutting it could
+    take another worker's record appended meanwhile): the parent's fold, which reads with
+    plain reads (an mmap of a file cut meanwhile was a SIGBUS), stops at it, and the
+    checkpoint skips it and stores every whole run."""
+    filename, svc, traj = handover_sweep_start(file_backend, tmp_path, 4)
+    append_as_a_worker(filename, range(2))
+    payload = pickle.dumps(tuple(handover_record(9)), protocol=4)
+    torn = mp._Journal._HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+    with open(filename + '.journal', 'ab') as f:
+        f.write(torn[:-5] + b'\0' * 5)  # (whole length, wrong checksum)
     append_as_a_worker(filename, range(2, 4))
     svc._follow_journal(claim=True)
     assert svc._live is None
@@ -7601,6 +7651,29 @@ def test_damage_in_the_journal_ends_the_parents_fold(file_backend, tmp_path, cap
         traj.f_store()
     assert any('damaged bytes were skipped' in r.getMessage() for r in caplog.records)
     assert_handover_runs(filename, range(4))
+
+
+def test_an_append_that_fails_on_a_full_disk_cuts_nothing_others_append(tmp_path):
+    """A worker's append that hits a full disk leaves its torn bytes: it holds no more
+    than a shared lock, so another worker may be appending after them, and a cut (to
+    where its own write began, or to the last whole record it had read) could take that
+    record. Readers skip the torn bytes; the records before and after are read."""
+    with small_disk(tmp_path, '1m') as (folder, grow):
+        path = folder + '/j.journal'
+        first, second = mp._Journal(path), mp._Journal(path)
+        first.append(('note', 0))
+        before = os.path.getsize(path)
+        with pytest.raises(mp.StorageError, match='ENOSPC'):
+            first.append(('note', b'x' * (2 << 20)))  # (a 2 MB record on a 1 MB disk)
+        torn = os.path.getsize(path)
+        assert torn > before, 'the torn bytes stay'
+        grow()
+        second.append(('note', 2))
+        first.append(('note', 3))
+        for journal in (first, second):
+            journal.close()
+        assert [r for r in mp._Journal.records(path)] == [('note', 0), ('note', 2),
+                                                           ('note', 3)]
 
 
 @pytest.mark.timeout(120)
@@ -9617,6 +9690,31 @@ def test_a_batch_times_its_runs_without_the_wait_for_the_store(tmp_path):
     out = ctx.run_batch([(i, {'parameters.x': float(i)}, None) for i in range(4)])
     assert [r.status for r in out] == ['ok'] * 4
     assert time.perf_counter() - t0 >= 0.45 and 0 < ctx.took < 0.3
+
+
+def _megabyte_job(traj):
+    traj.f_add_result('blob', b'x' * (1 << 20))  # (cheap to make, big to carry)
+
+
+def test_a_queue_batch_counts_the_bytes_it_carries_to_the_writer(tmp_path):
+    """Cheap runs with big results: the time a batch reports counts what its bytes cost
+    through the Manager and the writer, so that the pool sends them in small batches
+    (batches of ~50 runs of 1 MB held ~1 GB across the processes at once)."""
+    traj = mp.Trajectory('t', add_time=False)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_explore({'x': [float(i) for i in range(4)]})
+    manager = multiprocessing.Manager()
+    try:
+        queue = manager.Queue()
+        ctx = mp._RunContext(traj._worker_copy(), _megabyte_job, (), {}, 'queue',
+                             mp.LazyStorageService(), queue=queue)
+        out = ctx.run_batch([(i, {'parameters.x': float(i)}, None) for i in range(4)])
+        assert [r.status for r in out] == ['ok'] * 4 and queue.qsize() == 1
+        per_run = ctx.took / 4
+        assert per_run >= (1 << 20) * ctx.QUEUE_BYTE_SECONDS
+        assert per_run >= mp._Sweep.BATCH_SECONDS / 2, 'a batch of 2 at most'
+    finally:
+        manager.shutdown()
 
 
 # =============================================================================================
