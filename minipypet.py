@@ -12708,20 +12708,31 @@ class Environment:
         snapshot = self._continue_snapshot(job, args, kwargs, per_run)
         write = None if snapshot is None else functools.partial(_write_continue, *snapshot)
         if isinstance(service, _FileService):
-            wrote = []
+            wrote = []  # [the .cnt's bytes before (None: there was none)] once written
+
+            def write_cnt():
+                try:
+                    with open(snapshot[0], 'rb') as f:
+                        old = f.read()
+                except FileNotFoundError:
+                    old = None
+                write()
+                wrote.append(old)
             try:
-                service._store_trajectory(traj, only_init=True, before=None if write is None
-                                          else lambda: wrote.append(write()))
+                service._store_trajectory(traj, only_init=True,
+                                          before=None if write is None else write_cnt)
             except StorageError as exc:
-                if not wrote or traj._stored:
+                if not wrote:
                     raise
-                os.remove(snapshot[0])  # (a .cnt of a sweep that never started misleads)
+                # (the .cnt of a sweep that never started misleads: the one before, if any)
+                _restore_continue(snapshot[0], wrote[0])
                 cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
                 raise StorageError(
-                    'the sweep of %r could not start: its first store into %s failed: %s. '
-                    'Nothing of it is stored and no .cnt is left; once that is mended, run '
-                    'it again' % (traj.v_name, service.filename, getattr(exc, 'reason', None)
-                                  or _disk_error_text(service.filename, cause))) from exc
+                    'the runs of %r could not start: the store before them into %s failed: '
+                    '%s. Nothing of them is stored and the .cnt is as it was; once that is '
+                    'mended, run them again' % (
+                        traj.v_name, service.filename, getattr(exc, 'reason', None)
+                        or _disk_error_text(service.filename, cause))) from exc
             traj.__dict__['_stored'] = True
         else:
             traj.f_store(only_init=True)
@@ -12869,7 +12880,24 @@ def _write_continue(path, data):
         with open(tmp, 'wb') as f:
             f.write(_CNT_MAGIC + _sign(['cnt', data]).encode('ascii') + b'\n')
             f.write(data)
-    _atomic_write(path, write)
+    try:
+        _atomic_write(path, write)
+    except OSError as exc:
+        raise StorageError('cannot write the continue file %s: %s; nothing of the sweep is '
+                           'stored yet' % (path, _disk_error_text(path, exc))) from exc
+
+
+def _restore_continue(path, old):
+    """Put back the .cnt's bytes from before (None: remove it)."""
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(old)
+    try:
+        if old is not None:
+            return _atomic_write(path, write)
+    except OSError:  # (no room for it: none is better than one that cannot resume)
+        pass
+    os.remove(path)
 
 
 def _continue_payload(raw):

@@ -5946,24 +5946,39 @@ def test_a_full_disk_stops_a_pool_that_records_failed_runs(file_backend, tmp_pat
 def test_a_full_disk_before_the_first_run_leaves_no_cnt_to_resume(file_backend, tmp_path):
     """The store before the runs does not fit: the sweep never started, so no .cnt is
     left to resume it (a resume of it failed with 'holds no trajectory'), and the error
-    says to run it again."""
+    says to run it again. The same for new runs of a stored trajectory (the .cnt written
+    for them could not be resumed either): the .cnt is as it was."""
     with small_disk(tmp_path) as (folder, grow):
-        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
-                             add_time=False, log_config=None, report_progress=False,
-                             continuable=True, continue_folder=folder + '/cnt',
+        filename = folder + '/full' + SUFFIX[file_backend]
+        env = mp.Environment('full', filename=filename, add_time=False, log_config=None,
+                             report_progress=False, continuable=True,
+                             continue_folder=folder + '/cnt',
                              storage_service=CLASSES[file_backend])
         env.v_trajectory.f_add_parameter('x', 0)
         env.v_trajectory.f_add_parameter('big', bytes(range(256)) * 12000)  # 3 MB
         env.v_trajectory.f_explore({'x': list(range(3))})
-        with pytest.raises(mp.StorageError, match=r"sweep of 'full' could not start.*"
-                                                  r"ENOSPC.*no \.cnt is left.*run it again"):
+        with pytest.raises(mp.StorageError, match=r"runs of 'full' could not start.*"
+                                                  r"ENOSPC.*\.cnt is as it was.*run them"):
             env.f_run(double_x)
         assert not os.path.exists(folder + '/cnt/full.cnt')
         grow()
         env.f_run(double_x)
-        got = load(folder + '/full' + SUFFIX[file_backend], load_data=2)
+        got = load(filename, load_data=2)
         assert got.f_get_from_runs('y', fast_access=True, use_indices=True) == {
             0: 0, 1: 2, 2: 4}
+        # new runs of the stored trajectory, whose store before them does not fit
+        subprocess.run(['mount', '-o', 'remount,size=4m', folder], check=True)
+        traj = load(filename, load_data=2)
+        traj.f_expand({'x': [3, 4]})
+        traj.f_add_parameter('bigger', bytes(range(256)) * 16000)  # 4 MB
+        again = mp.Environment(trajectory=traj, add_time=False, log_config=None,
+                               report_progress=False, continuable=True,
+                               continue_folder=folder + '/cnt')
+        with pytest.raises(mp.StorageError, match=r"\.cnt is as it was"):
+            again.f_run(double_x)
+        assert not os.path.exists(folder + '/cnt/full.cnt')  # (the first sweep ended)
+        grow()
+        assert len(load(filename, load_data=2)) == 3
 
 
 # ---------------------------------------------------------------------------------------------
