@@ -5809,6 +5809,18 @@ def small_disk(tmp_path, size='2m'):
         subprocess.run(['umount', '-l', str(mount)], capture_output=True)
 
 
+def full_disk_sweep(folder, file_backend, n, **kwargs):
+    """An environment for a sweep of x in range(n) into `folder` (a small disk), resumable
+    from folder/cnt/full.cnt."""
+    env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
+                         add_time=False, log_config=None, report_progress=False,
+                         continuable=True, continue_folder=folder + '/cnt',
+                         storage_service=CLASSES[file_backend], **kwargs)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': list(range(n))})
+    return env
+
+
 FULL_DISK_SCRIPT = '''
 import sys, minipypet as mp
 def job(traj):
@@ -5869,12 +5881,7 @@ def test_a_full_disk_at_the_store_leaves_no_file_open_and_the_same_process_resum
     # closed and removed (a deleted file held open keeps its space: the resume then
     # failed with ENOSPC again, in the same process)
     with small_disk(tmp_path) as (folder, grow):
-        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
-                             add_time=False, log_config=None, report_progress=False,
-                             continuable=True, continue_folder=folder + '/cnt',
-                             storage_service=CLASSES[file_backend])
-        env.v_trajectory.f_add_parameter('x', 0)
-        env.v_trajectory.f_explore({'x': list(range(20))})
+        env = full_disk_sweep(folder, file_backend, 20)
         with pytest.raises(mp.StorageError, match='ENOSPC'):
             env.f_run(random_list_job)
 
@@ -5902,12 +5909,7 @@ def test_a_full_disk_for_the_return_values_stops_the_sweep_and_loses_none(file_b
     there stops the sweep (it was taken for an unpicklable value, and the runs' values
     came back None), and the resume returns every run's value."""
     with small_disk(tmp_path) as (folder, grow):
-        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
-                             add_time=False, log_config=None, report_progress=False,
-                             continuable=True, continue_folder=folder + '/cnt',
-                             storage_service=CLASSES[file_backend])
-        env.v_trajectory.f_add_parameter('x', 0)
-        env.v_trajectory.f_explore({'x': list(range(12))})
+        env = full_disk_sweep(folder, file_backend, 12)
         with pytest.raises(mp.StorageError, match='ENOSPC'):
             env.f_run(big_return_job)
         grow()
@@ -5925,14 +5927,9 @@ def test_a_full_disk_stops_a_pool_that_records_failed_runs(file_backend, tmp_pat
     disk stops the sweep (it went on, every later run 'failed' too, and f_run returned
     as if the sweep were done); the resume completes it."""
     with small_disk(tmp_path) as (folder, grow):
-        env = mp.Environment('full', filename=folder + '/full' + SUFFIX[file_backend],
-                             add_time=False, log_config=None, report_progress=False,
-                             continuable=True, continue_folder=folder + '/cnt',
-                             storage_service=CLASSES[file_backend], multiproc=True,
-                             ncores=2, wrap_mode=wrap_mode, start_method='fork',
-                             record_failed_runs=True)
-        env.v_trajectory.f_add_parameter('x', 0)
-        env.v_trajectory.f_explore({'x': list(range(40))})
+        env = full_disk_sweep(folder, file_backend, 40, multiproc=True, ncores=2,
+                              wrap_mode=wrap_mode, start_method='fork',
+                              record_failed_runs=True)
         with pytest.raises(mp.StorageError, match='ENOSPC'):
             env.f_run(random_list_job)
         assert 'going on' not in caplog.text
@@ -11310,7 +11307,7 @@ def test_niceness_makes_the_workers_nicer_as_pypets(tmp_path, use_pool):
 # ---------------------------------------------------------------------------------------------
 # pypet's log_config, log_stdout, logger_names; logging that undoes itself
 # ---------------------------------------------------------------------------------------------
-LOG_INI = '''
+LOG_MAIN_INI = '''
 [loggers]
 keys=root
 [logger_root]
@@ -11331,27 +11328,10 @@ class=FileHandler
 level=WARNING
 formatter=plain
 args=('LOGS/$traj/$env/WARN.txt',)
-[multiproc_loggers]
-keys=root
-[multiproc_logger_root]
-handlers=main,warn
-level=INFO
-[multiproc_formatters]
-keys=plain
-[multiproc_formatter_plain]
-format=%(processName)s %(name)s %(levelname)s %(message)s
-[multiproc_handlers]
-keys=main,warn
-[multiproc_handler_main]
-class=FileHandler
-formatter=plain
-args=('LOGS/$traj/$env/$run_$set_$proc_LOG.txt',)
-[multiproc_handler_warn]
-class=FileHandler
-level=WARNING
-formatter=plain
-args=('LOGS/$traj/$env/$run_$set_$proc_WARN.txt',)
 '''
+# pypet's multiproc_ sections: the same for each worker, into files named after it
+LOG_INI = LOG_MAIN_INI + re.sub(r'^\[', '[multiproc_', LOG_MAIN_INI, flags=re.M).replace(
+    '$env/', '$env/$run_$set_$proc_')
 
 
 @pytest.mark.timeout(120)
