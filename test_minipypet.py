@@ -8661,8 +8661,9 @@ def test_resume_killed_again_then_resumed(tmp_path, jobs_dir, monkeypatch, setti
     filename, cnt = datafile(tmp_path, backend), str(tmp_path / 't.cnt')
     log, marker = str(tmp_path / 'exec.log'), str(tmp_path / 'killed')
     proc = start_sweep(tmp_path, jobs_dir, backend, settings,
-                       {'log': log, 'sleep': 0.3, 'at': 2, 'how': 'killpg', 'marker': marker})
-    try:  # runs of 0.3 s: slow enough for the resume to be caught in the middle below
+                       {'log': log, 'sleep': 0.6, 'at': 2, 'how': 'killpg', 'marker': marker})
+    try:  # runs of 0.6 s: slow enough for the resume to be caught in the middle below,
+        # even where reading the file to see how far it got is slow (a load average of 8)
         proc.communicate(timeout=60)
     finally:
         kill_group(proc)
