@@ -6095,9 +6095,16 @@ class _Journal:
                     continue
                 nxt = pos + 1  # damaged or torn: look for the next record that checks out
                 while nxt + 8 <= size:
+                    # (a record's payload starts with the byte 0x80: find() skips to the
+                    # next one at C speed, through megabytes of a torn array)
+                    mark = data.find(b'\x80', nxt + 8)
+                    if mark < 0:
+                        nxt = size
+                        break
+                    nxt = mark - 8
                     length, crc = unpack(data, nxt)
-                    if 1 < length and nxt + 8 + length <= size and data[nxt + 8] == 0x80 \
-                            and crc32(view[nxt + 8:nxt + 8 + length]) == crc:
+                    if 1 < length and nxt + 8 + length <= size and \
+                            crc32(view[nxt + 8:nxt + 8 + length]) == crc:
                         break
                     nxt += 1
                 pos = nxt
