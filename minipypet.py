@@ -1368,8 +1368,11 @@ class NNGroupNode(NNTreeNode):
     def _add_branch_group(self, branch, name, comment):
         root = self._root()
         if isinstance(name, NNGroupNode):  # (pypet: a name or a group instance)
-            return self._branch_start(branch, 'group %r' % name._full_name)._add_group_node(
-                name)
+            start = self._branch_start(branch, 'group %r' % name._full_name)
+            if '.' in name._full_name and not (name._traj is root and
+                                               root._nodes.get(name._full_name) is name):
+                name._rename(_strip_branch(name._full_name, branch, start))
+            return start._add_group_node(name)
         if branch in ('parameters', 'config') and root._is_run:
             raise ParameterLockedError(
                 'cannot add the %s group %r during run %d: parameters and config must be '
@@ -1455,14 +1458,18 @@ class NNGroupNode(NNTreeNode):
 
     def _add_group_node(self, group, links=None):
         """Add `group` itself where its name says, with the nodes it holds (a group made
-        on its own, or removed from its trajectory). Links come last."""
+        on its own, or removed from its trajectory). Links come last. In a run, a group
+        below results or derived_parameters goes into the run, as a leaf does."""
         root, outer = self._root(), links is None
+        start, rel = self, group._full_name
         if outer:
             self._check_group_to_add(group, root)
+            if isinstance(root, Trajectory) and root._is_run:
+                start, rel = root, root._run_path(self._join(group._full_name))
         kids, own_links = dict(group._children), dict(group._links)
         links = [] if outer else links
         count = len(root._nodes)
-        new = root._add_path(self, group._full_name, None, '')
+        new = root._add_path(start, rel, None, '')
         if new is group:
             return group
         if outer and len(root._nodes) == count:  # (pypet: one node of a name)
@@ -1495,7 +1502,18 @@ class NNGroupNode(NNTreeNode):
                 '%s belongs to trajectory %r, and a node is in one trajectory at a time: add '
                 'a copy (copy.deepcopy(node)), or remove it there first (f_remove_child)'
                 % (group._full_name, owner.v_name))
+        if owner is root and root._nodes.get(group._full_name) is group:
+            raise InvalidNameError(
+                '%s is in this trajectory already, and a node is in one place at a time: '
+                'link to it (f_add_link), or add a copy (copy.deepcopy(node))'
+                % group._full_name)
         self._check_group_kind(group)
+        branch = self._join(group._full_name).partition('.')[0]
+        if isinstance(root, Trajectory) and root._is_run and \
+                ABBREVIATIONS.get(branch, branch) in ('parameters', 'config'):
+            raise ParameterLockedError(
+                'cannot add the group %s during run %d: parameters and config must be added '
+                'before the runs' % (self._join(group._full_name), root._idx))
         todo = [group]
         for g in todo:
             todo.extend(c for c in g._children.values() if not c.v_is_leaf)
@@ -5238,6 +5256,19 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         self._new_leaves.append(leaf)
         return True
 
+    def _run_path(self, full):
+        """`full` (dotted, from the root) where a run's addition goes: below
+        <branch>.runs.run_XXXXXXXX in results and derived_parameters, unless it names a
+        run itself (as _add_path places a run's leaves)."""
+        parts = [self._translate(p) if p in ('$', 'crun', '$set', 'crunset') else p
+                 for p in full.split('.')]
+        parts[0] = ABBREVIATIONS.get(parts[0], parts[0])
+        if parts[0] in _RUN_BRANCHES and len(parts) > 1 and self._props['auto_run_prepend'] \
+                and not any(_RUN_RE.fullmatch(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
+            parts[2 if parts[1] == 'runs' else 1:2 if parts[1] == 'runs' else 1] = (
+                [_run_name(self._idx)] if parts[1] == 'runs' else ['runs', _run_name(self._idx)])
+        return '.'.join(parts)
+
     def _add_path(self, start, rel_name, leaf, comment):
         if leaf is not None and self._is_run and start._full_name in _RUN_BRANCHES and \
                 (rel_name in _PLAIN_NAMES or _plain_name(rel_name)) and \
@@ -5953,10 +5984,10 @@ class _Journal:
     def _write(self, data, locked):
         """One write of a whole record (head, payload): one system call, so that
         appenders never interleave. A short write or ENOSPC (a full disk) leaves a torn
-        record, and the run is not counted as done. The torn bytes are cut off only under
-        the folder's exclusive lock (`locked`): other processes may be appending after
-        them, and a cut could take their records. Readers skip a torn record; the next
-        store, under the exclusive lock, cuts a torn tail."""
+        record, and the run is not counted as done. The torn bytes are never cut (other
+        processes may be appending after them, and readers may have the file mapped):
+        readers skip them, and under the folder's exclusive lock (`locked`, or the next
+        store) their space is freed (see repair)."""
         head, payload = data
         try:
             if len(payload) > 1 << 16 and hasattr(os, 'writev'):
@@ -6209,7 +6240,11 @@ class _Journal:
 
     @classmethod
     def repair(cls, path):
-        """Cut a torn tail off so that new records follow the last intact one."""
+        """Free a torn tail's disk space (call it under the folder's exclusive lock). The
+        file is not cut: a reader without the lock (a load, `check`) may have it mapped,
+        and a page of an mmap past the end of its file is a SIGBUS. Where the file system
+        can, the tail becomes a hole that reads as zeros, which never pass for a record;
+        elsewhere it stays. New records follow it, and readers skip it."""
         jid, _, end, skipped = cls.read(path, parse=False)
         if jid is None:
             if skipped:
@@ -6217,11 +6252,15 @@ class _Journal:
             return None
         size = os.path.getsize(path)
         if size > end:
-            logger.warning('journal %s: dropped %d bytes of an interrupted write at its end',
-                           path, size - end)
-            with open(path, 'r+b') as f:
-                f.truncate(end)
-                os.fsync(f.fileno())
+            logger.warning('journal %s: %d bytes of an interrupted write at its end are '
+                           'skipped', path, size - end)
+            libc = _libc()
+            if libc is not None:
+                import ctypes
+                with open(path, 'r+b') as f:  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                    if libc.fallocate(f.fileno(), 3, ctypes.c_int64(end),
+                                      ctypes.c_int64(size - end)) == 0:
+                        os.fsync(f.fileno())
         return jid
 
 
@@ -12890,8 +12929,8 @@ def _write_continue(path, data):
     try:
         _atomic_write(path, write)
     except OSError as exc:
-        raise StorageError('cannot write the continue file %s: %s; nothing of the sweep is '
-                           'stored yet' % (path, _disk_error_text(path, exc))) from exc
+        raise StorageError('cannot write the continue file %s: %s; the runs stored before '
+                           'stay stored' % (path, _disk_error_text(path, exc))) from exc
 
 
 def _restore_continue(path, old):

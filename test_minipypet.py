@@ -1111,6 +1111,50 @@ def test_group_instances_as_pypet_adds_them():
     assert traj.f_get('linked.inside') is traj.f_get('linked.a')
 
 
+def group_in_a_run_job(traj):
+    traj.res.g = mp.ResultGroup('g')  # (a new one each run: it goes into the run)
+    traj.res.g.f_add_result('r', traj.x)
+    traj.f_add_result_group(mp.ResultGroup('h')).f_add_result('s', -traj.x)
+
+
+def test_group_instances_in_runs_and_refusals_that_change_nothing(tmp_path):
+    """A group instance added in a run goes into the run (results.runs.run_X.g), as a
+    leaf does (it went to results.g, and the next run was refused); a parameter group in
+    a run, a group of this very trajectory and a branch prefix in an instance's name."""
+    env = mp.Environment('t', filename=str(tmp_path / 't.pkl'), add_time=False,
+                         log_config=None, report_progress=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [0, 1, 2]})
+    env.f_run(group_in_a_run_job)
+    got = load(str(tmp_path / 't.pkl'), load_data=2)
+    for i in range(3):
+        assert got.f_get('results.runs.%s.g.r' % run_name(i)).f_get() == i
+        assert got.f_get('results.runs.%s.h.s' % run_name(i)).f_get() == -i
+    assert 'g' not in got.results._children and 'h' not in got.results._children
+    group = mp.ParameterGroup('late')
+    group.f_add_parameter('p', 1)
+    traj._start_run(0)
+    try:
+        before = set(traj._nodes)
+        with pytest.raises(mp.ParameterLockedError, match='group parameters.late during run'):
+            traj.f_add_parameter_group(group)
+        with pytest.raises(mp.ParameterLockedError):
+            traj.par.late = group
+        assert set(traj._nodes) == before and list(group._children) == ['p']
+    finally:
+        traj._finish_run(traj._run_record(0, 0.0, 0.0, 1), True)
+    other = mp.Trajectory('o')
+    other.f_add_parameter('g.p', 1)
+    with pytest.raises(mp.InvalidNameError, match='parameters.g is in this trajectory already'):
+        other.f_add_parameter_group(other.par.g)
+    assert other.f_get('parameters.g.p').v_full_name == 'parameters.g.p'
+    assert sorted(other._nodes) == ['config', 'derived_parameters', 'parameters',
+                                    'parameters.g', 'parameters.g.p', 'results']
+    named = other.f_add_result_group(mp.ResultGroup('results.rg'))
+    assert named.v_full_name == 'results.rg'
+
+
 def test_generic_addition_with_a_dotted_name_creates_the_groups():
     # traj.par.g = Parameter('g.sub.x', 1) gives parameters.g.sub.x, not parameters.g.g.sub.x
     traj = mp.Trajectory('t')
@@ -7686,6 +7730,29 @@ def test_an_append_that_fails_on_a_full_disk_cuts_nothing_others_append(tmp_path
             journal.close()
         assert [r for r in mp._Journal.records(path)] == [('note', 0), ('note', 2),
                                                            ('note', 3)]
+
+
+def test_repair_frees_a_torn_tails_space_without_cutting_the_file(tmp_path):
+    """A torn tail is never cut off (a reader without the lock may have the journal
+    mapped, and a page of an mmap past the end of its file is a SIGBUS): under the
+    exclusive lock its space is freed as a hole that reads as zeros (Linux), readers
+    skip it, and new records follow it."""
+    with small_disk(tmp_path, '4m') as (folder, grow):
+        path = folder + '/j.journal'
+        journal = mp._Journal(path, fsync_interval=None)
+        journal.append(('note', 0))
+        journal.close()
+        with open(path, 'ab') as f:
+            f.write(os.urandom(2 << 20))  # (a torn 2 MB record)
+        size, blocks = os.path.getsize(path), os.stat(path).st_blocks
+        assert mp._Journal.repair(path) is not None
+        assert os.path.getsize(path) == size, 'not cut'
+        if sys.platform.startswith('linux'):
+            assert os.stat(path).st_blocks < blocks // 4, 'its space is freed'
+        journal = mp._Journal(path, fsync_interval=None)
+        journal.append(('note', 1))
+        journal.close()
+        assert list(mp._Journal.records(path)) == [('note', 0), ('note', 1)]
 
 
 @pytest.mark.timeout(120)
