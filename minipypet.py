@@ -5838,7 +5838,9 @@ class _Journal:
 
     MAGIC = b'MPJOURNAL1\n'
     _HEAD = struct.Struct('<II')
-    _MAX_RECORD = 1 << 31
+    # what one write() takes whole (Linux writes at most 0x7ffff000 bytes a call), with
+    # the record's head: a record is one call, so that appenders never interleave
+    _MAX_RECORD = 0x7ffff000 - 8
 
     def __init__(self, path, fsync_interval=1.0, folder_lock=True):
         self.path, self.fsync_interval = path, fsync_interval
@@ -5931,6 +5933,13 @@ class _Journal:
         """Append one record (`locked`: the caller holds the folder's exclusive lock)."""
         # (a _RunRecord goes in as the plain tuple: no class of minipypet's in the file)
         payload = pickle.dumps(record if type(record) is tuple else tuple(record), protocol=4)
+        if len(payload) > self._MAX_RECORD:
+            what = 'run %d' % record[2] if record[0] == 'run' else 'the %s record' % record[0]
+            raise StorageError(
+                'the data of %s is %.2f GB, more than one journal record holds (%.2f GB): '
+                'nothing of it is written. Store it as several results of less than that '
+                'each (e.g. f_add_result(\'part_0\', ...), ...)'
+                % (what, len(payload) / 1e9, self._MAX_RECORD / 1e9))
         data = (self._HEAD.pack(len(payload), zlib.crc32(payload)), payload)
         if self._fd is None or self._pid != _FORKS[0]:
             self._open()

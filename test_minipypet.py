@@ -7732,6 +7732,24 @@ def test_an_append_that_fails_on_a_full_disk_cuts_nothing_others_append(tmp_path
                                                            ('note', 3)]
 
 
+def test_a_record_bigger_than_one_write_is_refused_before_it_is_written(tmp_path):
+    """A journal record is one write() (appenders never interleave), and Linux writes at
+    most ~2 GiB a call: a bigger run was a torn record taken for a full disk. Now it is
+    refused by name before anything is written (a small limit stands in for 2 GiB)."""
+    assert mp._Journal._MAX_RECORD == 0x7ffff000 - 8
+    path = str(tmp_path / 'j.journal')
+    journal = mp._Journal(path, fsync_interval=None)
+    journal.append(('note', 0))
+    size = os.path.getsize(path)
+    journal._MAX_RECORD = 1000
+    with pytest.raises(mp.StorageError, match=r'the data of run 7 is .* nothing of it is '
+                                              r'written\. Store it as several results'):
+        journal.append(('run', 't', 7, b'x' * 2000))
+    journal.close()
+    assert os.path.getsize(path) == size
+    assert list(mp._Journal.records(path)) == [('note', 0)]
+
+
 def test_repair_frees_a_torn_tails_space_without_cutting_the_file(tmp_path):
     """A torn tail is never cut off (a reader without the lock may have the journal
     mapped, and a page of an mmap past the end of its file is a SIGBUS): under the
