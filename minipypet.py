@@ -1461,15 +1461,12 @@ class NNGroupNode(NNTreeNode):
         on its own, or removed from its trajectory). Links come last. In a run, a group
         below results or derived_parameters goes into the run, as a leaf does."""
         root, outer = self._root(), links is None
-        start, rel = self, group._full_name
         if outer:
             self._check_group_to_add(group, root)
-            if isinstance(root, Trajectory) and root._is_run:
-                start, rel = root, root._run_path(self._join(group._full_name))
         kids, own_links = dict(group._children), dict(group._links)
         links = [] if outer else links
         count = len(root._nodes)
-        new = root._add_path(start, rel, None, '')
+        new = root._add_path(self, group._full_name, None, '', in_run=outer)
         if new is group:
             return group
         if outer and len(root._nodes) == count:  # (pypet: one node of a name)
@@ -1496,17 +1493,15 @@ class NNGroupNode(NNTreeNode):
         """Refuse, before anything changes, a group of another kind than its branch's, one
         of another trajectory, and one holding a link to a node of neither."""
         owner = group._traj
-        if owner is not None and owner is not root and not isinstance(owner, _Holder) and \
-                owner._nodes.get(group._full_name) is group:
-            raise InvalidNameError(
-                '%s belongs to trajectory %r, and a node is in one trajectory at a time: add '
-                'a copy (copy.deepcopy(node)), or remove it there first (f_remove_child)'
-                % (group._full_name, owner.v_name))
-        if owner is root and root._nodes.get(group._full_name) is group:
+        if owner is not None and not isinstance(owner, _Holder) and \
+                owner._nodes.get(group._full_name) is group:  # (a node is in one place)
             raise InvalidNameError(
                 '%s is in this trajectory already, and a node is in one place at a time: '
                 'link to it (f_add_link), or add a copy (copy.deepcopy(node))'
-                % group._full_name)
+                % group._full_name if owner is root else
+                '%s belongs to trajectory %r, and a node is in one trajectory at a time: add '
+                'a copy (copy.deepcopy(node)), or remove it there first (f_remove_child)'
+                % (group._full_name, owner.v_name))
         self._check_group_kind(group)
         branch = self._join(group._full_name).partition('.')[0]
         if isinstance(root, Trajectory) and root._is_run and \
@@ -5256,20 +5251,10 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
         self._new_leaves.append(leaf)
         return True
 
-    def _run_path(self, full):
-        """`full` (dotted, from the root) where a run's addition goes: below
-        <branch>.runs.run_XXXXXXXX in results and derived_parameters, unless it names a
-        run itself (as _add_path places a run's leaves)."""
-        parts = [self._translate(p) if p in ('$', 'crun', '$set', 'crunset') else p
-                 for p in full.split('.')]
-        parts[0] = ABBREVIATIONS.get(parts[0], parts[0])
-        if parts[0] in _RUN_BRANCHES and len(parts) > 1 and self._props['auto_run_prepend'] \
-                and not any(_RUN_RE.fullmatch(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
-            parts[2 if parts[1] == 'runs' else 1:2 if parts[1] == 'runs' else 1] = (
-                [_run_name(self._idx)] if parts[1] == 'runs' else ['runs', _run_name(self._idx)])
-        return '.'.join(parts)
-
-    def _add_path(self, start, rel_name, leaf, comment):
+    def _add_path(self, start, rel_name, leaf, comment, in_run=False):
+        """Add `leaf` (None: a group) at `rel_name` below `start`, making the groups on
+        the way; in a run, a leaf (or, `in_run`, a group) below results or
+        derived_parameters goes into the run."""
         if leaf is not None and self._is_run and start._full_name in _RUN_BRANCHES and \
                 (rel_name in _PLAIN_NAMES or _plain_name(rel_name)) and \
                 self._props['auto_run_prepend']:
@@ -5288,8 +5273,8 @@ class Trajectory(_RunsMixin, _StorageMixin, NNGroupNode):
                 _RUN_RE.fullmatch(parts[1]) or parts[1] == RUN_NAME_DUMMY or
                 _SET_RE.fullmatch(parts[1])):
             parts.insert(1, 'runs')  # the seed's results.run_XXXXXXXX.z is results.runs...
-        if self._is_run and leaf is not None and parts[0] in ('results', 'derived_parameters') \
-                and self._props['auto_run_prepend'] and \
+        if self._is_run and (leaf is not None or in_run) and len(parts) > 1 and \
+                parts[0] in _RUN_BRANCHES and self._props['auto_run_prepend'] and \
                 not any(_RUN_RE.fullmatch(p) or p == RUN_NAME_DUMMY for p in parts[1:]):
             if parts[1] == 'runs' and start._full_name == parts[0] + '.runs':
                 parts.insert(2, _run_name(self._idx))  # traj.res.runs.f_add_result('z')
@@ -6009,7 +5994,7 @@ class _Journal:
             error = None
         if written == len(head) + len(payload):
             return
-        cause = _disk_error_text(self.path, error)  # (before a cut frees the space)
+        cause = _disk_error_text(self.path, error)  # (before repair frees the space)
         if self._own is not None:  # (its records no longer end where the file does)
             self._own = None
             if self.listener is not None:
@@ -6181,9 +6166,9 @@ class _Journal:
     def tail(cls, path, jid, start):
         """Yield (payload, end offset) of the whole records from `start` on, read with
         plain reads and without the folder's lock (a follower while others append): an
-        append under way ends it; damage raises ValueError. (Not an mmap: an appender
-        that hits a full disk cuts its torn record off, and a page of an mmap past the
-        end of its file is a SIGBUS.)"""
+        append under way ends it; damage raises ValueError. (Plain reads, not an mmap:
+        a page of an mmap past the end of its file is a SIGBUS, so a reader that maps
+        a file must be sure that nothing cuts it.)"""
         head = len(cls.MAGIC) + 17
         with open(path, 'rb') as f:
             first = f.read(head)
@@ -10866,7 +10851,7 @@ class _RunContext:
         self.results = _Journal(results_path, folder_lock=False) if results_path else None
         # QUEUE and LOCK: the records of a batch of runs, stored by flush() at its end
         # (one Manager round trip a batch instead of one or two a run)
-        self.batch = []
+        self.batch, self.took = [], 0.0
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -10952,7 +10937,7 @@ class _RunContext:
         if self.store_mode == 'queue':  # (pickled here: the Manager passes bytes on
             # instead of unpickling and pickling every record again, ~10 us a run)
             blob = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-            self.took = getattr(self, 'took', 0.0) + len(blob) * self.QUEUE_BYTE_SECONDS
+            self.took += len(blob) * self.QUEUE_BYTE_SECONDS
             self.queue.put(blob)
         elif self.lock is None:  # (a file service: see _Sweep._start_plumbing)
             _store_runs(self.service, batch)
