@@ -6003,9 +6003,9 @@ class _Journal:
             self.close(sync=False)
             _Journal.repair(self.path)
         exc = StorageError(
-            'cannot write to %s: %s; the runs journalled before are safe. Free some space '
-            'and resume the sweep (env.f_continue_run with its .cnt file)'
-            % (self.path, cause))
+            'cannot write to %s: %s; the runs journalled before are safe. %s and resume '
+            'the sweep (env.f_continue_run with its .cnt file)'
+            % (self.path, cause, _disk_fix(cause)))
         exc.reason = cause  # (for a message of its own: see Environment._store_first)
         raise exc from error
 
@@ -7568,9 +7568,14 @@ class _Segment:
 
 
 def _disk_error_text(path, error=None):
-    """What went wrong writing near `path`: the disk named as full where it is (ENOSPC)."""
+    """What went wrong writing near `path`: the disk named as full where it is (ENOSPC),
+    and a file grown to the largest size allowed (EFBIG) as that."""
     import errno
-    full = error is not None and getattr(error, 'errno', None) in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(error, 'errno', None)
+    if code == errno.EFBIG or error is None and _at_size_limit(path):
+        return ('the file reached the largest size allowed (EFBIG: the file-size limit of '
+                'this process, ulimit -f, or the largest file of its file system)')
+    full = code in (errno.ENOSPC, errno.EDQUOT)
     if not full:
         try:
             st = os.statvfs(os.path.dirname(os.path.abspath(path)))
@@ -7581,6 +7586,24 @@ def _disk_error_text(path, error=None):
         return 'the disk is full (ENOSPC)'
     return '%s: %s' % (type(error).__name__, error) if error is not None else \
         'a short write (the disk is full?)'
+
+
+def _at_size_limit(path):
+    """True if `path` is as large as this process may make a file (RLIMIT_FSIZE): a
+    write beyond it is cut short without an error."""
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return limit != resource.RLIM_INFINITY and os.path.getsize(path) >= limit
+    except (ImportError, OSError, AttributeError, ValueError):
+        return False
+
+
+def _disk_fix(cause):
+    """What to do about _disk_error_text's `cause` before a resume."""
+    if 'EFBIG' in cause:
+        return 'Raise that limit (or use a file system that holds larger files)'
+    return 'Free some space' if 'ENOSPC' in cause or 'full' in cause else 'Mend that'
 
 
 def _files_stamp(service):
@@ -12051,9 +12074,18 @@ class _Settings:
         progress = a['report_progress']
         if progress not in (False, None, 0) and not (
                 isinstance(progress, tuple) and len(progress) == 3
-                and 0 < progress[0] <= 100):
+                and isinstance(progress[0], (int, float)) and 0 < progress[0] <= 100
+                and isinstance(progress[1], str)):
             bad('report_progress must be True, False, a percent, a logger name or '
                 '(percent, logger name or "print", level), got %r' % (progress,))
+        if isinstance(progress, tuple):  # (checked here: a sweep would fail at its first
+            try:  # report, after the store before the runs)
+                if progress[2] is None:
+                    raise ConfigurationError('no level')
+                a['report_progress'] = progress[:2] + (_log_level(progress[2]),)
+            except ConfigurationError:
+                bad('report_progress %r: its level must be a logging level (logging.INFO, '
+                    'or a name such as "INFO"), got %r' % (progress, progress[2]))
 
 
 # ============================================================================================

@@ -5915,6 +5915,38 @@ def test_a_full_disk_stops_the_sweep_and_the_resume_completes_it(file_backend, t
             i: [float(i)] * 20000 for i in range(30)}
 
 
+@posix_only
+def test_a_file_at_its_size_limit_is_named_as_that_and_the_resume_completes_it(file_backend,
+                                                                             tmp_path):
+    # EFBIG (ulimit -f here; a FAT disk's 4 GB alike) is no full disk: "free some space"
+    # would send the user the wrong way. A write beyond the limit is cut short silently.
+    import resource
+    script = tmp_path / 'full.py'
+    script.write_text(FULL_DISK_SCRIPT)
+    suffix, folder = SUFFIX[file_backend], str(tmp_path / 'data')
+    os.mkdir(folder)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+    out = subprocess.run([sys.executable, str(script), folder, 'run', suffix],
+                         cwd=str(tmp_path), env=subprocess_env(), capture_output=True,
+                         timeout=120, preexec_fn=limit)
+    text = out.stdout.decode()
+    assert 'STORAGE' in text and 'EFBIG' in text and 'ulimit -f' in text, \
+        text + out.stderr.decode()
+    assert 'Free some space' not in text and 'Raise that limit' in text
+    journalled = load(folder + '/full' + suffix, load_data=2)
+    done = [i for i in range(30) if journalled.f_is_completed(i)]
+    assert done and len(done) < 30
+    for i in done:
+        assert journalled.f_get('results.runs.%s.arr' % run_name(i)).arr == [float(i)] * 20000
+    out = subprocess.run([sys.executable, str(script), folder, 'resume', suffix],
+                         cwd=str(tmp_path), env=subprocess_env(), capture_output=True,
+                         timeout=120)
+    assert 'RESUMED 30' in out.stdout.decode(), out.stderr.decode()
+    assert load(folder + '/full' + suffix, load_data=2).f_is_completed()
+
+
 def random_list_job(traj):
     traj.f_add_result('arr', [random.random() for _ in range(8000)])  # (incompressible)
 
@@ -10855,6 +10887,28 @@ def test_report_progress_print_and_off(tmp_path, jobs, capsys):
     env.v_trajectory.f_explore({'x': list(range(4))})
     env.f_run(jobs.times_ten)
     assert 'remaining' not in capsys.readouterr().out
+
+
+def test_report_progress_level_by_name_and_bad_forms_refused_before_a_write(tmp_path, jobs,
+                                                                          caplog):
+    # a level name works as logging's own do; a bad level or logger name is refused by the
+    # Environment (pypet fails at the first report, after the store before the runs)
+    env = mp.Environment('pn', add_time=False, log_config=None, storage_service='lazy',
+                         report_progress=(50, 'my.named', 'warning'))
+    env.v_trajectory.f_add_parameter('x', 1)
+    env.v_trajectory.f_explore({'x': list(range(4))})
+    with caplog.at_level(logging.WARNING, logger='my.named'):
+        env.f_run(jobs.times_ten)
+    assert [r.levelno for r in caplog.records if r.name == 'my.named'][-1] == logging.WARNING
+    filename = str(tmp_path / 'rp.hdf5')
+    for bad, said in (((10, 'minipypet', 'LOUD'), "'LOUD'"), ((10, 'minipypet', None), 'None'),
+                      ((10, 5, logging.INFO), 'logger name'),
+                      (('10', 'minipypet', logging.INFO), 'percent')):
+        with pytest.raises(mp.ConfigurationError) as info:
+            mp.Environment('rp', filename=filename, add_time=False, log_config=None,
+                           report_progress=bad)
+        assert 'report_progress' in str(info.value) and said in str(info.value)
+        assert not os.path.exists(filename)
 
 
 def test_progressbar_helper(capsys, caplog):
