@@ -10121,9 +10121,31 @@ def _decode_node(node, offsets, np, single):
         return arr
     if kind == 'str':
         return [v.decode('utf-8') for v in arr.tolist()]
+    if kind in ('int', 'float') and arr.ndim == 1 and arr.size > 1 << 16:
+        return _shared_list(arr, np)
     if kind in ('bool', 'int', 'float', 'complex', 'bytes'):
         return arr.tolist()
     return list(arr)
+
+
+def _shared_list(arr, np):
+    """arr.tolist(), with one Python object for each distinct value: an explored range of a
+    cartesian product repeats each value many times (a million runs' range took ~32 MB,
+    ~24 of them floats). Distinct by their bits, so that 0.0 and -0.0 stay apart."""
+    if arr.dtype.itemsize != 8 or arr.dtype.kind not in 'fi':
+        return arr.tolist()
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder('='))
+    bits = arr.view(np.int64)
+    if len(np.unique(bits[:4096])) > 3072 and len(np.unique(
+            bits[::len(bits) // 4096])) > 3072:  # (no repeats seen: spare the sort)
+        return arr.tolist()
+    uniq, first, inverse = np.unique(bits, return_index=True,
+                                     return_inverse=True)
+    if len(uniq) > len(arr) // 2:  # (few repeats: nothing to share)
+        return arr.tolist()
+    objects = np.empty(len(uniq), dtype=object)
+    objects[:] = arr[first].tolist()
+    return objects[inverse.ravel()].tolist()
 
 
 def _h5_table(f, group, name, columns, filters, np):
@@ -12603,7 +12625,7 @@ class Environment:
         start = time.time()
         self._config('start_timestamp', start)
         traj.f_lock_parameters()  # as pypet: nothing changes a parameter once runs start
-        results = list(earlier)
+        results, returned = list(earlier), []  # (returned: _Returns, made pairs at the end)
         cnt = None
         self._stopped = False
         if self._s.automatic_storing:
@@ -12620,7 +12642,7 @@ class Environment:
                     logger.warning('all %d runs of %s are already completed, so there is '
                                    'nothing to run (f_expand adds runs)', len(traj), traj.v_name)
                 first = False
-                results.extend(self._run_pending(job, args, kwargs, per_run, pending, cnt))
+                returned.append(self._run_pending(job, args, kwargs, per_run, pending, cnt))
                 pending = None
                 if self._postproc is not None and self._s.automatic_storing:
                     traj.f_store()  # post-processing may load what the runs stored
@@ -12629,6 +12651,7 @@ class Environment:
                     break
                 before = len(traj)
                 func, pargs, pkwargs = self._postproc
+                results.extend(returned.pop().pairs())
                 expanded = self._postprocess(func, results, pargs, pkwargs)
                 if len(traj) == before and not expanded:
                     break
@@ -12678,6 +12701,8 @@ class Environment:
             for path in (cnt + '.results', cnt):  # (a kill between leaves the .cnt alone)
                 if os.path.exists(path):
                     os.remove(path)
+        for part in returned:
+            results.extend(part.pairs())
         results.sort(key=lambda r: r[0])
         return results
 
@@ -12740,7 +12765,7 @@ class Environment:
     # -- the runs ----------------------------------------------------------------------------
     def _run_pending(self, job, args, kwargs, per_run, pending, cnt):
         if not pending:
-            return []
+            return _Returns()
         sweep = _Sweep(self, job, args, kwargs, per_run, pending, cnt)
         try:
             return sweep.run()
@@ -13128,7 +13153,7 @@ class _Sweep:
         self.results_path = cnt + '.results' if cnt else None
         self.results_log = _Journal(self.results_path, folder_lock=False) if cnt else None
         self.progress = _Progress(env._s.report_progress, len(pending), env._live)
-        self.results, self.stopped, self.interrupts = [], False, 0
+        self.results, self.stopped, self.interrupts = _Returns(), False, 0
 
     def run(self):
         env = self.env
@@ -13222,7 +13247,7 @@ class _Sweep:
         clean_up = env._s.clean_up_runs and not getattr(service, 'keeps_runs', False)
         # (locals: this loop's own cost is part of every run's)
         job, per_run, now, log = self.job, self.per_run, time.time, self.results_log
-        keep, step = self.results.append, self.progress.step
+        keep, step = self.results.add, self.progress.step
         args, kwargs = self.args, self.kwargs
         graceful = self.env._s.graceful_exit
         for idx in self.pending:
@@ -13251,7 +13276,7 @@ class _Sweep:
             _log_return(log, idx, ret)  # before the run counts as stored
             store(record)
             traj._finish_run(record, clean_up, restore=False)
-            keep((idx, ret))
+            keep(idx, ret)
             step()
 
     # -- what other processes get ------------------------------------------------------------
@@ -13678,6 +13703,30 @@ class _Sweep:
 # ============================================================================================
 # Returned results and progress
 # ============================================================================================
+class _Returns:
+    """The (run index, return value) pairs of a sweep, held as an index array and a list of
+    values until they are handed out (as a million runs' tuples and ints they took ~90 MB,
+    through the end-of-sweep store)."""
+
+    __slots__ = ('idxs', 'values')
+
+    def __init__(self):
+        self.idxs, self.values = array.array('q'), []
+
+    def add(self, idx, value):
+        self.idxs.append(idx)
+        self.values.append(value)
+
+    def append(self, pair):
+        self.add(*pair)
+
+    def __len__(self):
+        return len(self.values)
+
+    def pairs(self):
+        return list(zip(self.idxs, self.values))
+
+
 def _result_parts(idx, blob):
     return ['result', str(idx), blob]
 

@@ -7889,6 +7889,29 @@ def mixed_rows_job(traj):
         traj.f_add_result('r', a=float(x))
 
 
+@needs_tables
+def test_a_long_explored_range_loads_exactly_with_its_repeated_values_shared(tmp_path):
+    # a cartesian product's range repeats each value: loaded, equal values are one object
+    # (a million runs' ranges took ~50 MB of floats); 0.0 and -0.0, NaN, big ints stay exact
+    xs = [float(i) / 7 for i in range(7000)] + [-0.0, 0.0, float('nan'), float('inf')]
+    ks = [i * 10 ** 12 for i in range(10)]
+    filename = str(tmp_path / 'long.hdf5')
+    traj = mp.Trajectory('long', filename=filename, add_time=False)
+    traj.f_add_parameter('x', 0.0)
+    traj.f_add_parameter('k', 0)
+    traj.f_explore(mp.cartesian_product({'x': xs, 'k': ks}))
+    n = len(traj)
+    traj.f_store()
+    got = mp.load_trajectory(name='long', filename=filename, load_all=2)
+    want_x, want_k = traj.f_get('x').f_get_range(), traj.f_get('k').f_get_range()
+    got_x, got_k = got.f_get('x').f_get_range(), got.f_get('k').f_get_range()
+    assert len(got_x) == len(got_k) == n == 70040
+    assert [repr(v) for v in got_x] == [repr(v) for v in want_x]  # (-0.0, nan exact)
+    assert list(got_k) == list(want_k) and {type(v) for v in got_k} == {int}
+    assert len(set(map(id, got_x))) == len(set(map(repr, xs))) and \
+        len(set(map(id, got_k))) == len(ks)
+
+
 def test_segment_batches_with_exceptions_load_as_stored(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     sweep(file_backend, filename, mixed_rows_job, n=12)
