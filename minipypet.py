@@ -74,6 +74,7 @@ import base64
 import bisect
 import collections
 import collections.abc
+import contextlib
 import copyreg
 import datetime
 import functools
@@ -4367,6 +4368,13 @@ class _StorageMixin:
         _merge_memory(mine, self._to_state(), STORE_DATA, False)
         other = other_trajectory._storage_service._load_state(other_trajectory._name,
                                                               data=True)
+        if other['length'] > other_trajectory._length:  # (its runs beyond would be merged
+            raise PypetError(  # without their parameters: refused before anything is written)
+                'cannot merge %s: its file %s holds %d runs now, %d when it was loaded (runs '
+                'were added since, by another process or object); load it again, once that '
+                'sweep has ended, and merge that' % (
+                    other_trajectory._name, other_trajectory._storage_service.filename,
+                    other['length'], other_trajectory._length))
         _merge_memory(other, other_trajectory._to_state(), STORE_DATA, False)
         _merge_states(mine, other, trial_parameter, remove_duplicates, set(ignore_data),
                       merge_config)
@@ -7056,7 +7064,30 @@ class _FileService(_FromState, StorageService):
                                             ' (add_time=True appended the time to the name: '
                                             'load with name=%r, or index=-1 for the newest)'
                                             % timed[-1])))
-        states = {}
+        state = self._snapshot(functools.partial(self._read_snapshot, name, data, rows, skip,
+                                                 lazy_runs))
+        for full_name in itertools.chain(state['nodes'], state.get('columns', ())):
+            _check_stored_name(full_name, 'node name', self.filename)
+        return state
+
+    def _snapshot(self, read):
+        """read() of the main file, its segments and the journal as one state. A checkpoint
+        in another process may replace the main file (and start a new journal) between
+        reading that and the journal: the journal's runs would then count as completed
+        without the rows only the new main file lists. So the read is done again until the
+        main file stayed the same throughout, the third time under the folder's shared
+        lock (which a checkpoint takes exclusively)."""
+        for attempt in range(3):
+            stamp = _file_stamp(self.filename)
+            with _FolderLock(self._journal.path, shared=True) if attempt == 2 else \
+                    contextlib.nullcontext():
+                got = read()
+            if _file_stamp(self.filename) == stamp:
+                break
+        return got
+
+    def _read_snapshot(self, name, data, rows, skip, lazy_runs):
+        states, kinds = {}, set()
         if os.path.exists(self.filename) and name in self._list_names():
             states[name] = self._read_state(name, data, rows, skip, lazy_runs)
             paths = states[name].pop('runs_pending', None)
@@ -7064,11 +7095,17 @@ class _FileService(_FromState, StorageService):
                 self._runs_flush(states[name], paths)
             elif paths:
                 states[name]['runs_loader'] = functools.partial(self._runs_later, paths)
-        _apply_records(states, self._journal_records(name))
-        state = states[name]
-        for full_name in itertools.chain(state['nodes'], state.get('columns', ())):
-            _check_stored_name(full_name, 'node name', self.filename)
-        return state
+        else:
+            kinds.add('new')
+
+        def noting(records):  # (the kinds of record seen: streamed, not held)
+            for record in records:
+                kinds.add(record[0])
+                yield record
+        _apply_records(states, noting(self._journal_records(name)))
+        if 'new' in kinds and 'traj' not in kinds:
+            raise StorageError(_undescribed_text(self, name))
+        return states[name]
 
     def _read_state(self, name, data, rows=None, skip=(), lazy_runs=False):
         """(`skip`: branches whose run columns are not read at all.)"""
@@ -7092,6 +7129,9 @@ class _FileService(_FromState, StorageService):
         else derived_parameters...) read a column at a time, for f_get_from_runs(...,
         fast_access=True, auto_load=True); None where a leaf has more than its one item
         or another class than Result/Parameter (then the nodes are made as usual)."""
+        return self._snapshot(functools.partial(self._read_fast_values, name, item))
+
+    def _read_fast_values(self, name, item):
         if not os.path.exists(self.filename) or name not in self._list_names():
             return None
         meta = self._read_main(name, set())
@@ -7292,6 +7332,16 @@ _STORED_NAME_RE = re.compile(r'%s(?:\.%s)*' % (_STORED_PART, _STORED_PART))
 # ============================================================================================
 # Segments and folds - runs written as they come
 # ============================================================================================
+def _undescribed_text(service, name):
+    """The error of a trajectory whose runs are journalled but not the trajectory itself."""
+    return ('%s: the journal %s holds runs of trajectory %r but not the record of the '
+            'trajectory itself (its parameters and exploration, journalled before the runs): '
+            'that record is damaged, so the runs cannot be placed, and nothing is loaded or '
+            'written. Restore the file and its journal from a backup, or run the sweep again '
+            '(overwrite_file=True, or another file)'
+            % (service.filename, service._journal.path, name))
+
+
 def _check_stored_name(name, what, filename):
     """Refuse a name read from a file that code could not have given (a crafted file)."""
     if type(name) is not str or not _STORED_NAME_RE.fullmatch(name) or (
@@ -7614,7 +7664,8 @@ def _files_stamp(service):
 
 
 def _file_stamp(path):
-    """(inode, modification time, size) of a file, or () where there is none."""
+    """(inode, modification time, size) of a file (a path or an open descriptor), or ()
+    where there is none."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -7646,6 +7697,7 @@ class _Fold:
         self.jid, self.end, self.broken = None, None, False
         self.stamp = None  # the main file as it was when its metadata was first read
         self.syncing = []  # threads syncing closed segments (see make_durable)
+        self.unknown = set()  # trajectories neither the file nor a record has described
 
     # -- per trajectory ----------------------------------------------------------------------
     def meta(self, name):
@@ -7656,6 +7708,8 @@ class _Fold:
             exists = os.path.exists(self.service.filename) and \
                 name in self.service._list_names()
             meta = self.service._read_main(name, True) if exists else _new_meta(name)
+            if not exists:  # (until its 'traj' record, or the state in memory, comes)
+                self.unknown.add(name)
             self.metas[name] = meta
             self.prior[name] = len(meta['segments'])
             legacy = meta.pop('legacy', None)
@@ -7853,6 +7907,7 @@ class _Fold:
         """Fold an in-memory trajectory's state (see f_store's modes)."""
         name = mem['name']
         meta = self.meta(name)
+        self.unknown.discard(name)
         _merge_memory(meta, dict(mem, columns={}, runs=None), store_data, only_init)
         if not only_init:
             overwrite = store_data >= OVERWRITE_DATA
@@ -7877,6 +7932,9 @@ class _Fold:
     # -- the end -----------------------------------------------------------------------------
     def finish(self, folded, drop=()):
         """Close the segments, then swap in the main file that lists them."""
+        unknown = self.unknown - set(drop)
+        if unknown:
+            raise StorageError(_undescribed_text(self.service, sorted(unknown)[0]))
         for name in self.service._legacy_names():
             if name not in drop:
                 self.meta(name)
@@ -8964,15 +9022,34 @@ class HDF5StorageService(_FileService):
                 _h5_table(h.file, ov, 'run_errors', [('idx', [i for i, _ in errors]),
                                                      ('error', [e for _, e in errors])],
                           filters, np)
+            # What the segment holds, beside its nodes: a file too big to be hashed at its
+            # open (_VERIFY_MAX) whose group index is damaged shows no children at all,
+            # which must not read as "no runs" (see _segment_files)
+            contents = json.dumps(sorted(
+                [c.group._v_pathname for c in h.columns.values()] +
+                (['/_runs'] if '_runs' in h.file.root else [])))
+            if len(contents) <= _ATTR_TEXT_MAX:
+                _h5_set(h.file.root, 'mp_contents', contents)
         finally:
             h.file.close()
         _h5_stamp(segment.tmp)
 
     def _segment_files(self, path):
         f = _open_hdf5(path, StorageError, StorageError)
-        if 'minipypet_segment' not in f.root._v_attrs._v_attrnames:
+        attrs = f.root._v_attrs
+        if 'minipypet_segment' not in attrs._v_attrnames:
             f.close()
             raise StorageError('%s is not a minipypet segment file' % path)
+        try:
+            gone = [p for p in json.loads(_attr(attrs, 'mp_contents', '[]')) if p not in f]
+        except ValueError:
+            gone = ['mp_contents']
+        if gone:
+            f.close()
+            raise StorageError('%s is damaged: %s, which it holds, cannot be found in it (its '
+                               'index is damaged); `python -m minipypet check %s` tells what '
+                               'else is, restore the file from a backup or run those runs '
+                               'again' % (path, ', '.join(gone[:5]), self.filename))
         return f
 
     def _segment_read(self, state, path, seq, tombs, data, rows):
@@ -9856,19 +9933,20 @@ def _h5_stamp(path):
         f.write(_H5_STAMP + h.hexdigest().encode('ascii') + b'\n')
 
 
-def _h5_verify(path, head, error):
-    """Check a stamped file's SHA-1 (once per version of the file in this process)."""
-    st = os.stat(path)
+def _h5_verify(path, head, error, f):
+    """Check a stamped file's SHA-1 (once per version of the file in this process), read
+    through `f`, the open file whose `head` was read: another process may replace the
+    file at `path` meanwhile."""
+    st = os.fstat(f.fileno())
     key = (st.st_ino, st.st_mtime_ns, st.st_size)
     limit = _VERIFY_MAX[0]
     if _VERIFIED.get(path) == key or limit is not None and st.st_size > limit:
         return
     want = head[len(_H5_STAMP):len(_H5_STAMP) + 40]
     h = hashlib.sha1()
-    with open(path, 'rb') as f:
-        f.seek(_USER_BLOCK)
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
+    f.seek(_USER_BLOCK)
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+        h.update(chunk)
     if h.hexdigest().encode('ascii') != want:
         if _held_by_writer(path):
             raise error('%s is open for writing in another process (which may be changing '
@@ -9935,14 +10013,21 @@ def _open_hdf5(path, error, missing):
     tables = _require('tables', 'hdf5')
     path = _guard_attributes(os.fspath(path))
     try:
-        with open(path, 'rb') as probe:
-            head = probe.read(_USER_BLOCK + 8)
-        if head.startswith(_H5_STAMP) and head[_USER_BLOCK:] == _H5_MAGIC:
-            _h5_verify(path, head, error)
-        elif not head.startswith(_H5_MAGIC):
-            raise error('%s is not an HDF5 file%s' % (path, ' (or it is damaged)' if
-                                                       _H5_MAGIC in head else ''))
-        return tables.open_file(path, 'r')
+        for _ in range(8):  # (a checkpoint elsewhere may replace the file as it is opened:
+            with open(path, 'rb') as probe:  # then the one opened is not the one checked)
+                head = probe.read(_USER_BLOCK + 8)
+                if head.startswith(_H5_STAMP) and head[_USER_BLOCK:] == _H5_MAGIC:
+                    _h5_verify(path, head, error, probe)
+                elif not head.startswith(_H5_MAGIC):
+                    raise error('%s is not an HDF5 file%s' % (
+                        path, ' (or it is damaged)' if _H5_MAGIC in head else ''))
+                checked = _file_stamp(probe.fileno())
+            f = tables.open_file(path, 'r')
+            if _file_stamp(path) == checked:
+                return f
+            f.close()
+        raise error('%s was replaced again and again as it was opened (another process '
+                    'is storing into it); open it when that process is done' % path)
     except error:
         raise
     except FileNotFoundError:
@@ -12957,6 +13042,13 @@ class Environment:
         self._s.continue_folder = os.path.dirname(os.path.abspath(continue_file))
         earlier = dict(_read_results_log(continue_file + '.results', allow_pickle))
         done = [(i, earlier.get(i)) for i in range(len(traj)) if traj._runs.completed[i]]
+        lost = [i for i, _ in done if i not in earlier]
+        if lost:  # (what the runs stored is intact: only what they returned is gone)
+            logger.warning('%s.results holds no return value of %d finished run(s) (%s%s): '
+                           'its record is damaged, or the value did not pickle; what this '
+                           'resume returns holds None for them, what they stored is intact'
+                           % (continue_file, len(lost), ', '.join(map(str, lost[:10])),
+                              ', ...' if len(lost) > 10 else ''))
         return self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
                              snapshot['per_run'], earlier=done)
 
@@ -12975,7 +13067,8 @@ _CNT_MAGIC = b'MINIPYPET-CNT\n'  # then the signature (_sign) of the pickle, a n
 def _write_continue(path, data):
     def write(tmp):
         with open(tmp, 'wb') as f:
-            f.write(_CNT_MAGIC + _sign(['cnt', data]).encode('ascii') + b'\n')
+            f.write(_CNT_MAGIC + _sign(['cnt', data]).encode('ascii') + b' sha1=' +
+                    hashlib.sha1(data).hexdigest().encode('ascii') + b'\n')
             f.write(data)
     try:
         _atomic_write(path, write)
@@ -12997,10 +13090,19 @@ def _restore_continue(path, old):
     os.remove(path)
 
 
-def _continue_payload(raw):
-    """(signature or None, pickle) of a .cnt's bytes (minipypet 0.3: unsigned)."""
+def _continue_payload(raw, path):
+    """(signature or None, pickle) of a .cnt's bytes (minipypet 0.3: unsigned); a
+    ResumeError where its SHA-1 (written since 0.3.1) says it is damaged: damage must
+    not pass for another user's file, which allow_pickle=True would then load."""
     if raw.startswith(_CNT_MAGIC):
-        signature, _, payload = raw[len(_CNT_MAGIC):].partition(b'\n')
+        line, _, payload = raw[len(_CNT_MAGIC):].partition(b'\n')
+        signature, _, digest = line.partition(b' sha1=')
+        if digest and hashlib.sha1(payload).hexdigest().encode('ascii') != digest:
+            raise ResumeError('%s is damaged: its checksum does not match its content '
+                              '(changed or truncated after it was written), so it is not '
+                              'read; what the sweep stored is safe: load its trajectory '
+                              '(load_trajectory) into an Environment and f_run the job: it '
+                              'runs the runs not completed' % path)
         return signature.decode('ascii', 'replace'), payload
     return None, raw
 
@@ -13046,7 +13148,7 @@ def _read_continue_file(path, lenient, allow_pickle=None):
     unpickled (it names the job) only if this user wrote it or allow_pickle=True."""
     try:
         with open(path, 'rb') as f:
-            signature, payload = _continue_payload(f.read())
+            signature, payload = _continue_payload(f.read(), path)
     except FileNotFoundError:
         raise ResumeError('%s does not exist; nothing to resume' % path) from None
     except OSError as exc:
@@ -15154,7 +15256,8 @@ def _cli_trust(args, out):
             head = f.read(len(_CNT_MAGIC))
         if head == _CNT_MAGIC or path.endswith('.cnt'):
             with open(path, 'rb') as f:
-                collected.add(_signed_message(['cnt', _continue_payload(f.read())[1]]).hex())
+                collected.add(_signed_message(['cnt', _continue_payload(f.read(),
+                                                                        path)[1]]).hex())
             if os.path.exists(path + '.results'):
                 _read_results_log(path + '.results', allow_pickle=False)
         else:

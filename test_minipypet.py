@@ -2534,6 +2534,27 @@ def test_merge_two_with_overlapping_points(tmp_path, backend):
     assert loaded.f_get('results.runs.run_00000003.z').v_comment == 'z of part_b'
 
 
+@pytest.mark.parametrize('backend', PROV_BACKENDS)
+def test_merge_of_a_trajectory_whose_file_gained_runs_since_it_was_loaded_is_refused(
+        tmp_path, backend):
+    # (another process's sweep adds runs: merged, they would lack their parameters)
+    a, _ = make_part(tmp_path, backend, 'part_a', [0, 1])
+    b, _ = make_part(tmp_path, backend, 'part_b', [5, 6])
+    filename = str(tmp_path / ('part_b' + PROV_SUFFIX[backend]))
+    stale = mp.load_trajectory(name='part_b', filename=filename, load_all=1)
+    env = mp.Environment(trajectory=mp.load_trajectory(name='part_b', filename=filename),
+                         log_config=None, report_progress=False)
+    env.v_trajectory.f_expand({'x': [7, 8]})
+    env.f_run(lambda t: t.f_add_result('z', t.x * 10 + t.trial))
+    target = str(tmp_path / ('part_a' + PROV_SUFFIX[backend]))
+    before = os.path.getmtime(target)
+    with pytest.raises(mp.PypetError, match='holds 4 runs now, 2 when it was loaded'):
+        a.f_merge(stale, backup=False)
+    assert os.path.getmtime(target) == before and len(mp.runs_table(target)) == 2
+    a.f_merge(mp.load_trajectory(name='part_b', filename=filename, load_all=1), backup=False)
+    assert [r['x'] for r in mp.runs_table(target)] == [0, 1, 5, 6, 7, 8]
+
+
 def make_y_part(folder, backend, name, y):
     env = mp.Environment(name, add_time=False, storage_service=backend, log_config=None,
                          filename=os.path.join(str(folder), name + PROV_SUFFIX[backend]),
@@ -5103,6 +5124,28 @@ def journal_records(path):
     return records, bounds
 
 
+def test_a_damaged_trajectory_record_in_the_journal_is_named_not_loaded_as_empty(
+        file_backend, tmp_path):
+    # A sweep killed before its first checkpoint: the journal alone holds the trajectory (its
+    # first record) and the runs. With that record damaged the runs cannot be placed: it
+    # loaded as a trajectory without parameters, and the resume blamed a changed exploration
+    filename, _, proc = run_script(tmp_path, file_backend, kill_at=12, n=20)
+    assert proc.returncode == -signal.SIGKILL and not os.path.exists(filename)
+    journal = filename + '.journal'
+    first = journal_records(journal)[1][0]  # (start, end) of the trajectory's record
+    with open(journal, 'r+b') as f:
+        f.seek((first[0] + first[1]) // 2)
+        byte = f.read(1)
+        f.seek((first[0] + first[1]) // 2)
+        f.write(bytes([byte[0] ^ 1]))
+    for call in (lambda: load(filename, load_all=2, name='crash'),
+                 lambda: mp.Environment(log_config=None, report_progress=False)
+                 .f_continue_run(str(tmp_path / 'crash.cnt'), job=square_job)):
+        with pytest.raises(mp.StorageError, match='not the record of the trajectory itself'):
+            call()
+    assert not os.path.exists(filename)  # (nothing folded: a checkpoint would have written it)
+
+
 def assert_data_file_intact(backend, filename):
     """The data file is whole, or (killed before the first checkpoint) not there at all and
     the journal holds everything."""
@@ -7405,6 +7448,32 @@ def test_damage_in_a_big_segments_run_array_is_found_when_read(tmp_path, monkeyp
         assert name in str(info.value) and 'results/runs/a/a' in str(info.value)
 
 
+@needs_tables
+def test_a_segment_too_big_to_hash_whose_index_is_damaged_is_refused_not_read_as_empty(
+        tmp_path, monkeypatch):
+    # HDF5 lists no children of a group whose B-tree is damaged: a segment over 128 MB
+    # (not hashed at its open) then read as "no runs, no results", without an error
+    filename = path_for('hdf5', tmp_path)
+    sweep('hdf5', filename, square_job, n=4)
+    segment = h5_segments(filename, 'traj')[0]
+    with open(segment, 'r+b') as f:
+        head = f.read(4096)
+        at = head.index(b'TREE', 512) + 3  # (the root group's B-tree node)
+        f.seek(at)
+        f.write(bytes([head[at] ^ 0x80]))
+    monkeypatch.setattr(mp, '_VERIFY_MAX', [1000])  # the segment is "over 128 MB"
+    mp._VERIFIED.clear()
+    name = os.path.basename(segment)
+    for call in (lambda: load(filename, load_results=2),
+                 lambda: load(filename, load_results=0).f_get_from_runs(
+                     'z', fast_access=True, auto_load=True),
+                 lambda: mp.runs_table(filename)):
+        with pytest.raises(mp.StorageError, match='index is damaged') as info:
+            call()
+        text = str(info.value)
+        assert name in text and '/_runs' in text and 'minipypet check' in text
+
+
 # ---------------------------------------------------------------------------------------------
 # Damaged and crafted files: run indices, arrays outside runs, attributes
 # ---------------------------------------------------------------------------------------------
@@ -7739,6 +7808,50 @@ def test_a_torn_record_a_full_disk_left_between_runs_ends_the_parents_fold(
         traj.f_store()
     assert any('damaged bytes were skipped' in r.getMessage() for r in caplog.records)
     assert_handover_runs(filename, range(4))
+
+
+EXPANDING_WRITER = """
+import sys, minipypet as mp
+def job(traj):
+    traj.f_add_result('z', traj.x * 2.5)
+env = mp.Environment(trajectory='w', filename=sys.argv[1], add_time=False, log_config=None,
+                     report_progress=False)
+env.v_trajectory.f_add_parameter('x', 0)
+env.v_trajectory.f_explore({'x': list(range(5))})
+env.f_run(job)
+for _ in range(30):  # (a checkpoint each: a new main file and a new journal)
+    n = len(env.v_trajectory)
+    env.v_trajectory.f_expand({'x': list(range(n, n + 5))})
+    env.f_run(job)
+"""
+
+
+def test_a_load_while_another_process_checkpoints_sees_one_consistent_state(file_backend,
+                                                                           tmp_path):
+    # A load read main file N and then the journal that checkpoint N+1 started: runs counted
+    # as completed whose rows only N+1 lists (most loads during such a sweep were wrong)
+    filename = path_for(file_backend, tmp_path)
+    script = tmp_path / 'writer.py'
+    script.write_text(EXPANDING_WRITER)
+    writer = subprocess.Popen([sys.executable, str(script), filename], env=subprocess_env())
+    loads = 0
+    try:
+        while writer.poll() is None or not loads:
+            if not os.path.exists(filename):
+                time.sleep(0.01)
+                continue
+            traj = mp.load_trajectory(name='w', filename=filename, load_all=2)
+            loads += 1
+            done = [i for i in range(len(traj)) if traj.f_is_completed(i)]
+            zs = traj.f_get_from_runs('z', fast_access=True, use_indices=True)
+            assert {i: zs.get(i) for i in done} == {i: i * 2.5 for i in done}, \
+                'load %d: %d runs, completed without z: %s' % (
+                    loads, len(traj), [i for i in done if i not in zs])
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0 and loads >= 2
+    assert len(mp.load_trajectory(name='w', filename=filename, load_all=2)
+               .f_get_from_runs('z', fast_access=True)) == 155
 
 
 def test_an_append_that_fails_on_a_full_disk_cuts_nothing_others_append(tmp_path):
@@ -8855,11 +8968,15 @@ def test_continue_file_is_written_atomically(tmp_path, J, monkeypatch):
 
 def read_cnt(path):
     """A .cnt's snapshot, read with the documented framing: a line MINIPYPET-CNT, a line with
-    the signature of the pickle that follows (128 bits of HMAC-SHA256, hex), the pickle."""
+    the signature of the pickle that follows (128 bits of HMAC-SHA256, hex) and its SHA-1
+    (' sha1=' and 40 hex digits), the pickle."""
     with open(path, 'rb') as f:
         assert f.readline() == b'MINIPYPET-CNT\n'
-        assert len(f.readline().strip()) == 32
-        return pickle.load(f)
+        signature, digest = f.readline().strip().split(b' sha1=')
+        assert len(signature) == 32 and len(digest) == 40
+        data = f.read()
+    assert hashlib.sha1(data).hexdigest().encode() == digest
+    return pickle.loads(data)
 
 
 ORPHAN_SWEEP = """
@@ -9175,6 +9292,57 @@ def test_pickled_data_loads_by_default_only_where_this_user_wrote_it(file_backen
         assert trusted.res.other == {1, 2} and os.path.exists(marker)
     assert oct(os.stat(os.path.join(os.environ['XDG_CONFIG_HOME'], 'minipypet', 'key'))
                .st_mode & 0o777) == '0o600'
+
+
+def test_a_damaged_cnt_is_refused_as_damaged_not_as_another_users(tmp_path, monkeypatch):
+    # (it was refused as written by another user, whose fixes, allow_pickle=True or
+    # `minipypet trust`, then resumed the sweep with the damaged arguments)
+    filename = str(tmp_path / 't.pkl')
+    env = mp.Environment('t', add_time=False, filename=filename, log_config=None,
+                         storage_service=mp.PickleStorageService,
+                         continue_folder=str(tmp_path), delete_continue=False)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [1, 2]})
+    env.f_run(square_job)
+    cnt = str(tmp_path / 't.cnt')
+    with open(cnt, 'r+b') as f:
+        f.seek(-5, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-5, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 1]))
+    for allow in (None, True):
+        with pytest.raises(mp.ResumeError, match='t.cnt is damaged: its checksum'):
+            mp.Environment(log_config=None).f_continue_run(cnt, allow_pickle=allow)
+    monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path / 'config'))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert mp.main(['trust', cnt], out=io.StringIO()) == 1
+    assert 'is damaged' in err.getvalue()
+    assert not os.path.exists(str(tmp_path / 'config' / 'minipypet' / 'trusted'))
+
+
+def test_a_return_value_lost_to_a_damaged_results_log_is_named_on_resume(tmp_path, caplog):
+    filename = str(tmp_path / 't.pkl')
+    env = mp.Environment('t', add_time=False, filename=filename, log_config=None,
+                         storage_service=mp.PickleStorageService,
+                         continue_folder=str(tmp_path), delete_continue=False)
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': [1, 2, 3]})
+    assert env.f_run(square_job) == [(0, 1), (1, 2), (2, 3)]
+    cnt = str(tmp_path / 't.cnt')
+    with open(cnt + '.results', 'r+b') as f:  # one bit of the last record's payload
+        f.seek(-3, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-3, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 1]))
+    with caplog.at_level(logging.WARNING, logger=mp.__name__):
+        got = mp.Environment(log_config=None).f_continue_run(cnt)
+    assert got == [(0, 1), (1, 2), (2, None)]
+    said = [r.getMessage() for r in caplog.records if 'holds no return value' in r.getMessage()]
+    assert said and '1 finished run(s) (2)' in said[0] and 'intact' in said[0]
+    assert load(filename, load_data=2).f_get_from_runs('z', fast_access=True,
+                                                       use_indices=True) == {
+        0: 1.5, 1: 4.5, 2: 9.5}
 
 
 def test_a_cnt_from_another_user_is_not_unpickled_until_trusted(tmp_path, monkeypatch):
