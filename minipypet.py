@@ -12942,6 +12942,7 @@ class Environment:
         snapshot = {'format': 1, 'minipypet': __version__, 'trajectory': self._traj.v_name,
                     'service': type(service).__name__ if isinstance(service, _FileService)
                     else None, 'filename': os.path.abspath(filename) if filename else None,
+                    'cnt_folder': os.path.dirname(os.path.abspath(path)),  # (see _resumed_file)
                     'service_settings': service._settings() if isinstance(
                         service, _FileService) else {},
                     'service_object': None if isinstance(service, _FileService) else service,
@@ -13001,7 +13002,7 @@ class Environment:
         if snapshot['service_object'] is not None:
             service = snapshot['service_object']
         else:
-            filename = snapshot['filename']
+            filename = snapshot['filename'] = _resumed_file(continue_file, snapshot)
             classes = {cls.__name__: cls for cls in STORAGE_SERVICES.values()}
             if snapshot['service'] not in classes:
                 raise ResumeError('%s was written with the storage service %s, which is not '
@@ -13088,6 +13089,27 @@ def _restore_continue(path, old):
     except OSError:  # (no room for it: none is better than one that cannot resume)
         pass
     os.remove(path)
+
+
+def _resumed_file(path, snapshot):
+    """The data file the .cnt `path` resumes. A .cnt moved or copied with the folder of
+    its sweep resumes the data beside it, where it was relative to the .cnt (a copy must
+    not resume the original, nor a moved one find nothing); else the file it names."""
+    filename, was = snapshot['filename'], snapshot.get('cnt_folder')
+    here = os.path.dirname(os.path.abspath(path))
+    if filename is None or was == here:
+        return filename
+    beside = os.path.normpath(os.path.join(here, os.path.relpath(filename, was))) \
+        if was is not None else os.path.join(here, os.path.basename(filename))
+    for candidate in (beside, filename):
+        if os.path.exists(candidate) or os.path.exists(candidate + '.journal'):
+            if candidate != filename:
+                logger.info('%s was moved (or copied) from %s: resuming the data beside it, '
+                            '%s', path, was or os.path.dirname(filename), candidate)
+            return candidate
+    raise ResumeError('%s resumes %s, which is not there (nor its journal), and neither is %s '
+                      'beside the .cnt: put the data file (with its .segments folder and '
+                      '.journal) back where the .cnt finds it' % (path, filename, beside))
 
 
 def _continue_payload(raw, path):

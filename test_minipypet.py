@@ -5124,6 +5124,27 @@ def journal_records(path):
     return records, bounds
 
 
+def test_a_sweep_folder_copied_or_moved_resumes_the_data_beside_its_cnt(file_backend,
+                                                                         tmp_path):
+    # (the .cnt named the data file by its absolute path: a copy resumed the original, and
+    # after a move the resume said there was nothing to resume)
+    for how in ('copy', 'move'):
+        first, second = tmp_path / (how + '_a'), tmp_path / (how + '_b')
+        first.mkdir()
+        filename, _, proc = run_script(first, file_backend, kill_at=6, n=10)
+        assert proc.returncode == -signal.SIGKILL
+        before = sorted(os.listdir(str(first)))
+        (shutil.copytree if how == 'copy' else shutil.move)(str(first), str(second))
+        got = mp.Environment(log_config=None, report_progress=False).f_continue_run(
+            str(second / 'crash.cnt'), job=square_job)
+        assert [i for i, _ in got] == list(range(10))
+        moved = os.path.join(str(second), os.path.basename(filename))
+        assert load(moved, load_all=2, name='crash').f_is_completed()
+        if how == 'copy':  # (the original is as the crash left it)
+            assert sorted(os.listdir(str(first))) == before
+            assert not load(filename, name='crash').f_is_completed()
+
+
 def test_a_damaged_trajectory_record_in_the_journal_is_named_not_loaded_as_empty(
         file_backend, tmp_path):
     # A sweep killed before its first checkpoint: the journal alone holds the trajectory (its
