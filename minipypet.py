@@ -4445,6 +4445,10 @@ class _StorageMixin:
         for node in nodes:
             if node._full_name in self._explored:
                 raise PypetError('%s is explored and cannot be deleted' % node._full_name)
+        if not self._stored:  # (nothing of it is stored: a record of its name in the
+            if remove_from_trajectory:  # file would name a trajectory the file lacks)
+                self.f_remove_items(nodes, recursive=recursive)
+            return
         if delete_only is not None:
             self._delete_only(nodes, [delete_only] if isinstance(delete_only, str) else
                               list(delete_only), remove_from_item)
@@ -6706,6 +6710,7 @@ class _FileService(_FromState, StorageService):
         self.results_per_run = results_per_run
         self.derived_parameters_per_run = derived_parameters_per_run
         self._overwrite_pending = overwrite_file
+        self._ours = set()  # trajectories whose runs this service stored before them
         self._journal = _Journal(self.filename + '.journal', fsync_interval)
         self._journal.listener = self._live_record
         self._live = None  # the fold of this process's own journal, made as records come
@@ -6893,8 +6898,9 @@ class _FileService(_FromState, StorageService):
     def _refuse_another(self, name):
         """A trajectory never stored or loaded must not replace one of its name in the file
         (call it under the exclusive folder lock, so that the answer holds until the store)."""
-        if name is not None and (os.path.exists(self.filename) or os.path.exists(
-                self._journal.path)) and name in self.list_trajectories():
+        if name is not None and name not in self._ours and (os.path.exists(
+                self.filename) or os.path.exists(self._journal.path)) and \
+                name in self.list_trajectories():
             raise StorageError(
                 '%s holds a trajectory %r already, and this one was never stored or loaded: '
                 'storing it would replace that one and its runs. Load it to add to it '
@@ -6934,7 +6940,7 @@ class _FileService(_FromState, StorageService):
             for record in records:
                 fold.record(record)
             if own is None:
-                end = counts[0]
+                end, fold.damaged = counts[0], counts[1]
                 self._say_skipped(counts[1])
             if extra is not None:
                 fold.memory(*extra)
@@ -6973,12 +6979,13 @@ class _FileService(_FromState, StorageService):
             start = int(folded.partition(':')[2])
         return jid, start
 
-    def _journal_records(self, name=None):
-        """The records not yet folded into the file (of trajectory `name`), streamed."""
+    def _journal_records(self, name=None, counts=None):
+        """The records not yet folded into the file (of trajectory `name`), streamed;
+        `counts`: [bytes read, damaged bytes skipped], filled as they are read."""
         jid, start = self._unfolded()
         if jid is None:
             return
-        counts = [0, 0]
+        counts = [0, 0] if counts is None else counts
         for record in _Journal.records(self._journal.path, start, counts=counts):
             if name is None or record[1] == name:
                 yield record
@@ -7045,6 +7052,35 @@ class _FileService(_FromState, StorageService):
         only those) and the journal's records not yet folded in. `lazy_runs`: where a
         backend can, the runs' timestamps, SHA-1s and errors are read only when asked for
         (state['runs_loader'], for _RunTable.from_plain)."""
+        state = self._snapshot(functools.partial(self._read_snapshot, name, index, data, rows,
+                                                 skip, lazy_runs))
+        for full_name in itertools.chain(state['nodes'], state.get('columns', ())):
+            _check_stored_name(full_name, 'node name', self.filename)
+        return state
+
+    def _snapshot(self, read):
+        """read() of the main file, its segments and the journal as one state. A checkpoint
+        in another process may replace the main file (and start a new journal) between
+        reading that and the journal: the journal's runs would then count as completed
+        without the rows only the new main file lists, or a trajectory it just folded be
+        in neither. So the read (or its error) counts only if the main file stayed the
+        same throughout; from the third try on it is made under the folder's shared lock,
+        which a checkpoint takes exclusively (where there is no flock: tries alone)."""
+        for attempt in range(5):
+            stamp = _file_stamp(self.filename)
+            try:
+                with _FolderLock(self._journal.path, shared=True) if attempt >= 2 else \
+                        contextlib.nullcontext():
+                    got = read()
+            except Exception:
+                if attempt == 4 or _file_stamp(self.filename) == stamp:
+                    raise
+                continue
+            if _file_stamp(self.filename) == stamp:
+                break
+        return got
+
+    def _read_snapshot(self, name, index, data, rows, skip, lazy_runs):
         if not os.path.exists(self.filename) and not os.path.exists(self._journal.path):
             raise DataNotInStorageError('cannot load: %s does not exist' % self.filename)
         names = self.list_trajectories()
@@ -7064,30 +7100,7 @@ class _FileService(_FromState, StorageService):
                                             ' (add_time=True appended the time to the name: '
                                             'load with name=%r, or index=-1 for the newest)'
                                             % timed[-1])))
-        state = self._snapshot(functools.partial(self._read_snapshot, name, data, rows, skip,
-                                                 lazy_runs))
-        for full_name in itertools.chain(state['nodes'], state.get('columns', ())):
-            _check_stored_name(full_name, 'node name', self.filename)
-        return state
-
-    def _snapshot(self, read):
-        """read() of the main file, its segments and the journal as one state. A checkpoint
-        in another process may replace the main file (and start a new journal) between
-        reading that and the journal: the journal's runs would then count as completed
-        without the rows only the new main file lists. So the read is done again until the
-        main file stayed the same throughout, the third time under the folder's shared
-        lock (which a checkpoint takes exclusively)."""
-        for attempt in range(3):
-            stamp = _file_stamp(self.filename)
-            with _FolderLock(self._journal.path, shared=True) if attempt == 2 else \
-                    contextlib.nullcontext():
-                got = read()
-            if _file_stamp(self.filename) == stamp:
-                break
-        return got
-
-    def _read_snapshot(self, name, data, rows, skip, lazy_runs):
-        states, kinds = {}, set()
+        states, kinds, counts = {}, set(), [0, 0]
         if os.path.exists(self.filename) and name in self._list_names():
             states[name] = self._read_state(name, data, rows, skip, lazy_runs)
             paths = states[name].pop('runs_pending', None)
@@ -7102,8 +7115,8 @@ class _FileService(_FromState, StorageService):
             for record in records:
                 kinds.add(record[0])
                 yield record
-        _apply_records(states, noting(self._journal_records(name)))
-        if 'new' in kinds and 'traj' not in kinds:
+        _apply_records(states, noting(self._journal_records(name, counts)))
+        if 'new' in kinds and 'traj' not in kinds and counts[1]:
             raise StorageError(_undescribed_text(self, name))
         return states[name]
 
@@ -7634,18 +7647,32 @@ def _disk_error_text(path, error=None):
             pass
     if full:
         return 'the disk is full (ENOSPC)'
-    return '%s: %s' % (type(error).__name__, error) if error is not None else \
+    text = '%s: %s' % (type(error).__name__, error) if error is not None else \
         'a short write (the disk is full?)'
+    limit = _size_limit()
+    if limit is not None and not isinstance(error, OSError):  # (HDF5's own errors)
+        text += (' (this process may write files of at most %d bytes, ulimit -f: EFBIG if '
+                 'the file reached that)' % limit)
+    return text
+
+
+def _size_limit():
+    """The largest file this process may write (RLIMIT_FSIZE), or None: unlimited."""
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, AttributeError, ValueError, OSError):
+        return None
+    return None if limit == resource.RLIM_INFINITY else limit
 
 
 def _at_size_limit(path):
     """True if `path` is as large as this process may make a file (RLIMIT_FSIZE): a
     write beyond it is cut short without an error."""
+    limit = _size_limit()
     try:
-        import resource
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        return limit != resource.RLIM_INFINITY and os.path.getsize(path) >= limit
-    except (ImportError, OSError, AttributeError, ValueError):
+        return limit is not None and os.path.getsize(path) >= limit
+    except OSError:
         return False
 
 
@@ -7697,7 +7724,9 @@ class _Fold:
         self.jid, self.end, self.broken = None, None, False
         self.stamp = None  # the main file as it was when its metadata was first read
         self.syncing = []  # threads syncing closed segments (see make_durable)
-        self.unknown = set()  # trajectories neither the file nor a record has described
+        # trajectories neither the file nor a record has described: where the journal was
+        # damaged (damaged bytes skipped), that record was lost and their runs cannot be placed
+        self.unknown, self.damaged = set(), 0
 
     # -- per trajectory ----------------------------------------------------------------------
     def meta(self, name):
@@ -7932,7 +7961,7 @@ class _Fold:
     # -- the end -----------------------------------------------------------------------------
     def finish(self, folded, drop=()):
         """Close the segments, then swap in the main file that lists them."""
-        unknown = self.unknown - set(drop)
+        unknown = self.unknown - set(drop) if self.damaged else ()
         if unknown:
             raise StorageError(_undescribed_text(self.service, sorted(unknown)[0]))
         for name in self.service._legacy_names():
@@ -9923,9 +9952,10 @@ def _h5_stamp(path):
             eof = struct.unpack_from('<Q', head, at)[0]
             if eof not in (size, size - _USER_BLOCK):
                 import errno
-                raise OSError(errno.EIO, 'HDF5 did not write %s whole (it ends at byte %d, '
-                              'its superblock says %d): a write failed as the file was '
-                              'closed' % (path, size, eof))
+                raise OSError(errno.EFBIG if _at_size_limit(path) else errno.EIO,
+                              'HDF5 did not write %s whole (it ends at byte %d, its '
+                              'superblock says %d): a write failed as the file was closed'
+                              % (path, size, eof))
         f.seek(_USER_BLOCK)
         for chunk in iter(lambda: f.read(1 << 20), b''):
             h.update(chunk)
@@ -12182,11 +12212,11 @@ class _Settings:
         if progress not in (False, None, 0) and not (
                 isinstance(progress, tuple) and len(progress) == 3
                 and isinstance(progress[0], (int, float)) and 0 < progress[0] <= 100
-                and isinstance(progress[1], str)):
+                and isinstance(progress[1], (str, type(None)))):  # (None: the root logger)
             bad('report_progress must be True, False, a percent, a logger name or '
                 '(percent, logger name or "print", level), got %r' % (progress,))
-        if isinstance(progress, tuple):  # (checked here: a sweep would fail at its first
-            try:  # report, after the store before the runs)
+        if isinstance(progress, tuple) and progress[1] != 'print':  # (checked here: a sweep
+            try:  # would fail at its first report, after the store before the runs)
                 if progress[2] is None:
                     raise ConfigurationError('no level')
                 a['report_progress'] = progress[:2] + (_log_level(progress[2]),)
@@ -12707,6 +12737,9 @@ class Environment:
         self._check_parallel(service)
         if isinstance(service, _FileService) and not self._s.automatic_storing:
             service._prepare_overwrite()  # (else the first store does, once its data passed)
+            if not traj._stored:  # (its runs go to the file before it: not into another's,
+                service._refuse_another(traj.v_name)  # and its own f_store later is no clash)
+                service._ours.add(traj.v_name)
         start = time.time()
         self._config('start_timestamp', start)
         traj.f_lock_parameters()  # as pypet: nothing changes a parameter once runs start
@@ -13041,15 +13074,17 @@ class Environment:
         self._resumed = True
         self._postproc = snapshot['postproc'] or self._postproc
         self._s.continue_folder = os.path.dirname(os.path.abspath(continue_file))
-        earlier = dict(_read_results_log(continue_file + '.results', allow_pickle))
+        damage = []
+        earlier = dict(_read_results_log(continue_file + '.results', allow_pickle, damage))
         done = [(i, earlier.get(i)) for i in range(len(traj)) if traj._runs.completed[i]]
-        lost = [i for i, _ in done if i not in earlier]
+        lost = [i for i, _ in done if i not in earlier] if damage and damage[0] else ()
         if lost:  # (what the runs stored is intact: only what they returned is gone)
-            logger.warning('%s.results holds no return value of %d finished run(s) (%s%s): '
-                           'its record is damaged, or the value did not pickle; what this '
-                           'resume returns holds None for them, what they stored is intact'
-                           % (continue_file, len(lost), ', '.join(map(str, lost[:10])),
-                              ', ...' if len(lost) > 10 else ''))
+            logger.warning('%s.results is damaged, and holds no return value of %d finished '
+                           'run(s) (%s%s): what this resume returns holds None for them (the '
+                           'lost values among them, and those that returned None), what they '
+                           'stored is intact' % (continue_file, len(lost),
+                                                 ', '.join(map(str, lost[:10])),
+                                                 ', ...' if len(lost) > 10 else ''))
         return self._execute(snapshot['job'], snapshot['args'], snapshot['kwargs'],
                              snapshot['per_run'], earlier=done)
 
@@ -13099,8 +13134,12 @@ def _resumed_file(path, snapshot):
     here = os.path.dirname(os.path.abspath(path))
     if filename is None or was == here:
         return filename
-    beside = os.path.normpath(os.path.join(here, os.path.relpath(filename, was))) \
-        if was is not None else os.path.join(here, os.path.basename(filename))
+    beside = os.path.join(here, os.path.basename(filename))  # (0.3.0 recorded no folder)
+    if was is not None:
+        try:
+            beside = os.path.normpath(os.path.join(here, os.path.relpath(filename, was)))
+        except ValueError:  # (Windows: another drive)
+            pass
     for candidate in (beside, filename):
         if os.path.exists(candidate) or os.path.exists(candidate + '.journal'):
             if candidate != filename:
@@ -13855,10 +13894,11 @@ def _result_parts(idx, blob):
     return ['result', str(idx), blob]
 
 
-def _read_results_log(path, allow_pickle=None):
+def _read_results_log(path, allow_pickle=None, damage=None):
     """(idx, return value) pairs a continuable sweep logged; damaged records are
-    skipped. A return value is unpickled if this user logged it (signed), or with
-    allow_pickle=True; anything else refuses the resume (ResumeError)."""
+    skipped (`damage`, a list: gets the damaged bytes and records that did not load). A
+    return value is unpickled if this user logged it (signed), or with allow_pickle=True;
+    anything else refuses the resume (ResumeError)."""
     def loads(data):
         try:
             return _safe_loads(data)  # (the record's frame: plain data)
@@ -13869,9 +13909,11 @@ def _read_results_log(path, allow_pickle=None):
         except Exception:
             return None
     try:
-        _, records, _, _ = _Journal.read(path, loads=loads)
+        _, records, _, skipped = _Journal.read(path, loads=loads)
     except StorageError:
         return []
+    if damage is not None:
+        damage.append(skipped + records.count(None))
     out = []
     for r in records:
         if type(r) is tuple and len(r) == 4 and r[0] == 'signed':

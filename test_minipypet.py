@@ -6011,6 +6011,32 @@ def test_a_file_at_its_size_limit_is_named_as_that_and_the_resume_completes_it(f
     assert load(folder + '/full' + suffix, load_data=2).f_is_completed()
 
 
+@posix_only
+def test_a_store_that_reaches_the_file_size_limit_is_named_as_that(file_backend, tmp_path):
+    # (HDF5's close leaves the file short without an error: named as a torn write before)
+    import resource
+    script = tmp_path / 'big.py'
+    script.write_text(
+        'import sys, minipypet as mp\n'
+        'traj = mp.Trajectory("t", filename=sys.argv[1], add_time=False)\n'
+        'traj.f_add_parameter("x", 1)\n'
+        'traj.f_add_result("big", bytes(range(256)) * 10000)\n'
+        'try:\n'
+        '    traj.f_store()\n'
+        'except mp.StorageError as exc:\n'
+        '    print("STORAGE", exc)\n')
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    out = subprocess.run([sys.executable, str(script), path_for(file_backend, tmp_path)],
+                         cwd=str(tmp_path), env=subprocess_env(), capture_output=True,
+                         timeout=120, preexec_fn=limit)
+    text = out.stdout.decode()
+    assert 'STORAGE' in text and 'EFBIG' in text and 'ulimit -f' in text, \
+        text + out.stderr.decode()
+    assert 'Nothing stored before is changed' in text
+
+
 def random_list_job(traj):
     traj.f_add_result('arr', [random.random() for _ in range(8000)])  # (incompressible)
 
@@ -6725,6 +6751,54 @@ def test_kill9_stress(tmp_path, stress_dir, request, config):
 # ---------------------------------------------------------------------------------------------
 # Storing and loading items: pypet's options
 # ---------------------------------------------------------------------------------------------
+def test_deleting_items_of_a_trajectory_never_stored_touches_no_file(file_backend,
+                                                                      tmp_path):
+    # (its delete was journalled under a name the file does not hold: the file's next
+    # store of any trajectory took that for a damaged journal)
+    filename = path_for(file_backend, tmp_path)
+    sweep(file_backend, filename, square_job, n=3)
+    other = mp.Trajectory('other', filename=filename, add_time=False)
+    other.f_add_parameter('y', 1)
+    other.f_add_result('r', 5)
+    other.f_delete_item('results.r', remove_from_trajectory=True)
+    assert 'results.r' not in other.f_to_dict()
+    assert load(filename).v_storage_service.list_trajectories() == ['traj']
+    first = load(filename, load_all=2)
+    first.f_add_result('extra', 1)
+    first.f_store()
+    other.f_store()
+    assert load(filename, load_all=2, name='other').y == 1
+    assert load(filename, load_all=2, name='traj').extra == 1
+
+
+def test_a_sweep_without_automatic_storing_is_stored_by_its_own_f_store(file_backend,
+                                                                        tmp_path):
+    # pypet's automatic_storing=False: the runs are stored, the trajectory when its user
+    # says so; its own f_store must not be refused as another trajectory of its name, and
+    # a trajectory of that name already in the file must refuse the runs, not take them
+    filename = path_for(file_backend, tmp_path)
+    env = mp.Environment('manual', add_time=False, filename=filename, log_config=None,
+                         storage_service=CLASSES[file_backend], report_progress=False,
+                         automatic_storing=False)
+    traj = env.v_trajectory
+    traj.f_add_parameter('x', 0)
+    traj.f_explore({'x': [1, 2, 3]})
+    env.f_run(square_job)
+    traj.f_store()
+    got = load(filename, load_all=2, name='manual')
+    assert got.f_is_completed() and got.f_get('x').f_get_range() == [1, 2, 3]
+    assert got.f_get_from_runs('z', fast_access=True, use_indices=True) == {
+        0: 1.5, 1: 4.5, 2: 9.5}
+    again = mp.Environment('manual', add_time=False, filename=filename, log_config=None,
+                           storage_service=CLASSES[file_backend], report_progress=False,
+                           automatic_storing=False)
+    again.v_trajectory.f_add_parameter('x', 0)
+    again.v_trajectory.f_explore({'x': [7]})
+    with pytest.raises(mp.StorageError, match="holds a trajectory 'manual' already"):
+        again.f_run(square_job)
+    assert load(filename, load_all=2, name='manual').f_get('x').f_get_range() == [1, 2, 3]
+
+
 def test_store_item_overwrite_replaces_only_the_named_items(file_backend, tmp_path):
     filename = path_for(file_backend, tmp_path)
     traj = mp.Trajectory('t', filename=filename, add_time=False)
@@ -9360,7 +9434,8 @@ def test_a_return_value_lost_to_a_damaged_results_log_is_named_on_resume(tmp_pat
         got = mp.Environment(log_config=None).f_continue_run(cnt)
     assert got == [(0, 1), (1, 2), (2, None)]
     said = [r.getMessage() for r in caplog.records if 'holds no return value' in r.getMessage()]
-    assert said and '1 finished run(s) (2)' in said[0] and 'intact' in said[0]
+    assert said and 'is damaged' in said[0] and '1 finished run(s) (2)' in said[0] and \
+        'intact' in said[0]
     assert load(filename, load_data=2).f_get_from_runs('z', fast_access=True,
                                                        use_indices=True) == {
         0: 1.5, 1: 4.5, 2: 9.5}
@@ -11113,6 +11188,9 @@ def test_report_progress_level_by_name_and_bad_forms_refused_before_a_write(tmp_
         env.f_run(jobs.times_ten)
     assert [r.levelno for r in caplog.records if r.name == 'my.named'][-1] == logging.WARNING
     filename = str(tmp_path / 'rp.hdf5')
+    for fine in ((50, None, logging.INFO), (50, 'print', None)):  # (pypet's forms too)
+        assert mp.Environment('pf', add_time=False, log_config=None, storage_service='lazy',
+                              report_progress=fine)
     for bad, said in (((10, 'minipypet', 'LOUD'), "'LOUD'"), ((10, 'minipypet', None), 'None'),
                       ((10, 5, logging.INFO), 'logger name'),
                       (('10', 'minipypet', logging.INFO), 'percent')):
