@@ -9389,22 +9389,33 @@ def test_pickled_data_loads_by_default_only_where_this_user_wrote_it(file_backen
                .st_mode & 0o777) == '0o600'
 
 
-def test_a_damaged_cnt_is_refused_as_damaged_not_as_another_users(tmp_path, monkeypatch):
-    # (it was refused as written by another user, whose fixes, allow_pickle=True or
-    # `minipypet trust`, then resumed the sweep with the damaged arguments)
+def flip_bit(path, at):
+    """Flip the lowest bit of the byte at offset `at` of a file (negative: from its end)."""
+    with open(path, 'r+b') as f:
+        f.seek(at, os.SEEK_END if at < 0 else os.SEEK_SET)
+        where = f.tell()
+        byte = f.read(1)
+        f.seek(where)
+        f.write(bytes([byte[0] ^ 1]))
+
+
+def kept_cnt_sweep(tmp_path, xs):
+    """A finished continuable sweep of square_job whose .cnt is kept: (data file, .cnt)."""
     filename = str(tmp_path / 't.pkl')
     env = mp.Environment('t', add_time=False, filename=filename, log_config=None,
                          storage_service=mp.PickleStorageService,
                          continue_folder=str(tmp_path), delete_continue=False)
     env.v_trajectory.f_add_parameter('x', 0)
-    env.v_trajectory.f_explore({'x': [1, 2]})
-    env.f_run(square_job)
-    cnt = str(tmp_path / 't.cnt')
-    with open(cnt, 'r+b') as f:
-        f.seek(-5, os.SEEK_END)
-        byte = f.read(1)
-        f.seek(-5, os.SEEK_END)
-        f.write(bytes([byte[0] ^ 1]))
+    env.v_trajectory.f_explore({'x': xs})
+    assert env.f_run(square_job) == list(enumerate(xs))
+    return filename, str(tmp_path / 't.cnt')
+
+
+def test_a_damaged_cnt_is_refused_as_damaged_not_as_another_users(tmp_path, monkeypatch):
+    # (it was refused as written by another user, whose fixes, allow_pickle=True or
+    # `minipypet trust`, then resumed the sweep with the damaged arguments)
+    _, cnt = kept_cnt_sweep(tmp_path, [1, 2])
+    flip_bit(cnt, -5)
     for allow in (None, True):
         with pytest.raises(mp.ResumeError, match='t.cnt is damaged: its checksum'):
             mp.Environment(log_config=None).f_continue_run(cnt, allow_pickle=allow)
@@ -9417,19 +9428,8 @@ def test_a_damaged_cnt_is_refused_as_damaged_not_as_another_users(tmp_path, monk
 
 
 def test_a_return_value_lost_to_a_damaged_results_log_is_named_on_resume(tmp_path, caplog):
-    filename = str(tmp_path / 't.pkl')
-    env = mp.Environment('t', add_time=False, filename=filename, log_config=None,
-                         storage_service=mp.PickleStorageService,
-                         continue_folder=str(tmp_path), delete_continue=False)
-    env.v_trajectory.f_add_parameter('x', 0)
-    env.v_trajectory.f_explore({'x': [1, 2, 3]})
-    assert env.f_run(square_job) == [(0, 1), (1, 2), (2, 3)]
-    cnt = str(tmp_path / 't.cnt')
-    with open(cnt + '.results', 'r+b') as f:  # one bit of the last record's payload
-        f.seek(-3, os.SEEK_END)
-        byte = f.read(1)
-        f.seek(-3, os.SEEK_END)
-        f.write(bytes([byte[0] ^ 1]))
+    filename, cnt = kept_cnt_sweep(tmp_path, [1, 2, 3])
+    flip_bit(cnt + '.results', -3)  # (in the last record's payload)
     with caplog.at_level(logging.WARNING, logger=mp.__name__):
         got = mp.Environment(log_config=None).f_continue_run(cnt)
     assert got == [(0, 1), (1, 2), (2, None)]
