@@ -6888,8 +6888,14 @@ class _FileService(_FromState, StorageService):
                 _Journal.repair(self._journal.path)
                 if before is not None:
                     before()
-                self._journal.append(('traj', mem['name'], mem, store_data, True),
-                                     locked=True)
+                try:
+                    self._journal.append(('traj', mem['name'], mem, store_data, True),
+                                         locked=True)
+                except StorageError:  # (a journal this left with no record goes with it)
+                    if os.path.exists(self._journal.path) and \
+                            not _Journal.read(self._journal.path)[1]:
+                        os.remove(self._journal.path)
+                    raise
             # (synced with the runs after it, by the group commit (fsync_interval): its own
             # fsync cost ~2 ms, a tenth of a small sweep; a kill -9 loses nothing either way)
             return
@@ -12956,10 +12962,19 @@ class Environment:
         return None if snapshot is None else snapshot[0]
 
     def _write_continue_file(self, job, args, kwargs, per_run):
+        """The .cnt of the runs post-processing added (their ranges are stored already)."""
         snapshot = self._continue_snapshot(job, args, kwargs, per_run)
         if snapshot is None:
             return None
-        _write_continue(*snapshot)
+        try:
+            _write_continue(*snapshot)
+        except StorageError as exc:  # the .cnt before cannot resume the expanded trajectory
+            if os.path.exists(snapshot[0]):
+                os.remove(snapshot[0])
+            raise StorageError(
+                '%s; the .cnt of the runs before is removed (it cannot resume the added runs): '
+                'once that is mended, load the trajectory into an Environment and f_run the '
+                'job, which runs the runs not completed' % exc) from exc.__cause__
         return snapshot[0]
 
     def _continue_snapshot(self, job, args, kwargs, per_run):

@@ -6037,6 +6037,41 @@ def test_a_store_that_reaches_the_file_size_limit_is_named_as_that(file_backend,
     assert 'Nothing stored before is changed' in text
 
 
+def padded_job(traj, pad):
+    traj.f_add_result('y', traj.x * 2 + len(pad) * 0)
+
+
+def expand_once(traj, results):
+    return {'x': [10, 11]} if len(traj) == 3 else None
+
+
+def test_a_cnt_for_added_runs_that_does_not_fit_removes_the_one_before(tmp_path):
+    # Post-processing added runs; their .cnt does not fit. The .cnt left was the one of the
+    # runs before, which cannot resume the expanded trajectory (the resume blamed a changed
+    # exploration): it is removed, and the error says how to run the added runs
+    with small_disk(tmp_path, size='3m') as (folder, grow):
+        filename = folder + '/pp.pkl'
+        env = mp.Environment('pp', filename=filename, add_time=False, log_config=None,
+                             report_progress=False, continuable=True,
+                             continue_folder=folder, storage_service=mp.PickleStorageService)
+        env.v_trajectory.f_add_parameter('x', 0)
+        env.v_trajectory.f_explore({'x': [0, 1, 2]})
+        env.f_add_postprocessing(expand_once)
+        pad = os.urandom(1700000)  # (in the .cnt: two of them do not fit)
+        with pytest.raises(mp.StorageError, match=r'ENOSPC.*\.cnt of the runs before is '
+                                                  r'removed.*f_run the job'):
+            env.f_run(padded_job, pad)
+        assert not os.path.exists(folder + '/pp.cnt')
+        grow()
+        traj = load(filename, load_all=2, name='pp')
+        assert len(traj) == 5 and [traj.f_is_completed(i) for i in range(5)] == [
+            True, True, True, False, False]
+        again = mp.Environment(trajectory=traj, log_config=None, report_progress=False)
+        again.f_run(padded_job, b'')
+        assert load(filename, load_all=2, name='pp').f_get_from_runs(
+            'y', fast_access=True, use_indices=True) == {0: 0, 1: 2, 2: 4, 3: 20, 4: 22}
+
+
 def random_list_job(traj):
     traj.f_add_result('arr', [random.random() for _ in range(8000)])  # (incompressible)
 
@@ -6124,6 +6159,7 @@ def test_a_full_disk_before_the_first_run_leaves_no_cnt_to_resume(file_backend, 
                                                   r"ENOSPC.*\.cnt is as it was.*run them"):
             env.f_run(double_x)
         assert not os.path.exists(folder + '/cnt/full.cnt')
+        assert not os.path.exists(filename + '.journal')  # (nor an empty journal)
         grow()
         env.f_run(double_x)
         got = load(filename, load_data=2)
