@@ -12821,7 +12821,8 @@ class Environment:
                 if interrupted:  # (raised from here: the finally's own exception wins)
                     raise KeyboardInterrupt(stopped) from None
                 logger.warning('%s', stopped)
-        if cnt is not None and self._s.delete_continue and traj.f_is_completed():
+        if cnt is not None and self._s.delete_continue and traj.f_is_completed() and \
+                not self._stopped:  # (stopped before post-processing added more runs)
             for path in (cnt + '.results', cnt):  # (a kill between leaves the .cnt alone)
                 if os.path.exists(path):
                     os.remove(path)
@@ -13369,10 +13370,11 @@ class _Sweep:
             return
         names = ['%s.runs.%s' % (branch, _run_name(i)) for i in retried
                  for branch in ('results', 'derived_parameters')]
-        for name in names:  # (kept in memory with clean_up_runs=False)
-            node = self.traj._nodes.get(name)
-            if node is not None:
-                self.traj._remove_subtree(node)
+        for i in retried:  # (kept in memory with clean_up_runs=False, or loaded and not
+            for branch in ('results', 'derived_parameters'):  # made yet: made to go now,
+                group = self.traj._run_group(branch, i)  # else the final store would put
+                if group is not None:  # back what the failed attempt stored)
+                    self.traj._remove_subtree(group)
         if isinstance(self.service, _FileService):
             self.service._delete(names, trajectory=self.traj, recursive=True)
 
@@ -13581,7 +13583,8 @@ class _Sweep:
         if isinstance(idx, list) and len(idx) == 1:
             idx = idx[0]
         runs = 'run %d (%s)' % (idx, _run_name(idx)) if not isinstance(idx, list) else \
-            'runs %s (a batch; those that finished were not stored yet)' % ', '.join(
+            'runs %s (a batch; those of it not stored as completed run again when '\
+            'resumed)' % ', '.join(
                 map(str, idx))
         return WorkerDiedError(
             '%s: %s %d died with %s while carrying %s out (killed, os._exit or out of '
@@ -13755,8 +13758,14 @@ class _Sweep:
 
     # -- a process per run -------------------------------------------------------------------
     def _writer_failed(self, plumbing):
-        return StorageError('the queue writer failed; finished runs that reached the file '
-                            'stay stored:\n%s' % (self._writer_status(plumbing),))
+        process = getattr(plumbing.get('manager'), '_process', None)  # (BaseManager's)
+        cause = '' if process is None or process.is_alive() else (
+            ' because the multiprocessing Manager process %s, which carries the queue, died '
+            'with %s (killed, or out of memory)' % (process.pid,
+                                                     _describe_exit(process.exitcode)))
+        return StorageError('the queue writer failed%s; finished runs that reached the file '
+                            'stay stored, resume with env.f_continue_run(%r):\n%s'
+                            % (cause, self.env.v_continue_file, self._writer_status(plumbing)))
 
     def _process_per_run(self):
         from multiprocessing.connection import wait

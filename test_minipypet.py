@@ -6072,6 +6072,67 @@ def test_a_cnt_for_added_runs_that_does_not_fit_removes_the_one_before(tmp_path)
             'y', fast_access=True, use_indices=True) == {0: 0, 1: 2, 2: 4, 3: 20, 4: 22}
 
 
+def fails_once_job(traj):
+    if traj.v_idx == 1 and not os.path.exists(traj.flag):
+        traj.f_add_result('partial', -1.0)  # what the failed attempt leaves
+        raise ValueError('boom')
+    traj.f_add_result('z', traj.x + 1)
+    return traj.x + 1
+
+
+def test_a_failed_run_retried_by_a_parallel_resume_keeps_nothing_of_the_failed_attempt(
+        tmp_path):
+    # (the resume loads the runs unmade: the retried run's group was not removed, and the
+    # pickle backend's final store put the failed attempt's result back)
+    def env_for():
+        return mp.Environment('t', add_time=False, filename=str(tmp_path / 't.pkl'),
+                              storage_service=mp.PickleStorageService, log_config=None,
+                              report_progress=False, record_failed_runs=True,
+                              continue_folder=str(tmp_path), multiproc=True, ncores=2,
+                              use_pool=True, wrap_mode='LOCK')
+    env = env_for()
+    env.v_trajectory.f_add_parameter('x', 0.0)
+    env.v_trajectory.f_add_parameter('flag', str(tmp_path / 'fixed'))
+    env.v_trajectory.f_explore({'x': [0.0, 1.0, 2.0, 3.0]})
+    env.f_run(fails_once_job)
+    assert 'partial' in load(str(tmp_path / 't.pkl'), load_all=2, name='t').f_get(
+        'results.runs.run_00000001')
+    open(str(tmp_path / 'fixed'), 'w').close()
+    env_for().f_continue_run(str(tmp_path / 't.cnt'))
+    run = load(str(tmp_path / 't.pkl'), load_all=2, name='t').f_get(
+        'results.runs.run_00000001')
+    assert run.z == 2.0 and 'partial' not in run
+
+
+def stops_at_11_job(traj):
+    traj.f_add_result('y', traj.x * 2)
+    if traj.v_idx == 11:  # (Ctrl+C in the last run of a round, graceful_exit: it ends)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def two_more(traj, results):
+    return {'x': [len(traj), len(traj) + 1]} if len(traj) < 20 else None
+
+
+@posix_only
+def test_a_graceful_stop_between_post_processing_rounds_keeps_the_cnt(tmp_path):
+    # (every run made so far was complete, so the .cnt went: the search could not resume)
+    env = mp.Environment('t', add_time=False, filename=str(tmp_path / 't.pkl'),
+                         storage_service=mp.PickleStorageService, log_config=None,
+                         report_progress=False, graceful_exit=True,
+                         continue_folder=str(tmp_path))
+    env.v_trajectory.f_add_parameter('x', 0)
+    env.v_trajectory.f_explore({'x': list(range(10))})
+    env.f_add_postprocessing(two_more)
+    assert len(env.f_run(stops_at_11_job)) == 12
+    assert os.path.exists(str(tmp_path / 't.cnt'))
+    got = mp.Environment(log_config=None, report_progress=False).f_continue_run(
+        str(tmp_path / 't.cnt'))
+    assert len(got) == 20
+    assert load(str(tmp_path / 't.pkl'), load_all=2, name='t').f_get_from_runs(
+        'y', fast_access=True, use_indices=True) == {i: 2 * i for i in range(20)}
+
+
 def random_list_job(traj):
     traj.f_add_result('arr', [random.random() for _ in range(8000)])  # (incompressible)
 
