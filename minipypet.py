@@ -7107,22 +7107,21 @@ class _FileService(_FromState, StorageService):
                                             'load with name=%r, or index=-1 for the newest)'
                                             % timed[-1])))
         states, kinds, counts = {}, set(), [0, 0]
-        if os.path.exists(self.filename) and name in self._list_names():
+        known = os.path.exists(self.filename) and name in self._list_names()
+        if known:
             states[name] = self._read_state(name, data, rows, skip, lazy_runs)
             paths = states[name].pop('runs_pending', None)
             if paths and os.path.exists(self._journal.path):  # (its records come after)
                 self._runs_flush(states[name], paths)
             elif paths:
                 states[name]['runs_loader'] = functools.partial(self._runs_later, paths)
-        else:
-            kinds.add('new')
 
         def noting(records):  # (the kinds of record seen: streamed, not held)
             for record in records:
                 kinds.add(record[0])
                 yield record
         _apply_records(states, noting(self._journal_records(name, counts)))
-        if 'new' in kinds and 'traj' not in kinds and counts[1]:
+        if not known and 'traj' not in kinds and counts[1]:
             raise StorageError(_undescribed_text(self, name))
         return states[name]
 
@@ -12223,12 +12222,13 @@ class _Settings:
                 '(percent, logger name or "print", level), got %r' % (progress,))
         if isinstance(progress, tuple) and progress[1] != 'print':  # (checked here: a sweep
             try:  # would fail at its first report, after the store before the runs)
-                if progress[2] is None:
-                    raise ConfigurationError('no level')
-                a['report_progress'] = progress[:2] + (_log_level(progress[2]),)
+                level = _log_level(progress[2])
             except ConfigurationError:
+                level = None
+            if level is None:
                 bad('report_progress %r: its level must be a logging level (logging.INFO, '
                     'or a name such as "INFO"), got %r' % (progress, progress[2]))
+            a['report_progress'] = progress[:2] + (level,)
 
 
 # ============================================================================================
